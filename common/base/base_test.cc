@@ -1,0 +1,55 @@
+#include <atomic>
+#include <vector>
+
+#include "common/base/parallel_for.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+TEST(Sha256, MatchesKnownVector) {
+  const std::string abc = "abc";
+  Sha256Digest digest =
+      Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(abc.data()), abc.size()));
+  EXPECT_EQ(DigestToHex(digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(ParallelFor, RunsEveryIndexOnce) {
+  std::vector<std::atomic<int>> hits(1000);
+  ASSERT_TRUE(ParallelFor(hits.size(), 4, [&](size_t i) {
+                hits[i]++;
+                return absl::OkStatus();
+              }).ok());
+  for (auto& hit : hits) EXPECT_EQ(hit.load(), 1);
+}
+
+TEST(ParallelFor, ReturnsAnErrorFromAnyIndex) {
+  absl::Status status = ParallelFor(64, 3, [](size_t i) {
+    return i == 37 ? absl::InvalidArgumentError("tile 37") : absl::OkStatus();
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), testing::HasSubstr("tile 37"));
+}
+
+absl::StatusOr<int> Half(int x) {
+  if (x % 2) return absl::InvalidArgumentError("odd");
+  return x / 2;
+}
+
+absl::StatusOr<int> Quarter(int x) {
+  ASSIGN_OR_RETURN(int half, Half(x));
+  ASSIGN_OR_RETURN(half, Half(half));
+  return half;
+}
+
+TEST(StatusMacros, PropagateErrorsAndValues) {
+  EXPECT_EQ(Quarter(8).value(), 2);
+  EXPECT_EQ(Quarter(6).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace weightcast

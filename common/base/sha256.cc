@@ -1,0 +1,29 @@
+#include "common/base/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <cassert>
+
+namespace weightcast {
+
+Sha256Digest Sha256(absl::Span<const uint8_t> data) {
+  Sha256Digest digest{};
+  unsigned int length = 0;
+  int ok = EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr);
+  assert(ok == 1 && length == digest.size());
+  (void)ok;
+  return digest;
+}
+
+std::string DigestToHex(const Sha256Digest& digest) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(digest.size() * 2);
+  for (uint8_t byte : digest) {
+    hex.push_back(kHex[byte >> 4]);
+    hex.push_back(kHex[byte & 0xf]);
+  }
+  return hex;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,31 @@
+// Fidelity of a reconstruction: SQNR against the float original and against the int8 values,
+// largest absolute error, and bits per weight. Pure functions; thread-safe.
+#ifndef WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_
+#define WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+#include "common/tensor/quantize.h"
+
+namespace weightcast {
+
+struct Fidelity {
+  double sqnr_db = 0;        // reconstruction vs float original; +inf when identical
+  double sqnr_int8_db = 0;   // reconstruction vs the dequantized int8 before coding; +inf if exact
+  double max_abs_error = 0;  // vs float original, in weight units
+  double bits_per_weight = 0;
+};
+
+// 10·log10(Σ reference² / Σ (reference − reconstruction)²). +inf when they are identical;
+// 0 dB signal (all zeros) with an error gives -inf.
+double SqnrDb(absl::Span<const float> reference, absl::Span<const float> reconstruction);
+
+// Measures `decoded` (int8 values reconstructed from a bitstream of `coded_bytes`) against
+// `original` (the float weights) and `quantized` (the int8 tensor that was coded).
+Fidelity MeasureFidelity(absl::Span<const float> original, const QuantizedTensor& quantized,
+                         absl::Span<const int8_t> decoded, uint64_t coded_bytes);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_

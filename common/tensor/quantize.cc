@@ -1,0 +1,119 @@
+#include "common/tensor/quantize.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/tensor/tensor.h"
+
+namespace weightcast {
+namespace {
+
+constexpr std::pair<QuantScheme, absl::string_view> kSchemeNames[] = {
+    {QuantScheme::kPerTensorSymmetric, "per-tensor-symmetric"},
+    {QuantScheme::kPerChannelSymmetric, "per-channel-symmetric"},
+    {QuantScheme::kPerTensorAsymmetric, "per-tensor-asymmetric"},
+    {QuantScheme::kPerChannelAsymmetric, "per-channel-asymmetric"},
+};
+
+bool IsPerChannel(QuantScheme scheme) {
+  return scheme == QuantScheme::kPerChannelSymmetric || scheme == QuantScheme::kPerChannelAsymmetric;
+}
+
+bool IsSymmetric(QuantScheme scheme) {
+  return scheme == QuantScheme::kPerTensorSymmetric || scheme == QuantScheme::kPerChannelSymmetric;
+}
+
+int8_t Clamp8(float x, int lo) {
+  return static_cast<int8_t>(std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
+}
+
+// Quantizes one group of values that share a scale.
+void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out, float* scale,
+                   int32_t* zero_point) {
+  float lo = 0.0f, hi = 0.0f;  // the range always holds 0 so that 0.0 stays exact
+  for (float w : in) {
+    lo = std::min(lo, w);
+    hi = std::max(hi, w);
+  }
+  if (symmetric) {
+    const float max_abs = std::max(-lo, hi);
+    *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+    *zero_point = 0;
+    for (size_t i = 0; i < in.size(); ++i) out[i] = Clamp8(in[i] / *scale, -127);
+    return;
+  }
+  *scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+  *zero_point = std::clamp(static_cast<int32_t>(std::lrint(-128.0f - lo / *scale)), -128, 127);
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = Clamp8(in[i] / *scale + static_cast<float>(*zero_point), -128);
+  }
+}
+
+}  // namespace
+
+absl::string_view QuantSchemeName(QuantScheme scheme) {
+  for (const auto& [s, name] : kSchemeNames) {
+    if (s == scheme) return name;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<QuantScheme> QuantSchemeFromName(absl::string_view name) {
+  for (const auto& [scheme, n] : kSchemeNames) {
+    if (n == name) return scheme;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown quantization scheme '", name, "'"));
+}
+
+int64_t QuantizedTensor::ElementsPerScale() const {
+  if (scales.empty()) return 0;
+  return static_cast<int64_t>(values.size()) / static_cast<int64_t>(scales.size());
+}
+
+absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<const int64_t> shape,
+                                         absl::Span<const float> values, QuantScheme scheme) {
+  QuantizedTensor out;
+  out.shape.assign(shape.begin(), shape.end());
+  out.scheme = scheme;
+  ASSIGN_OR_RETURN(const int64_t count, CheckedNumElements(shape, absl::StrCat("tensor '", name, "'")));
+  if (count != static_cast<int64_t>(values.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", values.size(),
+                                                   " values for shape ", ShapeToString(shape)));
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': element ", i, " is ",
+                                                     values[i], " (weights must be finite)"));
+    }
+  }
+  const size_t channels =
+      IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0 ? static_cast<size_t>(shape[0]) : 1;
+  const size_t per_channel = channels ? values.size() / channels : 0;
+  out.values.resize(values.size());
+  out.scales.resize(channels);
+  out.zero_points.resize(channels);
+  for (size_t c = 0; c < channels; ++c) {
+    QuantizeGroup(values.subspan(c * per_channel, per_channel), IsSymmetric(scheme),
+                  out.values.data() + c * per_channel, &out.scales[c], &out.zero_points[c]);
+  }
+  return out;
+}
+
+std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values) {
+  assert(values.size() == params.values.size());
+  std::vector<float> out(values.size());
+  const int64_t group = params.ElementsPerScale();
+  for (size_t c = 0; c < params.scales.size(); ++c) {
+    const float scale = params.scales[c];
+    const int32_t zero = params.zero_points[c];
+    for (int64_t i = static_cast<int64_t>(c) * group; i < static_cast<int64_t>(c + 1) * group; ++i) {
+      out[i] = scale * static_cast<float>(values[i] - zero);
+    }
+  }
+  return out;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,52 @@
+// Post-training int8 quantization: per-tensor symmetric (the default, `scale = max|w| / 127`),
+// per-channel symmetric, and the asymmetric variants the seed research compared against.
+// Pure functions; thread-safe.
+#ifndef WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
+#define WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
+
+#include <cstdint>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace weightcast {
+
+enum class QuantScheme {
+  kPerTensorSymmetric,
+  kPerChannelSymmetric,  // one scale per index of dimension 0 (output channel)
+  kPerTensorAsymmetric,
+  kPerChannelAsymmetric,
+};
+
+absl::string_view QuantSchemeName(QuantScheme scheme);  // "per-tensor-symmetric", ...
+absl::StatusOr<QuantScheme> QuantSchemeFromName(absl::string_view name);
+
+// int8 values with the parameters that map them back: w ≈ scale[c] * (q - zero_point[c]).
+struct QuantizedTensor {
+  std::vector<int64_t> shape;
+  QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
+  std::vector<int8_t> values;
+  std::vector<float> scales;         // 1 entry per tensor or 1 per channel
+  std::vector<int32_t> zero_points;  // same count as scales; all 0 when symmetric
+
+  // Elements that share one scale (all of them for per-tensor schemes).
+  int64_t ElementsPerScale() const;
+};
+
+// Quantizes `values` (row-major, `shape`). NaN or Inf is an InvalidArgument naming `name`.
+// An all-zero tensor (or channel) gets scale 1 and quantizes to zeros.
+absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<const int64_t> shape,
+                                         absl::Span<const float> values, QuantScheme scheme);
+
+// w = scale * (q - zero_point) for `values`, using the parameters of `params`
+// (`values` may be a lossy reconstruction of params.values; same length).
+std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values);
+inline std::vector<float> Dequantize(const QuantizedTensor& tensor) {
+  return Dequantize(tensor, tensor.values);
+}
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_

@@ -1,0 +1,119 @@
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "common/tensor/fidelity.h"
+#include "common/tensor/quantize.h"
+#include "common/tensor/tensor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<float> Gaussian(size_t n, float sigma, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> values(n);
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+TEST(Quantize, PerTensorSymmetricUsesMaxAbsOver127) {
+  const std::vector<float> w = {0.5f, -1.27f, 0.0f, 1.0f};
+  auto q = Quantize("fc.weight", {2, 2}, w, QuantScheme::kPerTensorSymmetric);
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->scales.size(), 1u);
+  EXPECT_FLOAT_EQ(q->scales[0], 0.01f);
+  EXPECT_EQ(q->zero_points[0], 0);
+  EXPECT_EQ(q->values, (std::vector<int8_t>{50, -127, 0, 100}));
+}
+
+TEST(Quantize, AllZeroTensorIsFine) {
+  auto q = Quantize("zeros", {3, 3}, std::vector<float>(9, 0.0f), QuantScheme::kPerTensorSymmetric);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->values, std::vector<int8_t>(9, 0));
+  EXPECT_EQ(Dequantize(*q), std::vector<float>(9, 0.0f));
+}
+
+TEST(Quantize, NanOrInfIsAnErrorNamingTheTensor) {
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    auto q = Quantize("layer3.weight", {2}, {1.0f, bad}, QuantScheme::kPerTensorSymmetric);
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(q.status().message()), HasSubstr("layer3.weight"));
+  }
+}
+
+TEST(Quantize, ShapeMismatchIsAnError) {
+  auto q = Quantize("fc", {3, 3}, std::vector<float>(8), QuantScheme::kPerTensorSymmetric);
+  EXPECT_THAT(std::string(q.status().message()), HasSubstr("fc"));
+}
+
+TEST(Quantize, EverySchemeRoundTripsWithinHalfAStep) {
+  const std::vector<float> w = Gaussian(64 * 32, 0.05f, 1);
+  for (QuantScheme scheme : {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric,
+                             QuantScheme::kPerTensorAsymmetric, QuantScheme::kPerChannelAsymmetric}) {
+    auto q = Quantize("w", {64, 32}, w, scheme);
+    ASSERT_TRUE(q.ok());
+    const bool per_channel =
+        scheme == QuantScheme::kPerChannelSymmetric || scheme == QuantScheme::kPerChannelAsymmetric;
+    EXPECT_EQ(q->scales.size(), per_channel ? 64u : 1u) << QuantSchemeName(scheme);
+    const std::vector<float> back = Dequantize(*q);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const float step = q->scales[i / q->ElementsPerScale()];
+      EXPECT_LE(std::abs(back[i] - w[i]), 0.5f * step + 1e-7f) << QuantSchemeName(scheme);
+    }
+    EXPECT_GT(SqnrDb(w, back), 30.0) << QuantSchemeName(scheme);
+  }
+}
+
+TEST(Quantize, SchemeNamesRoundTrip) {
+  auto scheme = QuantSchemeFromName("per-channel-asymmetric");
+  ASSERT_TRUE(scheme.ok());
+  EXPECT_EQ(QuantSchemeName(*scheme), "per-channel-asymmetric");
+  EXPECT_FALSE(QuantSchemeFromName("per-row").ok());
+}
+
+TEST(Fidelity, ExactReconstructionIsInfiniteSqnr) {
+  const std::vector<float> w = Gaussian(100, 1.0f, 2);
+  auto q = Quantize("w", {10, 10}, w, QuantScheme::kPerTensorSymmetric);
+  ASSERT_TRUE(q.ok());
+  const Fidelity f = MeasureFidelity(w, *q, q->values, 100);
+  EXPECT_TRUE(std::isinf(f.sqnr_int8_db));
+  EXPECT_GT(f.sqnr_db, 30.0);
+  EXPECT_DOUBLE_EQ(f.bits_per_weight, 8.0);
+  EXPECT_LE(f.max_abs_error, 0.5 * q->scales[0] + 1e-6);
+}
+
+TEST(Tensor, ToFloat32ConvertsHalfAndBFloat16) {
+  Tensor half{"h", {3}, DType::kFloat16, {}};
+  for (float v : {1.0f, -2.5f, 65504.0f}) {
+    uint16_t bits = FloatToHalf(v);
+    half.data.push_back(bits & 0xff);
+    half.data.push_back(bits >> 8);
+  }
+  auto values = ToFloat32(half);
+  ASSERT_TRUE(values.ok());
+  EXPECT_EQ(*values, (std::vector<float>{1.0f, -2.5f, 65504.0f}));
+  Tensor bf16{"b", {1}, DType::kBFloat16, {0x80, 0x3f}};  // 0x3f80 = 1.0
+  EXPECT_EQ(ToFloat32(bf16).value(), std::vector<float>{1.0f});
+}
+
+TEST(Tensor, ToFloat32RejectsShortDataAndNonFinite) {
+  Tensor short_data{"enc.w", {4}, DType::kFloat32, std::vector<uint8_t>(12)};
+  EXPECT_THAT(std::string(ToFloat32(short_data).status().message()), HasSubstr("enc.w"));
+  Tensor inf = MakeFloat32Tensor("dec.b", {1}, {std::numeric_limits<float>::infinity()});
+  EXPECT_THAT(std::string(ToFloat32(inf).status().message()), HasSubstr("dec.b"));
+}
+
+TEST(Tensor, CheckedNumElementsCatchesOverflowAndNegatives) {
+  EXPECT_EQ(CheckedNumElements({4096, 4096}, "x").value(), 4096 * 4096);
+  EXPECT_EQ(CheckedNumElements({0, 5}, "x").value(), 0);
+  EXPECT_FALSE(CheckedNumElements({1LL << 40, 1LL << 40}, "x").ok());
+  EXPECT_FALSE(CheckedNumElements({-1, 2}, "x").ok());
+}
+
+}  // namespace
+}  // namespace weightcast
