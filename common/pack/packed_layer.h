@@ -1,0 +1,63 @@
+// The packed-layer format (docs/FORMAT.md): one tensor of one tier, self-describing and
+// self-delimiting. "WCL1", a little-endian uint32 header length, a PackedLayerHeader protobuf,
+// then the payload (the concatenated tile bitstreams). The reader treats bytes as untrusted and
+// rejects a header whose sizes do not add up before allocating anything. Plain values; thread-safe.
+#ifndef WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
+#define WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "common/base/sha256.h"
+#include "common/hevc/picture.h"
+#include "common/tensor/fidelity.h"
+#include "common/tensor/quantize.h"
+#include "common/tensor/tensor.h"
+
+namespace weightcast {
+
+enum class LayerCodec { kHevc, kRawInt8, kZstdInt8, kFloat32, kFloat16, kPassthrough };
+
+absl::string_view LayerCodecName(LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
+bool IsInt8Codec(LayerCodec codec);
+
+// Limits a reader enforces before allocating.
+inline constexpr uint32_t kMaxHeaderBytes = 16 << 20;
+inline constexpr int64_t kMaxLayerElements = int64_t{1} << 31;
+inline constexpr int kMaxTensorRank = 8;
+
+struct PackedLayer {
+  std::string name;
+  LayerCodec codec = LayerCodec::kRawInt8;
+  std::vector<int64_t> shape;
+  DType source_dtype = DType::kFloat32;
+  // int8 codecs only.
+  QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
+  std::vector<float> scales;
+  std::vector<int32_t> zero_points;
+  // HEVC only: how the matrix view is cut; other codecs have exactly one tile.
+  TileGrid grid;
+  std::vector<std::vector<uint8_t>> tiles;  // one bitstream / payload per tile
+  Sha256Digest decoded_sha256{};
+  Fidelity fidelity;
+  int qp = 0;
+  bool lossless = false;
+  std::string preset;
+
+  uint64_t PayloadBytes() const;
+};
+
+std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer);
+
+// Parses one packed layer at the start of `bytes`; sets *consumed to its length so that layers
+// can be read back to back. INVALID_ARGUMENT (naming the layer when the name is known) for any
+// header that is malformed or whose sizes do not add up.
+absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes, size_t* consumed);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_

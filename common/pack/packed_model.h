@@ -1,0 +1,38 @@
+// A packed model: every tensor of a checkpoint packed at one tier, in checkpoint order.
+// File format (docs/FORMAT.md): "WCM1", little-endian uint32 layer count, then the layers back
+// to back. Pure functions; thread-safe.
+#ifndef WEIGHTCAST_COMMON_PACK_PACKED_MODEL_H_
+#define WEIGHTCAST_COMMON_PACK_PACKED_MODEL_H_
+
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/pack/packed_layer.h"
+#include "common/pack/tier.h"
+
+namespace weightcast {
+
+inline constexpr uint32_t kMaxLayersPerModel = 1 << 16;
+
+struct PackOptions {
+  LayerPolicy policy;
+  LayerEncodeOptions base;  // scheme, preset, tile size, threads; codec and QP come from the tier
+};
+
+// Packs every tensor of `model` at `tier`. Tensor names must be unique. `on_layer` (optional)
+// is called after each layer with the seconds it took to encode.
+absl::StatusOr<std::vector<PackedLayer>> PackModel(
+    const Model& model, const TierSpec& tier, const PackOptions& options,
+    const std::function<void(const PackedLayer&, double seconds)>& on_layer = nullptr);
+
+// Decodes every layer, verifies its SHA-256, and rebuilds a float model (int8 layers
+// dequantized, float layers as float32, pass-through buffers untouched).
+absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads = 0);
+
+std::vector<uint8_t> SerializePackedModel(const std::vector<PackedLayer>& layers);
+absl::StatusOr<std::vector<PackedLayer>> ParsePackedModel(absl::Span<const uint8_t> bytes);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_PACK_PACKED_MODEL_H_

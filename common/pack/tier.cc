@@ -1,0 +1,83 @@
+#include "common/pack/tier.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/base/status_macros.h"
+
+namespace weightcast {
+
+absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
+  TierSpec tier;
+  tier.name = std::string(name);
+  if (name == "lossless") {
+    tier.picture_codec = LayerCodec::kZstdInt8;
+    return tier;
+  }
+  if (name == "int8") {
+    tier.picture_codec = LayerCodec::kRawInt8;
+    return tier;
+  }
+  if (name == "hevc-lossless") {
+    tier.lossless = true;
+    return tier;
+  }
+  absl::string_view digits = name;
+  int qp = -1;
+  if (absl::ConsumePrefix(&digits, "q") && absl::SimpleAtoi(digits, &qp) && qp >= 0 && qp <= 51) {
+    tier.qp = qp;
+    return tier;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tier '", name, "' is not one of qNN (NN = 0..51), lossless, hevc-lossless, int8"));
+}
+
+absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {
+  std::vector<TierSpec> tiers;
+  absl::flat_hash_set<std::string> seen;
+  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    ASSIGN_OR_RETURN(TierSpec tier, ParseTier(absl::StripAsciiWhitespace(name)));
+    if (!seen.insert(tier.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("tier '", tier.name, "' is listed twice"));
+    }
+    tiers.push_back(std::move(tier));
+  }
+  if (tiers.empty()) return absl::InvalidArgumentError("no tiers given");
+  return tiers;
+}
+
+absl::string_view LayerClassName(LayerClass layer_class) {
+  switch (layer_class) {
+    case LayerClass::kPicture: return "picture";
+    case LayerClass::kInt8: return "int8";
+    case LayerClass::kFloat: return "float";
+    case LayerClass::kPassthrough: return "passthrough";
+  }
+  return "unknown";
+}
+
+LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy) {
+  if (!IsFloatingPoint(tensor.dtype)) return LayerClass::kPassthrough;
+  if (tensor.shape.size() <= 1) return LayerClass::kFloat;
+  const bool large = tensor.NumElements() >= policy.min_picture_elements;
+  if (tensor.shape.size() == 2) return large ? LayerClass::kPicture : LayerClass::kInt8;
+  return large && policy.convolutions_as_pictures ? LayerClass::kPicture : LayerClass::kInt8;
+}
+
+LayerEncodeOptions OptionsFor(LayerClass layer_class, const TierSpec& tier, LayerEncodeOptions base) {
+  switch (layer_class) {
+    case LayerClass::kPicture:
+      base.codec = tier.picture_codec;
+      base.hevc.qp = tier.qp;
+      base.hevc.lossless = tier.lossless;
+      break;
+    case LayerClass::kInt8: base.codec = LayerCodec::kZstdInt8; break;
+    case LayerClass::kFloat: base.codec = LayerCodec::kFloat32; break;
+    case LayerClass::kPassthrough: base.codec = LayerCodec::kPassthrough; break;
+  }
+  return base;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,40 @@
+#include "common/pack/tier.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Tier, ParsesTheDefaultLadder) {
+  auto tiers = ParseTierList(kDefaultTierLadder);
+  ASSERT_TRUE(tiers.ok());
+  ASSERT_EQ(tiers->size(), 5u);
+  EXPECT_EQ((*tiers)[0].picture_codec, LayerCodec::kZstdInt8);
+  EXPECT_EQ((*tiers)[2].picture_codec, LayerCodec::kHevc);
+  EXPECT_EQ((*tiers)[2].qp, 27);
+}
+
+TEST(Tier, RejectsUnknownAndRepeatedNames) {
+  EXPECT_THAT(std::string(ParseTierList("q27,q99").status().message()), HasSubstr("q99"));
+  EXPECT_THAT(std::string(ParseTierList("q27,q27").status().message()), HasSubstr("twice"));
+  EXPECT_FALSE(ParseTier("qx").ok());
+  EXPECT_TRUE(ParseTier("hevc-lossless")->lossless);
+}
+
+TEST(LayerPolicy, FollowsTheSeedPaper) {
+  const LayerPolicy policy;
+  EXPECT_EQ(ClassifyTensor(Tensor{"fc", {64, 64}, DType::kFloat32, {}}, policy), LayerClass::kPicture);
+  EXPECT_EQ(ClassifyTensor(Tensor{"small", {16, 16}, DType::kFloat32, {}}, policy), LayerClass::kInt8);
+  EXPECT_EQ(ClassifyTensor(Tensor{"conv", {64, 64, 3, 3}, DType::kFloat32, {}}, policy), LayerClass::kInt8);
+  EXPECT_EQ(ClassifyTensor(Tensor{"bias", {64}, DType::kFloat16, {}}, policy), LayerClass::kFloat);
+  EXPECT_EQ(ClassifyTensor(Tensor{"n", {}, DType::kInt64, {}}, policy), LayerClass::kPassthrough);
+  LayerPolicy convs;
+  convs.convolutions_as_pictures = true;
+  EXPECT_EQ(ClassifyTensor(Tensor{"conv", {64, 64, 3, 3}, DType::kFloat32, {}}, convs), LayerClass::kPicture);
+}
+
+}  // namespace
+}  // namespace weightcast
