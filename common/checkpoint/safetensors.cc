@@ -119,7 +119,7 @@ absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path) {
 }
 
 std::vector<uint8_t> SerializeSafetensors(const Model& model) {
-  Json header = Json::object();
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();  // keys in tensor order
   uint64_t offset = 0;
   for (const Tensor& tensor : model.tensors) {
     auto code = std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),

@@ -1,5 +1,6 @@
 #include "common/pack/layer_codec.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -103,6 +104,7 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
   if (!IsInt8Codec(options.codec)) {
     layer.decoded_sha256 = Sha256(layer.tiles[0]);
     ASSIGN_OR_RETURN(const DecodedLayer decoded, DecodeLayer(layer, options.threads));
+    layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = INFINITY;  // pass-through is exact
     if (IsFloatingPoint(tensor.dtype)) {
       ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
       ASSIGN_OR_RETURN(const Tensor back, decoded.ToFloatTensor());

@@ -1,0 +1,232 @@
+#include "client/pack/pack_command.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base/file.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/safetensors.h"
+
+namespace weightcast {
+
+const char kPackUsage[] = R"(usage:
+  weightcast-pack MODEL.safetensors -o DIR [options]   pack every tier into DIR/<tier>.wcm
+  weightcast-pack --explain MODEL.safetensors [options] show which codec each tensor gets
+  weightcast-pack --unpack DIR/<tier>.wcm -o OUT.safetensors
+                                                      decode, verify SHA-256, write float32
+
+options:
+  --tiers LIST        comma-separated tiers (default q22,q27,q32,q37,lossless):
+                      qNN = picture layers as HEVC at QP NN (0..51); lossless = int8 + zstd;
+                      hevc-lossless = HEVC lossless; int8 = raw int8
+  --preset NAME       x265 preset, ultrafast .. placebo (default medium)
+  --scheme NAME       per-tensor-symmetric (default), per-channel-symmetric,
+                      per-tensor-asymmetric, per-channel-asymmetric
+  --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
+  --min-picture-elements N
+                      2-D weights with at least N elements become pictures (default 4096)
+  --convs-as-pictures code convolution weights as pictures [out, in*kh*kw] too
+  --threads N         tiles coded at once (default: one per core)
+  -h, --help          this text
+
+Every tier file holds all tensors: picture layers at the tier's codec, other weights as
+int8 + zstd, 1-D tensors as float32, integer buffers untouched. SQNR is in dB against the
+float weights; 'int8 SQNR' against the int8 values before coding (inf = exact).
+)";
+
+namespace {
+
+absl::Status Usage(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+absl::StatusOr<int> IntFlag(const std::string& flag, const std::string& value, int lo, int hi) {
+  int n = 0;
+  if (!absl::SimpleAtoi(value, &n) || n < lo || n > hi) {
+    return Usage(absl::StrCat(flag, " needs a number in ", lo, "..", hi, ", got '", value, "'"));
+  }
+  return n;
+}
+
+std::string Db(double db) {
+  if (std::isinf(db)) return db > 0 ? "inf" : "-inf";
+  return absl::StrFormat("%.2f", db);
+}
+
+std::string Mb(uint64_t bytes) { return absl::StrFormat("%.3f MB", bytes / 1e6); }
+
+struct ModelSize {
+  int64_t weights = 0;       // elements of floating-point tensors
+  uint64_t float_bytes = 0;  // as float32
+};
+
+ModelSize SizeOf(const Model& model) {
+  ModelSize size;
+  for (const Tensor& t : model.tensors) {
+    if (!IsFloatingPoint(t.dtype)) continue;
+    size.weights += t.NumElements();
+    size.float_bytes += static_cast<uint64_t>(t.NumElements()) * 4;
+  }
+  return size;
+}
+
+absl::Status Explain(const PackCommand& command, const Model& model, std::ostream& out) {
+  const LayerPolicy& policy = command.pack.policy;
+  out << absl::StrFormat(
+      "policy: 2-D weights with >= %d elements -> picture (HEVC at the tier's QP); "
+      "convolutions -> %s; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> "
+      "passthrough\n\n",
+      policy.min_picture_elements, policy.convolutions_as_pictures ? "picture" : "int8 + zstd");
+  out << absl::StrFormat("%-40s %-22s %-9s %-12s\n", "tensor", "shape", "dtype", "class");
+  for (const Tensor& t : model.tensors) {
+    out << absl::StrFormat("%-40s %-22s %-9s %-12s\n", t.name, ShapeToString(t.shape),
+                           DTypeName(t.dtype), LayerClassName(ClassifyTensor(t, policy)));
+  }
+  return absl::OkStatus();
+}
+
+struct TierSummary {
+  std::string name;
+  uint64_t bytes = 0;
+  double worst_sqnr = INFINITY;  // over the picture layers
+  double seconds = 0;
+};
+
+absl::Status Pack(const PackCommand& command, const Model& model, std::ostream& out) {
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(command.tiers));
+  std::error_code error;
+  std::filesystem::create_directories(command.output, error);
+  if (error) return absl::PermissionDeniedError(absl::StrCat(command.output, ": ", error.message()));
+  const ModelSize size = SizeOf(model);
+  out << absl::StrFormat("%s: %d tensors, %d weights; float32 %s, int8 %s\n", command.input,
+                         model.tensors.size(), size.weights, Mb(size.float_bytes), Mb(size.weights));
+  std::vector<TierSummary> summaries;
+  for (const TierSpec& tier : tiers) {
+    const std::string path = absl::StrCat(command.output, "/", tier.name, ".wcm");
+    out << absl::StrFormat("\ntier %s -> %s\n", tier.name, path);
+    out << absl::StrFormat("  %-32s %-10s %-16s %12s %8s %9s %10s %9s\n", "layer", "codec", "shape",
+                           "bytes", "bits/w", "SQNR dB", "int8 SQNR", "encode s");
+    TierSummary summary{tier.name};
+    auto on_layer = [&](const PackedLayer& layer, double seconds) {
+      out << absl::StrFormat("  %-32s %-10s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
+                             LayerCodecName(layer.codec), ShapeToString(layer.shape),
+                             layer.PayloadBytes(), layer.fidelity.bits_per_weight,
+                             Db(layer.fidelity.sqnr_db), Db(layer.fidelity.sqnr_int8_db), seconds);
+      out.flush();
+      if (ClassifyTensor(Tensor{layer.name, layer.shape, layer.source_dtype, {}}, command.pack.policy) ==
+          LayerClass::kPicture) {
+        summary.worst_sqnr = std::min(summary.worst_sqnr, layer.fidelity.sqnr_db);
+      }
+      summary.seconds += seconds;
+    };
+    ASSIGN_OR_RETURN(const std::vector<PackedLayer> layers, PackModel(model, tier, command.pack, on_layer));
+    const std::vector<uint8_t> bytes = SerializePackedModel(layers);
+    RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
+    summary.bytes = bytes.size();
+    out << absl::StrFormat("  %-32s %-10s %-16s %12d %8.3f\n", "file total", "", "", summary.bytes,
+                           size.weights ? 8.0 * summary.bytes / size.weights : 0.0);
+    summaries.push_back(summary);
+  }
+  out << absl::StrFormat("\nsummary (file bytes, all tensors; SQNR of the worst picture layer)\n");
+  out << absl::StrFormat("  %-14s %14s %8s %9s %8s %15s %9s\n", "tier", "bytes", "bits/w", "x float",
+                         "x int8", "worst SQNR dB", "encode s");
+  for (const TierSummary& s : summaries) {
+    out << absl::StrFormat("  %-14s %14d %8.3f %9.2f %8.2f %15s %9.2f\n", s.name, s.bytes,
+                           size.weights ? 8.0 * s.bytes / size.weights : 0.0,
+                           s.bytes ? double(size.float_bytes) / s.bytes : 0.0,
+                           s.bytes ? double(size.weights) / s.bytes : 0.0, Db(s.worst_sqnr), s.seconds);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Unpack(const PackCommand& command, std::ostream& out) {
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(command.input));
+  auto layers = ParsePackedModel(bytes);
+  if (!layers.ok()) {
+    return absl::Status(layers.status().code(), absl::StrCat(command.input, ": ", layers.status().message()));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto model = UnpackModel(*layers, command.pack.base.threads);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat(command.input, ": ", model.status().message()));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  RETURN_IF_ERROR(WriteSafetensorsFile(*model, command.output));
+  out << absl::StrFormat("%s: %d layers decoded and verified (SHA-256) in %.3f s -> %s\n", command.input,
+                         layers->size(), seconds, command.output);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& args) {
+  PackCommand command;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    auto value = [&]() -> absl::StatusOr<std::string> {
+      if (i + 1 >= args.size()) return Usage(absl::StrCat(arg, " needs a value"));
+      return args[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      command.mode = PackCommand::Mode::kHelp;
+      return command;
+    } else if (arg == "--unpack") {
+      command.mode = PackCommand::Mode::kUnpack;
+    } else if (arg == "--explain") {
+      command.mode = PackCommand::Mode::kExplain;
+    } else if (arg == "-o" || arg == "--output") {
+      ASSIGN_OR_RETURN(command.output, value());
+    } else if (arg == "--tiers") {
+      ASSIGN_OR_RETURN(command.tiers, value());
+    } else if (arg == "--preset") {
+      ASSIGN_OR_RETURN(command.pack.base.hevc.preset, value());
+    } else if (arg == "--scheme") {
+      ASSIGN_OR_RETURN(const std::string name, value());
+      ASSIGN_OR_RETURN(command.pack.base.scheme, QuantSchemeFromName(name));
+    } else if (arg == "--max-tile") {
+      ASSIGN_OR_RETURN(const std::string v, value());
+      ASSIGN_OR_RETURN(command.pack.base.max_tile_size, IntFlag(arg, v, kCtuSize, 4 * kDefaultMaxTileSize));
+    } else if (arg == "--min-picture-elements") {
+      ASSIGN_OR_RETURN(const std::string v, value());
+      ASSIGN_OR_RETURN(const int n, IntFlag(arg, v, 1, 1 << 30));
+      command.pack.policy.min_picture_elements = n;
+    } else if (arg == "--convs-as-pictures") {
+      command.pack.policy.convolutions_as_pictures = true;
+    } else if (arg == "--threads") {
+      ASSIGN_OR_RETURN(const std::string v, value());
+      ASSIGN_OR_RETURN(command.pack.base.threads, IntFlag(arg, v, 1, 256));
+    } else if (!arg.empty() && arg[0] == '-') {
+      return Usage(absl::StrCat("unknown option ", arg));
+    } else if (command.input.empty()) {
+      command.input = arg;
+    } else {
+      return Usage(absl::StrCat("unexpected argument ", arg));
+    }
+  }
+  if (command.input.empty()) return Usage("no input file given");
+  if (command.mode != PackCommand::Mode::kExplain && command.output.empty()) return Usage("-o is required");
+  RETURN_IF_ERROR(ParseTierList(command.tiers).status());
+  return command;
+}
+
+absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
+  switch (command.mode) {
+    case PackCommand::Mode::kHelp:
+      out << kPackUsage;
+      return absl::OkStatus();
+    case PackCommand::Mode::kUnpack:
+      return Unpack(command, out);
+    case PackCommand::Mode::kExplain:
+    case PackCommand::Mode::kPack:
+      break;
+  }
+  ASSIGN_OR_RETURN(const Model model, ReadSafetensorsFile(command.input));
+  if (command.mode == PackCommand::Mode::kExplain) return Explain(command, model, out);
+  return Pack(command, model, out);
+}
+
+}  // namespace weightcast

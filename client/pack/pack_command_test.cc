@@ -1,0 +1,94 @@
+#include "client/pack/pack_command.h"
+
+#include <filesystem>
+#include <sstream>
+
+#include "common/base/file.h"
+#include "common/checkpoint/safetensors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string TempDir(const std::string& name) {
+  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+const std::string kMixed = WEIGHTCAST_FIXTURE_DIR "/mixed.safetensors";
+
+TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
+  auto command = ParsePackCommand({"m.safetensors", "-o", "out", "--tiers", "q30,lossless", "--preset",
+                                   "fast", "--max-tile", "1024", "--convs-as-pictures"});
+  ASSERT_TRUE(command.ok()) << command.status();
+  EXPECT_EQ(command->pack.base.hevc.preset, "fast");
+  EXPECT_EQ(command->pack.base.max_tile_size, 1024);
+  EXPECT_TRUE(command->pack.policy.convolutions_as_pictures);
+  EXPECT_THAT(std::string(ParsePackCommand({"m"}).status().message()), HasSubstr("-o"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--tiers", "q77"}).status().message()),
+              HasSubstr("q77"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--bogus"}).status().message()),
+              HasSubstr("--bogus"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--max-tile", "9"}).status().message()),
+              HasSubstr("--max-tile"));
+}
+
+TEST(PackCommand, PacksEveryTierAndUnpacksToTheSameTensors) {
+  const std::string dir = TempDir("pack");
+  PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q27,lossless", "--preset", "ultrafast"}).value();
+  std::ostringstream report;
+  ASSERT_TRUE(RunPackCommand(command, report).ok());
+  EXPECT_THAT(report.str(), HasSubstr("fc1.weight"));
+  EXPECT_THAT(report.str(), HasSubstr("summary"));
+  const Model original = ReadSafetensorsFile(kMixed).value();
+  for (const char* tier : {"q27", "lossless"}) {
+    PackCommand unpack = ParsePackCommand({"--unpack", dir + "/" + tier + ".wcm", "-o", dir + "/" + tier + ".safetensors"}).value();
+    std::ostringstream out;
+    ASSERT_TRUE(RunPackCommand(unpack, out).ok()) << tier;
+    const Model back = ReadSafetensorsFile(dir + "/" + tier + ".safetensors").value();
+    ASSERT_EQ(back.tensors.size(), original.tensors.size());
+    for (size_t i = 0; i < back.tensors.size(); ++i) {
+      EXPECT_EQ(back.tensors[i].name, original.tensors[i].name);
+      EXPECT_EQ(back.tensors[i].shape, original.tensors[i].shape);
+    }
+  }
+}
+
+TEST(PackCommand, ExplainShowsTheClassOfEveryTensor) {
+  PackCommand command = ParsePackCommand({"--explain", kMixed}).value();
+  std::ostringstream out;
+  ASSERT_TRUE(RunPackCommand(command, out).ok());
+  EXPECT_THAT(out.str(), testing::ContainsRegex("fc1.weight +\\[256, 5408\\] +float32 +picture"));
+  EXPECT_THAT(out.str(), testing::ContainsRegex("conv.weight .* int8"));
+  EXPECT_THAT(out.str(), testing::ContainsRegex("bn.num_batches_tracked .* passthrough"));
+}
+
+TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
+  const std::string dir = TempDir("damaged");
+  PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q32", "--preset", "ultrafast"}).value();
+  std::ostringstream report;
+  ASSERT_TRUE(RunPackCommand(command, report).ok());
+  std::vector<uint8_t> bytes = ReadFileBytes(dir + "/q32.wcm").value();
+  bytes[bytes.size() - 40] ^= 0x10;  // inside the last layer's payload (fc2.bias, float32)
+  ASSERT_TRUE(WriteFileAtomically(dir + "/q32.wcm", bytes).ok());
+  PackCommand unpack = ParsePackCommand({"--unpack", dir + "/q32.wcm", "-o", dir + "/out.safetensors"}).value();
+  std::ostringstream out;
+  const absl::Status status = RunPackCommand(unpack, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(status.message()), AllOf(HasSubstr("q32.wcm"), HasSubstr("fc2.bias")));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out.safetensors"));
+}
+
+TEST(PackCommand, MissingCheckpointIsNotFound) {
+  PackCommand command = ParsePackCommand({"/nonexistent.safetensors", "-o", "/tmp/x"}).value();
+  std::ostringstream out;
+  EXPECT_EQ(RunPackCommand(command, out).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace weightcast
