@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""Fashion-MNIST reference models: train (deterministic, cached) and evaluate checkpoints.
+
+usage:
+  fashion.py train MODEL OUT.safetensors     train MODEL (mlp) unless OUT already exists
+  fashion.py accuracy MODEL CKPT.safetensors [...]
+                                             top-1 / top-2 on the 10,000 test images
+  fashion.py table MODEL FLOAT.safetensors TIER_DIR TIER [...]
+                                             per tier: TIER_DIR/TIER.wcm bytes and the accuracy
+                                             of TIER_DIR/TIER.safetensors (its unpacked form)
+Data: /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist).
+"""
+import gzip
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures"))
+import safetensors_io  # noqa: E402
+
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def _idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype, dims = struct.unpack(">HBB", data[:4])
+    shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load(split):
+    prefix = "train" if split == "train" else "t10k"
+    images = _idx(os.path.join(DATA_DIR, f"{prefix}-images-idx3-ubyte.gz"))
+    labels = _idx(os.path.join(DATA_DIR, f"{prefix}-labels-idx1-ubyte.gz"))
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    x = (x - 0.2860) / 0.3530  # Fashion-MNIST mean and std
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+class Mlp(torch.nn.Module):
+    """A plain MLP whose two large FC layers dominate the bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 1024)
+        self.fc2 = torch.nn.Linear(1024, 1024)
+        self.fc3 = torch.nn.Linear(1024, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc3(torch.relu(self.fc2(x)))
+
+
+MODELS = {"mlp": (Mlp, 2)}  # name -> (class, epochs)
+
+
+def train(name, out):
+    if os.path.exists(out):
+        print(f"{out}: cached")
+        return
+    cls, epochs = MODELS[name]
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = cls()
+    x, y = load("train")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    start = time.time()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 128):
+            idx = order[i:i + 128]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        print(f"{name}: epoch {epoch + 1}/{epochs} loss {loss.item():.3f} ({time.time() - start:.0f} s)")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    safetensors_io.save(model.state_dict(), out + ".tmp")
+    os.replace(out + ".tmp", out)
+
+
+def accuracy(name, path, data=None):
+    x, y = data if data is not None else load("test")
+    model = MODELS[name][0]()
+    model.load_state_dict(safetensors_io.load(path), strict=True)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    top2 = logits.topk(2, dim=1).indices
+    top1 = (top2[:, 0] == y).float().mean().item() * 100
+    top2_acc = (top2 == y.unsqueeze(1)).any(dim=1).float().mean().item() * 100
+    return top1, top2_acc
+
+
+def table(name, float_path, tier_dir, tiers):
+    data = load("test")
+    float_bytes = sum(t.numel() * 4 for t in safetensors_io.load(float_path).values() if t.is_floating_point())
+    base1, base2 = accuracy(name, float_path, data)
+    print(f"{'tier':<10} {'bytes':>10} {'x float':>8} {'top-1 %':>8} {'top-2 %':>8} {'top-1 drop':>10}")
+    print(f"{'float32':<10} {float_bytes:>10} {1.0:>8.2f} {base1:>8.2f} {base2:>8.2f} {0.0:>10.2f}")
+    for tier in tiers:
+        size = os.path.getsize(os.path.join(tier_dir, tier + ".wcm"))
+        top1, top2 = accuracy(name, os.path.join(tier_dir, tier + ".safetensors"), data)
+        print(f"{tier:<10} {size:>10} {float_bytes / size:>8.2f} {top1:>8.2f} {top2:>8.2f} {base1 - top1:>10.2f}")
+
+
+def main():
+    if len(sys.argv) >= 6 and sys.argv[1] == "table":
+        table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+        return
+    if len(sys.argv) < 4 or sys.argv[1] not in ("train", "accuracy"):
+        print(__doc__)
+        sys.exit(2)
+    if sys.argv[1] == "train":
+        train(sys.argv[2], sys.argv[3])
+        return
+    data = load("test")
+    for path in sys.argv[3:]:
+        top1, top2 = accuracy(sys.argv[2], path, data)
+        print(f"{path}\ttop1 {top1:.2f}\ttop2 {top2:.2f}")
+
+
+if __name__ == "__main__":
+    main()
