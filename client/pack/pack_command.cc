@@ -25,7 +25,7 @@ options:
   --tiers LIST        comma-separated tiers (default q22,q27,q32,q37,lossless):
                       qNN = picture layers as HEVC at QP NN (0..51); lossless = int8 + zstd;
                       hevc-lossless = HEVC lossless; int8 = raw int8
-  --preset NAME       x265 preset, ultrafast .. placebo (default medium)
+  --preset NAME       x265 preset, ultrafast .. placebo (default veryfast)
   --scheme NAME       per-tensor-symmetric (default), per-channel-symmetric,
                       per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)

@@ -15,7 +15,7 @@
 namespace weightcast {
 
 // The preset the project measured as the best bytes-per-second trade (docs/BENCHMARKS.md).
-inline constexpr char kDefaultX265Preset[] = "medium";
+inline constexpr char kDefaultX265Preset[] = "veryfast";
 
 struct HevcEncodeOptions {
   int qp = 27;             // 0..51; the QP every CTU is coded at (rc.ipFactor = 1.0)

@@ -11,7 +11,8 @@
 
 namespace weightcast {
 
-inline constexpr int kDefaultZstdLevel = 19;
+// Level 3: on int8 weights level 19 was no smaller and 150x slower (docs/BENCHMARKS.md).
+inline constexpr int kDefaultZstdLevel = 3;
 
 std::vector<uint8_t> ZstdCompress(absl::Span<const uint8_t> data, int level = kDefaultZstdLevel);
 

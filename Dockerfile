@@ -1,0 +1,21 @@
+# weightcast image: build stage installs through scripts/setup (the one package list) and builds;
+# the runtime stage carries only runtime libraries and the binaries, as a non-root user.
+FROM debian:12 AS build
+WORKDIR /src
+COPY . .
+RUN scripts/setup && \
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && \
+    cmake --build build --target weightcast-pack
+
+FROM debian:12-slim
+RUN apt-get update -qq && \
+    apt-get install -y -qq --no-install-recommends \
+      libx265-199 libde265-0 libzstd1 libprotobuf32 libabsl20220623 libssl3 && \
+    rm -rf /var/lib/apt/lists/* && \
+    useradd --system --create-home --home-dir /data weightcast
+COPY --from=build /src/build/client/pack/weightcast-pack /usr/local/bin/
+USER weightcast
+WORKDIR /data
+VOLUME /data
+ENTRYPOINT ["weightcast-pack"]
+CMD ["--help"]
