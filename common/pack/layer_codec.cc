@@ -103,7 +103,7 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
   }
   if (!IsInt8Codec(options.codec)) {
     layer.decoded_sha256 = Sha256(layer.tiles[0]);
-    ASSIGN_OR_RETURN(const DecodedLayer decoded, DecodeLayer(layer, options.threads));
+    ASSIGN_OR_RETURN(const RebuiltTensor decoded, DecodeLayer(layer, options.threads));
     layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = INFINITY;  // pass-through is exact
     if (IsFloatingPoint(tensor.dtype)) {
       ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
@@ -140,8 +140,8 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
   return layer;
 }
 
-absl::StatusOr<DecodedLayer> DecodeLayer(const PackedLayer& layer, int threads) {
-  DecodedLayer out;
+absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer, int threads) {
+  RebuiltTensor out;
   out.name = layer.name;
   out.shape = layer.shape;
   ASSIGN_OR_RETURN(const int64_t elements, CheckedNumElements(layer.shape, absl::StrCat("layer '", layer.name, "'")));
@@ -172,15 +172,6 @@ absl::StatusOr<DecodedLayer> DecodeLayer(const PackedLayer& layer, int threads) 
                                             DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
   }
   return out;
-}
-
-absl::StatusOr<Tensor> DecodedLayer::ToFloatTensor() const {
-  if (int8) return MakeFloat32Tensor(name, shape, Dequantize(*int8));
-  if (stored.dtype == DType::kFloat16 || stored.dtype == DType::kBFloat16) {
-    ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(stored));
-    return MakeFloat32Tensor(name, shape, values);
-  }
-  return stored;
 }
 
 }  // namespace weightcast

@@ -26,21 +26,9 @@ struct LayerEncodeOptions {
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeOptions& options);
 
-// What a packed layer decodes to: int8 values with their scales, or the stored tensor.
-struct DecodedLayer {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::optional<QuantizedTensor> int8;  // int8 codecs
-  Tensor stored;                        // float and passthrough codecs: the tensor as stored
-
-  // The tensor a float model is rebuilt from: dequantized int8, or the stored tensor with
-  // float16 widened to float32.
-  absl::StatusOr<Tensor> ToFloatTensor() const;
-};
-
 // Decodes all tiles (in parallel) and checks the SHA-256 recorded in the header.
 // DATA_LOSS naming the layer when a bitstream is damaged or the digest does not match.
-absl::StatusOr<DecodedLayer> DecodeLayer(const PackedLayer& layer, int threads = 0);
+absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer, int threads = 0);
 
 }  // namespace weightcast
 

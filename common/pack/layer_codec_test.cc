@@ -33,7 +33,7 @@ LayerEncodeOptions Hevc(int qp, bool lossless = false, int max_tile = kDefaultMa
   return options;
 }
 
-DecodedLayer RoundTrip(const Tensor& tensor, const LayerEncodeOptions& options, PackedLayer* packed_out = nullptr) {
+RebuiltTensor RoundTrip(const Tensor& tensor, const LayerEncodeOptions& options, PackedLayer* packed_out = nullptr) {
   auto packed = EncodeLayer(tensor, options);
   EXPECT_TRUE(packed.ok()) << packed.status();
   const std::vector<uint8_t> bytes = SerializePackedLayer(*packed);
@@ -71,7 +71,7 @@ TEST(LayerCodec, SqnrFallsAndBytesShrinkAsQpRises) {
   uint64_t last_bytes = UINT64_MAX;
   for (int qp : {22, 27, 32, 37}) {
     PackedLayer packed;
-    const DecodedLayer decoded = RoundTrip(w, Hevc(qp), &packed);
+    const RebuiltTensor decoded = RoundTrip(w, Hevc(qp), &packed);
     EXPECT_LT(packed.fidelity.sqnr_db, last_sqnr) << "qp " << qp;
     EXPECT_LT(packed.PayloadBytes(), last_bytes) << "qp " << qp;
     // Bounded error: the decoded int8 stays within a QP-dependent distance of the original.
@@ -98,7 +98,7 @@ TEST(LayerCodec, OddShapesRebuildExactlyAndPaddingNeverLeaks) {
   for (const Case& c : cases) {
     const Tensor w = Weights("odd", c.shape, 3);
     PackedLayer packed;
-    const DecodedLayer decoded = RoundTrip(w, Hevc(0, true, c.max_tile), &packed);
+    const RebuiltTensor decoded = RoundTrip(w, Hevc(0, true, c.max_tile), &packed);
     EXPECT_EQ(decoded.shape, c.shape);
     EXPECT_EQ(decoded.int8->values, Int8Of(w)) << ShapeToString(c.shape);
     if (c.max_tile == 64) {

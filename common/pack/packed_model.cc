@@ -37,12 +37,22 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
   return layers;
 }
 
-absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads) {
-  Model model;
-  model.tensors.reserve(layers.size());
+absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads) {
+  std::vector<RebuiltTensor> tensors;
+  tensors.reserve(layers.size());
   for (const PackedLayer& layer : layers) {
-    ASSIGN_OR_RETURN(const DecodedLayer decoded, DecodeLayer(layer, threads));
-    ASSIGN_OR_RETURN(Tensor tensor, decoded.ToFloatTensor());
+    ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, threads));
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads) {
+  ASSIGN_OR_RETURN(const std::vector<RebuiltTensor> tensors, DecodeModel(layers, threads));
+  Model model;
+  model.tensors.reserve(tensors.size());
+  for (const RebuiltTensor& rebuilt : tensors) {
+    ASSIGN_OR_RETURN(Tensor tensor, rebuilt.ToFloatTensor());
     model.tensors.push_back(std::move(tensor));
   }
   return model;

@@ -26,8 +26,11 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
     const Model& model, const TierSpec& tier, const PackOptions& options,
     const std::function<void(const PackedLayer&, double seconds)>& on_layer = nullptr);
 
-// Decodes every layer, verifies its SHA-256, and rebuilds a float model (int8 layers
-// dequantized, float layers as float32, pass-through buffers untouched).
+// Decodes every layer and verifies its SHA-256: int8 layers come back as int8 with their scales,
+// the others as stored. DATA_LOSS naming the layer on any damage.
+absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads = 0);
+
+// DecodeModel, then every tensor as float32 (integer buffers untouched).
 absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads = 0);
 
 std::vector<uint8_t> SerializePackedModel(const std::vector<PackedLayer>& layers);

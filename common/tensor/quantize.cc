@@ -116,4 +116,13 @@ std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const in
   return out;
 }
 
+absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
+  if (int8) return MakeFloat32Tensor(name, shape, Dequantize(*int8));
+  if (stored.dtype == DType::kFloat16 || stored.dtype == DType::kBFloat16) {
+    ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(stored));
+    return MakeFloat32Tensor(name, shape, values);
+  }
+  return stored;
+}
+
 }  // namespace weightcast

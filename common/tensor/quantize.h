@@ -5,11 +5,14 @@
 #define WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/tensor/tensor.h"
 
 namespace weightcast {
 
@@ -46,6 +49,19 @@ std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const in
 inline std::vector<float> Dequantize(const QuantizedTensor& tensor) {
   return Dequantize(tensor, tensor.values);
 }
+
+// One tensor of a rebuilt model: int8 values with their scales where it was coded as int8,
+// otherwise the tensor as stored (float32/float16, or an integer buffer).
+struct RebuiltTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::optional<QuantizedTensor> int8;
+  Tensor stored;
+
+  // The tensor a float model is rebuilt from: dequantized int8, or the stored tensor with
+  // float16/bfloat16 widened to float32 (integer buffers unchanged).
+  absl::StatusOr<Tensor> ToFloatTensor() const;
+};
 
 }  // namespace weightcast
 

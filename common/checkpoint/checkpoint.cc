@@ -1,0 +1,105 @@
+#include "common/checkpoint/checkpoint.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/libtorch_io.h"
+#include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/torch_checkpoint.h"
+
+namespace weightcast {
+namespace {
+
+// Every floating-point weight must be finite.
+absl::Status CheckFinite(const Model& model, const std::string& path) {
+  for (const Tensor& tensor : model.tensors) {
+    if (!IsFloatingPoint(tensor.dtype)) continue;
+    auto values = ToFloat32(tensor);
+    if (!values.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", values.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Model> ReadByContent(const std::string& path, CheckpointFormat* format) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  }
+  char head[9] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(head, sizeof(head));
+  const std::streamsize got = in.gcount();
+  if (got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<RecordReader> records, OpenTorchArchive(path));
+    if (records->HasRecord("constants.pkl")) {
+      *format = CheckpointFormat::kTorchScript;
+      return ReadTorchScriptModule(path);
+    }
+    *format = CheckpointFormat::kTorchSave;
+    return ReadTorchSave(*records, path);
+  }
+  if (got >= 2 && static_cast<uint8_t>(head[0]) == 0x80 && head[1] == 0x02) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current torch.save"));
+  }
+  if (got == 9 && head[8] == '{') {
+    *format = CheckpointFormat::kSafetensors;
+    return ReadSafetensorsFile(path);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": not a checkpoint (expected a torch.save or torch.jit.save zip archive, or safetensors)"));
+}
+
+Tensor Int8Tensor(const std::string& name, const QuantizedTensor& q) {
+  Tensor t{name, q.shape, DType::kInt8, {}};
+  t.data.assign(reinterpret_cast<const uint8_t*>(q.values.data()),
+                reinterpret_cast<const uint8_t*>(q.values.data()) + q.values.size());
+  return t;
+}
+
+}  // namespace
+
+absl::StatusOr<Model> ReadCheckpoint(const std::string& path, CheckpointFormat* format) {
+  CheckpointFormat ignored;
+  ASSIGN_OR_RETURN(Model model, ReadByContent(path, format ? format : &ignored));
+  RETURN_IF_ERROR(CheckFinite(model, path));
+  return model;
+}
+
+absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors, OutputKind kind, const std::string& path) {
+  Model model;
+  for (const RebuiltTensor& tensor : tensors) {
+    if (kind == OutputKind::kFloat || !tensor.int8) {
+      ASSIGN_OR_RETURN(Tensor t, kind == OutputKind::kFloat ? tensor.ToFloatTensor() : absl::StatusOr<Tensor>(tensor.stored));
+      model.tensors.push_back(std::move(t));
+      continue;
+    }
+    const QuantizedTensor& q = *tensor.int8;
+    model.tensors.push_back(Int8Tensor(tensor.name, q));
+    const int64_t channels = static_cast<int64_t>(q.scales.size());
+    model.tensors.push_back(MakeFloat32Tensor(absl::StrCat(tensor.name, ".__scale__"), {channels}, q.scales));
+    if (q.scheme == QuantScheme::kPerTensorAsymmetric || q.scheme == QuantScheme::kPerChannelAsymmetric) {
+      Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"), {channels}, DType::kInt32, {}};
+      zero.data.resize(q.zero_points.size() * sizeof(int32_t));
+      std::memcpy(zero.data.data(), q.zero_points.data(), zero.data.size());
+      model.tensors.push_back(std::move(zero));
+    }
+  }
+  std::vector<uint8_t> bytes;
+  if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) {
+    ASSIGN_OR_RETURN(bytes, SerializeTorchDict(model));
+  } else if (absl::EndsWith(path, ".safetensors")) {
+    bytes = SerializeSafetensors(model);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": output must end in .pt, .pth or .safetensors"));
+  }
+  return WriteFileAtomically(path, bytes);
+}
+
+}  // namespace weightcast

@@ -1,0 +1,122 @@
+#include "common/checkpoint/libtorch_io.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/script.h>
+#include <torch/serialize.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace weightcast {
+namespace {
+
+constexpr std::pair<DType, c10::ScalarType> kScalarTypes[] = {
+    {DType::kFloat32, c10::kFloat}, {DType::kFloat16, c10::kHalf}, {DType::kBFloat16, c10::kBFloat16},
+    {DType::kFloat64, c10::kDouble}, {DType::kInt8, c10::kChar},   {DType::kUInt8, c10::kByte},
+    {DType::kInt16, c10::kShort},   {DType::kInt32, c10::kInt},    {DType::kInt64, c10::kLong},
+    {DType::kBool, c10::kBool},
+};
+
+// The first line of a c10::Error: the rest is a C++ backtrace.
+std::string Brief(const c10::Error& e) {
+  std::string what = e.what_without_backtrace();
+  return what.substr(0, what.find('\n'));
+}
+
+class TorchArchive : public RecordReader {
+ public:
+  explicit TorchArchive(std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader, std::string path)
+      : reader_(std::move(reader)), path_(std::move(path)) {}
+
+  bool HasRecord(const std::string& name) override {
+    try {
+      return reader_->hasRecord(name);
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }
+
+  absl::StatusOr<std::vector<uint8_t>> ReadRecord(const std::string& name) override {
+    try {
+      auto [data, size] = reader_->getRecord(name);
+      const auto* bytes = static_cast<const uint8_t*>(data.get());
+      return std::vector<uint8_t>(bytes, bytes + size);
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", Brief(e)));
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError(absl::StrCat(path_, ": record ", name, " does not fit in memory"));
+    }
+  }
+
+ private:
+  const std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader_;
+  const std::string path_;
+};
+
+absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value) {
+  const at::Tensor t = value.detach().to(c10::kCPU).contiguous();
+  for (const auto& [dtype, scalar] : kScalarTypes) {
+    if (scalar != t.scalar_type()) continue;
+    Tensor out{name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), dtype, {}};
+    out.data.resize(t.numel() * t.element_size());
+    if (!out.data.empty()) std::memcpy(out.data.data(), t.data_ptr(), out.data.size());
+    return out;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': unsupported dtype ", c10::toString(t.scalar_type())));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path) {
+  try {
+    auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+    return std::unique_ptr<RecordReader>(std::make_unique<TorchArchive>(std::move(reader), path));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable zip archive: ", Brief(e)));
+  }
+}
+
+absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
+  try {
+    torch::jit::Module module = torch::jit::load(path, c10::kCPU);
+    Model model;
+    for (const auto& parameter : module.named_parameters(/*recurse=*/true)) {
+      auto tensor = FromAten(parameter.name, parameter.value);
+      if (!tensor.ok()) return absl::Status(tensor.status().code(), absl::StrCat(path, ": ", tensor.status().message()));
+      model.tensors.push_back(std::move(*tensor));
+    }
+    for (const auto& buffer : module.named_buffers(/*recurse=*/true)) {
+      auto tensor = FromAten(buffer.name, buffer.value);
+      if (!tensor.ok()) return absl::Status(tensor.status().code(), absl::StrCat(path, ": ", tensor.status().message()));
+      model.tensors.push_back(std::move(*tensor));
+    }
+    return model;
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", Brief(e)));
+  }
+}
+
+absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model) {
+  try {
+    c10::Dict<std::string, at::Tensor> dict;
+    for (const Tensor& tensor : model.tensors) {
+      c10::ScalarType scalar = c10::kFloat;
+      for (const auto& [dtype, s] : kScalarTypes) {
+        if (dtype == tensor.dtype) scalar = s;
+      }
+      at::Tensor t = at::empty(tensor.shape, at::TensorOptions().dtype(scalar));
+      if (static_cast<size_t>(t.numel() * t.element_size()) != tensor.data.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': data size does not match shape"));
+      }
+      if (!tensor.data.empty()) std::memcpy(t.data_ptr(), tensor.data.data(), tensor.data.size());
+      dict.insert(tensor.name, t);
+    }
+    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+    return std::vector<uint8_t>(bytes.begin(), bytes.end());
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("writing a .pt file failed: ", Brief(e)));
+  }
+}
+
+}  // namespace weightcast

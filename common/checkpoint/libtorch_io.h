@@ -1,0 +1,30 @@
+// The libtorch wrapper: zip records of torch.save / torch.jit.save archives through libtorch's
+// PyTorchStreamReader, TorchScript modules' parameters and buffers, and .pt files written with
+// torch::pickle_save that Python's torch.load reads. The only file that includes libtorch
+// headers; every c10::Error is caught here and returned as a status naming the file.
+// Thread-safe: calls share no state (a RecordReader itself is for one thread at a time).
+#ifndef WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
+#define WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/checkpoint/torch_checkpoint.h"
+#include "common/tensor/tensor.h"
+
+namespace weightcast {
+
+// INVALID_ARGUMENT naming the file when it is not a readable zip archive.
+absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path);
+
+// Parameters and buffers of a TorchScript module (torch.jit.save), named as in its state_dict.
+absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path);
+
+// Serializes a dict {name: tensor} in order; Python's torch.load returns it and
+// load_state_dict accepts it. Tensors keep their dtype.
+absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_

@@ -1,0 +1,166 @@
+#include "common/checkpoint/torch_checkpoint.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/base/status_macros.h"
+
+namespace weightcast {
+namespace {
+
+using Kind = PickleValue::Kind;
+
+absl::Status Invalid(absl::string_view source, absl::string_view tensor, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"), ": ", what));
+}
+
+const PickleRef* Lookup(const PickleValue& dict, absl::string_view key) {
+  for (size_t i = 0; i + 1 < dict.items.size(); i += 2) {
+    if (dict.items[i]->kind == Kind::kString && dict.items[i]->text == key) return &dict.items[i + 1];
+  }
+  return nullptr;
+}
+
+bool IsTensorDict(const PickleValue& v) {
+  if (v.kind != Kind::kDict || v.items.empty()) return false;
+  for (size_t i = 1; i < v.items.size(); i += 2) {
+    if (v.items[i]->kind != Kind::kTensor) return false;
+  }
+  return true;
+}
+
+// Checks a view against its storage: every element it addresses lies inside the storage.
+absl::Status CheckView(const TensorView& view, absl::string_view source, absl::string_view name) {
+  ASSIGN_OR_RETURN(const int64_t elements, CheckedNumElements(view.shape, absl::StrCat(source, ": tensor '", name, "'")));
+  if (view.offset < 0) return Invalid(source, name, "negative storage offset");
+  if (elements == 0) return absl::OkStatus();
+  int64_t last = view.offset;  // highest element index the view touches
+  for (size_t i = 0; i < view.shape.size(); ++i) {
+    if (view.strides[i] < 0) return Invalid(source, name, "negative stride");
+    const __int128 reach = static_cast<__int128>(view.shape[i] - 1) * view.strides[i];
+    if (reach > INT64_MAX - last) return Invalid(source, name, "view overflows 64 bits");
+    last += static_cast<int64_t>(reach);
+  }
+  if (last >= view.storage_numel) {
+    return Invalid(source, name, absl::StrCat("shape ", ShapeToString(view.shape), " at offset ", view.offset,
+                                              " needs ", last + 1, " elements, its storage holds ",
+                                              view.storage_numel));
+  }
+  return absl::OkStatus();
+}
+
+// Copies the elements of `view` out of `storage` into a contiguous row-major buffer.
+std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& storage) {
+  const size_t element = DTypeSize(view.dtype);
+  int64_t elements = 1;
+  for (int64_t d : view.shape) elements *= d;
+  std::vector<uint8_t> out(static_cast<size_t>(elements) * element);
+  if (elements == 0) return out;
+  // Contiguous fast path.
+  bool contiguous = true;
+  int64_t expected = 1;
+  for (size_t i = view.shape.size(); i-- > 0;) {
+    if (view.shape[i] != 1 && view.strides[i] != expected) contiguous = false;
+    expected *= view.shape[i];
+  }
+  if (contiguous) {
+    std::memcpy(out.data(), storage.data() + view.offset * element, out.size());
+    return out;
+  }
+  std::vector<int64_t> index(view.shape.size(), 0);
+  for (int64_t n = 0; n < elements; ++n) {
+    int64_t source = view.offset;
+    for (size_t d = 0; d < index.size(); ++d) source += index[d] * view.strides[d];
+    std::memcpy(out.data() + n * element, storage.data() + source * element, element);
+    for (size_t d = index.size(); d-- > 0;) {
+      if (++index[d] < view.shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(const PickleRef& root,
+                                                                              absl::string_view source) {
+  const PickleValue* dict = nullptr;
+  if (IsTensorDict(*root)) {
+    dict = root.get();
+  } else if (root->kind == Kind::kDict) {
+    for (const char* key : {"state_dict", "model", "model_state_dict", "module"}) {
+      const PickleRef* entry = Lookup(*root, key);
+      if (entry && IsTensorDict(**entry)) {
+        dict = entry->get();
+        break;
+      }
+    }
+  }
+  if (dict == nullptr) {
+    std::vector<std::string> keys;
+    if (root->kind == Kind::kDict) {
+      for (size_t i = 0; i < root->items.size() && keys.size() < 10; i += 2) {
+        keys.push_back(root->items[i]->kind == Kind::kString ? root->items[i]->text : root->items[i]->Describe());
+      }
+    }
+    return Invalid(source, "", absl::StrCat("no state_dict found: the file holds a ", root->Describe(),
+                                            keys.empty() ? "" : absl::StrCat(" with keys [", absl::StrJoin(keys, ", "), "]"),
+                                            "; expected a dict of tensors, or one under \"state_dict\" or \"model\""));
+  }
+  std::vector<std::pair<std::string, TensorView>> out;
+  absl::flat_hash_set<std::string> seen;
+  for (size_t i = 0; i + 1 < dict->items.size(); i += 2) {
+    if (dict->items[i]->kind != Kind::kString) return Invalid(source, "", "a state_dict key is not a string");
+    const std::string& name = dict->items[i]->text;
+    if (!seen.insert(name).second) return Invalid(source, name, "name appears more than once");
+    out.emplace_back(name, dict->items[i + 1]->tensor);
+  }
+  return out;
+}
+
+absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view source) {
+  if (!records.HasRecord("data.pkl")) return Invalid(source, "", "zip archive without data.pkl: not a torch.save file");
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> pickle, records.ReadRecord("data.pkl"));
+  ASSIGN_OR_RETURN(const PickleRef root, ReadPickle(pickle, source));
+  ASSIGN_OR_RETURN(const auto views, FindStateDict(root, source));
+
+  // Check every view first, and agree on each storage's dtype and size.
+  absl::flat_hash_map<std::string, std::vector<size_t>> by_storage;  // key -> tensor indices
+  std::vector<std::string> storage_order;
+  for (size_t i = 0; i < views.size(); ++i) {
+    const auto& [name, view] = views[i];
+    RETURN_IF_ERROR(CheckView(view, source, name));
+    auto [it, inserted] = by_storage.try_emplace(view.storage_key);
+    if (inserted) storage_order.push_back(view.storage_key);
+    it->second.push_back(i);
+  }
+  Model model;
+  model.tensors.resize(views.size());
+  for (const std::string& key : storage_order) {
+    const std::vector<size_t>& users = by_storage[key];
+    const TensorView& first = views[users.front()].second;
+    const std::string record = absl::StrCat("data/", key);
+    if (!records.HasRecord(record)) return Invalid(source, views[users.front()].first, absl::StrCat("missing record ", record));
+    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
+    const uint64_t needed = static_cast<uint64_t>(first.storage_numel) * DTypeSize(first.dtype);
+    if (storage.size() < needed) {
+      return Invalid(source, views[users.front()].first,
+                     absl::StrCat("storage record ", record, " holds ", storage.size(), " bytes, its header claims ", needed));
+    }
+    for (size_t index : users) {
+      const auto& [name, view] = views[index];
+      if (view.dtype != first.dtype || view.storage_numel != first.storage_numel) {
+        return Invalid(source, name, "shares a storage with a tensor of another dtype or size");
+      }
+      model.tensors[index] = Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+    }
+  }
+  return model;
+}
+
+}  // namespace weightcast
