@@ -2,7 +2,8 @@
 """Fashion-MNIST reference models: train (deterministic, cached) and evaluate checkpoints.
 
 usage:
-  fashion.py train MODEL OUT.safetensors     train MODEL (mlp) unless OUT already exists
+  fashion.py train MODEL OUT                 train MODEL (mlp, small_mlp) unless OUT exists;
+                                             OUT is .pt (torch.save) or .safetensors
   fashion.py accuracy MODEL CKPT.safetensors [...]
                                              top-1 / top-2 on the 10,000 test images
   fashion.py table MODEL FLOAT.safetensors TIER_DIR TIER [...]
@@ -56,7 +57,19 @@ class Mlp(torch.nn.Module):
         return self.fc3(torch.relu(self.fc2(x)))
 
 
-MODELS = {"mlp": (Mlp, 2)}  # name -> (class, epochs)
+class SmallMlp(torch.nn.Module):
+    """A one-hidden-layer MLP that trains in seconds, for tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 256)
+        self.fc2 = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+MODELS = {"mlp": (Mlp, 2), "small_mlp": (SmallMlp, 1)}  # name -> (class, epochs)
 
 
 def train(name, out):
@@ -82,14 +95,21 @@ def train(name, out):
             opt.step()
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {loss.item():.3f} ({time.time() - start:.0f} s)")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    safetensors_io.save(model.state_dict(), out + ".tmp")
+    if out.endswith(".pt"):
+        torch.save(model.state_dict(), out + ".tmp")
+    else:
+        safetensors_io.save(model.state_dict(), out + ".tmp")
     os.replace(out + ".tmp", out)
+
+
+def load_state(path):
+    return torch.load(path) if path.endswith((".pt", ".pth")) else safetensors_io.load(path)
 
 
 def accuracy(name, path, data=None):
     x, y = data if data is not None else load("test")
     model = MODELS[name][0]()
-    model.load_state_dict(safetensors_io.load(path), strict=True)
+    model.load_state_dict(load_state(path), strict=True)
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
@@ -101,7 +121,7 @@ def accuracy(name, path, data=None):
 
 def table(name, float_path, tier_dir, tiers):
     data = load("test")
-    float_bytes = sum(t.numel() * 4 for t in safetensors_io.load(float_path).values() if t.is_floating_point())
+    float_bytes = sum(t.numel() * 4 for t in load_state(float_path).values() if t.is_floating_point())
     base1, base2 = accuracy(name, float_path, data)
     print(f"{'tier':<10} {'bytes':>10} {'x float':>8} {'top-1 %':>8} {'top-2 %':>8} {'top-1 drop':>10}")
     print(f"{'float32':<10} {float_bytes:>10} {1.0:>8.2f} {base1:>8.2f} {base2:>8.2f} {0.0:>10.2f}")

@@ -11,15 +11,21 @@
 #include "absl/strings/str_format.h"
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
-#include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/checkpoint.h"
 
 namespace weightcast {
 
 const char kPackUsage[] = R"(usage:
-  weightcast-pack MODEL.safetensors -o DIR [options]   pack every tier into DIR/<tier>.wcm
-  weightcast-pack --explain MODEL.safetensors [options] show which codec each tensor gets
-  weightcast-pack --unpack DIR/<tier>.wcm -o OUT.safetensors
-                                                      decode, verify SHA-256, write float32
+  weightcast-pack MODEL -o DIR [options]       pack every tier into DIR/<tier>.wcm
+  weightcast-pack --explain MODEL [options]     show the policy and each tensor's codec per tier
+  weightcast-pack --unpack DIR/<tier>.wcm -o OUT.pt|OUT.safetensors [--int8]
+                                               decode, verify SHA-256, write a checkpoint
+
+MODEL is a torch.save checkpoint (a state_dict, or a dict holding one under "state_dict" or
+"model"), a TorchScript archive (torch.jit.save), or safetensors; the format is read from the
+content. --unpack writes float32 tensors that model.load_state_dict(torch.load(OUT)) accepts,
+or with --int8 the int8 tensors plus "<name>.__scale__" (and "<name>.__zero_point__" for
+asymmetric schemes): w = scale * (q - zero_point), scale per index of dimension 0 if per-channel.
 
 options:
   --tiers LIST        comma-separated tiers (default q22,q27,q32,q37,lossless):
@@ -32,6 +38,10 @@ options:
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)
   --convs-as-pictures code convolution weights as pictures [out, in*kh*kw] too
+  --policy FILE       layer policy as JSON: {"min_picture_elements": N,
+                      "convolutions": "int8"|"picture", "convolution_qp": QP,
+                      "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"}}
+  --int8              (--unpack) write int8 tensors with their scales instead of float32
   --threads N         tiles coded at once (default: one per core)
   -h, --help          this text
 
@@ -74,17 +84,25 @@ ModelSize SizeOf(const Model& model) {
   return size;
 }
 
+// "hevc@27", "zstd-int8", ...
+std::string CodecAt(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier) {
+  const LayerEncodeOptions options = OptionsFor(tensor, policy, tier, {});
+  if (options.codec != LayerCodec::kHevc) return std::string(LayerCodecName(options.codec));
+  return options.hevc.lossless ? "hevc-lossless" : absl::StrCat("hevc@", options.hevc.qp);
+}
+
 absl::Status Explain(const PackCommand& command, const Model& model, std::ostream& out) {
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(command.tiers));
   const LayerPolicy& policy = command.pack.policy;
-  out << absl::StrFormat(
-      "policy: 2-D weights with >= %d elements -> picture (HEVC at the tier's QP); "
-      "convolutions -> %s; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> "
-      "passthrough\n\n",
-      policy.min_picture_elements, policy.convolutions_as_pictures ? "picture" : "int8 + zstd");
-  out << absl::StrFormat("%-40s %-22s %-9s %-12s\n", "tensor", "shape", "dtype", "class");
+  out << "policy: " << DescribeLayerPolicy(policy) << "\n\n";
+  out << absl::StrFormat("%-36s %-20s %-9s %-12s", "tensor", "shape", "dtype", "class");
+  for (const TierSpec& tier : tiers) out << absl::StrFormat(" %-13s", tier.name);
+  out << "\n";
   for (const Tensor& t : model.tensors) {
-    out << absl::StrFormat("%-40s %-22s %-9s %-12s\n", t.name, ShapeToString(t.shape),
-                           DTypeName(t.dtype), LayerClassName(ClassifyTensor(t, policy)));
+    out << absl::StrFormat("%-36s %-20s %-9s %-12s", t.name, ShapeToString(t.shape), DTypeName(t.dtype),
+                           LayerClassName(ClassifyTensor(t, policy)));
+    for (const TierSpec& tier : tiers) out << absl::StrFormat(" %-13s", CodecAt(t, policy, tier));
+    out << "\n";
   }
   return absl::OkStatus();
 }
@@ -150,14 +168,15 @@ absl::Status Unpack(const PackCommand& command, std::ostream& out) {
     return absl::Status(layers.status().code(), absl::StrCat(command.input, ": ", layers.status().message()));
   }
   const auto start = std::chrono::steady_clock::now();
-  auto model = UnpackModel(*layers, command.pack.base.threads);
-  if (!model.ok()) {
-    return absl::Status(model.status().code(), absl::StrCat(command.input, ": ", model.status().message()));
+  auto tensors = DecodeModel(*layers, command.pack.base.threads);
+  if (!tensors.ok()) {
+    return absl::Status(tensors.status().code(), absl::StrCat(command.input, ": ", tensors.status().message()));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  RETURN_IF_ERROR(WriteSafetensorsFile(*model, command.output));
-  out << absl::StrFormat("%s: %d layers decoded and verified (SHA-256) in %.3f s -> %s\n", command.input,
-                         layers->size(), seconds, command.output);
+  RETURN_IF_ERROR(WriteCheckpoint(*tensors, command.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
+                                  command.output));
+  out << absl::StrFormat("%s: %d layers decoded and verified (SHA-256) in %.3f s -> %s (%s)\n", command.input,
+                         layers->size(), seconds, command.output, command.int8_output ? "int8" : "float32");
   return absl::OkStatus();
 }
 
@@ -196,6 +215,16 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
       command.pack.policy.min_picture_elements = n;
     } else if (arg == "--convs-as-pictures") {
       command.pack.policy.convolutions_as_pictures = true;
+    } else if (arg == "--policy") {
+      ASSIGN_OR_RETURN(const std::string path, value());
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(path));
+      auto policy = ParseLayerPolicy(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+      if (!policy.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", policy.status().message()));
+      const bool convs = command.pack.policy.convolutions_as_pictures;
+      command.pack.policy = *std::move(policy);
+      command.pack.policy.convolutions_as_pictures |= convs;
+    } else if (arg == "--int8") {
+      command.int8_output = true;
     } else if (arg == "--threads") {
       ASSIGN_OR_RETURN(const std::string v, value());
       ASSIGN_OR_RETURN(command.pack.base.threads, IntFlag(arg, v, 1, 256));
@@ -224,7 +253,7 @@ absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
     case PackCommand::Mode::kPack:
       break;
   }
-  ASSIGN_OR_RETURN(const Model model, ReadSafetensorsFile(command.input));
+  ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(command.input));
   if (command.mode == PackCommand::Mode::kExplain) return Explain(command, model, out);
   return Pack(command, model, out);
 }

@@ -19,6 +19,7 @@ struct PackCommand {
   std::string input;   // checkpoint (pack, explain) or tier file (unpack)
   std::string output;  // directory (pack) or safetensors file (unpack)
   std::string tiers = "q22,q27,q32,q37,lossless";
+  bool int8_output = false;  // --unpack: int8 + scales instead of float32
   PackOptions pack;
 };
 

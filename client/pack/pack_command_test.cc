@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "common/base/file.h"
+#include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -82,6 +83,39 @@ TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(status.message()), AllOf(HasSubstr("q32.wcm"), HasSubstr("fc2.bias")));
   EXPECT_FALSE(std::filesystem::exists(dir + "/out.safetensors"));
+}
+
+TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
+  const std::string dir = TempDir("torch");
+  const std::string model = WEIGHTCAST_FIXTURE_DIR "/training.pt";  // a full training dict
+  std::ostringstream report;
+  ASSERT_TRUE(RunPackCommand(ParsePackCommand({model, "-o", dir, "--tiers", "q27", "--preset", "ultrafast"}).value(), report).ok());
+  std::ostringstream out;
+  ASSERT_TRUE(RunPackCommand(ParsePackCommand({"--unpack", dir + "/q27.wcm", "--int8", "-o", dir + "/q27.int8.pt"}).value(), out).ok());
+  const Model back = ReadCheckpoint(dir + "/q27.int8.pt").value();
+  std::vector<std::string> names;
+  for (const Tensor& t : back.tensors) names.push_back(t.name);
+  EXPECT_THAT(names, testing::ElementsAre("fc1.weight", "fc1.weight.__scale__", "fc1.bias", "fc2.weight",
+                                          "fc2.weight.__scale__", "fc2.bias"));
+  EXPECT_EQ(back.tensors[0].dtype, DType::kInt8);
+}
+
+TEST(PackCommand, PolicyFileSendsConvolutionsThroughHevcAtTheirOwnQp) {
+  const std::string dir = TempDir("policy");
+  const std::string policy = dir + "/policy.json";
+  const std::string json = R"({"convolutions": "picture", "convolution_qp": 12, "min_picture_elements": 64,
+                               "overrides": {"fc2.*": "float"}})";
+  ASSERT_TRUE(WriteFileAtomically(policy, std::vector<uint8_t>(json.begin(), json.end())).ok());
+  std::ostringstream out;
+  ASSERT_TRUE(RunPackCommand(ParsePackCommand({"--explain", WEIGHTCAST_FIXTURE_DIR "/cnn_bn.pt", "--policy", policy,
+                                               "--tiers", "q30"}).value(), out).ok());
+  EXPECT_THAT(out.str(), testing::ContainsRegex("conv.weight .* picture +hevc@12"));
+  EXPECT_THAT(out.str(), testing::ContainsRegex("fc1.weight .* picture +hevc@30"));
+  EXPECT_THAT(out.str(), testing::ContainsRegex("fc2.weight .* float +float32"));
+  const std::string bad = dir + "/bad.json";
+  ASSERT_TRUE(WriteFileAtomically(bad, std::vector<uint8_t>{'{', '}', '}'}).ok());
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--policy", bad}).status().message()),
+              AllOf(HasSubstr("bad.json"), HasSubstr("layer policy")));
 }
 
 TEST(PackCommand, MissingCheckpointIsNotFound) {

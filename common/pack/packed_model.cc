@@ -27,8 +27,7 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
   layers.reserve(model.tensors.size());
   for (const Tensor& tensor : model.tensors) {
     const auto start = std::chrono::steady_clock::now();
-    const LayerClass layer_class = ClassifyTensor(tensor, options.policy);
-    ASSIGN_OR_RETURN(PackedLayer layer, EncodeLayer(tensor, OptionsFor(layer_class, tier, options.base)));
+    ASSIGN_OR_RETURN(PackedLayer layer, EncodeLayer(tensor, OptionsFor(tensor, options.policy, tier, options.base)));
     if (on_layer) {
       on_layer(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/pack/packed_layer.h"
+#include "common/pack/layer_policy.h"
 #include "common/pack/tier.h"
 
 namespace weightcast {

@@ -48,36 +48,4 @@ absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {
   return tiers;
 }
 
-absl::string_view LayerClassName(LayerClass layer_class) {
-  switch (layer_class) {
-    case LayerClass::kPicture: return "picture";
-    case LayerClass::kInt8: return "int8";
-    case LayerClass::kFloat: return "float";
-    case LayerClass::kPassthrough: return "passthrough";
-  }
-  return "unknown";
-}
-
-LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy) {
-  if (!IsFloatingPoint(tensor.dtype)) return LayerClass::kPassthrough;
-  if (tensor.shape.size() <= 1) return LayerClass::kFloat;
-  const bool large = tensor.NumElements() >= policy.min_picture_elements;
-  if (tensor.shape.size() == 2) return large ? LayerClass::kPicture : LayerClass::kInt8;
-  return large && policy.convolutions_as_pictures ? LayerClass::kPicture : LayerClass::kInt8;
-}
-
-LayerEncodeOptions OptionsFor(LayerClass layer_class, const TierSpec& tier, LayerEncodeOptions base) {
-  switch (layer_class) {
-    case LayerClass::kPicture:
-      base.codec = tier.picture_codec;
-      base.hevc.qp = tier.qp;
-      base.hevc.lossless = tier.lossless;
-      break;
-    case LayerClass::kInt8: base.codec = LayerCodec::kZstdInt8; break;
-    case LayerClass::kFloat: base.codec = LayerCodec::kFloat32; break;
-    case LayerClass::kPassthrough: base.codec = LayerCodec::kPassthrough; break;
-  }
-  return base;
-}
-
 }  // namespace weightcast

@@ -1,7 +1,6 @@
-// Tiers and the layer policy: which codec each tensor of a model gets at a given tier.
-// A tier is a named recipe ("q27": picture layers as HEVC at QP 27; "lossless": int8 + zstd).
-// The policy sorts tensors into picture layers, int8 layers, float layers and pass-through
-// buffers. Plain values and pure functions; thread-safe.
+// Tiers: a tier is a named recipe for the picture layers of a model ("q27": HEVC at QP 27;
+// "lossless": int8 + zstd). layer_policy.h decides which tensors are picture layers.
+// Plain values and pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_TIER_H_
 #define WEIGHTCAST_COMMON_PACK_TIER_H_
 
@@ -27,25 +26,6 @@ inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // A comma-separated list of tier names; names must not repeat.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);
-
-enum class LayerClass {
-  kPicture,      // large 2-D weights: coded as pictures at the tier's QP
-  kInt8,         // other weights (convolutions by default): int8 + zstd, identical in every tier
-  kFloat,        // 1-D tensors (biases, norms): float32
-  kPassthrough,  // integer buffers (num_batches_tracked): untouched
-};
-
-absl::string_view LayerClassName(LayerClass layer_class);
-
-struct LayerPolicy {
-  int64_t min_picture_elements = 4096;  // 2-D weights at least this large become pictures
-  bool convolutions_as_pictures = false;  // the seed paper keeps convs int8: they are sensitive
-};
-
-LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy);
-
-// The encode options for a tensor of `layer_class` at `tier`.
-LayerEncodeOptions OptionsFor(LayerClass layer_class, const TierSpec& tier, LayerEncodeOptions base);
 
 }  // namespace weightcast
 

@@ -24,17 +24,5 @@ TEST(Tier, RejectsUnknownAndRepeatedNames) {
   EXPECT_TRUE(ParseTier("hevc-lossless")->lossless);
 }
 
-TEST(LayerPolicy, FollowsTheSeedPaper) {
-  const LayerPolicy policy;
-  EXPECT_EQ(ClassifyTensor(Tensor{"fc", {64, 64}, DType::kFloat32, {}}, policy), LayerClass::kPicture);
-  EXPECT_EQ(ClassifyTensor(Tensor{"small", {16, 16}, DType::kFloat32, {}}, policy), LayerClass::kInt8);
-  EXPECT_EQ(ClassifyTensor(Tensor{"conv", {64, 64, 3, 3}, DType::kFloat32, {}}, policy), LayerClass::kInt8);
-  EXPECT_EQ(ClassifyTensor(Tensor{"bias", {64}, DType::kFloat16, {}}, policy), LayerClass::kFloat);
-  EXPECT_EQ(ClassifyTensor(Tensor{"n", {}, DType::kInt64, {}}, policy), LayerClass::kPassthrough);
-  LayerPolicy convs;
-  convs.convolutions_as_pictures = true;
-  EXPECT_EQ(ClassifyTensor(Tensor{"conv", {64, 64, 3, 3}, DType::kFloat32, {}}, convs), LayerClass::kPicture);
-}
-
 }  // namespace
 }  // namespace weightcast

@@ -1,0 +1,56 @@
+// The layer policy: which codec each tensor gets, as data an operator can set (a JSON file).
+// By default 2-D weights with at least 4096 elements are pictures (HEVC at the tier's QP),
+// convolution weights stay int8 + zstd (the seed paper found them sensitive), 1-D tensors stay
+// float32 and integer buffers pass through untouched. Plain values; thread-safe.
+#ifndef WEIGHTCAST_COMMON_PACK_LAYER_POLICY_H_
+#define WEIGHTCAST_COMMON_PACK_LAYER_POLICY_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/tier.h"
+
+namespace weightcast {
+
+enum class LayerClass {
+  kPicture,      // coded as pictures at the tier's codec and QP
+  kInt8,         // int8 + zstd, identical in every tier
+  kFloat,        // float32
+  kPassthrough,  // the original bytes (integer buffers)
+};
+
+absl::string_view LayerClassName(LayerClass layer_class);  // "picture", "int8", "float", "passthrough"
+
+struct LayerPolicy {
+  int64_t min_picture_elements = 4096;  // 2-D weights at least this large are pictures
+  bool convolutions_as_pictures = false;
+  // When set, convolution pictures are coded at this QP in every HEVC tier (their own QP),
+  // instead of the tier's.
+  std::optional<int> convolution_qp;
+  // Exact tensor names, or prefixes ending in '*', mapped to a class; the first match wins.
+  std::vector<std::pair<std::string, LayerClass>> overrides;
+};
+
+// Parses a policy file:
+//   {"min_picture_elements": 4096, "convolutions": "int8" | "picture", "convolution_qp": 22,
+//    "overrides": {"classifier.weight": "int8", "features.*": "picture"}}
+// Every field is optional. INVALID_ARGUMENT naming the field for anything else.
+absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view json);
+
+// One line describing the policy, for --explain.
+std::string DescribeLayerPolicy(const LayerPolicy& policy);
+
+LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy);
+
+// The encode options for `tensor` at `tier`: `base` with codec and QP filled in.
+LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier,
+                              LayerEncodeOptions base);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_PACK_LAYER_POLICY_H_
