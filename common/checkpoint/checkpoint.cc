@@ -17,11 +17,11 @@ namespace weightcast {
 namespace {
 
 // Every floating-point weight must be finite.
-absl::Status CheckFinite(const Model& model, const std::string& path) {
+absl::Status CheckAllFinite(const Model& model, const std::string& path) {
   for (const Tensor& tensor : model.tensors) {
-    if (!IsFloatingPoint(tensor.dtype)) continue;
-    auto values = ToFloat32(tensor);
-    if (!values.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", values.status().message()));
+    if (absl::Status status = weightcast::CheckFinite(tensor); !status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", status.message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -68,7 +68,7 @@ Tensor Int8Tensor(const std::string& name, const QuantizedTensor& q) {
 absl::StatusOr<Model> ReadCheckpoint(const std::string& path, CheckpointFormat* format) {
   CheckpointFormat ignored;
   ASSIGN_OR_RETURN(Model model, ReadByContent(path, format ? format : &ignored));
-  RETURN_IF_ERROR(CheckFinite(model, path));
+  RETURN_IF_ERROR(CheckAllFinite(model, path));
   return model;
 }
 

@@ -4,6 +4,10 @@
 #include <torch/script.h>
 #include <torch/serialize.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +28,29 @@ std::string Brief(const c10::Error& e) {
   return what.substr(0, what.find('\n'));
 }
 
+// Copies a record out of libtorch's buffer without holding both copies in memory at once: the
+// output grows chunk by chunk (reserve does not touch pages), and the pages of the source already
+// copied are returned to the kernel (MADV_DONTNEED; the buffer is freed right after and never
+// read again). A 1 GiB record then costs 1 GiB plus one chunk, not 2 GiB.
+std::vector<uint8_t> MoveOut(uint8_t* source, size_t size) {
+  constexpr size_t kChunk = 32 << 20;
+  std::vector<uint8_t> out;
+  out.reserve(size);
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t released = (reinterpret_cast<uintptr_t>(source) + page - 1) & ~(page - 1);
+  for (size_t done = 0; done < size;) {
+    const size_t n = std::min(kChunk, size - done);
+    out.insert(out.end(), source + done, source + done + n);
+    done += n;
+    const uintptr_t copied_end = (reinterpret_cast<uintptr_t>(source) + done) & ~(page - 1);
+    if (size > kChunk && copied_end > released) {
+      madvise(reinterpret_cast<void*>(released), copied_end - released, MADV_DONTNEED);
+      released = copied_end;
+    }
+  }
+  return out;
+}
+
 class TorchArchive : public RecordReader {
  public:
   explicit TorchArchive(std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader, std::string path)
@@ -40,8 +67,7 @@ class TorchArchive : public RecordReader {
   absl::StatusOr<std::vector<uint8_t>> ReadRecord(const std::string& name) override {
     try {
       auto [data, size] = reader_->getRecord(name);
-      const auto* bytes = static_cast<const uint8_t*>(data.get());
-      return std::vector<uint8_t>(bytes, bytes + size);
+      return MoveOut(static_cast<uint8_t*>(data.get()), size);
     } catch (const c10::Error& e) {
       return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", Brief(e)));
     } catch (const std::bad_alloc&) {

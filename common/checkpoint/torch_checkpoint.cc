@@ -54,6 +54,22 @@ absl::Status CheckView(const TensorView& view, absl::string_view source, absl::s
   return absl::OkStatus();
 }
 
+bool IsContiguous(const TensorView& view) {
+  int64_t expected = 1;
+  for (size_t i = view.shape.size(); i-- > 0;) {
+    if (view.shape[i] != 1 && view.strides[i] != expected) return false;
+    expected *= view.shape[i];
+  }
+  return true;
+}
+
+// A contiguous view of the whole storage from its start.
+bool CoversStorage(const TensorView& view) {
+  int64_t elements = 1;
+  for (int64_t d : view.shape) elements *= d;
+  return view.offset == 0 && elements == view.storage_numel && IsContiguous(view);
+}
+
 // Copies the elements of `view` out of `storage` into a contiguous row-major buffer.
 std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& storage) {
   const size_t element = DTypeSize(view.dtype);
@@ -61,14 +77,7 @@ std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& 
   for (int64_t d : view.shape) elements *= d;
   std::vector<uint8_t> out(static_cast<size_t>(elements) * element);
   if (elements == 0) return out;
-  // Contiguous fast path.
-  bool contiguous = true;
-  int64_t expected = 1;
-  for (size_t i = view.shape.size(); i-- > 0;) {
-    if (view.shape[i] != 1 && view.strides[i] != expected) contiguous = false;
-    expected *= view.shape[i];
-  }
-  if (contiguous) {
+  if (IsContiguous(view)) {
     std::memcpy(out.data(), storage.data() + view.offset * element, out.size());
     return out;
   }
@@ -157,6 +166,14 @@ absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view sou
       if (view.dtype != first.dtype || view.storage_numel != first.storage_numel) {
         return Invalid(source, name, "shares a storage with a tensor of another dtype or size");
       }
+    }
+    // The common case, one contiguous tensor filling its storage, takes the record as it is.
+    if (users.size() == 1 && storage.size() == needed && CoversStorage(first)) {
+      model.tensors[users.front()] = Tensor{views[users.front()].first, first.shape, first.dtype, std::move(storage)};
+      continue;
+    }
+    for (size_t index : users) {
+      const auto& [name, view] = views[index];
       model.tensors[index] = Tensor{name, view.shape, view.dtype, Gather(view, storage)};
     }
   }

@@ -130,6 +130,28 @@ uint16_t FloatToHalf(float value) {
   return sign | static_cast<uint16_t>(half);
 }
 
+absl::Status CheckFinite(const Tensor& tensor) {
+  if (!IsFloatingPoint(tensor.dtype)) return absl::OkStatus();
+  const size_t element = DTypeSize(tensor.dtype);
+  const size_t count = tensor.data.size() / element;
+  const uint8_t* p = tensor.data.data();
+  for (size_t i = 0; i < count; ++i, p += element) {
+    double value = 0;
+    switch (tensor.dtype) {
+      case DType::kFloat32: value = Load<float>(p); break;
+      case DType::kFloat16: value = HalfToFloat(Load<uint16_t>(p)); break;
+      case DType::kBFloat16: value = BFloat16ToFloat(Load<uint16_t>(p)); break;
+      case DType::kFloat64: value = Load<double>(p); break;
+      default: break;
+    }
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': element ", i, " is ", value,
+                                                     " (weights must be finite)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<float>> ToFloat32(const Tensor& tensor) {
   const int64_t n = tensor.NumElements();
   const size_t element = DTypeSize(tensor.dtype);

@@ -42,6 +42,10 @@ absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape, absl
 // NaN or Inf is an error naming the tensor; so is a data size that does not match the shape.
 absl::StatusOr<std::vector<float>> ToFloat32(const Tensor& tensor);
 
+// OK when every element of a floating-point tensor is finite (integer tensors always are);
+// otherwise an error naming the tensor and the first bad element. Allocates nothing.
+absl::Status CheckFinite(const Tensor& tensor);
+
 // A float32 tensor holding `values`.
 Tensor MakeFloat32Tensor(std::string name, std::vector<int64_t> shape, absl::Span<const float> values);
 
