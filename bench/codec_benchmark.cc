@@ -2,7 +2,7 @@
 // the two baselines every compression claim is held against, side by side in one run:
 //   int8 + zstd (lossless) and uniform requantization + zstd at the SQNR the HEVC tier reached.
 // Matrices: fc1 and fc2 of the demo's Fashion-MNIST MLP (real trained weights; path from
-// WEIGHTCAST_BENCH_CHECKPOINT, default out/demo/mlp.safetensors) and an i.i.d. Gaussian 1024x1024.
+// WEIGHTCAST_BENCH_CHECKPOINT, default out/demo/mlp.pt) and an i.i.d. Gaussian 1024x1024.
 // Counters: bpw = bits per weight, sqnr_db = SQNR against the float weights. Encode and decode
 // use wall time: x265 runs its frame encoder on a thread of its own.
 // Run: bench/run_codec_benchmark (trains the checkpoint if missing).
@@ -13,7 +13,7 @@
 #include <map>
 #include <random>
 
-#include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/checkpoint.h"
 #include "common/hevc/de265_decoder.h"
 #include "common/hevc/x265_encoder.h"
 #include "common/pack/layer_codec.h"
@@ -35,7 +35,7 @@ const std::vector<Matrix>& Matrices() {
   static const std::vector<Matrix>* matrices = [] {
     auto* out = new std::vector<Matrix>;
     const char* env = std::getenv("WEIGHTCAST_BENCH_CHECKPOINT");
-    auto model = ReadSafetensorsFile(env ? env : "out/demo/mlp.safetensors");
+    auto model = ReadCheckpoint(env ? env : "out/demo/mlp.pt");
     if (model.ok()) {
       for (const Tensor& t : model->tensors) {
         if (t.name == "fc1.weight" || t.name == "fc2.weight") out->push_back({t.name.substr(0, 3), t});

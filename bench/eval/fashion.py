@@ -4,11 +4,11 @@
 usage:
   fashion.py train MODEL OUT                 train MODEL (mlp, small_mlp) unless OUT exists;
                                              OUT is .pt (torch.save) or .safetensors
-  fashion.py accuracy MODEL CKPT.safetensors [...]
+  fashion.py accuracy MODEL CKPT [...]        (CKPT: .pt or .safetensors)
                                              top-1 / top-2 on the 10,000 test images
-  fashion.py table MODEL FLOAT.safetensors TIER_DIR TIER [...]
+  fashion.py table MODEL FLOAT.pt TIER_DIR TIER [...]
                                              per tier: TIER_DIR/TIER.wcm bytes and the accuracy
-                                             of TIER_DIR/TIER.safetensors (its unpacked form)
+                                             of TIER_DIR/TIER.pt (its unpacked form)
 Data: /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist).
 """
 import gzip
@@ -127,7 +127,7 @@ def table(name, float_path, tier_dir, tiers):
     print(f"{'float32':<10} {float_bytes:>10} {1.0:>8.2f} {base1:>8.2f} {base2:>8.2f} {0.0:>10.2f}")
     for tier in tiers:
         size = os.path.getsize(os.path.join(tier_dir, tier + ".wcm"))
-        top1, top2 = accuracy(name, os.path.join(tier_dir, tier + ".safetensors"), data)
+        top1, top2 = accuracy(name, os.path.join(tier_dir, tier + ".pt"), data)
         print(f"{tier:<10} {size:>10} {float_bytes / size:>8.2f} {top1:>8.2f} {top2:>8.2f} {base1 - top1:>10.2f}")
 
 
