@@ -18,6 +18,15 @@ TEST(Sha256, MatchesKnownVector) {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(Sha256, IncrementalMatchesOneShot) {
+  std::vector<uint8_t> data(100000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7);
+  Sha256Hasher hasher;
+  hasher.Update(absl::MakeConstSpan(data).subspan(0, 333));
+  hasher.Update(absl::MakeConstSpan(data).subspan(333));
+  EXPECT_EQ(hasher.Finish(), Sha256(data));
+}
+
 TEST(ParallelFor, RunsEveryIndexOnce) {
   std::vector<std::atomic<int>> hits(1000);
   ASSERT_TRUE(ParallelFor(hits.size(), 4, [&](size_t i) {

@@ -15,6 +15,23 @@ Sha256Digest Sha256(absl::Span<const uint8_t> data) {
   return digest;
 }
 
+Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+}
+
+Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256Hasher::Update(absl::Span<const uint8_t> data) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+
+Sha256Digest Sha256Hasher::Finish() {
+  Sha256Digest digest{};
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest.data(), &length);
+  return digest;
+}
+
 std::string DigestToHex(const Sha256Digest& digest) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;

@@ -15,6 +15,21 @@ using Sha256Digest = std::array<uint8_t, 32>;
 
 Sha256Digest Sha256(absl::Span<const uint8_t> data);
 
+// Incremental hashing of data that arrives in pieces. Not thread-safe; movable, not copyable.
+class Sha256Hasher {
+ public:
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+
+  void Update(absl::Span<const uint8_t> data);
+  Sha256Digest Finish();  // once
+
+ private:
+  void* ctx_;  // EVP_MD_CTX, owned
+};
+
 // Lower-case hexadecimal, 64 characters.
 std::string DigestToHex(const Sha256Digest& digest);
 

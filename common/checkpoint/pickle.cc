@@ -26,6 +26,7 @@ class Machine {
   Machine(absl::Span<const uint8_t> bytes, absl::string_view source) : in_(bytes), source_(source) {}
 
   absl::StatusOr<PickleRef> Run();
+  std::vector<std::unique_ptr<PickleValue>> TakeValues() { return std::move(values_); }
 
  private:
   absl::Status Error(absl::string_view what) const {
@@ -60,7 +61,7 @@ class Machine {
   }
   absl::StatusOr<PickleRef> Pop() {
     if (stack_.size() <= Floor()) return Error("stack underflow");
-    PickleRef v = std::move(stack_.back());
+    PickleRef v = stack_.back();
     stack_.pop_back();
     return v;
   }
@@ -79,7 +80,7 @@ class Machine {
   absl::Status Memoize(uint64_t index) {
     ASSIGN_OR_RETURN(PickleRef top, Top());
     if (index >= kMaxPickleMemo) return Error("memo index too large");
-    memo_[index] = std::move(top);
+    memo_[index] = top;
     return absl::OkStatus();
   }
   absl::Status Recall(uint64_t index) {
@@ -87,8 +88,13 @@ class Machine {
     if (it == memo_.end()) return Error(absl::StrCat("memo ", index, " was never stored"));
     return Push(it->second);
   }
-  static PickleRef String(Kind kind, absl::Span<const uint8_t> bytes) {
-    PickleRef v = PickleValue::Make(kind);
+  PickleRef Make(Kind kind) {
+    values_.push_back(std::make_unique<PickleValue>());
+    values_.back()->kind = kind;
+    return values_.back().get();
+  }
+  PickleRef String(Kind kind, absl::Span<const uint8_t> bytes) {
+    PickleRef v = Make(kind);
     v->text.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     return v;
   }
@@ -99,7 +105,7 @@ class Machine {
   }
   absl::Status PushTuple(size_t n) {
     if (stack_.size() < Floor() + n) return Error("stack underflow");
-    PickleRef tuple = PickleValue::Make(Kind::kTuple);
+    PickleRef tuple = Make(Kind::kTuple);
     tuple->items.assign(stack_.end() - n, stack_.end());
     stack_.resize(stack_.size() - n);
     return Push(std::move(tuple));
@@ -116,6 +122,7 @@ class Machine {
   std::vector<PickleRef> stack_;
   std::vector<size_t> marks_;
   absl::flat_hash_map<uint64_t, PickleRef> memo_;
+  std::vector<std::unique_ptr<PickleValue>> values_;  // owns every value
 };
 
 absl::Status Machine::AddItems(std::vector<PickleRef> items, bool pairs) {
@@ -138,7 +145,7 @@ absl::StatusOr<PickleRef> Machine::PersistentLoad(const PickleRef& pid) {
       pid->items[2]->kind != Kind::kString || pid->items[4]->kind != Kind::kInt) {
     return Error("persistent id is not a torch storage");
   }
-  PickleRef storage = PickleValue::Make(Kind::kStorage);
+  PickleRef storage = Make(Kind::kStorage);
   bool known = false;
   for (const auto& [name, dtype] : kStorageTypes) {
     if (pid->items[1]->text == name) {
@@ -160,7 +167,7 @@ absl::StatusOr<PickleRef> Machine::RebuildTensor(const std::vector<PickleRef>& a
       args[2]->items.size() != args[3]->items.size() || args[2]->items.size() > 8) {
     return Error("malformed _rebuild_tensor_v2 arguments");
   }
-  PickleRef tensor = PickleValue::Make(Kind::kTensor);
+  PickleRef tensor = Make(Kind::kTensor);
   tensor->tensor = args[0]->tensor;
   tensor->tensor.offset = args[1]->integer;
   for (size_t i = 0; i < args[2]->items.size(); ++i) {
@@ -177,7 +184,7 @@ absl::StatusOr<PickleRef> Machine::Call(const PickleRef& callable, const PickleR
   if (callable->kind != Kind::kGlobal) return Error(absl::StrCat("cannot call a ", callable->Describe()));
   if (args->kind != Kind::kTuple) return Error("call arguments are not a tuple");
   const std::string& name = callable->text;
-  if (name == "collections.OrderedDict" || name == "builtins.dict") return PickleValue::Make(Kind::kDict);
+  if (name == "collections.OrderedDict" || name == "builtins.dict") return Make(Kind::kDict);
   if (name == "torch._utils._rebuild_tensor_v2") return RebuildTensor(args->items);
   if (name == "torch.jit._pickle.restore_type_tag") {  // (value, "Dict[str, Tensor]") from libtorch
     if (args->items.empty()) return Error("malformed restore_type_tag");
@@ -192,7 +199,7 @@ absl::StatusOr<PickleRef> Machine::Call(const PickleRef& callable, const PickleR
     return Error(absl::StrCat(name, ": quantized, sparse and meta tensors are not supported"));
   }
   // Anything else is recorded, never run.
-  PickleRef object = PickleValue::Make(Kind::kObject);
+  PickleRef object = Make(Kind::kObject);
   object->text = name;
   return object;
 }
@@ -220,9 +227,9 @@ absl::StatusOr<PickleRef> Machine::Run() {
         RETURN_IF_ERROR(Push(top));
         break;
       }
-      case 'N': RETURN_IF_ERROR(Push(PickleValue::Make(Kind::kNone))); break;
+      case 'N': RETURN_IF_ERROR(Push(Make(Kind::kNone))); break;
       case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
-        PickleRef v = PickleValue::Make(Kind::kBool);
+        PickleRef v = Make(Kind::kBool);
         v->boolean = op == 0x88;
         RETURN_IF_ERROR(Push(v));
         break;
@@ -230,7 +237,7 @@ absl::StatusOr<PickleRef> Machine::Run() {
       case 'J': case 'K': case 'M': {  // BININT (4, signed), BININT1, BININT2
         const int n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
         ASSIGN_OR_RETURN(uint64_t raw, Uint(n));
-        PickleRef v = PickleValue::Make(Kind::kInt);
+        PickleRef v = Make(Kind::kInt);
         v->integer = op == 'J' ? static_cast<int32_t>(raw) : static_cast<int64_t>(raw);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -240,7 +247,7 @@ absl::StatusOr<PickleRef> Machine::Run() {
         if (n > 8) return Error("integer wider than 64 bits");
         ASSIGN_OR_RETURN(uint64_t raw, Uint(static_cast<int>(n)));
         if (n > 0 && n < 8 && (raw >> (8 * n - 1)) & 1) raw |= ~uint64_t{0} << (8 * n);  // sign-extend
-        PickleRef v = PickleValue::Make(Kind::kInt);
+        PickleRef v = Make(Kind::kInt);
         v->integer = static_cast<int64_t>(raw);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -249,7 +256,7 @@ absl::StatusOr<PickleRef> Machine::Run() {
         ASSIGN_OR_RETURN(auto bytes, Take(8));
         uint64_t bits = 0;
         for (int i = 0; i < 8; ++i) bits = (bits << 8) | bytes[i];
-        PickleRef v = PickleValue::Make(Kind::kFloat);
+        PickleRef v = Make(Kind::kFloat);
         std::memcpy(&v->real, &bits, 8);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -261,16 +268,16 @@ absl::StatusOr<PickleRef> Machine::Run() {
       case 'U': RETURN_IF_ERROR(PushString(Kind::kString, 1)); break;   // SHORT_BINSTRING
       case 'B': RETURN_IF_ERROR(PushString(Kind::kBytes, 4)); break;    // BINBYTES
       case 'C': RETURN_IF_ERROR(PushString(Kind::kBytes, 1)); break;    // SHORT_BINBYTES
-      case ')': RETURN_IF_ERROR(Push(PickleValue::Make(Kind::kTuple))); break;
-      case ']': RETURN_IF_ERROR(Push(PickleValue::Make(Kind::kList))); break;
-      case '}': RETURN_IF_ERROR(Push(PickleValue::Make(Kind::kDict))); break;
+      case ')': RETURN_IF_ERROR(Push(Make(Kind::kTuple))); break;
+      case ']': RETURN_IF_ERROR(Push(Make(Kind::kList))); break;
+      case '}': RETURN_IF_ERROR(Push(Make(Kind::kDict))); break;
       case 0x85: RETURN_IF_ERROR(PushTuple(1)); break;
       case 0x86: RETURN_IF_ERROR(PushTuple(2)); break;
       case 0x87: RETURN_IF_ERROR(PushTuple(3)); break;
       case 't': case 'l': case 'd': {  // TUPLE, LIST, DICT from the mark
         ASSIGN_OR_RETURN(std::vector<PickleRef> items, PopToMark());
         if (op == 'd' && items.size() % 2) return Error("odd number of dict items");
-        PickleRef v = PickleValue::Make(op == 't' ? Kind::kTuple : op == 'l' ? Kind::kList : Kind::kDict);
+        PickleRef v = Make(op == 't' ? Kind::kTuple : op == 'l' ? Kind::kList : Kind::kDict);
         v->items = std::move(items);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -304,7 +311,7 @@ absl::StatusOr<PickleRef> Machine::Run() {
       case 'c': {  // GLOBAL "module\nname\n"
         ASSIGN_OR_RETURN(std::string module, Line());
         ASSIGN_OR_RETURN(std::string name, Line());
-        PickleRef v = PickleValue::Make(Kind::kGlobal);
+        PickleRef v = Make(Kind::kGlobal);
         v->text = absl::StrCat(module, ".", name);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -313,7 +320,7 @@ absl::StatusOr<PickleRef> Machine::Run() {
         ASSIGN_OR_RETURN(PickleRef name, Pop());
         ASSIGN_OR_RETURN(PickleRef module, Pop());
         if (name->kind != Kind::kString || module->kind != Kind::kString) return Error("STACK_GLOBAL needs strings");
-        PickleRef v = PickleValue::Make(Kind::kGlobal);
+        PickleRef v = Make(Kind::kGlobal);
         v->text = absl::StrCat(module->text, ".", name->text);
         RETURN_IF_ERROR(Push(v));
         break;
@@ -344,12 +351,6 @@ absl::StatusOr<PickleRef> Machine::Run() {
 
 }  // namespace
 
-PickleRef PickleValue::Make(Kind kind) {
-  auto v = std::make_shared<PickleValue>();
-  v->kind = kind;
-  return v;
-}
-
 std::string PickleValue::Describe() const {
   switch (kind) {
     case Kind::kNone: return "None";
@@ -369,8 +370,11 @@ std::string PickleValue::Describe() const {
   return "unknown";
 }
 
-absl::StatusOr<PickleRef> ReadPickle(absl::Span<const uint8_t> bytes, absl::string_view source) {
-  return Machine(bytes, source).Run();
+absl::StatusOr<PickleDocument> ReadPickle(absl::Span<const uint8_t> bytes, absl::string_view source) {
+  Machine machine(bytes, source);
+  absl::StatusOr<PickleRef> root = machine.Run();
+  if (!root.ok()) return root.status();
+  return PickleDocument{machine.TakeValues(), *root};
 }
 
 }  // namespace weightcast

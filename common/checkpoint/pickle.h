@@ -18,7 +18,9 @@
 namespace weightcast {
 
 struct PickleValue;
-using PickleRef = std::shared_ptr<PickleValue>;
+// Values point at each other without owning (a pickle may build cycles); a PickleDocument owns
+// them all.
+using PickleRef = PickleValue*;
 
 // A tensor as torch.save describes it: a view into a storage record.
 struct TensorView {
@@ -40,16 +42,21 @@ struct PickleValue {
   std::vector<PickleRef> items;  // tuple and list items; dict keys and values alternating
   TensorView tensor;             // kStorage (key, dtype, numel) and kTensor
 
-  static PickleRef Make(Kind kind);
   std::string Describe() const;  // "dict", "tensor", "object argparse.Namespace", ...
 };
 
 inline constexpr size_t kMaxPickleStackDepth = 1 << 16;
 inline constexpr size_t kMaxPickleMemo = 1 << 20;
 
+// Every value a pickle built, and the one it returned.
+struct PickleDocument {
+  std::vector<std::unique_ptr<PickleValue>> values;
+  PickleRef root = nullptr;
+};
+
 // Runs `bytes` through the reader. INVALID_ARGUMENT naming `source` and the byte offset for
 // an unknown opcode, a truncated stream, a bad memo reference or a malformed tensor.
-absl::StatusOr<PickleRef> ReadPickle(absl::Span<const uint8_t> bytes, absl::string_view source);
+absl::StatusOr<PickleDocument> ReadPickle(absl::Span<const uint8_t> bytes, absl::string_view source);
 
 }  // namespace weightcast
 

@@ -89,7 +89,7 @@ TEST(Pickle, ArbitraryGlobalsAreNamedNeverRun) {
   // os.system('echo hi') as a pickle: the reader records an object and runs nothing.
   auto value = ReadPickle(Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR."), "evil.pt");
   ASSERT_TRUE(value.ok()) << value.status();
-  EXPECT_EQ((*value)->Describe(), "object os.system");
+  EXPECT_EQ(value->root->Describe(), "object os.system");
   FakeRecords archive;
   archive.records["data.pkl"] = Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR.");
   EXPECT_THAT(std::string(ReadTorchSave(archive, "evil.pt").status().message()),
@@ -111,7 +111,7 @@ TEST(Pickle, DamagedRealPicklesNeverCrash) {
     std::vector<uint8_t> damaged = pickle;
     damaged[rng() % damaged.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
     auto value = ReadPickle(damaged, "flip");
-    if (value.ok()) (void)FindStateDict(*value, "flip");
+    if (value.ok()) (void)FindStateDict(value->root, "flip");
   }
 }
 

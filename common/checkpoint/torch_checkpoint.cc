@@ -100,12 +100,12 @@ absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(co
                                                                               absl::string_view source) {
   const PickleValue* dict = nullptr;
   if (IsTensorDict(*root)) {
-    dict = root.get();
+    dict = root;
   } else if (root->kind == Kind::kDict) {
     for (const char* key : {"state_dict", "model", "model_state_dict", "module"}) {
       const PickleRef* entry = Lookup(*root, key);
       if (entry && IsTensorDict(**entry)) {
-        dict = entry->get();
+        dict = *entry;
         break;
       }
     }
@@ -135,8 +135,8 @@ absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(co
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view source) {
   if (!records.HasRecord("data.pkl")) return Invalid(source, "", "zip archive without data.pkl: not a torch.save file");
   ASSIGN_OR_RETURN(const std::vector<uint8_t> pickle, records.ReadRecord("data.pkl"));
-  ASSIGN_OR_RETURN(const PickleRef root, ReadPickle(pickle, source));
-  ASSIGN_OR_RETURN(const auto views, FindStateDict(root, source));
+  ASSIGN_OR_RETURN(const PickleDocument document, ReadPickle(pickle, source));
+  ASSIGN_OR_RETURN(const auto views, FindStateDict(document.root, source));
 
   // Check every view first, and agree on each storage's dtype and size.
   absl::flat_hash_map<std::string, std::vector<size_t>> by_storage;  // key -> tensor indices
