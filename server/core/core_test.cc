@@ -1,0 +1,115 @@
+#include <filesystem>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/encoder_pool.h"
+#include "server/core/model_store.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A copy of a fixture to upload (Register moves its file into the blob store).
+std::string Upload(const std::string& dir, const std::string& fixture) {
+  const std::string path = dir + "/upload-" + fixture;
+  std::filesystem::copy_file(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture, path,
+                             std::filesystem::copy_options::overwrite_existing);
+  return path;
+}
+
+ModelStoreOptions Options(const std::string& dir) {
+  ModelStoreOptions options;
+  options.data_dir = dir + "/data";
+  options.workers = 2;
+  options.default_ladder = "lossless,q27";
+  options.x265_preset = "ultrafast";
+  return options;
+}
+
+TEST(EncoderPool, WaitingJobsRunBeforeBackgroundJobs) {
+  std::vector<int> order;
+  absl::Mutex mu;
+  absl::Notification gate;
+  {
+    EncoderPool pool(1);
+    pool.Submit(EncoderPool::Priority::kBackground, [&] { gate.WaitForNotification(); });
+    pool.Submit(EncoderPool::Priority::kBackground, [&] { absl::MutexLock l(&mu); order.push_back(2); });
+    pool.Submit(EncoderPool::Priority::kWaiting, [&] { absl::MutexLock l(&mu); order.push_back(1); });
+    gate.Notify();
+    while (pool.queued() > 0 || pool.busy() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+}
+
+TEST(ModelStore, ConcurrentManifestsEncodeEachLayerOnce) {
+  const std::string dir = FreshDir("store1");
+  auto store = ModelStore::Create(Options(dir)).value();
+  auto version = store->Register({"cnn", "v1", "", "", ""}, Upload(dir, "cnn_bn.pt"));
+  ASSERT_TRUE(version.ok()) << version.status();
+  std::vector<std::thread> pullers;
+  std::vector<absl::StatusOr<Manifest>> results(10);
+  for (int i = 0; i < 10; ++i) {
+    pullers.emplace_back([&, i] { results[i] = store->GetManifest("cnn", "latest", "q27"); });
+  }
+  for (std::thread& t : pullers) t.join();
+  for (const auto& manifest : results) {
+    ASSERT_TRUE(manifest.ok()) << manifest.status();
+    EXPECT_EQ(manifest->layers.size(), version->tensors.size());
+    EXPECT_EQ(manifest->layers[7].blob_sha256, results[0]->layers[7].blob_sha256);
+  }
+  EXPECT_EQ(store->layers_encoded(), static_cast<int64_t>(version->tensors.size()));
+  for (const LayerRecord& layer : results[0]->layers) EXPECT_TRUE(store->blobs().Contains(layer.blob_sha256));
+}
+
+TEST(ModelStore, BadCheckpointsAndDuplicatesAreRefusedAndLoseNothing) {
+  const std::string dir = FreshDir("store2");
+  auto store = ModelStore::Create(Options(dir)).value();
+  ASSERT_TRUE(store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt")).ok());
+  auto nan = store->Register({"mlp", "v2", "", "", ""}, Upload(dir, "nan.pt"));
+  EXPECT_EQ(nan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(nan.status().message()), HasSubstr("fc1.weight"));
+  EXPECT_EQ(store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store->Register({"mlp", "latest", "", "", ""}, Upload(dir, "mlp.pt")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Register({"mlp", "v3", "", "q99", ""}, Upload(dir, "mlp.pt")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto models = store->List().value();
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_THAT(models[0].second, testing::ElementsAre("v1"));
+  EXPECT_TRUE(store->GetManifest("mlp", "v1", "lossless").ok());
+  EXPECT_EQ(store->GetManifest("mlp", "v1", "q30").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ModelStore, EverythingSurvivesARestart) {
+  const std::string dir = FreshDir("store3");
+  Manifest before;
+  {
+    auto store = ModelStore::Create(Options(dir)).value();
+    ASSERT_TRUE(store->Register({"mlp", "v1", "first", "", ""}, Upload(dir, "mlp.pt")).ok());
+    before = store->GetManifest("mlp", "v1", "q27").value();
+  }
+  auto store = ModelStore::Create(Options(dir)).value();
+  auto after = store->GetManifest("mlp", "v1", "q27");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(store->layers_encoded(), 0);  // served from the blobs, not re-encoded
+  ASSERT_EQ(after->layers.size(), before.layers.size());
+  for (size_t i = 0; i < before.layers.size(); ++i) EXPECT_EQ(after->layers[i].blob_sha256, before.layers[i].blob_sha256);
+  EXPECT_EQ(store->Describe("mlp", "v1")->first.description, "first");
+  ASSERT_TRUE(store->Delete("mlp", "v1").ok());
+  for (const LayerRecord& layer : before.layers) EXPECT_FALSE(store->blobs().Contains(layer.blob_sha256));
+}
+
+}  // namespace
+}  // namespace weightcast

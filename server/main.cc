@@ -1,0 +1,136 @@
+// weightcastd: flags and lifecycle only. The work is in core/ (ModelStore) and rpc/ (services).
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/core/model_store.h"
+#include "server/rpc/services.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: weightcastd [options]
+  --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
+  --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
+  --workers N          encoder threads (default: one per core)
+  --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
+                       (default lossless,q22,q27,q32,q37)
+  --preset NAME        x265 preset (default veryfast)
+  --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
+  --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  -h, --help           this text
+Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
+pulls UNAVAILABLE, running streams get the grace period.
+)";
+
+struct Flags {
+  std::string listen = "127.0.0.1:50051";
+  weightcast::ModelStoreOptions store{"weightcast-data"};
+  uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
+  int grace_seconds = 10;
+};
+
+bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) {
+        *error = arg + " needs a value";
+        return false;
+      }
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (arg == "--listen") {
+      if (!value(&flags->listen)) return false;
+    } else if (arg == "--data-dir") {
+      if (!value(&flags->store.data_dir)) return false;
+    } else if (arg == "--ladder") {
+      if (!value(&flags->store.default_ladder)) return false;
+    } else if (arg == "--preset") {
+      if (!value(&flags->store.x265_preset)) return false;
+    } else if (arg == "--workers") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.workers) || flags->store.workers < 0) {
+        *error = "--workers needs a count";
+        return false;
+      }
+    } else if (arg == "--max-upload-bytes") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_upload_bytes)) {
+        *error = "--max-upload-bytes needs a size";
+        return false;
+      }
+    } else if (arg == "--grace-seconds") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) || flags->grace_seconds < 0) {
+        *error = "--grace-seconds needs a count";
+        return false;
+      }
+    } else {
+      *error = "unknown option " + arg;
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  std::string error;
+  if (!Parse(argc, argv, &flags, &error)) {
+    std::cerr << "weightcastd: " << error << "\n\n" << kUsage;
+    return 2;
+  }
+  // Block the stop signals in every thread; main waits for them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto store = weightcast::ModelStore::Create(flags.store);
+  if (!store.ok()) {
+    std::cerr << "weightcastd: " << store.status().message() << "\n";
+    return 1;
+  }
+  weightcast::AdminService admin(store->get(), flags.max_upload_bytes);
+  weightcast::DistributionService distribution(store->get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&admin);
+  builder.RegisterService(&distribution);
+  builder.SetMaxReceiveMessageSize(8 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "weightcastd: cannot listen on " << flags.listen << "\n";
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  std::cout << "weightcastd listening on " << host << ":" << port << std::endl;
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
+  server->GetHealthCheckService()->SetServingStatus(false);
+  distribution.Drain();
+  (*store)->Shutdown();  // waiting pulls get UNAVAILABLE
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(flags.grace_seconds));
+  server->Wait();
+  std::cout << "weightcastd: stopped" << std::endl;
+  return 0;
+}

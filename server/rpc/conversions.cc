@@ -1,0 +1,82 @@
+#include "server/rpc/conversions.h"
+
+#include <cmath>
+#include <limits>
+
+#include "common/pack/layer_policy.h"
+
+namespace weightcast {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbers.
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::string(status.message()));
+}
+
+void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out) {
+  out->set_model(version.model);
+  out->set_version(version.version);
+  out->set_description(version.description);
+  out->set_source_sha256(version.source_sha256);
+  out->set_source_bytes(version.source_bytes);
+  out->set_created_unix_seconds(version.created_unix_seconds);
+  auto policy = version.policy_json.empty() ? absl::StatusOr<LayerPolicy>(LayerPolicy{}) : ParseLayerPolicy(version.policy_json);
+  if (policy.ok()) out->set_layer_policy(DescribeLayerPolicy(*policy));
+  int64_t weights = 0;
+  for (const TensorRecord& t : version.tensors) {
+    v1::TensorInfo* info = out->add_tensors();
+    info->set_name(t.name);
+    for (int64_t d : t.shape) info->add_shape(d);
+    info->set_dtype(t.dtype);
+    info->set_layer_class(t.layer_class);
+    if (t.dtype.rfind("float", 0) == 0 || t.dtype == "bfloat16") {
+      int64_t n = 1;
+      for (int64_t d : t.shape) n *= d;
+      weights += n;
+    }
+  }
+  for (const TierRecord& tier : tiers) {
+    v1::TierInfo* info = out->add_tiers();
+    info->set_name(tier.tier);
+    info->set_state(static_cast<v1::TierInfo::State>(static_cast<int>(tier.state) + 1));
+    info->set_error(tier.error);
+    double worst = std::numeric_limits<double>::infinity();
+    uint64_t bytes = 0;
+    for (const LayerRecord& layer : tier.layers) {
+      v1::LayerStats* stats = info->add_layers();
+      stats->set_name(layer.name);
+      stats->set_codec(static_cast<v1::LayerCodec>(layer.codec));
+      stats->set_bytes(layer.bytes);
+      stats->set_bits_per_weight(layer.bits_per_weight);
+      stats->set_sqnr_db(layer.sqnr_db);
+      stats->set_decoded_sha256(layer.decoded_sha256);
+      bytes += layer.bytes;
+      if (layer.picture) worst = std::min(worst, layer.sqnr_db);
+    }
+    info->set_bytes(bytes);
+    info->set_bits_per_weight(weights ? 8.0 * bytes / weights : 0);
+    info->set_worst_sqnr_db(worst);
+  }
+}
+
+void ToProto(const Manifest& manifest, v1::Manifest* out) {
+  out->set_model(manifest.version.model);
+  out->set_version(manifest.version.version);
+  out->set_tier(manifest.tier);
+  out->set_total_bytes(manifest.total_bytes);
+  for (const LayerRecord& layer : manifest.layers) {
+    v1::ManifestLayer* l = out->add_layers();
+    l->set_name(layer.name);
+    l->set_bytes(layer.bytes);
+    // blob names are hex SHA-256; the manifest carries raw digests
+    std::string raw;
+    for (size_t i = 0; i + 1 < layer.blob_sha256.size(); i += 2) {
+      raw.push_back(static_cast<char>(std::stoi(layer.blob_sha256.substr(i, 2), nullptr, 16)));
+    }
+    l->set_blob_sha256(raw);
+    l->set_decoded_sha256(layer.decoded_sha256);
+    l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
+  }
+}
+
+}  // namespace weightcast

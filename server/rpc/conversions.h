@@ -1,0 +1,23 @@
+// The edge between the core and gRPC: status codes and record <-> protobuf conversions.
+// Pure functions; thread-safe.
+#ifndef WEIGHTCAST_SERVER_RPC_CONVERSIONS_H_
+#define WEIGHTCAST_SERVER_RPC_CONVERSIONS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/core/model_store.h"
+#include "weightcast/v1/weightcast.pb.h"
+
+namespace weightcast {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out);
+void ToProto(const Manifest& manifest, v1::Manifest* out);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_RPC_CONVERSIONS_H_

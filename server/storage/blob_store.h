@@ -1,0 +1,44 @@
+// Content-addressed blob files under DIR/blobs/ab/abcdef… (SHA-256 hex). A blob is written to a
+// temporary file, fsynced and renamed, so it is visible only once complete; temporaries left by
+// a crash are removed by Open. Blobs are immutable. Thread-safe: concurrent Puts of the same
+// content are harmless (the rename is atomic and the bytes are identical).
+#ifndef WEIGHTCAST_SERVER_STORAGE_BLOB_STORE_H_
+#define WEIGHTCAST_SERVER_STORAGE_BLOB_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace weightcast {
+
+class BlobStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const std::string& dir);
+
+  // Stores `bytes`; returns their SHA-256 (hex), the blob's name.
+  absl::StatusOr<std::string> Put(absl::Span<const uint8_t> bytes);
+  // Adopts a complete file (e.g. an upload) as a blob; the file is moved, not copied.
+  absl::StatusOr<std::string> Adopt(const std::string& path);
+
+  bool Contains(const std::string& sha256) const;
+  std::string PathOf(const std::string& sha256) const;
+  absl::StatusOr<uint64_t> Size(const std::string& sha256) const;
+  // Reads [offset, offset + length) of a blob; NOT_FOUND if absent, OUT_OF_RANGE past its end.
+  absl::StatusOr<std::vector<uint8_t>> Read(const std::string& sha256, uint64_t offset, uint64_t length) const;
+  absl::Status Remove(const std::string& sha256);
+
+  // Where uploads in progress live (same filesystem, so Adopt is a rename).
+  std::string TempPath(const std::string& stem) const;
+
+ private:
+  explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+  const std::string dir_;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_STORAGE_BLOB_STORE_H_

@@ -1,0 +1,315 @@
+#include "server/storage/registry.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status_macros.h"
+
+namespace weightcast {
+namespace {
+
+// Each entry moves the schema one version forward; never edit one that has shipped.
+constexpr const char* kMigrations[] = {
+    R"sql(
+    CREATE TABLE versions(
+      id INTEGER PRIMARY KEY,
+      model TEXT NOT NULL,
+      version TEXT NOT NULL,
+      description TEXT NOT NULL,
+      source_sha256 TEXT NOT NULL,
+      source_bytes INTEGER NOT NULL,
+      ladder TEXT NOT NULL,
+      policy_json TEXT NOT NULL,
+      created INTEGER NOT NULL,
+      UNIQUE(model, version));
+    CREATE TABLE tensors(
+      version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+      idx INTEGER NOT NULL,
+      name TEXT NOT NULL,
+      shape TEXT NOT NULL,
+      dtype TEXT NOT NULL,
+      layer_class TEXT NOT NULL,
+      PRIMARY KEY(version_id, idx));
+    CREATE TABLE tiers(
+      version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+      tier TEXT NOT NULL,
+      state INTEGER NOT NULL,
+      error TEXT NOT NULL DEFAULT '',
+      PRIMARY KEY(version_id, tier));
+    CREATE TABLE layers(
+      version_id INTEGER NOT NULL,
+      tier TEXT NOT NULL,
+      idx INTEGER NOT NULL,
+      name TEXT NOT NULL,
+      blob_sha256 TEXT NOT NULL,
+      bytes INTEGER NOT NULL,
+      codec INTEGER NOT NULL,
+      decoded_sha256 BLOB NOT NULL,
+      bits_per_weight REAL NOT NULL,
+      sqnr_db REAL NOT NULL,
+      picture INTEGER NOT NULL,
+      PRIMARY KEY(version_id, tier, idx),
+      FOREIGN KEY(version_id, tier) REFERENCES tiers(version_id, tier) ON DELETE CASCADE);
+    CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    )sql",
+};
+
+std::string JoinShape(const std::vector<int64_t>& shape) { return absl::StrJoin(shape, ","); }
+
+std::vector<int64_t> SplitShape(const std::string& text) {
+  std::vector<int64_t> shape;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int64_t d = 0;
+    if (absl::SimpleAtoi(part, &d)) shape.push_back(d);
+  }
+  return shape;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
+  std::unique_ptr<Registry> registry(new Registry(std::move(db)));
+  absl::MutexLock lock(&registry->mu_);
+  RETURN_IF_ERROR(registry->Migrate());
+  // Encodings do not survive a restart: whatever was in flight starts again on demand.
+  ASSIGN_OR_RETURN(Statement reset, registry->db_->Prepare("UPDATE tiers SET state = ?1 WHERE state = ?2"));
+  RETURN_IF_ERROR(reset.Bind(1, int64_t{static_cast<int>(TierState::kNotEncoded)})
+                      .Bind(2, int64_t{static_cast<int>(TierState::kEncoding)})
+                      .Run());
+  return registry;
+}
+
+absl::Status Registry::Migrate() {
+  RETURN_IF_ERROR(db_->Execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)"));
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  const int64_t current = row ? query.Int(0) : 0;
+  const int64_t latest = static_cast<int64_t>(std::size(kMigrations));
+  if (current > latest) {
+    return absl::FailedPreconditionError(absl::StrCat("registry schema ", current, " is newer than this server (", latest, ")"));
+  }
+  for (int64_t v = current; v < latest; ++v) {
+    RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
+    absl::Status status = db_->Execute(kMigrations[v]);
+    if (status.ok()) status = db_->Execute(absl::StrCat("INSERT INTO schema_version VALUES (", v + 1, ")"));
+    if (!status.ok()) {
+      db_->Execute("ROLLBACK").IgnoreError();
+      return status;
+    }
+    RETURN_IF_ERROR(db_->Execute("COMMIT"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Registry::AddVersion(const VersionRecord& v, const std::vector<std::string>& tiers) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::StatusOr<int64_t> {
+    ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+        "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    absl::Status status = insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
+                              .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
+                              .Bind(8, v.created_unix_seconds).Run();
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(absl::StrCat("model '", v.model, "' already has a version '", v.version, "'"));
+    }
+    RETURN_IF_ERROR(status);
+    const int64_t id = db_->LastInsertId();
+    for (size_t i = 0; i < v.tensors.size(); ++i) {
+      const TensorRecord& t = v.tensors[i];
+      ASSIGN_OR_RETURN(Statement tensor, db_->Prepare(
+          "INSERT INTO tensors(version_id, idx, name, shape, dtype, layer_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+      RETURN_IF_ERROR(tensor.Bind(1, id).Bind(2, static_cast<int64_t>(i)).Bind(3, t.name).Bind(4, JoinShape(t.shape))
+                          .Bind(5, t.dtype).Bind(6, t.layer_class).Run());
+    }
+    for (const std::string& tier : tiers) {
+      ASSIGN_OR_RETURN(Statement insert_tier, db_->Prepare("INSERT INTO tiers(version_id, tier, state) VALUES (?1, ?2, ?3)"));
+      RETURN_IF_ERROR(insert_tier.Bind(1, id).Bind(2, tier).Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)}).Run());
+    }
+    return id;
+  };
+  absl::StatusOr<int64_t> id = body();
+  if (!id.ok()) {
+    db_->Execute("ROLLBACK").IgnoreError();
+    return id.status();
+  }
+  RETURN_IF_ERROR(db_->Execute("COMMIT"));
+  return id;
+}
+
+absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model, const std::string& version) {
+  absl::MutexLock lock(&mu_);
+  const bool latest = version == "latest" || version.empty();
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      latest ? "SELECT id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created "
+               "FROM versions WHERE model = ?1 ORDER BY id DESC LIMIT 1"
+             : "SELECT id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created "
+               "FROM versions WHERE model = ?1 AND version = ?2"));
+  query.Bind(1, model);
+  if (!latest) query.Bind(2, version);
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  if (!row) {
+    return absl::NotFoundError(latest ? absl::StrCat("no model '", model, "'")
+                                      : absl::StrCat("model '", model, "' has no version '", version, "'"));
+  }
+  VersionRecord v{query.Int(0), query.Text(1), query.Text(2), query.Text(3), query.Text(4),
+                  static_cast<uint64_t>(query.Int(5)), query.Text(6), query.Text(7), query.Int(8), {}};
+  ASSIGN_OR_RETURN(Statement tensors, db_->Prepare(
+      "SELECT name, shape, dtype, layer_class FROM tensors WHERE version_id = ?1 ORDER BY idx"));
+  tensors.Bind(1, v.id);
+  while (true) {
+    ASSIGN_OR_RETURN(bool more, tensors.Step());
+    if (!more) break;
+    v.tensors.push_back({tensors.Text(0), SplitShape(tensors.Text(1)), tensors.Text(2), tensors.Text(3)});
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> Registry::ListModels() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT model, version FROM versions ORDER BY model, id"));
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    if (out.empty() || out.back().first != query.Text(0)) out.emplace_back(query.Text(0), std::vector<std::string>{});
+    out.back().second.push_back(query.Text(1));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobsLocked() {
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT source_sha256 FROM versions UNION SELECT blob_sha256 FROM layers"));
+  std::vector<std::string> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    out.push_back(query.Text(0));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobs() {
+  absl::MutexLock lock(&mu_);
+  return ReferencedBlobsLocked();
+}
+
+absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement blobs, db_->Prepare(
+      "SELECT source_sha256 FROM versions WHERE id = ?1 UNION SELECT blob_sha256 FROM layers WHERE version_id = ?1"));
+  blobs.Bind(1, version_id);
+  std::vector<std::string> candidates;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, blobs.Step());
+    if (!row) break;
+    candidates.push_back(blobs.Text(0));
+  }
+  ASSIGN_OR_RETURN(Statement remove, db_->Prepare("DELETE FROM versions WHERE id = ?1"));
+  RETURN_IF_ERROR(remove.Bind(1, version_id).Run());
+  ASSIGN_OR_RETURN(const std::vector<std::string> still, ReferencedBlobsLocked());
+  std::vector<std::string> unreferenced;
+  for (const std::string& sha : candidates) {
+    if (std::find(still.begin(), still.end(), sha) == still.end()) unreferenced.push_back(sha);
+  }
+  return unreferenced;
+}
+
+absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_id, const std::string& tier) {
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture "
+      "FROM layers WHERE version_id = ?1 AND tier = ?2 ORDER BY idx"));
+  query.Bind(1, version_id).Bind(2, tier);
+  std::vector<LayerRecord> layers;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    layers.push_back({query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2)), static_cast<int>(query.Int(3)),
+                      query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0});
+  }
+  return layers;
+}
+
+absl::StatusOr<std::vector<TierRecord>> Registry::GetTiers(int64_t version_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT tier, state, error FROM tiers WHERE version_id = ?1 ORDER BY rowid"));
+  query.Bind(1, version_id);
+  std::vector<TierRecord> tiers;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    tiers.push_back({query.Text(0), static_cast<TierState>(query.Int(1)), query.Text(2), {}});
+  }
+  for (TierRecord& tier : tiers) {
+    if (tier.state == TierState::kReady) {
+      ASSIGN_OR_RETURN(tier.layers, LayersLocked(version_id, tier.tier));
+    }
+  }
+  return tiers;
+}
+
+absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id, const std::string& tier) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT state, error FROM tiers WHERE version_id = ?1 AND tier = ?2"));
+  query.Bind(1, version_id).Bind(2, tier);
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("tier '", tier, "' is not in this version's ladder"));
+  TierRecord record{tier, static_cast<TierState>(query.Int(0)), query.Text(1), {}};
+  if (record.state == TierState::kReady) {
+    ASSIGN_OR_RETURN(record.layers, LayersLocked(version_id, tier));
+  }
+  return record;
+}
+
+absl::Status Registry::SetTierState(int64_t version_id, const std::string& tier, TierState state, const std::string& error) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE tiers SET state = ?1, error = ?2 WHERE version_id = ?3 AND tier = ?4"));
+  return update.Bind(1, int64_t{static_cast<int>(state)}).Bind(2, error).Bind(3, version_id).Bind(4, tier).Run();
+}
+
+absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier, const std::vector<LayerRecord>& layers) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
+    RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const LayerRecord& l = layers[i];
+      ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+          "INSERT INTO layers(version_id, tier, idx, name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, "
+          "sqnr_db, picture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
+      RETURN_IF_ERROR(insert.Bind(1, version_id).Bind(2, tier).Bind(3, static_cast<int64_t>(i)).Bind(4, l.name)
+                          .Bind(5, l.blob_sha256).Bind(6, static_cast<int64_t>(l.bytes)).Bind(7, int64_t{l.codec})
+                          .BindBlob(8, l.decoded_sha256).Bind(9, l.bits_per_weight).Bind(10, l.sqnr_db)
+                          .Bind(11, int64_t{l.picture ? 1 : 0}).Run());
+    }
+    ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
+    return ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run();
+  };
+  if (absl::Status status = body(); !status.ok()) {
+    db_->Execute("ROLLBACK").IgnoreError();
+    return status;
+  }
+  return db_->Execute("COMMIT");
+}
+
+absl::StatusOr<std::string> Registry::GetSetting(const std::string& key, const std::string& fallback) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT value FROM settings WHERE key = ?1"));
+  query.Bind(1, key);
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  return row ? query.Text(0) : fallback;
+}
+
+absl::Status Registry::SetSetting(const std::string& key, const std::string& value) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement upsert, db_->Prepare(
+      "INSERT INTO settings(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"));
+  return upsert.Bind(1, key).Bind(2, value).Run();
+}
+
+}  // namespace weightcast

@@ -1,0 +1,97 @@
+// The registry: model versions, their tensors, tiers and encoded layers, in SQLite (WAL) in the
+// data directory. Schema migrations run on Open; a tier left ENCODING by a crash is reset to
+// NOT_ENCODED. Thread-safe: one mutex serializes every statement.
+#ifndef WEIGHTCAST_SERVER_STORAGE_REGISTRY_H_
+#define WEIGHTCAST_SERVER_STORAGE_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/storage/sqlite.h"
+
+namespace weightcast {
+
+struct TensorRecord {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;
+  std::string layer_class;
+};
+
+struct VersionRecord {
+  int64_t id = 0;
+  std::string model;
+  std::string version;
+  std::string description;
+  std::string source_sha256;
+  uint64_t source_bytes = 0;
+  std::string ladder;       // "lossless,q22,..."
+  std::string policy_json;  // empty = default policy
+  int64_t created_unix_seconds = 0;
+  std::vector<TensorRecord> tensors;
+};
+
+enum class TierState { kNotEncoded, kEncoding, kReady, kFailed };
+
+struct LayerRecord {
+  std::string name;
+  std::string blob_sha256;     // hex; the packed layer's bytes
+  uint64_t bytes = 0;
+  int codec = 0;               // weightcast.v1.LayerCodec
+  std::string decoded_sha256;  // 32 raw bytes
+  double bits_per_weight = 0;
+  double sqnr_db = 0;
+  bool picture = false;        // coded with the tier's picture codec
+};
+
+struct TierRecord {
+  std::string tier;
+  TierState state = TierState::kNotEncoded;
+  std::string error;
+  std::vector<LayerRecord> layers;  // READY only, in tensor order
+};
+
+class Registry {
+ public:
+  static absl::StatusOr<std::unique_ptr<Registry>> Open(const std::string& path);
+
+  // ALREADY_EXISTS if (model, version) is taken. Tiers of `ladder` start NOT_ENCODED.
+  absl::StatusOr<int64_t> AddVersion(const VersionRecord& version, const std::vector<std::string>& tiers);
+  // `version` may be "latest" (the newest registration of the model). NOT_FOUND otherwise.
+  absl::StatusOr<VersionRecord> GetVersion(const std::string& model, const std::string& version);
+  absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> ListModels();
+  // Returns the blobs that no remaining row references, for the caller to remove.
+  absl::StatusOr<std::vector<std::string>> DeleteVersion(int64_t version_id);
+
+  absl::StatusOr<std::vector<TierRecord>> GetTiers(int64_t version_id);
+  absl::StatusOr<TierRecord> GetTier(int64_t version_id, const std::string& tier);
+  absl::Status SetTierState(int64_t version_id, const std::string& tier, TierState state, const std::string& error);
+  // Records the layers and marks the tier READY, in one transaction.
+  absl::Status CompleteTier(int64_t version_id, const std::string& tier, const std::vector<LayerRecord>& layers);
+
+  absl::StatusOr<std::string> GetSetting(const std::string& key, const std::string& fallback);
+  absl::Status SetSetting(const std::string& key, const std::string& value);
+
+  // Every blob a row references (sources and layers), for integrity checks.
+  absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
+
+ private:
+  explicit Registry(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<LayerRecord>> LayersLocked(int64_t version_id, const std::string& tier)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<std::string>> ReferencedBlobsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  const std::unique_ptr<Database> db_ ABSL_PT_GUARDED_BY(mu_);
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_STORAGE_REGISTRY_H_

@@ -1,0 +1,94 @@
+#include <filesystem>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/storage/blob_store.h"
+#include "server/storage/registry.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+VersionRecord Version(const std::string& label) {
+  VersionRecord v;
+  v.model = "mlp";
+  v.version = label;
+  v.source_sha256 = std::string(64, 'a');
+  v.ladder = "lossless,q27";
+  v.tensors = {{"fc.weight", {4, 4}, "float32", "int8"}};
+  return v;
+}
+
+TEST(Registry, AddsFindsAndRejectsDuplicateVersions) {
+  auto registry = Registry::Open(FreshDir("registry1") + "/r.db");
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  ASSERT_TRUE((*registry)->AddVersion(Version("v1"), {"lossless", "q27"}).ok());
+  ASSERT_TRUE((*registry)->AddVersion(Version("v2"), {"lossless", "q27"}).ok());
+  auto duplicate = (*registry)->AddVersion(Version("v1"), {"lossless"});
+  EXPECT_EQ(duplicate.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(duplicate.status().message()), HasSubstr("'v1'"));
+  EXPECT_EQ((*registry)->GetVersion("mlp", "latest")->version, "v2");
+  EXPECT_EQ((*registry)->GetVersion("mlp", "v1")->tensors[0].shape, (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ((*registry)->GetVersion("cnn", "latest").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*registry)->GetVersion("mlp", "v9").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Registry, TiersSurviveReopenAndEncodingResets) {
+  const std::string path = FreshDir("registry2") + "/r.db";
+  int64_t id = 0;
+  {
+    auto registry = Registry::Open(path).value();
+    id = registry->AddVersion(Version("v1"), {"lossless", "q27"}).value();
+    LayerRecord layer{"fc.weight", std::string(64, 'b'), 100, 3, std::string(32, 'x'), 6.2, 30.5, false};
+    ASSERT_TRUE(registry->CompleteTier(id, "lossless", {layer}).ok());
+    ASSERT_TRUE(registry->SetTierState(id, "q27", TierState::kEncoding, "").ok());
+  }
+  auto registry = Registry::Open(path).value();
+  auto tiers = registry->GetTiers(id).value();
+  ASSERT_EQ(tiers.size(), 2u);
+  EXPECT_EQ(tiers[0].state, TierState::kReady);
+  ASSERT_EQ(tiers[0].layers.size(), 1u);
+  EXPECT_EQ(tiers[0].layers[0].decoded_sha256, std::string(32, 'x'));
+  EXPECT_EQ(tiers[1].state, TierState::kNotEncoded);  // the crash-interrupted encoding starts over
+  auto removed = registry->DeleteVersion(id).value();
+  EXPECT_THAT(removed, testing::UnorderedElementsAre(std::string(64, 'a'), std::string(64, 'b')));
+  EXPECT_EQ(registry->GetVersion("mlp", "v1").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(BlobStore, StoresByContentAndReadsRanges) {
+  auto blobs = BlobStore::Open(FreshDir("blobs")).value();
+  const std::vector<uint8_t> data = {1, 2, 3, 4, 5};
+  const std::string sha = blobs->Put(data).value();
+  EXPECT_EQ(sha, blobs->Put(data).value());
+  EXPECT_TRUE(blobs->Contains(sha));
+  EXPECT_EQ(blobs->Read(sha, 1, 3).value(), (std::vector<uint8_t>{2, 3, 4}));
+  EXPECT_EQ(blobs->Read(sha, 3, 100).value(), (std::vector<uint8_t>{4, 5}));
+  EXPECT_EQ(blobs->Read(sha, 6, 1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(blobs->Read(std::string(64, 'c'), 0, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(blobs->Contains("../../etc/passwd"));
+}
+
+TEST(BlobStore, OpenRemovesTemporariesLeftByACrash) {
+  const std::string dir = FreshDir("blobs2");
+  auto blobs = BlobStore::Open(dir).value();
+  const std::string sha = blobs->Put(std::vector<uint8_t>{9}).value();
+  const std::string partial = blobs->PathOf(sha) + ".tmp";
+  { std::ofstream(partial) << "half"; }
+  { std::ofstream(blobs->TempPath("upload")) << "half an upload"; }
+  blobs = BlobStore::Open(dir).value();
+  EXPECT_FALSE(std::filesystem::exists(partial));
+  EXPECT_TRUE(std::filesystem::is_empty(dir + "/tmp"));
+  EXPECT_TRUE(blobs->Contains(sha));
+}
+
+}  // namespace
+}  // namespace weightcast
