@@ -1,0 +1,224 @@
+// End to end against the real weightcastd on 127.0.0.1: register real PyTorch checkpoints,
+// list, describe, pull every tier, resume, restart, and the status codes a client relies on.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/base/file.h"
+#include "common/base/sha256.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/packed_layer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/server_process.h"
+#include "weightcast/v1/weightcast.grpc.pb.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+struct Client {
+  explicit Client(const std::string& address)
+      : channel(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+        admin(v1::Admin::NewStub(channel)),
+        distribution(v1::Distribution::NewStub(channel)) {}
+
+  grpc::Status Register(const std::string& model, const std::string& version, const std::string& fixture,
+                        v1::RegisterModelResponse* response, const std::string& ladder = "lossless,q22,q32") {
+    grpc::ClientContext context;
+    auto writer = admin->RegisterModel(&context, response);
+    v1::RegisterModelRequest request;
+    v1::RegisterHeader* header = request.mutable_header();
+    header->set_model(model);
+    header->set_version(version);
+    header->set_tier_ladder(ladder);
+    const std::vector<uint8_t> bytes = ReadFileBytes(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture).value();
+    header->set_total_bytes(bytes.size());
+    writer->Write(request);
+    for (size_t offset = 0; offset < bytes.size(); offset += 100000) {
+      request.Clear();
+      request.set_chunk(bytes.data() + offset, std::min<size_t>(100000, bytes.size() - offset));
+      if (!writer->Write(request)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  // Pulls a tier; returns the manifest and each layer's bytes as received.
+  grpc::Status Pull(const std::string& model, const std::string& version, const std::string& tier,
+                    v1::Manifest* manifest, std::vector<std::string>* layers, uint32_t resume_layer = 0,
+                    uint64_t resume_offset = 0) {
+    grpc::ClientContext context;
+    v1::PullRequest request;
+    request.set_model(model);
+    request.set_version(version);
+    request.mutable_tier()->set_name(tier);
+    request.set_resume_layer(resume_layer);
+    request.set_resume_offset(resume_offset);
+    auto reader = distribution->Pull(&context, request);
+    v1::PullResponse response;
+    while (reader->Read(&response)) {
+      if (response.has_manifest()) {
+        *manifest = response.manifest();
+        layers->assign(manifest->layers_size(), "");
+      } else {
+        const auto& chunk = response.chunk();
+        std::string& layer = (*layers)[chunk.layer()];
+        EXPECT_EQ(chunk.offset(), layer.size() + (chunk.layer() == resume_layer ? resume_offset : 0));
+        layer += chunk.data();
+      }
+    }
+    return reader->Finish();
+  }
+
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Admin::Stub> admin;
+  std::unique_ptr<v1::Distribution::Stub> distribution;
+};
+
+// Calls /grpc.health.v1.Health/Check with the generic stub; returns the serialized response.
+std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  grpc::CompletionQueue queue;
+  grpc::Slice empty;
+  grpc::ByteBuffer request(&empty, 1), response;
+  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &queue);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) return "error: " + status.error_message();
+  std::vector<grpc::Slice> slices;
+  response.Dump(&slices);
+  std::string out;
+  for (const grpc::Slice& slice : slices) out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return out;
+}
+
+// Every layer's bytes match the manifest (size and SHA-256) and decode to the recorded digest.
+void ExpectLayersVerify(const v1::Manifest& manifest, const std::vector<std::string>& layers) {
+  ASSERT_EQ(layers.size(), static_cast<size_t>(manifest.layers_size()));
+  uint64_t total = 0;
+  for (int i = 0; i < manifest.layers_size(); ++i) {
+    const auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(layers[i].data()), layers[i].size());
+    EXPECT_EQ(layers[i].size(), manifest.layers(i).bytes()) << manifest.layers(i).name();
+    const Sha256Digest digest = Sha256(bytes);
+    EXPECT_EQ(std::string(digest.begin(), digest.end()), manifest.layers(i).blob_sha256());
+    size_t consumed = 0;
+    auto layer = ParsePackedLayer(bytes, &consumed);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    EXPECT_TRUE(DecodeLayer(*layer).ok()) << manifest.layers(i).name();
+    total += layers[i].size();
+  }
+  EXPECT_EQ(total, manifest.total_bytes());
+}
+
+TEST(ServerEndToEnd, RegisterListDescribePullRestart) {
+  const std::string dir = FreshDir("server_e2e");
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--workers", "2", "--preset", "ultrafast"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::map<std::string, std::vector<std::string>> first_pull;
+  {
+    Client client(server->address());
+    v1::RegisterModelResponse registered;
+    grpc::Status status = client.Register("cnn", "v1", "cnn_bn.pt", &registered);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(registered.version().tensors_size(), 11);
+    EXPECT_EQ(registered.version().tiers_size(), 3);
+
+    v1::ListModelsResponse list;
+    grpc::ClientContext list_context;
+    ASSERT_TRUE(client.admin->ListModels(&list_context, {}, &list).ok());
+    ASSERT_EQ(list.models_size(), 1);
+    EXPECT_EQ(list.models(0).name(), "cnn");
+
+    for (const char* tier : {"lossless", "q22", "q32"}) {
+      v1::Manifest manifest;
+      std::vector<std::string> layers;
+      status = client.Pull("cnn", "latest", tier, &manifest, &layers);
+      ASSERT_TRUE(status.ok()) << tier << ": " << status.error_message();
+      EXPECT_EQ(manifest.version(), "v1");
+      ExpectLayersVerify(manifest, layers);
+      first_pull[tier] = layers;
+    }
+    v1::DescribeModelRequest describe;
+    describe.set_model("cnn");
+    describe.set_version("v1");
+    v1::ModelVersion described;
+    grpc::ClientContext describe_context;
+    ASSERT_TRUE(client.admin->DescribeModel(&describe_context, describe, &described).ok());
+    for (const auto& tier : described.tiers()) {
+      EXPECT_EQ(tier.state(), v1::TierInfo::READY) << tier.name();
+      EXPECT_GT(tier.bytes(), 0u);
+      EXPECT_EQ(tier.layers_size(), 11);
+    }
+    EXPECT_LT(described.tiers(2).bytes(), described.tiers(1).bytes());  // q32 < q22
+
+    // Resume from the middle of the fc1.weight layer: the rest is byte-identical.
+    v1::Manifest manifest;
+    std::vector<std::string> layers;
+    ASSERT_TRUE(client.Pull("cnn", "v1", "q22", &manifest, &layers, 7, 1000).ok());
+    EXPECT_EQ(layers[7], first_pull["q22"][7].substr(1000));
+    EXPECT_EQ(layers[10], first_pull["q22"][10]);
+    EXPECT_EQ(client.Pull("cnn", "v1", "q22", &manifest, &layers, 7, 1 << 30).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+    EXPECT_EQ(client.Pull("cnn", "v1", "q22", &manifest, &layers, 99, 0).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  }
+  EXPECT_EQ(server->Stop(), 0);
+
+  auto restarted = ServerProcess::Start(kServer, dir + "/data", {"--workers", "2", "--preset", "ultrafast"});
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  Client client(restarted->address());
+  for (const auto& [tier, before] : first_pull) {
+    v1::Manifest manifest;
+    std::vector<std::string> layers;
+    ASSERT_TRUE(client.Pull("cnn", "v1", tier, &manifest, &layers).ok()) << tier;
+    EXPECT_EQ(layers, before) << tier << " differs after restart";
+  }
+}
+
+TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
+  const std::string dir = FreshDir("server_codes");
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client(server->address());
+  v1::RegisterModelResponse response;
+  ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response).ok());
+  EXPECT_EQ(client.Register("mlp", "v1", "mlp.pt", &response).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  grpc::Status bad = client.Register("mlp", "v2", "nan.pt", &response);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("fc1.weight"));
+  EXPECT_EQ(client.Register("mlp", "v3", "not_a_checkpoint.pt", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  EXPECT_EQ(client.Pull("nope", "latest", "q22", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(client.Pull("mlp", "v9", "q22", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(client.Pull("mlp", "v1", "q99", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
+  // The good version is intact after the failures.
+  ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
+  ExpectLayersVerify(manifest, layers);
+
+  // grpc.health.v1: an empty HealthCheckRequest; SERVING is HealthCheckResponse{status: 1}.
+  EXPECT_EQ(HealthCheck(client.channel), std::string("\x08\x01", 2));
+  ASSERT_EQ(server->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace weightcast

@@ -1,0 +1,40 @@
+// Runs the real weightcastd binary for end-to-end tests: on 127.0.0.1 with a free port, a data
+// directory the test chooses, stopped with SIGTERM (or killed with SIGKILL) on demand and always
+// reaped. Not thread-safe; one per test.
+#ifndef WEIGHTCAST_TESTS_E2E_SERVER_PROCESS_H_
+#define WEIGHTCAST_TESTS_E2E_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace weightcast {
+
+class ServerProcess {
+ public:
+  // Starts `binary` with --listen 127.0.0.1:0 --data-dir DIR and `extra` flags, and waits (at
+  // most 30 s) for its "listening on" line.
+  static absl::StatusOr<ServerProcess> Start(const std::string& binary, const std::string& data_dir,
+                                             const std::vector<std::string>& extra = {});
+  ServerProcess(ServerProcess&& other) noexcept;
+  ~ServerProcess();
+
+  const std::string& address() const { return address_; }
+  // SIGTERM and wait: returns the exit status.
+  int Stop();
+  // SIGKILL and wait.
+  void Kill();
+
+ private:
+  ServerProcess() = default;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string address_;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_TESTS_E2E_SERVER_PROCESS_H_
