@@ -12,6 +12,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/model_store.h"
+#include "server/metrics/http_endpoint.h"
+#include "server/metrics/metrics.h"
 #include "server/rpc/services.h"
 
 namespace {
@@ -19,6 +21,7 @@ namespace {
 constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
+  --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
   --workers N          encoder threads (default: one per core)
   --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
                        (default lossless,q22,q27,q32,q37)
@@ -32,6 +35,7 @@ pulls UNAVAILABLE, running streams get the grace period.
 
 struct Flags {
   std::string listen = "127.0.0.1:50051";
+  std::string metrics = "127.0.0.1:9464";
   weightcast::ModelStoreOptions store{"weightcast-data"};
   uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
   int grace_seconds = 10;
@@ -54,6 +58,8 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
       std::exit(0);
     } else if (arg == "--listen") {
       if (!value(&flags->listen)) return false;
+    } else if (arg == "--metrics") {
+      if (!value(&flags->metrics)) return false;
     } else if (arg == "--data-dir") {
       if (!value(&flags->store.data_dir)) return false;
     } else if (arg == "--ladder") {
@@ -99,13 +105,36 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  weightcast::ServerMetrics metrics;
+  flags.store.metrics = &metrics;
   auto store = weightcast::ModelStore::Create(flags.store);
   if (!store.ok()) {
     std::cerr << "weightcastd: " << store.status().message() << "\n";
     return 1;
   }
-  weightcast::AdminService admin(store->get(), flags.max_upload_bytes);
-  weightcast::DistributionService distribution(store->get());
+  weightcast::ModelStore* core = store->get();
+  metrics.AddGauge("weightcast_encode_queue_depth", "Encode jobs waiting for a worker.",
+                   [core] { return core->pool().queued(); });
+  metrics.AddGauge("weightcast_encode_busy_workers", "Encoder workers running a job.",
+                   [core] { return core->pool().busy(); });
+  metrics.AddGauge("weightcast_encode_workers", "Encoder workers.", [core] { return core->pool().workers(); });
+  metrics.AddGauge("weightcast_cache_bytes", "Bytes of all encoded tiers stored.", [core] {
+    auto bytes = core->EncodedBytes();
+    return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
+  });
+  std::unique_ptr<weightcast::MetricsEndpoint> endpoint;
+  if (!flags.metrics.empty()) {
+    auto started = weightcast::MetricsEndpoint::Start(flags.metrics, [&metrics] { return metrics.Exposition(); });
+    if (!started.ok()) {
+      std::cerr << "weightcastd: " << started.status().message() << "\n";
+      return 1;
+    }
+    endpoint = *std::move(started);
+    const std::string host = flags.metrics.substr(0, flags.metrics.rfind(':'));
+    std::cout << "weightcastd metrics on http://" << host << ":" << endpoint->port() << "/metrics" << std::endl;
+  }
+  weightcast::AdminService admin(core, &metrics, flags.max_upload_bytes);
+  weightcast::DistributionService distribution(core, &metrics);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -131,6 +160,7 @@ int main(int argc, char** argv) {
   (*store)->Shutdown();  // waiting pulls get UNAVAILABLE
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(flags.grace_seconds));
   server->Wait();
+  endpoint.reset();
   std::cout << "weightcastd: stopped" << std::endl;
   return 0;
 }

@@ -206,6 +206,9 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     tier = ladder.front().name;
   }
   ASSIGN_OR_RETURN(TierRecord state, registry_->GetTier(record.id, tier));
+  if (options_.metrics) {
+    state.state == TierState::kReady ? options_.metrics->RecordCacheHit() : options_.metrics->RecordCacheMiss();
+  }
   if (state.state != TierState::kReady) {
     std::shared_ptr<Encoding> encoding = StartEncoding(record, tier, EncoderPool::Priority::kWaiting);
     absl::Status status;
@@ -283,8 +286,14 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding, EncoderPool::Priori
       base.hevc.preset = options_.x265_preset;
       base.threads = 1;  // the pool is the parallelism
       const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, encoding->tier, base);
+      const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<LayerRecord> record = [&]() -> absl::StatusOr<LayerRecord> {
         ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
+        if (options_.metrics) {
+          options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
+          options_.metrics->RecordLayerEncode(
+              encoding->tier.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
         const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
         ASSIGN_OR_RETURN(std::string sha, blobs_->Put(bytes));
         return LayerRecord{layer.name, std::move(sha), bytes.size(), CodecNumber(layer.codec),

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/encoder_pool.h"
+#include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
 
@@ -26,6 +27,7 @@ struct ModelStoreOptions {
   int workers = 0;  // 0: one per core
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";
+  ServerMetrics* metrics = nullptr;  // optional; must outlive the store
 };
 
 struct RegisterRequest {
@@ -70,6 +72,8 @@ class ModelStore {
 
   const BlobStore& blobs() const { return *blobs_; }
   const EncoderPool& pool() const { return *pool_; }
+  // Bytes of all encoded tiers' layers.
+  absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
   // Layers encoded since start (each layer of each (version, tier) encoding once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }
 

@@ -7,9 +7,43 @@
 
 namespace weightcast {
 
+namespace {
+
+std::string ResultOf(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::OK: return "ok";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid";
+    case grpc::StatusCode::ALREADY_EXISTS: return "exists";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "too_large";
+    default: return "error";
+  }
+}
+
+std::string CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    default: return "OTHER";
+  }
+}
+
+}  // namespace
+
 grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
                                          grpc::ServerReader<v1::RegisterModelRequest>* reader,
                                          v1::RegisterModelResponse* response) {
+  const grpc::Status status = Register(context, reader, response);
+  metrics_->RecordRegistration(ResultOf(status));
+  return status;
+}
+
+grpc::Status AdminService::Register(grpc::ServerContext* context,
+                                    grpc::ServerReader<v1::RegisterModelRequest>* reader,
+                                    v1::RegisterModelResponse* response) {
   v1::RegisterModelRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must carry the RegisterHeader");
@@ -110,6 +144,16 @@ grpc::Status DistributionService::GetManifest(grpc::ServerContext*, const v1::Ge
 
 grpc::Status DistributionService::Pull(grpc::ServerContext* context, const v1::PullRequest* request,
                                        grpc::ServerWriter<v1::PullResponse>* writer) {
+  metrics_->StreamStarted();
+  if (request->resume_layer() != 0 || request->resume_offset() != 0) metrics_->RecordResume();
+  const grpc::Status status = Stream(context, request, writer);
+  metrics_->StreamEnded();
+  if (!status.ok()) metrics_->RecordPullError(CodeName(status.error_code()));
+  return status;
+}
+
+grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1::PullRequest* request,
+                                         grpc::ServerWriter<v1::PullResponse>* writer) {
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   context->set_compression_algorithm(GRPC_COMPRESS_NONE);  // HEVC and zstd payloads do not compress
   auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name());
@@ -139,6 +183,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* context, const v1::P
       chunk->set_offset(offset);
       chunk->set_data(bytes->data(), bytes->size());
       if (!writer->Write(response)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      metrics_->RecordBytesStreamed(manifest->tier, bytes->size());
       offset += bytes->size();
     }
   }

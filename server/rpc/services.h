@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "server/core/model_store.h"
+#include "server/metrics/metrics.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast {
@@ -18,7 +19,8 @@ inline constexpr uint64_t kDefaultMaxUploadBytes = uint64_t{8} << 30;
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(ModelStore* store, uint64_t max_upload_bytes) : store_(store), max_upload_bytes_(max_upload_bytes) {}
+  AdminService(ModelStore* store, ServerMetrics* metrics, uint64_t max_upload_bytes)
+      : store_(store), metrics_(metrics), max_upload_bytes_(max_upload_bytes) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
                              v1::RegisterModelResponse* response) override;
@@ -34,13 +36,17 @@ class AdminService final : public v1::Admin::Service {
                                 v1::SetDefaultLadderResponse* response) override;
 
  private:
+  grpc::Status Register(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
+                        v1::RegisterModelResponse* response);
+
   ModelStore* const store_;
+  ServerMetrics* const metrics_;
   const uint64_t max_upload_bytes_;
 };
 
 class DistributionService final : public v1::Distribution::Service {
  public:
-  explicit DistributionService(ModelStore* store) : store_(store) {}
+  DistributionService(ModelStore* store, ServerMetrics* metrics) : store_(store), metrics_(metrics) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                            v1::Manifest* response) override;
@@ -51,7 +57,11 @@ class DistributionService final : public v1::Distribution::Service {
   void Drain() { draining_.store(true); }
 
  private:
+  grpc::Status Stream(grpc::ServerContext* context, const v1::PullRequest* request,
+                      grpc::ServerWriter<v1::PullResponse>* writer);
+
   ModelStore* const store_;
+  ServerMetrics* const metrics_;
   std::atomic<bool> draining_{false};  // set once by Drain(); read by every pull
 };
 

@@ -297,6 +297,13 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
   return db_->Execute("COMMIT");
 }
 
+absl::StatusOr<uint64_t> Registry::EncodedBytes() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT COALESCE(SUM(bytes), 0) FROM layers"));
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  return row ? static_cast<uint64_t>(query.Int(0)) : 0;
+}
+
 absl::StatusOr<std::string> Registry::GetSetting(const std::string& key, const std::string& fallback) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT value FROM settings WHERE key = ?1"));

@@ -78,6 +78,9 @@ class Registry {
   absl::StatusOr<std::string> GetSetting(const std::string& key, const std::string& fallback);
   absl::Status SetSetting(const std::string& key, const std::string& value);
 
+  // Sum of the bytes of every encoded layer.
+  absl::StatusOr<uint64_t> EncodedBytes();
+
   // Every blob a row references (sources and layers), for integrity checks.
   absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
 

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/base/file.h"
 #include "common/base/sha256.h"
@@ -192,6 +193,65 @@ TEST(ServerEndToEnd, RegisterListDescribePullRestart) {
     ASSERT_TRUE(client.Pull("cnn", "v1", tier, &manifest, &layers).ok()) << tier;
     EXPECT_EQ(layers, before) << tier << " differs after restart";
   }
+}
+
+// The value of a sample line "name{labels} value" in a Prometheus exposition, or -1.
+double Sample(const std::string& exposition, const std::string& series) {
+  const size_t at = exposition.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(exposition.substr(at + series.size() + 2));
+}
+
+TEST(ServerEndToEnd, ConcurrentPullsOfAColdTierEncodeEachTileOnce) {
+  const std::string dir = FreshDir("server_concurrent");
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client(server->address());
+  v1::RegisterModelResponse registered;
+  ASSERT_TRUE(client.Register("cnn", "v1", "cnn_bn.pt", &registered, "q27").ok());
+  std::vector<std::thread> pullers;
+  std::vector<std::vector<std::string>> received(10);
+  std::vector<grpc::Status> statuses(10);
+  v1::Manifest manifest;
+  for (int i = 0; i < 10; ++i) {
+    pullers.emplace_back([&, i] {
+      Client own(server->address());
+      v1::Manifest m;
+      statuses[i] = own.Pull("cnn", "v1", "q27", &m, &received[i]);
+      if (i == 0) manifest = m;
+    });
+  }
+  for (std::thread& t : pullers) t.join();
+  int64_t tiles = 0;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+    EXPECT_EQ(received[i], received[0]);
+  }
+  for (const std::string& layer : received[0]) {
+    size_t consumed = 0;
+    tiles += static_cast<int64_t>(ParsePackedLayer(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(layer.data()), layer.size()), &consumed)->tiles.size());
+  }
+  EXPECT_GT(tiles, static_cast<int64_t>(received[0].size()));  // fc1 spans two tiles
+  auto metrics = HttpGet(server->metrics_url());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(Sample(*metrics, "weightcast_tiles_encoded_total{tier=\"q27\"}"), tiles) << *metrics;
+  EXPECT_EQ(Sample(*metrics, "weightcast_layers_encoded_total{tier=\"q27\"}"), received[0].size());
+  EXPECT_EQ(Sample(*metrics, "weightcast_registrations_total{result=\"ok\"}"), 1);
+  EXPECT_EQ(Sample(*metrics, "weightcast_active_streams"), 0);
+  uint64_t total = 0;
+  for (const std::string& layer : received[0]) total += layer.size();
+  EXPECT_EQ(Sample(*metrics, "weightcast_streamed_bytes_total{tier=\"q27\"}"), 10.0 * total);
+
+  // promtool, from Debian's prometheus package, validates the live exposition.
+  const std::string file = dir + "/metrics.txt";
+  { std::ofstream(file) << *metrics; }
+  const std::string command = "promtool check metrics < " + file + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[512];
+  while (fgets(buffer, sizeof(buffer), pipe)) output += buffer;
+  EXPECT_EQ(pclose(pipe), 0) << output;
 }
 
 TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {

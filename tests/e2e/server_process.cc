@@ -1,6 +1,9 @@
 #include "tests/e2e/server_process.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -18,7 +21,7 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
                                                    const std::vector<std::string>& extra) {
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
-  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir};
+  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--data-dir", data_dir};
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
@@ -50,6 +53,9 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
     const size_t end = at == std::string::npos ? at : output.find('\n', at);
     if (end != std::string::npos) {
       process.address_ = output.substr(at + marker.size(), end - at - marker.size());
+      const std::string metrics = "metrics on ";
+      const size_t m = output.find(metrics);
+      if (m != std::string::npos) process.metrics_url_ = output.substr(m + metrics.size(), output.find('\n', m) - m - metrics.size());
       return process;
     }
   }
@@ -57,7 +63,8 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
 }
 
 ServerProcess::ServerProcess(ServerProcess&& other) noexcept
-    : pid_(other.pid_), stdout_fd_(other.stdout_fd_), address_(std::move(other.address_)) {
+    : pid_(other.pid_), stdout_fd_(other.stdout_fd_), address_(std::move(other.address_)),
+      metrics_url_(std::move(other.metrics_url_)) {
   other.pid_ = -1;
   other.stdout_fd_ = -1;
 }
@@ -82,6 +89,32 @@ void ServerProcess::Kill() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& url) {
+  const std::string prefix = "http://127.0.0.1:";
+  if (url.rfind(prefix, 0) != 0) return absl::InvalidArgumentError("only http://127.0.0.1 URLs");
+  const size_t slash = url.find('/', prefix.size());
+  const int port = std::stoi(url.substr(prefix.size(), slash - prefix.size()));
+  const std::string path = slash == std::string::npos ? "/" : url.substr(slash);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", url));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  (void)!write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (body == std::string::npos) return absl::DataLossError("no HTTP body");
+  return response.substr(body + 4);
 }
 
 }  // namespace weightcast

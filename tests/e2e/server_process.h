@@ -15,14 +15,15 @@ namespace weightcast {
 
 class ServerProcess {
  public:
-  // Starts `binary` with --listen 127.0.0.1:0 --data-dir DIR and `extra` flags, and waits (at
-  // most 30 s) for its "listening on" line.
+  // Starts `binary` with --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --data-dir DIR and `extra`
+  // flags, and waits (at most 30 s) for its "listening on" line.
   static absl::StatusOr<ServerProcess> Start(const std::string& binary, const std::string& data_dir,
                                              const std::vector<std::string>& extra = {});
   ServerProcess(ServerProcess&& other) noexcept;
   ~ServerProcess();
 
   const std::string& address() const { return address_; }
+  const std::string& metrics_url() const { return metrics_url_; }  // http://127.0.0.1:PORT/metrics
   // SIGTERM and wait: returns the exit status.
   int Stop();
   // SIGKILL and wait.
@@ -33,7 +34,11 @@ class ServerProcess {
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   std::string address_;
+  std::string metrics_url_;
 };
+
+// GET `url` (http://HOST:PORT/PATH on loopback); the body, or an error.
+absl::StatusOr<std::string> HttpGet(const std::string& url);
 
 }  // namespace weightcast
 

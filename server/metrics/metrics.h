@@ -1,0 +1,57 @@
+// The server's metrics, defined once, behind typed functions, exposed in the Prometheus text
+// format (there is no prometheus-cpp in Debian). Every name has the prefix "weightcast_" and a
+// base unit. Label values come from a small fixed set (tier names, results), never from
+// clients' ids. Thread-safe.
+#ifndef WEIGHTCAST_SERVER_METRICS_METRICS_H_
+#define WEIGHTCAST_SERVER_METRICS_METRICS_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace weightcast {
+
+class ServerMetrics {
+ public:
+  ServerMetrics();
+
+  void RecordLayerEncode(const std::string& tier, double seconds);
+  void RecordTilesEncoded(const std::string& tier, int64_t tiles);
+  void RecordCacheHit();
+  void RecordCacheMiss();
+  void RecordBytesStreamed(const std::string& tier, uint64_t bytes);
+  void StreamStarted();
+  void StreamEnded();
+  void RecordResume();
+  void RecordRegistration(const std::string& result);  // "ok", "invalid", "exists", "error"
+  void RecordPullError(const std::string& code);        // gRPC code name
+
+  // Gauges read at scrape time (queue depth, busy workers, ...).
+  void AddGauge(const std::string& name, const std::string& help, std::function<double()> read);
+
+  // The whole exposition, text format 0.0.4.
+  std::string Exposition() const;
+
+ private:
+  struct Family {
+    std::string help;
+    std::string type;                        // counter | gauge | histogram
+    std::map<std::string, double> samples;   // "{labels}" or "" -> value
+  };
+  void Add(const std::string& name, const std::string& labels, double value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::vector<int64_t>>> histograms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::pair<double, int64_t>>> histogram_sums_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::pair<std::string, std::function<double()>>>> gauges_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_METRICS_METRICS_H_
