@@ -69,6 +69,20 @@ ServerProcess::ServerProcess(ServerProcess&& other) noexcept
   other.stdout_fd_ = -1;
 }
 
+ServerProcess& ServerProcess::operator=(ServerProcess&& other) noexcept {
+  if (this != &other) {
+    Kill();
+    if (stdout_fd_ >= 0) close(stdout_fd_);
+    pid_ = other.pid_;
+    stdout_fd_ = other.stdout_fd_;
+    address_ = std::move(other.address_);
+    metrics_url_ = std::move(other.metrics_url_);
+    other.pid_ = -1;
+    other.stdout_fd_ = -1;
+  }
+  return *this;
+}
+
 ServerProcess::~ServerProcess() {
   if (pid_ > 0) Kill();
   if (stdout_fd_ >= 0) close(stdout_fd_);

@@ -20,6 +20,7 @@ class ServerProcess {
   static absl::StatusOr<ServerProcess> Start(const std::string& binary, const std::string& data_dir,
                                              const std::vector<std::string>& extra = {});
   ServerProcess(ServerProcess&& other) noexcept;
+  ServerProcess& operator=(ServerProcess&& other) noexcept;  // kills the process it held
   ~ServerProcess();
 
   const std::string& address() const { return address_; }

@@ -1,0 +1,239 @@
+#include "client/cli/cli.h"
+
+#include <cmath>
+#include <map>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/sdk/client.h"
+
+namespace weightcast {
+namespace {
+
+constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] COMMAND ...
+  register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT]
+  ls
+  describe MODEL [VERSION]
+  tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, time at a link
+  pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
+       --min-sqnr DB | --bandwidth MBIT/S --within SECONDS] [--int8]
+  warm MODEL [VERSION [TIER...]]                  encode tiers in the background
+  rm MODEL VERSION
+--server defaults to 127.0.0.1:50051. VERSION defaults to latest.
+Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 network failure, 5 verification failed.
+)";
+
+int ExitCode(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return kExitOk;
+    case absl::StatusCode::kInvalidArgument: return kExitUsage;
+    case absl::StatusCode::kNotFound: return kExitNotFound;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded: return kExitNetwork;
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted: return kExitVerification;
+    default: return kExitError;
+  }
+}
+
+std::string Db(double db) {
+  if (std::isinf(db)) return db > 0 ? "inf" : "-";
+  return absl::StrFormat("%.2f", db);
+}
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;  // --name -> value ("" for switches)
+};
+
+bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args, std::string* error) {
+  static const char* kSwitches[] = {"--int8"};
+  for (size_t i = from; i < in.size(); ++i) {
+    const std::string& a = in[i];
+    if (a.size() > 1 && a[0] == '-') {
+      bool is_switch = false;
+      for (const char* s : kSwitches) is_switch |= a == s;
+      if (is_switch) {
+        args->flags[a] = "";
+      } else if (i + 1 < in.size()) {
+        args->flags[a] = in[++i];
+      } else {
+        *error = a + " needs a value";
+        return false;
+      }
+    } else {
+      args->positional.push_back(a);
+    }
+  }
+  return true;
+}
+
+void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
+  const double float_bytes = 4.0 * info.float_weights;
+  out << absl::StrFormat("%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n", info.model,
+                         info.version, info.tensors, info.float_weights, float_bytes / 1e6, info.float_weights / 1e6);
+  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %10s\n", "tier", "state", "bytes", "bits/w", "x float",
+                         "x int8", "worst SQNR", absl::StrFormat("s@%gMb/s", mbit));
+  for (const TierSummary& t : info.tiers) {
+    if (t.state != "READY") {
+      out << absl::StrFormat("%-14s %-12s %12s\n", t.name, t.state, "-");
+      continue;
+    }
+    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %10.2f\n", t.name, t.state, t.bytes,
+                           t.bits_per_weight, t.bytes ? float_bytes / t.bytes : 0, t.bytes ? info.float_weights / double(t.bytes) : 0,
+                           Db(t.worst_sqnr_db), t.bytes * 8.0 / (mbit * 1e6));
+  }
+  out << "accuracy: not measured (the version has no evaluation bundle); fidelity is SQNR only\n";
+}
+
+std::string Bar(const PullProgress& p) {
+  const double fraction = p.total_bytes ? double(p.bytes_received) / p.total_bytes : 0;
+  const int width = 30;
+  const int filled = static_cast<int>(fraction * width);
+  const double rate = p.seconds > 0 ? p.bytes_received / p.seconds : 0;
+  const double eta = rate > 0 ? (p.total_bytes - p.bytes_received) / rate : 0;
+  return absl::StrFormat("\r[%s%s] %5.1f%% %.2f/%.2f MB %.2f MB/s ETA %.0fs decoded %d/%d backlog %d",
+                         std::string(filled, '#'), std::string(width - filled, ' '), 100 * fraction,
+                         p.bytes_received / 1e6, p.total_bytes / 1e6, rate / 1e6, eta, p.layers_decoded,
+                         p.layers_total, p.decode_backlog);
+}
+
+absl::Status Run(const std::string& command, const Args& args, Client& client, std::ostream& out, bool terminal) {
+  const auto& pos = args.positional;
+  auto flag = [&](const std::string& name, const std::string& fallback = "") {
+    auto it = args.flags.find(name);
+    return it == args.flags.end() ? fallback : it->second;
+  };
+  auto number = [&](const std::string& name, double* value) -> absl::Status {
+    const std::string text = flag(name);
+    if (text.empty()) return absl::OkStatus();
+    if (!absl::SimpleAtod(text, value) || *value < 0) return absl::InvalidArgumentError(absl::StrCat(name, " needs a number"));
+    return absl::OkStatus();
+  };
+  if (command == "register") {
+    if (pos.size() != 3) return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT");
+    auto info = client.Register(pos[0], pos[1], pos[2], flag("--ladder"), flag("--description"));
+    if (!info.ok()) return info.status();
+    out << "registered " << info->model << "/" << info->version << ": " << info->tensors << " tensors, tiers";
+    for (const auto& t : info->tiers) out << " " << t.name;
+    out << "\n";
+    return absl::OkStatus();
+  }
+  if (command == "ls") {
+    auto models = client.List();
+    if (!models.ok()) return models.status();
+    for (const auto& [name, versions] : *models) out << name << "\t" << absl::StrJoin(versions, " ") << "\n";
+    return absl::OkStatus();
+  }
+  if (command == "describe" || command == "tiers") {
+    if (pos.empty() || pos.size() > 2) return absl::InvalidArgumentError(command + " MODEL [VERSION]");
+    auto info = client.Describe(pos[0], pos.size() > 1 ? pos[1] : "latest");
+    if (!info.ok()) return info.status();
+    double mbit = 10;
+    if (absl::Status s = number("--bandwidth", &mbit); !s.ok()) return s;
+    if (mbit <= 0) return absl::InvalidArgumentError("--bandwidth must be positive");
+    if (command == "describe") {
+      out << info->model << "/" << info->version << (info->description.empty() ? "" : "  " + info->description) << "\n";
+      out << "source checkpoint: " << info->source_bytes << " bytes\npolicy: " << info->layer_policy << "\n";
+    }
+    PrintTiers(*info, mbit, out);
+    return absl::OkStatus();
+  }
+  if (command == "warm") {
+    if (pos.empty()) return absl::InvalidArgumentError("warm MODEL [VERSION [TIER...]]");
+    std::vector<std::string> tiers(pos.size() > 2 ? pos.begin() + 2 : pos.end(), pos.end());
+    return client.Warm(pos[0], pos.size() > 1 ? pos[1] : "latest", tiers);
+  }
+  if (command == "rm") {
+    if (pos.size() != 2) return absl::InvalidArgumentError("rm MODEL VERSION");
+    return client.Delete(pos[0], pos[1]);
+  }
+  if (command == "pull") {
+    if (pos.size() != 1 || flag("-o").empty()) return absl::InvalidArgumentError("pull MODEL[@VERSION] -o OUT");
+    PullOptions options;
+    std::vector<std::string> parts = absl::StrSplit(pos[0], absl::MaxSplits('@', 1));
+    options.model = parts[0];
+    if (parts.size() > 1) options.version = parts[1];
+    options.output_path = flag("-o");
+    options.int8_output = args.flags.count("--int8") > 0;
+    options.tier.name = flag("--tier");
+    double max_bytes = 0, mbit = 0, within = 0;
+    for (const auto& [name, target] : {std::make_pair("--max-bytes", &max_bytes), std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),
+                                       std::make_pair("--bandwidth", &mbit), std::make_pair("--within", &within)}) {
+      if (absl::Status s = number(name, target); !s.ok()) return s;
+    }
+    options.tier.max_bytes = static_cast<uint64_t>(max_bytes);
+    options.tier.bits_per_second = mbit * 1e6;
+    options.tier.within = absl::Seconds(within);
+    if ((mbit > 0) != (within > 0)) return absl::InvalidArgumentError("--bandwidth and --within go together");
+    int last_percent = -1;
+    options.progress = [&](const PullProgress& p) {
+      if (terminal) {
+        out << Bar(p) << std::flush;
+        return;
+      }
+      const int percent = p.total_bytes ? static_cast<int>(100 * p.bytes_received / p.total_bytes) : 0;
+      if (percent / 25 != last_percent / 25) {
+        out << absl::StrFormat("received %d/%d bytes (%d%%)\n", p.bytes_received, p.total_bytes, percent);
+        last_percent = percent;
+      }
+    };
+    auto result = client.Pull(options);
+    if (terminal) out << "\n";
+    if (!result.ok()) return result.status();
+    out << absl::StrFormat("pulled %s/%s tier %s: %d bytes in %.2f s, every layer verified (SHA-256) -> %s\n",
+                           options.model, result->version, result->tier, result->bytes, result->seconds, options.output_path);
+    if (result->reconnects) out << "reconnected " << result->reconnects << " times\n";
+    if (result->layers_refetched) out << "refetched " << result->layers_refetched << " layers that failed verification\n";
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
+}
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& err, bool terminal) {
+  std::string server = "127.0.0.1:50051";
+  size_t i = 0;
+  while (i < in.size() && in[i].rfind("-", 0) == 0) {
+    if (in[i] == "-h" || in[i] == "--help") {
+      out << kUsage;
+      return kExitOk;
+    }
+    if (in[i] == "--server" && i + 1 < in.size()) {
+      server = in[i + 1];
+      i += 2;
+      continue;
+    }
+    err << "weightcast: unknown option " << in[i] << "\n\n" << kUsage;
+    return kExitUsage;
+  }
+  if (i >= in.size()) {
+    err << kUsage;
+    return kExitUsage;
+  }
+  const std::string command = in[i];
+  Args args;
+  std::string error;
+  if (!ParseArgs(in, i + 1, &args, &error)) {
+    err << "weightcast: " << error << "\n\n" << kUsage;
+    return kExitUsage;
+  }
+  auto client = Client::Connect(ConnectOptions{server});
+  if (!client.ok()) {
+    err << "weightcast: " << client.status().message() << "\n";
+    return kExitNetwork;
+  }
+  const absl::Status status = Run(command, args, **client, out, terminal);
+  if (!status.ok()) {
+    err << "weightcast " << command << ": " << status.message() << "\n";
+    if (status.code() == absl::StatusCode::kInvalidArgument && status.message().find("unknown command") == 0) err << "\n" << kUsage;
+  }
+  return ExitCode(status);
+}
+
+}  // namespace weightcast

@@ -1,0 +1,11 @@
+// weightcast: the command-line client. See client/cli/cli.h.
+#include <unistd.h>
+
+#include <iostream>
+
+#include "client/cli/cli.h"
+
+int main(int argc, char** argv) {
+  return weightcast::RunCli(std::vector<std::string>(argv + 1, argv + argc), std::cout, std::cerr,
+                            isatty(STDOUT_FILENO) != 0);
+}

@@ -1,0 +1,394 @@
+#include "client/sdk/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/base/file.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/checkpoint.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/packed_layer.h"
+#include "weightcast/v1/weightcast.grpc.pb.h"
+
+namespace weightcast {
+namespace {
+
+constexpr size_t kUploadChunkBytes = 1 << 20;
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         code == grpc::StatusCode::INTERNAL || code == grpc::StatusCode::UNKNOWN ||
+         code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+ModelInfo FromProto(const v1::ModelVersion& v) {
+  ModelInfo info;
+  info.model = v.model();
+  info.version = v.version();
+  info.description = v.description();
+  info.layer_policy = v.layer_policy();
+  info.source_bytes = v.source_bytes();
+  info.tensors = v.tensors_size();
+  for (const auto& t : v.tensors()) {
+    if (t.dtype().find("float") == std::string::npos) continue;
+    int64_t n = 1;
+    for (int64_t d : t.shape()) n *= d;
+    info.float_weights += n;
+  }
+  for (const auto& t : v.tiers()) {
+    info.tiers.push_back({t.name(), v1::TierInfo::State_Name(t.state()), t.bytes(), t.bits_per_weight(), t.worst_sqnr_db()});
+  }
+  return info;
+}
+
+// Decodes and verifies received layers on worker threads while the stream goes on.
+class DecodePool {
+ public:
+  DecodePool(int threads, size_t layers) : results_(layers) {
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~DecodePool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    for (std::thread& t : workers_) t.join();
+  }
+  void Submit(size_t index, std::string bytes, v1::ManifestLayer expected) {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back({index, std::move(bytes), std::move(expected)});
+  }
+  int backlog() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(queue_.size()) + running_;
+  }
+  int decoded() {
+    absl::MutexLock lock(&mu_);
+    return decoded_;
+  }
+  // Waits for every submitted layer; returns the results (an error per failed layer).
+  std::vector<absl::StatusOr<RebuiltTensor>> Finish() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+      return p->queue_.empty() && p->running_ == 0;
+    }, this));
+    return results_;
+  }
+
+ private:
+  struct Job {
+    size_t index;
+    std::string bytes;
+    v1::ManifestLayer expected;
+  };
+
+  static absl::StatusOr<RebuiltTensor> Decode(const Job& job) {
+    const auto span = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(job.bytes.data()), job.bytes.size());
+    const Sha256Digest digest = Sha256(span);
+    if (std::string(digest.begin(), digest.end()) != job.expected.blob_sha256()) {
+      return absl::DataLossError(absl::StrCat("layer '", job.expected.name(), "': received bytes do not match the manifest's SHA-256"));
+    }
+    size_t consumed = 0;
+    ASSIGN_OR_RETURN(const PackedLayer layer, ParsePackedLayer(span, &consumed));
+    if (layer.name != job.expected.name() || consumed != span.size()) {
+      return absl::DataLossError(absl::StrCat("layer '", job.expected.name(), "': packed layer does not match the manifest"));
+    }
+    return DecodeLayer(layer, 1);
+  }
+
+  void Work() {
+    while (true) {
+      Job job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(+[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+          return p->stopping_ || !p->queue_.empty();
+        }, this));
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        ++running_;
+      }
+      absl::StatusOr<RebuiltTensor> result = Decode(job);
+      absl::MutexLock lock(&mu_);
+      if (!result.ok()) result = absl::Status(absl::StatusCode::kDataLoss, result.status().message());
+      results_[job.index] = std::move(result);
+      --running_;
+      ++decoded_;
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int decoded_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;  // joined by the destructor
+};
+
+class GrpcClient final : public Client {
+ public:
+  GrpcClient(const ConnectOptions& options, std::shared_ptr<grpc::Channel> channel)
+      : options_(options), channel_(std::move(channel)), admin_(v1::Admin::NewStub(channel_)),
+        distribution_(v1::Distribution::NewStub(channel_)) {}
+
+  absl::StatusOr<ModelInfo> Register(const std::string& model, const std::string& version,
+                                     const std::string& checkpoint_path, const std::string& tier_ladder,
+                                     const std::string& description) override {
+    ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(checkpoint_path));
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::RegisterModelResponse response;
+    auto writer = admin_->RegisterModel(&context, &response);
+    v1::RegisterModelRequest request;
+    v1::RegisterHeader* header = request.mutable_header();
+    header->set_model(model);
+    header->set_version(version);
+    header->set_tier_ladder(tier_ladder);
+    header->set_description(description);
+    header->set_total_bytes(bytes.size());
+    bool open = writer->Write(request);
+    for (size_t offset = 0; open && offset < bytes.size(); offset += kUploadChunkBytes) {
+      request.Clear();
+      request.set_chunk(bytes.data() + offset, std::min(kUploadChunkBytes, bytes.size() - offset));
+      open = writer->Write(request);
+    }
+    writer->WritesDone();
+    RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+    return FromProto(response.version());
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> List() override {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ListModelsResponse response;
+    RETURN_IF_ERROR(FromGrpc(admin_->ListModels(&context, {}, &response)));
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const auto& m : response.models()) out.emplace_back(m.name(), std::vector<std::string>(m.versions().begin(), m.versions().end()));
+    return out;
+  }
+
+  absl::StatusOr<ModelInfo> Describe(const std::string& model, const std::string& version) override {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::DescribeModelRequest request;
+    request.set_model(model);
+    request.set_version(version);
+    v1::ModelVersion response;
+    RETURN_IF_ERROR(FromGrpc(admin_->DescribeModel(&context, request, &response)));
+    return FromProto(response);
+  }
+
+  absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) override {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::WarmTiersRequest request;
+    request.set_model(model);
+    request.set_version(version);
+    for (const std::string& t : tiers) request.add_tiers(t);
+    v1::WarmTiersResponse response;
+    return FromGrpc(admin_->WarmTiers(&context, request, &response));
+  }
+
+  absl::Status Delete(const std::string& model, const std::string& version) override {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::DeleteVersionRequest request;
+    request.set_model(model);
+    request.set_version(version);
+    v1::DeleteVersionResponse response;
+    return FromGrpc(admin_->DeleteVersion(&context, request, &response));
+  }
+
+  absl::StatusOr<PullResult> Pull(const PullOptions& options) override;
+
+ private:
+  void SetDeadline(grpc::ClientContext* context) const {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.call_timeout)));
+  }
+  // Reads the stream from (layer, offset) into `layers`, handing complete layers to `pool`.
+  grpc::Status Stream(const PullOptions& options, const std::string& version, const std::string& tier,
+                      v1::Manifest* manifest, std::vector<std::string>* layers, size_t* layer, DecodePool** pool,
+                      std::unique_ptr<DecodePool>* pool_owner, PullProgress* progress,
+                      std::chrono::steady_clock::time_point start, bool* version_changed, int only_layer = -1);
+
+  const ConnectOptions options_;
+  const std::shared_ptr<grpc::Channel> channel_;
+  const std::unique_ptr<v1::Admin::Stub> admin_;
+  const std::unique_ptr<v1::Distribution::Stub> distribution_;
+};
+
+grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& version, const std::string& tier,
+                                v1::Manifest* manifest, std::vector<std::string>* layers, size_t* layer,
+                                DecodePool** pool, std::unique_ptr<DecodePool>* pool_owner, PullProgress* progress,
+                                std::chrono::steady_clock::time_point start, bool* version_changed, int only_layer) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::PullRequest request;
+  request.set_model(options.model);
+  request.set_version(version);
+  request.mutable_tier()->set_name(tier);
+  request.set_resume_layer(static_cast<uint32_t>(*layer));
+  request.set_resume_offset(*layer < layers->size() ? (*layers)[*layer].size() : 0);
+  auto reader = distribution_->Pull(&context, request);
+  v1::PullResponse response;
+  while (reader->Read(&response)) {
+    if (options.cancel && options.cancel->load()) {
+      context.TryCancel();
+      break;
+    }
+    if (response.has_manifest()) {
+      if (manifest->layers_size() == 0) {
+        *manifest = response.manifest();
+        layers->assign(manifest->layers_size(), "");
+        progress->total_bytes = manifest->total_bytes();
+        progress->layers_total = manifest->layers_size();
+        *pool_owner = std::make_unique<DecodePool>(options.decode_threads, layers->size());
+        *pool = pool_owner->get();
+      } else if (response.manifest().SerializeAsString() != manifest->SerializeAsString()) {
+        *version_changed = true;  // never mix two versions' layers
+        context.TryCancel();
+        break;
+      }
+      continue;
+    }
+    const v1::LayerChunk& chunk = response.chunk();
+    if (chunk.layer() != *layer || chunk.offset() != (*layers)[*layer].size()) {
+      context.TryCancel();
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "stream out of order");
+    }
+    std::string& bytes = (*layers)[*layer];
+    bytes += chunk.data();
+    progress->bytes_received += chunk.data().size();
+    if (bytes.size() > manifest->layers(*layer).bytes()) {
+      context.TryCancel();
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "layer longer than its manifest entry");
+    }
+    if (bytes.size() == manifest->layers(*layer).bytes()) {
+      (*pool)->Submit(*layer, std::move(bytes), manifest->layers(*layer));
+      bytes.clear();
+      bytes.shrink_to_fit();
+      ++*layer;
+      if (only_layer >= 0) {
+        context.TryCancel();
+        break;
+      }
+    }
+    if (options.progress) {
+      progress->layers_decoded = (*pool)->decoded();
+      progress->decode_backlog = (*pool)->backlog();
+      progress->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      options.progress(*progress);
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (*version_changed || only_layer >= 0 || (options.cancel && options.cancel->load())) return grpc::Status::OK;
+  return status;
+}
+
+absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(const ModelInfo info, Describe(options.model, options.version));
+  ASSIGN_OR_RETURN(const std::string tier, SelectTier(info, options.tier));
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  size_t layer = 0;
+  DecodePool* pool = nullptr;
+  std::unique_ptr<DecodePool> pool_owner;
+  PullProgress progress;
+  bool version_changed = false;
+  PullResult result{info.version, tier, 0, 0, 0, 0};
+  for (int attempt = 0;; ++attempt) {
+    grpc::Status status = Stream(options, info.version, tier, &manifest, &layers, &layer, &pool, &pool_owner,
+                                 &progress, start, &version_changed);
+    if (version_changed) return absl::AbortedError(absl::StrCat(options.model, "/", info.version, " changed during the pull"));
+    if (options.cancel && options.cancel->load()) return absl::CancelledError("pull cancelled");
+    if (status.ok() && manifest.layers_size() > 0 && layer == layers.size()) break;
+    if (status.ok() && manifest.layers_size() == 0) return absl::DataLossError("the server sent no manifest");
+    if (!status.ok() && (!Retryable(status.error_code()) || attempt >= options.max_reconnects)) return FromGrpc(status);
+    ++result.reconnects;
+    progress.reconnects = result.reconnects;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 << std::min(attempt, 6))));
+  }
+  std::vector<absl::StatusOr<RebuiltTensor>> decoded = pool->Finish();
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    if (decoded[i].ok()) continue;
+    // Fetch a layer that failed verification once more, alone.
+    ++result.layers_refetched;
+    size_t again = i;
+    layers[i].clear();
+    grpc::Status status = Stream(options, info.version, tier, &manifest, &layers, &again, &pool, &pool_owner,
+                                 &progress, start, &version_changed, static_cast<int>(i));
+    if (!status.ok() || again != i + 1) return FromGrpc(status.ok() ? grpc::Status(grpc::StatusCode::DATA_LOSS, "refetch failed") : status);
+    decoded[i] = pool->Finish()[i];
+    if (!decoded[i].ok()) {
+      return absl::DataLossError(absl::StrCat(decoded[i].status().message(), " (after a refetch)"));
+    }
+  }
+  std::vector<RebuiltTensor> tensors;
+  tensors.reserve(decoded.size());
+  for (auto& d : decoded) tensors.push_back(*std::move(d));
+  if (!options.output_path.empty()) {
+    RETURN_IF_ERROR(WriteCheckpoint(tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat, options.output_path));
+  }
+  result.bytes = manifest.total_bytes();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector& selector) {
+  if (!selector.name.empty()) {
+    for (const TierSummary& t : info.tiers) {
+      if (t.name == selector.name) return t.name;
+    }
+    return absl::NotFoundError(absl::StrCat("tier '", selector.name, "' is not in the ladder of ", info.model, "/", info.version));
+  }
+  const bool bounded = selector.max_bytes > 0 || selector.min_sqnr_db > 0 || selector.bits_per_second > 0;
+  if (!bounded) {
+    if (info.tiers.empty()) return absl::NotFoundError("the version has no tiers");
+    return info.tiers.front().name;
+  }
+  uint64_t budget = selector.max_bytes > 0 ? selector.max_bytes : UINT64_MAX;
+  if (selector.bits_per_second > 0 && selector.within > absl::ZeroDuration()) {
+    budget = std::min<uint64_t>(budget, static_cast<uint64_t>(selector.bits_per_second / 8 * absl::ToDoubleSeconds(selector.within)));
+  }
+  const TierSummary* best = nullptr;
+  for (const TierSummary& t : info.tiers) {
+    if (t.state != "READY" || t.bytes > budget || t.worst_sqnr_db < selector.min_sqnr_db) continue;
+    if (best == nullptr || t.bytes > best->bytes) best = &t;
+  }
+  if (best == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no encoded tier of ", info.model, "/", info.version, " fits ",
+                                            budget == UINT64_MAX ? std::string() : absl::StrCat(budget, " bytes"),
+                                            selector.min_sqnr_db > 0 ? absl::StrCat(" with SQNR >= ", selector.min_sqnr_db, " dB") : "",
+                                            " (tiers not yet encoded have no size: warm them first)"));
+  }
+  return best->name;
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  if (!channel) return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to ", options.address));
+  return std::unique_ptr<Client>(std::make_unique<GrpcClient>(options, std::move(channel)));
+}
+
+}  // namespace weightcast

@@ -1,0 +1,110 @@
+// The weightcast client SDK: register, list, describe and pull models from a weightcastd server.
+// A pull picks a tier (by name, byte budget, fidelity, or link speed and deadline), decodes
+// layers on a thread pool as their bytes arrive, verifies every layer's SHA-256, resumes a
+// dropped stream where it stopped, and writes the model atomically. The public types are std
+// and absl only. A Client is thread-safe; calls may run concurrently.
+#ifndef WEIGHTCAST_CLIENT_SDK_CLIENT_H_
+#define WEIGHTCAST_CLIENT_SDK_CLIENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace weightcast {
+
+struct ConnectOptions {
+  std::string address = "127.0.0.1:50051";
+  absl::Duration call_timeout = absl::Minutes(30);  // per RPC
+};
+
+struct TierSummary {
+  std::string name;
+  std::string state;  // NOT_ENCODED | ENCODING | READY | FAILED
+  uint64_t bytes = 0;            // READY tiers only
+  double bits_per_weight = 0;
+  double worst_sqnr_db = 0;      // over picture layers
+};
+
+struct ModelInfo {
+  std::string model;
+  std::string version;
+  std::string description;
+  std::string layer_policy;
+  uint64_t source_bytes = 0;
+  int64_t float_weights = 0;  // elements of floating-point tensors
+  int tensors = 0;
+  std::vector<TierSummary> tiers;
+};
+
+// How to choose a tier. The first criterion set wins: name, then the others combined (the
+// largest READY tier that satisfies every bound given).
+struct TierSelector {
+  std::string name;                 // e.g. "q27"
+  uint64_t max_bytes = 0;           // "the largest tier that fits in 5 MB"
+  double min_sqnr_db = 0;           // every picture layer at least this SQNR
+  double bits_per_second = 0;       // with `within`: "arrives within 30 s at 2 Mbit/s"
+  absl::Duration within = absl::ZeroDuration();
+};
+
+// Picks a tier from `info` (pure; exposed for tests and the CLI). NOT_FOUND names the bound no
+// encoded tier meets.
+absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector& selector);
+
+struct PullProgress {
+  uint64_t bytes_received = 0;
+  uint64_t total_bytes = 0;
+  int layers_decoded = 0;
+  int layers_total = 0;
+  int decode_backlog = 0;  // layers received, not yet decoded
+  double seconds = 0;
+  int reconnects = 0;
+};
+
+struct PullOptions {
+  std::string model;
+  std::string version = "latest";
+  TierSelector tier;
+  std::string output_path;  // .pt or .safetensors; written atomically
+  bool int8_output = false;
+  int decode_threads = 0;   // 0: one per core
+  int max_reconnects = 8;   // retries of a dropped stream, with backoff
+  std::function<void(const PullProgress&)> progress;  // called from the pulling thread
+  const std::atomic<bool>* cancel = nullptr;           // set to stop: CANCELLED
+};
+
+struct PullResult {
+  std::string version;
+  std::string tier;
+  uint64_t bytes = 0;
+  double seconds = 0;
+  int reconnects = 0;
+  int layers_refetched = 0;
+};
+
+class Client {
+ public:
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options);
+  virtual ~Client() = default;
+
+  virtual absl::StatusOr<ModelInfo> Register(const std::string& model, const std::string& version,
+                                             const std::string& checkpoint_path, const std::string& tier_ladder,
+                                             const std::string& description) = 0;
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> List() = 0;
+  virtual absl::StatusOr<ModelInfo> Describe(const std::string& model, const std::string& version) = 0;
+  virtual absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) = 0;
+  virtual absl::Status Delete(const std::string& model, const std::string& version) = 0;
+  // DATA_LOSS naming the layer if a layer fails verification twice; ABORTED if the version
+  // changed under a resumed pull; UNAVAILABLE when reconnects run out.
+  virtual absl::StatusOr<PullResult> Pull(const PullOptions& options) = 0;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_CLIENT_SDK_CLIENT_H_

@@ -1,0 +1,130 @@
+// The client SDK against the real weightcastd: tier selection, a server killed mid-pull and
+// restarted (the pull resumes and the output is byte-identical), and a corrupted blob on disk
+// (DATA_LOSS naming the layer).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "client/sdk/client.h"
+#include "common/base/file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/server_process.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
+const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::vector<std::string> Flags(int port) {
+  return {"--listen", "127.0.0.1:" + std::to_string(port), "--workers", "2", "--preset", "ultrafast",
+          "--grace-seconds", "1"};
+}
+
+TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
+  const std::string dir = FreshDir("client_select");
+  const int port = FreePort();
+  auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
+  ASSERT_TRUE(client->Register("cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless,q22,q32", "").ok());
+  PullOptions warmup{"cnn", "v1", {"q22"}, ""};
+  for (const char* tier : {"lossless", "q22", "q32"}) {
+    warmup.tier.name = tier;
+    ASSERT_TRUE(client->Pull(warmup).ok()) << tier;
+  }
+  const ModelInfo info = client->Describe("cnn", "latest").value();
+  ASSERT_EQ(info.tiers.size(), 3u);
+  const uint64_t q22 = info.tiers[1].bytes, q32 = info.tiers[2].bytes;
+  EXPECT_EQ(SelectTier(info, {.max_bytes = q22}).value(), "q22");
+  EXPECT_EQ(SelectTier(info, {.max_bytes = q22 - 1}).value(), "q32");
+  EXPECT_EQ(SelectTier(info, {.max_bytes = q32 - 1}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SelectTier(info, {.min_sqnr_db = info.tiers[1].worst_sqnr_db}).value(), "lossless");
+  // 30 s at a link that carries q22 but not lossless in that time.
+  const double bits_per_second = (q22 + 1) * 8.0 / 30;
+  EXPECT_EQ(SelectTier(info, {.bits_per_second = bits_per_second, .within = absl::Seconds(30)}).value(), "q22");
+  EXPECT_EQ(SelectTier(info, {.name = "q99"}).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
+  const std::string dir = FreshDir("client_resume");
+  const int port = FreePort();
+  auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
+  ASSERT_TRUE(client->Register("cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless", "").ok());
+  PullOptions options{"cnn", "v1", {"lossless"}, dir + "/whole.safetensors"};
+  auto whole = client->Pull(options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_GT(whole->bytes, uint64_t{1} << 20);  // more than one chunk, so there is a middle
+
+  bool killed = false;
+  options.output_path = dir + "/resumed.safetensors";
+  options.progress = [&](const PullProgress& p) {
+    if (killed || p.bytes_received == 0 || p.bytes_received >= p.total_bytes) return;
+    killed = true;
+    server->Kill();  // SIGKILL mid-stream
+    auto again = ServerProcess::Start(kServer, dir + "/data", Flags(port));
+    ASSERT_TRUE(again.ok()) << again.status();
+    *server = std::move(*again);
+  };
+  auto resumed = client->Pull(options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_TRUE(killed);
+  EXPECT_GE(resumed->reconnects, 1);
+  EXPECT_EQ(ReadFileBytes(dir + "/resumed.safetensors").value(), ReadFileBytes(dir + "/whole.safetensors").value());
+}
+
+TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
+  const std::string dir = FreshDir("client_corrupt");
+  const int port = FreePort();
+  auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
+  ASSERT_TRUE(client->Register("mlp", "v1", kFixtures + "/mlp.pt", "q27", "").ok());
+  ASSERT_TRUE(client->Pull({"mlp", "v1", {"q27"}, dir + "/ok.pt"}).ok());
+  // The largest blob is fc1.weight's packed layer: flip a byte in its payload.
+  std::filesystem::path largest;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir + "/data/blobs")) {
+    if (entry.is_regular_file() && (largest.empty() || entry.file_size() > std::filesystem::file_size(largest)) &&
+        entry.file_size() < 400000) {  // not the source checkpoint
+      largest = entry.path();
+    }
+  }
+  std::vector<uint8_t> bytes = ReadFileBytes(largest.string()).value();
+  bytes[bytes.size() / 2] ^= 0x40;
+  { std::ofstream(largest, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size()); }
+  auto pulled = client->Pull({"mlp", "v1", {"q27"}, dir + "/bad.pt"});
+  EXPECT_EQ(pulled.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(pulled.status().message()), HasSubstr("fc1.weight"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad.pt"));
+}
+
+}  // namespace
+}  // namespace weightcast
