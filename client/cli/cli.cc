@@ -20,7 +20,7 @@ constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] COMMAND ...
   describe MODEL [VERSION]
   tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, time at a link
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
-       --min-sqnr DB | --bandwidth MBIT/S --within SECONDS] [--int8]
+       --min-sqnr DB | --bandwidth MBIT/S --within SECONDS] [--int8] [--limit MBIT/S]
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
 --server defaults to 127.0.0.1:50051. VERSION defaults to latest.
@@ -166,6 +166,9 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
                                        std::make_pair("--bandwidth", &mbit), std::make_pair("--within", &within)}) {
       if (absl::Status s = number(name, target); !s.ok()) return s;
     }
+    double limit = 0;
+    if (absl::Status s = number("--limit", &limit); !s.ok()) return s;
+    options.max_bytes_per_second = limit * 1e6 / 8;
     options.tier.max_bytes = static_cast<uint64_t>(max_bytes);
     options.tier.bits_per_second = mbit * 1e6;
     options.tier.within = absl::Seconds(within);

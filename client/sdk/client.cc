@@ -142,9 +142,11 @@ class DecodePool {
 
 class GrpcClient final : public Client {
  public:
-  GrpcClient(const ConnectOptions& options, std::shared_ptr<grpc::Channel> channel)
+  GrpcClient(const ConnectOptions& options, std::shared_ptr<grpc::Channel> channel,
+             std::shared_ptr<grpc::Channel> paced_channel)
       : options_(options), channel_(std::move(channel)), admin_(v1::Admin::NewStub(channel_)),
-        distribution_(v1::Distribution::NewStub(channel_)) {}
+        distribution_(v1::Distribution::NewStub(channel_)),
+        paced_distribution_(v1::Distribution::NewStub(paced_channel)) {}
 
   absl::StatusOr<ModelInfo> Register(const std::string& model, const std::string& version,
                                      const std::string& checkpoint_path, const std::string& tier_ladder,
@@ -231,6 +233,9 @@ class GrpcClient final : public Client {
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Admin::Stub> admin_;
   const std::unique_ptr<v1::Distribution::Stub> distribution_;
+  // For rate-limited pulls: a fixed 64 KiB receive window (no BDP growth), so that pacing the
+  // reads slows the sender instead of filling buffers at full speed.
+  const std::unique_ptr<v1::Distribution::Stub> paced_distribution_;
 };
 
 grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& version, const std::string& tier,
@@ -245,7 +250,7 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& v
   request.mutable_tier()->set_name(tier);
   request.set_resume_layer(static_cast<uint32_t>(*layer));
   request.set_resume_offset(*layer < layers->size() ? (*layers)[*layer].size() : 0);
-  auto reader = distribution_->Pull(&context, request);
+  auto reader = (options.max_bytes_per_second > 0 ? paced_distribution_ : distribution_)->Pull(&context, request);
   v1::PullResponse response;
   while (reader->Read(&response)) {
     if (options.cancel && options.cancel->load()) {
@@ -275,6 +280,11 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& v
     std::string& bytes = (*layers)[*layer];
     bytes += chunk.data();
     progress->bytes_received += chunk.data().size();
+    if (options.max_bytes_per_second > 0) {  // pace reads: flow control slows the server to match
+      const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                   std::chrono::duration<double>(progress->bytes_received / options.max_bytes_per_second));
+      std::this_thread::sleep_until(due);
+    }
     if (bytes.size() > manifest->layers(*layer).bytes()) {
       context.TryCancel();
       return grpc::Status(grpc::StatusCode::DATA_LOSS, "layer longer than its manifest entry");
@@ -387,8 +397,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& op
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
   auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
-  if (!channel) return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to ", options.address));
-  return std::unique_ptr<Client>(std::make_unique<GrpcClient>(options, std::move(channel)));
+  grpc::ChannelArguments paced = args;
+  paced.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  paced.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  paced.SetInt("weightcast.paced", 1);  // a distinct channel, not shared with the unpaced one
+  auto paced_channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), paced);
+  if (!channel || !paced_channel) return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to ", options.address));
+  return std::unique_ptr<Client>(std::make_unique<GrpcClient>(options, std::move(channel), std::move(paced_channel)));
 }
 
 }  // namespace weightcast

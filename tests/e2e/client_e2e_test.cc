@@ -78,14 +78,15 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register("cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless", "").ok());
-  PullOptions options{"cnn", "v1", {"lossless"}, dir + "/whole.safetensors"};
+  ASSERT_TRUE(client->Register("big", "v1", kFixtures + "/big.pt", "lossless", "").ok());
+  PullOptions options{"big", "v1", {"lossless"}, dir + "/whole.safetensors"};
   auto whole = client->Pull(options);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  ASSERT_GT(whole->bytes, uint64_t{1} << 20);  // more than one chunk, so there is a middle
+  ASSERT_GT(whole->bytes, uint64_t{6} << 20);  // far more than gRPC's flow-control windows
 
   bool killed = false;
   options.output_path = dir + "/resumed.safetensors";
+  options.max_bytes_per_second = 4e6;  // a 2 s pull: the kill lands mid-stream
   options.progress = [&](const PullProgress& p) {
     if (killed || p.bytes_received == 0 || p.bytes_received >= p.total_bytes) return;
     killed = true;
