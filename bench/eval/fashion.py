@@ -7,8 +7,8 @@ usage:
   fashion.py accuracy MODEL CKPT [...]        (CKPT: .pt or .safetensors)
                                              top-1 / top-2 on the 10,000 test images
   fashion.py table MODEL FLOAT.pt TIER_DIR TIER [...]
-                                             per tier: TIER_DIR/TIER.wcm bytes and the accuracy
-                                             of TIER_DIR/TIER.pt (its unpacked form)
+                                             per tier: bytes (TIER_DIR/TIER.wcm, or the number in
+                                             TIER_DIR/TIER.bytes) and the accuracy of TIER_DIR/TIER.pt
 Data: /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist).
 """
 import gzip
@@ -126,7 +126,12 @@ def table(name, float_path, tier_dir, tiers):
     print(f"{'tier':<10} {'bytes':>10} {'x float':>8} {'top-1 %':>8} {'top-2 %':>8} {'top-1 drop':>10}")
     print(f"{'float32':<10} {float_bytes:>10} {1.0:>8.2f} {base1:>8.2f} {base2:>8.2f} {0.0:>10.2f}")
     for tier in tiers:
-        size = os.path.getsize(os.path.join(tier_dir, tier + ".wcm"))
+        packed = os.path.join(tier_dir, tier + ".wcm")
+        if os.path.exists(packed):
+            size = os.path.getsize(packed)
+        else:  # pulled from a server: the byte count the client reported
+            with open(os.path.join(tier_dir, tier + ".bytes")) as f:
+                size = int(f.read())
         top1, top2 = accuracy(name, os.path.join(tier_dir, tier + ".pt"), data)
         print(f"{tier:<10} {size:>10} {float_bytes / size:>8.2f} {top1:>8.2f} {top2:>8.2f} {base1 - top1:>10.2f}")
 
