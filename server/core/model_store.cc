@@ -1,5 +1,7 @@
 #include "server/core/model_store.h"
 
+#include <malloc.h>
+
 #include <chrono>
 #include <filesystem>
 
@@ -330,6 +332,7 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
   if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
   encoding->model.reset();
+  malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
   {
     absl::MutexLock lock(&mu_);
     auto it = encodings_.find(std::make_pair(id, tier));

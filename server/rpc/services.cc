@@ -171,20 +171,22 @@ grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1:
   if (!writer->Write(response)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   for (size_t i = start_layer; i < manifest->layers.size(); ++i) {
     const LayerRecord& layer = manifest->layers[i];
+    auto blob = store_->blobs().OpenForRead(layer.blob_sha256);
+    if (!blob.ok() || blob->size() != layer.bytes) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, absl::StrCat("layer '", layer.name, "': stored blob is missing or has the wrong size"));
+    }
     for (uint64_t offset = i == start_layer ? request->resume_offset() : 0; offset < layer.bytes;) {
       if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
-      auto bytes = store_->blobs().Read(layer.blob_sha256, offset, kPullChunkBytes);
-      if (!bytes.ok()) {
-        return grpc::Status(grpc::StatusCode::DATA_LOSS, absl::StrCat("layer '", layer.name, "': ", bytes.status().message()));
-      }
-      response.Clear();
-      v1::LayerChunk* chunk = response.mutable_chunk();
+      v1::LayerChunk* chunk = response.mutable_chunk();  // reused: its buffer keeps its capacity
       chunk->set_layer(static_cast<uint32_t>(i));
       chunk->set_offset(offset);
-      chunk->set_data(bytes->data(), bytes->size());
+      if (absl::Status read = blob->ReadInto(offset, kPullChunkBytes, chunk->mutable_data()); !read.ok()) {
+        return grpc::Status(grpc::StatusCode::DATA_LOSS, absl::StrCat("layer '", layer.name, "': ", read.message()));
+      }
+      const size_t sent = chunk->data().size();
       if (!writer->Write(response)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-      metrics_->RecordBytesStreamed(manifest->tier, bytes->size());
-      offset += bytes->size();
+      metrics_->RecordBytesStreamed(manifest->tier, sent);
+      offset += sent;
     }
   }
   return grpc::Status::OK;

@@ -13,7 +13,7 @@
 namespace weightcast {
 
 // Pull payload messages carry at most this many bytes: well under gRPC's 4 MiB default.
-inline constexpr size_t kPullChunkBytes = 1 << 20;
+inline constexpr size_t kPullChunkBytes = 256 << 10;
 // Uploads larger than this are refused (RESOURCE_EXHAUSTED).
 inline constexpr uint64_t kDefaultMaxUploadBytes = uint64_t{8} << 30;
 

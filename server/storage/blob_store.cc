@@ -113,6 +113,32 @@ absl::StatusOr<std::vector<uint8_t>> BlobStore::Read(const std::string& sha256, 
   return out;
 }
 
+BlobReader::~BlobReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status BlobReader::ReadInto(uint64_t offset, uint64_t length, std::string* out) {
+  if (offset > size_) return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the blob's ", size_, " bytes"));
+  length = std::min(length, size_ - offset);
+  out->resize(length);
+  size_t done = 0;
+  while (done < length) {
+    const ssize_t n = ::pread(fd_, out->data() + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (done != length) return absl::DataLossError(absl::StrCat("blob ", name_, " is shorter than recorded"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BlobReader> BlobStore::OpenForRead(const std::string& sha256) const {
+  ASSIGN_OR_RETURN(const uint64_t size, Size(sha256));
+  const int fd = ::open(PathOf(sha256).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("blob ", sha256, ": ", std::strerror(errno)));
+  return BlobReader(fd, size, sha256);
+}
+
 absl::Status BlobStore::Remove(const std::string& sha256) {
   std::error_code error;
   if (IsHexDigest(sha256)) fs::remove(PathOf(sha256), error);

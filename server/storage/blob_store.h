@@ -15,6 +15,23 @@
 
 namespace weightcast {
 
+// An open blob for reading in pieces (one open file per reader). Not thread-safe; one per stream.
+class BlobReader {
+ public:
+  BlobReader(BlobReader&& other) noexcept : fd_(other.fd_), size_(other.size_), name_(std::move(other.name_)) { other.fd_ = -1; }
+  ~BlobReader();
+  uint64_t size() const { return size_; }
+  // Replaces *out with bytes [offset, offset + length) (clamped to the end); reuses its buffer.
+  absl::Status ReadInto(uint64_t offset, uint64_t length, std::string* out);
+
+ private:
+  friend class BlobStore;
+  BlobReader(int fd, uint64_t size, std::string name) : fd_(fd), size_(size), name_(std::move(name)) {}
+  int fd_;
+  uint64_t size_;
+  std::string name_;
+};
+
 class BlobStore {
  public:
   static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const std::string& dir);
@@ -29,6 +46,7 @@ class BlobStore {
   absl::StatusOr<uint64_t> Size(const std::string& sha256) const;
   // Reads [offset, offset + length) of a blob; NOT_FOUND if absent, OUT_OF_RANGE past its end.
   absl::StatusOr<std::vector<uint8_t>> Read(const std::string& sha256, uint64_t offset, uint64_t length) const;
+  absl::StatusOr<BlobReader> OpenForRead(const std::string& sha256) const;
   absl::Status Remove(const std::string& sha256);
 
   // Where uploads in progress live (same filesystem, so Adopt is a rename).

@@ -25,6 +25,7 @@ class ServerProcess {
 
   const std::string& address() const { return address_; }
   const std::string& metrics_url() const { return metrics_url_; }  // http://127.0.0.1:PORT/metrics
+  pid_t pid() const { return pid_; }
   // SIGTERM and wait: returns the exit status.
   int Stop();
   // SIGKILL and wait.

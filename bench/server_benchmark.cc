@@ -1,0 +1,221 @@
+// Server benchmarks, each against its baseline in the same run, on 127.0.0.1 with the real
+// weightcastd (started by this program):
+//   1. streaming a cached 20 MB tier, against a bare gRPC stream of the same bytes (the same
+//      Distribution.Pull messages, served from memory by a minimal in-process service);
+//   2. encode throughput with 2 workers against 1 (a cold q27 tier of 4 layers of 1024x1024);
+//   3. 100 concurrent pulls of the 20 MB tier: the server's peak RSS while they run, against
+//      its RSS when idle with the tier cached.
+// usage: server_benchmark WEIGHTCASTD WORK_DIR
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/checkpoint/safetensors.h"
+#include "common/tensor/tensor.h"
+#include "server/rpc/services.h"
+#include "tests/e2e/server_process.h"
+#include "weightcast/v1/weightcast.grpc.pb.h"
+
+namespace weightcast {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Gaussian float32 weights as a safetensors checkpoint with `layers` [rows, cols] tensors.
+std::string WriteCheckpoint(const std::string& path, int layers, int64_t rows, int64_t cols) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  Model model;
+  for (int l = 0; l < layers; ++l) {
+    std::vector<float> values(static_cast<size_t>(rows * cols));
+    for (float& v : values) v = normal(rng);
+    model.tensors.push_back(MakeFloat32Tensor(absl::StrCat("layer", l, ".weight"), {rows, cols}, values));
+  }
+  if (!WriteSafetensorsFile(model, path).ok()) std::abort();
+  return path;
+}
+
+void Register(v1::Admin::Stub& admin, const std::string& model, const std::string& path, const std::string& ladder) {
+  grpc::ClientContext context;
+  v1::RegisterModelResponse response;
+  auto writer = admin.RegisterModel(&context, &response);
+  v1::RegisterModelRequest request;
+  request.mutable_header()->set_model(model);
+  request.mutable_header()->set_version("v1");
+  request.mutable_header()->set_tier_ladder(ladder);
+  writer->Write(request);
+  std::ifstream in(path, std::ios::binary);
+  std::string chunk(1 << 20, '\0');
+  while (in.read(chunk.data(), chunk.size()) || in.gcount() > 0) {
+    request.Clear();
+    request.set_chunk(chunk.data(), in.gcount());
+    writer->Write(request);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) {
+    std::fprintf(stderr, "register failed: %s\n", status.error_message().c_str());
+    std::exit(1);
+  }
+}
+
+// Drains one Pull; returns the payload bytes received. Optionally keeps the messages.
+uint64_t Drain(v1::Distribution::Stub& stub, const std::string& model, const std::string& tier,
+               std::vector<v1::PullResponse>* keep = nullptr) {
+  grpc::ClientContext context;
+  v1::PullRequest request;
+  request.set_model(model);
+  request.set_version("v1");
+  request.mutable_tier()->set_name(tier);
+  auto reader = stub.Pull(&context, request);
+  v1::PullResponse response;
+  uint64_t bytes = 0;
+  while (reader->Read(&response)) {
+    if (response.has_chunk()) bytes += response.chunk().data().size();
+    if (keep) keep->push_back(response);
+  }
+  if (!reader->Finish().ok()) std::abort();
+  return bytes;
+}
+
+// The baseline: the same messages, from memory, through the same generated service.
+class BareDistribution final : public v1::Distribution::Service {
+ public:
+  explicit BareDistribution(std::vector<v1::PullResponse> messages) : messages_(std::move(messages)) {}
+  grpc::Status Pull(grpc::ServerContext* context, const v1::PullRequest*, grpc::ServerWriter<v1::PullResponse>* writer) override {
+    context->set_compression_algorithm(GRPC_COMPRESS_NONE);
+    for (const auto& m : messages_) {
+      if (!writer->Write(m)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  const std::vector<v1::PullResponse> messages_;
+};
+
+uint64_t RssKb(pid_t pid, const char* field) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
+  }
+  return 0;
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+}  // namespace
+}  // namespace weightcast
+
+int main(int argc, char** argv) {
+  using namespace weightcast;
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: server_benchmark WEIGHTCASTD WORK_DIR\n");
+    return 2;
+  }
+  const std::string server_binary = argv[1], work = argv[2];
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+
+  // --- 1 and 3: a 20 MB lossless tier (24 M Gaussian weights, int8 + zstd) ---
+  const std::string big = WriteCheckpoint(work + "/big.safetensors", 6, 2048, 2048);
+  auto server = ServerProcess::Start(server_binary, work + "/data", {"--workers", "2"});
+  if (!server.ok()) return 1;
+  auto channel = Channel(server->address());
+  auto admin = v1::Admin::NewStub(channel);
+  auto distribution = v1::Distribution::NewStub(channel);
+  Register(*admin, "big", big, "lossless");
+  std::vector<v1::PullResponse> messages;
+  const uint64_t tier_bytes = Drain(*distribution, "big", "lossless", &messages);  // encodes and caches
+
+  BareDistribution bare(messages);
+  grpc::ServerBuilder builder;
+  int bare_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bare_port);
+  builder.RegisterService(&bare);
+  std::unique_ptr<grpc::Server> bare_server = builder.BuildAndStart();
+  auto bare_stub = v1::Distribution::NewStub(Channel(absl::StrCat("127.0.0.1:", bare_port)));
+
+  constexpr int kRounds = 10;
+  double weightcast_seconds = 0, bare_seconds = 0;
+  for (int round = 0; round < kRounds; ++round) {  // interleaved, so drift hits both alike
+    auto start = Clock::now();
+    Drain(*distribution, "big", "lossless");
+    weightcast_seconds += Seconds(start);
+    start = Clock::now();
+    Drain(*bare_stub, "big", "lossless");
+    bare_seconds += Seconds(start);
+  }
+  const double mb = tier_bytes / 1e6;
+  std::printf("1. streaming a cached %.1f MB tier over loopback, %d rounds each\n", mb, kRounds);
+  std::printf("   weightcastd (blobs read from disk per chunk): %8.1f MB/s\n", kRounds * mb / weightcast_seconds);
+  std::printf("   bare gRPC stream of the same messages (memory): %6.1f MB/s\n", kRounds * mb / bare_seconds);
+  std::printf("   ratio: %.2f\n\n", bare_seconds / weightcast_seconds);
+
+  // --- 3: 100 concurrent pulls of the cached tier ---
+  const uint64_t idle_kb = RssKb(server->pid(), "VmRSS:");
+  std::vector<std::thread> pullers;
+  std::atomic<uint64_t> received{0};
+  std::atomic<bool> sampling{true};
+  uint64_t peak_kb = idle_kb;  // sampled every 5 ms while the pulls run
+  std::thread sampler([&] {
+    while (sampling.load()) {
+      peak_kb = std::max(peak_kb, RssKb(server->pid(), "VmRSS:"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  auto start = Clock::now();
+  for (int i = 0; i < 100; ++i) {
+    pullers.emplace_back([&] {
+      auto stub = v1::Distribution::NewStub(Channel(server->address()));
+      received += Drain(*stub, "big", "lossless");
+    });
+  }
+  for (std::thread& t : pullers) t.join();
+  const double concurrent_seconds = Seconds(start);
+  sampling = false;
+  sampler.join();
+  std::printf("3. 100 concurrent pulls of the %.1f MB tier: %.1f MB in %.1f s\n", mb, received / 1e6, concurrent_seconds);
+  std::printf("   server RSS idle with the tier cached: %6.1f MB\n", idle_kb / 1024.0);
+  std::printf("   server peak RSS during the pulls:     %6.1f MB (sampled every 5 ms)\n", peak_kb / 1024.0);
+  std::printf("   server VmHWM over its whole life (registration and encoding included): %.1f MB\n\n",
+              RssKb(server->pid(), "VmHWM:") / 1024.0);
+  server->Stop();
+  bare_server->Shutdown();
+
+  // --- 2: encode throughput, 1 worker against 2 ---
+  const std::string four = WriteCheckpoint(work + "/four.safetensors", 4, 1024, 1024);
+  double encode_seconds[3] = {0, 0, 0};
+  for (int workers : {1, 2}) {
+    auto encoder = ServerProcess::Start(server_binary, absl::StrCat(work, "/data-w", workers),
+                                        {"--workers", std::to_string(workers), "--preset", "veryfast"});
+    if (!encoder.ok()) return 1;
+    auto c = Channel(encoder->address());
+    auto a = v1::Admin::NewStub(c);
+    auto d = v1::Distribution::NewStub(c);
+    Register(*a, "four", four, "q27");
+    start = Clock::now();
+    Drain(*d, "four", "q27");  // cold: encodes 4 layers of 1 M weights
+    encode_seconds[workers] = Seconds(start);
+    encoder->Stop();
+  }
+  std::printf("2. encoding a cold q27 tier, 4 layers of 1024x1024 (x265 veryfast)\n");
+  std::printf("   1 worker:  %.2f s (%.2f MB/s of int8)\n", encode_seconds[1], 4.194304 / encode_seconds[1]);
+  std::printf("   2 workers: %.2f s (%.2f MB/s of int8)\n", encode_seconds[2], 4.194304 / encode_seconds[2]);
+  std::printf("   speed-up: %.2fx\n", encode_seconds[1] / encode_seconds[2]);
+  return 0;
+}
