@@ -254,6 +254,86 @@ TEST(ServerEndToEnd, ConcurrentPullsOfAColdTierEncodeEachTileOnce) {
   EXPECT_EQ(pclose(pipe), 0) << output;
 }
 
+// Every blob's SHA-256 matches its name; nothing but blobs under blobs/.
+void ExpectBlobStoreIntact(const std::string& data_dir) {
+  int blobs = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(data_dir + "/blobs")) {
+    if (!entry.is_regular_file()) continue;
+    const std::vector<uint8_t> bytes = ReadFileBytes(entry.path().string()).value();
+    EXPECT_EQ(DigestToHex(Sha256(bytes)), entry.path().filename().string()) << entry.path();
+    ++blobs;
+  }
+  EXPECT_GT(blobs, 0);
+}
+
+TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
+  const std::string dir = FreshDir("server_kill9");
+  const std::string data = dir + "/data";
+  const std::vector<std::string> flags = {"--workers", "1", "--preset", "veryfast", "--grace-seconds", "1"};
+  auto server = ServerProcess::Start(kServer, data, flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  {
+    Client client(server->address());
+    v1::RegisterModelResponse response;
+    ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response, "lossless,q27").ok());
+    v1::Manifest manifest;
+    std::vector<std::string> layers;
+    ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
+  }
+  // 1. Kill -9 in the middle of an upload: the half-received checkpoint never becomes a version.
+  {
+    Client client(server->address());
+    std::thread upload([&] {
+      v1::RegisterModelResponse response;
+      (void)client.Register("big", "v1", "big.pt", &response, "q27");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    server->Kill();
+    upload.join();
+  }
+  // 2. Kill -9 while a tier is encoding (big.pt's q27 takes seconds on one worker).
+  server = ServerProcess::Start(kServer, data, flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  {
+    Client client(server->address());
+    v1::ListModelsResponse list;
+    grpc::ClientContext context;
+    ASSERT_TRUE(client.admin->ListModels(&context, {}, &list).ok());
+    for (const auto& model : list.models()) {
+      if (model.name() == "big") EXPECT_THAT(model.versions(), testing::ElementsAre("v1"));  // only if complete
+    }
+    v1::RegisterModelResponse response;
+    grpc::Status status = client.Register("big", "v2", "big.pt", &response, "q27");
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    std::thread pull([&] {
+      v1::Manifest manifest;
+      std::vector<std::string> layers;
+      (void)client.Pull("big", "v2", "q27", &manifest, &layers);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    server->Kill();
+    pull.join();
+  }
+  server = ServerProcess::Start(kServer, data, flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client(server->address());
+  v1::DescribeModelRequest describe;
+  describe.set_model("big");
+  describe.set_version("v2");
+  v1::ModelVersion described;
+  grpc::ClientContext describe_context;
+  ASSERT_TRUE(client.admin->DescribeModel(&describe_context, describe, &described).ok());
+  EXPECT_EQ(described.tiers(0).state(), v1::TierInfo::NOT_ENCODED);  // the interrupted encoding starts over
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());  // what was stored survives
+  ExpectLayersVerify(manifest, layers);
+  ASSERT_TRUE(client.Pull("big", "v2", "q27", &manifest, &layers).ok());
+  ExpectLayersVerify(manifest, layers);
+  ExpectBlobStoreIntact(data);
+  EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
+}
+
 TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   const std::string dir = FreshDir("server_codes");
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1"});
