@@ -8,18 +8,12 @@
 #include "common/checkpoint/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
 
 namespace weightcast {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempDir(const std::string& name) {
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 const std::string kMixed = WEIGHTCAST_FIXTURE_DIR "/mixed.safetensors";
 
@@ -40,7 +34,7 @@ TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
 }
 
 TEST(PackCommand, PacksEveryTierAndUnpacksToTheSameTensors) {
-  const std::string dir = TempDir("pack");
+  const std::string dir = FreshDir("pack");
   PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q27,lossless", "--preset", "ultrafast"}).value();
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(command, report).ok());
@@ -70,7 +64,7 @@ TEST(PackCommand, ExplainShowsTheClassOfEveryTensor) {
 }
 
 TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
-  const std::string dir = TempDir("damaged");
+  const std::string dir = FreshDir("damaged");
   PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q32", "--preset", "ultrafast"}).value();
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(command, report).ok());
@@ -86,7 +80,7 @@ TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
 }
 
 TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
-  const std::string dir = TempDir("torch");
+  const std::string dir = FreshDir("torch");
   const std::string model = WEIGHTCAST_FIXTURE_DIR "/training.pt";  // a full training dict
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(ParsePackCommand({model, "-o", dir, "--tiers", "q27", "--preset", "ultrafast"}).value(), report).ok());
@@ -101,7 +95,7 @@ TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
 }
 
 TEST(PackCommand, PolicyFileSendsConvolutionsThroughHevcAtTheirOwnQp) {
-  const std::string dir = TempDir("policy");
+  const std::string dir = FreshDir("policy");
   const std::string policy = dir + "/policy.json";
   const std::string json = R"({"convolutions": "picture", "convolution_qp": 12, "min_picture_elements": 64,
                                "overrides": {"fc2.*": "float"}})";

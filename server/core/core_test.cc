@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/model_store.h"
 
@@ -12,13 +13,6 @@ namespace weightcast {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 // A copy of a fixture to upload (Register moves its file into the blob store).
 std::string Upload(const std::string& dir, const std::string& fixture) {

@@ -3,6 +3,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
 
@@ -10,13 +11,6 @@ namespace weightcast {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 VersionRecord Version(const std::string& label) {
   VersionRecord v;

@@ -13,6 +13,7 @@
 #include "common/base/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
 #include "tests/e2e/server_process.h"
 
 namespace weightcast {
@@ -22,13 +23,6 @@ using ::testing::HasSubstr;
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -13,6 +13,7 @@
 #include "common/pack/packed_layer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
 #include "tests/e2e/server_process.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -22,13 +23,6 @@ namespace {
 using ::testing::HasSubstr;
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 struct Client {
   explicit Client(const std::string& address)
