@@ -31,19 +31,27 @@ ModelStoreOptions Options(const std::string& dir) {
   return options;
 }
 
-TEST(EncoderPool, WaitingJobsRunBeforeBackgroundJobs) {
+TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   std::vector<int> order;
   absl::Mutex mu;
   absl::Notification gate;
+  auto background = std::make_shared<std::atomic<bool>>(false);
+  auto later = std::make_shared<std::atomic<bool>>(false);
+  auto urgent = std::make_shared<std::atomic<bool>>(true);
+  auto record = [&](int n) { return [&, n] { absl::MutexLock l(&mu); order.push_back(n); }; };
   {
     EncoderPool pool(1);
-    pool.Submit(EncoderPool::Priority::kBackground, [&] { gate.WaitForNotification(); });
-    pool.Submit(EncoderPool::Priority::kBackground, [&] { absl::MutexLock l(&mu); order.push_back(2); });
-    pool.Submit(EncoderPool::Priority::kWaiting, [&] { absl::MutexLock l(&mu); order.push_back(1); });
+    pool.Submit(background, [&] { gate.WaitForNotification(); });  // occupies the one worker
+    pool.Submit(background, record(4));
+    pool.Submit(later, record(2));
+    pool.Submit(urgent, record(1));
+    pool.Submit(later, record(3));
+    later->store(true);  // a pull now waits for the "later" group: it overtakes the background job
     gate.Notify();
     while (pool.queued() > 0 || pool.busy() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  // Urgent jobs in submission order (2 was queued before 1), then the background job.
+  EXPECT_EQ(order, (std::vector<int>{2, 1, 3, 4}));
 }
 
 TEST(ModelStore, ConcurrentManifestsEncodeEachLayerOnce) {

@@ -17,18 +17,17 @@ void EncoderPool::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    waiting_.clear();
-    background_.clear();
+    queue_.clear();
   }
   for (std::thread& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
 }
 
-bool EncoderPool::Submit(Priority priority, std::function<void()> job) {
+bool EncoderPool::Submit(Urgency urgency, std::function<void()> job) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return false;
-  (priority == Priority::kWaiting ? waiting_ : background_).push_back(std::move(job));
+  queue_.push_back({std::move(urgency), std::move(job)});
   return true;
 }
 
@@ -39,7 +38,7 @@ int EncoderPool::busy() const {
 
 int EncoderPool::queued() const {
   absl::MutexLock lock(&mu_);
-  return static_cast<int>(waiting_.size() + background_.size());
+  return static_cast<int>(queue_.size());
 }
 
 void EncoderPool::Work() {
@@ -49,13 +48,19 @@ void EncoderPool::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](EncoderPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
-            return pool->stopping_ || !pool->waiting_.empty() || !pool->background_.empty();
+            return pool->stopping_ || !pool->queue_.empty();
           },
           this));
       if (stopping_) return;
-      std::deque<std::function<void()>>& queue = waiting_.empty() ? background_ : waiting_;
-      job = std::move(queue.front());
-      queue.pop_front();
+      auto next = queue_.begin();  // the oldest urgent job, else the oldest job
+      for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+        if (it->urgency && it->urgency->load()) {
+          next = it;
+          break;
+        }
+      }
+      job = std::move(next->run);
+      queue_.erase(next);
       ++busy_;
     }
     job();  // never under the lock

@@ -1,12 +1,15 @@
-// A fixed set of worker threads that run encode jobs. Jobs someone is waiting for (a pull) run
-// before background work (warming). Each worker runs one job at a time and each job creates its
-// own x265 encoders, so a worker is one encoder's thread. Thread-safe. The destructor stops
-// taking jobs, drops those not started, and joins every worker.
+// A fixed set of worker threads that run encode jobs. Jobs carry an urgency flag shared by their
+// group (one tier's encoding): urgent jobs (someone is waiting for them) run before the rest,
+// oldest first, and a group queued as background work becomes urgent the moment a pull starts
+// waiting for it. Each worker runs one job at a time and each job creates its own x265 encoders,
+// so a worker is one encoder's thread. Thread-safe. Stop() drops jobs not started and joins.
 #ifndef WEIGHTCAST_SERVER_CORE_ENCODER_POOL_H_
 #define WEIGHTCAST_SERVER_CORE_ENCODER_POOL_H_
 
+#include <atomic>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -17,7 +20,8 @@ namespace weightcast {
 
 class EncoderPool {
  public:
-  enum class Priority { kWaiting, kBackground };
+  // Set to true when someone waits for the group's jobs; never set back.
+  using Urgency = std::shared_ptr<std::atomic<bool>>;
 
   explicit EncoderPool(int workers);  // workers <= 0: one per core
   ~EncoderPool();
@@ -25,7 +29,7 @@ class EncoderPool {
   EncoderPool& operator=(const EncoderPool&) = delete;
 
   // false once Stop() has begun: the job will never run.
-  bool Submit(Priority priority, std::function<void()> job);
+  bool Submit(Urgency urgency, std::function<void()> job);
   // Drops jobs not started, waits for running ones, joins the workers. Idempotent.
   void Stop();
 
@@ -37,8 +41,11 @@ class EncoderPool {
   void Work();
 
   mutable absl::Mutex mu_;
-  std::deque<std::function<void()>> waiting_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::function<void()>> background_ ABSL_GUARDED_BY(mu_);
+  struct Job {
+    Urgency urgency;
+    std::function<void()> run;
+  };
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);  // submission order
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;  // joined by Stop()

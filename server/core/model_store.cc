@@ -47,6 +47,7 @@ struct ModelStore::Encoding {
   size_t remaining ABSL_GUARDED_BY(mu) = 0;
   std::vector<LayerRecord> layers ABSL_GUARDED_BY(mu);
   std::shared_ptr<const Model> model;  // set once by Prepare, before layer jobs start
+  const EncoderPool::Urgency urgency = std::make_shared<std::atomic<bool>>(false);
 };
 
 absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreOptions& options) {
@@ -189,7 +190,7 @@ absl::Status ModelStore::Warm(const std::string& model, const std::string& versi
   ASSIGN_OR_RETURN(const std::vector<TierRecord> ladder, registry_->GetTiers(record.id));
   for (const TierRecord& tier : ladder) {
     const bool wanted = tiers.empty() || std::find(tiers.begin(), tiers.end(), tier.tier) != tiers.end();
-    if (wanted && tier.state != TierState::kReady) StartEncoding(record, tier.tier, EncoderPool::Priority::kBackground);
+    if (wanted && tier.state != TierState::kReady) StartEncoding(record, tier.tier, /*waiting=*/false);
   }
   for (const std::string& name : tiers) {
     if (std::none_of(ladder.begin(), ladder.end(), [&](const TierRecord& t) { return t.tier == name; })) {
@@ -212,7 +213,7 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     state.state == TierState::kReady ? options_.metrics->RecordCacheHit() : options_.metrics->RecordCacheMiss();
   }
   if (state.state != TierState::kReady) {
-    std::shared_ptr<Encoding> encoding = StartEncoding(record, tier, EncoderPool::Priority::kWaiting);
+    std::shared_ptr<Encoding> encoding = StartEncoding(record, tier, /*waiting=*/true);
     absl::Status status;
     {
       absl::MutexLock lock(&encoding->mu);
@@ -229,7 +230,7 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
 }
 
 std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRecord& version, const std::string& tier,
-                                                                EncoderPool::Priority priority) {
+                                                                bool waiting) {
   std::shared_ptr<Encoding> encoding;
   {
     absl::MutexLock lock(&mu_);
@@ -241,11 +242,15 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
       return encoding;
     }
     auto [it, inserted] = encodings_.try_emplace(std::make_pair(version.id, tier));
-    if (!inserted) return it->second;  // someone started it: wait on that work
+    if (!inserted) {  // someone started it: wait on that work, urgently if we wait
+      if (waiting) it->second->urgency->store(true);
+      return it->second;
+    }
     it->second = std::make_shared<Encoding>();
     encoding = it->second;
     encoding->version = version;
     encoding->tier.name = tier;
+    encoding->urgency->store(waiting);
   }
   auto spec = ParseTier(tier);
   absl::Status status = spec.status();
@@ -260,13 +265,13 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
     Fail(encoding, status);
     return encoding;
   }
-  if (!pool_->Submit(priority, [this, encoding, priority] { Prepare(encoding, priority); })) {
+  if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
     Fail(encoding, absl::UnavailableError("the server is shutting down"));
   }
   return encoding;
 }
 
-void ModelStore::Prepare(std::shared_ptr<Encoding> encoding, EncoderPool::Priority priority) {
+void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
   auto model = ReadCheckpoint(blobs_->PathOf(encoding->version.source_sha256));
   if (!model.ok() || model->tensors.size() != encoding->version.tensors.size()) {
     Fail(encoding, model.ok() ? absl::DataLossError("stored checkpoint no longer matches its registration")
@@ -282,7 +287,7 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding, EncoderPool::Priori
   }
   for (size_t i = 0; i < count; ++i) {
     // A job refused at shutdown never runs; Shutdown() releases the waiters.
-    pool_->Submit(priority, [this, encoding, i] {
+    pool_->Submit(encoding->urgency, [this, encoding, i] {
       const Tensor& tensor = encoding->model->tensors[i];
       LayerEncodeOptions base;
       base.hevc.preset = options_.x265_preset;

@@ -80,9 +80,9 @@ class ModelStore {
  private:
   struct Encoding;
   ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry, std::unique_ptr<BlobStore> blobs);
-  std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier,
-                                          EncoderPool::Priority priority);
-  void Prepare(std::shared_ptr<Encoding> encoding, EncoderPool::Priority priority);
+  // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
+  std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
+  void Prepare(std::shared_ptr<Encoding> encoding);
   void Finish(const std::shared_ptr<Encoding>& encoding);
   void Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status);
 
