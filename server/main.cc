@@ -23,6 +23,9 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
   --workers N          encoder threads (default: one per core)
+  --cache-bytes N      budget for encoded tiers; least recently used ones are evicted and
+                       re-encoded on demand (default 0: unlimited; each version's first tier
+                       is pinned)
   --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
                        (default lossless,q22,q27,q32,q37)
   --preset NAME        x265 preset (default veryfast)
@@ -69,6 +72,11 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--workers") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.workers) || flags->store.workers < 0) {
         *error = "--workers needs a count";
+        return false;
+      }
+    } else if (arg == "--cache-bytes") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.cache_bytes)) {
+        *error = "--cache-bytes needs a size";
         return false;
       }
     } else if (arg == "--max-upload-bytes") {

@@ -32,6 +32,10 @@ absl::StatusOr<LayerPolicy> PolicyOf(const std::string& json) {
   return ParseLayerPolicy(json);
 }
 
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 // The codec proto enum value for a codec (packed_layer.proto numbers them in this order + 1).
 int CodecNumber(LayerCodec codec) { return static_cast<int>(codec) + 1; }
 
@@ -57,7 +61,9 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreO
   if (error) return absl::UnavailableError(absl::StrCat(options.data_dir, ": ", error.message()));
   ASSIGN_OR_RETURN(std::unique_ptr<Registry> registry, Registry::Open(options.data_dir + "/registry.db"));
   ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs, BlobStore::Open(options.data_dir));
-  return std::unique_ptr<ModelStore>(new ModelStore(options, std::move(registry), std::move(blobs)));
+  std::unique_ptr<ModelStore> store(new ModelStore(options, std::move(registry), std::move(blobs)));
+  store->EnforceCacheBudget();  // the budget may have shrunk since the last run
+  return store;
 }
 
 ModelStore::ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry, std::unique_ptr<BlobStore> blobs)
@@ -224,8 +230,18 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     ASSIGN_OR_RETURN(state, registry_->GetTier(record.id, tier));
     if (state.state != TierState::kReady) return absl::InternalError(absl::StrCat("tier '", tier, "' did not become ready"));
   }
-  Manifest manifest{std::move(record), tier, std::move(state.layers), 0};
+  Manifest manifest{std::move(record), tier, std::move(state.layers), 0, nullptr};
   for (const LayerRecord& layer : manifest.layers) manifest.total_bytes += layer.bytes;
+  const auto key = std::make_pair(manifest.version.id, tier);
+  {
+    absl::MutexLock lock(&leases_->mu);
+    ++leases_->counts[key];
+  }
+  manifest.lease = std::shared_ptr<void>(nullptr, [table = leases_, key](void*) {
+    absl::MutexLock lock(&table->mu);
+    if (--table->counts[key] == 0) table->counts.erase(key);
+  });
+  registry_->TouchTier(key.first, tier, NowSeconds()).IgnoreError();
   return manifest;
 }
 
@@ -335,6 +351,7 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   const int64_t id = encoding->version.id;
   const std::string tier = encoding->tier.name;
   if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
+  if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
   if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
   encoding->model.reset();
   malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
@@ -343,9 +360,41 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
     auto it = encodings_.find(std::make_pair(id, tier));
     if (it != encodings_.end() && it->second == encoding) encodings_.erase(it);
   }
-  absl::MutexLock lock(&encoding->mu);
-  encoding->status = status;
-  encoding->done = true;
+  {
+    absl::MutexLock lock(&encoding->mu);
+    encoding->status = status;
+    encoding->done = true;
+  }
+  if (status.ok()) EnforceCacheBudget({id, tier});
+}
+
+void ModelStore::EnforceCacheBudget(const std::pair<int64_t, std::string>& keep) {
+  if (options_.cache_bytes == 0) return;
+  absl::MutexLock evict_lock(&evict_mu_);
+  auto tiers = registry_->ReadyTiersByLastUse();
+  if (!tiers.ok()) return;
+  uint64_t total = 0;
+  for (const CachedTier& t : *tiers) total += t.bytes;
+  for (const CachedTier& t : *tiers) {  // least recently used first
+    if (total <= options_.cache_bytes) break;
+    const bool pinned = t.ladder.substr(0, t.ladder.find(',')) == t.tier;
+    const auto key = std::make_pair(t.version_id, t.tier);
+    bool busy;
+    {
+      absl::MutexLock lock(&leases_->mu);
+      busy = leases_->counts.contains(key);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      busy = busy || encodings_.contains(key);
+    }
+    if (pinned || busy || key == keep) continue;
+    auto unreferenced = registry_->EvictTier(t.version_id, t.tier);
+    if (!unreferenced.ok()) continue;
+    for (const std::string& sha : *unreferenced) blobs_->Remove(sha).IgnoreError();
+    total -= t.bytes;
+    if (options_.metrics) options_.metrics->RecordCacheEviction();
+  }
 }
 
 }  // namespace weightcast

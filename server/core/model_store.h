@@ -28,6 +28,10 @@ struct ModelStoreOptions {
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";
   ServerMetrics* metrics = nullptr;  // optional; must outlive the store
+  // Budget for encoded tiers (0: unlimited). Over it, the least recently used READY tiers are
+  // evicted, except each version's first ladder tier (pinned) and tiers being streamed; an
+  // evicted tier is encoded again when next requested.
+  uint64_t cache_bytes = 0;
 };
 
 struct RegisterRequest {
@@ -43,6 +47,7 @@ struct Manifest {
   std::string tier;
   std::vector<LayerRecord> layers;
   uint64_t total_bytes = 0;
+  std::shared_ptr<void> lease;  // while held, the tier is not evicted
 };
 
 class ModelStore {
@@ -85,6 +90,9 @@ class ModelStore {
   void Prepare(std::shared_ptr<Encoding> encoding);
   void Finish(const std::shared_ptr<Encoding>& encoding);
   void Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status);
+  // Evicts least recently used tiers until the encoded bytes fit options_.cache_bytes; never
+  // `keep` (a tier just encoded, which its waiters are about to read).
+  void EnforceCacheBudget(const std::pair<int64_t, std::string>& keep = {0, ""});
 
   const ModelStoreOptions options_;
   const std::unique_ptr<Registry> registry_;
@@ -93,6 +101,13 @@ class ModelStore {
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>, std::shared_ptr<Encoding>> encodings_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Streams per tier. Shared with the leases, which may outlive the store.
+  struct LeaseTable {
+    absl::Mutex mu;
+    absl::flat_hash_map<std::pair<int64_t, std::string>, int> counts ABSL_GUARDED_BY(mu);
+  };
+  const std::shared_ptr<LeaseTable> leases_ = std::make_shared<LeaseTable>();
+  absl::Mutex evict_mu_;  // one eviction pass at a time
   const std::unique_ptr<EncoderPool> pool_;  // last: its workers use everything above
 };
 

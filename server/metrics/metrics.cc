@@ -84,6 +84,11 @@ void ServerMetrics::RecordCacheMiss() {
   Add("weightcast_cache_misses_total", "", 1);
 }
 
+void ServerMetrics::RecordCacheEviction() {
+  absl::MutexLock lock(&mu_);
+  Add("weightcast_cache_evictions_total", "", 1);
+}
+
 void ServerMetrics::RecordBytesStreamed(const std::string& tier, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
   Add("weightcast_streamed_bytes_total", "{" + Label("tier", tier) + "}", static_cast<double>(bytes));

@@ -24,6 +24,7 @@ class ServerMetrics {
   void RecordTilesEncoded(const std::string& tier, int64_t tiles);
   void RecordCacheHit();
   void RecordCacheMiss();
+  void RecordCacheEviction();
   void RecordBytesStreamed(const std::string& tier, uint64_t bytes);
   void StreamStarted();
   void StreamEnded();

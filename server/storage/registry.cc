@@ -53,6 +53,10 @@ constexpr const char* kMigrations[] = {
       FOREIGN KEY(version_id, tier) REFERENCES tiers(version_id, tier) ON DELETE CASCADE);
     CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
     )sql",
+    // 2: least-recently-used eviction of encoded tiers.
+    R"sql(
+    ALTER TABLE tiers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 
 std::string JoinShape(const std::vector<int64_t>& shape) { return absl::StrJoin(shape, ","); }
@@ -295,6 +299,58 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
     return status;
   }
   return db_->Execute("COMMIT");
+}
+
+absl::Status Registry::TouchTier(int64_t version_id, const std::string& tier, int64_t now) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE tiers SET last_used = ?1 WHERE version_id = ?2 AND tier = ?3"));
+  return update.Bind(1, now).Bind(2, version_id).Bind(3, tier).Run();
+}
+
+absl::StatusOr<std::vector<CachedTier>> Registry::ReadyTiersByLastUse() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT t.version_id, t.tier, v.ladder, t.last_used, "
+      "(SELECT COALESCE(SUM(bytes), 0) FROM layers l WHERE l.version_id = t.version_id AND l.tier = t.tier) "
+      "FROM tiers t JOIN versions v ON v.id = t.version_id WHERE t.state = ?1 ORDER BY t.last_used, t.rowid"));
+  query.Bind(1, int64_t{static_cast<int>(TierState::kReady)});
+  std::vector<CachedTier> tiers;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    tiers.push_back({query.Int(0), query.Text(1), query.Text(2), query.Int(3), static_cast<uint64_t>(query.Int(4))});
+  }
+  return tiers;
+}
+
+absl::StatusOr<std::vector<std::string>> Registry::EvictTier(int64_t version_id, const std::string& tier) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> candidates;
+  {
+    ASSIGN_OR_RETURN(std::vector<LayerRecord> layers, LayersLocked(version_id, tier));
+    for (const LayerRecord& layer : layers) candidates.push_back(layer.blob_sha256);
+  }
+  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
+    RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
+    ASSIGN_OR_RETURN(Statement state, db_->Prepare("UPDATE tiers SET state = ?1 WHERE version_id = ?2 AND tier = ?3"));
+    return state.Bind(1, int64_t{static_cast<int>(TierState::kNotEncoded)}).Bind(2, version_id).Bind(3, tier).Run();
+  };
+  if (absl::Status status = body(); !status.ok()) {
+    db_->Execute("ROLLBACK").IgnoreError();
+    return status;
+  }
+  RETURN_IF_ERROR(db_->Execute("COMMIT"));
+  ASSIGN_OR_RETURN(const std::vector<std::string> still, ReferencedBlobsLocked());
+  std::vector<std::string> unreferenced;
+  for (const std::string& sha : candidates) {
+    if (std::find(still.begin(), still.end(), sha) == still.end() &&
+        std::find(unreferenced.begin(), unreferenced.end(), sha) == unreferenced.end()) {
+      unreferenced.push_back(sha);
+    }
+  }
+  return unreferenced;
 }
 
 absl::StatusOr<uint64_t> Registry::EncodedBytes() {

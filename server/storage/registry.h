@@ -57,6 +57,14 @@ struct TierRecord {
   std::vector<LayerRecord> layers;  // READY only, in tensor order
 };
 
+struct CachedTier {
+  int64_t version_id = 0;
+  std::string tier;
+  std::string ladder;  // the version's ladder
+  int64_t last_used = 0;
+  uint64_t bytes = 0;
+};
+
 class Registry {
  public:
   static absl::StatusOr<std::unique_ptr<Registry>> Open(const std::string& path);
@@ -77,6 +85,14 @@ class Registry {
 
   absl::StatusOr<std::string> GetSetting(const std::string& key, const std::string& fallback);
   absl::Status SetSetting(const std::string& key, const std::string& value);
+
+  // Records a use of a tier (for least-recently-used eviction).
+  absl::Status TouchTier(int64_t version_id, const std::string& tier, int64_t now);
+  // READY tiers, least recently used first.
+  absl::StatusOr<std::vector<CachedTier>> ReadyTiersByLastUse();
+  // Drops a tier's layers and marks it NOT_ENCODED, in one transaction; returns the blobs no
+  // remaining row references, for the caller to remove.
+  absl::StatusOr<std::vector<std::string>> EvictTier(int64_t version_id, const std::string& tier);
 
   // Sum of the bytes of every encoded layer.
   absl::StatusOr<uint64_t> EncodedBytes();

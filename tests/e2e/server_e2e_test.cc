@@ -328,6 +328,44 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
 }
 
+TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand) {
+  const std::string dir = FreshDir("server_cache");
+  // A 1-byte budget: only the pinned first tier and the tier encoded last stay.
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1", "--cache-bytes", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client(server->address());
+  v1::RegisterModelResponse registered;
+  ASSERT_TRUE(client.Register("cnn", "v1", "cnn_bn.pt", &registered, "lossless,q22,q32").ok());
+  std::map<std::string, std::vector<std::string>> first;
+  for (const char* tier : {"lossless", "q22", "q32"}) {
+    v1::Manifest manifest;
+    ASSERT_TRUE(client.Pull("cnn", "v1", tier, &manifest, &first[tier]).ok()) << tier;
+  }
+  auto states = [&] {
+    v1::DescribeModelRequest request;
+    request.set_model("cnn");
+    request.set_version("v1");
+    v1::ModelVersion described;
+    grpc::ClientContext context;
+    EXPECT_TRUE(client.admin->DescribeModel(&context, request, &described).ok());
+    std::vector<v1::TierInfo::State> out;
+    for (const auto& t : described.tiers()) out.push_back(t.state());
+    return out;
+  };
+  EXPECT_THAT(states(), testing::ElementsAre(v1::TierInfo::READY, v1::TierInfo::NOT_ENCODED, v1::TierInfo::READY));
+  // The evicted tier comes back, encoded again, byte-identical.
+  v1::Manifest manifest;
+  std::vector<std::string> again;
+  ASSERT_TRUE(client.Pull("cnn", "v1", "q22", &manifest, &again).ok());
+  EXPECT_EQ(again, first["q22"]);
+  EXPECT_THAT(states(), testing::ElementsAre(v1::TierInfo::READY, v1::TierInfo::READY, v1::TierInfo::NOT_ENCODED));
+  auto metrics = HttpGet(server->metrics_url());
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(Sample(*metrics, "weightcast_cache_evictions_total"), 2);
+  EXPECT_EQ(Sample(*metrics, "weightcast_cache_misses_total"), 4);
+  ExpectBlobStoreIntact(dir + "/data");
+}
+
 TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   const std::string dir = FreshDir("server_codes");
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1"});
