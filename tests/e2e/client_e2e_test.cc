@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "client/sdk/client.h"
 #include "common/base/file.h"
@@ -94,6 +95,32 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   EXPECT_TRUE(killed);
   EXPECT_GE(resumed->reconnects, 1);
   EXPECT_EQ(ReadFileBytes(dir + "/resumed.safetensors").value(), ReadFileBytes(dir + "/whole.safetensors").value());
+}
+
+TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
+  const std::string dir = FreshDir("client_drain");
+  const int port = FreePort();
+  std::vector<std::string> flags = Flags(port);
+  flags.back() = "10";  // --grace-seconds 10: long enough for the running pull
+  auto server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
+  ASSERT_TRUE(client->Register("big", "v1", kFixtures + "/big.pt", "lossless", "").ok());
+  ASSERT_TRUE(client->Pull({"big", "v1", {"lossless"}, ""}).ok());  // encoded and cached
+  PullOptions slow{"big", "v1", {"lossless"}, dir + "/drained.safetensors"};
+  slow.max_bytes_per_second = 4e6;  // about 2 s
+  slow.max_reconnects = 0;          // a reconnect would hide a cut stream
+  absl::StatusOr<PullResult> running;
+  std::thread pull([&] { running = client->Pull(slow); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  server->Terminate();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto refused = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value()->Pull({"big", "v1", {"lossless"}, ""});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  pull.join();
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ(running->reconnects, 0);
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {

@@ -108,6 +108,41 @@ std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel) {
   return out;
 }
 
+// Lists services through server reflection (grpc.reflection.v1alpha, what grpcurl uses): one
+// ServerReflectionRequest{list_services: ""} on the bidi stream; returns the raw response bytes.
+std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue queue;
+  auto call = stub.PrepareCall(&context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &queue);
+  void* tag = nullptr;
+  bool ok = false;
+  call->StartCall(reinterpret_cast<void*>(1));
+  queue.Next(&tag, &ok);
+  const std::string request("\x3a\x00", 2);  // field 7 (list_services), empty string
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1), in;
+  call->Write(out, reinterpret_cast<void*>(2));
+  queue.Next(&tag, &ok);
+  call->Read(&in, reinterpret_cast<void*>(3));
+  queue.Next(&tag, &ok);
+  std::string bytes;
+  if (ok) {
+    std::vector<grpc::Slice> slices;
+    in.Dump(&slices);
+    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  context.TryCancel();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return bytes;
+}
+
 // Every layer's bytes match the manifest (size and SHA-256) and decode to the recorded digest.
 void ExpectLayersVerify(const v1::Manifest& manifest, const std::vector<std::string>& layers) {
   ASSERT_EQ(layers.size(), static_cast<size_t>(manifest.layers_size()));
@@ -389,6 +424,10 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
 
   // grpc.health.v1: an empty HealthCheckRequest; SERVING is HealthCheckResponse{status: 1}.
   EXPECT_EQ(HealthCheck(client.channel), std::string("\x08\x01", 2));
+  const std::string services = ReflectionListServices(client.channel);
+  EXPECT_THAT(services, HasSubstr("weightcast.v1.Admin"));
+  EXPECT_THAT(services, HasSubstr("weightcast.v1.Distribution"));
+  EXPECT_THAT(services, HasSubstr("grpc.health.v1.Health"));
   ASSERT_EQ(server->Stop(), 0);
 }
 

@@ -28,6 +28,8 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // SIGTERM and wait: returns the exit status.
   int Stop();
+  // SIGTERM without waiting (Stop() then waits).
+  void Terminate();
   // SIGKILL and wait.
   void Kill();
 
