@@ -56,7 +56,8 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
 // Decodes and verifies received layers on worker threads while the stream goes on.
 class DecodePool {
  public:
-  DecodePool(int threads, size_t layers) : results_(layers) {
+  // `hold`: queue layers without decoding them until Finish() (download, then decode).
+  DecodePool(int threads, size_t layers, bool hold) : results_(layers), hold_(hold) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
@@ -82,6 +83,7 @@ class DecodePool {
   // Waits for every submitted layer; returns the results (an error per failed layer).
   std::vector<absl::StatusOr<RebuiltTensor>> Finish() {
     absl::MutexLock lock(&mu_);
+    hold_ = false;
     mu_.Await(absl::Condition(+[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
       return p->queue_.empty() && p->running_ == 0;
     }, this));
@@ -115,7 +117,7 @@ class DecodePool {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(+[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-          return p->stopping_ || !p->queue_.empty();
+          return p->stopping_ || (!p->hold_ && !p->queue_.empty());
         }, this));
         if (queue_.empty()) return;
         job = std::move(queue_.front());
@@ -137,6 +139,7 @@ class DecodePool {
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   int decoded_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_;  // joined by the destructor
 };
 
@@ -263,7 +266,7 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& v
         layers->assign(manifest->layers_size(), "");
         progress->total_bytes = manifest->total_bytes();
         progress->layers_total = manifest->layers_size();
-        *pool_owner = std::make_unique<DecodePool>(options.decode_threads, layers->size());
+        *pool_owner = std::make_unique<DecodePool>(options.decode_threads, layers->size(), !options.pipelined);
         *pool = pool_owner->get();
       } else if (response.manifest().SerializeAsString() != manifest->SerializeAsString()) {
         *version_changed = true;  // never mix two versions' layers

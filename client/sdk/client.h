@@ -76,6 +76,7 @@ struct PullOptions {
   int decode_threads = 0;   // 0: one per core
   int max_reconnects = 8;   // retries of a dropped stream, with backoff
   double max_bytes_per_second = 0;  // 0: unlimited; else reads are paced to this rate
+  bool pipelined = true;    // false: download everything, then decode (the baseline benchmarks use)
   std::function<void(const PullProgress&)> progress;  // called from the pulling thread
   const std::atomic<bool>* cancel = nullptr;           // set to stop: CANCELLED
 };
