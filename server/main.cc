@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "server/core/model_store.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/metrics.h"
@@ -31,6 +32,9 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
+  --tls-key FILE       ...and this PEM private key
+  --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
 pulls UNAVAILABLE, running streams get the grace period.
@@ -42,6 +46,7 @@ struct Flags {
   weightcast::ModelStoreOptions store{"weightcast-data"};
   uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
   int grace_seconds = 10;
+  std::string tls_cert, tls_key, tls_client_ca;
 };
 
 bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
@@ -84,6 +89,12 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
         *error = "--max-upload-bytes needs a size";
         return false;
       }
+    } else if (arg == "--tls-cert") {
+      if (!value(&flags->tls_cert)) return false;
+    } else if (arg == "--tls-key") {
+      if (!value(&flags->tls_key)) return false;
+    } else if (arg == "--tls-client-ca") {
+      if (!value(&flags->tls_client_ca)) return false;
     } else if (arg == "--grace-seconds") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) || flags->grace_seconds < 0) {
         *error = "--grace-seconds needs a count";
@@ -147,7 +158,28 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!flags.tls_cert.empty() || !flags.tls_key.empty()) {
+    auto cert = weightcast::ReadFileBytes(flags.tls_cert);
+    auto key = weightcast::ReadFileBytes(flags.tls_key);
+    if (!cert.ok() || !key.ok()) {
+      std::cerr << "weightcastd: --tls-cert and --tls-key must both name readable PEM files\n";
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({std::string(key->begin(), key->end()), std::string(cert->begin(), cert->end())});
+    if (!flags.tls_client_ca.empty()) {
+      auto ca = weightcast::ReadFileBytes(flags.tls_client_ca);
+      if (!ca.ok()) {
+        std::cerr << "weightcastd: " << ca.status().message() << "\n";
+        return 2;
+      }
+      ssl.pem_root_certs.assign(ca->begin(), ca->end());
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(flags.listen, credentials, &port);
   builder.RegisterService(&admin);
   builder.RegisterService(&distribution);
   builder.SetMaxReceiveMessageSize(8 << 20);

@@ -10,11 +10,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/sdk/client.h"
+#include "common/base/file.h"
 
 namespace weightcast {
 namespace {
 
-constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] COMMAND ...
+constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
+                  [--token TOKEN] COMMAND ...
   register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT]
   ls
   describe MODEL [VERSION]
@@ -200,15 +202,29 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
 }  // namespace
 
 int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& err, bool terminal) {
-  std::string server = "127.0.0.1:50051";
+  ConnectOptions connect;
   size_t i = 0;
   while (i < in.size() && in[i].rfind("-", 0) == 0) {
     if (in[i] == "-h" || in[i] == "--help") {
       out << kUsage;
       return kExitOk;
     }
-    if (in[i] == "--server" && i + 1 < in.size()) {
-      server = in[i + 1];
+    if (i + 1 < in.size() && (in[i] == "--server" || in[i] == "--tls-ca" || in[i] == "--tls-cert" ||
+                              in[i] == "--tls-key" || in[i] == "--token")) {
+      if (in[i] == "--server") {
+        connect.address = in[i + 1];
+      } else if (in[i] == "--token") {
+        connect.token = in[i + 1];
+      } else {
+        auto pem = ReadFileBytes(in[i + 1]);
+        if (!pem.ok()) {
+          err << "weightcast: " << pem.status().message() << "\n";
+          return kExitUsage;
+        }
+        std::string& target = in[i] == "--tls-ca" ? connect.tls_root_certs_pem
+                              : in[i] == "--tls-cert" ? connect.tls_cert_chain_pem : connect.tls_private_key_pem;
+        target.assign(pem->begin(), pem->end());
+      }
       i += 2;
       continue;
     }
@@ -226,7 +242,7 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& 
     err << "weightcast: " << error << "\n\n" << kUsage;
     return kExitUsage;
   }
-  auto client = Client::Connect(ConnectOptions{server});
+  auto client = Client::Connect(connect);
   if (!client.ok()) {
     err << "weightcast: " << client.status().message() << "\n";
     return kExitNetwork;

@@ -225,6 +225,7 @@ class GrpcClient final : public Client {
   void SetDeadline(grpc::ClientContext* context) const {
     context->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.call_timeout)));
+    if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
   }
   // Reads the stream from (layer, offset) into `layers`, handing complete layers to `pool`.
   grpc::Status Stream(const PullOptions& options, const std::string& version, const std::string& tier,
@@ -399,12 +400,20 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_root_certs_pem.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs_pem;
+    ssl.pem_cert_chain = options.tls_cert_chain_pem;
+    ssl.pem_private_key = options.tls_private_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
+  auto channel = grpc::CreateCustomChannel(options.address, credentials, args);
   grpc::ChannelArguments paced = args;
   paced.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   paced.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
   paced.SetInt("weightcast.paced", 1);  // a distinct channel, not shared with the unpaced one
-  auto paced_channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), paced);
+  auto paced_channel = grpc::CreateCustomChannel(options.address, credentials, paced);
   if (!channel || !paced_channel) return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to ", options.address));
   return std::unique_ptr<Client>(std::make_unique<GrpcClient>(options, std::move(channel), std::move(paced_channel)));
 }

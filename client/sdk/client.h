@@ -22,6 +22,11 @@ namespace weightcast {
 struct ConnectOptions {
   std::string address = "127.0.0.1:50051";
   absl::Duration call_timeout = absl::Minutes(30);  // per RPC
+  // TLS: on when a root certificate is given. The client certificate and key make it mutual TLS.
+  std::string tls_root_certs_pem;
+  std::string tls_cert_chain_pem;
+  std::string tls_private_key_pem;
+  std::string token;  // sent as "authorization: Bearer <token>" on every call when set
 };
 
 struct TierSummary {

@@ -123,6 +123,50 @@ TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+std::string Pem(const std::string& path) {
+  const std::vector<uint8_t> bytes = ReadFileBytes(path).value();
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// Certificates made at test time with openssl: a CA, a server certificate for 127.0.0.1, and a
+// client certificate, all signed by the CA.
+void MakeCertificates(const std::string& dir) {
+  const std::string script = "cd " + dir + R"sh( && (
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=device-1 -keyout client.key -out client.csr &&
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out client.pem
+  ) > openssl.log 2>&1)sh";
+  ASSERT_EQ(std::system(script.c_str()), 0) << "openssl failed; see " << dir << "/openssl.log";
+}
+
+TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
+  const std::string dir = FreshDir("client_tls");
+  MakeCertificates(dir);
+  const int port = FreePort();
+  std::vector<std::string> flags = Flags(port);
+  for (const char* f : {"--tls-cert", "server.pem", "--tls-key", "server.key", "--tls-client-ca", "ca.pem"}) {
+    flags.push_back(f[0] == '-' ? std::string(f) : dir + "/" + f);
+  }
+  auto server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ConnectOptions options{"127.0.0.1:" + std::to_string(port), absl::Seconds(10)};
+  options.tls_root_certs_pem = Pem(dir + "/ca.pem");
+  options.tls_cert_chain_pem = Pem(dir + "/client.pem");
+  options.tls_private_key_pem = Pem(dir + "/client.key");
+  auto client = Client::Connect(options).value();
+  ASSERT_TRUE(client->Register("mlp", "v1", kFixtures + "/mlp.pt", "lossless", "").ok());
+  ASSERT_TRUE(client->Pull({"mlp", "v1", {"lossless"}, dir + "/mlp.safetensors"}).ok());
+  // Plaintext, and TLS without a client certificate, are both refused.
+  auto plaintext = Client::Connect({options.address, absl::Seconds(5)}).value();
+  EXPECT_EQ(plaintext->List().status().code(), absl::StatusCode::kUnavailable);
+  ConnectOptions no_client_cert{options.address, absl::Seconds(5)};
+  no_client_cert.tls_root_certs_pem = options.tls_root_certs_pem;
+  EXPECT_EQ(Client::Connect(no_client_cert).value()->List().status().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
   const std::string dir = FreshDir("client_corrupt");
   const int port = FreePort();
