@@ -360,12 +360,12 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
     auto it = encodings_.find(std::make_pair(id, tier));
     if (it != encodings_.end() && it->second == encoding) encodings_.erase(it);
   }
-  {
-    absl::MutexLock lock(&encoding->mu);
-    encoding->status = status;
-    encoding->done = true;
-  }
+  // Evict before waking the waiters, so that whoever sees this tier also sees the cache within
+  // its budget.
   if (status.ok()) EnforceCacheBudget({id, tier});
+  absl::MutexLock lock(&encoding->mu);
+  encoding->status = status;
+  encoding->done = true;
 }
 
 void ModelStore::EnforceCacheBudget(const std::pair<int64_t, std::string>& keep) {
