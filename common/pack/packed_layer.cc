@@ -146,6 +146,13 @@ absl::string_view LayerCodecName(LayerCodec codec) {
   return "unknown";
 }
 
+int LayerCodecProtoNumber(LayerCodec codec) {
+  for (const CodecInfo& info : kCodecs) {
+    if (info.codec == codec) return info.proto;
+  }
+  return v1::LAYER_CODEC_UNSPECIFIED;
+}
+
 bool IsInt8Codec(LayerCodec codec) {
   return codec == LayerCodec::kHevc || codec == LayerCodec::kRawInt8 || codec == LayerCodec::kZstdInt8;
 }

@@ -24,6 +24,8 @@ enum class LayerCodec { kHevc, kRawInt8, kZstdInt8, kFloat32, kFloat16, kPassthr
 
 absl::string_view LayerCodecName(LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
 bool IsInt8Codec(LayerCodec codec);
+// The codec's number in weightcast.v1.LayerCodec (packed_layer.proto), for APIs that carry it.
+int LayerCodecProtoNumber(LayerCodec codec);
 
 // Limits a reader enforces before allocating.
 inline constexpr uint32_t kMaxHeaderBytes = 16 << 20;

@@ -36,9 +36,6 @@ int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// The codec proto enum value for a codec (packed_layer.proto numbers them in this order + 1).
-int CodecNumber(LayerCodec codec) { return static_cast<int>(codec) + 1; }
-
 }  // namespace
 
 struct ModelStore::Encoding {
@@ -148,9 +145,9 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
   absl::StatusOr<int64_t> id = registry_->AddVersion(record, tier_names);
   if (!id.ok()) {
     // Keep the blob only if another version holds the same checkpoint.
-    auto referenced = registry_->ReferencedBlobs();
-    if (referenced.ok() && std::find(referenced->begin(), referenced->end(), record.source_sha256) == referenced->end()) {
-      blobs_->Remove(record.source_sha256).IgnoreError();
+    auto unreferenced = registry_->Unreferenced({record.source_sha256});
+    if (unreferenced.ok()) {
+      for (const std::string& sha : *unreferenced) blobs_->Remove(sha).IgnoreError();
     }
     return id.status();
   }
@@ -319,7 +316,7 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
         }
         const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
         ASSIGN_OR_RETURN(std::string sha, blobs_->Put(bytes));
-        return LayerRecord{layer.name, std::move(sha), bytes.size(), CodecNumber(layer.codec),
+        return LayerRecord{layer.name, std::move(sha), bytes.size(), LayerCodecProtoNumber(layer.codec),
                            std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
                            layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db,
                            ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture};

@@ -1,5 +1,6 @@
 #include "server/storage/registry.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -197,6 +198,22 @@ absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobsLocked() {
   return out;
 }
 
+absl::StatusOr<std::vector<std::string>> Registry::UnreferencedLocked(const std::vector<std::string>& candidates) {
+  ASSIGN_OR_RETURN(const std::vector<std::string> referenced, ReferencedBlobsLocked());
+  const absl::flat_hash_set<std::string> still(referenced.begin(), referenced.end());
+  absl::flat_hash_set<std::string> seen;
+  std::vector<std::string> unreferenced;
+  for (const std::string& sha : candidates) {
+    if (!still.contains(sha) && seen.insert(sha).second) unreferenced.push_back(sha);
+  }
+  return unreferenced;
+}
+
+absl::StatusOr<std::vector<std::string>> Registry::Unreferenced(const std::vector<std::string>& candidates) {
+  absl::MutexLock lock(&mu_);
+  return UnreferencedLocked(candidates);
+}
+
 absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobs() {
   absl::MutexLock lock(&mu_);
   return ReferencedBlobsLocked();
@@ -215,12 +232,7 @@ absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version
   }
   ASSIGN_OR_RETURN(Statement remove, db_->Prepare("DELETE FROM versions WHERE id = ?1"));
   RETURN_IF_ERROR(remove.Bind(1, version_id).Run());
-  ASSIGN_OR_RETURN(const std::vector<std::string> still, ReferencedBlobsLocked());
-  std::vector<std::string> unreferenced;
-  for (const std::string& sha : candidates) {
-    if (std::find(still.begin(), still.end(), sha) == still.end()) unreferenced.push_back(sha);
-  }
-  return unreferenced;
+  return UnreferencedLocked(candidates);
 }
 
 absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_id, const std::string& tier) {
@@ -342,15 +354,7 @@ absl::StatusOr<std::vector<std::string>> Registry::EvictTier(int64_t version_id,
     return status;
   }
   RETURN_IF_ERROR(db_->Execute("COMMIT"));
-  ASSIGN_OR_RETURN(const std::vector<std::string> still, ReferencedBlobsLocked());
-  std::vector<std::string> unreferenced;
-  for (const std::string& sha : candidates) {
-    if (std::find(still.begin(), still.end(), sha) == still.end() &&
-        std::find(unreferenced.begin(), unreferenced.end(), sha) == unreferenced.end()) {
-      unreferenced.push_back(sha);
-    }
-  }
-  return unreferenced;
+  return UnreferencedLocked(candidates);
 }
 
 absl::StatusOr<uint64_t> Registry::EncodedBytes() {

@@ -97,6 +97,9 @@ class Registry {
   // Sum of the bytes of every encoded layer.
   absl::StatusOr<uint64_t> EncodedBytes();
 
+  // Those of `candidates` (blob names) that no row references, without repeats.
+  absl::StatusOr<std::vector<std::string>> Unreferenced(const std::vector<std::string>& candidates);
+
   // Every blob a row references (sources and layers), for integrity checks.
   absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
 
@@ -106,6 +109,8 @@ class Registry {
   absl::StatusOr<std::vector<LayerRecord>> LayersLocked(int64_t version_id, const std::string& tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<std::string>> ReferencedBlobsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<std::string>> UnreferencedLocked(const std::vector<std::string>& candidates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   const std::unique_ptr<Database> db_ ABSL_PT_GUARDED_BY(mu_);
