@@ -69,7 +69,69 @@ class SmallMlp(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
-MODELS = {"mlp": (Mlp, 2), "small_mlp": (SmallMlp, 1)}  # name -> (class, epochs)
+class FcCnn(torch.nn.Module):
+    """In the spirit of VGG16: a small convolutional stack, then two large FC layers that hold
+    most of the weights (fc1 1568x1024, fc2 1024x1024)."""
+
+    def __init__(self):
+        super().__init__()
+        conv = lambda i, o: torch.nn.Conv2d(i, o, 3, padding=1)  # noqa: E731
+        self.conv1, self.conv2 = conv(1, 16), conv(16, 16)
+        self.conv3, self.conv4 = conv(16, 32), conv(32, 32)
+        self.fc1 = torch.nn.Linear(32 * 7 * 7, 1024)
+        self.fc2 = torch.nn.Linear(1024, 1024)
+        self.fc3 = torch.nn.Linear(1024, 10)
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        relu, pool = torch.relu, torch.nn.functional.max_pool2d
+        x = pool(relu(self.conv2(relu(self.conv1(x)))), 2)
+        x = pool(relu(self.conv4(relu(self.conv3(x)))), 2)
+        x = self.dropout(relu(self.fc1(x.flatten(1))))
+        x = self.dropout(relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+class Block(torch.nn.Module):
+    """A ResNet basic block: two 3x3 convolutions with BatchNorm and a shortcut."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.shortcut = torch.nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                                torch.nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResCnn(torch.nn.Module):
+    """In the spirit of ResNet18/50: residual blocks with BatchNorm, global average pooling and a
+    small final FC layer (the classifier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 16, 3, 1, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.layer1 = Block(16, 16, 1)
+        self.layer2 = Block(16, 32, 2)
+        self.layer3 = Block(32, 64, 2)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+# name -> (class, epochs)
+MODELS = {"mlp": (Mlp, 2), "small_mlp": (SmallMlp, 1), "fc_cnn": (FcCnn, 3), "res_cnn": (ResCnn, 3)}
 
 
 def train(name, out):

@@ -30,8 +30,26 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
     tier.qp = qp;
     return tier;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "tier '", name, "' is not one of qNN (NN = 0..51), lossless, hevc-lossless, int8"));
+  absl::string_view size = name;
+  if (absl::ConsumePrefix(&size, "budget-") && !size.empty()) {
+    double unit = 1;
+    if (absl::ConsumeSuffix(&size, "k")) {
+      unit = 1e3;
+    } else if (absl::ConsumeSuffix(&size, "m")) {
+      unit = 1e6;
+    } else if (absl::ConsumeSuffix(&size, "g")) {
+      unit = 1e9;
+    }
+    double value = 0;
+    if (absl::SimpleAtod(size, &value) && value * unit >= 1 && value * unit < 1e15 &&
+        size.find_first_not_of("0123456789.") == absl::string_view::npos) {
+      tier.budget_bytes = static_cast<uint64_t>(value * unit);
+      return tier;
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("tier '", name,
+                                                 "' is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
+                                                 "lossless, hevc-lossless, int8"));
 }
 
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {

@@ -1,4 +1,5 @@
 // Tiers: a tier is a named recipe for the picture layers of a model ("q27": HEVC at QP 27;
+// "budget-2m": HEVC with a QP per layer chosen so the whole model fits in 2,000,000 bytes;
 // "lossless": int8 + zstd). layer_policy.h decides which tensors are picture layers.
 // Plain values and pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_TIER_H_
@@ -18,11 +19,13 @@ struct TierSpec {
   LayerCodec picture_codec = LayerCodec::kHevc;  // what picture layers get at this tier
   int qp = 0;                                    // HEVC tiers
   bool lossless = false;                         // HEVC lossless tier
+  uint64_t budget_bytes = 0;  // budget tiers: the whole model's packed bytes; the QP is per layer
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
 
-// "qNN" (HEVC at QP NN, 0..51), "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8).
+// "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal units),
+// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8).
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // A comma-separated list of tier names; names must not repeat.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);

@@ -24,5 +24,15 @@ TEST(Tier, RejectsUnknownAndRepeatedNames) {
   EXPECT_TRUE(ParseTier("hevc-lossless")->lossless);
 }
 
+TEST(Tier, ParsesByteBudgets) {
+  EXPECT_EQ(ParseTier("budget-2m")->budget_bytes, 2000000u);
+  EXPECT_EQ(ParseTier("budget-1.5k")->budget_bytes, 1500u);
+  EXPECT_EQ(ParseTier("budget-123456")->budget_bytes, 123456u);
+  EXPECT_EQ(ParseTier("budget-2m")->picture_codec, LayerCodec::kHevc);
+  for (const char* bad : {"budget-", "budget-0", "budget-m", "budget-2x", "budget--3k", "budget-1e3"}) {
+    EXPECT_THAT(std::string(ParseTier(bad).status().message()), HasSubstr("budget-N")) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace weightcast

@@ -1,0 +1,133 @@
+// The only file of weightcast_eval that includes libtorch headers (each costs ~18 s to compile).
+#include "common/eval/evaluator.h"
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/checkpoint.h"
+
+namespace weightcast {
+namespace {
+
+constexpr int64_t kBatch = 500;
+
+std::string Brief(const std::exception& e) {
+  std::string what = e.what();
+  return what.substr(0, what.find('\n'));
+}
+
+absl::StatusOr<torch::Tensor> ToTorch(const Tensor& tensor) {
+  ASSIGN_OR_RETURN(std::vector<float> values, ToFloat32(tensor));
+  return torch::from_blob(values.data(), tensor.shape, torch::kFloat).clone();
+}
+
+const Tensor* Find(const Model& model, const std::string& name) {
+  for (const Tensor& t : model.tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+struct Evaluator::State {
+  std::string module_path;
+  torch::jit::Module module;
+  std::map<std::string, torch::Tensor> slots;  // the module's parameters and buffers by name
+  torch::Tensor inputs;
+  torch::Tensor labels;  // int64
+};
+
+Evaluator::Evaluator(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Evaluator::~Evaluator() = default;
+
+absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& module_path, const std::string& data_path) {
+  auto state = std::make_unique<State>();
+  state->module_path = module_path;
+  at::set_num_threads(1);  // callers parallelize across evaluations
+  try {
+    state->module = torch::jit::load(module_path);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a TorchScript module (torch.jit.save): ", Brief(e)));
+  }
+  state->module.eval();
+  for (const auto& p : state->module.named_parameters(/*recurse=*/true)) state->slots[p.name] = p.value;
+  for (const auto& b : state->module.named_buffers(/*recurse=*/true)) state->slots[b.name] = b.value;
+
+  ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));
+  const Tensor* inputs = Find(data, "inputs");
+  const Tensor* labels = Find(data, "labels");
+  if (inputs == nullptr || labels == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(data_path, ": an evaluation set needs tensors \"inputs\" and \"labels\""));
+  }
+  if (IsFloatingPoint(labels->dtype) || labels->shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(data_path, ": \"labels\" must be a 1-D integer tensor of class indices"));
+  }
+  if (inputs->shape.empty() || inputs->shape[0] != labels->shape[0] || inputs->shape[0] == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(data_path, ": \"inputs\" ", ShapeToString(inputs->shape),
+                                                   " must have one row per label (", labels->shape[0], ")"));
+  }
+  ASSIGN_OR_RETURN(state->inputs, ToTorch(*inputs));
+  ASSIGN_OR_RETURN(torch::Tensor labels_float, ToTorch(*labels));
+  state->labels = labels_float.to(torch::kLong);
+  return std::unique_ptr<Evaluator>(new Evaluator(std::move(state)));
+}
+
+int64_t Evaluator::examples() const { return state_->labels.size(0); }
+
+absl::Status Evaluator::CheckFits(const Model& model) const {
+  for (const Tensor& t : model.tensors) {
+    auto slot = state_->slots.find(t.name);
+    if (slot == state_->slots.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a parameter or buffer of the evaluation module ",
+                                                     state_->module_path));
+    }
+    if (slot->second.sizes().vec() != t.shape) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " has shape ", ShapeToString(t.shape),
+                                                     " but the evaluation module's is ",
+                                                     ShapeToString(slot->second.sizes().vec())));
+    }
+  }
+  for (const auto& [name, value] : state_->slots) {
+    if (Find(model, name) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("the evaluation module's ", name, " is not in the checkpoint"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
+  RETURN_IF_ERROR(CheckFits(model));
+  torch::NoGradGuard no_grad;
+  for (const Tensor& t : model.tensors) {
+    ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
+    state_->slots[t.name].copy_(value);
+  }
+  const int64_t n = examples();
+  int64_t top1 = 0, top2 = 0;
+  try {
+    for (int64_t begin = 0; begin < n; begin += kBatch) {
+      const int64_t end = std::min(n, begin + kBatch);
+      torch::Tensor logits = state_->module.forward({state_->inputs.slice(0, begin, end)}).toTensor();
+      if (logits.dim() != 2 || logits.size(0) != end - begin || logits.size(1) < 2) {
+        return absl::InvalidArgumentError(absl::StrCat("the evaluation module returned ", ShapeToString(logits.sizes().vec()),
+                                                       " for ", end - begin, " inputs; expected [examples, classes]"));
+      }
+      const torch::Tensor best = std::get<1>(logits.topk(2, 1));
+      const torch::Tensor truth = state_->labels.slice(0, begin, end).unsqueeze(1);
+      const torch::Tensor hits = best.eq(truth);
+      top1 += hits.select(1, 0).sum().item<int64_t>();
+      top2 += hits.any(1).sum().item<int64_t>();
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("the evaluation module failed on the inputs: ", Brief(e)));
+  }
+  return Accuracy{100.0 * top1 / n, 100.0 * top2 / n, n};
+}
+
+}  // namespace weightcast

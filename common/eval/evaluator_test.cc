@@ -1,0 +1,82 @@
+#include "common/eval/evaluator.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "common/checkpoint/checkpoint.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Fixture(const std::string& name) { return std::string(WEIGHTCAST_FIXTURE_DIR) + "/" + name; }
+
+// SmallNet (conv, BatchNorm, two FC) scripted by PyTorch, its checkpoint and an evaluation set
+// whose accuracy PyTorch computed.
+class EvaluatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto evaluator = Evaluator::Load(Fixture("script.pt"), Fixture("eval_data.pt"));
+    ASSERT_TRUE(evaluator.ok()) << evaluator.status();
+    evaluator_ = *std::move(evaluator);
+    auto model = ReadCheckpoint(Fixture("cnn_bn.pt"));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+  }
+  std::unique_ptr<Evaluator> evaluator_;
+  Model model_;
+};
+
+TEST_F(EvaluatorTest, MatchesPyTorchsAccuracy) {
+  std::ifstream in(Fixture("eval_expected.json"));
+  const nlohmann::json expected = nlohmann::json::parse(in);
+  ASSERT_TRUE(evaluator_->CheckFits(model_).ok());
+  auto accuracy = evaluator_->Evaluate(model_);
+  ASSERT_TRUE(accuracy.ok()) << accuracy.status();
+  EXPECT_EQ(accuracy->examples, 64);
+  EXPECT_DOUBLE_EQ(accuracy->top1, expected["top1"].get<double>());
+  EXPECT_DOUBLE_EQ(accuracy->top2, expected["top2"].get<double>());
+}
+
+TEST_F(EvaluatorTest, DifferentWeightsGiveADifferentAccuracyAndBackAgain) {
+  Model zeroed = model_;
+  for (Tensor& t : zeroed.tensors) {
+    if (t.name == "fc2.weight") std::fill(t.data.begin(), t.data.end(), 0);
+  }
+  auto broken = evaluator_->Evaluate(zeroed);
+  ASSERT_TRUE(broken.ok());
+  auto again = evaluator_->Evaluate(model_);  // every tensor is replaced on each call
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(broken->top1, again->top1);
+  EXPECT_DOUBLE_EQ(again->top1, 50.0);
+}
+
+TEST_F(EvaluatorTest, NamesTheTensorThatDoesNotFit) {
+  Model other = model_;
+  other.tensors[0].shape = {1, 2, 3};
+  EXPECT_THAT(std::string(evaluator_->CheckFits(other).message()), HasSubstr(other.tensors[0].name));
+  Model missing = model_;
+  const std::string dropped = missing.tensors.back().name;
+  missing.tensors.pop_back();
+  EXPECT_THAT(std::string(evaluator_->CheckFits(missing).message()), HasSubstr(dropped));
+  auto mlp = ReadCheckpoint(Fixture("mlp.pt"));
+  ASSERT_TRUE(mlp.ok());
+  EXPECT_EQ(evaluator_->Evaluate(*mlp).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
+  auto not_module = Evaluator::Load(Fixture("mlp.pt"), Fixture("eval_data.pt"));
+  EXPECT_EQ(not_module.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(not_module.status().message()), HasSubstr("mlp.pt"));
+  auto no_labels = Evaluator::Load(Fixture("script.pt"), Fixture("mlp.pt"));
+  EXPECT_THAT(std::string(no_labels.status().message()), HasSubstr("\"labels\""));
+  auto missing = Evaluator::Load(Fixture("script.pt"), Fixture("no_such_file.pt"));
+  EXPECT_FALSE(missing.ok());
+}
+
+}  // namespace
+}  // namespace weightcast
