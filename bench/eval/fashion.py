@@ -6,6 +6,9 @@ usage:
                                              OUT is .pt (torch.save) or .safetensors
   fashion.py accuracy MODEL CKPT [...]        (CKPT: .pt or .safetensors)
                                              top-1 / top-2 on the 10,000 test images
+  fashion.py export MODEL STATE.pt MODULE.pt DATA.pt [COUNT]
+                                             the evaluation bundle for the server: MODEL scripted
+                                             and the first COUNT (10000) test images + labels
   fashion.py table MODEL FLOAT.pt TIER_DIR TIER [...]
                                              per tier: bytes (TIER_DIR/TIER.wcm, or the number in
                                              TIER_DIR/TIER.bytes) and the accuracy of TIER_DIR/TIER.pt
@@ -84,11 +87,11 @@ class FcCnn(torch.nn.Module):
         self.dropout = torch.nn.Dropout(0.5)
 
     def forward(self, x):
-        relu, pool = torch.relu, torch.nn.functional.max_pool2d
-        x = pool(relu(self.conv2(relu(self.conv1(x)))), 2)
-        x = pool(relu(self.conv4(relu(self.conv3(x)))), 2)
-        x = self.dropout(relu(self.fc1(x.flatten(1))))
-        x = self.dropout(relu(self.fc2(x)))
+        pool = torch.nn.functional.max_pool2d
+        x = pool(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
+        x = pool(torch.relu(self.conv4(torch.relu(self.conv3(x)))), 2)
+        x = self.dropout(torch.relu(self.fc1(x.flatten(1))))
+        x = self.dropout(torch.relu(self.fc2(x)))
         return self.fc3(x)
 
 
@@ -164,6 +167,18 @@ def train(name, out):
     os.replace(out + ".tmp", out)
 
 
+def export(name, state_path, module_out, data_out, count=10000):
+    """The evaluation bundle the server measures tiers with: MODEL scripted (TorchScript, weights
+    of STATE) and the first COUNT test images with their labels."""
+    model = MODELS[name][0]()
+    model.load_state_dict(load_state(state_path), strict=True)
+    torch.jit.script(model.eval()).save(module_out + ".tmp")
+    os.replace(module_out + ".tmp", module_out)
+    x, y = load("test")
+    torch.save({"inputs": x[:count].contiguous(), "labels": y[:count].contiguous()}, data_out + ".tmp")
+    os.replace(data_out + ".tmp", data_out)
+
+
 def load_state(path):
     return torch.load(path) if path.endswith((".pt", ".pth")) else safetensors_io.load(path)
 
@@ -201,6 +216,9 @@ def table(name, float_path, tier_dir, tiers):
 def main():
     if len(sys.argv) >= 6 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+        return
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "export":
+        export(*sys.argv[2:6], *([int(sys.argv[6])] if len(sys.argv) == 7 else []))
         return
     if len(sys.argv) < 4 or sys.argv[1] not in ("train", "accuracy"):
         print(__doc__)

@@ -11,18 +11,22 @@
 #include "absl/strings/str_split.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
+#include "nlohmann/json.hpp"
 
 namespace weightcast {
 namespace {
 
 constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
                   [--token TOKEN] COMMAND ...
-  register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT]
+  register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT] [--policy FILE.json]
+       [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
+       module and a file of "inputs" and "labels") the server measures every tier's accuracy
   ls
-  describe MODEL [VERSION]
-  tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, time at a link
+  describe MODEL [VERSION] [--json]            --json: everything, per layer, machine-readable
+  tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, accuracy, time
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
-       --min-sqnr DB | --bandwidth MBIT/S --within SECONDS] [--int8] [--limit MBIT/S]
+       --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
+       [--int8] [--limit MBIT/S]
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
 --server defaults to 127.0.0.1:50051. VERSION defaults to latest.
@@ -53,7 +57,7 @@ struct Args {
 };
 
 bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args, std::string* error) {
-  static const char* kSwitches[] = {"--int8"};
+  static const char* kSwitches[] = {"--int8", "--json"};
   for (size_t i = from; i < in.size(); ++i) {
     const std::string& a = in[i];
     if (a.size() > 1 && a[0] == '-') {
@@ -78,18 +82,56 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
   const double float_bytes = 4.0 * info.float_weights;
   out << absl::StrFormat("%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n", info.model,
                          info.version, info.tensors, info.float_weights, float_bytes / 1e6, info.float_weights / 1e6);
-  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %10s\n", "tier", "state", "bytes", "bits/w", "x float",
-                         "x int8", "worst SQNR", absl::StrFormat("s@%gMb/s", mbit));
+  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s\n", "tier", "state", "bytes", "bits/w",
+                         "x float", "x int8", "worst SQNR", "top-1 %", "drop", absl::StrFormat("s@%gMb/s", mbit));
   for (const TierSummary& t : info.tiers) {
+    std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-";
+    if (t.accuracy) {
+      top1 = absl::StrFormat("%.2f", t.accuracy->top1);
+      if (info.reference_accuracy) drop = absl::StrFormat("%.2f", info.reference_accuracy->top1 - t.accuracy->top1);
+    }
     if (t.state != "READY") {
-      out << absl::StrFormat("%-14s %-12s %12s\n", t.name, t.state, "-");
+      out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s\n", t.name, t.state, "-", "-", "-", "-", "-",
+                             t.accuracy ? top1 : "-", drop);
       continue;
     }
-    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %10.2f\n", t.name, t.state, t.bytes,
+    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f\n", t.name, t.state, t.bytes,
                            t.bits_per_weight, t.bytes ? float_bytes / t.bytes : 0, t.bytes ? info.float_weights / double(t.bytes) : 0,
-                           Db(t.worst_sqnr_db), t.bytes * 8.0 / (mbit * 1e6));
+                           Db(t.worst_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6));
   }
-  out << "accuracy: not measured (the version has no evaluation bundle); fidelity is SQNR only\n";
+  if (info.reference_accuracy) {
+    out << absl::StrFormat("accuracy: measured by the server on %d examples of the evaluation bundle; the checkpoint as "
+                           "registered: top-1 %.2f %%, top-2 %.2f %%\n",
+                           info.reference_accuracy->examples, info.reference_accuracy->top1, info.reference_accuracy->top2);
+  } else {
+    out << "accuracy: not measured (the version has no evaluation bundle); fidelity is SQNR only\n";
+  }
+}
+
+// JSON numbers cannot be infinite: an exact layer's SQNR is null.
+nlohmann::json Number(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr); }
+
+nlohmann::json AccuracyJson(const std::optional<AccuracyFigures>& a) {
+  if (!a) return nullptr;
+  return {{"top1", a->top1}, {"top2", a->top2}, {"examples", a->examples}};
+}
+
+nlohmann::json ToJson(const ModelInfo& info) {
+  nlohmann::json tiers = nlohmann::json::array();
+  for (const TierSummary& t : info.tiers) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const LayerSummary& l : t.layers) {
+      layers.push_back({{"name", l.name}, {"codec", l.codec}, {"bytes", l.bytes}, {"bits_per_weight", l.bits_per_weight},
+                        {"sqnr_db", Number(l.sqnr_db)}, {"qp", l.qp}});
+    }
+    tiers.push_back({{"name", t.name}, {"state", t.state}, {"bytes", t.bytes}, {"bits_per_weight", t.bits_per_weight},
+                     {"worst_sqnr_db", Number(t.worst_sqnr_db)}, {"accuracy", AccuracyJson(t.accuracy)},
+                     {"error", t.error}, {"layers", layers}});
+  }
+  return {{"model", info.model}, {"version", info.version}, {"description", info.description},
+          {"layer_policy", info.layer_policy}, {"source_bytes", info.source_bytes}, {"tensors", info.tensors},
+          {"float_weights", info.float_weights}, {"has_eval_bundle", info.has_eval_bundle},
+          {"reference_accuracy", AccuracyJson(info.reference_accuracy)}, {"tiers", tiers}};
 }
 
 std::string Bar(const PullProgress& p) {
@@ -118,11 +160,24 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
   };
   if (command == "register") {
     if (pos.size() != 3) return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT");
-    auto info = client.Register(pos[0], pos[1], pos[2], flag("--ladder"), flag("--description"));
+    RegisterOptions options{pos[0], pos[1], pos[2], flag("--ladder"), flag("--description")};
+    if (!flag("--policy").empty()) {
+      auto policy = ReadFileBytes(flag("--policy"));
+      if (!policy.ok()) return policy.status();
+      options.layer_policy_json.assign(policy->begin(), policy->end());
+    }
+    options.eval_module_path = flag("--eval-module");
+    options.eval_data_path = flag("--eval-data");
+    auto info = client.Register(options);
     if (!info.ok()) return info.status();
     out << "registered " << info->model << "/" << info->version << ": " << info->tensors << " tensors, tiers";
     for (const auto& t : info->tiers) out << " " << t.name;
     out << "\n";
+    if (info->reference_accuracy) {
+      out << absl::StrFormat("accuracy as registered: top-1 %.2f %%, top-2 %.2f %% on %d examples\n",
+                             info->reference_accuracy->top1, info->reference_accuracy->top2,
+                             info->reference_accuracy->examples);
+    }
     return absl::OkStatus();
   }
   if (command == "ls") {
@@ -138,6 +193,10 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     double mbit = 10;
     if (absl::Status s = number("--bandwidth", &mbit); !s.ok()) return s;
     if (mbit <= 0) return absl::InvalidArgumentError("--bandwidth must be positive");
+    if (command == "describe" && args.flags.count("--json")) {
+      out << ToJson(*info).dump(1) << "\n";
+      return absl::OkStatus();
+    }
     if (command == "describe") {
       out << info->model << "/" << info->version << (info->description.empty() ? "" : "  " + info->description) << "\n";
       out << "source checkpoint: " << info->source_bytes << " bytes\npolicy: " << info->layer_policy << "\n";
@@ -164,6 +223,11 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.int8_output = args.flags.count("--int8") > 0;
     options.tier.name = flag("--tier");
     double max_bytes = 0, mbit = 0, within = 0;
+    if (!flag("--max-accuracy-drop").empty() &&
+        (!absl::SimpleAtod(flag("--max-accuracy-drop"), &options.tier.max_accuracy_drop) ||
+         options.tier.max_accuracy_drop < 0)) {
+      return absl::InvalidArgumentError("--max-accuracy-drop needs a number of points >= 0");
+    }
     for (const auto& [name, target] : {std::make_pair("--max-bytes", &max_bytes), std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),
                                        std::make_pair("--bandwidth", &mbit), std::make_pair("--within", &within)}) {
       if (absl::Status s = number(name, target); !s.ok()) return s;

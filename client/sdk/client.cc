@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/base/file.h"
 #include "common/base/sha256.h"
@@ -47,8 +48,17 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
     for (int64_t d : t.shape()) n *= d;
     info.float_weights += n;
   }
+  auto accuracy = [](const v1::Accuracy& a) { return AccuracyFigures{a.top1(), a.top2(), a.examples()}; };
+  info.has_eval_bundle = v.has_eval_bundle();
+  if (v.has_reference_accuracy()) info.reference_accuracy = accuracy(v.reference_accuracy());
   for (const auto& t : v.tiers()) {
-    info.tiers.push_back({t.name(), v1::TierInfo::State_Name(t.state()), t.bytes(), t.bits_per_weight(), t.worst_sqnr_db()});
+    TierSummary tier{t.name(), v1::TierInfo::State_Name(t.state()), t.bytes(), t.bits_per_weight(), t.worst_sqnr_db()};
+    if (t.has_accuracy()) tier.accuracy = accuracy(t.accuracy());
+    for (const auto& l : t.layers()) {
+      tier.layers.push_back({l.name(), v1::LayerCodec_Name(l.codec()), l.bytes(), l.bits_per_weight(), l.sqnr_db(), l.qp()});
+    }
+    tier.error = t.error();
+    info.tiers.push_back(std::move(tier));
   }
   return info;
 }
@@ -151,27 +161,42 @@ class GrpcClient final : public Client {
         distribution_(v1::Distribution::NewStub(channel_)),
         paced_distribution_(v1::Distribution::NewStub(paced_channel)) {}
 
-  absl::StatusOr<ModelInfo> Register(const std::string& model, const std::string& version,
-                                     const std::string& checkpoint_path, const std::string& tier_ladder,
-                                     const std::string& description) override {
-    ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(checkpoint_path));
+  absl::StatusOr<ModelInfo> Register(const RegisterOptions& options) override {
+    ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(options.checkpoint_path));
+    if (options.eval_module_path.empty() != options.eval_data_path.empty()) {
+      return absl::InvalidArgumentError("an evaluation bundle needs both the module and the data file");
+    }
+    std::vector<uint8_t> module, data;
+    if (!options.eval_module_path.empty()) {
+      ASSIGN_OR_RETURN(module, ReadFileBytes(options.eval_module_path));
+      ASSIGN_OR_RETURN(data, ReadFileBytes(options.eval_data_path));
+    }
     grpc::ClientContext context;
     SetDeadline(&context);
     v1::RegisterModelResponse response;
     auto writer = admin_->RegisterModel(&context, &response);
     v1::RegisterModelRequest request;
     v1::RegisterHeader* header = request.mutable_header();
-    header->set_model(model);
-    header->set_version(version);
-    header->set_tier_ladder(tier_ladder);
-    header->set_description(description);
+    header->set_model(options.model);
+    header->set_version(options.version);
+    header->set_tier_ladder(options.tier_ladder);
+    header->set_description(options.description);
+    header->set_layer_policy_json(options.layer_policy_json);
     header->set_total_bytes(bytes.size());
+    header->set_eval_module_bytes(module.size());
+    header->set_eval_data_bytes(data.size());
     bool open = writer->Write(request);
-    for (size_t offset = 0; open && offset < bytes.size(); offset += kUploadChunkBytes) {
-      request.Clear();
-      request.set_chunk(bytes.data() + offset, std::min(kUploadChunkBytes, bytes.size() - offset));
-      open = writer->Write(request);
-    }
+    auto send = [&](const std::vector<uint8_t>& file, std::string* (v1::RegisterModelRequest::*field)()) {
+      for (size_t offset = 0; open && offset < file.size(); offset += kUploadChunkBytes) {
+        request.Clear();
+        (request.*field)()->assign(reinterpret_cast<const char*>(file.data()) + offset,
+                                   std::min(kUploadChunkBytes, file.size() - offset));
+        open = writer->Write(request);
+      }
+    };
+    send(bytes, &v1::RegisterModelRequest::mutable_chunk);
+    send(module, &v1::RegisterModelRequest::mutable_eval_module_chunk);
+    send(data, &v1::RegisterModelRequest::mutable_eval_data_chunk);
     writer->WritesDone();
     RETURN_IF_ERROR(FromGrpc(writer->Finish()));
     return FromProto(response.version());
@@ -374,7 +399,8 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector
     }
     return absl::NotFoundError(absl::StrCat("tier '", selector.name, "' is not in the ladder of ", info.model, "/", info.version));
   }
-  const bool bounded = selector.max_bytes > 0 || selector.min_sqnr_db > 0 || selector.bits_per_second > 0;
+  const bool by_accuracy = selector.max_accuracy_drop >= 0;
+  const bool bounded = selector.max_bytes > 0 || selector.min_sqnr_db > 0 || selector.bits_per_second > 0 || by_accuracy;
   if (!bounded) {
     if (info.tiers.empty()) return absl::NotFoundError("the version has no tiers");
     return info.tiers.front().name;
@@ -383,16 +409,23 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector
   if (selector.bits_per_second > 0 && selector.within > absl::ZeroDuration()) {
     budget = std::min<uint64_t>(budget, static_cast<uint64_t>(selector.bits_per_second / 8 * absl::ToDoubleSeconds(selector.within)));
   }
+  if (by_accuracy && !info.reference_accuracy) {
+    return absl::FailedPreconditionError(absl::StrCat(info.model, "/", info.version,
+                                                      " has no accuracy figures: register it with an evaluation bundle"));
+  }
+  const double min_top1 = by_accuracy ? info.reference_accuracy->top1 - selector.max_accuracy_drop : 0;
   const TierSummary* best = nullptr;
   for (const TierSummary& t : info.tiers) {
     if (t.state != "READY" || t.bytes > budget || t.worst_sqnr_db < selector.min_sqnr_db) continue;
-    if (best == nullptr || t.bytes > best->bytes) best = &t;
+    if (by_accuracy && (!t.accuracy || t.accuracy->top1 < min_top1)) continue;
+    if (best == nullptr || (by_accuracy ? t.bytes < best->bytes : t.bytes > best->bytes)) best = &t;
   }
   if (best == nullptr) {
     return absl::NotFoundError(absl::StrCat("no encoded tier of ", info.model, "/", info.version, " fits ",
                                             budget == UINT64_MAX ? std::string() : absl::StrCat(budget, " bytes"),
                                             selector.min_sqnr_db > 0 ? absl::StrCat(" with SQNR >= ", selector.min_sqnr_db, " dB") : "",
-                                            " (tiers not yet encoded have no size: warm them first)"));
+                                            by_accuracy ? absl::StrFormat(" with top-1 >= %.2f %%", min_top1) : "",
+                                            " (tiers not yet encoded or measured do not count: warm them first)"));
   }
   return best->name;
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,12 +30,31 @@ struct ConnectOptions {
   std::string token;  // sent as "authorization: Bearer <token>" on every call when set
 };
 
+// Top-1/top-2 accuracy (percent) the server measured on the version's evaluation bundle.
+struct AccuracyFigures {
+  double top1 = 0;
+  double top2 = 0;
+  uint64_t examples = 0;
+};
+
+struct LayerSummary {
+  std::string name;
+  std::string codec;   // HEVC, ZSTD_INT8, FLOAT32, ...
+  uint64_t bytes = 0;
+  double bits_per_weight = 0;
+  double sqnr_db = 0;  // against the float weights (inf when exact)
+  int qp = 0;          // HEVC layers: the QP coded at
+};
+
 struct TierSummary {
   std::string name;
   std::string state;  // NOT_ENCODED | ENCODING | READY | FAILED
   uint64_t bytes = 0;            // READY tiers only
   double bits_per_weight = 0;
   double worst_sqnr_db = 0;      // over picture layers
+  std::optional<AccuracyFigures> accuracy;  // none: no bundle, or not measured yet
+  std::vector<LayerSummary> layers;         // READY tiers only
+  std::string error;                        // FAILED tiers
 };
 
 struct ModelInfo {
@@ -45,15 +65,20 @@ struct ModelInfo {
   uint64_t source_bytes = 0;
   int64_t float_weights = 0;  // elements of floating-point tensors
   int tensors = 0;
+  bool has_eval_bundle = false;
+  std::optional<AccuracyFigures> reference_accuracy;  // of the checkpoint as registered
   std::vector<TierSummary> tiers;
 };
 
-// How to choose a tier. The first criterion set wins: name, then the others combined (the
-// largest READY tier that satisfies every bound given).
+// How to choose a tier. The first criterion set wins: name, then the others combined: the largest
+// READY tier that satisfies every bound given, or with max_accuracy_drop the smallest.
 struct TierSelector {
   std::string name;                 // e.g. "q27"
   uint64_t max_bytes = 0;           // "the largest tier that fits in 5 MB"
   double min_sqnr_db = 0;           // every picture layer at least this SQNR
+  // "the smallest tier within 1.0 point of the original's top-1" (negative: not used). Needs a
+  // version registered with an evaluation bundle; tiers not yet measured are skipped.
+  double max_accuracy_drop = -1;
   double bits_per_second = 0;       // with `within`: "arrives within 30 s at 2 Mbit/s"
   absl::Duration within = absl::ZeroDuration();
 };
@@ -95,14 +120,25 @@ struct PullResult {
   int layers_refetched = 0;
 };
 
+struct RegisterOptions {
+  std::string model;
+  std::string version;
+  std::string checkpoint_path;
+  std::string tier_ladder;       // empty: the server's default
+  std::string description;
+  std::string layer_policy_json; // empty: the default policy
+  // Evaluation bundle (both or neither): a TorchScript module (torch.jit.save) and a tensor file
+  // with "inputs" and "labels". The server then measures the accuracy of every tier.
+  std::string eval_module_path;
+  std::string eval_data_path;
+};
+
 class Client {
  public:
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options);
   virtual ~Client() = default;
 
-  virtual absl::StatusOr<ModelInfo> Register(const std::string& model, const std::string& version,
-                                             const std::string& checkpoint_path, const std::string& tier_ladder,
-                                             const std::string& description) = 0;
+  virtual absl::StatusOr<ModelInfo> Register(const RegisterOptions& options) = 0;
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> List() = 0;
   virtual absl::StatusOr<ModelInfo> Describe(const std::string& model, const std::string& version) = 0;
   virtual absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) = 0;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace weightcast {
@@ -38,6 +39,7 @@ absl::string_view LayerClassName(LayerClass layer_class) {
 }
 
 absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
+  if (absl::StripAsciiWhitespace(text).empty()) return LayerPolicy{};
   const Json json = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) return Invalid("file", "not a JSON object");
   LayerPolicy policy;
@@ -100,6 +102,11 @@ LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy) {
   const bool large = tensor.NumElements() >= policy.min_picture_elements;
   if (!IsConvolution(tensor)) return large ? LayerClass::kPicture : LayerClass::kInt8;
   return large && policy.convolutions_as_pictures ? LayerClass::kPicture : LayerClass::kInt8;
+}
+
+bool FollowsTierQp(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier) {
+  const LayerEncodeOptions options = OptionsFor(tensor, policy, tier, {});
+  return options.codec == LayerCodec::kHevc && !options.hevc.lossless && !(IsConvolution(tensor) && policy.convolution_qp);
 }
 
 LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier,

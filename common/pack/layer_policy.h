@@ -39,13 +39,18 @@ struct LayerPolicy {
 // Parses a policy file:
 //   {"min_picture_elements": 4096, "convolutions": "int8" | "picture", "convolution_qp": 22,
 //    "overrides": {"classifier.weight": "int8", "features.*": "picture"}}
-// Every field is optional. INVALID_ARGUMENT naming the field for anything else.
+// Every field is optional; empty text is the default policy. INVALID_ARGUMENT naming the field
+// for anything else.
 absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view json);
 
 // One line describing the policy, for --explain.
 std::string DescribeLayerPolicy(const LayerPolicy& policy);
 
 LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy);
+
+// True when `tensor` is coded by lossy HEVC at the tier's QP (not at a convolution QP of its own):
+// the layers a budget tier gives a QP each.
+bool FollowsTierQp(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier);
 
 // The encode options for `tensor` at `tier`: `base` with codec and QP filled in.
 LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier,

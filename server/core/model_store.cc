@@ -27,29 +27,11 @@ absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LayerPolicy> PolicyOf(const std::string& json) {
-  if (json.empty()) return LayerPolicy{};
-  return ParseLayerPolicy(json);
-}
-
-int64_t NowSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
-struct ModelStore::Encoding {
-  VersionRecord version;
-  TierSpec tier;
-  LayerPolicy policy;
-  absl::Mutex mu;
-  bool done ABSL_GUARDED_BY(mu) = false;
-  absl::Status status ABSL_GUARDED_BY(mu);
-  size_t remaining ABSL_GUARDED_BY(mu) = 0;
-  std::vector<LayerRecord> layers ABSL_GUARDED_BY(mu);
-  std::shared_ptr<const Model> model;  // set once by Prepare, before layer jobs start
-  const EncoderPool::Urgency urgency = std::make_shared<std::atomic<bool>>(false);
-};
+int64_t ModelStore::NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreOptions& options) {
   RETURN_IF_ERROR(ParseTierList(options.default_ladder).status());
@@ -60,6 +42,9 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreO
   ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs, BlobStore::Open(options.data_dir));
   std::unique_ptr<ModelStore> store(new ModelStore(options, std::move(registry), std::move(blobs)));
   store->EnforceCacheBudget();  // the budget may have shrunk since the last run
+  if (auto awaiting = store->registry_->TiersAwaitingAccuracy(); awaiting.ok()) {
+    for (const auto& [model, version, tier] : *awaiting) store->StartEvaluation(model, version, tier);
+  }
   return store;
 }
 
@@ -92,14 +77,6 @@ void ModelStore::Shutdown() {
   }
 }
 
-void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status) {
-  {
-    absl::MutexLock lock(&encoding->mu);
-    encoding->status.Update(status);
-  }
-  Finish(encoding);
-}
-
 absl::StatusOr<std::string> ModelStore::DefaultLadder() {
   return registry_->GetSetting("default_ladder", options_.default_ladder);
 }
@@ -117,12 +94,28 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
     ASSIGN_OR_RETURN(ladder, DefaultLadder());
   }
   ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(ladder));
-  ASSIGN_OR_RETURN(const LayerPolicy policy, PolicyOf(request.policy_json));
+  ASSIGN_OR_RETURN(const LayerPolicy policy, ParseLayerPolicy(request.policy_json));
   if (registry_->GetVersion(request.model, request.version).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("model '", request.model, "' already has a version '", request.version, "'"));
   }
   ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(upload_path));
   if (model.tensors.empty()) return absl::InvalidArgumentError(absl::StrCat(upload_path, ": no tensors"));
+  std::optional<Accuracy> reference;
+  const bool bundle = !request.eval_module_path.empty() || !request.eval_data_path.empty();
+  if (bundle) {
+    if (request.eval_module_path.empty() || request.eval_data_path.empty()) {
+      return absl::InvalidArgumentError("an evaluation bundle needs both the TorchScript module and the data file");
+    }
+    auto measured = [&]() -> absl::StatusOr<Accuracy> {
+      ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                       Evaluator::Load(request.eval_module_path, request.eval_data_path));
+      return evaluator->Evaluate(model);
+    }();
+    if (!measured.ok()) {
+      return absl::Status(measured.status().code(), absl::StrCat("evaluation bundle: ", measured.status().message()));
+    }
+    reference = *measured;
+  }
 
   VersionRecord record;
   record.model = request.model;
@@ -140,14 +133,32 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
   record.source_bytes = std::filesystem::file_size(upload_path, size_error);
   if (size_error) return absl::InternalError(absl::StrCat(upload_path, ": ", size_error.message()));
   ASSIGN_OR_RETURN(record.source_sha256, blobs_->Adopt(upload_path));
+  if (bundle) {
+    record.reference_accuracy = reference;
+    auto module = blobs_->Adopt(request.eval_module_path);
+    auto data = module.ok() ? blobs_->Adopt(request.eval_data_path) : module;
+    if (!data.ok()) {
+      auto unreferenced = registry_->Unreferenced({record.source_sha256, module.ok() ? *module : ""});
+      if (unreferenced.ok()) {
+        for (const std::string& sha : *unreferenced) {
+          if (!sha.empty()) blobs_->Remove(sha).IgnoreError();
+        }
+      }
+      return data.status();
+    }
+    record.eval_module_sha256 = *module;
+    record.eval_data_sha256 = *data;
+  }
   std::vector<std::string> tier_names;
   for (const TierSpec& tier : tiers) tier_names.push_back(tier.name);
   absl::StatusOr<int64_t> id = registry_->AddVersion(record, tier_names);
   if (!id.ok()) {
-    // Keep the blob only if another version holds the same checkpoint.
-    auto unreferenced = registry_->Unreferenced({record.source_sha256});
+    // Keep a blob only if another version holds the same file.
+    auto unreferenced = registry_->Unreferenced({record.source_sha256, record.eval_module_sha256, record.eval_data_sha256});
     if (unreferenced.ok()) {
-      for (const std::string& sha : *unreferenced) blobs_->Remove(sha).IgnoreError();
+      for (const std::string& sha : *unreferenced) {
+        if (!sha.empty()) blobs_->Remove(sha).IgnoreError();
+      }
     }
     return id.status();
   }
@@ -184,6 +195,10 @@ absl::Status ModelStore::Delete(const std::string& model, const std::string& ver
     }
   }
   ASSIGN_OR_RETURN(const std::vector<std::string> unreferenced, registry_->DeleteVersion(record.id));
+  {
+    absl::MutexLock lock(&mu_);
+    rate_curves_.erase(record.id);
+  }
   for (const std::string& sha : unreferenced) blobs_->Remove(sha).IgnoreError();
   return absl::OkStatus();
 }
@@ -230,139 +245,20 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
   Manifest manifest{std::move(record), tier, std::move(state.layers), 0, nullptr};
   for (const LayerRecord& layer : manifest.layers) manifest.total_bytes += layer.bytes;
   const auto key = std::make_pair(manifest.version.id, tier);
-  {
-    absl::MutexLock lock(&leases_->mu);
-    ++leases_->counts[key];
-  }
-  manifest.lease = std::shared_ptr<void>(nullptr, [table = leases_, key](void*) {
-    absl::MutexLock lock(&table->mu);
-    if (--table->counts[key] == 0) table->counts.erase(key);
-  });
+  manifest.lease = Lease(key);
   registry_->TouchTier(key.first, tier, NowSeconds()).IgnoreError();
   return manifest;
 }
 
-std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRecord& version, const std::string& tier,
-                                                                bool waiting) {
-  std::shared_ptr<Encoding> encoding;
+std::shared_ptr<void> ModelStore::Lease(const std::pair<int64_t, std::string>& key) {
   {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      encoding = std::make_shared<Encoding>();
-      absl::MutexLock encoding_lock(&encoding->mu);
-      encoding->status = absl::UnavailableError("the server is shutting down");
-      encoding->done = true;
-      return encoding;
-    }
-    auto [it, inserted] = encodings_.try_emplace(std::make_pair(version.id, tier));
-    if (!inserted) {  // someone started it: wait on that work, urgently if we wait
-      if (waiting) it->second->urgency->store(true);
-      return it->second;
-    }
-    it->second = std::make_shared<Encoding>();
-    encoding = it->second;
-    encoding->version = version;
-    encoding->tier.name = tier;
-    encoding->urgency->store(waiting);
+    absl::MutexLock lock(&leases_->mu);
+    ++leases_->counts[key];
   }
-  auto spec = ParseTier(tier);
-  absl::Status status = spec.status();
-  if (status.ok()) encoding->tier = *spec;
-  auto policy = PolicyOf(version.policy_json);
-  if (status.ok() && !policy.ok()) status = policy.status();
-  if (status.ok()) {
-    encoding->policy = *policy;
-    status = registry_->SetTierState(version.id, tier, TierState::kEncoding, "");
-  }
-  if (!status.ok()) {
-    Fail(encoding, status);
-    return encoding;
-  }
-  if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
-    Fail(encoding, absl::UnavailableError("the server is shutting down"));
-  }
-  return encoding;
-}
-
-void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
-  auto model = ReadCheckpoint(blobs_->PathOf(encoding->version.source_sha256));
-  if (!model.ok() || model->tensors.size() != encoding->version.tensors.size()) {
-    Fail(encoding, model.ok() ? absl::DataLossError("stored checkpoint no longer matches its registration")
-                              : absl::DataLossError(absl::StrCat("stored checkpoint: ", model.status().message())));
-    return;
-  }
-  encoding->model = std::make_shared<const Model>(*std::move(model));
-  const size_t count = encoding->model->tensors.size();
-  {
-    absl::MutexLock lock(&encoding->mu);
-    encoding->remaining = count;
-    encoding->layers.resize(count);
-  }
-  for (size_t i = 0; i < count; ++i) {
-    // A job refused at shutdown never runs; Shutdown() releases the waiters.
-    pool_->Submit(encoding->urgency, [this, encoding, i] {
-      const Tensor& tensor = encoding->model->tensors[i];
-      LayerEncodeOptions base;
-      base.hevc.preset = options_.x265_preset;
-      base.threads = 1;  // the pool is the parallelism
-      const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, encoding->tier, base);
-      const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<LayerRecord> record = [&]() -> absl::StatusOr<LayerRecord> {
-        ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
-        if (options_.metrics) {
-          options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
-          options_.metrics->RecordLayerEncode(
-              encoding->tier.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        }
-        const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
-        ASSIGN_OR_RETURN(std::string sha, blobs_->Put(bytes));
-        return LayerRecord{layer.name, std::move(sha), bytes.size(), LayerCodecProtoNumber(layer.codec),
-                           std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
-                           layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db,
-                           ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture};
-      }();
-      layers_encoded_.fetch_add(1);
-      bool last = false;
-      {
-        absl::MutexLock lock(&encoding->mu);
-        if (record.ok()) {
-          encoding->layers[i] = *std::move(record);
-        } else {
-          encoding->status.Update(record.status());
-        }
-        last = --encoding->remaining == 0;
-      }
-      if (last) Finish(encoding);
-    });
-  }
-}
-
-void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
-  absl::Status status;
-  std::vector<LayerRecord> layers;
-  {
-    absl::MutexLock lock(&encoding->mu);
-    status = encoding->status;
-    layers = encoding->layers;
-  }
-  const int64_t id = encoding->version.id;
-  const std::string tier = encoding->tier.name;
-  if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
-  if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
-  if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
-  encoding->model.reset();
-  malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = encodings_.find(std::make_pair(id, tier));
-    if (it != encodings_.end() && it->second == encoding) encodings_.erase(it);
-  }
-  // Evict before waking the waiters, so that whoever sees this tier also sees the cache within
-  // its budget.
-  if (status.ok()) EnforceCacheBudget({id, tier});
-  absl::MutexLock lock(&encoding->mu);
-  encoding->status = status;
-  encoding->done = true;
+  return std::shared_ptr<void>(nullptr, [table = leases_, key](void*) {
+    absl::MutexLock lock(&table->mu);
+    if (--table->counts[key] == 0) table->counts.erase(key);
+  });
 }
 
 void ModelStore::EnforceCacheBudget(const std::pair<int64_t, std::string>& keep) {

@@ -1,7 +1,10 @@
 // The server's core, no gRPC in it: registers model versions (checkpoint validated, stored as a
 // blob, tensors and tiers recorded), encodes tiers on the encoder pool (each (version, tier)
-// once however many requests wait for it), and answers manifests of encoded tiers whose layers
-// are blobs. Thread-safe.
+// once however many requests wait for it; budget tiers measure each picture layer's rate curve
+// first and give every layer its own QP), measures each encoded tier's accuracy when the version
+// has an evaluation bundle, and answers manifests of encoded tiers whose layers are blobs.
+// Thread-safe. model_store.cc: registration, queries, cache; model_store_encoding.cc: encoding
+// and evaluation.
 #ifndef WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 #define WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 
@@ -13,8 +16,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/pack/layer_policy.h"
+#include "common/pack/rate_allocation.h"
+#include "common/pack/tier.h"
+#include "common/tensor/tensor.h"
 #include "server/core/encoder_pool.h"
 #include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
@@ -40,6 +48,11 @@ struct RegisterRequest {
   std::string description;
   std::string ladder;       // empty: the default ladder
   std::string policy_json;  // empty: the default policy
+  // An evaluation bundle (both or neither; common/eval/evaluator.h): uploaded files, moved into
+  // the blob store on success. The server then measures the accuracy of the checkpoint and of
+  // every tier it encodes.
+  std::string eval_module_path;
+  std::string eval_data_path;
 };
 
 struct Manifest {
@@ -81,13 +94,47 @@ class ModelStore {
   absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
   // Layers encoded since start (each layer of each (version, tier) encoding once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }
+  // Tier accuracies measured since start.
+  int64_t tiers_evaluated() const { return tiers_evaluated_.load(); }
 
  private:
-  struct Encoding;
+  // One (version, tier) being encoded, shared by its jobs and its waiters.
+  struct Encoding {
+    VersionRecord version;
+    TierSpec tier;
+    LayerPolicy policy;
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::Status status ABSL_GUARDED_BY(mu);
+    size_t remaining ABSL_GUARDED_BY(mu) = 0;  // jobs of the current phase still to finish
+    std::vector<LayerRecord> layers ABSL_GUARDED_BY(mu);
+    // Budget tiers: per tensor, the measured curve (no points for layers whose coding does not
+    // follow the tier's QP) and the bytes of those other layers.
+    std::vector<LayerRateCurve> curves ABSL_GUARDED_BY(mu);
+    std::vector<uint64_t> fixed_bytes ABSL_GUARDED_BY(mu);
+    std::shared_ptr<const Model> model;  // set once by Prepare, before layer jobs start
+    const EncoderPool::Urgency urgency = std::make_shared<std::atomic<bool>>(false);
+  };
+  // What a budget tier measured of a version, reused by its other budget tiers.
+  struct RateCurves {
+    std::vector<LayerRateCurve> curves;
+    std::vector<uint64_t> fixed_bytes;
+  };
+  static int64_t NowSeconds();
   ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry, std::unique_ptr<BlobStore> blobs);
   // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
   std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
   void Prepare(std::shared_ptr<Encoding> encoding);
+  // Budget tiers: measures every layer (one job per layer), then allocates QPs and encodes.
+  void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);
+  void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);
+  // Encodes every layer, one job each; `qps` (one per tensor, or empty) overrides the tier's QP.
+  void EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::vector<int> qps);
+  // Measures the accuracy of a READY tier on the version's evaluation bundle in the background.
+  void StartEvaluation(const std::string& model, const std::string& version, const std::string& tier);
+  void Evaluate(int64_t version_id, const std::string& model, const std::string& version, const std::string& tier);
+  // Keeps (version, tier) from eviction while the returned handle lives.
+  std::shared_ptr<void> Lease(const std::pair<int64_t, std::string>& key);
   void Finish(const std::shared_ptr<Encoding>& encoding);
   void Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status);
   // Evicts least recently used tiers until the encoded bytes fit options_.cache_bytes; never
@@ -98,9 +145,12 @@ class ModelStore {
   const std::unique_ptr<Registry> registry_;
   const std::unique_ptr<BlobStore> blobs_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
+  std::atomic<int64_t> tiers_evaluated_{0};
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>, std::shared_ptr<Encoding>> encodings_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::pair<int64_t, std::string>> evaluating_ ABSL_GUARDED_BY(mu_);
   // Streams per tier. Shared with the leases, which may outlive the store.
   struct LeaseTable {
     absl::Mutex mu;

@@ -13,6 +13,16 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::string(status.message()));
 }
 
+namespace {
+
+void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
+  out->set_top1(accuracy.top1);
+  out->set_top2(accuracy.top2);
+  out->set_examples(static_cast<uint64_t>(accuracy.examples));
+}
+
+}  // namespace
+
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out) {
   out->set_model(version.model);
   out->set_version(version.version);
@@ -20,7 +30,9 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
   out->set_source_sha256(version.source_sha256);
   out->set_source_bytes(version.source_bytes);
   out->set_created_unix_seconds(version.created_unix_seconds);
-  auto policy = version.policy_json.empty() ? absl::StatusOr<LayerPolicy>(LayerPolicy{}) : ParseLayerPolicy(version.policy_json);
+  out->set_has_eval_bundle(version.has_eval_bundle());
+  if (version.reference_accuracy) ToProto(*version.reference_accuracy, out->mutable_reference_accuracy());
+  auto policy = ParseLayerPolicy(version.policy_json);
   if (policy.ok()) out->set_layer_policy(DescribeLayerPolicy(*policy));
   int64_t weights = 0;
   for (const TensorRecord& t : version.tensors) {
@@ -40,6 +52,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
     info->set_name(tier.tier);
     info->set_state(static_cast<v1::TierInfo::State>(static_cast<int>(tier.state) + 1));
     info->set_error(tier.error);
+    if (tier.accuracy) ToProto(*tier.accuracy, info->mutable_accuracy());
     double worst = std::numeric_limits<double>::infinity();
     uint64_t bytes = 0;
     for (const LayerRecord& layer : tier.layers) {
@@ -50,6 +63,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_bits_per_weight(layer.bits_per_weight);
       stats->set_sqnr_db(layer.sqnr_db);
       stats->set_decoded_sha256(layer.decoded_sha256);
+      stats->set_qp(layer.qp);
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
     }

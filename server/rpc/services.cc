@@ -49,45 +49,66 @@ grpc::Status AdminService::Register(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must carry the RegisterHeader");
   }
   const v1::RegisterHeader header = message.header();
-  const std::string upload = store_->blobs().TempPath("upload");
+  // Three files arrive interleaved in any order: the checkpoint, and the evaluation bundle's
+  // module and data. Each goes to its own temporary file, removed on every path out.
+  struct Part {
+    const char* field;
+    uint64_t expected;
+    std::string path;
+    std::ofstream out;
+    uint64_t received = 0;
+  };
+  Part parts[3] = {{"total_bytes", header.total_bytes(), store_->blobs().TempPath("upload"), {}},
+                   {"eval_module_bytes", header.eval_module_bytes(), store_->blobs().TempPath("eval-module"), {}},
+                   {"eval_data_bytes", header.eval_data_bytes(), store_->blobs().TempPath("eval-data"), {}}};
+  struct Cleanup {
+    Part* parts;
+    ~Cleanup() {
+      for (int i = 0; i < 3; ++i) {
+        parts[i].out.close();
+        std::remove(parts[i].path.c_str());  // moved into the blob store on success
+      }
+    }
+  } cleanup{parts};
   uint64_t received = 0;
-  {
-    std::ofstream out(upload, std::ios::binary | std::ios::trunc);
-    while (reader->Read(&message)) {
-      if (context->IsCancelled()) break;
-      if (!message.has_chunk()) {
-        std::remove(upload.c_str());
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "only the first message may carry a header");
-      }
-      received += message.chunk().size();
-      if (received > max_upload_bytes_) {
-        out.close();
-        std::remove(upload.c_str());
-        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            absl::StrCat("upload exceeds the server's limit of ", max_upload_bytes_, " bytes"));
-      }
-      out.write(message.chunk().data(), static_cast<std::streamsize>(message.chunk().size()));
+  while (reader->Read(&message)) {
+    if (context->IsCancelled()) break;
+    const std::string* data = nullptr;
+    Part* part = nullptr;
+    switch (message.part_case()) {
+      case v1::RegisterModelRequest::kChunk: data = &message.chunk(), part = &parts[0]; break;
+      case v1::RegisterModelRequest::kEvalModuleChunk: data = &message.eval_module_chunk(), part = &parts[1]; break;
+      case v1::RegisterModelRequest::kEvalDataChunk: data = &message.eval_data_chunk(), part = &parts[2]; break;
+      default: return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "only the first message may carry a header");
     }
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(upload.c_str());
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "could not store the upload (disk full?)");
+    received += data->size();
+    if (received > max_upload_bytes_) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("upload exceeds the server's limit of ", max_upload_bytes_, " bytes"));
+    }
+    if (!part->out.is_open()) part->out.open(part->path, std::ios::binary | std::ios::trunc);
+    part->out.write(data->data(), static_cast<std::streamsize>(data->size()));
+    part->received += data->size();
+  }
+  if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
+  for (Part& part : parts) {
+    if (part.out.is_open()) {
+      part.out.flush();
+      if (!part.out) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "could not store the upload (disk full?)");
+      part.out.close();
+    }
+    if (part.expected != 0 && part.expected != part.received) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("header.", part.field, " is ", part.expected,
+                                                                           " but ", part.received, " bytes arrived"));
     }
   }
-  if (context->IsCancelled()) {
-    std::remove(upload.c_str());
-    return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
-  }
-  if (header.total_bytes() != 0 && header.total_bytes() != received) {
-    std::remove(upload.c_str());
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("header.total_bytes is ", header.total_bytes(), " but ", received, " bytes arrived"));
+  if (parts[0].received == 0) {
+    std::ofstream(parts[0].path, std::ios::binary | std::ios::trunc);  // an empty checkpoint: the reader names it
   }
   RegisterRequest request{header.model(), header.version(), header.description(), header.tier_ladder(),
-                          header.layer_policy_json()};
-  auto version = store_->Register(request, upload);
-  std::remove(upload.c_str());  // moved into the blob store on success; leftovers on failure
+                          header.layer_policy_json(), parts[1].received ? parts[1].path : "",
+                          parts[2].received ? parts[2].path : ""};
+  auto version = store_->Register(request, parts[0].path);
   if (!version.ok()) return ToGrpcStatus(version.status());
   auto described = store_->Describe(version->model, version->version);
   if (!described.ok()) return ToGrpcStatus(described.status());

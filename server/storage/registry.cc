@@ -58,7 +58,23 @@ constexpr const char* kMigrations[] = {
     R"sql(
     ALTER TABLE tiers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
     )sql",
+    // 3: evaluation bundles and measured accuracy; per-layer QP (budget tiers).
+    R"sql(
+    ALTER TABLE versions ADD COLUMN eval_module_sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE versions ADD COLUMN eval_data_sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE versions ADD COLUMN reference_top1 REAL;
+    ALTER TABLE versions ADD COLUMN reference_top2 REAL;
+    ALTER TABLE versions ADD COLUMN eval_examples INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tiers ADD COLUMN top1 REAL;
+    ALTER TABLE tiers ADD COLUMN top2 REAL;
+    ALTER TABLE tiers ADD COLUMN eval_examples INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE layers ADD COLUMN qp INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
+
+constexpr char kVersionColumns[] =
+    "id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
+    "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples";
 
 std::string JoinShape(const std::vector<int64_t>& shape) { return absl::StrJoin(shape, ","); }
 
@@ -69,6 +85,12 @@ std::vector<int64_t> SplitShape(const std::string& text) {
     if (absl::SimpleAtoi(part, &d)) shape.push_back(d);
   }
   return shape;
+}
+
+// The accuracy in columns (top1, top2, examples) from `first` on; none while top1 is NULL.
+std::optional<Accuracy> AccuracyAt(Statement& query, int first) {
+  if (query.IsNull(first)) return std::nullopt;
+  return Accuracy{query.Real(first), query.Real(first + 1), query.Int(first + 2)};
 }
 
 }  // namespace
@@ -113,11 +135,19 @@ absl::StatusOr<int64_t> Registry::AddVersion(const VersionRecord& v, const std::
   RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
   auto body = [&]() -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-        "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
-    absl::Status status = insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
-                              .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
-                              .Bind(8, v.created_unix_seconds).Run();
+        "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
+        "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
+    insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
+        .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
+        .Bind(8, v.created_unix_seconds).Bind(9, v.eval_module_sha256).Bind(10, v.eval_data_sha256);
+    if (v.reference_accuracy) {
+      insert.Bind(11, v.reference_accuracy->top1).Bind(12, v.reference_accuracy->top2)
+          .Bind(13, v.reference_accuracy->examples);
+    } else {
+      insert.Bind(13, int64_t{0});
+    }
+    absl::Status status = insert.Run();
     if (status.code() == absl::StatusCode::kAlreadyExists) {
       return absl::AlreadyExistsError(absl::StrCat("model '", v.model, "' already has a version '", v.version, "'"));
     }
@@ -149,10 +179,8 @@ absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model, con
   absl::MutexLock lock(&mu_);
   const bool latest = version == "latest" || version.empty();
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      latest ? "SELECT id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created "
-               "FROM versions WHERE model = ?1 ORDER BY id DESC LIMIT 1"
-             : "SELECT id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created "
-               "FROM versions WHERE model = ?1 AND version = ?2"));
+      absl::StrCat("SELECT ", kVersionColumns, " FROM versions WHERE model = ?1 ",
+                   latest ? "ORDER BY id DESC LIMIT 1" : "AND version = ?2")));
   query.Bind(1, model);
   if (!latest) query.Bind(2, version);
   ASSIGN_OR_RETURN(bool row, query.Step());
@@ -161,7 +189,9 @@ absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model, con
                                       : absl::StrCat("model '", model, "' has no version '", version, "'"));
   }
   VersionRecord v{query.Int(0), query.Text(1), query.Text(2), query.Text(3), query.Text(4),
-                  static_cast<uint64_t>(query.Int(5)), query.Text(6), query.Text(7), query.Int(8), {}};
+                  static_cast<uint64_t>(query.Int(5)), query.Text(6), query.Text(7), query.Int(8), {},
+                  query.Text(9), query.Text(10), std::nullopt};
+  if (!query.IsNull(11)) v.reference_accuracy = Accuracy{query.Real(11), query.Real(12), query.Int(13)};
   ASSIGN_OR_RETURN(Statement tensors, db_->Prepare(
       "SELECT name, shape, dtype, layer_class FROM tensors WHERE version_id = ?1 ORDER BY idx"));
   tensors.Bind(1, v.id);
@@ -188,7 +218,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> Re
 
 absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobsLocked() {
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT source_sha256 FROM versions UNION SELECT blob_sha256 FROM layers"));
+      "SELECT source_sha256 FROM versions UNION SELECT eval_module_sha256 FROM versions WHERE eval_module_sha256 != '' "
+      "UNION SELECT eval_data_sha256 FROM versions WHERE eval_data_sha256 != '' UNION SELECT blob_sha256 FROM layers"));
   std::vector<std::string> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
@@ -222,7 +253,9 @@ absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobs() {
 absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version_id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement blobs, db_->Prepare(
-      "SELECT source_sha256 FROM versions WHERE id = ?1 UNION SELECT blob_sha256 FROM layers WHERE version_id = ?1"));
+      "SELECT source_sha256 FROM versions WHERE id = ?1 UNION SELECT eval_module_sha256 FROM versions WHERE id = ?1 "
+      "AND eval_module_sha256 != '' UNION SELECT eval_data_sha256 FROM versions WHERE id = ?1 AND eval_data_sha256 != '' "
+      "UNION SELECT blob_sha256 FROM layers WHERE version_id = ?1"));
   blobs.Bind(1, version_id);
   std::vector<std::string> candidates;
   while (true) {
@@ -237,7 +270,7 @@ absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version
 
 absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_id, const std::string& tier) {
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture "
+      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture, qp "
       "FROM layers WHERE version_id = ?1 AND tier = ?2 ORDER BY idx"));
   query.Bind(1, version_id).Bind(2, tier);
   std::vector<LayerRecord> layers;
@@ -245,20 +278,21 @@ absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_
     ASSIGN_OR_RETURN(bool row, query.Step());
     if (!row) break;
     layers.push_back({query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2)), static_cast<int>(query.Int(3)),
-                      query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0});
+                      query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0, static_cast<int>(query.Int(8))});
   }
   return layers;
 }
 
 absl::StatusOr<std::vector<TierRecord>> Registry::GetTiers(int64_t version_id) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT tier, state, error FROM tiers WHERE version_id = ?1 ORDER BY rowid"));
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT tier, state, error, top1, top2, eval_examples FROM tiers WHERE version_id = ?1 ORDER BY rowid"));
   query.Bind(1, version_id);
   std::vector<TierRecord> tiers;
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
     if (!row) break;
-    tiers.push_back({query.Text(0), static_cast<TierState>(query.Int(1)), query.Text(2), {}});
+    tiers.push_back({query.Text(0), static_cast<TierState>(query.Int(1)), query.Text(2), {}, AccuracyAt(query, 3)});
   }
   for (TierRecord& tier : tiers) {
     if (tier.state == TierState::kReady) {
@@ -270,11 +304,12 @@ absl::StatusOr<std::vector<TierRecord>> Registry::GetTiers(int64_t version_id) {
 
 absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id, const std::string& tier) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT state, error FROM tiers WHERE version_id = ?1 AND tier = ?2"));
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT state, error, top1, top2, eval_examples FROM tiers WHERE version_id = ?1 AND tier = ?2"));
   query.Bind(1, version_id).Bind(2, tier);
   ASSIGN_OR_RETURN(bool row, query.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("tier '", tier, "' is not in this version's ladder"));
-  TierRecord record{tier, static_cast<TierState>(query.Int(0)), query.Text(1), {}};
+  TierRecord record{tier, static_cast<TierState>(query.Int(0)), query.Text(1), {}, AccuracyAt(query, 2)};
   if (record.state == TierState::kReady) {
     ASSIGN_OR_RETURN(record.layers, LayersLocked(version_id, tier));
   }
@@ -297,11 +332,11 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
       const LayerRecord& l = layers[i];
       ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO layers(version_id, tier, idx, name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, "
-          "sqnr_db, picture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
+          "sqnr_db, picture, qp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
       RETURN_IF_ERROR(insert.Bind(1, version_id).Bind(2, tier).Bind(3, static_cast<int64_t>(i)).Bind(4, l.name)
                           .Bind(5, l.blob_sha256).Bind(6, static_cast<int64_t>(l.bytes)).Bind(7, int64_t{l.codec})
                           .BindBlob(8, l.decoded_sha256).Bind(9, l.bits_per_weight).Bind(10, l.sqnr_db)
-                          .Bind(11, int64_t{l.picture ? 1 : 0}).Run());
+                          .Bind(11, int64_t{l.picture ? 1 : 0}).Bind(12, int64_t{l.qp}).Run());
     }
     ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
     return ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run();
@@ -311,6 +346,29 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
     return status;
   }
   return db_->Execute("COMMIT");
+}
+
+absl::Status Registry::SetTierAccuracy(int64_t version_id, const std::string& tier, const Accuracy& accuracy) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement update, db_->Prepare(
+      "UPDATE tiers SET top1 = ?1, top2 = ?2, eval_examples = ?3 WHERE version_id = ?4 AND tier = ?5"));
+  return update.Bind(1, accuracy.top1).Bind(2, accuracy.top2).Bind(3, accuracy.examples).Bind(4, version_id)
+      .Bind(5, tier).Run();
+}
+
+absl::StatusOr<std::vector<std::array<std::string, 3>>> Registry::TiersAwaitingAccuracy() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
+      "SELECT v.model, v.version, t.tier FROM tiers t JOIN versions v ON v.id = t.version_id "
+      "WHERE t.state = ?1 AND t.top1 IS NULL AND v.eval_module_sha256 != '' ORDER BY t.rowid"));
+  query.Bind(1, int64_t{static_cast<int>(TierState::kReady)});
+  std::vector<std::array<std::string, 3>> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    out.push_back({query.Text(0), query.Text(1), query.Text(2)});
+  }
+  return out;
 }
 
 absl::Status Registry::TouchTier(int64_t version_id, const std::string& tier, int64_t now) {

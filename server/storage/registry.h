@@ -4,8 +4,10 @@
 #ifndef WEIGHTCAST_SERVER_STORAGE_REGISTRY_H_
 #define WEIGHTCAST_SERVER_STORAGE_REGISTRY_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/eval/evaluator.h"
 #include "server/storage/sqlite.h"
 
 namespace weightcast {
@@ -35,6 +38,13 @@ struct VersionRecord {
   std::string policy_json;  // empty = default policy
   int64_t created_unix_seconds = 0;
   std::vector<TensorRecord> tensors;
+  // The evaluation bundle's blobs (hex; both empty without one) and the accuracy of the
+  // checkpoint as registered.
+  std::string eval_module_sha256;
+  std::string eval_data_sha256;
+  std::optional<Accuracy> reference_accuracy;
+
+  bool has_eval_bundle() const { return !eval_module_sha256.empty(); }
 };
 
 enum class TierState { kNotEncoded, kEncoding, kReady, kFailed };
@@ -48,6 +58,7 @@ struct LayerRecord {
   double bits_per_weight = 0;
   double sqnr_db = 0;
   bool picture = false;        // coded with the tier's picture codec
+  int qp = 0;                  // HEVC layers: the QP coded at
 };
 
 struct TierRecord {
@@ -55,6 +66,7 @@ struct TierRecord {
   TierState state = TierState::kNotEncoded;
   std::string error;
   std::vector<LayerRecord> layers;  // READY only, in tensor order
+  std::optional<Accuracy> accuracy;  // measured on the evaluation bundle; kept when evicted
 };
 
 struct CachedTier {
@@ -82,6 +94,10 @@ class Registry {
   absl::Status SetTierState(int64_t version_id, const std::string& tier, TierState state, const std::string& error);
   // Records the layers and marks the tier READY, in one transaction.
   absl::Status CompleteTier(int64_t version_id, const std::string& tier, const std::vector<LayerRecord>& layers);
+  absl::Status SetTierAccuracy(int64_t version_id, const std::string& tier, const Accuracy& accuracy);
+  // READY tiers of versions with an evaluation bundle whose accuracy is not measured yet, as
+  // (model, version, tier).
+  absl::StatusOr<std::vector<std::array<std::string, 3>>> TiersAwaitingAccuracy();
 
   absl::StatusOr<std::string> GetSetting(const std::string& key, const std::string& fallback);
   absl::Status SetSetting(const std::string& key, const std::string& value);

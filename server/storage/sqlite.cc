@@ -101,6 +101,7 @@ absl::Status Statement::Run() {
   }
 }
 
+bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 int64_t Statement::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
 double Statement::Real(int column) const { return sqlite3_column_double(stmt_, column); }
 

@@ -49,6 +49,7 @@ class Statement {
   absl::StatusOr<bool> Step();
   absl::Status Run();  // Step() to completion, for statements without results
 
+  bool IsNull(int column) const;
   int64_t Int(int column) const;
   double Real(int column) const;
   std::string Text(int column) const;

@@ -48,7 +48,7 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register("cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless,q22,q32", "").ok());
+  ASSERT_TRUE(client->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless,q22,q32"}).ok());
   PullOptions warmup{"cnn", "v1", {"q22"}, ""};
   for (const char* tier : {"lossless", "q22", "q32"}) {
     warmup.tier.name = tier;
@@ -73,7 +73,7 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register("big", "v1", kFixtures + "/big.pt", "lossless", "").ok());
+  ASSERT_TRUE(client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
   PullOptions options{"big", "v1", {"lossless"}, dir + "/whole.safetensors"};
   auto whole = client->Pull(options);
   ASSERT_TRUE(whole.ok()) << whole.status();
@@ -105,7 +105,7 @@ TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   auto server = ServerProcess::Start(kServer, dir + "/data", flags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register("big", "v1", kFixtures + "/big.pt", "lossless", "").ok());
+  ASSERT_TRUE(client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
   ASSERT_TRUE(client->Pull({"big", "v1", {"lossless"}, ""}).ok());  // encoded and cached
   PullOptions slow{"big", "v1", {"lossless"}, dir + "/drained.safetensors"};
   slow.max_bytes_per_second = 4e6;  // about 2 s
@@ -157,7 +157,7 @@ TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
   options.tls_cert_chain_pem = Pem(dir + "/client.pem");
   options.tls_private_key_pem = Pem(dir + "/client.key");
   auto client = Client::Connect(options).value();
-  ASSERT_TRUE(client->Register("mlp", "v1", kFixtures + "/mlp.pt", "lossless", "").ok());
+  ASSERT_TRUE(client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
   ASSERT_TRUE(client->Pull({"mlp", "v1", {"lossless"}, dir + "/mlp.safetensors"}).ok());
   // Plaintext, and TLS without a client certificate, are both refused.
   auto plaintext = Client::Connect({options.address, absl::Seconds(5)}).value();
@@ -173,7 +173,7 @@ TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register("mlp", "v1", kFixtures + "/mlp.pt", "q27", "").ok());
+  ASSERT_TRUE(client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
   ASSERT_TRUE(client->Pull({"mlp", "v1", {"q27"}, dir + "/ok.pt"}).ok());
   // The largest blob is fc1.weight's packed layer: flip a byte in its payload.
   std::filesystem::path largest;

@@ -1,0 +1,310 @@
+// ModelStore's encoding and evaluation: tiers encoded on the pool (a job per layer; budget tiers
+// measure first), completion, and accuracy measurement of encoded tiers.
+#include <malloc.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/checkpoint.h"
+#include "common/eval/evaluator.h"
+#include "common/pack/packed_model.h"
+#include "server/core/model_store.h"
+
+namespace weightcast {
+
+void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status) {
+  {
+    absl::MutexLock lock(&encoding->mu);
+    encoding->status.Update(status);
+  }
+  Finish(encoding);
+}
+
+std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRecord& version, const std::string& tier,
+                                                                bool waiting) {
+  std::shared_ptr<Encoding> encoding;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      encoding = std::make_shared<Encoding>();
+      absl::MutexLock encoding_lock(&encoding->mu);
+      encoding->status = absl::UnavailableError("the server is shutting down");
+      encoding->done = true;
+      return encoding;
+    }
+    auto [it, inserted] = encodings_.try_emplace(std::make_pair(version.id, tier));
+    if (!inserted) {  // someone started it: wait on that work, urgently if we wait
+      if (waiting) it->second->urgency->store(true);
+      return it->second;
+    }
+    it->second = std::make_shared<Encoding>();
+    encoding = it->second;
+    encoding->version = version;
+    encoding->tier.name = tier;
+    encoding->urgency->store(waiting);
+  }
+  auto spec = ParseTier(tier);
+  absl::Status status = spec.status();
+  if (status.ok()) encoding->tier = *spec;
+  auto policy = ParseLayerPolicy(version.policy_json);
+  if (status.ok() && !policy.ok()) status = policy.status();
+  if (status.ok()) {
+    encoding->policy = *policy;
+    status = registry_->SetTierState(version.id, tier, TierState::kEncoding, "");
+  }
+  if (!status.ok()) {
+    Fail(encoding, status);
+    return encoding;
+  }
+  if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
+    Fail(encoding, absl::UnavailableError("the server is shutting down"));
+  }
+  return encoding;
+}
+
+void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
+  auto model = ReadCheckpoint(blobs_->PathOf(encoding->version.source_sha256));
+  if (!model.ok() || model->tensors.size() != encoding->version.tensors.size()) {
+    Fail(encoding, model.ok() ? absl::DataLossError("stored checkpoint no longer matches its registration")
+                              : absl::DataLossError(absl::StrCat("stored checkpoint: ", model.status().message())));
+    return;
+  }
+  encoding->model = std::make_shared<const Model>(*std::move(model));
+  if (encoding->tier.budget_bytes > 0) {
+    MeasureForBudget(encoding);
+  } else {
+    EncodeLayers(encoding, {});
+  }
+}
+
+void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
+  std::shared_ptr<const RateCurves> known;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = rate_curves_.find(encoding->version.id);
+    if (it != rate_curves_.end()) known = it->second;
+  }
+  const size_t count = encoding->model->tensors.size();
+  {
+    absl::MutexLock lock(&encoding->mu);
+    if (known) {
+      encoding->curves = known->curves;
+      encoding->fixed_bytes = known->fixed_bytes;
+    } else {
+      encoding->curves.assign(count, {});
+      encoding->fixed_bytes.assign(count, 0);
+    }
+    encoding->remaining = known ? 0 : count;
+  }
+  if (known) {
+    AllocateAndEncode(encoding);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    pool_->Submit(encoding->urgency, [this, encoding, i] {
+      const Tensor& tensor = encoding->model->tensors[i];
+      LayerEncodeOptions base;
+      base.hevc.preset = options_.x265_preset;
+      base.threads = 1;
+      LayerRateCurve curve{tensor.name, {}};
+      uint64_t fixed = 0;
+      absl::Status status;
+      if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
+        for (int qp : BudgetQpGrid()) {
+          TierSpec at = encoding->tier;
+          at.qp = qp;
+          auto layer = EncodeLayer(tensor, OptionsFor(tensor, encoding->policy, at, base));
+          if (!layer.ok()) {
+            status = layer.status();
+            break;
+          }
+          curve.points.push_back({qp, SerializePackedLayer(*layer).size(), layer->fidelity.sqnr_db});
+        }
+      } else {
+        auto layer = EncodeLayer(tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
+        if (layer.ok()) fixed = SerializePackedLayer(*layer).size();
+        status = layer.status();
+      }
+      bool last;
+      {
+        absl::MutexLock lock(&encoding->mu);
+        encoding->status.Update(status);
+        encoding->curves[i] = std::move(curve);
+        encoding->fixed_bytes[i] = fixed;
+        last = --encoding->remaining == 0;
+      }
+      if (!last) return;
+      std::shared_ptr<const RateCurves> measured;
+      {
+        absl::MutexLock lock(&encoding->mu);
+        if (encoding->status.ok()) {
+          measured = std::make_shared<const RateCurves>(RateCurves{encoding->curves, encoding->fixed_bytes});
+        }
+      }
+      if (!measured) {
+        Finish(encoding);
+        return;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        rate_curves_[encoding->version.id] = std::move(measured);
+      }
+      AllocateAndEncode(encoding);
+    });
+  }
+}
+
+void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
+  std::vector<LayerRateCurve> curves;
+  std::vector<size_t> tensor_of;  // curve -> tensor index
+  uint64_t fixed = 0;
+  {
+    absl::MutexLock lock(&encoding->mu);
+    for (size_t i = 0; i < encoding->curves.size(); ++i) {
+      fixed += encoding->fixed_bytes[i];
+      if (encoding->curves[i].points.empty()) continue;
+      curves.push_back(encoding->curves[i]);
+      tensor_of.push_back(i);
+    }
+  }
+  absl::StatusOr<Allocation> allocation = AllocateBudget(curves, fixed, encoding->tier.budget_bytes);
+  if (!allocation.ok()) {
+    Fail(encoding, allocation.status());
+    return;
+  }
+  std::vector<int> qps(encoding->model->tensors.size(), 0);
+  for (size_t c = 0; c < curves.size(); ++c) qps[tensor_of[c]] = allocation->qp[c];
+  EncodeLayers(encoding, std::move(qps));
+}
+
+void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::vector<int> qps) {
+  const size_t count = encoding->model->tensors.size();
+  {
+    absl::MutexLock lock(&encoding->mu);
+    encoding->remaining = count;
+    encoding->layers.resize(count);
+  }
+  for (size_t i = 0; i < count; ++i) {
+    // A job refused at shutdown never runs; Shutdown() releases the waiters.
+    pool_->Submit(encoding->urgency, [this, encoding, i, qp = qps.empty() ? 0 : qps[i]] {
+      const Tensor& tensor = encoding->model->tensors[i];
+      LayerEncodeOptions base;
+      base.hevc.preset = options_.x265_preset;
+      base.threads = 1;  // the pool is the parallelism
+      TierSpec tier = encoding->tier;
+      if (qp > 0) tier.qp = qp;
+      const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, tier, base);
+      const auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<LayerRecord> record = [&]() -> absl::StatusOr<LayerRecord> {
+        ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
+        if (options_.metrics) {
+          options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
+          options_.metrics->RecordLayerEncode(
+              encoding->tier.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+        ASSIGN_OR_RETURN(std::string sha, blobs_->Put(bytes));
+        const bool lossy_hevc = options.codec == LayerCodec::kHevc && !options.hevc.lossless;
+        return LayerRecord{layer.name, std::move(sha), bytes.size(), LayerCodecProtoNumber(layer.codec),
+                           std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
+                           layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db,
+                           ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture,
+                           lossy_hevc ? options.hevc.qp : 0};
+      }();
+      layers_encoded_.fetch_add(1);
+      bool last = false;
+      {
+        absl::MutexLock lock(&encoding->mu);
+        if (record.ok()) {
+          encoding->layers[i] = *std::move(record);
+        } else {
+          encoding->status.Update(record.status());
+        }
+        last = --encoding->remaining == 0;
+      }
+      if (last) Finish(encoding);
+    });
+  }
+}
+
+void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
+  absl::Status status;
+  std::vector<LayerRecord> layers;
+  {
+    absl::MutexLock lock(&encoding->mu);
+    status = encoding->status;
+    layers = encoding->layers;
+  }
+  const int64_t id = encoding->version.id;
+  const std::string tier = encoding->tier.name;
+  if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
+  if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
+  if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
+  encoding->model.reset();
+  malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = encodings_.find(std::make_pair(id, tier));
+    if (it != encodings_.end() && it->second == encoding) encodings_.erase(it);
+  }
+  // Evict before waking the waiters, so that whoever sees this tier also sees the cache within
+  // its budget.
+  if (status.ok()) EnforceCacheBudget({id, tier});
+  if (status.ok() && encoding->version.has_eval_bundle()) {
+    StartEvaluation(encoding->version.model, encoding->version.version, tier);
+  }
+  absl::MutexLock lock(&encoding->mu);
+  encoding->status = status;
+  encoding->done = true;
+}
+
+void ModelStore::StartEvaluation(const std::string& model, const std::string& version, const std::string& tier) {
+  auto record = registry_->GetVersion(model, version);
+  if (!record.ok()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || !evaluating_.insert({record->id, tier}).second) return;
+  }
+  static const EncoderPool::Urgency kBackground = std::make_shared<std::atomic<bool>>(false);
+  if (!pool_->Submit(kBackground, [this, id = record->id, model, version, tier] { Evaluate(id, model, version, tier); })) {
+    absl::MutexLock lock(&mu_);
+    evaluating_.erase({record->id, tier});
+  }
+}
+
+void ModelStore::Evaluate(int64_t id, const std::string& model, const std::string& version, const std::string& tier) {
+  const absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const VersionRecord record, registry_->GetVersion(model, version));
+    if (record.id != id) return absl::OkStatus();  // deleted and registered again meanwhile
+    const std::shared_ptr<void> lease = Lease({record.id, tier});
+    ASSIGN_OR_RETURN(const TierRecord encoded, registry_->GetTier(record.id, tier));
+    if (encoded.state != TierState::kReady) return absl::OkStatus();  // evicted: measured when encoded again
+    std::vector<PackedLayer> layers;
+    for (const LayerRecord& layer : encoded.layers) {
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(blobs_->PathOf(layer.blob_sha256)));
+      size_t consumed = 0;
+      ASSIGN_OR_RETURN(PackedLayer packed, ParsePackedLayer(bytes, &consumed));
+      layers.push_back(std::move(packed));
+    }
+    ASSIGN_OR_RETURN(const Model weights, UnpackModel(layers, /*threads=*/1));
+    layers.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                     Evaluator::Load(blobs_->PathOf(record.eval_module_sha256), blobs_->PathOf(record.eval_data_sha256)));
+    ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(weights));
+    RETURN_IF_ERROR(registry_->SetTierAccuracy(record.id, tier, accuracy));
+    tiers_evaluated_.fetch_add(1);
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    std::fprintf(stderr, "weightcastd: accuracy of %s/%s tier %s: %s\n", model.c_str(), version.c_str(), tier.c_str(),
+                 std::string(status.message()).c_str());
+  }
+  malloc_trim(0);
+  absl::MutexLock lock(&mu_);
+  evaluating_.erase({id, tier});
+}
+
+}  // namespace weightcast
