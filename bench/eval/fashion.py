@@ -184,9 +184,14 @@ def load_state(path):
 
 
 def accuracy(name, path, data=None):
+    return accuracy_of_state(name, load_state(path), data)
+
+
+def accuracy_of_state(name, state, data=None):
+    """Top-1 and top-2 (percent) of MODEL with the tensors of STATE on the test images."""
     x, y = data if data is not None else load("test")
     model = MODELS[name][0]()
-    model.load_state_dict(load_state(path), strict=True)
+    model.load_state_dict(state, strict=True)
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])

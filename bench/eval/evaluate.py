@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""Accuracy per tier on Fashion-MNIST through the real server and client (issue 6's harness).
+
+usage: evaluate.py BUILD_DIR WORK_DIR RESULTS.json
+
+Trains the reference models (cached in WORK_DIR/models), starts weightcastd on a fresh data
+directory, registers every model with its evaluation bundle (TorchScript module + the 10,000
+test images) under each layer policy studied, encodes every tier, registers byte-budget tiers
+matched to the uniform tiers' sizes, pulls every tier with the `weightcast` CLI as a float
+state_dict, measures top-1/top-2 here in PyTorch (beside the server's own figures), computes the
+int8 and requantize+zstd baselines, and writes everything to RESULTS.json for report.py.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import baselines  # noqa: E402
+import fashion  # noqa: E402
+
+UNIFORM = ["lossless", "q22", "q24", "q26", "q28", "q30", "q32", "q34", "q37"]
+SHORT = ["lossless", "q22", "q27", "q32", "q37"]
+PICTURE_CONVS = {"min_picture_elements": 512, "convolutions": "picture"}
+
+# Per model: what it is, its large FC layers (table columns) and the layer policies studied (one
+# registered version each). "budget": also register budget tiers matched to these HEVC tiers.
+MODELS = {
+    "fc_cnn": {
+        "title": "FC-dominated CNN (in the spirit of VGG16): 4 conv layers, FC 1568x1024, 1024x1024, 1024x10",
+        "fc": ["fc1.weight", "fc2.weight"],
+        "variants": [{"version": "fc", "policy": None, "ladder": UNIFORM, "budget": ["q26", "q28", "q30", "q32", "q34"]}],
+    },
+    "res_cnn": {
+        "title": "Residual CNN with BatchNorm (in the spirit of ResNet18/50): 3 basic blocks, FC 64x10",
+        "fc": ["fc.weight"],
+        "variants": [
+            {"version": "fc", "policy": {"min_picture_elements": 512}, "ladder": SHORT},
+            {"version": "conv-qp22", "policy": dict(PICTURE_CONVS, convolution_qp=22), "ladder": SHORT},
+            {"version": "conv-qp27", "policy": dict(PICTURE_CONVS, convolution_qp=27), "ladder": SHORT},
+            {"version": "conv-tier", "policy": PICTURE_CONVS, "ladder": SHORT, "budget": ["q27", "q32", "q37"]},
+        ],
+    },
+    "mlp": {
+        "title": "Plain MLP: FC 784x1024, 1024x1024, 1024x10",
+        "fc": ["fc1.weight", "fc2.weight"],
+        "variants": [{"version": "fc", "policy": None, "ladder": UNIFORM, "budget": ["q26", "q28", "q30", "q32", "q34"]}],
+    },
+}
+
+
+class Server:
+    def __init__(self, build, data_dir):
+        shutil.rmtree(data_dir, ignore_errors=True)
+        self.proc = subprocess.Popen(
+            [os.path.join(build, "server/weightcastd"), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+             "--data-dir", data_dir, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in self.proc.stdout:
+            if "listening on" in line:
+                self.address = line.split("listening on ")[1].strip()
+                break
+        else:
+            raise RuntimeError("weightcastd did not start")
+        self.cli = [os.path.join(build, "client/weightcast"), "--server", self.address]
+
+    def run(self, *args):
+        return subprocess.run(self.cli + list(args), check=True, stdout=subprocess.PIPE, text=True).stdout
+
+    def describe(self, model, version):
+        return json.loads(self.run("describe", model, version, "--json"))
+
+    def await_tiers(self, model, version, limit_s=3600):
+        """Describe until every tier is READY with its accuracy measured (or FAILED)."""
+        deadline = time.time() + limit_s
+        while time.time() < deadline:
+            info = self.describe(model, version)
+            if all(t["state"] == "FAILED" or (t["state"] == "READY" and t["accuracy"]) for t in info["tiers"]):
+                return info
+            time.sleep(1)
+        raise RuntimeError(f"{model}/{version}: tiers not ready within {limit_s} s")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def register(server, work, model, version, ladder, policy):
+    args = ["register", model, version, os.path.join(work, "models", model + ".pt"), "--ladder", ",".join(ladder),
+            "--eval-module", os.path.join(work, "models", model + ".module.pt"),
+            "--eval-data", os.path.join(work, "models", "test_data.pt")]
+    if policy:
+        path = os.path.join(work, f"{model}-{version}.policy.json")
+        with open(path, "w") as f:
+            json.dump(policy, f)
+        args += ["--policy", path]
+    server.run(*args)
+    server.run("warm", model, version)
+
+
+def measure_tiers(server, work, model, version, data):
+    """Pulls every READY tier as float and measures it here: list of tier records."""
+    info = server.await_tiers(model, version)
+    out_dir = os.path.join(work, "pulled", model, version)
+    os.makedirs(out_dir, exist_ok=True)
+    tiers = []
+    for t in info["tiers"]:
+        if t["state"] != "READY":
+            print(f"{model}/{version} {t['name']}: {t['state']} {t['error']}")
+            continue
+        path = os.path.join(out_dir, t["name"] + ".pt")
+        server.run("pull", f"{model}@{version}", "--tier", t["name"], "-o", path)
+        top1, top2 = fashion.accuracy(model, path, data)
+        tiers.append({"name": t["name"], "bytes": t["bytes"], "top1": top1, "top2": top2,
+                      "server_top1": t["accuracy"]["top1"], "server_top2": t["accuracy"]["top2"],
+                      "layers": t["layers"], "path": path})
+        print(f"{model}/{version} {t['name']:>16}: {t['bytes']:>9} B  top-1 {top1:.2f} (server {t['accuracy']['top1']:.2f})")
+    return info, tiers
+
+
+def requant_baselines(model, float_state, tiers, data):
+    """For each HEVC tier: uniform requantization + zstd of the same layers within its bytes."""
+    lossless = next(t for t in tiers if t["name"] == "lossless")
+    base_state = torch.load(lossless["path"])
+    rows = []
+    for t in tiers:
+        hevc = [l for l in t["layers"] if l["codec"] == "LAYER_CODEC_HEVC"]
+        if not hevc or t["name"].startswith("budget"):
+            continue
+        target = sum(l["bytes"] for l in hevc)
+        weights = {l["name"]: float_state[l["name"]] for l in hevc}
+        coded, sizes, step = baselines.requantize_to_size(weights, target)
+        coded_bytes = sum(sizes.values())
+        state = dict(base_state)
+        state.update(coded)
+        top1, top2 = fashion.accuracy_of_state(model, state, data)
+        rows.append({"matched": t["name"], "bytes": t["bytes"] - target + coded_bytes, "step": step, "top1": top1,
+                     "top2": top2, "sqnr": {n: baselines.sqnr_db(weights[n], coded[n]) for n in coded},
+                     "bits_per_weight": {n: 8 * sizes[n] / weights[n].numel() for n in coded}})
+        print(f"{model} requant+zstd ~{t['name']}: {rows[-1]['bytes']} B step {step:.2f} top-1 {top1:.2f}")
+    return rows
+
+
+def main():
+    build, work, results_path = sys.argv[1:4]
+    os.makedirs(os.path.join(work, "models"), exist_ok=True)
+    for model in MODELS:
+        state = os.path.join(work, "models", model + ".pt")
+        fashion.train(model, state)
+        module = os.path.join(work, "models", model + ".module.pt")
+        if not os.path.exists(module):
+            fashion.export(model, state, module, os.path.join(work, "models", "test_data.pt"))
+    data = fashion.load("test")
+    server = Server(build, os.path.join(work, "server"))
+    results = {}
+    try:
+        for model, spec in MODELS.items():
+            float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
+            top1, top2 = fashion.accuracy_of_state(model, float_state, data)
+            entry = {"title": spec["title"], "fc": spec["fc"], "float": {"top1": top1, "top2": top2},
+                     "float_bytes": sum(t.numel() * t.element_size() for t in float_state.values()),
+                     "int8_bytes": sum(t.numel() * (1 if t.is_floating_point() and t.dim() >= 2 else t.element_size())
+                                       for t in float_state.values()),
+                     "fc_float_bytes": {n: float_state[n].numel() * 4 for n in spec["fc"]},
+                     "variants": []}
+            for v in spec["variants"]:
+                register(server, work, model, v["version"], v["ladder"], v["policy"])
+            for v in spec["variants"]:
+                info, tiers = measure_tiers(server, work, model, v["version"], data)
+                variant = {"version": v["version"], "policy": info["layer_policy"], "tiers": tiers,
+                           "server_reference": info["reference_accuracy"]}
+                if v.get("budget"):
+                    budgets = [f"budget-{t['bytes']}" for t in tiers if t["name"] in v["budget"]]
+                    register(server, work, model, v["version"] + "-budget", budgets, v["policy"])
+                    variant["budget_tiers"] = measure_tiers(server, work, model, v["version"] + "-budget", data)[1]
+                    variant["requant"] = requant_baselines(model, float_state, tiers, data)
+                entry["variants"].append(variant)
+            results[model] = entry
+    finally:
+        server.stop()
+    for entry in results.values():
+        for v in entry["variants"]:
+            for t in v["tiers"] + v.get("budget_tiers", []):
+                t.pop("path", None)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Writes docs/EVALUATION.md and its plots from evaluate.py's RESULTS.json.
+
+usage: report.py RESULTS.json DOCS_DIR
+"""
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LOSS_POINTS = 0.5  # the accuracy loss the summary asks about
+
+
+def kb(n):
+    return f"{n / 1000:,.1f} kB"
+
+
+def pct(part, whole):
+    return f"{100 * part / whole:.2f} %"
+
+
+def layer_bytes(tier, name):
+    for layer in tier["layers"]:
+        if layer["name"] == name:
+            return layer["bytes"]
+    return None
+
+
+def best_within(entry, rows):
+    """The smallest row whose top-1 is within LOSS_POINTS of the float model's."""
+    ok = [r for r in rows if entry["float"]["top1"] - r["top1"] <= LOSS_POINTS]
+    return min(ok, key=lambda r: r["bytes"]) if ok else None
+
+
+def table(entry, variant):
+    fc = entry["fc"]
+    head = ["", "top-1 %", "top-2 %", "server top-1 %"] + [f"{n} bytes" for n in fc] + ["model bytes", "of float"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    f = entry["float"]
+    lines.append("| " + " | ".join(["Original (float32)", f"{f['top1']:.2f}", f"{f['top2']:.2f}",
+                                    f"{variant['server_reference']['top1']:.2f}"] +
+                                   [f"{entry['fc_float_bytes'][n]:,}" for n in fc] +
+                                   [f"{entry['float_bytes']:,}", "100 %"]) + " |")
+    lossless = next(t for t in variant["tiers"] if t["name"] == "lossless")
+    lines.append("| " + " | ".join(["Quant (int8, raw)", f"{lossless['top1']:.2f}", f"{lossless['top2']:.2f}", "",
+                                    *[f"{entry['fc_float_bytes'][n] // 4:,}" for n in fc],
+                                    f"{entry['int8_bytes']:,}", pct(entry["int8_bytes"], entry["float_bytes"])]) + " |")
+
+    def row(label, t):
+        return "| " + " | ".join([label, f"{t['top1']:.2f}", f"{t['top2']:.2f}", f"{t['server_top1']:.2f}"] +
+                                 [f"{layer_bytes(t, n):,}" for n in fc] +
+                                 [f"{t['bytes']:,}", pct(t["bytes"], entry["float_bytes"])]) + " |"
+
+    for t in variant["tiers"]:
+        lines.append(row("int8 + zstd (tier `lossless`)" if t["name"] == "lossless" else f"tier `{t['name']}`", t))
+    for t in variant.get("budget_tiers", []):
+        lines.append(row(f"tier `{t['name']}` (QP per layer)", t))
+    for r in variant.get("requant", []):
+        lines.append("| " + " | ".join([f"requant + zstd, step {r['step']:.1f} (bytes of `{r['matched']}`)",
+                                        f"{r['top1']:.2f}", f"{r['top2']:.2f}", ""] + ["" for _ in fc] +
+                                       [f"{r['bytes']:,}", pct(r["bytes"], entry["float_bytes"])]) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_plot(model, entry, path):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in entry["variants"]:
+        hevc = [t for t in v["tiers"] if t["name"] != "lossless"]
+        ax.plot([t["bytes"] for t in hevc], [t["top1"] for t in hevc], "o-", label=f"uniform QP ({v['version']})")
+        for t in hevc:
+            ax.annotate(t["name"], (t["bytes"], t["top1"]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        if v.get("budget_tiers"):
+            b = v["budget_tiers"]
+            ax.plot([t["bytes"] for t in b], [t["top1"] for t in b], "s-", label=f"QP per layer, budget ({v['version']})")
+        if v.get("requant"):
+            r = v["requant"]
+            ax.plot([t["bytes"] for t in r], [t["top1"] for t in r], "^--", label="requantize + zstd")
+    lossless = entry["variants"][0]["tiers"][0]
+    ax.plot([lossless["bytes"]], [lossless["top1"]], "kD", label="int8 + zstd")
+    ax.axhline(entry["float"]["top1"], color="gray", linestyle=":", label="float32")
+    ax.axhline(entry["float"]["top1"] - LOSS_POINTS, color="gray", linestyle="--", linewidth=0.7,
+               label=f"float32 - {LOSS_POINTS} point")
+    ax.set_xscale("log")
+    ax.set_xlabel("model bytes (all layers, as pulled)")
+    ax.set_ylabel("top-1 % (10,000 test images)")
+    ax.set_ylim(max(0, entry["float"]["top1"] - 15), entry["float"]["top1"] + 2)
+    ax.set_title(f"{model}: accuracy vs size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sqnr_plot(model, entry, path):
+    v = next((v for v in entry["variants"] if v.get("requant")), entry["variants"][0])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = sorted({l["name"] for t in v["tiers"] for l in t["layers"] if l["codec"] == "LAYER_CODEC_HEVC"})
+    for i, name in enumerate(names):
+        color = f"C{i % 10}"
+        pts = [(l["bits_per_weight"], l["sqnr_db"]) for t in v["tiers"] for l in t["layers"]
+               if l["name"] == name and l["codec"] == "LAYER_CODEC_HEVC" and l["sqnr_db"] is not None]
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"{name} HEVC")
+        req = [(r["bits_per_weight"][name], r["sqnr"][name]) for r in v.get("requant", []) if name in r["sqnr"]]
+        req.sort()
+        if req:
+            ax.plot([p[0] for p in req], [p[1] for p in req], "^--", color=color, label=f"{name} requant+zstd")
+    rates = [r / 10 for r in range(1, 81)]
+    ax.plot(rates, [6.02 * r for r in rates], "k-", linewidth=0.8, label="6.02·R dB (Gaussian R-D bound)")
+    ax.plot(rates, [6.02 * r - 1.53 for r in rates], "k--", linewidth=0.8, label="6.02·R − 1.53 dB (entropy-coded scalar)")
+    ax.set_xlim(0, 6)
+    ax.set_ylim(0, 40)
+    ax.set_xlabel("bits per weight (packed layer)")
+    ax.set_ylabel("SQNR vs float weights (dB)")
+    ax.set_title(f"{model}: SQNR per layer")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def equal_bytes(entry):
+    """Uniform QP vs QP per layer vs requantize + zstd, pair by pair at the same bytes."""
+    lines = []
+    for v in entry["variants"]:
+        if not v.get("budget_tiers"):
+            continue
+        requant = {r["matched"]: r for r in v.get("requant", [])}
+        for b in v["budget_tiers"]:
+            target = int(b["name"].split("-")[1])
+            u = next(t for t in v["tiers"] if t["bytes"] == target)
+            r = requant.get(u["name"])
+            lines.append(f"| {v['version']} | `{u['name']}` | {u['bytes']:,} | {u['top1']:.2f} | {b['bytes']:,} | "
+                         f"{b['top1']:.2f} | {b['top1'] - u['top1']:+.2f} | " +
+                         (f"{r['bytes']:,} | {r['top1']:.2f} |" if r else " | |"))
+    return lines
+
+
+def main():
+    results_path, docs = sys.argv[1:3]
+    with open(results_path) as f:
+        results = json.load(f)
+    images = os.path.join(docs, "eval")
+    os.makedirs(images, exist_ok=True)
+    out = ["# Evaluation: accuracy per tier on Fashion-MNIST", "",
+           f"Generated by `scripts/eval` ({datetime.date.today().isoformat()}, {platform.machine()}, "
+           f"{os.cpu_count()} cores); every number below comes from that run: do not edit by hand.", "",
+           "How it was measured: `bench/eval/evaluate.py` trains three models on the Fashion-MNIST training set "
+           "(deterministic seeds, cached), starts `weightcastd`, registers each model with an evaluation bundle "
+           "(TorchScript module + the 10,000 test images), lets the server encode every tier, pulls every tier "
+           "with the `weightcast` CLI as a float state_dict and measures top-1/top-2 on the 10,000 test images in "
+           "PyTorch. *server top-1* is the figure the server measured itself with libtorch on the same images "
+           "(what `weightcast tiers` shows and `--max-accuracy-drop` selects on). Bytes are packed layer bytes as "
+           "streamed. Baselines: *Quant (int8, raw)* is the server's per-tensor symmetric int8 uncompressed; "
+           "*int8 + zstd* is the `lossless` tier; *requant + zstd* requantizes the same picture layers' int8 with one "
+           "uniform step and compresses with zstd level 3, the step chosen as the finest that fits in the bytes "
+           "those layers take at the HEVC tier named. `budget-N` tiers give each picture layer its own QP "
+           "(equal-slope allocation over measured per-layer rate/SQNR curves, distortion = sum of per-layer "
+           "noise-to-signal ratios; see common/pack/rate_allocation.h) to fit N bytes, N being the bytes of a "
+           "uniform tier.", "",
+           "Without an evaluation bundle the server knows SQNR only; accuracy columns are then empty.", "",
+           "## Summary", ""]
+    for model, entry in results.items():
+        for v in entry["variants"]:
+            rows = [t for t in v["tiers"] + v.get("budget_tiers", [])]
+            best = best_within(entry, rows)
+            if best:
+                out.append(f"- **{model}** ({v['version']}): the smallest tier within {LOSS_POINTS} point of float "
+                           f"top-1 ({entry['float']['top1']:.2f} %) is `{best['name']}`: {best['bytes']:,} bytes = "
+                           f"{pct(best['bytes'], entry['float_bytes'])} of float32, top-1 {best['top1']:.2f} % "
+                           f"({best['top1'] - entry['float']['top1']:+.2f}).")
+            else:
+                out.append(f"- **{model}** ({v['version']}): no tier within {LOSS_POINTS} point of float top-1.")
+    out += ["", "### Uniform QP vs a QP per layer at equal bytes", "",
+            "| model / policy | uniform tier | bytes | top-1 % | `budget` tier bytes | top-1 % | Δ top-1 | "
+            "requant + zstd bytes | top-1 % |", "|---|---|---|---|---|---|---|---|---|"]
+    for model, entry in results.items():
+        out += [line.replace("| ", f"| {model} / ", 1) for line in equal_bytes(entry)]
+    disagree = [(m, v["version"], t["name"]) for m, e in results.items() for v in e["variants"]
+                for t in v["tiers"] + v.get("budget_tiers", []) if abs(t["top1"] - t["server_top1"]) > 0.011]
+    out += ["", f"Server-measured top-1 vs PyTorch on the pulled float checkpoint: "
+            f"{'identical (to 0.01 point) for every tier' if not disagree else 'differ for ' + str(disagree)}.", ""]
+    for model, entry in results.items():
+        out += [f"## {model}", "", entry["title"] + ".", ""]
+        for v in entry["variants"]:
+            out += [f"### policy `{v['version']}`: {v['policy']}", "", table(entry, v), ""]
+        accuracy_plot(model, entry, os.path.join(images, f"{model}_accuracy.png"))
+        sqnr_plot(model, entry, os.path.join(images, f"{model}_sqnr.png"))
+        out += [f"![{model}: accuracy vs bytes](eval/{model}_accuracy.png)", "",
+                f"![{model}: SQNR vs bits/weight per layer](eval/{model}_sqnr.png)", ""]
+    with open(os.path.join(docs, "EVALUATION.md"), "w") as f:
+        f.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

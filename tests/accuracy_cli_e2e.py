@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""Server-reported accuracy against PyTorch's, end to end through weightcastd and the CLI.
+
+Registers SmallNet's checkpoint with its evaluation bundle (the TorchScript module PyTorch wrote
+and 64 labelled inputs), waits until the server has measured every tier, pulls every tier as a
+float state_dict, loads it into the module in PyTorch and checks that top-1 and top-2 equal the
+server's figures; then `pull --max-accuracy-drop` takes the smallest tier within the drop.
+usage: accuracy_cli_e2e.py BUILD_DIR FIXTURE_DIR WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def accuracy(module, state, data):
+    module.load_state_dict(state)
+    with torch.no_grad():
+        best = module(data["inputs"]).topk(2, 1).indices
+    labels = data["labels"][:, None]
+    return ((best[:, :1] == labels).any(1).double().mean().item() * 100,
+            (best == labels).any(1).double().mean().item() * 100)
+
+
+def main():
+    build, fixtures, work = sys.argv[1:4]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    server = subprocess.Popen([os.path.join(build, "server/weightcastd"), "--listen", "127.0.0.1:0", "--metrics",
+                               "127.0.0.1:0", "--data-dir", os.path.join(work, "data"), "--preset", "ultrafast"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        address = None
+        for line in server.stdout:
+            if "listening on" in line:
+                address = line.split("listening on ")[1].strip()
+                break
+        assert address, "weightcastd did not start"
+        cli = [os.path.join(build, "client/weightcast"), "--server", address]
+        run = lambda *a: subprocess.run(cli + list(a), check=True, stdout=subprocess.PIPE, text=True).stdout  # noqa: E731
+        run("register", "cnn", "v1", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q27,q37,q45",
+            "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", os.path.join(fixtures, "eval_data.pt"))
+        run("warm", "cnn")
+        deadline = time.time() + 120
+        while True:
+            info = json.loads(run("describe", "cnn", "--json"))
+            if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
+                break
+            assert time.time() < deadline, info
+            time.sleep(0.2)
+
+        module = torch.jit.load(os.path.join(fixtures, "script.pt"))
+        data = torch.load(os.path.join(fixtures, "eval_data.pt"))
+        reference = accuracy(module, torch.load(os.path.join(fixtures, "cnn_bn.pt")), data)
+        assert reference == (info["reference_accuracy"]["top1"], info["reference_accuracy"]["top2"]), (reference, info)
+        top1 = {}
+        for tier in info["tiers"]:
+            path = os.path.join(work, tier["name"] + ".pt")
+            run("pull", "cnn", "--tier", tier["name"], "-o", path)
+            mine = accuracy(module, torch.load(path), data)
+            server_says = (tier["accuracy"]["top1"], tier["accuracy"]["top2"])
+            print(f"{tier['name']:>9}: PyTorch top-1/top-2 {mine[0]:.2f}/{mine[1]:.2f}, "
+                  f"server {server_says[0]:.2f}/{server_says[1]:.2f}")
+            assert mine == server_says, (tier["name"], mine, server_says)
+            top1[tier["name"]] = (tier["bytes"], mine[0])
+        assert len({acc for _, acc in top1.values()}) > 1, "every tier scored the same: the check would prove nothing"
+
+        for drop in (0.0, 5.0, 100.0):
+            fits = [name for name, (size, acc) in top1.items() if acc >= reference[0] - drop]
+            out = os.path.join(work, f"drop{drop}.pt")
+            result = subprocess.run(cli + ["pull", "cnn", "--max-accuracy-drop", str(drop), "-o", out],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if not fits:
+                assert result.returncode == 3, result.stdout  # not found
+                continue
+            want = min(fits, key=lambda name: top1[name][0])
+            assert result.returncode == 0 and f"tier {want}:" in result.stdout, (drop, want, result.stdout)
+        print("server accuracy equals PyTorch's on every tier; --max-accuracy-drop picks the smallest within")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
