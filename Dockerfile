@@ -1,11 +1,10 @@
-# weightcast image: build stage installs through scripts/setup (the one package list) and builds;
-# the runtime stage carries only runtime libraries and the binaries, as a non-root user.
+# weightcast image. The build stage runs exactly what CI runs (scripts/setup, the one package
+# list, then scripts/build); tests/deploy_check.py fails if this stage runs anything else. The
+# runtime stage carries only runtime libraries and the binaries, as a non-root user.
 FROM debian:12 AS build
 WORKDIR /src
 COPY . .
-RUN scripts/setup && \
-    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && \
-    cmake --build build --target weightcast-pack weightcast weightcastd
+RUN scripts/setup && scripts/build weightcastd weightcast weightcast-pack
 
 FROM debian:12-slim
 RUN apt-get update -qq && \
@@ -18,6 +17,8 @@ COPY --from=build /src/build/client/pack/weightcast-pack /src/build/client/weigh
 USER weightcast
 WORKDIR /data
 VOLUME /data
+# gRPC (h2c, or TLS with --tls-cert/--tls-key) and Prometheus /metrics.
 EXPOSE 50051 9464
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["weightcast", "--server", "127.0.0.1:50051", "health"]
 ENTRYPOINT ["weightcastd", "--listen", "0.0.0.0:50051", "--metrics", "0.0.0.0:9464", "--data-dir", "/data"]
-

@@ -5,8 +5,10 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -141,6 +143,16 @@ int main(int argc, char** argv) {
     auto bytes = core->EncodedBytes();
     return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
   });
+  // For "disk nearly full" alerts: the file system holding the data directory.
+  for (const auto& [name, help, free] :
+       {std::make_tuple("weightcast_data_free_bytes", "Bytes available to weightcastd on the data directory's file system.", true),
+        std::make_tuple("weightcast_data_capacity_bytes", "Size of the data directory's file system.", false)}) {
+    metrics.AddGauge(name, help, [dir = flags.store.data_dir, free = free] {
+      std::error_code error;
+      const std::filesystem::space_info space = std::filesystem::space(dir, error);
+      return error ? 0.0 : static_cast<double>(free ? space.available : space.capacity);
+    });
+  }
   std::unique_ptr<weightcast::MetricsEndpoint> endpoint;
   if (!flags.metrics.empty()) {
     auto started = weightcast::MetricsEndpoint::Start(flags.metrics, [&metrics] { return metrics.Exposition(); });

@@ -16,6 +16,9 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+import server_process  # noqa: E402
+
 
 def accuracy(module, state, data):
     module.load_state_dict(state)
@@ -30,18 +33,9 @@ def main():
     build, fixtures, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    server = subprocess.Popen([os.path.join(build, "server/weightcastd"), "--listen", "127.0.0.1:0", "--metrics",
-                               "127.0.0.1:0", "--data-dir", os.path.join(work, "data"), "--preset", "ultrafast"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = server_process.Weightcastd(build, os.path.join(work, "data"), "--preset", "ultrafast")
     try:
-        address = None
-        for line in server.stdout:
-            if "listening on" in line:
-                address = line.split("listening on ")[1].strip()
-                break
-        assert address, "weightcastd did not start"
-        cli = [os.path.join(build, "client/weightcast"), "--server", address]
-        run = lambda *a: subprocess.run(cli + list(a), check=True, stdout=subprocess.PIPE, text=True).stdout  # noqa: E731
+        cli, run = server.cli, server.run
         run("register", "cnn", "v1", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q27,q37,q45",
             "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", os.path.join(fixtures, "eval_data.pt"))
         run("warm", "cnn")
@@ -81,8 +75,7 @@ def main():
             assert result.returncode == 0 and f"tier {want}:" in result.stdout, (drop, want, result.stdout)
         print("server accuracy equals PyTorch's on every tier; --max-accuracy-drop picks the smallest within")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 if __name__ == "__main__":

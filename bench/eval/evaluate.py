@@ -13,15 +13,16 @@ int8 and requantize+zstd baselines, and writes everything to RESULTS.json for re
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures"))
 import baselines  # noqa: E402
 import fashion  # noqa: E402
+import server_process  # noqa: E402
 
 UNIFORM = ["lossless", "q22", "q24", "q26", "q28", "q30", "q32", "q34", "q37"]
 SHORT = ["lossless", "q22", "q27", "q32", "q37"]
@@ -53,22 +54,10 @@ MODELS = {
 }
 
 
-class Server:
+class Server(server_process.Weightcastd):
     def __init__(self, build, data_dir):
         shutil.rmtree(data_dir, ignore_errors=True)
-        self.proc = subprocess.Popen(
-            [os.path.join(build, "server/weightcastd"), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-             "--data-dir", data_dir, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:
-            if "listening on" in line:
-                self.address = line.split("listening on ")[1].strip()
-                break
-        else:
-            raise RuntimeError("weightcastd did not start")
-        self.cli = [os.path.join(build, "client/weightcast"), "--server", self.address]
-
-    def run(self, *args):
-        return subprocess.run(self.cli + list(args), check=True, stdout=subprocess.PIPE, text=True).stdout
+        super().__init__(build, data_dir, "--workers", "2")
 
     def describe(self, model, version):
         return json.loads(self.run("describe", model, version, "--json"))
@@ -82,10 +71,6 @@ class Server:
                 return info
             time.sleep(1)
         raise RuntimeError(f"{model}/{version}: tiers not ready within {limit_s} s")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
 
 
 def register(server, work, model, version, ladder, policy):

@@ -29,6 +29,7 @@ constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--
        [--int8] [--limit MBIT/S]
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
+  health                                       exit 0 when the server is SERVING (for probes)
 --server defaults to 127.0.0.1:50051. VERSION defaults to latest.
 Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 network failure, 5 verification failed.
 )";
@@ -208,6 +209,12 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     if (pos.empty()) return absl::InvalidArgumentError("warm MODEL [VERSION [TIER...]]");
     std::vector<std::string> tiers(pos.size() > 2 ? pos.begin() + 2 : pos.end(), pos.end());
     return client.Warm(pos[0], pos.size() > 1 ? pos[1] : "latest", tiers);
+  }
+  if (command == "health") {
+    auto serving = client.Health();
+    if (!serving.ok()) return serving.status();
+    out << (*serving ? "SERVING" : "NOT_SERVING") << "\n";
+    return *serving ? absl::OkStatus() : absl::UnavailableError("the server is not serving (draining?)");
   }
   if (command == "rm") {
     if (pos.size() != 2) return absl::InvalidArgumentError("rm MODEL VERSION");

@@ -1,5 +1,6 @@
 #include "client/sdk/client.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -160,6 +161,33 @@ class GrpcClient final : public Client {
       : options_(options), channel_(std::move(channel)), admin_(v1::Admin::NewStub(channel_)),
         distribution_(v1::Distribution::NewStub(channel_)),
         paced_distribution_(v1::Distribution::NewStub(paced_channel)) {}
+
+  absl::StatusOr<bool> Health(absl::Duration timeout) override {
+    // No generated stub for grpc.health.v1 ships with Debian's gRPC: call it generically. The
+    // request is empty (all services); the response's field 1 (varint) is the status, 1 = SERVING.
+    grpc::GenericStub stub(channel_);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+    grpc::CompletionQueue queue;
+    grpc::Slice empty;
+    grpc::ByteBuffer request(&empty, 1), response;
+    auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &queue);
+    call->StartCall();
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    void* tag = nullptr;
+    bool ok = false;
+    queue.Next(&tag, &ok);
+    queue.Shutdown();
+    while (queue.Next(&tag, &ok)) {
+    }
+    RETURN_IF_ERROR(FromGrpc(status));
+    std::vector<grpc::Slice> slices;
+    response.Dump(&slices);
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    return bytes == std::string("\x08\x01", 2);
+  }
 
   absl::StatusOr<ModelInfo> Register(const RegisterOptions& options) override {
     ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(options.checkpoint_path));

@@ -143,6 +143,9 @@ class Client {
   virtual absl::StatusOr<ModelInfo> Describe(const std::string& model, const std::string& version) = 0;
   virtual absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) = 0;
   virtual absl::Status Delete(const std::string& model, const std::string& version) = 0;
+  // grpc.health.v1 Check of the whole server: true when SERVING (false while it drains).
+  // UNAVAILABLE when it cannot be reached within `timeout`.
+  virtual absl::StatusOr<bool> Health(absl::Duration timeout = absl::Seconds(5)) = 0;
   // DATA_LOSS naming the layer if a layer fails verification twice; ABORTED if the version
   // changed under a resumed pull; UNAVAILABLE when reconnects run out.
   virtual absl::StatusOr<PullResult> Pull(const PullOptions& options) = 0;
