@@ -34,12 +34,15 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  --keepalive-seconds N  a Watch stream with nothing to say sends a keepalive this often
+                       (default 15)
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE       ...and this PEM private key
   --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
-pulls UNAVAILABLE, running streams get the grace period.
+pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAVAILABLE: devices
+reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db.
 )";
 
 struct Flags {
@@ -48,6 +51,7 @@ struct Flags {
   weightcast::ModelStoreOptions store{"weightcast-data"};
   uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
   int grace_seconds = 10;
+  int keepalive_seconds = 15;
   std::string tls_cert, tls_key, tls_client_ca;
 };
 
@@ -97,6 +101,11 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
       if (!value(&flags->tls_key)) return false;
     } else if (arg == "--tls-client-ca") {
       if (!value(&flags->tls_client_ca)) return false;
+    } else if (arg == "--keepalive-seconds") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) || flags->keepalive_seconds < 1) {
+        *error = "--keepalive-seconds needs a count >= 1";
+        return false;
+      }
     } else if (arg == "--grace-seconds") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) || flags->grace_seconds < 0) {
         *error = "--grace-seconds needs a count";
@@ -164,8 +173,29 @@ int main(int argc, char** argv) {
     const std::string host = flags.metrics.substr(0, flags.metrics.rfind(':'));
     std::cout << "weightcastd metrics on http://" << host << ":" << endpoint->port() << "/metrics" << std::endl;
   }
-  weightcast::AdminService admin(core, &metrics, flags.max_upload_bytes);
-  weightcast::DistributionService distribution(core, &metrics);
+  auto fleet_registry = weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
+  absl::StatusOr<std::unique_ptr<weightcast::Fleet>> fleet_or =
+      fleet_registry.ok() ? weightcast::Fleet::Create(fleet_registry->get(),
+                                                      [core](const std::string& model, const std::string& version) {
+                                                        return core->Describe(model, version).status();
+                                                      })
+                          : fleet_registry.status();
+  if (!fleet_or.ok()) {
+    std::cerr << "weightcastd: fleet: " << fleet_or.status().message() << "\n";
+    return 1;
+  }
+  weightcast::Fleet* fleet = fleet_or->get();
+  metrics.AddGauge("weightcast_watch_subscribers", "Devices watching (open Watch streams).",
+                   [fleet] { return static_cast<double>(fleet->subscribers()); });
+  metrics.AddCollector("weightcast_rollout_devices", "Devices by model and last reported state.", "gauge", [fleet] {
+    std::vector<std::pair<weightcast::ServerMetrics::Labels, double>> samples;
+    for (const auto& [key, n] : fleet->DeviceStates()) {
+      samples.push_back({{{"model", key.first}, {"state", key.second}}, static_cast<double>(n)});
+    }
+    return samples;
+  });
+  weightcast::AdminService admin(core, fleet, &metrics, flags.max_upload_bytes);
+  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -209,6 +239,7 @@ int main(int argc, char** argv) {
   std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
   server->GetHealthCheckService()->SetServingStatus(false);
   distribution.Drain();
+  fleet->Shutdown();     // Watch streams end now rather than at the grace deadline
   (*store)->Shutdown();  // waiting pulls get UNAVAILABLE
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(flags.grace_seconds));
   server->Wait();

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/fleet_commands.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
 #include "nlohmann/json.hpp"
@@ -16,7 +17,7 @@
 namespace weightcast {
 namespace {
 
-constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
+const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
                   [--token TOKEN] COMMAND ...
   register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT] [--policy FILE.json]
        [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
@@ -30,7 +31,7 @@ constexpr char kUsage[] = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
---server defaults to 127.0.0.1:50051. VERSION defaults to latest.
+)" + std::string(kFleetUsage) + R"(--server defaults to 127.0.0.1:50051. VERSION defaults to latest.
 Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 network failure, 5 verification failed.
 )";
 
@@ -210,6 +211,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     std::vector<std::string> tiers(pos.size() > 2 ? pos.begin() + 2 : pos.end(), pos.end());
     return client.Warm(pos[0], pos.size() > 1 ? pos[1] : "latest", tiers);
   }
+  if (IsFleetCommand(command)) return RunFleetCommand(command, pos, args.flags, client, out);
   if (command == "health") {
     auto serving = client.Health();
     if (!serving.ok()) return serving.status();

@@ -16,6 +16,7 @@
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/pack/layer_codec.h"
+#include "client/sdk/fleet_calls.h"
 #include "common/pack/packed_layer.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -162,6 +163,27 @@ class GrpcClient final : public Client {
         distribution_(v1::Distribution::NewStub(channel_)),
         paced_distribution_(v1::Distribution::NewStub(paced_channel)) {}
 
+  absl::Status Watch(const WatchOptions& options, const std::function<void(const AssignmentInfo&)>& on_assignment,
+                     const std::function<void()>& on_keepalive) override {
+    return fleet_calls::Watch(*distribution_, options_.token, options, on_assignment, on_keepalive);
+  }
+  absl::Status ReportStatus(const DeviceStatusReport& report) override {
+    return fleet_calls::ReportStatus(*distribution_, Prepare(), report);
+  }
+  absl::StatusOr<RolloutInfo> StartRollout(const std::string& model, const std::string& version, double percent,
+                                           const std::vector<std::string>& groups) override {
+    return fleet_calls::StartRollout(*admin_, Prepare(), model, version, percent, groups);
+  }
+  absl::StatusOr<RolloutInfo> UpdateRollout(const std::string& model, const RolloutUpdate& update) override {
+    return fleet_calls::UpdateRollout(*admin_, Prepare(), model, update);
+  }
+  absl::StatusOr<RolloutInfo> RollbackRollout(const std::string& model) override {
+    return fleet_calls::RollbackRollout(*admin_, Prepare(), model);
+  }
+  absl::StatusOr<RolloutInfo> GetRollout(const std::string& model) override {
+    return fleet_calls::GetRollout(*admin_, Prepare(), model);
+  }
+
   absl::StatusOr<bool> Health(absl::Duration timeout) override {
     // No generated stub for grpc.health.v1 ships with Debian's gRPC: call it generically. The
     // request is empty (all services); the response's field 1 (varint) is the status, 1 = SERVING.
@@ -275,6 +297,9 @@ class GrpcClient final : public Client {
   absl::StatusOr<PullResult> Pull(const PullOptions& options) override;
 
  private:
+  fleet_calls::Prepare Prepare() const {
+    return [this](grpc::ClientContext* context) { SetDeadline(context); };
+  }
   void SetDeadline(grpc::ClientContext* context) const {
     context->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.call_timeout)));
@@ -456,6 +481,12 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector
                                             " (tiers not yet encoded or measured do not count: warm them first)"));
   }
   return best->name;
+}
+
+uint64_t RolloutInfo::Devices(const std::string& version, const std::string& state) const {
+  uint64_t n = 0;
+  for (const Count& c : counts) n += c.version == version && c.state == state ? c.devices : 0;
+  return n;
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& options) {

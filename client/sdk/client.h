@@ -133,6 +133,59 @@ struct RegisterOptions {
   std::string eval_data_path;
 };
 
+// Fleet push (a device's side).
+struct WatchOptions {
+  std::string device_id;
+  std::vector<std::string> groups;
+  std::vector<std::string> models;                       // the models this device runs
+  std::string tier_name;                                 // the tier it wants ("" : chosen by the device)
+  std::vector<std::pair<std::string, std::string>> installed;  // (model, version) it holds
+  std::function<bool()> should_end;  // polled every 50 ms: true ends the watch (CANCELLED)
+};
+
+struct AssignmentInfo {
+  std::string model;
+  std::string version;
+  std::string tier;    // empty: the device selects by its own policy
+  std::string reason;  // ROLLOUT | BASELINE | ROLLBACK
+};
+
+struct DeviceStatusReport {
+  std::string device_id;
+  std::string model;
+  std::string version;
+  std::string tier;
+  std::string state;  // DOWNLOADING | INSTALLED | FAILED
+  std::string reason;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+// Fleet push (an operator's side).
+struct RolloutInfo {
+  std::string model;
+  std::string version;
+  std::string baseline_version;
+  double percent = 0;
+  std::vector<std::string> groups;
+  std::string state;  // ACTIVE | PAUSED | ROLLED_BACK
+  struct Count {
+    std::string version;
+    std::string state;
+    uint64_t devices = 0;
+  };
+  std::vector<Count> counts;
+  uint64_t subscribers = 0;
+  // Devices that reported `state` for `version`.
+  uint64_t Devices(const std::string& version, const std::string& state) const;
+};
+
+struct RolloutUpdate {
+  double percent = -1;  // < 0: unchanged
+  std::optional<std::vector<std::string>> groups;
+  std::optional<bool> paused;
+};
+
 class Client {
  public:
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options);
@@ -146,6 +199,19 @@ class Client {
   // grpc.health.v1 Check of the whole server: true when SERVING (false while it drains).
   // UNAVAILABLE when it cannot be reached within `timeout`.
   virtual absl::StatusOr<bool> Health(absl::Duration timeout = absl::Seconds(5)) = 0;
+
+  // Watches for assignments until the stream ends (its status: UNAVAILABLE when the server goes,
+  // CANCELLED when `should_end` says so). `on_assignment` runs on the calling thread, one at a time;
+  // `on_keepalive` (optional) on each keepalive. No call timeout applies.
+  virtual absl::Status Watch(const WatchOptions& options, const std::function<void(const AssignmentInfo&)>& on_assignment,
+                             const std::function<void()>& on_keepalive = nullptr) = 0;
+  virtual absl::Status ReportStatus(const DeviceStatusReport& report) = 0;
+
+  virtual absl::StatusOr<RolloutInfo> StartRollout(const std::string& model, const std::string& version, double percent,
+                                                   const std::vector<std::string>& groups) = 0;
+  virtual absl::StatusOr<RolloutInfo> UpdateRollout(const std::string& model, const RolloutUpdate& update) = 0;
+  virtual absl::StatusOr<RolloutInfo> RollbackRollout(const std::string& model) = 0;
+  virtual absl::StatusOr<RolloutInfo> GetRollout(const std::string& model) = 0;
   // DATA_LOSS naming the layer if a layer fails verification twice; ABORTED if the version
   // changed under a resumed pull; UNAVAILABLE when reconnects run out.
   virtual absl::StatusOr<PullResult> Pull(const PullOptions& options) = 0;

@@ -45,6 +45,7 @@ ServerMetrics::ServerMetrics() {
   declare("weightcast_pull_errors_total", "counter", "Pulls that ended with an error, by gRPC code.");
   declare("weightcast_registrations_total", "counter", "RegisterModel calls, by result.");
   declare("weightcast_active_streams", "gauge", "Pull streams in progress.");
+  declare("weightcast_watch_events_total", "counter", "Events sent to watching devices, by type.");
   families_["weightcast_active_streams"].samples[""] = 0;
   families_["weightcast_cache_hits_total"].samples[""] = 0;
   families_["weightcast_cache_misses_total"].samples[""] = 0;
@@ -119,17 +120,29 @@ void ServerMetrics::RecordPullError(const std::string& code) {
   Add("weightcast_pull_errors_total", "{" + Label("code", code) + "}", 1);
 }
 
-void ServerMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {
+void ServerMetrics::RecordWatchEvent(const std::string& type) {
   absl::MutexLock lock(&mu_);
-  gauges_.push_back({name, {help, std::move(read)}});
+  Add("weightcast_watch_events_total", "{" + Label("type", type) + "}", 1);
+}
+
+void ServerMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {
+  AddCollector(name, help, "gauge", [read = std::move(read)] {
+    return std::vector<std::pair<Labels, double>>{{Labels{}, read()}};
+  });
+}
+
+void ServerMetrics::AddCollector(const std::string& name, const std::string& help, const std::string& type,
+                                 std::function<std::vector<std::pair<Labels, double>>()> read) {
+  absl::MutexLock lock(&mu_);
+  collectors_.push_back({name, help, type, std::move(read)});
 }
 
 std::string ServerMetrics::Exposition() const {
-  std::vector<std::pair<std::string, std::pair<std::string, std::function<double()>>>> gauges;
+  std::vector<Collector> collectors;
   std::string out;
   {
     absl::MutexLock lock(&mu_);
-    gauges = gauges_;
+    collectors = collectors_;
     for (const auto& [name, family] : families_) {
       absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n# TYPE ", name, " ", family.type, "\n");
       for (const auto& [labels, value] : family.samples) absl::StrAppend(&out, name, labels, " ", Number(value), "\n");
@@ -150,9 +163,13 @@ std::string ServerMetrics::Exposition() const {
       }
     }
   }
-  for (const auto& [name, entry] : gauges) {  // read outside the lock: callbacks take their own
-    absl::StrAppend(&out, "# HELP ", name, " ", entry.first, "\n# TYPE ", name, " gauge\n", name, " ",
-                    Number(entry.second()), "\n");
+  for (const Collector& c : collectors) {  // read outside the lock: callbacks take their own
+    absl::StrAppend(&out, "# HELP ", c.name, " ", c.help, "\n# TYPE ", c.name, " ", c.type, "\n");
+    for (const auto& [labels, value] : c.read()) {
+      std::string text;
+      for (const auto& [key, label_value] : labels) absl::StrAppend(&text, text.empty() ? "" : ",", Label(key, label_value));
+      absl::StrAppend(&out, c.name, text.empty() ? "" : absl::StrCat("{", text, "}"), " ", Number(value), "\n");
+    }
   }
   return out;
 }

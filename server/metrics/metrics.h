@@ -31,9 +31,15 @@ class ServerMetrics {
   void RecordResume();
   void RecordRegistration(const std::string& result);  // "ok", "invalid", "exists", "error"
   void RecordPullError(const std::string& code);        // gRPC code name
+  void RecordWatchEvent(const std::string& type);       // "assignment" | "keepalive"
 
   // Gauges read at scrape time (queue depth, busy workers, ...).
   void AddGauge(const std::string& name, const std::string& help, std::function<double()> read);
+  // A family read at scrape time: each sample's labels (name, value) and value. `type` is
+  // "gauge" or "counter" (then the callback must only grow).
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+  void AddCollector(const std::string& name, const std::string& help, const std::string& type,
+                    std::function<std::vector<std::pair<Labels, double>>()> read);
 
   // The whole exposition, text format 0.0.4.
   std::string Exposition() const;
@@ -50,7 +56,11 @@ class ServerMetrics {
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::vector<int64_t>>> histograms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::pair<double, int64_t>>> histogram_sums_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::pair<std::string, std::pair<std::string, std::function<double()>>>> gauges_ ABSL_GUARDED_BY(mu_);
+  struct Collector {
+    std::string name, help, type;
+    std::function<std::vector<std::pair<Labels, double>>()> read;
+  };
+  std::vector<Collector> collectors_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace weightcast

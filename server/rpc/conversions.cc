@@ -93,4 +93,22 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
   }
 }
 
+void ToProto(const RolloutView& view, v1::Rollout* out) {
+  const RolloutRecord& r = view.rollout;
+  out->set_model(r.model);
+  out->set_version(r.version);
+  out->set_baseline_version(r.baseline);
+  out->set_percent(r.percent);
+  for (const std::string& g : r.groups) out->add_groups(g);
+  out->set_state(static_cast<v1::Rollout::State>(static_cast<int>(r.state)));
+  out->set_started_unix_seconds(r.started_unix_seconds);
+  for (const DeviceCount& c : view.counts) {
+    v1::Rollout::Count* count = out->add_counts();
+    count->set_version(c.version);
+    count->set_state(c.state);
+    count->set_devices(c.devices);
+  }
+  out->set_subscribers(view.subscribers);
+}
+
 }  // namespace weightcast

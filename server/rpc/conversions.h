@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "server/core/model_store.h"
+#include "server/push/fleet.h"
 #include "weightcast/v1/weightcast.pb.h"
 
 namespace weightcast {
@@ -17,6 +18,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out);
 void ToProto(const Manifest& manifest, v1::Manifest* out);
+void ToProto(const RolloutView& rollout, v1::Rollout* out);
 
 }  // namespace weightcast
 

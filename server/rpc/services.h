@@ -1,5 +1,5 @@
-// The gRPC services: thin handlers that convert requests, call the ModelStore, and convert the
-// status once. Synchronous gRPC API: a server-streaming Write blocks until the transport takes
+// The gRPC services: thin handlers that convert requests, call the ModelStore (or, for rollouts,
+// Watch and device reports, the Fleet: fleet_services.cc), and convert the status once. Synchronous gRPC API: a server-streaming Write blocks until the transport takes
 // the message, so a pull has one write in flight. Thread-safe; the store must outlive them.
 #ifndef WEIGHTCAST_SERVER_RPC_SERVICES_H_
 #define WEIGHTCAST_SERVER_RPC_SERVICES_H_
@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "server/core/model_store.h"
+#include "server/push/fleet.h"
 #include "server/metrics/metrics.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -19,8 +20,8 @@ inline constexpr uint64_t kDefaultMaxUploadBytes = uint64_t{8} << 30;
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(ModelStore* store, ServerMetrics* metrics, uint64_t max_upload_bytes)
-      : store_(store), metrics_(metrics), max_upload_bytes_(max_upload_bytes) {}
+  AdminService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, uint64_t max_upload_bytes)
+      : store_(store), fleet_(fleet), metrics_(metrics), max_upload_bytes_(max_upload_bytes) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
                              v1::RegisterModelResponse* response) override;
@@ -34,24 +35,41 @@ class AdminService final : public v1::Admin::Service {
                          v1::WarmTiersResponse* response) override;
   grpc::Status SetDefaultLadder(grpc::ServerContext* context, const v1::SetDefaultLadderRequest* request,
                                 v1::SetDefaultLadderResponse* response) override;
+  grpc::Status StartRollout(grpc::ServerContext* context, const v1::StartRolloutRequest* request,
+                            v1::Rollout* response) override;
+  grpc::Status UpdateRollout(grpc::ServerContext* context, const v1::UpdateRolloutRequest* request,
+                             v1::Rollout* response) override;
+  grpc::Status RollbackRollout(grpc::ServerContext* context, const v1::RollbackRolloutRequest* request,
+                               v1::Rollout* response) override;
+  grpc::Status GetRollout(grpc::ServerContext* context, const v1::GetRolloutRequest* request,
+                          v1::Rollout* response) override;
 
  private:
   grpc::Status Register(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
                         v1::RegisterModelResponse* response);
 
   ModelStore* const store_;
+  Fleet* const fleet_;
   ServerMetrics* const metrics_;
   const uint64_t max_upload_bytes_;
 };
 
 class DistributionService final : public v1::Distribution::Service {
  public:
-  DistributionService(ModelStore* store, ServerMetrics* metrics) : store_(store), metrics_(metrics) {}
+  DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
+                      absl::Duration keepalive = absl::Seconds(15))
+      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                            v1::Manifest* response) override;
   grpc::Status Pull(grpc::ServerContext* context, const v1::PullRequest* request,
                     grpc::ServerWriter<v1::PullResponse>* writer) override;
+  // Sends the device's assignments as they change, a keepalive when nothing happened for the
+  // keepalive interval; ends when the client goes or the fleet shuts down.
+  grpc::Status Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
+                     grpc::ServerWriter<v1::WatchEvent>* writer) override;
+  grpc::Status ReportStatus(grpc::ServerContext* context, const v1::DeviceStatus* request,
+                            v1::ReportStatusResponse* response) override;
 
   // After this, new pulls get UNAVAILABLE (running streams continue until the grace period).
   void Drain() { draining_.store(true); }
@@ -61,7 +79,9 @@ class DistributionService final : public v1::Distribution::Service {
                       grpc::ServerWriter<v1::PullResponse>* writer);
 
   ModelStore* const store_;
+  Fleet* const fleet_;
   ServerMetrics* const metrics_;
+  const absl::Duration keepalive_;
   std::atomic<bool> draining_{false};  // set once by Drain(); read by every pull
 };
 

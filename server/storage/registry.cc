@@ -109,25 +109,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& path
 }
 
 absl::Status Registry::Migrate() {
-  RETURN_IF_ERROR(db_->Execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)"));
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_version"));
-  ASSIGN_OR_RETURN(bool row, query.Step());
-  const int64_t current = row ? query.Int(0) : 0;
-  const int64_t latest = static_cast<int64_t>(std::size(kMigrations));
-  if (current > latest) {
-    return absl::FailedPreconditionError(absl::StrCat("registry schema ", current, " is newer than this server (", latest, ")"));
+  absl::Status status = db_->Migrate(std::vector<const char*>(std::begin(kMigrations), std::end(kMigrations)));
+  if (status.code() == absl::StatusCode::kFailedPrecondition) {
+    return absl::FailedPreconditionError(absl::StrCat("registry ", status.message()));
   }
-  for (int64_t v = current; v < latest; ++v) {
-    RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
-    absl::Status status = db_->Execute(kMigrations[v]);
-    if (status.ok()) status = db_->Execute(absl::StrCat("INSERT INTO schema_version VALUES (", v + 1, ")"));
-    if (!status.ok()) {
-      db_->Execute("ROLLBACK").IgnoreError();
-      return status;
-    }
-    RETURN_IF_ERROR(db_->Execute("COMMIT"));
-  }
-  return absl::OkStatus();
+  return status;
 }
 
 absl::StatusOr<int64_t> Registry::AddVersion(const VersionRecord& v, const std::vector<std::string>& tiers) {

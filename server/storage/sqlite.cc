@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 namespace {
@@ -113,6 +114,28 @@ std::string Statement::Text(int column) const {
 std::string Statement::Blob(int column) const {
   const void* blob = sqlite3_column_blob(stmt_, column);
   return blob ? std::string(static_cast<const char*>(blob), sqlite3_column_bytes(stmt_, column)) : std::string();
+}
+
+absl::Status Database::Migrate(const std::vector<const char*>& migrations) {
+  RETURN_IF_ERROR(Execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)"));
+  ASSIGN_OR_RETURN(Statement query, Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  const int64_t current = row ? query.Int(0) : 0;
+  const int64_t latest = static_cast<int64_t>(migrations.size());
+  if (current > latest) {
+    return absl::FailedPreconditionError(absl::StrCat("schema ", current, " is newer than this server (", latest, ")"));
+  }
+  for (int64_t v = current; v < latest; ++v) {
+    RETURN_IF_ERROR(Execute("BEGIN IMMEDIATE"));
+    absl::Status status = Execute(migrations[v]);
+    if (status.ok()) status = Execute(absl::StrCat("INSERT INTO schema_version VALUES (", v + 1, ")"));
+    if (!status.ok()) {
+      Execute("ROLLBACK").IgnoreError();
+      return status;
+    }
+    RETURN_IF_ERROR(Execute("COMMIT"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace weightcast

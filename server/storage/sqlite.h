@@ -28,6 +28,9 @@ class Database {
   absl::Status Execute(absl::string_view sql);  // one or more statements, no results
   absl::StatusOr<Statement> Prepare(absl::string_view sql);
   int64_t LastInsertId() const;
+  // Brings the schema forward: migrations[v] moves version v to v + 1, each in a transaction,
+  // recorded in a schema_version table. FAILED_PRECONDITION for a schema newer than the list.
+  absl::Status Migrate(const std::vector<const char*>& migrations);
 
  private:
   explicit Database(sqlite3* db) : db_(db) {}

@@ -1,10 +1,6 @@
 // The client SDK against the real weightcastd: tier selection, a server killed mid-pull and
 // restarted (the pull resumes and the output is byte-identical), and a corrupted blob on disk
 // (DATA_LOSS naming the layer).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -25,18 +21,6 @@ using ::testing::HasSubstr;
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::vector<std::string> Flags(int port) {
   return {"--listen", "127.0.0.1:" + std::to_string(port), "--workers", "2", "--preset", "ultrafast",
           "--grace-seconds", "1"};
@@ -44,7 +28,7 @@ std::vector<std::string> Flags(int port) {
 
 TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
   const std::string dir = FreshDir("client_select");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
@@ -69,7 +53,7 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
 
 TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   const std::string dir = FreshDir("client_resume");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
@@ -99,7 +83,7 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
 
 TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   const std::string dir = FreshDir("client_drain");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   std::vector<std::string> flags = Flags(port);
   flags.back() = "10";  // --grace-seconds 10: long enough for the running pull
   auto server = ServerProcess::Start(kServer, dir + "/data", flags);
@@ -145,7 +129,7 @@ void MakeCertificates(const std::string& dir) {
 TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
   const std::string dir = FreshDir("client_tls");
   MakeCertificates(dir);
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   std::vector<std::string> flags = Flags(port);
   for (const char* f : {"--tls-cert", "server.pem", "--tls-key", "server.key", "--tls-client-ca", "ca.pem"}) {
     flags.push_back(f[0] == '-' ? std::string(f) : dir + "/" + f);
@@ -169,7 +153,7 @@ TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
 
 TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
   const std::string dir = FreshDir("client_corrupt");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();

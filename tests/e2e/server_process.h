@@ -41,6 +41,10 @@ class ServerProcess {
   std::string metrics_url_;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for a server that must keep its port
+// across a restart).
+int FreeLoopbackPort();
+
 // GET `url` (http://HOST:PORT/PATH on loopback); the body, or an error.
 absl::StatusOr<std::string> HttpGet(const std::string& url);
 

@@ -1,0 +1,170 @@
+#include "client/agent/agent.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace weightcast {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A label the server sent, before it becomes a path: no separators, not "." or "..".
+bool SafeLabel(const std::string& label) {
+  return !label.empty() && label.size() <= 128 && label.find('/') == std::string::npos &&
+         label.find_first_not_of('.') != std::string::npos;
+}
+
+// Points `link` at `target` atomically: a new symlink renamed over the old one.
+absl::Status Relink(const fs::path& link, const fs::path& target) {
+  const fs::path temp = link.string() + ".new";
+  std::error_code error;
+  fs::remove(temp, error);
+  fs::create_symlink(target, temp, error);
+  if (!error) fs::rename(temp, link, error);
+  if (error) return absl::InternalError(absl::StrCat(link.string(), ": ", error.message()));
+  return absl::OkStatus();
+}
+
+std::string ReadSmallFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+}  // namespace
+
+std::string Agent::Installed(const std::string& dir, const std::string& model) {
+  std::error_code error;
+  const fs::path target = fs::read_symlink(fs::path(dir) / model / "current", error);
+  return error ? "" : target.filename().string();
+}
+
+AgentStats Agent::stats() {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Agent::Report(const AssignmentInfo& a, const std::string& state, const std::string& reason, uint64_t bytes,
+                   double seconds) {
+  // Best effort: a report lost with the connection is made again when the watch comes back.
+  client_->ReportStatus({options_.device_id, a.model, a.version, a.tier, state, reason, bytes, seconds}).IgnoreError();
+}
+
+absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& stop) {
+  if (!SafeLabel(a.model) || !SafeLabel(a.version) ||
+      std::find(options_.models.begin(), options_.models.end(), a.model) == options_.models.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment of '", a.model, "' version '", a.version, "'"));
+  }
+  const fs::path model_dir = fs::path(options_.dir) / a.model;
+  const fs::path version_dir = model_dir / "versions" / a.version;
+  const std::string current = Installed(options_.dir, a.model);
+  AssignmentInfo done = a;
+  if (current == a.version) {
+    done.tier = ReadSmallFile(version_dir / "tier");
+    Report(done, "INSTALLED", "", 0, 0);
+    return absl::OkStatus();
+  }
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t bytes = 0;
+  const bool have = fs::exists(version_dir / "model.pt") && fs::exists(version_dir / "tier");
+  if (have) {
+    done.tier = ReadSmallFile(version_dir / "tier");
+  } else {
+    Report(a, "DOWNLOADING", "", 0, 0);
+    std::error_code error;
+    fs::create_directories(version_dir, error);
+    PullOptions pull;
+    pull.model = a.model;
+    pull.version = a.version;
+    pull.tier = options_.tier;
+    if (!a.tier.empty()) pull.tier = TierSelector{a.tier};
+    pull.output_path = (version_dir / "model.pt").string();
+    pull.int8_output = options_.int8_output;
+    pull.cancel = &stop;
+    absl::StatusOr<PullResult> pulled = error ? absl::InternalError(error.message()) : client_->Pull(pull);
+    if (!pulled.ok()) {
+      Report(a, "FAILED", std::string(pulled.status().message()), 0, 0);
+      absl::MutexLock lock(&mu_);
+      ++stats_.failures;
+      return pulled.status();
+    }
+    done.tier = pulled->tier;
+    bytes = pulled->bytes;
+    std::ofstream(version_dir / "tier") << pulled->tier << "\n";
+  }
+  absl::Status switched = Relink(model_dir / "current", fs::path("versions") / a.version);
+  if (switched.ok() && !current.empty()) switched = Relink(model_dir / "previous", fs::path("versions") / current);
+  if (!switched.ok()) {
+    Report(done, "FAILED", std::string(switched.message()), bytes, 0);
+    absl::MutexLock lock(&mu_);
+    ++stats_.failures;
+    return switched;
+  }
+  // Keep current and previous only.
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(model_dir / "versions", error)) {
+    const std::string name = entry.path().filename().string();
+    if (name != a.version && name != current) fs::remove_all(entry.path(), error);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Report(done, "INSTALLED", "", bytes, seconds);
+  absl::MutexLock lock(&mu_);
+  ++stats_.installs;
+  stats_.downloads += have ? 0 : 1;
+  return absl::OkStatus();
+}
+
+absl::Status Agent::Run(const std::atomic<bool>& stop) {
+  if (options_.device_id.empty() || options_.dir.empty() || options_.models.empty()) {
+    return absl::InvalidArgumentError("an agent needs a device id, a directory and at least one model");
+  }
+  for (const std::string& model : options_.models) {
+    if (!SafeLabel(model)) return absl::InvalidArgumentError(absl::StrCat("model name '", model, "'"));
+  }
+  absl::Duration backoff = options_.min_backoff;
+  while (!stop.load()) {
+    // A failed install ends the watch: the next one (after the backoff) is assigned it again.
+    std::atomic<bool> failed{false};
+    WatchOptions watch{options_.device_id, options_.groups, options_.models, options_.tier.name, {},
+                       [&] { return stop.load() || failed.load(); }};
+    for (const std::string& model : options_.models) {
+      const std::string version = Installed(options_.dir, model);
+      if (!version.empty()) watch.installed.emplace_back(model, version);
+    }
+    bool heard = false;
+    auto connected = [&] {
+      if (heard) return;
+      heard = true;
+      backoff = options_.min_backoff;  // the server answered: start over with short waits
+      absl::MutexLock lock(&mu_);
+      stats_.connected = true;
+    };
+    const absl::Status ended = client_->Watch(
+        watch,
+        [&](const AssignmentInfo& a) {
+          connected();
+          if (!Install(a, stop).ok()) failed.store(true);  // reported to the server
+        },
+        connected);
+    {
+      absl::MutexLock lock(&mu_);
+      stats_.connected = false;
+      if (!stop.load()) ++stats_.reconnects;
+    }
+    (void)ended;
+    // Sleep the backoff in short steps so that stop is honoured at once.
+    const auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(backoff);
+    while (!stop.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace weightcast

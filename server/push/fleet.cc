@@ -1,0 +1,251 @@
+#include "server/push/fleet.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+
+namespace weightcast {
+namespace {
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+absl::Status CheckDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return absl::InvalidArgumentError("device_id must be 1-128 characters");
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("device_id '", id, "' may hold only letters, digits, '.', '_', '-'"));
+  }
+  return absl::OkStatus();
+}
+
+bool Watches(const WatchSpec& spec, const std::string& model) {
+  return std::find(spec.models.begin(), spec.models.end(), model) != spec.models.end();
+}
+
+}  // namespace
+
+int RolloutBucket(const std::string& model, const std::string& device_id) {
+  const std::string key = absl::StrCat(model, "/", device_id);
+  const Sha256Digest digest = Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key.data()), key.size()));
+  const uint32_t head = (uint32_t{digest[0]} << 24) | (uint32_t{digest[1]} << 16) | (uint32_t{digest[2]} << 8) | digest[3];
+  return static_cast<int>(head % 10000);
+}
+
+std::optional<AssignmentEvent> Subscription::Next(absl::Duration wait) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !queue_.empty(); };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  if (closed_ || queue_.empty()) return std::nullopt;
+  AssignmentEvent event = std::move(queue_.front());
+  queue_.pop_front();
+  return event;
+}
+
+bool Subscription::closed() {
+  absl::MutexLock lock(&mu_);
+  return closed_;
+}
+
+void Subscription::Push(AssignmentEvent event) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->model == event.model) {  // superseded before it was sent
+      queue_.erase(it);
+      break;
+    }
+  }
+  queue_.push_back(std::move(event));
+}
+
+void Subscription::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+}
+
+absl::StatusOr<std::unique_ptr<Fleet>> Fleet::Create(
+    FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists) {
+  std::unique_ptr<Fleet> fleet(new Fleet(registry, std::move(version_exists)));
+  ASSIGN_OR_RETURN(std::vector<RolloutRecord> rollouts, registry->Rollouts());
+  absl::MutexLock lock(&fleet->mu_);
+  for (RolloutRecord& r : rollouts) fleet->rollouts_[r.model] = std::move(r);
+  return fleet;
+}
+
+std::optional<AssignmentEvent> Fleet::AssignmentFor(const RolloutRecord& r, const WatchSpec& spec) {
+  auto to = [&](const std::string& version, AssignmentReason reason) -> std::optional<AssignmentEvent> {
+    if (version.empty()) return std::nullopt;
+    return AssignmentEvent{r.model, version, spec.tier_name, reason};
+  };
+  if (r.state == RolloutState::kRolledBack) return to(r.baseline, AssignmentReason::kRollback);
+  bool in = RolloutBucket(r.model, spec.device_id) < static_cast<int>(r.percent * 100 + 1e-9);
+  for (const std::string& g : spec.groups) {
+    in = in || std::find(r.groups.begin(), r.groups.end(), g) != r.groups.end();
+  }
+  if (in && r.state == RolloutState::kPaused) {
+    // Paused: no device starts the target; one that has (or is fetching) it keeps it.
+    auto it = spec.installed.find(r.model);
+    bool has = it != spec.installed.end() && it->second == r.version;
+    if (!has) {
+      auto reported = registry_->GetDevice(spec.device_id, r.model);
+      has = reported.ok() && reported->has_value() && (*reported)->version == r.version && (*reported)->state != "FAILED";
+    }
+    in = has;
+  }
+  return in ? to(r.version, AssignmentReason::kRollout) : to(r.baseline, AssignmentReason::kBaseline);
+}
+
+void Fleet::Notify(const RolloutRecord& rollout) {
+  for (const auto& sub : subscriptions_) {
+    if (!Watches(sub->spec_, rollout.model)) continue;
+    std::optional<AssignmentEvent> event = AssignmentFor(rollout, sub->spec_);
+    if (!event) continue;
+    std::string& sent = sub->sent_[rollout.model];
+    if (sent == event->version) continue;
+    sent = event->version;
+    sub->Push(*std::move(event));
+    events_sent_.fetch_add(1);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Subscription>> Fleet::Subscribe(WatchSpec spec) {
+  RETURN_IF_ERROR(CheckDeviceId(spec.device_id));
+  if (spec.models.empty()) return absl::InvalidArgumentError("a watch names at least one model");
+  auto sub = std::shared_ptr<Subscription>(new Subscription(std::move(spec)));
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  for (const std::string& model : sub->spec_.models) {
+    auto installed = sub->spec_.installed.find(model);
+    if (installed != sub->spec_.installed.end()) sub->sent_[model] = installed->second;
+    auto rollout = rollouts_.find(model);
+    if (rollout == rollouts_.end()) continue;
+    std::optional<AssignmentEvent> event = AssignmentFor(rollout->second, sub->spec_);
+    if (!event || sub->sent_[model] == event->version) continue;
+    sub->sent_[model] = event->version;
+    sub->Push(*std::move(event));
+    events_sent_.fetch_add(1);
+  }
+  subscriptions_.insert(sub);
+  return sub;
+}
+
+void Fleet::Unsubscribe(const std::shared_ptr<Subscription>& subscription) {
+  absl::MutexLock lock(&mu_);
+  subscriptions_.erase(subscription);
+}
+
+absl::Status Fleet::Report(DeviceRecord status) {
+  RETURN_IF_ERROR(CheckDeviceId(status.device_id));
+  if (status.state != "DOWNLOADING" && status.state != "INSTALLED" && status.state != "FAILED") {
+    return absl::InvalidArgumentError("state must be DOWNLOADING, INSTALLED or FAILED");
+  }
+  if (status.model.empty() || status.version.empty()) return absl::InvalidArgumentError("model and version are required");
+  status.updated_unix_seconds = NowSeconds();
+  return registry_->PutDevice(status);
+}
+
+absl::StatusOr<RolloutView> Fleet::View(const RolloutRecord& rollout) {
+  RolloutView view{rollout, {}, 0};
+  ASSIGN_OR_RETURN(view.counts, registry_->Counts(rollout.model));
+  for (const auto& sub : subscriptions_) view.subscribers += Watches(sub->spec_, rollout.model);
+  return view;
+}
+
+absl::StatusOr<RolloutView> Fleet::StartRollout(const std::string& model, const std::string& version, double percent,
+                                                std::vector<std::string> groups) {
+  if (!(percent >= 0 && percent <= 100)) return absl::InvalidArgumentError("percent must be within 0..100");
+  if (version.empty() || version == "latest") return absl::InvalidArgumentError("a rollout names a version label");
+  RETURN_IF_ERROR(version_exists_(model, version));
+  absl::MutexLock lock(&mu_);
+  RolloutRecord next{model, version, "", percent, std::move(groups), RolloutState::kActive, NowSeconds()};
+  auto previous = rollouts_.find(model);
+  if (previous != rollouts_.end()) {
+    const RolloutRecord& p = previous->second;
+    next.baseline = p.state == RolloutState::kRolledBack ? p.baseline : p.version;
+    if (next.baseline == version) next.baseline = p.baseline;  // rolling out the baseline again
+  }
+  RETURN_IF_ERROR(registry_->PutRollout(next));
+  rollouts_[model] = next;
+  Notify(next);
+  return View(next);
+}
+
+absl::StatusOr<RolloutView> Fleet::Change(const std::string& model,
+                                          const std::function<absl::Status(RolloutRecord&)>& edit) {
+  absl::MutexLock lock(&mu_);
+  auto it = rollouts_.find(model);
+  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model '", model, "' has no rollout"));
+  RolloutRecord next = it->second;
+  RETURN_IF_ERROR(edit(next));
+  RETURN_IF_ERROR(registry_->PutRollout(next));
+  it->second = next;
+  Notify(next);
+  return View(next);
+}
+
+absl::StatusOr<RolloutView> Fleet::UpdateRollout(const std::string& model, const RolloutChange& change) {
+  return Change(model, [&](RolloutRecord& r) -> absl::Status {
+    if (r.state == RolloutState::kRolledBack) {
+      return absl::FailedPreconditionError(absl::StrCat("the rollout of ", model, " was rolled back; start a new one"));
+    }
+    if (change.percent >= 0) {
+      if (change.percent > 100) return absl::InvalidArgumentError("percent must be within 0..100");
+      r.percent = change.percent;
+    }
+    if (change.groups) r.groups = *change.groups;
+    if (change.paused) r.state = *change.paused ? RolloutState::kPaused : RolloutState::kActive;
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<RolloutView> Fleet::Rollback(const std::string& model) {
+  return Change(model, [&](RolloutRecord& r) -> absl::Status {
+    if (r.baseline.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("the rollout of ", model, " has no earlier version to return to"));
+    }
+    r.state = RolloutState::kRolledBack;
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<RolloutView> Fleet::GetRollout(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  auto it = rollouts_.find(model);
+  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model '", model, "' has no rollout"));
+  return View(it->second);
+}
+
+void Fleet::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  for (const auto& sub : subscriptions_) sub->Close();
+}
+
+size_t Fleet::subscribers() {
+  absl::MutexLock lock(&mu_);
+  return subscriptions_.size();
+}
+
+int64_t Fleet::events_sent() const { return events_sent_.load(); }
+
+std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> Fleet::DeviceStates() {
+  std::vector<std::string> models;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [model, rollout] : rollouts_) models.push_back(model);
+  }
+  std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> out;
+  for (const std::string& model : models) {
+    auto counts = registry_->Counts(model);
+    if (!counts.ok()) continue;
+    std::map<std::string, uint64_t> by_state;
+    for (const DeviceCount& c : *counts) by_state[c.state] += c.devices;
+    for (const auto& [state, n] : by_state) out.push_back({{model, state}, n});
+  }
+  return out;
+}
+
+}  // namespace weightcast

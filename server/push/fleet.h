@@ -1,0 +1,128 @@
+// Fleet push: devices subscribe (Watch) with the models they run, their groups and the versions
+// they hold, and are sent the version assigned to them whenever it changes; operators run one
+// rollout per model (a percentage of devices by a stable hash of the device id, plus named
+// groups), pause it, raise it, roll it back. Rollouts and device reports persist in a
+// FleetRegistry. No gRPC in here: the RPC handlers drain Subscriptions. Thread-safe.
+#ifndef WEIGHTCAST_SERVER_PUSH_FLEET_H_
+#define WEIGHTCAST_SERVER_PUSH_FLEET_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/storage/fleet_registry.h"
+
+namespace weightcast {
+
+// The device's bucket for `model`, 0..9999: in a rollout at P percent iff bucket < 100 * P.
+// Stable (SHA-256 of model and device id), so the devices at 20 % stay in at 40 %.
+int RolloutBucket(const std::string& model, const std::string& device_id);
+
+enum class AssignmentReason { kRollout = 1, kBaseline = 2, kRollback = 3 };
+
+struct AssignmentEvent {
+  std::string model;
+  std::string version;
+  std::string tier;  // the device's policy tier name; empty: it selects by its policy
+  AssignmentReason reason = AssignmentReason::kRollout;
+};
+
+struct WatchSpec {
+  std::string device_id;
+  std::vector<std::string> groups;
+  std::vector<std::string> models;
+  std::string tier_name;
+  std::map<std::string, std::string> installed;  // model -> version the device holds
+};
+
+// One device's stream of events. Next() blocks for the next assignment; nullopt after `wait`
+// (time for a keepalive) or once closed.
+class Subscription {
+ public:
+  std::optional<AssignmentEvent> Next(absl::Duration wait);
+  bool closed();
+
+ private:
+  friend class Fleet;
+  explicit Subscription(WatchSpec spec) : spec_(std::move(spec)) {}
+  void Push(AssignmentEvent event);  // drops an older queued event of the same model
+  void Close();
+
+  const WatchSpec spec_;
+  absl::Mutex mu_;
+  std::deque<AssignmentEvent> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::string> sent_;  // model -> version last assigned; under Fleet::mu_
+};
+
+struct RolloutView {
+  RolloutRecord rollout;
+  std::vector<DeviceCount> counts;
+  uint64_t subscribers = 0;
+};
+
+struct RolloutChange {
+  double percent = -1;                              // < 0: unchanged
+  std::optional<std::vector<std::string>> groups;   // set: replaces them
+  std::optional<bool> paused;
+};
+
+class Fleet {
+ public:
+  // `version_exists` says whether (model, version) is registered (NOT_FOUND otherwise).
+  // Loads the rollouts `registry` holds.
+  static absl::StatusOr<std::unique_ptr<Fleet>> Create(
+      FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists);
+
+  // INVALID_ARGUMENT for a bad device id or no models; the current assignments are queued at once.
+  absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(WatchSpec spec);
+  void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
+  absl::Status Report(DeviceRecord status);
+
+  absl::StatusOr<RolloutView> StartRollout(const std::string& model, const std::string& version, double percent,
+                                           std::vector<std::string> groups);
+  absl::StatusOr<RolloutView> UpdateRollout(const std::string& model, const RolloutChange& change);
+  absl::StatusOr<RolloutView> Rollback(const std::string& model);
+  absl::StatusOr<RolloutView> GetRollout(const std::string& model);
+
+  // Closes every subscription (the server is draining); later Subscribes fail UNAVAILABLE.
+  void Shutdown();
+  size_t subscribers();
+  int64_t events_sent() const;
+  // Devices per (model, state) over every rollout's model, for metrics.
+  std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> DeviceStates();
+
+ private:
+  Fleet(FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists)
+      : registry_(registry), version_exists_(std::move(version_exists)) {}
+  // The version `spec`'s device should run under `rollout` (empty: none).
+  std::optional<AssignmentEvent> AssignmentFor(const RolloutRecord& rollout, const WatchSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends each subscriber of `model` its assignment if it changed.
+  void Notify(const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<RolloutView> View(const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<RolloutView> Change(const std::string& model,
+                                     const std::function<absl::Status(RolloutRecord&)>& edit);
+
+  FleetRegistry* const registry_;
+  const std::function<absl::Status(const std::string&, const std::string&)> version_exists_;
+  absl::Mutex mu_;
+  std::map<std::string, RolloutRecord> rollouts_ ABSL_GUARDED_BY(mu_);  // loaded at start
+  absl::flat_hash_set<std::shared_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int64_t> events_sent_{0};
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_PUSH_FLEET_H_

@@ -1,0 +1,186 @@
+// Fleet push end to end: 50 device agents (threads, each with its own connection and
+// directory) against the real weightcastd. A 20 % rollout reaches exactly the devices whose
+// stable hash puts them in the 20 % (and the named group); a server restart mid-rollout loses
+// nothing; an agent offline during the rollout catches up when it comes back; 100 % reaches the
+// rest; a rollback returns every device to the old version without downloading it again. Every
+// wait is bounded.
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "client/agent/agent.h"
+#include "client/sdk/client.h"
+#include "gtest/gtest.h"
+#include "server/push/fleet.h"
+#include "tests/e2e/server_process.h"
+#include "tests/testing/fresh_dir.h"
+
+namespace weightcast {
+namespace {
+
+const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
+const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+constexpr int kDevices = 50;
+
+struct Device {
+  std::string id;
+  std::string dir;
+  std::unique_ptr<Client> client;
+  std::unique_ptr<Agent> agent;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  void Start(const std::string& address) {
+    client = Client::Connect({address, absl::Seconds(30)}).value();
+    AgentOptions options{id, dir, {"m"}, id == "device-07" ? std::vector<std::string>{"canary"} : std::vector<std::string>{}};
+    options.tier.name = "lossless";
+    options.max_backoff = absl::Seconds(1);
+    agent = std::make_unique<Agent>(client.get(), options);
+    stop = false;
+    thread = std::thread([this] { agent->Run(stop).IgnoreError(); });
+  }
+  void Stop() {
+    stop = true;
+    if (thread.joinable()) thread.join();
+  }
+  std::string Installed() const { return Agent::Installed(dir, "m"); }
+};
+
+// Polls `done` every 50 ms for at most 60 s.
+bool Eventually(const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
+TEST(FleetEndToEnd, FiftyAgentsThroughARolloutARestartAndARollback) {
+  const std::string dir = FreshDir("fleet_50");
+  const int port = FreeLoopbackPort();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::vector<std::string> flags = {"--listen", address, "--keepalive-seconds", "1", "--preset", "ultrafast"};
+  auto server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto admin = Client::Connect({address}).value();
+  ASSERT_TRUE(admin->Register({"m", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
+  ASSERT_TRUE(admin->Register({"m", "v2", kFixtures + "/training.pt", "lossless"}).ok());
+
+  std::vector<std::unique_ptr<Device>> devices;
+  std::set<std::string> in_twenty;  // worked out here from the published hash
+  for (int i = 0; i < kDevices; ++i) {
+    auto d = std::make_unique<Device>();
+    d->id = absl::StrFormat("device-%02d", i);
+    d->dir = dir + "/" + d->id;
+    if (RolloutBucket("m", d->id) < 2000 || d->id == "device-07") in_twenty.insert(d->id);
+    d->Start(address);
+    devices.push_back(std::move(d));
+  }
+  ASSERT_GE(in_twenty.size(), 3u);
+  ASSERT_LE(in_twenty.size(), 20u);
+  auto all_on = [&](const std::string& version) {
+    return [&devices, version] {
+      for (const auto& d : devices) {
+        if (d->Installed() != version) return false;
+      }
+      return true;
+    };
+  };
+
+  // Everyone gets v1.
+  ASSERT_TRUE(admin->StartRollout("m", "v1", 100, {}).ok());
+  ASSERT_TRUE(Eventually(all_on("v1"))) << "not every agent installed v1";
+  EXPECT_EQ(admin->GetRollout("m").value().Devices("v1", "INSTALLED"), static_cast<uint64_t>(kDevices));
+
+  // One device of the 20 % goes offline; v2 to 20 % and the canary group.
+  Device& offline = **std::find_if(devices.begin(), devices.end(),
+                                   [&](const auto& d) { return in_twenty.count(d->id) && d->id != "device-07"; });
+  offline.Stop();
+  auto rollout = admin->StartRollout("m", "v2", 20, {"canary"});
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  EXPECT_EQ(rollout->baseline_version, "v1");
+  const uint64_t expected_v2 = in_twenty.size() - 1;  // the offline one cannot have it yet
+  ASSERT_TRUE(Eventually([&] { return admin->GetRollout("m").value().Devices("v2", "INSTALLED") == expected_v2; }));
+  for (const auto& d : devices) {
+    if (d.get() == &offline) continue;
+    EXPECT_EQ(d->Installed(), in_twenty.count(d->id) ? "v2" : "v1") << d->id;
+  }
+
+  // The server restarts mid-rollout: the rollout and the device reports are still there.
+  server->Stop();
+  server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  admin = Client::Connect({address}).value();
+  const RolloutInfo after = admin->GetRollout("m").value();
+  EXPECT_EQ(after.version, "v2");
+  EXPECT_EQ(after.baseline_version, "v1");
+  EXPECT_EQ(after.percent, 20);
+  EXPECT_EQ(after.state, "ACTIVE");
+  EXPECT_EQ(after.groups, std::vector<std::string>{"canary"});
+  EXPECT_EQ(after.Devices("v2", "INSTALLED"), expected_v2);
+  ASSERT_TRUE(Eventually([&] { return admin->GetRollout("m").value().subscribers == kDevices - 1; }))
+      << "agents did not reconnect";
+
+  // The offline agent comes back and catches up.
+  offline.Start(address);
+  ASSERT_TRUE(Eventually([&] { return offline.Installed() == "v2"; })) << offline.id << " did not catch up";
+
+  // 100 %: the rest follow.
+  ASSERT_TRUE(admin->UpdateRollout("m", {.percent = 100}).ok());
+  ASSERT_TRUE(Eventually(all_on("v2"))) << "not every agent installed v2";
+  ASSERT_TRUE(Eventually([&] { return admin->GetRollout("m").value().Devices("v2", "INSTALLED") == kDevices; }));
+
+  // Rollback: everyone back on v1, from the kept previous version, not a download.
+  std::vector<int> downloads;
+  for (const auto& d : devices) downloads.push_back(d->agent->stats().downloads);
+  const RolloutInfo rolled_back = admin->RollbackRollout("m").value();
+  EXPECT_EQ(rolled_back.state, "ROLLED_BACK");
+  ASSERT_TRUE(Eventually(all_on("v1"))) << "not every agent returned to v1";
+  ASSERT_TRUE(Eventually([&] { return admin->GetRollout("m").value().Devices("v1", "INSTALLED") == kDevices; }));
+  for (size_t i = 0; i < devices.size(); ++i) {
+    EXPECT_EQ(devices[i]->agent->stats().downloads, downloads[i]) << devices[i]->id;
+    EXPECT_EQ(devices[i]->agent->stats().failures, 0) << devices[i]->id;
+    EXPECT_TRUE(std::filesystem::exists(devices[i]->dir + "/m/current/model.pt"));
+  }
+  for (auto& d : devices) d->Stop();
+}
+
+TEST(FleetEndToEnd, BadRequestsAreRefusedClearly) {
+  const std::string dir = FreshDir("fleet_bad");
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--keepalive-seconds", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  ASSERT_TRUE(client->Register({"m", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
+  EXPECT_EQ(client->StartRollout("m", "v9", 10, {}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->StartRollout("m", "v1", 120, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->GetRollout("m").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->StartRollout("m", "v1", 10, {}).value().baseline_version, "");
+  EXPECT_EQ(client->RollbackRollout("m").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client->UpdateRollout("m", {.percent = 101}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->ReportStatus({"bad id!", "m", "v1", "", "INSTALLED"}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->ReportStatus({"dev", "m", "v1", "", "SLEEPING"}).code(), absl::StatusCode::kInvalidArgument);
+  WatchOptions no_models{"dev"};
+  EXPECT_EQ(client->Watch(no_models, [](const AssignmentInfo&) {}).code(), absl::StatusCode::kInvalidArgument);
+  // A watch ends with UNAVAILABLE when the server drains, not at the grace deadline.
+  WatchOptions watch{"dev", {}, {"m"}};
+  int keepalives = 0;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    server->Terminate();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status ended = client->Watch(watch, [](const AssignmentInfo&) {}, [&] { ++keepalives; });
+  stopper.join();
+  EXPECT_EQ(ended.code(), absl::StatusCode::kUnavailable) << ended;
+  EXPECT_GE(keepalives, 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace weightcast
