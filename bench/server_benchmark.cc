@@ -106,15 +106,6 @@ class BareDistribution final : public v1::Distribution::Service {
   const std::vector<v1::PullResponse> messages_;
 };
 
-uint64_t RssKb(pid_t pid, const char* field) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
-  }
-  return 0;
-}
-
 std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
@@ -170,14 +161,14 @@ int main(int argc, char** argv) {
   std::printf("   ratio: %.2f\n\n", bare_seconds / weightcast_seconds);
 
   // --- 3: 100 concurrent pulls of the cached tier ---
-  const uint64_t idle_kb = RssKb(server->pid(), "VmRSS:");
+  const uint64_t idle_kb = ProcessStatusKb(server->pid(), "VmRSS:");
   std::vector<std::thread> pullers;
   std::atomic<uint64_t> received{0};
   std::atomic<bool> sampling{true};
   uint64_t peak_kb = idle_kb;  // sampled every 5 ms while the pulls run
   std::thread sampler([&] {
     while (sampling.load()) {
-      peak_kb = std::max(peak_kb, RssKb(server->pid(), "VmRSS:"));
+      peak_kb = std::max(peak_kb, ProcessStatusKb(server->pid(), "VmRSS:"));
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
@@ -196,7 +187,7 @@ int main(int argc, char** argv) {
   std::printf("   server RSS idle with the tier cached: %6.1f MB\n", idle_kb / 1024.0);
   std::printf("   server peak RSS during the pulls:     %6.1f MB (sampled every 5 ms)\n", peak_kb / 1024.0);
   std::printf("   server VmHWM over its whole life (registration and encoding included): %.1f MB\n\n",
-              RssKb(server->pid(), "VmHWM:") / 1024.0);
+              ProcessStatusKb(server->pid(), "VmHWM:") / 1024.0);
   // --- 4: pipelined decode against download-then-decode ---
   {
     Register(*admin, "hevc", big, "q22");

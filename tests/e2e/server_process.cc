@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -145,6 +147,15 @@ int FreeLoopbackPort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+uint64_t ProcessStatusKb(pid_t pid, const char* field) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
+  }
+  return 0;
 }
 
 }  // namespace weightcast

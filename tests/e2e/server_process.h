@@ -45,6 +45,9 @@ class ServerProcess {
 // across a restart).
 int FreeLoopbackPort();
 
+// A "kB" field of /proc/PID/status ("VmRSS:", "VmHWM:"); "Threads:" gives a count. 0 if absent.
+uint64_t ProcessStatusKb(pid_t pid, const char* field);
+
 // GET `url` (http://HOST:PORT/PATH on loopback); the body, or an error.
 absl::StatusOr<std::string> HttpGet(const std::string& url);
 
