@@ -7,6 +7,7 @@
 #include <fstream>
 #include <thread>
 
+#include "client/sdk/client.h"
 #include "common/base/file.h"
 #include "common/base/sha256.h"
 #include "common/pack/layer_codec.h"
@@ -24,8 +25,8 @@ using ::testing::HasSubstr;
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 
-struct Client {
-  explicit Client(const std::string& address)
+struct RawClient {  // the generated stubs, for status codes and raw messages
+  explicit RawClient(const std::string& address)
       : channel(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
         admin(v1::Admin::NewStub(channel)),
         distribution(v1::Distribution::NewStub(channel)) {}
@@ -82,31 +83,6 @@ struct Client {
   std::unique_ptr<v1::Admin::Stub> admin;
   std::unique_ptr<v1::Distribution::Stub> distribution;
 };
-
-// Calls /grpc.health.v1.Health/Check with the generic stub; returns the serialized response.
-std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  grpc::CompletionQueue queue;
-  grpc::Slice empty;
-  grpc::ByteBuffer request(&empty, 1), response;
-  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &queue);
-  call->StartCall();
-  grpc::Status status;
-  call->Finish(&response, &status, reinterpret_cast<void*>(1));
-  void* tag = nullptr;
-  bool ok = false;
-  queue.Next(&tag, &ok);
-  queue.Shutdown();
-  while (queue.Next(&tag, &ok)) {
-  }
-  if (!status.ok()) return "error: " + status.error_message();
-  std::vector<grpc::Slice> slices;
-  response.Dump(&slices);
-  std::string out;
-  for (const grpc::Slice& slice : slices) out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  return out;
-}
 
 // Lists services through server reflection (grpc.reflection.v1alpha, what grpcurl uses): one
 // ServerReflectionRequest{list_services: ""} on the bidi stream; returns the raw response bytes.
@@ -167,7 +143,7 @@ TEST(ServerEndToEnd, RegisterListDescribePullRestart) {
   ASSERT_TRUE(server.ok()) << server.status();
   std::map<std::string, std::vector<std::string>> first_pull;
   {
-    Client client(server->address());
+    RawClient client(server->address());
     v1::RegisterModelResponse registered;
     grpc::Status status = client.Register("cnn", "v1", "cnn_bn.pt", &registered);
     ASSERT_TRUE(status.ok()) << status.error_message();
@@ -215,7 +191,7 @@ TEST(ServerEndToEnd, RegisterListDescribePullRestart) {
 
   auto restarted = ServerProcess::Start(kServer, dir + "/data", {"--workers", "2", "--preset", "ultrafast"});
   ASSERT_TRUE(restarted.ok()) << restarted.status();
-  Client client(restarted->address());
+  RawClient client(restarted->address());
   for (const auto& [tier, before] : first_pull) {
     v1::Manifest manifest;
     std::vector<std::string> layers;
@@ -235,7 +211,7 @@ TEST(ServerEndToEnd, ConcurrentPullsOfAColdTierEncodeEachTileOnce) {
   const std::string dir = FreshDir("server_concurrent");
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"});
   ASSERT_TRUE(server.ok()) << server.status();
-  Client client(server->address());
+  RawClient client(server->address());
   v1::RegisterModelResponse registered;
   ASSERT_TRUE(client.Register("cnn", "v1", "cnn_bn.pt", &registered, "q27").ok());
   std::vector<std::thread> pullers;
@@ -244,7 +220,7 @@ TEST(ServerEndToEnd, ConcurrentPullsOfAColdTierEncodeEachTileOnce) {
   v1::Manifest manifest;
   for (int i = 0; i < 10; ++i) {
     pullers.emplace_back([&, i] {
-      Client own(server->address());
+      RawClient own(server->address());
       v1::Manifest m;
       statuses[i] = own.Pull("cnn", "v1", "q27", &m, &received[i]);
       if (i == 0) manifest = m;
@@ -302,7 +278,7 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   auto server = ServerProcess::Start(kServer, data, flags);
   ASSERT_TRUE(server.ok()) << server.status();
   {
-    Client client(server->address());
+    RawClient client(server->address());
     v1::RegisterModelResponse response;
     ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response, "lossless,q27").ok());
     v1::Manifest manifest;
@@ -311,7 +287,7 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   }
   // 1. Kill -9 in the middle of an upload: the half-received checkpoint never becomes a version.
   {
-    Client client(server->address());
+    RawClient client(server->address());
     std::thread upload([&] {
       v1::RegisterModelResponse response;
       (void)client.Register("big", "v1", "big.pt", &response, "q27");
@@ -324,7 +300,7 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   server = ServerProcess::Start(kServer, data, flags);
   ASSERT_TRUE(server.ok()) << server.status();
   {
-    Client client(server->address());
+    RawClient client(server->address());
     v1::ListModelsResponse list;
     grpc::ClientContext context;
     ASSERT_TRUE(client.admin->ListModels(&context, {}, &list).ok());
@@ -345,7 +321,7 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   }
   server = ServerProcess::Start(kServer, data, flags);
   ASSERT_TRUE(server.ok()) << server.status();
-  Client client(server->address());
+  RawClient client(server->address());
   v1::DescribeModelRequest describe;
   describe.set_model("big");
   describe.set_version("v2");
@@ -368,7 +344,7 @@ TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand
   // A 1-byte budget: only the pinned first tier and the tier encoded last stay.
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1", "--cache-bytes", "1"});
   ASSERT_TRUE(server.ok()) << server.status();
-  Client client(server->address());
+  RawClient client(server->address());
   v1::RegisterModelResponse registered;
   ASSERT_TRUE(client.Register("cnn", "v1", "cnn_bn.pt", &registered, "lossless,q22,q32").ok());
   std::map<std::string, std::vector<std::string>> first;
@@ -405,7 +381,7 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   const std::string dir = FreshDir("server_codes");
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--preset", "ultrafast", "--grace-seconds", "1"});
   ASSERT_TRUE(server.ok()) << server.status();
-  Client client(server->address());
+  RawClient client(server->address());
   v1::RegisterModelResponse response;
   ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response).ok());
   EXPECT_EQ(client.Register("mlp", "v1", "mlp.pt", &response).error_code(), grpc::StatusCode::ALREADY_EXISTS);
@@ -422,8 +398,8 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
   ExpectLayersVerify(manifest, layers);
 
-  // grpc.health.v1: an empty HealthCheckRequest; SERVING is HealthCheckResponse{status: 1}.
-  EXPECT_EQ(HealthCheck(client.channel), std::string("\x08\x01", 2));
+  // grpc.health.v1, through the SDK (what `weightcast health` and the image's health check use).
+  EXPECT_EQ(Client::Connect({server->address()}).value()->Health().value(), true);
   const std::string services = ReflectionListServices(client.channel);
   EXPECT_THAT(services, HasSubstr("weightcast.v1.Admin"));
   EXPECT_THAT(services, HasSubstr("weightcast.v1.Distribution"));
