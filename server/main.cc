@@ -39,6 +39,10 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE       ...and this PEM private key
   --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
+  --tokens FILE        require bearer tokens: lines "admin|device SHA256-HEX [name]"; admin
+                       tokens may call everything, device tokens pulls, manifests, watches,
+                       status reports, list and describe (UNAUTHENTICATED / PERMISSION_DENIED)
+  --hash-token TOKEN   print the tokens-file line of TOKEN (as a device token) and exit
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
 pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAVAILABLE: devices
@@ -53,6 +57,7 @@ struct Flags {
   int grace_seconds = 10;
   int keepalive_seconds = 15;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string tokens;
 };
 
 bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
@@ -106,6 +111,8 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
         *error = "--keepalive-seconds needs a count >= 1";
         return false;
       }
+    } else if (arg == "--tokens") {
+      if (!value(&flags->tokens)) return false;
     } else if (arg == "--grace-seconds") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) || flags->grace_seconds < 0) {
         *error = "--grace-seconds needs a count";
@@ -124,9 +131,22 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
 int main(int argc, char** argv) {
   Flags flags;
   std::string error;
+  if (argc == 3 && std::string(argv[1]) == "--hash-token") {
+    std::cout << "device " << weightcast::TokenHash(argv[2]) << "\n";
+    return 0;
+  }
   if (!Parse(argc, argv, &flags, &error)) {
     std::cerr << "weightcastd: " << error << "\n\n" << kUsage;
     return 2;
+  }
+  std::unique_ptr<weightcast::TokenAuth> auth;
+  if (!flags.tokens.empty()) {
+    auto loaded = weightcast::TokenAuth::Load(flags.tokens);
+    if (!loaded.ok()) {
+      std::cerr << "weightcastd: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    auth = *std::move(loaded);
   }
   // Block the stop signals in every thread; main waits for them with sigwait.
   sigset_t stop_signals;
@@ -194,8 +214,9 @@ int main(int argc, char** argv) {
     }
     return samples;
   });
-  weightcast::AdminService admin(core, fleet, &metrics, flags.max_upload_bytes);
-  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds));
+  weightcast::AdminService admin(core, fleet, &metrics, flags.max_upload_bytes, auth.get());
+  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds),
+                                               auth.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

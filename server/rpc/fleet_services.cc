@@ -15,15 +15,17 @@ grpc::Status Answer(const absl::StatusOr<RolloutView>& view, v1::Rollout* respon
 
 }  // namespace
 
-grpc::Status AdminService::StartRollout(grpc::ServerContext*, const v1::StartRolloutRequest* request,
+grpc::Status AdminService::StartRollout(grpc::ServerContext* context, const v1::StartRolloutRequest* request,
                                         v1::Rollout* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   return Answer(fleet_->StartRollout(request->model(), request->version(), request->percent(),
                                      {request->groups().begin(), request->groups().end()}),
                 response);
 }
 
-grpc::Status AdminService::UpdateRollout(grpc::ServerContext*, const v1::UpdateRolloutRequest* request,
+grpc::Status AdminService::UpdateRollout(grpc::ServerContext* context, const v1::UpdateRolloutRequest* request,
                                          v1::Rollout* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   RolloutChange change;
   change.percent = request->percent();
   if (request->replace_groups()) change.groups.emplace(request->groups().begin(), request->groups().end());
@@ -33,18 +35,21 @@ grpc::Status AdminService::UpdateRollout(grpc::ServerContext*, const v1::UpdateR
   return Answer(fleet_->UpdateRollout(request->model(), change), response);
 }
 
-grpc::Status AdminService::RollbackRollout(grpc::ServerContext*, const v1::RollbackRolloutRequest* request,
+grpc::Status AdminService::RollbackRollout(grpc::ServerContext* context, const v1::RollbackRolloutRequest* request,
                                            v1::Rollout* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   return Answer(fleet_->Rollback(request->model()), response);
 }
 
-grpc::Status AdminService::GetRollout(grpc::ServerContext*, const v1::GetRolloutRequest* request,
+grpc::Status AdminService::GetRollout(grpc::ServerContext* context, const v1::GetRolloutRequest* request,
                                       v1::Rollout* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   return Answer(fleet_->GetRollout(request->model()), response);
 }
 
 grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
                                         grpc::ServerWriter<v1::WatchEvent>* writer) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
   WatchSpec spec{request->device_id(), {request->groups().begin(), request->groups().end()},
                  {request->models().begin(), request->models().end()}, request->tier_policy().name(), {}};
@@ -76,8 +81,9 @@ grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::
   return grpc::Status::OK;
 }
 
-grpc::Status DistributionService::ReportStatus(grpc::ServerContext*, const v1::DeviceStatus* request,
+grpc::Status DistributionService::ReportStatus(grpc::ServerContext* context, const v1::DeviceStatus* request,
                                                v1::ReportStatusResponse*) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   const std::string state =
       request->state() == v1::DeviceStatus::STATE_UNSPECIFIED ? "" : v1::DeviceStatus::State_Name(request->state());
   DeviceRecord record{request->device_id(), request->model(), request->version(), request->tier(), state,

@@ -36,6 +36,7 @@ std::string CodeName(grpc::StatusCode code) {
 grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
                                          grpc::ServerReader<v1::RegisterModelRequest>* reader,
                                          v1::RegisterModelResponse* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   const grpc::Status status = Register(context, reader, response);
   metrics_->RecordRegistration(ResultOf(status));
   return status;
@@ -116,8 +117,9 @@ grpc::Status AdminService::Register(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status AdminService::ListModels(grpc::ServerContext* context, const v1::ListModelsRequest*,
                                       v1::ListModelsResponse* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   auto models = store_->List();
   if (!models.ok()) return ToGrpcStatus(models.status());
   for (const auto& [name, versions] : *models) {
@@ -128,34 +130,39 @@ grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModels
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::DescribeModel(grpc::ServerContext*, const v1::DescribeModelRequest* request,
+grpc::Status AdminService::DescribeModel(grpc::ServerContext* context, const v1::DescribeModelRequest* request,
                                          v1::ModelVersion* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   auto described = store_->Describe(request->model(), request->version());
   if (!described.ok()) return ToGrpcStatus(described.status());
   ToProto(described->first, described->second, response);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::DeleteVersion(grpc::ServerContext*, const v1::DeleteVersionRequest* request,
+grpc::Status AdminService::DeleteVersion(grpc::ServerContext* context, const v1::DeleteVersionRequest* request,
                                          v1::DeleteVersionResponse*) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   if (request->version().empty() || request->version() == "latest") {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "name the version to delete explicitly");
   }
   return ToGrpcStatus(store_->Delete(request->model(), request->version()));
 }
 
-grpc::Status AdminService::WarmTiers(grpc::ServerContext*, const v1::WarmTiersRequest* request, v1::WarmTiersResponse*) {
+grpc::Status AdminService::WarmTiers(grpc::ServerContext* context, const v1::WarmTiersRequest* request, v1::WarmTiersResponse*) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   return ToGrpcStatus(store_->Warm(request->model(), request->version(),
                                    std::vector<std::string>(request->tiers().begin(), request->tiers().end())));
 }
 
-grpc::Status AdminService::SetDefaultLadder(grpc::ServerContext*, const v1::SetDefaultLadderRequest* request,
+grpc::Status AdminService::SetDefaultLadder(grpc::ServerContext* context, const v1::SetDefaultLadderRequest* request,
                                             v1::SetDefaultLadderResponse*) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
   return ToGrpcStatus(store_->SetDefaultLadder(request->tier_ladder()));
 }
 
-grpc::Status DistributionService::GetManifest(grpc::ServerContext*, const v1::GetManifestRequest* request,
+grpc::Status DistributionService::GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                                               v1::Manifest* response) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name());
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
@@ -165,6 +172,7 @@ grpc::Status DistributionService::GetManifest(grpc::ServerContext*, const v1::Ge
 
 grpc::Status DistributionService::Pull(grpc::ServerContext* context, const v1::PullRequest* request,
                                        grpc::ServerWriter<v1::PullResponse>* writer) {
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   metrics_->StreamStarted();
   if (request->resume_layer() != 0 || request->resume_offset() != 0) metrics_->RecordResume();
   const grpc::Status status = Stream(context, request, writer);

@@ -8,6 +8,7 @@
 
 #include "server/core/model_store.h"
 #include "server/push/fleet.h"
+#include "server/rpc/auth.h"
 #include "server/metrics/metrics.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -20,8 +21,10 @@ inline constexpr uint64_t kDefaultMaxUploadBytes = uint64_t{8} << 30;
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, uint64_t max_upload_bytes)
-      : store_(store), fleet_(fleet), metrics_(metrics), max_upload_bytes_(max_upload_bytes) {}
+  // `auth` null: no tokens checked.
+  AdminService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, uint64_t max_upload_bytes,
+               const TokenAuth* auth = nullptr)
+      : store_(store), fleet_(fleet), metrics_(metrics), max_upload_bytes_(max_upload_bytes), auth_(auth) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
                              v1::RegisterModelResponse* response) override;
@@ -52,13 +55,14 @@ class AdminService final : public v1::Admin::Service {
   Fleet* const fleet_;
   ServerMetrics* const metrics_;
   const uint64_t max_upload_bytes_;
+  const TokenAuth* const auth_;
 };
 
 class DistributionService final : public v1::Distribution::Service {
  public:
   DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
-                      absl::Duration keepalive = absl::Seconds(15))
-      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive) {}
+                      absl::Duration keepalive = absl::Seconds(15), const TokenAuth* auth = nullptr)
+      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive), auth_(auth) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                            v1::Manifest* response) override;
@@ -82,6 +86,7 @@ class DistributionService final : public v1::Distribution::Service {
   Fleet* const fleet_;
   ServerMetrics* const metrics_;
   const absl::Duration keepalive_;
+  const TokenAuth* const auth_;
   std::atomic<bool> draining_{false};  // set once by Drain(); read by every pull
 };
 

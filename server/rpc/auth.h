@@ -1,0 +1,46 @@
+// Bearer-token authorization for the gRPC services. Tokens are never stored: the tokens file
+// holds their SHA-256, one per line as "ROLE HEX [NAME]" (ROLE admin or device; '#' starts a
+// comment; `weightcastd --hash-token TOKEN` prints a token's line). A call carries
+// "authorization: Bearer TOKEN". Admin tokens may call everything; device tokens the calls a
+// device or application makes (manifest, pull, watch, status reports, and listing and
+// describing models, which tier selection reads). Thread-safe after Load.
+#ifndef WEIGHTCAST_SERVER_RPC_AUTH_H_
+#define WEIGHTCAST_SERVER_RPC_AUTH_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace weightcast {
+
+enum class Role { kDevice = 1, kAdmin = 2 };
+
+// Hex SHA-256 of a token: what the tokens file holds.
+std::string TokenHash(absl::string_view token);
+
+class TokenAuth {
+ public:
+  // INVALID_ARGUMENT naming the file and line for a malformed line; an empty file is an error too.
+  static absl::StatusOr<std::unique_ptr<TokenAuth>> Load(const std::string& path);
+
+  // OK when the call's token has at least `needed`; UNAUTHENTICATED without a known token;
+  // PERMISSION_DENIED for a device token on an admin call.
+  grpc::Status Check(const grpc::ServerContext& context, Role needed) const;
+
+ private:
+  absl::flat_hash_map<std::string, Role> roles_;  // hex SHA-256 -> role
+};
+
+// The services' check: OK when `auth` is null (tokens off).
+inline grpc::Status Allow(const TokenAuth* auth, const grpc::ServerContext* context, Role needed) {
+  return auth == nullptr ? grpc::Status::OK : auth->Check(*context, needed);
+}
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SERVER_RPC_AUTH_H_
