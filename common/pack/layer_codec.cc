@@ -25,7 +25,8 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
 // Codes the int8 matrix as HEVC tiles.
 absl::Status EncodeHevcTiles(const QuantizedTensor& q, const LayerEncodeOptions& options,
                              PackedLayer* layer) {
-  const auto [rows, cols] = MatrixView(q.shape);
+  const auto [rows, matrix_cols] = MatrixView(q.shape);
+  const int64_t cols = matrix_cols;  // a lambda may not capture a structured binding (C++17)
   layer->grid = PlanTiles(rows, cols, options.max_tile_size);
   layer->tiles.resize(layer->grid.NumTiles());
   layer->qp = options.hevc.lossless ? 0 : options.hevc.qp;
