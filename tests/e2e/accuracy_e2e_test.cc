@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/reliability_log.h"
 
 namespace weightcast {
 namespace {
@@ -170,6 +171,13 @@ TEST(AccuracyEndToEnd, ABundleThatDoesNotFitIsRefusedAndLeavesNothing) {
   EXPECT_FALSE(client->Describe("mlp", "v1").value().has_eval_bundle);
   EXPECT_EQ(SelectTier(client->Describe("mlp", "v1").value(), {.max_accuracy_drop = 1}).status().code(),
             absl::StatusCode::kFailedPrecondition);
+  if (!HasFailure()) {
+    RecordReliability("an evaluation bundle whose module does not fit the checkpoint",
+                      "INVALID_ARGUMENT \"evaluation bundle: ... fc1.weight ...\"",
+                      "no version added, blob store file count unchanged");
+    RecordReliability("an evaluation module that is not TorchScript", "INVALID_ARGUMENT naming TorchScript",
+                      "no version added");
+  }
 }
 
 }  // namespace

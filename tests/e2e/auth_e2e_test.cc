@@ -13,6 +13,7 @@
 #include "server/rpc/auth.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/reliability_log.h"
 
 namespace weightcast {
 namespace {
@@ -62,6 +63,12 @@ TEST(AuthEndToEnd, TokensAreCheckedByRole) {
   EXPECT_TRUE(nobody->Health().value());  // probes carry no token
   // Nothing the refused calls tried is stored.
   EXPECT_EQ(admin->List().value().front().second, std::vector<std::string>{"v1"});
+  if (!HasFailure()) {
+    RecordReliability("RegisterModel / Pull / Describe with no token or an unknown one (--tokens on)",
+                      "UNAUTHENTICATED", "no version added; v1 pulls and verifies");
+    RecordReliability("RegisterModel / DeleteVersion / StartRollout with a device token", "PERMISSION_DENIED",
+                      "v1 still listed, nothing deleted or rolled out");
+  }
 }
 
 TEST(AuthEndToEnd, AMalformedTokensFileStopsTheServerNamingTheLine) {
@@ -76,6 +83,7 @@ TEST(AuthEndToEnd, AMalformedTokensFileStopsTheServerNamingTheLine) {
   const int status = pclose(run);
   EXPECT_EQ(WEXITSTATUS(status), 2);
   EXPECT_THAT(output, HasSubstr("tokens:2"));
+  if (!HasFailure()) RecordReliability("a malformed tokens file", "weightcastd exits 2 naming file:line", "nothing started");
 }
 
 }  // namespace

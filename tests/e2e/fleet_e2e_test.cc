@@ -18,6 +18,7 @@
 #include "server/push/fleet.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/reliability_log.h"
 
 namespace weightcast {
 namespace {
@@ -33,6 +34,8 @@ struct Device {
   std::unique_ptr<Agent> agent;
   std::atomic<bool> stop{false};
   std::thread thread;
+
+  ~Device() { Stop(); }  // also when an assertion returns early
 
   void Start(const std::string& address) {
     client = Client::Connect({address, absl::Seconds(30)}).value();
@@ -148,6 +151,11 @@ TEST(FleetEndToEnd, FiftyAgentsThroughARolloutARestartAndARollback) {
     EXPECT_TRUE(std::filesystem::exists(devices[i]->dir + "/m/current/model.pt"));
   }
   for (auto& d : devices) d->Stop();
+  if (!HasFailure()) {
+    RecordReliability("weightcastd restarted (SIGTERM) in the middle of a 20 % rollout to 50 agents",
+                      "rollout, percentage, groups and device reports read back unchanged; all 49 online agents "
+                      "reconnect", "the rollout then completes to 100 % and rolls back");
+  }
 }
 
 TEST(FleetEndToEnd, BadRequestsAreRefusedClearly) {
@@ -180,6 +188,14 @@ TEST(FleetEndToEnd, BadRequestsAreRefusedClearly) {
   EXPECT_GE(keepalives, 1);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
   EXPECT_EQ(server->Stop(), 0);
+  if (!HasFailure()) {
+    RecordReliability("rollout of an unknown version; percent 120; rollback without an earlier version",
+                      "NOT_FOUND; INVALID_ARGUMENT; FAILED_PRECONDITION", "the rollout unchanged");
+    RecordReliability("a status report with a bad device id or state; a watch without models", "INVALID_ARGUMENT",
+                      "no device row written");
+    RecordReliability("SIGTERM while a device watches", "the watch ends UNAVAILABLE within the drain, exit 0",
+                      "agents reconnect with backoff");
+  }
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/reliability_log.h"
 #include "tests/e2e/server_process.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -337,6 +338,11 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   ExpectLayersVerify(manifest, layers);
   ExpectBlobStoreIntact(data);
   EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
+  if (!HasFailure()) {
+    RecordReliability("kill -9 in the middle of an upload, and again in the middle of a tier encode",
+                      "the half upload never becomes a version; the interrupted tier is NOT_ENCODED after restart "
+                      "and encodes again on request", "earlier versions pull and verify; every blob's SHA-256 is its name; tmp/ emptied");
+  }
 }
 
 TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand) {
@@ -397,6 +403,12 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   // The good version is intact after the failures.
   ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
   ExpectLayersVerify(manifest, layers);
+  if (!HasFailure()) {
+    RecordReliability("a checkpoint holding NaN; a text file as a checkpoint; a version label taken",
+                      "INVALID_ARGUMENT naming the tensor (fc1.weight); INVALID_ARGUMENT; ALREADY_EXISTS",
+                      "mlp/v1 pulls and every layer verifies");
+    RecordReliability("pulls of an unknown model, version or tier", "NOT_FOUND", "nothing changes");
+  }
 
   // grpc.health.v1, through the SDK (what `weightcast health` and the image's health check use).
   EXPECT_EQ(Client::Connect({server->address()}).value()->Health().value(), true);
