@@ -190,11 +190,13 @@ TEST(FleetEndToEnd, BadRequestsAreRefusedClearly) {
   EXPECT_EQ(server->Stop(), 0);
   if (!HasFailure()) {
     RecordReliability("rollout of an unknown version; percent 120; rollback without an earlier version",
-                      "NOT_FOUND; INVALID_ARGUMENT; FAILED_PRECONDITION", "the rollout unchanged");
+                      "NOT_FOUND; INVALID_ARGUMENT; FAILED_PRECONDITION",
+                      "the rollout the refused calls aimed at keeps serving (later calls succeed)");
     RecordReliability("a status report with a bad device id or state; a watch without models", "INVALID_ARGUMENT",
-                      "no device row written");
-    RecordReliability("SIGTERM while a device watches", "the watch ends UNAVAILABLE within the drain, exit 0",
-                      "agents reconnect with backoff");
+                      "the server keeps answering");
+    RecordReliability("SIGTERM while a device watches",
+                      "keepalives until then; the watch ends UNAVAILABLE at once (not at the grace deadline)",
+                      "weightcastd exits 0");
   }
 }
 
