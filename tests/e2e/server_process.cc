@@ -5,7 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,16 +28,24 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
   ServerProcess process;
-  const int error = posix_spawn(&process.pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(pipe_fds[1]);
-  if (error != 0) {
+  const pid_t parent = getpid();
+  process.pid_ = fork();
+  if (process.pid_ == 0) {
+    // The child dies with the test process, even one that aborts: an orphaned server would hold
+    // ctest's output pipe open. Only async-signal-safe calls until exec.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    dup2(pipe_fds[1], STDOUT_FILENO);
     close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    execve(binary.c_str(), argv.data(), environ);
+    _exit(127);
+  }
+  close(pipe_fds[1]);
+  if (process.pid_ < 0) {
+    close(pipe_fds[0]);
+    process.pid_ = -1;
     return absl::InternalError(absl::StrCat("cannot start ", binary));
   }
   process.stdout_fd_ = pipe_fds[0];

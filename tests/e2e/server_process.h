@@ -1,6 +1,6 @@
 // Runs the real weightcastd binary for end-to-end tests: on 127.0.0.1 with a free port, a data
 // directory the test chooses, stopped with SIGTERM (or killed with SIGKILL) on demand and always
-// reaped. Not thread-safe; one per test.
+// reaped; killed by the kernel if the thread that started it dies (an aborted test included). Not thread-safe; one per test.
 #ifndef WEIGHTCAST_TESTS_E2E_SERVER_PROCESS_H_
 #define WEIGHTCAST_TESTS_E2E_SERVER_PROCESS_H_
 
