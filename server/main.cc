@@ -148,6 +148,9 @@ int main(int argc, char** argv) {
     }
     auth = *std::move(loaded);
   }
+  // A file that hits a size limit fails its write (EFBIG -> RESOURCE_EXHAUSTED) instead of
+  // killing the server.
+  signal(SIGXFSZ, SIG_IGN);
   // Block the stop signals in every thread; main waits for them with sigwait.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

@@ -345,6 +345,35 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
   }
 }
 
+TEST(ServerEndToEnd, DiskFullDuringRegistrationIsResourceExhaustedAndLosesNothing) {
+  const std::string dir = FreshDir("server_disk_full");
+  const std::string data = dir + "/data";
+  // No file over 2 MB: the 5.5 MB of cnn_bn.pt cannot be stored, the 400 KB MLP can.
+  auto server = ServerProcess::Start(kServer, data, {"--preset", "ultrafast", "--grace-seconds", "1"}, 2 << 20);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient client(server->address());
+  v1::RegisterModelResponse response;
+  ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response, "lossless").ok());
+  const grpc::Status full = client.Register("cnn", "v1", "cnn_bn.pt", &response, "lossless");
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  v1::ListModelsResponse list;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client.admin->ListModels(&context, {}, &list).ok());
+  ASSERT_EQ(list.models_size(), 1);  // no half-registered cnn
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
+  ExpectLayersVerify(manifest, layers);
+  EXPECT_EQ(server->Stop(), 0);
+  ExpectBlobStoreIntact(data);
+  EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
+  if (!HasFailure()) {
+    RecordReliability("the disk fills during an upload (no file may grow past 2 MB; a 5.5 MB checkpoint)",
+                      absl::StrCat("RESOURCE_EXHAUSTED \"", full.error_message(), "\""),
+                      "no version added; the MLP registered before pulls and verifies; tmp/ emptied; blob hashes match");
+  }
+}
+
 TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand) {
   const std::string dir = FreshDir("server_cache");
   // A 1-byte budget: only the pinned first tier and the tier encoded last stay.

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@ extern char** environ;
 namespace weightcast {
 
 absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, const std::string& data_dir,
-                                                   const std::vector<std::string>& extra) {
+                                                   const std::vector<std::string>& extra, uint64_t max_file_bytes) {
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
   std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--data-dir", data_dir};
@@ -36,6 +37,10 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
     // ctest's output pipe open. Only async-signal-safe calls until exec.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
+    if (max_file_bytes != 0) {
+      const rlimit limit{max_file_bytes, max_file_bytes};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
     dup2(pipe_fds[1], STDOUT_FILENO);
     close(pipe_fds[0]);
     close(pipe_fds[1]);
