@@ -99,7 +99,8 @@ void RolloutLatency(const std::string& weightcastd, const std::string& fixtures,
 
 void IdleSubscriberMemory(const std::string& weightcastd, const std::string& fixtures, const std::string& work) {
   std::filesystem::remove_all(work);
-  auto server = ServerProcess::Start(weightcastd, work + "/data", {"--keepalive-seconds", "15"});
+  auto server = ServerProcess::Start(weightcastd, work + "/data",
+                                     {"--keepalive-seconds", "15", "--max-streams-per-client", "1000"});
   Check(server.status(), "weightcastd");
   auto admin = Client::Connect({server->address()}).value();
   Check(admin->Register({"m", "v1", fixtures + "/mlp.pt", "lossless"}).status(), "register");

@@ -33,7 +33,10 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        (default lossless,q22,q27,q32,q37)
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
+  --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  --max-streams-per-client N  concurrent Pull and Watch streams one client (its token, else
+                       its IP address) may hold (default 256; RESOURCE_EXHAUSTED beyond)
   --keepalive-seconds N  a Watch stream with nothing to say sends a keepalive this often
                        (default 15)
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
@@ -56,6 +59,7 @@ struct Flags {
   uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
   int grace_seconds = 10;
   int keepalive_seconds = 15;
+  int max_streams_per_client = 256;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens;
 };
@@ -106,6 +110,17 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
       if (!value(&flags->tls_key)) return false;
     } else if (arg == "--tls-client-ca") {
       if (!value(&flags->tls_client_ca)) return false;
+    } else if (arg == "--max-streams-per-client") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_streams_per_client) || flags->max_streams_per_client < 1) {
+        *error = "--max-streams-per-client needs a count >= 1";
+        return false;
+      }
+    } else if (arg == "--max-tensors") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tensors) || flags->store.max_tensors < 1 ||
+          flags->store.max_tensors > (1u << 16)) {
+        *error = "--max-tensors needs a count within 1..65536";
+        return false;
+      }
     } else if (arg == "--keepalive-seconds") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) || flags->keepalive_seconds < 1) {
         *error = "--keepalive-seconds needs a count >= 1";
@@ -218,8 +233,9 @@ int main(int argc, char** argv) {
     return samples;
   });
   weightcast::AdminService admin(core, fleet, &metrics, flags.max_upload_bytes, auth.get());
+  weightcast::StreamLimiter limiter(flags.max_streams_per_client);
   weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds),
-                                               auth.get());
+                                               auth.get(), &limiter);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

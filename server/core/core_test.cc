@@ -31,6 +31,25 @@ ModelStoreOptions Options(const std::string& dir) {
   return options;
 }
 
+TEST(ModelStore, TooManyTensorsOrDimensionsAreRefusedNamingTheLimit) {
+  const std::string dir = FreshDir("core_limits");
+  ModelStoreOptions options = Options(dir);
+  options.max_tensors = 3;  // mlp.pt holds 4
+  auto store = ModelStore::Create(options).value();
+  auto refused = store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("at most 3 (--max-tensors)"));
+  options.max_tensors = 1 << 16;
+  options.max_tensor_rank = 3;  // cnn_bn.pt's convolution weight has 4
+  store.reset();
+  store = ModelStore::Create(options).value();
+  refused = store->Register({"cnn", "v1"}, Upload(dir, "cnn_bn.pt"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("conv.weight has 4 dimensions"));
+  EXPECT_TRUE(store->List().value().empty());
+  EXPECT_TRUE(store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt")).ok());
+}
+
 TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   std::vector<int> order;
   absl::Mutex mu;

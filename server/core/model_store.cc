@@ -100,6 +100,18 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
   }
   ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(upload_path));
   if (model.tensors.empty()) return absl::InvalidArgumentError(absl::StrCat(upload_path, ": no tensors"));
+  if (model.tensors.size() > options_.max_tensors) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint holds ", model.tensors.size(),
+                                                   " tensors; this server accepts at most ", options_.max_tensors,
+                                                   " (--max-tensors)"));
+  }
+  for (const Tensor& t : model.tensors) {
+    if (t.shape.size() > options_.max_tensor_rank) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " has ", t.shape.size(),
+                                                     " dimensions; this server accepts at most ",
+                                                     options_.max_tensor_rank));
+    }
+  }
   std::optional<Accuracy> reference;
   const bool bundle = !request.eval_module_path.empty() || !request.eval_data_path.empty();
   if (bundle) {

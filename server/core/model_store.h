@@ -40,6 +40,9 @@ struct ModelStoreOptions {
   // evicted, except each version's first ladder tier (pinned) and tiers being streamed; an
   // evicted tier is encoded again when next requested.
   uint64_t cache_bytes = 0;
+  // Checkpoints with more tensors, or a tensor of more dimensions, are refused (INVALID_ARGUMENT).
+  size_t max_tensors = 1 << 16;  // the packed model format's limit
+  size_t max_tensor_rank = 8;
 };
 
 struct RegisterRequest {

@@ -51,6 +51,9 @@ grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::
                                         grpc::ServerWriter<v1::WatchEvent>* writer) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
+  grpc::Status refused;
+  const std::shared_ptr<void> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
+  if (limiter_ && !slot) return refused;
   WatchSpec spec{request->device_id(), {request->groups().begin(), request->groups().end()},
                  {request->models().begin(), request->models().end()}, request->tier_policy().name(), {}};
   for (const v1::InstalledModel& m : request->installed()) spec.installed[m.model()] = m.version();

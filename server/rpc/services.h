@@ -9,6 +9,7 @@
 #include "server/core/model_store.h"
 #include "server/push/fleet.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/stream_limiter.h"
 #include "server/metrics/metrics.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -61,8 +62,9 @@ class AdminService final : public v1::Admin::Service {
 class DistributionService final : public v1::Distribution::Service {
  public:
   DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
-                      absl::Duration keepalive = absl::Seconds(15), const TokenAuth* auth = nullptr)
-      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive), auth_(auth) {}
+                      absl::Duration keepalive = absl::Seconds(15), const TokenAuth* auth = nullptr,
+                      StreamLimiter* limiter = nullptr)
+      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive), auth_(auth), limiter_(limiter) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                            v1::Manifest* response) override;
@@ -87,6 +89,7 @@ class DistributionService final : public v1::Distribution::Service {
   ServerMetrics* const metrics_;
   const absl::Duration keepalive_;
   const TokenAuth* const auth_;
+  StreamLimiter* const limiter_;  // null: no per-client cap
   std::atomic<bool> draining_{false};  // set once by Drain(); read by every pull
 };
 

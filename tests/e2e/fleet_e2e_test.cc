@@ -200,5 +200,35 @@ TEST(FleetEndToEnd, BadRequestsAreRefusedClearly) {
   }
 }
 
+TEST(FleetEndToEnd, StreamsPerClientAreCapped) {
+  const std::string dir = FreshDir("fleet_streams");
+  auto server = ServerProcess::Start(kServer, dir + "/data", {"--max-streams-per-client", "2", "--keepalive-seconds", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  std::atomic<bool> end{false};
+  std::atomic<bool> open[2] = {false, false};
+  std::vector<std::thread> watches;
+  for (int i = 0; i < 2; ++i) {
+    watches.emplace_back([&, i] {
+      WatchOptions watch{absl::StrFormat("dev-%d", i), {}, {"m"}, "", {}, [&] { return end.load(); }};
+      client->Watch(watch, [](const AssignmentInfo&) {}, [&, i] { open[i] = true; }).IgnoreError();
+    });
+  }
+  ASSERT_TRUE(Eventually([&] { return open[0].load() && open[1].load(); }));  // each had a keepalive
+  WatchOptions third{"dev-3", {}, {"m"}};
+  const absl::Status refused = client->Watch(third, [](const AssignmentInfo&) {});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("--max-streams-per-client"), absl::string_view::npos);
+  end = true;
+  for (auto& t : watches) t.join();
+  // Slots come back when streams end: a pull goes through now.
+  ASSERT_TRUE(client->Register({"m", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
+  EXPECT_TRUE(client->Pull({"m", "v1", {"lossless"}, ""}).ok());
+  if (!HasFailure()) {
+    RecordReliability("a third concurrent stream from one client (--max-streams-per-client 2)",
+                      "RESOURCE_EXHAUSTED naming the flag", "the two open watches keep running; later calls succeed");
+  }
+}
+
 }  // namespace
 }  // namespace weightcast

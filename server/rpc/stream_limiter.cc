@@ -1,0 +1,38 @@
+#include "server/rpc/stream_limiter.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/rpc/auth.h"
+
+namespace weightcast {
+namespace {
+
+std::string ClientKey(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it != metadata.end()) return "token:" + TokenHash(std::string(it->second.data(), it->second.size()));
+  const std::string peer = context.peer();  // "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555"
+  return "peer:" + peer.substr(0, peer.rfind(':'));
+}
+
+}  // namespace
+
+std::shared_ptr<void> StreamLimiter::Acquire(const grpc::ServerContext& context, grpc::Status* refused) {
+  const std::string key = ClientKey(context);
+  {
+    absl::MutexLock lock(&table_->mu);
+    int& open = table_->open[key];
+    if (open >= max_per_client_) {
+      *refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("this client already has ", open, " streams open (the server allows ",
+                                           max_per_client_, " per client: --max-streams-per-client)"));
+      return nullptr;
+    }
+    ++open;
+  }
+  return std::shared_ptr<void>(reinterpret_cast<void*>(1), [table = table_, key](void*) {
+    absl::MutexLock lock(&table->mu);
+    if (--table->open[key] == 0) table->open.erase(key);
+  });
+}
+
+}  // namespace weightcast
