@@ -492,6 +492,10 @@ uint64_t RolloutInfo::Devices(const std::string& version, const std::string& sta
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
+  // A new Client connects afresh: with gRPC's global subchannel pool it would inherit the
+  // reconnect backoff of an earlier client's failed connection to the same address, and fail
+  // fast with UNAVAILABLE although the server is up again.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.tls_root_certs_pem.empty()) {
     grpc::SslCredentialsOptions ssl;

@@ -119,7 +119,9 @@ TEST(FleetEndToEnd, FiftyAgentsThroughARolloutARestartAndARollback) {
   server = ServerProcess::Start(kServer, dir + "/data", flags);
   ASSERT_TRUE(server.ok()) << server.status();
   admin = Client::Connect({address}).value();
-  const RolloutInfo after = admin->GetRollout("m").value();
+  absl::StatusOr<RolloutInfo> after_or;
+  ASSERT_TRUE(Eventually([&] { return (after_or = admin->GetRollout("m")).ok(); })) << after_or.status();
+  const RolloutInfo& after = *after_or;
   EXPECT_EQ(after.version, "v2");
   EXPECT_EQ(after.baseline_version, "v1");
   EXPECT_EQ(after.percent, 20);
