@@ -144,19 +144,20 @@ absl::Status Agent::Run(const std::atomic<bool>& stop) {
       absl::MutexLock lock(&mu_);
       stats_.connected = true;
     };
-    const absl::Status ended = client_->Watch(
+    // However the watch ended (server gone, stream cut, a failed install), watch again after the
+    // backoff; only `stop` ends the loop.
+    client_->Watch(
         watch,
         [&](const AssignmentInfo& a) {
           connected();
           if (!Install(a, stop).ok()) failed.store(true);  // reported to the server
         },
-        connected);
+        connected).IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       stats_.connected = false;
       if (!stop.load()) ++stats_.reconnects;
     }
-    (void)ended;
     // Sleep the backoff in short steps so that stop is honoured at once.
     const auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(backoff);
     while (!stop.load() && std::chrono::steady_clock::now() < until) {

@@ -7,11 +7,6 @@
 namespace weightcast::fleet_calls {
 namespace {
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
 RolloutInfo FromProto(const v1::Rollout& r) {
   RolloutInfo info{r.model(), r.version(), r.baseline_version(), r.percent(),
                    {r.groups().begin(), r.groups().end()}, v1::Rollout::State_Name(r.state()), {}, r.subscribers()};

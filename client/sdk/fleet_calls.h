@@ -1,4 +1,5 @@
-// The SDK's fleet RPCs (Watch, ReportStatus, rollouts), used by GrpcClient in client.cc.
+// The SDK's fleet RPCs (Watch, ReportStatus, rollouts), used by GrpcClient in client.cc, and the
+// status conversion both files use.
 // Internal to client/sdk: protobuf and gRPC types appear here, never in client.h.
 #ifndef WEIGHTCAST_CLIENT_SDK_FLEET_CALLS_H_
 #define WEIGHTCAST_CLIENT_SDK_FLEET_CALLS_H_
@@ -11,6 +12,12 @@
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast::fleet_calls {
+
+// A gRPC status as an absl one (the codes are the same numbers).
+inline absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
 
 // Sets the deadline and credentials metadata of a call.
 using Prepare = std::function<void(grpc::ClientContext*)>;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/base/names.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
@@ -18,11 +19,7 @@ namespace weightcast {
 namespace {
 
 absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
-  if (label.empty() || label.size() > 64) return absl::InvalidArgumentError(absl::StrCat(what, " must be 1-64 characters"));
-  for (char c : label) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat(what, " '", label, "' may hold only letters, digits, '.', '_', '-'"));
-  }
+  RETURN_IF_ERROR(CheckName(what, label, 64));
   if (label == "latest") return absl::InvalidArgumentError(absl::StrCat(what, " 'latest' is reserved"));
   return absl::OkStatus();
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/names.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 
@@ -13,14 +14,7 @@ int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-absl::Status CheckDeviceId(const std::string& id) {
-  if (id.empty() || id.size() > 128) return absl::InvalidArgumentError("device_id must be 1-128 characters");
-  for (char c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("device_id '", id, "' may hold only letters, digits, '.', '_', '-'"));
-  }
-  return absl::OkStatus();
-}
+absl::Status CheckDeviceId(const std::string& id) { return CheckName("device_id", id, 128); }
 
 bool Watches(const WatchSpec& spec, const std::string& model) {
   return std::find(spec.models.begin(), spec.models.end(), model) != spec.models.end();

@@ -52,7 +52,7 @@ grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
   grpc::Status refused;
-  const std::shared_ptr<void> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
+  const std::unique_ptr<StreamLimiter::Slot> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
   if (limiter_ && !slot) return refused;
   WatchSpec spec{request->device_id(), {request->groups().begin(), request->groups().end()},
                  {request->models().begin(), request->models().end()}, request->tier_policy().name(), {}};

@@ -174,7 +174,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* context, const v1::P
                                        grpc::ServerWriter<v1::PullResponse>* writer) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   grpc::Status refused;
-  const std::shared_ptr<void> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
+  const std::unique_ptr<StreamLimiter::Slot> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
   if (limiter_ && !slot) return refused;
   metrics_->StreamStarted();
   if (request->resume_layer() != 0 || request->resume_offset() != 0) metrics_->RecordResume();

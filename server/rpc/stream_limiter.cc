@@ -16,7 +16,12 @@ std::string ClientKey(const grpc::ServerContext& context) {
 
 }  // namespace
 
-std::shared_ptr<void> StreamLimiter::Acquire(const grpc::ServerContext& context, grpc::Status* refused) {
+StreamLimiter::Slot::~Slot() {
+  absl::MutexLock lock(&table_->mu);
+  if (--table_->open[key_] == 0) table_->open.erase(key_);
+}
+
+std::unique_ptr<StreamLimiter::Slot> StreamLimiter::Acquire(const grpc::ServerContext& context, grpc::Status* refused) {
   const std::string key = ClientKey(context);
   {
     absl::MutexLock lock(&table_->mu);
@@ -29,10 +34,7 @@ std::shared_ptr<void> StreamLimiter::Acquire(const grpc::ServerContext& context,
     }
     ++open;
   }
-  return std::shared_ptr<void>(reinterpret_cast<void*>(1), [table = table_, key](void*) {
-    absl::MutexLock lock(&table->mu);
-    if (--table->open[key] == 0) table->open.erase(key);
-  });
+  return std::make_unique<Slot>(table_, key);
 }
 
 }  // namespace weightcast

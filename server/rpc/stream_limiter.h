@@ -18,15 +18,28 @@ class StreamLimiter {
  public:
   explicit StreamLimiter(int max_per_client) : max_per_client_(max_per_client) {}
 
-  // A slot held until the returned handle is dropped; null with `*refused` set to
-  // RESOURCE_EXHAUSTED when the client already holds max_per_client.
-  std::shared_ptr<void> Acquire(const grpc::ServerContext& context, grpc::Status* refused);
-
- private:
   struct Table {
     absl::Mutex mu;
     absl::flat_hash_map<std::string, int> open ABSL_GUARDED_BY(mu);
   };
+  // One open stream of one client; gives its place back when destroyed.
+  class Slot {
+   public:
+    Slot(std::shared_ptr<Table> table, std::string key) : table_(std::move(table)), key_(std::move(key)) {}
+    ~Slot();
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    const std::shared_ptr<Table> table_;
+    const std::string key_;
+  };
+
+  // A slot held for the stream's life; null with `*refused` set to RESOURCE_EXHAUSTED when the
+  // client already holds max_per_client.
+  std::unique_ptr<Slot> Acquire(const grpc::ServerContext& context, grpc::Status* refused);
+
+ private:
   const int max_per_client_;
   const std::shared_ptr<Table> table_ = std::make_shared<Table>();
 };
