@@ -34,6 +34,10 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
+  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600)
+  --pull-seconds N     longest a Pull stream may take (default 3600; clients resume where
+                       they stopped). Past either: DEADLINE_EXCEEDED naming the flag; a client
+                       that stopped reading or sending is cancelled min(N, 5) seconds later
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
   --max-streams-per-client N  concurrent Pull and Watch streams one client (its token, else
                        its IP address) may hold (default 256; RESOURCE_EXHAUSTED beyond)
@@ -60,6 +64,8 @@ struct Flags {
   int grace_seconds = 10;
   int keepalive_seconds = 15;
   int max_streams_per_client = 256;
+  int upload_seconds = 3600;
+  int pull_seconds = 3600;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens;
 };
@@ -124,6 +130,12 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--keepalive-seconds") {
       if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) || flags->keepalive_seconds < 1) {
         *error = "--keepalive-seconds needs a count >= 1";
+        return false;
+      }
+    } else if (arg == "--upload-seconds" || arg == "--pull-seconds") {
+      int* seconds = arg == "--upload-seconds" ? &flags->upload_seconds : &flags->pull_seconds;
+      if (!value(&v) || !absl::SimpleAtoi(v, seconds) || *seconds < 1) {
+        *error = arg + " needs a count >= 1";
         return false;
       }
     } else if (arg == "--tokens") {
@@ -232,10 +244,18 @@ int main(int argc, char** argv) {
     }
     return samples;
   });
-  weightcast::AdminService admin(core, fleet, &metrics, flags.max_upload_bytes, auth.get());
   weightcast::StreamLimiter limiter(flags.max_streams_per_client);
-  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds),
-                                               auth.get(), &limiter);
+  weightcast::CallDeadlines deadlines;
+  const weightcast::RpcLimits limits{flags.max_upload_bytes, auth.get(), &limiter, &deadlines,
+                                     absl::Seconds(flags.upload_seconds), absl::Seconds(flags.pull_seconds)};
+  metrics.AddCollector("weightcast_deadline_cancels_total",
+                       "Calls cancelled for stalling past --upload-seconds or --pull-seconds.", "counter",
+                       [&deadlines] {
+                         return std::vector<std::pair<weightcast::ServerMetrics::Labels, double>>{
+                             {{}, static_cast<double>(deadlines.cancelled())}};
+                       });
+  weightcast::AdminService admin(core, fleet, &metrics, limits);
+  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -15,6 +15,7 @@ std::string ResultOf(const grpc::Status& status) {
     case grpc::StatusCode::INVALID_ARGUMENT: return "invalid";
     case grpc::StatusCode::ALREADY_EXISTS: return "exists";
     case grpc::StatusCode::RESOURCE_EXHAUSTED: return "too_large";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline";
     default: return "error";
   }
 }
@@ -27,8 +28,21 @@ std::string CodeName(grpc::StatusCode code) {
     case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
     case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
     case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
     default: return "OTHER";
   }
+}
+
+// Starts the server-side clock of one call; null when no deadlines are kept.
+std::unique_ptr<CallDeadlines::Guard> StartClock(const RpcLimits& limits, grpc::ServerContext* context,
+                                            absl::Duration limit) {
+  return limits.deadlines ? limits.deadlines->Watch(context, limit) : nullptr;
+}
+
+grpc::Status TooSlow(const char* what, const char* flag, absl::Duration limit) {
+  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      absl::StrCat(what, " took longer than the server allows (", flag, " ",
+                                   absl::ToInt64Seconds(limit), ")"));
 }
 
 }  // namespace
@@ -37,14 +51,16 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
                                          grpc::ServerReader<v1::RegisterModelRequest>* reader,
                                          v1::RegisterModelResponse* response) {
   if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok()) return denied;
-  const grpc::Status status = Register(context, reader, response);
+  const std::unique_ptr<CallDeadlines::Guard> deadline = StartClock(limits_, context, limits_.upload_time);
+  grpc::Status status = Register(context, reader, response, deadline.get());
+  if (!status.ok() && deadline && deadline->expired()) status = TooSlow("the upload", "--upload-seconds", limits_.upload_time);
   metrics_->RecordRegistration(ResultOf(status));
   return status;
 }
 
 grpc::Status AdminService::Register(grpc::ServerContext* context,
                                     grpc::ServerReader<v1::RegisterModelRequest>* reader,
-                                    v1::RegisterModelResponse* response) {
+                                    v1::RegisterModelResponse* response, const CallDeadlines::Guard* deadline) {
   v1::RegisterModelRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must carry the RegisterHeader");
@@ -74,6 +90,7 @@ grpc::Status AdminService::Register(grpc::ServerContext* context,
   uint64_t received = 0;
   while (reader->Read(&message)) {
     if (context->IsCancelled()) break;
+    if (deadline && deadline->expired()) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "");
     const std::string* data = nullptr;
     Part* part = nullptr;
     switch (message.part_case()) {
@@ -83,9 +100,9 @@ grpc::Status AdminService::Register(grpc::ServerContext* context,
       default: return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "only the first message may carry a header");
     }
     received += data->size();
-    if (received > max_upload_bytes_) {
+    if (received > limits_.max_upload_bytes) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("upload exceeds the server's limit of ", max_upload_bytes_, " bytes"));
+                          absl::StrCat("upload exceeds the server's limit of ", limits_.max_upload_bytes, " bytes"));
     }
     if (!part->out.is_open()) part->out.open(part->path, std::ios::binary | std::ios::trunc);
     part->out.write(data->data(), static_cast<std::streamsize>(data->size()));
@@ -178,14 +195,17 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* context, const v1::P
   if (limiter_ && !slot) return refused;
   metrics_->StreamStarted();
   if (request->resume_layer() != 0 || request->resume_offset() != 0) metrics_->RecordResume();
-  const grpc::Status status = Stream(context, request, writer);
+  const std::unique_ptr<CallDeadlines::Guard> deadline = StartClock(limits_, context, limits_.pull_time);
+  grpc::Status status = Stream(context, request, writer, deadline.get());
+  if (!status.ok() && deadline && deadline->expired()) status = TooSlow("the pull", "--pull-seconds", limits_.pull_time);
   metrics_->StreamEnded();
   if (!status.ok()) metrics_->RecordPullError(CodeName(status.error_code()));
   return status;
 }
 
 grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1::PullRequest* request,
-                                         grpc::ServerWriter<v1::PullResponse>* writer) {
+                                         grpc::ServerWriter<v1::PullResponse>* writer,
+                                         const CallDeadlines::Guard* deadline) {
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   context->set_compression_algorithm(GRPC_COMPRESS_NONE);  // HEVC and zstd payloads do not compress
   auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name());
@@ -209,6 +229,7 @@ grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1:
     }
     for (uint64_t offset = i == start_layer ? request->resume_offset() : 0; offset < layer.bytes;) {
       if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
+      if (deadline && deadline->expired()) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "");
       v1::LayerChunk* chunk = response.mutable_chunk();  // reused: its buffer keeps its capacity
       chunk->set_layer(static_cast<uint32_t>(i));
       chunk->set_offset(offset);

@@ -9,6 +9,7 @@
 #include "server/core/model_store.h"
 #include "server/push/fleet.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/call_deadlines.h"
 #include "server/rpc/stream_limiter.h"
 #include "server/metrics/metrics.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -20,12 +21,20 @@ inline constexpr size_t kPullChunkBytes = 256 << 10;
 // Uploads larger than this are refused (RESOURCE_EXHAUSTED).
 inline constexpr uint64_t kDefaultMaxUploadBytes = uint64_t{8} << 30;
 
+// What one client may ask of the server. Null pointers turn a check off.
+struct RpcLimits {
+  uint64_t max_upload_bytes = kDefaultMaxUploadBytes;
+  const TokenAuth* auth = nullptr;        // bearer tokens by role
+  StreamLimiter* streams = nullptr;       // concurrent Pull/Watch streams per client
+  CallDeadlines* deadlines = nullptr;     // server-side time limits below
+  absl::Duration upload_time = absl::Hours(1);  // a RegisterModel call, upload and checks
+  absl::Duration pull_time = absl::Hours(1);    // a Pull stream
+};
+
 class AdminService final : public v1::Admin::Service {
  public:
-  // `auth` null: no tokens checked.
-  AdminService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, uint64_t max_upload_bytes,
-               const TokenAuth* auth = nullptr)
-      : store_(store), fleet_(fleet), metrics_(metrics), max_upload_bytes_(max_upload_bytes), auth_(auth) {}
+  AdminService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, const RpcLimits& limits)
+      : store_(store), fleet_(fleet), metrics_(metrics), limits_(limits), auth_(limits.auth) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
                              v1::RegisterModelResponse* response) override;
@@ -50,21 +59,21 @@ class AdminService final : public v1::Admin::Service {
 
  private:
   grpc::Status Register(grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
-                        v1::RegisterModelResponse* response);
+                        v1::RegisterModelResponse* response, const CallDeadlines::Guard* deadline);
 
   ModelStore* const store_;
   Fleet* const fleet_;
   ServerMetrics* const metrics_;
-  const uint64_t max_upload_bytes_;
+  const RpcLimits limits_;
   const TokenAuth* const auth_;
 };
 
 class DistributionService final : public v1::Distribution::Service {
  public:
-  DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
-                      absl::Duration keepalive = absl::Seconds(15), const TokenAuth* auth = nullptr,
-                      StreamLimiter* limiter = nullptr)
-      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive), auth_(auth), limiter_(limiter) {}
+  DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics, absl::Duration keepalive,
+                      const RpcLimits& limits)
+      : store_(store), fleet_(fleet), metrics_(metrics), keepalive_(keepalive), limits_(limits),
+        auth_(limits.auth), limiter_(limits.streams) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context, const v1::GetManifestRequest* request,
                            v1::Manifest* response) override;
@@ -82,12 +91,13 @@ class DistributionService final : public v1::Distribution::Service {
 
  private:
   grpc::Status Stream(grpc::ServerContext* context, const v1::PullRequest* request,
-                      grpc::ServerWriter<v1::PullResponse>* writer);
+                      grpc::ServerWriter<v1::PullResponse>* writer, const CallDeadlines::Guard* deadline);
 
   ModelStore* const store_;
   Fleet* const fleet_;
   ServerMetrics* const metrics_;
   const absl::Duration keepalive_;
+  const RpcLimits limits_;
   const TokenAuth* const auth_;
   StreamLimiter* const limiter_;  // null: no per-client cap
   std::atomic<bool> draining_{false};  // set once by Drain(); read by every pull

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
 #include "common/base/sha256.h"
@@ -410,6 +411,111 @@ TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand
   EXPECT_EQ(Sample(*metrics, "weightcast_cache_evictions_total"), 2);
   EXPECT_EQ(Sample(*metrics, "weightcast_cache_misses_total"), 4);
   ExpectBlobStoreIntact(dir + "/data");
+}
+
+TEST(ServerEndToEnd, SlowAndStalledClientsMeetTheServersDeadlines) {
+  const std::string dir = FreshDir("server_deadlines");
+  const std::string data = dir + "/data";
+  auto server = ServerProcess::Start(kServer, data, {"--preset", "ultrafast", "--grace-seconds", "1",
+                                                     "--upload-seconds", "2", "--pull-seconds", "2"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient client(server->address());
+  v1::RegisterModelResponse response;
+  ASSERT_TRUE(client.Register("cnn", "v1", "cnn_bn.pt", &response, "lossless").ok());
+  const auto call_deadline = [] { return std::chrono::system_clock::now() + std::chrono::seconds(30); };
+  const std::vector<uint8_t> checkpoint = ReadFileBytes(WEIGHTCAST_FIXTURE_DIR "/mlp.pt").value();
+  v1::RegisterModelRequest header;
+  header.mutable_header()->set_model("mlp");
+  header.mutable_header()->set_version("v1");
+  header.mutable_header()->set_total_bytes(checkpoint.size());
+
+  // An upload trickling 4 KB every 200 ms: ended by the server with its own status.
+  grpc::Status trickled;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(call_deadline());
+    auto writer = client.admin->RegisterModel(&context, &response);
+    writer->Write(header);
+    v1::RegisterModelRequest chunk;
+    for (size_t offset = 0; offset < checkpoint.size(); offset += 4096) {  // ~100 writes, 20 s at most
+      chunk.set_chunk(checkpoint.data() + offset, std::min<size_t>(4096, checkpoint.size() - offset));
+      if (!writer->Write(chunk)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    trickled = writer->Finish();
+  }
+  EXPECT_EQ(trickled.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << trickled.error_message();
+  EXPECT_THAT(trickled.error_message(), HasSubstr("--upload-seconds 2"));
+
+  // An upload that sends its header and then nothing: cancelled by the server.
+  const auto stalled_at = std::chrono::steady_clock::now();
+  grpc::Status stalled;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(call_deadline());
+    auto writer = client.admin->RegisterModel(&context, &response);
+    writer->Write(header);
+    stalled = writer->Finish();  // without WritesDone: only the server can end the call
+  }
+  const double stalled_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stalled_at).count();
+  EXPECT_EQ(stalled.error_code(), grpc::StatusCode::CANCELLED) << stalled.error_message();
+  EXPECT_LT(stalled_seconds, 10);
+
+  // A pull whose client stops reading after the manifest (on a 64 KiB window, so the server's
+  // writes block): cancelled by the server, slot freed.
+  grpc::Status unread;
+  {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+    auto small_window = v1::Distribution::NewStub(
+        grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args));
+    grpc::ClientContext context;
+    context.set_deadline(call_deadline());
+    v1::PullRequest request;
+    request.set_model("cnn");
+    request.set_version("v1");
+    request.mutable_tier()->set_name("lossless");
+    auto reader = small_window->Pull(&context, request);
+    v1::PullResponse message;
+    ASSERT_TRUE(reader->Read(&message));
+    std::this_thread::sleep_for(std::chrono::seconds(6));  // past 2 s + the 2 s before cancelling
+    while (reader->Read(&message)) {
+    }
+    unread = reader->Finish();
+  }
+  EXPECT_EQ(unread.error_code(), grpc::StatusCode::CANCELLED) << unread.error_message();
+  auto metrics = HttpGet(server->metrics_url());
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(Sample(*metrics, "weightcast_active_streams"), 0);
+  EXPECT_EQ(Sample(*metrics, "weightcast_deadline_cancels_total"), 2);
+  EXPECT_EQ(Sample(*metrics, "weightcast_registrations_total{result=\"deadline\"}"), 2);
+  EXPECT_EQ(Sample(*metrics, "weightcast_pull_errors_total{code=\"DEADLINE_EXCEEDED\"}"), 1);
+
+  // Nothing stored was touched; a prompt pull and upload still work.
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  ASSERT_TRUE(client.Pull("cnn", "v1", "lossless", &manifest, &layers).ok());
+  ExpectLayersVerify(manifest, layers);
+  v1::ListModelsResponse list;
+  grpc::ClientContext list_context;
+  ASSERT_TRUE(client.admin->ListModels(&list_context, {}, &list).ok());
+  EXPECT_EQ(list.models_size(), 1);
+  ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response, "lossless").ok());
+  EXPECT_EQ(server->Stop(), 0);
+  ExpectBlobStoreIntact(data);
+  EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
+  if (!HasFailure()) {
+    RecordReliability("an upload trickling 4 KB every 200 ms past --upload-seconds 2",
+                      absl::StrCat("DEADLINE_EXCEEDED \"", trickled.error_message(), "\""),
+                      "no version added; the upload's temporary files removed; the same upload sent promptly registers");
+    RecordReliability("an upload that sends its header and then nothing; a pull whose client stops reading",
+                      absl::StrCat("both cancelled by the server 2 s after their limit (the upload after ",
+                                   absl::StrFormat("%.1f", stalled_seconds), " s; the client sees CANCELLED); "
+                                   "the pull's stream slot freed"),
+                      "cnn/v1 pulls and verifies; blob hashes match");
+  }
 }
 
 TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
