@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 namespace {
@@ -32,6 +33,12 @@ absl::Status Damaged(absl::string_view what) {
 }  // namespace
 
 absl::StatusOr<Plane> DecodeIntraPicture(absl::Span<const uint8_t> bitstream, int width, int height) {
+  ASSIGN_OR_RETURN(std::vector<Plane> pictures, DecodeSequence(bitstream, width, height, 1));
+  return std::move(pictures[0]);
+}
+
+absl::StatusOr<std::vector<Plane>> DecodeSequence(absl::Span<const uint8_t> bitstream, int width, int height,
+                                                  int max_pictures) {
   if (bitstream.empty() || bitstream.size() > static_cast<size_t>(INT_MAX)) {
     return Damaged(absl::StrCat(bitstream.size(), " bytes"));
   }
@@ -43,8 +50,7 @@ absl::StatusOr<Plane> DecodeIntraPicture(absl::Span<const uint8_t> bitstream, in
   err = de265_flush_data(ctx.get());
   if (!de265_isOK(err)) return Damaged(de265_get_error_text(err));
 
-  Plane plane;
-  int pictures = 0;
+  std::vector<Plane> planes;
   int more = 1;
   for (int step = 0; more; ++step) {
     if (step == kMaxDecodeSteps) return Damaged("decoder did not finish");
@@ -55,7 +61,9 @@ absl::StatusOr<Plane> DecodeIntraPicture(absl::Span<const uint8_t> bitstream, in
       return Damaged(de265_get_error_text(warning));
     }
     while (const de265_image* image = de265_get_next_picture(ctx.get())) {
-      if (++pictures > 1) return Damaged("more than one picture");
+      if (static_cast<int>(planes.size()) == max_pictures) {
+        return Damaged(max_pictures == 1 ? "more than one picture" : absl::StrCat("more than ", max_pictures, " pictures"));
+      }
       if (de265_get_chroma_format(image) != de265_chroma_mono ||
           de265_get_bits_per_pixel(image, 0) != 8 || de265_get_image_width(image, 0) != width ||
           de265_get_image_height(image, 0) != height) {
@@ -66,6 +74,7 @@ absl::StatusOr<Plane> DecodeIntraPicture(absl::Span<const uint8_t> bitstream, in
       int stride = 0;
       const uint8_t* pixels = de265_get_image_plane(image, 0, &stride);
       if (pixels == nullptr || stride < width) return Damaged("no luma plane");
+      Plane& plane = planes.emplace_back();
       plane.width = width;
       plane.height = height;
       plane.pixels.resize(static_cast<size_t>(width) * height);
@@ -75,8 +84,8 @@ absl::StatusOr<Plane> DecodeIntraPicture(absl::Span<const uint8_t> bitstream, in
       }
     }
   }
-  if (pictures == 0) return Damaged("no picture decoded");
-  return plane;
+  if (planes.empty()) return Damaged("no picture decoded");
+  return planes;
 }
 
 }  // namespace weightcast

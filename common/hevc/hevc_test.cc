@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <random>
 
 #include "common/hevc/de265_decoder.h"
@@ -89,6 +90,83 @@ TEST(Hevc, HigherQpGivesFewerBytesAndMoreError) {
     last_bytes = bitstream->size();
     last_error = error;
   }
+}
+
+// Weights-like pictures: Gaussian values around 128 (an int8 matrix + 128), and a "fine-tuned"
+// copy where a fraction of the values moved by a small step.
+Plane GaussianPlane(int width, int height, uint32_t seed) {
+  Plane plane{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height)};
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> value(128, 20);
+  for (uint8_t& p : plane.pixels) p = static_cast<uint8_t>(std::clamp(std::lround(value(rng)), 0L, 255L));
+  return plane;
+}
+
+Plane Nudged(const Plane& plane, double fraction, uint32_t seed) {
+  Plane out = plane;
+  std::mt19937 rng(seed);
+  std::bernoulli_distribution moved(fraction);
+  std::uniform_int_distribution<int> step(-2, 2);
+  for (uint8_t& p : out.pixels) {
+    if (moved(rng)) p = static_cast<uint8_t>(std::clamp(p + step(rng), 0, 255));
+  }
+  return out;
+}
+
+std::vector<uint8_t> Concat(std::initializer_list<const std::vector<uint8_t>*> parts) {
+  std::vector<uint8_t> out;
+  for (const auto* part : parts) out.insert(out.end(), part->begin(), part->end());
+  return out;
+}
+
+TEST(HevcSequence, FirstPictureIsCodedExactlyAsTheIntraPicture) {
+  const Plane a = GaussianPlane(128, 64, 1);
+  for (int qp : {22, 32}) {
+    const HevcEncodeOptions options{.qp = qp};
+    const std::vector<uint8_t> intra = EncodeIntraPicture(a, options).value();
+    const HevcSequence split = SplitIntraBitstream(intra);
+    ASSERT_EQ(split.pictures.size(), 1u);
+    EXPECT_EQ(Concat({&split.parameter_sets, &split.pictures[0]}), intra);
+    const Plane b = Nudged(a, 0.2, 2);
+    auto sequence = EncodeSequence({&a, &b}, {}, options);
+    ASSERT_TRUE(sequence.ok()) << sequence.status();
+    ASSERT_EQ(sequence->pictures.size(), 2u);
+    EXPECT_EQ(sequence->pictures[0], split.pictures[0]) << "qp " << qp;
+  }
+  // Per-picture QPs: a picture forced to QP 32 is the intra picture at 32.
+  auto forced = EncodeSequence({&a}, {32}, {.qp = 22});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->pictures[0], SplitIntraBitstream(EncodeIntraPicture(a, {.qp = 32}).value()).pictures[0]);
+}
+
+TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
+  const Plane a = GaussianPlane(256, 128, 3);
+  const Plane b = Nudged(a, 0.1, 4);
+  const HevcEncodeOptions options{.qp = 27};
+  const std::vector<uint8_t> intra_a = EncodeIntraPicture(a, options).value();
+  const HevcSequence sequence = EncodeSequence({&a, &b}, {}, options).value();
+  // What a device holds (A's intra bitstream) + what it is sent (parameter sets + P picture).
+  const HevcSequence held = SplitIntraBitstream(intra_a);
+  const std::vector<uint8_t> stitched = Concat({&sequence.parameter_sets, &held.pictures[0], &sequence.pictures[1]});
+  auto decoded = DecodeSequence(stitched, 256, 128, 2);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->size(), 2u);
+  const std::vector<uint8_t> whole = Concat({&sequence.parameter_sets, &sequence.pictures[0], &sequence.pictures[1]});
+  auto reference = DecodeSequence(whole, 256, 128, 2);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  EXPECT_EQ((*decoded)[0].pixels, DecodeIntraPicture(intra_a, 256, 128).value().pixels);
+  EXPECT_EQ((*decoded)[1].pixels, (*reference)[1].pixels);
+  // The P picture costs a fraction of B coded on its own.
+  const size_t intra_b = EncodeIntraPicture(b, options).value().size();
+  EXPECT_LT(sequence.pictures[1].size() * 2, intra_b) << sequence.pictures[1].size() << " vs " << intra_b;
+  // Against another base the P picture decodes to something else: libde265 does not know the
+  // base was wrong, so callers check the base's digest before and the result's after.
+  const Plane other = GaussianPlane(256, 128, 5);
+  const HevcSequence wrong = SplitIntraBitstream(EncodeIntraPicture(other, options).value());
+  const std::vector<uint8_t> misapplied = Concat({&sequence.parameter_sets, &wrong.pictures[0], &sequence.pictures[1]});
+  auto garbage = DecodeSequence(misapplied, 256, 128, 2);
+  ASSERT_TRUE(garbage.ok()) << garbage.status();
+  EXPECT_NE((*garbage)[1].pixels, (*reference)[1].pixels);
 }
 
 TEST(Hevc, EncoderRejectsBadOptions) {
