@@ -124,7 +124,7 @@ TEST(HevcSequence, FirstPictureIsCodedExactlyAsTheIntraPicture) {
   for (int qp : {22, 32}) {
     const HevcEncodeOptions options{.qp = qp};
     const std::vector<uint8_t> intra = EncodeIntraPicture(a, options).value();
-    const HevcSequence split = SplitIntraBitstream(intra);
+    const HevcSequence split = SplitParameterSets(intra);
     ASSERT_EQ(split.pictures.size(), 1u);
     EXPECT_EQ(Concat({&split.parameter_sets, &split.pictures[0]}), intra);
     const Plane b = Nudged(a, 0.2, 2);
@@ -136,7 +136,7 @@ TEST(HevcSequence, FirstPictureIsCodedExactlyAsTheIntraPicture) {
   // Per-picture QPs: a picture forced to QP 32 is the intra picture at 32.
   auto forced = EncodeSequence({&a}, {32}, {.qp = 22});
   ASSERT_TRUE(forced.ok()) << forced.status();
-  EXPECT_EQ(forced->pictures[0], SplitIntraBitstream(EncodeIntraPicture(a, {.qp = 32}).value()).pictures[0]);
+  EXPECT_EQ(forced->pictures[0], SplitParameterSets(EncodeIntraPicture(a, {.qp = 32}).value()).pictures[0]);
 }
 
 TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
@@ -146,7 +146,7 @@ TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
   const std::vector<uint8_t> intra_a = EncodeIntraPicture(a, options).value();
   const HevcSequence sequence = EncodeSequence({&a, &b}, {}, options).value();
   // What a device holds (A's intra bitstream) + what it is sent (parameter sets + P picture).
-  const HevcSequence held = SplitIntraBitstream(intra_a);
+  const HevcSequence held = SplitParameterSets(intra_a);
   const std::vector<uint8_t> stitched = Concat({&sequence.parameter_sets, &held.pictures[0], &sequence.pictures[1]});
   auto decoded = DecodeSequence(stitched, 256, 128, 2);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
@@ -162,7 +162,7 @@ TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
   // Against another base the P picture decodes to something else: libde265 does not know the
   // base was wrong, so callers check the base's digest before and the result's after.
   const Plane other = GaussianPlane(256, 128, 5);
-  const HevcSequence wrong = SplitIntraBitstream(EncodeIntraPicture(other, options).value());
+  const HevcSequence wrong = SplitParameterSets(EncodeIntraPicture(other, options).value());
   const std::vector<uint8_t> misapplied = Concat({&sequence.parameter_sets, &wrong.pictures[0], &sequence.pictures[1]});
   auto garbage = DecodeSequence(misapplied, 256, 128, 2);
   ASSERT_TRUE(garbage.ok()) << garbage.status();

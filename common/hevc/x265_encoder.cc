@@ -161,7 +161,7 @@ absl::StatusOr<HevcSequence> EncodeSequence(const std::vector<const Plane*>& fra
   return sequence;
 }
 
-HevcSequence SplitIntraBitstream(absl::Span<const uint8_t> bitstream) {
+HevcSequence SplitParameterSets(absl::Span<const uint8_t> bitstream) {
   HevcSequence split;
   std::vector<uint8_t>& picture = split.pictures.emplace_back();
   ForEachNalUnit(bitstream, [&](absl::Span<const uint8_t> unit, int type) {

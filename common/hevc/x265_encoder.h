@@ -46,8 +46,9 @@ struct HevcSequence {
 absl::StatusOr<HevcSequence> EncodeSequence(const std::vector<const Plane*>& frames, const std::vector<int>& qps,
                                             const HevcEncodeOptions& options);
 
-// Splits an Annex-B bitstream into its parameter sets and one picture's other NAL units.
-HevcSequence SplitIntraBitstream(absl::Span<const uint8_t> bitstream);
+// Splits an Annex-B bitstream of one picture (or of a P picture with parameter sets) into its
+// parameter sets and its other NAL units (pictures[0]).
+HevcSequence SplitParameterSets(absl::Span<const uint8_t> bitstream);
 
 }  // namespace weightcast
 

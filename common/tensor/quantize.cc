@@ -102,6 +102,27 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<cons
   return out;
 }
 
+absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<const float> values,
+                                             const QuantizedTensor& like) {
+  if (values.size() != like.values.size() || like.scales.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", values.size(), " values, the base has ",
+                                                   like.values.size()));
+  }
+  QuantizedTensor out = like;
+  const int lo = IsSymmetric(like.scheme) ? -127 : -128;
+  const int64_t group = like.ElementsPerScale();
+  for (size_t i = 0; i < values.size(); ++i) {
+    const size_t c = static_cast<size_t>(static_cast<int64_t>(i) / group);
+    const float q = values[i] / like.scales[c] + static_cast<float>(like.zero_points[c]);
+    if (!std::isfinite(q) || q < lo - 0.5f || q > 127.5f) {
+      return absl::FailedPreconditionError(absl::StrCat("tensor '", name, "': element ", i, " (", values[i],
+                                                        ") is outside the range of the base's scale"));
+    }
+    out.values[i] = Clamp8(q, lo);
+  }
+  return out;
+}
+
 std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values) {
   assert(values.size() == params.values.size());
   std::vector<float> out(values.size());

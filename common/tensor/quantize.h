@@ -43,6 +43,12 @@ struct QuantizedTensor {
 absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<const int64_t> shape,
                                          absl::Span<const float> values, QuantScheme scheme);
 
+// Quantizes `values` with the scales and zero points of `like` (same shape), as a later version
+// of a tensor is quantized so that an unchanged weight keeps its int8 value. FAILED_PRECONDITION
+// naming `name` when a value lies more than half a step outside what those scales can hold.
+absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<const float> values,
+                                             const QuantizedTensor& like);
+
 // w = scale * (q - zero_point) for `values`, using the parameters of `params`
 // (`values` may be a lossy reconstruction of params.values; same length).
 std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values);

@@ -1,0 +1,54 @@
+// Deltas between two versions of one layer at one HEVC tier: a device that holds version A's
+// packed layer gets version B as P pictures predicted from A's pictures, which it has decoded
+// already.
+//
+// B is quantized with A's scales (an unchanged weight keeps its pixel), and each tile is coded
+// as the two-picture sequence [A, B] at A's QP and preset. x265 codes picture 0 byte for byte as
+// it coded A's stored tile (EncodeSequence); this is checked per tile, and without it there is
+// no delta. The device decodes [the delta's parameter sets, A's stored slices, B's P picture]:
+// exactly what the encoder reconstructed, recorded as a SHA-256. So B "at this tier, after A" has
+// one definition however it arrives. Stateless; thread-safe.
+#ifndef WEIGHTCAST_COMMON_PACK_DELTA_CODEC_H_
+#define WEIGHTCAST_COMMON_PACK_DELTA_CODEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/base/sha256.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/packed_layer.h"
+#include "common/tensor/fidelity.h"
+#include "common/tensor/tensor.h"
+
+namespace weightcast {
+
+struct LayerDelta {
+  std::string name;
+  Sha256Digest base_sha256{};  // of A's serialized packed layer: what the device must hold
+  std::vector<std::vector<uint8_t>> tiles;  // per tile: parameter sets + B's P picture
+  Sha256Digest decoded_sha256{};  // of B's int8 values as the device will decode them
+  Fidelity fidelity;              // of B's reconstruction against B's float weights
+
+  uint64_t PayloadBytes() const;
+};
+
+// Codes `target` (B) against `base` (A's packed HEVC layer, coded from `base_source`).
+// nullopt when B cannot be: another shape, a lossless or non-HEVC base, a value of B outside
+// A's scale range, or a tile x265 did not reproduce. Errors: `base_source` is not what `base`
+// was coded from; encoder failures.
+absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
+                                                           const Tensor& target, int threads = 0);
+
+// B from the bytes of A's serialized packed layer and the delta. DATA_LOSS naming the layer
+// when the base is not the one the delta was made against (its SHA-256), a bitstream is
+// damaged, or the result's SHA-256 is not the recorded one.
+absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const LayerDelta& delta,
+                                               int threads = 0);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_PACK_DELTA_CODEC_H_

@@ -1,0 +1,117 @@
+#include "common/pack/delta_codec.h"
+
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A "trained" matrix and a "fine-tuned" one: a fraction of the weights moved a little.
+std::vector<float> Weights(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> w(0.0f, 0.05f);
+  std::vector<float> out(n);
+  for (float& v : out) v = w(rng);
+  return out;
+}
+
+std::vector<float> FineTuned(std::vector<float> w, double fraction, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::bernoulli_distribution moved(fraction);
+  std::normal_distribution<float> step(0.0f, 0.002f);
+  for (float& v : w) {
+    if (moved(rng)) v += step(rng);
+  }
+  return w;
+}
+
+constexpr int64_t kRows = 300, kCols = 200;
+
+PackedLayer Coded(const Tensor& tensor, int qp, bool lossless = false) {
+  LayerEncodeOptions options;
+  options.hevc = {.qp = qp, .lossless = lossless, .preset = "ultrafast"};
+  options.max_tile_size = 128;  // 3 x 2 tiles
+  return EncodeLayer(tensor, options).value();
+}
+
+TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
+  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const PackedLayer base = Coded(a, 27);
+  ASSERT_EQ(base.tiles.size(), 6u);
+  auto delta = EncodeLayerDelta(base, a, b);
+  ASSERT_TRUE(delta.ok()) << delta.status();
+  ASSERT_TRUE(delta->has_value());
+  const PackedLayer intra_b = Coded(b, 27);
+  EXPECT_LT((*delta)->PayloadBytes() * 3, intra_b.PayloadBytes())
+      << (*delta)->PayloadBytes() << " vs " << intra_b.PayloadBytes();
+  // The reconstruction is as good as B coded on its own, within a dB.
+  EXPECT_GT((*delta)->fidelity.sqnr_db, intra_b.fidelity.sqnr_db - 1.0);
+
+  const std::vector<uint8_t> held = SerializePackedLayer(base);
+  auto rebuilt = DecodeLayerDelta(held, **delta);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  const auto& values = rebuilt->int8->values;
+  EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()), values.size())),
+            (*delta)->decoded_sha256);
+  EXPECT_EQ(rebuilt->int8->scales, base.scales);
+
+  // The same B against the same A always codes to the same bytes (what a cache relies on).
+  EXPECT_EQ(EncodeLayerDelta(base, a, b).value()->tiles, (*delta)->tiles);
+}
+
+TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
+  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const PackedLayer base = Coded(a, 32);
+  const LayerDelta delta = EncodeLayerDelta(base, a, b).value().value();
+
+  const Tensor other = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 9));
+  auto wrong = DecodeLayerDelta(SerializePackedLayer(Coded(other, 32)), delta);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("fc.weight"));
+  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("not the one the delta was made against"));
+
+  std::vector<uint8_t> held = SerializePackedLayer(base);
+  held[held.size() / 2] ^= 0x10;
+  EXPECT_EQ(DecodeLayerDelta(held, delta).status().code(), absl::StatusCode::kDataLoss);
+
+  // Bit flips in the P pictures: an error every time, never a crash or a silent result.
+  const std::vector<uint8_t> good = SerializePackedLayer(base);
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 30; ++trial) {
+    LayerDelta damaged = delta;
+    auto& tile = damaged.tiles[trial % damaged.tiles.size()];
+    tile[std::uniform_int_distribution<size_t>(0, tile.size() - 1)(rng)] ^= static_cast<uint8_t>(1 << (trial % 8));
+    auto decoded = DecodeLayerDelta(good, damaged);
+    if (decoded.ok()) {
+      // A flip that changes nothing the decoder reads (e.g. trailing bits) decodes to B itself.
+      const auto& v = decoded->int8->values;
+      EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(v.data()), v.size())), delta.decoded_sha256);
+    } else {
+      EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << decoded.status();
+    }
+  }
+}
+
+TEST(LayerDelta, NoDeltaWhenBOutgrowsTheScaleOrTheBaseIsNotLossyHevc) {
+  const std::vector<float> w = Weights(kRows * kCols, 1);
+  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, w);
+  std::vector<float> grown = w;
+  grown[17] = 1.0f;  // far past max|A|
+  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, grown);
+  EXPECT_FALSE(EncodeLayerDelta(Coded(a, 27), a, b).value().has_value());
+  EXPECT_FALSE(EncodeLayerDelta(Coded(a, 0, /*lossless=*/true), a, a).value().has_value());
+  const Tensor reshaped = MakeFloat32Tensor("fc.weight", {kCols, kRows}, w);
+  EXPECT_FALSE(EncodeLayerDelta(Coded(a, 27), a, reshaped).value().has_value());
+  // A base source that is not what the base was coded from is the caller's error.
+  const Tensor other = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 5));
+  EXPECT_EQ(EncodeLayerDelta(Coded(a, 27), other, b).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace weightcast
