@@ -156,8 +156,35 @@ def variants_side_by_side(entry):
     return lines
 
 
+def delta_section(rows):
+    """Markdown for bench/eval/delta.py's results: per model, fine-tune and tier, B's full bytes,
+    its deltas on A and the zstd baseline, with accuracy."""
+    out = ["## Version deltas (P pictures on the version a device holds)", "",
+           "Version B of each model is A fine-tuned further (Adam, lr 1e-4, batch 128): 300 steps, or one "
+           "epoch (469 steps). For each tier, `B full` is B coded on its own (what a device without A pulls); "
+           "`delta` codes B's picture layers as P pictures predicted from A's pictures at that tier, B "
+           "quantized with A's scales (other layers whole; common/pack/delta_codec), at the tier's QP and "
+           "at 4 below it; `zstd diff` is the baseline: zstd of the int8 difference between the same two "
+           "reconstructions (B's delta-decoded values minus A's), i.e. the same update sent by a generic "
+           "differ. Every delta was decoded against A's serialized layer and gave its recorded SHA-256 "
+           "(bench/delta_eval fails otherwise); the accuracy columns are of those decoded models. "
+           "A full pull of B under this scheme is A's tier plus the delta, decoding to the same SHA-256.", "",
+           "| model | B | tier | A top-1 | B float top-1 | B full bytes | B full top-1 | delta bytes (% of full) | "
+           "delta top-1 | zstd diff bytes | delta QP-4 bytes (%) | QP-4 top-1 | zstd diff bytes |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = {v["qp_offset"]: v for v in r["deltas"]}
+        same, finer = d[0], d[-4]
+        out.append(f"| {r['model']} | {r['fine_tune']} | q{r['qp']} | {r['a_top1']:.2f} | {r['b_top1']:.2f} | "
+                   f"{r['b_bytes']:,} | {r['intra_top1']:.2f} | {same['bytes']:,} ({pct(same['bytes'], r['b_bytes'])}) | "
+                   f"{same['top1']:.2f} | {same['zstd_diff_bytes']:,} | {finer['bytes']:,} "
+                   f"({pct(finer['bytes'], r['b_bytes'])}) | {finer['top1']:.2f} | {finer['zstd_diff_bytes']:,} |")
+    return out + [""]
+
+
 def main():
     results_path, docs = sys.argv[1:3]
+    delta_path = sys.argv[3] if len(sys.argv) > 3 else None
     with open(results_path) as f:
         results = json.load(f)
     images = os.path.join(docs, "eval")
@@ -220,6 +247,9 @@ def main():
         sqnr_plot(model, entry, os.path.join(images, f"{model}_sqnr.png"))
         out += [f"![{model}: accuracy vs bytes](eval/{model}_accuracy.png)", "",
                 f"![{model}: SQNR vs bits/weight per layer](eval/{model}_sqnr.png)", ""]
+    if delta_path:
+        with open(delta_path) as f:
+            out += delta_section(json.load(f))
     with open(os.path.join(docs, "EVALUATION.md"), "w") as f:
         f.write("\n".join(out))
 

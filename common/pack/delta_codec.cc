@@ -59,7 +59,7 @@ uint64_t LayerDelta::PayloadBytes() const {
 }
 
 absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
-                                                           const Tensor& target, int threads) {
+                                                           const Tensor& target, int qp_offset, int threads) {
   if (base.codec != LayerCodec::kHevc || base.lossless || target.shape != base.shape ||
       base_source.shape != base.shape) {
     return std::nullopt;
@@ -74,6 +74,8 @@ absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& ba
   if (!qb.ok()) return std::nullopt;  // B outgrew A's scale: it is sent whole
 
   const HevcEncodeOptions options{.qp = base.qp, .lossless = false, .preset = base.preset};
+  const int p_qp = base.qp + qp_offset;
+  if (p_qp < 0 || p_qp > 51) return absl::InvalidArgumentError(absl::StrCat("delta QP ", p_qp, " is outside 0..51"));
   LayerDelta delta;
   delta.name = target.name;
   delta.base_sha256 = Sha256(SerializePackedLayer(base));
@@ -84,7 +86,7 @@ absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& ba
     const TileRect rect = base.grid.Tile(i);
     const Plane pa = ExtractTile(qa.values, cols, rect);
     const Plane pb = ExtractTile(qb->values, cols, rect);
-    ASSIGN_OR_RETURN(HevcSequence sequence, EncodeSequence({&pa, &pb}, {}, options));
+    ASSIGN_OR_RETURN(HevcSequence sequence, EncodeSequence({&pa, &pb}, {base.qp, p_qp}, options));
     if (sequence.pictures[0] != SplitParameterSets(base.tiles[i]).pictures[0]) {
       reproduced = false;  // another x265 build, or a base coded with other options
       return absl::OkStatus();

@@ -36,12 +36,15 @@ struct LayerDelta {
   uint64_t PayloadBytes() const;
 };
 
-// Codes `target` (B) against `base` (A's packed HEVC layer, coded from `base_source`).
+// Codes `target` (B) against `base` (A's packed HEVC layer, coded from `base_source`), B's P
+// pictures at A's QP + `qp_offset` (a negative offset spends bytes to keep B's fidelity: a P
+// picture at A's QP skips blocks that moved less than the quantizer step, so B drifts to A).
 // nullopt when B cannot be: another shape, a lossless or non-HEVC base, a value of B outside
 // A's scale range, or a tile x265 did not reproduce. Errors: `base_source` is not what `base`
 // was coded from; encoder failures.
 absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
-                                                           const Tensor& target, int threads = 0);
+                                                           const Tensor& target, int qp_offset = 0,
+                                                           int threads = 0);
 
 // B from the bytes of A's serialized packed layer and the delta. DATA_LOSS naming the layer
 // when the base is not the one the delta was made against (its SHA-256), a bitstream is

@@ -60,6 +60,14 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
             (*delta)->decoded_sha256);
   EXPECT_EQ(rebuilt->int8->scales, base.scales);
 
+  // P pictures at a lower QP than A's: more bytes, closer to B.
+  auto finer = EncodeLayerDelta(base, a, b, /*qp_offset=*/-4);
+  ASSERT_TRUE(finer.ok() && finer->has_value()) << finer.status();
+  EXPECT_GT((*finer)->PayloadBytes(), (*delta)->PayloadBytes());
+  EXPECT_GT((*finer)->fidelity.sqnr_db, (*delta)->fidelity.sqnr_db);
+  EXPECT_TRUE(DecodeLayerDelta(held, **finer).ok());
+  EXPECT_EQ(EncodeLayerDelta(base, a, b, /*qp_offset=*/-40).status().code(), absl::StatusCode::kInvalidArgument);
+
   // The same B against the same A always codes to the same bytes (what a cache relies on).
   EXPECT_EQ(EncodeLayerDelta(base, a, b).value()->tiles, (*delta)->tiles);
 }

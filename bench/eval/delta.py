@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Version deltas on the Fashion-MNIST reference models (issue: delta updates).
+
+usage: delta.py BUILD_DIR WORK_DIR RESULTS.json
+
+For each reference model A (trained and cached by fashion.py), makes two fine-tuned versions B:
+"300 steps" (Adam, lr 1e-4, batch 128, a fresh optimizer: a typical fine-tune) and "1 epoch"
+(469 such steps). For each B and tier QP, build/bench/delta_eval codes B on its own and as a
+delta on A's tier (P pictures on A's pictures; common/pack/delta_codec), decodes the delta
+against A's layer and checks its SHA-256, and writes both reconstructions; this script measures
+their accuracy on the 10,000 test images. The baseline delta is zstd of the int8 difference of
+the same two reconstructions (what a generic differ would send for the same update).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fashion  # noqa: E402
+
+QPS = [22, 27, 32, 37]
+OFFSETS = [0, -4]  # B's P pictures at the tier's QP, and 4 below it
+POLICIES = {"mlp": None, "fc_cnn": None, "res_cnn": {"min_picture_elements": 512, "convolutions": "picture"}}
+FINE_TUNES = {"300 steps": 300, "1 epoch": 469}
+
+
+def fine_tune(name, base_path, out, steps):
+    """B: A trained `steps` more Adam steps at lr 1e-4 on a fresh data order (cached)."""
+    if os.path.exists(out):
+        return
+    torch.manual_seed(1)
+    model = fashion.MODELS[name][0]()
+    model.load_state_dict(fashion.load_state(base_path), strict=True)
+    x, y = fashion.load("train")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    model.train()
+    start = time.time()
+    for step in range(steps):
+        idx = order[(step * 128) % len(x):][:128]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    print(f"{name}: fine-tuned {steps} steps ({time.time() - start:.0f} s)", flush=True)
+    torch.save(model.state_dict(), out + ".tmp")
+    os.replace(out + ".tmp", out)
+
+
+def main():
+    if len(sys.argv) != 4:
+        print(__doc__)
+        sys.exit(2)
+    build, work, results_path = sys.argv[1:]
+    models_dir = os.path.join(work, "models")
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = fashion.load("test")
+    results = []
+    for name, policy in POLICIES.items():
+        base = os.path.join(models_dir, f"{name}.pt")
+        fashion.train(name, base)
+        policy_args = []
+        if policy:
+            policy_path = os.path.join(work, f"delta-{name}.policy.json")
+            with open(policy_path, "w") as f:
+                json.dump(policy, f)
+            policy_args = [policy_path]
+        a_top1, _ = fashion.accuracy(name, base, data)
+        for label, steps in FINE_TUNES.items():
+            b_path = os.path.join(models_dir, f"{name}.ft{steps}.pt")
+            fine_tune(name, base, b_path, steps)
+            b_top1, _ = fashion.accuracy(name, b_path, data)
+            out_dir = os.path.join(work, "delta", f"{name}.ft{steps}")
+            os.makedirs(out_dir, exist_ok=True)
+            run = subprocess.run([os.path.join(build, "bench", "delta_eval"), base, b_path, out_dir,
+                                  ",".join(map(str, QPS)), ",".join(map(str, OFFSETS))] + policy_args,
+                                 check=True, capture_output=True, text=True)
+            for tier in json.loads(run.stdout):
+                tag = f"_q{tier['qp']}"
+                tier["intra_top1"], _ = fashion.accuracy(name, os.path.join(out_dir, f"b_intra{tag}.pt"), data)
+                for d in tier["deltas"]:
+                    d["top1"], _ = fashion.accuracy(name, os.path.join(out_dir, f"b_delta{tag}_o{d['qp_offset']}.pt"), data)
+                tier.update(model=name, fine_tune=label, a_top1=a_top1, b_top1=b_top1)
+                results.append(tier)
+                print(f"{name} {label} q{tier['qp']}: B {tier['b_bytes']} B top-1 {tier['intra_top1']:.2f}; " +
+                      "; ".join(f"delta(QP{d['qp_offset']:+d}) {d['bytes']} B top-1 {d['top1']:.2f} "
+                                f"zstd-diff {d['zstd_diff_bytes']} B" for d in tier["deltas"]), flush=True)
+    with open(results_path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(results_path + ".tmp", results_path)
+
+
+if __name__ == "__main__":
+    main()
