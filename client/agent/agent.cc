@@ -55,6 +55,11 @@ void Agent::Report(const AssignmentInfo& a, const std::string& state, const std:
   client_->ReportStatus({options_.device_id, a.model, a.version, a.tier, state, reason, bytes, seconds}).IgnoreError();
 }
 
+void Agent::CountFailure() {
+  absl::MutexLock lock(&mu_);
+  ++stats_.failures;
+}
+
 absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& stop) {
   if (!SafeLabel(a.model) || !SafeLabel(a.version) ||
       std::find(options_.models.begin(), options_.models.end(), a.model) == options_.models.end()) {
@@ -88,9 +93,8 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     pull.cancel = &stop;
     absl::StatusOr<PullResult> pulled = error ? absl::InternalError(error.message()) : client_->Pull(pull);
     if (!pulled.ok()) {
+      CountFailure();
       Report(a, "FAILED", std::string(pulled.status().message()), 0, 0);
-      absl::MutexLock lock(&mu_);
-      ++stats_.failures;
       return pulled.status();
     }
     done.tier = pulled->tier;
@@ -100,9 +104,8 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   absl::Status switched = Relink(model_dir / "current", fs::path("versions") / a.version);
   if (switched.ok() && !current.empty()) switched = Relink(model_dir / "previous", fs::path("versions") / current);
   if (!switched.ok()) {
+    CountFailure();
     Report(done, "FAILED", std::string(switched.message()), bytes, 0);
-    absl::MutexLock lock(&mu_);
-    ++stats_.failures;
     return switched;
   }
   // Keep current and previous only.
@@ -112,10 +115,12 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     if (name != a.version && name != current) fs::remove_all(entry.path(), error);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  {  // counted before the report: whoever sees the report sees the counts
+    absl::MutexLock lock(&mu_);
+    ++stats_.installs;
+    stats_.downloads += have ? 0 : 1;
+  }
   Report(done, "INSTALLED", "", bytes, seconds);
-  absl::MutexLock lock(&mu_);
-  ++stats_.installs;
-  stats_.downloads += have ? 0 : 1;
   return absl::OkStatus();
 }
 

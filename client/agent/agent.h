@@ -56,6 +56,7 @@ class Agent {
 
  private:
   absl::Status Install(const AssignmentInfo& assignment, const std::atomic<bool>& stop);
+  void CountFailure();
   void Report(const AssignmentInfo& assignment, const std::string& state, const std::string& reason,
               uint64_t bytes, double seconds);
 
