@@ -58,7 +58,7 @@ absl::Status Run(const std::string& a_path, const std::string& b_path, const std
       picture_layers += picture;
       ASSIGN_OR_RETURN(const RebuiltTensor rebuilt_a, DecodeLayer(coded_a));
       for (size_t o = 0; o < offsets.size(); ++o) {
-        std::optional<LayerDelta> layer_delta;
+        std::optional<PackedLayer> layer_delta;
         if (picture) {
           ASSIGN_OR_RETURN(layer_delta, EncodeLayerDelta(coded_a, ta, tb, offsets[o]));
         }

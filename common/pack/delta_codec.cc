@@ -25,9 +25,10 @@ std::vector<uint8_t> Concat(std::initializer_list<absl::Span<const uint8_t>> par
 
 // B's int8 matrix: per tile, [delta parameter sets, A's slices, B's P picture] decoded, the
 // second picture kept.
-absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base, const LayerDelta& delta, int threads) {
-  if (delta.tiles.size() != base.tiles.size()) {
-    return absl::DataLossError(absl::StrCat(delta.tiles.size(), " delta tiles for a base of ", base.tiles.size()));
+absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base, const PackedLayer& delta, int threads) {
+  if (delta.tiles.size() != base.tiles.size() || delta.grid.rows != base.grid.rows || delta.grid.cols != base.grid.cols ||
+      delta.grid.tile_rows != base.grid.tile_rows || delta.grid.tile_cols != base.grid.tile_cols) {
+    return absl::DataLossError(absl::StrCat(delta.tiles.size(), " delta tiles do not fit a base of ", base.tiles.size()));
   }
   std::vector<int8_t> values(static_cast<size_t>(base.grid.rows * base.grid.cols));
   RETURN_IF_ERROR(ParallelFor(base.tiles.size(), threads, [&](size_t i) -> absl::Status {
@@ -52,13 +53,7 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
 
 }  // namespace
 
-uint64_t LayerDelta::PayloadBytes() const {
-  uint64_t bytes = 0;
-  for (const auto& tile : tiles) bytes += tile.size();
-  return bytes;
-}
-
-absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
                                                            const Tensor& target, int qp_offset, int threads) {
   if (base.codec != LayerCodec::kHevc || base.lossless || target.shape != base.shape ||
       base_source.shape != base.shape) {
@@ -76,10 +71,12 @@ absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& ba
   const HevcEncodeOptions options{.qp = base.qp, .lossless = false, .preset = base.preset};
   const int p_qp = base.qp + qp_offset;
   if (p_qp < 0 || p_qp > 51) return absl::InvalidArgumentError(absl::StrCat("delta QP ", p_qp, " is outside 0..51"));
-  LayerDelta delta;
+  PackedLayer delta = base;  // grid, scales, QP, preset, dtype
   delta.name = target.name;
+  delta.codec = LayerCodec::kHevcDelta;
+  delta.source_dtype = target.dtype;
   delta.base_sha256 = Sha256(SerializePackedLayer(base));
-  delta.tiles.resize(base.tiles.size());
+  delta.tiles.assign(base.tiles.size(), {});
   std::atomic<bool> reproduced{true};
   const int64_t cols = base.grid.cols;
   absl::Status encoded = ParallelFor(base.tiles.size(), threads, [&](size_t i) -> absl::Status {
@@ -96,6 +93,7 @@ absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& ba
   });
   if (!encoded.ok()) return Annotate(encoded, target.name);
   if (!reproduced) return std::nullopt;
+  delta.qp = p_qp;
 
   // Decode once, as the device will, to record what it must reproduce.
   auto values = DecodeDeltaTiles(base, delta, threads);
@@ -105,8 +103,11 @@ absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& ba
   return delta;
 }
 
-absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const LayerDelta& delta,
+absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const PackedLayer& delta,
                                                int threads) {
+  if (delta.codec != LayerCodec::kHevcDelta) {
+    return absl::InvalidArgumentError(absl::StrCat("layer '", delta.name, "' is not a delta layer"));
+  }
   if (Sha256(base_bytes) != delta.base_sha256) {
     return absl::DataLossError(absl::StrCat("layer '", delta.name, "': the held base is not the one the delta was made against (SHA-256 ",
                                             DigestToHex(Sha256(base_bytes)), ", expected ", DigestToHex(delta.base_sha256), ")"));
@@ -114,6 +115,9 @@ absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_by
   size_t consumed = 0;
   auto base = ParsePackedLayer(base_bytes, &consumed);
   if (!base.ok()) return Annotate(base.status(), delta.name);
+  if (base->codec != LayerCodec::kHevc || base->shape != delta.shape) {
+    return absl::DataLossError(absl::StrCat("layer '", delta.name, "': the base is not an HEVC layer of its shape"));
+  }
   auto values = DecodeDeltaTiles(*base, delta, threads);
   if (!values.ok()) return Annotate(values.status(), delta.name);
   if (Sha256(AsBytes(*values)) != delta.decoded_sha256) {

@@ -26,15 +26,9 @@
 
 namespace weightcast {
 
-struct LayerDelta {
-  std::string name;
-  Sha256Digest base_sha256{};  // of A's serialized packed layer: what the device must hold
-  std::vector<std::vector<uint8_t>> tiles;  // per tile: parameter sets + B's P picture
-  Sha256Digest decoded_sha256{};  // of B's int8 values as the device will decode them
-  Fidelity fidelity;              // of B's reconstruction against B's float weights
-
-  uint64_t PayloadBytes() const;
-};
+// The result is a PackedLayer of codec kHevcDelta: A's grid, scales, QP and preset; base_sha256
+// = SHA-256 of A's serialized layer (what the device must hold); per tile the sequence's
+// parameter sets and B's P picture; decoded_sha256 and fidelity of B as the device decodes it.
 
 // Codes `target` (B) against `base` (A's packed HEVC layer, coded from `base_source`), B's P
 // pictures at A's QP + `qp_offset` (a negative offset spends bytes to keep B's fidelity: a P
@@ -42,14 +36,14 @@ struct LayerDelta {
 // nullopt when B cannot be: another shape, a lossless or non-HEVC base, a value of B outside
 // A's scale range, or a tile x265 did not reproduce. Errors: `base_source` is not what `base`
 // was coded from; encoder failures.
-absl::StatusOr<std::optional<LayerDelta>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(const PackedLayer& base, const Tensor& base_source,
                                                            const Tensor& target, int qp_offset = 0,
                                                            int threads = 0);
 
 // B from the bytes of A's serialized packed layer and the delta. DATA_LOSS naming the layer
 // when the base is not the one the delta was made against (its SHA-256), a bitstream is
 // damaged, or the result's SHA-256 is not the recorded one.
-absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const LayerDelta& delta,
+absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const PackedLayer& delta,
                                                int threads = 0);
 
 }  // namespace weightcast

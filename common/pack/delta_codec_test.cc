@@ -52,8 +52,19 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   // The reconstruction is as good as B coded on its own, within a dB.
   EXPECT_GT((*delta)->fidelity.sqnr_db, intra_b.fidelity.sqnr_db - 1.0);
 
+  // A delta is a packed layer like any other: it survives serialization, and alone it does not
+  // decode.
+  size_t consumed = 0;
+  const std::vector<uint8_t> delta_bytes = SerializePackedLayer(**delta);
+  auto parsed = ParsePackedLayer(delta_bytes, &consumed);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->codec, LayerCodec::kHevcDelta);
+  EXPECT_EQ(parsed->base_sha256, (*delta)->base_sha256);
+  EXPECT_EQ(parsed->tiles, (*delta)->tiles);
+  EXPECT_EQ(DecodeLayer(*parsed).status().code(), absl::StatusCode::kFailedPrecondition);
+
   const std::vector<uint8_t> held = SerializePackedLayer(base);
-  auto rebuilt = DecodeLayerDelta(held, **delta);
+  auto rebuilt = DecodeLayerDelta(held, *parsed);
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   const auto& values = rebuilt->int8->values;
   EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()), values.size())),
@@ -76,7 +87,7 @@ TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
   const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
   const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
   const PackedLayer base = Coded(a, 32);
-  const LayerDelta delta = EncodeLayerDelta(base, a, b).value().value();
+  const PackedLayer delta = EncodeLayerDelta(base, a, b).value().value();
 
   const Tensor other = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 9));
   auto wrong = DecodeLayerDelta(SerializePackedLayer(Coded(other, 32)), delta);
@@ -92,7 +103,7 @@ TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
   const std::vector<uint8_t> good = SerializePackedLayer(base);
   std::mt19937 rng(3);
   for (int trial = 0; trial < 30; ++trial) {
-    LayerDelta damaged = delta;
+    PackedLayer damaged = delta;
     auto& tile = damaged.tiles[trial % damaged.tiles.size()];
     tile[std::uniform_int_distribution<size_t>(0, tile.size() - 1)(rng)] ^= static_cast<uint8_t>(1 << (trial % 8));
     auto decoded = DecodeLayerDelta(good, damaged);

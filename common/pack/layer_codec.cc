@@ -57,6 +57,8 @@ absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer, int64_t
   switch (layer.codec) {
     case LayerCodec::kHevc:
       return DecodeHevcTiles(layer, threads);
+    case LayerCodec::kHevcDelta:
+      return absl::FailedPreconditionError("a delta layer decodes only with its base (DecodeLayerDelta)");
     case LayerCodec::kZstdInt8: {
       ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ZstdDecompress(layer.tiles[0], elements));
       return std::vector<int8_t>(bytes.begin(), bytes.end());

@@ -25,6 +25,7 @@ constexpr CodecInfo kCodecs[] = {
     {LayerCodec::kFloat32, v1::LAYER_CODEC_FLOAT32, "float32"},
     {LayerCodec::kFloat16, v1::LAYER_CODEC_FLOAT16, "float16"},
     {LayerCodec::kPassthrough, v1::LAYER_CODEC_PASSTHROUGH, "passthrough"},
+    {LayerCodec::kHevcDelta, v1::LAYER_CODEC_HEVC_DELTA, "hevc-delta"},
 };
 
 v1::QuantScheme SchemeToProto(QuantScheme scheme) {
@@ -97,7 +98,7 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint
   }
 
   int64_t expected_tiles = 1;
-  if (layer.codec == LayerCodec::kHevc) {
+  if (IsPictureCodec(layer.codec)) {
     const auto [rows, cols] = MatrixView(layer.shape);
     layer.grid = TileGrid{header.matrix_rows(), header.matrix_cols(), header.tile_rows(), header.tile_cols()};
     if (layer.grid.rows != rows || layer.grid.cols != cols) {
@@ -109,6 +110,12 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint
     }
     expected_tiles = layer.grid.NumTiles();
     if (!header.lossless() && (header.qp() < 0 || header.qp() > 51)) return Invalid(name, "QP outside 0..51");
+  }
+  if (layer.codec == LayerCodec::kHevcDelta) {
+    if (header.base_sha256().size() != layer.base_sha256.size() || header.lossless()) {
+      return Invalid(name, "a delta layer needs a 32-byte base SHA-256 and a lossy QP");
+    }
+    std::memcpy(layer.base_sha256.data(), header.base_sha256().data(), layer.base_sha256.size());
   }
   if (header.tile_bytes_size() != expected_tiles) {
     return Invalid(name, absl::StrCat(header.tile_bytes_size(), " tile lengths, expected ", expected_tiles));
@@ -154,8 +161,10 @@ int LayerCodecProtoNumber(LayerCodec codec) {
 }
 
 bool IsInt8Codec(LayerCodec codec) {
-  return codec == LayerCodec::kHevc || codec == LayerCodec::kRawInt8 || codec == LayerCodec::kZstdInt8;
+  return IsPictureCodec(codec) || codec == LayerCodec::kRawInt8 || codec == LayerCodec::kZstdInt8;
 }
+
+bool IsPictureCodec(LayerCodec codec) { return codec == LayerCodec::kHevc || codec == LayerCodec::kHevcDelta; }
 
 uint64_t PackedLayer::PayloadBytes() const {
   uint64_t total = 0;
@@ -177,7 +186,10 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     for (float s : layer.scales) header.add_scales(s);
     for (int32_t z : layer.zero_points) header.add_zero_points(z);
   }
-  if (layer.codec == LayerCodec::kHevc) {
+  if (layer.codec == LayerCodec::kHevcDelta) {
+    header.set_base_sha256(layer.base_sha256.data(), layer.base_sha256.size());
+  }
+  if (IsPictureCodec(layer.codec)) {
     header.set_matrix_rows(layer.grid.rows);
     header.set_matrix_cols(layer.grid.cols);
     header.set_tile_rows(layer.grid.tile_rows);

@@ -20,10 +20,12 @@
 
 namespace weightcast {
 
-enum class LayerCodec { kHevc, kRawInt8, kZstdInt8, kFloat32, kFloat16, kPassthrough };
+enum class LayerCodec { kHevc, kRawInt8, kZstdInt8, kFloat32, kFloat16, kPassthrough, kHevcDelta };
 
 absl::string_view LayerCodecName(LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
 bool IsInt8Codec(LayerCodec codec);
+// HEVC pictures (intra, or P pictures on a base layer: kHevcDelta), cut by a TileGrid.
+bool IsPictureCodec(LayerCodec codec);
 // The codec's number in weightcast.v1.LayerCodec (packed_layer.proto), for APIs that carry it.
 int LayerCodecProtoNumber(LayerCodec codec);
 
@@ -49,6 +51,8 @@ struct PackedLayer {
   int qp = 0;
   bool lossless = false;
   std::string preset;
+  // kHevcDelta only: the SHA-256 of the serialized base layer its P pictures are predicted from.
+  Sha256Digest base_sha256{};
 
   uint64_t PayloadBytes() const;
 };
