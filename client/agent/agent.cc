@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "client/sdk/base_store.h"
 
 namespace weightcast {
 namespace {
@@ -76,6 +77,7 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   }
   const auto start = std::chrono::steady_clock::now();
   uint64_t bytes = 0;
+  int deltas = 0;
   const bool have = fs::exists(version_dir / "model.pt") && fs::exists(version_dir / "tier");
   if (have) {
     done.tier = ReadSmallFile(version_dir / "tier");
@@ -89,6 +91,7 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     pull.tier = options_.tier;
     if (!a.tier.empty()) pull.tier = TierSelector{a.tier};
     pull.output_path = (version_dir / "model.pt").string();
+    pull.base_dir = (model_dir / "bases").string();  // deltas on the versions held
     pull.int8_output = options_.int8_output;
     pull.cancel = &stop;
     absl::StatusOr<PullResult> pulled = error ? absl::InternalError(error.message()) : client_->Pull(pull);
@@ -99,7 +102,10 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     }
     done.tier = pulled->tier;
     bytes = pulled->bytes;
+    deltas = pulled->delta_layers;
     std::ofstream(version_dir / "tier") << pulled->tier << "\n";
+    std::ofstream needed(version_dir / "bases");
+    for (const std::string& sha : pulled->bases_needed) needed << sha << "\n";
   }
   absl::Status switched = Relink(model_dir / "current", fs::path("versions") / a.version);
   if (switched.ok() && !current.empty()) switched = Relink(model_dir / "previous", fs::path("versions") / current);
@@ -108,17 +114,24 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     Report(done, "FAILED", std::string(switched.message()), bytes, 0);
     return switched;
   }
-  // Keep current and previous only.
+  // Keep current and previous only, and the base layers they need.
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(model_dir / "versions", error)) {
     const std::string name = entry.path().filename().string();
     if (name != a.version && name != current) fs::remove_all(entry.path(), error);
   }
+  std::vector<std::string> needed;
+  for (const fs::path& kept : {version_dir, model_dir / "versions" / current}) {
+    std::ifstream in(kept / "bases");
+    for (std::string sha; std::getline(in, sha);) needed.push_back(sha);
+  }
+  BaseStore((model_dir / "bases").string()).Prune(needed);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   {  // counted before the report: whoever sees the report sees the counts
     absl::MutexLock lock(&mu_);
     ++stats_.installs;
     stats_.downloads += have ? 0 : 1;
+    stats_.delta_layers += deltas;
   }
   Report(done, "INSTALLED", "", bytes, seconds);
   return absl::OkStatus();

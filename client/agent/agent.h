@@ -39,6 +39,7 @@ struct AgentStats {
   int downloads = 0;        // of which pulled (a switch back to `previous` is not)
   int failures = 0;
   int reconnects = 0;
+  int delta_layers = 0;     // layers pulled as deltas on layers of a version held before
   bool connected = false;   // a watch is open
 };
 

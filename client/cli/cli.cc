@@ -22,12 +22,14 @@ const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [-
   register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT] [--policy FILE.json]
        [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
        module and a file of "inputs" and "labels") the server measures every tier's accuracy
+       [--base-version V]   code the qNN tiers' picture layers as deltas on version V (same
+       tensors) where smaller: clients holding V's layers (pull --base-dir) get only the deltas
   ls
   describe MODEL [VERSION] [--json]            --json: everything, per layer, machine-readable
   tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, accuracy, time
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
-       [--int8] [--limit MBIT/S]
+       [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
@@ -133,6 +135,7 @@ nlohmann::json ToJson(const ModelInfo& info) {
   return {{"model", info.model}, {"version", info.version}, {"description", info.description},
           {"layer_policy", info.layer_policy}, {"source_bytes", info.source_bytes}, {"tensors", info.tensors},
           {"float_weights", info.float_weights}, {"has_eval_bundle", info.has_eval_bundle},
+          {"base_version", info.base_version},
           {"reference_accuracy", AccuracyJson(info.reference_accuracy)}, {"tiers", tiers}};
 }
 
@@ -170,6 +173,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     }
     options.eval_module_path = flag("--eval-module");
     options.eval_data_path = flag("--eval-data");
+    options.base_version = flag("--base-version");
     auto info = client.Register(options);
     if (!info.ok()) return info.status();
     out << "registered " << info->model << "/" << info->version << ": " << info->tensors << " tensors, tiers";
@@ -202,6 +206,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     if (command == "describe") {
       out << info->model << "/" << info->version << (info->description.empty() ? "" : "  " + info->description) << "\n";
       out << "source checkpoint: " << info->source_bytes << " bytes\npolicy: " << info->layer_policy << "\n";
+      if (!info->base_version.empty()) out << "deltas on version: " << info->base_version << "\n";
     }
     PrintTiers(*info, mbit, out);
     return absl::OkStatus();
@@ -231,6 +236,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.output_path = flag("-o");
     options.int8_output = args.flags.count("--int8") > 0;
     options.tier.name = flag("--tier");
+    options.base_dir = flag("--base-dir");
     double max_bytes = 0, mbit = 0, within = 0;
     if (!flag("--max-accuracy-drop").empty() &&
         (!absl::SimpleAtod(flag("--max-accuracy-drop"), &options.tier.max_accuracy_drop) ||
@@ -267,6 +273,11 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
                            options.model, result->version, result->tier, result->bytes, result->seconds, options.output_path);
     if (result->reconnects) out << "reconnected " << result->reconnects << " times\n";
     if (result->layers_refetched) out << "refetched " << result->layers_refetched << " layers that failed verification\n";
+    if (result->delta_layers) {
+      out << result->delta_layers << " layers came as deltas on "
+          << (options.base_dir.empty() ? "their bases, sent along" : "layers held in " + options.base_dir) << "\n";
+    }
+    if (result->delta_fallback) out << "a held base layer was damaged: pulled without deltas\n";
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));

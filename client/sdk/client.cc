@@ -15,8 +15,10 @@
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
-#include "common/pack/layer_codec.h"
+#include "client/sdk/base_store.h"
 #include "client/sdk/fleet_calls.h"
+#include "common/pack/delta_codec.h"
+#include "common/pack/layer_codec.h"
 #include "common/pack/packed_layer.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
@@ -50,6 +52,7 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
   auto accuracy = [](const v1::Accuracy& a) { return AccuracyFigures{a.top1(), a.top2(), a.examples()}; };
   info.has_eval_bundle = v.has_eval_bundle();
   if (v.has_reference_accuracy()) info.reference_accuracy = accuracy(v.reference_accuracy());
+  info.base_version = v.base_version();
   for (const auto& t : v.tiers()) {
     TierSummary tier{t.name(), v1::TierInfo::State_Name(t.state()), t.bytes(), t.bits_per_weight(), t.worst_sqnr_db()};
     if (t.has_accuracy()) tier.accuracy = accuracy(t.accuracy());
@@ -65,8 +68,9 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
 // Decodes and verifies received layers on worker threads while the stream goes on.
 class DecodePool {
  public:
-  // `hold`: queue layers without decoding them until Finish() (download, then decode).
-  DecodePool(int threads, size_t layers, bool hold) : results_(layers), hold_(hold) {
+  // `hold`: queue layers without decoding them until Finish() (download, then decode). Delta
+  // layers decode against `bases`, where HEVC layers are kept for later deltas too.
+  DecodePool(int threads, size_t layers, bool hold, BaseStore* bases) : bases_(bases), results_(layers), hold_(hold) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
@@ -106,7 +110,7 @@ class DecodePool {
     v1::ManifestLayer expected;
   };
 
-  static absl::StatusOr<RebuiltTensor> Decode(const Job& job) {
+  absl::StatusOr<RebuiltTensor> Decode(const Job& job) {
     const auto span = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(job.bytes.data()), job.bytes.size());
     const Sha256Digest digest = Sha256(span);
     if (std::string(digest.begin(), digest.end()) != job.expected.blob_sha256()) {
@@ -117,7 +121,13 @@ class DecodePool {
     if (layer.name != job.expected.name() || consumed != span.size()) {
       return absl::DataLossError(absl::StrCat("layer '", job.expected.name(), "': packed layer does not match the manifest"));
     }
-    return DecodeLayer(layer, 1);
+    if (layer.codec == LayerCodec::kHevcDelta) {
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> base, bases_->Get(layer.base_sha256));
+      return DecodeLayerDelta(base, layer, 1);
+    }
+    ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, 1));
+    if (layer.codec == LayerCodec::kHevc && !layer.lossless) bases_->Store(span);  // the base of a later delta
+    return tensor;
   }
 
   void Work() {
@@ -142,6 +152,7 @@ class DecodePool {
     }
   }
 
+  BaseStore* const bases_;
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);
@@ -229,6 +240,7 @@ class GrpcClient final : public Client {
     header->set_tier_ladder(options.tier_ladder);
     header->set_description(options.description);
     header->set_layer_policy_json(options.layer_policy_json);
+    header->set_base_version(options.base_version);
     header->set_total_bytes(bytes.size());
     header->set_eval_module_bytes(module.size());
     header->set_eval_data_bytes(data.size());
@@ -302,11 +314,23 @@ class GrpcClient final : public Client {
                           std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.call_timeout)));
     if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
   }
-  // Reads the stream from (layer, offset) into `layers`, handing complete layers to `pool`.
-  grpc::Status Stream(const PullOptions& options, const std::string& version, const std::string& tier,
-                      v1::Manifest* manifest, std::vector<std::string>* layers, size_t* layer, DecodePool** pool,
-                      std::unique_ptr<DecodePool>* pool_owner, PullProgress* progress,
-                      std::chrono::steady_clock::time_point start, bool* version_changed, int only_layer = -1);
+  // One pull in progress: what arrived so far and where it goes.
+  struct PullState {
+    std::string version, tier;
+    v1::Manifest manifest;
+    std::vector<std::string> layers;  // bytes of the layer being received
+    size_t layer = 0;                 // the next layer to complete
+    std::unique_ptr<DecodePool> pool;
+    PullProgress progress;
+    bool version_changed = false;
+    BaseStore* bases = nullptr;
+    std::chrono::steady_clock::time_point start;
+  };
+  // Reads the stream from (layer, offset), handing complete layers to the pool (bases sent
+  // along go to the base store). `only_layer` >= 0: that layer alone.
+  grpc::Status Stream(const PullOptions& options, PullState* state, int only_layer = -1);
+  // A pull with the held bases of `bases`; the decoded tensors (bases sent along excluded).
+  absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullOptions& options, PullState* state, PullResult* result);
 
   const ConnectOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
@@ -317,125 +341,168 @@ class GrpcClient final : public Client {
   const std::unique_ptr<v1::Distribution::Stub> paced_distribution_;
 };
 
-grpc::Status GrpcClient::Stream(const PullOptions& options, const std::string& version, const std::string& tier,
-                                v1::Manifest* manifest, std::vector<std::string>* layers, size_t* layer,
-                                DecodePool** pool, std::unique_ptr<DecodePool>* pool_owner, PullProgress* progress,
-                                std::chrono::steady_clock::time_point start, bool* version_changed, int only_layer) {
+grpc::Status GrpcClient::Stream(const PullOptions& options, PullState* state, int only_layer) {
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::PullRequest request;
   request.set_model(options.model);
-  request.set_version(version);
-  request.mutable_tier()->set_name(tier);
-  request.set_resume_layer(static_cast<uint32_t>(*layer));
-  request.set_resume_offset(*layer < layers->size() ? (*layers)[*layer].size() : 0);
+  request.set_version(state->version);
+  request.mutable_tier()->set_name(state->tier);
+  std::vector<std::string>& layers = state->layers;
+  request.set_resume_layer(static_cast<uint32_t>(state->layer));
+  request.set_resume_offset(state->layer < layers.size() ? layers[state->layer].size() : 0);
+  for (std::string& held : state->bases->HeldRaw()) request.add_held_blob_sha256(std::move(held));
   auto reader = (options.max_bytes_per_second > 0 ? paced_distribution_ : distribution_)->Pull(&context, request);
   v1::PullResponse response;
+  PullProgress& progress = state->progress;
   while (reader->Read(&response)) {
     if (options.cancel && options.cancel->load()) {
       context.TryCancel();
       break;
     }
     if (response.has_manifest()) {
-      if (manifest->layers_size() == 0) {
-        *manifest = response.manifest();
-        layers->assign(manifest->layers_size(), "");
-        progress->total_bytes = manifest->total_bytes();
-        progress->layers_total = manifest->layers_size();
-        *pool_owner = std::make_unique<DecodePool>(options.decode_threads, layers->size(), !options.pipelined);
-        *pool = pool_owner->get();
-      } else if (response.manifest().SerializeAsString() != manifest->SerializeAsString()) {
-        *version_changed = true;  // never mix two versions' layers
+      if (state->manifest.layers_size() == 0) {
+        state->manifest = response.manifest();
+        layers.assign(state->manifest.layers_size(), "");
+        progress.total_bytes = state->manifest.total_bytes();
+        progress.layers_total = state->manifest.layers_size();
+        state->pool = std::make_unique<DecodePool>(options.decode_threads, layers.size(), !options.pipelined,
+                                                   state->bases);
+      } else if (response.manifest().SerializeAsString() != state->manifest.SerializeAsString()) {
+        state->version_changed = true;  // never mix two versions' layers
         context.TryCancel();
         break;
       }
       continue;
     }
     const v1::LayerChunk& chunk = response.chunk();
-    if (chunk.layer() != *layer || chunk.offset() != (*layers)[*layer].size()) {
+    const size_t i = state->layer;
+    if (chunk.layer() != i || chunk.offset() != layers[i].size()) {
       context.TryCancel();
       return grpc::Status(grpc::StatusCode::DATA_LOSS, "stream out of order");
     }
-    std::string& bytes = (*layers)[*layer];
+    std::string& bytes = layers[i];
     bytes += chunk.data();
-    progress->bytes_received += chunk.data().size();
+    progress.bytes_received += chunk.data().size();
     if (options.max_bytes_per_second > 0) {  // pace reads: flow control slows the server to match
-      const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                   std::chrono::duration<double>(progress->bytes_received / options.max_bytes_per_second));
+      const auto due = state->start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                          std::chrono::duration<double>(progress.bytes_received / options.max_bytes_per_second));
       std::this_thread::sleep_until(due);
     }
-    if (bytes.size() > manifest->layers(*layer).bytes()) {
+    const v1::ManifestLayer& expected = state->manifest.layers(i);
+    if (bytes.size() > expected.bytes()) {
       context.TryCancel();
       return grpc::Status(grpc::StatusCode::DATA_LOSS, "layer longer than its manifest entry");
     }
-    if (bytes.size() == manifest->layers(*layer).bytes()) {
-      (*pool)->Submit(*layer, std::move(bytes), manifest->layers(*layer));
+    if (bytes.size() == expected.bytes()) {
+      const auto span = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      if (expected.is_base()) {  // kept before the delta layer that follows needs it
+        const Sha256Digest digest = Sha256(span);
+        if (std::string(digest.begin(), digest.end()) != expected.blob_sha256()) {
+          context.TryCancel();
+          return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                              absl::StrCat("the base of layer '", expected.name(), "' does not match its SHA-256"));
+        }
+        state->bases->Keep(digest, span);
+      } else {
+        state->pool->Submit(i, std::move(bytes), expected);
+      }
       bytes.clear();
       bytes.shrink_to_fit();
-      ++*layer;
+      ++state->layer;
       if (only_layer >= 0) {
         context.TryCancel();
         break;
       }
     }
     if (options.progress) {
-      progress->layers_decoded = (*pool)->decoded();
-      progress->decode_backlog = (*pool)->backlog();
-      progress->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      options.progress(*progress);
+      progress.layers_decoded = state->pool->decoded();
+      progress.decode_backlog = state->pool->backlog();
+      progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - state->start).count();
+      options.progress(progress);
     }
   }
   grpc::Status status = reader->Finish();
-  if (*version_changed || only_layer >= 0 || (options.cancel && options.cancel->load())) return grpc::Status::OK;
+  if (state->version_changed || only_layer >= 0 || (options.cancel && options.cancel->load())) return grpc::Status::OK;
   return status;
+}
+
+absl::StatusOr<std::vector<RebuiltTensor>> GrpcClient::PullOnce(const PullOptions& options, PullState* state,
+                                                                PullResult* result) {
+  for (int attempt = 0;; ++attempt) {
+    grpc::Status status = Stream(options, state);
+    if (state->version_changed) {
+      return absl::AbortedError(absl::StrCat(options.model, "/", state->version, " changed during the pull"));
+    }
+    if (options.cancel && options.cancel->load()) return absl::CancelledError("pull cancelled");
+    if (status.ok() && state->manifest.layers_size() > 0 && state->layer == state->layers.size()) break;
+    if (status.ok() && state->manifest.layers_size() == 0) return absl::DataLossError("the server sent no manifest");
+    if (!status.ok() && (!Retryable(status.error_code()) || attempt >= options.max_reconnects)) return FromGrpc(status);
+    ++result->reconnects;
+    state->progress.reconnects = result->reconnects;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 << std::min(attempt, 6))));
+  }
+  const v1::Manifest& manifest = state->manifest;
+  std::vector<absl::StatusOr<RebuiltTensor>> decoded = state->pool->Finish();
+  std::vector<RebuiltTensor> tensors;
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    if (manifest.layers(i).is_base()) continue;
+    const bool delta = manifest.layers(i).codec() == v1::LAYER_CODEC_HEVC_DELTA;
+    if (!decoded[i].ok() && delta) return decoded[i].status();  // its base, most likely: the caller pulls whole
+    if (!decoded[i].ok()) {
+      // Fetch a layer that failed verification once more, alone.
+      ++result->layers_refetched;
+      const size_t resume = state->layer;
+      state->layer = i;
+      state->layers[i].clear();
+      grpc::Status status = Stream(options, state, static_cast<int>(i));
+      const bool fetched = state->layer == i + 1;
+      state->layer = resume;
+      if (!status.ok() || !fetched) {
+        return FromGrpc(status.ok() ? grpc::Status(grpc::StatusCode::DATA_LOSS, "refetch failed") : status);
+      }
+      decoded[i] = state->pool->Finish()[i];
+      if (!decoded[i].ok()) {
+        return absl::DataLossError(absl::StrCat(decoded[i].status().message(), " (after a refetch)"));
+      }
+    }
+    result->delta_layers += delta;
+    tensors.push_back(*std::move(decoded[i]));
+  }
+  result->bytes = manifest.total_bytes();
+  return tensors;
 }
 
 absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const ModelInfo info, Describe(options.model, options.version));
   ASSIGN_OR_RETURN(const std::string tier, SelectTier(info, options.tier));
-  v1::Manifest manifest;
-  std::vector<std::string> layers;
-  size_t layer = 0;
-  DecodePool* pool = nullptr;
-  std::unique_ptr<DecodePool> pool_owner;
-  PullProgress progress;
-  bool version_changed = false;
-  PullResult result{info.version, tier, 0, 0, 0, 0};
-  for (int attempt = 0;; ++attempt) {
-    grpc::Status status = Stream(options, info.version, tier, &manifest, &layers, &layer, &pool, &pool_owner,
-                                 &progress, start, &version_changed);
-    if (version_changed) return absl::AbortedError(absl::StrCat(options.model, "/", info.version, " changed during the pull"));
-    if (options.cancel && options.cancel->load()) return absl::CancelledError("pull cancelled");
-    if (status.ok() && manifest.layers_size() > 0 && layer == layers.size()) break;
-    if (status.ok() && manifest.layers_size() == 0) return absl::DataLossError("the server sent no manifest");
-    if (!status.ok() && (!Retryable(status.error_code()) || attempt >= options.max_reconnects)) return FromGrpc(status);
-    ++result.reconnects;
-    progress.reconnects = result.reconnects;
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 << std::min(attempt, 6))));
+  PullResult result{info.version, tier};
+  BaseStore bases(options.base_dir);
+  auto pull = [&] {
+    PullState state;
+    state.version = info.version;
+    state.tier = tier;
+    state.bases = &bases;
+    state.start = start;
+    return PullOnce(options, &state, &result);
+  };
+  absl::StatusOr<std::vector<RebuiltTensor>> tensors = pull();
+  if (!tensors.ok() && !bases.HeldRaw().empty() && tensors.status().code() == absl::StatusCode::kDataLoss) {
+    // A held base was missing or damaged: drop what was held and pull every layer whole.
+    std::fprintf(stderr, "weightcast: %s; pulling %s/%s without deltas\n", std::string(tensors.status().message()).c_str(),
+                 options.model.c_str(), info.version.c_str());
+    bases.DiscardDamaged();
+    bases.Forget();
+    result = PullResult{info.version, tier};
+    result.delta_fallback = true;
+    tensors = pull();
   }
-  std::vector<absl::StatusOr<RebuiltTensor>> decoded = pool->Finish();
-  for (size_t i = 0; i < decoded.size(); ++i) {
-    if (decoded[i].ok()) continue;
-    // Fetch a layer that failed verification once more, alone.
-    ++result.layers_refetched;
-    size_t again = i;
-    layers[i].clear();
-    grpc::Status status = Stream(options, info.version, tier, &manifest, &layers, &again, &pool, &pool_owner,
-                                 &progress, start, &version_changed, static_cast<int>(i));
-    if (!status.ok() || again != i + 1) return FromGrpc(status.ok() ? grpc::Status(grpc::StatusCode::DATA_LOSS, "refetch failed") : status);
-    decoded[i] = pool->Finish()[i];
-    if (!decoded[i].ok()) {
-      return absl::DataLossError(absl::StrCat(decoded[i].status().message(), " (after a refetch)"));
-    }
-  }
-  std::vector<RebuiltTensor> tensors;
-  tensors.reserve(decoded.size());
-  for (auto& d : decoded) tensors.push_back(*std::move(d));
+  RETURN_IF_ERROR(tensors.status());
   if (!options.output_path.empty()) {
-    RETURN_IF_ERROR(WriteCheckpoint(tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat, options.output_path));
+    RETURN_IF_ERROR(WriteCheckpoint(*tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat, options.output_path));
   }
-  result.bytes = manifest.total_bytes();
+  result.bases_needed = bases.Needed();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

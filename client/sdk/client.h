@@ -67,6 +67,7 @@ struct ModelInfo {
   int tensors = 0;
   bool has_eval_bundle = false;
   std::optional<AccuracyFigures> reference_accuracy;  // of the checkpoint as registered
+  std::string base_version;  // what its deltas are coded against; empty: none
   std::vector<TierSummary> tiers;
 };
 
@@ -109,6 +110,11 @@ struct PullOptions {
   bool pipelined = true;    // false: download everything, then decode (the baseline benchmarks use)
   std::function<void(const PullProgress&)> progress;  // called from the pulling thread
   const std::atomic<bool>* cancel = nullptr;           // set to stop: CANCELLED
+  // Delta pulls: a directory where the SDK keeps packed layers (named by SHA-256). The server is
+  // told which it holds and sends the layers of versions registered with a base as P pictures
+  // on them; afterwards this pull's HEVC layers are kept there as bases for the next version.
+  // A held layer that turns out damaged is deleted and the pull repeated whole. Empty: none.
+  std::string base_dir;
 };
 
 struct PullResult {
@@ -118,6 +124,11 @@ struct PullResult {
   double seconds = 0;
   int reconnects = 0;
   int layers_refetched = 0;
+  int delta_layers = 0;         // layers that came as deltas on a held or sent base
+  bool delta_fallback = false;  // a held base was damaged: pulled again without deltas
+  // Hex SHA-256 of the layers in base_dir this version was decoded against or left there as
+  // bases for the next: what to keep while it is installed (the rest may be deleted).
+  std::vector<std::string> bases_needed;
 };
 
 struct RegisterOptions {
@@ -131,6 +142,9 @@ struct RegisterOptions {
   // with "inputs" and "labels". The server then measures the accuracy of every tier.
   std::string eval_module_path;
   std::string eval_data_path;
+  // A registered version of the same model with the same tensors: this version's lossy HEVC
+  // tiers code their picture layers as deltas on it where that is smaller (PullOptions::base_dir).
+  std::string base_version;
 };
 
 // Fleet push (a device's side).

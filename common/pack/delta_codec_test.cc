@@ -121,7 +121,7 @@ TEST(LayerDelta, NoDeltaWhenBOutgrowsTheScaleOrTheBaseIsNotLossyHevc) {
   const std::vector<float> w = Weights(kRows * kCols, 1);
   const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, w);
   std::vector<float> grown = w;
-  grown[17] = 1.0f;  // far past max|A|
+  grown[17] = 1.0f;  // far past max|A| (a nudge of a step or two is clamped instead)
   const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, grown);
   EXPECT_FALSE(EncodeLayerDelta(Coded(a, 27), a, b).value().has_value());
   EXPECT_FALSE(EncodeLayerDelta(Coded(a, 0, /*lossless=*/true), a, a).value().has_value());

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
+#include "common/pack/delta_codec.h"
 
 namespace weightcast {
 namespace {
@@ -36,18 +37,25 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
   return layers;
 }
 
-absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads) {
+absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads,
+                                                       const BaseLookup& bases) {
   std::vector<RebuiltTensor> tensors;
   tensors.reserve(layers.size());
   for (const PackedLayer& layer : layers) {
+    if (layer.codec == LayerCodec::kHevcDelta && bases) {
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> base, bases(layer.base_sha256));
+      ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayerDelta(base, layer, threads));
+      tensors.push_back(std::move(tensor));
+      continue;
+    }
     ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, threads));
     tensors.push_back(std::move(tensor));
   }
   return tensors;
 }
 
-absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads) {
-  ASSIGN_OR_RETURN(const std::vector<RebuiltTensor> tensors, DecodeModel(layers, threads));
+absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads, const BaseLookup& bases) {
+  ASSIGN_OR_RETURN(const std::vector<RebuiltTensor> tensors, DecodeModel(layers, threads, bases));
   Model model;
   model.tensors.reserve(tensors.size());
   for (const RebuiltTensor& rebuilt : tensors) {

@@ -27,12 +27,18 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
     const Model& model, const TierSpec& tier, const PackOptions& options,
     const std::function<void(const PackedLayer&, double seconds)>& on_layer = nullptr);
 
+// The serialized base layer that a delta layer names by its SHA-256 (DecodeLayerDelta checks it).
+using BaseLookup = std::function<absl::StatusOr<std::vector<uint8_t>>(const Sha256Digest& sha256)>;
+
 // Decodes every layer and verifies its SHA-256: int8 layers come back as int8 with their scales,
-// the others as stored. DATA_LOSS naming the layer on any damage.
-absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads = 0);
+// the others as stored. DATA_LOSS naming the layer on any damage. Delta layers need `bases`
+// (FAILED_PRECONDITION without).
+absl::StatusOr<std::vector<RebuiltTensor>> DecodeModel(const std::vector<PackedLayer>& layers, int threads = 0,
+                                                       const BaseLookup& bases = nullptr);
 
 // DecodeModel, then every tensor as float32 (integer buffers untouched).
-absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads = 0);
+absl::StatusOr<Model> UnpackModel(const std::vector<PackedLayer>& layers, int threads = 0,
+                                  const BaseLookup& bases = nullptr);
 
 std::vector<uint8_t> SerializePackedModel(const std::vector<PackedLayer>& layers);
 absl::StatusOr<std::vector<PackedLayer>> ParsePackedModel(absl::Span<const uint8_t> bytes);

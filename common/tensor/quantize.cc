@@ -114,7 +114,7 @@ absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<
   for (size_t i = 0; i < values.size(); ++i) {
     const size_t c = static_cast<size_t>(static_cast<int64_t>(i) / group);
     const float q = values[i] / like.scales[c] + static_cast<float>(like.zero_points[c]);
-    if (!std::isfinite(q) || q < lo - 0.5f || q > 127.5f) {
+    if (!std::isfinite(q) || q < lo - 0.5f - kQuantizeLikeSlack || q > 127.5f + kQuantizeLikeSlack) {
       return absl::FailedPreconditionError(absl::StrCat("tensor '", name, "': element ", i, " (", values[i],
                                                         ") is outside the range of the base's scale"));
     }

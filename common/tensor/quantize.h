@@ -44,8 +44,10 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<cons
                                          absl::Span<const float> values, QuantScheme scheme);
 
 // Quantizes `values` with the scales and zero points of `like` (same shape), as a later version
-// of a tensor is quantized so that an unchanged weight keeps its int8 value. FAILED_PRECONDITION
-// naming `name` when a value lies more than half a step outside what those scales can hold.
+// of a tensor is quantized so that an unchanged weight keeps its int8 value. A value up to
+// kQuantizeLikeSlack steps beyond the range is clamped to it (fine-tuning often nudges the
+// largest weight a little); FAILED_PRECONDITION naming `name` for one further out.
+inline constexpr float kQuantizeLikeSlack = 2.0f;
 absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<const float> values,
                                              const QuantizedTensor& like);
 

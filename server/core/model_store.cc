@@ -95,8 +95,30 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
   if (registry_->GetVersion(request.model, request.version).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("model '", request.model, "' already has a version '", request.version, "'"));
   }
+  std::optional<VersionRecord> base;
+  if (!request.base_version.empty()) {
+    auto found = registry_->GetVersion(request.model, request.base_version);
+    if (!found.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("base version: ", found.status().message()));
+    }
+    base = *std::move(found);
+  }
   ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(upload_path));
   if (model.tensors.empty()) return absl::InvalidArgumentError(absl::StrCat(upload_path, ": no tensors"));
+  if (base) {
+    const auto differs = [&](const std::string& what) {
+      return absl::InvalidArgumentError(absl::StrCat("base version '", base->version, "' has another architecture: ", what));
+    };
+    if (base->tensors.size() != model.tensors.size()) {
+      return differs(absl::StrCat(base->tensors.size(), " tensors, this checkpoint ", model.tensors.size()));
+    }
+    for (size_t i = 0; i < model.tensors.size(); ++i) {
+      if (base->tensors[i].name != model.tensors[i].name || base->tensors[i].shape != model.tensors[i].shape) {
+        return differs(absl::StrCat("tensor ", i, " is '", base->tensors[i].name, "' ", ShapeToString(base->tensors[i].shape),
+                                    ", here '", model.tensors[i].name, "' ", ShapeToString(model.tensors[i].shape)));
+      }
+    }
+  }
   if (model.tensors.size() > options_.max_tensors) {
     return absl::InvalidArgumentError(absl::StrCat("the checkpoint holds ", model.tensors.size(),
                                                    " tensors; this server accepts at most ", options_.max_tensors,
@@ -132,6 +154,7 @@ absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& reques
   record.description = request.description;
   record.ladder = ladder;
   record.policy_json = request.policy_json;
+  if (base) record.base_version = base->version;
   record.created_unix_seconds =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   for (const Tensor& t : model.tensors) {
@@ -228,7 +251,8 @@ absl::Status ModelStore::Warm(const std::string& model, const std::string& versi
 }
 
 absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const std::string& version,
-                                                  const std::string& tier_name) {
+                                                  const std::string& tier_name,
+                                                  const absl::flat_hash_set<std::string>& held) {
   ASSIGN_OR_RETURN(VersionRecord record, registry_->GetVersion(model, version));
   std::string tier = tier_name;
   if (tier.empty()) {
@@ -251,7 +275,17 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     ASSIGN_OR_RETURN(state, registry_->GetTier(record.id, tier));
     if (state.state != TierState::kReady) return absl::InternalError(absl::StrCat("tier '", tier, "' did not become ready"));
   }
-  Manifest manifest{std::move(record), tier, std::move(state.layers), 0, nullptr};
+  Manifest manifest{std::move(record), tier, {}, 0, nullptr};
+  for (LayerRecord& layer : state.layers) {
+    if (!layer.base_blob_sha256.empty() && !held.contains(layer.base_blob_sha256)) {
+      // The base travels first; its blob is kept for as long as this layer refers to it.
+      ASSIGN_OR_RETURN(const uint64_t bytes, blobs_->Size(layer.base_blob_sha256));
+      LayerRecord base{layer.name, layer.base_blob_sha256, bytes, LayerCodecProtoNumber(LayerCodec::kHevc)};
+      base.is_base = true;
+      manifest.layers.push_back(std::move(base));
+    }
+    manifest.layers.push_back(std::move(layer));
+  }
   for (const LayerRecord& layer : manifest.layers) manifest.total_bytes += layer.bytes;
   const auto key = std::make_pair(manifest.version.id, tier);
   manifest.lease = Lease(key);

@@ -3,12 +3,17 @@
 // once however many requests wait for it; budget tiers measure each picture layer's rate curve
 // first and give every layer its own QP), measures each encoded tier's accuracy when the version
 // has an evaluation bundle, and answers manifests of encoded tiers whose layers are blobs.
+// A version registered with a base version (the same architecture) codes each picture layer of
+// its lossy HEVC tiers as a delta on the base's layer at that tier (common/pack/delta_codec)
+// when that is smaller: such a tier has one definition, and a client that does not hold the
+// base layer gets it ahead of the delta in the manifest.
 // Thread-safe. model_store.cc: registration, queries, cache; model_store_encoding.cc: encoding
 // and evaluation.
 #ifndef WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 #define WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -56,6 +61,8 @@ struct RegisterRequest {
   // every tier it encodes.
   std::string eval_module_path;
   std::string eval_data_path;
+  // A version of the same model, same tensors, to code deltas against (empty: none).
+  std::string base_version;
 };
 
 struct Manifest {
@@ -88,8 +95,10 @@ class ModelStore {
   absl::StatusOr<std::string> DefaultLadder();
 
   // The manifest of an encoded tier; encodes it first (and waits) if needed. `tier` empty: the
-  // version's first tier.
-  absl::StatusOr<Manifest> GetManifest(const std::string& model, const std::string& version, const std::string& tier);
+  // version's first tier. `held`: blobs (hex SHA-256) the client holds; each delta layer whose
+  // base is not among them is preceded by an entry for that base (is_base).
+  absl::StatusOr<Manifest> GetManifest(const std::string& model, const std::string& version, const std::string& tier,
+                                       const absl::flat_hash_set<std::string>& held = {});
 
   const BlobStore& blobs() const { return *blobs_; }
   const EncoderPool& pool() const { return *pool_; }
@@ -117,6 +126,12 @@ class ModelStore {
     std::vector<uint64_t> fixed_bytes ABSL_GUARDED_BY(mu);
     std::shared_ptr<const Model> model;  // set once by Prepare, before layer jobs start
     const EncoderPool::Urgency urgency = std::make_shared<std::atomic<bool>>(false);
+    // Deltas: the base version's checkpoint and layers at this tier, and a lease keeping them
+    // (set by Prepare); run once done (e.g. a delta tier waiting for its base tier).
+    std::shared_ptr<const Model> base_model;
+    std::vector<LayerRecord> base_layers;
+    std::shared_ptr<void> base_lease;
+    std::vector<std::function<void()>> then ABSL_GUARDED_BY(mu);
   };
   // What a budget tier measured of a version, reused by its other budget tiers.
   struct RateCurves {
@@ -128,6 +143,10 @@ class ModelStore {
   // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
   std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
   void Prepare(std::shared_ptr<Encoding> encoding);
+  // Loads what a delta tier codes against; false (no deltas) when the base tier did not encode.
+  bool PrepareBase(const std::shared_ptr<Encoding>& encoding);
+  // A layer job: the intra coding, or the delta on the base's layer when that is smaller.
+  absl::StatusOr<LayerRecord> EncodeLayerRecord(const std::shared_ptr<Encoding>& encoding, size_t index, int qp);
   // Budget tiers: measures every layer (one job per layer), then allocates QPs and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);
   void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);

@@ -1,5 +1,6 @@
 // ModelStore's encoding and evaluation: tiers encoded on the pool (a job per layer; budget tiers
-// measure first), completion, and accuracy measurement of encoded tiers.
+// measure first; delta tiers start when their base tier is encoded), completion, and accuracy
+// measurement of encoded tiers.
 #include <malloc.h>
 
 #include <chrono>
@@ -10,10 +11,19 @@
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/eval/evaluator.h"
+#include "common/pack/delta_codec.h"
 #include "common/pack/packed_model.h"
 #include "server/core/model_store.h"
 
 namespace weightcast {
+namespace {
+
+// Tiers whose picture layers may be deltas on a base version's: one lossy HEVC QP for all.
+bool IsDeltaTier(const TierSpec& tier) {
+  return tier.picture_codec == LayerCodec::kHevc && !tier.lossless && tier.budget_bytes == 0;
+}
+
+}  // namespace
 
 void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status) {
   {
@@ -59,9 +69,25 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
     Fail(encoding, status);
     return encoding;
   }
-  if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
-    Fail(encoding, absl::UnavailableError("the server is shutting down"));
+  auto start = [this, encoding] {
+    if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
+      Fail(encoding, absl::UnavailableError("the server is shutting down"));
+    }
+  };
+  // A delta tier starts once its base tier is encoded (never blocking a worker on it).
+  if (!version.base_version.empty() && IsDeltaTier(encoding->tier)) {
+    auto base = registry_->GetVersion(version.model, version.base_version);
+    auto base_tier = base.ok() ? registry_->GetTier(base->id, tier) : base.status();
+    if (base_tier.ok() && base_tier->state != TierState::kReady) {
+      std::shared_ptr<Encoding> base_encoding = StartEncoding(*base, tier, waiting);
+      absl::MutexLock lock(&base_encoding->mu);
+      if (!base_encoding->done) {
+        base_encoding->then.push_back(std::move(start));
+        return encoding;
+      }
+    }
   }
+  start();
   return encoding;
 }
 
@@ -73,11 +99,77 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
     return;
   }
   encoding->model = std::make_shared<const Model>(*std::move(model));
+  if (!encoding->version.base_version.empty() && IsDeltaTier(encoding->tier) && !PrepareBase(encoding)) {
+    encoding->base_model.reset();
+    encoding->base_layers.clear();
+    encoding->base_lease.reset();
+  }
   if (encoding->tier.budget_bytes > 0) {
     MeasureForBudget(encoding);
   } else {
     EncodeLayers(encoding, {});
   }
+}
+
+bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
+  auto base = registry_->GetVersion(encoding->version.model, encoding->version.base_version);
+  if (!base.ok()) return false;  // deleted: the layers are coded on their own
+  encoding->base_lease = Lease({base->id, encoding->tier.name});
+  auto tier = registry_->GetTier(base->id, encoding->tier.name);
+  if (!tier.ok() || tier->state != TierState::kReady || tier->layers.size() != encoding->model->tensors.size()) {
+    return false;
+  }
+  auto model = ReadCheckpoint(blobs_->PathOf(base->source_sha256));
+  if (!model.ok() || model->tensors.size() != encoding->model->tensors.size()) return false;
+  encoding->base_layers = std::move(tier->layers);
+  encoding->base_model = std::make_shared<const Model>(*std::move(model));
+  return true;
+}
+
+absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<Encoding>& encoding, size_t index,
+                                                          int qp) {
+  const Tensor& tensor = encoding->model->tensors[index];
+  LayerEncodeOptions base_options;
+  base_options.hevc.preset = options_.x265_preset;
+  base_options.threads = 1;  // the pool is the parallelism
+  TierSpec tier = encoding->tier;
+  if (qp > 0) tier.qp = qp;
+  const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, tier, base_options);
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
+  if (options_.metrics) {
+    options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
+    options_.metrics->RecordLayerEncode(encoding->tier.name,
+                                        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  const bool lossy_hevc = options.codec == LayerCodec::kHevc && !options.hevc.lossless;
+  const bool picture = ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture;
+  LayerRecord record{layer.name, "", bytes.size(), LayerCodecProtoNumber(layer.codec),
+                     std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
+                     layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db, picture, lossy_hevc ? options.hevc.qp : 0};
+  // A delta on the base version's layer, when there is one and it is smaller.
+  if (lossy_hevc && encoding->base_model && index < encoding->base_layers.size()) {
+    const LayerRecord& base = encoding->base_layers[index];
+    auto base_bytes = ReadFileBytes(blobs_->PathOf(base.blob_sha256));
+    size_t consumed = 0;
+    auto base_layer = base_bytes.ok() ? ParsePackedLayer(*base_bytes, &consumed) : base_bytes.status();
+    if (base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
+        base_layer->qp == options.hevc.qp) {
+      ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
+                       EncodeLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor, 0, /*threads=*/1));
+      std::vector<uint8_t> delta_bytes = delta ? SerializePackedLayer(*delta) : std::vector<uint8_t>{};
+      if (delta && delta_bytes.size() < bytes.size()) {
+        record = LayerRecord{delta->name, "", delta_bytes.size(), LayerCodecProtoNumber(LayerCodec::kHevcDelta),
+                             std::string(delta->decoded_sha256.begin(), delta->decoded_sha256.end()),
+                             delta->fidelity.bits_per_weight, delta->fidelity.sqnr_db, picture, delta->qp,
+                             base.blob_sha256};
+        bytes = std::move(delta_bytes);
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(record.blob_sha256, blobs_->Put(bytes));
+  return record;
 }
 
 void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
@@ -190,30 +282,7 @@ void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::ve
   for (size_t i = 0; i < count; ++i) {
     // A job refused at shutdown never runs; Shutdown() releases the waiters.
     pool_->Submit(encoding->urgency, [this, encoding, i, qp = qps.empty() ? 0 : qps[i]] {
-      const Tensor& tensor = encoding->model->tensors[i];
-      LayerEncodeOptions base;
-      base.hevc.preset = options_.x265_preset;
-      base.threads = 1;  // the pool is the parallelism
-      TierSpec tier = encoding->tier;
-      if (qp > 0) tier.qp = qp;
-      const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, tier, base);
-      const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<LayerRecord> record = [&]() -> absl::StatusOr<LayerRecord> {
-        ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
-        if (options_.metrics) {
-          options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
-          options_.metrics->RecordLayerEncode(
-              encoding->tier.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        }
-        const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
-        ASSIGN_OR_RETURN(std::string sha, blobs_->Put(bytes));
-        const bool lossy_hevc = options.codec == LayerCodec::kHevc && !options.hevc.lossless;
-        return LayerRecord{layer.name, std::move(sha), bytes.size(), LayerCodecProtoNumber(layer.codec),
-                           std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
-                           layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db,
-                           ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture,
-                           lossy_hevc ? options.hevc.qp : 0};
-      }();
+      absl::StatusOr<LayerRecord> record = EncodeLayerRecord(encoding, i, qp);
       layers_encoded_.fetch_add(1);
       bool last = false;
       {
@@ -244,6 +313,8 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
   if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
   encoding->model.reset();
+  encoding->base_model.reset();
+  encoding->base_lease.reset();
   malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
   {
     absl::MutexLock lock(&mu_);
@@ -256,9 +327,14 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   if (status.ok() && encoding->version.has_eval_bundle()) {
     StartEvaluation(encoding->version.model, encoding->version.version, tier);
   }
-  absl::MutexLock lock(&encoding->mu);
-  encoding->status = status;
-  encoding->done = true;
+  std::vector<std::function<void()>> then;
+  {
+    absl::MutexLock lock(&encoding->mu);
+    encoding->status = status;
+    encoding->done = true;
+    then.swap(encoding->then);
+  }
+  for (auto& next : then) next();
 }
 
 void ModelStore::StartEvaluation(const std::string& model, const std::string& version, const std::string& tier) {
@@ -283,13 +359,14 @@ void ModelStore::Evaluate(int64_t id, const std::string& model, const std::strin
     ASSIGN_OR_RETURN(const TierRecord encoded, registry_->GetTier(record.id, tier));
     if (encoded.state != TierState::kReady) return absl::OkStatus();  // evicted: measured when encoded again
     std::vector<PackedLayer> layers;
+    const BaseLookup bases = [this](const Sha256Digest& sha) { return ReadFileBytes(blobs_->PathOf(DigestToHex(sha))); };
     for (const LayerRecord& layer : encoded.layers) {
       ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(blobs_->PathOf(layer.blob_sha256)));
       size_t consumed = 0;
       ASSIGN_OR_RETURN(PackedLayer packed, ParsePackedLayer(bytes, &consumed));
       layers.push_back(std::move(packed));
     }
-    ASSIGN_OR_RETURN(const Model weights, UnpackModel(layers, /*threads=*/1));
+    ASSIGN_OR_RETURN(const Model weights, UnpackModel(layers, /*threads=*/1, bases));
     layers.clear();
     ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                      Evaluator::Load(blobs_->PathOf(record.eval_module_sha256), blobs_->PathOf(record.eval_data_sha256)));

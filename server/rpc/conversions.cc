@@ -1,8 +1,11 @@
 #include "server/rpc/conversions.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
+#include "common/base/sha256.h"
 #include "common/pack/layer_policy.h"
 
 namespace weightcast {
@@ -15,6 +18,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 namespace {
 
+std::string HexToRaw(const std::string& hex) {
+  std::string raw;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return raw;
+}
+
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
   out->set_top1(accuracy.top1);
   out->set_top2(accuracy.top2);
@@ -22,6 +31,20 @@ void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
 }
 
 }  // namespace
+
+absl::StatusOr<absl::flat_hash_set<std::string>> HeldBlobs(const google::protobuf::RepeatedPtrField<std::string>& raw) {
+  if (raw.size() > kMaxHeldBlobs) {
+    return absl::InvalidArgumentError(absl::StrCat("held_blob_sha256 lists ", raw.size(), " blobs; at most ", kMaxHeldBlobs));
+  }
+  absl::flat_hash_set<std::string> held;
+  for (const std::string& sha : raw) {
+    if (sha.size() != 32) return absl::InvalidArgumentError("held_blob_sha256: every entry must be a 32-byte SHA-256");
+    Sha256Digest digest;
+    std::copy(sha.begin(), sha.end(), digest.begin());
+    held.insert(DigestToHex(digest));
+  }
+  return held;
+}
 
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out) {
   out->set_model(version.model);
@@ -31,6 +54,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
   out->set_source_bytes(version.source_bytes);
   out->set_created_unix_seconds(version.created_unix_seconds);
   out->set_has_eval_bundle(version.has_eval_bundle());
+  out->set_base_version(version.base_version);
   if (version.reference_accuracy) ToProto(*version.reference_accuracy, out->mutable_reference_accuracy());
   auto policy = ParseLayerPolicy(version.policy_json);
   if (policy.ok()) out->set_layer_policy(DescribeLayerPolicy(*policy));
@@ -83,13 +107,11 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
     l->set_name(layer.name);
     l->set_bytes(layer.bytes);
     // blob names are hex SHA-256; the manifest carries raw digests
-    std::string raw;
-    for (size_t i = 0; i + 1 < layer.blob_sha256.size(); i += 2) {
-      raw.push_back(static_cast<char>(std::stoi(layer.blob_sha256.substr(i, 2), nullptr, 16)));
-    }
-    l->set_blob_sha256(raw);
+    l->set_blob_sha256(HexToRaw(layer.blob_sha256));
     l->set_decoded_sha256(layer.decoded_sha256);
     l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
+    if (!layer.base_blob_sha256.empty()) l->set_base_blob_sha256(HexToRaw(layer.base_blob_sha256));
+    l->set_is_base(layer.is_base);
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "server/core/model_store.h"
 #include "server/push/fleet.h"
@@ -19,6 +20,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out);
 void ToProto(const Manifest& manifest, v1::Manifest* out);
 void ToProto(const RolloutView& rollout, v1::Rollout* out);
+
+// The held_blob_sha256 of a request as hex blob names; INVALID_ARGUMENT for a malformed entry or
+// more than kMaxHeldBlobs.
+inline constexpr int kMaxHeldBlobs = 1 << 16;
+absl::StatusOr<absl::flat_hash_set<std::string>> HeldBlobs(const google::protobuf::RepeatedPtrField<std::string>& raw);
 
 }  // namespace weightcast
 

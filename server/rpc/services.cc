@@ -125,7 +125,7 @@ grpc::Status AdminService::Register(grpc::ServerContext* context,
   }
   RegisterRequest request{header.model(), header.version(), header.description(), header.tier_ladder(),
                           header.layer_policy_json(), parts[1].received ? parts[1].path : "",
-                          parts[2].received ? parts[2].path : ""};
+                          parts[2].received ? parts[2].path : "", header.base_version()};
   auto version = store_->Register(request, parts[0].path);
   if (!version.ok()) return ToGrpcStatus(version.status());
   auto described = store_->Describe(version->model, version->version);
@@ -181,7 +181,9 @@ grpc::Status DistributionService::GetManifest(grpc::ServerContext* context, cons
                                               v1::Manifest* response) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
-  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name());
+  auto held = HeldBlobs(request->held_blob_sha256());
+  if (!held.ok()) return ToGrpcStatus(held.status());
+  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held);
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   ToProto(*manifest, response);
   return grpc::Status::OK;
@@ -208,7 +210,9 @@ grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1:
                                          const CallDeadlines::Guard* deadline) {
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   context->set_compression_algorithm(GRPC_COMPRESS_NONE);  // HEVC and zstd payloads do not compress
-  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name());
+  auto held = HeldBlobs(request->held_blob_sha256());
+  if (!held.ok()) return ToGrpcStatus(held.status());
+  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held);
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   const size_t start_layer = request->resume_layer();
   if (start_layer > manifest->layers.size() ||

@@ -70,11 +70,16 @@ constexpr const char* kMigrations[] = {
     ALTER TABLE tiers ADD COLUMN eval_examples INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE layers ADD COLUMN qp INTEGER NOT NULL DEFAULT 0;
     )sql",
+    // 4: deltas between versions.
+    R"sql(
+    ALTER TABLE versions ADD COLUMN base_version TEXT NOT NULL DEFAULT '';
+    ALTER TABLE layers ADD COLUMN base_blob_sha256 TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 
 constexpr char kVersionColumns[] =
     "id, model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
-    "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples";
+    "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples, base_version";
 
 std::string JoinShape(const std::vector<int64_t>& shape) { return absl::StrJoin(shape, ","); }
 
@@ -122,11 +127,12 @@ absl::StatusOr<int64_t> Registry::AddVersion(const VersionRecord& v, const std::
   auto body = [&]() -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
         "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
-        "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
+        "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples, base_version) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
     insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
         .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
-        .Bind(8, v.created_unix_seconds).Bind(9, v.eval_module_sha256).Bind(10, v.eval_data_sha256);
+        .Bind(8, v.created_unix_seconds).Bind(9, v.eval_module_sha256).Bind(10, v.eval_data_sha256)
+        .Bind(14, v.base_version);
     if (v.reference_accuracy) {
       insert.Bind(11, v.reference_accuracy->top1).Bind(12, v.reference_accuracy->top2)
           .Bind(13, v.reference_accuracy->examples);
@@ -178,6 +184,7 @@ absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model, con
                   static_cast<uint64_t>(query.Int(5)), query.Text(6), query.Text(7), query.Int(8), {},
                   query.Text(9), query.Text(10), std::nullopt};
   if (!query.IsNull(11)) v.reference_accuracy = Accuracy{query.Real(11), query.Real(12), query.Int(13)};
+  v.base_version = query.Text(14);
   ASSIGN_OR_RETURN(Statement tensors, db_->Prepare(
       "SELECT name, shape, dtype, layer_class FROM tensors WHERE version_id = ?1 ORDER BY idx"));
   tensors.Bind(1, v.id);
@@ -205,7 +212,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> Re
 absl::StatusOr<std::vector<std::string>> Registry::ReferencedBlobsLocked() {
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
       "SELECT source_sha256 FROM versions UNION SELECT eval_module_sha256 FROM versions WHERE eval_module_sha256 != '' "
-      "UNION SELECT eval_data_sha256 FROM versions WHERE eval_data_sha256 != '' UNION SELECT blob_sha256 FROM layers"));
+      "UNION SELECT eval_data_sha256 FROM versions WHERE eval_data_sha256 != '' UNION SELECT blob_sha256 FROM layers "
+      "UNION SELECT base_blob_sha256 FROM layers WHERE base_blob_sha256 != ''"));
   std::vector<std::string> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
@@ -241,7 +249,8 @@ absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version
   ASSIGN_OR_RETURN(Statement blobs, db_->Prepare(
       "SELECT source_sha256 FROM versions WHERE id = ?1 UNION SELECT eval_module_sha256 FROM versions WHERE id = ?1 "
       "AND eval_module_sha256 != '' UNION SELECT eval_data_sha256 FROM versions WHERE id = ?1 AND eval_data_sha256 != '' "
-      "UNION SELECT blob_sha256 FROM layers WHERE version_id = ?1"));
+      "UNION SELECT blob_sha256 FROM layers WHERE version_id = ?1 "
+      "UNION SELECT base_blob_sha256 FROM layers WHERE version_id = ?1 AND base_blob_sha256 != ''"));
   blobs.Bind(1, version_id);
   std::vector<std::string> candidates;
   while (true) {
@@ -256,7 +265,7 @@ absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version
 
 absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_id, const std::string& tier) {
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture, qp "
+      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture, qp, base_blob_sha256 "
       "FROM layers WHERE version_id = ?1 AND tier = ?2 ORDER BY idx"));
   query.Bind(1, version_id).Bind(2, tier);
   std::vector<LayerRecord> layers;
@@ -264,7 +273,8 @@ absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_
     ASSIGN_OR_RETURN(bool row, query.Step());
     if (!row) break;
     layers.push_back({query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2)), static_cast<int>(query.Int(3)),
-                      query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0, static_cast<int>(query.Int(8))});
+                      query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0, static_cast<int>(query.Int(8)),
+                      query.Text(9)});
   }
   return layers;
 }
@@ -318,11 +328,12 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
       const LayerRecord& l = layers[i];
       ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO layers(version_id, tier, idx, name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, "
-          "sqnr_db, picture, qp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
+          "sqnr_db, picture, qp, base_blob_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
       RETURN_IF_ERROR(insert.Bind(1, version_id).Bind(2, tier).Bind(3, static_cast<int64_t>(i)).Bind(4, l.name)
                           .Bind(5, l.blob_sha256).Bind(6, static_cast<int64_t>(l.bytes)).Bind(7, int64_t{l.codec})
                           .BindBlob(8, l.decoded_sha256).Bind(9, l.bits_per_weight).Bind(10, l.sqnr_db)
-                          .Bind(11, int64_t{l.picture ? 1 : 0}).Bind(12, int64_t{l.qp}).Run());
+                          .Bind(11, int64_t{l.picture ? 1 : 0}).Bind(12, int64_t{l.qp}).Bind(13, l.base_blob_sha256)
+                          .Run());
     }
     ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
     return ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run();
@@ -384,7 +395,10 @@ absl::StatusOr<std::vector<std::string>> Registry::EvictTier(int64_t version_id,
   std::vector<std::string> candidates;
   {
     ASSIGN_OR_RETURN(std::vector<LayerRecord> layers, LayersLocked(version_id, tier));
-    for (const LayerRecord& layer : layers) candidates.push_back(layer.blob_sha256);
+    for (const LayerRecord& layer : layers) {
+      candidates.push_back(layer.blob_sha256);
+      if (!layer.base_blob_sha256.empty()) candidates.push_back(layer.base_blob_sha256);
+    }
   }
   RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
   auto body = [&]() -> absl::Status {

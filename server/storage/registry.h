@@ -43,6 +43,8 @@ struct VersionRecord {
   std::string eval_module_sha256;
   std::string eval_data_sha256;
   std::optional<Accuracy> reference_accuracy;
+  // The version of the same model its tiers are coded against (deltas), or empty.
+  std::string base_version;
 
   bool has_eval_bundle() const { return !eval_module_sha256.empty(); }
 };
@@ -59,6 +61,11 @@ struct LayerRecord {
   double sqnr_db = 0;
   bool picture = false;        // coded with the tier's picture codec
   int qp = 0;                  // HEVC layers: the QP coded at
+  // hevc-delta layers: the blob (hex) of the base version's layer its P pictures predict from.
+  std::string base_blob_sha256;
+  // Manifests only: this entry is that base layer, sent ahead of its delta layer to a client
+  // that does not hold it (it is not a tensor of the version).
+  bool is_base = false;
 };
 
 struct TierRecord {
