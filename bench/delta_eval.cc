@@ -4,7 +4,8 @@
 // accuracy, and prints one JSON object with the byte counts.
 //
 // usage: delta_eval A.pt B.pt OUT_DIR QP[,QP...] OFFSET[,OFFSET...] [POLICY.json]
-//   OFFSET: B's P pictures at the tier's QP + OFFSET (0: the tier's QP)
+//   OFFSET: B's P pictures at the tier's QP + OFFSET (0: the tier's QP); "m": the delta the
+//           server stores (EncodeMatchedLayerDelta: B's fidelity on its own, fewer bytes)
 //   OUT_DIR/b_intra_qNN.pt, OUT_DIR/b_delta_qNN_oOFFSET.pt   B as a device gets it each way
 // JSON per QP: bytes of A's tier, B's tier, and per offset B's delta (picture layers as deltas, the rest whole),
 // the baseline delta (zstd of the int8 difference B - A of the same reconstructions, picture
@@ -28,6 +29,8 @@
 
 namespace weightcast {
 namespace {
+
+constexpr int kMatched = 1000;  // the "m" offset
 
 absl::Status Run(const std::string& a_path, const std::string& b_path, const std::string& out_dir,
                  const std::vector<int>& qps, const std::vector<int>& offsets, const LayerPolicy& policy) {
@@ -59,7 +62,10 @@ absl::Status Run(const std::string& a_path, const std::string& b_path, const std
       ASSIGN_OR_RETURN(const RebuiltTensor rebuilt_a, DecodeLayer(coded_a));
       for (size_t o = 0; o < offsets.size(); ++o) {
         std::optional<PackedLayer> layer_delta;
-        if (picture) {
+        if (picture && offsets[o] == kMatched) {
+          ASSIGN_OR_RETURN(layer_delta, EncodeMatchedLayerDelta(coded_a, ta, tb, coded_b.fidelity.sqnr_db,
+                                                                SerializePackedLayer(coded_b).size()));
+        } else if (picture) {
           ASSIGN_OR_RETURN(layer_delta, EncodeLayerDelta(coded_a, ta, tb, offsets[o]));
         }
         if (!layer_delta) {  // sent whole
@@ -85,9 +91,9 @@ absl::Status Run(const std::string& a_path, const std::string& b_path, const std
     RETURN_IF_ERROR(WriteCheckpoint(intra, OutputKind::kFloat, out_dir + "/b_intra" + tag + ".pt"));
     nlohmann::json variants = nlohmann::json::array();
     for (size_t o = 0; o < offsets.size(); ++o) {
-      RETURN_IF_ERROR(WriteCheckpoint(delta[o], OutputKind::kFloat,
-                                      out_dir + "/b_delta" + tag + "_o" + std::to_string(offsets[o]) + ".pt"));
-      variants.push_back({{"qp_offset", offsets[o]}, {"bytes", delta_bytes[o]}, {"zstd_diff_bytes", zstd_bytes[o]},
+      const std::string name = offsets[o] == kMatched ? "m" : std::to_string(offsets[o]);
+      RETURN_IF_ERROR(WriteCheckpoint(delta[o], OutputKind::kFloat, out_dir + "/b_delta" + tag + "_o" + name + ".pt"));
+      variants.push_back({{"qp_offset", name}, {"bytes", delta_bytes[o]}, {"zstd_diff_bytes", zstd_bytes[o]},
                           {"layers", deltas[o]}});
     }
     out.push_back({{"qp", qp}, {"a_bytes", a_bytes}, {"b_bytes", b_bytes}, {"picture_layers", picture_layers},
@@ -108,8 +114,8 @@ int main(int argc, char** argv) {
   std::vector<int> lists[2];
   for (int k = 0; k < 2; ++k) {
     for (absl::string_view part : absl::StrSplit(argv[4 + k], ',')) {
-      int value = 0;
-      if (!absl::SimpleAtoi(part, &value)) {
+      int value = weightcast::kMatched;
+      if (!(k == 1 && part == "m") && !absl::SimpleAtoi(part, &value)) {
         std::cerr << "delta_eval: bad list " << argv[4 + k] << "\n";
         return 2;
       }

@@ -157,28 +157,35 @@ def variants_side_by_side(entry):
 
 
 def delta_section(rows):
-    """Markdown for bench/eval/delta.py's results: per model, fine-tune and tier, B's full bytes,
-    its deltas on A and the zstd baseline, with accuracy."""
+    """Markdown for bench/eval/delta.py's results: per model, fine-tune and tier, B on its own,
+    its deltas on A (at the tier's QP, and as the server stores them), the zstd baseline, and
+    the pulls through weightcastd."""
     out = ["## Version deltas (P pictures on the version a device holds)", "",
            "Version B of each model is A fine-tuned further (Adam, lr 1e-4, batch 128): 300 steps, or one "
-           "epoch (469 steps). For each tier, `B full` is B coded on its own (what a device without A pulls); "
-           "`delta` codes B's picture layers as P pictures predicted from A's pictures at that tier, B "
-           "quantized with A's scales (other layers whole; common/pack/delta_codec), at the tier's QP and "
-           "at 4 below it; `zstd diff` is the baseline: zstd of the int8 difference between the same two "
-           "reconstructions (B's delta-decoded values minus A's), i.e. the same update sent by a generic "
-           "differ. Every delta was decoded against A's serialized layer and gave its recorded SHA-256 "
-           "(bench/delta_eval fails otherwise); the accuracy columns are of those decoded models. "
-           "A full pull of B under this scheme is A's tier plus the delta, decoding to the same SHA-256.", "",
-           "| model | B | tier | A top-1 | B float top-1 | B full bytes | B full top-1 | delta bytes (% of full) | "
-           "delta top-1 | zstd diff bytes | delta QP-4 bytes (%) | QP-4 top-1 | zstd diff bytes |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "epoch (469 steps). Per tier: **B alone** is B coded on its own at that tier (bytes, top-1). "
+           "**Δ at tier QP** codes B's picture layers as P pictures predicted from A's pictures at the tier's "
+           "QP (B quantized with A's scales; other layers whole; common/pack/delta_codec). **Δ stored** is "
+           "what the server stores for a version registered with `--base-version`: per layer the coarsest "
+           "P-picture QP (the tier's, then 3, 6, 9, 12 below) whose SQNR against B's weights is at least that "
+           "of B alone, used only when smaller than B alone. **zstd diff** is the baseline: zstd of the int8 "
+           "difference between the same two reconstructions (B's delta-decoded values minus A's), i.e. the "
+           "same update sent by a generic differ. Every delta was decoded against A's serialized layer and "
+           "gave its recorded SHA-256 (bench/delta_eval fails otherwise). **Through weightcastd**: A and B "
+           "(registered with `--base-version`) served; a device pulls A with `--base-dir`, then B (the bytes "
+           "it received); a fresh device pulls B whole (A's layers sent along); both B files have the same "
+           "SHA-256 (✓) and the top-1 given is theirs.", "",
+           "| model | B | tier | A top-1 | B float top-1 | B alone bytes | top-1 | Δ at tier QP bytes | top-1 | "
+           "zstd diff | Δ stored bytes (% of B alone) | top-1 | zstd diff | device with A receives | "
+           "fresh device receives | same SHA-256 | top-1 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = {v["qp_offset"]: v for v in r["deltas"]}
-        same, finer = d[0], d[-4]
+        same, stored, s = d["0"], d["m"], r["server"]
         out.append(f"| {r['model']} | {r['fine_tune']} | q{r['qp']} | {r['a_top1']:.2f} | {r['b_top1']:.2f} | "
-                   f"{r['b_bytes']:,} | {r['intra_top1']:.2f} | {same['bytes']:,} ({pct(same['bytes'], r['b_bytes'])}) | "
-                   f"{same['top1']:.2f} | {same['zstd_diff_bytes']:,} | {finer['bytes']:,} "
-                   f"({pct(finer['bytes'], r['b_bytes'])}) | {finer['top1']:.2f} | {finer['zstd_diff_bytes']:,} |")
+                   f"{r['b_bytes']:,} | {r['intra_top1']:.2f} | {same['bytes']:,} | {same['top1']:.2f} | "
+                   f"{same['zstd_diff_bytes']:,} | {stored['bytes']:,} ({pct(stored['bytes'], r['b_bytes'])}) | "
+                   f"{stored['top1']:.2f} | {stored['zstd_diff_bytes']:,} | {s['delta_pull_bytes']:,} | "
+                   f"{s['whole_pull_bytes']:,} | {'✓' if s['same_sha256'] else '✗'} | {s['top1']:.2f} |")
     return out + [""]
 
 

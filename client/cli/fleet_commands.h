@@ -18,7 +18,8 @@ inline constexpr char kFleetUsage[] =
   rollout set MODEL [--percent P] [--groups G1,G2]   raise (or lower) it, change its groups
   rollout pause|resume|rollback|status MODEL
   agent --device-id ID --dir DIR --models M1,M2 [--groups G1,G2] [--tier NAME | --max-bytes N]
-       [--int8]   keep the models assigned to this device installed in DIR (until SIGINT/SIGTERM)
+       [--int8]   keep the models assigned to this device installed in DIR (until SIGINT/SIGTERM);
+                  layers of installed versions are kept in DIR/MODEL/bases for delta pulls
 )";
 
 // True for the commands this file runs.

@@ -103,6 +103,17 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(const PackedLayer& b
   return delta;
 }
 
+absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(const PackedLayer& base, const Tensor& base_source,
+                                                                  const Tensor& target, double intra_sqnr_db,
+                                                                  uint64_t max_bytes, int threads) {
+  for (int offset = 0; offset >= -12 && base.qp + offset >= 0; offset -= 3) {
+    ASSIGN_OR_RETURN(std::optional<PackedLayer> delta, EncodeLayerDelta(base, base_source, target, offset, threads));
+    if (!delta || SerializePackedLayer(*delta).size() >= max_bytes) return std::nullopt;  // finer only costs more
+    if (delta->fidelity.sqnr_db >= intra_sqnr_db) return delta;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<RebuiltTensor> DecodeLayerDelta(absl::Span<const uint8_t> base_bytes, const PackedLayer& delta,
                                                int threads) {
   if (delta.codec != LayerCodec::kHevcDelta) {

@@ -83,6 +83,21 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   EXPECT_EQ(EncodeLayerDelta(base, a, b).value()->tiles, (*delta)->tiles);
 }
 
+TEST(LayerDelta, TheStoredDeltaKeepsTheFidelityOfBCodedAlone) {
+  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const PackedLayer base = Coded(a, 27);
+  const PackedLayer alone = Coded(b, 27);
+  const uint64_t alone_bytes = SerializePackedLayer(alone).size();
+  auto matched = EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, alone_bytes);
+  ASSERT_TRUE(matched.ok() && matched->has_value()) << matched.status();
+  EXPECT_GE((*matched)->fidelity.sqnr_db, alone.fidelity.sqnr_db);
+  EXPECT_LT(SerializePackedLayer(**matched).size(), alone_bytes);
+  EXPECT_LE((*matched)->qp, base.qp);
+  // Nothing that small keeps the fidelity: B is coded alone.
+  EXPECT_FALSE(EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, 100).value().has_value());
+}
+
 TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
   const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
   const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));

@@ -148,7 +148,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
   LayerRecord record{layer.name, "", bytes.size(), LayerCodecProtoNumber(layer.codec),
                      std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
                      layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db, picture, lossy_hevc ? options.hevc.qp : 0};
-  // A delta on the base version's layer, when there is one and it is smaller.
+  // A delta on the base version's layer, when one keeps the tier's fidelity in fewer bytes.
   if (lossy_hevc && encoding->base_model && index < encoding->base_layers.size()) {
     const LayerRecord& base = encoding->base_layers[index];
     auto base_bytes = ReadFileBytes(blobs_->PathOf(base.blob_sha256));
@@ -157,9 +157,10 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
     if (base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
         base_layer->qp == options.hevc.qp) {
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
-                       EncodeLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor, 0, /*threads=*/1));
-      std::vector<uint8_t> delta_bytes = delta ? SerializePackedLayer(*delta) : std::vector<uint8_t>{};
-      if (delta && delta_bytes.size() < bytes.size()) {
+                       EncodeMatchedLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor,
+                                               layer.fidelity.sqnr_db, bytes.size(), /*threads=*/1));
+      if (delta) {
+        std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
         record = LayerRecord{delta->name, "", delta_bytes.size(), LayerCodecProtoNumber(LayerCodec::kHevcDelta),
                              std::string(delta->decoded_sha256.begin(), delta->decoded_sha256.end()),
                              delta->fidelity.bits_per_weight, delta->fidelity.sqnr_db, picture, delta->qp,
