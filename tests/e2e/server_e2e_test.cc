@@ -386,7 +386,8 @@ TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand
   std::map<std::string, std::vector<std::string>> first;
   for (const char* tier : {"lossless", "q22", "q32"}) {
     v1::Manifest manifest;
-    ASSERT_TRUE(client.Pull("cnn", "v1", tier, &manifest, &first[tier]).ok()) << tier;
+    const grpc::Status pulled = client.Pull("cnn", "v1", tier, &manifest, &first[tier]);
+    ASSERT_TRUE(pulled.ok()) << tier << ": " << pulled.error_message();
   }
   auto states = [&] {
     v1::DescribeModelRequest request;
