@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -38,28 +37,6 @@ QPS = [22, 27, 32, 37]
 OFFSETS = ["0", "m"]
 POLICIES = {"mlp": None, "fc_cnn": None, "res_cnn": {"min_picture_elements": 512, "convolutions": "picture"}}
 FINE_TUNES = {"300 steps": 300, "1 epoch": 469}
-
-
-def fine_tune(name, base_path, out, steps):
-    """B: A trained `steps` more Adam steps at lr 1e-4 on a fresh data order (cached)."""
-    if os.path.exists(out):
-        return
-    torch.manual_seed(1)
-    model = fashion.MODELS[name][0]()
-    model.load_state_dict(fashion.load_state(base_path), strict=True)
-    x, y = fashion.load("train")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
-    model.train()
-    start = time.time()
-    for step in range(steps):
-        idx = order[(step * 128) % len(x):][:128]
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    print(f"{name}: fine-tuned {steps} steps ({time.time() - start:.0f} s)", flush=True)
-    torch.save(model.state_dict(), out + ".tmp")
-    os.replace(out + ".tmp", out)
 
 
 def sha256(path):
@@ -121,7 +98,7 @@ def main():
         a_top1, _ = fashion.accuracy(name, base, data)
         for label, steps in FINE_TUNES.items():
             b_path = os.path.join(models_dir, f"{name}.ft{steps}.pt")
-            fine_tune(name, base, b_path, steps)
+            fashion.fine_tune(name, base, b_path, steps)
             b_top1, _ = fashion.accuracy(name, b_path, data)
             out_dir = os.path.join(work, "delta", f"{name}.ft{steps}")
             os.makedirs(out_dir, exist_ok=True)

@@ -6,6 +6,9 @@ usage:
                                              OUT is .pt (torch.save) or .safetensors
   fashion.py accuracy MODEL CKPT [...]        (CKPT: .pt or .safetensors)
                                              top-1 / top-2 on the 10,000 test images
+  fashion.py finetune MODEL BASE.pt OUT.pt STEPS
+                                             a later version: BASE trained STEPS more Adam steps
+                                             (lr 1e-4, batch 128) unless OUT exists
   fashion.py export MODEL STATE.pt MODULE.pt DATA.pt [COUNT]
                                              the evaluation bundle for the server: MODEL scripted
                                              and the first COUNT (10000) test images + labels
@@ -167,6 +170,28 @@ def train(name, out):
     os.replace(out + ".tmp", out)
 
 
+def fine_tune(name, base_path, out, steps):
+    """B: A trained `steps` more Adam steps at lr 1e-4 on a fresh data order (cached)."""
+    if os.path.exists(out):
+        return
+    torch.manual_seed(1)
+    model = MODELS[name][0]()
+    model.load_state_dict(load_state(base_path), strict=True)
+    x, y = load("train")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    model.train()
+    start = time.time()
+    for step in range(steps):
+        idx = order[(step * 128) % len(x):][:128]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    print(f"{name}: fine-tuned {steps} steps ({time.time() - start:.0f} s)", flush=True)
+    torch.save(model.state_dict(), out + ".tmp")
+    os.replace(out + ".tmp", out)
+
+
 def export(name, state_path, module_out, data_out, count=10000):
     """The evaluation bundle the server measures tiers with: MODEL scripted (TorchScript, weights
     of STATE) and the first COUNT test images with their labels."""
@@ -221,6 +246,9 @@ def table(name, float_path, tier_dir, tiers):
 def main():
     if len(sys.argv) >= 6 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+        return
+    if len(sys.argv) == 6 and sys.argv[1] == "finetune":
+        fine_tune(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         return
     if len(sys.argv) in (6, 7) and sys.argv[1] == "export":
         export(*sys.argv[2:6], *([int(sys.argv[6])] if len(sys.argv) == 7 else []))
