@@ -16,12 +16,6 @@ bool IsHexSha(const std::string& name) {
          });
 }
 
-std::string RawOf(const std::string& hex) {
-  std::string raw;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return raw;
-}
-
 }  // namespace
 
 BaseStore::BaseStore(std::string dir) : dir_(std::move(dir)) {
@@ -40,7 +34,7 @@ std::string BaseStore::PathOf(const std::string& hex) const { return dir_ + "/" 
 std::vector<std::string> BaseStore::HeldRaw() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> raw;
-  for (const std::string& hex : held_) raw.push_back(RawOf(hex));
+  for (const std::string& hex : held_) raw.push_back(HexToRawDigest(hex));
   return raw;
 }
 

@@ -16,6 +16,10 @@ TEST(Sha256, MatchesKnownVector) {
       Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(abc.data()), abc.size()));
   EXPECT_EQ(DigestToHex(digest),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  // And back: the name to the raw bytes; anything but 64 lower-case hex digits is no name.
+  EXPECT_EQ(HexToRawDigest(DigestToHex(digest)), std::string(digest.begin(), digest.end()));
+  EXPECT_EQ(HexToRawDigest("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"), "");
+  EXPECT_EQ(HexToRawDigest("abc"), "");
 }
 
 TEST(Sha256, IncrementalMatchesOneShot) {

@@ -32,6 +32,21 @@ Sha256Digest Sha256Hasher::Finish() {
   return digest;
 }
 
+std::string HexToRawDigest(const std::string& hex) {
+  if (hex.size() != 64) return "";
+  std::string raw;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int byte = 0;
+    for (char c : {hex[i], hex[i + 1]}) {
+      const int nibble = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (nibble < 0) return "";
+      byte = byte * 16 + nibble;
+    }
+    raw.push_back(static_cast<char>(byte));
+  }
+  return raw;
+}
+
 std::string DigestToHex(const Sha256Digest& digest) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;

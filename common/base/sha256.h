@@ -33,6 +33,10 @@ class Sha256Hasher {
 // Lower-case hexadecimal, 64 characters.
 std::string DigestToHex(const Sha256Digest& digest);
 
+// The raw 32 bytes a 64-character lower-case hex name (a blob's) stands for, as a string (what
+// protobuf bytes fields carry); empty when `hex` is not such a name.
+std::string HexToRawDigest(const std::string& hex);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_BASE_SHA256_H_

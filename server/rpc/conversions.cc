@@ -18,12 +18,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 namespace {
 
-std::string HexToRaw(const std::string& hex) {
-  std::string raw;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return raw;
-}
-
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
   out->set_top1(accuracy.top1);
   out->set_top2(accuracy.top2);
@@ -107,10 +101,10 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
     l->set_name(layer.name);
     l->set_bytes(layer.bytes);
     // blob names are hex SHA-256; the manifest carries raw digests
-    l->set_blob_sha256(HexToRaw(layer.blob_sha256));
+    l->set_blob_sha256(HexToRawDigest(layer.blob_sha256));
     l->set_decoded_sha256(layer.decoded_sha256);
     l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
-    if (!layer.base_blob_sha256.empty()) l->set_base_blob_sha256(HexToRaw(layer.base_blob_sha256));
+    if (!layer.base_blob_sha256.empty()) l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);
   }
 }
