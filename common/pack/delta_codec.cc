@@ -105,8 +105,8 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(const PackedLayer& b
 
 absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(const PackedLayer& base, const Tensor& base_source,
                                                                   const Tensor& target, double intra_sqnr_db,
-                                                                  uint64_t max_bytes, int threads) {
-  for (int offset = 0; offset >= -12 && base.qp + offset >= 0; offset -= 3) {
+                                                                  uint64_t max_bytes, int threads, int first_offset) {
+  for (int offset = first_offset; offset >= first_offset - 12 && base.qp + offset >= 0; offset -= 3) {
     ASSIGN_OR_RETURN(std::optional<PackedLayer> delta, EncodeLayerDelta(base, base_source, target, offset, threads));
     if (!delta || SerializePackedLayer(*delta).size() >= max_bytes) return std::nullopt;  // finer only costs more
     if (delta->fidelity.sqnr_db >= intra_sqnr_db) return delta;

@@ -40,15 +40,17 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(const PackedLayer& b
                                                            const Tensor& target, int qp_offset = 0,
                                                            int threads = 0);
 
-// The delta a server stores: the coarsest P-picture QP (A's QP, then 3, 6, ... 12 below it)
-// whose reconstruction of B has at least `intra_sqnr_db` (the SQNR of B coded on its own at this
-// tier), so that B at this tier keeps the fidelity the tier promises; nullopt when no
-// such delta is smaller than `max_bytes` (B coded on its own is then the better choice). At A's
-// own QP a P picture skips every block that moved less than the quantizer step, and a
-// fine-tune's changes mostly do: B would drift back to A.
+// The delta a server stores: the coarsest P-picture QP (A's QP + `first_offset`, then 3, 6, ...
+// 12 below it) whose reconstruction of B has at least `intra_sqnr_db` (the SQNR of B coded on
+// its own at this tier), so that B at this tier keeps the fidelity the tier promises; nullopt
+// when no such delta is smaller than `max_bytes` (B coded on its own is then the better choice).
+// At A's own QP a P picture skips every block that moved less than the quantizer step, and a
+// fine-tune's changes mostly do: B would drift back to A. A refinement of a coarse tier to a
+// finer one is the case B = A's source, `first_offset` = fine QP - coarse QP.
 absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(const PackedLayer& base, const Tensor& base_source,
                                                                   const Tensor& target, double intra_sqnr_db,
-                                                                  uint64_t max_bytes, int threads = 0);
+                                                                  uint64_t max_bytes, int threads = 0,
+                                                                  int first_offset = 0);
 
 // B from the bytes of A's serialized packed layer and the delta. DATA_LOSS naming the layer
 // when the base is not the one the delta was made against (its SHA-256), a bitstream is

@@ -147,5 +147,28 @@ TEST(LayerDelta, NoDeltaWhenBOutgrowsTheScaleOrTheBaseIsNotLossyHevc) {
   EXPECT_EQ(EncodeLayerDelta(Coded(a, 27), other, b).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(LayerDelta, RefinesACoarseLayerToTheFineTiersFidelity) {
+  // A refinement: the same weights, coarse q37 held, P pictures toward q22.
+  const Tensor w = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 3));
+  const PackedLayer coarse = Coded(w, 37);
+  const PackedLayer fine = Coded(w, 22);
+  const uint64_t fine_bytes = SerializePackedLayer(fine).size();
+  auto refinement = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db, fine_bytes * 2, 0, 22 - 37);
+  ASSERT_TRUE(refinement.ok()) << refinement.status();
+  ASSERT_TRUE(refinement->has_value());
+  const PackedLayer& refined = **refinement;
+  EXPECT_LE(refined.qp, 22);
+  EXPECT_GE(refined.fidelity.sqnr_db, fine.fidelity.sqnr_db);
+  EXPECT_GT(refined.fidelity.sqnr_db, coarse.fidelity.sqnr_db + 6);
+  auto decoded = DecodeLayerDelta(SerializePackedLayer(coarse), refined);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_TRUE(decoded->int8.has_value());
+  EXPECT_EQ(decoded->int8->scales, coarse.scales);  // the same quantization as the coarse layer
+  // Nothing fits a byte budget below the smallest candidate: the fine layer is sent on its own.
+  auto none = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db, 100, 0, 22 - 37);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+}
+
 }  // namespace
 }  // namespace weightcast

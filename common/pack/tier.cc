@@ -9,6 +9,33 @@
 
 namespace weightcast {
 
+namespace {
+
+// "qNN" alone; -1 otherwise.
+int PlainQp(absl::string_view name) {
+  int qp = -1;
+  if (!absl::ConsumePrefix(&name, "q") || name.empty() || name.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(name, &qp) || qp > 51) {
+    return -1;
+  }
+  return qp;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine) {
+  const int coarse_qp = PlainQp(coarse), fine_qp = PlainQp(fine);
+  if (coarse_qp < 0 || fine_qp < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from one qNN tier to another, not '", coarse,
+                                                   "' to '", fine, "'"));
+  }
+  if (coarse_qp <= fine_qp) {
+    return absl::InvalidArgumentError(absl::StrCat("refinement '", coarse, "+", fine, "': the first tier must be the coarser",
+                                                   " (higher QP) of the two"));
+  }
+  return absl::StrCat(coarse, "+", fine);
+}
+
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
   TierSpec tier;
   tier.name = std::string(name);
@@ -24,10 +51,16 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
     tier.lossless = true;
     return tier;
   }
-  absl::string_view digits = name;
-  int qp = -1;
-  if (absl::ConsumePrefix(&digits, "q") && absl::SimpleAtoi(digits, &qp) && qp >= 0 && qp <= 51) {
+  if (const int qp = PlainQp(name); qp >= 0) {
     tier.qp = qp;
+    return tier;
+  }
+  if (const size_t plus = name.find('+'); plus != absl::string_view::npos) {
+    const absl::string_view coarse = name.substr(0, plus), fine = name.substr(plus + 1);
+    RETURN_IF_ERROR(RefinementTierName(coarse, fine).status());
+    tier.qp = PlainQp(fine);
+    tier.refines = std::string(coarse);
+    tier.refines_qp = PlainQp(coarse);
     return tier;
   }
   absl::string_view size = name;
@@ -49,7 +82,7 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat("tier '", name,
                                                  "' is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
-                                                 "lossless, hevc-lossless, int8"));
+                                                 "lossless, hevc-lossless, int8, qC+qF (a refinement)"));
 }
 
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {

@@ -1,6 +1,7 @@
 // Tiers: a tier is a named recipe for the picture layers of a model ("q27": HEVC at QP 27;
 // "budget-2m": HEVC with a QP per layer chosen so the whole model fits in 2,000,000 bytes;
-// "lossless": int8 + zstd). layer_policy.h decides which tensors are picture layers.
+// "lossless": int8 + zstd; "q37+q22": a refinement, q22 coded as P pictures on q37's pictures,
+// for progressive delivery). layer_policy.h decides which tensors are picture layers.
 // Plain values and pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_TIER_H_
 #define WEIGHTCAST_COMMON_PACK_TIER_H_
@@ -20,13 +21,22 @@ struct TierSpec {
   int qp = 0;                                    // HEVC tiers
   bool lossless = false;                         // HEVC lossless tier
   uint64_t budget_bytes = 0;  // budget tiers: the whole model's packed bytes; the QP is per layer
+  // Refinement tiers ("q37+q22"): each picture layer is P pictures at `qp` predicted from the
+  // same version's layer at the coarser tier `refines` (QP `refines_qp`), which a client
+  // receives first and can use while the refinement arrives. Empty: not a refinement.
+  std::string refines;
+  int refines_qp = 0;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
 
 // "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal units),
-// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8).
+// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "qC+qF" (a refinement of qC to
+// qF; C > F).
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
+// The refinement tier that brings `coarse` to `fine` ("q37", "q22" -> "q37+q22"). INVALID_ARGUMENT
+// unless both are qNN tiers and `coarse` has the higher QP.
+absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine);
 // A comma-separated list of tier names; names must not repeat.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);
 

@@ -34,5 +34,21 @@ TEST(Tier, ParsesByteBudgets) {
   }
 }
 
+TEST(Tier, ParsesRefinementsOfACoarseTier) {
+  auto tier = ParseTier("q37+q22");
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  EXPECT_EQ(tier->qp, 22);
+  EXPECT_EQ(tier->refines, "q37");
+  EXPECT_EQ(tier->refines_qp, 37);
+  EXPECT_EQ(tier->picture_codec, LayerCodec::kHevc);
+  EXPECT_TRUE(ParseTier("q22")->refines.empty());
+  EXPECT_EQ(RefinementTierName("q32", "q27").value(), "q32+q27");
+  EXPECT_THAT(std::string(ParseTier("q22+q37").status().message()), HasSubstr("coarser"));
+  EXPECT_THAT(std::string(ParseTier("q27+q27").status().message()), HasSubstr("coarser"));
+  for (const char* bad : {"q37+", "+q22", "lossless+q22", "q37+budget-2m", "q37+q22+q12", "q+q2", "q-1"}) {
+    EXPECT_EQ(ParseTier(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace weightcast

@@ -235,8 +235,21 @@ absl::Status ModelStore::Delete(const std::string& model, const std::string& ver
   return absl::OkStatus();
 }
 
+absl::Status ModelStore::AddRefinementTier(const VersionRecord& version, const TierSpec& tier) {
+  if (tier.refines.empty() || registry_->GetTier(version.id, tier.name).ok()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> ladder, ParseTierList(version.ladder));
+  if (std::none_of(ladder.begin(), ladder.end(), [&](const TierSpec& t) { return t.name == tier.refines; })) {
+    return absl::NotFoundError(absl::StrCat("refinement '", tier.name, "': tier '", tier.refines, "' is not in the ladder of ",
+                                            version.model, "/", version.version));
+  }
+  return registry_->AddTier(version.id, tier.name);
+}
+
 absl::Status ModelStore::Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) {
   ASSIGN_OR_RETURN(const VersionRecord record, registry_->GetVersion(model, version));
+  for (const std::string& name : tiers) {
+    if (auto spec = ParseTier(name); spec.ok()) RETURN_IF_ERROR(AddRefinementTier(record, *spec));
+  }
   ASSIGN_OR_RETURN(const std::vector<TierRecord> ladder, registry_->GetTiers(record.id));
   for (const TierRecord& tier : ladder) {
     const bool wanted = tiers.empty() || std::find(tiers.begin(), tiers.end(), tier.tier) != tiers.end();
@@ -259,6 +272,8 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     ASSIGN_OR_RETURN(const std::vector<TierSpec> ladder, ParseTierList(record.ladder));
     tier = ladder.front().name;
   }
+  const TierSpec spec = ParseTier(tier).value_or(TierSpec{tier});  // unknown names: NOT_FOUND below
+  RETURN_IF_ERROR(AddRefinementTier(record, spec));
   ASSIGN_OR_RETURN(TierRecord state, registry_->GetTier(record.id, tier));
   if (options_.metrics) {
     state.state == TierState::kReady ? options_.metrics->RecordCacheHit() : options_.metrics->RecordCacheMiss();
@@ -276,15 +291,28 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     if (state.state != TierState::kReady) return absl::InternalError(absl::StrCat("tier '", tier, "' did not become ready"));
   }
   Manifest manifest{std::move(record), tier, {}, 0, nullptr};
-  for (LayerRecord& layer : state.layers) {
+  // A refinement sends the coarse tier whole first (its picture layers as base entries, then the
+  // layers coded on their own), the P pictures last: the client has a usable model early.
+  std::vector<LayerRecord> bases, whole, deltas;
+  for (size_t i = 0; i < state.layers.size(); ++i) {
+    LayerRecord& layer = state.layers[i];
+    layer.tensor_index = static_cast<uint32_t>(i);
     if (!layer.base_blob_sha256.empty() && !held.contains(layer.base_blob_sha256)) {
       // The base travels first; its blob is kept for as long as this layer refers to it.
       ASSIGN_OR_RETURN(const uint64_t bytes, blobs_->Size(layer.base_blob_sha256));
       LayerRecord base{layer.name, layer.base_blob_sha256, bytes, LayerCodecProtoNumber(LayerCodec::kHevc)};
       base.is_base = true;
-      manifest.layers.push_back(std::move(base));
+      base.tensor_index = layer.tensor_index;
+      (spec.refines.empty() ? manifest.layers : bases).push_back(std::move(base));
     }
-    manifest.layers.push_back(std::move(layer));
+    if (spec.refines.empty()) {
+      manifest.layers.push_back(std::move(layer));
+    } else {
+      (layer.base_blob_sha256.empty() ? whole : deltas).push_back(std::move(layer));
+    }
+  }
+  for (std::vector<LayerRecord>* part : {&bases, &whole, &deltas}) {
+    for (LayerRecord& layer : *part) manifest.layers.push_back(std::move(layer));
   }
   for (const LayerRecord& layer : manifest.layers) manifest.total_bytes += layer.bytes;
   const auto key = std::make_pair(manifest.version.id, tier);

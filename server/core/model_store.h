@@ -6,7 +6,8 @@
 // A version registered with a base version (the same architecture) codes each picture layer of
 // its lossy HEVC tiers as a delta on the base's layer at that tier (common/pack/delta_codec)
 // when that is smaller: such a tier has one definition, and a client that does not hold the
-// base layer gets it ahead of the delta in the manifest.
+// base layer gets it ahead of the delta in the manifest. A refinement tier "q37+q22" codes
+// them as P pictures at QP 22 on the version's own q37 layers: progressive delivery.
 // Thread-safe. model_store.cc: registration, queries, cache; model_store_encoding.cc: encoding
 // and evaluation.
 #ifndef WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
@@ -89,14 +90,17 @@ class ModelStore {
   absl::StatusOr<std::pair<VersionRecord, std::vector<TierRecord>>> Describe(const std::string& model,
                                                                               const std::string& version);
   absl::Status Delete(const std::string& model, const std::string& version);
-  // Starts encoding `tiers` (empty: the whole ladder) in the background.
+  // Starts encoding `tiers` (empty: the whole ladder; refinements "qC+qF" of a ladder tier qC
+  // may be named too) in the background.
   absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers);
   absl::Status SetDefaultLadder(const std::string& ladder);
   absl::StatusOr<std::string> DefaultLadder();
 
   // The manifest of an encoded tier; encodes it first (and waits) if needed. `tier` empty: the
-  // version's first tier. `held`: blobs (hex SHA-256) the client holds; each delta layer whose
-  // base is not among them is preceded by an entry for that base (is_base).
+  // version's first tier; a refinement "qC+qF" of a ladder tier qC is added to the version on
+  // first request. `held`: blobs (hex SHA-256) the client holds; each delta layer whose base is
+  // not among them is preceded by an entry for that base (is_base). In a refinement the base
+  // entries come first, then the layers coded on their own, then the P-picture layers.
   absl::StatusOr<Manifest> GetManifest(const std::string& model, const std::string& version, const std::string& tier,
                                        const absl::flat_hash_set<std::string>& held = {});
 
@@ -143,6 +147,9 @@ class ModelStore {
   // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
   std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
   void Prepare(std::shared_ptr<Encoding> encoding);
+  // Adds a refinement tier to the version when its coarse tier is in the ladder (NOT_FOUND if
+  // not); other tiers are left to the ladder.
+  absl::Status AddRefinementTier(const VersionRecord& version, const TierSpec& tier);
   // Loads what a delta tier codes against; false (no deltas) when the base tier did not encode.
   bool PrepareBase(const std::shared_ptr<Encoding>& encoding);
   // A layer job: the intra coding, or the delta on the base's layer when that is smaller.

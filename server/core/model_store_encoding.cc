@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
@@ -20,7 +21,19 @@ namespace {
 
 // Tiers whose picture layers may be deltas on a base version's: one lossy HEVC QP for all.
 bool IsDeltaTier(const TierSpec& tier) {
-  return tier.picture_codec == LayerCodec::kHevc && !tier.lossless && tier.budget_bytes == 0;
+  return tier.picture_codec == LayerCodec::kHevc && !tier.lossless && tier.budget_bytes == 0 && tier.refines.empty();
+}
+
+// What the P pictures of a tier's picture layers are predicted from: the same version's coarser
+// tier (a refinement), or the base version's layers at the same tier (a version delta).
+struct DeltaBase {
+  std::string version;
+  std::string tier;
+};
+std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version, const TierSpec& tier) {
+  if (!tier.refines.empty()) return DeltaBase{version.version, tier.refines};
+  if (!version.base_version.empty() && IsDeltaTier(tier)) return DeltaBase{version.base_version, tier.name};
+  return std::nullopt;
 }
 
 }  // namespace
@@ -74,12 +87,12 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
       Fail(encoding, absl::UnavailableError("the server is shutting down"));
     }
   };
-  // A delta tier starts once its base tier is encoded (never blocking a worker on it).
-  if (!version.base_version.empty() && IsDeltaTier(encoding->tier)) {
-    auto base = registry_->GetVersion(version.model, version.base_version);
-    auto base_tier = base.ok() ? registry_->GetTier(base->id, tier) : base.status();
+  // A delta or refinement tier starts once its base tier is encoded (never blocking a worker).
+  if (const std::optional<DeltaBase> base_of = DeltaBaseOf(version, encoding->tier)) {
+    auto base = registry_->GetVersion(version.model, base_of->version);
+    auto base_tier = base.ok() ? registry_->GetTier(base->id, base_of->tier) : base.status();
     if (base_tier.ok() && base_tier->state != TierState::kReady) {
-      std::shared_ptr<Encoding> base_encoding = StartEncoding(*base, tier, waiting);
+      std::shared_ptr<Encoding> base_encoding = StartEncoding(*base, base_of->tier, waiting);
       absl::MutexLock lock(&base_encoding->mu);
       if (!base_encoding->done) {
         base_encoding->then.push_back(std::move(start));
@@ -99,7 +112,7 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
     return;
   }
   encoding->model = std::make_shared<const Model>(*std::move(model));
-  if (!encoding->version.base_version.empty() && IsDeltaTier(encoding->tier) && !PrepareBase(encoding)) {
+  if (DeltaBaseOf(encoding->version, encoding->tier) && !PrepareBase(encoding)) {
     encoding->base_model.reset();
     encoding->base_layers.clear();
     encoding->base_lease.reset();
@@ -112,17 +125,22 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
 }
 
 bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
-  auto base = registry_->GetVersion(encoding->version.model, encoding->version.base_version);
+  const std::optional<DeltaBase> base_of = DeltaBaseOf(encoding->version, encoding->tier);
+  auto base = registry_->GetVersion(encoding->version.model, base_of->version);
   if (!base.ok()) return false;  // deleted: the layers are coded on their own
-  encoding->base_lease = Lease({base->id, encoding->tier.name});
-  auto tier = registry_->GetTier(base->id, encoding->tier.name);
+  encoding->base_lease = Lease({base->id, base_of->tier});
+  auto tier = registry_->GetTier(base->id, base_of->tier);
   if (!tier.ok() || tier->state != TierState::kReady || tier->layers.size() != encoding->model->tensors.size()) {
     return false;
   }
-  auto model = ReadCheckpoint(blobs_->PathOf(base->source_sha256));
-  if (!model.ok() || model->tensors.size() != encoding->model->tensors.size()) return false;
+  if (base->id == encoding->version.id) {  // a refinement: the same checkpoint
+    encoding->base_model = encoding->model;
+  } else {
+    auto model = ReadCheckpoint(blobs_->PathOf(base->source_sha256));
+    if (!model.ok() || model->tensors.size() != encoding->model->tensors.size()) return false;
+    encoding->base_model = std::make_shared<const Model>(*std::move(model));
+  }
   encoding->base_layers = std::move(tier->layers);
-  encoding->base_model = std::make_shared<const Model>(*std::move(model));
   return true;
 }
 
@@ -148,17 +166,24 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
   LayerRecord record{layer.name, "", bytes.size(), LayerCodecProtoNumber(layer.codec),
                      std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
                      layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db, picture, lossy_hevc ? options.hevc.qp : 0};
-  // A delta on the base version's layer, when one keeps the tier's fidelity in fewer bytes.
+  // A delta on the base layer (the base version's at this tier, or in a refinement the coarse
+  // tier's) when one keeps the tier's fidelity in fewer bytes than the layer coded on its own.
+  // A refinement layer coded on its own still names the coarse layer, which is sent first.
   if (lossy_hevc && encoding->base_model && index < encoding->base_layers.size()) {
     const LayerRecord& base = encoding->base_layers[index];
     auto base_bytes = ReadFileBytes(blobs_->PathOf(base.blob_sha256));
     size_t consumed = 0;
     auto base_layer = base_bytes.ok() ? ParsePackedLayer(*base_bytes, &consumed) : base_bytes.status();
-    if (base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
-        base_layer->qp == options.hevc.qp) {
+    const bool refinement = !tier.refines.empty();
+    const bool usable = base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
+                        (refinement ? FollowsTierQp(tensor, encoding->policy, tier) && base_layer->qp == tier.refines_qp
+                                    : base_layer->qp == options.hevc.qp);
+    if (usable) {
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
                        EncodeMatchedLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor,
-                                               layer.fidelity.sqnr_db, bytes.size(), /*threads=*/1));
+                                               layer.fidelity.sqnr_db, bytes.size(), /*threads=*/1,
+                                               refinement ? tier.qp - tier.refines_qp : 0));
+      if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
         std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
         record = LayerRecord{delta->name, "", delta_bytes.size(), LayerCodecProtoNumber(LayerCodec::kHevcDelta),

@@ -106,6 +106,7 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
     l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
     if (!layer.base_blob_sha256.empty()) l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);
+    l->set_tensor_index(layer.tensor_index);
   }
 }
 

@@ -312,6 +312,12 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id, const std::stri
   return record;
 }
 
+absl::Status Registry::AddTier(int64_t version_id, const std::string& tier) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT OR IGNORE INTO tiers(version_id, tier, state) VALUES (?1, ?2, ?3)"));
+  return insert.Bind(1, version_id).Bind(2, tier).Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)}).Run();
+}
+
 absl::Status Registry::SetTierState(int64_t version_id, const std::string& tier, TierState state, const std::string& error) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE tiers SET state = ?1, error = ?2 WHERE version_id = ?3 AND tier = ?4"));

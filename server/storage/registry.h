@@ -66,6 +66,9 @@ struct LayerRecord {
   // Manifests only: this entry is that base layer, sent ahead of its delta layer to a client
   // that does not hold it (it is not a tensor of the version).
   bool is_base = false;
+  // Manifests only: the position in the version's tensor order of this layer (of a base entry:
+  // of the layer it is the base of). Refinement manifests send layers out of that order.
+  uint32_t tensor_index = 0;
 };
 
 struct TierRecord {
@@ -98,6 +101,9 @@ class Registry {
 
   absl::StatusOr<std::vector<TierRecord>> GetTiers(int64_t version_id);
   absl::StatusOr<TierRecord> GetTier(int64_t version_id, const std::string& tier);
+  // Adds a NOT_ENCODED tier to a version (refinement tiers are added on first request); a tier
+  // already there is left as it is.
+  absl::Status AddTier(int64_t version_id, const std::string& tier);
   absl::Status SetTierState(int64_t version_id, const std::string& tier, TierState state, const std::string& error);
   // Records the layers and marks the tier READY, in one transaction.
   absl::Status CompleteTier(int64_t version_id, const std::string& tier, const std::vector<LayerRecord>& layers);
