@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/sdk/base_store.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 namespace {
@@ -70,7 +71,8 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   const fs::path version_dir = model_dir / "versions" / a.version;
   const std::string current = Installed(options_.dir, a.model);
   AssignmentInfo done = a;
-  if (current == a.version) {
+  const bool refining = fs::exists(version_dir / "refining");  // only its coarse model is here
+  if (current == a.version && !refining) {
     done.tier = ReadSmallFile(version_dir / "tier");
     Report(done, "INSTALLED", "", 0, 0);
     return absl::OkStatus();
@@ -78,7 +80,7 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   const auto start = std::chrono::steady_clock::now();
   uint64_t bytes = 0;
   int deltas = 0;
-  const bool have = fs::exists(version_dir / "model.pt") && fs::exists(version_dir / "tier");
+  const bool have = fs::exists(version_dir / "model.pt") && fs::exists(version_dir / "tier") && !refining;
   if (have) {
     done.tier = ReadSmallFile(version_dir / "tier");
   } else {
@@ -94,7 +96,25 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     pull.base_dir = (model_dir / "bases").string();  // deltas on the versions held
     pull.int8_output = options_.int8_output;
     pull.cancel = &stop;
+    pull.coarse_tier = options_.coarse_tier;
+    pull.coarse_output_path = pull.output_path;  // the refined model replaces it
+    absl::Status coarse_installed;
+    pull.on_coarse = [&](const CoarseModel& coarse) {
+      std::ofstream(version_dir / "refining") << coarse.tier << "\n";
+      std::ofstream(version_dir / "tier") << coarse.tier << "\n";
+      coarse_installed = SwitchTo(model_dir.string(), a.version, current);
+      if (!coarse_installed.ok()) return;
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.installs;
+        ++stats_.coarse_installs;
+      }
+      AssignmentInfo usable = a;
+      usable.tier = coarse.tier;
+      Report(usable, "INSTALLED", "coarse; refining", coarse.bytes, coarse.seconds);
+    };
     absl::StatusOr<PullResult> pulled = error ? absl::InternalError(error.message()) : client_->Pull(pull);
+    if (pulled.ok() && !coarse_installed.ok()) pulled = coarse_installed;
     if (!pulled.ok()) {
       CountFailure();
       Report(a, "FAILED", std::string(pulled.status().message()), 0, 0);
@@ -106,9 +126,9 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     std::ofstream(version_dir / "tier") << pulled->tier << "\n";
     std::ofstream needed(version_dir / "bases");
     for (const std::string& sha : pulled->bases_needed) needed << sha << "\n";
+    fs::remove(version_dir / "refining", error);
   }
-  absl::Status switched = Relink(model_dir / "current", fs::path("versions") / a.version);
-  if (switched.ok() && !current.empty()) switched = Relink(model_dir / "previous", fs::path("versions") / current);
+  absl::Status switched = SwitchTo(model_dir.string(), a.version, current);
   if (!switched.ok()) {
     CountFailure();
     Report(done, "FAILED", std::string(switched.message()), bytes, 0);
@@ -134,6 +154,14 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     stats_.delta_layers += deltas;
   }
   Report(done, "INSTALLED", "", bytes, seconds);
+  return absl::OkStatus();
+}
+
+absl::Status Agent::SwitchTo(const std::string& model_dir, const std::string& version, const std::string& current) {
+  const fs::path dir(model_dir);
+  if (Installed(dir.parent_path().string(), dir.filename().string()) == version) return absl::OkStatus();
+  RETURN_IF_ERROR(Relink(dir / "current", fs::path("versions") / version));
+  if (!current.empty() && current != version) RETURN_IF_ERROR(Relink(dir / "previous", fs::path("versions") / current));
   return absl::OkStatus();
 }
 

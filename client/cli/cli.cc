@@ -30,6 +30,9 @@ const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [-
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
+       [--progressive COARSE [--coarse-out PATH]]   progressive: the qNN tier COARSE arrives first
+       (written to PATH as soon as it is verified), then a refinement to the selected tier as
+       P pictures on it (tier COARSE+SELECTED); a plain pull when the selected tier is not finer
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
@@ -237,6 +240,16 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.int8_output = args.flags.count("--int8") > 0;
     options.tier.name = flag("--tier");
     options.base_dir = flag("--base-dir");
+    options.coarse_tier = flag("--progressive");
+    options.coarse_output_path = flag("--coarse-out");
+    if (options.coarse_tier.empty() && !options.coarse_output_path.empty()) {
+      return absl::InvalidArgumentError("--coarse-out needs --progressive COARSE");
+    }
+    options.on_coarse = [&](const CoarseModel& coarse) {
+      if (terminal) out << "\n";
+      out << absl::StrFormat("coarse model (tier %s) usable after %d bytes in %.2f s%s\n", coarse.tier, coarse.bytes,
+                             coarse.seconds, coarse.output_path.empty() ? "" : " -> " + coarse.output_path);
+    };
     double max_bytes = 0, mbit = 0, within = 0;
     if (!flag("--max-accuracy-drop").empty() &&
         (!absl::SimpleAtod(flag("--max-accuracy-drop"), &options.tier.max_accuracy_drop) ||
@@ -273,7 +286,9 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
                            options.model, result->version, result->tier, result->bytes, result->seconds, options.output_path);
     if (result->reconnects) out << "reconnected " << result->reconnects << " times\n";
     if (result->layers_refetched) out << "refetched " << result->layers_refetched << " layers that failed verification\n";
-    if (result->delta_layers) {
+    if (!result->coarse.tier.empty()) {
+      out << result->delta_layers << " layers refined " << result->coarse.tier << " as P pictures\n";
+    } else if (result->delta_layers) {
       out << result->delta_layers << " layers came as deltas on "
           << (options.base_dir.empty() ? "their bases, sent along" : "layers held in " + options.base_dir) << "\n";
     }

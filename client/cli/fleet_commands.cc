@@ -79,6 +79,7 @@ absl::Status RunAgent(const std::map<std::string, std::string>& flags, Client& c
   AgentOptions options{flag("--device-id"), flag("--dir"), List(flag("--models")), List(flag("--groups"))};
   options.tier.name = flag("--tier");
   options.int8_output = flags.count("--int8") > 0;
+  options.coarse_tier = flag("--progressive");
   if (!flag("--max-bytes").empty() && !absl::SimpleAtoi(flag("--max-bytes"), &options.tier.max_bytes)) {
     return absl::InvalidArgumentError("--max-bytes needs a number");
   }

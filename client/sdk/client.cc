@@ -3,6 +3,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -20,6 +21,7 @@
 #include "common/pack/delta_codec.h"
 #include "common/pack/layer_codec.h"
 #include "common/pack/packed_layer.h"
+#include "common/pack/tier.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast {
@@ -63,6 +65,15 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
     info.tiers.push_back(std::move(tier));
   }
   return info;
+}
+
+// Tensors by their position in the version (refinement manifests send them out of order).
+std::vector<RebuiltTensor> InTensorOrder(std::vector<std::pair<uint32_t, RebuiltTensor>> indexed) {
+  std::stable_sort(indexed.begin(), indexed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<RebuiltTensor> tensors;
+  tensors.reserve(indexed.size());
+  for (auto& [index, tensor] : indexed) tensors.push_back(std::move(tensor));
+  return tensors;
 }
 
 // Decodes and verifies received layers on worker threads while the stream goes on.
@@ -325,12 +336,22 @@ class GrpcClient final : public Client {
     bool version_changed = false;
     BaseStore* bases = nullptr;
     std::chrono::steady_clock::time_point start;
+    // Progressive pulls: the coarse model is complete when the layers before the first
+    // refinement layer are in; it is handed over once.
+    std::string coarse_tier;  // empty: not progressive
+    size_t first_refinement = 0;
+    bool coarse_attempted = false;
+    CoarseModel coarse;       // tier set once handed over
+    absl::Status failure;     // a local failure that ended the stream (not retried)
   };
   // Reads the stream from (layer, offset), handing complete layers to the pool (bases sent
   // along go to the base store). `only_layer` >= 0: that layer alone.
   grpc::Status Stream(const PullOptions& options, PullState* state, int only_layer = -1);
   // A pull with the held bases of `bases`; the decoded tensors (bases sent along excluded).
   absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullOptions& options, PullState* state, PullResult* result);
+  // Progressive pulls: decodes what has arrived of the coarse model, writes it and calls
+  // on_coarse. Errors: the coarse model could not be written.
+  absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
 
   const ConnectOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
@@ -351,7 +372,9 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, PullState* state, in
   std::vector<std::string>& layers = state->layers;
   request.set_resume_layer(static_cast<uint32_t>(state->layer));
   request.set_resume_offset(state->layer < layers.size() ? layers[state->layer].size() : 0);
-  for (std::string& held : state->bases->HeldRaw()) request.add_held_blob_sha256(std::move(held));
+  if (state->coarse_tier.empty()) {
+    for (std::string& held : state->bases->HeldRaw()) request.add_held_blob_sha256(std::move(held));
+  }
   auto reader = (options.max_bytes_per_second > 0 ? paced_distribution_ : distribution_)->Pull(&context, request);
   v1::PullResponse response;
   PullProgress& progress = state->progress;
@@ -368,6 +391,14 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, PullState* state, in
         progress.layers_total = state->manifest.layers_size();
         state->pool = std::make_unique<DecodePool>(options.decode_threads, layers.size(), !options.pipelined,
                                                    state->bases);
+        state->first_refinement = layers.size();
+        for (int i = 0; i < state->manifest.layers_size(); ++i) {
+          const v1::ManifestLayer& layer = state->manifest.layers(i);
+          if (!layer.is_base() && !layer.base_blob_sha256().empty()) {  // a refinement of a base entry
+            state->first_refinement = static_cast<size_t>(i);
+            break;
+          }
+        }
       } else if (response.manifest().SerializeAsString() != state->manifest.SerializeAsString()) {
         state->version_changed = true;  // never mix two versions' layers
         context.TryCancel();
@@ -404,12 +435,21 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, PullState* state, in
                               absl::StrCat("the base of layer '", expected.name(), "' does not match its SHA-256"));
         }
         state->bases->Keep(digest, span);
+        if (!state->coarse_tier.empty()) state->pool->Submit(i, std::move(bytes), expected);  // a coarse layer
       } else {
         state->pool->Submit(i, std::move(bytes), expected);
       }
       bytes.clear();
       bytes.shrink_to_fit();
       ++state->layer;
+      if (!state->coarse_tier.empty() && !state->coarse_attempted && state->layer == state->first_refinement &&
+          only_layer < 0) {
+        state->failure = HandOverCoarse(options, state);
+        if (!state->failure.ok()) {
+          context.TryCancel();
+          break;
+        }
+      }
       if (only_layer >= 0) {
         context.TryCancel();
         break;
@@ -423,7 +463,9 @@ grpc::Status GrpcClient::Stream(const PullOptions& options, PullState* state, in
     }
   }
   grpc::Status status = reader->Finish();
-  if (state->version_changed || only_layer >= 0 || (options.cancel && options.cancel->load())) return grpc::Status::OK;
+  if (state->version_changed || only_layer >= 0 || (options.cancel && options.cancel->load()) || !state->failure.ok()) {
+    return grpc::Status::OK;
+  }
   return status;
 }
 
@@ -431,6 +473,7 @@ absl::StatusOr<std::vector<RebuiltTensor>> GrpcClient::PullOnce(const PullOption
                                                                 PullResult* result) {
   for (int attempt = 0;; ++attempt) {
     grpc::Status status = Stream(options, state);
+    RETURN_IF_ERROR(state->failure);
     if (state->version_changed) {
       return absl::AbortedError(absl::StrCat(options.model, "/", state->version, " changed during the pull"));
     }
@@ -444,7 +487,7 @@ absl::StatusOr<std::vector<RebuiltTensor>> GrpcClient::PullOnce(const PullOption
   }
   const v1::Manifest& manifest = state->manifest;
   std::vector<absl::StatusOr<RebuiltTensor>> decoded = state->pool->Finish();
-  std::vector<RebuiltTensor> tensors;
+  std::vector<std::pair<uint32_t, RebuiltTensor>> tensors;
   for (size_t i = 0; i < decoded.size(); ++i) {
     if (manifest.layers(i).is_base()) continue;
     const bool delta = manifest.layers(i).codec() == v1::LAYER_CODEC_HEVC_DELTA;
@@ -467,16 +510,51 @@ absl::StatusOr<std::vector<RebuiltTensor>> GrpcClient::PullOnce(const PullOption
       }
     }
     result->delta_layers += delta;
-    tensors.push_back(*std::move(decoded[i]));
+    tensors.emplace_back(manifest.layers(i).tensor_index(), *std::move(decoded[i]));
   }
   result->bytes = manifest.total_bytes();
-  return tensors;
+  result->coarse = state->coarse;
+  return InTensorOrder(std::move(tensors));
+}
+
+absl::Status GrpcClient::HandOverCoarse(const PullOptions& options, PullState* state) {
+  state->coarse_attempted = true;
+  std::vector<absl::StatusOr<RebuiltTensor>> decoded = state->pool->Finish();
+  std::vector<std::pair<uint32_t, RebuiltTensor>> tensors;
+  for (size_t i = 0; i < state->first_refinement; ++i) {
+    if (!decoded[i].ok()) {  // not usable: the pull goes on to the refined model, which refetches
+      std::fprintf(stderr, "weightcast: no coarse model: %s\n", std::string(decoded[i].status().message()).c_str());
+      return absl::OkStatus();
+    }
+    tensors.emplace_back(state->manifest.layers(static_cast<int>(i)).tensor_index(), *std::move(decoded[i]));
+  }
+  CoarseModel coarse{state->coarse_tier, options.coarse_output_path, state->progress.bytes_received,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - state->start).count()};
+  if (!coarse.output_path.empty()) {
+    RETURN_IF_ERROR(WriteCheckpoint(InTensorOrder(std::move(tensors)),
+                                    options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat, coarse.output_path));
+  }
+  state->coarse = coarse;
+  if (options.on_coarse) options.on_coarse(coarse);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const ModelInfo info, Describe(options.model, options.version));
-  ASSIGN_OR_RETURN(const std::string tier, SelectTier(info, options.tier));
+  ASSIGN_OR_RETURN(const std::string selected, SelectTier(info, options.tier));
+  std::string tier = selected, coarse_tier;
+  if (!options.coarse_tier.empty()) {
+    ASSIGN_OR_RETURN(const TierSpec coarse, ParseTier(options.coarse_tier));
+    if (coarse.qp <= 0 || !coarse.refines.empty() || coarse.picture_codec != LayerCodec::kHevc || coarse.lossless ||
+        coarse.budget_bytes > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("coarse tier '", options.coarse_tier, "' is not a qNN tier"));
+    }
+    if (auto refinement = RefinementTierName(options.coarse_tier, selected); refinement.ok()) {
+      tier = *refinement;
+      coarse_tier = options.coarse_tier;
+    }
+  }
   PullResult result{info.version, tier};
   BaseStore bases(options.base_dir);
   auto pull = [&] {
@@ -485,10 +563,12 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
     state.tier = tier;
     state.bases = &bases;
     state.start = start;
+    state.coarse_tier = coarse_tier;
     return PullOnce(options, &state, &result);
   };
   absl::StatusOr<std::vector<RebuiltTensor>> tensors = pull();
-  if (!tensors.ok() && !bases.HeldRaw().empty() && tensors.status().code() == absl::StatusCode::kDataLoss) {
+  if (!tensors.ok() && coarse_tier.empty() && !bases.HeldRaw().empty() &&
+      tensors.status().code() == absl::StatusCode::kDataLoss) {
     // A held base was missing or damaged: drop what was held and pull every layer whole.
     std::fprintf(stderr, "weightcast: %s; pulling %s/%s without deltas\n", std::string(tensors.status().message()).c_str(),
                  options.model.c_str(), info.version.c_str());

@@ -98,6 +98,14 @@ struct PullProgress {
   int reconnects = 0;
 };
 
+// The first, coarse model of a progressive pull, handed over while its refinement arrives.
+struct CoarseModel {
+  std::string tier;         // e.g. "q37"
+  std::string output_path;  // where it was written ("" when no coarse_output_path was given)
+  uint64_t bytes = 0;       // received up to this point (manifest layers, not protocol overhead)
+  double seconds = 0;       // since the pull began
+};
+
 struct PullOptions {
   std::string model;
   std::string version = "latest";
@@ -115,6 +123,16 @@ struct PullOptions {
   // on them; afterwards this pull's HEVC layers are kept there as bases for the next version.
   // A held layer that turns out damaged is deleted and the pull repeated whole. Empty: none.
   std::string base_dir;
+  // Progressive pulls: when the selected tier is a qNN finer than `coarse_tier` (a qNN tier of
+  // the ladder), the server sends `coarse_tier` first and then a refinement to the selected tier
+  // coded as P pictures on it (tier "<coarse>+<selected>"). As soon as every layer of the coarse
+  // model is verified it is written to `coarse_output_path` (if set; atomically, like the
+  // output) and `on_coarse` runs on the pulling thread; the pull goes on and ends with the
+  // refined model in `output_path`. Held bases are not offered in a progressive pull. When the
+  // selected tier is not finer than `coarse_tier`, the pull is a plain pull of it.
+  std::string coarse_tier;
+  std::string coarse_output_path;
+  std::function<void(const CoarseModel&)> on_coarse;
 };
 
 struct PullResult {
@@ -129,6 +147,8 @@ struct PullResult {
   // Hex SHA-256 of the layers in base_dir this version was decoded against or left there as
   // bases for the next: what to keep while it is installed (the rest may be deleted).
   std::vector<std::string> bases_needed;
+  // Progressive pulls: the coarse model handed over first (tier empty: none was).
+  CoarseModel coarse;
 };
 
 struct RegisterOptions {
