@@ -375,6 +375,61 @@ TEST(ServerEndToEnd, DiskFullDuringRegistrationIsResourceExhaustedAndLosesNothin
   }
 }
 
+TEST(ServerEndToEnd, DiskFullDuringEncodingFailsThatTierAndLosesNothing) {
+  const std::string dir = FreshDir("server_disk_full_encoding");
+  const std::string data = dir + "/data";
+  const std::vector<std::string> flags = {"--preset", "ultrafast", "--grace-seconds", "1"};
+  {
+    auto server = ServerProcess::Start(kServer, data, flags);
+    ASSERT_TRUE(server.ok()) << server.status();
+    RawClient client(server->address());
+    v1::RegisterModelResponse response;
+    ASSERT_TRUE(client.Register("mlp", "v1", "mlp.pt", &response, "lossless").ok());
+    ASSERT_TRUE(client.Register("big", "v1", "big.pt", &response, "q27").ok());
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  // The disk fills later: no file may grow past 1 MB, and big.weight's q27 layer is larger.
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
+  grpc::Status full;
+  {
+    auto server = ServerProcess::Start(kServer, data, flags, 1 << 20);
+    ASSERT_TRUE(server.ok()) << server.status();
+    RawClient client(server->address());
+    full = client.Pull("big", "v1", "q27", &manifest, &layers);
+    EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+    EXPECT_THAT(full.error_message(), HasSubstr("write failed"));
+    ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());  // what was stored survives
+    ExpectLayersVerify(manifest, layers);
+    v1::DescribeModelRequest describe;
+    describe.set_model("big");
+    describe.set_version("v1");
+    v1::ModelVersion described;
+    grpc::ClientContext context;
+    ASSERT_TRUE(client.admin->DescribeModel(&context, describe, &described).ok());
+    EXPECT_EQ(described.tiers(0).state(), v1::TierInfo::FAILED);
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  ExpectBlobStoreIntact(data);
+  EXPECT_TRUE(std::filesystem::is_empty(data + "/tmp"));
+  // With room again, the failed tier encodes on its next request.
+  auto server = ServerProcess::Start(kServer, data, flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient client(server->address());
+  ASSERT_TRUE(client.Pull("big", "v1", "q27", &manifest, &layers).ok());
+  ExpectLayersVerify(manifest, layers);
+  EXPECT_EQ(server->Stop(), 0);
+  ExpectBlobStoreIntact(data);
+  if (!HasFailure()) {
+    RecordReliability("the disk fills while a tier encodes (no file may grow past 1 MB; a 4096x2048 layer at q27)",
+                      absl::StrCat("the pull waiting for it gets RESOURCE_EXHAUSTED \"...",
+                                   full.error_message().substr(full.error_message().find("write failed")),
+                                   "\"; the tier is FAILED"),
+                      "the MLP registered before pulls and verifies; tmp/ emptied; blob hashes match; with room again the "
+                      "tier encodes and verifies");
+  }
+}
+
 TEST(ServerEndToEnd, CacheBudgetEvictsLeastRecentlyUsedTiersAndReencodesOnDemand) {
   const std::string dir = FreshDir("server_cache");
   // A 1-byte budget: only the pinned first tier and the tier encoded last stay.
