@@ -77,24 +77,34 @@ def through_server(build, work, name, a_path, b_path, policy_args, data):
         server.stop()
 
 
-def main():
+def parse_args(doc):
+    """BUILD_DIR WORK_DIR RESULTS.json from the command line (else the usage), and the test set."""
     if len(sys.argv) != 4:
-        print(__doc__)
+        print(doc)
         sys.exit(2)
-    build, work, results_path = sys.argv[1:]
-    models_dir = os.path.join(work, "models")
     torch.set_num_threads(os.cpu_count() or 1)
-    data = fashion.load("test")
+    return (*sys.argv[1:], fashion.load("test"))
+
+
+def policy_file(work, tag, name):
+    """The path of a JSON file with model NAME's layer policy in POLICIES (None: the default policy)."""
+    if not POLICIES[name]:
+        return None
+    path = os.path.join(work, f"{tag}-{name}.policy.json")
+    with open(path, "w") as f:
+        json.dump(POLICIES[name], f)
+    return path
+
+
+def main():
+    build, work, results_path, data = parse_args(__doc__)
+    models_dir = os.path.join(work, "models")
     results = []
-    for name, policy in POLICIES.items():
+    for name in POLICIES:
         base = os.path.join(models_dir, f"{name}.pt")
         fashion.train(name, base)
-        policy_args = []
-        if policy:
-            policy_path = os.path.join(work, f"delta-{name}.policy.json")
-            with open(policy_path, "w") as f:
-                json.dump(policy, f)
-            policy_args = [policy_path]
+        policy_path = policy_file(work, "delta", name)
+        policy_args = [policy_path] if policy_path else []
         a_top1, _ = fashion.accuracy(name, base, data)
         for label, steps in FINE_TUNES.items():
             b_path = os.path.join(models_dir, f"{name}.ft{steps}.pt")

@@ -591,8 +591,10 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
 
 absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector& selector) {
   if (!selector.name.empty()) {
+    // A refinement qC+qF is added to the version on its first request; qC must be in the ladder.
+    const std::string listed = ParseTier(selector.name).value_or(TierSpec{}).refines;
     for (const TierSummary& t : info.tiers) {
-      if (t.name == selector.name) return t.name;
+      if (t.name == selector.name || (!listed.empty() && t.name == listed)) return selector.name;
     }
     return absl::NotFoundError(absl::StrCat("tier '", selector.name, "' is not in the ladder of ", info.model, "/", info.version));
   }
