@@ -4,7 +4,8 @@
 usage: progressive.py BUILD_DIR WORK_DIR RESULTS.json
 
 For each reference model (trained and cached by fashion.py) weightcastd serves the ladder
-q22,q27,q32,q37 with every tier and the refinements encoded ahead (warm). Then, with the SDK's
+q22,q27,q32,q37 with every tier and the refinements encoded ahead (warm), and the same checkpoint
+as a second version whose coarse tier is a budget tier of q37's bytes (a QP per layer). Then, with the SDK's
 rate limit at 2 Mbit/s (`weightcast pull --limit 2`): the final tier pulled directly, and the
 same tier pulled progressively (`--progressive COARSE --coarse-out`): the coarse tier arrives
 first and is written as soon as it is verified, then the refinement (P pictures on the coarse
@@ -38,53 +39,61 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def wait_ready(server, name, tiers, seconds=900):
+def wait_ready(server, name, version, tiers, seconds=900):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        states = {t["name"]: t["state"] for t in json.loads(server.run("describe", name, "v1", "--json"))["tiers"]}
+        info = json.loads(server.run("describe", name, version, "--json"))
+        states = {t["name"]: t["state"] for t in info["tiers"]}
         if all(states.get(t) == "READY" for t in tiers):
-            return
+            return {t["name"]: t for t in info["tiers"]}
         if any(states.get(t) == "FAILED" for t in tiers):
-            raise RuntimeError(f"{name}: a tier failed: {states}")
+            raise RuntimeError(f"{name}/{version}: a tier failed: {states}")
         time.sleep(0.5)
-    raise RuntimeError(f"{name}: tiers not ready after {seconds} s")
+    raise RuntimeError(f"{name}/{version}: tiers not ready after {seconds} s")
+
+
+def compare(server, root, name, version, coarse, final, data):
+    """A direct and a progressive pull of FINAL at the rate limit, and a plain pull of COARSE."""
+    spec, tag = f"{name}@{version}", f"{coarse}-{final}"
+    direct_out, coarse_out, refined_out, plain_coarse = (os.path.join(root, f"{tag}-{k}.pt")
+                                                         for k in ("direct", "coarse", "refined", "plain-coarse"))
+    limit = ["--limit", str(LIMIT_MBIT)]
+    direct = PULLED.search(server.run("pull", spec, "--tier", final, *limit, "-o", direct_out))
+    text = server.run("pull", spec, "--tier", final, *limit, "--progressive", coarse, "--coarse-out", coarse_out,
+                      "-o", refined_out)
+    first, last = COARSE.search(text), PULLED.search(text)
+    server.run("pull", spec, "--tier", coarse, "-o", plain_coarse)
+    row = {"model": name, "coarse": coarse, "final": final, "refinement": last.group(1),
+           "direct_bytes": int(direct.group(2)), "direct_seconds": float(direct.group(3)),
+           "coarse_bytes": int(first.group(2)), "coarse_seconds": float(first.group(3)),
+           "refined_bytes": int(last.group(2)), "refined_seconds": float(last.group(3)),
+           "coarse_is_plain_pull": sha256(coarse_out) == sha256(plain_coarse)}
+    for key, path in (("direct", direct_out), ("coarse", coarse_out), ("refined", refined_out)):
+        row[f"{key}_top1"], _ = fashion.accuracy(name, path, data)
+    print(f"{name} {coarse}->{final} at {LIMIT_MBIT} Mbit/s: direct {row['direct_bytes']} B {row['direct_seconds']:.2f} s "
+          f"top-1 {row['direct_top1']:.2f}; coarse {row['coarse_bytes']} B {row['coarse_seconds']:.2f} s top-1 "
+          f"{row['coarse_top1']:.2f}; refined {row['refined_bytes']} B {row['refined_seconds']:.2f} s top-1 "
+          f"{row['refined_top1']:.2f}", flush=True)
+    return row
 
 
 def measure(build, work, name, path, policy_path, data):
+    """PAIRS on the qNN ladder, then a budget tier of q37's bytes refined to q22 (another version
+    of the same checkpoint, whose ladder holds that budget tier)."""
     root = os.path.join(work, "progressive", name)
     shutil.rmtree(root, ignore_errors=True)
     server = server_process.Weightcastd(build, os.path.join(root, "data"), "--workers", "2")
-    rows = []
     try:
         policy = ["--policy", policy_path] if policy_path else []
         server.run("register", name, "v1", path, "--ladder", "q22,q27,q32,q37", *policy)
         tiers = sorted({t for pair in PAIRS for t in pair}) + [f"{c}+{f}" for c, f in PAIRS]
         server.run("warm", name, "v1", *tiers)
-        wait_ready(server, name, tiers)
-        for coarse, final in PAIRS:
-            tag = f"{coarse}-{final}"
-            direct_out, coarse_out, refined_out = (os.path.join(root, f"{tag}-{k}.pt") for k in ("direct", "coarse", "refined"))
-            plain_coarse = os.path.join(root, f"{tag}-plain-coarse.pt")
-            direct = PULLED.search(server.run("pull", f"{name}@v1", "--tier", final, "--limit", str(LIMIT_MBIT),
-                                              "-o", direct_out))
-            text = server.run("pull", f"{name}@v1", "--tier", final, "--limit", str(LIMIT_MBIT), "--progressive", coarse,
-                              "--coarse-out", coarse_out, "-o", refined_out)
-            first, last = COARSE.search(text), PULLED.search(text)
-            server.run("pull", f"{name}@v1", "--tier", coarse, "-o", plain_coarse)
-            row = {"model": name, "coarse": coarse, "final": final, "refinement": last.group(1),
-                   "direct_bytes": int(direct.group(2)), "direct_seconds": float(direct.group(3)),
-                   "coarse_bytes": int(first.group(2)), "coarse_seconds": float(first.group(3)),
-                   "refined_bytes": int(last.group(2)), "refined_seconds": float(last.group(3)),
-                   "coarse_is_plain_pull": sha256(coarse_out) == sha256(plain_coarse)}
-            row["direct_top1"], _ = fashion.accuracy(name, direct_out, data)
-            row["coarse_top1"], _ = fashion.accuracy(name, coarse_out, data)
-            row["refined_top1"], _ = fashion.accuracy(name, refined_out, data)
-            print(f"{name} {coarse}->{final} at {LIMIT_MBIT} Mbit/s: direct {row['direct_bytes']} B {row['direct_seconds']:.2f} s "
-                  f"top-1 {row['direct_top1']:.2f}; coarse {row['coarse_bytes']} B {row['coarse_seconds']:.2f} s top-1 "
-                  f"{row['coarse_top1']:.2f}; refined {row['refined_bytes']} B {row['refined_seconds']:.2f} s top-1 "
-                  f"{row['refined_top1']:.2f}", flush=True)
-            rows.append(row)
-        return rows
+        budget = f"budget-{wait_ready(server, name, 'v1', tiers)['q37']['bytes']}"
+        server.run("register", name, "budget", path, "--ladder", f"{budget},q22", *policy)
+        server.run("warm", name, "budget", budget, "q22", f"{budget}+q22")
+        wait_ready(server, name, "budget", [budget, "q22", f"{budget}+q22"])
+        rows = [compare(server, root, name, "v1", coarse, final, data) for coarse, final in PAIRS]
+        return rows + [compare(server, root, name, "budget", budget, "q22", data)]
     finally:
         server.stop()
 

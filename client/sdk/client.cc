@@ -546,9 +546,9 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   std::string tier = selected, coarse_tier;
   if (!options.coarse_tier.empty()) {
     ASSIGN_OR_RETURN(const TierSpec coarse, ParseTier(options.coarse_tier));
-    if (coarse.qp <= 0 || !coarse.refines.empty() || coarse.picture_codec != LayerCodec::kHevc || coarse.lossless ||
-        coarse.budget_bytes > 0) {
-      return absl::InvalidArgumentError(absl::StrCat("coarse tier '", options.coarse_tier, "' is not a qNN tier"));
+    if ((coarse.qp <= 0 && coarse.budget_bytes == 0) || !coarse.refines.empty() ||
+        coarse.picture_codec != LayerCodec::kHevc || coarse.lossless) {
+      return absl::InvalidArgumentError(absl::StrCat("coarse tier '", options.coarse_tier, "' is not a qNN or budget-N tier"));
     }
     if (auto refinement = RefinementTierName(options.coarse_tier, selected); refinement.ok()) {
       tier = *refinement;

@@ -1,9 +1,12 @@
 #include "common/pack/tier.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "common/base/status_macros.h"
 
@@ -25,11 +28,13 @@ int PlainQp(absl::string_view name) {
 
 absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine) {
   const int coarse_qp = PlainQp(coarse), fine_qp = PlainQp(fine);
-  if (coarse_qp < 0 || fine_qp < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from one qNN tier to another, not '", coarse,
-                                                   "' to '", fine, "'"));
+  const bool budget = coarse_qp < 0 && absl::StartsWith(coarse, "budget-") && coarse.find('+') == absl::string_view::npos &&
+                      ParseTier(coarse).ok();
+  if ((coarse_qp < 0 && !budget) || fine_qp < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from a qNN or budget-N tier to a qNN tier, not '",
+                                                   coarse, "' to '", fine, "'"));
   }
-  if (coarse_qp <= fine_qp) {
+  if (!budget && coarse_qp <= fine_qp) {
     return absl::InvalidArgumentError(absl::StrCat("refinement '", coarse, "+", fine, "': the first tier must be the coarser",
                                                    " (higher QP) of the two"));
   }
@@ -60,7 +65,7 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
     RETURN_IF_ERROR(RefinementTierName(coarse, fine).status());
     tier.qp = PlainQp(fine);
     tier.refines = std::string(coarse);
-    tier.refines_qp = PlainQp(coarse);
+    tier.refines_qp = std::max(0, PlainQp(coarse));
     return tier;
   }
   absl::string_view size = name;
@@ -82,7 +87,7 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat("tier '", name,
                                                  "' is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
-                                                 "lossless, hevc-lossless, int8, qC+qF (a refinement)"));
+                                                 "lossless, hevc-lossless, int8, C+qF (a refinement of C, a qNN or budget-N tier)"));
 }
 
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {

@@ -21,9 +21,10 @@ struct TierSpec {
   int qp = 0;                                    // HEVC tiers
   bool lossless = false;                         // HEVC lossless tier
   uint64_t budget_bytes = 0;  // budget tiers: the whole model's packed bytes; the QP is per layer
-  // Refinement tiers ("q37+q22"): each picture layer is P pictures at `qp` predicted from the
-  // same version's layer at the coarser tier `refines` (QP `refines_qp`), which a client
-  // receives first and can use while the refinement arrives. Empty: not a refinement.
+  // Refinement tiers ("q37+q22", "budget-100k+q22"): each picture layer is P pictures at `qp`
+  // (or finer) predicted from the same version's layer at the coarser tier `refines` (a qNN
+  // tier of QP `refines_qp`, or a budget tier: 0, a QP per layer), which a client receives
+  // first and can use while the refinement arrives. Empty: not a refinement.
   std::string refines;
   int refines_qp = 0;
 };
@@ -31,11 +32,11 @@ struct TierSpec {
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
 
 // "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal units),
-// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "qC+qF" (a refinement of qC to
-// qF; C > F).
+// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF" (a refinement of C, a
+// qNN tier of a QP above F or a budget-N tier, to qF).
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // The refinement tier that brings `coarse` to `fine` ("q37", "q22" -> "q37+q22"). INVALID_ARGUMENT
-// unless both are qNN tiers and `coarse` has the higher QP.
+// unless `fine` is a qNN tier and `coarse` a qNN tier of a higher QP or a budget-N tier.
 absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine);
 // A comma-separated list of tier names; names must not repeat.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);

@@ -43,9 +43,15 @@ TEST(Tier, ParsesRefinementsOfACoarseTier) {
   EXPECT_EQ(tier->picture_codec, LayerCodec::kHevc);
   EXPECT_TRUE(ParseTier("q22")->refines.empty());
   EXPECT_EQ(RefinementTierName("q32", "q27").value(), "q32+q27");
+  auto budget = ParseTier("budget-100k+q22");
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->refines, "budget-100k");
+  EXPECT_EQ(budget->refines_qp, 0);  // a QP per layer
+  EXPECT_EQ(budget->qp, 22);
   EXPECT_THAT(std::string(ParseTier("q22+q37").status().message()), HasSubstr("coarser"));
   EXPECT_THAT(std::string(ParseTier("q27+q27").status().message()), HasSubstr("coarser"));
-  for (const char* bad : {"q37+", "+q22", "lossless+q22", "q37+budget-2m", "q37+q22+q12", "q+q2", "q-1"}) {
+  for (const char* bad : {"q37+", "+q22", "lossless+q22", "q37+budget-2m", "q37+q22+q12", "q+q2", "q-1",
+                          "budget-x+q22", "q22+budget-1m"}) {
     EXPECT_EQ(ParseTier(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }

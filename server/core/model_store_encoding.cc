@@ -147,6 +147,14 @@ bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
 absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<Encoding>& encoding, size_t index,
                                                           int qp) {
   const Tensor& tensor = encoding->model->tensors[index];
+  if (!encoding->tier.refines.empty() && index < encoding->base_layers.size()) {
+    // A refinement keeps a coarse layer that is already as fine as the tier (a budget tier's).
+    const LayerRecord& coarse = encoding->base_layers[index];
+    if (coarse.name == tensor.name && coarse.qp > 0 && coarse.qp <= encoding->tier.qp && coarse.base_blob_sha256.empty() &&
+        FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
+      return coarse;
+    }
+  }
   LayerEncodeOptions base_options;
   base_options.hevc.preset = options_.x265_preset;
   base_options.threads = 1;  // the pool is the parallelism
@@ -176,13 +184,13 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
     auto base_layer = base_bytes.ok() ? ParsePackedLayer(*base_bytes, &consumed) : base_bytes.status();
     const bool refinement = !tier.refines.empty();
     const bool usable = base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
-                        (refinement ? FollowsTierQp(tensor, encoding->policy, tier) && base_layer->qp == tier.refines_qp
+                        (refinement ? FollowsTierQp(tensor, encoding->policy, tier) && base_layer->qp > tier.qp
                                     : base_layer->qp == options.hevc.qp);
     if (usable) {
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
                        EncodeMatchedLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor,
                                                layer.fidelity.sqnr_db, bytes.size(), /*threads=*/1,
-                                               refinement ? tier.qp - tier.refines_qp : 0));
+                                               refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
         std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
