@@ -33,8 +33,8 @@ struct AgentOptions {
   std::vector<std::string> groups;
   TierSelector tier;  // when the server names no tier
   bool int8_output = false;
-  // Progressive pulls (PullOptions::coarse_tier): install this qNN tier first, then the refined
-  // model. Empty: one install per version.
+  // Progressive pulls (PullOptions::coarse_tier): install this tier (qNN or budget-N) first,
+  // then the refined model. Empty: one install per version.
   std::string coarse_tier;
   absl::Duration min_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);

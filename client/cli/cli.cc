@@ -30,9 +30,10 @@ const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [-
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
-       [--progressive COARSE [--coarse-out PATH]]   progressive: the qNN tier COARSE arrives first
-       (written to PATH as soon as it is verified), then a refinement to the selected tier as
-       P pictures on it (tier COARSE+SELECTED); a plain pull when the selected tier is not finer
+       [--progressive COARSE [--coarse-out PATH]]   progressive: tier COARSE (qNN or budget-N)
+       arrives first (written to PATH as soon as it is verified), then a refinement to the
+       selected qNN tier as P pictures on it (tier COARSE+SELECTED); a plain pull when the
+       selected tier is not finer
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)

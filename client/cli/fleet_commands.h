@@ -20,8 +20,8 @@ inline constexpr char kFleetUsage[] =
   agent --device-id ID --dir DIR --models M1,M2 [--groups G1,G2] [--tier NAME | --max-bytes N]
        [--int8] [--progressive COARSE]   keep the models assigned to this device installed in DIR
                   (until SIGINT/SIGTERM); layers of installed versions are kept in DIR/MODEL/bases
-                  for delta pulls; --progressive installs the qNN tier COARSE first, then the
-                  assigned tier refined from it
+                  for delta pulls; --progressive installs tier COARSE (qNN or budget-N) first,
+                  then the assigned tier refined from it
 )";
 
 // True for the commands this file runs.

@@ -123,8 +123,8 @@ struct PullOptions {
   // on them; afterwards this pull's HEVC layers are kept there as bases for the next version.
   // A held layer that turns out damaged is deleted and the pull repeated whole. Empty: none.
   std::string base_dir;
-  // Progressive pulls: when the selected tier is a qNN finer than `coarse_tier` (a qNN tier of
-  // the ladder), the server sends `coarse_tier` first and then a refinement to the selected tier
+  // Progressive pulls: when the selected tier is a qNN finer than `coarse_tier` (a qNN or
+  // budget-N tier of the ladder), the server sends `coarse_tier` first and then a refinement to the selected tier
   // coded as P pictures on it (tier "<coarse>+<selected>"). As soon as every layer of the coarse
   // model is verified it is written to `coarse_output_path` (if set; atomically, like the
   // output) and `on_coarse` runs on the pulling thread; the pull goes on and ends with the
