@@ -199,7 +199,9 @@ def progressive_section(results):
            "`COARSE+FINAL`: the server sends the coarse tier first (its picture layers, then the layers coded on "
            "their own), and the SDK writes that model as soon as every layer of it is verified (**first usable**; "
            "the file is byte-identical to a plain pull of the coarse tier: ✓); then the picture layers of the final "
-           "tier coded as P pictures at the final QP predicted from the coarse pictures (**final**). Bytes are packed "
+           "tier coded as P pictures predicted from the coarse pictures, at the final QP or finer until each layer's "
+           "SQNR reaches the final tier's coded alone (the final tier's own layer where that is smaller) (**final**). "
+           "`budget-N` coarse tiers have the bytes of q37 with a QP per layer. Bytes are packed "
            "layer bytes, seconds are from the start of the pull (decode and file writes included), top-1 is "
            "measured in PyTorch on the 10,000 test images. The refined model is not bit-identical to the "
            "direct one (another coding of the same weights at the same QP), so its top-1 is given separately.", "",
