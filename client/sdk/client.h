@@ -72,7 +72,8 @@ struct ModelInfo {
 };
 
 // How to choose a tier. The first criterion set wins: name, then the others combined: the largest
-// READY tier that satisfies every bound given, or with max_accuracy_drop the smallest.
+// READY tier that satisfies every bound given, or with max_accuracy_drop the smallest (refinement
+// tiers "C+qF" only by name; PullOptions::coarse_tier pulls them progressively).
 struct TierSelector {
   std::string name;                 // e.g. "q27"
   uint64_t max_bytes = 0;           // "the largest tier that fits in 5 MB"

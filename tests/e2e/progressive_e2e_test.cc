@@ -89,6 +89,8 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
               static_cast<unsigned long long>(intra.bytes), refined->worst_sqnr_db, q22->worst_sqnr_db);
   EXPECT_GE(refined->worst_sqnr_db, q22->worst_sqnr_db);  // the fidelity q22 promises
 
+  // Tier selection by bounds never picks a refinement (its bytes leave out the coarse tier's).
+  EXPECT_EQ(SelectTier(info, {.max_bytes = refined->bytes}).value(), "q37");
   // A plain pull of the refinement tier (no hand-over) and a second progressive pull agree.
   ASSERT_TRUE(client->Pull({"cnn", "v1", {"q37+q22"}, dir + "/refined-plain.pt"}).ok());
   EXPECT_EQ(FileSha(dir + "/refined-plain.pt"), FileSha(dir + "/refined.pt"));
