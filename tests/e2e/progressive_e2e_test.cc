@@ -133,7 +133,7 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   EXPECT_TRUE(accuracy.has_value());
   EXPECT_EQ(server->Stop(), 0);
   if (!HasFailure()) {
-    RecordReliability("progressive pulls naming a coarse tier that is not qNN, or not in the ladder; a refinement "
+    RecordReliability("progressive pulls naming a coarse tier that is not qNN or budget-N, or not in the ladder; a refinement "
                       "from a finer to a coarser tier",
                       "INVALID_ARGUMENT naming the tier; NOT_FOUND naming the missing tier; NOT_FOUND",
                       "no tier added to the version; the refinement pulls byte-identically after a restart");
