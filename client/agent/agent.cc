@@ -159,7 +159,6 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
 
 absl::Status Agent::SwitchTo(const std::string& model_dir, const std::string& version, const std::string& current) {
   const fs::path dir(model_dir);
-  if (Installed(dir.parent_path().string(), dir.filename().string()) == version) return absl::OkStatus();
   RETURN_IF_ERROR(Relink(dir / "current", fs::path("versions") / version));
   if (!current.empty() && current != version) RETURN_IF_ERROR(Relink(dir / "previous", fs::path("versions") / current));
   return absl::OkStatus();

@@ -65,6 +65,7 @@ class Agent {
  private:
   absl::Status Install(const AssignmentInfo& assignment, const std::atomic<bool>& stop);
   // Points DIR/<model>/current at `version` (and previous at `current` when it is another).
+  // Idempotent: a refined install repeats what its coarse install did.
   static absl::Status SwitchTo(const std::string& model_dir, const std::string& version, const std::string& current);
   void CountFailure();
   void Report(const AssignmentInfo& assignment, const std::string& state, const std::string& reason,

@@ -137,7 +137,8 @@ class DecodePool {
       return DecodeLayerDelta(base, layer, 1);
     }
     ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, 1));
-    if (layer.codec == LayerCodec::kHevc && !layer.lossless) bases_->Store(span);  // the base of a later delta
+    // The base of a later delta (a base entry of a progressive pull is kept already).
+    if (layer.codec == LayerCodec::kHevc && !layer.lossless && !job.expected.is_base()) bases_->Store(span);
     return tensor;
   }
 
@@ -546,8 +547,7 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   std::string tier = selected, coarse_tier;
   if (!options.coarse_tier.empty()) {
     ASSIGN_OR_RETURN(const TierSpec coarse, ParseTier(options.coarse_tier));
-    if ((coarse.qp <= 0 && coarse.budget_bytes == 0) || !coarse.refines.empty() ||
-        coarse.picture_codec != LayerCodec::kHevc || coarse.lossless) {
+    if (!CanBeRefined(coarse)) {
       return absl::InvalidArgumentError(absl::StrCat("coarse tier '", options.coarse_tier, "' is not a qNN or budget-N tier"));
     }
     if (auto refinement = RefinementTierName(options.coarse_tier, selected); refinement.ok()) {

@@ -1,12 +1,9 @@
 #include "common/pack/tier.h"
 
-#include <algorithm>
-
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "common/base/status_macros.h"
 
@@ -26,15 +23,19 @@ int PlainQp(absl::string_view name) {
 
 }  // namespace
 
+bool CanBeRefined(const TierSpec& coarse) {
+  return coarse.picture_codec == LayerCodec::kHevc && !coarse.lossless && coarse.refines.empty() &&
+         (coarse.qp > 0 || coarse.budget_bytes > 0);
+}
+
 absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine) {
-  const int coarse_qp = PlainQp(coarse), fine_qp = PlainQp(fine);
-  const bool budget = coarse_qp < 0 && absl::StartsWith(coarse, "budget-") && coarse.find('+') == absl::string_view::npos &&
-                      ParseTier(coarse).ok();
-  if ((coarse_qp < 0 && !budget) || fine_qp < 0) {
+  const absl::StatusOr<TierSpec> spec = ParseTier(coarse);
+  const int fine_qp = PlainQp(fine);
+  if (!spec.ok() || !CanBeRefined(*spec) || fine_qp < 0) {
     return absl::InvalidArgumentError(absl::StrCat("a refinement goes from a qNN or budget-N tier to a qNN tier, not '",
                                                    coarse, "' to '", fine, "'"));
   }
-  if (!budget && coarse_qp <= fine_qp) {
+  if (spec->budget_bytes == 0 && spec->qp <= fine_qp) {
     return absl::InvalidArgumentError(absl::StrCat("refinement '", coarse, "+", fine, "': the first tier must be the coarser",
                                                    " (higher QP) of the two"));
   }
@@ -65,7 +66,6 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
     RETURN_IF_ERROR(RefinementTierName(coarse, fine).status());
     tier.qp = PlainQp(fine);
     tier.refines = std::string(coarse);
-    tier.refines_qp = std::max(0, PlainQp(coarse));
     return tier;
   }
   absl::string_view size = name;

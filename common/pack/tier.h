@@ -22,11 +22,10 @@ struct TierSpec {
   bool lossless = false;                         // HEVC lossless tier
   uint64_t budget_bytes = 0;  // budget tiers: the whole model's packed bytes; the QP is per layer
   // Refinement tiers ("q37+q22", "budget-100k+q22"): each picture layer is P pictures at `qp`
-  // (or finer) predicted from the same version's layer at the coarser tier `refines` (a qNN
-  // tier of QP `refines_qp`, or a budget tier: 0, a QP per layer), which a client receives
-  // first and can use while the refinement arrives. Empty: not a refinement.
+  // (or finer) predicted from the same version's layer at the coarser tier `refines` (qNN or
+  // budget-N), which a client receives first and can use while the refinement arrives. Empty:
+  // not a refinement.
   std::string refines;
-  int refines_qp = 0;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
@@ -38,6 +37,8 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // The refinement tier that brings `coarse` to `fine` ("q37", "q22" -> "q37+q22"). INVALID_ARGUMENT
 // unless `fine` is a qNN tier and `coarse` a qNN tier of a higher QP or a budget-N tier.
 absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine);
+// True for a tier a refinement can start from: a lossy qNN tier (N > 0) or a budget-N tier.
+bool CanBeRefined(const TierSpec& coarse);
 // A comma-separated list of tier names; names must not repeat.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);
 

@@ -39,14 +39,12 @@ TEST(Tier, ParsesRefinementsOfACoarseTier) {
   ASSERT_TRUE(tier.ok()) << tier.status();
   EXPECT_EQ(tier->qp, 22);
   EXPECT_EQ(tier->refines, "q37");
-  EXPECT_EQ(tier->refines_qp, 37);
   EXPECT_EQ(tier->picture_codec, LayerCodec::kHevc);
   EXPECT_TRUE(ParseTier("q22")->refines.empty());
   EXPECT_EQ(RefinementTierName("q32", "q27").value(), "q32+q27");
   auto budget = ParseTier("budget-100k+q22");
   ASSERT_TRUE(budget.ok()) << budget.status();
   EXPECT_EQ(budget->refines, "budget-100k");
-  EXPECT_EQ(budget->refines_qp, 0);  // a QP per layer
   EXPECT_EQ(budget->qp, 22);
   EXPECT_THAT(std::string(ParseTier("q22+q37").status().message()), HasSubstr("coarser"));
   EXPECT_THAT(std::string(ParseTier("q27+q27").status().message()), HasSubstr("coarser"));
