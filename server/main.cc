@@ -1,9 +1,11 @@
 // weightcastd: flags and lifecycle only. The work is in core/ (ModelStore) and rpc/ (services).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -17,6 +19,7 @@
 #include "server/core/model_store.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/metrics.h"
+#include "server/rpc/health_service.h"
 #include "server/rpc/services.h"
 
 namespace {
@@ -34,21 +37,28 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
+  --max-tiers N        most tiers one version may have, its ladder and the refinements added
+                       on request together (default 32, at most 256)
   --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600)
   --pull-seconds N     longest a Pull stream may take (default 3600; clients resume where
                        they stopped). Past either: DEADLINE_EXCEEDED naming the flag; a client
                        that stopped reading or sending is cancelled min(N, 5) seconds later
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
-  --max-streams-per-client N  concurrent Pull and Watch streams one client (its token, else
-                       its IP address) may hold (default 256; RESOURCE_EXHAUSTED beyond)
+  --max-streams-per-client N  concurrent Pull, Watch and health Watch streams one client (its
+                       token when --tokens is set, else its IP address) may hold (default 256;
+                       RESOURCE_EXHAUSTED beyond)
   --keepalive-seconds N  a Watch stream with nothing to say sends a keepalive this often
                        (default 15)
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE       ...and this PEM private key
   --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
-  --tokens FILE        require bearer tokens: lines "admin|device SHA256-HEX [name]"; admin
-                       tokens may call everything, device tokens pulls, manifests, watches,
-                       status reports, list and describe (UNAUTHENTICATED / PERMISSION_DENIED)
+  --tokens FILE        require bearer tokens: lines "admin|device SHA256-HEX [name]
+                       [devices=ID,PREFIX*,...]"; admin tokens may call everything, device
+                       tokens pulls, manifests, list and describe, and watches and status
+                       reports as the devices listed (UNAUTHENTICATED / PERMISSION_DENIED);
+                       health and reflection need no token
+  --no-reflection      do not serve gRPC server reflection (it lists the services and
+                       messages to anyone who connects)
   --hash-token TOKEN   print the tokens-file line of TOKEN (as a device token) and exit
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
@@ -68,6 +78,7 @@ struct Flags {
   int pull_seconds = 3600;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens;
+  bool reflection = true;
 };
 
 bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
@@ -138,6 +149,14 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
         *error = arg + " needs a count >= 1";
         return false;
       }
+    } else if (arg == "--no-reflection") {
+      flags->reflection = false;
+    } else if (arg == "--max-tiers") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tiers) || flags->store.max_tiers < 1 ||
+          flags->store.max_tiers > weightcast::kMaxLadderTiers) {
+        *error = "--max-tiers needs a count within 1..256";
+        return false;
+      }
     } else if (arg == "--tokens") {
       if (!value(&flags->tokens)) return false;
     } else if (arg == "--grace-seconds") {
@@ -152,6 +171,18 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
   }
   return true;
 }
+
+// Linking gRPC's reflection library registers its plugin with every ServerBuilder; this option
+// takes it out again (--no-reflection).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const auto& plugin) { return plugin->name() == "proto_server_reflection"; }),
+                   plugins->end());
+  }
+};
 
 }  // namespace
 
@@ -244,7 +275,7 @@ int main(int argc, char** argv) {
     }
     return samples;
   });
-  weightcast::StreamLimiter limiter(flags.max_streams_per_client);
+  weightcast::StreamLimiter limiter(flags.max_streams_per_client, /*tokens_checked=*/auth != nullptr);
   weightcast::CallDeadlines deadlines;
   const weightcast::RpcLimits limits{flags.max_upload_bytes, auth.get(), &limiter, &deadlines,
                                      absl::Seconds(flags.upload_seconds), absl::Seconds(flags.pull_seconds)};
@@ -256,7 +287,7 @@ int main(int argc, char** argv) {
                        });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
   weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
-  grpc::EnableDefaultHealthCheckService(true);
+  weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
@@ -281,25 +312,28 @@ int main(int argc, char** argv) {
     }
     credentials = grpc::SslServerCredentials(ssl);
   }
+  if (!flags.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   builder.AddListeningPort(flags.listen, credentials, &port);
   builder.RegisterService(&admin);
   builder.RegisterService(&distribution);
+  builder.RegisterService(&health);
   builder.SetMaxReceiveMessageSize(8 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::cerr << "weightcastd: cannot listen on " << flags.listen << "\n";
     return 1;
   }
-  server->GetHealthCheckService()->SetServingStatus(true);
+  health.SetServing(true);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   std::cout << "weightcastd listening on " << host << ":" << port << std::endl;
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
-  server->GetHealthCheckService()->SetServingStatus(false);
+  health.SetServing(false);
   distribution.Drain();
   fleet->Shutdown();     // Watch streams end now rather than at the grace deadline
+  health.Shutdown();     // and health Watch streams, having seen NOT_SERVING
   (*store)->Shutdown();  // waiting pulls get UNAVAILABLE
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(flags.grace_seconds));
   server->Wait();

@@ -158,7 +158,7 @@ def main():
                 variant = {"version": v["version"], "policy": info["layer_policy"], "tiers": tiers,
                            "server_reference": info["reference_accuracy"]}
                 if v.get("budget"):
-                    budgets = [f"budget-{t['bytes']}" for t in tiers if t["name"] in v["budget"]]
+                    budgets = [server_process.budget_tier(t['bytes']) for t in tiers if t["name"] in v["budget"]]
                     register(server, work, model, v["version"] + "-budget", budgets, v["policy"])
                     variant["budget_tiers"] = measure_tiers(server, work, model, v["version"] + "-budget", data)[1]
                     variant["requant"] = requant_baselines(model, float_state, tiers, data)

@@ -88,7 +88,7 @@ def measure(build, work, name, path, policy_path, data):
         server.run("register", name, "v1", path, "--ladder", "q22,q27,q32,q37", *policy)
         tiers = sorted({t for pair in PAIRS for t in pair}) + [f"{c}+{f}" for c, f in PAIRS]
         server.run("warm", name, "v1", *tiers)
-        budget = f"budget-{wait_ready(server, name, 'v1', tiers)['q37']['bytes']}"
+        budget = server_process.budget_tier(wait_ready(server, name, 'v1', tiers)['q37']['bytes'])
         server.run("register", name, "budget", path, "--ladder", f"{budget},q22", *policy)
         server.run("warm", name, "budget", budget, "q22", f"{budget}+q22")
         wait_ready(server, name, "budget", [budget, "q22", f"{budget}+q22"])

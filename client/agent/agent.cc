@@ -54,7 +54,10 @@ AgentStats Agent::stats() {
 void Agent::Report(const AssignmentInfo& a, const std::string& state, const std::string& reason, uint64_t bytes,
                    double seconds) {
   // Best effort: a report lost with the connection is made again when the watch comes back.
-  client_->ReportStatus({options_.device_id, a.model, a.version, a.tier, state, reason, bytes, seconds}).IgnoreError();
+  // The server keeps at most 1 KiB of reason.
+  constexpr size_t kMaxReason = 1024;
+  client_->ReportStatus({options_.device_id, a.model, a.version, a.tier, state, reason.substr(0, kMaxReason), bytes, seconds})
+      .IgnoreError();
 }
 
 void Agent::CountFailure() {

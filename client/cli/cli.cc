@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <streambuf>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -12,6 +13,7 @@
 #include "client/cli/fleet_commands.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
+#include "common/base/printable.h"
 #include "nlohmann/json.hpp"
 
 namespace weightcast {
@@ -155,7 +157,45 @@ std::string Bar(const PullProgress& p) {
                          p.layers_total, p.decode_backlog);
 }
 
-absl::Status Run(const std::string& command, const Args& args, Client& client, std::ostream& out, bool terminal) {
+// What the CLI prints goes through this to `sink`, made TerminalSafe: model names, versions,
+// descriptions and error messages from a server cannot move the cursor, clear the screen or
+// retitle the terminal. Text is passed on a line at a time and on flush.
+class TerminalSafeBuffer : public std::streambuf {
+ public:
+  explicit TerminalSafeBuffer(std::ostream& sink) : sink_(sink) {}
+  ~TerminalSafeBuffer() override { sync(); }
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    pending_ += traits_type::to_char_type(c);
+    if (c == '\n') Emit();
+    return c;
+  }
+  std::streamsize xsputn(const char* text, std::streamsize n) override {
+    pending_.append(text, static_cast<size_t>(n));
+    if (pending_.find('\n') != std::string::npos) Emit();
+    return n;
+  }
+  int sync() override {
+    Emit();
+    sink_.flush();
+    return 0;
+  }
+
+ private:
+  void Emit() {
+    sink_ << TerminalSafe(pending_);
+    pending_.clear();
+  }
+
+  std::ostream& sink_;
+  std::string pending_;
+};
+
+// `progress`: where the terminal progress bar goes (unfiltered: it rewrites its line with '\r').
+absl::Status Run(const std::string& command, const Args& args, Client& client, std::ostream& out,
+                 std::ostream& progress, bool terminal) {
   const auto& pos = args.positional;
   auto flag = [&](const std::string& name, const std::string& fallback = "") {
     auto it = args.flags.find(name);
@@ -271,7 +311,8 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     int last_percent = -1;
     options.progress = [&](const PullProgress& p) {
       if (terminal) {
-        out << Bar(p) << std::flush;
+        out << std::flush;
+        progress << Bar(p) << std::flush;
         return;
       }
       const int percent = p.total_bytes ? static_cast<int>(100 * p.bytes_received / p.total_bytes) : 0;
@@ -347,9 +388,12 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& 
     err << "weightcast: " << client.status().message() << "\n";
     return kExitNetwork;
   }
-  const absl::Status status = Run(command, args, **client, out, terminal);
+  TerminalSafeBuffer safe_out_buffer(out), safe_err_buffer(err);
+  std::ostream safe_out(&safe_out_buffer), safe_err(&safe_err_buffer);
+  const absl::Status status = Run(command, args, **client, safe_out, out, terminal);
+  safe_out.flush();
   if (!status.ok()) {
-    err << "weightcast " << command << ": " << status.message() << "\n";
+    safe_err << "weightcast " << command << ": " << status.message() << "\n" << std::flush;
     if (status.code() == absl::StatusCode::kInvalidArgument && status.message().find("unknown command") == 0) err << "\n" << kUsage;
   }
   return ExitCode(status);

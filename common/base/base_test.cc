@@ -1,7 +1,9 @@
 #include <atomic>
 #include <vector>
 
+#include "common/base/names.h"
 #include "common/base/parallel_for.h"
+#include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "gmock/gmock.h"
@@ -62,6 +64,26 @@ absl::StatusOr<int> Quarter(int x) {
 TEST(StatusMacros, PropagateErrorsAndValues) {
   EXPECT_EQ(Quarter(8).value(), 2);
   EXPECT_EQ(Quarter(6).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Printable, EscapesControlCharactersAndBrokenUtf8AndKeepsTheRest) {
+  EXPECT_EQ(Printable("v1.2_ok-\xc3\xa9\xe2\x82\xac"), "v1.2_ok-\xc3\xa9\xe2\x82\xac");  // é €: valid UTF-8
+  EXPECT_EQ(Printable(std::string("a\x1b[2J\0b\n", 8)), "a\\x1b[2J\\x00b\\x0a");
+  EXPECT_EQ(Printable("\xc2\x9b" "31m"), "\\xc2\\x9b31m");  // C1 CSI
+  EXPECT_EQ(Printable("\xff\xc3"), "\\xff\\xc3");              // not UTF-8; a cut sequence
+  EXPECT_EQ(Printable("\xc0\xaf"), "\\xc0\\xaf");              // overlong '/'
+  EXPECT_EQ(Printable("back\\slash"), "back\\\\slash");       // escapes stay unambiguous
+}
+
+TEST(Printable, EchoIsBoundedAndMarked) {
+  EXPECT_EQ(Echo("q22"), "'q22'");
+  const std::string huge(7000000, 'm');
+  const std::string echoed = Echo(huge);
+  EXPECT_EQ(echoed, "'" + std::string(kMaxEchoBytes, 'm') + "'... (7000000 bytes)");
+  const absl::Status status = CheckName("model name", huge + "/", 64);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(status.message().size(), 100u);
+  EXPECT_LT(CheckName("model name", "a/" + huge, 1 << 30).message().size(), kMaxEchoBytes + 100);
 }
 
 }  // namespace

@@ -8,18 +8,19 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/base/printable.h"
 
 namespace weightcast {
 
 // INVALID_ARGUMENT naming `what` (e.g. "model name") when `name` is empty, longer than
-// `max_size`, or holds another character.
+// `max_size`, or holds another character (the name echoed bounded and printable).
 inline absl::Status CheckName(absl::string_view what, absl::string_view name, size_t max_size) {
   if (name.empty() || name.size() > max_size) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " must be 1-", max_size, " characters"));
+    return absl::InvalidArgumentError(absl::StrCat(what, " must be 1-", max_size, " characters, not ", name.size()));
   }
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat(what, " '", name, "' may hold only letters, digits, '.', '_', '-'"));
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat(what, " ", Echo(name), " may hold only letters, digits, '.', '_', '-'"));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/base/printable.h"
 #include "common/base/status_macros.h"
 
 namespace weightcast {
@@ -32,17 +33,28 @@ absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::s
   const absl::StatusOr<TierSpec> spec = ParseTier(coarse);
   const int fine_qp = PlainQp(fine);
   if (!spec.ok() || !CanBeRefined(*spec) || fine_qp < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from a qNN or budget-N tier to a qNN tier, not '",
-                                                   coarse, "' to '", fine, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from a qNN or budget-N tier to a qNN tier, not ",
+                                                   Echo(coarse), " to ", Echo(fine)));
   }
   if (spec->budget_bytes == 0 && spec->qp <= fine_qp) {
-    return absl::InvalidArgumentError(absl::StrCat("refinement '", coarse, "+", fine, "': the first tier must be the coarser",
+    return absl::InvalidArgumentError(absl::StrCat("refinement ", Echo(absl::StrCat(coarse, "+", fine)), ": the first tier must be the coarser",
                                                    " (higher QP) of the two"));
   }
   return absl::StrCat(coarse, "+", fine);
 }
 
-absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
+std::string BudgetTierName(uint64_t bytes) {
+  for (const auto& [unit, suffix] : {std::pair<uint64_t, const char*>{1000000000, "g"}, {1000000, "m"}, {1000, "k"}}) {
+    if (bytes % unit == 0) return absl::StrCat("budget-", bytes / unit, suffix);
+  }
+  return absl::StrCat("budget-", bytes);
+}
+
+namespace {
+
+// The tier `name` denotes, with its canonical spelling in `name` (which may differ from the
+// argument: "q022" is "q22").
+absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
   TierSpec tier;
   tier.name = std::string(name);
   if (name == "lossless") {
@@ -59,14 +71,21 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
   }
   if (const int qp = PlainQp(name); qp >= 0) {
     tier.qp = qp;
+    tier.name = absl::StrCat("q", qp);
     return tier;
   }
   if (const size_t plus = name.find('+'); plus != absl::string_view::npos) {
     const absl::string_view coarse = name.substr(0, plus), fine = name.substr(plus + 1);
-    RETURN_IF_ERROR(RefinementTierName(coarse, fine).status());
-    tier.qp = PlainQp(fine);
-    tier.refines = std::string(coarse);
-    return tier;
+    absl::StatusOr<TierSpec> coarse_spec = ParseAnySpelling(coarse);
+    const int fine_qp = PlainQp(fine);
+    if (coarse_spec.ok() && fine_qp >= 0) {
+      RETURN_IF_ERROR(RefinementTierName(coarse_spec->name, absl::StrCat("q", fine_qp)).status());
+      tier.qp = fine_qp;
+      tier.refines = coarse_spec->name;
+      tier.name = absl::StrCat(tier.refines, "+q", fine_qp);
+      return tier;
+    }
+    return RefinementTierName(coarse, fine).status();  // names what is wrong
   }
   absl::string_view size = name;
   if (absl::ConsumePrefix(&size, "budget-") && !size.empty()) {
@@ -82,12 +101,27 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
     if (absl::SimpleAtod(size, &value) && value * unit >= 1 && value * unit < 1e15 &&
         size.find_first_not_of("0123456789.") == absl::string_view::npos) {
       tier.budget_bytes = static_cast<uint64_t>(value * unit);
+      tier.name = BudgetTierName(tier.budget_bytes);
       return tier;
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("tier '", name,
-                                                 "' is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
+  return absl::InvalidArgumentError(absl::StrCat("tier ", Echo(name),
+                                                 " is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
                                                  "lossless, hevc-lossless, int8, C+qF (a refinement of C, a qNN or budget-N tier)"));
+}
+
+}  // namespace
+
+absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
+  if (name.size() > kMaxTierNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a tier name is at most ", kMaxTierNameBytes, " characters; ", Echo(name), " is not a tier"));
+  }
+  ASSIGN_OR_RETURN(TierSpec tier, ParseAnySpelling(name));
+  if (tier.name != name) {
+    return absl::InvalidArgumentError(absl::StrCat("tier ", Echo(name), " is spelled '", tier.name, "'"));
+  }
+  return tier;
 }
 
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {
@@ -97,6 +131,9 @@ absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {
     ASSIGN_OR_RETURN(TierSpec tier, ParseTier(absl::StripAsciiWhitespace(name)));
     if (!seen.insert(tier.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("tier '", tier.name, "' is listed twice"));
+    }
+    if (tiers.size() == kMaxLadderTiers) {
+      return absl::InvalidArgumentError(absl::StrCat("a ladder holds at most ", kMaxLadderTiers, " tiers"));
     }
     tiers.push_back(std::move(tier));
   }

@@ -29,17 +29,24 @@ struct TierSpec {
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
+// Longest tier name; most tiers in one ladder (a server may set a lower cap: --max-tiers).
+inline constexpr size_t kMaxTierNameBytes = 64;
+inline constexpr size_t kMaxLadderTiers = 256;
 
 // "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal units),
 // "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF" (a refinement of C, a
-// qNN tier of a QP above F or a budget-N tier, to qF).
+// qNN tier of a QP above F or a budget-N tier, to qF). Each tier has one spelling: "q22", not
+// "q022"; budgets in the largest unit that divides them exactly ("budget-1500", "budget-2m", not
+// "budget-1.5k" or "budget-2000k"); another spelling is INVALID_ARGUMENT naming the canonical one.
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
+// The canonical name of the budget tier of `bytes` (> 0): "budget-2m", "budget-1500".
+std::string BudgetTierName(uint64_t bytes);
 // The refinement tier that brings `coarse` to `fine` ("q37", "q22" -> "q37+q22"). INVALID_ARGUMENT
 // unless `fine` is a qNN tier and `coarse` a qNN tier of a higher QP or a budget-N tier.
 absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine);
 // True for a tier a refinement can start from: a lossy qNN tier (N > 0) or a budget-N tier.
 bool CanBeRefined(const TierSpec& coarse);
-// A comma-separated list of tier names; names must not repeat.
+// A comma-separated list of tier names; names must not repeat; at most kMaxLadderTiers.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);
 
 }  // namespace weightcast

@@ -1,5 +1,6 @@
 #include "common/pack/tier.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -26,7 +27,7 @@ TEST(Tier, RejectsUnknownAndRepeatedNames) {
 
 TEST(Tier, ParsesByteBudgets) {
   EXPECT_EQ(ParseTier("budget-2m")->budget_bytes, 2000000u);
-  EXPECT_EQ(ParseTier("budget-1.5k")->budget_bytes, 1500u);
+  EXPECT_EQ(ParseTier("budget-1500")->budget_bytes, 1500u);
   EXPECT_EQ(ParseTier("budget-123456")->budget_bytes, 123456u);
   EXPECT_EQ(ParseTier("budget-2m")->picture_codec, LayerCodec::kHevc);
   for (const char* bad : {"budget-", "budget-0", "budget-m", "budget-2x", "budget--3k", "budget-1e3"}) {
@@ -52,6 +53,35 @@ TEST(Tier, ParsesRefinementsOfACoarseTier) {
                           "budget-x+q22", "q22+budget-1m"}) {
     EXPECT_EQ(ParseTier(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(Tier, EachTierHasOneSpellingAndOthersNameIt) {
+  const std::pair<const char*, const char*> respelled[] = {
+      {"q022", "q22"},         {"q00", "q0"},                   {"q27+q0022", "q27+q22"},
+      {"q037+q22", "q37+q22"}, {"budget-1.5k", "budget-1500"},  {"budget-2000k", "budget-2m"},
+      {"budget-0100k", "budget-100k"}, {"budget-1000000", "budget-1m"}, {"budget-100k+q022", "budget-100k+q22"},
+      {"budget-0.001g", "budget-1m"}};
+  for (const auto& [other, canonical] : respelled) {
+    const absl::Status status = ParseTier(other).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat("spelled '", canonical, "'"))) << other;
+    EXPECT_TRUE(ParseTier(canonical).ok()) << canonical;
+  }
+  EXPECT_EQ(BudgetTierName(2000000), "budget-2m");
+  EXPECT_EQ(BudgetTierName(123456), "budget-123456");
+  EXPECT_EQ(BudgetTierName(3000000000), "budget-3g");
+}
+
+TEST(Tier, LongNamesAndLaddersAreRefusedWithoutEchoingThemWhole) {
+  const std::string huge = "budget-" + std::string(100000, '0') + "1";
+  const absl::Status status = ParseTier(huge).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("at most 64 characters"));
+  EXPECT_LT(status.message().size(), 400u);
+  std::string ladder;
+  for (int qp = 0; qp <= 51; ++qp) absl::StrAppend(&ladder, "q", qp, ",");
+  for (int k = 1; k <= 300; ++k) absl::StrAppend(&ladder, "budget-", k, "k,");
+  EXPECT_THAT(std::string(ParseTierList(ladder).status().message()), HasSubstr("at most 256 tiers"));
 }
 
 }  // namespace

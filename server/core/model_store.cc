@@ -3,11 +3,14 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/base/names.h"
+#include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
@@ -24,6 +27,16 @@ absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
   return absl::OkStatus();
 }
 
+// The tiers of `ladder`; INVALID_ARGUMENT beyond `max_tiers`.
+absl::StatusOr<std::vector<TierSpec>> ParseLadder(const std::string& ladder, size_t max_tiers) {
+  ASSIGN_OR_RETURN(std::vector<TierSpec> tiers, ParseTierList(ladder));
+  if (tiers.size() > max_tiers) {
+    return absl::InvalidArgumentError(absl::StrCat("the ladder has ", tiers.size(), " tiers; this server allows at most ",
+                                                   max_tiers, " per version (--max-tiers)"));
+  }
+  return tiers;
+}
+
 }  // namespace
 
 int64_t ModelStore::NowSeconds() {
@@ -31,7 +44,7 @@ int64_t ModelStore::NowSeconds() {
 }
 
 absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreOptions& options) {
-  RETURN_IF_ERROR(ParseTierList(options.default_ladder).status());
+  RETURN_IF_ERROR(ParseLadder(options.default_ladder, options.max_tiers).status());
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
   if (error) return absl::UnavailableError(absl::StrCat(options.data_dir, ": ", error.message()));
@@ -79,18 +92,32 @@ absl::StatusOr<std::string> ModelStore::DefaultLadder() {
 }
 
 absl::Status ModelStore::SetDefaultLadder(const std::string& ladder) {
-  RETURN_IF_ERROR(ParseTierList(ladder).status());
+  RETURN_IF_ERROR(ParseLadder(ladder, options_.max_tiers).status());
   return registry_->SetSetting("default_ladder", ladder);
 }
 
 absl::StatusOr<VersionRecord> ModelStore::Register(const RegisterRequest& request, const std::string& upload_path) {
+  absl::StatusOr<VersionRecord> registered = RegisterFiles(request, upload_path);
+  if (registered.ok()) return registered;
+  // The caller learns which of its files was wrong, never where the server keeps it.
+  std::vector<std::pair<absl::string_view, absl::string_view>> names = {{upload_path, "the uploaded checkpoint"}};
+  if (!request.eval_module_path.empty()) names.push_back({request.eval_module_path, "the evaluation module"});
+  if (!request.eval_data_path.empty()) names.push_back({request.eval_data_path, "the evaluation data"});
+  const std::string message = absl::StrReplaceAll(registered.status().message(), names);
+  if (message == registered.status().message()) return registered;
+  std::fprintf(stderr, "weightcastd: register %s/%s: %s\n", Printable(request.model).c_str(),
+               Printable(request.version).c_str(), Printable(registered.status().message()).c_str());
+  return absl::Status(registered.status().code(), message);
+}
+
+absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(const RegisterRequest& request, const std::string& upload_path) {
   RETURN_IF_ERROR(CheckLabel("model name", request.model));
   RETURN_IF_ERROR(CheckLabel("version label", request.version));
   std::string ladder = request.ladder;
   if (ladder.empty()) {
     ASSIGN_OR_RETURN(ladder, DefaultLadder());
   }
-  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(ladder));
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseLadder(ladder, options_.max_tiers));
   ASSIGN_OR_RETURN(const LayerPolicy policy, ParseLayerPolicy(request.policy_json));
   if (registry_->GetVersion(request.model, request.version).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("model '", request.model, "' already has a version '", request.version, "'"));
@@ -235,12 +262,26 @@ absl::Status ModelStore::Delete(const std::string& model, const std::string& ver
   return absl::OkStatus();
 }
 
-absl::Status ModelStore::AddRefinementTier(const VersionRecord& version, const TierSpec& tier) {
+absl::Status ModelStore::AddRefinementTier(const VersionRecord& version, const TierSpec& tier, TierAccess access) {
   if (tier.refines.empty() || registry_->GetTier(version.id, tier.name).ok()) return absl::OkStatus();
   ASSIGN_OR_RETURN(const std::vector<TierSpec> ladder, ParseTierList(version.ladder));
-  if (std::none_of(ladder.begin(), ladder.end(), [&](const TierSpec& t) { return t.name == tier.refines; })) {
+  const auto in_ladder = [&](const std::string& name) {
+    return std::any_of(ladder.begin(), ladder.end(), [&](const TierSpec& t) { return t.name == name; });
+  };
+  if (!in_ladder(tier.refines)) {
     return absl::NotFoundError(absl::StrCat("refinement '", tier.name, "': tier '", tier.refines, "' is not in the ladder of ",
                                             version.model, "/", version.version));
+  }
+  if (access == TierAccess::kLadder && !in_ladder(absl::StrCat("q", tier.qp))) {
+    return absl::NotFoundError(absl::StrCat("tier '", tier.name, "' is not offered for ", version.model, "/", version.version,
+                                            ": refinements between two of its ladder tiers are (", version.ladder,
+                                            "); an operator may warm others"));
+  }
+  ASSIGN_OR_RETURN(const std::vector<TierRecord> tiers, registry_->GetTiers(version.id));
+  if (tiers.size() >= options_.max_tiers) {
+    return absl::ResourceExhaustedError(absl::StrCat(version.model, "/", version.version, " already has ", tiers.size(),
+                                                     " tiers; this server allows at most ", options_.max_tiers,
+                                                     " per version (--max-tiers)"));
   }
   return registry_->AddTier(version.id, tier.name);
 }
@@ -248,7 +289,9 @@ absl::Status ModelStore::AddRefinementTier(const VersionRecord& version, const T
 absl::Status ModelStore::Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) {
   ASSIGN_OR_RETURN(const VersionRecord record, registry_->GetVersion(model, version));
   for (const std::string& name : tiers) {
-    if (auto spec = ParseTier(name); spec.ok()) RETURN_IF_ERROR(AddRefinementTier(record, *spec));
+    if (registry_->GetTier(record.id, name).ok()) continue;
+    ASSIGN_OR_RETURN(const TierSpec spec, ParseTier(name));
+    RETURN_IF_ERROR(AddRefinementTier(record, spec, TierAccess::kAnyRefinement));
   }
   ASSIGN_OR_RETURN(const std::vector<TierRecord> ladder, registry_->GetTiers(record.id));
   for (const TierRecord& tier : ladder) {
@@ -265,16 +308,22 @@ absl::Status ModelStore::Warm(const std::string& model, const std::string& versi
 
 absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const std::string& version,
                                                   const std::string& tier_name,
-                                                  const absl::flat_hash_set<std::string>& held) {
+                                                  const absl::flat_hash_set<std::string>& held, TierAccess access) {
   ASSIGN_OR_RETURN(VersionRecord record, registry_->GetVersion(model, version));
   std::string tier = tier_name;
   if (tier.empty()) {
     ASSIGN_OR_RETURN(const std::vector<TierSpec> ladder, ParseTierList(record.ladder));
     tier = ladder.front().name;
   }
-  const TierSpec spec = ParseTier(tier).value_or(TierSpec{tier});  // unknown names: NOT_FOUND below
-  RETURN_IF_ERROR(AddRefinementTier(record, spec));
-  ASSIGN_OR_RETURN(TierRecord state, registry_->GetTier(record.id, tier));
+  absl::StatusOr<TierSpec> parsed = ParseTier(tier);
+  absl::StatusOr<TierRecord> known = registry_->GetTier(record.id, tier);
+  if (!known.ok() && absl::IsNotFound(known.status())) {
+    RETURN_IF_ERROR(parsed.status());  // another spelling of a tier, or none at all
+    RETURN_IF_ERROR(AddRefinementTier(record, *parsed, access));
+    known = registry_->GetTier(record.id, tier);
+  }
+  ASSIGN_OR_RETURN(TierRecord state, std::move(known));
+  const TierSpec spec = parsed.ok() ? *std::move(parsed) : TierSpec{tier};  // a tier stored before names were canonical
   if (options_.metrics) {
     state.state == TierState::kReady ? options_.metrics->RecordCacheHit() : options_.metrics->RecordCacheMiss();
   }

@@ -49,7 +49,15 @@ struct ModelStoreOptions {
   // Checkpoints with more tensors, or a tensor of more dimensions, are refused (INVALID_ARGUMENT).
   size_t max_tensors = 1 << 16;  // the packed model format's limit
   size_t max_tensor_rank = 8;
+  // Most tiers one version may have, ladder and added refinements together (each is an encoding
+  // stored on disk); a longer ladder is INVALID_ARGUMENT, one refinement more RESOURCE_EXHAUSTED.
+  size_t max_tiers = 32;
 };
+
+// Which tiers a request may add to a version. Devices may ask only for what the operator made
+// the version offer: its ladder, and refinements from one ladder tier to another. Operators may
+// add any refinement of a ladder tier.
+enum class TierAccess { kLadder, kAnyRefinement };
 
 struct RegisterRequest {
   std::string model;
@@ -98,11 +106,13 @@ class ModelStore {
 
   // The manifest of an encoded tier; encodes it first (and waits) if needed. `tier` empty: the
   // version's first tier; a refinement "qC+qF" of a ladder tier qC is added to the version on
-  // first request. `held`: blobs (hex SHA-256) the client holds; each delta layer whose base is
+  // first request when `access` allows it (NOT_FOUND otherwise; a name that is not a tier's
+  // canonical spelling is INVALID_ARGUMENT). `held`: blobs (hex SHA-256) the client holds; each delta layer whose base is
   // not among them is preceded by an entry for that base (is_base). In a refinement the base
   // entries come first, then the layers coded on their own, then the P-picture layers.
   absl::StatusOr<Manifest> GetManifest(const std::string& model, const std::string& version, const std::string& tier,
-                                       const absl::flat_hash_set<std::string>& held = {});
+                                       const absl::flat_hash_set<std::string>& held = {},
+                                       TierAccess access = TierAccess::kAnyRefinement);
 
   const BlobStore& blobs() const { return *blobs_; }
   const EncoderPool& pool() const { return *pool_; }
@@ -147,9 +157,12 @@ class ModelStore {
   // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
   std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
   void Prepare(std::shared_ptr<Encoding> encoding);
-  // Adds a refinement tier to the version when its coarse tier is in the ladder (NOT_FOUND if
-  // not); other tiers are left to the ladder.
-  absl::Status AddRefinementTier(const VersionRecord& version, const TierSpec& tier);
+  // Register without the rewriting of server paths in its errors.
+  absl::StatusOr<VersionRecord> RegisterFiles(const RegisterRequest& request, const std::string& upload_path);
+  // Adds a refinement tier to the version when its coarse tier is in the ladder and `access`
+  // allows it (NOT_FOUND if not; RESOURCE_EXHAUSTED past options_.max_tiers); other tiers are
+  // left to the ladder.
+  absl::Status AddRefinementTier(const VersionRecord& version, const TierSpec& tier, TierAccess access);
   // Loads what a delta tier codes against; false (no deltas) when the base tier did not encode.
   bool PrepareBase(const std::shared_ptr<Encoding>& encoding);
   // A layer job: the intra coding, or the delta on the base's layer when that is smaller.

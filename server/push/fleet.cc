@@ -4,8 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/names.h"
+#include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
+#include "common/pack/tier.h"
 
 namespace weightcast {
 namespace {
@@ -136,7 +138,18 @@ absl::Status Fleet::Report(DeviceRecord status) {
   if (status.state != "DOWNLOADING" && status.state != "INSTALLED" && status.state != "FAILED") {
     return absl::InvalidArgumentError("state must be DOWNLOADING, INSTALLED or FAILED");
   }
-  if (status.model.empty() || status.version.empty()) return absl::InvalidArgumentError("model and version are required");
+  RETURN_IF_ERROR(CheckName("model", status.model, 64));
+  RETURN_IF_ERROR(CheckName("version", status.version, 64));
+  if (!status.tier.empty()) RETURN_IF_ERROR(ParseTier(status.tier).status());
+  if (status.reason.size() > kMaxReportReasonBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("reason is ", status.reason.size(), " bytes; at most ",
+                                                   kMaxReportReasonBytes, " are kept"));
+  }
+  status.reason = Printable(status.reason);  // stored as it will be shown
+  if (status.reason.size() > kMaxReportReasonBytes) status.reason.resize(kMaxReportReasonBytes);
+  if (absl::Status known = version_exists_(status.model, status.version); !known.ok()) {
+    return absl::Status(known.code(), absl::StrCat("a report about ", status.model, "/", status.version, ": ", known.message()));
+  }
   status.updated_unix_seconds = NowSeconds();
   return registry_->PutDevice(status);
 }
@@ -171,7 +184,7 @@ absl::StatusOr<RolloutView> Fleet::Change(const std::string& model,
                                           const std::function<absl::Status(RolloutRecord&)>& edit) {
   absl::MutexLock lock(&mu_);
   auto it = rollouts_.find(model);
-  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model '", model, "' has no rollout"));
+  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model ", Echo(model), " has no rollout"));
   RolloutRecord next = it->second;
   RETURN_IF_ERROR(edit(next));
   RETURN_IF_ERROR(registry_->PutRollout(next));
@@ -208,7 +221,7 @@ absl::StatusOr<RolloutView> Fleet::Rollback(const std::string& model) {
 absl::StatusOr<RolloutView> Fleet::GetRollout(const std::string& model) {
   absl::MutexLock lock(&mu_);
   auto it = rollouts_.find(model);
-  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model '", model, "' has no rollout"));
+  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model ", Echo(model), " has no rollout"));
   return View(it->second);
 }
 

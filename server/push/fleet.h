@@ -77,6 +77,9 @@ struct RolloutChange {
   std::optional<bool> paused;
 };
 
+// Longest reason a device report may carry.
+inline constexpr size_t kMaxReportReasonBytes = 1024;
+
 class Fleet {
  public:
   // `version_exists` says whether (model, version) is registered (NOT_FOUND otherwise).
@@ -87,6 +90,10 @@ class Fleet {
   // INVALID_ARGUMENT for a bad device id or no models; the current assignments are queued at once.
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(WatchSpec spec);
   void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
+  // Stores a device's report. INVALID_ARGUMENT for a bad device id, state, model or version
+  // name, a tier name that is not a tier's, or a reason over kMaxReportReasonBytes; the
+  // version_exists status (NOT_FOUND) for a version the server does not have. Control
+  // characters in the reason are stored escaped.
   absl::Status Report(DeviceRecord status);
 
   absl::StatusOr<RolloutView> StartRollout(const std::string& model, const std::string& version, double percent,

@@ -1,19 +1,58 @@
 #include "server/rpc/conversions.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/pack/layer_policy.h"
 
 namespace weightcast {
 
+std::string ClientMessage(absl::string_view message) {
+  std::string out;
+  bool withheld = false;
+  const size_t newline = message.find('\n');
+  if (newline != absl::string_view::npos) {  // a library's backtrace, a multi-line dump
+    message = message.substr(0, newline);
+    withheld = true;
+  }
+  for (size_t i = 0; i < message.size();) {
+    static constexpr absl::string_view kBefore = " '\"(=:";
+    const bool starts_word = i == 0 || kBefore.find(message[i - 1]) != absl::string_view::npos;
+    if (message[i] == '/' && starts_word) {
+      const size_t end = std::min(message.find_first_of(" '\"):,", i), message.size());
+      if (message.substr(i + 1, end - i - 1).find('/') != absl::string_view::npos) {
+        out += "<server path>";
+        withheld = true;
+        i = end;
+        continue;
+      }
+    }
+    const unsigned char c = static_cast<unsigned char>(message[i++]);
+    out += c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c);
+  }
+  if (out.size() > kMaxClientMessageBytes) {
+    const size_t total = out.size();
+    out.resize(kMaxClientMessageBytes);
+    absl::StrAppend(&out, "... (", total, " bytes)");
+  }
+  if (withheld) absl::StrAppend(&out, " (details in the server log)");
+  return out;
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
+  std::string message = ClientMessage(status.message());
+  if (message.size() != status.message().size() || message != status.message()) {
+    std::fprintf(stderr, "weightcastd: answered %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
+                 Printable(status.message().substr(0, 64 << 10)).c_str());
+  }
   // absl and gRPC share the canonical code numbers.
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::move(message));
 }
 
 namespace {

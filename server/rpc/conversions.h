@@ -15,6 +15,13 @@
 
 namespace weightcast {
 
+// The message a client may see of a core error: its first line, server paths replaced by
+// "<server path>", control characters by '?', cut to kMaxClientMessageBytes. What was withheld
+// (later lines, paths) is marked; the whole message goes to the server log.
+inline constexpr size_t kMaxClientMessageBytes = 1024;
+std::string ClientMessage(absl::string_view message);
+// The status a client gets (ClientMessage; absl and gRPC share the code numbers); logs the
+// original message to stderr when it differs.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out);

@@ -50,6 +50,7 @@ grpc::Status AdminService::GetRollout(grpc::ServerContext* context, const v1::Ge
 grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
                                         grpc::ServerWriter<v1::WatchEvent>* writer) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
+  if (grpc::Status denied = AllowDevice(auth_, context, request->device_id()); !denied.ok()) return denied;
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
   grpc::Status refused;
   const std::unique_ptr<StreamLimiter::Slot> slot = limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
@@ -87,6 +88,7 @@ grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::
 grpc::Status DistributionService::ReportStatus(grpc::ServerContext* context, const v1::DeviceStatus* request,
                                                v1::ReportStatusResponse*) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok()) return denied;
+  if (grpc::Status denied = AllowDevice(auth_, context, request->device_id()); !denied.ok()) return denied;
   const std::string state =
       request->state() == v1::DeviceStatus::STATE_UNSPECIFIED ? "" : v1::DeviceStatus::State_Name(request->state());
   DeviceRecord record{request->device_id(), request->model(), request->version(), request->tier(), state,

@@ -39,6 +39,11 @@ std::unique_ptr<CallDeadlines::Guard> StartClock(const RpcLimits& limits, grpc::
   return limits.deadlines ? limits.deadlines->Watch(context, limit) : nullptr;
 }
 
+// Operators may add refinement tiers by asking for them; devices only get what the ladder offers.
+TierAccess AccessOf(const TokenAuth* auth, const grpc::ServerContext* context) {
+  return RoleOf(auth, context) == Role::kAdmin ? TierAccess::kAnyRefinement : TierAccess::kLadder;
+}
+
 grpc::Status TooSlow(const char* what, const char* flag, absl::Duration limit) {
   return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                       absl::StrCat(what, " took longer than the server allows (", flag, " ",
@@ -183,7 +188,8 @@ grpc::Status DistributionService::GetManifest(grpc::ServerContext* context, cons
   if (draining_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   auto held = HeldBlobs(request->held_blob_sha256());
   if (!held.ok()) return ToGrpcStatus(held.status());
-  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held);
+  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held,
+                                     AccessOf(auth_, context));
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   ToProto(*manifest, response);
   return grpc::Status::OK;
@@ -212,7 +218,8 @@ grpc::Status DistributionService::Stream(grpc::ServerContext* context, const v1:
   context->set_compression_algorithm(GRPC_COMPRESS_NONE);  // HEVC and zstd payloads do not compress
   auto held = HeldBlobs(request->held_blob_sha256());
   if (!held.ok()) return ToGrpcStatus(held.status());
-  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held);
+  auto manifest = store_->GetManifest(request->model(), request->version(), request->tier().name(), *held,
+                                     AccessOf(auth_, context));
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   const size_t start_layer = request->resume_layer();
   if (start_layer > manifest->layers.size() ||

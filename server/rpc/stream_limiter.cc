@@ -6,10 +6,12 @@
 namespace weightcast {
 namespace {
 
-std::string ClientKey(const grpc::ServerContext& context) {
+std::string ClientKey(const grpc::ServerContext& context, bool tokens_checked) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it != metadata.end()) return "token:" + TokenHash(std::string(it->second.data(), it->second.size()));
+  if (tokens_checked && it != metadata.end()) {
+    return "token:" + TokenHash(std::string(it->second.data(), it->second.size()));
+  }
   const std::string peer = context.peer();  // "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555"
   return "peer:" + peer.substr(0, peer.rfind(':'));
 }
@@ -22,7 +24,7 @@ StreamLimiter::Slot::~Slot() {
 }
 
 std::unique_ptr<StreamLimiter::Slot> StreamLimiter::Acquire(const grpc::ServerContext& context, grpc::Status* refused) {
-  const std::string key = ClientKey(context);
+  const std::string key = ClientKey(context, tokens_checked_);
   {
     absl::MutexLock lock(&table_->mu);
     int& open = table_->open[key];

@@ -1,5 +1,7 @@
-// Caps the concurrent streaming calls (Pull, Watch) of one client: a client is its bearer
-// token when it sends one, else its IP address (the port differs per connection). Thread-safe.
+// Caps the concurrent streaming calls (Pull, Watch, health Watch) of one client. A client is a
+// verified identity: its bearer token when the server checks tokens (the call has passed
+// TokenAuth::Check before it asks for a slot), else its IP address (the port differs per
+// connection); a header the server does not verify never makes a new client. Thread-safe.
 #ifndef WEIGHTCAST_SERVER_RPC_STREAM_LIMITER_H_
 #define WEIGHTCAST_SERVER_RPC_STREAM_LIMITER_H_
 
@@ -16,7 +18,9 @@ namespace weightcast {
 
 class StreamLimiter {
  public:
-  explicit StreamLimiter(int max_per_client) : max_per_client_(max_per_client) {}
+  // `tokens_checked`: the server verifies bearer tokens, so a client is its token.
+  StreamLimiter(int max_per_client, bool tokens_checked)
+      : max_per_client_(max_per_client), tokens_checked_(tokens_checked) {}
 
   struct Table {
     absl::Mutex mu;
@@ -41,6 +45,7 @@ class StreamLimiter {
 
  private:
   const int max_per_client_;
+  const bool tokens_checked_;
   const std::shared_ptr<Table> table_ = std::make_shared<Table>();
 };
 

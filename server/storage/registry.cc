@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/base/printable.h"
 #include "common/base/status_macros.h"
 
 namespace weightcast {
@@ -177,8 +178,8 @@ absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model, con
   if (!latest) query.Bind(2, version);
   ASSIGN_OR_RETURN(bool row, query.Step());
   if (!row) {
-    return absl::NotFoundError(latest ? absl::StrCat("no model '", model, "'")
-                                      : absl::StrCat("model '", model, "' has no version '", version, "'"));
+    return absl::NotFoundError(latest ? absl::StrCat("no model ", Echo(model))
+                                      : absl::StrCat("model ", Echo(model), " has no version ", Echo(version)));
   }
   VersionRecord v{query.Int(0), query.Text(1), query.Text(2), query.Text(3), query.Text(4),
                   static_cast<uint64_t>(query.Int(5)), query.Text(6), query.Text(7), query.Int(8), {},
@@ -304,7 +305,7 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id, const std::stri
       "SELECT state, error, top1, top2, eval_examples FROM tiers WHERE version_id = ?1 AND tier = ?2"));
   query.Bind(1, version_id).Bind(2, tier);
   ASSIGN_OR_RETURN(bool row, query.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("tier '", tier, "' is not in this version's ladder"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tier ", Echo(tier), " is not in this version's ladder"));
   TierRecord record{tier, static_cast<TierState>(query.Int(0)), query.Text(1), {}, AccuracyAt(query, 2)};
   if (record.state == TierState::kReady) {
     ASSIGN_OR_RETURN(record.layers, LayersLocked(version_id, tier));

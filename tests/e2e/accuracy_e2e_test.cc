@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "client/sdk/client.h"
+#include "common/pack/tier.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -125,7 +126,7 @@ TEST(AccuracyEndToEnd, BudgetTiersFitTheirBytesWithAQpPerLayer) {
   const uint64_t q22 = uniform.tiers[0].bytes, q37 = uniform.tiers[1].bytes;
   ASSERT_LT(q37, q22);
   const uint64_t budget = (q22 + q37) / 2;
-  auto registered = client->Register(WithBundle("v2", "budget-" + std::to_string(budget) + ",budget-1k"));
+  auto registered = client->Register(WithBundle("v2", BudgetTierName(budget) + ",budget-1k"));
   ASSERT_TRUE(registered.ok()) << registered.status();
   ASSERT_TRUE(client->Warm("cnn", "v2", {}).ok());
   const ModelInfo info = AwaitAccuracy(*client, "v2");

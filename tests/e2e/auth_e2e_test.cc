@@ -34,7 +34,7 @@ TEST(AuthEndToEnd, TokensAreCheckedByRole) {
   {
     std::ofstream tokens(dir + "/tokens");
     tokens << "# operators\nadmin " << TokenHash("admin-secret") << " ops\n\ndevice " << TokenHash("device-secret")
-           << "  # the fleet\n";
+           << " fleet devices=dev-*,lab-7  # the fleet\ndevice " << TokenHash("app-secret") << " app\n";
   }
   auto server = ServerProcess::Start(kServer, dir + "/data", {"--tokens", dir + "/tokens"});
   ASSERT_TRUE(server.ok()) << server.status();
@@ -58,8 +58,19 @@ TEST(AuthEndToEnd, TokensAreCheckedByRole) {
   EXPECT_TRUE(pulled.ok()) << pulled.status();
   EXPECT_TRUE(device->Describe("m", "v1").ok());
   EXPECT_TRUE(device->ReportStatus({"dev-1", "m", "v1", "lossless", "INSTALLED"}).ok());
+  // A device token speaks only for the devices it was issued for; one without devices= for none.
+  EXPECT_TRUE(device->ReportStatus({"lab-7", "m", "v1", "lossless", "INSTALLED"}).ok());
+  auto app = As(address, "app-secret");
+  for (const auto& [client, id] : {std::make_pair(device.get(), "lab-70"), std::make_pair(device.get(), "other-1"),
+                                   std::make_pair(app.get(), "dev-1")}) {
+    const absl::Status status = client->ReportStatus({id, "m", "v1", "lossless", "FAILED", "spoofed"});
+    EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << id;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(id));
+  }
+  EXPECT_TRUE(app->Pull({"m", "v1", {"lossless"}, dir + "/app.pt"}).ok());  // pulls need no device
   EXPECT_TRUE(admin->StartRollout("m", "v1", 100, {}).ok());
-  EXPECT_EQ(admin->GetRollout("m").value().Devices("v1", "INSTALLED"), 1u);
+  EXPECT_EQ(admin->GetRollout("m").value().Devices("v1", "INSTALLED"), 2u);
+  EXPECT_EQ(admin->GetRollout("m").value().Devices("v1", "FAILED"), 0u);  // no spoofed report stored
   EXPECT_TRUE(nobody->Health().value());  // probes carry no token
   // Nothing the refused calls tried is stored.
   EXPECT_EQ(admin->List().value().front().second, std::vector<std::string>{"v1"});
@@ -68,6 +79,9 @@ TEST(AuthEndToEnd, TokensAreCheckedByRole) {
                       "UNAUTHENTICATED", "no version added; v1 pulls and verifies");
     RecordReliability("RegisterModel / DeleteVersion / StartRollout with a device token", "PERMISSION_DENIED",
                       "v1 still listed, nothing deleted or rolled out");
+    RecordReliability("a device token reporting for a device id it was not issued for (devices=dev-*,lab-7: lab-70, "
+                      "other-1; a token without devices=: dev-1)",
+                      "PERMISSION_DENIED naming the device id", "the rollout counts only the two genuine reports");
   }
 }
 

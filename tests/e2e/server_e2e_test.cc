@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/reflection.h"
 #include "tests/testing/reliability_log.h"
 #include "tests/e2e/server_process.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -88,39 +89,6 @@ struct RawClient {  // the generated stubs, for status codes and raw messages
 
 // Lists services through server reflection (grpc.reflection.v1alpha, what grpcurl uses): one
 // ServerReflectionRequest{list_services: ""} on the bidi stream; returns the raw response bytes.
-std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::CompletionQueue queue;
-  auto call = stub.PrepareCall(&context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &queue);
-  void* tag = nullptr;
-  bool ok = false;
-  call->StartCall(reinterpret_cast<void*>(1));
-  queue.Next(&tag, &ok);
-  const std::string request("\x3a\x00", 2);  // field 7 (list_services), empty string
-  grpc::Slice slice(request);
-  grpc::ByteBuffer out(&slice, 1), in;
-  call->Write(out, reinterpret_cast<void*>(2));
-  queue.Next(&tag, &ok);
-  call->Read(&in, reinterpret_cast<void*>(3));
-  queue.Next(&tag, &ok);
-  std::string bytes;
-  if (ok) {
-    std::vector<grpc::Slice> slices;
-    in.Dump(&slices);
-    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  context.TryCancel();
-  grpc::Status status;
-  call->Finish(&status, reinterpret_cast<void*>(4));
-  queue.Next(&tag, &ok);
-  queue.Shutdown();
-  while (queue.Next(&tag, &ok)) {
-  }
-  return bytes;
-}
-
 // Every layer's bytes match the manifest (size and SHA-256) and decode to the recorded digest.
 void ExpectLayersVerify(const v1::Manifest& manifest, const std::vector<std::string>& layers) {
   ASSERT_EQ(layers.size(), static_cast<size_t>(manifest.layers_size()));
@@ -590,7 +558,8 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
   std::vector<std::string> layers;
   EXPECT_EQ(client.Pull("nope", "latest", "q22", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(client.Pull("mlp", "v9", "q22", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_EQ(client.Pull("mlp", "v1", "q99", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(client.Pull("mlp", "v1", "q42", &manifest, &layers).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(client.Pull("mlp", "v1", "q99", &manifest, &layers).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   // The good version is intact after the failures.
   ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
   ExpectLayersVerify(manifest, layers);
@@ -598,7 +567,8 @@ TEST(ServerEndToEnd, StatusCodesMeanWhatGrpcSays) {
     RecordReliability("a checkpoint holding NaN; a text file as a checkpoint; a version label taken",
                       "INVALID_ARGUMENT naming the tensor (fc1.weight); INVALID_ARGUMENT; ALREADY_EXISTS",
                       "mlp/v1 pulls and every layer verifies");
-    RecordReliability("pulls of an unknown model, version or tier", "NOT_FOUND", "nothing changes");
+    RecordReliability("pulls of an unknown model, version or tier (q42); of a name that is no tier (q99)",
+                      "NOT_FOUND; INVALID_ARGUMENT", "nothing changes");
   }
 
   // grpc.health.v1, through the SDK (what `weightcast health` and the image's health check use).
