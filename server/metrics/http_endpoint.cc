@@ -26,8 +26,10 @@ namespace {
 // - keep-alive stays off (civetweb's default): one request per connection, no idle keep-alive.
 // - Answer never reads a request body, and tells civetweb to close without reading it either
 //   (kAnsweredCloseNow below): a declared body trickled slowly cannot hold a worker.
-// - The answer is a few KB and fits the socket's send buffer, so a client that does not read does
-//   not hold the worker; no linger_timeout_ms, so close() does not wait for the client.
+// - The answer (4 KB with one tier encoded) fits the socket's send buffer (16 KiB at first), so a
+//   client that does not read does not hold the worker; no linger_timeout_ms, so close() does not
+//   wait for the client. Not bounded: an exposition far past the buffers, read slowly (civetweb
+//   bounds each write by request_timeout_ms, not the whole answer).
 // So fewer than kWorkerThreads slow clients do not delay a scrape at all, and C >= kWorkerThreads
 // of them delay it by at most ceil((C - kWorkerThreads + 1) / kWorkerThreads) x 2 x
 // kRequestTimeout (48 silent connections: about kRequestTimeout). civetweb serves a connection per
