@@ -210,7 +210,9 @@ TEST(Hevc, TruncatedAndBitFlippedBitstreamsNeverCrash) {
       damaged[rng() % damaged.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
     }
     auto decoded = DecodeIntraPicture(damaged, 96, 64);
-    if (decoded.ok()) EXPECT_EQ(decoded->pixels.size(), 96u * 64u);
+    if (decoded.ok()) {
+      EXPECT_EQ(decoded->pixels.size(), 96u * 64u);
+    }
   }
 }
 

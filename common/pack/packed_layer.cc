@@ -205,12 +205,14 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   header.set_max_abs_error(layer.fidelity.max_abs_error);
 
   const std::string header_bytes = header.SerializeAsString();
-  std::vector<uint8_t> out;
-  out.reserve(8 + header_bytes.size() + layer.PayloadBytes());
-  out.insert(out.end(), kMagic, kMagic + 4);
+  // Magic, length and header written in place (GCC 12 misreads inserts into a reserved vector as
+  // overflows: -Wstringop-overflow).
+  std::vector<uint8_t> out(8 + header_bytes.size());
+  std::memcpy(out.data(), kMagic, 4);
   const uint32_t length = static_cast<uint32_t>(header_bytes.size());
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(length >> (8 * i)));
-  out.insert(out.end(), header_bytes.begin(), header_bytes.end());
+  for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<uint8_t>(length >> (8 * i));
+  std::memcpy(out.data() + 8, header_bytes.data(), header_bytes.size());
+  out.reserve(out.size() + layer.PayloadBytes());
   for (const auto& tile : layer.tiles) out.insert(out.end(), tile.begin(), tile.end());
   return out;
 }

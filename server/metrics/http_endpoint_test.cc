@@ -292,7 +292,9 @@ TEST(MetricsEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
     } else {
       EXPECT_THAT(answer.body, Not(HasSubstr("weightcast_"))) << c.request_line;
     }
-    if (c.status == 405) EXPECT_THAT(answer.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n")) << c.request_line;
+    if (c.status == 405) {
+      EXPECT_THAT(answer.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n")) << c.request_line;
+    }
   }
 
   // HEAD: GET's headers, no body.

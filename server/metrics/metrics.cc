@@ -1,6 +1,7 @@
 #include "server/metrics/metrics.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,21 +32,26 @@ std::string Number(double v) {
 }  // namespace
 
 ServerMetrics::ServerMetrics() {
-  absl::MutexLock lock(&mu_);
-  auto declare = [&](const std::string& name, const std::string& type, const std::string& help) {
-    families_[name] = Family{help, type, {}};
+  struct Declaration {
+    const char* name;
+    const char* type;
+    const char* help;
   };
-  declare("weightcast_tiles_encoded_total", "counter", "HEVC tiles (and whole non-picture layers) encoded, by tier.");
-  declare("weightcast_layers_encoded_total", "counter", "Layers encoded, by tier.");
-  declare("weightcast_cache_hits_total", "counter", "Pulls and manifests served from an encoded tier.");
-  declare("weightcast_cache_misses_total", "counter", "Pulls and manifests that had to wait for an encoding.");
-  declare("weightcast_cache_evictions_total", "counter", "Encoded tiers evicted from the cache.");
-  declare("weightcast_streamed_bytes_total", "counter", "Layer bytes sent by Pull, by tier.");
-  declare("weightcast_pull_resumes_total", "counter", "Pulls that resumed at a layer and offset.");
-  declare("weightcast_pull_errors_total", "counter", "Pulls that ended with an error, by gRPC code.");
-  declare("weightcast_registrations_total", "counter", "RegisterModel calls, by result.");
-  declare("weightcast_active_streams", "gauge", "Pull streams in progress.");
-  declare("weightcast_watch_events_total", "counter", "Events sent to watching devices, by type.");
+  static constexpr Declaration kFamilies[] = {
+      {"weightcast_tiles_encoded_total", "counter", "HEVC tiles (and whole non-picture layers) encoded, by tier."},
+      {"weightcast_layers_encoded_total", "counter", "Layers encoded, by tier."},
+      {"weightcast_cache_hits_total", "counter", "Pulls and manifests served from an encoded tier."},
+      {"weightcast_cache_misses_total", "counter", "Pulls and manifests that had to wait for an encoding."},
+      {"weightcast_cache_evictions_total", "counter", "Encoded tiers evicted from the cache."},
+      {"weightcast_streamed_bytes_total", "counter", "Layer bytes sent by Pull, by tier."},
+      {"weightcast_pull_resumes_total", "counter", "Pulls that resumed at a layer and offset."},
+      {"weightcast_pull_errors_total", "counter", "Pulls that ended with an error, by gRPC code."},
+      {"weightcast_registrations_total", "counter", "RegisterModel calls, by result."},
+      {"weightcast_active_streams", "gauge", "Pull streams in progress."},
+      {"weightcast_watch_events_total", "counter", "Events sent to watching devices, by type."},
+  };
+  absl::MutexLock lock(&mu_);
+  for (const Declaration& family : kFamilies) families_[family.name] = Family{family.help, family.type, {}};
   families_["weightcast_active_streams"].samples[""] = 0;
   families_["weightcast_cache_hits_total"].samples[""] = 0;
   families_["weightcast_cache_misses_total"].samples[""] = 0;
@@ -123,6 +129,44 @@ void ServerMetrics::RecordPullError(const std::string& code) {
 void ServerMetrics::RecordWatchEvent(const std::string& type) {
   absl::MutexLock lock(&mu_);
   Add("weightcast_watch_events_total", "{" + Label("type", type) + "}", 1);
+}
+
+void ServerMetrics::AddEncoderFamilies(EncoderReadings readings) {
+  AddGauge("weightcast_encode_queue_depth", "Encode jobs waiting for a worker.", std::move(readings.queued));
+  AddGauge("weightcast_encode_busy_workers", "Encoder workers running a job.", std::move(readings.busy));
+  AddGauge("weightcast_encode_workers", "Encoder workers.", std::move(readings.workers));
+  AddGauge("weightcast_cache_bytes", "Bytes of all encoded tiers stored.", std::move(readings.cache_bytes));
+}
+
+void ServerMetrics::AddDataDirFamilies(const std::string& data_dir) {
+  for (const bool free : {true, false}) {
+    AddGauge(free ? "weightcast_data_free_bytes" : "weightcast_data_capacity_bytes",
+             free ? "Bytes available to weightcastd on the data directory's file system."
+                  : "Size of the data directory's file system.",
+             [data_dir, free] {
+               std::error_code error;
+               const std::filesystem::space_info space = std::filesystem::space(data_dir, error);
+               return error ? 0.0 : static_cast<double>(free ? space.available : space.capacity);
+             });
+  }
+}
+
+void ServerMetrics::AddFleetFamilies(FleetReadings readings) {
+  AddGauge("weightcast_watch_subscribers", "Devices watching (open Watch streams).", std::move(readings.subscribers));
+  AddCollector("weightcast_rollout_devices", "Devices by model and last reported state.", "gauge",
+               [read = std::move(readings.device_states)] {
+                 std::vector<std::pair<Labels, double>> samples;
+                 for (const auto& [key, n] : read()) {
+                   samples.push_back({{{"model", key.first}, {"state", key.second}}, static_cast<double>(n)});
+                 }
+                 return samples;
+               });
+}
+
+void ServerMetrics::AddDeadlineCancels(std::function<double()> cancelled) {
+  AddCollector("weightcast_deadline_cancels_total",
+               "Calls cancelled for stalling past --upload-seconds or --pull-seconds.", "counter",
+               [read = std::move(cancelled)] { return std::vector<std::pair<Labels, double>>{{{}, read()}}; });
 }
 
 void ServerMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {

@@ -124,47 +124,39 @@ absl::Status Registry::Migrate() {
 
 absl::StatusOr<int64_t> Registry::AddVersion(const VersionRecord& v, const std::vector<std::string>& tiers) {
   absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
-  auto body = [&]() -> absl::StatusOr<int64_t> {
-    ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-        "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
-        "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples, base_version) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
-    insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
-        .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
-        .Bind(8, v.created_unix_seconds).Bind(9, v.eval_module_sha256).Bind(10, v.eval_data_sha256)
-        .Bind(14, v.base_version);
-    if (v.reference_accuracy) {
-      insert.Bind(11, v.reference_accuracy->top1).Bind(12, v.reference_accuracy->top2)
-          .Bind(13, v.reference_accuracy->examples);
-    } else {
-      insert.Bind(13, int64_t{0});
-    }
-    absl::Status status = insert.Run();
-    if (status.code() == absl::StatusCode::kAlreadyExists) {
-      return absl::AlreadyExistsError(absl::StrCat("model '", v.model, "' already has a version '", v.version, "'"));
-    }
-    RETURN_IF_ERROR(status);
-    const int64_t id = db_->LastInsertId();
-    for (size_t i = 0; i < v.tensors.size(); ++i) {
-      const TensorRecord& t = v.tensors[i];
-      ASSIGN_OR_RETURN(Statement tensor, db_->Prepare(
-          "INSERT INTO tensors(version_id, idx, name, shape, dtype, layer_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
-      RETURN_IF_ERROR(tensor.Bind(1, id).Bind(2, static_cast<int64_t>(i)).Bind(3, t.name).Bind(4, JoinShape(t.shape))
-                          .Bind(5, t.dtype).Bind(6, t.layer_class).Run());
-    }
-    for (const std::string& tier : tiers) {
-      ASSIGN_OR_RETURN(Statement insert_tier, db_->Prepare("INSERT INTO tiers(version_id, tier, state) VALUES (?1, ?2, ?3)"));
-      RETURN_IF_ERROR(insert_tier.Bind(1, id).Bind(2, tier).Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)}).Run());
-    }
-    return id;
-  };
-  absl::StatusOr<int64_t> id = body();
-  if (!id.ok()) {
-    db_->Execute("ROLLBACK").IgnoreError();
-    return id.status();
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(db_.get()));
+  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+      "INSERT INTO versions(model, version, description, source_sha256, source_bytes, ladder, policy_json, created, "
+      "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, eval_examples, base_version) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
+  insert.Bind(1, v.model).Bind(2, v.version).Bind(3, v.description).Bind(4, v.source_sha256)
+      .Bind(5, static_cast<int64_t>(v.source_bytes)).Bind(6, v.ladder).Bind(7, v.policy_json)
+      .Bind(8, v.created_unix_seconds).Bind(9, v.eval_module_sha256).Bind(10, v.eval_data_sha256)
+      .Bind(14, v.base_version);
+  if (v.reference_accuracy) {
+    insert.Bind(11, v.reference_accuracy->top1).Bind(12, v.reference_accuracy->top2)
+        .Bind(13, v.reference_accuracy->examples);
+  } else {
+    insert.Bind(13, int64_t{0});
   }
-  RETURN_IF_ERROR(db_->Execute("COMMIT"));
+  absl::Status status = insert.Run();
+  if (status.code() == absl::StatusCode::kAlreadyExists) {
+    return absl::AlreadyExistsError(absl::StrCat("model '", v.model, "' already has a version '", v.version, "'"));
+  }
+  RETURN_IF_ERROR(status);
+  const int64_t id = db_->LastInsertId();
+  for (size_t i = 0; i < v.tensors.size(); ++i) {
+    const TensorRecord& t = v.tensors[i];
+    ASSIGN_OR_RETURN(Statement tensor, db_->Prepare(
+        "INSERT INTO tensors(version_id, idx, name, shape, dtype, layer_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+    RETURN_IF_ERROR(tensor.Bind(1, id).Bind(2, static_cast<int64_t>(i)).Bind(3, t.name).Bind(4, JoinShape(t.shape))
+                        .Bind(5, t.dtype).Bind(6, t.layer_class).Run());
+  }
+  for (const std::string& tier : tiers) {
+    ASSIGN_OR_RETURN(Statement insert_tier, db_->Prepare("INSERT INTO tiers(version_id, tier, state) VALUES (?1, ?2, ?3)"));
+    RETURN_IF_ERROR(insert_tier.Bind(1, id).Bind(2, tier).Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)}).Run());
+  }
+  RETURN_IF_ERROR(transaction.Commit());
   return id;
 }
 
@@ -327,11 +319,10 @@ absl::Status Registry::SetTierState(int64_t version_id, const std::string& tier,
 
 absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier, const std::vector<LayerRecord>& layers) {
   absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
-  auto body = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
-    RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
-    for (size_t i = 0; i < layers.size(); ++i) {
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(db_.get()));
+  ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
+  RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
+  for (size_t i = 0; i < layers.size(); ++i) {
       const LayerRecord& l = layers[i];
       ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO layers(version_id, tier, idx, name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, "
@@ -342,14 +333,9 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
                           .Bind(11, int64_t{l.picture ? 1 : 0}).Bind(12, int64_t{l.qp}).Bind(13, l.base_blob_sha256)
                           .Run());
     }
-    ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
-    return ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run();
-  };
-  if (absl::Status status = body(); !status.ok()) {
-    db_->Execute("ROLLBACK").IgnoreError();
-    return status;
-  }
-  return db_->Execute("COMMIT");
+  ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
+  RETURN_IF_ERROR(ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run());
+  return transaction.Commit();
 }
 
 absl::Status Registry::SetTierAccuracy(int64_t version_id, const std::string& tier, const Accuracy& accuracy) {
@@ -407,18 +393,12 @@ absl::StatusOr<std::vector<std::string>> Registry::EvictTier(int64_t version_id,
       if (!layer.base_blob_sha256.empty()) candidates.push_back(layer.base_blob_sha256);
     }
   }
-  RETURN_IF_ERROR(db_->Execute("BEGIN IMMEDIATE"));
-  auto body = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
-    RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
-    ASSIGN_OR_RETURN(Statement state, db_->Prepare("UPDATE tiers SET state = ?1 WHERE version_id = ?2 AND tier = ?3"));
-    return state.Bind(1, int64_t{static_cast<int>(TierState::kNotEncoded)}).Bind(2, version_id).Bind(3, tier).Run();
-  };
-  if (absl::Status status = body(); !status.ok()) {
-    db_->Execute("ROLLBACK").IgnoreError();
-    return status;
-  }
-  RETURN_IF_ERROR(db_->Execute("COMMIT"));
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(db_.get()));
+  ASSIGN_OR_RETURN(Statement clear, db_->Prepare("DELETE FROM layers WHERE version_id = ?1 AND tier = ?2"));
+  RETURN_IF_ERROR(clear.Bind(1, version_id).Bind(2, tier).Run());
+  ASSIGN_OR_RETURN(Statement state, db_->Prepare("UPDATE tiers SET state = ?1 WHERE version_id = ?2 AND tier = ?3"));
+  RETURN_IF_ERROR(state.Bind(1, int64_t{static_cast<int>(TierState::kNotEncoded)}).Bind(2, version_id).Bind(3, tier).Run());
+  RETURN_IF_ERROR(transaction.Commit());
   return UnreferencedLocked(candidates);
 }
 

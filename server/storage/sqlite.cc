@@ -126,16 +126,29 @@ absl::Status Database::Migrate(const std::vector<const char*>& migrations) {
     return absl::FailedPreconditionError(absl::StrCat("schema ", current, " is newer than this server (", latest, ")"));
   }
   for (int64_t v = current; v < latest; ++v) {
-    RETURN_IF_ERROR(Execute("BEGIN IMMEDIATE"));
-    absl::Status status = Execute(migrations[v]);
-    if (status.ok()) status = Execute(absl::StrCat("INSERT INTO schema_version VALUES (", v + 1, ")"));
-    if (!status.ok()) {
-      Execute("ROLLBACK").IgnoreError();
-      return status;
-    }
-    RETURN_IF_ERROR(Execute("COMMIT"));
+    ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(this));
+    RETURN_IF_ERROR(Execute(migrations[v]));
+    RETURN_IF_ERROR(Execute(absl::StrCat("INSERT INTO schema_version VALUES (", v + 1, ")")));
+    RETURN_IF_ERROR(transaction.Commit());
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Transaction> Transaction::Begin(Database* db) {
+  RETURN_IF_ERROR(db->Execute("BEGIN IMMEDIATE"));
+  return Transaction(db);
+}
+
+Transaction::~Transaction() {
+  if (db_ != nullptr) db_->Execute("ROLLBACK").IgnoreError();
+}
+
+absl::Status Transaction::Commit() {
+  Database* db = db_;
+  db_ = nullptr;  // a failed COMMIT leaves the transaction open: roll it back here
+  absl::Status status = db->Execute("COMMIT");
+  if (!status.ok()) db->Execute("ROLLBACK").IgnoreError();
+  return status;
 }
 
 }  // namespace weightcast

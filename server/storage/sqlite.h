@@ -37,6 +37,23 @@ class Database {
   sqlite3* const db_;
 };
 
+// A transaction (BEGIN IMMEDIATE) on a Database: Commit() ends it; destroyed without a commit it
+// rolls back, so every early return of the code between undoes what it did. The database must
+// outlive it; used on the database's thread.
+class Transaction {
+ public:
+  static absl::StatusOr<Transaction> Begin(Database* db);
+  Transaction(Transaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Transaction& operator=(Transaction&&) = delete;
+  ~Transaction();
+
+  absl::Status Commit();
+
+ private:
+  explicit Transaction(Database* db) : db_(db) {}
+  Database* db_;  // null once committed or moved from
+};
+
 // A prepared statement. Bind with 1-based indices, then Step() until it returns false.
 class Statement {
  public:

@@ -275,7 +275,9 @@ TEST(ServerEndToEnd, KillNineDuringRegistrationAndEncodingLosesNothingStored) {
     grpc::ClientContext context;
     ASSERT_TRUE(client.admin->ListModels(&context, {}, &list).ok());
     for (const auto& model : list.models()) {
-      if (model.name() == "big") EXPECT_THAT(model.versions(), testing::ElementsAre("v1"));  // only if complete
+      if (model.name() == "big") {
+        EXPECT_THAT(model.versions(), testing::ElementsAre("v1"));  // only if complete
+      }
     }
     v1::RegisterModelResponse response;
     grpc::Status status = client.Register("big", "v2", "big.pt", &response, "q27");
