@@ -7,20 +7,18 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <iostream>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/base/file.h"
 #include "server/core/model_store.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/metrics.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/services.h"
+#include "server/rpc/tls.h"
 
 namespace {
 
@@ -224,25 +222,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   weightcast::ModelStore* core = store->get();
-  metrics.AddGauge("weightcast_encode_queue_depth", "Encode jobs waiting for a worker.",
-                   [core] { return core->pool().queued(); });
-  metrics.AddGauge("weightcast_encode_busy_workers", "Encoder workers running a job.",
-                   [core] { return core->pool().busy(); });
-  metrics.AddGauge("weightcast_encode_workers", "Encoder workers.", [core] { return core->pool().workers(); });
-  metrics.AddGauge("weightcast_cache_bytes", "Bytes of all encoded tiers stored.", [core] {
-    auto bytes = core->EncodedBytes();
-    return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
-  });
-  // For "disk nearly full" alerts: the file system holding the data directory.
-  for (const auto& [name, help, free] :
-       {std::make_tuple("weightcast_data_free_bytes", "Bytes available to weightcastd on the data directory's file system.", true),
-        std::make_tuple("weightcast_data_capacity_bytes", "Size of the data directory's file system.", false)}) {
-    metrics.AddGauge(name, help, [dir = flags.store.data_dir, free = free] {
-      std::error_code error;
-      const std::filesystem::space_info space = std::filesystem::space(dir, error);
-      return error ? 0.0 : static_cast<double>(free ? space.available : space.capacity);
-    });
-  }
+  metrics.AddEncoderFamilies({[core] { return static_cast<double>(core->pool().queued()); },
+                              [core] { return static_cast<double>(core->pool().busy()); },
+                              [core] { return static_cast<double>(core->pool().workers()); },
+                              [core] {
+                                auto bytes = core->EncodedBytes();
+                                return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
+                              }});
+  metrics.AddDataDirFamilies(flags.store.data_dir);
   std::unique_ptr<weightcast::MetricsEndpoint> endpoint;
   if (!flags.metrics.empty()) {
     auto started = weightcast::MetricsEndpoint::Start(flags.metrics, [&metrics] { return metrics.Exposition(); });
@@ -266,54 +253,26 @@ int main(int argc, char** argv) {
     return 1;
   }
   weightcast::Fleet* fleet = fleet_or->get();
-  metrics.AddGauge("weightcast_watch_subscribers", "Devices watching (open Watch streams).",
-                   [fleet] { return static_cast<double>(fleet->subscribers()); });
-  metrics.AddCollector("weightcast_rollout_devices", "Devices by model and last reported state.", "gauge", [fleet] {
-    std::vector<std::pair<weightcast::ServerMetrics::Labels, double>> samples;
-    for (const auto& [key, n] : fleet->DeviceStates()) {
-      samples.push_back({{{"model", key.first}, {"state", key.second}}, static_cast<double>(n)});
-    }
-    return samples;
-  });
+  metrics.AddFleetFamilies({[fleet] { return static_cast<double>(fleet->subscribers()); },
+                            [fleet] { return fleet->DeviceStates(); }});
   weightcast::StreamLimiter limiter(flags.max_streams_per_client, /*tokens_checked=*/auth != nullptr);
   weightcast::CallDeadlines deadlines;
   const weightcast::RpcLimits limits{flags.max_upload_bytes, auth.get(), &limiter, &deadlines,
                                      absl::Seconds(flags.upload_seconds), absl::Seconds(flags.pull_seconds)};
-  metrics.AddCollector("weightcast_deadline_cancels_total",
-                       "Calls cancelled for stalling past --upload-seconds or --pull-seconds.", "counter",
-                       [&deadlines] {
-                         return std::vector<std::pair<weightcast::ServerMetrics::Labels, double>>{
-                             {{}, static_cast<double>(deadlines.cancelled())}};
-                       });
+  metrics.AddDeadlineCancels([&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
   weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
   weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!flags.tls_cert.empty() || !flags.tls_key.empty()) {
-    auto cert = weightcast::ReadFileBytes(flags.tls_cert);
-    auto key = weightcast::ReadFileBytes(flags.tls_key);
-    if (!cert.ok() || !key.ok()) {
-      std::cerr << "weightcastd: --tls-cert and --tls-key must both name readable PEM files\n";
-      return 2;
-    }
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({std::string(key->begin(), key->end()), std::string(cert->begin(), cert->end())});
-    if (!flags.tls_client_ca.empty()) {
-      auto ca = weightcast::ReadFileBytes(flags.tls_client_ca);
-      if (!ca.ok()) {
-        std::cerr << "weightcastd: " << ca.status().message() << "\n";
-        return 2;
-      }
-      ssl.pem_root_certs.assign(ca->begin(), ca->end());
-      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-    }
-    credentials = grpc::SslServerCredentials(ssl);
+  auto credentials = weightcast::ServerCredentialsFromFiles(flags.tls_cert, flags.tls_key, flags.tls_client_ca);
+  if (!credentials.ok()) {
+    std::cerr << "weightcastd: " << credentials.status().message() << "\n";
+    return 2;
   }
   if (!flags.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
-  builder.AddListeningPort(flags.listen, credentials, &port);
+  builder.AddListeningPort(flags.listen, *credentials, &port);
   builder.RegisterService(&admin);
   builder.RegisterService(&distribution);
   builder.RegisterService(&health);

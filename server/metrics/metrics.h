@@ -1,7 +1,7 @@
 // The server's metrics, defined once, behind typed functions, exposed in the Prometheus text
 // format (there is no prometheus-cpp in Debian). Every name has the prefix "weightcast_" and a
-// base unit. Label values come from a small fixed set (tier names, results), never from
-// clients' ids. Thread-safe.
+// base unit. Label values are values the server made or keeps (tier names of its registry,
+// registered model names, results, gRPC code names), never what a client sent. Thread-safe.
 #ifndef WEIGHTCAST_SERVER_METRICS_METRICS_H_
 #define WEIGHTCAST_SERVER_METRICS_METRICS_H_
 
@@ -29,9 +29,28 @@ class ServerMetrics {
   void StreamStarted();
   void StreamEnded();
   void RecordResume();
-  void RecordRegistration(const std::string& result);  // "ok", "invalid", "exists", "error"
+  // "ok", "invalid", "exists", "too_large", "deadline", "error"
+  void RecordRegistration(const std::string& result);
   void RecordPullError(const std::string& code);        // gRPC code name
   void RecordWatchEvent(const std::string& type);       // "assignment" | "keepalive"
+
+  // The families read at scrape time from the rest of the server. Each callback must be cheap,
+  // thread-safe, and callable for as long as Exposition() is.
+  struct EncoderReadings {
+    std::function<double()> queued, busy, workers;  // encode jobs waiting, workers running, workers
+    std::function<double()> cache_bytes;            // bytes of all encoded tiers stored
+  };
+  void AddEncoderFamilies(EncoderReadings readings);
+  // Free and total bytes of the file system holding `data_dir` (for "disk nearly full" alerts).
+  void AddDataDirFamilies(const std::string& data_dir);
+  struct FleetReadings {
+    std::function<double()> subscribers;  // open Watch streams
+    // Devices by (model, last reported state).
+    std::function<std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>>()> device_states;
+  };
+  void AddFleetFamilies(FleetReadings readings);
+  // Calls cancelled for stalling past --upload-seconds or --pull-seconds.
+  void AddDeadlineCancels(std::function<double()> cancelled);
 
   // Gauges read at scrape time (queue depth, busy workers, ...).
   void AddGauge(const std::string& name, const std::string& help, std::function<double()> read);
