@@ -2,7 +2,6 @@
 
 #include <malloc.h>
 
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
@@ -39,11 +38,12 @@ absl::StatusOr<std::vector<TierSpec>> ParseLadder(const std::string& ladder, siz
 
 }  // namespace
 
-int64_t ModelStore::NowSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t ModelStore::NowSeconds() const { return absl::ToUnixSeconds(options_.clock->Now()); }
 
-absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreOptions& options) {
+absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(const ModelStoreOptions& given) {
+  ModelStoreOptions options = given;
+  if (options.layer_encoder == nullptr) options.layer_encoder = &X265LayerEncoder();
+  if (options.clock == nullptr) options.clock = &SystemClock();
   RETURN_IF_ERROR(ParseLadder(options.default_ladder, options.max_tiers).status());
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
@@ -182,8 +182,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(const RegisterRequest& r
   record.ladder = ladder;
   record.policy_json = request.policy_json;
   if (base) record.base_version = base->version;
-  record.created_unix_seconds =
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  record.created_unix_seconds = NowSeconds();
   for (const Tensor& t : model.tensors) {
     record.tensors.push_back({t.name, t.shape, std::string(DTypeName(t.dtype)),
                               std::string(LayerClassName(ClassifyTensor(t, policy)))});

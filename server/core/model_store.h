@@ -25,11 +25,13 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/clock.h"
 #include "common/pack/layer_policy.h"
 #include "common/pack/rate_allocation.h"
 #include "common/pack/tier.h"
 #include "common/tensor/tensor.h"
 #include "server/core/encoder_pool.h"
+#include "server/core/layer_encoder.h"
 #include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
@@ -52,6 +54,10 @@ struct ModelStoreOptions {
   // Most tiers one version may have, ladder and added refinements together (each is an encoding
   // stored on disk); a longer ladder is INVALID_ARGUMENT, one refinement more RESOURCE_EXHAUSTED.
   size_t max_tiers = 32;
+  // What codes each layer (null: X265LayerEncoder()) and what stamps the tiers' last use and
+  // the versions' registration (null: SystemClock()). Optional; each must outlive the store.
+  const LayerEncoder* layer_encoder = nullptr;
+  const Clock* clock = nullptr;
 };
 
 // Which tiers a request may add to a version. Devices may ask only for what the operator made
@@ -152,7 +158,7 @@ class ModelStore {
     std::vector<LayerRateCurve> curves;
     std::vector<uint64_t> fixed_bytes;
   };
-  static int64_t NowSeconds();
+  int64_t NowSeconds() const;  // options_.clock
   ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry, std::unique_ptr<BlobStore> blobs);
   // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
   std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);

@@ -162,7 +162,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
   if (qp > 0) tier.qp = qp;
   const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, tier, base_options);
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const PackedLayer layer, EncodeLayer(tensor, options));
+  ASSIGN_OR_RETURN(const PackedLayer layer, options_.layer_encoder->Encode(tensor, options));
   if (options_.metrics) {
     options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
     options_.metrics->RecordLayerEncode(encoding->tier.name,
@@ -188,9 +188,9 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
                                     : base_layer->qp == options.hevc.qp);
     if (usable) {
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
-                       EncodeMatchedLayerDelta(*base_layer, encoding->base_model->tensors[index], tensor,
-                                               layer.fidelity.sqnr_db, bytes.size(), /*threads=*/1,
-                                               refinement ? tier.qp - base_layer->qp : 0));
+                       options_.layer_encoder->EncodeDelta(*base_layer, encoding->base_model->tensors[index], tensor,
+                                                           layer.fidelity.sqnr_db, bytes.size(),
+                                                           refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
         std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
@@ -242,7 +242,7 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
         for (int qp : BudgetQpGrid()) {
           TierSpec at = encoding->tier;
           at.qp = qp;
-          auto layer = EncodeLayer(tensor, OptionsFor(tensor, encoding->policy, at, base));
+          auto layer = options_.layer_encoder->Encode(tensor, OptionsFor(tensor, encoding->policy, at, base));
           if (!layer.ok()) {
             status = layer.status();
             break;
@@ -250,7 +250,7 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
           curve.points.push_back({qp, SerializePackedLayer(*layer).size(), layer->fidelity.sqnr_db});
         }
       } else {
-        auto layer = EncodeLayer(tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
+        auto layer = options_.layer_encoder->Encode(tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
         if (layer.ok()) fixed = SerializePackedLayer(*layer).size();
         status = layer.status();
       }
