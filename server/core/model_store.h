@@ -126,8 +126,6 @@ class ModelStore {
   absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
   // Layers encoded since start (each layer of each (version, tier) encoding once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }
-  // Tier accuracies measured since start.
-  int64_t tiers_evaluated() const { return tiers_evaluated_.load(); }
 
  private:
   // One (version, tier) being encoded, shared by its jobs and its waiters.
@@ -193,7 +191,6 @@ class ModelStore {
   const std::unique_ptr<Registry> registry_;
   const std::unique_ptr<BlobStore> blobs_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
-  std::atomic<int64_t> tiers_evaluated_{0};
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>, std::shared_ptr<Encoding>> encodings_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -406,7 +406,6 @@ void ModelStore::Evaluate(int64_t id, const std::string& model, const std::strin
                      Evaluator::Load(blobs_->PathOf(record.eval_module_sha256), blobs_->PathOf(record.eval_data_sha256)));
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(weights));
     RETURN_IF_ERROR(registry_->SetTierAccuracy(record.id, tier, accuracy));
-    tiers_evaluated_.fetch_add(1);
     return absl::OkStatus();
   }();
   if (!status.ok()) {

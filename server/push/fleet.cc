@@ -103,7 +103,6 @@ void Fleet::Notify(const RolloutRecord& rollout) {
     if (sent == event->version) continue;
     sent = event->version;
     sub->Push(*std::move(event));
-    events_sent_.fetch_add(1);
   }
 }
 
@@ -122,7 +121,6 @@ absl::StatusOr<std::shared_ptr<Subscription>> Fleet::Subscribe(WatchSpec spec) {
     if (!event || sub->sent_[model] == event->version) continue;
     sub->sent_[model] = event->version;
     sub->Push(*std::move(event));
-    events_sent_.fetch_add(1);
   }
   subscriptions_.insert(sub);
   return sub;
@@ -235,8 +233,6 @@ size_t Fleet::subscribers() {
   absl::MutexLock lock(&mu_);
   return subscriptions_.size();
 }
-
-int64_t Fleet::events_sent() const { return events_sent_.load(); }
 
 std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> Fleet::DeviceStates() {
   std::vector<std::string> models;

@@ -6,7 +6,6 @@
 #ifndef WEIGHTCAST_SERVER_PUSH_FLEET_H_
 #define WEIGHTCAST_SERVER_PUSH_FLEET_H_
 
-#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -105,7 +104,6 @@ class Fleet {
   // Closes every subscription (the server is draining); later Subscribes fail UNAVAILABLE.
   void Shutdown();
   size_t subscribers();
-  int64_t events_sent() const;
   // Devices per (model, state) over every rollout's model, for metrics.
   std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> DeviceStates();
 
@@ -127,7 +125,6 @@ class Fleet {
   std::map<std::string, RolloutRecord> rollouts_ ABSL_GUARDED_BY(mu_);  // loaded at start
   absl::flat_hash_set<std::shared_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<int64_t> events_sent_{0};
 };
 
 }  // namespace weightcast
