@@ -6,14 +6,9 @@
 namespace weightcast {
 namespace {
 
-std::string ClientKey(const grpc::ServerContext& context, bool tokens_checked) {
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  if (tokens_checked && it != metadata.end()) {
-    return "token:" + TokenHash(std::string(it->second.data(), it->second.size()));
-  }
-  const std::string peer = context.peer();  // "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555"
-  return "peer:" + peer.substr(0, peer.rfind(':'));
+std::string ClientKey(std::optional<absl::string_view> authorization, absl::string_view peer, bool tokens_checked) {
+  if (tokens_checked && authorization) return "token:" + TokenHash(*authorization);
+  return absl::StrCat("peer:", peer.substr(0, peer.rfind(':')));  // the port differs per connection
 }
 
 }  // namespace
@@ -24,7 +19,16 @@ StreamLimiter::Slot::~Slot() {
 }
 
 std::unique_ptr<StreamLimiter::Slot> StreamLimiter::Acquire(const grpc::ServerContext& context, grpc::Status* refused) {
-  const std::string key = ClientKey(context, tokens_checked_);
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  std::optional<absl::string_view> authorization;
+  if (it != metadata.end()) authorization = absl::string_view(it->second.data(), it->second.size());
+  return Acquire(authorization, context.peer(), refused);
+}
+
+std::unique_ptr<StreamLimiter::Slot> StreamLimiter::Acquire(std::optional<absl::string_view> authorization,
+                                                            absl::string_view peer, grpc::Status* refused) {
+  const std::string key = ClientKey(authorization, peer, tokens_checked_);
   {
     absl::MutexLock lock(&table_->mu);
     int& open = table_->open[key];

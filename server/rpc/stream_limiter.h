@@ -8,10 +8,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace weightcast {
@@ -42,6 +44,10 @@ class StreamLimiter {
   // A slot held for the stream's life; null with `*refused` set to RESOURCE_EXHAUSTED when the
   // client already holds max_per_client.
   std::unique_ptr<Slot> Acquire(const grpc::ServerContext& context, grpc::Status* refused);
+  // The same for a call of `authorization` (its "authorization" metadata; nullopt: none) from
+  // `peer` (ServerContext::peer(): "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555").
+  std::unique_ptr<Slot> Acquire(std::optional<absl::string_view> authorization, absl::string_view peer,
+                                grpc::Status* refused);
 
  private:
   const int max_per_client_;
