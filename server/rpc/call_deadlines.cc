@@ -16,11 +16,15 @@ CallDeadlines::~CallDeadlines() {
 }
 
 std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(grpc::ServerContext* context, absl::Duration limit) {
+  return Watch([context] { context->TryCancel(); }, limit);
+}
+
+std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(std::function<void()> cancel, absl::Duration limit) {
   const absl::Time deadline = absl::Now() + limit;
   const absl::Time cancel_at = deadline + std::min(limit, absl::Seconds(5));
   absl::MutexLock lock(&mu_);
   const uint64_t id = next_id_++;
-  calls_.emplace(std::make_pair(cancel_at, id), context);
+  calls_.emplace(std::make_pair(cancel_at, id), std::move(cancel));
   changed_.Signal();
   return std::unique_ptr<Guard>(new Guard(this, deadline, cancel_at, id));
 }
@@ -43,7 +47,7 @@ void CallDeadlines::Run() {
       changed_.WaitWithDeadline(&mu_, first->first.first);
       continue;
     }
-    first->second->TryCancel();
+    first->second();
     cancelled_.fetch_add(1);
     calls_.erase(first);
   }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -48,6 +49,9 @@ class CallDeadlines {
   };
 
   std::unique_ptr<Guard> Watch(grpc::ServerContext* context, absl::Duration limit);
+  // The same with what cancelling the call means (`cancel` runs on the deadline thread, under
+  // its lock: never after the Guard is gone, and must not call back into CallDeadlines).
+  std::unique_ptr<Guard> Watch(std::function<void()> cancel, absl::Duration limit);
 
   uint64_t cancelled() const { return cancelled_.load(); }  // calls cancelled so far
 
@@ -56,7 +60,7 @@ class CallDeadlines {
 
   absl::Mutex mu_;
   absl::CondVar changed_;
-  std::map<std::pair<absl::Time, uint64_t>, grpc::ServerContext*> calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> calls_ ABSL_GUARDED_BY(mu_);  // by cancel time
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> cancelled_{0};
