@@ -1,6 +1,7 @@
 // gMock matchers for statuses, so a test asserts the outcome it means:
 //   EXPECT_THAT(store->Register(...), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fc1.weight")));
 //   EXPECT_THAT(fleet->Report(report), IsOk());
+//   EXPECT_THAT(SelectTier(info, selector), IsOkAndHolds("q22"));
 // They match absl::Status and absl::StatusOr<T>; grpc_status_matchers.h adds grpc::Status.
 // Another status type joins by specializing StatusOf<T>. Header-only; for tests only.
 #ifndef WEIGHTCAST_TESTS_TESTING_STATUS_MATCHERS_H_
@@ -8,6 +9,7 @@
 
 #include <ostream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -59,6 +61,52 @@ class StatusIsMatcher {
   const ::testing::Matcher<const std::string&> message_;
 };
 
+// IsOkAndHolds: a StatusOr<T> that is OK and whose value `inner` matches.
+template <typename StatusOrType>
+class IsOkAndHoldsImpl : public ::testing::MatcherInterface<StatusOrType> {
+ public:
+  using Value = typename std::decay_t<StatusOrType>::value_type;
+  template <typename InnerMatcher>
+  explicit IsOkAndHoldsImpl(InnerMatcher&& inner)
+      : inner_(::testing::SafeMatcherCast<const Value&>(std::forward<InnerMatcher>(inner))) {}
+
+  bool MatchAndExplain(StatusOrType value, ::testing::MatchResultListener* listener) const override {
+    if (!value.ok()) {
+      *listener << "whose status is " << value.status();
+      return false;
+    }
+    ::testing::StringMatchResultListener inner;
+    const bool matches = inner_.MatchAndExplain(*value, &inner);
+    *listener << "whose value " << ::testing::PrintToString(*value) << (matches ? " matches" : " does not match");
+    if (!inner.str().empty()) *listener << ", " << inner.str();
+    return matches;
+  }
+  void DescribeTo(std::ostream* os) const override {
+    *os << "is OK and has a value that ";
+    inner_.DescribeTo(os);
+  }
+  void DescribeNegationTo(std::ostream* os) const override {
+    *os << "is not OK or has a value that ";
+    inner_.DescribeNegationTo(os);
+  }
+
+ private:
+  const ::testing::Matcher<const Value&> inner_;
+};
+
+template <typename InnerMatcher>
+class IsOkAndHoldsMatcher {
+ public:
+  explicit IsOkAndHoldsMatcher(InnerMatcher inner) : inner_(std::move(inner)) {}
+  template <typename StatusOrType>
+  operator ::testing::Matcher<StatusOrType>() const {  // NOLINT: implicit, as gMock's own
+    return ::testing::Matcher<StatusOrType>(new IsOkAndHoldsImpl<const StatusOrType&>(inner_));
+  }
+
+ private:
+  const InnerMatcher inner_;
+};
+
 }  // namespace status_matchers_internal
 
 // The status (of a Status or a StatusOr) has `code` and a message `message` matches (a string
@@ -76,6 +124,12 @@ inline ::testing::PolymorphicMatcher<status_matchers_internal::StatusIsMatcher> 
 // The status is OK (a StatusOr holds a value); a failure prints the status.
 inline ::testing::PolymorphicMatcher<status_matchers_internal::StatusIsMatcher> IsOk() {
   return StatusIs(absl::StatusCode::kOk);
+}
+
+// The StatusOr is OK and its value matches `inner` (a value is an Eq match).
+template <typename InnerMatcher>
+status_matchers_internal::IsOkAndHoldsMatcher<std::decay_t<InnerMatcher>> IsOkAndHolds(InnerMatcher&& inner) {
+  return status_matchers_internal::IsOkAndHoldsMatcher<std::decay_t<InnerMatcher>>(std::forward<InnerMatcher>(inner));
 }
 
 }  // namespace weightcast

@@ -27,6 +27,17 @@ TEST(StatusIs, ReadsTheStatusOfAStatusOr) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("v9")));
 }
 
+TEST(IsOkAndHolds, MatchesTheValueOfAnOkStatusOr) {
+  EXPECT_THAT(absl::StatusOr<std::string>("q22"), IsOkAndHolds("q22"));
+  EXPECT_THAT(absl::StatusOr<int>(7), IsOkAndHolds(::testing::Gt(5)));
+  EXPECT_THAT(absl::StatusOr<int>(7), Not(IsOkAndHolds(8)));
+  EXPECT_THAT(absl::StatusOr<int>(absl::NotFoundError("none")), Not(IsOkAndHolds(::testing::_)));
+  const ::testing::Matcher<const absl::StatusOr<int>&> matcher = IsOkAndHolds(8);
+  ::testing::StringMatchResultListener listener;
+  EXPECT_FALSE(matcher.MatchAndExplain(absl::StatusOr<int>(absl::NotFoundError("none")), &listener));
+  EXPECT_THAT(listener.str(), HasSubstr("NOT_FOUND: none"));
+}
+
 TEST(StatusIs, ReadsAGrpcStatusByItsCodeNumber) {
   EXPECT_THAT(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "a device token cannot call the admin API"),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("admin API")));
