@@ -29,9 +29,9 @@
 namespace weightcast {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double Seconds(SteadyClock::time_point start) { return std::chrono::duration<double>(SteadyClock::now() - start).count(); }
 
 // Gaussian float32 weights as a safetensors checkpoint with `layers` [rows, cols] tensors.
 std::string WriteCheckpoint(const std::string& path, int layers, int64_t rows, int64_t cols) {
@@ -147,10 +147,10 @@ int main(int argc, char** argv) {
   constexpr int kRounds = 10;
   double weightcast_seconds = 0, bare_seconds = 0;
   for (int round = 0; round < kRounds; ++round) {  // interleaved, so drift hits both alike
-    auto start = Clock::now();
+    auto start = SteadyClock::now();
     Drain(*distribution, "big", "lossless");
     weightcast_seconds += Seconds(start);
-    start = Clock::now();
+    start = SteadyClock::now();
     Drain(*bare_stub, "big", "lossless");
     bare_seconds += Seconds(start);
   }
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
-  auto start = Clock::now();
+  auto start = SteadyClock::now();
   for (int i = 0; i < 100; ++i) {
     pullers.emplace_back([&] {
       auto stub = v1::Distribution::NewStub(Channel(server->address()));
@@ -225,7 +225,7 @@ int main(int argc, char** argv) {
     auto a = v1::Admin::NewStub(c);
     auto d = v1::Distribution::NewStub(c);
     Register(*a, "four", four, "q27");
-    start = Clock::now();
+    start = SteadyClock::now();
     Drain(*d, "four", "q27");  // cold: encodes 4 layers of 1 M weights
     encode_seconds[workers] = Seconds(start);
     encoder->Stop();

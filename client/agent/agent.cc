@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/sdk/base_store.h"
+#include "common/base/names.h"
 #include "common/base/status_macros.h"
 
 namespace weightcast {
@@ -14,11 +15,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A label the server sent, before it becomes a path: no separators, not "." or "..".
-bool SafeLabel(const std::string& label) {
-  return !label.empty() && label.size() <= 128 && label.find('/') == std::string::npos &&
-         label.find_first_not_of('.') != std::string::npos;
-}
+// Model names and version labels the server sends become paths: checked as the server checks
+// them (common/base/names.h) first.
+constexpr size_t kMaxLabel = 64;
 
 // Points `link` at `target` atomically: a new symlink renamed over the old one.
 absl::Status Relink(const fs::path& link, const fs::path& target) {
@@ -66,9 +65,14 @@ void Agent::CountFailure() {
 }
 
 absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& stop) {
-  if (!SafeLabel(a.model) || !SafeLabel(a.version) ||
-      std::find(options_.models.begin(), options_.models.end(), a.model) == options_.models.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment of '", a.model, "' version '", a.version, "'"));
+  if (absl::Status bad = CheckName("model name", a.model, kMaxLabel); !bad.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment: ", bad.message()));
+  }
+  if (absl::Status bad = CheckName("version label", a.version, kMaxLabel); !bad.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment: ", bad.message()));
+  }
+  if (std::find(options_.models.begin(), options_.models.end(), a.model) == options_.models.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment of '", a.model, "', a model this agent does not keep"));
   }
   const fs::path model_dir = fs::path(options_.dir) / a.model;
   const fs::path version_dir = model_dir / "versions" / a.version;
@@ -172,7 +176,7 @@ absl::Status Agent::Run(const std::atomic<bool>& stop) {
     return absl::InvalidArgumentError("an agent needs a device id, a directory and at least one model");
   }
   for (const std::string& model : options_.models) {
-    if (!SafeLabel(model)) return absl::InvalidArgumentError(absl::StrCat("model name '", model, "'"));
+    RETURN_IF_ERROR(CheckName("model name", model, kMaxLabel));
   }
   absl::Duration backoff = options_.min_backoff;
   while (!stop.load()) {

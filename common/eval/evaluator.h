@@ -11,15 +11,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/tensor/accuracy.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
-
-struct Accuracy {
-  double top1 = 0;  // percent of examples whose highest logit is the label
-  double top2 = 0;  // percent whose label is among the two highest
-  int64_t examples = 0;
-};
 
 class Evaluator {
  public:

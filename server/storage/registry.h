@@ -15,7 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/eval/evaluator.h"
+#include "common/tensor/accuracy.h"
 #include "server/storage/sqlite.h"
 
 namespace weightcast {
