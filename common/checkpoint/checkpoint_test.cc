@@ -135,6 +135,19 @@ TEST(TorchScript, ReadsParametersAndBuffers) {
   for (const Tensor& t : reference->tensors) EXPECT_EQ(Find(*model, t.name).data, t.data) << t.name;
 }
 
+TEST(TorchScript, DamagedCodeIsInvalidArgumentSayingWhyNotACrash) {
+  // The TorchScript compiler throws std::runtime_error on the first, ErrorReport on the second:
+  // neither is a c10::Error.
+  const std::pair<std::string, std::string> damaged[] = {{"script_bad_syntax.pt", "expected"},
+                                                         {"script_unknown_op.pt", "aten::no_such_op"}};
+  for (const auto& [fixture, why] : damaged) {
+    auto model = ReadCheckpoint(Fixture(fixture));
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument) << fixture;
+    EXPECT_THAT(std::string(model.status().message()),
+                AllOf(HasSubstr(fixture), HasSubstr("not a loadable TorchScript module"), HasSubstr(why)));
+  }
+}
+
 TEST(Checkpoint, BadInputNamesTheFileAndTensor) {
   EXPECT_THAT(ErrorOf("not_a_checkpoint.pt"), HasSubstr("not a checkpoint"));
   EXPECT_THAT(ErrorOf("truncated.pt"), HasSubstr("zip"));

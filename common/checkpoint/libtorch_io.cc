@@ -22,10 +22,19 @@ constexpr std::pair<DType, c10::ScalarType> kScalarTypes[] = {
     {DType::kBool, c10::kBool},
 };
 
-// The first line of a c10::Error: the rest is a C++ backtrace.
-std::string Brief(const c10::Error& e) {
-  std::string what = e.what_without_backtrace();
-  return what.substr(0, what.find('\n'));
+// The first non-empty line of what libtorch threw: the rest is a C++ backtrace (c10::Error) or
+// the TorchScript source around the fault (the compiler's ErrorReport and runtime_error, whose
+// text may start with a newline).
+std::string Brief(const std::exception& e) {
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
+  size_t begin = 0;
+  while (begin < what.size()) {
+    const size_t end = std::min(what.find('\n', begin), what.size());
+    if (end > begin) return what.substr(begin, end - begin);
+    begin = end + 1;
+  }
+  return "(no message)";
 }
 
 // Copies a record out of libtorch's buffer without holding both copies in memory at once: the
@@ -59,7 +68,7 @@ class TorchArchive : public RecordReader {
   bool HasRecord(const std::string& name) override {
     try {
       return reader_->hasRecord(name);
-    } catch (const c10::Error&) {
+    } catch (const std::exception&) {
       return false;
     }
   }
@@ -68,10 +77,10 @@ class TorchArchive : public RecordReader {
     try {
       auto [data, size] = reader_->getRecord(name);
       return MoveOut(static_cast<uint8_t*>(data.get()), size);
-    } catch (const c10::Error& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", Brief(e)));
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError(absl::StrCat(path_, ": record ", name, " does not fit in memory"));
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", Brief(e)));
     }
   }
 
@@ -98,7 +107,7 @@ absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string
   try {
     auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
     return std::unique_ptr<RecordReader>(std::make_unique<TorchArchive>(std::move(reader), path));
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable zip archive: ", Brief(e)));
   }
 }
@@ -118,7 +127,10 @@ absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
       model.tensors.push_back(std::move(*tensor));
     }
     return model;
-  } catch (const c10::Error& e) {
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(path, ": the TorchScript module does not fit in memory"));
+  } catch (const std::exception& e) {
+    // Damaged code/ sources make the TorchScript compiler throw ErrorReport or runtime_error.
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", Brief(e)));
   }
 }
@@ -140,7 +152,7 @@ absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model) {
     }
     const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
     return std::vector<uint8_t>(bytes.begin(), bytes.end());
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("writing a .pt file failed: ", Brief(e)));
   }
 }

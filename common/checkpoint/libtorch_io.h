@@ -1,7 +1,9 @@
 // The libtorch wrapper: zip records of torch.save / torch.jit.save archives through libtorch's
 // PyTorchStreamReader, TorchScript modules' parameters and buffers, and .pt files written with
 // torch::pickle_save that Python's torch.load reads. The only file that includes libtorch
-// headers; every c10::Error is caught here and returned as a status naming the file.
+// headers; everything libtorch throws (c10::Error, and the TorchScript compiler's ErrorReport and
+// std::runtime_error on damaged code/ sources) is caught here and returned as a status naming the
+// file.
 // Thread-safe: calls share no state (a RecordReader itself is for one thread at a time).
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
@@ -19,6 +21,8 @@ namespace weightcast {
 absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path);
 
 // Parameters and buffers of a TorchScript module (torch.jit.save), named as in its state_dict.
+// INVALID_ARGUMENT naming the file for an archive libtorch cannot load (damaged code/ sources,
+// pickles or records).
 absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path);
 
 // Serializes a dict {name: tensor} in order; Python's torch.load returns it and

@@ -16,9 +16,18 @@ namespace {
 
 constexpr int64_t kBatch = 500;
 
+// The first non-empty line of what libtorch threw: the TorchScript compiler's ErrorReport starts
+// with a newline and goes on with the source around the fault; c10::Error with a backtrace.
 std::string Brief(const std::exception& e) {
-  std::string what = e.what();
-  return what.substr(0, what.find('\n'));
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
+  size_t begin = 0;
+  while (begin < what.size()) {
+    const size_t end = std::min(what.find('\n', begin), what.size());
+    if (end > begin) return what.substr(begin, end - begin);
+    begin = end + 1;
+  }
+  return "(no message)";
 }
 
 absl::StatusOr<torch::Tensor> ToTorch(const Tensor& tensor) {
@@ -50,14 +59,18 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& mo
   auto state = std::make_unique<State>();
   state->module_path = module_path;
   at::set_num_threads(1);  // callers parallelize across evaluations
+  // The module is untrusted bytes: everything libtorch does with it until it is known sound may
+  // throw (c10::Error, and the TorchScript compiler's ErrorReport or runtime_error on damaged code/).
   try {
     state->module = torch::jit::load(module_path);
+    state->module.eval();
+    for (const auto& p : state->module.named_parameters(/*recurse=*/true)) state->slots[p.name] = p.value;
+    for (const auto& b : state->module.named_buffers(/*recurse=*/true)) state->slots[b.name] = b.value;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(module_path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a TorchScript module (torch.jit.save): ", Brief(e)));
   }
-  state->module.eval();
-  for (const auto& p : state->module.named_parameters(/*recurse=*/true)) state->slots[p.name] = p.value;
-  for (const auto& b : state->module.named_buffers(/*recurse=*/true)) state->slots[b.name] = b.value;
 
   ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));
   const Tensor* inputs = Find(data, "inputs");
@@ -104,13 +117,13 @@ absl::Status Evaluator::CheckFits(const Model& model) const {
 absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
   RETURN_IF_ERROR(CheckFits(model));
   torch::NoGradGuard no_grad;
-  for (const Tensor& t : model.tensors) {
-    ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
-    state_->slots[t.name].copy_(value);
-  }
   const int64_t n = examples();
   int64_t top1 = 0, top2 = 0;
   try {
+    for (const Tensor& t : model.tensors) {
+      ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
+      state_->slots[t.name].copy_(value);
+    }
     for (int64_t begin = 0; begin < n; begin += kBatch) {
       const int64_t end = std::min(n, begin + kBatch);
       torch::Tensor logits = state_->module.forward({state_->inputs.slice(0, begin, end)}).toTensor();

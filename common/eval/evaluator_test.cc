@@ -78,5 +78,15 @@ TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
   EXPECT_FALSE(missing.ok());
 }
 
+TEST(Evaluator, DamagedTorchScriptModuleIsInvalidArgumentSayingWhy) {
+  const std::pair<std::string, std::string> damaged[] = {{"script_bad_syntax.pt", "expected"},
+                                                         {"script_unknown_op.pt", "aten::no_such_op"}};
+  for (const auto& [fixture, why] : damaged) {
+    auto evaluator = Evaluator::Load(Fixture(fixture), Fixture("eval_data.pt"));
+    EXPECT_EQ(evaluator.status().code(), absl::StatusCode::kInvalidArgument) << fixture;
+    EXPECT_THAT(std::string(evaluator.status().message()), testing::AllOf(HasSubstr(fixture), HasSubstr(why)));
+  }
+}
+
 }  // namespace
 }  // namespace weightcast
