@@ -148,6 +148,24 @@ TEST(TorchScript, DamagedCodeIsInvalidArgumentSayingWhyNotACrash) {
   }
 }
 
+TEST(TorchScript, StorageLargerThanItsRecordIsInvalidArgument) {
+  // libtorch loads it without complaint; copying fc1.weight's 5.5 MB would read 2.7 MB past the record.
+  auto model = ReadCheckpoint(Fixture("script_short_storage.pt"));
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("script_short_storage.pt"), HasSubstr("record data/7 holds 2768896 bytes"),
+                    HasSubstr("1384448 float32 elements")));
+}
+
+TEST(TorchScript, TensorReachingPastItsStorageIsInvalidArgument) {
+  // The storage fits its record, but the tensor's 10 elements reach past the storage's 5.
+  auto model = ReadCheckpoint(Fixture("script_view_past_storage.pt"));
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("script_view_past_storage.pt"),
+                    HasSubstr("tensor 'fc2.bias' [10] reaches past its stored data (40 bytes needed, 20 stored)")));
+}
+
 TEST(Checkpoint, BadInputNamesTheFileAndTensor) {
   EXPECT_THAT(ErrorOf("not_a_checkpoint.pt"), HasSubstr("not a checkpoint"));
   EXPECT_THAT(ErrorOf("truncated.pt"), HasSubstr("zip"));

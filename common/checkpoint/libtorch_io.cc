@@ -10,7 +10,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/pickle.h"
 
 namespace weightcast {
 namespace {
@@ -89,6 +92,33 @@ class TorchArchive : public RecordReader {
   const std::string path_;
 };
 
+// torch::jit::load accepts a tensor whose storage record is shorter than its sizes, strides and
+// offset reach, and reads (or writes) past the allocation when the tensor is used: every tensor
+// of an untrusted module is checked against its storage before anything touches its data.
+absl::Status CheckWithinStorage(const std::string& name, const at::Tensor& t) {
+  const std::string what = absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()));
+  if (t.layout() != c10::kStrided || !t.has_storage()) return absl::InvalidArgumentError(absl::StrCat(what, " is not dense"));
+  if (t.numel() == 0) return absl::OkStatus();
+  bool overflow = t.storage_offset() < 0;
+  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // the last element's index in the storage
+  for (int64_t d = 0; d < t.dim() && !overflow; ++d) {
+    uint64_t step = 0;
+    overflow = t.stride(d) < 0 ||
+               __builtin_mul_overflow(static_cast<uint64_t>(t.size(d) - 1), static_cast<uint64_t>(t.stride(d)), &step) ||
+               __builtin_add_overflow(last, step, &last);
+  }
+  uint64_t needed = 0;
+  overflow = overflow || __builtin_add_overflow(last, uint64_t{1}, &last) ||
+             __builtin_mul_overflow(last, static_cast<uint64_t>(t.element_size()), &needed);
+  const uint64_t stored = t.storage().nbytes();
+  if (overflow || needed > stored) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " reaches past its stored data (",
+                                                   overflow ? "more than 2^64" : absl::StrCat(needed), " bytes needed, ",
+                                                   stored, " stored)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value) {
   const at::Tensor t = value.detach().to(c10::kCPU).contiguous();
   for (const auto& [dtype, scalar] : kScalarTypes) {
@@ -103,6 +133,40 @@ absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value
 
 }  // namespace
 
+absl::Status CheckTorchScriptStorages(const std::string& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    absl::flat_hash_map<std::string, uint64_t> record_bytes;
+    const std::pair<const char*, const char*> pickles[] = {{"data.pkl", "data/"}, {"constants.pkl", "constants/"}};
+    for (const auto& [pickle, folder] : pickles) {
+      if (!reader.hasRecord(pickle)) continue;
+      auto [data, size] = reader.getRecord(pickle);
+      ASSIGN_OR_RETURN(const PickleDocument document,
+                       ReadPickle(absl::MakeConstSpan(static_cast<const uint8_t*>(data.get()), size),
+                                  absl::StrCat(path, ": ", pickle)));
+      for (const auto& value : document.values) {
+        const TensorView& storage = value->tensor;
+        if (value->kind != PickleValue::Kind::kStorage || storage.storage_numel == 0) continue;  // libtorch reads no record
+        const std::string record = absl::StrCat(folder, storage.storage_key);
+        auto [known, added] = record_bytes.try_emplace(record, 0);
+        if (added) known->second = std::get<1>(reader.getRecord(record));
+        uint64_t declared = 0;
+        if (__builtin_mul_overflow(static_cast<uint64_t>(storage.storage_numel), DTypeSize(storage.dtype), &declared) ||
+            declared > known->second) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": record ", record, " holds ", known->second,
+                                                         " bytes but ", pickle, " declares a storage of ",
+                                                         storage.storage_numel, " ", DTypeName(storage.dtype), " elements"));
+        }
+      }
+    }
+    return absl::OkStatus();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(path, ": a record does not fit in memory"));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable TorchScript archive: ", Brief(e)));
+  }
+}
+
 absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path) {
   try {
     auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
@@ -113,19 +177,21 @@ absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string
 }
 
 absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
+  RETURN_IF_ERROR(CheckTorchScriptStorages(path));
   try {
     torch::jit::Module module = torch::jit::load(path, c10::kCPU);
     Model model;
-    for (const auto& parameter : module.named_parameters(/*recurse=*/true)) {
-      auto tensor = FromAten(parameter.name, parameter.value);
+    const auto add = [&](const std::string& name, const at::Tensor& value) -> absl::Status {
+      if (absl::Status fits = CheckWithinStorage(name, value); !fits.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", fits.message()));
+      }
+      auto tensor = FromAten(name, value);
       if (!tensor.ok()) return absl::Status(tensor.status().code(), absl::StrCat(path, ": ", tensor.status().message()));
       model.tensors.push_back(std::move(*tensor));
-    }
-    for (const auto& buffer : module.named_buffers(/*recurse=*/true)) {
-      auto tensor = FromAten(buffer.name, buffer.value);
-      if (!tensor.ok()) return absl::Status(tensor.status().code(), absl::StrCat(path, ": ", tensor.status().message()));
-      model.tensors.push_back(std::move(*tensor));
-    }
+      return absl::OkStatus();
+    };
+    for (const auto& parameter : module.named_parameters(/*recurse=*/true)) RETURN_IF_ERROR(add(parameter.name, parameter.value));
+    for (const auto& buffer : module.named_buffers(/*recurse=*/true)) RETURN_IF_ERROR(add(buffer.name, buffer.value));
     return model;
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(path, ": the TorchScript module does not fit in memory"));

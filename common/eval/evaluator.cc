@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/libtorch_io.h"
 
 namespace weightcast {
 namespace {
@@ -28,6 +29,33 @@ std::string Brief(const std::exception& e) {
     begin = end + 1;
   }
   return "(no message)";
+}
+
+// torch::jit::load accepts a tensor whose storage record is shorter than its sizes, strides and
+// offset reach; copying weights into it would write past the allocation. (The same check as
+// libtorch_io.cc's, which this library cannot reach without libtorch types in a header.)
+absl::Status CheckWithinStorage(const std::string& name, const torch::Tensor& t) {
+  const std::string what = absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()));
+  if (t.layout() != torch::kStrided || !t.has_storage()) return absl::InvalidArgumentError(absl::StrCat(what, " is not dense"));
+  if (t.numel() == 0) return absl::OkStatus();
+  bool overflow = t.storage_offset() < 0;
+  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // the last element's index in the storage
+  for (int64_t d = 0; d < t.dim() && !overflow; ++d) {
+    uint64_t step = 0;
+    overflow = t.stride(d) < 0 ||
+               __builtin_mul_overflow(static_cast<uint64_t>(t.size(d) - 1), static_cast<uint64_t>(t.stride(d)), &step) ||
+               __builtin_add_overflow(last, step, &last);
+  }
+  uint64_t needed = 0;
+  overflow = overflow || __builtin_add_overflow(last, uint64_t{1}, &last) ||
+             __builtin_mul_overflow(last, static_cast<uint64_t>(t.element_size()), &needed);
+  const uint64_t stored = t.storage().nbytes();
+  if (overflow || needed > stored) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " reaches past its stored data (",
+                                                   overflow ? "more than 2^64" : absl::StrCat(needed), " bytes needed, ",
+                                                   stored, " stored)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<torch::Tensor> ToTorch(const Tensor& tensor) {
@@ -61,15 +89,21 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& mo
   at::set_num_threads(1);  // callers parallelize across evaluations
   // The module is untrusted bytes: everything libtorch does with it until it is known sound may
   // throw (c10::Error, and the TorchScript compiler's ErrorReport or runtime_error on damaged code/).
+  RETURN_IF_ERROR(CheckTorchScriptStorages(module_path));
   try {
     state->module = torch::jit::load(module_path);
     state->module.eval();
     for (const auto& p : state->module.named_parameters(/*recurse=*/true)) state->slots[p.name] = p.value;
     for (const auto& b : state->module.named_buffers(/*recurse=*/true)) state->slots[b.name] = b.value;
+    for (const auto& [name, value] : state->slots) {
+      if (absl::Status fits = CheckWithinStorage(name, value); !fits.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(module_path, ": ", fits.message()));
+      }
+    }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(module_path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a TorchScript module (torch.jit.save): ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a loadable TorchScript module: ", Brief(e)));
   }
 
   ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));

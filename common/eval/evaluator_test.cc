@@ -79,8 +79,11 @@ TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
 }
 
 TEST(Evaluator, DamagedTorchScriptModuleIsInvalidArgumentSayingWhy) {
-  const std::pair<std::string, std::string> damaged[] = {{"script_bad_syntax.pt", "expected"},
-                                                         {"script_unknown_op.pt", "aten::no_such_op"}};
+  const std::pair<std::string, std::string> damaged[] = {
+      {"script_bad_syntax.pt", "expected"},
+      {"script_unknown_op.pt", "aten::no_such_op"},
+      {"script_short_storage.pt", "record data/7 holds 2768896 bytes"},  // else written past
+      {"script_view_past_storage.pt", "tensor 'fc2.bias' [10] reaches past its stored data"}};
   for (const auto& [fixture, why] : damaged) {
     auto evaluator = Evaluator::Load(Fixture(fixture), Fixture("eval_data.pt"));
     EXPECT_EQ(evaluator.status().code(), absl::StatusCode::kInvalidArgument) << fixture;

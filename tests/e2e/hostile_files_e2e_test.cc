@@ -1,8 +1,10 @@
 // Hostile and damaged files against the real weightcastd and weightcast-pack: each is refused
 // with INVALID_ARGUMENT (exit code 4 for the CLI) saying what is wrong, stores nothing, and what
-// was registered before still pulls. TorchScript archives whose code/ makes libtorch's compiler
-// throw (a syntax error: std::runtime_error; an unknown op: ErrorReport), as a checkpoint and as
-// an evaluation module.
+// was registered before still pulls. TorchScript archives, as a checkpoint and as an evaluation
+// module: code/ that makes libtorch's compiler throw (a syntax error: std::runtime_error; an
+// unknown op: ErrorReport), and tensors libtorch loads although they reach past their data (a
+// record cut short; a view larger than its storage), which used to be read and written out of
+// bounds.
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -32,8 +34,11 @@ struct Damaged {
   std::string fixture;
   std::string reason;
 };
-const Damaged kDamagedTorchScript[] = {{"script_bad_syntax.pt", "expected newline"},
-                                       {"script_unknown_op.pt", "aten::no_such_op"}};
+const Damaged kDamagedTorchScript[] = {
+    {"script_bad_syntax.pt", "not a loadable TorchScript module: expected newline"},
+    {"script_unknown_op.pt", "not a loadable TorchScript module: Unknown builtin op: aten::no_such_op"},
+    {"script_short_storage.pt", "record data/7 holds 2768896 bytes but data.pkl declares a storage of 1384448"},
+    {"script_view_past_storage.pt", "tensor 'fc2.bias' [10] reaches past its stored data (40 bytes needed, 20 stored)"}};
 
 size_t FilesUnder(const std::string& dir) {
   size_t n = 0;
@@ -81,15 +86,18 @@ TEST_F(HostileFilesEndToEnd, DamagedTorchScriptCheckpointIsInvalidArgumentAndSto
   for (const Damaged& damaged : kDamagedTorchScript) {
     auto refused = client_->Register({"cnn", "v1", kFixtures + "/" + damaged.fixture, "q27"});
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << damaged.fixture << ": " << refused.status();
-    EXPECT_THAT(std::string(refused.status().message()),
-                AllOf(HasSubstr("not a loadable TorchScript module"), HasSubstr(damaged.reason)));
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr(damaged.reason));
   }
   ExpectNothingStoredAndTheGoodModelPulls();
   if (!HasFailure()) {
     RecordReliability("a TorchScript checkpoint whose code/ has a syntax error (libtorch throws std::runtime_error) "
-                      "or calls an unknown op (ErrorReport)",
+                      "or an unknown op (ErrorReport), or whose record is cut short, or whose tensor reaches past "
+                      "its storage (libtorch loads both)",
                       "INVALID_ARGUMENT \"...: not a loadable TorchScript module: expected newline ...\" / "
-                      "\"... Unknown builtin op: aten::no_such_op.\"",
+                      "\"... Unknown builtin op: aten::no_such_op.\" / \"...: record data/7 holds 2768896 bytes but "
+                      "data.pkl declares a storage of 1384448 float32 elements\" / \"... tensor 'fc2.bias' [10] "
+                      "reaches past its stored data\" (was: UNKNOWN \"Unexpected error in RPC handling\"; the cut "
+                      "record killed weightcastd with SIGSEGV)",
                       "no version added, blob store file count unchanged, no upload left in tmp/, an earlier version still pulls");
   }
 }
@@ -102,15 +110,14 @@ TEST_F(HostileFilesEndToEnd, DamagedTorchScriptEvaluationModuleIsInvalidArgument
     options.eval_data_path = kFixtures + "/eval_data.pt";
     auto refused = client_->Register(options);
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << damaged.fixture << ": " << refused.status();
-    EXPECT_THAT(std::string(refused.status().message()),
-                AllOf(HasSubstr("evaluation bundle"), HasSubstr("TorchScript"), HasSubstr(damaged.reason)));
+    EXPECT_THAT(std::string(refused.status().message()), AllOf(HasSubstr("evaluation bundle"), HasSubstr(damaged.reason)));
   }
   ExpectNothingStoredAndTheGoodModelPulls();
   if (!HasFailure()) {
-    RecordReliability("a registration whose evaluation module is a TorchScript archive with damaged code/ "
-                      "(syntax error; unknown op)",
-                      "INVALID_ARGUMENT \"evaluation bundle: ...: not a TorchScript module (torch.jit.save): "
-                      "<libtorch's reason>\"",
+    RecordReliability("an evaluation module that is a damaged TorchScript archive (code/ the compiler rejects, a "
+                      "record cut short, a tensor past its storage)",
+                      "INVALID_ARGUMENT \"evaluation bundle: ...: <libtorch's reason, or the record or tensor>\" "
+                      "(was: the cut record killed weightcastd with SIGSEGV)",
                       "no version added, blob store file count unchanged, no upload left in tmp/, an earlier version still pulls");
   }
 }
@@ -129,13 +136,13 @@ TEST_F(HostileFilesEndToEnd, PackRefusesADamagedTorchScriptCheckpointWithExitCod
     const int status = pclose(pipe);
     ASSERT_TRUE(WIFEXITED(status)) << damaged.fixture << " died of signal " << WTERMSIG(status) << ":\n" << output;
     EXPECT_EQ(WEXITSTATUS(status), 4) << damaged.fixture << ":\n" << output;  // 4: bad or damaged input
-    EXPECT_THAT(output, AllOf(HasSubstr(damaged.fixture), HasSubstr("not a loadable TorchScript module"),
-                              HasSubstr(damaged.reason)));
+    EXPECT_THAT(output, AllOf(HasSubstr(damaged.fixture), HasSubstr(damaged.reason)));
     EXPECT_FALSE(std::filesystem::exists(out + "/q27.wcm"));
   }
   if (!HasFailure()) {
-    RecordReliability("weightcast-pack given a TorchScript checkpoint with damaged code/ (syntax error; unknown op)",
-                      "exit code 4, \"weightcast-pack: FILE: not a loadable TorchScript module: <libtorch's reason>\" "
+    RecordReliability("weightcast-pack given a damaged TorchScript archive (code/ the compiler rejects, a record "
+                      "cut short, a tensor past its storage)",
+                      "exit code 4, \"weightcast-pack: FILE: <libtorch's reason, or the record or tensor>\" "
                       "(was: abort, exit 134)",
                       "no tier file written");
   }
