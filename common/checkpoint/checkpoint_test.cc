@@ -166,6 +166,13 @@ TEST(TorchScript, TensorReachingPastItsStorageIsInvalidArgument) {
                     HasSubstr("tensor 'fc2.bias' [10] reaches past its stored data (40 bytes needed, 20 stored)")));
 }
 
+TEST(TorchScript, DebugPickleClaimingAHugeStringIsRefusedBeforeLibtorchAllocatesIt) {
+  auto model = ReadCheckpoint(Fixture("script_huge_debug_string.pt"));
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("script_huge_debug_string.pt"), HasSubstr("code/__torch__.py.debug_pkl")));
+}
+
 TEST(Checkpoint, BadInputNamesTheFileAndTensor) {
   EXPECT_THAT(ErrorOf("not_a_checkpoint.pt"), HasSubstr("not a checkpoint"));
   EXPECT_THAT(ErrorOf("truncated.pt"), HasSubstr("zip"));

@@ -20,11 +20,13 @@ namespace weightcast {
 // INVALID_ARGUMENT naming the file when it is not a readable zip archive.
 absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path);
 
-// libtorch's TorchScript loader sizes each storage by the element count its pickle declares and
-// never compares that with the record it reads: a record cut short is read (and written) past its
-// end. INVALID_ARGUMENT naming the record unless every storage data.pkl and constants.pkl declare
-// fits in its record; run before handing an untrusted archive to torch::jit::load.
-absl::Status CheckTorchScriptStorages(const std::string& path);
+// Run before handing an untrusted archive to torch::jit::load. libtorch's TorchScript loader sizes
+// each storage by the element count its pickle declares and never compares that with the record
+// it reads (a record cut short is read, and written, past its end), and its unpickler allocates
+// whatever length a string claims. INVALID_ARGUMENT naming the record unless every storage
+// data.pkl and constants.pkl declare fits in its record and every pickle (with the code/
+// .debug_pkl source ranges) passes our bounded reader (pickle.h).
+absl::Status CheckTorchScriptArchive(const std::string& path);
 
 // Parameters and buffers of a TorchScript module (torch.jit.save), named as in its state_dict.
 // INVALID_ARGUMENT naming the file for an archive libtorch cannot load (damaged code/ sources,

@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& mo
   at::set_num_threads(1);  // callers parallelize across evaluations
   // The module is untrusted bytes: everything libtorch does with it until it is known sound may
   // throw (c10::Error, and the TorchScript compiler's ErrorReport or runtime_error on damaged code/).
-  RETURN_IF_ERROR(CheckTorchScriptStorages(module_path));
+  RETURN_IF_ERROR(CheckTorchScriptArchive(module_path));
   try {
     state->module = torch::jit::load(module_path);
     state->module.eval();
