@@ -1,6 +1,7 @@
 // Writes the committed seed corpus of the fuzz targets (tests/fuzz/corpus/TARGET/) from real
 // encodings: small safetensors files, packed layers at several codecs, HEVC bitstreams. The
-// torch.save seeds (data.pkl records) come from PyTorch: tests/fuzz/make_torch_seeds.py.
+// torch.save seeds (data.pkl records) and the TorchScript archives come from PyTorch:
+// tests/fuzz/make_torch_seeds.py, tests/fuzz/make_torchscript_seeds.py.
 // usage: make_fuzz_seeds CORPUS_DIR
 #include <cstdio>
 #include <filesystem>
