@@ -1,6 +1,7 @@
 #include "common/checkpoint/safetensors.h"
 
 #include <algorithm>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
@@ -25,10 +26,15 @@ absl::Status Invalid(absl::string_view source, absl::string_view tensor, absl::s
       source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"), ": ", what));
 }
 
-// The tensor described by one header entry; checks everything against `data_size`.
-absl::StatusOr<std::pair<uint64_t, Tensor>> ParseEntry(const std::string& name, const Json& entry,
-                                                       absl::Span<const uint8_t> data,
-                                                       absl::string_view source) {
+// One header entry, checked against the data's size; its bytes are not copied yet.
+struct Entry {
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  Tensor tensor;  // without data
+};
+
+absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& entry, uint64_t data_size,
+                                 absl::string_view source) {
   if (!entry.is_object()) return Invalid(source, name, "header entry is not an object");
   auto dtype_it = entry.find("dtype");
   auto shape_it = entry.find("shape");
@@ -38,7 +44,8 @@ absl::StatusOr<std::pair<uint64_t, Tensor>> ParseEntry(const std::string& name, 
       offsets_it->size() != 2) {
     return Invalid(source, name, "needs dtype, shape and data_offsets [begin, end]");
   }
-  Tensor tensor;
+  Entry out;
+  Tensor& tensor = out.tensor;
   tensor.name = name;
   const std::string code = dtype_it->get<std::string>();
   auto code_it = std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
@@ -59,19 +66,50 @@ absl::StatusOr<std::pair<uint64_t, Tensor>> ParseEntry(const std::string& name, 
   if (!begin_json.is_number_unsigned() || !end_json.is_number_unsigned()) {
     return Invalid(source, name, "data_offsets are not sizes");
   }
-  const uint64_t begin = begin_json.get<uint64_t>(), end = end_json.get<uint64_t>();
-  if (begin > end || end > data.size()) {
-    return Invalid(source, name, absl::StrCat("data_offsets [", begin, ", ", end, "] lie outside the ",
-                                              data.size(), " data bytes of the file"));
+  out.begin = begin_json.get<uint64_t>();
+  out.end = end_json.get<uint64_t>();
+  if (out.begin > out.end || out.end > data_size) {
+    return Invalid(source, name, absl::StrCat("data_offsets [", out.begin, ", ", out.end, "] lie outside the ",
+                                              data_size, " data bytes of the file"));
   }
+  const uint64_t bytes = out.end - out.begin;
   const uint64_t element_size = DTypeSize(tensor.dtype);
-  if (static_cast<uint64_t>(*elements) > (end - begin) / element_size ||
-      static_cast<uint64_t>(*elements) * element_size != end - begin) {
+  if (static_cast<uint64_t>(*elements) > bytes / element_size ||
+      static_cast<uint64_t>(*elements) * element_size != bytes) {
     return Invalid(source, name, absl::StrCat("shape ", ShapeToString(tensor.shape), " of ", code,
-                                              " does not match its ", end - begin, " data bytes"));
+                                              " does not match its ", bytes, " data bytes"));
   }
-  tensor.data.assign(data.begin() + begin, data.begin() + end);
-  return std::make_pair(begin, std::move(tensor));
+  return out;
+}
+
+// As the reference implementation (huggingface/safetensors) requires: the tensors' byte ranges,
+// in order of their offsets, tile the data exactly, from byte 0 to the end, without overlaps or
+// holes. Without this, one region could be claimed by many tensors (each a full copy here).
+absl::Status CheckTiling(const std::vector<Entry>& sorted, uint64_t data_size, absl::string_view source) {
+  uint64_t covered = 0;
+  const Entry* previous = nullptr;
+  for (const Entry& entry : sorted) {
+    const std::string range = absl::StrCat("data_offsets [", entry.begin, ", ", entry.end, "]");
+    if (entry.begin < covered) {
+      return Invalid(source, entry.tensor.name,
+                     absl::StrCat(range, " overlap those of tensor '", previous->tensor.name, "' [", previous->begin,
+                                  ", ", previous->end, "]"));
+    }
+    if (entry.begin > covered) {
+      return Invalid(source, entry.tensor.name,
+                     absl::StrCat(range, " leave a hole: data bytes [", covered, ", ", entry.begin, ") before it ",
+                                  previous ? absl::StrCat("(after tensor '", previous->tensor.name, "') ") : "",
+                                  "belong to no tensor"));
+    }
+    covered = entry.end;
+    previous = &entry;
+  }
+  if (covered != data_size) {
+    return Invalid(source, "", absl::StrCat("the last ", data_size - covered, " data bytes",
+                                            previous ? absl::StrCat(" (after tensor '", previous->tensor.name, "')") : "",
+                                            " belong to no tensor"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -100,16 +138,21 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes, absl::st
   if (header.is_discarded() || !header.is_object()) return Invalid(source, "", "header is not a JSON object");
   if (!repeated.empty()) return Invalid(source, repeated, "name appears more than once");
   const absl::Span<const uint8_t> data = bytes.subspan(8 + header_size);
-  std::vector<std::pair<uint64_t, Tensor>> entries;
+  std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
-    ASSIGN_OR_RETURN(auto entry, ParseEntry(it.key(), it.value(), data, source));
+    ASSIGN_OR_RETURN(Entry entry, ParseEntry(it.key(), it.value(), data.size(), source));
     entries.push_back(std::move(entry));
   }
+  // By (begin, end): a zero-size tensor comes before the tensor that starts where it sits.
   std::stable_sort(entries.begin(), entries.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+                   [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+  RETURN_IF_ERROR(CheckTiling(entries, data.size(), source));
   Model model;
-  for (auto& [offset, tensor] : entries) model.tensors.push_back(std::move(tensor));
+  for (Entry& entry : entries) {
+    entry.tensor.data.assign(data.begin() + entry.begin, data.begin() + entry.end);
+    model.tensors.push_back(std::move(entry.tensor));
+  }
   return model;
 }
 

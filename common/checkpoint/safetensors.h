@@ -20,6 +20,9 @@ inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100 << 20;
 
 // Parses a whole safetensors file held in memory; `source` names it in errors.
 // Tensors come back in the order of their data offsets (the order they were written).
+// As the reference implementation requires, their byte ranges must tile the data exactly:
+// INVALID_ARGUMENT naming both tensors for an overlap, the tensor after a hole for bytes no tensor
+// covers (or the count of trailing bytes).
 absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes, absl::string_view source);
 absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path);
 

@@ -10,6 +10,7 @@
 namespace weightcast {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string Fixture(const std::string& name) { return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name; }
@@ -101,6 +102,48 @@ TEST(Safetensors, BadInputNamesTheFileAndTensor) {
               HasSubstr("unsupported dtype C64"));
   EXPECT_THAT(ErrorOf(Build(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
               HasSubstr("'w'"));
+}
+
+// As the reference implementation: tensors' byte ranges tile the data exactly.
+TEST(Safetensors, OverlappingTensorsAreAnErrorNamingBoth) {
+  // fc.bias reads the last 16 bytes of fc.weight: two tensors, one region.
+  const std::string overlap = ErrorOf(Build(
+      R"({"fc.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},"fc.bias":{"dtype":"F32","shape":[4],"data_offsets":[48,64]}})",
+      64));
+  EXPECT_THAT(overlap, AllOf(HasSubstr("bad.safetensors"), HasSubstr("'fc.bias'"), HasSubstr("'fc.weight'"),
+                             HasSubstr("overlap")));
+  // The same range twice; and a zero-size tensor inside another.
+  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}})", 8)),
+              AllOf(HasSubstr("'a'"), HasSubstr("'b'"), HasSubstr("overlap")));
+  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"I8","shape":[0],"data_offsets":[4,4]}})", 8)),
+              AllOf(HasSubstr("'z'"), HasSubstr("'a'"), HasSubstr("overlap")));
+}
+
+TEST(Safetensors, BytesNoTensorCoversAreAnError) {
+  // Before the first tensor: named by the tensor after the hole.
+  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8)),
+              AllOf(HasSubstr("'a'"), HasSubstr("hole"), HasSubstr("[0, 4)")));
+  // Between two tensors.
+  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8)),
+              AllOf(HasSubstr("'b'"), HasSubstr("hole"), HasSubstr("[2, 4)"), HasSubstr("after tensor 'a'")));
+  // After the last.
+  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 7)),
+              AllOf(HasSubstr("the last 3 data bytes"), HasSubstr("after tensor 'a'")));
+  EXPECT_THAT(ErrorOf(Build("{}", 5)), HasSubstr("the last 5 data bytes belong to no tensor"));
+}
+
+TEST(Safetensors, ZeroSizeTensorsMaySitWhereAnotherStartsOrAtTheEnd) {
+  auto model = ParseSafetensors(
+      Build(R"({"b":{"dtype":"I8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"I8","shape":[0],"data_offsets":[0,0]},)"
+            R"("c":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}})",
+            4),
+      "zero.safetensors");
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ(model->tensors.size(), 3u);
+  EXPECT_EQ(model->tensors[0].name, "a");  // by (begin, end)
+  EXPECT_EQ(model->tensors[1].name, "b");
+  EXPECT_EQ(model->tensors[2].name, "c");
+  EXPECT_EQ(model->tensors[1].data.size(), 4u);
 }
 
 TEST(Safetensors, MissingFileIsNotFound) {
