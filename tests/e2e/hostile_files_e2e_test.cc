@@ -4,11 +4,13 @@
 // module: code/ that makes libtorch's compiler throw (a syntax error: std::runtime_error; an
 // unknown op: ErrorReport), and tensors libtorch loads although they reach past their data (a
 // record cut short; a view larger than its storage), which used to be read and written out of
-// bounds.
+// bounds. safetensors whose tensors overlap or leave bytes uncovered, which the reference
+// implementation refuses.
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "client/sdk/client.h"
@@ -39,6 +41,15 @@ const Damaged kDamagedTorchScript[] = {
     {"script_unknown_op.pt", "not a loadable TorchScript module: Unknown builtin op: aten::no_such_op"},
     {"script_short_storage.pt", "record data/7 holds 2768896 bytes but data.pkl declares a storage of 1384448"},
     {"script_view_past_storage.pt", "tensor 'fc2.bias' [10] reaches past its stored data (40 bytes needed, 20 stored)"}};
+
+// Writes a safetensors file: the header text as given, then `data_bytes` bytes of 0x3f.
+std::string WriteSafetensors(const std::string& path, const std::string& header, size_t data_bytes) {
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  bytes += header + std::string(data_bytes, '\x3f');
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
 
 size_t FilesUnder(const std::string& dir) {
   size_t n = 0;
@@ -145,6 +156,39 @@ TEST_F(HostileFilesEndToEnd, PackRefusesADamagedTorchScriptCheckpointWithExitCod
                       "exit code 4, \"weightcast-pack: FILE: <libtorch's reason, or the record or tensor>\" "
                       "(was: abort, exit 134)",
                       "no tier file written");
+  }
+}
+
+TEST_F(HostileFilesEndToEnd, SafetensorsWithOverlappingOrUncoveredBytesIsInvalidArgumentAndStoresNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartWithOneModel("hostile_safetensors_layout"));
+  // fc.bias is the last 16 bytes of fc.weight: one region read as two tensors.
+  const std::string overlap = WriteSafetensors(
+      dir_ + "/overlap.safetensors",
+      R"({"fc.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},"fc.bias":{"dtype":"F32","shape":[4],"data_offsets":[48,64]}})",
+      64);
+  auto refused = client_->Register({"lin", "v1", overlap, "q27"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("tensor 'fc.bias': data_offsets [48, 64] overlap those of tensor 'fc.weight' [0, 64]"));
+  // 16 bytes between fc.weight and fc.bias that no tensor covers.
+  const std::string hole = WriteSafetensors(
+      dir_ + "/hole.safetensors",
+      R"({"fc.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},"fc.bias":{"dtype":"F32","shape":[4],"data_offsets":[80,96]}})",
+      96);
+  refused = client_->Register({"lin", "v1", hole, "q27"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              AllOf(HasSubstr("tensor 'fc.bias'"), HasSubstr("hole: data bytes [64, 80)"), HasSubstr("after tensor 'fc.weight'")));
+  ExpectNothingStoredAndTheGoodModelPulls();
+  if (!HasFailure()) {
+    RecordReliability("a safetensors upload whose tensors' data_offsets overlap (fc.bias inside fc.weight)",
+                      "INVALID_ARGUMENT \"...: tensor 'fc.bias': data_offsets [48, 64] overlap those of tensor "
+                      "'fc.weight' [0, 64]\" (was: registered)",
+                      "no version added, blob store file count unchanged, no upload left in tmp/, an earlier version still pulls");
+    RecordReliability("a safetensors upload with data bytes no tensor covers (a hole between two tensors)",
+                      "INVALID_ARGUMENT \"...: tensor 'fc.bias': data_offsets [80, 96] leave a hole: data bytes [64, 80) "
+                      "before it (after tensor 'fc.weight') belong to no tensor\" (was: registered)",
+                      "no version added, blob store file count unchanged, no upload left in tmp/, an earlier version still pulls");
   }
 }
 
