@@ -1,7 +1,8 @@
 // The libtorch wrapper: zip records of torch.save / torch.jit.save archives through libtorch's
 // PyTorchStreamReader, TorchScript modules' parameters and buffers, and .pt files written with
-// torch::pickle_save that Python's torch.load reads. The only file that includes libtorch
-// headers; everything libtorch throws (c10::Error, and the TorchScript compiler's ErrorReport and
+// torch::pickle_save that Python's torch.load reads. One of the two files that include libtorch
+// headers (the other, common/eval/evaluator.cc, runs TorchScript modules; scripts/check holds
+// this); everything libtorch throws (c10::Error, and the TorchScript compiler's ErrorReport and
 // std::runtime_error on damaged code/ sources) is caught here and returned as a status naming the
 // file.
 // Thread-safe: calls share no state (a RecordReader itself is for one thread at a time).

@@ -27,7 +27,8 @@ namespace weightcast {
 // Stable (SHA-256 of model and device id), so the devices at 20 % stay in at 40 %.
 int RolloutBucket(const std::string& model, const std::string& device_id);
 
-enum class AssignmentReason { kRollout = 1, kBaseline = 2, kRollback = 3 };
+// Why a device is assigned a version (the RPC layer maps it to the API's enum).
+enum class AssignmentReason { kRollout, kBaseline, kRollback };
 
 struct AssignmentEvent {
   std::string model;

@@ -55,6 +55,15 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::move(message));
 }
 
+v1::Assignment::Reason ToProto(AssignmentReason reason) {
+  switch (reason) {
+    case AssignmentReason::kRollout: return v1::Assignment::ROLLOUT;
+    case AssignmentReason::kBaseline: return v1::Assignment::BASELINE;
+    case AssignmentReason::kRollback: return v1::Assignment::ROLLBACK;
+  }
+  return v1::Assignment::REASON_UNSPECIFIED;
+}
+
 namespace {
 
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {

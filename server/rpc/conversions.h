@@ -27,6 +27,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out);
 void ToProto(const Manifest& manifest, v1::Manifest* out);
 void ToProto(const RolloutView& rollout, v1::Rollout* out);
+v1::Assignment::Reason ToProto(AssignmentReason reason);
 
 // The held_blob_sha256 of a request as hex blob names; INVALID_ARGUMENT for a malformed entry or
 // more than kMaxHeldBlobs.

@@ -70,7 +70,7 @@ grpc::Status DistributionService::Watch(grpc::ServerContext* context, const v1::
       a->set_model(next->model);
       a->set_version(next->version);
       a->set_tier(next->tier);
-      a->set_reason(static_cast<v1::Assignment::Reason>(static_cast<int>(next->reason)));
+      a->set_reason(ToProto(next->reason));
       metrics_->RecordWatchEvent("assignment");
     } else {
       if ((*subscription)->closed()) break;
