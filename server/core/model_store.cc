@@ -13,6 +13,7 @@
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/eval/evaluator.h"
 #include "common/pack/layer_policy.h"
 #include "common/pack/packed_model.h"
 #include "common/pack/tier.h"
