@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/pack/front_end.h"
 
 namespace weightcast {
 
@@ -32,14 +34,16 @@ options:
                       qNN = picture layers as HEVC at QP NN (0..51); lossless = int8 + zstd;
                       hevc-lossless = HEVC lossless; int8 = raw int8
   --preset NAME       x265 preset, ultrafast .. placebo (default veryfast)
-  --scheme NAME       per-tensor-symmetric (default), per-channel-symmetric,
-                      per-tensor-asymmetric, per-channel-asymmetric
+  --scheme NAME       int8 scales: auto (default: per layer and tier, per-tensor or
+                      per-channel symmetric, whichever wins), per-tensor (-symmetric),
+                      per-channel (-symmetric), per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)
   --convs-as-pictures code convolution weights as pictures [out, in*kh*kw] too
   --policy FILE       layer policy as JSON: {"min_picture_elements": N,
                       "convolutions": "int8"|"picture", "convolution_qp": QP,
+                      "scheme": "auto"|"per-tensor"|"per-channel",
                       "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"}}
   --int8              (--unpack) write int8 tensors with their scales instead of float32
   --threads N         tiles coded at once (default: one per core)
@@ -110,9 +114,24 @@ absl::Status Explain(const PackCommand& command, const Model& model, std::ostrea
 struct TierSummary {
   std::string name;
   uint64_t bytes = 0;
-  double worst_sqnr = INFINITY;  // over the picture layers
+  double worst_sqnr = INFINITY;  // over every layer
+  std::string worst_layer;
+  int per_channel_layers = 0;
   double seconds = 0;
 };
+
+// "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for layers without
+// int8 scales.
+std::string ScalesOf(const PackedLayer& layer) {
+  if (!IsInt8Codec(layer.codec)) return "-";
+  switch (layer.scheme) {
+    case QuantScheme::kPerTensorSymmetric: return "tensor";
+    case QuantScheme::kPerChannelSymmetric: return "channel";
+    case QuantScheme::kPerTensorAsymmetric: return "tensor-asym";
+    case QuantScheme::kPerChannelAsymmetric: return "channel-asym";
+  }
+  return "?";
+}
 
 absl::Status Pack(const PackCommand& command, const Model& model, std::ostream& out) {
   ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(command.tiers));
@@ -126,19 +145,20 @@ absl::Status Pack(const PackCommand& command, const Model& model, std::ostream& 
   for (const TierSpec& tier : tiers) {
     const std::string path = absl::StrCat(command.output, "/", tier.name, ".wcm");
     out << absl::StrFormat("\ntier %s -> %s\n", tier.name, path);
-    out << absl::StrFormat("  %-32s %-10s %-16s %12s %8s %9s %10s %9s\n", "layer", "codec", "shape",
+    out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12s %8s %9s %10s %9s\n", "layer", "codec", "scales", "shape",
                            "bytes", "bits/w", "SQNR dB", "int8 SQNR", "encode s");
     TierSummary summary{tier.name};
     auto on_layer = [&](const PackedLayer& layer, double seconds) {
-      out << absl::StrFormat("  %-32s %-10s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
-                             LayerCodecName(layer.codec), ShapeToString(layer.shape),
+      out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
+                             LayerCodecName(layer.codec), ScalesOf(layer), ShapeToString(layer.shape),
                              layer.PayloadBytes(), layer.fidelity.bits_per_weight,
                              Db(layer.fidelity.sqnr_db), Db(layer.fidelity.sqnr_int8_db), seconds);
       out.flush();
-      if (ClassifyTensor(Tensor{layer.name, layer.shape, layer.source_dtype, {}}, command.pack.policy) ==
-          LayerClass::kPicture) {
-        summary.worst_sqnr = std::min(summary.worst_sqnr, layer.fidelity.sqnr_db);
+      if (layer.fidelity.sqnr_db < summary.worst_sqnr) {
+        summary.worst_sqnr = layer.fidelity.sqnr_db;
+        summary.worst_layer = layer.name;
       }
+      if (IsInt8Codec(layer.codec) && layer.scheme == QuantScheme::kPerChannelSymmetric) ++summary.per_channel_layers;
       summary.seconds += seconds;
     };
     ASSIGN_OR_RETURN(const std::vector<PackedLayer> layers, PackModel(model, tier, command.pack, on_layer));
@@ -149,14 +169,16 @@ absl::Status Pack(const PackCommand& command, const Model& model, std::ostream& 
                            size.weights ? 8.0 * summary.bytes / size.weights : 0.0);
     summaries.push_back(summary);
   }
-  out << absl::StrFormat("\nsummary (file bytes, all tensors; SQNR of the worst picture layer)\n");
-  out << absl::StrFormat("  %-14s %14s %8s %9s %8s %15s %9s\n", "tier", "bytes", "bits/w", "x float",
-                         "x int8", "worst SQNR dB", "encode s");
+  out << absl::StrFormat("\nsummary (file bytes, all tensors; SQNR of the worst layer, picture or not; layers with "
+                         "per-channel scales)\n");
+  out << absl::StrFormat("  %-14s %14s %8s %9s %8s %15s %-24s %11s %9s\n", "tier", "bytes", "bits/w", "x float",
+                         "x int8", "worst SQNR dB", "worst layer", "per-channel", "encode s");
   for (const TierSummary& s : summaries) {
-    out << absl::StrFormat("  %-14s %14d %8.3f %9.2f %8.2f %15s %9.2f\n", s.name, s.bytes,
+    out << absl::StrFormat("  %-14s %14d %8.3f %9.2f %8.2f %15s %-24s %11d %9.2f\n", s.name, s.bytes,
                            size.weights ? 8.0 * s.bytes / size.weights : 0.0,
                            s.bytes ? double(size.float_bytes) / s.bytes : 0.0,
-                           s.bytes ? double(size.weights) / s.bytes : 0.0, Db(s.worst_sqnr), s.seconds);
+                           s.bytes ? double(size.weights) / s.bytes : 0.0, Db(s.worst_sqnr),
+                           s.worst_layer.empty() ? "-" : s.worst_layer, s.per_channel_layers, s.seconds);
   }
   return absl::OkStatus();
 }
@@ -184,6 +206,7 @@ absl::Status Unpack(const PackCommand& command, std::ostream& out) {
 
 absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& args) {
   PackCommand command;
+  std::optional<std::optional<QuantScheme>> scheme;  // --scheme, over the policy file's
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -205,7 +228,8 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
       ASSIGN_OR_RETURN(command.pack.base.hevc.preset, value());
     } else if (arg == "--scheme") {
       ASSIGN_OR_RETURN(const std::string name, value());
-      ASSIGN_OR_RETURN(command.pack.base.scheme, QuantSchemeFromName(name));
+      ASSIGN_OR_RETURN(const std::optional<QuantScheme> front_end, FrontEndFromName(name));
+      scheme.emplace(front_end);
     } else if (arg == "--max-tile") {
       ASSIGN_OR_RETURN(const std::string v, value());
       ASSIGN_OR_RETURN(command.pack.base.max_tile_size, IntFlag(arg, v, kCtuSize, 4 * kDefaultMaxTileSize));
@@ -236,6 +260,7 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
       return Usage(absl::StrCat("unexpected argument ", arg));
     }
   }
+  if (scheme) command.pack.policy.scheme = *scheme;
   if (command.input.empty()) return Usage("no input file given");
   if (command.mode != PackCommand::Mode::kExplain && command.output.empty()) return Usage("-o is required");
   RETURN_IF_ERROR(ParseTierList(command.tiers).status());

@@ -8,6 +8,7 @@
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/hevc/de265_decoder.h"
+#include "common/pack/front_end.h"
 #include "common/pack/zstd_codec.h"
 #include "common/tensor/fidelity.h"
 
@@ -68,9 +69,32 @@ absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer, int64_t
   }
 }
 
+absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncodeOptions& options);
+
+// The auto front end: per-tensor, and per-channel where it may win; the rule picks.
+absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(const Tensor& tensor, LayerEncodeOptions options) {
+  options.choose_scheme = false;
+  options.scheme = QuantScheme::kPerTensorSymmetric;
+  ASSIGN_OR_RETURN(PackedLayer per_tensor, EncodeLayerAs(tensor, options));
+  ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
+  if (!PerChannelMayWin(tensor.shape, values)) return per_tensor;
+  options.scheme = QuantScheme::kPerChannelSymmetric;
+  ASSIGN_OR_RETURN(PackedLayer per_channel, EncodeLayerAs(tensor, options));
+  return PerChannelWins(per_tensor.fidelity, per_channel.fidelity) ? std::move(per_channel) : std::move(per_tensor);
+}
+
 }  // namespace
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeOptions& options) {
+  if (options.choose_scheme && IsInt8Codec(options.codec) && IsFloatingPoint(tensor.dtype)) {
+    return EncodeLayerChoosingScheme(tensor, options);
+  }
+  return EncodeLayerAs(tensor, options);
+}
+
+namespace {
+
+absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncodeOptions& options) {
   PackedLayer layer;
   layer.name = tensor.name;
   layer.codec = options.codec;
@@ -107,12 +131,13 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
   if (!IsInt8Codec(options.codec)) {
     layer.decoded_sha256 = Sha256(layer.tiles[0]);
     ASSIGN_OR_RETURN(const RebuiltTensor decoded, DecodeLayer(layer, options.threads));
-    layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = INFINITY;  // pass-through is exact
+    layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = layer.fidelity.channel_sqnr_db = INFINITY;  // exact
     if (IsFloatingPoint(tensor.dtype)) {
       ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
       ASSIGN_OR_RETURN(const Tensor back, decoded.ToFloatTensor());
       ASSIGN_OR_RETURN(const std::vector<float> reconstruction, ToFloat32(back));
       layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = SqnrDb(original, reconstruction);
+      layer.fidelity.channel_sqnr_db = ChannelSqnrDb(original, reconstruction, tensor.shape.size() >= 2 ? tensor.shape[0] : 1);
     }
     layer.fidelity.bits_per_weight = elements ? 8.0 * layer.PayloadBytes() / elements : 0;
     return layer;
@@ -142,6 +167,8 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
   layer.fidelity = MeasureFidelity(original, q, *decoded, layer.PayloadBytes());
   return layer;
 }
+
+}  // namespace
 
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer, int threads) {
   RebuiltTensor out;

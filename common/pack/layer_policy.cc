@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/pack/front_end.h"
 
 namespace weightcast {
 namespace {
@@ -59,6 +60,11 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
     } else if (key == "convolution_qp") {
       if (!value.is_number_unsigned() || value.get<uint64_t>() > 51) return Invalid(key, "must be a QP in 0..51");
       policy.convolution_qp = static_cast<int>(value.get<uint64_t>());
+    } else if (key == "scheme") {
+      if (!value.is_string()) return Invalid(key, "must be \"auto\", \"per-tensor\" or \"per-channel\"");
+      auto scheme = FrontEndFromName(value.get<std::string>());
+      if (!scheme.ok()) return Invalid(key, scheme.status().message());
+      policy.scheme = *scheme;
     } else if (key == "overrides") {
       if (!value.is_object()) return Invalid(key, "must map tensor names to classes");
       for (auto o = value.begin(); o != value.end(); ++o) {
@@ -86,7 +92,10 @@ std::string DescribeLayerPolicy(const LayerPolicy& policy) {
                           : std::string("int8 + zstd");
   std::string text = absl::StrCat("2-D weights with >= ", policy.min_picture_elements,
                                   " elements -> picture (HEVC at the tier's QP); convolutions -> ", convs,
-                                  "; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> passthrough");
+                                  "; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> passthrough",
+                                  policy.scheme ? absl::StrCat("; int8 scales ", QuantSchemeName(*policy.scheme))
+                                                : std::string("; int8 scales per-tensor or per-channel, whichever "
+                                                              "wins per layer (auto)"));
   for (const auto& [pattern, layer_class] : policy.overrides) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
   }
@@ -126,6 +135,8 @@ LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, c
     case LayerClass::kPassthrough: base.codec = LayerCodec::kPassthrough; break;
   }
   if (!IsFloatingPoint(tensor.dtype) && IsInt8Codec(base.codec)) base.codec = LayerCodec::kPassthrough;
+  base.scheme = policy.scheme.value_or(QuantScheme::kPerTensorSymmetric);
+  base.choose_scheme = !policy.scheme.has_value();
   return base;
 }
 

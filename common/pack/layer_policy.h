@@ -32,12 +32,17 @@ struct LayerPolicy {
   // When set, convolution pictures are coded at this QP in every HEVC tier (their own QP),
   // instead of the tier's.
   std::optional<int> convolution_qp;
+  // The int8 quantization front end of every int8-coded layer: a scheme, or nullopt (the default,
+  // "auto"): per layer and tier, per-tensor or per-channel symmetric, whichever wins
+  // (front_end.h).
+  std::optional<QuantScheme> scheme;
   // Exact tensor names, or prefixes ending in '*', mapped to a class; the first match wins.
   std::vector<std::pair<std::string, LayerClass>> overrides;
 };
 
 // Parses a policy file:
 //   {"min_picture_elements": 4096, "convolutions": "int8" | "picture", "convolution_qp": 22,
+//    "scheme": "auto" | "per-tensor" | "per-channel" | a scheme name (quantize.h),
 //    "overrides": {"classifier.weight": "int8", "features.*": "picture"}}
 // Every field is optional; empty text is the default policy. INVALID_ARGUMENT naming the field
 // for anything else.
@@ -52,7 +57,7 @@ LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy);
 // the layers a budget tier gives a QP each.
 bool FollowsTierQp(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier);
 
-// The encode options for `tensor` at `tier`: `base` with codec and QP filled in.
+// The encode options for `tensor` at `tier`: `base` with codec, QP and front end filled in.
 LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier,
                               LayerEncodeOptions base);
 

@@ -21,6 +21,28 @@ double SqnrDb(absl::Span<const float> reference, absl::Span<const float> reconst
   return 10.0 * std::log10(signal / noise);
 }
 
+double ChannelSqnrDb(absl::Span<const float> reference, absl::Span<const float> reconstruction, int64_t rows) {
+  assert(reference.size() == reconstruction.size());
+  if (rows <= 0 || reference.size() % static_cast<size_t>(rows) != 0) return SqnrDb(reference, reconstruction);
+  const size_t cols = reference.size() / static_cast<size_t>(rows);
+  double nsr_sum = 0;
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double signal = 0, noise = 0;
+    for (size_t i = r * cols; i < (r + 1) * cols; ++i) {
+      const double x = reference[i];
+      const double e = x - static_cast<double>(reconstruction[i]);
+      signal += x * x;
+      noise += e * e;
+    }
+    if (signal == 0) continue;
+    nsr_sum += noise / signal;
+    ++counted;
+  }
+  if (nsr_sum == 0) return std::numeric_limits<double>::infinity();
+  return -10.0 * std::log10(nsr_sum / static_cast<double>(counted));
+}
+
 Fidelity MeasureFidelity(absl::Span<const float> original, const QuantizedTensor& quantized,
                          absl::Span<const int8_t> decoded, uint64_t coded_bytes) {
   const std::vector<float> reconstruction = Dequantize(quantized, decoded);
@@ -28,6 +50,8 @@ Fidelity MeasureFidelity(absl::Span<const float> original, const QuantizedTensor
   Fidelity fidelity;
   fidelity.sqnr_db = SqnrDb(original, reconstruction);
   fidelity.sqnr_int8_db = SqnrDb(int8_reference, reconstruction);
+  fidelity.channel_sqnr_db = ChannelSqnrDb(
+      original, reconstruction, quantized.shape.size() >= 2 ? quantized.shape[0] : 1);
   for (size_t i = 0; i < original.size(); ++i) {
     fidelity.max_abs_error =
         std::max(fidelity.max_abs_error, std::abs(static_cast<double>(original[i]) - reconstruction[i]));
