@@ -5,6 +5,7 @@
 #include <streambuf>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -92,8 +93,9 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
   const double float_bytes = 4.0 * info.float_weights;
   out << absl::StrFormat("%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n", info.model,
                          info.version, info.tensors, info.float_weights, float_bytes / 1e6, info.float_weights / 1e6);
-  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s\n", "tier", "state", "bytes", "bits/w",
-                         "x float", "x int8", "worst SQNR", "top-1 %", "drop", absl::StrFormat("s@%gMb/s", mbit));
+  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s  %s\n", "tier", "state", "bytes", "bits/w",
+                         "x float", "x int8", "worst SQNR", "top-1 %", "drop", absl::StrFormat("s@%gMb/s", mbit),
+                         "worst layer");
   for (const TierSummary& t : info.tiers) {
     std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-";
     if (t.accuracy) {
@@ -105,16 +107,48 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
                              t.accuracy ? top1 : "-", drop);
       continue;
     }
-    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f\n", t.name, t.state, t.bytes,
+    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f  %s\n", t.name, t.state, t.bytes,
                            t.bits_per_weight, t.bytes ? float_bytes / t.bytes : 0, t.bytes ? info.float_weights / double(t.bytes) : 0,
-                           Db(t.worst_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6));
+                           Db(t.worst_layer_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6),
+                           t.worst_layer.empty() ? "-" : t.worst_layer);
   }
+  out << "worst SQNR: the lowest of every layer's, picture or not (dB against the float weights)\n";
   if (info.reference_accuracy) {
     out << absl::StrFormat("accuracy: measured by the server on %d examples of the evaluation bundle; the checkpoint as "
                            "registered: top-1 %.2f %%, top-2 %.2f %%\n",
                            info.reference_accuracy->examples, info.reference_accuracy->top1, info.reference_accuracy->top2);
   } else {
     out << "accuracy: not measured (the version has no evaluation bundle); fidelity is SQNR only\n";
+  }
+}
+
+// "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-" (no int8 scales).
+std::string ScalesName(const std::string& quant_scheme) {
+  if (quant_scheme.empty()) return "-";
+  std::string name = quant_scheme.substr(0, quant_scheme.find('-'));
+  if (absl::EndsWith(quant_scheme, "-asymmetric")) name += "-asym";
+  return name;
+}
+
+// describe: each layer's scales and SQNR in every READY tier.
+void PrintLayers(const ModelInfo& info, std::ostream& out) {
+  std::vector<const TierSummary*> ready;
+  for (const TierSummary& t : info.tiers) {
+    if (t.state == "READY" && !t.layers.empty()) ready.push_back(&t);
+  }
+  if (ready.empty()) return;
+  out << "\nlayers: int8 scales (tensor: one per tensor, channel: one per output channel) / SQNR dB, per tier\n";
+  out << absl::StrFormat("%-32s", "layer");
+  for (const TierSummary* t : ready) out << absl::StrFormat(" %16s", t->name);
+  out << "\n";
+  for (size_t i = 0; i < ready[0]->layers.size(); ++i) {
+    out << absl::StrFormat("%-32s", ready[0]->layers[i].name);
+    for (const TierSummary* t : ready) {
+      if (i >= t->layers.size()) continue;
+      const LayerSummary& l = t->layers[i];
+      out << absl::StrFormat(" %16s", absl::StrCat(ScalesName(l.quant_scheme), " ", Db(l.sqnr_db)));
+    }
+    out << "\n";
   }
 }
 
@@ -132,10 +166,12 @@ nlohmann::json ToJson(const ModelInfo& info) {
     nlohmann::json layers = nlohmann::json::array();
     for (const LayerSummary& l : t.layers) {
       layers.push_back({{"name", l.name}, {"codec", l.codec}, {"bytes", l.bytes}, {"bits_per_weight", l.bits_per_weight},
-                        {"sqnr_db", Number(l.sqnr_db)}, {"qp", l.qp}});
+                        {"sqnr_db", Number(l.sqnr_db)}, {"qp", l.qp}, {"quant_scheme", l.quant_scheme}});
     }
     tiers.push_back({{"name", t.name}, {"state", t.state}, {"bytes", t.bytes}, {"bits_per_weight", t.bits_per_weight},
-                     {"worst_sqnr_db", Number(t.worst_sqnr_db)}, {"accuracy", AccuracyJson(t.accuracy)},
+                     {"worst_sqnr_db", Number(t.worst_sqnr_db)},
+                     {"worst_layer_sqnr_db", Number(t.worst_layer_sqnr_db)}, {"worst_layer", t.worst_layer},
+                     {"accuracy", AccuracyJson(t.accuracy)},
                      {"error", t.error}, {"layers", layers}});
   }
   return {{"model", info.model}, {"version", info.version}, {"description", info.description},
@@ -253,6 +289,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
       if (!info->base_version.empty()) out << "deltas on version: " << info->base_version << "\n";
     }
     PrintTiers(*info, mbit, out);
+    if (command == "describe") PrintLayers(*info, out);
     return absl::OkStatus();
   }
   if (command == "warm") {

@@ -57,9 +57,14 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
   info.base_version = v.base_version();
   for (const auto& t : v.tiers()) {
     TierSummary tier{t.name(), v1::TierInfo::State_Name(t.state()), t.bytes(), t.bits_per_weight(), t.worst_sqnr_db()};
+    tier.worst_layer_sqnr_db = t.has_worst_layer_sqnr_db() ? t.worst_layer_sqnr_db() : t.worst_sqnr_db();
+    tier.worst_layer = t.worst_layer();
     if (t.has_accuracy()) tier.accuracy = accuracy(t.accuracy());
     for (const auto& l : t.layers()) {
       tier.layers.push_back({l.name(), v1::LayerCodec_Name(l.codec()), l.bytes(), l.bits_per_weight(), l.sqnr_db(), l.qp()});
+      if (l.quant_scheme() != v1::QUANT_SCHEME_UNSPECIFIED) {
+        tier.layers.back().quant_scheme = std::string(QuantSchemeName(static_cast<QuantScheme>(l.quant_scheme() - 1)));
+      }
     }
     tier.error = t.error();
     info.tiers.push_back(std::move(tier));

@@ -44,6 +44,9 @@ struct LayerSummary {
   double bits_per_weight = 0;
   double sqnr_db = 0;  // against the float weights (inf when exact)
   int qp = 0;          // HEVC layers: the QP coded at
+  // int8 layers: "per-tensor-symmetric", "per-channel-symmetric", ... (the scales a rebuilt int8
+  // model carries: one, or one per output channel); empty for float and passthrough layers.
+  std::string quant_scheme;
 };
 
 struct TierSummary {
@@ -52,6 +55,10 @@ struct TierSummary {
   uint64_t bytes = 0;            // READY tiers only
   double bits_per_weight = 0;
   double worst_sqnr_db = 0;      // over picture layers
+  // Over every layer, picture or not, and which layer that is (from older servers: the picture
+  // layers' figure and no name).
+  double worst_layer_sqnr_db = 0;
+  std::string worst_layer;
   std::optional<AccuracyFigures> accuracy;  // none: no bundle, or not measured yet
   std::vector<LayerSummary> layers;         // READY tiers only
   std::string error;                        // FAILED tiers
@@ -77,7 +84,7 @@ struct ModelInfo {
 struct TierSelector {
   std::string name;                 // e.g. "q27"
   uint64_t max_bytes = 0;           // "the largest tier that fits in 5 MB"
-  double min_sqnr_db = 0;           // every picture layer at least this SQNR
+  double min_sqnr_db = 0;           // every layer (picture or not) at least this SQNR
   // "the smallest tier within 1.0 point of the original's top-1" (negative: not used). Needs a
   // version registered with an evaluation bundle; tiers not yet measured are skipped.
   double max_accuracy_drop = -1;

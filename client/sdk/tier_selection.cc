@@ -36,7 +36,7 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector
   const double min_top1 = by_accuracy ? info.reference_accuracy->top1 - selector.max_accuracy_drop : 0;
   const TierSummary* best = nullptr;
   for (const TierSummary& t : info.tiers) {
-    if (t.state != "READY" || t.bytes > budget || t.worst_sqnr_db < selector.min_sqnr_db) continue;
+    if (t.state != "READY" || t.bytes > budget || t.worst_layer_sqnr_db < selector.min_sqnr_db) continue;
     // A refinement's bytes leave out its coarse tier's: it is pulled by name or as progressive.
     if (!ParseTier(t.name).value_or(TierSpec{}).refines.empty()) continue;
     if (by_accuracy && (!t.accuracy || t.accuracy->top1 < min_top1)) continue;

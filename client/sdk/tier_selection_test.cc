@@ -18,6 +18,7 @@ TierSummary Tier(const std::string& name, const std::string& state, uint64_t byt
   tier.state = state;
   tier.bytes = bytes;
   tier.worst_sqnr_db = worst_sqnr_db;
+  tier.worst_layer_sqnr_db = worst_sqnr_db;  // every layer, what --min-sqnr bounds
   if (top1) tier.accuracy = AccuracyFigures{*top1, 0, 1000};
   return tier;
 }

@@ -28,9 +28,7 @@ constexpr CodecInfo kCodecs[] = {
     {LayerCodec::kHevcDelta, v1::LAYER_CODEC_HEVC_DELTA, "hevc-delta"},
 };
 
-v1::QuantScheme SchemeToProto(QuantScheme scheme) {
-  return static_cast<v1::QuantScheme>(static_cast<int>(scheme) + 1);
-}
+v1::QuantScheme SchemeToProto(QuantScheme scheme) { return static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(scheme)); }
 
 absl::Status Invalid(absl::string_view layer, absl::string_view what) {
   return absl::InvalidArgumentError(
@@ -158,6 +156,16 @@ int LayerCodecProtoNumber(LayerCodec codec) {
     if (info.codec == codec) return info.proto;
   }
   return v1::LAYER_CODEC_UNSPECIFIED;
+}
+
+int QuantSchemeProtoNumber(QuantScheme scheme) {
+  switch (scheme) {
+    case QuantScheme::kPerTensorSymmetric: return v1::QUANT_SCHEME_PER_TENSOR_SYMMETRIC;
+    case QuantScheme::kPerChannelSymmetric: return v1::QUANT_SCHEME_PER_CHANNEL_SYMMETRIC;
+    case QuantScheme::kPerTensorAsymmetric: return v1::QUANT_SCHEME_PER_TENSOR_ASYMMETRIC;
+    case QuantScheme::kPerChannelAsymmetric: return v1::QUANT_SCHEME_PER_CHANNEL_ASYMMETRIC;
+  }
+  return v1::QUANT_SCHEME_UNSPECIFIED;
 }
 
 bool IsInt8Codec(LayerCodec codec) {

@@ -28,6 +28,8 @@ bool IsInt8Codec(LayerCodec codec);
 bool IsPictureCodec(LayerCodec codec);
 // The codec's number in weightcast.v1.LayerCodec (packed_layer.proto), for APIs that carry it.
 int LayerCodecProtoNumber(LayerCodec codec);
+// The weightcast.v1.QuantScheme number of a scheme (the one mapping; the API reuses it).
+int QuantSchemeProtoNumber(QuantScheme scheme);
 
 // Limits a reader enforces before allocating.
 inline constexpr uint32_t kMaxHeaderBytes = 16 << 20;

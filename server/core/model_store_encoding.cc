@@ -174,6 +174,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
   LayerRecord record{layer.name, "", bytes.size(), LayerCodecProtoNumber(layer.codec),
                      std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
                      layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db, picture, lossy_hevc ? options.hevc.qp : 0};
+  if (IsInt8Codec(layer.codec)) record.quant_scheme = std::string(QuantSchemeName(layer.scheme));
   // A delta on the base layer (the base version's at this tier, or in a refinement the coarse
   // tier's) when one keeps the tier's fidelity in fewer bytes than the layer coded on its own.
   // A refinement layer coded on its own still names the coarse layer, which is sent first.
@@ -197,7 +198,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
         record = LayerRecord{delta->name, "", delta_bytes.size(), LayerCodecProtoNumber(LayerCodec::kHevcDelta),
                              std::string(delta->decoded_sha256.begin(), delta->decoded_sha256.end()),
                              delta->fidelity.bits_per_weight, delta->fidelity.sqnr_db, picture, delta->qp,
-                             base.blob_sha256};
+                             base.blob_sha256, std::string(QuantSchemeName(delta->scheme))};
         bytes = std::move(delta_bytes);
       }
     }

@@ -9,6 +9,7 @@
 #include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/pack/layer_policy.h"
+#include "common/pack/packed_layer.h"
 
 namespace weightcast {
 
@@ -120,6 +121,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
     info->set_error(tier.error);
     if (tier.accuracy) ToProto(*tier.accuracy, info->mutable_accuracy());
     double worst = std::numeric_limits<double>::infinity();
+    double worst_layer = std::numeric_limits<double>::infinity();
     uint64_t bytes = 0;
     for (const LayerRecord& layer : tier.layers) {
       v1::LayerStats* stats = info->add_layers();
@@ -130,12 +132,20 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_sqnr_db(layer.sqnr_db);
       stats->set_decoded_sha256(layer.decoded_sha256);
       stats->set_qp(layer.qp);
+      if (auto scheme = QuantSchemeFromName(layer.quant_scheme); scheme.ok()) {
+        stats->set_quant_scheme(static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme)));
+      }
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
+      if (layer.sqnr_db < worst_layer) {
+        worst_layer = layer.sqnr_db;
+        info->set_worst_layer(layer.name);
+      }
     }
     info->set_bytes(bytes);
     info->set_bits_per_weight(weights ? 8.0 * bytes / weights : 0);
     info->set_worst_sqnr_db(worst);
+    if (tier.state == TierState::kReady) info->set_worst_layer_sqnr_db(worst_layer);
   }
 }
 

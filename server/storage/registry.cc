@@ -76,6 +76,13 @@ constexpr const char* kMigrations[] = {
     ALTER TABLE versions ADD COLUMN base_version TEXT NOT NULL DEFAULT '';
     ALTER TABLE layers ADD COLUMN base_blob_sha256 TEXT NOT NULL DEFAULT '';
     )sql",
+    // 5: the int8 quantization scheme of each layer (a name from common/tensor/quantize.h; empty
+    // for float and passthrough layers). Until now every int8 layer was per-tensor symmetric
+    // (codecs hevc 1, raw-int8 2, zstd-int8 3, hevc-delta 7).
+    R"sql(
+    ALTER TABLE layers ADD COLUMN quant_scheme TEXT NOT NULL DEFAULT '';
+    UPDATE layers SET quant_scheme = 'per-tensor-symmetric' WHERE codec IN (1, 2, 3, 7);
+    )sql",
 };
 
 constexpr char kVersionColumns[] =
@@ -258,8 +265,8 @@ absl::StatusOr<std::vector<std::string>> Registry::DeleteVersion(int64_t version
 
 absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_id, const std::string& tier) {
   ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture, qp, base_blob_sha256 "
-      "FROM layers WHERE version_id = ?1 AND tier = ?2 ORDER BY idx"));
+      "SELECT name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, sqnr_db, picture, qp, base_blob_sha256, "
+      "quant_scheme FROM layers WHERE version_id = ?1 AND tier = ?2 ORDER BY idx"));
   query.Bind(1, version_id).Bind(2, tier);
   std::vector<LayerRecord> layers;
   while (true) {
@@ -268,6 +275,7 @@ absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(int64_t version_
     layers.push_back({query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2)), static_cast<int>(query.Int(3)),
                       query.Blob(4), query.Real(5), query.Real(6), query.Int(7) != 0, static_cast<int>(query.Int(8)),
                       query.Text(9)});
+    layers.back().quant_scheme = query.Text(10);
   }
   return layers;
 }
@@ -326,12 +334,13 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
       const LayerRecord& l = layers[i];
       ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO layers(version_id, tier, idx, name, blob_sha256, bytes, codec, decoded_sha256, bits_per_weight, "
-          "sqnr_db, picture, qp, base_blob_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
+          "sqnr_db, picture, qp, base_blob_sha256, quant_scheme) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
       RETURN_IF_ERROR(insert.Bind(1, version_id).Bind(2, tier).Bind(3, static_cast<int64_t>(i)).Bind(4, l.name)
                           .Bind(5, l.blob_sha256).Bind(6, static_cast<int64_t>(l.bytes)).Bind(7, int64_t{l.codec})
                           .BindBlob(8, l.decoded_sha256).Bind(9, l.bits_per_weight).Bind(10, l.sqnr_db)
                           .Bind(11, int64_t{l.picture ? 1 : 0}).Bind(12, int64_t{l.qp}).Bind(13, l.base_blob_sha256)
-                          .Run());
+                          .Bind(14, l.quant_scheme).Run());
     }
   ASSIGN_OR_RETURN(Statement ready, db_->Prepare("UPDATE tiers SET state = ?1, error = '' WHERE version_id = ?2 AND tier = ?3"));
   RETURN_IF_ERROR(ready.Bind(1, int64_t{static_cast<int>(TierState::kReady)}).Bind(2, version_id).Bind(3, tier).Run());

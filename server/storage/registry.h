@@ -63,6 +63,9 @@ struct LayerRecord {
   int qp = 0;                  // HEVC layers: the QP coded at
   // hevc-delta layers: the blob (hex) of the base version's layer its P pictures predict from.
   std::string base_blob_sha256;
+  // int8 layers: the quantization scheme's name ("per-tensor-symmetric", "per-channel-symmetric",
+  // common/tensor/quantize.h); empty for float and passthrough layers.
+  std::string quant_scheme;
   // Manifests only: this entry is that base layer, sent ahead of its delta layer to a client
   // that does not hold it (it is not a tensor of the version).
   bool is_base = false;

@@ -43,6 +43,7 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
     auto registry = Registry::Open(path).value();
     id = registry->AddVersion(Version("v1"), {"lossless", "q27"}).value();
     LayerRecord layer{"fc.weight", std::string(64, 'b'), 100, 3, std::string(32, 'x'), 6.2, 30.5, false};
+    layer.quant_scheme = "per-channel-symmetric";
     ASSERT_TRUE(registry->CompleteTier(id, "lossless", {layer}).ok());
     ASSERT_TRUE(registry->SetTierState(id, "q27", TierState::kEncoding, "").ok());
   }
@@ -52,6 +53,7 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
   EXPECT_EQ(tiers[0].state, TierState::kReady);
   ASSERT_EQ(tiers[0].layers.size(), 1u);
   EXPECT_EQ(tiers[0].layers[0].decoded_sha256, std::string(32, 'x'));
+  EXPECT_EQ(tiers[0].layers[0].quant_scheme, "per-channel-symmetric");
   EXPECT_EQ(tiers[1].state, TierState::kNotEncoded);  // the crash-interrupted encoding starts over
   auto removed = registry->DeleteVersion(id).value();
   EXPECT_THAT(removed, testing::UnorderedElementsAre(std::string(64, 'a'), std::string(64, 'b')));
