@@ -133,8 +133,11 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint
     return Invalid(name, "SHA-256 is not 32 bytes");
   }
   std::memcpy(layer.decoded_sha256.data(), header.decoded_sha256().data(), layer.decoded_sha256.size());
-  layer.fidelity = Fidelity{header.sqnr_db(), header.sqnr_int8_db(), header.max_abs_error(),
-                            *elements ? 8.0 * total / *elements : 0.0};
+  layer.fidelity = Fidelity{};  // the channel SQNR is not stored
+  layer.fidelity.sqnr_db = header.sqnr_db();
+  layer.fidelity.sqnr_int8_db = header.sqnr_int8_db();
+  layer.fidelity.max_abs_error = header.max_abs_error();
+  layer.fidelity.bits_per_weight = *elements ? 8.0 * total / *elements : 0.0;
   layer.qp = header.qp();
   layer.lossless = header.lossless();
   layer.preset = header.x265_preset();

@@ -25,6 +25,16 @@ std::vector<uint8_t> SamplePackedLayer() {
   return SerializePackedLayer(layer);
 }
 
+// Deltas name their base by the SHA-256 of its serialization: a parsed layer must serialize to
+// the very bytes it was parsed from.
+TEST(PackedLayer, ParsedLayerSerializesByteForByte) {
+  const std::vector<uint8_t> bytes = SamplePackedLayer();
+  size_t consumed = 0;
+  auto parsed = ParsePackedLayer(bytes, &consumed);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(SerializePackedLayer(*parsed), bytes);
+}
+
 TEST(PackedLayer, RejectsBadMagicAndLyingHeaderLength) {
   std::vector<uint8_t> bytes = SamplePackedLayer();
   size_t consumed;

@@ -12,10 +12,10 @@ namespace weightcast {
 
 struct Fidelity {
   double sqnr_db = 0;        // reconstruction vs float original; +inf when identical
-  double channel_sqnr_db = 0;  // ChannelSqnrDb vs the float original (not stored in packed layers)
   double sqnr_int8_db = 0;   // reconstruction vs the dequantized int8 before coding; +inf if exact
   double max_abs_error = 0;  // vs float original, in weight units
   double bits_per_weight = 0;
+  double channel_sqnr_db = 0;  // ChannelSqnrDb vs the float original (not stored in packed layers)
 };
 
 // 10·log10(Σ reference² / Σ (reference − reconstruction)²). +inf when they are identical;
