@@ -57,7 +57,30 @@ def main():
         assert torch.equal(state["fc1.bias"], original["fc1.bias"])
     print("fc1.weight SQNR dB by tier:", {k: round(v, 2) for k, v in fc1_sqnr.items()})
     assert fc1_sqnr["lossless"] > fc1_sqnr["q22"] > fc1_sqnr["q32"], fc1_sqnr
-    print("1 passed, 0 failed")
+    int8_output_with_per_channel_scales(pack, fixtures, work)
+    print("2 passed, 0 failed")
+
+
+def int8_output_with_per_channel_scales(pack, fixtures, work):
+    """The auto front end gives folded-BN rows one scale per output channel; the --int8 output
+    carries them as "<name>.__scale__" of shape [rows], and FORMAT.md's PyTorch line dequantizes
+    every tensor (one scale or one per channel) to exactly the float output."""
+    source = os.path.join(fixtures, "folded.safetensors")
+    out = os.path.join(work, "folded")
+    subprocess.run([pack, source, "-o", out, "--tiers", "q27", "--preset", "ultrafast"],
+                   check=True, stdout=subprocess.DEVNULL)
+    packed = os.path.join(out, "q27.wcm")
+    subprocess.run([pack, "--unpack", packed, "-o", os.path.join(out, "int8.pt"), "--int8"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([pack, "--unpack", packed, "-o", os.path.join(out, "float.pt")], check=True,
+                   stdout=subprocess.DEVNULL)
+    sd, floats = torch.load(os.path.join(out, "int8.pt")), torch.load(os.path.join(out, "float.pt"))
+    assert sd["conv.weight"].dtype == torch.int8 and sd["conv.weight.__scale__"].shape == (64,), sd.keys()
+    assert sd["fc.weight.__scale__"].shape == (128,)
+    assert sd["head.weight.__scale__"].shape == (1,)
+    for k in ("conv.weight", "fc.weight", "head.weight"):
+        w = sd[k].float() * sd[k + ".__scale__"].view(-1, *[1] * (sd[k].dim() - 1))
+        assert torch.equal(w, floats[k]), k
 
 
 if __name__ == "__main__":
