@@ -176,7 +176,9 @@ TEST(FrontEnd, PerChannelLayerRoundTripsThroughDeltaAndRefinementBitExactly) {
     const auto& values = rebuilt->int8->values;
     EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()), values.size())),
               (*delta)->decoded_sha256);
-    if (target == &a) EXPECT_GT((*delta)->fidelity.sqnr_db, base.fidelity.sqnr_db);  // refined
+    if (target == &a) {
+      EXPECT_GT((*delta)->fidelity.sqnr_db, base.fidelity.sqnr_db);  // refined
+    }
   }
 }
 
