@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/pickle.h"
+#include "common/tensor/strided_extent.h"
 
 namespace weightcast {
 namespace {
@@ -97,27 +98,11 @@ class TorchArchive : public RecordReader {
 // offset reach, and reads (or writes) past the allocation when the tensor is used: every tensor
 // of an untrusted module is checked against its storage before anything touches its data.
 absl::Status CheckWithinStorage(const std::string& name, const at::Tensor& t) {
-  const std::string what = absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()));
-  if (t.layout() != c10::kStrided || !t.has_storage()) return absl::InvalidArgumentError(absl::StrCat(what, " is not dense"));
-  if (t.numel() == 0) return absl::OkStatus();
-  bool overflow = t.storage_offset() < 0;
-  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // the last element's index in the storage
-  for (int64_t d = 0; d < t.dim() && !overflow; ++d) {
-    uint64_t step = 0;
-    overflow = t.stride(d) < 0 ||
-               __builtin_mul_overflow(static_cast<uint64_t>(t.size(d) - 1), static_cast<uint64_t>(t.stride(d)), &step) ||
-               __builtin_add_overflow(last, step, &last);
+  if (t.layout() != c10::kStrided || !t.has_storage()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()), " is not dense"));
   }
-  uint64_t needed = 0;
-  overflow = overflow || __builtin_add_overflow(last, uint64_t{1}, &last) ||
-             __builtin_mul_overflow(last, static_cast<uint64_t>(t.element_size()), &needed);
-  const uint64_t stored = t.storage().nbytes();
-  if (overflow || needed > stored) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " reaches past its stored data (",
-                                                   overflow ? "more than 2^64" : absl::StrCat(needed), " bytes needed, ",
-                                                   stored, " stored)"));
-  }
-  return absl::OkStatus();
+  return CheckStridedExtent(name, t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.element_size(),
+                            t.storage().nbytes());
 }
 
 absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value) {

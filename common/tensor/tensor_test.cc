@@ -4,6 +4,7 @@
 
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
+#include "common/tensor/strided_extent.h"
 #include "common/tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -113,6 +114,19 @@ TEST(Tensor, CheckedNumElementsCatchesOverflowAndNegatives) {
   EXPECT_EQ(CheckedNumElements({0, 5}, "x").value(), 0);
   EXPECT_FALSE(CheckedNumElements({1LL << 40, 1LL << 40}, "x").ok());
   EXPECT_FALSE(CheckedNumElements({-1, 2}, "x").ok());
+}
+
+TEST(StridedExtent, AViewMustLieWithinItsStoredBytes) {
+  EXPECT_TRUE(CheckStridedExtent("w", {4, 3}, {3, 1}, 0, 4, 48).ok());
+  EXPECT_TRUE(CheckStridedExtent("w", {3, 4}, {1, 3}, 0, 4, 48).ok());  // transposed
+  EXPECT_TRUE(CheckStridedExtent("w", {0, 3}, {3, 1}, 1 << 20, 4, 0).ok());  // empty
+  const absl::Status past = CheckStridedExtent("fc.weight", {4, 3}, {3, 1}, 1, 4, 48);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(past.message(), "tensor 'fc.weight' [4, 3] reaches past its stored data (52 bytes needed, 48 stored)");
+  EXPECT_THAT(std::string(CheckStridedExtent("w", {2, 2}, {int64_t{1} << 62, 1}, 0, 8, 64).message()),
+              ::testing::HasSubstr("more than 2^64"));
+  EXPECT_FALSE(CheckStridedExtent("w", {2}, {-1}, 1, 4, 64).ok());
+  EXPECT_FALSE(CheckStridedExtent("w", {2}, {1}, -1, 4, 64).ok());
 }
 
 }  // namespace
