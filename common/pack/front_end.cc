@@ -1,30 +1,31 @@
 #include "common/pack/front_end.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/tensor/fidelity.h"
 
 namespace weightcast {
 
-bool PerChannelWins(const Fidelity& per_tensor, const Fidelity& per_channel) {
-  if (std::isinf(per_tensor.channel_sqnr_db) && per_tensor.channel_sqnr_db > 0) return false;  // exact already
-  return per_channel.channel_sqnr_db > per_tensor.channel_sqnr_db + kPerChannelMinGainDb;
+bool PerChannelWins(double per_tensor_channel_sqnr_db, double per_channel_channel_sqnr_db) {
+  return per_tensor_channel_sqnr_db < kTransparentInt8SqnrDb &&
+         per_channel_channel_sqnr_db > per_tensor_channel_sqnr_db + kPerChannelMinGainDb;
 }
 
-bool PerChannelMayWin(absl::Span<const int64_t> shape, absl::Span<const float> values) {
-  if (shape.size() < 2 || shape[0] <= 1 || values.empty()) return false;
-  const size_t rows = static_cast<size_t>(shape[0]);
-  if (values.size() % rows != 0) return false;
-  const size_t cols = values.size() / rows;
-  float tensor_max = 0, smallest_row_max = INFINITY;
-  for (size_t r = 0; r < rows; ++r) {
-    float row_max = 0;
-    for (size_t i = r * cols; i < (r + 1) * cols; ++i) row_max = std::max(row_max, std::abs(values[i]));
-    tensor_max = std::max(tensor_max, row_max);
-    if (row_max > 0) smallest_row_max = std::min(smallest_row_max, row_max);
+absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name, absl::Span<const int64_t> shape,
+                                              absl::Span<const float> values) {
+  FrontEndChoice choice;
+  const int64_t rows = shape.size() >= 2 ? shape[0] : 1;
+  ASSIGN_OR_RETURN(const QuantizedTensor per_tensor, Quantize(name, shape, values, QuantScheme::kPerTensorSymmetric));
+  choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
+      ChannelSqnrDb(values, Dequantize(per_tensor), rows);
+  if (rows <= 1) return choice;
+  ASSIGN_OR_RETURN(const QuantizedTensor per_channel,
+                   Quantize(name, shape, values, QuantScheme::kPerChannelSymmetric));
+  choice.per_channel_channel_sqnr_db = ChannelSqnrDb(values, Dequantize(per_channel), rows);
+  if (PerChannelWins(choice.per_tensor_channel_sqnr_db, choice.per_channel_channel_sqnr_db)) {
+    choice.scheme = QuantScheme::kPerChannelSymmetric;
   }
-  return tensor_max > 2.0f * smallest_row_max;
+  return choice;
 }
 
 absl::StatusOr<std::optional<QuantScheme>> FrontEndFromName(absl::string_view name) {

@@ -72,24 +72,33 @@ PackedLayer Fixed(const Tensor& tensor, LayerEncodeOptions options, QuantScheme 
   return Encoded(tensor, options);
 }
 
-TEST(FrontEnd, RuleTakesPerChannelOnlyForMoreThanABitOfChannelSqnr) {
-  Fidelity per_tensor, per_channel;
-  per_tensor.channel_sqnr_db = 20.0;
-  per_channel.channel_sqnr_db = 26.0;  // 6 dB: what a finer QP would buy; not a win
-  EXPECT_FALSE(PerChannelWins(per_tensor, per_channel));
-  per_channel.channel_sqnr_db = 26.1;
-  EXPECT_TRUE(PerChannelWins(per_tensor, per_channel));
-  per_tensor.channel_sqnr_db = INFINITY;  // exact: nothing to win
-  per_channel.channel_sqnr_db = INFINITY;
-  EXPECT_FALSE(PerChannelWins(per_tensor, per_channel));
+TEST(FrontEnd, RuleRepairsOnlyNonTransparentInt8ByMoreThanABit) {
+  EXPECT_NEAR(kTransparentInt8SqnrDb, 22.83, 0.01);  // 5 effective bits per channel
+  EXPECT_TRUE(PerChannelWins(13.5, 43.1));   // rows at log-normal scales (a folded batch norm)
+  EXPECT_FALSE(PerChannelWins(20.0, 25.0));  // a bit is not gained
+  EXPECT_FALSE(PerChannelWins(29.9, 41.6));  // the least transparent Fashion-MNIST layer: keep its bytes
+  EXPECT_FALSE(PerChannelWins(39.0, 42.3));  // an i.i.d. Gaussian layer
 }
 
-TEST(FrontEnd, PerChannelMayWinOnlyWhenSomeChannelsRangeIsUnderHalfTheTensors) {
-  EXPECT_FALSE(PerChannelMayWin({4}, std::vector<float>{1, 2, 3, 4}));        // one channel
-  EXPECT_FALSE(PerChannelMayWin({1, 4}, std::vector<float>{1, 2, 3, 4}));     // one channel
-  EXPECT_FALSE(PerChannelMayWin({2, 2}, std::vector<float>{1, -2, 0, 1.1f}));  // 2 vs 1.1
-  EXPECT_TRUE(PerChannelMayWin({2, 2}, std::vector<float>{1, -2, 0, 0.9f}));   // 2 vs 0.9
-  EXPECT_FALSE(PerChannelMayWin({2, 2}, std::vector<float>{1, -2, 0, 0}));     // a zero row has no scale to win
+TEST(FrontEnd, ChoosesFromTheInt8ValuesOfEachFrontEnd) {
+  const Tensor gaussian = GaussianLayer();
+  auto choice = ChooseFrontEnd(gaussian.name, gaussian.shape, ToFloat32(gaussian).value());
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->scheme, QuantScheme::kPerTensorSymmetric);
+  EXPECT_GT(choice->per_tensor_channel_sqnr_db, 37.0);
+  EXPECT_GT(choice->per_channel_channel_sqnr_db, choice->per_tensor_channel_sqnr_db);  // ~3 dB: a finer step
+
+  const Tensor outliers = OutlierLayer();
+  choice = ChooseFrontEnd(outliers.name, outliers.shape, ToFloat32(outliers).value());
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->scheme, QuantScheme::kPerChannelSymmetric);
+  EXPECT_LT(choice->per_tensor_channel_sqnr_db, kTransparentInt8SqnrDb);
+
+  const std::vector<float> one_row(64, 1.0f);  // one channel: nothing to choose
+  choice = ChooseFrontEnd("row", {1, 64}, one_row);
+  ASSERT_TRUE(choice.ok());
+  EXPECT_EQ(choice->scheme, QuantScheme::kPerTensorSymmetric);
+  EXPECT_THAT(ChooseFrontEnd("bad", {1, 1}, std::vector<float>{NAN}).status().message(), HasSubstr("'bad'"));
 }
 
 TEST(FrontEnd, OutlierLayerGetsPerChannelUnderAutoAtEveryTier) {
@@ -198,7 +207,7 @@ TEST(FrontEnd, PolicyNamesTheFrontEndAndOptionsFollowIt) {
   policy = ParseLayerPolicy(R"({"scheme": "per-tensor-asymmetric"})");
   ASSERT_TRUE(policy.ok()) << policy.status();
   EXPECT_EQ(OptionsFor(w, *policy, q27, {}).scheme, QuantScheme::kPerTensorAsymmetric);
-  EXPECT_THAT(DescribeLayerPolicy(LayerPolicy{}), HasSubstr("whichever wins per layer (auto)"));
+  EXPECT_THAT(DescribeLayerPolicy(LayerPolicy{}), HasSubstr("per-channel where that repairs a layer (auto)"));
 
   EXPECT_THAT(ParseLayerPolicy(R"({"scheme": "per-row"})").status().message(),
               HasSubstr("scheme: unknown quantization front end 'per-row'"));

@@ -71,16 +71,13 @@ absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer, int64_t
 
 absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncodeOptions& options);
 
-// The auto front end: per-tensor, and per-channel where it may win; the rule picks.
+// The auto front end: the rule picks the scheme from the int8 values, then the layer is coded once.
 absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(const Tensor& tensor, LayerEncodeOptions options) {
-  options.choose_scheme = false;
-  options.scheme = QuantScheme::kPerTensorSymmetric;
-  ASSIGN_OR_RETURN(PackedLayer per_tensor, EncodeLayerAs(tensor, options));
   ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
-  if (!PerChannelMayWin(tensor.shape, values)) return per_tensor;
-  options.scheme = QuantScheme::kPerChannelSymmetric;
-  ASSIGN_OR_RETURN(PackedLayer per_channel, EncodeLayerAs(tensor, options));
-  return PerChannelWins(per_tensor.fidelity, per_channel.fidelity) ? std::move(per_channel) : std::move(per_tensor);
+  ASSIGN_OR_RETURN(const FrontEndChoice choice, ChooseFrontEnd(tensor.name, tensor.shape, values));
+  options.choose_scheme = false;
+  options.scheme = choice.scheme;
+  return EncodeLayerAs(tensor, options);
 }
 
 }  // namespace

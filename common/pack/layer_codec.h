@@ -1,7 +1,7 @@
 // Packs one tensor into a PackedLayer with a given codec, and decodes one back.
 // Encoding quantizes, codes every tile (in parallel), then decodes what it coded once to record
-// the exact SHA-256 and fidelity a client will see; with `choose_scheme` it does so for both
-// quantization front ends and keeps the winner. Stateless; thread-safe.
+// the exact SHA-256 and fidelity a client will see; with `choose_scheme` the quantization front
+// end is chosen first (front_end.h). Stateless; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 
@@ -20,8 +20,8 @@ namespace weightcast {
 struct LayerEncodeOptions {
   LayerCodec codec = LayerCodec::kHevc;
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
-  // int8 codecs: code the layer with per-tensor and with per-channel symmetric scales and keep
-  // the one front_end.h's rule picks (`scheme` is then ignored).
+  // int8 codecs: per-tensor or per-channel symmetric scales, whichever front_end.h's rule picks
+  // (`scheme` is then ignored).
   bool choose_scheme = false;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;

@@ -94,8 +94,8 @@ std::string DescribeLayerPolicy(const LayerPolicy& policy) {
                                   " elements -> picture (HEVC at the tier's QP); convolutions -> ", convs,
                                   "; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> passthrough",
                                   policy.scheme ? absl::StrCat("; int8 scales ", QuantSchemeName(*policy.scheme))
-                                                : std::string("; int8 scales per-tensor or per-channel, whichever "
-                                                              "wins per layer (auto)"));
+                                                : std::string("; int8 scales per-tensor, or per-channel where "
+                                                              "that repairs a layer (auto)"));
   for (const auto& [pattern, layer_class] : policy.overrides) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
   }

@@ -33,8 +33,7 @@ struct LayerPolicy {
   // instead of the tier's.
   std::optional<int> convolution_qp;
   // The int8 quantization front end of every int8-coded layer: a scheme, or nullopt (the default,
-  // "auto"): per layer and tier, per-tensor or per-channel symmetric, whichever wins
-  // (front_end.h).
+  // "auto"): per layer, per-tensor or per-channel symmetric by front_end.h's rule.
   std::optional<QuantScheme> scheme;
   // Exact tensor names, or prefixes ending in '*', mapped to a class; the first match wins.
   std::vector<std::pair<std::string, LayerClass>> overrides;
