@@ -27,21 +27,6 @@ constexpr std::pair<DType, c10::ScalarType> kScalarTypes[] = {
     {DType::kBool, c10::kBool},
 };
 
-// The first non-empty line of what libtorch threw: the rest is a C++ backtrace (c10::Error) or
-// the TorchScript source around the fault (the compiler's ErrorReport and runtime_error, whose
-// text may start with a newline).
-std::string Brief(const std::exception& e) {
-  const auto* error = dynamic_cast<const c10::Error*>(&e);
-  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
-  size_t begin = 0;
-  while (begin < what.size()) {
-    const size_t end = std::min(what.find('\n', begin), what.size());
-    if (end > begin) return what.substr(begin, end - begin);
-    begin = end + 1;
-  }
-  return "(no message)";
-}
-
 // Copies a record out of libtorch's buffer without holding both copies in memory at once: the
 // output grows chunk by chunk (reserve does not touch pages), and the pages of the source already
 // copied are returned to the kernel (MADV_DONTNEED; the buffer is freed right after and never
@@ -85,7 +70,7 @@ class TorchArchive : public RecordReader {
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError(absl::StrCat(path_, ": record ", name, " does not fit in memory"));
     } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", Brief(e)));
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", BriefLibtorchError(e)));
     }
   }
 
@@ -118,6 +103,18 @@ absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value
 }
 
 }  // namespace
+
+std::string BriefLibtorchError(const std::exception& e) {
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
+  size_t begin = 0;
+  while (begin < what.size()) {
+    const size_t end = std::min(what.find('\n', begin), what.size());
+    if (end > begin) return what.substr(begin, end - begin);
+    begin = end + 1;
+  }
+  return "(no message)";
+}
 
 absl::Status CheckTorchScriptArchive(const std::string& path) {
   try {
@@ -158,7 +155,7 @@ absl::Status CheckTorchScriptArchive(const std::string& path) {
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(path, ": a record does not fit in memory"));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable TorchScript archive: ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable TorchScript archive: ", BriefLibtorchError(e)));
   }
 }
 
@@ -167,7 +164,7 @@ absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string
     auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
     return std::unique_ptr<RecordReader>(std::make_unique<TorchArchive>(std::move(reader), path));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable zip archive: ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable zip archive: ", BriefLibtorchError(e)));
   }
 }
 
@@ -192,7 +189,7 @@ absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
     return absl::ResourceExhaustedError(absl::StrCat(path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
     // Damaged code/ sources make the TorchScript compiler throw ErrorReport or runtime_error.
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
   }
 }
 
@@ -214,7 +211,7 @@ absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model) {
     const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
     return std::vector<uint8_t>(bytes.begin(), bytes.end());
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("writing a .pt file failed: ", Brief(e)));
+    return absl::InternalError(absl::StrCat("writing a .pt file failed: ", BriefLibtorchError(e)));
   }
 }
 

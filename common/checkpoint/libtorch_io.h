@@ -9,6 +9,7 @@
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_LIBTORCH_IO_H_
 
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -17,6 +18,11 @@
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
+
+// The first non-empty line of what libtorch threw: the rest is a C++ backtrace (c10::Error) or
+// the TorchScript source around the fault (the compiler's ErrorReport and runtime_error, whose
+// text may start with a newline). For the other libtorch file (common/eval/evaluator.cc) too.
+std::string BriefLibtorchError(const std::exception& e);
 
 // INVALID_ARGUMENT naming the file when it is not a readable zip archive.
 absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path);

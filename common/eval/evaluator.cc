@@ -18,20 +18,6 @@ namespace {
 
 constexpr int64_t kBatch = 500;
 
-// The first non-empty line of what libtorch threw: the TorchScript compiler's ErrorReport starts
-// with a newline and goes on with the source around the fault; c10::Error with a backtrace.
-std::string Brief(const std::exception& e) {
-  const auto* error = dynamic_cast<const c10::Error*>(&e);
-  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
-  size_t begin = 0;
-  while (begin < what.size()) {
-    const size_t end = std::min(what.find('\n', begin), what.size());
-    if (end > begin) return what.substr(begin, end - begin);
-    begin = end + 1;
-  }
-  return "(no message)";
-}
-
 // torch::jit::load accepts a tensor whose storage record is shorter than its sizes, strides and
 // offset reach; copying weights into it would write past the allocation.
 absl::Status CheckWithinStorage(const std::string& name, const torch::Tensor& t) {
@@ -87,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& mo
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(module_path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a loadable TorchScript module: ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
   }
 
   ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));
@@ -156,7 +142,7 @@ absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
       top2 += hits.any(1).sum().item<int64_t>();
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("the evaluation module failed on the inputs: ", Brief(e)));
+    return absl::InvalidArgumentError(absl::StrCat("the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
   }
   return Accuracy{100.0 * top1 / n, 100.0 * top2 / n, n};
 }
