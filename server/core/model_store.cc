@@ -333,7 +333,9 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(const std::string& model, const
     {
       absl::MutexLock lock(&encoding->mu);
       encoding->mu.Await(absl::Condition(&encoding->done));
-      status = encoding->status;
+      // A copy with a representation of its own: absl shares a status's message between copies by
+      // a reference count in uninstrumented code, which ThreadSanitizer cannot follow.
+      status = absl::Status(encoding->status.code(), encoding->status.message());
     }
     RETURN_IF_ERROR(status);
     ASSIGN_OR_RETURN(state, registry_->GetTier(record.id, tier));

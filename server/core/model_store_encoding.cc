@@ -339,7 +339,7 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   std::vector<LayerRecord> layers;
   {
     absl::MutexLock lock(&encoding->mu);
-    status = encoding->status;
+    status = absl::Status(encoding->status.code(), encoding->status.message());  // not shared: see GetManifest
     layers = encoding->layers;
   }
   const int64_t id = encoding->version.id;

@@ -27,6 +27,8 @@ TEST(CallDeadlines, ACallIsExpiredAtItsLimitAndCancelledTheLimitAgainLater) {
   ASSERT_TRUE(cancelled.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(guard->expired());
   EXPECT_GE(cancelled_at - start, absl::Milliseconds(60));  // the deadline, then min(limit, 5 s)
+  // Counted once the cancel has run: wait (bounded) for the count.
+  for (int i = 0; i < 200 && deadlines.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(deadlines.cancelled(), 1u);
 }
 
