@@ -1,11 +1,14 @@
-// Codec benchmarks: quantize, x265 encode and libde265 decode throughput per preset and QP, and
-// the two baselines every compression claim is held against, side by side in one run:
-//   int8 + zstd (lossless) and uniform requantization + zstd at the SQNR the HEVC tier reached.
-// Matrices: fc1 and fc2 of the demo's Fashion-MNIST MLP (real trained weights; path from
-// WEIGHTCAST_BENCH_CHECKPOINT, default out/demo/mlp.pt) and an i.i.d. Gaussian 1024x1024.
-// Counters: bpw = bits per weight, sqnr_db = SQNR against the float weights. Encode and decode
-// use wall time: x265 runs its frame encoder on a thread of its own.
-// Run: bench/run_codec_benchmark (trains the checkpoint if missing).
+// Codec benchmarks: quantize, x265 encode and libde265 decode throughput per
+// preset and QP, and the two baselines every compression claim is held against,
+// side by side in one run:
+//   int8 + zstd (lossless) and uniform requantization + zstd at the SQNR the
+//   HEVC tier reached.
+// Matrices: fc1 and fc2 of the demo's Fashion-MNIST MLP (real trained weights;
+// path from WEIGHTCAST_BENCH_CHECKPOINT, default out/demo/mlp.pt) and an i.i.d.
+// Gaussian 1024x1024. Counters: bpw = bits per weight, sqnr_db = SQNR against
+// the float weights. Encode and decode use wall time: x265 runs its frame
+// encoder on a thread of its own. Run: bench/run_codec_benchmark (trains the
+// checkpoint if missing).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -38,10 +41,12 @@ const std::vector<Matrix>& Matrices() {
     auto model = ReadCheckpoint(env ? env : "out/demo/mlp.pt");
     if (model.ok()) {
       for (const Tensor& t : model->tensors) {
-        if (t.name == "fc1.weight" || t.name == "fc2.weight") out->push_back({t.name.substr(0, 3), t});
+        if (t.name == "fc1.weight" || t.name == "fc2.weight")
+          out->push_back({t.name.substr(0, 3), t});
       }
     } else {
-      std::fprintf(stderr, "no checkpoint (%s): real-weight rows skipped\n", model.status().ToString().c_str());
+      std::fprintf(stderr, "no checkpoint (%s): real-weight rows skipped\n",
+                   model.status().ToString().c_str());
     }
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.0f, 0.02f);
@@ -50,19 +55,24 @@ const std::vector<Matrix>& Matrices() {
     out->push_back({"gauss", MakeFloat32Tensor("gauss", {1024, 1024}, gauss)});
     for (Matrix& m : *out) {
       m.values = ToFloat32(m.tensor).value();
-      m.q = Quantize(m.name, m.tensor.shape, m.values, QuantScheme::kPerTensorSymmetric).value();
+      m.q = Quantize(m.name, m.tensor.shape, m.values,
+                     QuantScheme::kPerTensorSymmetric)
+                .value();
     }
     return out;
   }();
   return *matrices;
 }
 
-const char* const kPresets[] = {"ultrafast", "veryfast", "fast", "medium", "slow"};  // index = arg
+const char* const kPresets[] = {"ultrafast", "veryfast", "fast", "medium",
+                                "slow"};  // index = arg
 
-void SetCounters(benchmark::State& state, const Matrix& m, uint64_t bytes, double sqnr_db) {
+void SetCounters(benchmark::State& state, const Matrix& m, uint64_t bytes,
+                 double sqnr_db) {
   state.counters["bpw"] = 8.0 * bytes / m.values.size();
   state.counters["sqnr_db"] = sqnr_db;
-  state.SetBytesProcessed(state.iterations() * m.values.size());  // int8 bytes in
+  state.SetBytesProcessed(state.iterations() *
+                          m.values.size());  // int8 bytes in
   state.SetLabel(m.name);
 }
 
@@ -70,28 +80,35 @@ void BM_Quantize(benchmark::State& state) {
   const Matrix& m = Matrices()[state.range(0)];
   const auto scheme = static_cast<QuantScheme>(state.range(1));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(Quantize(m.name, m.tensor.shape, m.values, scheme));
+    benchmark::DoNotOptimize(
+        Quantize(m.name, m.tensor.shape, m.values, scheme));
   }
-  state.SetBytesProcessed(state.iterations() * m.values.size() * 4);  // float bytes in
+  state.SetBytesProcessed(state.iterations() * m.values.size() *
+                          4);  // float bytes in
   state.SetLabel(absl::StrCat(m.name, " ", QuantSchemeName(scheme)));
 }
 
-// One HEVC layer encode on one thread (tiles in sequence), without the verification decode.
+// One HEVC layer encode on one thread (tiles in sequence), without the
+// verification decode.
 void BM_HevcEncode(benchmark::State& state) {
   const Matrix& m = Matrices()[state.range(0)];
   LayerEncodeOptions options;
-  options.hevc = {static_cast<int>(state.range(2)), false, kPresets[state.range(1)]};
+  options.hevc = {static_cast<int>(state.range(2)), false,
+                  kPresets[state.range(1)]};
   options.threads = 1;
-  const PackedLayer layer = EncodeLayer(m.tensor, options).value();  // for bytes and SQNR
+  const PackedLayer layer =
+      EncodeLayer(m.tensor, options).value();  // for bytes and SQNR
   const auto [rows, cols] = MatrixView(m.q.shape);
   const TileGrid grid = PlanTiles(rows, cols);
   for (auto _ : state) {
     for (int64_t i = 0; i < grid.NumTiles(); ++i) {
-      benchmark::DoNotOptimize(EncodeIntraPicture(ExtractTile(m.q.values, cols, grid.Tile(i)), options.hevc));
+      benchmark::DoNotOptimize(EncodeIntraPicture(
+          ExtractTile(m.q.values, cols, grid.Tile(i)), options.hevc));
     }
   }
   SetCounters(state, m, layer.PayloadBytes(), layer.fidelity.sqnr_db);
-  state.SetLabel(absl::StrCat(m.name, " ", options.hevc.preset, " qp", options.hevc.qp));
+  state.SetLabel(
+      absl::StrCat(m.name, " ", options.hevc.preset, " qp", options.hevc.qp));
 }
 
 void BM_HevcDecode(benchmark::State& state) {
@@ -108,16 +125,19 @@ void BM_HevcDecode(benchmark::State& state) {
 // Baseline 1: int8 + zstd, lossless.
 void BM_Int8Zstd(benchmark::State& state) {
   const Matrix& m = Matrices()[state.range(0)];
-  const auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(m.q.values.data()), m.q.values.size());
+  const auto bytes = absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(m.q.values.data()), m.q.values.size());
   std::vector<uint8_t> frame;
-  for (auto _ : state) frame = ZstdCompress(bytes, static_cast<int>(state.range(1)));
+  for (auto _ : state)
+    frame = ZstdCompress(bytes, static_cast<int>(state.range(1)));
   SetCounters(state, m, frame.size(), SqnrDb(m.values, Dequantize(m.q)));
   state.SetLabel(absl::StrCat(m.name, " zstd-", state.range(1)));
 }
 
 struct Requantized {
   uint64_t zstd_bytes = 0;
-  double entropy_bits = 0;  // Shannon entropy of the levels: what an ideal entropy coder needs
+  double entropy_bits =
+      0;  // Shannon entropy of the levels: what an ideal entropy coder needs
   double sqnr_db = 0;
 };
 
@@ -129,7 +149,8 @@ Requantized Requantize(const Matrix& m, double step) {
   for (size_t i = 0; i < levels.size(); ++i) {
     const long level = std::lround(m.q.values[i] / step);
     levels[i] = static_cast<uint8_t>(static_cast<int8_t>(level));
-    back[i] = static_cast<int8_t>(std::clamp<long>(std::lround(level * step), -128, 127));
+    back[i] = static_cast<int8_t>(
+        std::clamp<long>(std::lround(level * step), -128, 127));
     ++histogram[levels[i]];
   }
   Requantized out;
@@ -137,20 +158,24 @@ Requantized Requantize(const Matrix& m, double step) {
     const double p = static_cast<double>(count) / levels.size();
     out.entropy_bits -= count * std::log2(p);
   }
-  out.zstd_bytes = ZstdCompress(levels, 19).size();  // level 19: the strongest zstd; 3 is far worse here
+  out.zstd_bytes =
+      ZstdCompress(levels, 19)
+          .size();  // level 19: the strongest zstd; 3 is far worse here
   out.sqnr_db = SqnrDb(m.values, Dequantize(m.q, back));
   return out;
 }
 
-// Baseline 2: uniform requantization + zstd at the SQNR HEVC reaches at this QP (default
-// preset), with HEVC's own figures on the same row (hevc_bpw, hevc_sqnr_db).
+// Baseline 2: uniform requantization + zstd at the SQNR HEVC reaches at this QP
+// (default preset), with HEVC's own figures on the same row (hevc_bpw,
+// hevc_sqnr_db).
 void BM_RequantZstdMatched(benchmark::State& state) {
   const Matrix& m = Matrices()[state.range(0)];
   LayerEncodeOptions options;
   options.hevc.qp = static_cast<int>(state.range(1));
   const PackedLayer hevc = EncodeLayer(m.tensor, options).value();
   const double target = hevc.fidelity.sqnr_db;
-  double lo = 1.0, hi = 128.0;  // the largest step whose SQNR still reaches the target
+  double lo = 1.0,
+         hi = 128.0;  // the largest step whose SQNR still reaches the target
   for (int i = 0; i < 25; ++i) {
     const double mid = std::sqrt(lo * hi);
     (Requantize(m, mid).sqnr_db >= target ? lo : hi) = mid;
@@ -165,7 +190,8 @@ void BM_RequantZstdMatched(benchmark::State& state) {
   state.SetLabel(absl::StrCat(m.name, " matched to hevc qp", options.hevc.qp));
 }
 
-void Args(benchmark::internal::Benchmark* b, const std::vector<std::vector<int64_t>>& extra) {
+void Args(benchmark::internal::Benchmark* b,
+          const std::vector<std::vector<int64_t>>& extra) {
   for (size_t m = 0; m < Matrices().size(); ++m) {
     std::vector<std::vector<int64_t>> product = {{static_cast<int64_t>(m)}};
     for (const auto& values : extra) {
@@ -190,12 +216,25 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   const std::vector<int64_t> qps = {22, 27, 32, 37};
   const auto ms = benchmark::kMillisecond;
-  Args(benchmark::RegisterBenchmark("Quantize", BM_Quantize)->Unit(ms), {{0, 1, 2, 3}});
-  Args(benchmark::RegisterBenchmark("HevcEncode", BM_HevcEncode)->Unit(ms)->UseRealTime(), {{0, 1, 2, 3, 4}, {27}});
-  Args(benchmark::RegisterBenchmark("HevcEncode", BM_HevcEncode)->Unit(ms)->UseRealTime(), {{1}, {22, 32, 37}});
-  Args(benchmark::RegisterBenchmark("HevcDecode", BM_HevcDecode)->Unit(ms)->UseRealTime(), {qps});
-  Args(benchmark::RegisterBenchmark("Int8Zstd", BM_Int8Zstd)->Unit(ms), {{3, 19}});
-  Args(benchmark::RegisterBenchmark("RequantZstdMatched", BM_RequantZstdMatched)->Unit(ms), {qps});
+  Args(benchmark::RegisterBenchmark("Quantize", BM_Quantize)->Unit(ms),
+       {{0, 1, 2, 3}});
+  Args(benchmark::RegisterBenchmark("HevcEncode", BM_HevcEncode)
+           ->Unit(ms)
+           ->UseRealTime(),
+       {{0, 1, 2, 3, 4}, {27}});
+  Args(benchmark::RegisterBenchmark("HevcEncode", BM_HevcEncode)
+           ->Unit(ms)
+           ->UseRealTime(),
+       {{1}, {22, 32, 37}});
+  Args(benchmark::RegisterBenchmark("HevcDecode", BM_HevcDecode)
+           ->Unit(ms)
+           ->UseRealTime(),
+       {qps});
+  Args(benchmark::RegisterBenchmark("Int8Zstd", BM_Int8Zstd)->Unit(ms),
+       {{3, 19}});
+  Args(benchmark::RegisterBenchmark("RequantZstdMatched", BM_RequantZstdMatched)
+           ->Unit(ms),
+       {qps});
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

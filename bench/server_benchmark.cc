@@ -1,11 +1,16 @@
-// Server benchmarks, each against its baseline in the same run, on 127.0.0.1 with the real
-// weightcastd (started by this program):
-//   1. streaming a cached 20 MB tier, against a bare gRPC stream of the same bytes (the same
-//      Distribution.Pull messages, served from memory by a minimal in-process service);
-//   2. encode throughput with 2 workers against 1 (a cold q27 tier of 4 layers of 1024x1024);
-//   3. 100 concurrent pulls of the 20 MB tier: the server's peak RSS while they run, against
+// Server benchmarks, each against its baseline in the same run, on 127.0.0.1
+// with the real weightcastd (started by this program):
+//   1. streaming a cached 20 MB tier, against a bare gRPC stream of the same
+//   bytes (the same
+//      Distribution.Pull messages, served from memory by a minimal in-process
+//      service);
+//   2. encode throughput with 2 workers against 1 (a cold q27 tier of 4 layers
+//   of 1024x1024);
+//   3. 100 concurrent pulls of the 20 MB tier: the server's peak RSS while they
+//   run, against
 //      its RSS when idle with the tier cached;
-//   4. the SDK's pipelined pull (decode while downloading) against download-then-decode, over a
+//   4. the SDK's pipelined pull (decode while downloading) against
+//   download-then-decode, over a
 //      link paced to 16 MB/s, on a 24 M-weight q22 tier.
 // usage: server_benchmark WEIGHTCASTD WORK_DIR
 #include <grpcpp/grpcpp.h>
@@ -31,23 +36,29 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-double Seconds(SteadyClock::time_point start) { return std::chrono::duration<double>(SteadyClock::now() - start).count(); }
+double Seconds(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
 
-// Gaussian float32 weights as a safetensors checkpoint with `layers` [rows, cols] tensors.
-std::string WriteCheckpoint(const std::string& path, int layers, int64_t rows, int64_t cols) {
+// Gaussian float32 weights as a safetensors checkpoint with `layers` [rows,
+// cols] tensors.
+std::string WriteCheckpoint(const std::string& path, int layers, int64_t rows,
+                            int64_t cols) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   Model model;
   for (int l = 0; l < layers; ++l) {
     std::vector<float> values(static_cast<size_t>(rows * cols));
     for (float& v : values) v = normal(rng);
-    model.tensors.push_back(MakeFloat32Tensor(absl::StrCat("layer", l, ".weight"), {rows, cols}, values));
+    model.tensors.push_back(MakeFloat32Tensor(
+        absl::StrCat("layer", l, ".weight"), {rows, cols}, values));
   }
   if (!WriteSafetensorsFile(model, path).ok()) std::abort();
   return path;
 }
 
-void Register(v1::Admin::Stub& admin, const std::string& model, const std::string& path, const std::string& ladder) {
+void Register(v1::Admin::Stub& admin, const std::string& model,
+              const std::string& path, const std::string& ladder) {
   grpc::ClientContext context;
   v1::RegisterModelResponse response;
   auto writer = admin.RegisterModel(&context, &response);
@@ -66,13 +77,16 @@ void Register(v1::Admin::Stub& admin, const std::string& model, const std::strin
   writer->WritesDone();
   grpc::Status status = writer->Finish();
   if (!status.ok()) {
-    std::fprintf(stderr, "register failed: %s\n", status.error_message().c_str());
+    std::fprintf(stderr, "register failed: %s\n",
+                 status.error_message().c_str());
     std::exit(1);
   }
 }
 
-// Drains one Pull; returns the payload bytes received. Optionally keeps the messages.
-uint64_t Drain(v1::Distribution::Stub& stub, const std::string& model, const std::string& tier,
+// Drains one Pull; returns the payload bytes received. Optionally keeps the
+// messages.
+uint64_t Drain(v1::Distribution::Stub& stub, const std::string& model,
+               const std::string& tier,
                std::vector<v1::PullResponse>* keep = nullptr) {
   grpc::ClientContext context;
   v1::PullRequest request;
@@ -90,11 +104,14 @@ uint64_t Drain(v1::Distribution::Stub& stub, const std::string& model, const std
   return bytes;
 }
 
-// The baseline: the same messages, from memory, through the same generated service.
+// The baseline: the same messages, from memory, through the same generated
+// service.
 class BareDistribution final : public v1::Distribution::Service {
  public:
-  explicit BareDistribution(std::vector<v1::PullResponse> messages) : messages_(std::move(messages)) {}
-  grpc::Status Pull(grpc::ServerContext* context, const v1::PullRequest*, grpc::ServerWriter<v1::PullResponse>* writer) override {
+  explicit BareDistribution(std::vector<v1::PullResponse> messages)
+      : messages_(std::move(messages)) {}
+  grpc::Status Pull(grpc::ServerContext* context, const v1::PullRequest*,
+                    grpc::ServerWriter<v1::PullResponse>* writer) override {
     context->set_compression_algorithm(GRPC_COMPRESS_NONE);
     for (const auto& m : messages_) {
       if (!writer->Write(m)) break;
@@ -109,7 +126,8 @@ class BareDistribution final : public v1::Distribution::Service {
 std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 }  // namespace
@@ -126,27 +144,33 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(work);
 
   // --- 1 and 3: a 20 MB lossless tier (24 M Gaussian weights, int8 + zstd) ---
-  const std::string big = WriteCheckpoint(work + "/big.safetensors", 6, 2048, 2048);
-  auto server = ServerProcess::Start(server_binary, work + "/data", {"--workers", "2"});
+  const std::string big =
+      WriteCheckpoint(work + "/big.safetensors", 6, 2048, 2048);
+  auto server =
+      ServerProcess::Start(server_binary, work + "/data", {"--workers", "2"});
   if (!server.ok()) return 1;
   auto channel = Channel(server->address());
   auto admin = v1::Admin::NewStub(channel);
   auto distribution = v1::Distribution::NewStub(channel);
   Register(*admin, "big", big, "lossless");
   std::vector<v1::PullResponse> messages;
-  const uint64_t tier_bytes = Drain(*distribution, "big", "lossless", &messages);  // encodes and caches
+  const uint64_t tier_bytes =
+      Drain(*distribution, "big", "lossless", &messages);  // encodes and caches
 
   BareDistribution bare(messages);
   grpc::ServerBuilder builder;
   int bare_port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bare_port);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &bare_port);
   builder.RegisterService(&bare);
   std::unique_ptr<grpc::Server> bare_server = builder.BuildAndStart();
-  auto bare_stub = v1::Distribution::NewStub(Channel(absl::StrCat("127.0.0.1:", bare_port)));
+  auto bare_stub =
+      v1::Distribution::NewStub(Channel(absl::StrCat("127.0.0.1:", bare_port)));
 
   constexpr int kRounds = 10;
   double weightcast_seconds = 0, bare_seconds = 0;
-  for (int round = 0; round < kRounds; ++round) {  // interleaved, so drift hits both alike
+  for (int round = 0; round < kRounds;
+       ++round) {  // interleaved, so drift hits both alike
     auto start = SteadyClock::now();
     Drain(*distribution, "big", "lossless");
     weightcast_seconds += Seconds(start);
@@ -155,9 +179,13 @@ int main(int argc, char** argv) {
     bare_seconds += Seconds(start);
   }
   const double mb = tier_bytes / 1e6;
-  std::printf("1. streaming a cached %.1f MB tier over loopback, %d rounds each\n", mb, kRounds);
-  std::printf("   weightcastd (blobs read from disk per chunk): %8.1f MB/s\n", kRounds * mb / weightcast_seconds);
-  std::printf("   bare gRPC stream of the same messages (memory): %6.1f MB/s\n", kRounds * mb / bare_seconds);
+  std::printf(
+      "1. streaming a cached %.1f MB tier over loopback, %d rounds each\n", mb,
+      kRounds);
+  std::printf("   weightcastd (blobs read from disk per chunk): %8.1f MB/s\n",
+              kRounds * mb / weightcast_seconds);
+  std::printf("   bare gRPC stream of the same messages (memory): %6.1f MB/s\n",
+              kRounds * mb / bare_seconds);
   std::printf("   ratio: %.2f\n\n", bare_seconds / weightcast_seconds);
 
   // --- 3: 100 concurrent pulls of the cached tier ---
@@ -183,15 +211,24 @@ int main(int argc, char** argv) {
   const double concurrent_seconds = Seconds(start);
   sampling = false;
   sampler.join();
-  std::printf("3. 100 concurrent pulls of the %.1f MB tier: %.1f MB in %.1f s\n", mb, received / 1e6, concurrent_seconds);
-  std::printf("   server RSS idle with the tier cached: %6.1f MB\n", idle_kb / 1024.0);
-  std::printf("   server peak RSS during the pulls:     %6.1f MB (sampled every 5 ms)\n", peak_kb / 1024.0);
-  std::printf("   server VmHWM over its whole life (registration and encoding included): %.1f MB\n\n",
-              ProcessStatusKb(server->pid(), "VmHWM:") / 1024.0);
+  std::printf(
+      "3. 100 concurrent pulls of the %.1f MB tier: %.1f MB in %.1f s\n", mb,
+      received / 1e6, concurrent_seconds);
+  std::printf("   server RSS idle with the tier cached: %6.1f MB\n",
+              idle_kb / 1024.0);
+  std::printf(
+      "   server peak RSS during the pulls:     %6.1f MB (sampled every 5 "
+      "ms)\n",
+      peak_kb / 1024.0);
+  std::printf(
+      "   server VmHWM over its whole life (registration and encoding "
+      "included): %.1f MB\n\n",
+      ProcessStatusKb(server->pid(), "VmHWM:") / 1024.0);
   // --- 4: pipelined decode against download-then-decode ---
   {
     Register(*admin, "hevc", big, "q22");
-    Drain(*distribution, "hevc", "q22");  // encode and cache (24 M weights on 2 workers)
+    Drain(*distribution, "hevc",
+          "q22");  // encode and cache (24 M weights on 2 workers)
     auto sdk = Client::Connect({server->address()}).value();
     PullOptions options{"hevc", "v1", {"q22"}, ""};
     options.max_bytes_per_second = 16e6;
@@ -205,21 +242,28 @@ int main(int argc, char** argv) {
         seconds[pipelined ? 0 : 1] += result->seconds / 3;
       }
     }
-    std::printf("4. pulling a %.1f MB q22 tier (24 M weights) over a link paced to 16 MB/s, 3 rounds each\n", bytes / 1e6);
+    std::printf(
+        "4. pulling a %.1f MB q22 tier (24 M weights) over a link paced to 16 "
+        "MB/s, 3 rounds each\n",
+        bytes / 1e6);
     std::printf("   transfer alone (bytes / rate): %.2f s\n", bytes / 16e6);
     std::printf("   download, then decode:         %.2f s\n", seconds[1]);
     std::printf("   pipelined (SDK default):       %.2f s\n", seconds[0]);
-    std::printf("   decode time hidden: %.0f%%\n\n", 100 * (seconds[1] - seconds[0]) / std::max(1e-9, seconds[1] - bytes / 16e6));
+    std::printf("   decode time hidden: %.0f%%\n\n",
+                100 * (seconds[1] - seconds[0]) /
+                    std::max(1e-9, seconds[1] - bytes / 16e6));
   }
   server->Stop();
   bare_server->Shutdown();
 
   // --- 2: encode throughput, 1 worker against 2 ---
-  const std::string four = WriteCheckpoint(work + "/four.safetensors", 4, 1024, 1024);
+  const std::string four =
+      WriteCheckpoint(work + "/four.safetensors", 4, 1024, 1024);
   double encode_seconds[3] = {0, 0, 0};
   for (int workers : {1, 2}) {
-    auto encoder = ServerProcess::Start(server_binary, absl::StrCat(work, "/data-w", workers),
-                                        {"--workers", std::to_string(workers), "--preset", "veryfast"});
+    auto encoder = ServerProcess::Start(
+        server_binary, absl::StrCat(work, "/data-w", workers),
+        {"--workers", std::to_string(workers), "--preset", "veryfast"});
     if (!encoder.ok()) return 1;
     auto c = Channel(encoder->address());
     auto a = v1::Admin::NewStub(c);
@@ -230,9 +274,12 @@ int main(int argc, char** argv) {
     encode_seconds[workers] = Seconds(start);
     encoder->Stop();
   }
-  std::printf("2. encoding a cold q27 tier, 4 layers of 1024x1024 (x265 veryfast)\n");
-  std::printf("   1 worker:  %.2f s (%.2f MB/s of int8)\n", encode_seconds[1], 4.194304 / encode_seconds[1]);
-  std::printf("   2 workers: %.2f s (%.2f MB/s of int8)\n", encode_seconds[2], 4.194304 / encode_seconds[2]);
+  std::printf(
+      "2. encoding a cold q27 tier, 4 layers of 1024x1024 (x265 veryfast)\n");
+  std::printf("   1 worker:  %.2f s (%.2f MB/s of int8)\n", encode_seconds[1],
+              4.194304 / encode_seconds[1]);
+  std::printf("   2 workers: %.2f s (%.2f MB/s of int8)\n", encode_seconds[2],
+              4.194304 / encode_seconds[2]);
   std::printf("   speed-up: %.2fx\n", encode_seconds[1] / encode_seconds[2]);
   return 0;
 }

@@ -1,4 +1,5 @@
-// weightcastd: flags and lifecycle only. The work is in core/ (ModelStore) and rpc/ (services).
+// weightcastd: flags and lifecycle only. The work is in core/ (ModelStore) and
+// rpc/ (services).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/server_builder_option.h>
@@ -105,7 +106,8 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--preset") {
       if (!value(&flags->store.x265_preset)) return false;
     } else if (arg == "--workers") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.workers) || flags->store.workers < 0) {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.workers) ||
+          flags->store.workers < 0) {
         *error = "--workers needs a count";
         return false;
       }
@@ -126,23 +128,27 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--tls-client-ca") {
       if (!value(&flags->tls_client_ca)) return false;
     } else if (arg == "--max-streams-per-client") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_streams_per_client) || flags->max_streams_per_client < 1) {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_streams_per_client) ||
+          flags->max_streams_per_client < 1) {
         *error = "--max-streams-per-client needs a count >= 1";
         return false;
       }
     } else if (arg == "--max-tensors") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tensors) || flags->store.max_tensors < 1 ||
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tensors) ||
+          flags->store.max_tensors < 1 ||
           flags->store.max_tensors > (1u << 16)) {
         *error = "--max-tensors needs a count within 1..65536";
         return false;
       }
     } else if (arg == "--keepalive-seconds") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) || flags->keepalive_seconds < 1) {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) ||
+          flags->keepalive_seconds < 1) {
         *error = "--keepalive-seconds needs a count >= 1";
         return false;
       }
     } else if (arg == "--upload-seconds" || arg == "--pull-seconds") {
-      int* seconds = arg == "--upload-seconds" ? &flags->upload_seconds : &flags->pull_seconds;
+      int* seconds = arg == "--upload-seconds" ? &flags->upload_seconds
+                                               : &flags->pull_seconds;
       if (!value(&v) || !absl::SimpleAtoi(v, seconds) || *seconds < 1) {
         *error = arg + " needs a count >= 1";
         return false;
@@ -150,7 +156,8 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--no-reflection") {
       flags->reflection = false;
     } else if (arg == "--max-tiers") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tiers) || flags->store.max_tiers < 1 ||
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tiers) ||
+          flags->store.max_tiers < 1 ||
           flags->store.max_tiers > weightcast::kMaxLadderTiers) {
         *error = "--max-tiers needs a count within 1..256";
         return false;
@@ -158,7 +165,8 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
     } else if (arg == "--tokens") {
       if (!value(&flags->tokens)) return false;
     } else if (arg == "--grace-seconds") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) || flags->grace_seconds < 0) {
+      if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) ||
+          flags->grace_seconds < 0) {
         *error = "--grace-seconds needs a count";
         return false;
       }
@@ -170,14 +178,18 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
   return true;
 }
 
-// Linking gRPC's reflection library registers its plugin with every ServerBuilder; this option
-// takes it out again (--no-reflection).
+// Linking gRPC's reflection library registers its plugin with every
+// ServerBuilder; this option takes it out again (--no-reflection).
 class WithoutReflection final : public grpc::ServerBuilderOption {
  public:
   void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
     plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
-                                  [](const auto& plugin) { return plugin->name() == "proto_server_reflection"; }),
+                                  [](const auto& plugin) {
+                                    return plugin->name() ==
+                                           "proto_server_reflection";
+                                  }),
                    plugins->end());
   }
 };
@@ -204,8 +216,8 @@ int main(int argc, char** argv) {
     }
     auth = *std::move(loaded);
   }
-  // A file that hits a size limit fails its write (EFBIG -> RESOURCE_EXHAUSTED) instead of
-  // killing the server.
+  // A file that hits a size limit fails its write (EFBIG -> RESOURCE_EXHAUSTED)
+  // instead of killing the server.
   signal(SIGXFSZ, SIG_IGN);
   // Block the stop signals in every thread; main waits for them with sigwait.
   sigset_t stop_signals;
@@ -222,56 +234,72 @@ int main(int argc, char** argv) {
     return 1;
   }
   weightcast::ModelStore* core = store->get();
-  metrics.AddEncoderFamilies({[core] { return static_cast<double>(core->pool().queued()); },
-                              [core] { return static_cast<double>(core->pool().busy()); },
-                              [core] { return static_cast<double>(core->pool().workers()); },
-                              [core] {
-                                auto bytes = core->EncodedBytes();
-                                return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
-                              }});
+  metrics.AddEncoderFamilies(
+      {[core] { return static_cast<double>(core->pool().queued()); },
+       [core] { return static_cast<double>(core->pool().busy()); },
+       [core] { return static_cast<double>(core->pool().workers()); },
+       [core] {
+         auto bytes = core->EncodedBytes();
+         return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
+       }});
   metrics.AddDataDirFamilies(flags.store.data_dir);
   std::unique_ptr<weightcast::MetricsEndpoint> endpoint;
   if (!flags.metrics.empty()) {
-    auto started = weightcast::MetricsEndpoint::Start(flags.metrics, [&metrics] { return metrics.Exposition(); });
+    auto started = weightcast::MetricsEndpoint::Start(
+        flags.metrics, [&metrics] { return metrics.Exposition(); });
     if (!started.ok()) {
       std::cerr << "weightcastd: " << started.status().message() << "\n";
       return 1;
     }
     endpoint = *std::move(started);
     const std::string host = flags.metrics.substr(0, flags.metrics.rfind(':'));
-    std::cout << "weightcastd metrics on http://" << host << ":" << endpoint->port() << "/metrics" << std::endl;
+    std::cout << "weightcastd metrics on http://" << host << ":"
+              << endpoint->port() << "/metrics" << std::endl;
   }
-  auto fleet_registry = weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
+  auto fleet_registry =
+      weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
   absl::StatusOr<std::unique_ptr<weightcast::Fleet>> fleet_or =
-      fleet_registry.ok() ? weightcast::Fleet::Create(fleet_registry->get(),
-                                                      [core](const std::string& model, const std::string& version) {
-                                                        return core->Describe(model, version).status();
-                                                      })
-                          : fleet_registry.status();
+      fleet_registry.ok()
+          ? weightcast::Fleet::Create(
+                fleet_registry->get(),
+                [core](const std::string& model, const std::string& version) {
+                  return core->Describe(model, version).status();
+                })
+          : fleet_registry.status();
   if (!fleet_or.ok()) {
     std::cerr << "weightcastd: fleet: " << fleet_or.status().message() << "\n";
     return 1;
   }
   weightcast::Fleet* fleet = fleet_or->get();
-  metrics.AddFleetFamilies({[fleet] { return static_cast<double>(fleet->subscribers()); },
-                            [fleet] { return fleet->DeviceStates(); }});
-  weightcast::StreamLimiter limiter(flags.max_streams_per_client, /*tokens_checked=*/auth != nullptr);
+  metrics.AddFleetFamilies(
+      {[fleet] { return static_cast<double>(fleet->subscribers()); },
+       [fleet] { return fleet->DeviceStates(); }});
+  weightcast::StreamLimiter limiter(flags.max_streams_per_client,
+                                    /*tokens_checked=*/auth != nullptr);
   weightcast::CallDeadlines deadlines;
-  const weightcast::RpcLimits limits{flags.max_upload_bytes, auth.get(), &limiter, &deadlines,
-                                     absl::Seconds(flags.upload_seconds), absl::Seconds(flags.pull_seconds)};
-  metrics.AddDeadlineCancels([&deadlines] { return static_cast<double>(deadlines.cancelled()); });
+  const weightcast::RpcLimits limits{flags.max_upload_bytes,
+                                     auth.get(),
+                                     &limiter,
+                                     &deadlines,
+                                     absl::Seconds(flags.upload_seconds),
+                                     absl::Seconds(flags.pull_seconds)};
+  metrics.AddDeadlineCancels(
+      [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
-  weightcast::DistributionService distribution(core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
+  weightcast::DistributionService distribution(
+      core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
   weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  auto credentials = weightcast::ServerCredentialsFromFiles(flags.tls_cert, flags.tls_key, flags.tls_client_ca);
+  auto credentials = weightcast::ServerCredentialsFromFiles(
+      flags.tls_cert, flags.tls_key, flags.tls_client_ca);
   if (!credentials.ok()) {
     std::cerr << "weightcastd: " << credentials.status().message() << "\n";
     return 2;
   }
-  if (!flags.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  if (!flags.reflection)
+    builder.SetOption(std::make_unique<WithoutReflection>());
   builder.AddListeningPort(flags.listen, *credentials, &port);
   builder.RegisterService(&admin);
   builder.RegisterService(&distribution);
@@ -291,10 +319,11 @@ int main(int argc, char** argv) {
   std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
   health.SetServing(false);
   distribution.Drain();
-  fleet->Shutdown();     // Watch streams end now rather than at the grace deadline
-  health.Shutdown();     // and health Watch streams, having seen NOT_SERVING
+  fleet->Shutdown();  // Watch streams end now rather than at the grace deadline
+  health.Shutdown();  // and health Watch streams, having seen NOT_SERVING
   (*store)->Shutdown();  // waiting pulls get UNAVAILABLE
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(flags.grace_seconds));
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(flags.grace_seconds));
   server->Wait();
   endpoint.reset();
   std::cout << "weightcastd: stopped" << std::endl;

@@ -15,8 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Model names and version labels the server sends become paths: checked as the server checks
-// them (common/base/names.h) first.
+// Model names and version labels the server sends become paths: checked as the
+// server checks them (common/base/names.h) first.
 constexpr size_t kMaxLabel = 64;
 
 // Points `link` at `target` atomically: a new symlink renamed over the old one.
@@ -26,7 +26,9 @@ absl::Status Relink(const fs::path& link, const fs::path& target) {
   fs::remove(temp, error);
   fs::create_symlink(target, temp, error);
   if (!error) fs::rename(temp, link, error);
-  if (error) return absl::InternalError(absl::StrCat(link.string(), ": ", error.message()));
+  if (error)
+    return absl::InternalError(
+        absl::StrCat(link.string(), ": ", error.message()));
   return absl::OkStatus();
 }
 
@@ -41,7 +43,8 @@ std::string ReadSmallFile(const fs::path& path) {
 
 std::string Agent::Installed(const std::string& dir, const std::string& model) {
   std::error_code error;
-  const fs::path target = fs::read_symlink(fs::path(dir) / model / "current", error);
+  const fs::path target =
+      fs::read_symlink(fs::path(dir) / model / "current", error);
   return error ? "" : target.filename().string();
 }
 
@@ -50,12 +53,14 @@ AgentStats Agent::stats() {
   return stats_;
 }
 
-void Agent::Report(const AssignmentInfo& a, const std::string& state, const std::string& reason, uint64_t bytes,
-                   double seconds) {
-  // Best effort: a report lost with the connection is made again when the watch comes back.
-  // The server keeps at most 1 KiB of reason.
+void Agent::Report(const AssignmentInfo& a, const std::string& state,
+                   const std::string& reason, uint64_t bytes, double seconds) {
+  // Best effort: a report lost with the connection is made again when the watch
+  // comes back. The server keeps at most 1 KiB of reason.
   constexpr size_t kMaxReason = 1024;
-  client_->ReportStatus({options_.device_id, a.model, a.version, a.tier, state, reason.substr(0, kMaxReason), bytes, seconds})
+  client_
+      ->ReportStatus({options_.device_id, a.model, a.version, a.tier, state,
+                      reason.substr(0, kMaxReason), bytes, seconds})
       .IgnoreError();
 }
 
@@ -64,21 +69,30 @@ void Agent::CountFailure() {
   ++stats_.failures;
 }
 
-absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& stop) {
-  if (absl::Status bad = CheckName("model name", a.model, kMaxLabel); !bad.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment: ", bad.message()));
+absl::Status Agent::Install(const AssignmentInfo& a,
+                            const std::atomic<bool>& stop) {
+  if (absl::Status bad = CheckName("model name", a.model, kMaxLabel);
+      !bad.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ignored an assignment: ", bad.message()));
   }
-  if (absl::Status bad = CheckName("version label", a.version, kMaxLabel); !bad.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment: ", bad.message()));
+  if (absl::Status bad = CheckName("version label", a.version, kMaxLabel);
+      !bad.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ignored an assignment: ", bad.message()));
   }
-  if (std::find(options_.models.begin(), options_.models.end(), a.model) == options_.models.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("ignored an assignment of '", a.model, "', a model this agent does not keep"));
+  if (std::find(options_.models.begin(), options_.models.end(), a.model) ==
+      options_.models.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ignored an assignment of '", a.model,
+                     "', a model this agent does not keep"));
   }
   const fs::path model_dir = fs::path(options_.dir) / a.model;
   const fs::path version_dir = model_dir / "versions" / a.version;
   const std::string current = Installed(options_.dir, a.model);
   AssignmentInfo done = a;
-  const bool refining = fs::exists(version_dir / "refining");  // only its coarse model is here
+  const bool refining =
+      fs::exists(version_dir / "refining");  // only its coarse model is here
   if (current == a.version && !refining) {
     done.tier = ReadSmallFile(version_dir / "tier");
     Report(done, "INSTALLED", "", 0, 0);
@@ -87,7 +101,8 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   const auto start = std::chrono::steady_clock::now();
   uint64_t bytes = 0;
   int deltas = 0;
-  const bool have = fs::exists(version_dir / "model.pt") && fs::exists(version_dir / "tier") && !refining;
+  const bool have = fs::exists(version_dir / "model.pt") &&
+                    fs::exists(version_dir / "tier") && !refining;
   if (have) {
     done.tier = ReadSmallFile(version_dir / "tier");
   } else {
@@ -100,11 +115,13 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     pull.tier = options_.tier;
     if (!a.tier.empty()) pull.tier = TierSelector{a.tier};
     pull.output_path = (version_dir / "model.pt").string();
-    pull.base_dir = (model_dir / "bases").string();  // deltas on the versions held
+    pull.base_dir =
+        (model_dir / "bases").string();  // deltas on the versions held
     pull.int8_output = options_.int8_output;
     pull.cancel = &stop;
     pull.coarse_tier = options_.coarse_tier;
-    pull.coarse_output_path = pull.output_path;  // the refined model replaces it
+    pull.coarse_output_path =
+        pull.output_path;  // the refined model replaces it
     absl::Status coarse_installed;
     pull.on_coarse = [&](const CoarseModel& coarse) {
       std::ofstream(version_dir / "refining") << coarse.tier << "\n";
@@ -118,9 +135,11 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
       }
       AssignmentInfo usable = a;
       usable.tier = coarse.tier;
-      Report(usable, "INSTALLED", "coarse; refining", coarse.bytes, coarse.seconds);
+      Report(usable, "INSTALLED", "coarse; refining", coarse.bytes,
+             coarse.seconds);
     };
-    absl::StatusOr<PullResult> pulled = error ? absl::InternalError(error.message()) : client_->Pull(pull);
+    absl::StatusOr<PullResult> pulled =
+        error ? absl::InternalError(error.message()) : client_->Pull(pull);
     if (pulled.ok() && !coarse_installed.ok()) pulled = coarse_installed;
     if (!pulled.ok()) {
       CountFailure();
@@ -143,9 +162,11 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   }
   // Keep current and previous only, and the base layers they need.
   std::error_code error;
-  for (const auto& entry : fs::directory_iterator(model_dir / "versions", error)) {
+  for (const auto& entry :
+       fs::directory_iterator(model_dir / "versions", error)) {
     const std::string name = entry.path().filename().string();
-    if (name != a.version && name != current) fs::remove_all(entry.path(), error);
+    if (name != a.version && name != current)
+      fs::remove_all(entry.path(), error);
   }
   std::vector<std::string> needed;
   for (const fs::path& kept : {version_dir, model_dir / "versions" / current}) {
@@ -153,7 +174,9 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
     for (std::string sha; std::getline(in, sha);) needed.push_back(sha);
   }
   BaseStore((model_dir / "bases").string()).Prune(needed);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   {  // counted before the report: whoever sees the report sees the counts
     absl::MutexLock lock(&mu_);
     ++stats_.installs;
@@ -164,25 +187,35 @@ absl::Status Agent::Install(const AssignmentInfo& a, const std::atomic<bool>& st
   return absl::OkStatus();
 }
 
-absl::Status Agent::SwitchTo(const std::string& model_dir, const std::string& version, const std::string& current) {
+absl::Status Agent::SwitchTo(const std::string& model_dir,
+                             const std::string& version,
+                             const std::string& current) {
   const fs::path dir(model_dir);
   RETURN_IF_ERROR(Relink(dir / "current", fs::path("versions") / version));
-  if (!current.empty() && current != version) RETURN_IF_ERROR(Relink(dir / "previous", fs::path("versions") / current));
+  if (!current.empty() && current != version)
+    RETURN_IF_ERROR(Relink(dir / "previous", fs::path("versions") / current));
   return absl::OkStatus();
 }
 
 absl::Status Agent::Run(const std::atomic<bool>& stop) {
-  if (options_.device_id.empty() || options_.dir.empty() || options_.models.empty()) {
-    return absl::InvalidArgumentError("an agent needs a device id, a directory and at least one model");
+  if (options_.device_id.empty() || options_.dir.empty() ||
+      options_.models.empty()) {
+    return absl::InvalidArgumentError(
+        "an agent needs a device id, a directory and at least one model");
   }
   for (const std::string& model : options_.models) {
     RETURN_IF_ERROR(CheckName("model name", model, kMaxLabel));
   }
   absl::Duration backoff = options_.min_backoff;
   while (!stop.load()) {
-    // A failed install ends the watch: the next one (after the backoff) is assigned it again.
+    // A failed install ends the watch: the next one (after the backoff) is
+    // assigned it again.
     std::atomic<bool> failed{false};
-    WatchOptions watch{options_.device_id, options_.groups, options_.models, options_.tier.name, {},
+    WatchOptions watch{options_.device_id,
+                       options_.groups,
+                       options_.models,
+                       options_.tier.name,
+                       {},
                        [&] { return stop.load() || failed.load(); }};
     for (const std::string& model : options_.models) {
       const std::string version = Installed(options_.dir, model);
@@ -192,26 +225,32 @@ absl::Status Agent::Run(const std::atomic<bool>& stop) {
     auto connected = [&] {
       if (heard) return;
       heard = true;
-      backoff = options_.min_backoff;  // the server answered: start over with short waits
+      backoff =
+          options_
+              .min_backoff;  // the server answered: start over with short waits
       absl::MutexLock lock(&mu_);
       stats_.connected = true;
     };
-    // However the watch ended (server gone, stream cut, a failed install), watch again after the
-    // backoff; only `stop` ends the loop.
-    client_->Watch(
-        watch,
-        [&](const AssignmentInfo& a) {
-          connected();
-          if (!Install(a, stop).ok()) failed.store(true);  // reported to the server
-        },
-        connected).IgnoreError();
+    // However the watch ended (server gone, stream cut, a failed install),
+    // watch again after the backoff; only `stop` ends the loop.
+    client_
+        ->Watch(
+            watch,
+            [&](const AssignmentInfo& a) {
+              connected();
+              if (!Install(a, stop).ok())
+                failed.store(true);  // reported to the server
+            },
+            connected)
+        .IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       stats_.connected = false;
       if (!stop.load()) ++stats_.reconnects;
     }
     // Sleep the backoff in short steps so that stop is honoured at once.
-    const auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(backoff);
+    const auto until =
+        std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(backoff);
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

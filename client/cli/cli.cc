@@ -20,7 +20,8 @@
 namespace weightcast {
 namespace {
 
-const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
+const std::string kUsage =
+    R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
                   [--token TOKEN] COMMAND ...
   register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT] [--policy FILE.json]
        [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
@@ -40,20 +41,27 @@ const std::string kUsage = R"(usage: weightcast [--server ADDR] [--tls-ca PEM [-
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
-)" + std::string(kFleetUsage) + R"(--server defaults to 127.0.0.1:50051. VERSION defaults to latest.
+)" + std::string(kFleetUsage) +
+    R"(--server defaults to 127.0.0.1:50051. VERSION defaults to latest.
 Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 network failure, 5 verification failed.
 )";
 
 int ExitCode(const absl::Status& status) {
   switch (status.code()) {
-    case absl::StatusCode::kOk: return kExitOk;
-    case absl::StatusCode::kInvalidArgument: return kExitUsage;
-    case absl::StatusCode::kNotFound: return kExitNotFound;
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+      return kExitUsage;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
     case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded: return kExitNetwork;
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitNetwork;
     case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kAborted: return kExitVerification;
-    default: return kExitError;
+    case absl::StatusCode::kAborted:
+      return kExitVerification;
+    default:
+      return kExitError;
   }
 }
 
@@ -64,10 +72,12 @@ std::string Db(double db) {
 
 struct Args {
   std::vector<std::string> positional;
-  std::map<std::string, std::string> flags;  // --name -> value ("" for switches)
+  std::map<std::string, std::string>
+      flags;  // --name -> value ("" for switches)
 };
 
-bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args, std::string* error) {
+bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args,
+               std::string* error) {
   static const char* kSwitches[] = {"--int8", "--json"};
   for (size_t i = from; i < in.size(); ++i) {
     const std::string& a = in[i];
@@ -91,38 +101,53 @@ bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args, std:
 
 void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
   const double float_bytes = 4.0 * info.float_weights;
-  out << absl::StrFormat("%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n", info.model,
-                         info.version, info.tensors, info.float_weights, float_bytes / 1e6, info.float_weights / 1e6);
-  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s  %s\n", "tier", "state", "bytes", "bits/w",
-                         "x float", "x int8", "worst SQNR", "top-1 %", "drop", absl::StrFormat("s@%gMb/s", mbit),
-                         "worst layer");
+  out << absl::StrFormat(
+      "%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n",
+      info.model, info.version, info.tensors, info.float_weights,
+      float_bytes / 1e6, info.float_weights / 1e6);
+  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s  %s\n",
+                         "tier", "state", "bytes", "bits/w", "x float",
+                         "x int8", "worst SQNR", "top-1 %", "drop",
+                         absl::StrFormat("s@%gMb/s", mbit), "worst layer");
   for (const TierSummary& t : info.tiers) {
     std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-";
     if (t.accuracy) {
       top1 = absl::StrFormat("%.2f", t.accuracy->top1);
-      if (info.reference_accuracy) drop = absl::StrFormat("%.2f", info.reference_accuracy->top1 - t.accuracy->top1);
+      if (info.reference_accuracy)
+        drop = absl::StrFormat(
+            "%.2f", info.reference_accuracy->top1 - t.accuracy->top1);
     }
     if (t.state != "READY") {
-      out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s\n", t.name, t.state, "-", "-", "-", "-", "-",
+      out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s\n",
+                             t.name, t.state, "-", "-", "-", "-", "-",
                              t.accuracy ? top1 : "-", drop);
       continue;
     }
-    out << absl::StrFormat("%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f  %s\n", t.name, t.state, t.bytes,
-                           t.bits_per_weight, t.bytes ? float_bytes / t.bytes : 0, t.bytes ? info.float_weights / double(t.bytes) : 0,
-                           Db(t.worst_layer_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6),
-                           t.worst_layer.empty() ? "-" : t.worst_layer);
+    out << absl::StrFormat(
+        "%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f  %s\n", t.name,
+        t.state, t.bytes, t.bits_per_weight,
+        t.bytes ? float_bytes / t.bytes : 0,
+        t.bytes ? info.float_weights / double(t.bytes) : 0,
+        Db(t.worst_layer_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6),
+        t.worst_layer.empty() ? "-" : t.worst_layer);
   }
-  out << "worst SQNR: the lowest of every layer's, picture or not (dB against the float weights)\n";
+  out << "worst SQNR: the lowest of every layer's, picture or not (dB against "
+         "the float weights)\n";
   if (info.reference_accuracy) {
-    out << absl::StrFormat("accuracy: measured by the server on %d examples of the evaluation bundle; the checkpoint as "
-                           "registered: top-1 %.2f %%, top-2 %.2f %%\n",
-                           info.reference_accuracy->examples, info.reference_accuracy->top1, info.reference_accuracy->top2);
+    out << absl::StrFormat(
+        "accuracy: measured by the server on %d examples of the evaluation "
+        "bundle; the checkpoint as "
+        "registered: top-1 %.2f %%, top-2 %.2f %%\n",
+        info.reference_accuracy->examples, info.reference_accuracy->top1,
+        info.reference_accuracy->top2);
   } else {
-    out << "accuracy: not measured (the version has no evaluation bundle); fidelity is SQNR only\n";
+    out << "accuracy: not measured (the version has no evaluation bundle); "
+           "fidelity is SQNR only\n";
   }
 }
 
-// "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-" (no int8 scales).
+// "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-"
+// (no int8 scales).
 std::string ScalesName(const std::string& quant_scheme) {
   if (quant_scheme.empty()) return "-";
   std::string name = quant_scheme.substr(0, quant_scheme.find('-'));
@@ -137,7 +162,8 @@ void PrintLayers(const ModelInfo& info, std::ostream& out) {
     if (t.state == "READY" && !t.layers.empty()) ready.push_back(&t);
   }
   if (ready.empty()) return;
-  out << "\nlayers: int8 scales (tensor: one per tensor, channel: one per output channel) / SQNR dB, per tier\n";
+  out << "\nlayers: int8 scales (tensor: one per tensor, channel: one per "
+         "output channel) / SQNR dB, per tier\n";
   out << absl::StrFormat("%-32s", "layer");
   for (const TierSummary* t : ready) out << absl::StrFormat(" %16s", t->name);
   out << "\n";
@@ -146,14 +172,17 @@ void PrintLayers(const ModelInfo& info, std::ostream& out) {
     for (const TierSummary* t : ready) {
       if (i >= t->layers.size()) continue;
       const LayerSummary& l = t->layers[i];
-      out << absl::StrFormat(" %16s", absl::StrCat(ScalesName(l.quant_scheme), " ", Db(l.sqnr_db)));
+      out << absl::StrFormat(" %16s", absl::StrCat(ScalesName(l.quant_scheme),
+                                                   " ", Db(l.sqnr_db)));
     }
     out << "\n";
   }
 }
 
 // JSON numbers cannot be infinite: an exact layer's SQNR is null.
-nlohmann::json Number(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr); }
+nlohmann::json Number(double value) {
+  return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+}
 
 nlohmann::json AccuracyJson(const std::optional<AccuracyFigures>& a) {
   if (!a) return nullptr;
@@ -165,37 +194,57 @@ nlohmann::json ToJson(const ModelInfo& info) {
   for (const TierSummary& t : info.tiers) {
     nlohmann::json layers = nlohmann::json::array();
     for (const LayerSummary& l : t.layers) {
-      layers.push_back({{"name", l.name}, {"codec", l.codec}, {"bytes", l.bytes}, {"bits_per_weight", l.bits_per_weight},
-                        {"sqnr_db", Number(l.sqnr_db)}, {"qp", l.qp}, {"quant_scheme", l.quant_scheme}});
+      layers.push_back({{"name", l.name},
+                        {"codec", l.codec},
+                        {"bytes", l.bytes},
+                        {"bits_per_weight", l.bits_per_weight},
+                        {"sqnr_db", Number(l.sqnr_db)},
+                        {"qp", l.qp},
+                        {"quant_scheme", l.quant_scheme}});
     }
-    tiers.push_back({{"name", t.name}, {"state", t.state}, {"bytes", t.bytes}, {"bits_per_weight", t.bits_per_weight},
+    tiers.push_back({{"name", t.name},
+                     {"state", t.state},
+                     {"bytes", t.bytes},
+                     {"bits_per_weight", t.bits_per_weight},
                      {"worst_sqnr_db", Number(t.worst_sqnr_db)},
-                     {"worst_layer_sqnr_db", Number(t.worst_layer_sqnr_db)}, {"worst_layer", t.worst_layer},
+                     {"worst_layer_sqnr_db", Number(t.worst_layer_sqnr_db)},
+                     {"worst_layer", t.worst_layer},
                      {"accuracy", AccuracyJson(t.accuracy)},
-                     {"error", t.error}, {"layers", layers}});
+                     {"error", t.error},
+                     {"layers", layers}});
   }
-  return {{"model", info.model}, {"version", info.version}, {"description", info.description},
-          {"layer_policy", info.layer_policy}, {"source_bytes", info.source_bytes}, {"tensors", info.tensors},
-          {"float_weights", info.float_weights}, {"has_eval_bundle", info.has_eval_bundle},
+  return {{"model", info.model},
+          {"version", info.version},
+          {"description", info.description},
+          {"layer_policy", info.layer_policy},
+          {"source_bytes", info.source_bytes},
+          {"tensors", info.tensors},
+          {"float_weights", info.float_weights},
+          {"has_eval_bundle", info.has_eval_bundle},
           {"base_version", info.base_version},
-          {"reference_accuracy", AccuracyJson(info.reference_accuracy)}, {"tiers", tiers}};
+          {"reference_accuracy", AccuracyJson(info.reference_accuracy)},
+          {"tiers", tiers}};
 }
 
 std::string Bar(const PullProgress& p) {
-  const double fraction = p.total_bytes ? double(p.bytes_received) / p.total_bytes : 0;
+  const double fraction =
+      p.total_bytes ? double(p.bytes_received) / p.total_bytes : 0;
   const int width = 30;
   const int filled = static_cast<int>(fraction * width);
   const double rate = p.seconds > 0 ? p.bytes_received / p.seconds : 0;
   const double eta = rate > 0 ? (p.total_bytes - p.bytes_received) / rate : 0;
-  return absl::StrFormat("\r[%s%s] %5.1f%% %.2f/%.2f MB %.2f MB/s ETA %.0fs decoded %d/%d backlog %d",
-                         std::string(filled, '#'), std::string(width - filled, ' '), 100 * fraction,
-                         p.bytes_received / 1e6, p.total_bytes / 1e6, rate / 1e6, eta, p.layers_decoded,
-                         p.layers_total, p.decode_backlog);
+  return absl::StrFormat(
+      "\r[%s%s] %5.1f%% %.2f/%.2f MB %.2f MB/s ETA %.0fs decoded %d/%d backlog "
+      "%d",
+      std::string(filled, '#'), std::string(width - filled, ' '),
+      100 * fraction, p.bytes_received / 1e6, p.total_bytes / 1e6, rate / 1e6,
+      eta, p.layers_decoded, p.layers_total, p.decode_backlog);
 }
 
-// What the CLI prints goes through this to `sink`, made TerminalSafe: model names, versions,
-// descriptions and error messages from a server cannot move the cursor, clear the screen or
-// retitle the terminal. Text is passed on a line at a time and on flush.
+// What the CLI prints goes through this to `sink`, made TerminalSafe: model
+// names, versions, descriptions and error messages from a server cannot move
+// the cursor, clear the screen or retitle the terminal. Text is passed on a
+// line at a time and on flush.
 class TerminalSafeBuffer : public std::streambuf {
  public:
   explicit TerminalSafeBuffer(std::ostream& sink) : sink_(sink) {}
@@ -203,7 +252,8 @@ class TerminalSafeBuffer : public std::streambuf {
 
  protected:
   int_type overflow(int_type c) override {
-    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    if (traits_type::eq_int_type(c, traits_type::eof()))
+      return traits_type::not_eof(c);
     pending_ += traits_type::to_char_type(c);
     if (c == '\n') Emit();
     return c;
@@ -229,9 +279,10 @@ class TerminalSafeBuffer : public std::streambuf {
   std::string pending_;
 };
 
-// `progress`: where the terminal progress bar goes (unfiltered: it rewrites its line with '\r').
-absl::Status Run(const std::string& command, const Args& args, Client& client, std::ostream& out,
-                 std::ostream& progress, bool terminal) {
+// `progress`: where the terminal progress bar goes (unfiltered: it rewrites its
+// line with '\r').
+absl::Status Run(const std::string& command, const Args& args, Client& client,
+                 std::ostream& out, std::ostream& progress, bool terminal) {
   const auto& pos = args.positional;
   auto flag = [&](const std::string& name, const std::string& fallback = "") {
     auto it = args.flags.find(name);
@@ -240,12 +291,15 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
   auto number = [&](const std::string& name, double* value) -> absl::Status {
     const std::string text = flag(name);
     if (text.empty()) return absl::OkStatus();
-    if (!absl::SimpleAtod(text, value) || *value < 0) return absl::InvalidArgumentError(absl::StrCat(name, " needs a number"));
+    if (!absl::SimpleAtod(text, value) || *value < 0)
+      return absl::InvalidArgumentError(absl::StrCat(name, " needs a number"));
     return absl::OkStatus();
   };
   if (command == "register") {
-    if (pos.size() != 3) return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT");
-    RegisterOptions options{pos[0], pos[1], pos[2], flag("--ladder"), flag("--description")};
+    if (pos.size() != 3)
+      return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT");
+    RegisterOptions options{pos[0], pos[1], pos[2], flag("--ladder"),
+                            flag("--description")};
     if (!flag("--policy").empty()) {
       auto policy = ReadFileBytes(flag("--policy"));
       if (!policy.ok()) return policy.status();
@@ -256,62 +310,79 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.base_version = flag("--base-version");
     auto info = client.Register(options);
     if (!info.ok()) return info.status();
-    out << "registered " << info->model << "/" << info->version << ": " << info->tensors << " tensors, tiers";
+    out << "registered " << info->model << "/" << info->version << ": "
+        << info->tensors << " tensors, tiers";
     for (const auto& t : info->tiers) out << " " << t.name;
     out << "\n";
     if (info->reference_accuracy) {
-      out << absl::StrFormat("accuracy as registered: top-1 %.2f %%, top-2 %.2f %% on %d examples\n",
-                             info->reference_accuracy->top1, info->reference_accuracy->top2,
-                             info->reference_accuracy->examples);
+      out << absl::StrFormat(
+          "accuracy as registered: top-1 %.2f %%, top-2 %.2f %% on %d "
+          "examples\n",
+          info->reference_accuracy->top1, info->reference_accuracy->top2,
+          info->reference_accuracy->examples);
     }
     return absl::OkStatus();
   }
   if (command == "ls") {
     auto models = client.List();
     if (!models.ok()) return models.status();
-    for (const auto& [name, versions] : *models) out << name << "\t" << absl::StrJoin(versions, " ") << "\n";
+    for (const auto& [name, versions] : *models)
+      out << name << "\t" << absl::StrJoin(versions, " ") << "\n";
     return absl::OkStatus();
   }
   if (command == "describe" || command == "tiers") {
-    if (pos.empty() || pos.size() > 2) return absl::InvalidArgumentError(command + " MODEL [VERSION]");
+    if (pos.empty() || pos.size() > 2)
+      return absl::InvalidArgumentError(command + " MODEL [VERSION]");
     auto info = client.Describe(pos[0], pos.size() > 1 ? pos[1] : "latest");
     if (!info.ok()) return info.status();
     double mbit = 10;
     if (absl::Status s = number("--bandwidth", &mbit); !s.ok()) return s;
-    if (mbit <= 0) return absl::InvalidArgumentError("--bandwidth must be positive");
+    if (mbit <= 0)
+      return absl::InvalidArgumentError("--bandwidth must be positive");
     if (command == "describe" && args.flags.count("--json")) {
       out << ToJson(*info).dump(1) << "\n";
       return absl::OkStatus();
     }
     if (command == "describe") {
-      out << info->model << "/" << info->version << (info->description.empty() ? "" : "  " + info->description) << "\n";
-      out << "source checkpoint: " << info->source_bytes << " bytes\npolicy: " << info->layer_policy << "\n";
-      if (!info->base_version.empty()) out << "deltas on version: " << info->base_version << "\n";
+      out << info->model << "/" << info->version
+          << (info->description.empty() ? "" : "  " + info->description)
+          << "\n";
+      out << "source checkpoint: " << info->source_bytes
+          << " bytes\npolicy: " << info->layer_policy << "\n";
+      if (!info->base_version.empty())
+        out << "deltas on version: " << info->base_version << "\n";
     }
     PrintTiers(*info, mbit, out);
     if (command == "describe") PrintLayers(*info, out);
     return absl::OkStatus();
   }
   if (command == "warm") {
-    if (pos.empty()) return absl::InvalidArgumentError("warm MODEL [VERSION [TIER...]]");
-    std::vector<std::string> tiers(pos.size() > 2 ? pos.begin() + 2 : pos.end(), pos.end());
+    if (pos.empty())
+      return absl::InvalidArgumentError("warm MODEL [VERSION [TIER...]]");
+    std::vector<std::string> tiers(pos.size() > 2 ? pos.begin() + 2 : pos.end(),
+                                   pos.end());
     return client.Warm(pos[0], pos.size() > 1 ? pos[1] : "latest", tiers);
   }
-  if (IsFleetCommand(command)) return RunFleetCommand(command, pos, args.flags, client, out);
+  if (IsFleetCommand(command))
+    return RunFleetCommand(command, pos, args.flags, client, out);
   if (command == "health") {
     auto serving = client.Health();
     if (!serving.ok()) return serving.status();
     out << (*serving ? "SERVING" : "NOT_SERVING") << "\n";
-    return *serving ? absl::OkStatus() : absl::UnavailableError("the server is not serving (draining?)");
+    return *serving ? absl::OkStatus()
+                    : absl::UnavailableError(
+                          "the server is not serving (draining?)");
   }
   if (command == "rm") {
     if (pos.size() != 2) return absl::InvalidArgumentError("rm MODEL VERSION");
     return client.Delete(pos[0], pos[1]);
   }
   if (command == "pull") {
-    if (pos.size() != 1 || flag("-o").empty()) return absl::InvalidArgumentError("pull MODEL[@VERSION] -o OUT");
+    if (pos.size() != 1 || flag("-o").empty())
+      return absl::InvalidArgumentError("pull MODEL[@VERSION] -o OUT");
     PullOptions options;
-    std::vector<std::string> parts = absl::StrSplit(pos[0], absl::MaxSplits('@', 1));
+    std::vector<std::string> parts =
+        absl::StrSplit(pos[0], absl::MaxSplits('@', 1));
     options.model = parts[0];
     if (parts.size() > 1) options.version = parts[1];
     options.output_path = flag("-o");
@@ -321,21 +392,29 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.coarse_tier = flag("--progressive");
     options.coarse_output_path = flag("--coarse-out");
     if (options.coarse_tier.empty() && !options.coarse_output_path.empty()) {
-      return absl::InvalidArgumentError("--coarse-out needs --progressive COARSE");
+      return absl::InvalidArgumentError(
+          "--coarse-out needs --progressive COARSE");
     }
     options.on_coarse = [&](const CoarseModel& coarse) {
       if (terminal) out << "\n";
-      out << absl::StrFormat("coarse model (tier %s) usable after %d bytes in %.2f s%s\n", coarse.tier, coarse.bytes,
-                             coarse.seconds, coarse.output_path.empty() ? "" : " -> " + coarse.output_path);
+      out << absl::StrFormat(
+          "coarse model (tier %s) usable after %d bytes in %.2f s%s\n",
+          coarse.tier, coarse.bytes, coarse.seconds,
+          coarse.output_path.empty() ? "" : " -> " + coarse.output_path);
     };
     double max_bytes = 0, mbit = 0, within = 0;
     if (!flag("--max-accuracy-drop").empty() &&
-        (!absl::SimpleAtod(flag("--max-accuracy-drop"), &options.tier.max_accuracy_drop) ||
+        (!absl::SimpleAtod(flag("--max-accuracy-drop"),
+                           &options.tier.max_accuracy_drop) ||
          options.tier.max_accuracy_drop < 0)) {
-      return absl::InvalidArgumentError("--max-accuracy-drop needs a number of points >= 0");
+      return absl::InvalidArgumentError(
+          "--max-accuracy-drop needs a number of points >= 0");
     }
-    for (const auto& [name, target] : {std::make_pair("--max-bytes", &max_bytes), std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),
-                                       std::make_pair("--bandwidth", &mbit), std::make_pair("--within", &within)}) {
+    for (const auto& [name, target] :
+         {std::make_pair("--max-bytes", &max_bytes),
+          std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),
+          std::make_pair("--bandwidth", &mbit),
+          std::make_pair("--within", &within)}) {
       if (absl::Status s = number(name, target); !s.ok()) return s;
     }
     double limit = 0;
@@ -344,7 +423,8 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
     options.tier.max_bytes = static_cast<uint64_t>(max_bytes);
     options.tier.bits_per_second = mbit * 1e6;
     options.tier.within = absl::Seconds(within);
-    if ((mbit > 0) != (within > 0)) return absl::InvalidArgumentError("--bandwidth and --within go together");
+    if ((mbit > 0) != (within > 0))
+      return absl::InvalidArgumentError("--bandwidth and --within go together");
     int last_percent = -1;
     options.progress = [&](const PullProgress& p) {
       if (terminal) {
@@ -352,34 +432,50 @@ absl::Status Run(const std::string& command, const Args& args, Client& client, s
         progress << Bar(p) << std::flush;
         return;
       }
-      const int percent = p.total_bytes ? static_cast<int>(100 * p.bytes_received / p.total_bytes) : 0;
+      const int percent =
+          p.total_bytes
+              ? static_cast<int>(100 * p.bytes_received / p.total_bytes)
+              : 0;
       if (percent / 25 != last_percent / 25) {
-        out << absl::StrFormat("received %d/%d bytes (%d%%)\n", p.bytes_received, p.total_bytes, percent);
+        out << absl::StrFormat("received %d/%d bytes (%d%%)\n",
+                               p.bytes_received, p.total_bytes, percent);
         last_percent = percent;
       }
     };
     auto result = client.Pull(options);
     if (terminal) out << "\n";
     if (!result.ok()) return result.status();
-    out << absl::StrFormat("pulled %s/%s tier %s: %d bytes in %.2f s, every layer verified (SHA-256) -> %s\n",
-                           options.model, result->version, result->tier, result->bytes, result->seconds, options.output_path);
-    if (result->reconnects) out << "reconnected " << result->reconnects << " times\n";
-    if (result->layers_refetched) out << "refetched " << result->layers_refetched << " layers that failed verification\n";
+    out << absl::StrFormat(
+        "pulled %s/%s tier %s: %d bytes in %.2f s, every layer verified "
+        "(SHA-256) -> %s\n",
+        options.model, result->version, result->tier, result->bytes,
+        result->seconds, options.output_path);
+    if (result->reconnects)
+      out << "reconnected " << result->reconnects << " times\n";
+    if (result->layers_refetched)
+      out << "refetched " << result->layers_refetched
+          << " layers that failed verification\n";
     if (!result->coarse.tier.empty()) {
-      out << result->delta_layers << " layers refined " << result->coarse.tier << " as P pictures\n";
+      out << result->delta_layers << " layers refined " << result->coarse.tier
+          << " as P pictures\n";
     } else if (result->delta_layers) {
       out << result->delta_layers << " layers came as deltas on "
-          << (options.base_dir.empty() ? "their bases, sent along" : "layers held in " + options.base_dir) << "\n";
+          << (options.base_dir.empty() ? "their bases, sent along"
+                                       : "layers held in " + options.base_dir)
+          << "\n";
     }
-    if (result->delta_fallback) out << "a held base layer was damaged: pulled without deltas\n";
+    if (result->delta_fallback)
+      out << "a held base layer was damaged: pulled without deltas\n";
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown command '", command, "'"));
 }
 
 }  // namespace
 
-int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& err, bool terminal) {
+int RunCli(const std::vector<std::string>& in, std::ostream& out,
+           std::ostream& err, bool terminal) {
   ConnectOptions connect;
   size_t i = 0;
   while (i < in.size() && in[i].rfind("-", 0) == 0) {
@@ -387,8 +483,9 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& 
       out << kUsage;
       return kExitOk;
     }
-    if (i + 1 < in.size() && (in[i] == "--server" || in[i] == "--tls-ca" || in[i] == "--tls-cert" ||
-                              in[i] == "--tls-key" || in[i] == "--token")) {
+    if (i + 1 < in.size() &&
+        (in[i] == "--server" || in[i] == "--tls-ca" || in[i] == "--tls-cert" ||
+         in[i] == "--tls-key" || in[i] == "--token")) {
       if (in[i] == "--server") {
         connect.address = in[i + 1];
       } else if (in[i] == "--token") {
@@ -400,7 +497,9 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& 
           return kExitUsage;
         }
         std::string& target = in[i] == "--tls-ca" ? connect.tls_root_certs_pem
-                              : in[i] == "--tls-cert" ? connect.tls_cert_chain_pem : connect.tls_private_key_pem;
+                              : in[i] == "--tls-cert"
+                                  ? connect.tls_cert_chain_pem
+                                  : connect.tls_private_key_pem;
         target.assign(pem->begin(), pem->end());
       }
       i += 2;
@@ -427,11 +526,15 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out, std::ostream& 
   }
   TerminalSafeBuffer safe_out_buffer(out), safe_err_buffer(err);
   std::ostream safe_out(&safe_out_buffer), safe_err(&safe_err_buffer);
-  const absl::Status status = Run(command, args, **client, safe_out, out, terminal);
+  const absl::Status status =
+      Run(command, args, **client, safe_out, out, terminal);
   safe_out.flush();
   if (!status.ok()) {
-    safe_err << "weightcast " << command << ": " << status.message() << "\n" << std::flush;
-    if (status.code() == absl::StatusCode::kInvalidArgument && status.message().find("unknown command") == 0) err << "\n" << kUsage;
+    safe_err << "weightcast " << command << ": " << status.message() << "\n"
+             << std::flush;
+    if (status.code() == absl::StatusCode::kInvalidArgument &&
+        status.message().find("unknown command") == 0)
+      err << "\n" << kUsage;
   }
   return ExitCode(status);
 }

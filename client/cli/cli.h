@@ -1,6 +1,6 @@
-// The `weightcast` command line: register, ls, describe, tiers, pull, warm, rm against a server.
-// RunCli returns the process exit code; main() only forwards argv. Output goes to `out`,
-// diagnostics to `err`.
+// The `weightcast` command line: register, ls, describe, tiers, pull, warm, rm
+// against a server. RunCli returns the process exit code; main() only forwards
+// argv. Output goes to `out`, diagnostics to `err`.
 #ifndef WEIGHTCAST_CLIENT_CLI_CLI_H_
 #define WEIGHTCAST_CLIENT_CLI_CLI_H_
 
@@ -18,7 +18,8 @@ inline constexpr int kExitNotFound = 3;
 inline constexpr int kExitNetwork = 4;
 inline constexpr int kExitVerification = 5;
 
-int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, bool terminal);
+int RunCli(const std::vector<std::string>& args, std::ostream& out,
+           std::ostream& err, bool terminal);
 
 }  // namespace weightcast
 

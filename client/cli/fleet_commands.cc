@@ -24,32 +24,44 @@ std::vector<std::string> List(const std::string& text) {
 }
 
 void Print(const RolloutInfo& r, std::ostream& out) {
-  out << absl::StrFormat("%s: %s of %s to %.2f %% of devices%s (baseline: %s); %d devices watching\n", r.model,
-                         r.state, r.version, r.percent,
-                         r.groups.empty() ? "" : absl::StrCat(" and groups ", absl::StrJoin(r.groups, ",")),
-                         r.baseline_version.empty() ? "none" : r.baseline_version, r.subscribers);
+  out << absl::StrFormat(
+      "%s: %s of %s to %.2f %% of devices%s (baseline: %s); %d devices "
+      "watching\n",
+      r.model, r.state, r.version, r.percent,
+      r.groups.empty()
+          ? ""
+          : absl::StrCat(" and groups ", absl::StrJoin(r.groups, ",")),
+      r.baseline_version.empty() ? "none" : r.baseline_version, r.subscribers);
   for (const RolloutInfo::Count& c : r.counts) {
-    out << absl::StrFormat("  %-20s %-12s %d devices\n", c.version, c.state, c.devices);
+    out << absl::StrFormat("  %-20s %-12s %d devices\n", c.version, c.state,
+                           c.devices);
   }
 }
 
-absl::Status Rollout(const std::vector<std::string>& pos, const std::map<std::string, std::string>& flags,
+absl::Status Rollout(const std::vector<std::string>& pos,
+                     const std::map<std::string, std::string>& flags,
                      Client& client, std::ostream& out) {
   auto flag = [&](const std::string& name) {
     auto it = flags.find(name);
     return it == flags.end() ? std::string() : it->second;
   };
-  if (pos.size() < 2) return absl::InvalidArgumentError("rollout start|set|pause|resume|rollback|status MODEL ...");
+  if (pos.size() < 2)
+    return absl::InvalidArgumentError(
+        "rollout start|set|pause|resume|rollback|status MODEL ...");
   const std::string& action = pos[0];
   const std::string& model = pos[1];
   double percent = -1;
-  if (!flag("--percent").empty() && (!absl::SimpleAtod(flag("--percent"), &percent) || percent < 0 || percent > 100)) {
+  if (!flag("--percent").empty() &&
+      (!absl::SimpleAtod(flag("--percent"), &percent) || percent < 0 ||
+       percent > 100)) {
     return absl::InvalidArgumentError("--percent needs a number within 0..100");
   }
   absl::StatusOr<RolloutInfo> rollout;
   if (action == "start") {
-    if (pos.size() != 3) return absl::InvalidArgumentError("rollout start MODEL VERSION");
-    rollout = client.StartRollout(model, pos[2], std::max(percent, 0.0), List(flag("--groups")));
+    if (pos.size() != 3)
+      return absl::InvalidArgumentError("rollout start MODEL VERSION");
+    rollout = client.StartRollout(model, pos[2], std::max(percent, 0.0),
+                                  List(flag("--groups")));
   } else if (action == "set") {
     RolloutUpdate update;
     update.percent = percent;
@@ -64,28 +76,33 @@ absl::Status Rollout(const std::vector<std::string>& pos, const std::map<std::st
   } else if (action == "status") {
     rollout = client.GetRollout(model);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown rollout action '", action, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown rollout action '", action, "'"));
   }
   if (!rollout.ok()) return rollout.status();
   Print(*rollout, out);
   return absl::OkStatus();
 }
 
-absl::Status RunAgent(const std::map<std::string, std::string>& flags, Client& client, std::ostream& out) {
+absl::Status RunAgent(const std::map<std::string, std::string>& flags,
+                      Client& client, std::ostream& out) {
   auto flag = [&](const std::string& name) {
     auto it = flags.find(name);
     return it == flags.end() ? std::string() : it->second;
   };
-  AgentOptions options{flag("--device-id"), flag("--dir"), List(flag("--models")), List(flag("--groups"))};
+  AgentOptions options{flag("--device-id"), flag("--dir"),
+                       List(flag("--models")), List(flag("--groups"))};
   options.tier.name = flag("--tier");
   options.int8_output = flags.count("--int8") > 0;
   options.coarse_tier = flag("--progressive");
-  if (!flag("--max-bytes").empty() && !absl::SimpleAtoi(flag("--max-bytes"), &options.tier.max_bytes)) {
+  if (!flag("--max-bytes").empty() &&
+      !absl::SimpleAtoi(flag("--max-bytes"), &options.tier.max_bytes)) {
     return absl::InvalidArgumentError("--max-bytes needs a number");
   }
   signal(SIGINT, OnStopSignal);
   signal(SIGTERM, OnStopSignal);
-  out << "agent " << options.device_id << ": keeping " << absl::StrJoin(options.models, ",") << " in " << options.dir
+  out << "agent " << options.device_id << ": keeping "
+      << absl::StrJoin(options.models, ",") << " in " << options.dir
       << std::endl;
   Agent agent(&client, options);
   return agent.Run(g_stop);
@@ -93,10 +110,14 @@ absl::Status RunAgent(const std::map<std::string, std::string>& flags, Client& c
 
 }  // namespace
 
-bool IsFleetCommand(const std::string& command) { return command == "rollout" || command == "agent"; }
+bool IsFleetCommand(const std::string& command) {
+  return command == "rollout" || command == "agent";
+}
 
-absl::Status RunFleetCommand(const std::string& command, const std::vector<std::string>& positional,
-                             const std::map<std::string, std::string>& flags, Client& client, std::ostream& out) {
+absl::Status RunFleetCommand(const std::string& command,
+                             const std::vector<std::string>& positional,
+                             const std::map<std::string, std::string>& flags,
+                             Client& client, std::ostream& out) {
   if (command == "agent") return RunAgent(flags, client, out);
   return Rollout(positional, flags, client, out);
 }

@@ -1,4 +1,5 @@
-// The `weightcast` commands of fleet push: `rollout` (operators) and `agent` (devices).
+// The `weightcast` commands of fleet push: `rollout` (operators) and `agent`
+// (devices).
 #ifndef WEIGHTCAST_CLIENT_CLI_FLEET_COMMANDS_H_
 #define WEIGHTCAST_CLIENT_CLI_FLEET_COMMANDS_H_
 
@@ -27,8 +28,10 @@ inline constexpr char kFleetUsage[] =
 // True for the commands this file runs.
 bool IsFleetCommand(const std::string& command);
 
-absl::Status RunFleetCommand(const std::string& command, const std::vector<std::string>& positional,
-                             const std::map<std::string, std::string>& flags, Client& client, std::ostream& out);
+absl::Status RunFleetCommand(const std::string& command,
+                             const std::vector<std::string>& positional,
+                             const std::map<std::string, std::string>& flags,
+                             Client& client, std::ostream& out);
 
 }  // namespace weightcast
 

@@ -6,6 +6,6 @@
 #include "client/cli/cli.h"
 
 int main(int argc, char** argv) {
-  return weightcast::RunCli(std::vector<std::string>(argv + 1, argv + argc), std::cout, std::cerr,
-                            isatty(STDOUT_FILENO) != 0);
+  return weightcast::RunCli(std::vector<std::string>(argv + 1, argv + argc),
+                            std::cout, std::cerr, isatty(STDOUT_FILENO) != 0);
 }

@@ -58,12 +58,16 @@ float weights; 'int8 SQNR' against the int8 values before coding (inf = exact).
 
 namespace {
 
-absl::Status Usage(absl::string_view what) { return absl::InvalidArgumentError(what); }
+absl::Status Usage(absl::string_view what) {
+  return absl::InvalidArgumentError(what);
+}
 
-absl::StatusOr<int> IntFlag(const std::string& flag, const std::string& value, int lo, int hi) {
+absl::StatusOr<int> IntFlag(const std::string& flag, const std::string& value,
+                            int lo, int hi) {
   int n = 0;
   if (!absl::SimpleAtoi(value, &n) || n < lo || n > hi) {
-    return Usage(absl::StrCat(flag, " needs a number in ", lo, "..", hi, ", got '", value, "'"));
+    return Usage(absl::StrCat(flag, " needs a number in ", lo, "..", hi,
+                              ", got '", value, "'"));
   }
   return n;
 }
@@ -73,7 +77,9 @@ std::string Db(double db) {
   return absl::StrFormat("%.2f", db);
 }
 
-std::string Mb(uint64_t bytes) { return absl::StrFormat("%.3f MB", bytes / 1e6); }
+std::string Mb(uint64_t bytes) {
+  return absl::StrFormat("%.3f MB", bytes / 1e6);
+}
 
 struct ModelSize {
   int64_t weights = 0;       // elements of floating-point tensors
@@ -91,23 +97,32 @@ ModelSize SizeOf(const Model& model) {
 }
 
 // "hevc@27", "zstd-int8", ...
-std::string CodecAt(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier) {
+std::string CodecAt(const Tensor& tensor, const LayerPolicy& policy,
+                    const TierSpec& tier) {
   const LayerEncodeOptions options = OptionsFor(tensor, policy, tier, {});
-  if (options.codec != LayerCodec::kHevc) return std::string(LayerCodecName(options.codec));
-  return options.hevc.lossless ? "hevc-lossless" : absl::StrCat("hevc@", options.hevc.qp);
+  if (options.codec != LayerCodec::kHevc)
+    return std::string(LayerCodecName(options.codec));
+  return options.hevc.lossless ? "hevc-lossless"
+                               : absl::StrCat("hevc@", options.hevc.qp);
 }
 
-absl::Status Explain(const PackCommand& command, const Model& model, std::ostream& out) {
-  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(command.tiers));
+absl::Status Explain(const PackCommand& command, const Model& model,
+                     std::ostream& out) {
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers,
+                   ParseTierList(command.tiers));
   const LayerPolicy& policy = command.pack.policy;
   out << "policy: " << DescribeLayerPolicy(policy) << "\n\n";
-  out << absl::StrFormat("%-36s %-20s %-9s %-12s", "tensor", "shape", "dtype", "class");
-  for (const TierSpec& tier : tiers) out << absl::StrFormat(" %-13s", tier.name);
+  out << absl::StrFormat("%-36s %-20s %-9s %-12s", "tensor", "shape", "dtype",
+                         "class");
+  for (const TierSpec& tier : tiers)
+    out << absl::StrFormat(" %-13s", tier.name);
   out << "\n";
   for (const Tensor& t : model.tensors) {
-    out << absl::StrFormat("%-36s %-20s %-9s %-12s", t.name, ShapeToString(t.shape), DTypeName(t.dtype),
+    out << absl::StrFormat("%-36s %-20s %-9s %-12s", t.name,
+                           ShapeToString(t.shape), DTypeName(t.dtype),
                            LayerClassName(ClassifyTensor(t, policy)));
-    for (const TierSpec& tier : tiers) out << absl::StrFormat(" %-13s", CodecAt(t, policy, tier));
+    for (const TierSpec& tier : tiers)
+      out << absl::StrFormat(" %-13s", CodecAt(t, policy, tier));
     out << "\n";
   }
   return absl::OkStatus();
@@ -122,97 +137,133 @@ struct TierSummary {
   double seconds = 0;
 };
 
-// "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for layers without
-// int8 scales.
+// "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for
+// layers without int8 scales.
 std::string ScalesOf(const PackedLayer& layer) {
   if (!IsInt8Codec(layer.codec)) return "-";
   switch (layer.scheme) {
-    case QuantScheme::kPerTensorSymmetric: return "tensor";
-    case QuantScheme::kPerChannelSymmetric: return "channel";
-    case QuantScheme::kPerTensorAsymmetric: return "tensor-asym";
-    case QuantScheme::kPerChannelAsymmetric: return "channel-asym";
+    case QuantScheme::kPerTensorSymmetric:
+      return "tensor";
+    case QuantScheme::kPerChannelSymmetric:
+      return "channel";
+    case QuantScheme::kPerTensorAsymmetric:
+      return "tensor-asym";
+    case QuantScheme::kPerChannelAsymmetric:
+      return "channel-asym";
   }
   return "?";
 }
 
-absl::Status Pack(const PackCommand& command, const Model& model, std::ostream& out) {
-  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers, ParseTierList(command.tiers));
+absl::Status Pack(const PackCommand& command, const Model& model,
+                  std::ostream& out) {
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers,
+                   ParseTierList(command.tiers));
   std::error_code error;
   std::filesystem::create_directories(command.output, error);
-  if (error) return absl::PermissionDeniedError(absl::StrCat(command.output, ": ", error.message()));
+  if (error)
+    return absl::PermissionDeniedError(
+        absl::StrCat(command.output, ": ", error.message()));
   const ModelSize size = SizeOf(model);
-  out << absl::StrFormat("%s: %d tensors, %d weights; float32 %s, int8 %s\n", command.input,
-                         model.tensors.size(), size.weights, Mb(size.float_bytes), Mb(size.weights));
+  out << absl::StrFormat("%s: %d tensors, %d weights; float32 %s, int8 %s\n",
+                         command.input, model.tensors.size(), size.weights,
+                         Mb(size.float_bytes), Mb(size.weights));
   std::vector<TierSummary> summaries;
   for (const TierSpec& tier : tiers) {
-    const std::string path = absl::StrCat(command.output, "/", tier.name, ".wcm");
+    const std::string path =
+        absl::StrCat(command.output, "/", tier.name, ".wcm");
     out << absl::StrFormat("\ntier %s -> %s\n", tier.name, path);
-    out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12s %8s %9s %10s %9s\n", "layer", "codec", "scales", "shape",
-                           "bytes", "bits/w", "SQNR dB", "int8 SQNR", "encode s");
+    out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12s %8s %9s %10s %9s\n",
+                           "layer", "codec", "scales", "shape", "bytes",
+                           "bits/w", "SQNR dB", "int8 SQNR", "encode s");
     TierSummary summary{tier.name};
     auto on_layer = [&](const PackedLayer& layer, double seconds) {
-      out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
-                             LayerCodecName(layer.codec), ScalesOf(layer), ShapeToString(layer.shape),
-                             layer.PayloadBytes(), layer.fidelity.bits_per_weight,
-                             Db(layer.fidelity.sqnr_db), Db(layer.fidelity.sqnr_int8_db), seconds);
+      out << absl::StrFormat(
+          "  %-32s %-10s %-8s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
+          LayerCodecName(layer.codec), ScalesOf(layer),
+          ShapeToString(layer.shape), layer.PayloadBytes(),
+          layer.fidelity.bits_per_weight, Db(layer.fidelity.sqnr_db),
+          Db(layer.fidelity.sqnr_int8_db), seconds);
       out.flush();
       if (layer.fidelity.sqnr_db < summary.worst_sqnr) {
         summary.worst_sqnr = layer.fidelity.sqnr_db;
         summary.worst_layer = layer.name;
       }
-      if (IsInt8Codec(layer.codec) && layer.scheme == QuantScheme::kPerChannelSymmetric) ++summary.per_channel_layers;
+      if (IsInt8Codec(layer.codec) &&
+          layer.scheme == QuantScheme::kPerChannelSymmetric)
+        ++summary.per_channel_layers;
       summary.seconds += seconds;
     };
-    ASSIGN_OR_RETURN(const std::vector<PackedLayer> layers, PackModel(model, tier, command.pack, on_layer));
+    ASSIGN_OR_RETURN(const std::vector<PackedLayer> layers,
+                     PackModel(model, tier, command.pack, on_layer));
     const std::vector<uint8_t> bytes = SerializePackedModel(layers);
     RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
     summary.bytes = bytes.size();
-    out << absl::StrFormat("  %-32s %-10s %-16s %12d %8.3f\n", "file total", "", "", summary.bytes,
-                           size.weights ? 8.0 * summary.bytes / size.weights : 0.0);
+    out << absl::StrFormat(
+        "  %-32s %-10s %-16s %12d %8.3f\n", "file total", "", "", summary.bytes,
+        size.weights ? 8.0 * summary.bytes / size.weights : 0.0);
     summaries.push_back(summary);
   }
-  out << absl::StrFormat("\nsummary (file bytes, all tensors; SQNR of the worst layer, picture or not; layers with "
-                         "per-channel scales)\n");
-  out << absl::StrFormat("  %-14s %14s %8s %9s %8s %15s %-24s %11s %9s\n", "tier", "bytes", "bits/w", "x float",
-                         "x int8", "worst SQNR dB", "worst layer", "per-channel", "encode s");
+  out << absl::StrFormat(
+      "\nsummary (file bytes, all tensors; SQNR of the worst layer, picture or "
+      "not; layers with "
+      "per-channel scales)\n");
+  out << absl::StrFormat("  %-14s %14s %8s %9s %8s %15s %-24s %11s %9s\n",
+                         "tier", "bytes", "bits/w", "x float", "x int8",
+                         "worst SQNR dB", "worst layer", "per-channel",
+                         "encode s");
   for (const TierSummary& s : summaries) {
-    out << absl::StrFormat("  %-14s %14d %8.3f %9.2f %8.2f %15s %-24s %11d %9.2f\n", s.name, s.bytes,
-                           size.weights ? 8.0 * s.bytes / size.weights : 0.0,
-                           s.bytes ? double(size.float_bytes) / s.bytes : 0.0,
-                           s.bytes ? double(size.weights) / s.bytes : 0.0, Db(s.worst_sqnr),
-                           s.worst_layer.empty() ? "-" : s.worst_layer, s.per_channel_layers, s.seconds);
+    out << absl::StrFormat(
+        "  %-14s %14d %8.3f %9.2f %8.2f %15s %-24s %11d %9.2f\n", s.name,
+        s.bytes, size.weights ? 8.0 * s.bytes / size.weights : 0.0,
+        s.bytes ? double(size.float_bytes) / s.bytes : 0.0,
+        s.bytes ? double(size.weights) / s.bytes : 0.0, Db(s.worst_sqnr),
+        s.worst_layer.empty() ? "-" : s.worst_layer, s.per_channel_layers,
+        s.seconds);
   }
   return absl::OkStatus();
 }
 
 absl::Status Unpack(const PackCommand& command, std::ostream& out) {
-  ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(command.input));
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes,
+                   ReadFileBytes(command.input));
   auto layers = ParsePackedModel(bytes);
   if (!layers.ok()) {
-    return absl::Status(layers.status().code(), absl::StrCat(command.input, ": ", layers.status().message()));
+    return absl::Status(
+        layers.status().code(),
+        absl::StrCat(command.input, ": ", layers.status().message()));
   }
   const auto start = std::chrono::steady_clock::now();
   auto tensors = DecodeModel(*layers, command.pack.base.threads);
   if (!tensors.ok()) {
-    return absl::Status(tensors.status().code(), absl::StrCat(command.input, ": ", tensors.status().message()));
+    return absl::Status(
+        tensors.status().code(),
+        absl::StrCat(command.input, ": ", tensors.status().message()));
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  RETURN_IF_ERROR(WriteCheckpoint(*tensors, command.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
-                                  command.output));
-  out << absl::StrFormat("%s: %d layers decoded and verified (SHA-256) in %.3f s -> %s (%s)\n", command.input,
-                         layers->size(), seconds, command.output, command.int8_output ? "int8" : "float32");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  RETURN_IF_ERROR(WriteCheckpoint(
+      *tensors, command.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
+      command.output));
+  out << absl::StrFormat(
+      "%s: %d layers decoded and verified (SHA-256) in %.3f s -> %s (%s)\n",
+      command.input, layers->size(), seconds, command.output,
+      command.int8_output ? "int8" : "float32");
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& args) {
+absl::StatusOr<PackCommand> ParsePackCommand(
+    const std::vector<std::string>& args) {
   PackCommand command;
-  std::optional<std::optional<QuantScheme>> scheme;  // --scheme, over the policy file's
+  std::optional<std::optional<QuantScheme>>
+      scheme;  // --scheme, over the policy file's
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     auto value = [&]() -> absl::StatusOr<std::string> {
-      if (i + 1 >= args.size()) return Usage(absl::StrCat(arg, " needs a value"));
+      if (i + 1 >= args.size())
+        return Usage(absl::StrCat(arg, " needs a value"));
       return args[++i];
     };
     if (arg == "-h" || arg == "--help") {
@@ -230,11 +281,13 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
       ASSIGN_OR_RETURN(command.pack.base.hevc.preset, value());
     } else if (arg == "--scheme") {
       ASSIGN_OR_RETURN(const std::string name, value());
-      ASSIGN_OR_RETURN(const std::optional<QuantScheme> front_end, FrontEndFromName(name));
+      ASSIGN_OR_RETURN(const std::optional<QuantScheme> front_end,
+                       FrontEndFromName(name));
       scheme.emplace(front_end);
     } else if (arg == "--max-tile") {
       ASSIGN_OR_RETURN(const std::string v, value());
-      ASSIGN_OR_RETURN(command.pack.base.max_tile_size, IntFlag(arg, v, kCtuSize, 4 * kDefaultMaxTileSize));
+      ASSIGN_OR_RETURN(command.pack.base.max_tile_size,
+                       IntFlag(arg, v, kCtuSize, 4 * kDefaultMaxTileSize));
     } else if (arg == "--min-picture-elements") {
       ASSIGN_OR_RETURN(const std::string v, value());
       ASSIGN_OR_RETURN(const int n, IntFlag(arg, v, 1, 1 << 30));
@@ -244,8 +297,11 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
     } else if (arg == "--policy") {
       ASSIGN_OR_RETURN(const std::string path, value());
       ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(path));
-      auto policy = ParseLayerPolicy(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-      if (!policy.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", policy.status().message()));
+      auto policy = ParseLayerPolicy(absl::string_view(
+          reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+      if (!policy.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": ", policy.status().message()));
       const bool convs = command.pack.policy.convolutions_as_pictures;
       command.pack.policy = *std::move(policy);
       command.pack.policy.convolutions_as_pictures |= convs;
@@ -264,7 +320,8 @@ absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& arg
   }
   if (scheme) command.pack.policy.scheme = *scheme;
   if (command.input.empty()) return Usage("no input file given");
-  if (command.mode != PackCommand::Mode::kExplain && command.output.empty()) return Usage("-o is required");
+  if (command.mode != PackCommand::Mode::kExplain && command.output.empty())
+    return Usage("-o is required");
   RETURN_IF_ERROR(ParseTierList(command.tiers).status());
   return command;
 }
@@ -281,7 +338,8 @@ absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
       break;
   }
   ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(command.input));
-  if (command.mode == PackCommand::Mode::kExplain) return Explain(command, model, out);
+  if (command.mode == PackCommand::Mode::kExplain)
+    return Explain(command, model, out);
   return Pack(command, model, out);
 }
 

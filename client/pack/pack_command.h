@@ -1,6 +1,7 @@
-// weightcast-pack: packs a checkpoint into one file per tier offline (no server), reports bytes
-// and fidelity per layer and tier, explains the layer policy, and unpacks a tier file back to a
-// float checkpoint. main() only parses arguments and maps the status to an exit code.
+// weightcast-pack: packs a checkpoint into one file per tier offline (no
+// server), reports bytes and fidelity per layer and tier, explains the layer
+// policy, and unpacks a tier file back to a float checkpoint. main() only
+// parses arguments and maps the status to an exit code.
 #ifndef WEIGHTCAST_CLIENT_PACK_PACK_COMMAND_H_
 #define WEIGHTCAST_CLIENT_PACK_PACK_COMMAND_H_
 
@@ -26,7 +27,8 @@ struct PackCommand {
 extern const char kPackUsage[];
 
 // INVALID_ARGUMENT with a one-line reason for bad usage.
-absl::StatusOr<PackCommand> ParsePackCommand(const std::vector<std::string>& args);
+absl::StatusOr<PackCommand> ParsePackCommand(
+    const std::vector<std::string>& args);
 
 absl::Status RunPackCommand(const PackCommand& command, std::ostream& out);
 

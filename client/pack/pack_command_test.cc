@@ -18,34 +18,49 @@ using ::testing::HasSubstr;
 const std::string kMixed = WEIGHTCAST_FIXTURE_DIR "/mixed.safetensors";
 
 TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
-  auto command = ParsePackCommand({"m.safetensors", "-o", "out", "--tiers", "q30,lossless", "--preset",
-                                   "fast", "--max-tile", "1024", "--convs-as-pictures"});
+  auto command = ParsePackCommand(
+      {"m.safetensors", "-o", "out", "--tiers", "q30,lossless", "--preset",
+       "fast", "--max-tile", "1024", "--convs-as-pictures"});
   ASSERT_TRUE(command.ok()) << command.status();
   EXPECT_EQ(command->pack.base.hevc.preset, "fast");
   EXPECT_EQ(command->pack.base.max_tile_size, 1024);
   EXPECT_TRUE(command->pack.policy.convolutions_as_pictures);
-  EXPECT_THAT(std::string(ParsePackCommand({"m"}).status().message()), HasSubstr("-o"));
-  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--tiers", "q77"}).status().message()),
+  EXPECT_THAT(std::string(ParsePackCommand({"m"}).status().message()),
+              HasSubstr("-o"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--tiers", "q77"})
+                              .status()
+                              .message()),
               HasSubstr("q77"));
-  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--bogus"}).status().message()),
-              HasSubstr("--bogus"));
-  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--max-tile", "9"}).status().message()),
+  EXPECT_THAT(
+      std::string(
+          ParsePackCommand({"m", "-o", "d", "--bogus"}).status().message()),
+      HasSubstr("--bogus"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--max-tile", "9"})
+                              .status()
+                              .message()),
               HasSubstr("--max-tile"));
 }
 
 TEST(PackCommand, PacksEveryTierAndUnpacksToTheSameTensors) {
   const std::string dir = FreshDir("pack");
-  PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q27,lossless", "--preset", "ultrafast"}).value();
+  PackCommand command =
+      ParsePackCommand({kMixed, "-o", dir, "--tiers", "q27,lossless",
+                        "--preset", "ultrafast"})
+          .value();
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(command, report).ok());
   EXPECT_THAT(report.str(), HasSubstr("fc1.weight"));
   EXPECT_THAT(report.str(), HasSubstr("summary"));
   const Model original = ReadSafetensorsFile(kMixed).value();
   for (const char* tier : {"q27", "lossless"}) {
-    PackCommand unpack = ParsePackCommand({"--unpack", dir + "/" + tier + ".wcm", "-o", dir + "/" + tier + ".safetensors"}).value();
+    PackCommand unpack =
+        ParsePackCommand({"--unpack", dir + "/" + tier + ".wcm", "-o",
+                          dir + "/" + tier + ".safetensors"})
+            .value();
     std::ostringstream out;
     ASSERT_TRUE(RunPackCommand(unpack, out).ok()) << tier;
-    const Model back = ReadSafetensorsFile(dir + "/" + tier + ".safetensors").value();
+    const Model back =
+        ReadSafetensorsFile(dir + "/" + tier + ".safetensors").value();
     ASSERT_EQ(back.tensors.size(), original.tensors.size());
     for (size_t i = 0; i < back.tensors.size(); ++i) {
       EXPECT_EQ(back.tensors[i].name, original.tensors[i].name);
@@ -58,38 +73,57 @@ TEST(PackCommand, ExplainShowsTheClassOfEveryTensor) {
   PackCommand command = ParsePackCommand({"--explain", kMixed}).value();
   std::ostringstream out;
   ASSERT_TRUE(RunPackCommand(command, out).ok());
-  EXPECT_THAT(out.str(), testing::ContainsRegex("fc1.weight +\\[256, 5408\\] +float32 +picture"));
+  EXPECT_THAT(out.str(), testing::ContainsRegex(
+                             "fc1.weight +\\[256, 5408\\] +float32 +picture"));
   EXPECT_THAT(out.str(), testing::ContainsRegex("conv.weight .* int8"));
-  EXPECT_THAT(out.str(), testing::ContainsRegex("bn.num_batches_tracked .* passthrough"));
+  EXPECT_THAT(out.str(),
+              testing::ContainsRegex("bn.num_batches_tracked .* passthrough"));
 }
 
 TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
   const std::string dir = FreshDir("damaged");
-  PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q32", "--preset", "ultrafast"}).value();
+  PackCommand command = ParsePackCommand({kMixed, "-o", dir, "--tiers", "q32",
+                                          "--preset", "ultrafast"})
+                            .value();
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(command, report).ok());
   std::vector<uint8_t> bytes = ReadFileBytes(dir + "/q32.wcm").value();
-  bytes[bytes.size() - 40] ^= 0x10;  // inside the last layer's payload (fc2.bias, float32)
+  bytes[bytes.size() - 40] ^=
+      0x10;  // inside the last layer's payload (fc2.bias, float32)
   ASSERT_TRUE(WriteFileAtomically(dir + "/q32.wcm", bytes).ok());
-  PackCommand unpack = ParsePackCommand({"--unpack", dir + "/q32.wcm", "-o", dir + "/out.safetensors"}).value();
+  PackCommand unpack = ParsePackCommand({"--unpack", dir + "/q32.wcm", "-o",
+                                         dir + "/out.safetensors"})
+                           .value();
   std::ostringstream out;
   const absl::Status status = RunPackCommand(unpack, out);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(status.message()), AllOf(HasSubstr("q32.wcm"), HasSubstr("fc2.bias")));
+  EXPECT_THAT(std::string(status.message()),
+              AllOf(HasSubstr("q32.wcm"), HasSubstr("fc2.bias")));
   EXPECT_FALSE(std::filesystem::exists(dir + "/out.safetensors"));
 }
 
 TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
   const std::string dir = FreshDir("torch");
-  const std::string model = WEIGHTCAST_FIXTURE_DIR "/training.pt";  // a full training dict
+  const std::string model =
+      WEIGHTCAST_FIXTURE_DIR "/training.pt";  // a full training dict
   std::ostringstream report;
-  ASSERT_TRUE(RunPackCommand(ParsePackCommand({model, "-o", dir, "--tiers", "q27", "--preset", "ultrafast"}).value(), report).ok());
+  ASSERT_TRUE(RunPackCommand(ParsePackCommand({model, "-o", dir, "--tiers",
+                                               "q27", "--preset", "ultrafast"})
+                                 .value(),
+                             report)
+                  .ok());
   std::ostringstream out;
-  ASSERT_TRUE(RunPackCommand(ParsePackCommand({"--unpack", dir + "/q27.wcm", "--int8", "-o", dir + "/q27.int8.pt"}).value(), out).ok());
+  ASSERT_TRUE(
+      RunPackCommand(ParsePackCommand({"--unpack", dir + "/q27.wcm", "--int8",
+                                       "-o", dir + "/q27.int8.pt"})
+                         .value(),
+                     out)
+          .ok());
   const Model back = ReadCheckpoint(dir + "/q27.int8.pt").value();
   std::vector<std::string> names;
   for (const Tensor& t : back.tensors) names.push_back(t.name);
-  EXPECT_THAT(names, testing::ElementsAre("fc1.weight", "fc1.weight.__scale__", "fc1.bias", "fc2.weight",
+  EXPECT_THAT(names, testing::ElementsAre("fc1.weight", "fc1.weight.__scale__",
+                                          "fc1.bias", "fc2.weight",
                                           "fc2.weight.__scale__", "fc2.bias"));
   EXPECT_EQ(back.tensors[0].dtype, DType::kInt8);
 }
@@ -97,23 +131,38 @@ TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
 TEST(PackCommand, PolicyFileSendsConvolutionsThroughHevcAtTheirOwnQp) {
   const std::string dir = FreshDir("policy");
   const std::string policy = dir + "/policy.json";
-  const std::string json = R"({"convolutions": "picture", "convolution_qp": 12, "min_picture_elements": 64,
+  const std::string json =
+      R"({"convolutions": "picture", "convolution_qp": 12, "min_picture_elements": 64,
                                "overrides": {"fc2.*": "float"}})";
-  ASSERT_TRUE(WriteFileAtomically(policy, std::vector<uint8_t>(json.begin(), json.end())).ok());
+  ASSERT_TRUE(WriteFileAtomically(
+                  policy, std::vector<uint8_t>(json.begin(), json.end()))
+                  .ok());
   std::ostringstream out;
-  ASSERT_TRUE(RunPackCommand(ParsePackCommand({"--explain", WEIGHTCAST_FIXTURE_DIR "/cnn_bn.pt", "--policy", policy,
-                                               "--tiers", "q30"}).value(), out).ok());
-  EXPECT_THAT(out.str(), testing::ContainsRegex("conv.weight .* picture +hevc@12"));
-  EXPECT_THAT(out.str(), testing::ContainsRegex("fc1.weight .* picture +hevc@30"));
-  EXPECT_THAT(out.str(), testing::ContainsRegex("fc2.weight .* float +float32"));
+  ASSERT_TRUE(
+      RunPackCommand(
+          ParsePackCommand({"--explain", WEIGHTCAST_FIXTURE_DIR "/cnn_bn.pt",
+                            "--policy", policy, "--tiers", "q30"})
+              .value(),
+          out)
+          .ok());
+  EXPECT_THAT(out.str(),
+              testing::ContainsRegex("conv.weight .* picture +hevc@12"));
+  EXPECT_THAT(out.str(),
+              testing::ContainsRegex("fc1.weight .* picture +hevc@30"));
+  EXPECT_THAT(out.str(),
+              testing::ContainsRegex("fc2.weight .* float +float32"));
   const std::string bad = dir + "/bad.json";
-  ASSERT_TRUE(WriteFileAtomically(bad, std::vector<uint8_t>{'{', '}', '}'}).ok());
-  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--policy", bad}).status().message()),
+  ASSERT_TRUE(
+      WriteFileAtomically(bad, std::vector<uint8_t>{'{', '}', '}'}).ok());
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--policy", bad})
+                              .status()
+                              .message()),
               AllOf(HasSubstr("bad.json"), HasSubstr("layer policy")));
 }
 
 TEST(PackCommand, MissingCheckpointIsNotFound) {
-  PackCommand command = ParsePackCommand({"/nonexistent.safetensors", "-o", "/tmp/x"}).value();
+  PackCommand command =
+      ParsePackCommand({"/nonexistent.safetensors", "-o", "/tmp/x"}).value();
   std::ostringstream out;
   EXPECT_EQ(RunPackCommand(command, out).code(), absl::StatusCode::kNotFound);
 }

@@ -23,13 +23,17 @@ BaseStore::BaseStore(std::string dir) : dir_(std::move(dir)) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, error)) {
     const std::string name = entry.path().filename().string();
-    const std::string stem = name.size() > 4 ? name.substr(0, name.size() - 4) : "";
-    if (name.size() == 68 && name.substr(64) == kSuffix && IsHexSha(stem)) held_.push_back(stem);
+    const std::string stem =
+        name.size() > 4 ? name.substr(0, name.size() - 4) : "";
+    if (name.size() == 68 && name.substr(64) == kSuffix && IsHexSha(stem))
+      held_.push_back(stem);
   }
   std::sort(held_.begin(), held_.end());
 }
 
-std::string BaseStore::PathOf(const std::string& hex) const { return dir_ + "/" + hex + kSuffix; }
+std::string BaseStore::PathOf(const std::string& hex) const {
+  return dir_ + "/" + hex + kSuffix;
+}
 
 std::vector<std::string> BaseStore::HeldRaw() const {
   absl::MutexLock lock(&mu_);
@@ -43,12 +47,14 @@ void BaseStore::Forget() {
   held_.clear();
 }
 
-void BaseStore::Keep(const Sha256Digest& sha256, absl::Span<const uint8_t> bytes) {
+void BaseStore::Keep(const Sha256Digest& sha256,
+                     absl::Span<const uint8_t> bytes) {
   const std::string hex = DigestToHex(sha256);
   if (!dir_.empty()) {
     std::error_code error;
     std::filesystem::create_directories(dir_, error);
-    WriteFileAtomically(PathOf(hex), bytes).IgnoreError();  // kept in memory regardless
+    WriteFileAtomically(PathOf(hex), bytes)
+        .IgnoreError();  // kept in memory regardless
   }
   absl::MutexLock lock(&mu_);
   received_[hex].assign(bytes.begin(), bytes.end());
@@ -60,7 +66,8 @@ void BaseStore::Store(absl::Span<const uint8_t> bytes) {
   const std::string hex = DigestToHex(Sha256(bytes));
   std::error_code error;
   std::filesystem::create_directories(dir_, error);
-  if (!WriteFileAtomically(PathOf(hex), bytes).ok()) return;  // an optimization only
+  if (!WriteFileAtomically(PathOf(hex), bytes).ok())
+    return;  // an optimization only
   absl::MutexLock lock(&mu_);
   needed_.push_back(hex);
 }
@@ -73,7 +80,8 @@ std::vector<std::string> BaseStore::Needed() const {
   return out;
 }
 
-absl::StatusOr<std::vector<uint8_t>> BaseStore::Get(const Sha256Digest& sha256) {
+absl::StatusOr<std::vector<uint8_t>> BaseStore::Get(
+    const Sha256Digest& sha256) {
   const std::string hex = DigestToHex(sha256);
   absl::MutexLock lock(&mu_);
   auto it = received_.find(hex);
@@ -112,7 +120,10 @@ void BaseStore::Prune(const std::vector<std::string>& keep) {
   }
   absl::MutexLock lock(&mu_);
   held_.erase(std::remove_if(held_.begin(), held_.end(),
-                             [&](const std::string& hex) { return std::find(keep.begin(), keep.end(), hex) == keep.end(); }),
+                             [&](const std::string& hex) {
+                               return std::find(keep.begin(), keep.end(),
+                                                hex) == keep.end();
+                             }),
               held_.end());
 }
 

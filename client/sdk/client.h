@@ -1,8 +1,9 @@
-// The weightcast client SDK: register, list, describe and pull models from a weightcastd server.
-// A pull picks a tier (by name, byte budget, fidelity, or link speed and deadline), decodes
-// layers on a thread pool as their bytes arrive, verifies every layer's SHA-256, resumes a
-// dropped stream where it stopped, and writes the model atomically. The public types are std
-// and absl only. A Client is thread-safe; calls may run concurrently.
+// The weightcast client SDK: register, list, describe and pull models from a
+// weightcastd server. A pull picks a tier (by name, byte budget, fidelity, or
+// link speed and deadline), decodes layers on a thread pool as their bytes
+// arrive, verifies every layer's SHA-256, resumes a dropped stream where it
+// stopped, and writes the model atomically. The public types are std and absl
+// only. A Client is thread-safe; calls may run concurrently.
 #ifndef WEIGHTCAST_CLIENT_SDK_CLIENT_H_
 #define WEIGHTCAST_CLIENT_SDK_CLIENT_H_
 
@@ -23,14 +24,17 @@ namespace weightcast {
 struct ConnectOptions {
   std::string address = "127.0.0.1:50051";
   absl::Duration call_timeout = absl::Minutes(30);  // per RPC
-  // TLS: on when a root certificate is given. The client certificate and key make it mutual TLS.
+  // TLS: on when a root certificate is given. The client certificate and key
+  // make it mutual TLS.
   std::string tls_root_certs_pem;
   std::string tls_cert_chain_pem;
   std::string tls_private_key_pem;
-  std::string token;  // sent as "authorization: Bearer <token>" on every call when set
+  std::string
+      token;  // sent as "authorization: Bearer <token>" on every call when set
 };
 
-// Top-1/top-2 accuracy (percent) the server measured on the version's evaluation bundle.
+// Top-1/top-2 accuracy (percent) the server measured on the version's
+// evaluation bundle.
 struct AccuracyFigures {
   double top1 = 0;
   double top2 = 0;
@@ -39,29 +43,31 @@ struct AccuracyFigures {
 
 struct LayerSummary {
   std::string name;
-  std::string codec;   // HEVC, ZSTD_INT8, FLOAT32, ...
+  std::string codec;  // HEVC, ZSTD_INT8, FLOAT32, ...
   uint64_t bytes = 0;
   double bits_per_weight = 0;
   double sqnr_db = 0;  // against the float weights (inf when exact)
   int qp = 0;          // HEVC layers: the QP coded at
-  // int8 layers: "per-tensor-symmetric", "per-channel-symmetric", ... (the scales a rebuilt int8
-  // model carries: one, or one per output channel); empty for float and passthrough layers.
+  // int8 layers: "per-tensor-symmetric", "per-channel-symmetric", ... (the
+  // scales a rebuilt int8 model carries: one, or one per output channel); empty
+  // for float and passthrough layers.
   std::string quant_scheme;
 };
 
 struct TierSummary {
   std::string name;
-  std::string state;  // NOT_ENCODED | ENCODING | READY | FAILED
-  uint64_t bytes = 0;            // READY tiers only
+  std::string state;   // NOT_ENCODED | ENCODING | READY | FAILED
+  uint64_t bytes = 0;  // READY tiers only
   double bits_per_weight = 0;
-  double worst_sqnr_db = 0;      // over picture layers
-  // Over every layer, picture or not, and which layer that is (from older servers: the picture
-  // layers' figure and no name).
+  double worst_sqnr_db = 0;  // over picture layers
+  // Over every layer, picture or not, and which layer that is (from older
+  // servers: the picture layers' figure and no name).
   double worst_layer_sqnr_db = 0;
   std::string worst_layer;
-  std::optional<AccuracyFigures> accuracy;  // none: no bundle, or not measured yet
-  std::vector<LayerSummary> layers;         // READY tiers only
-  std::string error;                        // FAILED tiers
+  std::optional<AccuracyFigures>
+      accuracy;                      // none: no bundle, or not measured yet
+  std::vector<LayerSummary> layers;  // READY tiers only
+  std::string error;                 // FAILED tiers
 };
 
 struct ModelInfo {
@@ -73,28 +79,33 @@ struct ModelInfo {
   int64_t float_weights = 0;  // elements of floating-point tensors
   int tensors = 0;
   bool has_eval_bundle = false;
-  std::optional<AccuracyFigures> reference_accuracy;  // of the checkpoint as registered
+  std::optional<AccuracyFigures>
+      reference_accuracy;    // of the checkpoint as registered
   std::string base_version;  // what its deltas are coded against; empty: none
   std::vector<TierSummary> tiers;
 };
 
-// How to choose a tier. The first criterion set wins: name, then the others combined: the largest
-// READY tier that satisfies every bound given, or with max_accuracy_drop the smallest (refinement
-// tiers "C+qF" only by name; PullOptions::coarse_tier pulls them progressively).
+// How to choose a tier. The first criterion set wins: name, then the others
+// combined: the largest READY tier that satisfies every bound given, or with
+// max_accuracy_drop the smallest (refinement tiers "C+qF" only by name;
+// PullOptions::coarse_tier pulls them progressively).
 struct TierSelector {
-  std::string name;                 // e.g. "q27"
-  uint64_t max_bytes = 0;           // "the largest tier that fits in 5 MB"
-  double min_sqnr_db = 0;           // every layer (picture or not) at least this SQNR
-  // "the smallest tier within 1.0 point of the original's top-1" (negative: not used). Needs a
-  // version registered with an evaluation bundle; tiers not yet measured are skipped.
+  std::string name;        // e.g. "q27"
+  uint64_t max_bytes = 0;  // "the largest tier that fits in 5 MB"
+  double min_sqnr_db = 0;  // every layer (picture or not) at least this SQNR
+  // "the smallest tier within 1.0 point of the original's top-1" (negative: not
+  // used). Needs a version registered with an evaluation bundle; tiers not yet
+  // measured are skipped.
   double max_accuracy_drop = -1;
-  double bits_per_second = 0;       // with `within`: "arrives within 30 s at 2 Mbit/s"
+  double bits_per_second =
+      0;  // with `within`: "arrives within 30 s at 2 Mbit/s"
   absl::Duration within = absl::ZeroDuration();
 };
 
-// Picks a tier from `info` (pure; exposed for tests and the CLI). NOT_FOUND names the bound no
-// encoded tier meets.
-absl::StatusOr<std::string> SelectTier(const ModelInfo& info, const TierSelector& selector);
+// Picks a tier from `info` (pure; exposed for tests and the CLI). NOT_FOUND
+// names the bound no encoded tier meets.
+absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
+                                       const TierSelector& selector);
 
 struct PullProgress {
   uint64_t bytes_received = 0;
@@ -106,12 +117,15 @@ struct PullProgress {
   int reconnects = 0;
 };
 
-// The first, coarse model of a progressive pull, handed over while its refinement arrives.
+// The first, coarse model of a progressive pull, handed over while its
+// refinement arrives.
 struct CoarseModel {
   std::string tier;         // e.g. "q37"
-  std::string output_path;  // where it was written ("" when no coarse_output_path was given)
-  uint64_t bytes = 0;       // received up to this point (manifest layers, not protocol overhead)
-  double seconds = 0;       // since the pull began
+  std::string output_path;  // where it was written ("" when no
+                            // coarse_output_path was given)
+  uint64_t bytes =
+      0;  // received up to this point (manifest layers, not protocol overhead)
+  double seconds = 0;  // since the pull began
 };
 
 struct PullOptions {
@@ -120,24 +134,31 @@ struct PullOptions {
   TierSelector tier;
   std::string output_path;  // .pt or .safetensors; written atomically
   bool int8_output = false;
-  int decode_threads = 0;   // 0: one per core
-  int max_reconnects = 8;   // retries of a dropped stream, with backoff
-  double max_bytes_per_second = 0;  // 0: unlimited; else reads are paced to this rate
-  bool pipelined = true;    // false: download everything, then decode (the baseline benchmarks use)
-  std::function<void(const PullProgress&)> progress;  // called from the pulling thread
-  const std::atomic<bool>* cancel = nullptr;           // set to stop: CANCELLED
-  // Delta pulls: a directory where the SDK keeps packed layers (named by SHA-256). The server is
-  // told which it holds and sends the layers of versions registered with a base as P pictures
-  // on them; afterwards this pull's HEVC layers are kept there as bases for the next version.
-  // A held layer that turns out damaged is deleted and the pull repeated whole. Empty: none.
+  int decode_threads = 0;  // 0: one per core
+  int max_reconnects = 8;  // retries of a dropped stream, with backoff
+  double max_bytes_per_second =
+      0;                  // 0: unlimited; else reads are paced to this rate
+  bool pipelined = true;  // false: download everything, then decode (the
+                          // baseline benchmarks use)
+  std::function<void(const PullProgress&)>
+      progress;                               // called from the pulling thread
+  const std::atomic<bool>* cancel = nullptr;  // set to stop: CANCELLED
+  // Delta pulls: a directory where the SDK keeps packed layers (named by
+  // SHA-256). The server is told which it holds and sends the layers of
+  // versions registered with a base as P pictures on them; afterwards this
+  // pull's HEVC layers are kept there as bases for the next version. A held
+  // layer that turns out damaged is deleted and the pull repeated whole. Empty:
+  // none.
   std::string base_dir;
-  // Progressive pulls: when the selected tier is a qNN finer than `coarse_tier` (a qNN or
-  // budget-N tier of the ladder), the server sends `coarse_tier` first and then a refinement to the selected tier
-  // coded as P pictures on it (tier "<coarse>+<selected>"). As soon as every layer of the coarse
-  // model is verified it is written to `coarse_output_path` (if set; atomically, like the
-  // output) and `on_coarse` runs on the pulling thread; the pull goes on and ends with the
-  // refined model in `output_path`. Held bases are not offered in a progressive pull. When the
-  // selected tier is not finer than `coarse_tier`, the pull is a plain pull of it.
+  // Progressive pulls: when the selected tier is a qNN finer than `coarse_tier`
+  // (a qNN or budget-N tier of the ladder), the server sends `coarse_tier`
+  // first and then a refinement to the selected tier coded as P pictures on it
+  // (tier "<coarse>+<selected>"). As soon as every layer of the coarse model is
+  // verified it is written to `coarse_output_path` (if set; atomically, like
+  // the output) and `on_coarse` runs on the pulling thread; the pull goes on
+  // and ends with the refined model in `output_path`. Held bases are not
+  // offered in a progressive pull. When the selected tier is not finer than
+  // `coarse_tier`, the pull is a plain pull of it.
   std::string coarse_tier;
   std::string coarse_output_path;
   std::function<void(const CoarseModel&)> on_coarse;
@@ -150,12 +171,15 @@ struct PullResult {
   double seconds = 0;
   int reconnects = 0;
   int layers_refetched = 0;
-  int delta_layers = 0;         // layers that came as deltas on a held or sent base
-  bool delta_fallback = false;  // a held base was damaged: pulled again without deltas
-  // Hex SHA-256 of the layers in base_dir this version was decoded against or left there as
-  // bases for the next: what to keep while it is installed (the rest may be deleted).
+  int delta_layers = 0;  // layers that came as deltas on a held or sent base
+  bool delta_fallback =
+      false;  // a held base was damaged: pulled again without deltas
+  // Hex SHA-256 of the layers in base_dir this version was decoded against or
+  // left there as bases for the next: what to keep while it is installed (the
+  // rest may be deleted).
   std::vector<std::string> bases_needed;
-  // Progressive pulls: the coarse model handed over first (tier empty: none was).
+  // Progressive pulls: the coarse model handed over first (tier empty: none
+  // was).
   CoarseModel coarse;
 };
 
@@ -163,15 +187,17 @@ struct RegisterOptions {
   std::string model;
   std::string version;
   std::string checkpoint_path;
-  std::string tier_ladder;       // empty: the server's default
+  std::string tier_ladder;  // empty: the server's default
   std::string description;
-  std::string layer_policy_json; // empty: the default policy
-  // Evaluation bundle (both or neither): a TorchScript module (torch.jit.save) and a tensor file
-  // with "inputs" and "labels". The server then measures the accuracy of every tier.
+  std::string layer_policy_json;  // empty: the default policy
+  // Evaluation bundle (both or neither): a TorchScript module (torch.jit.save)
+  // and a tensor file with "inputs" and "labels". The server then measures the
+  // accuracy of every tier.
   std::string eval_module_path;
   std::string eval_data_path;
-  // A registered version of the same model with the same tensors: this version's lossy HEVC
-  // tiers code their picture layers as deltas on it where that is smaller (PullOptions::base_dir).
+  // A registered version of the same model with the same tensors: this
+  // version's lossy HEVC tiers code their picture layers as deltas on it where
+  // that is smaller (PullOptions::base_dir).
   std::string base_version;
 };
 
@@ -179,10 +205,12 @@ struct RegisterOptions {
 struct WatchOptions {
   std::string device_id;
   std::vector<std::string> groups;
-  std::vector<std::string> models;                       // the models this device runs
-  std::string tier_name;                                 // the tier it wants ("" : chosen by the device)
-  std::vector<std::pair<std::string, std::string>> installed;  // (model, version) it holds
-  std::function<bool()> should_end;  // polled every 50 ms: true ends the watch (CANCELLED)
+  std::vector<std::string> models;  // the models this device runs
+  std::string tier_name;  // the tier it wants ("" : chosen by the device)
+  std::vector<std::pair<std::string, std::string>>
+      installed;  // (model, version) it holds
+  std::function<bool()>
+      should_end;  // polled every 50 ms: true ends the watch (CANCELLED)
 };
 
 struct AssignmentInfo {
@@ -230,32 +258,48 @@ struct RolloutUpdate {
 
 class Client {
  public:
-  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options);
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const ConnectOptions& options);
   virtual ~Client() = default;
 
-  virtual absl::StatusOr<ModelInfo> Register(const RegisterOptions& options) = 0;
-  virtual absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> List() = 0;
-  virtual absl::StatusOr<ModelInfo> Describe(const std::string& model, const std::string& version) = 0;
-  virtual absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers) = 0;
-  virtual absl::Status Delete(const std::string& model, const std::string& version) = 0;
-  // grpc.health.v1 Check of the whole server: true when SERVING (false while it drains).
-  // UNAVAILABLE when it cannot be reached within `timeout`.
-  virtual absl::StatusOr<bool> Health(absl::Duration timeout = absl::Seconds(5)) = 0;
+  virtual absl::StatusOr<ModelInfo> Register(
+      const RegisterOptions& options) = 0;
+  virtual absl::StatusOr<
+      std::vector<std::pair<std::string, std::vector<std::string>>>>
+  List() = 0;
+  virtual absl::StatusOr<ModelInfo> Describe(const std::string& model,
+                                             const std::string& version) = 0;
+  virtual absl::Status Warm(const std::string& model,
+                            const std::string& version,
+                            const std::vector<std::string>& tiers) = 0;
+  virtual absl::Status Delete(const std::string& model,
+                              const std::string& version) = 0;
+  // grpc.health.v1 Check of the whole server: true when SERVING (false while it
+  // drains). UNAVAILABLE when it cannot be reached within `timeout`.
+  virtual absl::StatusOr<bool> Health(
+      absl::Duration timeout = absl::Seconds(5)) = 0;
 
-  // Watches for assignments until the stream ends (its status: UNAVAILABLE when the server goes,
-  // CANCELLED when `should_end` says so). `on_assignment` runs on the calling thread, one at a time;
-  // `on_keepalive` (optional) on each keepalive. No call timeout applies.
-  virtual absl::Status Watch(const WatchOptions& options, const std::function<void(const AssignmentInfo&)>& on_assignment,
-                             const std::function<void()>& on_keepalive = nullptr) = 0;
+  // Watches for assignments until the stream ends (its status: UNAVAILABLE when
+  // the server goes, CANCELLED when `should_end` says so). `on_assignment` runs
+  // on the calling thread, one at a time; `on_keepalive` (optional) on each
+  // keepalive. No call timeout applies.
+  virtual absl::Status Watch(
+      const WatchOptions& options,
+      const std::function<void(const AssignmentInfo&)>& on_assignment,
+      const std::function<void()>& on_keepalive = nullptr) = 0;
   virtual absl::Status ReportStatus(const DeviceStatusReport& report) = 0;
 
-  virtual absl::StatusOr<RolloutInfo> StartRollout(const std::string& model, const std::string& version, double percent,
-                                                   const std::vector<std::string>& groups) = 0;
-  virtual absl::StatusOr<RolloutInfo> UpdateRollout(const std::string& model, const RolloutUpdate& update) = 0;
-  virtual absl::StatusOr<RolloutInfo> RollbackRollout(const std::string& model) = 0;
+  virtual absl::StatusOr<RolloutInfo> StartRollout(
+      const std::string& model, const std::string& version, double percent,
+      const std::vector<std::string>& groups) = 0;
+  virtual absl::StatusOr<RolloutInfo> UpdateRollout(
+      const std::string& model, const RolloutUpdate& update) = 0;
+  virtual absl::StatusOr<RolloutInfo> RollbackRollout(
+      const std::string& model) = 0;
   virtual absl::StatusOr<RolloutInfo> GetRollout(const std::string& model) = 0;
-  // DATA_LOSS naming the layer if a layer fails verification twice; ABORTED if the version
-  // changed under a resumed pull; UNAVAILABLE when reconnects run out.
+  // DATA_LOSS naming the layer if a layer fails verification twice; ABORTED if
+  // the version changed under a resumed pull; UNAVAILABLE when reconnects run
+  // out.
   virtual absl::StatusOr<PullResult> Pull(const PullOptions& options) = 0;
 };
 

@@ -8,22 +8,32 @@ namespace weightcast::fleet_calls {
 namespace {
 
 RolloutInfo FromProto(const v1::Rollout& r) {
-  RolloutInfo info{r.model(), r.version(), r.baseline_version(), r.percent(),
-                   {r.groups().begin(), r.groups().end()}, v1::Rollout::State_Name(r.state()), {}, r.subscribers()};
-  for (const auto& c : r.counts()) info.counts.push_back({c.version(), c.state(), c.devices()});
+  RolloutInfo info{r.model(),
+                   r.version(),
+                   r.baseline_version(),
+                   r.percent(),
+                   {r.groups().begin(), r.groups().end()},
+                   v1::Rollout::State_Name(r.state()),
+                   {},
+                   r.subscribers()};
+  for (const auto& c : r.counts())
+    info.counts.push_back({c.version(), c.state(), c.devices()});
   return info;
 }
 
-absl::StatusOr<RolloutInfo> Answer(const grpc::Status& status, const v1::Rollout& response) {
+absl::StatusOr<RolloutInfo> Answer(const grpc::Status& status,
+                                   const v1::Rollout& response) {
   if (!status.ok()) return FromGrpc(status);
   return FromProto(response);
 }
 
 }  // namespace
 
-absl::Status Watch(v1::Distribution::Stub& stub, const std::string& token, const WatchOptions& options,
-                   const std::function<void(const AssignmentInfo&)>& on_assignment,
-                   const std::function<void()>& on_keepalive) {
+absl::Status Watch(
+    v1::Distribution::Stub& stub, const std::string& token,
+    const WatchOptions& options,
+    const std::function<void(const AssignmentInfo&)>& on_assignment,
+    const std::function<void()>& on_keepalive) {
   v1::WatchRequest request;
   request.set_device_id(options.device_id);
   for (const std::string& g : options.groups) request.add_groups(g);
@@ -56,7 +66,8 @@ absl::Status Watch(v1::Distribution::Stub& stub, const std::string& token, const
   while (reader->Read(&event)) {
     if (event.has_assignment()) {
       const v1::Assignment& a = event.assignment();
-      on_assignment({a.model(), a.version(), a.tier(), v1::Assignment::Reason_Name(a.reason())});
+      on_assignment({a.model(), a.version(), a.tier(),
+                     v1::Assignment::Reason_Name(a.reason())});
     } else if (on_keepalive) {
       on_keepalive();
     }
@@ -69,7 +80,8 @@ absl::Status Watch(v1::Distribution::Stub& stub, const std::string& token, const
   return FromGrpc(status);
 }
 
-absl::Status ReportStatus(v1::Distribution::Stub& stub, const Prepare& prepare, const DeviceStatusReport& report) {
+absl::Status ReportStatus(v1::Distribution::Stub& stub, const Prepare& prepare,
+                          const DeviceStatusReport& report) {
   v1::DeviceStatus request;
   request.set_device_id(report.device_id);
   request.set_model(report.model);
@@ -87,9 +99,10 @@ absl::Status ReportStatus(v1::Distribution::Stub& stub, const Prepare& prepare, 
   return FromGrpc(stub.ReportStatus(&context, request, &response));
 }
 
-absl::StatusOr<RolloutInfo> StartRollout(v1::Admin::Stub& stub, const Prepare& prepare, const std::string& model,
-                                         const std::string& version, double percent,
-                                         const std::vector<std::string>& groups) {
+absl::StatusOr<RolloutInfo> StartRollout(
+    v1::Admin::Stub& stub, const Prepare& prepare, const std::string& model,
+    const std::string& version, double percent,
+    const std::vector<std::string>& groups) {
   v1::StartRolloutRequest request;
   request.set_model(model);
   request.set_version(version);
@@ -101,7 +114,9 @@ absl::StatusOr<RolloutInfo> StartRollout(v1::Admin::Stub& stub, const Prepare& p
   return Answer(stub.StartRollout(&context, request, &response), response);
 }
 
-absl::StatusOr<RolloutInfo> UpdateRollout(v1::Admin::Stub& stub, const Prepare& prepare, const std::string& model,
+absl::StatusOr<RolloutInfo> UpdateRollout(v1::Admin::Stub& stub,
+                                          const Prepare& prepare,
+                                          const std::string& model,
                                           const RolloutUpdate& update) {
   v1::UpdateRolloutRequest request;
   request.set_model(model);
@@ -110,14 +125,18 @@ absl::StatusOr<RolloutInfo> UpdateRollout(v1::Admin::Stub& stub, const Prepare& 
     request.set_replace_groups(true);
     for (const std::string& g : *update.groups) request.add_groups(g);
   }
-  if (update.paused) request.set_pause(*update.paused ? v1::UpdateRolloutRequest::PAUSE : v1::UpdateRolloutRequest::RESUME);
+  if (update.paused)
+    request.set_pause(*update.paused ? v1::UpdateRolloutRequest::PAUSE
+                                     : v1::UpdateRolloutRequest::RESUME);
   grpc::ClientContext context;
   prepare(&context);
   v1::Rollout response;
   return Answer(stub.UpdateRollout(&context, request, &response), response);
 }
 
-absl::StatusOr<RolloutInfo> RollbackRollout(v1::Admin::Stub& stub, const Prepare& prepare, const std::string& model) {
+absl::StatusOr<RolloutInfo> RollbackRollout(v1::Admin::Stub& stub,
+                                            const Prepare& prepare,
+                                            const std::string& model) {
   v1::RollbackRolloutRequest request;
   request.set_model(model);
   grpc::ClientContext context;
@@ -126,7 +145,9 @@ absl::StatusOr<RolloutInfo> RollbackRollout(v1::Admin::Stub& stub, const Prepare
   return Answer(stub.RollbackRollout(&context, request, &response), response);
 }
 
-absl::StatusOr<RolloutInfo> GetRollout(v1::Admin::Stub& stub, const Prepare& prepare, const std::string& model) {
+absl::StatusOr<RolloutInfo> GetRollout(v1::Admin::Stub& stub,
+                                       const Prepare& prepare,
+                                       const std::string& model) {
   v1::GetRolloutRequest request;
   request.set_model(model);
   grpc::ClientContext context;

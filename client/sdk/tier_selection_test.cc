@@ -11,36 +11,46 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TierSummary Tier(const std::string& name, const std::string& state, uint64_t bytes, double worst_sqnr_db,
+TierSummary Tier(const std::string& name, const std::string& state,
+                 uint64_t bytes, double worst_sqnr_db,
                  std::optional<double> top1 = std::nullopt) {
   TierSummary tier;
   tier.name = name;
   tier.state = state;
   tier.bytes = bytes;
   tier.worst_sqnr_db = worst_sqnr_db;
-  tier.worst_layer_sqnr_db = worst_sqnr_db;  // every layer, what --min-sqnr bounds
+  tier.worst_layer_sqnr_db =
+      worst_sqnr_db;  // every layer, what --min-sqnr bounds
   if (top1) tier.accuracy = AccuracyFigures{*top1, 0, 1000};
   return tier;
 }
 
-// A version whose ladder is lossless, q22, q32 (READY), q42 (not encoded), with a refinement.
+// A version whose ladder is lossless, q22, q32 (READY), q42 (not encoded), with
+// a refinement.
 ModelInfo Info() {
   ModelInfo info;
   info.model = "mlp";
   info.version = "v1";
   info.reference_accuracy = AccuracyFigures{90.0, 97.0, 1000};
-  info.tiers = {Tier("lossless", "READY", 400'000, 99, 90.0), Tier("q22", "READY", 120'000, 40, 89.6),
-                Tier("q32", "READY", 50'000, 30, 88.0), Tier("q42", "NOT_ENCODED", 0, 0),
+  info.tiers = {Tier("lossless", "READY", 400'000, 99, 90.0),
+                Tier("q22", "READY", 120'000, 40, 89.6),
+                Tier("q32", "READY", 50'000, 30, 88.0),
+                Tier("q42", "NOT_ENCODED", 0, 0),
                 Tier("q32+q22", "READY", 30'000, 40)};
   return info;
 }
 
 TEST(SelectTier, ANamedTierOfTheLadderOrARefinementOfOneIsTaken) {
   EXPECT_THAT(SelectTier(Info(), {"q32"}), IsOkAndHolds("q32"));
-  EXPECT_THAT(SelectTier(Info(), {"q42"}), IsOkAndHolds("q42"));  // not encoded yet: the server encodes it
-  EXPECT_THAT(SelectTier(Info(), {"q22+q12"}), IsOkAndHolds("q22+q12"));  // added on first request
-  EXPECT_THAT(SelectTier(Info(), {"q27"}), StatusIs(absl::StatusCode::kNotFound, "tier 'q27' is not in the ladder of mlp/v1"));
-  EXPECT_THAT(SelectTier(Info(), {"q27+q12"}), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(SelectTier(Info(), {"q42"}),
+              IsOkAndHolds("q42"));  // not encoded yet: the server encodes it
+  EXPECT_THAT(SelectTier(Info(), {"q22+q12"}),
+              IsOkAndHolds("q22+q12"));  // added on first request
+  EXPECT_THAT(SelectTier(Info(), {"q27"}),
+              StatusIs(absl::StatusCode::kNotFound,
+                       "tier 'q27' is not in the ladder of mlp/v1"));
+  EXPECT_THAT(SelectTier(Info(), {"q27+q12"}),
+              StatusIs(absl::StatusCode::kNotFound));
   TierSelector name_wins;
   name_wins.name = "lossless";
   name_wins.max_bytes = 1;
@@ -49,7 +59,9 @@ TEST(SelectTier, ANamedTierOfTheLadderOrARefinementOfOneIsTaken) {
 
 TEST(SelectTier, WithoutCriteriaTheFirstLadderTierIsTaken) {
   EXPECT_THAT(SelectTier(Info(), {}), IsOkAndHolds("lossless"));
-  EXPECT_THAT(SelectTier(ModelInfo{}, {}), StatusIs(absl::StatusCode::kNotFound, "the version has no tiers"));
+  EXPECT_THAT(
+      SelectTier(ModelInfo{}, {}),
+      StatusIs(absl::StatusCode::kNotFound, "the version has no tiers"));
 }
 
 TEST(SelectTier, AByteBudgetTakesTheLargestReadyTierThatFits) {
@@ -60,10 +72,13 @@ TEST(SelectTier, AByteBudgetTakesTheLargestReadyTierThatFits) {
   EXPECT_THAT(SelectTier(Info(), selector), IsOkAndHolds("q22"));
   selector.max_bytes = 119'999;
   EXPECT_THAT(SelectTier(Info(), selector), IsOkAndHolds("q32"));
-  // Neither q42 (not encoded) nor the refinement (its bytes leave out its coarse tier's) counts.
+  // Neither q42 (not encoded) nor the refinement (its bytes leave out its
+  // coarse tier's) counts.
   selector.max_bytes = 49'999;
-  EXPECT_THAT(SelectTier(Info(), selector),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no encoded tier of mlp/v1 fits 49999 bytes")));
+  EXPECT_THAT(
+      SelectTier(Info(), selector),
+      StatusIs(absl::StatusCode::kNotFound,
+               HasSubstr("no encoded tier of mlp/v1 fits 49999 bytes")));
 }
 
 TEST(SelectTier, AnSqnrFloorTakesTheLargestTierAboveIt) {
@@ -72,7 +87,9 @@ TEST(SelectTier, AnSqnrFloorTakesTheLargestTierAboveIt) {
   selector.max_bytes = 399'999;
   EXPECT_THAT(SelectTier(Info(), selector), IsOkAndHolds("q22"));
   selector.max_bytes = 119'999;
-  EXPECT_THAT(SelectTier(Info(), selector), StatusIs(absl::StatusCode::kNotFound, HasSubstr("with SQNR >= 35 dB")));
+  EXPECT_THAT(
+      SelectTier(Info(), selector),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("with SQNR >= 35 dB")));
 }
 
 TEST(SelectTier, ALinkSpeedAndADeadlineMakeAByteBudget) {
@@ -83,7 +100,9 @@ TEST(SelectTier, ALinkSpeedAndADeadlineMakeAByteBudget) {
   selector.within = absl::Seconds(119);
   EXPECT_THAT(SelectTier(Info(), selector), IsOkAndHolds("q32"));
   selector.max_bytes = 10'000;  // the tighter bound wins
-  EXPECT_THAT(SelectTier(Info(), selector), StatusIs(absl::StatusCode::kNotFound, HasSubstr("fits 10000 bytes")));
+  EXPECT_THAT(
+      SelectTier(Info(), selector),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("fits 10000 bytes")));
 }
 
 TEST(SelectTier, AnAccuracyDropTakesTheSmallestMeasuredTierWithinIt) {
@@ -97,10 +116,12 @@ TEST(SelectTier, AnAccuracyDropTakesTheSmallestMeasuredTierWithinIt) {
   ModelInfo unmeasured = Info();
   for (TierSummary& t : unmeasured.tiers) t.accuracy.reset();
   EXPECT_THAT(SelectTier(unmeasured, selector),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("with top-1 >= 90.00 %")));
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("with top-1 >= 90.00 %")));
   unmeasured.reference_accuracy.reset();
   EXPECT_THAT(SelectTier(unmeasured, selector),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("register it with an evaluation bundle")));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("register it with an evaluation bundle")));
 }
 
 }  // namespace

@@ -14,19 +14,25 @@ namespace {
 
 TEST(Sha256, MatchesKnownVector) {
   const std::string abc = "abc";
-  Sha256Digest digest =
-      Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(abc.data()), abc.size()));
+  Sha256Digest digest = Sha256(absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(abc.data()), abc.size()));
   EXPECT_EQ(DigestToHex(digest),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  // And back: the name to the raw bytes; anything but 64 lower-case hex digits is no name.
-  EXPECT_EQ(HexToRawDigest(DigestToHex(digest)), std::string(digest.begin(), digest.end()));
-  EXPECT_EQ(HexToRawDigest("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"), "");
+  // And back: the name to the raw bytes; anything but 64 lower-case hex digits
+  // is no name.
+  EXPECT_EQ(HexToRawDigest(DigestToHex(digest)),
+            std::string(digest.begin(), digest.end()));
+  EXPECT_EQ(
+      HexToRawDigest(
+          "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"),
+      "");
   EXPECT_EQ(HexToRawDigest("abc"), "");
 }
 
 TEST(Sha256, IncrementalMatchesOneShot) {
   std::vector<uint8_t> data(100000);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7);
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<uint8_t>(i * 7);
   Sha256Hasher hasher;
   hasher.Update(absl::MakeConstSpan(data).subspan(0, 333));
   hasher.Update(absl::MakeConstSpan(data).subspan(333));
@@ -67,23 +73,29 @@ TEST(StatusMacros, PropagateErrorsAndValues) {
 }
 
 TEST(Printable, EscapesControlCharactersAndBrokenUtf8AndKeepsTheRest) {
-  EXPECT_EQ(Printable("v1.2_ok-\xc3\xa9\xe2\x82\xac"), "v1.2_ok-\xc3\xa9\xe2\x82\xac");  // é €: valid UTF-8
+  EXPECT_EQ(Printable("v1.2_ok-\xc3\xa9\xe2\x82\xac"),
+            "v1.2_ok-\xc3\xa9\xe2\x82\xac");  // é €: valid UTF-8
   EXPECT_EQ(Printable(std::string("a\x1b[2J\0b\n", 8)), "a\\x1b[2J\\x00b\\x0a");
-  EXPECT_EQ(Printable("\xc2\x9b" "31m"), "\\xc2\\x9b31m");  // C1 CSI
-  EXPECT_EQ(Printable("\xff\xc3"), "\\xff\\xc3");              // not UTF-8; a cut sequence
-  EXPECT_EQ(Printable("\xc0\xaf"), "\\xc0\\xaf");              // overlong '/'
-  EXPECT_EQ(Printable("back\\slash"), "back\\\\slash");       // escapes stay unambiguous
+  EXPECT_EQ(Printable("\xc2\x9b"
+                      "31m"),
+            "\\xc2\\x9b31m");                      // C1 CSI
+  EXPECT_EQ(Printable("\xff\xc3"), "\\xff\\xc3");  // not UTF-8; a cut sequence
+  EXPECT_EQ(Printable("\xc0\xaf"), "\\xc0\\xaf");  // overlong '/'
+  EXPECT_EQ(Printable("back\\slash"),
+            "back\\\\slash");  // escapes stay unambiguous
 }
 
 TEST(Printable, EchoIsBoundedAndMarked) {
   EXPECT_EQ(Echo("q22"), "'q22'");
   const std::string huge(7000000, 'm');
   const std::string echoed = Echo(huge);
-  EXPECT_EQ(echoed, "'" + std::string(kMaxEchoBytes, 'm') + "'... (7000000 bytes)");
+  EXPECT_EQ(echoed,
+            "'" + std::string(kMaxEchoBytes, 'm') + "'... (7000000 bytes)");
   const absl::Status status = CheckName("model name", huge + "/", 64);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_LT(status.message().size(), 100u);
-  EXPECT_LT(CheckName("model name", "a/" + huge, 1 << 30).message().size(), kMaxEchoBytes + 100);
+  EXPECT_LT(CheckName("model name", "a/" + huge, 1 << 30).message().size(),
+            kMaxEchoBytes + 100);
 }
 
 }  // namespace

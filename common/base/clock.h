@@ -1,5 +1,6 @@
-// The wall clock, as an interface so that code stamping times (the tier cache's last use, a
-// registration's date) can be given a clock a test sets. Implementations are thread-safe.
+// The wall clock, as an interface so that code stamping times (the tier cache's
+// last use, a registration's date) can be given a clock a test sets.
+// Implementations are thread-safe.
 #ifndef WEIGHTCAST_COMMON_BASE_CLOCK_H_
 #define WEIGHTCAST_COMMON_BASE_CLOCK_H_
 
@@ -14,7 +15,8 @@ class Clock {
   virtual absl::Time Now() const = 0;
 };
 
-// The system's clock (absl::Now()); one instance for the process, never destroyed.
+// The system's clock (absl::Now()); one instance for the process, never
+// destroyed.
 inline const Clock& SystemClock() {
   class System final : public Clock {
    public:

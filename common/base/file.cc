@@ -14,9 +14,13 @@ namespace weightcast {
 
 absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   const std::streamsize size = in.tellg();
-  if (size < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  if (size < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
   in.seekg(0);
   if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) {
@@ -25,19 +29,25 @@ absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
   return bytes;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, absl::Span<const uint8_t> bytes) {
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::Span<const uint8_t> bytes) {
   const std::string temp = path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat(temp, ": cannot create: ", std::strerror(errno)));
+  const int fd =
+      ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return absl::PermissionDeniedError(
+        absl::StrCat(temp, ": cannot create: ", std::strerror(errno)));
   size_t written = 0;
   while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    const ssize_t n =
+        ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int error = errno;
       ::close(fd);
       ::unlink(temp.c_str());
-      return absl::ResourceExhaustedError(absl::StrCat(temp, ": write failed: ", std::strerror(error)));
+      return absl::ResourceExhaustedError(
+          absl::StrCat(temp, ": write failed: ", std::strerror(error)));
     }
     written += static_cast<size_t>(n);
   }
@@ -46,7 +56,8 @@ absl::Status WriteFileAtomically(const std::string& path, absl::Span<const uint8
   if (!synced || !closed || std::rename(temp.c_str(), path.c_str()) != 0) {
     const int error = errno;
     ::unlink(temp.c_str());
-    return absl::ResourceExhaustedError(absl::StrCat(path, ": could not be completed: ", std::strerror(error)));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": could not be completed: ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

@@ -11,7 +11,9 @@ namespace weightcast {
 
 absl::Status ParallelFor(size_t count, int threads,
                          const std::function<absl::Status(size_t index)>& fn) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0)
+    threads =
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const size_t workers = std::min<size_t>(count, static_cast<size_t>(threads));
   if (workers <= 1) {
     absl::Status first;

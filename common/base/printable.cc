@@ -6,10 +6,13 @@
 namespace weightcast {
 namespace {
 
-// The length of the valid, printable UTF-8 sequence starting text[0] (1 for printable ASCII), or
-// 0 when it is a control character, a C1 control (U+0080..U+009F) or not valid UTF-8.
+// The length of the valid, printable UTF-8 sequence starting text[0] (1 for
+// printable ASCII), or 0 when it is a control character, a C1 control
+// (U+0080..U+009F) or not valid UTF-8.
 size_t PrintableSequence(absl::string_view text) {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const auto byte = [&](size_t i) {
+    return static_cast<unsigned char>(text[i]);
+  };
   const unsigned char lead = byte(0);
   if (lead < 0x80) return lead >= 0x20 && lead != 0x7f ? 1 : 0;
   size_t length;
@@ -29,8 +32,10 @@ size_t PrintableSequence(absl::string_view text) {
     code = (code << 6) | (byte(i) & 0x3f);
   }
   const uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (code < smallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return 0;  // overlong, surrogate
-  if (code <= 0x9f) return 0;                                                                    // C1 controls
+  if (code < smallest[length] || code > 0x10ffff ||
+      (code >= 0xd800 && code <= 0xdfff))
+    return 0;                  // overlong, surrogate
+  if (code <= 0x9f) return 0;  // C1 controls
   return length;
 }
 
@@ -41,7 +46,8 @@ std::string Escape(absl::string_view text, bool for_terminal) {
     const bool layout = for_terminal && (text[0] == '\n' || text[0] == '\t');
     const size_t n = layout ? 1 : PrintableSequence(text);
     if (n == 0) {
-      absl::StrAppendFormat(&out, "\\x%02x", static_cast<unsigned char>(text[0]));
+      absl::StrAppendFormat(&out, "\\x%02x",
+                            static_cast<unsigned char>(text[0]));
       text.remove_prefix(1);
     } else {
       if (n == 1 && text[0] == '\\' && !for_terminal) out += '\\';
@@ -54,15 +60,22 @@ std::string Escape(absl::string_view text, bool for_terminal) {
 
 }  // namespace
 
-std::string Printable(absl::string_view text) { return Escape(text, /*for_terminal=*/false); }
+std::string Printable(absl::string_view text) {
+  return Escape(text, /*for_terminal=*/false);
+}
 
-std::string TerminalSafe(absl::string_view text) { return Escape(text, /*for_terminal=*/true); }
+std::string TerminalSafe(absl::string_view text) {
+  return Escape(text, /*for_terminal=*/true);
+}
 
 std::string Echo(absl::string_view input) {
-  if (input.size() <= kMaxEchoBytes) return absl::StrCat("'", Printable(input), "'");
+  if (input.size() <= kMaxEchoBytes)
+    return absl::StrCat("'", Printable(input), "'");
   size_t cut = kMaxEchoBytes;  // not inside a UTF-8 sequence
-  while (cut > 0 && (static_cast<unsigned char>(input[cut]) & 0xc0) == 0x80) --cut;
-  return absl::StrCat("'", Printable(input.substr(0, cut)), "'... (", input.size(), " bytes)");
+  while (cut > 0 && (static_cast<unsigned char>(input[cut]) & 0xc0) == 0x80)
+    --cut;
+  return absl::StrCat("'", Printable(input.substr(0, cut)), "'... (",
+                      input.size(), " bytes)");
 }
 
 }  // namespace weightcast

@@ -9,7 +9,8 @@ namespace weightcast {
 Sha256Digest Sha256(absl::Span<const uint8_t> data) {
   Sha256Digest digest{};
   unsigned int length = 0;
-  int ok = EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr);
+  int ok = EVP_Digest(data.data(), data.size(), digest.data(), &length,
+                      EVP_sha256(), nullptr);
   assert(ok == 1 && length == digest.size());
   (void)ok;
   return digest;
@@ -19,7 +20,9 @@ Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
   EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
 }
 
-Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha256Hasher::~Sha256Hasher() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
 
 void Sha256Hasher::Update(absl::Span<const uint8_t> data) {
   EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
@@ -38,7 +41,9 @@ std::string HexToRawDigest(const std::string& hex) {
   for (size_t i = 0; i < hex.size(); i += 2) {
     int byte = 0;
     for (char c : {hex[i], hex[i + 1]}) {
-      const int nibble = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      const int nibble = c >= '0' && c <= '9'   ? c - '0'
+                         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                : -1;
       if (nibble < 0) return "";
       byte = byte * 16 + nibble;
     }

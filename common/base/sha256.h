@@ -15,7 +15,8 @@ using Sha256Digest = std::array<uint8_t, 32>;
 
 Sha256Digest Sha256(absl::Span<const uint8_t> data);
 
-// Incremental hashing of data that arrives in pieces. Not thread-safe; movable, not copyable.
+// Incremental hashing of data that arrives in pieces. Not thread-safe; movable,
+// not copyable.
 class Sha256Hasher {
  public:
   Sha256Hasher();
@@ -33,8 +34,9 @@ class Sha256Hasher {
 // Lower-case hexadecimal, 64 characters.
 std::string DigestToHex(const Sha256Digest& digest);
 
-// The raw 32 bytes a 64-character lower-case hex name (a blob's) stands for, as a string (what
-// protobuf bytes fields carry); empty when `hex` is not such a name.
+// The raw 32 bytes a 64-character lower-case hex name (a blob's) stands for, as
+// a string (what protobuf bytes fields carry); empty when `hex` is not such a
+// name.
 std::string HexToRawDigest(const std::string& hex);
 
 }  // namespace weightcast

@@ -20,13 +20,15 @@ namespace {
 absl::Status CheckAllFinite(const Model& model, const std::string& path) {
   for (const Tensor& tensor : model.tensors) {
     if (absl::Status status = weightcast::CheckFinite(tensor); !status.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", status.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", status.message()));
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Model> ReadByContent(const std::string& path, CheckpointFormat* format) {
+absl::StatusOr<Model> ReadByContent(const std::string& path,
+                                    CheckpointFormat* format) {
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error)) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file"));
@@ -36,7 +38,8 @@ absl::StatusOr<Model> ReadByContent(const std::string& path, CheckpointFormat* f
   in.read(head, sizeof(head));
   const std::streamsize got = in.gcount();
   if (got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) {
-    ASSIGN_OR_RETURN(std::unique_ptr<RecordReader> records, OpenTorchArchive(path));
+    ASSIGN_OR_RETURN(std::unique_ptr<RecordReader> records,
+                     OpenTorchArchive(path));
     if (records->HasRecord("constants.pkl")) {
       *format = CheckpointFormat::kTorchScript;
       return ReadTorchScriptModule(path);
@@ -45,47 +48,62 @@ absl::StatusOr<Model> ReadByContent(const std::string& path, CheckpointFormat* f
     return ReadTorchSave(*records, path);
   }
   if (got >= 2 && static_cast<uint8_t>(head[0]) == 0x80 && head[1] == 0x02) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current torch.save"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     ": a legacy (pre-1.6, non-zip) torch.save file; re-save "
+                     "it with a current torch.save"));
   }
   if (got == 9 && head[8] == '{') {
     *format = CheckpointFormat::kSafetensors;
     return ReadSafetensorsFile(path);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat(path, ": not a checkpoint (expected a torch.save or torch.jit.save zip archive, or safetensors)"));
+      absl::StrCat(path,
+                   ": not a checkpoint (expected a torch.save or "
+                   "torch.jit.save zip archive, or safetensors)"));
 }
 
 Tensor Int8Tensor(const std::string& name, const QuantizedTensor& q) {
   Tensor t{name, q.shape, DType::kInt8, {}};
-  t.data.assign(reinterpret_cast<const uint8_t*>(q.values.data()),
-                reinterpret_cast<const uint8_t*>(q.values.data()) + q.values.size());
+  t.data.assign(
+      reinterpret_cast<const uint8_t*>(q.values.data()),
+      reinterpret_cast<const uint8_t*>(q.values.data()) + q.values.size());
   return t;
 }
 
 }  // namespace
 
-absl::StatusOr<Model> ReadCheckpoint(const std::string& path, CheckpointFormat* format) {
+absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
+                                     CheckpointFormat* format) {
   CheckpointFormat ignored;
-  ASSIGN_OR_RETURN(Model model, ReadByContent(path, format ? format : &ignored));
+  ASSIGN_OR_RETURN(Model model,
+                   ReadByContent(path, format ? format : &ignored));
   RETURN_IF_ERROR(CheckAllFinite(model, path));
   return model;
 }
 
-absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors, OutputKind kind, const std::string& path) {
+absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
+                             OutputKind kind, const std::string& path) {
   Model model;
   for (const RebuiltTensor& tensor : tensors) {
     if (kind == OutputKind::kFloat || !tensor.int8) {
-      ASSIGN_OR_RETURN(Tensor t, kind == OutputKind::kFloat ? tensor.ToFloatTensor() : absl::StatusOr<Tensor>(tensor.stored));
+      ASSIGN_OR_RETURN(Tensor t, kind == OutputKind::kFloat
+                                     ? tensor.ToFloatTensor()
+                                     : absl::StatusOr<Tensor>(tensor.stored));
       model.tensors.push_back(std::move(t));
       continue;
     }
     const QuantizedTensor& q = *tensor.int8;
     model.tensors.push_back(Int8Tensor(tensor.name, q));
     const int64_t channels = static_cast<int64_t>(q.scales.size());
-    model.tensors.push_back(MakeFloat32Tensor(absl::StrCat(tensor.name, ".__scale__"), {channels}, q.scales));
-    if (q.scheme == QuantScheme::kPerTensorAsymmetric || q.scheme == QuantScheme::kPerChannelAsymmetric) {
-      Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"), {channels}, DType::kInt32, {}};
+    model.tensors.push_back(MakeFloat32Tensor(
+        absl::StrCat(tensor.name, ".__scale__"), {channels}, q.scales));
+    if (q.scheme == QuantScheme::kPerTensorAsymmetric ||
+        q.scheme == QuantScheme::kPerChannelAsymmetric) {
+      Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"),
+                  {channels},
+                  DType::kInt32,
+                  {}};
       zero.data.resize(q.zero_points.size() * sizeof(int32_t));
       std::memcpy(zero.data.data(), q.zero_points.data(), zero.data.size());
       model.tensors.push_back(std::move(zero));
@@ -97,7 +115,8 @@ absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors, OutputKi
   } else if (absl::EndsWith(path, ".safetensors")) {
     bytes = SerializeSafetensors(model);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": output must end in .pt, .pth or .safetensors"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": output must end in .pt, .pth or .safetensors"));
   }
   return WriteFileAtomically(path, bytes);
 }

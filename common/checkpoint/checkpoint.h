@@ -1,7 +1,7 @@
-// Reading any supported checkpoint and writing the files users load. The format is recognized by
-// content, not by name: torch.save zip archives, TorchScript archives (torch.jit.save) and
-// safetensors. Writers pick the format from the output's extension (.pt or .safetensors).
-// Stateless; thread-safe.
+// Reading any supported checkpoint and writing the files users load. The format
+// is recognized by content, not by name: torch.save zip archives, TorchScript
+// archives (torch.jit.save) and safetensors. Writers pick the format from the
+// output's extension (.pt or .safetensors). Stateless; thread-safe.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_H_
 
@@ -16,19 +16,25 @@ namespace weightcast {
 
 enum class CheckpointFormat { kTorchSave, kTorchScript, kSafetensors };
 
-// NOT_FOUND for a missing file; INVALID_ARGUMENT naming the file (and tensor, where one is at
-// fault) for anything that is not a well-formed checkpoint.
-absl::StatusOr<Model> ReadCheckpoint(const std::string& path, CheckpointFormat* format = nullptr);
+// NOT_FOUND for a missing file; INVALID_ARGUMENT naming the file (and tensor,
+// where one is at fault) for anything that is not a well-formed checkpoint.
+absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
+                                     CheckpointFormat* format = nullptr);
 
 enum class OutputKind { kFloat, kInt8 };
 
-// Writes `tensors` to `path` (.pt or .safetensors) through a temporary file and a rename.
-//   kFloat: every int8 tensor dequantized to float32; keys, shapes and order as in the input,
+// Writes `tensors` to `path` (.pt or .safetensors) through a temporary file and
+// a rename.
+//   kFloat: every int8 tensor dequantized to float32; keys, shapes and order as
+//   in the input,
 //           so `model.load_state_dict(torch.load(path))` accepts it.
-//   kInt8:  int8 tensors as int8 under their own name, plus "<name>.__scale__" (float32, one
+//   kInt8:  int8 tensors as int8 under their own name, plus "<name>.__scale__"
+//   (float32, one
 //           value or one per index of dimension 0) and, for asymmetric schemes,
-//           "<name>.__zero_point__" (int32); w = scale * (q - zero_point). Other tensors as stored.
-absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors, OutputKind kind, const std::string& path);
+//           "<name>.__zero_point__" (int32); w = scale * (q - zero_point).
+//           Other tensors as stored.
+absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
+                             OutputKind kind, const std::string& path);
 
 }  // namespace weightcast
 

@@ -14,7 +14,9 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::string Fixture(const std::string& name) { return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name; }
+std::string Fixture(const std::string& name) {
+  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+}
 
 std::vector<std::string> Names(const Model& model) {
   std::vector<std::string> names;
@@ -43,7 +45,8 @@ TEST(TorchSave, ReadsAnOrderedDictStateDict) {
   auto model = ReadCheckpoint(Fixture("mlp.pt"), &format);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(format, CheckpointFormat::kTorchSave);
-  EXPECT_THAT(Names(*model), ElementsAre("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"));
+  EXPECT_THAT(Names(*model),
+              ElementsAre("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"));
   EXPECT_EQ(model->tensors[0].shape, (std::vector<int64_t>{128, 784}));
 }
 
@@ -55,7 +58,8 @@ TEST(TorchSave, ReadsTheSameWeightsAsSafetensors) {
   ASSERT_EQ(Names(*pt), Names(*st));
   for (size_t i = 0; i < pt->tensors.size(); ++i) {
     EXPECT_EQ(pt->tensors[i].data, st->tensors[i].data) << pt->tensors[i].name;
-    EXPECT_EQ(pt->tensors[i].dtype, st->tensors[i].dtype) << pt->tensors[i].name;
+    EXPECT_EQ(pt->tensors[i].dtype, st->tensors[i].dtype)
+        << pt->tensors[i].name;
   }
   EXPECT_EQ(Find(*pt, "bn.num_batches_tracked").dtype, DType::kInt64);
 }
@@ -71,7 +75,9 @@ TEST(TorchSave, FindsTheModelInsideATrainingDict) {
   for (const char* fixture : {"training.pt", "wrapped.pt"}) {
     auto model = ReadCheckpoint(Fixture(fixture));
     ASSERT_TRUE(model.ok()) << fixture << ": " << model.status();
-    EXPECT_THAT(Names(*model), ElementsAre("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")) << fixture;
+    EXPECT_THAT(Names(*model),
+                ElementsAre("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
+        << fixture;
   }
   auto one = ReadCheckpoint(Fixture("one_key.pt"));
   ASSERT_TRUE(one.ok()) << one.status();
@@ -102,10 +108,13 @@ TEST(TorchSave, ReadsEveryDtype) {
 TEST(TorchSave, ViewsAreGatheredFromTheirStorage) {
   auto model = ReadCheckpoint(Fixture("views.pt"));
   ASSERT_TRUE(model.ok()) << model.status();
-  const std::vector<float> base = ToFloat32(Find(*model, "base")).value();  // 6 x 8
-  const std::vector<float> rows = ToFloat32(Find(*model, "rows")).value();  // base[2:5]
+  const std::vector<float> base =
+      ToFloat32(Find(*model, "base")).value();  // 6 x 8
+  const std::vector<float> rows =
+      ToFloat32(Find(*model, "rows")).value();  // base[2:5]
   const std::vector<float> t = ToFloat32(Find(*model, "transposed")).value();
-  const std::vector<float> strided = ToFloat32(Find(*model, "strided")).value();  // base[:, ::2]
+  const std::vector<float> strided =
+      ToFloat32(Find(*model, "strided")).value();  // base[:, ::2]
   ASSERT_EQ(rows.size(), 24u);
   EXPECT_EQ(rows[0], base[16]);
   EXPECT_EQ(Find(*model, "transposed").shape, (std::vector<int64_t>{8, 6}));
@@ -113,9 +122,11 @@ TEST(TorchSave, ViewsAreGatheredFromTheirStorage) {
     for (int c = 0; c < 6; ++c) EXPECT_EQ(t[r * 6 + c], base[c * 8 + r]);
   }
   for (int r = 0; r < 6; ++r) {
-    for (int c = 0; c < 4; ++c) EXPECT_EQ(strided[r * 4 + c], base[r * 8 + 2 * c]);
+    for (int c = 0; c < 4; ++c)
+      EXPECT_EQ(strided[r * 4 + c], base[r * 8 + 2 * c]);
   }
-  EXPECT_EQ(ToFloat32(Find(*model, "element")).value(), std::vector<float>{base[11]});
+  EXPECT_EQ(ToFloat32(Find(*model, "element")).value(),
+            std::vector<float>{base[11]});
 }
 
 TEST(TorchSave, ZeroSizeTensorsAreFine) {
@@ -132,54 +143,69 @@ TEST(TorchScript, ReadsParametersAndBuffers) {
   EXPECT_EQ(format, CheckpointFormat::kTorchScript);
   auto reference = ReadCheckpoint(Fixture("cnn_bn.pt"));
   ASSERT_TRUE(reference.ok());
-  for (const Tensor& t : reference->tensors) EXPECT_EQ(Find(*model, t.name).data, t.data) << t.name;
+  for (const Tensor& t : reference->tensors)
+    EXPECT_EQ(Find(*model, t.name).data, t.data) << t.name;
 }
 
 TEST(TorchScript, DamagedCodeIsInvalidArgumentSayingWhyNotACrash) {
-  // The TorchScript compiler throws std::runtime_error on the first, ErrorReport on the second:
-  // neither is a c10::Error.
-  const std::pair<std::string, std::string> damaged[] = {{"script_bad_syntax.pt", "expected"},
-                                                         {"script_unknown_op.pt", "aten::no_such_op"}};
+  // The TorchScript compiler throws std::runtime_error on the first,
+  // ErrorReport on the second: neither is a c10::Error.
+  const std::pair<std::string, std::string> damaged[] = {
+      {"script_bad_syntax.pt", "expected"},
+      {"script_unknown_op.pt", "aten::no_such_op"}};
   for (const auto& [fixture, why] : damaged) {
     auto model = ReadCheckpoint(Fixture(fixture));
-    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument) << fixture;
-    EXPECT_THAT(std::string(model.status().message()),
-                AllOf(HasSubstr(fixture), HasSubstr("not a loadable TorchScript module"), HasSubstr(why)));
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument)
+        << fixture;
+    EXPECT_THAT(
+        std::string(model.status().message()),
+        AllOf(HasSubstr(fixture),
+              HasSubstr("not a loadable TorchScript module"), HasSubstr(why)));
   }
 }
 
 TEST(TorchScript, StorageLargerThanItsRecordIsInvalidArgument) {
-  // libtorch loads it without complaint; copying fc1.weight's 5.5 MB would read 2.7 MB past the record.
+  // libtorch loads it without complaint; copying fc1.weight's 5.5 MB would
+  // read 2.7 MB past the record.
   auto model = ReadCheckpoint(Fixture("script_short_storage.pt"));
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()),
-              AllOf(HasSubstr("script_short_storage.pt"), HasSubstr("record data/7 holds 2768896 bytes"),
+              AllOf(HasSubstr("script_short_storage.pt"),
+                    HasSubstr("record data/7 holds 2768896 bytes"),
                     HasSubstr("1384448 float32 elements")));
 }
 
 TEST(TorchScript, TensorReachingPastItsStorageIsInvalidArgument) {
-  // The storage fits its record, but the tensor's 10 elements reach past the storage's 5.
+  // The storage fits its record, but the tensor's 10 elements reach past the
+  // storage's 5.
   auto model = ReadCheckpoint(Fixture("script_view_past_storage.pt"));
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()),
               AllOf(HasSubstr("script_view_past_storage.pt"),
-                    HasSubstr("tensor 'fc2.bias' [10] reaches past its stored data (40 bytes needed, 20 stored)")));
+                    HasSubstr("tensor 'fc2.bias' [10] reaches past its stored "
+                              "data (40 bytes needed, 20 stored)")));
 }
 
-TEST(TorchScript, DebugPickleClaimingAHugeStringIsRefusedBeforeLibtorchAllocatesIt) {
+TEST(TorchScript,
+     DebugPickleClaimingAHugeStringIsRefusedBeforeLibtorchAllocatesIt) {
   auto model = ReadCheckpoint(Fixture("script_huge_debug_string.pt"));
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()),
-              AllOf(HasSubstr("script_huge_debug_string.pt"), HasSubstr("code/__torch__.py.debug_pkl")));
+              AllOf(HasSubstr("script_huge_debug_string.pt"),
+                    HasSubstr("code/__torch__.py.debug_pkl")));
 }
 
 TEST(Checkpoint, BadInputNamesTheFileAndTensor) {
   EXPECT_THAT(ErrorOf("not_a_checkpoint.pt"), HasSubstr("not a checkpoint"));
   EXPECT_THAT(ErrorOf("truncated.pt"), HasSubstr("zip"));
-  EXPECT_THAT(ErrorOf("short_storage.pt"), AllOf(HasSubstr("fc1.weight"), HasSubstr("data/0")));
-  EXPECT_THAT(ErrorOf("nan.pt"), AllOf(HasSubstr("fc1.weight"), HasSubstr("nan")));
-  EXPECT_THAT(ErrorOf("inf.pt"), AllOf(HasSubstr("fc1.weight"), HasSubstr("inf")));
-  EXPECT_EQ(ReadCheckpoint("/nonexistent/model.pt").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(ErrorOf("short_storage.pt"),
+              AllOf(HasSubstr("fc1.weight"), HasSubstr("data/0")));
+  EXPECT_THAT(ErrorOf("nan.pt"),
+              AllOf(HasSubstr("fc1.weight"), HasSubstr("nan")));
+  EXPECT_THAT(ErrorOf("inf.pt"),
+              AllOf(HasSubstr("fc1.weight"), HasSubstr("inf")));
+  EXPECT_EQ(ReadCheckpoint("/nonexistent/model.pt").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 std::string TempPath(const std::string& name) {
@@ -188,17 +214,30 @@ std::string TempPath(const std::string& name) {
 }
 
 std::vector<RebuiltTensor> Rebuilt() {
-  QuantizedTensor q{{2, 3}, QuantScheme::kPerChannelAsymmetric, {-128, 0, 127, 1, 2, 3}, {0.5f, 0.25f}, {-1, 2}};
+  QuantizedTensor q{{2, 3},
+                    QuantScheme::kPerChannelAsymmetric,
+                    {-128, 0, 127, 1, 2, 3},
+                    {0.5f, 0.25f},
+                    {-1, 2}};
   RebuiltTensor weight{"fc.weight", {2, 3}, q, {}};
-  RebuiltTensor bias{"fc.bias", {2}, std::nullopt, MakeFloat32Tensor("fc.bias", {2}, std::vector<float>{1, 2})};
-  RebuiltTensor counter{"bn.n", {}, std::nullopt, Tensor{"bn.n", {}, DType::kInt64, std::vector<uint8_t>(8, 0)}};
+  RebuiltTensor bias{
+      "fc.bias",
+      {2},
+      std::nullopt,
+      MakeFloat32Tensor("fc.bias", {2}, std::vector<float>{1, 2})};
+  RebuiltTensor counter{
+      "bn.n",
+      {},
+      std::nullopt,
+      Tensor{"bn.n", {}, DType::kInt64, std::vector<uint8_t>(8, 0)}};
   return {weight, bias, counter};
 }
 
 TEST(WriteCheckpoint, FloatAndInt8RoundTripThroughBothFormats) {
   for (const char* extension : {".pt", ".safetensors"}) {
     const std::string float_path = TempPath(std::string("float") + extension);
-    ASSERT_TRUE(WriteCheckpoint(Rebuilt(), OutputKind::kFloat, float_path).ok()) << extension;
+    ASSERT_TRUE(WriteCheckpoint(Rebuilt(), OutputKind::kFloat, float_path).ok())
+        << extension;
     auto back = ReadCheckpoint(float_path);
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_THAT(Names(*back), ElementsAre("fc.weight", "fc.bias", "bn.n"));
@@ -207,16 +246,22 @@ TEST(WriteCheckpoint, FloatAndInt8RoundTripThroughBothFormats) {
     EXPECT_EQ(back->tensors[2].dtype, DType::kInt64);
 
     const std::string int8_path = TempPath(std::string("int8") + extension);
-    ASSERT_TRUE(WriteCheckpoint(Rebuilt(), OutputKind::kInt8, int8_path).ok()) << extension;
+    ASSERT_TRUE(WriteCheckpoint(Rebuilt(), OutputKind::kInt8, int8_path).ok())
+        << extension;
     auto int8 = ReadCheckpoint(int8_path);
     ASSERT_TRUE(int8.ok()) << int8.status();
-    EXPECT_THAT(Names(*int8), ElementsAre("fc.weight", "fc.weight.__scale__", "fc.weight.__zero_point__",
-                                          "fc.bias", "bn.n"));
+    EXPECT_THAT(Names(*int8),
+                ElementsAre("fc.weight", "fc.weight.__scale__",
+                            "fc.weight.__zero_point__", "fc.bias", "bn.n"));
     EXPECT_EQ(int8->tensors[0].dtype, DType::kInt8);
-    EXPECT_EQ(ToFloat32(int8->tensors[1]).value(), (std::vector<float>{0.5f, 0.25f}));
-    EXPECT_EQ(ToFloat32(int8->tensors[2]).value(), (std::vector<float>{-1.0f, 2.0f}));
+    EXPECT_EQ(ToFloat32(int8->tensors[1]).value(),
+              (std::vector<float>{0.5f, 0.25f}));
+    EXPECT_EQ(ToFloat32(int8->tensors[2]).value(),
+              (std::vector<float>{-1.0f, 2.0f}));
   }
-  EXPECT_THAT(std::string(WriteCheckpoint(Rebuilt(), OutputKind::kFloat, TempPath("x.bin")).message()),
+  EXPECT_THAT(std::string(WriteCheckpoint(Rebuilt(), OutputKind::kFloat,
+                                          TempPath("x.bin"))
+                              .message()),
               HasSubstr(".pt"));
 }
 

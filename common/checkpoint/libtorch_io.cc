@@ -1,10 +1,9 @@
 #include "common/checkpoint/libtorch_io.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <sys/mman.h>
 #include <torch/script.h>
 #include <torch/serialize.h>
-
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,29 +20,34 @@ namespace weightcast {
 namespace {
 
 constexpr std::pair<DType, c10::ScalarType> kScalarTypes[] = {
-    {DType::kFloat32, c10::kFloat}, {DType::kFloat16, c10::kHalf}, {DType::kBFloat16, c10::kBFloat16},
-    {DType::kFloat64, c10::kDouble}, {DType::kInt8, c10::kChar},   {DType::kUInt8, c10::kByte},
-    {DType::kInt16, c10::kShort},   {DType::kInt32, c10::kInt},    {DType::kInt64, c10::kLong},
-    {DType::kBool, c10::kBool},
+    {DType::kFloat32, c10::kFloat},     {DType::kFloat16, c10::kHalf},
+    {DType::kBFloat16, c10::kBFloat16}, {DType::kFloat64, c10::kDouble},
+    {DType::kInt8, c10::kChar},         {DType::kUInt8, c10::kByte},
+    {DType::kInt16, c10::kShort},       {DType::kInt32, c10::kInt},
+    {DType::kInt64, c10::kLong},        {DType::kBool, c10::kBool},
 };
 
-// Copies a record out of libtorch's buffer without holding both copies in memory at once: the
-// output grows chunk by chunk (reserve does not touch pages), and the pages of the source already
-// copied are returned to the kernel (MADV_DONTNEED; the buffer is freed right after and never
-// read again). A 1 GiB record then costs 1 GiB plus one chunk, not 2 GiB.
+// Copies a record out of libtorch's buffer without holding both copies in
+// memory at once: the output grows chunk by chunk (reserve does not touch
+// pages), and the pages of the source already copied are returned to the kernel
+// (MADV_DONTNEED; the buffer is freed right after and never read again). A 1
+// GiB record then costs 1 GiB plus one chunk, not 2 GiB.
 std::vector<uint8_t> MoveOut(uint8_t* source, size_t size) {
   constexpr size_t kChunk = 32 << 20;
   std::vector<uint8_t> out;
   out.reserve(size);
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  uintptr_t released = (reinterpret_cast<uintptr_t>(source) + page - 1) & ~(page - 1);
+  uintptr_t released =
+      (reinterpret_cast<uintptr_t>(source) + page - 1) & ~(page - 1);
   for (size_t done = 0; done < size;) {
     const size_t n = std::min(kChunk, size - done);
     out.insert(out.end(), source + done, source + done + n);
     done += n;
-    const uintptr_t copied_end = (reinterpret_cast<uintptr_t>(source) + done) & ~(page - 1);
+    const uintptr_t copied_end =
+        (reinterpret_cast<uintptr_t>(source) + done) & ~(page - 1);
     if (size > kChunk && copied_end > released) {
-      madvise(reinterpret_cast<void*>(released), copied_end - released, MADV_DONTNEED);
+      madvise(reinterpret_cast<void*>(released), copied_end - released,
+              MADV_DONTNEED);
       released = copied_end;
     }
   }
@@ -52,7 +56,9 @@ std::vector<uint8_t> MoveOut(uint8_t* source, size_t size) {
 
 class TorchArchive : public RecordReader {
  public:
-  explicit TorchArchive(std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader, std::string path)
+  explicit TorchArchive(
+      std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader,
+      std::string path)
       : reader_(std::move(reader)), path_(std::move(path)) {}
 
   bool HasRecord(const std::string& name) override {
@@ -63,14 +69,17 @@ class TorchArchive : public RecordReader {
     }
   }
 
-  absl::StatusOr<std::vector<uint8_t>> ReadRecord(const std::string& name) override {
+  absl::StatusOr<std::vector<uint8_t>> ReadRecord(
+      const std::string& name) override {
     try {
       auto [data, size] = reader_->getRecord(name);
       return MoveOut(static_cast<uint8_t*>(data.get()), size);
     } catch (const std::bad_alloc&) {
-      return absl::ResourceExhaustedError(absl::StrCat(path_, ": record ", name, " does not fit in memory"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat(path_, ": record ", name, " does not fit in memory"));
     } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": record ", name, ": ", BriefLibtorchError(e)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": record ", name, ": ", BriefLibtorchError(e)));
     }
   }
 
@@ -79,34 +88,46 @@ class TorchArchive : public RecordReader {
   const std::string path_;
 };
 
-// torch::jit::load accepts a tensor whose storage record is shorter than its sizes, strides and
-// offset reach, and reads (or writes) past the allocation when the tensor is used: every tensor
-// of an untrusted module is checked against its storage before anything touches its data.
+// torch::jit::load accepts a tensor whose storage record is shorter than its
+// sizes, strides and offset reach, and reads (or writes) past the allocation
+// when the tensor is used: every tensor of an untrusted module is checked
+// against its storage before anything touches its data.
 absl::Status CheckWithinStorage(const std::string& name, const at::Tensor& t) {
   if (t.layout() != c10::kStrided || !t.has_storage()) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()), " is not dense"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()),
+                     " is not dense"));
   }
-  return CheckStridedExtent(name, t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.element_size(),
+  return CheckStridedExtent(name, t.sizes().vec(), t.strides().vec(),
+                            t.storage_offset(), t.element_size(),
                             t.storage().nbytes());
 }
 
-absl::StatusOr<Tensor> FromAten(const std::string& name, const at::Tensor& value) {
+absl::StatusOr<Tensor> FromAten(const std::string& name,
+                                const at::Tensor& value) {
   const at::Tensor t = value.detach().to(c10::kCPU).contiguous();
   for (const auto& [dtype, scalar] : kScalarTypes) {
     if (scalar != t.scalar_type()) continue;
-    Tensor out{name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), dtype, {}};
+    Tensor out{name,
+               std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
+               dtype,
+               {}};
     out.data.resize(t.numel() * t.element_size());
-    if (!out.data.empty()) std::memcpy(out.data.data(), t.data_ptr(), out.data.size());
+    if (!out.data.empty())
+      std::memcpy(out.data.data(), t.data_ptr(), out.data.size());
     return out;
   }
-  return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': unsupported dtype ", c10::toString(t.scalar_type())));
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor '", name, "': unsupported dtype ",
+                   c10::toString(t.scalar_type())));
 }
 
 }  // namespace
 
 std::string BriefLibtorchError(const std::exception& e) {
   const auto* error = dynamic_cast<const c10::Error*>(&e);
-  const std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
+  const std::string what =
+      error != nullptr ? error->what_without_backtrace() : e.what();
   size_t begin = 0;
   while (begin < what.size()) {
     const size_t end = std::min(what.find('\n', begin), what.size());
@@ -120,51 +141,68 @@ absl::Status CheckTorchScriptArchive(const std::string& path) {
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
     absl::flat_hash_map<std::string, uint64_t> record_bytes;
-    const std::pair<const char*, const char*> pickles[] = {{"data.pkl", "data/"}, {"constants.pkl", "constants/"}};
+    const std::pair<const char*, const char*> pickles[] = {
+        {"data.pkl", "data/"}, {"constants.pkl", "constants/"}};
     for (const auto& [pickle, folder] : pickles) {
       if (!reader.hasRecord(pickle)) continue;
       auto [data, size] = reader.getRecord(pickle);
-      ASSIGN_OR_RETURN(const PickleDocument document,
-                       ReadPickle(absl::MakeConstSpan(static_cast<const uint8_t*>(data.get()), size),
-                                  absl::StrCat(path, ": ", pickle)));
+      ASSIGN_OR_RETURN(
+          const PickleDocument document,
+          ReadPickle(absl::MakeConstSpan(
+                         static_cast<const uint8_t*>(data.get()), size),
+                     absl::StrCat(path, ": ", pickle)));
       for (const auto& value : document.values) {
         const TensorView& storage = value->tensor;
-        if (value->kind != PickleValue::Kind::kStorage || storage.storage_numel == 0) continue;  // libtorch reads no record
+        if (value->kind != PickleValue::Kind::kStorage ||
+            storage.storage_numel == 0)
+          continue;  // libtorch reads no record
         const std::string record = absl::StrCat(folder, storage.storage_key);
         auto [known, added] = record_bytes.try_emplace(record, 0);
         if (added) known->second = std::get<1>(reader.getRecord(record));
         uint64_t declared = 0;
-        if (__builtin_mul_overflow(static_cast<uint64_t>(storage.storage_numel), DTypeSize(storage.dtype), &declared) ||
+        if (__builtin_mul_overflow(static_cast<uint64_t>(storage.storage_numel),
+                                   DTypeSize(storage.dtype), &declared) ||
             declared > known->second) {
-          return absl::InvalidArgumentError(absl::StrCat(path, ": record ", record, " holds ", known->second,
-                                                         " bytes but ", pickle, " declares a storage of ",
-                                                         storage.storage_numel, " ", DTypeName(storage.dtype), " elements"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": record ", record, " holds ", known->second,
+                           " bytes but ", pickle, " declares a storage of ",
+                           storage.storage_numel, " ", DTypeName(storage.dtype),
+                           " elements"));
         }
       }
     }
-    // libtorch's unpickler allocates the length a string claims before it reads it (a 3 KB file
-    // claimed 754 MB): the source-range pickles go through our bounded reader first too.
+    // libtorch's unpickler allocates the length a string claims before it reads
+    // it (a 3 KB file claimed 754 MB): the source-range pickles go through our
+    // bounded reader first too.
     for (const std::string& record : reader.getAllRecords()) {
       if (!absl::EndsWith(record, ".debug_pkl")) continue;
       auto [data, size] = reader.getRecord(record);
-      RETURN_IF_ERROR(ReadPickle(absl::MakeConstSpan(static_cast<const uint8_t*>(data.get()), size),
-                                 absl::StrCat(path, ": ", record))
-                          .status());
+      RETURN_IF_ERROR(
+          ReadPickle(absl::MakeConstSpan(
+                         static_cast<const uint8_t*>(data.get()), size),
+                     absl::StrCat(path, ": ", record))
+              .status());
     }
     return absl::OkStatus();
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(path, ": a record does not fit in memory"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": a record does not fit in memory"));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable TorchScript archive: ", BriefLibtorchError(e)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a readable TorchScript archive: ", BriefLibtorchError(e)));
   }
 }
 
-absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(const std::string& path) {
+absl::StatusOr<std::unique_ptr<RecordReader>> OpenTorchArchive(
+    const std::string& path) {
   try {
-    auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-    return std::unique_ptr<RecordReader>(std::make_unique<TorchArchive>(std::move(reader), path));
+    auto reader =
+        std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+    return std::unique_ptr<RecordReader>(
+        std::make_unique<TorchArchive>(std::move(reader), path));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable zip archive: ", BriefLibtorchError(e)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a readable zip archive: ", BriefLibtorchError(e)));
   }
 }
 
@@ -173,23 +211,33 @@ absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
   try {
     torch::jit::Module module = torch::jit::load(path, c10::kCPU);
     Model model;
-    const auto add = [&](const std::string& name, const at::Tensor& value) -> absl::Status {
+    const auto add = [&](const std::string& name,
+                         const at::Tensor& value) -> absl::Status {
       if (absl::Status fits = CheckWithinStorage(name, value); !fits.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", fits.message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": not a loadable TorchScript module: ", fits.message()));
       }
       auto tensor = FromAten(name, value);
-      if (!tensor.ok()) return absl::Status(tensor.status().code(), absl::StrCat(path, ": ", tensor.status().message()));
+      if (!tensor.ok())
+        return absl::Status(
+            tensor.status().code(),
+            absl::StrCat(path, ": ", tensor.status().message()));
       model.tensors.push_back(std::move(*tensor));
       return absl::OkStatus();
     };
-    for (const auto& parameter : module.named_parameters(/*recurse=*/true)) RETURN_IF_ERROR(add(parameter.name, parameter.value));
-    for (const auto& buffer : module.named_buffers(/*recurse=*/true)) RETURN_IF_ERROR(add(buffer.name, buffer.value));
+    for (const auto& parameter : module.named_parameters(/*recurse=*/true))
+      RETURN_IF_ERROR(add(parameter.name, parameter.value));
+    for (const auto& buffer : module.named_buffers(/*recurse=*/true))
+      RETURN_IF_ERROR(add(buffer.name, buffer.value));
     return model;
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(path, ": the TorchScript module does not fit in memory"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
-    // Damaged code/ sources make the TorchScript compiler throw ErrorReport or runtime_error.
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
+    // Damaged code/ sources make the TorchScript compiler throw ErrorReport or
+    // runtime_error.
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
   }
 }
 
@@ -202,16 +250,20 @@ absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model) {
         if (dtype == tensor.dtype) scalar = s;
       }
       at::Tensor t = at::empty(tensor.shape, at::TensorOptions().dtype(scalar));
-      if (static_cast<size_t>(t.numel() * t.element_size()) != tensor.data.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': data size does not match shape"));
+      if (static_cast<size_t>(t.numel() * t.element_size()) !=
+          tensor.data.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", tensor.name, "': data size does not match shape"));
       }
-      if (!tensor.data.empty()) std::memcpy(t.data_ptr(), tensor.data.data(), tensor.data.size());
+      if (!tensor.data.empty())
+        std::memcpy(t.data_ptr(), tensor.data.data(), tensor.data.size());
       dict.insert(tensor.name, t);
     }
     const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
     return std::vector<uint8_t>(bytes.begin(), bytes.end());
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("writing a .pt file failed: ", BriefLibtorchError(e)));
+    return absl::InternalError(
+        absl::StrCat("writing a .pt file failed: ", BriefLibtorchError(e)));
   }
 }
 

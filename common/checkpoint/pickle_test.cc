@@ -14,21 +14,27 @@ namespace {
 using ::testing::HasSubstr;
 using namespace std::string_literals;  // "..."s keeps embedded NUL bytes
 
-std::vector<uint8_t> Bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::vector<uint8_t> Bytes(const std::string& s) {
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
 
-// A pickle of {key: tensor(storage "0", FloatStorage, numel, shape [n]), ...} written by hand.
-std::string StateDictPickle(const std::vector<std::string>& keys, int64_t numel, int64_t n) {
-  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+// A pickle of {key: tensor(storage "0", FloatStorage, numel, shape [n]), ...}
+// written by hand.
+std::string StateDictPickle(const std::vector<std::string>& keys, int64_t numel,
+                            int64_t n) {
+  auto u32 = [](uint32_t v) {
+    return std::string(reinterpret_cast<const char*>(&v), 4);
+  };
   std::string p = "\x80\x02}(";
   for (const std::string& key : keys) {
     p += "X" + u32(key.size()) + key;
     p += "ctorch._utils\n_rebuild_tensor_v2\n(";
-    p += "(X" + u32(7) + "storagectorch\nFloatStorage\nX" + u32(1) + "0X" + u32(3) + "cpuJ" +
-         u32(static_cast<uint32_t>(numel)) + "tQ";
-    p += "K\x00"s;                                 // offset 0
+    p += "(X" + u32(7) + "storagectorch\nFloatStorage\nX" + u32(1) + "0X" +
+         u32(3) + "cpuJ" + u32(static_cast<uint32_t>(numel)) + "tQ";
+    p += "K\x00"s;                                      // offset 0
     p += "J" + u32(static_cast<uint32_t>(n)) + "\x85";  // size (n,)
-    p += "K\x01\x85";                               // stride (1,)
-    p += "\x89}tR";                                 // requires_grad False, hooks {}
+    p += "K\x01\x85";                                   // stride (1,)
+    p += "\x89}tR";  // requires_grad False, hooks {}
   }
   p += "u.";
   return p;
@@ -37,8 +43,13 @@ std::string StateDictPickle(const std::vector<std::string>& keys, int64_t numel,
 class FakeRecords : public RecordReader {
  public:
   absl::flat_hash_map<std::string, std::vector<uint8_t>> records;
-  bool HasRecord(const std::string& name) override { return records.contains(name); }
-  absl::StatusOr<std::vector<uint8_t>> ReadRecord(const std::string& name) override { return records.at(name); }
+  bool HasRecord(const std::string& name) override {
+    return records.contains(name);
+  }
+  absl::StatusOr<std::vector<uint8_t>> ReadRecord(
+      const std::string& name) override {
+    return records.at(name);
+  }
 };
 
 TEST(Pickle, ReadsAHandWrittenStateDict) {
@@ -56,7 +67,9 @@ TEST(Pickle, NamesThatRepeatAreAnError) {
   archive.records["data.pkl"] = Bytes(StateDictPickle({"w", "w"}, 4, 4));
   archive.records["data/0"] = std::vector<uint8_t>(16, 0);
   auto model = ReadTorchSave(archive, "fake.pt");
-  EXPECT_THAT(std::string(model.status().message()), AllOf(HasSubstr("fake.pt"), HasSubstr("'w'"), HasSubstr("more than once")));
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("fake.pt"), HasSubstr("'w'"),
+                    HasSubstr("more than once")));
 }
 
 TEST(Pickle, ViewBeyondItsStorageIsAnError) {
@@ -64,7 +77,8 @@ TEST(Pickle, ViewBeyondItsStorageIsAnError) {
   archive.records["data.pkl"] = Bytes(StateDictPickle({"fc.weight"}, 4, 8));
   archive.records["data/0"] = std::vector<uint8_t>(16, 0);
   auto model = ReadTorchSave(archive, "fake.pt");
-  EXPECT_THAT(std::string(model.status().message()), AllOf(HasSubstr("'fc.weight'"), HasSubstr("storage holds 4")));
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("'fc.weight'"), HasSubstr("storage holds 4")));
 }
 
 TEST(Pickle, HugeStorageClaimOnASmallRecordIsAnError) {
@@ -73,38 +87,53 @@ TEST(Pickle, HugeStorageClaimOnASmallRecordIsAnError) {
   archive.records["data.pkl"] = Bytes(StateDictPickle({"big"}, huge, huge));
   archive.records["data/0"] = std::vector<uint8_t>(64, 0);
   auto model = ReadTorchSave(archive, "small.pt");
-  EXPECT_THAT(std::string(model.status().message()), AllOf(HasSubstr("'big'"), HasSubstr("64 bytes")));
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("'big'"), HasSubstr("64 bytes")));
 }
 
 TEST(Pickle, UnknownOpcodesAndTruncationAreErrors) {
-  EXPECT_THAT(std::string(ReadPickle(Bytes("\x80\x02\xff."), "x.pt").status().message()),
-              AllOf(HasSubstr("x.pt"), HasSubstr("opcode 0xff"), HasSubstr("byte 2")));
-  EXPECT_THAT(std::string(ReadPickle(Bytes("\x80\x02X\x10\x00\x00\x00"s + "ab"), "x.pt").status().message()),
-              HasSubstr("truncated"));
-  EXPECT_THAT(std::string(ReadPickle(Bytes("h\x05."), "x.pt").status().message()), HasSubstr("memo 5"));
-  EXPECT_THAT(std::string(ReadPickle(Bytes("."), "x.pt").status().message()), HasSubstr("underflow"));
+  EXPECT_THAT(
+      std::string(
+          ReadPickle(Bytes("\x80\x02\xff."), "x.pt").status().message()),
+      AllOf(HasSubstr("x.pt"), HasSubstr("opcode 0xff"), HasSubstr("byte 2")));
+  EXPECT_THAT(
+      std::string(ReadPickle(Bytes("\x80\x02X\x10\x00\x00\x00"s + "ab"), "x.pt")
+                      .status()
+                      .message()),
+      HasSubstr("truncated"));
+  EXPECT_THAT(
+      std::string(ReadPickle(Bytes("h\x05."), "x.pt").status().message()),
+      HasSubstr("memo 5"));
+  EXPECT_THAT(std::string(ReadPickle(Bytes("."), "x.pt").status().message()),
+              HasSubstr("underflow"));
 }
 
 TEST(Pickle, ArbitraryGlobalsAreNamedNeverRun) {
-  // os.system('echo hi') as a pickle: the reader records an object and runs nothing.
-  auto value = ReadPickle(Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR."), "evil.pt");
+  // os.system('echo hi') as a pickle: the reader records an object and runs
+  // nothing.
+  auto value = ReadPickle(
+      Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR."), "evil.pt");
   ASSERT_TRUE(value.ok()) << value.status();
   EXPECT_EQ(value->root->Describe(), "object os.system");
   FakeRecords archive;
-  archive.records["data.pkl"] = Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR.");
+  archive.records["data.pkl"] =
+      Bytes("cos\nsystem\n(X\x07\x00\x00\x00"s + "echo hitR.");
   EXPECT_THAT(std::string(ReadTorchSave(archive, "evil.pt").status().message()),
-              AllOf(HasSubstr("evil.pt"), HasSubstr("no state_dict"), HasSubstr("object os.system")));
+              AllOf(HasSubstr("evil.pt"), HasSubstr("no state_dict"),
+                    HasSubstr("object os.system")));
 }
 
-// Fuzz-style: truncations and bit flips of a real torch.save pickle give an error or a value,
-// never a crash (ASan in scripts/test --asan).
+// Fuzz-style: truncations and bit flips of a real torch.save pickle give an
+// error or a value, never a crash (ASan in scripts/test --asan).
 TEST(Pickle, DamagedRealPicklesNeverCrash) {
   auto archive = OpenTorchArchive(WEIGHTCAST_FIXTURE_DIR "/training.pt");
   ASSERT_TRUE(archive.ok()) << archive.status();
-  const std::vector<uint8_t> pickle = (*archive)->ReadRecord("data.pkl").value();
+  const std::vector<uint8_t> pickle =
+      (*archive)->ReadRecord("data.pkl").value();
   ASSERT_TRUE(ReadPickle(pickle, "training.pt").ok());
   for (size_t n = 0; n < pickle.size(); n += 5) {
-    EXPECT_FALSE(ReadPickle(absl::MakeConstSpan(pickle.data(), n), "cut").ok()) << n;
+    EXPECT_FALSE(ReadPickle(absl::MakeConstSpan(pickle.data(), n), "cut").ok())
+        << n;
   }
   std::mt19937 rng(3);
   for (int trial = 0; trial < 2000; ++trial) {

@@ -1,8 +1,8 @@
 #include "common/checkpoint/safetensors.h"
 
 #include <algorithm>
-#include <tuple>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -15,48 +15,60 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::pair<absl::string_view, DType> kDTypeCodes[] = {
-    {"F32", DType::kFloat32}, {"F16", DType::kFloat16}, {"BF16", DType::kBFloat16},
-    {"F64", DType::kFloat64}, {"I8", DType::kInt8},     {"U8", DType::kUInt8},
-    {"I16", DType::kInt16},   {"I32", DType::kInt32},   {"I64", DType::kInt64},
-    {"BOOL", DType::kBool},
+    {"F32", DType::kFloat32},   {"F16", DType::kFloat16},
+    {"BF16", DType::kBFloat16}, {"F64", DType::kFloat64},
+    {"I8", DType::kInt8},       {"U8", DType::kUInt8},
+    {"I16", DType::kInt16},     {"I32", DType::kInt32},
+    {"I64", DType::kInt64},     {"BOOL", DType::kBool},
 };
 
-absl::Status Invalid(absl::string_view source, absl::string_view tensor, absl::string_view what) {
+absl::Status Invalid(absl::string_view source, absl::string_view tensor,
+                     absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(
-      source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"), ": ", what));
+      source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"),
+      ": ", what));
 }
 
-// One header entry, checked against the data's size; its bytes are not copied yet.
+// One header entry, checked against the data's size; its bytes are not copied
+// yet.
 struct Entry {
   uint64_t begin = 0;
   uint64_t end = 0;
   Tensor tensor;  // without data
 };
 
-absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& entry, uint64_t data_size,
-                                 absl::string_view source) {
-  if (!entry.is_object()) return Invalid(source, name, "header entry is not an object");
+absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& entry,
+                                 uint64_t data_size, absl::string_view source) {
+  if (!entry.is_object())
+    return Invalid(source, name, "header entry is not an object");
   auto dtype_it = entry.find("dtype");
   auto shape_it = entry.find("shape");
   auto offsets_it = entry.find("data_offsets");
-  if (dtype_it == entry.end() || !dtype_it->is_string() || shape_it == entry.end() ||
-      !shape_it->is_array() || offsets_it == entry.end() || !offsets_it->is_array() ||
+  if (dtype_it == entry.end() || !dtype_it->is_string() ||
+      shape_it == entry.end() || !shape_it->is_array() ||
+      offsets_it == entry.end() || !offsets_it->is_array() ||
       offsets_it->size() != 2) {
-    return Invalid(source, name, "needs dtype, shape and data_offsets [begin, end]");
+    return Invalid(source, name,
+                   "needs dtype, shape and data_offsets [begin, end]");
   }
   Entry out;
   Tensor& tensor = out.tensor;
   tensor.name = name;
   const std::string code = dtype_it->get<std::string>();
-  auto code_it = std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
-                              [&](const auto& entry) { return entry.first == code; });
-  if (code_it == std::end(kDTypeCodes)) return Invalid(source, name, absl::StrCat("unsupported dtype ", code));
+  auto code_it =
+      std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
+                   [&](const auto& entry) { return entry.first == code; });
+  if (code_it == std::end(kDTypeCodes))
+    return Invalid(source, name, absl::StrCat("unsupported dtype ", code));
   tensor.dtype = code_it->second;
-  if (shape_it->size() > 8) return Invalid(source, name, "more than 8 dimensions");
+  if (shape_it->size() > 8)
+    return Invalid(source, name, "more than 8 dimensions");
   for (const Json& dim : *shape_it) {
-    if (!dim.is_number_unsigned()) return Invalid(source, name, "shape holds a value that is not a size");
+    if (!dim.is_number_unsigned())
+      return Invalid(source, name, "shape holds a value that is not a size");
     const uint64_t d = dim.get<uint64_t>();
-    if (d > static_cast<uint64_t>(INT64_MAX)) return Invalid(source, name, "dimension too large");
+    if (d > static_cast<uint64_t>(INT64_MAX))
+      return Invalid(source, name, "dimension too large");
     tensor.shape.push_back(static_cast<int64_t>(d));
   }
   auto elements = CheckedNumElements(tensor.shape, "shape");
@@ -69,88 +81,120 @@ absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& entry, uin
   out.begin = begin_json.get<uint64_t>();
   out.end = end_json.get<uint64_t>();
   if (out.begin > out.end || out.end > data_size) {
-    return Invalid(source, name, absl::StrCat("data_offsets [", out.begin, ", ", out.end, "] lie outside the ",
-                                              data_size, " data bytes of the file"));
+    return Invalid(source, name,
+                   absl::StrCat("data_offsets [", out.begin, ", ", out.end,
+                                "] lie outside the ", data_size,
+                                " data bytes of the file"));
   }
   const uint64_t bytes = out.end - out.begin;
   const uint64_t element_size = DTypeSize(tensor.dtype);
   if (static_cast<uint64_t>(*elements) > bytes / element_size ||
       static_cast<uint64_t>(*elements) * element_size != bytes) {
-    return Invalid(source, name, absl::StrCat("shape ", ShapeToString(tensor.shape), " of ", code,
-                                              " does not match its ", bytes, " data bytes"));
+    return Invalid(
+        source, name,
+        absl::StrCat("shape ", ShapeToString(tensor.shape), " of ", code,
+                     " does not match its ", bytes, " data bytes"));
   }
   return out;
 }
 
-// As the reference implementation (huggingface/safetensors) requires: the tensors' byte ranges,
-// in order of their offsets, tile the data exactly, from byte 0 to the end, without overlaps or
-// holes. Without this, one region could be claimed by many tensors (each a full copy here).
-absl::Status CheckTiling(const std::vector<Entry>& sorted, uint64_t data_size, absl::string_view source) {
+// As the reference implementation (huggingface/safetensors) requires: the
+// tensors' byte ranges, in order of their offsets, tile the data exactly, from
+// byte 0 to the end, without overlaps or holes. Without this, one region could
+// be claimed by many tensors (each a full copy here).
+absl::Status CheckTiling(const std::vector<Entry>& sorted, uint64_t data_size,
+                         absl::string_view source) {
   uint64_t covered = 0;
   const Entry* previous = nullptr;
   for (const Entry& entry : sorted) {
-    const std::string range = absl::StrCat("data_offsets [", entry.begin, ", ", entry.end, "]");
+    const std::string range =
+        absl::StrCat("data_offsets [", entry.begin, ", ", entry.end, "]");
     if (entry.begin < covered) {
       return Invalid(source, entry.tensor.name,
-                     absl::StrCat(range, " overlap those of tensor '", previous->tensor.name, "' [", previous->begin,
+                     absl::StrCat(range, " overlap those of tensor '",
+                                  previous->tensor.name, "' [", previous->begin,
                                   ", ", previous->end, "]"));
     }
     if (entry.begin > covered) {
-      return Invalid(source, entry.tensor.name,
-                     absl::StrCat(range, " leave a hole: data bytes [", covered, ", ", entry.begin, ") before it ",
-                                  previous ? absl::StrCat("(after tensor '", previous->tensor.name, "') ") : "",
-                                  "belong to no tensor"));
+      return Invalid(
+          source, entry.tensor.name,
+          absl::StrCat(range, " leave a hole: data bytes [", covered, ", ",
+                       entry.begin, ") before it ",
+                       previous ? absl::StrCat("(after tensor '",
+                                               previous->tensor.name, "') ")
+                                : "",
+                       "belong to no tensor"));
     }
     covered = entry.end;
     previous = &entry;
   }
   if (covered != data_size) {
-    return Invalid(source, "", absl::StrCat("the last ", data_size - covered, " data bytes",
-                                            previous ? absl::StrCat(" (after tensor '", previous->tensor.name, "')") : "",
-                                            " belong to no tensor"));
+    return Invalid(
+        source, "",
+        absl::StrCat("the last ", data_size - covered, " data bytes",
+                     previous ? absl::StrCat(" (after tensor '",
+                                             previous->tensor.name, "')")
+                              : "",
+                     " belong to no tensor"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes, absl::string_view source) {
-  if (bytes.size() < 8) return Invalid(source, "", "too short to be a safetensors file");
+absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
+                                       absl::string_view source) {
+  if (bytes.size() < 8)
+    return Invalid(source, "", "too short to be a safetensors file");
   uint64_t header_size = 0;
-  for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-  if (header_size > kMaxSafetensorsHeaderBytes || header_size > bytes.size() - 8) {
-    return Invalid(source, "", absl::StrCat("header length ", header_size, " exceeds the ",
-                                            bytes.size() - 8, " bytes after it"));
+  for (int i = 0; i < 8; ++i)
+    header_size |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  if (header_size > kMaxSafetensorsHeaderBytes ||
+      header_size > bytes.size() - 8) {
+    return Invalid(source, "",
+                   absl::StrCat("header length ", header_size, " exceeds the ",
+                                bytes.size() - 8, " bytes after it"));
   }
   const char* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
-  // Track keys of the top-level object to reject names that repeat (JSON parsers keep the last).
+  // Track keys of the top-level object to reject names that repeat (JSON
+  // parsers keep the last).
   absl::flat_hash_set<std::string> keys;
   std::string repeated;
   Json header = Json::parse(
       header_begin, header_begin + header_size,
       [&](int depth, Json::parse_event_t event, Json& parsed) {
-        if (event == Json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-          if (!keys.insert(parsed.get<std::string>()).second && repeated.empty()) repeated = parsed.get<std::string>();
+        if (event == Json::parse_event_t::key && depth == 1 &&
+            parsed.is_string()) {
+          if (!keys.insert(parsed.get<std::string>()).second &&
+              repeated.empty())
+            repeated = parsed.get<std::string>();
         }
         return true;
       },
       /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) return Invalid(source, "", "header is not a JSON object");
-  if (!repeated.empty()) return Invalid(source, repeated, "name appears more than once");
+  if (header.is_discarded() || !header.is_object())
+    return Invalid(source, "", "header is not a JSON object");
+  if (!repeated.empty())
+    return Invalid(source, repeated, "name appears more than once");
   const absl::Span<const uint8_t> data = bytes.subspan(8 + header_size);
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
-    ASSIGN_OR_RETURN(Entry entry, ParseEntry(it.key(), it.value(), data.size(), source));
+    ASSIGN_OR_RETURN(Entry entry,
+                     ParseEntry(it.key(), it.value(), data.size(), source));
     entries.push_back(std::move(entry));
   }
-  // By (begin, end): a zero-size tensor comes before the tensor that starts where it sits.
+  // By (begin, end): a zero-size tensor comes before the tensor that starts
+  // where it sits.
   std::stable_sort(entries.begin(), entries.end(),
-                   [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+                   [](const Entry& a, const Entry& b) {
+                     return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+                   });
   RETURN_IF_ERROR(CheckTiling(entries, data.size(), source));
   Model model;
   for (Entry& entry : entries) {
-    entry.tensor.data.assign(data.begin() + entry.begin, data.begin() + entry.end);
+    entry.tensor.data.assign(data.begin() + entry.begin,
+                             data.begin() + entry.end);
     model.tensors.push_back(std::move(entry.tensor));
   }
   return model;
@@ -162,23 +206,29 @@ absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path) {
 }
 
 std::vector<uint8_t> SerializeSafetensors(const Model& model) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();  // keys in tensor order
+  nlohmann::ordered_json header =
+      nlohmann::ordered_json::object();  // keys in tensor order
   uint64_t offset = 0;
   for (const Tensor& tensor : model.tensors) {
-    auto code = std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
-                             [&](const auto& entry) { return entry.second == tensor.dtype; });
-    header[tensor.name] = {{"dtype", std::string(code->first)},
-                           {"shape", tensor.shape},
-                           {"data_offsets", {offset, offset + tensor.data.size()}}};
+    auto code = std::find_if(
+        std::begin(kDTypeCodes), std::end(kDTypeCodes),
+        [&](const auto& entry) { return entry.second == tensor.dtype; });
+    header[tensor.name] = {
+        {"dtype", std::string(code->first)},
+        {"shape", tensor.shape},
+        {"data_offsets", {offset, offset + tensor.data.size()}}};
     offset += tensor.data.size();
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
   std::vector<uint8_t> out;
   out.reserve(8 + text.size() + offset);
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(
+        static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i)));
   out.insert(out.end(), text.begin(), text.end());
-  for (const Tensor& tensor : model.tensors) out.insert(out.end(), tensor.data.begin(), tensor.data.end());
+  for (const Tensor& tensor : model.tensors)
+    out.insert(out.end(), tensor.data.begin(), tensor.data.end());
   return out;
 }
 

@@ -1,7 +1,8 @@
-// safetensors files: an 8-byte little-endian header length, a JSON header naming each tensor's
-// dtype, shape and byte range, then the raw data. The reader validates every field and offset
-// against the file before touching data, and names the file and tensor in every error.
-// Pure functions; thread-safe.
+// safetensors files: an 8-byte little-endian header length, a JSON header
+// naming each tensor's dtype, shape and byte range, then the raw data. The
+// reader validates every field and offset against the file before touching
+// data, and names the file and tensor in every error. Pure functions;
+// thread-safe.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_SAFETENSORS_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_SAFETENSORS_H_
 
@@ -19,11 +20,13 @@ namespace weightcast {
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100 << 20;
 
 // Parses a whole safetensors file held in memory; `source` names it in errors.
-// Tensors come back in the order of their data offsets (the order they were written).
-// As the reference implementation requires, their byte ranges must tile the data exactly:
-// INVALID_ARGUMENT naming both tensors for an overlap, the tensor after a hole for bytes no tensor
-// covers (or the count of trailing bytes).
-absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes, absl::string_view source);
+// Tensors come back in the order of their data offsets (the order they were
+// written). As the reference implementation requires, their byte ranges must
+// tile the data exactly: INVALID_ARGUMENT naming both tensors for an overlap,
+// the tensor after a hole for bytes no tensor covers (or the count of trailing
+// bytes).
+absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
+                                       absl::string_view source);
 absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path);
 
 std::vector<uint8_t> SerializeSafetensors(const Model& model);

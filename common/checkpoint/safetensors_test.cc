@@ -13,7 +13,9 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-std::string Fixture(const std::string& name) { return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name; }
+std::string Fixture(const std::string& name) {
+  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+}
 
 // A safetensors file from a header text and data bytes.
 std::vector<uint8_t> Build(const std::string& header, size_t data_bytes) {
@@ -36,10 +38,11 @@ TEST(Safetensors, ReadsAPyTorchStateDict) {
   ASSERT_TRUE(model.ok()) << model.status();
   std::vector<std::string> names;
   for (const Tensor& t : model->tensors) names.push_back(t.name);
-  EXPECT_THAT(names, testing::ElementsAre("conv.weight", "conv.bias", "bn.weight", "bn.bias",
-                                          "bn.running_mean", "bn.running_var",
-                                          "bn.num_batches_tracked", "fc1.weight", "fc1.bias",
-                                          "fc2.weight", "fc2.bias"));
+  EXPECT_THAT(names,
+              testing::ElementsAre(
+                  "conv.weight", "conv.bias", "bn.weight", "bn.bias",
+                  "bn.running_mean", "bn.running_var", "bn.num_batches_tracked",
+                  "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"));
   const Tensor& fc1 = model->tensors[7];
   EXPECT_EQ(fc1.shape, (std::vector<int64_t>{256, 8 * 26 * 26}));
   EXPECT_EQ(fc1.dtype, DType::kFloat32);
@@ -63,8 +66,10 @@ TEST(Safetensors, ReadsHalfBFloat16AndDoubleAsTheSameWeights) {
 
 TEST(Safetensors, WriteThenReadRoundTrips) {
   Model model;
-  model.tensors.push_back(MakeFloat32Tensor("a", {2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}));
-  model.tensors.push_back(Tensor{"n", {}, DType::kInt64, std::vector<uint8_t>(8, 7)});
+  model.tensors.push_back(
+      MakeFloat32Tensor("a", {2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}));
+  model.tensors.push_back(
+      Tensor{"n", {}, DType::kInt64, std::vector<uint8_t>(8, 7)});
   model.tensors.push_back(MakeFloat32Tensor("empty", {0, 4}, {}));
   auto back = ParseSafetensors(SerializeSafetensors(model), "memory");
   ASSERT_TRUE(back.ok()) << back.status();
@@ -84,24 +89,43 @@ TEST(Safetensors, BadInputNamesTheFileAndTensor) {
   lying[0] = 0xff;
   EXPECT_THAT(ErrorOf(lying), HasSubstr("header length"));
   // Offsets beyond the data.
-  EXPECT_THAT(ErrorOf(Build(R"({"fc.w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})", 8)),
-              AllOf(HasSubstr("'fc.w'"), HasSubstr("outside")));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"fc.w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})",
+          8)),
+      AllOf(HasSubstr("'fc.w'"), HasSubstr("outside")));
   // Storage shorter than the shape.
-  EXPECT_THAT(ErrorOf(Build(R"({"fc.w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,16]}})", 16)),
-              AllOf(HasSubstr("'fc.w'"), HasSubstr("does not match")));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"fc.w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,16]}})",
+          16)),
+      AllOf(HasSubstr("'fc.w'"), HasSubstr("does not match")));
   // A 2 GB+ tensor claimed by a small file.
-  EXPECT_THAT(ErrorOf(Build(R"({"big":{"dtype":"F32","shape":[65536,65536],"data_offsets":[0,17179869184]}})", 16)),
-              HasSubstr("'big'"));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"big":{"dtype":"F32","shape":[65536,65536],"data_offsets":[0,17179869184]}})",
+          16)),
+      HasSubstr("'big'"));
   // Overflowing shape.
-  EXPECT_THAT(ErrorOf(Build(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4)),
-              HasSubstr("'x'"));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})",
+          4)),
+      HasSubstr("'x'"));
   // Names that repeat.
-  EXPECT_THAT(ErrorOf(Build(R"({"w":{"dtype":"I8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}})", 1)),
-              AllOf(HasSubstr("'w'"), HasSubstr("more than once")));
-  EXPECT_THAT(ErrorOf(Build(R"({"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})", 8)),
-              HasSubstr("unsupported dtype C64"));
-  EXPECT_THAT(ErrorOf(Build(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
-              HasSubstr("'w'"));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"w":{"dtype":"I8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}})",
+          1)),
+      AllOf(HasSubstr("'w'"), HasSubstr("more than once")));
+  EXPECT_THAT(
+      ErrorOf(Build(R"({"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})",
+                    8)),
+      HasSubstr("unsupported dtype C64"));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
+      HasSubstr("'w'"));
 }
 
 // As the reference implementation: tensors' byte ranges tile the data exactly.
@@ -110,33 +134,50 @@ TEST(Safetensors, OverlappingTensorsAreAnErrorNamingBoth) {
   const std::string overlap = ErrorOf(Build(
       R"({"fc.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},"fc.bias":{"dtype":"F32","shape":[4],"data_offsets":[48,64]}})",
       64));
-  EXPECT_THAT(overlap, AllOf(HasSubstr("bad.safetensors"), HasSubstr("'fc.bias'"), HasSubstr("'fc.weight'"),
-                             HasSubstr("overlap")));
+  EXPECT_THAT(overlap,
+              AllOf(HasSubstr("bad.safetensors"), HasSubstr("'fc.bias'"),
+                    HasSubstr("'fc.weight'"), HasSubstr("overlap")));
   // The same range twice; and a zero-size tensor inside another.
-  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}})", 8)),
-              AllOf(HasSubstr("'a'"), HasSubstr("'b'"), HasSubstr("overlap")));
-  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"I8","shape":[0],"data_offsets":[4,4]}})", 8)),
-              AllOf(HasSubstr("'z'"), HasSubstr("'a'"), HasSubstr("overlap")));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}})",
+          8)),
+      AllOf(HasSubstr("'a'"), HasSubstr("'b'"), HasSubstr("overlap")));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"I8","shape":[0],"data_offsets":[4,4]}})",
+          8)),
+      AllOf(HasSubstr("'z'"), HasSubstr("'a'"), HasSubstr("overlap")));
 }
 
 TEST(Safetensors, BytesNoTensorCoversAreAnError) {
   // Before the first tensor: named by the tensor after the hole.
-  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8)),
-              AllOf(HasSubstr("'a'"), HasSubstr("hole"), HasSubstr("[0, 4)")));
+  EXPECT_THAT(
+      ErrorOf(
+          Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8)),
+      AllOf(HasSubstr("'a'"), HasSubstr("hole"), HasSubstr("[0, 4)")));
   // Between two tensors.
-  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8)),
-              AllOf(HasSubstr("'b'"), HasSubstr("hole"), HasSubstr("[2, 4)"), HasSubstr("after tensor 'a'")));
+  EXPECT_THAT(
+      ErrorOf(Build(
+          R"({"a":{"dtype":"I8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})",
+          8)),
+      AllOf(HasSubstr("'b'"), HasSubstr("hole"), HasSubstr("[2, 4)"),
+            HasSubstr("after tensor 'a'")));
   // After the last.
-  EXPECT_THAT(ErrorOf(Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 7)),
-              AllOf(HasSubstr("the last 3 data bytes"), HasSubstr("after tensor 'a'")));
-  EXPECT_THAT(ErrorOf(Build("{}", 5)), HasSubstr("the last 5 data bytes belong to no tensor"));
+  EXPECT_THAT(
+      ErrorOf(
+          Build(R"({"a":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 7)),
+      AllOf(HasSubstr("the last 3 data bytes"), HasSubstr("after tensor 'a'")));
+  EXPECT_THAT(ErrorOf(Build("{}", 5)),
+              HasSubstr("the last 5 data bytes belong to no tensor"));
 }
 
 TEST(Safetensors, ZeroSizeTensorsMaySitWhereAnotherStartsOrAtTheEnd) {
   auto model = ParseSafetensors(
-      Build(R"({"b":{"dtype":"I8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"I8","shape":[0],"data_offsets":[0,0]},)"
-            R"("c":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}})",
-            4),
+      Build(
+          R"({"b":{"dtype":"I8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"I8","shape":[0],"data_offsets":[0,0]},)"
+          R"("c":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}})",
+          4),
       "zero.safetensors");
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_EQ(model->tensors.size(), 3u);
@@ -147,15 +188,21 @@ TEST(Safetensors, ZeroSizeTensorsMaySitWhereAnotherStartsOrAtTheEnd) {
 }
 
 TEST(Safetensors, MissingFileIsNotFound) {
-  EXPECT_EQ(ReadSafetensorsFile("/nonexistent/model.safetensors").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      ReadSafetensorsFile("/nonexistent/model.safetensors").status().code(),
+      absl::StatusCode::kNotFound);
 }
 
 TEST(Safetensors, TruncatedFixtureIsAnError) {
-  std::vector<uint8_t> bytes = ReadFileBytes(Fixture("mixed.safetensors")).value();
-  for (size_t keep : {size_t{0}, size_t{7}, size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
-    auto model = ParseSafetensors(absl::MakeConstSpan(bytes.data(), keep), "cut.safetensors");
+  std::vector<uint8_t> bytes =
+      ReadFileBytes(Fixture("mixed.safetensors")).value();
+  for (size_t keep : {size_t{0}, size_t{7}, size_t{100}, bytes.size() / 2,
+                      bytes.size() - 1}) {
+    auto model = ParseSafetensors(absl::MakeConstSpan(bytes.data(), keep),
+                                  "cut.safetensors");
     EXPECT_FALSE(model.ok()) << keep;
-    EXPECT_THAT(std::string(model.status().message()), HasSubstr("cut.safetensors"));
+    EXPECT_THAT(std::string(model.status().message()),
+                HasSubstr("cut.safetensors"));
   }
 }
 

@@ -14,14 +14,17 @@ namespace {
 
 using Kind = PickleValue::Kind;
 
-absl::Status Invalid(absl::string_view source, absl::string_view tensor, absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"), ": ", what));
+absl::Status Invalid(absl::string_view source, absl::string_view tensor,
+                     absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      source, tensor.empty() ? "" : absl::StrCat(": tensor '", tensor, "'"),
+      ": ", what));
 }
 
 const PickleRef* Lookup(const PickleValue& dict, absl::string_view key) {
   for (size_t i = 0; i + 1 < dict.items.size(); i += 2) {
-    if (dict.items[i]->kind == Kind::kString && dict.items[i]->text == key) return &dict.items[i + 1];
+    if (dict.items[i]->kind == Kind::kString && dict.items[i]->text == key)
+      return &dict.items[i + 1];
   }
   return nullptr;
 }
@@ -34,22 +37,31 @@ bool IsTensorDict(const PickleValue& v) {
   return true;
 }
 
-// Checks a view against its storage: every element it addresses lies inside the storage.
-absl::Status CheckView(const TensorView& view, absl::string_view source, absl::string_view name) {
-  ASSIGN_OR_RETURN(const int64_t elements, CheckedNumElements(view.shape, absl::StrCat(source, ": tensor '", name, "'")));
+// Checks a view against its storage: every element it addresses lies inside the
+// storage.
+absl::Status CheckView(const TensorView& view, absl::string_view source,
+                       absl::string_view name) {
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(view.shape,
+                         absl::StrCat(source, ": tensor '", name, "'")));
   if (view.offset < 0) return Invalid(source, name, "negative storage offset");
   if (elements == 0) return absl::OkStatus();
   int64_t last = view.offset;  // highest element index the view touches
   for (size_t i = 0; i < view.shape.size(); ++i) {
     if (view.strides[i] < 0) return Invalid(source, name, "negative stride");
-    const __int128 reach = static_cast<__int128>(view.shape[i] - 1) * view.strides[i];
-    if (reach > INT64_MAX - last) return Invalid(source, name, "view overflows 64 bits");
+    const __int128 reach =
+        static_cast<__int128>(view.shape[i] - 1) * view.strides[i];
+    if (reach > INT64_MAX - last)
+      return Invalid(source, name, "view overflows 64 bits");
     last += static_cast<int64_t>(reach);
   }
   if (last >= view.storage_numel) {
-    return Invalid(source, name, absl::StrCat("shape ", ShapeToString(view.shape), " at offset ", view.offset,
-                                              " needs ", last + 1, " elements, its storage holds ",
-                                              view.storage_numel));
+    return Invalid(
+        source, name,
+        absl::StrCat("shape ", ShapeToString(view.shape), " at offset ",
+                     view.offset, " needs ", last + 1,
+                     " elements, its storage holds ", view.storage_numel));
   }
   return absl::OkStatus();
 }
@@ -67,11 +79,14 @@ bool IsContiguous(const TensorView& view) {
 bool CoversStorage(const TensorView& view) {
   int64_t elements = 1;
   for (int64_t d : view.shape) elements *= d;
-  return view.offset == 0 && elements == view.storage_numel && IsContiguous(view);
+  return view.offset == 0 && elements == view.storage_numel &&
+         IsContiguous(view);
 }
 
-// Copies the elements of `view` out of `storage` into a contiguous row-major buffer.
-std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& storage) {
+// Copies the elements of `view` out of `storage` into a contiguous row-major
+// buffer.
+std::vector<uint8_t> Gather(const TensorView& view,
+                            const std::vector<uint8_t>& storage) {
   const size_t element = DTypeSize(view.dtype);
   int64_t elements = 1;
   for (int64_t d : view.shape) elements *= d;
@@ -84,8 +99,10 @@ std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& 
   std::vector<int64_t> index(view.shape.size(), 0);
   for (int64_t n = 0; n < elements; ++n) {
     int64_t source = view.offset;
-    for (size_t d = 0; d < index.size(); ++d) source += index[d] * view.strides[d];
-    std::memcpy(out.data() + n * element, storage.data() + source * element, element);
+    for (size_t d = 0; d < index.size(); ++d)
+      source += index[d] * view.strides[d];
+    std::memcpy(out.data() + n * element, storage.data() + source * element,
+                element);
     for (size_t d = index.size(); d-- > 0;) {
       if (++index[d] < view.shape[d]) break;
       index[d] = 0;
@@ -96,13 +113,14 @@ std::vector<uint8_t> Gather(const TensorView& view, const std::vector<uint8_t>& 
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(const PickleRef& root,
-                                                                              absl::string_view source) {
+absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(
+    const PickleRef& root, absl::string_view source) {
   const PickleValue* dict = nullptr;
   if (IsTensorDict(*root)) {
     dict = root;
   } else if (root->kind == Kind::kDict) {
-    for (const char* key : {"state_dict", "model", "model_state_dict", "module"}) {
+    for (const char* key :
+         {"state_dict", "model", "model_state_dict", "module"}) {
       const PickleRef* entry = Lookup(*root, key);
       if (entry && IsTensorDict(**entry)) {
         dict = *entry;
@@ -114,32 +132,47 @@ absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(co
     std::vector<std::string> keys;
     if (root->kind == Kind::kDict) {
       for (size_t i = 0; i < root->items.size() && keys.size() < 10; i += 2) {
-        keys.push_back(root->items[i]->kind == Kind::kString ? root->items[i]->text : root->items[i]->Describe());
+        keys.push_back(root->items[i]->kind == Kind::kString
+                           ? root->items[i]->text
+                           : root->items[i]->Describe());
       }
     }
-    return Invalid(source, "", absl::StrCat("no state_dict found: the file holds a ", root->Describe(),
-                                            keys.empty() ? "" : absl::StrCat(" with keys [", absl::StrJoin(keys, ", "), "]"),
-                                            "; expected a dict of tensors, or one under \"state_dict\" or \"model\""));
+    return Invalid(
+        source, "",
+        absl::StrCat(
+            "no state_dict found: the file holds a ", root->Describe(),
+            keys.empty()
+                ? ""
+                : absl::StrCat(" with keys [", absl::StrJoin(keys, ", "), "]"),
+            "; expected a dict of tensors, or one under \"state_dict\" or "
+            "\"model\""));
   }
   std::vector<std::pair<std::string, TensorView>> out;
   absl::flat_hash_set<std::string> seen;
   for (size_t i = 0; i + 1 < dict->items.size(); i += 2) {
-    if (dict->items[i]->kind != Kind::kString) return Invalid(source, "", "a state_dict key is not a string");
+    if (dict->items[i]->kind != Kind::kString)
+      return Invalid(source, "", "a state_dict key is not a string");
     const std::string& name = dict->items[i]->text;
-    if (!seen.insert(name).second) return Invalid(source, name, "name appears more than once");
+    if (!seen.insert(name).second)
+      return Invalid(source, name, "name appears more than once");
     out.emplace_back(name, dict->items[i + 1]->tensor);
   }
   return out;
 }
 
-absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view source) {
-  if (!records.HasRecord("data.pkl")) return Invalid(source, "", "zip archive without data.pkl: not a torch.save file");
-  ASSIGN_OR_RETURN(const std::vector<uint8_t> pickle, records.ReadRecord("data.pkl"));
+absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
+                                    absl::string_view source) {
+  if (!records.HasRecord("data.pkl"))
+    return Invalid(source, "",
+                   "zip archive without data.pkl: not a torch.save file");
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> pickle,
+                   records.ReadRecord("data.pkl"));
   ASSIGN_OR_RETURN(const PickleDocument document, ReadPickle(pickle, source));
   ASSIGN_OR_RETURN(const auto views, FindStateDict(document.root, source));
 
   // Check every view first, and agree on each storage's dtype and size.
-  absl::flat_hash_map<std::string, std::vector<size_t>> by_storage;  // key -> tensor indices
+  absl::flat_hash_map<std::string, std::vector<size_t>>
+      by_storage;  // key -> tensor indices
   std::vector<std::string> storage_order;
   for (size_t i = 0; i < views.size(); ++i) {
     const auto& [name, view] = views[i];
@@ -154,27 +187,39 @@ absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view sou
     const std::vector<size_t>& users = by_storage[key];
     const TensorView& first = views[users.front()].second;
     const std::string record = absl::StrCat("data/", key);
-    if (!records.HasRecord(record)) return Invalid(source, views[users.front()].first, absl::StrCat("missing record ", record));
-    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
-    const uint64_t needed = static_cast<uint64_t>(first.storage_numel) * DTypeSize(first.dtype);
-    if (storage.size() < needed) {
+    if (!records.HasRecord(record))
       return Invalid(source, views[users.front()].first,
-                     absl::StrCat("storage record ", record, " holds ", storage.size(), " bytes, its header claims ", needed));
+                     absl::StrCat("missing record ", record));
+    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
+    const uint64_t needed =
+        static_cast<uint64_t>(first.storage_numel) * DTypeSize(first.dtype);
+    if (storage.size() < needed) {
+      return Invalid(
+          source, views[users.front()].first,
+          absl::StrCat("storage record ", record, " holds ", storage.size(),
+                       " bytes, its header claims ", needed));
     }
     for (size_t index : users) {
       const auto& [name, view] = views[index];
-      if (view.dtype != first.dtype || view.storage_numel != first.storage_numel) {
-        return Invalid(source, name, "shares a storage with a tensor of another dtype or size");
+      if (view.dtype != first.dtype ||
+          view.storage_numel != first.storage_numel) {
+        return Invalid(
+            source, name,
+            "shares a storage with a tensor of another dtype or size");
       }
     }
-    // The common case, one contiguous tensor filling its storage, takes the record as it is.
+    // The common case, one contiguous tensor filling its storage, takes the
+    // record as it is.
     if (users.size() == 1 && storage.size() == needed && CoversStorage(first)) {
-      model.tensors[users.front()] = Tensor{views[users.front()].first, first.shape, first.dtype, std::move(storage)};
+      model.tensors[users.front()] =
+          Tensor{views[users.front()].first, first.shape, first.dtype,
+                 std::move(storage)};
       continue;
     }
     for (size_t index : users) {
       const auto& [name, view] = views[index];
-      model.tensors[index] = Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+      model.tensors[index] =
+          Tensor{name, view.shape, view.dtype, Gather(view, storage)};
     }
   }
   return model;

@@ -1,8 +1,9 @@
-// Reads checkpoints written by torch.save (zip format): finds the state_dict in the pickled
-// object (the object itself, or its "state_dict" / "model" / "model_state_dict" entry), checks
-// every tensor view against its storage, and copies each storage record once however many
-// tensors share it. The zip records come from a RecordReader (libtorch_io.h provides the real
-// one), so this file holds no libtorch code. Thread-compatible.
+// Reads checkpoints written by torch.save (zip format): finds the state_dict in
+// the pickled object (the object itself, or its "state_dict" / "model" /
+// "model_state_dict" entry), checks every tensor view against its storage, and
+// copies each storage record once however many tensors share it. The zip
+// records come from a RecordReader (libtorch_io.h provides the real one), so
+// this file holds no libtorch code. Thread-compatible.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_TORCH_CHECKPOINT_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_TORCH_CHECKPOINT_H_
 
@@ -16,20 +17,23 @@
 
 namespace weightcast {
 
-// Named records of an archive ("data.pkl", "data/0", ...), without the archive's folder prefix.
+// Named records of an archive ("data.pkl", "data/0", ...), without the
+// archive's folder prefix.
 class RecordReader {
  public:
   virtual ~RecordReader() = default;
   virtual bool HasRecord(const std::string& name) = 0;
-  virtual absl::StatusOr<std::vector<uint8_t>> ReadRecord(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<uint8_t>> ReadRecord(
+      const std::string& name) = 0;
 };
 
 // `source` names the file in errors.
-absl::StatusOr<Model> ReadTorchSave(RecordReader& records, absl::string_view source);
+absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
+                                    absl::string_view source);
 
 // The state_dict inside an unpickled object, as (name, tensor view) in order.
-absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(const PickleRef& root,
-                                                                              absl::string_view source);
+absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(
+    const PickleRef& root, absl::string_view source);
 
 }  // namespace weightcast
 

@@ -1,4 +1,5 @@
-// The only file of weightcast_eval that includes libtorch headers (each costs ~18 s to compile).
+// The only file of weightcast_eval that includes libtorch headers (each costs
+// ~18 s to compile).
 #include "common/eval/evaluator.h"
 
 #include <ATen/Parallel.h>
@@ -18,13 +19,18 @@ namespace {
 
 constexpr int64_t kBatch = 500;
 
-// torch::jit::load accepts a tensor whose storage record is shorter than its sizes, strides and
-// offset reach; copying weights into it would write past the allocation.
-absl::Status CheckWithinStorage(const std::string& name, const torch::Tensor& t) {
+// torch::jit::load accepts a tensor whose storage record is shorter than its
+// sizes, strides and offset reach; copying weights into it would write past the
+// allocation.
+absl::Status CheckWithinStorage(const std::string& name,
+                                const torch::Tensor& t) {
   if (t.layout() != torch::kStrided || !t.has_storage()) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()), " is not dense"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' ", ShapeToString(t.sizes().vec()),
+                     " is not dense"));
   }
-  return CheckStridedExtent(name, t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.element_size(),
+  return CheckStridedExtent(name, t.sizes().vec(), t.strides().vec(),
+                            t.storage_offset(), t.element_size(),
                             t.storage().nbytes());
 }
 
@@ -45,7 +51,8 @@ const Tensor* Find(const Model& model, const std::string& name) {
 struct Evaluator::State {
   std::string module_path;
   torch::jit::Module module;
-  std::map<std::string, torch::Tensor> slots;  // the module's parameters and buffers by name
+  std::map<std::string, torch::Tensor>
+      slots;  // the module's parameters and buffers by name
   torch::Tensor inputs;
   torch::Tensor labels;  // int64
 };
@@ -53,41 +60,55 @@ struct Evaluator::State {
 Evaluator::Evaluator(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Evaluator::~Evaluator() = default;
 
-absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(const std::string& module_path, const std::string& data_path) {
+absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(
+    const std::string& module_path, const std::string& data_path) {
   auto state = std::make_unique<State>();
   state->module_path = module_path;
   at::set_num_threads(1);  // callers parallelize across evaluations
-  // The module is untrusted bytes: everything libtorch does with it until it is known sound may
-  // throw (c10::Error, and the TorchScript compiler's ErrorReport or runtime_error on damaged code/).
+  // The module is untrusted bytes: everything libtorch does with it until it is
+  // known sound may throw (c10::Error, and the TorchScript compiler's
+  // ErrorReport or runtime_error on damaged code/).
   RETURN_IF_ERROR(CheckTorchScriptArchive(module_path));
   try {
     state->module = torch::jit::load(module_path);
     state->module.eval();
-    for (const auto& p : state->module.named_parameters(/*recurse=*/true)) state->slots[p.name] = p.value;
-    for (const auto& b : state->module.named_buffers(/*recurse=*/true)) state->slots[b.name] = b.value;
+    for (const auto& p : state->module.named_parameters(/*recurse=*/true))
+      state->slots[p.name] = p.value;
+    for (const auto& b : state->module.named_buffers(/*recurse=*/true))
+      state->slots[b.name] = b.value;
     for (const auto& [name, value] : state->slots) {
       if (absl::Status fits = CheckWithinStorage(name, value); !fits.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(module_path, ": ", fits.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(module_path, ": ", fits.message()));
       }
     }
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(module_path, ": the TorchScript module does not fit in memory"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        module_path, ": the TorchScript module does not fit in memory"));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(module_path, ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        module_path,
+        ": not a loadable TorchScript module: ", BriefLibtorchError(e)));
   }
 
   ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));
   const Tensor* inputs = Find(data, "inputs");
   const Tensor* labels = Find(data, "labels");
   if (inputs == nullptr || labels == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(data_path, ": an evaluation set needs tensors \"inputs\" and \"labels\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        data_path,
+        ": an evaluation set needs tensors \"inputs\" and \"labels\""));
   }
   if (IsFloatingPoint(labels->dtype) || labels->shape.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(data_path, ": \"labels\" must be a 1-D integer tensor of class indices"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        data_path,
+        ": \"labels\" must be a 1-D integer tensor of class indices"));
   }
-  if (inputs->shape.empty() || inputs->shape[0] != labels->shape[0] || inputs->shape[0] == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(data_path, ": \"inputs\" ", ShapeToString(inputs->shape),
-                                                   " must have one row per label (", labels->shape[0], ")"));
+  if (inputs->shape.empty() || inputs->shape[0] != labels->shape[0] ||
+      inputs->shape[0] == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_path, ": \"inputs\" ", ShapeToString(inputs->shape),
+                     " must have one row per label (", labels->shape[0], ")"));
   }
   ASSIGN_OR_RETURN(state->inputs, ToTorch(*inputs));
   ASSIGN_OR_RETURN(torch::Tensor labels_float, ToTorch(*labels));
@@ -101,18 +122,22 @@ absl::Status Evaluator::CheckFits(const Model& model) const {
   for (const Tensor& t : model.tensors) {
     auto slot = state_->slots.find(t.name);
     if (slot == state_->slots.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a parameter or buffer of the evaluation module ",
-                                                     state_->module_path));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", t.name,
+          " is not a parameter or buffer of the evaluation module ",
+          state_->module_path));
     }
     if (slot->second.sizes().vec() != t.shape) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " has shape ", ShapeToString(t.shape),
-                                                     " but the evaluation module's is ",
-                                                     ShapeToString(slot->second.sizes().vec())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", t.name, " has shape ", ShapeToString(t.shape),
+                       " but the evaluation module's is ",
+                       ShapeToString(slot->second.sizes().vec())));
     }
   }
   for (const auto& [name, value] : state_->slots) {
     if (Find(model, name) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("the evaluation module's ", name, " is not in the checkpoint"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the evaluation module's ", name, " is not in the checkpoint"));
     }
   }
   return absl::OkStatus();
@@ -130,19 +155,26 @@ absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
     }
     for (int64_t begin = 0; begin < n; begin += kBatch) {
       const int64_t end = std::min(n, begin + kBatch);
-      torch::Tensor logits = state_->module.forward({state_->inputs.slice(0, begin, end)}).toTensor();
-      if (logits.dim() != 2 || logits.size(0) != end - begin || logits.size(1) < 2) {
-        return absl::InvalidArgumentError(absl::StrCat("the evaluation module returned ", ShapeToString(logits.sizes().vec()),
-                                                       " for ", end - begin, " inputs; expected [examples, classes]"));
+      torch::Tensor logits =
+          state_->module.forward({state_->inputs.slice(0, begin, end)})
+              .toTensor();
+      if (logits.dim() != 2 || logits.size(0) != end - begin ||
+          logits.size(1) < 2) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the evaluation module returned ",
+                         ShapeToString(logits.sizes().vec()), " for ",
+                         end - begin, " inputs; expected [examples, classes]"));
       }
       const torch::Tensor best = std::get<1>(logits.topk(2, 1));
-      const torch::Tensor truth = state_->labels.slice(0, begin, end).unsqueeze(1);
+      const torch::Tensor truth =
+          state_->labels.slice(0, begin, end).unsqueeze(1);
       const torch::Tensor hits = best.eq(truth);
       top1 += hits.select(1, 0).sum().item<int64_t>();
       top2 += hits.any(1).sum().item<int64_t>();
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
   }
   return Accuracy{100.0 * top1 / n, 100.0 * top2 / n, n};
 }

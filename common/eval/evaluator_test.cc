@@ -13,14 +13,17 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Fixture(const std::string& name) { return std::string(WEIGHTCAST_FIXTURE_DIR) + "/" + name; }
+std::string Fixture(const std::string& name) {
+  return std::string(WEIGHTCAST_FIXTURE_DIR) + "/" + name;
+}
 
-// SmallNet (conv, BatchNorm, two FC) scripted by PyTorch, its checkpoint and an evaluation set
-// whose accuracy PyTorch computed.
+// SmallNet (conv, BatchNorm, two FC) scripted by PyTorch, its checkpoint and an
+// evaluation set whose accuracy PyTorch computed.
 class EvaluatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto evaluator = Evaluator::Load(Fixture("script.pt"), Fixture("eval_data.pt"));
+    auto evaluator =
+        Evaluator::Load(Fixture("script.pt"), Fixture("eval_data.pt"));
     ASSERT_TRUE(evaluator.ok()) << evaluator.status();
     evaluator_ = *std::move(evaluator);
     auto model = ReadCheckpoint(Fixture("cnn_bn.pt"));
@@ -49,7 +52,8 @@ TEST_F(EvaluatorTest, DifferentWeightsGiveADifferentAccuracyAndBackAgain) {
   }
   auto broken = evaluator_->Evaluate(zeroed);
   ASSERT_TRUE(broken.ok());
-  auto again = evaluator_->Evaluate(model_);  // every tensor is replaced on each call
+  auto again =
+      evaluator_->Evaluate(model_);  // every tensor is replaced on each call
   ASSERT_TRUE(again.ok());
   EXPECT_NE(broken->top1, again->top1);
   EXPECT_DOUBLE_EQ(again->top1, 50.0);
@@ -58,14 +62,17 @@ TEST_F(EvaluatorTest, DifferentWeightsGiveADifferentAccuracyAndBackAgain) {
 TEST_F(EvaluatorTest, NamesTheTensorThatDoesNotFit) {
   Model other = model_;
   other.tensors[0].shape = {1, 2, 3};
-  EXPECT_THAT(std::string(evaluator_->CheckFits(other).message()), HasSubstr(other.tensors[0].name));
+  EXPECT_THAT(std::string(evaluator_->CheckFits(other).message()),
+              HasSubstr(other.tensors[0].name));
   Model missing = model_;
   const std::string dropped = missing.tensors.back().name;
   missing.tensors.pop_back();
-  EXPECT_THAT(std::string(evaluator_->CheckFits(missing).message()), HasSubstr(dropped));
+  EXPECT_THAT(std::string(evaluator_->CheckFits(missing).message()),
+              HasSubstr(dropped));
   auto mlp = ReadCheckpoint(Fixture("mlp.pt"));
   ASSERT_TRUE(mlp.ok());
-  EXPECT_EQ(evaluator_->Evaluate(*mlp).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(evaluator_->Evaluate(*mlp).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
@@ -73,8 +80,10 @@ TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
   EXPECT_EQ(not_module.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(not_module.status().message()), HasSubstr("mlp.pt"));
   auto no_labels = Evaluator::Load(Fixture("script.pt"), Fixture("mlp.pt"));
-  EXPECT_THAT(std::string(no_labels.status().message()), HasSubstr("\"labels\""));
-  auto missing = Evaluator::Load(Fixture("script.pt"), Fixture("no_such_file.pt"));
+  EXPECT_THAT(std::string(no_labels.status().message()),
+              HasSubstr("\"labels\""));
+  auto missing =
+      Evaluator::Load(Fixture("script.pt"), Fixture("no_such_file.pt"));
   EXPECT_FALSE(missing.ok());
 }
 
@@ -82,12 +91,16 @@ TEST(Evaluator, DamagedTorchScriptModuleIsInvalidArgumentSayingWhy) {
   const std::pair<std::string, std::string> damaged[] = {
       {"script_bad_syntax.pt", "expected"},
       {"script_unknown_op.pt", "aten::no_such_op"},
-      {"script_short_storage.pt", "record data/7 holds 2768896 bytes"},  // else written past
-      {"script_view_past_storage.pt", "tensor 'fc2.bias' [10] reaches past its stored data"}};
+      {"script_short_storage.pt",
+       "record data/7 holds 2768896 bytes"},  // else written past
+      {"script_view_past_storage.pt",
+       "tensor 'fc2.bias' [10] reaches past its stored data"}};
   for (const auto& [fixture, why] : damaged) {
     auto evaluator = Evaluator::Load(Fixture(fixture), Fixture("eval_data.pt"));
-    EXPECT_EQ(evaluator.status().code(), absl::StatusCode::kInvalidArgument) << fixture;
-    EXPECT_THAT(std::string(evaluator.status().message()), testing::AllOf(HasSubstr(fixture), HasSubstr(why)));
+    EXPECT_EQ(evaluator.status().code(), absl::StatusCode::kInvalidArgument)
+        << fixture;
+    EXPECT_THAT(std::string(evaluator.status().message()),
+                testing::AllOf(HasSubstr(fixture), HasSubstr(why)));
   }
 }
 

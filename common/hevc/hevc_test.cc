@@ -13,12 +13,14 @@ namespace {
 using ::testing::HasSubstr;
 
 Plane SmoothPlane(int width, int height) {
-  Plane plane{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height)};
+  Plane plane{width, height,
+              std::vector<uint8_t>(static_cast<size_t>(width) * height)};
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> noise(-6, 6);
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
-      plane.pixels[y * width + x] = static_cast<uint8_t>(128 + (x + 2 * y) % 40 - 20 + noise(rng));
+      plane.pixels[y * width + x] =
+          static_cast<uint8_t>(128 + (x + 2 * y) % 40 - 20 + noise(rng));
     }
   }
   return plane;
@@ -48,8 +50,9 @@ TEST(Picture, PaddingReplicatesEdgesAndNeverLeaks) {
   EXPECT_EQ(plane.width, kCtuSize);
   EXPECT_EQ(plane.height, kCtuSize);
   EXPECT_EQ(plane.pixels[0], 129);
-  EXPECT_EQ(plane.pixels[kCtuSize - 1], 131);                   // right edge replicates 3
-  EXPECT_EQ(plane.pixels[(kCtuSize - 1) * kCtuSize], 124);      // bottom edge replicates -4
+  EXPECT_EQ(plane.pixels[kCtuSize - 1], 131);  // right edge replicates 3
+  EXPECT_EQ(plane.pixels[(kCtuSize - 1) * kCtuSize],
+            124);  // bottom edge replicates -4
   std::vector<int8_t> back(6, 99);
   InsertTile(plane, TileRect{0, 0, 2, 3}, 3, absl::MakeSpan(back));
   EXPECT_EQ(back, m);
@@ -64,7 +67,8 @@ TEST(Picture, MatrixViewFlattensTrailingDimensions) {
 
 TEST(Hevc, LosslessIsBitExact) {
   const Plane plane = SmoothPlane(64, 40);
-  auto bitstream = EncodeIntraPicture(plane, {.qp = 0, .lossless = true, .preset = "ultrafast"});
+  auto bitstream = EncodeIntraPicture(
+      plane, {.qp = 0, .lossless = true, .preset = "ultrafast"});
   ASSERT_TRUE(bitstream.ok()) << bitstream.status();
   auto decoded = DecodeIntraPicture(*bitstream, 64, 40);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
@@ -92,13 +96,15 @@ TEST(Hevc, HigherQpGivesFewerBytesAndMoreError) {
   }
 }
 
-// Weights-like pictures: Gaussian values around 128 (an int8 matrix + 128), and a "fine-tuned"
-// copy where a fraction of the values moved by a small step.
+// Weights-like pictures: Gaussian values around 128 (an int8 matrix + 128), and
+// a "fine-tuned" copy where a fraction of the values moved by a small step.
 Plane GaussianPlane(int width, int height, uint32_t seed) {
-  Plane plane{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height)};
+  Plane plane{width, height,
+              std::vector<uint8_t>(static_cast<size_t>(width) * height)};
   std::mt19937 rng(seed);
   std::normal_distribution<double> value(128, 20);
-  for (uint8_t& p : plane.pixels) p = static_cast<uint8_t>(std::clamp(std::lround(value(rng)), 0L, 255L));
+  for (uint8_t& p : plane.pixels)
+    p = static_cast<uint8_t>(std::clamp(std::lround(value(rng)), 0L, 255L));
   return plane;
 }
 
@@ -113,9 +119,11 @@ Plane Nudged(const Plane& plane, double fraction, uint32_t seed) {
   return out;
 }
 
-std::vector<uint8_t> Concat(std::initializer_list<const std::vector<uint8_t>*> parts) {
+std::vector<uint8_t> Concat(
+    std::initializer_list<const std::vector<uint8_t>*> parts) {
   std::vector<uint8_t> out;
-  for (const auto* part : parts) out.insert(out.end(), part->begin(), part->end());
+  for (const auto* part : parts)
+    out.insert(out.end(), part->begin(), part->end());
   return out;
 }
 
@@ -136,7 +144,9 @@ TEST(HevcSequence, FirstPictureIsCodedExactlyAsTheIntraPicture) {
   // Per-picture QPs: a picture forced to QP 32 is the intra picture at 32.
   auto forced = EncodeSequence({&a}, {32}, {.qp = 22});
   ASSERT_TRUE(forced.ok()) << forced.status();
-  EXPECT_EQ(forced->pictures[0], SplitParameterSets(EncodeIntraPicture(a, {.qp = 32}).value()).pictures[0]);
+  EXPECT_EQ(forced->pictures[0],
+            SplitParameterSets(EncodeIntraPicture(a, {.qp = 32}).value())
+                .pictures[0]);
 }
 
 TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
@@ -145,25 +155,33 @@ TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
   const HevcEncodeOptions options{.qp = 27};
   const std::vector<uint8_t> intra_a = EncodeIntraPicture(a, options).value();
   const HevcSequence sequence = EncodeSequence({&a, &b}, {}, options).value();
-  // What a device holds (A's intra bitstream) + what it is sent (parameter sets + P picture).
+  // What a device holds (A's intra bitstream) + what it is sent (parameter sets
+  // + P picture).
   const HevcSequence held = SplitParameterSets(intra_a);
-  const std::vector<uint8_t> stitched = Concat({&sequence.parameter_sets, &held.pictures[0], &sequence.pictures[1]});
+  const std::vector<uint8_t> stitched = Concat(
+      {&sequence.parameter_sets, &held.pictures[0], &sequence.pictures[1]});
   auto decoded = DecodeSequence(stitched, 256, 128, 2);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   ASSERT_EQ(decoded->size(), 2u);
-  const std::vector<uint8_t> whole = Concat({&sequence.parameter_sets, &sequence.pictures[0], &sequence.pictures[1]});
+  const std::vector<uint8_t> whole = Concat(
+      {&sequence.parameter_sets, &sequence.pictures[0], &sequence.pictures[1]});
   auto reference = DecodeSequence(whole, 256, 128, 2);
   ASSERT_TRUE(reference.ok()) << reference.status();
-  EXPECT_EQ((*decoded)[0].pixels, DecodeIntraPicture(intra_a, 256, 128).value().pixels);
+  EXPECT_EQ((*decoded)[0].pixels,
+            DecodeIntraPicture(intra_a, 256, 128).value().pixels);
   EXPECT_EQ((*decoded)[1].pixels, (*reference)[1].pixels);
   // The P picture costs a fraction of B coded on its own.
   const size_t intra_b = EncodeIntraPicture(b, options).value().size();
-  EXPECT_LT(sequence.pictures[1].size() * 2, intra_b) << sequence.pictures[1].size() << " vs " << intra_b;
-  // Against another base the P picture decodes to something else: libde265 does not know the
-  // base was wrong, so callers check the base's digest before and the result's after.
+  EXPECT_LT(sequence.pictures[1].size() * 2, intra_b)
+      << sequence.pictures[1].size() << " vs " << intra_b;
+  // Against another base the P picture decodes to something else: libde265 does
+  // not know the base was wrong, so callers check the base's digest before and
+  // the result's after.
   const Plane other = GaussianPlane(256, 128, 5);
-  const HevcSequence wrong = SplitParameterSets(EncodeIntraPicture(other, options).value());
-  const std::vector<uint8_t> misapplied = Concat({&sequence.parameter_sets, &wrong.pictures[0], &sequence.pictures[1]});
+  const HevcSequence wrong =
+      SplitParameterSets(EncodeIntraPicture(other, options).value());
+  const std::vector<uint8_t> misapplied = Concat(
+      {&sequence.parameter_sets, &wrong.pictures[0], &sequence.pictures[1]});
   auto garbage = DecodeSequence(misapplied, 256, 128, 2);
   ASSERT_TRUE(garbage.ok()) << garbage.status();
   EXPECT_NE((*garbage)[1].pixels, (*reference)[1].pixels);
@@ -171,31 +189,41 @@ TEST(HevcSequence, APPictureDecodesAgainstTheStoredIntraPictureBitExactly) {
 
 TEST(Hevc, EncoderRejectsBadOptions) {
   const Plane plane = SmoothPlane(32, 32);
-  EXPECT_THAT(std::string(EncodeIntraPicture(plane, {.qp = 60}).status().message()), HasSubstr("QP 60"));
-  EXPECT_THAT(std::string(EncodeIntraPicture(plane, {.preset = "warp"}).status().message()),
-              HasSubstr("warp"));
-  EXPECT_FALSE(EncodeIntraPicture(Plane{20, 32, std::vector<uint8_t>(640)}, {}).ok());
+  EXPECT_THAT(
+      std::string(EncodeIntraPicture(plane, {.qp = 60}).status().message()),
+      HasSubstr("QP 60"));
+  EXPECT_THAT(
+      std::string(
+          EncodeIntraPicture(plane, {.preset = "warp"}).status().message()),
+      HasSubstr("warp"));
+  EXPECT_FALSE(
+      EncodeIntraPicture(Plane{20, 32, std::vector<uint8_t>(640)}, {}).ok());
 }
 
 TEST(Hevc, DecoderRejectsWrongSizeAndGarbage) {
   const Plane plane = SmoothPlane(64, 64);
   auto bitstream = EncodeIntraPicture(plane, {.qp = 27, .preset = "ultrafast"});
   ASSERT_TRUE(bitstream.ok());
-  EXPECT_EQ(DecodeIntraPicture(*bitstream, 64, 32).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeIntraPicture(*bitstream, 64, 32).status().code(),
+            absl::StatusCode::kDataLoss);
   std::vector<uint8_t> garbage(500, 0x5a);
-  EXPECT_EQ(DecodeIntraPicture(garbage, 64, 64).status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(DecodeIntraPicture({}, 64, 64).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeIntraPicture(garbage, 64, 64).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeIntraPicture({}, 64, 64).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
-// Fuzz-style: every truncation and many bit flips of a real bitstream give an error or a
-// picture of the expected size; never a crash (this runs under ASan with scripts/test --asan).
+// Fuzz-style: every truncation and many bit flips of a real bitstream give an
+// error or a picture of the expected size; never a crash (this runs under ASan
+// with scripts/test --asan).
 TEST(Hevc, TruncatedAndBitFlippedBitstreamsNeverCrash) {
   const Plane plane = SmoothPlane(96, 64);
   auto bitstream = EncodeIntraPicture(plane, {.qp = 27, .preset = "ultrafast"});
   ASSERT_TRUE(bitstream.ok());
   int errors = 0;
   for (size_t length = 0; length < bitstream->size(); length += 7) {
-    auto decoded = DecodeIntraPicture(absl::MakeConstSpan(bitstream->data(), length), 96, 64);
+    auto decoded = DecodeIntraPicture(
+        absl::MakeConstSpan(bitstream->data(), length), 96, 64);
     if (decoded.ok()) {
       EXPECT_EQ(decoded->pixels.size(), 96u * 64u);
     } else {
@@ -207,7 +235,8 @@ TEST(Hevc, TruncatedAndBitFlippedBitstreamsNeverCrash) {
   for (int trial = 0; trial < 300; ++trial) {
     std::vector<uint8_t> damaged = *bitstream;
     for (int flips = 0; flips < 1 + trial % 4; ++flips) {
-      damaged[rng() % damaged.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+      damaged[rng() % damaged.size()] ^=
+          static_cast<uint8_t>(1u << (rng() % 8));
     }
     auto decoded = DecodeIntraPicture(damaged, 96, 64);
     if (decoded.ok()) {

@@ -1,5 +1,6 @@
-// Annex-B framing: an HEVC byte stream is NAL units, each after a 00 00 01 start code (with a
-// leading zero byte for parameter sets and a picture's first unit). Pure functions.
+// Annex-B framing: an HEVC byte stream is NAL units, each after a 00 00 01
+// start code (with a leading zero byte for parameter sets and a picture's first
+// unit). Pure functions.
 #ifndef WEIGHTCAST_COMMON_HEVC_NAL_UNITS_H_
 #define WEIGHTCAST_COMMON_HEVC_NAL_UNITS_H_
 
@@ -10,11 +11,13 @@
 
 namespace weightcast {
 
-// Calls `fn` with each NAL unit of `bitstream` (its start code included) and its nal_unit_type
-// (-1 when the unit is too short to have a header). Bytes before the first start code are
-// skipped.
-void ForEachNalUnit(absl::Span<const uint8_t> bitstream,
-                    const std::function<void(absl::Span<const uint8_t> unit, int type)>& fn);
+// Calls `fn` with each NAL unit of `bitstream` (its start code included) and
+// its nal_unit_type
+// (-1 when the unit is too short to have a header). Bytes before the first
+// start code are skipped.
+void ForEachNalUnit(
+    absl::Span<const uint8_t> bitstream,
+    const std::function<void(absl::Span<const uint8_t> unit, int type)>& fn);
 
 }  // namespace weightcast
 

@@ -31,25 +31,30 @@ TileRect TileGrid::Tile(int64_t index) const {
 }
 
 TileGrid PlanTiles(int64_t rows, int64_t cols, int max_tile_size) {
-  return TileGrid{rows, cols, PartSize(rows, max_tile_size), PartSize(cols, max_tile_size)};
+  return TileGrid{rows, cols, PartSize(rows, max_tile_size),
+                  PartSize(cols, max_tile_size)};
 }
 
 absl::Status ValidateTileGrid(const TileGrid& grid, int max_tile_size) {
-  if (grid.rows <= 0 || grid.cols <= 0 || grid.tile_rows <= 0 || grid.tile_cols <= 0 ||
-      grid.tile_rows > max_tile_size || grid.tile_cols > max_tile_size ||
-      grid.tile_rows > grid.rows || grid.tile_cols > grid.cols) {
+  if (grid.rows <= 0 || grid.cols <= 0 || grid.tile_rows <= 0 ||
+      grid.tile_cols <= 0 || grid.tile_rows > max_tile_size ||
+      grid.tile_cols > max_tile_size || grid.tile_rows > grid.rows ||
+      grid.tile_cols > grid.cols) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tile grid ", grid.rows, "x", grid.cols, " in tiles of ", grid.tile_rows, "x",
-        grid.tile_cols, " is not valid (tiles at most ", max_tile_size, " on a side)"));
+        "tile grid ", grid.rows, "x", grid.cols, " in tiles of ",
+        grid.tile_rows, "x", grid.tile_cols, " is not valid (tiles at most ",
+        max_tile_size, " on a side)"));
   }
   return absl::OkStatus();
 }
 
 int PaddedSize(int64_t n) {
-  return static_cast<int>(std::max<int64_t>(kCtuSize, CeilDiv(n, kMinCuSize) * kMinCuSize));
+  return static_cast<int>(
+      std::max<int64_t>(kCtuSize, CeilDiv(n, kMinCuSize) * kMinCuSize));
 }
 
-Plane ExtractTile(absl::Span<const int8_t> matrix, int64_t cols, const TileRect& rect) {
+Plane ExtractTile(absl::Span<const int8_t> matrix, int64_t cols,
+                  const TileRect& rect) {
   Plane plane;
   plane.width = PaddedSize(rect.cols);
   plane.height = PaddedSize(rect.rows);
@@ -58,18 +63,22 @@ Plane ExtractTile(absl::Span<const int8_t> matrix, int64_t cols, const TileRect&
     const int64_t source_row = rect.row0 + std::min<int64_t>(y, rect.rows - 1);
     const int8_t* in = matrix.data() + source_row * cols + rect.col0;
     uint8_t* out = plane.pixels.data() + static_cast<size_t>(y) * plane.width;
-    for (int64_t x = 0; x < rect.cols; ++x) out[x] = static_cast<uint8_t>(in[x] + 128);
-    std::fill(out + rect.cols, out + plane.width, out[rect.cols - 1]);  // replicate right edge
+    for (int64_t x = 0; x < rect.cols; ++x)
+      out[x] = static_cast<uint8_t>(in[x] + 128);
+    std::fill(out + rect.cols, out + plane.width,
+              out[rect.cols - 1]);  // replicate right edge
   }
   return plane;
 }
 
-void InsertTile(const Plane& plane, const TileRect& rect, int64_t cols, absl::Span<int8_t> matrix) {
+void InsertTile(const Plane& plane, const TileRect& rect, int64_t cols,
+                absl::Span<int8_t> matrix) {
   assert(plane.width >= rect.cols && plane.height >= rect.rows);
   for (int64_t y = 0; y < rect.rows; ++y) {
     const uint8_t* in = plane.pixels.data() + y * plane.width;
     int8_t* out = matrix.data() + (rect.row0 + y) * cols + rect.col0;
-    for (int64_t x = 0; x < rect.cols; ++x) out[x] = static_cast<int8_t>(in[x] - 128);
+    for (int64_t x = 0; x < rect.cols; ++x)
+      out[x] = static_cast<int8_t>(in[x] - 128);
   }
 }
 

@@ -1,6 +1,7 @@
-// Weight matrices as pictures: an int8 matrix is cut into tiles, each tile becomes one 8-bit
-// 4:0:0 plane (pixel = value + 128), padded by edge replication up to the encoder's minimum size.
-// Padding is dropped again on the way back, so it never reaches a model. Pure functions; thread-safe.
+// Weight matrices as pictures: an int8 matrix is cut into tiles, each tile
+// becomes one 8-bit 4:0:0 plane (pixel = value + 128), padded by edge
+// replication up to the encoder's minimum size. Padding is dropped again on the
+// way back, so it never reaches a model. Pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_HEVC_PICTURE_H_
 #define WEIGHTCAST_COMMON_HEVC_PICTURE_H_
 
@@ -12,8 +13,9 @@
 
 namespace weightcast {
 
-// The coding tree unit size every encoder in the process uses (x265 requires one value per process).
-// A picture is never smaller than one CTU in either direction.
+// The coding tree unit size every encoder in the process uses (x265 requires
+// one value per process). A picture is never smaller than one CTU in either
+// direction.
 inline constexpr int kCtuSize = 32;
 // Pictures are padded to a multiple of the smallest coding unit.
 inline constexpr int kMinCuSize = 8;
@@ -30,36 +32,47 @@ struct TileRect {
   int64_t row0 = 0, col0 = 0, rows = 0, cols = 0;
 };
 
-// How a rows × cols matrix is cut: tiles of tile_rows × tile_cols, the last row/column of tiles
-// holding the remainder. Tile index order is row-major.
+// How a rows × cols matrix is cut: tiles of tile_rows × tile_cols, the last
+// row/column of tiles holding the remainder. Tile index order is row-major.
 struct TileGrid {
   int64_t rows = 0, cols = 0;
   int64_t tile_rows = 0, tile_cols = 0;
 
-  int64_t RowTiles() const { return tile_rows ? (rows + tile_rows - 1) / tile_rows : 0; }
-  int64_t ColTiles() const { return tile_cols ? (cols + tile_cols - 1) / tile_cols : 0; }
+  int64_t RowTiles() const {
+    return tile_rows ? (rows + tile_rows - 1) / tile_rows : 0;
+  }
+  int64_t ColTiles() const {
+    return tile_cols ? (cols + tile_cols - 1) / tile_cols : 0;
+  }
   int64_t NumTiles() const { return RowTiles() * ColTiles(); }
   TileRect Tile(int64_t index) const;
 };
 
-// Splits a matrix into the fewest tiles no larger than max_tile_size on a side, of near-equal
-// size (a multiple of kMinCuSize where possible), so that tiles encode in parallel evenly.
-TileGrid PlanTiles(int64_t rows, int64_t cols, int max_tile_size = kDefaultMaxTileSize);
+// Splits a matrix into the fewest tiles no larger than max_tile_size on a side,
+// of near-equal size (a multiple of kMinCuSize where possible), so that tiles
+// encode in parallel evenly.
+TileGrid PlanTiles(int64_t rows, int64_t cols,
+                   int max_tile_size = kDefaultMaxTileSize);
 
-// Checks a grid read from untrusted input: positive sizes, tiles within limits, count sane.
+// Checks a grid read from untrusted input: positive sizes, tiles within limits,
+// count sane.
 absl::Status ValidateTileGrid(const TileGrid& grid, int max_tile_size);
 
-// The padded picture size for a tile dimension: a multiple of kMinCuSize, at least kCtuSize.
+// The padded picture size for a tile dimension: a multiple of kMinCuSize, at
+// least kCtuSize.
 int PaddedSize(int64_t n);
 
-// Cuts `rect` out of the row-major `matrix` (with `cols` columns) as a padded picture.
-Plane ExtractTile(absl::Span<const int8_t> matrix, int64_t cols, const TileRect& rect);
+// Cuts `rect` out of the row-major `matrix` (with `cols` columns) as a padded
+// picture.
+Plane ExtractTile(absl::Span<const int8_t> matrix, int64_t cols,
+                  const TileRect& rect);
 
 // Writes the unpadded part of `plane` back into `rect` of `matrix`.
-void InsertTile(const Plane& plane, const TileRect& rect, int64_t cols, absl::Span<int8_t> matrix);
+void InsertTile(const Plane& plane, const TileRect& rect, int64_t cols,
+                absl::Span<int8_t> matrix);
 
-// The matrix a tensor of `shape` is coded as: [d0, d1·d2·…] (4-D conv [out, in·kh·kw]);
-// 1-D [n] is [1, n]; a scalar is [1, 1].
+// The matrix a tensor of `shape` is coded as: [d0, d1·d2·…] (4-D conv [out,
+// in·kh·kw]); 1-D [n] is [1, n]; a scalar is [1, 1].
 std::pair<int64_t, int64_t> MatrixView(absl::Span<const int64_t> shape);
 
 }  // namespace weightcast

@@ -1,9 +1,10 @@
-// The x265 wrapper: encodes one picture as an all-intra HEVC bitstream at a constant QP, or a
-// sequence of pictures as one IDR picture followed by P pictures, each predicted from the one
-// before it (deltas between model versions, refinements of a coarse tier).
-// The only file that includes x265.h. x265's rule is one encoder per thread, never reused after
-// flush; EncodeIntraPicture opens, uses and closes its own encoder, so it may be called from any
-// number of threads at once.
+// The x265 wrapper: encodes one picture as an all-intra HEVC bitstream at a
+// constant QP, or a sequence of pictures as one IDR picture followed by P
+// pictures, each predicted from the one before it (deltas between model
+// versions, refinements of a coarse tier). The only file that includes x265.h.
+// x265's rule is one encoder per thread, never reused after flush;
+// EncodeIntraPicture opens, uses and closes its own encoder, so it may be
+// called from any number of threads at once.
 #ifndef WEIGHTCAST_COMMON_HEVC_X265_ENCODER_H_
 #define WEIGHTCAST_COMMON_HEVC_X265_ENCODER_H_
 
@@ -17,37 +18,44 @@
 
 namespace weightcast {
 
-// The preset the project measured as the best bytes-per-second trade (docs/BENCHMARKS.md).
+// The preset the project measured as the best bytes-per-second trade
+// (docs/BENCHMARKS.md).
 inline constexpr char kDefaultX265Preset[] = "veryfast";
 
 struct HevcEncodeOptions {
-  int qp = 27;             // 0..51; the QP every CTU is coded at (rc.ipFactor = 1.0)
-  bool lossless = false;   // bit-exact; qp is ignored
-  std::string preset = kDefaultX265Preset;  // x265 preset name: ultrafast … placebo
+  int qp = 27;  // 0..51; the QP every CTU is coded at (rc.ipFactor = 1.0)
+  bool lossless = false;  // bit-exact; qp is ignored
+  std::string preset =
+      kDefaultX265Preset;  // x265 preset name: ultrafast … placebo
 };
 
-// Encodes `plane` (width and height multiples of kMinCuSize, at least kCtuSize) as one IDR
-// picture with its parameter sets, Annex-B framed. Errors: bad options or picture size.
-absl::StatusOr<std::vector<uint8_t>> EncodeIntraPicture(const Plane& plane,
-                                                        const HevcEncodeOptions& options);
+// Encodes `plane` (width and height multiples of kMinCuSize, at least kCtuSize)
+// as one IDR picture with its parameter sets, Annex-B framed. Errors: bad
+// options or picture size.
+absl::StatusOr<std::vector<uint8_t>> EncodeIntraPicture(
+    const Plane& plane, const HevcEncodeOptions& options);
 
-// A coded sequence, Annex-B framed, split where a decoder can be given its parts separately.
+// A coded sequence, Annex-B framed, split where a decoder can be given its
+// parts separately.
 struct HevcSequence {
-  std::vector<uint8_t> parameter_sets;         // VPS, SPS, PPS
-  std::vector<std::vector<uint8_t>> pictures;  // each picture's slice NAL units, in order
+  std::vector<uint8_t> parameter_sets;  // VPS, SPS, PPS
+  std::vector<std::vector<uint8_t>>
+      pictures;  // each picture's slice NAL units, in order
 };
 
-// Encodes `frames` (all one size, as for EncodeIntraPicture) as an IDR picture and then P
-// pictures, picture i predicted from the reconstruction of picture i-1 only. `qps[i]` is picture
-// i's QP (empty: options.qp for all). Picture 0 is coded exactly as EncodeIntraPicture codes it
-// with the same options: its slice NAL units are byte-identical (CQP, no lookahead, no
-// adaptive quantization: nothing later pictures hold reaches it); only the parameter sets
-// differ. Lossless is not offered here.
-absl::StatusOr<HevcSequence> EncodeSequence(const std::vector<const Plane*>& frames, const std::vector<int>& qps,
-                                            const HevcEncodeOptions& options);
+// Encodes `frames` (all one size, as for EncodeIntraPicture) as an IDR picture
+// and then P pictures, picture i predicted from the reconstruction of picture
+// i-1 only. `qps[i]` is picture i's QP (empty: options.qp for all). Picture 0
+// is coded exactly as EncodeIntraPicture codes it with the same options: its
+// slice NAL units are byte-identical (CQP, no lookahead, no adaptive
+// quantization: nothing later pictures hold reaches it); only the parameter
+// sets differ. Lossless is not offered here.
+absl::StatusOr<HevcSequence> EncodeSequence(
+    const std::vector<const Plane*>& frames, const std::vector<int>& qps,
+    const HevcEncodeOptions& options);
 
-// Splits an Annex-B bitstream of one picture (or of a P picture with parameter sets) into its
-// parameter sets and its other NAL units (pictures[0]).
+// Splits an Annex-B bitstream of one picture (or of a P picture with parameter
+// sets) into its parameter sets and its other NAL units (pictures[0]).
 HevcSequence SplitParameterSets(absl::Span<const uint8_t> bitstream);
 
 }  // namespace weightcast

@@ -10,7 +10,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A "trained" matrix and a "fine-tuned" one: a fraction of the weights moved a little.
+// A "trained" matrix and a "fine-tuned" one: a fraction of the weights moved a
+// little.
 std::vector<float> Weights(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> w(0.0f, 0.05f);
@@ -19,7 +20,8 @@ std::vector<float> Weights(size_t n, uint32_t seed) {
   return out;
 }
 
-std::vector<float> FineTuned(std::vector<float> w, double fraction, uint32_t seed) {
+std::vector<float> FineTuned(std::vector<float> w, double fraction,
+                             uint32_t seed) {
   std::mt19937 rng(seed);
   std::bernoulli_distribution moved(fraction);
   std::normal_distribution<float> step(0.0f, 0.002f);
@@ -39,8 +41,11 @@ PackedLayer Coded(const Tensor& tensor, int qp, bool lossless = false) {
 }
 
 TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
-  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
   const PackedLayer base = Coded(a, 27);
   ASSERT_EQ(base.tiles.size(), 6u);
   auto delta = EncodeLayerDelta(base, a, b);
@@ -52,8 +57,8 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   // The reconstruction is as good as B coded on its own, within a dB.
   EXPECT_GT((*delta)->fidelity.sqnr_db, intra_b.fidelity.sqnr_db - 1.0);
 
-  // A delta is a packed layer like any other: it survives serialization, and alone it does not
-  // decode.
+  // A delta is a packed layer like any other: it survives serialization, and
+  // alone it does not decode.
   size_t consumed = 0;
   const std::vector<uint8_t> delta_bytes = SerializePackedLayer(**delta);
   auto parsed = ParsePackedLayer(delta_bytes, &consumed);
@@ -61,14 +66,17 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   EXPECT_EQ(parsed->codec, LayerCodec::kHevcDelta);
   EXPECT_EQ(parsed->base_sha256, (*delta)->base_sha256);
   EXPECT_EQ(parsed->tiles, (*delta)->tiles);
-  EXPECT_EQ(DecodeLayer(*parsed).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(DecodeLayer(*parsed).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 
   const std::vector<uint8_t> held = SerializePackedLayer(base);
   auto rebuilt = DecodeLayerDelta(held, *parsed);
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   const auto& values = rebuilt->int8->values;
-  EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()), values.size())),
-            (*delta)->decoded_sha256);
+  EXPECT_EQ(
+      Sha256(absl::MakeConstSpan(
+          reinterpret_cast<const uint8_t*>(values.data()), values.size())),
+      (*delta)->decoded_sha256);
   EXPECT_EQ(rebuilt->int8->scales, base.scales);
 
   // P pictures at a lower QP than A's: more bytes, closer to B.
@@ -77,57 +85,77 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   EXPECT_GT((*finer)->PayloadBytes(), (*delta)->PayloadBytes());
   EXPECT_GT((*finer)->fidelity.sqnr_db, (*delta)->fidelity.sqnr_db);
   EXPECT_TRUE(DecodeLayerDelta(held, **finer).ok());
-  EXPECT_EQ(EncodeLayerDelta(base, a, b, /*qp_offset=*/-40).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeLayerDelta(base, a, b, /*qp_offset=*/-40).status().code(),
+            absl::StatusCode::kInvalidArgument);
 
-  // The same B against the same A always codes to the same bytes (what a cache relies on).
+  // The same B against the same A always codes to the same bytes (what a cache
+  // relies on).
   EXPECT_EQ(EncodeLayerDelta(base, a, b).value()->tiles, (*delta)->tiles);
 }
 
 TEST(LayerDelta, TheStoredDeltaKeepsTheFidelityOfBCodedAlone) {
-  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
   const PackedLayer base = Coded(a, 27);
   const PackedLayer alone = Coded(b, 27);
   const uint64_t alone_bytes = SerializePackedLayer(alone).size();
-  auto matched = EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, alone_bytes);
+  auto matched =
+      EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, alone_bytes);
   ASSERT_TRUE(matched.ok() && matched->has_value()) << matched.status();
   EXPECT_GE((*matched)->fidelity.sqnr_db, alone.fidelity.sqnr_db);
   EXPECT_LT(SerializePackedLayer(**matched).size(), alone_bytes);
   EXPECT_LE((*matched)->qp, base.qp);
   // Nothing that small keeps the fidelity: B is coded alone.
-  EXPECT_FALSE(EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, 100).value().has_value());
+  EXPECT_FALSE(EncodeMatchedLayerDelta(base, a, b, alone.fidelity.sqnr_db, 100)
+                   .value()
+                   .has_value());
 }
 
 TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
-  const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
   const PackedLayer base = Coded(a, 32);
   const PackedLayer delta = EncodeLayerDelta(base, a, b).value().value();
 
-  const Tensor other = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 9));
+  const Tensor other =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 9));
   auto wrong = DecodeLayerDelta(SerializePackedLayer(Coded(other, 32)), delta);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("fc.weight"));
-  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("not the one the delta was made against"));
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("not the one the delta was made against"));
 
   std::vector<uint8_t> held = SerializePackedLayer(base);
   held[held.size() / 2] ^= 0x10;
-  EXPECT_EQ(DecodeLayerDelta(held, delta).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeLayerDelta(held, delta).status().code(),
+            absl::StatusCode::kDataLoss);
 
-  // Bit flips in the P pictures: an error every time, never a crash or a silent result.
+  // Bit flips in the P pictures: an error every time, never a crash or a silent
+  // result.
   const std::vector<uint8_t> good = SerializePackedLayer(base);
   std::mt19937 rng(3);
   for (int trial = 0; trial < 30; ++trial) {
     PackedLayer damaged = delta;
     auto& tile = damaged.tiles[trial % damaged.tiles.size()];
-    tile[std::uniform_int_distribution<size_t>(0, tile.size() - 1)(rng)] ^= static_cast<uint8_t>(1 << (trial % 8));
+    tile[std::uniform_int_distribution<size_t>(0, tile.size() - 1)(rng)] ^=
+        static_cast<uint8_t>(1 << (trial % 8));
     auto decoded = DecodeLayerDelta(good, damaged);
     if (decoded.ok()) {
-      // A flip that changes nothing the decoder reads (e.g. trailing bits) decodes to B itself.
+      // A flip that changes nothing the decoder reads (e.g. trailing bits)
+      // decodes to B itself.
       const auto& v = decoded->int8->values;
-      EXPECT_EQ(Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(v.data()), v.size())), delta.decoded_sha256);
+      EXPECT_EQ(Sha256(absl::MakeConstSpan(
+                    reinterpret_cast<const uint8_t*>(v.data()), v.size())),
+                delta.decoded_sha256);
     } else {
-      EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << decoded.status();
+      EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss)
+          << decoded.status();
     }
   }
 }
@@ -136,24 +164,32 @@ TEST(LayerDelta, NoDeltaWhenBOutgrowsTheScaleOrTheBaseIsNotLossyHevc) {
   const std::vector<float> w = Weights(kRows * kCols, 1);
   const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, w);
   std::vector<float> grown = w;
-  grown[17] = 1.0f;  // far past max|A| (a nudge of a step or two is clamped instead)
+  grown[17] =
+      1.0f;  // far past max|A| (a nudge of a step or two is clamped instead)
   const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, grown);
   EXPECT_FALSE(EncodeLayerDelta(Coded(a, 27), a, b).value().has_value());
-  EXPECT_FALSE(EncodeLayerDelta(Coded(a, 0, /*lossless=*/true), a, a).value().has_value());
+  EXPECT_FALSE(EncodeLayerDelta(Coded(a, 0, /*lossless=*/true), a, a)
+                   .value()
+                   .has_value());
   const Tensor reshaped = MakeFloat32Tensor("fc.weight", {kCols, kRows}, w);
   EXPECT_FALSE(EncodeLayerDelta(Coded(a, 27), a, reshaped).value().has_value());
-  // A base source that is not what the base was coded from is the caller's error.
-  const Tensor other = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 5));
-  EXPECT_EQ(EncodeLayerDelta(Coded(a, 27), other, b).status().code(), absl::StatusCode::kInvalidArgument);
+  // A base source that is not what the base was coded from is the caller's
+  // error.
+  const Tensor other =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 5));
+  EXPECT_EQ(EncodeLayerDelta(Coded(a, 27), other, b).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LayerDelta, RefinesACoarseLayerToTheFineTiersFidelity) {
   // A refinement: the same weights, coarse q37 held, P pictures toward q22.
-  const Tensor w = MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 3));
+  const Tensor w =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 3));
   const PackedLayer coarse = Coded(w, 37);
   const PackedLayer fine = Coded(w, 22);
   const uint64_t fine_bytes = SerializePackedLayer(fine).size();
-  auto refinement = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db, fine_bytes * 2, 0, 22 - 37);
+  auto refinement = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db,
+                                            fine_bytes * 2, 0, 22 - 37);
   ASSERT_TRUE(refinement.ok()) << refinement.status();
   ASSERT_TRUE(refinement->has_value());
   const PackedLayer& refined = **refinement;
@@ -163,9 +199,12 @@ TEST(LayerDelta, RefinesACoarseLayerToTheFineTiersFidelity) {
   auto decoded = DecodeLayerDelta(SerializePackedLayer(coarse), refined);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   ASSERT_TRUE(decoded->int8.has_value());
-  EXPECT_EQ(decoded->int8->scales, coarse.scales);  // the same quantization as the coarse layer
-  // Nothing fits a byte budget below the smallest candidate: the fine layer is sent on its own.
-  auto none = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db, 100, 0, 22 - 37);
+  EXPECT_EQ(decoded->int8->scales,
+            coarse.scales);  // the same quantization as the coarse layer
+  // Nothing fits a byte budget below the smallest candidate: the fine layer is
+  // sent on its own.
+  auto none = EncodeMatchedLayerDelta(coarse, w, w, fine.fidelity.sqnr_db, 100,
+                                      0, 22 - 37);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->has_value());
 }

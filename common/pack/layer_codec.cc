@@ -16,52 +16,67 @@ namespace weightcast {
 namespace {
 
 absl::Span<const uint8_t> AsBytes(absl::Span<const int8_t> values) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()), values.size());
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
+                             values.size());
 }
 
 absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
-  return absl::Status(status.code(), absl::StrCat("layer '", layer, "': ", status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat("layer '", layer, "': ", status.message()));
 }
 
 // Codes the int8 matrix as HEVC tiles.
-absl::Status EncodeHevcTiles(const QuantizedTensor& q, const LayerEncodeOptions& options,
+absl::Status EncodeHevcTiles(const QuantizedTensor& q,
+                             const LayerEncodeOptions& options,
                              PackedLayer* layer) {
   const auto [rows, matrix_cols] = MatrixView(q.shape);
-  const int64_t cols = matrix_cols;  // a lambda may not capture a structured binding (C++17)
+  const int64_t cols =
+      matrix_cols;  // a lambda may not capture a structured binding (C++17)
   layer->grid = PlanTiles(rows, cols, options.max_tile_size);
   layer->tiles.resize(layer->grid.NumTiles());
   layer->qp = options.hevc.lossless ? 0 : options.hevc.qp;
   layer->lossless = options.hevc.lossless;
   layer->preset = options.hevc.preset;
-  return ParallelFor(layer->tiles.size(), options.threads, [&](size_t i) -> absl::Status {
-    const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
-    ASSIGN_OR_RETURN(layer->tiles[i], EncodeIntraPicture(plane, options.hevc));
-    return absl::OkStatus();
-  });
+  return ParallelFor(
+      layer->tiles.size(), options.threads, [&](size_t i) -> absl::Status {
+        const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
+        ASSIGN_OR_RETURN(layer->tiles[i],
+                         EncodeIntraPicture(plane, options.hevc));
+        return absl::OkStatus();
+      });
 }
 
-absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(const PackedLayer& layer, int threads) {
-  std::vector<int8_t> values(static_cast<size_t>(layer.grid.rows * layer.grid.cols));
-  RETURN_IF_ERROR(ParallelFor(layer.tiles.size(), threads, [&](size_t i) -> absl::Status {
-    const TileRect rect = layer.grid.Tile(i);
-    auto plane = DecodeIntraPicture(layer.tiles[i], PaddedSize(rect.cols), PaddedSize(rect.rows));
-    if (!plane.ok()) {
-      return absl::Status(plane.status().code(), absl::StrCat("tile ", i, ": ", plane.status().message()));
-    }
-    InsertTile(*plane, rect, layer.grid.cols, absl::MakeSpan(values));
-    return absl::OkStatus();
-  }));
+absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(const PackedLayer& layer,
+                                                    int threads) {
+  std::vector<int8_t> values(
+      static_cast<size_t>(layer.grid.rows * layer.grid.cols));
+  RETURN_IF_ERROR(
+      ParallelFor(layer.tiles.size(), threads, [&](size_t i) -> absl::Status {
+        const TileRect rect = layer.grid.Tile(i);
+        auto plane = DecodeIntraPicture(layer.tiles[i], PaddedSize(rect.cols),
+                                        PaddedSize(rect.rows));
+        if (!plane.ok()) {
+          return absl::Status(
+              plane.status().code(),
+              absl::StrCat("tile ", i, ": ", plane.status().message()));
+        }
+        InsertTile(*plane, rect, layer.grid.cols, absl::MakeSpan(values));
+        return absl::OkStatus();
+      }));
   return values;
 }
 
-absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer, int64_t elements, int threads) {
+absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer,
+                                               int64_t elements, int threads) {
   switch (layer.codec) {
     case LayerCodec::kHevc:
       return DecodeHevcTiles(layer, threads);
     case LayerCodec::kHevcDelta:
-      return absl::FailedPreconditionError("a delta layer decodes only with its base (DecodeLayerDelta)");
+      return absl::FailedPreconditionError(
+          "a delta layer decodes only with its base (DecodeLayerDelta)");
     case LayerCodec::kZstdInt8: {
-      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ZstdDecompress(layer.tiles[0], elements));
+      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                       ZstdDecompress(layer.tiles[0], elements));
       return std::vector<int8_t>(bytes.begin(), bytes.end());
     }
     default:
@@ -69,12 +84,16 @@ absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer, int64_t
   }
 }
 
-absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncodeOptions& options);
+absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
+                                          const LayerEncodeOptions& options);
 
-// The auto front end: the rule picks the scheme from the int8 values, then the layer is coded once.
-absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(const Tensor& tensor, LayerEncodeOptions options) {
+// The auto front end: the rule picks the scheme from the int8 values, then the
+// layer is coded once.
+absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
+    const Tensor& tensor, LayerEncodeOptions options) {
   ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
-  ASSIGN_OR_RETURN(const FrontEndChoice choice, ChooseFrontEnd(tensor.name, tensor.shape, values));
+  ASSIGN_OR_RETURN(const FrontEndChoice choice,
+                   ChooseFrontEnd(tensor.name, tensor.shape, values));
   options.choose_scheme = false;
   options.scheme = choice.scheme;
   return EncodeLayerAs(tensor, options);
@@ -82,8 +101,10 @@ absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(const Tensor& tensor, Laye
 
 }  // namespace
 
-absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeOptions& options) {
-  if (options.choose_scheme && IsInt8Codec(options.codec) && IsFloatingPoint(tensor.dtype)) {
+absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
+                                        const LayerEncodeOptions& options) {
+  if (options.choose_scheme && IsInt8Codec(options.codec) &&
+      IsFloatingPoint(tensor.dtype)) {
     return EncodeLayerChoosingScheme(tensor, options);
   }
   return EncodeLayerAs(tensor, options);
@@ -91,23 +112,32 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeO
 
 namespace {
 
-absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncodeOptions& options) {
+absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
+                                          const LayerEncodeOptions& options) {
   PackedLayer layer;
   layer.name = tensor.name;
   layer.codec = options.codec;
   layer.shape = tensor.shape;
   layer.source_dtype = tensor.dtype;
-  ASSIGN_OR_RETURN(const int64_t elements, CheckedNumElements(tensor.shape, absl::StrCat("tensor '", tensor.name, "'")));
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(tensor.shape,
+                         absl::StrCat("tensor '", tensor.name, "'")));
   if (elements > kMaxLayerElements) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': ", elements, " elements is over the limit"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", tensor.name, "': ", elements,
+                     " elements is over the limit"));
   }
   if (options.codec == LayerCodec::kHevc && elements == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': an empty tensor cannot be a picture"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", tensor.name, "': an empty tensor cannot be a picture"));
   }
 
   if (options.codec == LayerCodec::kPassthrough) {
-    if (tensor.data.size() != static_cast<size_t>(elements) * DTypeSize(tensor.dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': data size does not match shape"));
+    if (tensor.data.size() !=
+        static_cast<size_t>(elements) * DTypeSize(tensor.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", tensor.name, "': data size does not match shape"));
     }
     layer.tiles = {tensor.data};
   } else if (!IsInt8Codec(options.codec)) {  // float32 / float16
@@ -115,7 +145,8 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncod
     std::vector<uint8_t> payload;
     if (options.codec == LayerCodec::kFloat32) {
       payload.resize(values.size() * 4);
-      if (!values.empty()) std::memcpy(payload.data(), values.data(), payload.size());
+      if (!values.empty())
+        std::memcpy(payload.data(), values.data(), payload.size());
     } else {
       for (float v : values) {
         const uint16_t h = FloatToHalf(v);
@@ -127,21 +158,29 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncod
   }
   if (!IsInt8Codec(options.codec)) {
     layer.decoded_sha256 = Sha256(layer.tiles[0]);
-    ASSIGN_OR_RETURN(const RebuiltTensor decoded, DecodeLayer(layer, options.threads));
-    layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = layer.fidelity.channel_sqnr_db = INFINITY;  // exact
+    ASSIGN_OR_RETURN(const RebuiltTensor decoded,
+                     DecodeLayer(layer, options.threads));
+    layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db =
+        layer.fidelity.channel_sqnr_db = INFINITY;  // exact
     if (IsFloatingPoint(tensor.dtype)) {
       ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
       ASSIGN_OR_RETURN(const Tensor back, decoded.ToFloatTensor());
-      ASSIGN_OR_RETURN(const std::vector<float> reconstruction, ToFloat32(back));
-      layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db = SqnrDb(original, reconstruction);
-      layer.fidelity.channel_sqnr_db = ChannelSqnrDb(original, reconstruction, tensor.shape.size() >= 2 ? tensor.shape[0] : 1);
+      ASSIGN_OR_RETURN(const std::vector<float> reconstruction,
+                       ToFloat32(back));
+      layer.fidelity.sqnr_db = layer.fidelity.sqnr_int8_db =
+          SqnrDb(original, reconstruction);
+      layer.fidelity.channel_sqnr_db =
+          ChannelSqnrDb(original, reconstruction,
+                        tensor.shape.size() >= 2 ? tensor.shape[0] : 1);
     }
-    layer.fidelity.bits_per_weight = elements ? 8.0 * layer.PayloadBytes() / elements : 0;
+    layer.fidelity.bits_per_weight =
+        elements ? 8.0 * layer.PayloadBytes() / elements : 0;
     return layer;
   }
 
   ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
-  ASSIGN_OR_RETURN(const QuantizedTensor q, Quantize(tensor.name, tensor.shape, original, options.scheme));
+  ASSIGN_OR_RETURN(const QuantizedTensor q, Quantize(tensor.name, tensor.shape,
+                                                     original, options.scheme));
   layer.scheme = q.scheme;
   layer.scales = q.scales;
   layer.zero_points = q.zero_points;
@@ -155,7 +194,8 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncod
       layer.tiles = {ZstdCompress(AsBytes(q.values))};
       break;
     default:
-      layer.tiles = {std::vector<uint8_t>(AsBytes(q.values).begin(), AsBytes(q.values).end())};
+      layer.tiles = {std::vector<uint8_t>(AsBytes(q.values).begin(),
+                                          AsBytes(q.values).end())};
   }
   // Decode once, exactly as a client will, to record what it must reproduce.
   auto decoded = DecodeInt8(layer, elements, options.threads);
@@ -167,36 +207,48 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor, const LayerEncod
 
 }  // namespace
 
-absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer, int threads) {
+absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
+                                          int threads) {
   RebuiltTensor out;
   out.name = layer.name;
   out.shape = layer.shape;
-  ASSIGN_OR_RETURN(const int64_t elements, CheckedNumElements(layer.shape, absl::StrCat("layer '", layer.name, "'")));
-  if (layer.tiles.empty()) return absl::DataLossError(absl::StrCat("layer '", layer.name, "': no payload"));
+  ASSIGN_OR_RETURN(const int64_t elements,
+                   CheckedNumElements(
+                       layer.shape, absl::StrCat("layer '", layer.name, "'")));
+  if (layer.tiles.empty())
+    return absl::DataLossError(
+        absl::StrCat("layer '", layer.name, "': no payload"));
   Sha256Digest digest;
   if (IsInt8Codec(layer.codec)) {
     auto values = DecodeInt8(layer, elements, threads);
     if (!values.ok()) return Annotate(values.status(), layer.name);
     if (values->size() != static_cast<size_t>(elements)) {
-      return absl::DataLossError(absl::StrCat("layer '", layer.name, "': decoded ", values->size(), " values, expected ", elements));
+      return absl::DataLossError(absl::StrCat("layer '", layer.name,
+                                              "': decoded ", values->size(),
+                                              " values, expected ", elements));
     }
     digest = Sha256(AsBytes(*values));
-    out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values), layer.scales, layer.zero_points};
+    out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values),
+                               layer.scales, layer.zero_points};
   } else {
     out.stored.name = layer.name;
     out.stored.shape = layer.shape;
-    out.stored.dtype = layer.codec == LayerCodec::kFloat32   ? DType::kFloat32
-                       : layer.codec == LayerCodec::kFloat16 ? DType::kFloat16
-                                                             : layer.source_dtype;
+    out.stored.dtype = layer.codec == LayerCodec::kFloat32 ? DType::kFloat32
+                       : layer.codec == LayerCodec::kFloat16
+                           ? DType::kFloat16
+                           : layer.source_dtype;
     out.stored.data = layer.tiles[0];
-    if (out.stored.data.size() != static_cast<size_t>(elements) * DTypeSize(out.stored.dtype)) {
-      return absl::DataLossError(absl::StrCat("layer '", layer.name, "': payload size does not match shape"));
+    if (out.stored.data.size() !=
+        static_cast<size_t>(elements) * DTypeSize(out.stored.dtype)) {
+      return absl::DataLossError(absl::StrCat(
+          "layer '", layer.name, "': payload size does not match shape"));
     }
     digest = Sha256(out.stored.data);
   }
   if (digest != layer.decoded_sha256) {
-    return absl::DataLossError(absl::StrCat("layer '", layer.name, "': SHA-256 of the decoded data is ",
-                                            DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': SHA-256 of the decoded data is ",
+        DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
   }
   return out;
 }

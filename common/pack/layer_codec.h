@@ -1,7 +1,8 @@
 // Packs one tensor into a PackedLayer with a given codec, and decodes one back.
-// Encoding quantizes, codes every tile (in parallel), then decodes what it coded once to record
-// the exact SHA-256 and fidelity a client will see; with `choose_scheme` the quantization front
-// end is chosen first (front_end.h). Stateless; thread-safe.
+// Encoding quantizes, codes every tile (in parallel), then decodes what it
+// coded once to record the exact SHA-256 and fidelity a client will see; with
+// `choose_scheme` the quantization front end is chosen first (front_end.h).
+// Stateless; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 
@@ -20,7 +21,8 @@ namespace weightcast {
 struct LayerEncodeOptions {
   LayerCodec codec = LayerCodec::kHevc;
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
-  // int8 codecs: per-tensor or per-channel symmetric scales, whichever front_end.h's rule picks
+  // int8 codecs: per-tensor or per-channel symmetric scales, whichever
+  // front_end.h's rule picks
   // (`scheme` is then ignored).
   bool choose_scheme = false;
   HevcEncodeOptions hevc;  // HEVC only
@@ -28,11 +30,14 @@ struct LayerEncodeOptions {
   int threads = 0;  // tiles coded at once; 0 = one per core
 };
 
-absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor, const LayerEncodeOptions& options);
+absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
+                                        const LayerEncodeOptions& options);
 
-// Decodes all tiles (in parallel) and checks the SHA-256 recorded in the header.
-// DATA_LOSS naming the layer when a bitstream is damaged or the digest does not match.
-absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer, int threads = 0);
+// Decodes all tiles (in parallel) and checks the SHA-256 recorded in the
+// header. DATA_LOSS naming the layer when a bitstream is damaged or the digest
+// does not match.
+absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
+                                          int threads = 0);
 
 }  // namespace weightcast
 

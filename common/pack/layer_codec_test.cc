@@ -12,20 +12,24 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Weights with some row structure, like a trained layer: row scale times Gaussian noise.
-Tensor Weights(const std::string& name, std::vector<int64_t> shape, unsigned seed = 1) {
+// Weights with some row structure, like a trained layer: row scale times
+// Gaussian noise.
+Tensor Weights(const std::string& name, std::vector<int64_t> shape,
+               unsigned seed = 1) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const auto [rows, cols] = MatrixView(shape);
   std::vector<float> values(static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r) {
     const float row_scale = 0.02f * (1.0f + 0.5f * std::sin(0.1f * r));
-    for (int64_t c = 0; c < cols; ++c) values[r * cols + c] = row_scale * normal(rng);
+    for (int64_t c = 0; c < cols; ++c)
+      values[r * cols + c] = row_scale * normal(rng);
   }
   return MakeFloat32Tensor(name, std::move(shape), values);
 }
 
-LayerEncodeOptions Hevc(int qp, bool lossless = false, int max_tile = kDefaultMaxTileSize) {
+LayerEncodeOptions Hevc(int qp, bool lossless = false,
+                        int max_tile = kDefaultMaxTileSize) {
   LayerEncodeOptions options;
   options.codec = LayerCodec::kHevc;
   options.hevc = {qp, lossless, "ultrafast"};
@@ -33,7 +37,8 @@ LayerEncodeOptions Hevc(int qp, bool lossless = false, int max_tile = kDefaultMa
   return options;
 }
 
-RebuiltTensor RoundTrip(const Tensor& tensor, const LayerEncodeOptions& options, PackedLayer* packed_out = nullptr) {
+RebuiltTensor RoundTrip(const Tensor& tensor, const LayerEncodeOptions& options,
+                        PackedLayer* packed_out = nullptr) {
   auto packed = EncodeLayer(tensor, options);
   EXPECT_TRUE(packed.ok()) << packed.status();
   const std::vector<uint8_t> bytes = SerializePackedLayer(*packed);
@@ -48,7 +53,9 @@ RebuiltTensor RoundTrip(const Tensor& tensor, const LayerEncodeOptions& options,
 }
 
 std::vector<int8_t> Int8Of(const Tensor& tensor) {
-  return Quantize(tensor.name, tensor.shape, ToFloat32(tensor).value(), QuantScheme::kPerTensorSymmetric)->values;
+  return Quantize(tensor.name, tensor.shape, ToFloat32(tensor).value(),
+                  QuantScheme::kPerTensorSymmetric)
+      ->values;
 }
 
 TEST(LayerCodec, LosslessHevcAndZstdAreBitExact) {
@@ -74,13 +81,16 @@ TEST(LayerCodec, SqnrFallsAndBytesShrinkAsQpRises) {
     const RebuiltTensor decoded = RoundTrip(w, Hevc(qp), &packed);
     EXPECT_LT(packed.fidelity.sqnr_db, last_sqnr) << "qp " << qp;
     EXPECT_LT(packed.PayloadBytes(), last_bytes) << "qp " << qp;
-    // Bounded error: the decoded int8 stays within a QP-dependent distance of the original.
+    // Bounded error: the decoded int8 stays within a QP-dependent distance of
+    // the original.
     const std::vector<int8_t> original = Int8Of(w);
     int max_diff = 0;
     for (size_t i = 0; i < original.size(); ++i) {
-      max_diff = std::max(max_diff, std::abs(original[i] - decoded.int8->values[i]));
+      max_diff =
+          std::max(max_diff, std::abs(original[i] - decoded.int8->values[i]));
     }
-    // HEVC's quantizer step is 2^((QP-4)/6); spatial errors stay within twice that.
+    // HEVC's quantizer step is 2^((QP-4)/6); spatial errors stay within twice
+    // that.
     EXPECT_LE(max_diff, 2.0 * std::pow(2.0, (qp - 4) / 6.0)) << "qp " << qp;
     EXPECT_GT(packed.fidelity.sqnr_db, 0.0);
     last_sqnr = packed.fidelity.sqnr_db;
@@ -93,12 +103,15 @@ TEST(LayerCodec, OddShapesRebuildExactlyAndPaddingNeverLeaks) {
     std::vector<int64_t> shape;
     int max_tile;
   };
-  const Case cases[] = {{{1, 5000}, 4096}, {{5000, 1}, 4096}, {{3, 5}, 4096}, {{4097, 33}, 4096},
-                        {{33, 4097}, 4096}, {{150, 200}, 64}, {{16, 3, 3, 3}, 4096}};
+  const Case cases[] = {{{1, 5000}, 4096},    {{5000, 1}, 4096},
+                        {{3, 5}, 4096},       {{4097, 33}, 4096},
+                        {{33, 4097}, 4096},   {{150, 200}, 64},
+                        {{16, 3, 3, 3}, 4096}};
   for (const Case& c : cases) {
     const Tensor w = Weights("odd", c.shape, 3);
     PackedLayer packed;
-    const RebuiltTensor decoded = RoundTrip(w, Hevc(0, true, c.max_tile), &packed);
+    const RebuiltTensor decoded =
+        RoundTrip(w, Hevc(0, true, c.max_tile), &packed);
     EXPECT_EQ(decoded.shape, c.shape);
     EXPECT_EQ(decoded.int8->values, Int8Of(w)) << ShapeToString(c.shape);
     if (c.max_tile == 64) {
@@ -109,11 +122,13 @@ TEST(LayerCodec, OddShapesRebuildExactlyAndPaddingNeverLeaks) {
 }
 
 TEST(LayerCodec, FloatAndPassthroughLayersRoundTrip) {
-  const Tensor bias = MakeFloat32Tensor("fc1.bias", {4}, std::vector<float>{0.5f, -1.0f, 2.0f, 0.0f});
+  const Tensor bias = MakeFloat32Tensor(
+      "fc1.bias", {4}, std::vector<float>{0.5f, -1.0f, 2.0f, 0.0f});
   LayerEncodeOptions f32;
   f32.codec = LayerCodec::kFloat32;
   EXPECT_EQ(RoundTrip(bias, f32).ToFloatTensor()->data, bias.data);
-  Tensor counter{"bn.num_batches_tracked", {}, DType::kInt64, std::vector<uint8_t>(8, 0)};
+  Tensor counter{
+      "bn.num_batches_tracked", {}, DType::kInt64, std::vector<uint8_t>(8, 0)};
   counter.data[0] = 42;
   LayerEncodeOptions pass;
   pass.codec = LayerCodec::kPassthrough;
@@ -123,14 +138,17 @@ TEST(LayerCodec, FloatAndPassthroughLayersRoundTrip) {
 }
 
 TEST(LayerCodec, NanIsAnErrorNamingTheTensor) {
-  Tensor w = MakeFloat32Tensor("classifier.weight", {2, 2}, std::vector<float>{1, NAN, 0, 1});
+  Tensor w = MakeFloat32Tensor("classifier.weight", {2, 2},
+                               std::vector<float>{1, NAN, 0, 1});
   auto packed = EncodeLayer(w, Hevc(27));
   EXPECT_EQ(packed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(packed.status().message()), HasSubstr("classifier.weight"));
+  EXPECT_THAT(std::string(packed.status().message()),
+              HasSubstr("classifier.weight"));
 }
 
 TEST(LayerCodec, DamagedTileIsDataLossNamingTheLayer) {
-  PackedLayer packed = EncodeLayer(Weights("fc2.weight", {64, 64}), Hevc(27)).value();
+  PackedLayer packed =
+      EncodeLayer(Weights("fc2.weight", {64, 64}), Hevc(27)).value();
   packed.tiles[0].resize(packed.tiles[0].size() / 2);
   auto decoded = DecodeLayer(packed);
   EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
@@ -140,9 +158,11 @@ TEST(LayerCodec, DamagedTileIsDataLossNamingTheLayer) {
 TEST(PackedModel, PacksAndUnpacksAWholeModel) {
   Model model;
   model.tensors.push_back(Weights("fc1.weight", {128, 64}));
-  model.tensors.push_back(MakeFloat32Tensor("fc1.bias", {128}, std::vector<float>(128, 0.1f)));
+  model.tensors.push_back(
+      MakeFloat32Tensor("fc1.bias", {128}, std::vector<float>(128, 0.1f)));
   model.tensors.push_back(Weights("conv.weight", {8, 3, 3, 3}));
-  model.tensors.push_back(Tensor{"bn.num_batches_tracked", {}, DType::kInt64, std::vector<uint8_t>(8, 1)});
+  model.tensors.push_back(Tensor{
+      "bn.num_batches_tracked", {}, DType::kInt64, std::vector<uint8_t>(8, 1)});
   PackOptions options;
   options.base.hevc.preset = "ultrafast";
   for (const char* tier_name : {"q27", "lossless"}) {
@@ -171,7 +191,8 @@ TEST(PackedModel, RepeatedNamesAreAnError) {
   model.tensors.push_back(Weights("w", {4, 4}));
   model.tensors.push_back(Weights("w", {4, 4}));
   auto layers = PackModel(model, ParseTier("q27").value(), PackOptions{});
-  EXPECT_THAT(std::string(layers.status().message()), HasSubstr("'w' appears twice"));
+  EXPECT_THAT(std::string(layers.status().message()),
+              HasSubstr("'w' appears twice"));
 }
 
 }  // namespace

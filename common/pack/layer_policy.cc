@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/pack/front_end.h"
 
@@ -20,11 +20,13 @@ constexpr std::pair<LayerClass, absl::string_view> kClassNames[] = {
 };
 
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("layer policy: ", field, ": ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat("layer policy: ", field, ": ", what));
 }
 
 bool Matches(absl::string_view pattern, absl::string_view name) {
-  if (absl::EndsWith(pattern, "*")) return absl::StartsWith(name, pattern.substr(0, pattern.size() - 1));
+  if (absl::EndsWith(pattern, "*"))
+    return absl::StartsWith(name, pattern.substr(0, pattern.size() - 1));
   return pattern == name;
 }
 
@@ -41,14 +43,17 @@ absl::string_view LayerClassName(LayerClass layer_class) {
 
 absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
   if (absl::StripAsciiWhitespace(text).empty()) return LayerPolicy{};
-  const Json json = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) return Invalid("file", "not a JSON object");
+  const Json json = Json::parse(text.begin(), text.end(), nullptr,
+                                /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object())
+    return Invalid("file", "not a JSON object");
   LayerPolicy policy;
   for (auto it = json.begin(); it != json.end(); ++it) {
     const std::string& key = it.key();
     const Json& value = it.value();
     if (key == "min_picture_elements") {
-      if (!value.is_number_unsigned() || value.get<uint64_t>() < 1 || value.get<uint64_t>() > (1ull << 40)) {
+      if (!value.is_number_unsigned() || value.get<uint64_t>() < 1 ||
+          value.get<uint64_t>() > (1ull << 40)) {
         return Invalid(key, "must be a positive integer");
       }
       policy.min_picture_elements = static_cast<int64_t>(value.get<uint64_t>());
@@ -58,21 +63,28 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
       }
       policy.convolutions_as_pictures = value == "picture";
     } else if (key == "convolution_qp") {
-      if (!value.is_number_unsigned() || value.get<uint64_t>() > 51) return Invalid(key, "must be a QP in 0..51");
+      if (!value.is_number_unsigned() || value.get<uint64_t>() > 51)
+        return Invalid(key, "must be a QP in 0..51");
       policy.convolution_qp = static_cast<int>(value.get<uint64_t>());
     } else if (key == "scheme") {
-      if (!value.is_string()) return Invalid(key, "must be \"auto\", \"per-tensor\" or \"per-channel\"");
+      if (!value.is_string())
+        return Invalid(key,
+                       "must be \"auto\", \"per-tensor\" or \"per-channel\"");
       auto scheme = FrontEndFromName(value.get<std::string>());
       if (!scheme.ok()) return Invalid(key, scheme.status().message());
       policy.scheme = *scheme;
     } else if (key == "overrides") {
-      if (!value.is_object()) return Invalid(key, "must map tensor names to classes");
+      if (!value.is_object())
+        return Invalid(key, "must map tensor names to classes");
       for (auto o = value.begin(); o != value.end(); ++o) {
         std::optional<LayerClass> layer_class;
         for (const auto& [c, name] : kClassNames) {
-          if (o.value().is_string() && o.value() == std::string(name)) layer_class = c;
+          if (o.value().is_string() && o.value() == std::string(name))
+            layer_class = c;
         }
-        if (!layer_class) return Invalid(absl::StrCat(key, ".", o.key()), "must be picture, int8, float or passthrough");
+        if (!layer_class)
+          return Invalid(absl::StrCat(key, ".", o.key()),
+                         "must be picture, int8, float or passthrough");
         policy.overrides.emplace_back(o.key(), *layer_class);
       }
     } else {
@@ -86,16 +98,21 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
 }
 
 std::string DescribeLayerPolicy(const LayerPolicy& policy) {
-  std::string convs = policy.convolutions_as_pictures
-                          ? (policy.convolution_qp ? absl::StrCat("picture at QP ", *policy.convolution_qp)
-                                                   : std::string("picture at the tier's QP"))
-                          : std::string("int8 + zstd");
-  std::string text = absl::StrCat("2-D weights with >= ", policy.min_picture_elements,
-                                  " elements -> picture (HEVC at the tier's QP); convolutions -> ", convs,
-                                  "; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> passthrough",
-                                  policy.scheme ? absl::StrCat("; int8 scales ", QuantSchemeName(*policy.scheme))
-                                                : std::string("; int8 scales per-tensor, or per-channel where "
-                                                              "that repairs a layer (auto)"));
+  std::string convs =
+      policy.convolutions_as_pictures
+          ? (policy.convolution_qp
+                 ? absl::StrCat("picture at QP ", *policy.convolution_qp)
+                 : std::string("picture at the tier's QP"))
+          : std::string("int8 + zstd");
+  std::string text = absl::StrCat(
+      "2-D weights with >= ", policy.min_picture_elements,
+      " elements -> picture (HEVC at the tier's QP); convolutions -> ", convs,
+      "; other weights -> int8 + zstd; 1-D -> float32; integer buffers -> "
+      "passthrough",
+      policy.scheme
+          ? absl::StrCat("; int8 scales ", QuantSchemeName(*policy.scheme))
+          : std::string("; int8 scales per-tensor, or per-channel where "
+                        "that repairs a layer (auto)"));
   for (const auto& [pattern, layer_class] : policy.overrides) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
   }
@@ -109,32 +126,45 @@ LayerClass ClassifyTensor(const Tensor& tensor, const LayerPolicy& policy) {
   if (!IsFloatingPoint(tensor.dtype)) return LayerClass::kPassthrough;
   if (tensor.shape.size() <= 1) return LayerClass::kFloat;
   const bool large = tensor.NumElements() >= policy.min_picture_elements;
-  if (!IsConvolution(tensor)) return large ? LayerClass::kPicture : LayerClass::kInt8;
-  return large && policy.convolutions_as_pictures ? LayerClass::kPicture : LayerClass::kInt8;
+  if (!IsConvolution(tensor))
+    return large ? LayerClass::kPicture : LayerClass::kInt8;
+  return large && policy.convolutions_as_pictures ? LayerClass::kPicture
+                                                  : LayerClass::kInt8;
 }
 
-bool FollowsTierQp(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier) {
+bool FollowsTierQp(const Tensor& tensor, const LayerPolicy& policy,
+                   const TierSpec& tier) {
   const LayerEncodeOptions options = OptionsFor(tensor, policy, tier, {});
-  return options.codec == LayerCodec::kHevc && !options.hevc.lossless && !(IsConvolution(tensor) && policy.convolution_qp);
+  return options.codec == LayerCodec::kHevc && !options.hevc.lossless &&
+         !(IsConvolution(tensor) && policy.convolution_qp);
 }
 
-LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy, const TierSpec& tier,
-                              LayerEncodeOptions base) {
+LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy,
+                              const TierSpec& tier, LayerEncodeOptions base) {
   switch (ClassifyTensor(tensor, policy)) {
     case LayerClass::kPicture:
       base.codec = tier.picture_codec;
       base.hevc.qp = tier.qp;
       base.hevc.lossless = tier.lossless;
-      if (IsConvolution(tensor) && policy.convolution_qp && tier.picture_codec == LayerCodec::kHevc && !tier.lossless) {
+      if (IsConvolution(tensor) && policy.convolution_qp &&
+          tier.picture_codec == LayerCodec::kHevc && !tier.lossless) {
         base.hevc.qp = *policy.convolution_qp;
       }
-      if (tensor.NumElements() == 0) base.codec = LayerCodec::kZstdInt8;  // nothing to picture
+      if (tensor.NumElements() == 0)
+        base.codec = LayerCodec::kZstdInt8;  // nothing to picture
       break;
-    case LayerClass::kInt8: base.codec = LayerCodec::kZstdInt8; break;
-    case LayerClass::kFloat: base.codec = LayerCodec::kFloat32; break;
-    case LayerClass::kPassthrough: base.codec = LayerCodec::kPassthrough; break;
+    case LayerClass::kInt8:
+      base.codec = LayerCodec::kZstdInt8;
+      break;
+    case LayerClass::kFloat:
+      base.codec = LayerCodec::kFloat32;
+      break;
+    case LayerClass::kPassthrough:
+      base.codec = LayerCodec::kPassthrough;
+      break;
   }
-  if (!IsFloatingPoint(tensor.dtype) && IsInt8Codec(base.codec)) base.codec = LayerCodec::kPassthrough;
+  if (!IsFloatingPoint(tensor.dtype) && IsInt8Codec(base.codec))
+    base.codec = LayerCodec::kPassthrough;
   base.scheme = policy.scheme.value_or(QuantScheme::kPerTensorSymmetric);
   base.choose_scheme = !policy.scheme.has_value();
   return base;

@@ -28,30 +28,42 @@ constexpr CodecInfo kCodecs[] = {
     {LayerCodec::kHevcDelta, v1::LAYER_CODEC_HEVC_DELTA, "hevc-delta"},
 };
 
-v1::QuantScheme SchemeToProto(QuantScheme scheme) { return static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(scheme)); }
-
-absl::Status Invalid(absl::string_view layer, absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("packed layer", layer.empty() ? "" : absl::StrCat(" '", layer, "'"), ": ", what));
+v1::QuantScheme SchemeToProto(QuantScheme scheme) {
+  return static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(scheme));
 }
 
-// The payload size a non-HEVC codec must have for `elements` values, or -1 when it varies.
+absl::Status Invalid(absl::string_view layer, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "packed layer", layer.empty() ? "" : absl::StrCat(" '", layer, "'"), ": ",
+      what));
+}
+
+// The payload size a non-HEVC codec must have for `elements` values, or -1 when
+// it varies.
 int64_t FixedPayloadBytes(LayerCodec codec, int64_t elements, DType dtype) {
   switch (codec) {
-    case LayerCodec::kRawInt8: return elements;
-    case LayerCodec::kFloat32: return elements * 4;
-    case LayerCodec::kFloat16: return elements * 2;
-    case LayerCodec::kPassthrough: return elements * static_cast<int64_t>(DTypeSize(dtype));
-    default: return -1;
+    case LayerCodec::kRawInt8:
+      return elements;
+    case LayerCodec::kFloat32:
+      return elements * 4;
+    case LayerCodec::kFloat16:
+      return elements * 2;
+    case LayerCodec::kPassthrough:
+      return elements * static_cast<int64_t>(DTypeSize(dtype));
+    default:
+      return -1;
   }
 }
 
-absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint64_t payload_available) {
+absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
+                                       uint64_t payload_available) {
   PackedLayer layer;
   layer.name = header.name();
   const absl::string_view name = layer.name;
   if (header.format_version() != kFormatVersion) {
-    return Invalid(name, absl::StrCat("format version ", header.format_version(), " is not supported"));
+    return Invalid(name,
+                   absl::StrCat("format version ", header.format_version(),
+                                " is not supported"));
   }
   bool known = false;
   for (const CodecInfo& info : kCodecs) {
@@ -60,12 +72,16 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint
       known = true;
     }
   }
-  if (!known) return Invalid(name, absl::StrCat("unknown codec ", header.codec()));
-  if (header.shape_size() > kMaxTensorRank) return Invalid(name, "too many dimensions");
+  if (!known)
+    return Invalid(name, absl::StrCat("unknown codec ", header.codec()));
+  if (header.shape_size() > kMaxTensorRank)
+    return Invalid(name, "too many dimensions");
   layer.shape.assign(header.shape().begin(), header.shape().end());
   auto elements = CheckedNumElements(layer.shape, "shape");
   if (!elements.ok()) return Invalid(name, elements.status().message());
-  if (*elements > kMaxLayerElements) return Invalid(name, absl::StrCat(*elements, " elements is over the limit"));
+  if (*elements > kMaxLayerElements)
+    return Invalid(name,
+                   absl::StrCat(*elements, " elements is over the limit"));
   auto dtype = DTypeFromName(header.source_dtype());
   if (!dtype.ok()) return Invalid(name, dtype.status().message());
   layer.source_dtype = *dtype;
@@ -77,62 +93,86 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header, uint
     }
     layer.scheme = static_cast<QuantScheme>(header.quant_scheme() - 1);
     const int64_t channels = header.scales_size();
-    const bool per_channel = layer.scheme == QuantScheme::kPerChannelSymmetric ||
-                             layer.scheme == QuantScheme::kPerChannelAsymmetric;
+    const bool per_channel =
+        layer.scheme == QuantScheme::kPerChannelSymmetric ||
+        layer.scheme == QuantScheme::kPerChannelAsymmetric;
     const int64_t expected_channels =
-        per_channel && layer.shape.size() >= 2 && layer.shape[0] > 0 ? layer.shape[0] : 1;
-    if (channels != expected_channels || header.zero_points_size() != channels) {
-      return Invalid(name, absl::StrCat(channels, " scales and ", header.zero_points_size(),
-                                        " zero points, expected ", expected_channels));
+        per_channel && layer.shape.size() >= 2 && layer.shape[0] > 0
+            ? layer.shape[0]
+            : 1;
+    if (channels != expected_channels ||
+        header.zero_points_size() != channels) {
+      return Invalid(
+          name,
+          absl::StrCat(channels, " scales and ", header.zero_points_size(),
+                       " zero points, expected ", expected_channels));
     }
     for (float scale : header.scales()) {
-      if (!std::isfinite(scale) || scale <= 0) return Invalid(name, "a scale is not a positive number");
+      if (!std::isfinite(scale) || scale <= 0)
+        return Invalid(name, "a scale is not a positive number");
     }
     for (int32_t zero : header.zero_points()) {
-      if (zero < -128 || zero > 127) return Invalid(name, "a zero point is outside int8");
+      if (zero < -128 || zero > 127)
+        return Invalid(name, "a zero point is outside int8");
     }
     layer.scales.assign(header.scales().begin(), header.scales().end());
-    layer.zero_points.assign(header.zero_points().begin(), header.zero_points().end());
+    layer.zero_points.assign(header.zero_points().begin(),
+                             header.zero_points().end());
   }
 
   int64_t expected_tiles = 1;
   if (IsPictureCodec(layer.codec)) {
     const auto [rows, cols] = MatrixView(layer.shape);
-    layer.grid = TileGrid{header.matrix_rows(), header.matrix_cols(), header.tile_rows(), header.tile_cols()};
+    layer.grid = TileGrid{header.matrix_rows(), header.matrix_cols(),
+                          header.tile_rows(), header.tile_cols()};
     if (layer.grid.rows != rows || layer.grid.cols != cols) {
-      return Invalid(name, absl::StrCat("matrix ", layer.grid.rows, "x", layer.grid.cols,
-                                        " does not match shape ", ShapeToString(layer.shape)));
+      return Invalid(
+          name,
+          absl::StrCat("matrix ", layer.grid.rows, "x", layer.grid.cols,
+                       " does not match shape ", ShapeToString(layer.shape)));
     }
-    if (absl::Status s = ValidateTileGrid(layer.grid, kDefaultMaxTileSize * 4); !s.ok()) {
+    if (absl::Status s = ValidateTileGrid(layer.grid, kDefaultMaxTileSize * 4);
+        !s.ok()) {
       return Invalid(name, s.message());
     }
     expected_tiles = layer.grid.NumTiles();
-    if (!header.lossless() && (header.qp() < 0 || header.qp() > 51)) return Invalid(name, "QP outside 0..51");
+    if (!header.lossless() && (header.qp() < 0 || header.qp() > 51))
+      return Invalid(name, "QP outside 0..51");
   }
   if (layer.codec == LayerCodec::kHevcDelta) {
-    if (header.base_sha256().size() != layer.base_sha256.size() || header.lossless()) {
-      return Invalid(name, "a delta layer needs a 32-byte base SHA-256 and a lossy QP");
+    if (header.base_sha256().size() != layer.base_sha256.size() ||
+        header.lossless()) {
+      return Invalid(
+          name, "a delta layer needs a 32-byte base SHA-256 and a lossy QP");
     }
-    std::memcpy(layer.base_sha256.data(), header.base_sha256().data(), layer.base_sha256.size());
+    std::memcpy(layer.base_sha256.data(), header.base_sha256().data(),
+                layer.base_sha256.size());
   }
   if (header.tile_bytes_size() != expected_tiles) {
-    return Invalid(name, absl::StrCat(header.tile_bytes_size(), " tile lengths, expected ", expected_tiles));
+    return Invalid(
+        name, absl::StrCat(header.tile_bytes_size(), " tile lengths, expected ",
+                           expected_tiles));
   }
   uint64_t total = 0;
   for (uint64_t bytes : header.tile_bytes()) {
     if (bytes > payload_available - total) {
-      return Invalid(name, absl::StrCat("tile lengths exceed the ", payload_available, " payload bytes present"));
+      return Invalid(name,
+                     absl::StrCat("tile lengths exceed the ", payload_available,
+                                  " payload bytes present"));
     }
     total += bytes;
   }
-  const int64_t fixed = FixedPayloadBytes(layer.codec, *elements, layer.source_dtype);
+  const int64_t fixed =
+      FixedPayloadBytes(layer.codec, *elements, layer.source_dtype);
   if (fixed >= 0 && total != static_cast<uint64_t>(fixed)) {
-    return Invalid(name, absl::StrCat("payload of ", total, " bytes, expected ", fixed));
+    return Invalid(
+        name, absl::StrCat("payload of ", total, " bytes, expected ", fixed));
   }
   if (header.decoded_sha256().size() != layer.decoded_sha256.size()) {
     return Invalid(name, "SHA-256 is not 32 bytes");
   }
-  std::memcpy(layer.decoded_sha256.data(), header.decoded_sha256().data(), layer.decoded_sha256.size());
+  std::memcpy(layer.decoded_sha256.data(), header.decoded_sha256().data(),
+              layer.decoded_sha256.size());
   layer.fidelity = Fidelity{};  // the channel SQNR is not stored
   layer.fidelity.sqnr_db = header.sqnr_db();
   layer.fidelity.sqnr_int8_db = header.sqnr_int8_db();
@@ -163,19 +203,26 @@ int LayerCodecProtoNumber(LayerCodec codec) {
 
 int QuantSchemeProtoNumber(QuantScheme scheme) {
   switch (scheme) {
-    case QuantScheme::kPerTensorSymmetric: return v1::QUANT_SCHEME_PER_TENSOR_SYMMETRIC;
-    case QuantScheme::kPerChannelSymmetric: return v1::QUANT_SCHEME_PER_CHANNEL_SYMMETRIC;
-    case QuantScheme::kPerTensorAsymmetric: return v1::QUANT_SCHEME_PER_TENSOR_ASYMMETRIC;
-    case QuantScheme::kPerChannelAsymmetric: return v1::QUANT_SCHEME_PER_CHANNEL_ASYMMETRIC;
+    case QuantScheme::kPerTensorSymmetric:
+      return v1::QUANT_SCHEME_PER_TENSOR_SYMMETRIC;
+    case QuantScheme::kPerChannelSymmetric:
+      return v1::QUANT_SCHEME_PER_CHANNEL_SYMMETRIC;
+    case QuantScheme::kPerTensorAsymmetric:
+      return v1::QUANT_SCHEME_PER_TENSOR_ASYMMETRIC;
+    case QuantScheme::kPerChannelAsymmetric:
+      return v1::QUANT_SCHEME_PER_CHANNEL_ASYMMETRIC;
   }
   return v1::QUANT_SCHEME_UNSPECIFIED;
 }
 
 bool IsInt8Codec(LayerCodec codec) {
-  return IsPictureCodec(codec) || codec == LayerCodec::kRawInt8 || codec == LayerCodec::kZstdInt8;
+  return IsPictureCodec(codec) || codec == LayerCodec::kRawInt8 ||
+         codec == LayerCodec::kZstdInt8;
 }
 
-bool IsPictureCodec(LayerCodec codec) { return codec == LayerCodec::kHevc || codec == LayerCodec::kHevcDelta; }
+bool IsPictureCodec(LayerCodec codec) {
+  return codec == LayerCodec::kHevc || codec == LayerCodec::kHevcDelta;
+}
 
 uint64_t PackedLayer::PayloadBytes() const {
   uint64_t total = 0;
@@ -210,40 +257,46 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     header.set_x265_preset(layer.preset);
   }
   for (const auto& tile : layer.tiles) header.add_tile_bytes(tile.size());
-  header.set_decoded_sha256(layer.decoded_sha256.data(), layer.decoded_sha256.size());
+  header.set_decoded_sha256(layer.decoded_sha256.data(),
+                            layer.decoded_sha256.size());
   header.set_sqnr_db(layer.fidelity.sqnr_db);
   header.set_sqnr_int8_db(layer.fidelity.sqnr_int8_db);
   header.set_max_abs_error(layer.fidelity.max_abs_error);
 
   const std::string header_bytes = header.SerializeAsString();
-  // Magic, length and header written in place (GCC 12 misreads inserts into a reserved vector as
-  // overflows: -Wstringop-overflow).
+  // Magic, length and header written in place (GCC 12 misreads inserts into a
+  // reserved vector as overflows: -Wstringop-overflow).
   std::vector<uint8_t> out(8 + header_bytes.size());
   std::memcpy(out.data(), kMagic, 4);
   const uint32_t length = static_cast<uint32_t>(header_bytes.size());
-  for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<uint8_t>(length >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    out[4 + i] = static_cast<uint8_t>(length >> (8 * i));
   std::memcpy(out.data() + 8, header_bytes.data(), header_bytes.size());
   out.reserve(out.size() + layer.PayloadBytes());
-  for (const auto& tile : layer.tiles) out.insert(out.end(), tile.begin(), tile.end());
+  for (const auto& tile : layer.tiles)
+    out.insert(out.end(), tile.begin(), tile.end());
   return out;
 }
 
-absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes, size_t* consumed) {
+absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
+                                             size_t* consumed) {
   if (bytes.size() < 8 || std::memcmp(bytes.data(), kMagic, 4) != 0) {
     return Invalid("", "does not start with the WCL1 magic");
   }
   uint32_t length = 0;
-  for (int i = 0; i < 4; ++i) length |= static_cast<uint32_t>(bytes[4 + i]) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    length |= static_cast<uint32_t>(bytes[4 + i]) << (8 * i);
   if (length > kMaxHeaderBytes || length > bytes.size() - 8) {
-    return Invalid("", absl::StrCat("header length ", length, " exceeds the ", bytes.size() - 8,
-                                    " bytes present"));
+    return Invalid("", absl::StrCat("header length ", length, " exceeds the ",
+                                    bytes.size() - 8, " bytes present"));
   }
   v1::PackedLayerHeader header;
   if (!header.ParseFromArray(bytes.data() + 8, static_cast<int>(length))) {
     return Invalid("", "header is not a valid PackedLayerHeader");
   }
   const size_t payload_offset = 8 + length;
-  ASSIGN_OR_RETURN(PackedLayer layer, FromHeader(header, bytes.size() - payload_offset));
+  ASSIGN_OR_RETURN(PackedLayer layer,
+                   FromHeader(header, bytes.size() - payload_offset));
   size_t offset = payload_offset;
   for (int i = 0; i < header.tile_bytes_size(); ++i) {
     const size_t size = header.tile_bytes(i);

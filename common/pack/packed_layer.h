@@ -1,7 +1,8 @@
-// The packed-layer format (docs/FORMAT.md): one tensor of one tier, self-describing and
-// self-delimiting. "WCL1", a little-endian uint32 header length, a PackedLayerHeader protobuf,
-// then the payload (the concatenated tile bitstreams). The reader treats bytes as untrusted and
-// rejects a header whose sizes do not add up before allocating anything. Plain values; thread-safe.
+// The packed-layer format (docs/FORMAT.md): one tensor of one tier,
+// self-describing and self-delimiting. "WCL1", a little-endian uint32 header
+// length, a PackedLayerHeader protobuf, then the payload (the concatenated tile
+// bitstreams). The reader treats bytes as untrusted and rejects a header whose
+// sizes do not add up before allocating anything. Plain values; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
 #define WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
 
@@ -20,15 +21,27 @@
 
 namespace weightcast {
 
-enum class LayerCodec { kHevc, kRawInt8, kZstdInt8, kFloat32, kFloat16, kPassthrough, kHevcDelta };
+enum class LayerCodec {
+  kHevc,
+  kRawInt8,
+  kZstdInt8,
+  kFloat32,
+  kFloat16,
+  kPassthrough,
+  kHevcDelta
+};
 
-absl::string_view LayerCodecName(LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
+absl::string_view LayerCodecName(
+    LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
 bool IsInt8Codec(LayerCodec codec);
-// HEVC pictures (intra, or P pictures on a base layer: kHevcDelta), cut by a TileGrid.
+// HEVC pictures (intra, or P pictures on a base layer: kHevcDelta), cut by a
+// TileGrid.
 bool IsPictureCodec(LayerCodec codec);
-// The codec's number in weightcast.v1.LayerCodec (packed_layer.proto), for APIs that carry it.
+// The codec's number in weightcast.v1.LayerCodec (packed_layer.proto), for APIs
+// that carry it.
 int LayerCodecProtoNumber(LayerCodec codec);
-// The weightcast.v1.QuantScheme number of a scheme (the one mapping; the API reuses it).
+// The weightcast.v1.QuantScheme number of a scheme (the one mapping; the API
+// reuses it).
 int QuantSchemeProtoNumber(QuantScheme scheme);
 
 // Limits a reader enforces before allocating.
@@ -53,7 +66,8 @@ struct PackedLayer {
   int qp = 0;
   bool lossless = false;
   std::string preset;
-  // kHevcDelta only: the SHA-256 of the serialized base layer its P pictures are predicted from.
+  // kHevcDelta only: the SHA-256 of the serialized base layer its P pictures
+  // are predicted from.
   Sha256Digest base_sha256{};
 
   uint64_t PayloadBytes() const;
@@ -61,10 +75,12 @@ struct PackedLayer {
 
 std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer);
 
-// Parses one packed layer at the start of `bytes`; sets *consumed to its length so that layers
-// can be read back to back. INVALID_ARGUMENT (naming the layer when the name is known) for any
-// header that is malformed or whose sizes do not add up.
-absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes, size_t* consumed);
+// Parses one packed layer at the start of `bytes`; sets *consumed to its length
+// so that layers can be read back to back. INVALID_ARGUMENT (naming the layer
+// when the name is known) for any header that is malformed or whose sizes do
+// not add up.
+absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
+                                             size_t* consumed);
 
 }  // namespace weightcast
 

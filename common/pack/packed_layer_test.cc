@@ -21,12 +21,14 @@ std::vector<uint8_t> SamplePackedLayer() {
   options.codec = LayerCodec::kHevc;
   options.hevc = {30, false, "ultrafast"};
   options.max_tile_size = 32;  // 2 x 2 tiles
-  PackedLayer layer = EncodeLayer(MakeFloat32Tensor("fc.weight", {64, 48}, values), options).value();
+  PackedLayer layer =
+      EncodeLayer(MakeFloat32Tensor("fc.weight", {64, 48}, values), options)
+          .value();
   return SerializePackedLayer(layer);
 }
 
-// Deltas name their base by the SHA-256 of its serialization: a parsed layer must serialize to
-// the very bytes it was parsed from.
+// Deltas name their base by the SHA-256 of its serialization: a parsed layer
+// must serialize to the very bytes it was parsed from.
 TEST(PackedLayer, ParsedLayerSerializesByteForByte) {
   const std::vector<uint8_t> bytes = SamplePackedLayer();
   size_t consumed = 0;
@@ -40,11 +42,14 @@ TEST(PackedLayer, RejectsBadMagicAndLyingHeaderLength) {
   size_t consumed;
   std::vector<uint8_t> bad_magic = bytes;
   bad_magic[0] = 'X';
-  EXPECT_THAT(std::string(ParsePackedLayer(bad_magic, &consumed).status().message()), HasSubstr("magic"));
+  EXPECT_THAT(
+      std::string(ParsePackedLayer(bad_magic, &consumed).status().message()),
+      HasSubstr("magic"));
   std::vector<uint8_t> long_header = bytes;
   long_header[7] = 0x7f;  // header length ~2 GB
-  EXPECT_THAT(std::string(ParsePackedLayer(long_header, &consumed).status().message()),
-              HasSubstr("header length"));
+  EXPECT_THAT(
+      std::string(ParsePackedLayer(long_header, &consumed).status().message()),
+      HasSubstr("header length"));
 }
 
 TEST(PackedLayer, RejectsTileLengthsBeyondThePayload) {
@@ -56,13 +61,15 @@ TEST(PackedLayer, RejectsTileLengthsBeyondThePayload) {
   EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("fc.weight"));
 }
 
-// Fuzz-style: every truncation and random bit flips of a packed layer parse to an error or
-// decode to an error or the right shape; nothing crashes (ASan in scripts/test --asan).
+// Fuzz-style: every truncation and random bit flips of a packed layer parse to
+// an error or decode to an error or the right shape; nothing crashes (ASan in
+// scripts/test --asan).
 TEST(PackedLayer, TruncatedAndBitFlippedInputNeverCrashes) {
   const std::vector<uint8_t> bytes = SamplePackedLayer();
   size_t consumed;
   for (size_t length = 0; length < bytes.size(); length += 3) {
-    auto parsed = ParsePackedLayer(absl::MakeConstSpan(bytes.data(), length), &consumed);
+    auto parsed =
+        ParsePackedLayer(absl::MakeConstSpan(bytes.data(), length), &consumed);
     EXPECT_FALSE(parsed.ok()) << length;
   }
   std::mt19937 rng(9);
@@ -70,21 +77,26 @@ TEST(PackedLayer, TruncatedAndBitFlippedInputNeverCrashes) {
   for (int trial = 0; trial < 400; ++trial) {
     std::vector<uint8_t> damaged = bytes;
     for (int flips = 0; flips < 1 + trial % 3; ++flips) {
-      damaged[rng() % damaged.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+      damaged[rng() % damaged.size()] ^=
+          static_cast<uint8_t>(1u << (rng() % 8));
     }
     auto parsed = ParsePackedLayer(damaged, &consumed);
     if (!parsed.ok()) continue;
     auto decoded = DecodeLayer(*parsed, 1);
     if (decoded.ok()) {
       ++decoded_ok;
-      EXPECT_EQ(decoded->int8->values.size(), static_cast<size_t>(decoded->int8->shape[0] * decoded->int8->shape[1]));
+      EXPECT_EQ(decoded->int8->values.size(),
+                static_cast<size_t>(decoded->int8->shape[0] *
+                                    decoded->int8->shape[1]));
     } else {
       EXPECT_THAT(decoded.status().code(),
-                  testing::AnyOf(absl::StatusCode::kDataLoss, absl::StatusCode::kInvalidArgument));
+                  testing::AnyOf(absl::StatusCode::kDataLoss,
+                                 absl::StatusCode::kInvalidArgument));
     }
   }
-  // A flip in the payload is caught by the SHA-256: only flips in fields that do not change
-  // the decoded values (fidelity figures, preset name) can still decode.
+  // A flip in the payload is caught by the SHA-256: only flips in fields that
+  // do not change the decoded values (fidelity figures, preset name) can still
+  // decode.
   EXPECT_LT(decoded_ok, 400);
 }
 
@@ -92,9 +104,11 @@ TEST(PackedModel, RejectsTrailingBytesAndHugeLayerCounts) {
   std::vector<uint8_t> model = {'W', 'C', 'M', '1', 0, 0, 0, 0};
   EXPECT_TRUE(ParsePackedModel(model).ok());
   model.push_back(0);
-  EXPECT_THAT(std::string(ParsePackedModel(model).status().message()), HasSubstr("trailing"));
+  EXPECT_THAT(std::string(ParsePackedModel(model).status().message()),
+              HasSubstr("trailing"));
   std::vector<uint8_t> huge = {'W', 'C', 'M', '1', 0xff, 0xff, 0xff, 0xff};
-  EXPECT_THAT(std::string(ParsePackedModel(huge).status().message()), HasSubstr("over the limit"));
+  EXPECT_THAT(std::string(ParsePackedModel(huge).status().message()),
+              HasSubstr("over the limit"));
 }
 
 }  // namespace

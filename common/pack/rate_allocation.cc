@@ -8,23 +8,31 @@
 namespace weightcast {
 namespace {
 
-double Nsr(double sqnr_db) { return std::isinf(sqnr_db) && sqnr_db > 0 ? 0.0 : std::pow(10.0, -sqnr_db / 10.0); }
+double Nsr(double sqnr_db) {
+  return std::isinf(sqnr_db) && sqnr_db > 0 ? 0.0
+                                            : std::pow(10.0, -sqnr_db / 10.0);
+}
 
-// The lower convex hull of a curve in (bytes, NSR): more bytes always buy less NSR, and each
-// further byte buys less than the one before.
+// The lower convex hull of a curve in (bytes, NSR): more bytes always buy less
+// NSR, and each further byte buys less than the one before.
 std::vector<RatePoint> LowerHull(std::vector<RatePoint> points) {
-  std::sort(points.begin(), points.end(), [](const RatePoint& a, const RatePoint& b) {
-    return a.bytes != b.bytes ? a.bytes < b.bytes : a.sqnr_db > b.sqnr_db;
-  });
+  std::sort(
+      points.begin(), points.end(), [](const RatePoint& a, const RatePoint& b) {
+        return a.bytes != b.bytes ? a.bytes < b.bytes : a.sqnr_db > b.sqnr_db;
+      });
   std::vector<RatePoint> hull;
   for (const RatePoint& p : points) {
-    if (!hull.empty() && Nsr(p.sqnr_db) >= Nsr(hull.back().sqnr_db)) continue;  // dominated
+    if (!hull.empty() && Nsr(p.sqnr_db) >= Nsr(hull.back().sqnr_db))
+      continue;  // dominated
     while (hull.size() >= 2) {
       const RatePoint& a = hull[hull.size() - 2];
       const RatePoint& b = hull.back();
-      // b lies on or above the chord from a to p: it is never the best use of its bytes.
-      const double lhs = (Nsr(b.sqnr_db) - Nsr(a.sqnr_db)) * double(p.bytes - a.bytes);
-      const double rhs = (Nsr(p.sqnr_db) - Nsr(a.sqnr_db)) * double(b.bytes - a.bytes);
+      // b lies on or above the chord from a to p: it is never the best use of
+      // its bytes.
+      const double lhs =
+          (Nsr(b.sqnr_db) - Nsr(a.sqnr_db)) * double(p.bytes - a.bytes);
+      const double rhs =
+          (Nsr(p.sqnr_db) - Nsr(a.sqnr_db)) * double(b.bytes - a.bytes);
       if (lhs < rhs) break;
       hull.pop_back();
     }
@@ -36,42 +44,52 @@ std::vector<RatePoint> LowerHull(std::vector<RatePoint> points) {
 }  // namespace
 
 const std::vector<int>& BudgetQpGrid() {
-  static const std::vector<int> grid = {51, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26,
-                                        24, 22, 20, 18, 16, 13, 10, 7, 4};
+  static const std::vector<int> grid = {51, 48, 46, 44, 42, 40, 38, 36,
+                                        34, 32, 30, 28, 26, 24, 22, 20,
+                                        18, 16, 13, 10, 7,  4};
   return grid;
 }
 
-absl::StatusOr<Allocation> AllocateBudget(const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
-                                          uint64_t budget_bytes) {
+absl::StatusOr<Allocation> AllocateBudget(
+    const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
+    uint64_t budget_bytes) {
   std::vector<std::vector<RatePoint>> hulls;
   Allocation allocation;
   allocation.bytes = fixed_bytes;
   for (const LayerRateCurve& curve : curves) {
-    if (curve.points.empty()) return absl::InvalidArgumentError(absl::StrCat("layer ", curve.name, ": no rate points"));
+    if (curve.points.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", curve.name, ": no rate points"));
     hulls.push_back(LowerHull(curve.points));
     allocation.bytes += hulls.back().front().bytes;
   }
   if (allocation.bytes > budget_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("a budget of ", budget_bytes, " bytes is below the ", allocation.bytes,
-                                                   " bytes this model needs at least (every picture layer at its "
-                                                   "coarsest QP, the other layers as they are)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a budget of ", budget_bytes, " bytes is below the ", allocation.bytes,
+        " bytes this model needs at least (every picture layer at its "
+        "coarsest QP, the other layers as they are)"));
   }
   struct Step {
     size_t layer;
-    size_t to;      // hull index this step moves to
-    double slope;   // NSR saved per byte
-    uint64_t bytes; // bytes it adds
+    size_t to;       // hull index this step moves to
+    double slope;    // NSR saved per byte
+    uint64_t bytes;  // bytes it adds
   };
   std::vector<Step> steps;
   for (size_t i = 0; i < hulls.size(); ++i) {
     for (size_t j = 1; j < hulls[i].size(); ++j) {
       const uint64_t bytes = hulls[i][j].bytes - hulls[i][j - 1].bytes;
-      const double saved = Nsr(hulls[i][j - 1].sqnr_db) - Nsr(hulls[i][j].sqnr_db);
-      steps.push_back({i, j, saved / double(std::max<uint64_t>(bytes, 1)), bytes});
+      const double saved =
+          Nsr(hulls[i][j - 1].sqnr_db) - Nsr(hulls[i][j].sqnr_db);
+      steps.push_back(
+          {i, j, saved / double(std::max<uint64_t>(bytes, 1)), bytes});
     }
   }
-  // Steepest first; within a layer the hull's slopes fall, so its steps stay in order.
-  std::stable_sort(steps.begin(), steps.end(), [](const Step& a, const Step& b) { return a.slope > b.slope; });
+  // Steepest first; within a layer the hull's slopes fall, so its steps stay in
+  // order.
+  std::stable_sort(
+      steps.begin(), steps.end(),
+      [](const Step& a, const Step& b) { return a.slope > b.slope; });
   std::vector<size_t> at(hulls.size(), 0);
   std::vector<bool> stuck(hulls.size(), false);
   for (const Step& step : steps) {

@@ -1,13 +1,14 @@
-// Per-layer QP for a byte budget: equal-slope rate-distortion allocation over measured per-layer
-// rate/SQNR curves. Pure functions; thread-safe.
+// Per-layer QP for a byte budget: equal-slope rate-distortion allocation over
+// measured per-layer rate/SQNR curves. Pure functions; thread-safe.
 //
-// The distortion of a layer is its noise-to-signal ratio, NSR = 10^(-SQNR/10), and the model's is
-// the sum over layers. That is the data-free sensitivity proxy: through a chain of layers each
-// weight error perturbs its layer's output roughly in proportion to the layer's relative weight
-// error, and independent perturbations add, so the output's NSR is about the sum of the layers'.
-// Every layer weighs the same however many weights it holds, so the bits go where one byte buys
-// the most relative precision, which a uniform QP (a step proportional to each layer's own
-// max|w|) does not do.
+// The distortion of a layer is its noise-to-signal ratio, NSR = 10^(-SQNR/10),
+// and the model's is the sum over layers. That is the data-free sensitivity
+// proxy: through a chain of layers each weight error perturbs its layer's
+// output roughly in proportion to the layer's relative weight error, and
+// independent perturbations add, so the output's NSR is about the sum of the
+// layers'. Every layer weighs the same however many weights it holds, so the
+// bits go where one byte buys the most relative precision, which a uniform QP
+// (a step proportional to each layer's own max|w|) does not do.
 #ifndef WEIGHTCAST_COMMON_PACK_RATE_ALLOCATION_H_
 #define WEIGHTCAST_COMMON_PACK_RATE_ALLOCATION_H_
 
@@ -39,12 +40,14 @@ struct Allocation {
   double nsr = 0;       // sum of the chosen points' NSR
 };
 
-// Chooses one point per curve so that fixed_bytes + their bytes <= budget_bytes with the least
-// total NSR the greedy equal-slope walk along each curve's lower convex hull finds. With more
-// budget than the finest points need, every layer gets its finest point. INVALID_ARGUMENT when
-// even the coarsest points exceed the budget (saying how many bytes the model needs at least).
-absl::StatusOr<Allocation> AllocateBudget(const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
-                                          uint64_t budget_bytes);
+// Chooses one point per curve so that fixed_bytes + their bytes <= budget_bytes
+// with the least total NSR the greedy equal-slope walk along each curve's lower
+// convex hull finds. With more budget than the finest points need, every layer
+// gets its finest point. INVALID_ARGUMENT when even the coarsest points exceed
+// the budget (saying how many bytes the model needs at least).
+absl::StatusOr<Allocation> AllocateBudget(
+    const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
+    uint64_t budget_bytes);
 
 }  // namespace weightcast
 

@@ -11,32 +11,39 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// A layer whose SQNR rises 6 dB per doubling of its bytes, like a scalar quantizer, from
-// `base_bytes` at QP 40 (and 6 dB per 6 QP).
-LayerRateCurve Curve(const std::string& name, uint64_t base_bytes, double base_db) {
+// A layer whose SQNR rises 6 dB per doubling of its bytes, like a scalar
+// quantizer, from `base_bytes` at QP 40 (and 6 dB per 6 QP).
+LayerRateCurve Curve(const std::string& name, uint64_t base_bytes,
+                     double base_db) {
   LayerRateCurve curve{name, {}};
-  for (int k = 0; k < 4; ++k) curve.points.push_back({40 - 6 * k, base_bytes << k, base_db + 6.0 * k});
+  for (int k = 0; k < 4; ++k)
+    curve.points.push_back({40 - 6 * k, base_bytes << k, base_db + 6.0 * k});
   return curve;
 }
 
 TEST(RateAllocation, EveryLayerAtItsCoarsestWhenTheBudgetIsTight) {
-  auto a = AllocateBudget({Curve("a", 100, 10), Curve("b", 1000, 10)}, 50, 1150);
+  auto a =
+      AllocateBudget({Curve("a", 100, 10), Curve("b", 1000, 10)}, 50, 1150);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_THAT(a->qp, ElementsAre(40, 40));
   EXPECT_EQ(a->bytes, 1150u);
 }
 
 TEST(RateAllocation, SpendsBytesWhereTheyBuyTheMostPrecision) {
-  // Doubling the small layer costs 100 bytes, the large one 1000, for the same NSR saved.
-  auto a = AllocateBudget({Curve("small", 100, 10), Curve("large", 1000, 10)}, 0, 1500);
+  // Doubling the small layer costs 100 bytes, the large one 1000, for the same
+  // NSR saved.
+  auto a = AllocateBudget({Curve("small", 100, 10), Curve("large", 1000, 10)},
+                          0, 1500);
   ASSERT_TRUE(a.ok()) << a.status();
-  // The small layer goes to 400 bytes (QP 28); the large one's first step (+1000) does not fit.
+  // The small layer goes to 400 bytes (QP 28); the large one's first step
+  // (+1000) does not fit.
   EXPECT_THAT(a->qp, ElementsAre(28, 40));
   EXPECT_EQ(a->bytes, 1400u);
 }
 
 TEST(RateAllocation, NeverExceedsTheBudgetAndBeatsUniformAtEqualBytes) {
-  const std::vector<LayerRateCurve> curves = {Curve("a", 300, 12), Curve("b", 2000, 8), Curve("c", 50, 20)};
+  const std::vector<LayerRateCurve> curves = {
+      Curve("a", 300, 12), Curve("b", 2000, 8), Curve("c", 50, 20)};
   for (uint64_t budget : {2400u, 3000u, 5000u, 9000u, 20000u}) {
     auto a = AllocateBudget(curves, 10, budget);
     ASSERT_TRUE(a.ok()) << a.status();
@@ -57,10 +64,16 @@ TEST(RateAllocation, NeverExceedsTheBudgetAndBeatsUniformAtEqualBytes) {
 }
 
 TEST(RateAllocation, SkipsPointsOffTheConvexHull) {
-  LayerRateCurve curve{"a", {{40, 100, 10}, {34, 200, 10.5}, {28, 300, 22}}};  // QP 34 buys almost nothing
+  LayerRateCurve curve{"a",
+                       {{40, 100, 10},
+                        {34, 200, 10.5},
+                        {28, 300, 22}}};  // QP 34 buys almost nothing
   auto a = AllocateBudget({curve}, 0, 250);
   ASSERT_TRUE(a.ok());
-  EXPECT_THAT(a->qp, ElementsAre(40));  // the step to 300 does not fit, and 34 is not on the hull
+  EXPECT_THAT(
+      a->qp,
+      ElementsAre(
+          40));  // the step to 300 does not fit, and 34 is not on the hull
   a = AllocateBudget({curve}, 0, 300);
   ASSERT_TRUE(a.ok());
   EXPECT_THAT(a->qp, ElementsAre(28));

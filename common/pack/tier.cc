@@ -15,7 +15,8 @@ namespace {
 // "qNN" alone; -1 otherwise.
 int PlainQp(absl::string_view name) {
   int qp = -1;
-  if (!absl::ConsumePrefix(&name, "q") || name.empty() || name.find_first_not_of("0123456789") != absl::string_view::npos ||
+  if (!absl::ConsumePrefix(&name, "q") || name.empty() ||
+      name.find_first_not_of("0123456789") != absl::string_view::npos ||
       !absl::SimpleAtoi(name, &qp) || qp > 51) {
     return -1;
   }
@@ -25,26 +26,32 @@ int PlainQp(absl::string_view name) {
 }  // namespace
 
 bool CanBeRefined(const TierSpec& coarse) {
-  return coarse.picture_codec == LayerCodec::kHevc && !coarse.lossless && coarse.refines.empty() &&
-         (coarse.qp > 0 || coarse.budget_bytes > 0);
+  return coarse.picture_codec == LayerCodec::kHevc && !coarse.lossless &&
+         coarse.refines.empty() && (coarse.qp > 0 || coarse.budget_bytes > 0);
 }
 
-absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine) {
+absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse,
+                                               absl::string_view fine) {
   const absl::StatusOr<TierSpec> spec = ParseTier(coarse);
   const int fine_qp = PlainQp(fine);
   if (!spec.ok() || !CanBeRefined(*spec) || fine_qp < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("a refinement goes from a qNN or budget-N tier to a qNN tier, not ",
-                                                   Echo(coarse), " to ", Echo(fine)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a refinement goes from a qNN or budget-N tier to a qNN tier, not ",
+        Echo(coarse), " to ", Echo(fine)));
   }
   if (spec->budget_bytes == 0 && spec->qp <= fine_qp) {
-    return absl::InvalidArgumentError(absl::StrCat("refinement ", Echo(absl::StrCat(coarse, "+", fine)), ": the first tier must be the coarser",
-                                                   " (higher QP) of the two"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refinement ", Echo(absl::StrCat(coarse, "+", fine)),
+        ": the first tier must be the coarser", " (higher QP) of the two"));
   }
   return absl::StrCat(coarse, "+", fine);
 }
 
 std::string BudgetTierName(uint64_t bytes) {
-  for (const auto& [unit, suffix] : {std::pair<uint64_t, const char*>{1000000000, "g"}, {1000000, "m"}, {1000, "k"}}) {
+  for (const auto& [unit, suffix] :
+       {std::pair<uint64_t, const char*>{1000000000, "g"},
+        {1000000, "m"},
+        {1000, "k"}}) {
     if (bytes % unit == 0) return absl::StrCat("budget-", bytes / unit, suffix);
   }
   return absl::StrCat("budget-", bytes);
@@ -52,8 +59,8 @@ std::string BudgetTierName(uint64_t bytes) {
 
 namespace {
 
-// The tier `name` denotes, with its canonical spelling in `name` (which may differ from the
-// argument: "q022" is "q22").
+// The tier `name` denotes, with its canonical spelling in `name` (which may
+// differ from the argument: "q022" is "q22").
 absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
   TierSpec tier;
   tier.name = std::string(name);
@@ -75,11 +82,14 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
     return tier;
   }
   if (const size_t plus = name.find('+'); plus != absl::string_view::npos) {
-    const absl::string_view coarse = name.substr(0, plus), fine = name.substr(plus + 1);
+    const absl::string_view coarse = name.substr(0, plus),
+                            fine = name.substr(plus + 1);
     absl::StatusOr<TierSpec> coarse_spec = ParseAnySpelling(coarse);
     const int fine_qp = PlainQp(fine);
     if (coarse_spec.ok() && fine_qp >= 0) {
-      RETURN_IF_ERROR(RefinementTierName(coarse_spec->name, absl::StrCat("q", fine_qp)).status());
+      RETURN_IF_ERROR(
+          RefinementTierName(coarse_spec->name, absl::StrCat("q", fine_qp))
+              .status());
       tier.qp = fine_qp;
       tier.refines = coarse_spec->name;
       tier.name = absl::StrCat(tier.refines, "+q", fine_qp);
@@ -98,16 +108,19 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
       unit = 1e9;
     }
     double value = 0;
-    if (absl::SimpleAtod(size, &value) && value * unit >= 1 && value * unit < 1e15 &&
+    if (absl::SimpleAtod(size, &value) && value * unit >= 1 &&
+        value * unit < 1e15 &&
         size.find_first_not_of("0123456789.") == absl::string_view::npos) {
       tier.budget_bytes = static_cast<uint64_t>(value * unit);
       tier.name = BudgetTierName(tier.budget_bytes);
       return tier;
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("tier ", Echo(name),
-                                                 " is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
-                                                 "lossless, hevc-lossless, int8, C+qF (a refinement of C, a qNN or budget-N tier)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("tier ", Echo(name),
+                   " is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
+                   "lossless, hevc-lossless, int8, C+qF (a refinement of C, a "
+                   "qNN or budget-N tier)"));
 }
 
 }  // namespace
@@ -115,11 +128,13 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
   if (name.size() > kMaxTierNameBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("a tier name is at most ", kMaxTierNameBytes, " characters; ", Echo(name), " is not a tier"));
+        absl::StrCat("a tier name is at most ", kMaxTierNameBytes,
+                     " characters; ", Echo(name), " is not a tier"));
   }
   ASSIGN_OR_RETURN(TierSpec tier, ParseAnySpelling(name));
   if (tier.name != name) {
-    return absl::InvalidArgumentError(absl::StrCat("tier ", Echo(name), " is spelled '", tier.name, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tier ", Echo(name), " is spelled '", tier.name, "'"));
   }
   return tier;
 }
@@ -127,13 +142,17 @@ absl::StatusOr<TierSpec> ParseTier(absl::string_view name) {
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list) {
   std::vector<TierSpec> tiers;
   absl::flat_hash_set<std::string> seen;
-  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
-    ASSIGN_OR_RETURN(TierSpec tier, ParseTier(absl::StripAsciiWhitespace(name)));
+  for (absl::string_view name :
+       absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    ASSIGN_OR_RETURN(TierSpec tier,
+                     ParseTier(absl::StripAsciiWhitespace(name)));
     if (!seen.insert(tier.name).second) {
-      return absl::InvalidArgumentError(absl::StrCat("tier '", tier.name, "' is listed twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tier '", tier.name, "' is listed twice"));
     }
     if (tiers.size() == kMaxLadderTiers) {
-      return absl::InvalidArgumentError(absl::StrCat("a ladder holds at most ", kMaxLadderTiers, " tiers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("a ladder holds at most ", kMaxLadderTiers, " tiers"));
     }
     tiers.push_back(std::move(tier));
   }

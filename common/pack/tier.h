@@ -1,8 +1,9 @@
-// Tiers: a tier is a named recipe for the picture layers of a model ("q27": HEVC at QP 27;
-// "budget-2m": HEVC with a QP per layer chosen so the whole model fits in 2,000,000 bytes;
-// "lossless": int8 + zstd; "q37+q22": a refinement, q22 coded as P pictures on q37's pictures,
-// for progressive delivery). layer_policy.h decides which tensors are picture layers.
-// Plain values and pure functions; thread-safe.
+// Tiers: a tier is a named recipe for the picture layers of a model ("q27":
+// HEVC at QP 27; "budget-2m": HEVC with a QP per layer chosen so the whole
+// model fits in 2,000,000 bytes; "lossless": int8 + zstd; "q37+q22": a
+// refinement, q22 coded as P pictures on q37's pictures, for progressive
+// delivery). layer_policy.h decides which tensors are picture layers. Plain
+// values and pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_TIER_H_
 #define WEIGHTCAST_COMMON_PACK_TIER_H_
 
@@ -17,36 +18,46 @@ namespace weightcast {
 
 struct TierSpec {
   std::string name;
-  LayerCodec picture_codec = LayerCodec::kHevc;  // what picture layers get at this tier
-  int qp = 0;                                    // HEVC tiers
-  bool lossless = false;                         // HEVC lossless tier
-  uint64_t budget_bytes = 0;  // budget tiers: the whole model's packed bytes; the QP is per layer
-  // Refinement tiers ("q37+q22", "budget-100k+q22"): each picture layer is P pictures at `qp`
-  // (or finer) predicted from the same version's layer at the coarser tier `refines` (qNN or
-  // budget-N), which a client receives first and can use while the refinement arrives. Empty:
-  // not a refinement.
+  LayerCodec picture_codec =
+      LayerCodec::kHevc;  // what picture layers get at this tier
+  int qp = 0;             // HEVC tiers
+  bool lossless = false;  // HEVC lossless tier
+  uint64_t budget_bytes =
+      0;  // budget tiers: the whole model's packed bytes; the QP is per layer
+  // Refinement tiers ("q37+q22", "budget-100k+q22"): each picture layer is P
+  // pictures at `qp` (or finer) predicted from the same version's layer at the
+  // coarser tier `refines` (qNN or budget-N), which a client receives first and
+  // can use while the refinement arrives. Empty: not a refinement.
   std::string refines;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
-// Longest tier name; most tiers in one ladder (a server may set a lower cap: --max-tiers).
+// Longest tier name; most tiers in one ladder (a server may set a lower cap:
+// --max-tiers).
 inline constexpr size_t kMaxTierNameBytes = 64;
 inline constexpr size_t kMaxLadderTiers = 256;
 
-// "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal units),
-// "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF" (a refinement of C, a
-// qNN tier of a QP above F or a budget-N tier, to qF). Each tier has one spelling: "q22", not
-// "q022"; budgets in the largest unit that divides them exactly ("budget-1500", "budget-2m", not
-// "budget-1.5k" or "budget-2000k"); another spelling is INVALID_ARGUMENT naming the canonical one.
+// "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal
+// units), "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF"
+// (a refinement of C, a qNN tier of a QP above F or a budget-N tier, to qF).
+// Each tier has one spelling: "q22", not "q022"; budgets in the largest unit
+// that divides them exactly ("budget-1500", "budget-2m", not "budget-1.5k" or
+// "budget-2000k"); another spelling is INVALID_ARGUMENT naming the canonical
+// one.
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
-// The canonical name of the budget tier of `bytes` (> 0): "budget-2m", "budget-1500".
+// The canonical name of the budget tier of `bytes` (> 0): "budget-2m",
+// "budget-1500".
 std::string BudgetTierName(uint64_t bytes);
-// The refinement tier that brings `coarse` to `fine` ("q37", "q22" -> "q37+q22"). INVALID_ARGUMENT
-// unless `fine` is a qNN tier and `coarse` a qNN tier of a higher QP or a budget-N tier.
-absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse, absl::string_view fine);
-// True for a tier a refinement can start from: a lossy qNN tier (N > 0) or a budget-N tier.
+// The refinement tier that brings `coarse` to `fine` ("q37", "q22" ->
+// "q37+q22"). INVALID_ARGUMENT unless `fine` is a qNN tier and `coarse` a qNN
+// tier of a higher QP or a budget-N tier.
+absl::StatusOr<std::string> RefinementTierName(absl::string_view coarse,
+                                               absl::string_view fine);
+// True for a tier a refinement can start from: a lossy qNN tier (N > 0) or a
+// budget-N tier.
 bool CanBeRefined(const TierSpec& coarse);
-// A comma-separated list of tier names; names must not repeat; at most kMaxLadderTiers.
+// A comma-separated list of tier names; names must not repeat; at most
+// kMaxLadderTiers.
 absl::StatusOr<std::vector<TierSpec>> ParseTierList(absl::string_view list);
 
 }  // namespace weightcast

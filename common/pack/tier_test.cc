@@ -19,8 +19,10 @@ TEST(Tier, ParsesTheDefaultLadder) {
 }
 
 TEST(Tier, RejectsUnknownAndRepeatedNames) {
-  EXPECT_THAT(std::string(ParseTierList("q27,q99").status().message()), HasSubstr("q99"));
-  EXPECT_THAT(std::string(ParseTierList("q27,q27").status().message()), HasSubstr("twice"));
+  EXPECT_THAT(std::string(ParseTierList("q27,q99").status().message()),
+              HasSubstr("q99"));
+  EXPECT_THAT(std::string(ParseTierList("q27,q27").status().message()),
+              HasSubstr("twice"));
   EXPECT_FALSE(ParseTier("qx").ok());
   EXPECT_TRUE(ParseTier("hevc-lossless")->lossless);
 }
@@ -30,8 +32,11 @@ TEST(Tier, ParsesByteBudgets) {
   EXPECT_EQ(ParseTier("budget-1500")->budget_bytes, 1500u);
   EXPECT_EQ(ParseTier("budget-123456")->budget_bytes, 123456u);
   EXPECT_EQ(ParseTier("budget-2m")->picture_codec, LayerCodec::kHevc);
-  for (const char* bad : {"budget-", "budget-0", "budget-m", "budget-2x", "budget--3k", "budget-1e3"}) {
-    EXPECT_THAT(std::string(ParseTier(bad).status().message()), HasSubstr("budget-N")) << bad;
+  for (const char* bad : {"budget-", "budget-0", "budget-m", "budget-2x",
+                          "budget--3k", "budget-1e3"}) {
+    EXPECT_THAT(std::string(ParseTier(bad).status().message()),
+                HasSubstr("budget-N"))
+        << bad;
   }
 }
 
@@ -47,24 +52,37 @@ TEST(Tier, ParsesRefinementsOfACoarseTier) {
   ASSERT_TRUE(budget.ok()) << budget.status();
   EXPECT_EQ(budget->refines, "budget-100k");
   EXPECT_EQ(budget->qp, 22);
-  EXPECT_THAT(std::string(ParseTier("q22+q37").status().message()), HasSubstr("coarser"));
-  EXPECT_THAT(std::string(ParseTier("q27+q27").status().message()), HasSubstr("coarser"));
-  for (const char* bad : {"q37+", "+q22", "lossless+q22", "q37+budget-2m", "q37+q22+q12", "q+q2", "q-1",
-                          "budget-x+q22", "q22+budget-1m"}) {
-    EXPECT_EQ(ParseTier(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  EXPECT_THAT(std::string(ParseTier("q22+q37").status().message()),
+              HasSubstr("coarser"));
+  EXPECT_THAT(std::string(ParseTier("q27+q27").status().message()),
+              HasSubstr("coarser"));
+  for (const char* bad :
+       {"q37+", "+q22", "lossless+q22", "q37+budget-2m", "q37+q22+q12", "q+q2",
+        "q-1", "budget-x+q22", "q22+budget-1m"}) {
+    EXPECT_EQ(ParseTier(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
   }
 }
 
 TEST(Tier, EachTierHasOneSpellingAndOthersNameIt) {
   const std::pair<const char*, const char*> respelled[] = {
-      {"q022", "q22"},         {"q00", "q0"},                   {"q27+q0022", "q27+q22"},
-      {"q037+q22", "q37+q22"}, {"budget-1.5k", "budget-1500"},  {"budget-2000k", "budget-2m"},
-      {"budget-0100k", "budget-100k"}, {"budget-1000000", "budget-1m"}, {"budget-100k+q022", "budget-100k+q22"},
+      {"q022", "q22"},
+      {"q00", "q0"},
+      {"q27+q0022", "q27+q22"},
+      {"q037+q22", "q37+q22"},
+      {"budget-1.5k", "budget-1500"},
+      {"budget-2000k", "budget-2m"},
+      {"budget-0100k", "budget-100k"},
+      {"budget-1000000", "budget-1m"},
+      {"budget-100k+q022", "budget-100k+q22"},
       {"budget-0.001g", "budget-1m"}};
   for (const auto& [other, canonical] : respelled) {
     const absl::Status status = ParseTier(other).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
-    EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat("spelled '", canonical, "'"))) << other;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
+        << other;
     EXPECT_TRUE(ParseTier(canonical).ok()) << canonical;
   }
   EXPECT_EQ(BudgetTierName(2000000), "budget-2m");
@@ -76,12 +94,14 @@ TEST(Tier, LongNamesAndLaddersAreRefusedWithoutEchoingThemWhole) {
   const std::string huge = "budget-" + std::string(100000, '0') + "1";
   const absl::Status status = ParseTier(huge).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(status.message()), HasSubstr("at most 64 characters"));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("at most 64 characters"));
   EXPECT_LT(status.message().size(), 400u);
   std::string ladder;
   for (int qp = 0; qp <= 51; ++qp) absl::StrAppend(&ladder, "q", qp, ",");
   for (int k = 1; k <= 300; ++k) absl::StrAppend(&ladder, "budget-", k, "k,");
-  EXPECT_THAT(std::string(ParseTierList(ladder).status().message()), HasSubstr("at most 256 tiers"));
+  EXPECT_THAT(std::string(ParseTierList(ladder).status().message()),
+              HasSubstr("at most 256 tiers"));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The zstd wrapper: int8 payloads as one zstd frame. The only file that includes zstd.h.
-// Thread-safe: every call uses its own context.
+// The zstd wrapper: int8 payloads as one zstd frame. The only file that
+// includes zstd.h. Thread-safe: every call uses its own context.
 #ifndef WEIGHTCAST_COMMON_PACK_ZSTD_CODEC_H_
 #define WEIGHTCAST_COMMON_PACK_ZSTD_CODEC_H_
 
@@ -11,14 +11,17 @@
 
 namespace weightcast {
 
-// Level 3: on int8 weights level 19 was no smaller and 150x slower (docs/BENCHMARKS.md).
+// Level 3: on int8 weights level 19 was no smaller and 150x slower
+// (docs/BENCHMARKS.md).
 inline constexpr int kDefaultZstdLevel = 3;
 
-std::vector<uint8_t> ZstdCompress(absl::Span<const uint8_t> data, int level = kDefaultZstdLevel);
+std::vector<uint8_t> ZstdCompress(absl::Span<const uint8_t> data,
+                                  int level = kDefaultZstdLevel);
 
-// Decompresses a frame that must hold exactly `expected_size` bytes; checks the frame's declared
-// size before allocating. DATA_LOSS on any mismatch or damage.
-absl::StatusOr<std::vector<uint8_t>> ZstdDecompress(absl::Span<const uint8_t> frame, uint64_t expected_size);
+// Decompresses a frame that must hold exactly `expected_size` bytes; checks the
+// frame's declared size before allocating. DATA_LOSS on any mismatch or damage.
+absl::StatusOr<std::vector<uint8_t>> ZstdDecompress(
+    absl::Span<const uint8_t> frame, uint64_t expected_size);
 
 }  // namespace weightcast
 

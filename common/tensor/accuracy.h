@@ -1,6 +1,6 @@
-// A model's measured accuracy on a labelled evaluation set: what the evaluator (common/eval)
-// measures and the registry stores, kept apart so that storage does not include libtorch's
-// evaluator. A plain value.
+// A model's measured accuracy on a labelled evaluation set: what the evaluator
+// (common/eval) measures and the registry stores, kept apart so that storage
+// does not include libtorch's evaluator. A plain value.
 #ifndef WEIGHTCAST_COMMON_TENSOR_ACCURACY_H_
 #define WEIGHTCAST_COMMON_TENSOR_ACCURACY_H_
 

@@ -1,5 +1,6 @@
-// Fidelity of a reconstruction: SQNR against the float original and against the int8 values,
-// largest absolute error, and bits per weight. Pure functions; thread-safe.
+// Fidelity of a reconstruction: SQNR against the float original and against the
+// int8 values, largest absolute error, and bits per weight. Pure functions;
+// thread-safe.
 #ifndef WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_
 #define WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_
 
@@ -11,29 +12,38 @@
 namespace weightcast {
 
 struct Fidelity {
-  double sqnr_db = 0;        // reconstruction vs float original; +inf when identical
-  double sqnr_int8_db = 0;   // reconstruction vs the dequantized int8 before coding; +inf if exact
+  double sqnr_db = 0;  // reconstruction vs float original; +inf when identical
+  double sqnr_int8_db =
+      0;  // reconstruction vs the dequantized int8 before coding; +inf if exact
   double max_abs_error = 0;  // vs float original, in weight units
   double bits_per_weight = 0;
-  double channel_sqnr_db = 0;  // ChannelSqnrDb vs the float original (not stored in packed layers)
+  double channel_sqnr_db =
+      0;  // ChannelSqnrDb vs the float original (not stored in packed layers)
 };
 
-// 10·log10(Σ reference² / Σ (reference − reconstruction)²). +inf when they are identical;
-// 0 dB signal (all zeros) with an error gives -inf.
-double SqnrDb(absl::Span<const float> reference, absl::Span<const float> reconstruction);
+// 10·log10(Σ reference² / Σ (reference − reconstruction)²). +inf when they are
+// identical; 0 dB signal (all zeros) with an error gives -inf.
+double SqnrDb(absl::Span<const float> reference,
+              absl::Span<const float> reconstruction);
 
-// The SQNR of a matrix taken channel by channel: -10·log10 of the mean over the rows (output
-// channels) of each row's noise-to-signal ratio. Every channel weighs the same however large its
-// weights are, as every layer does in rate_allocation.h: a channel's relative error is what
-// reaches the next layer once a following normalization (or a batch norm folded into the rows)
-// rescales it. Rows whose reference is all zeros carry no signal and are left out; +inf when every
-// other row is exact. `reference` holds `rows` rows of equal length.
-double ChannelSqnrDb(absl::Span<const float> reference, absl::Span<const float> reconstruction, int64_t rows);
+// The SQNR of a matrix taken channel by channel: -10·log10 of the mean over the
+// rows (output channels) of each row's noise-to-signal ratio. Every channel
+// weighs the same however large its weights are, as every layer does in
+// rate_allocation.h: a channel's relative error is what reaches the next layer
+// once a following normalization (or a batch norm folded into the rows)
+// rescales it. Rows whose reference is all zeros carry no signal and are left
+// out; +inf when every other row is exact. `reference` holds `rows` rows of
+// equal length.
+double ChannelSqnrDb(absl::Span<const float> reference,
+                     absl::Span<const float> reconstruction, int64_t rows);
 
-// Measures `decoded` (int8 values reconstructed from a bitstream of `coded_bytes`) against
-// `original` (the float weights) and `quantized` (the int8 tensor that was coded).
-Fidelity MeasureFidelity(absl::Span<const float> original, const QuantizedTensor& quantized,
-                         absl::Span<const int8_t> decoded, uint64_t coded_bytes);
+// Measures `decoded` (int8 values reconstructed from a bitstream of
+// `coded_bytes`) against `original` (the float weights) and `quantized` (the
+// int8 tensor that was coded).
+Fidelity MeasureFidelity(absl::Span<const float> original,
+                         const QuantizedTensor& quantized,
+                         absl::Span<const int8_t> decoded,
+                         uint64_t coded_bytes);
 
 }  // namespace weightcast
 

@@ -19,21 +19,25 @@ constexpr std::pair<QuantScheme, absl::string_view> kSchemeNames[] = {
 };
 
 bool IsPerChannel(QuantScheme scheme) {
-  return scheme == QuantScheme::kPerChannelSymmetric || scheme == QuantScheme::kPerChannelAsymmetric;
+  return scheme == QuantScheme::kPerChannelSymmetric ||
+         scheme == QuantScheme::kPerChannelAsymmetric;
 }
 
 bool IsSymmetric(QuantScheme scheme) {
-  return scheme == QuantScheme::kPerTensorSymmetric || scheme == QuantScheme::kPerChannelSymmetric;
+  return scheme == QuantScheme::kPerTensorSymmetric ||
+         scheme == QuantScheme::kPerChannelSymmetric;
 }
 
 int8_t Clamp8(float x, int lo) {
-  return static_cast<int8_t>(std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
+  return static_cast<int8_t>(
+      std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
 }
 
 // Quantizes one group of values that share a scale.
-void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out, float* scale,
-                   int32_t* zero_point) {
-  float lo = 0.0f, hi = 0.0f;  // the range always holds 0 so that 0.0 stays exact
+void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out,
+                   float* scale, int32_t* zero_point) {
+  float lo = 0.0f,
+        hi = 0.0f;  // the range always holds 0 so that 0.0 stays exact
   for (float w : in) {
     lo = std::min(lo, w);
     hi = std::max(hi, w);
@@ -42,11 +46,13 @@ void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out, floa
     const float max_abs = std::max(-lo, hi);
     *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
     *zero_point = 0;
-    for (size_t i = 0; i < in.size(); ++i) out[i] = Clamp8(in[i] / *scale, -127);
+    for (size_t i = 0; i < in.size(); ++i)
+      out[i] = Clamp8(in[i] / *scale, -127);
     return;
   }
   *scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
-  *zero_point = std::clamp(static_cast<int32_t>(std::lrint(-128.0f - lo / *scale)), -128, 127);
+  *zero_point = std::clamp(
+      static_cast<int32_t>(std::lrint(-128.0f - lo / *scale)), -128, 127);
   for (size_t i = 0; i < in.size(); ++i) {
     out[i] = Clamp8(in[i] / *scale + static_cast<float>(*zero_point), -128);
   }
@@ -65,72 +71,90 @@ absl::StatusOr<QuantScheme> QuantSchemeFromName(absl::string_view name) {
   for (const auto& [scheme, n] : kSchemeNames) {
     if (n == name) return scheme;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown quantization scheme '", name, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown quantization scheme '", name, "'"));
 }
 
 int64_t QuantizedTensor::ElementsPerScale() const {
   if (scales.empty()) return 0;
-  return static_cast<int64_t>(values.size()) / static_cast<int64_t>(scales.size());
+  return static_cast<int64_t>(values.size()) /
+         static_cast<int64_t>(scales.size());
 }
 
-absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<const int64_t> shape,
-                                         absl::Span<const float> values, QuantScheme scheme) {
+absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
+                                         absl::Span<const int64_t> shape,
+                                         absl::Span<const float> values,
+                                         QuantScheme scheme) {
   QuantizedTensor out;
   out.shape.assign(shape.begin(), shape.end());
   out.scheme = scheme;
-  ASSIGN_OR_RETURN(const int64_t count, CheckedNumElements(shape, absl::StrCat("tensor '", name, "'")));
+  ASSIGN_OR_RETURN(
+      const int64_t count,
+      CheckedNumElements(shape, absl::StrCat("tensor '", name, "'")));
   if (count != static_cast<int64_t>(values.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", values.size(),
-                                                   " values for shape ", ShapeToString(shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': ", values.size(),
+                     " values for shape ", ShapeToString(shape)));
   }
   for (size_t i = 0; i < values.size(); ++i) {
     if (!std::isfinite(values[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': element ", i, " is ",
-                                                     values[i], " (weights must be finite)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': element ", i, " is ", values[i],
+                       " (weights must be finite)"));
     }
   }
   const size_t channels =
-      IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0 ? static_cast<size_t>(shape[0]) : 1;
+      IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0
+          ? static_cast<size_t>(shape[0])
+          : 1;
   const size_t per_channel = channels ? values.size() / channels : 0;
   out.values.resize(values.size());
   out.scales.resize(channels);
   out.zero_points.resize(channels);
   for (size_t c = 0; c < channels; ++c) {
-    QuantizeGroup(values.subspan(c * per_channel, per_channel), IsSymmetric(scheme),
-                  out.values.data() + c * per_channel, &out.scales[c], &out.zero_points[c]);
+    QuantizeGroup(values.subspan(c * per_channel, per_channel),
+                  IsSymmetric(scheme), out.values.data() + c * per_channel,
+                  &out.scales[c], &out.zero_points[c]);
   }
   return out;
 }
 
-absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<const float> values,
+absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
+                                             absl::Span<const float> values,
                                              const QuantizedTensor& like) {
   if (values.size() != like.values.size() || like.scales.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", values.size(), " values, the base has ",
-                                                   like.values.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': ", values.size(),
+                     " values, the base has ", like.values.size()));
   }
   QuantizedTensor out = like;
   const int lo = IsSymmetric(like.scheme) ? -127 : -128;
   const int64_t group = like.ElementsPerScale();
   for (size_t i = 0; i < values.size(); ++i) {
     const size_t c = static_cast<size_t>(static_cast<int64_t>(i) / group);
-    const float q = values[i] / like.scales[c] + static_cast<float>(like.zero_points[c]);
-    if (!std::isfinite(q) || q < lo - 0.5f - kQuantizeLikeSlack || q > 127.5f + kQuantizeLikeSlack) {
-      return absl::FailedPreconditionError(absl::StrCat("tensor '", name, "': element ", i, " (", values[i],
-                                                        ") is outside the range of the base's scale"));
+    const float q =
+        values[i] / like.scales[c] + static_cast<float>(like.zero_points[c]);
+    if (!std::isfinite(q) || q < lo - 0.5f - kQuantizeLikeSlack ||
+        q > 127.5f + kQuantizeLikeSlack) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tensor '", name, "': element ", i, " (", values[i],
+                       ") is outside the range of the base's scale"));
     }
     out.values[i] = Clamp8(q, lo);
   }
   return out;
 }
 
-std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values) {
+std::vector<float> Dequantize(const QuantizedTensor& params,
+                              absl::Span<const int8_t> values) {
   assert(values.size() == params.values.size());
   std::vector<float> out(values.size());
   const int64_t group = params.ElementsPerScale();
   for (size_t c = 0; c < params.scales.size(); ++c) {
     const float scale = params.scales[c];
     const int32_t zero = params.zero_points[c];
-    for (int64_t i = static_cast<int64_t>(c) * group; i < static_cast<int64_t>(c + 1) * group; ++i) {
+    for (int64_t i = static_cast<int64_t>(c) * group;
+         i < static_cast<int64_t>(c + 1) * group; ++i) {
       out[i] = scale * static_cast<float>(values[i] - zero);
     }
   }

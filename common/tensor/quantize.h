@@ -1,16 +1,16 @@
-// Post-training int8 quantization: per-tensor symmetric (the default, `scale = max|w| / 127`),
-// per-channel symmetric, and the asymmetric variants the seed research compared against.
-// Pure functions; thread-safe.
+// Post-training int8 quantization: per-tensor symmetric (the default, `scale =
+// max|w| / 127`), per-channel symmetric, and the asymmetric variants the seed
+// research compared against. Pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
 #define WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
 
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/tensor/tensor.h"
 
@@ -23,51 +23,62 @@ enum class QuantScheme {
   kPerChannelAsymmetric,
 };
 
-absl::string_view QuantSchemeName(QuantScheme scheme);  // "per-tensor-symmetric", ...
+absl::string_view QuantSchemeName(
+    QuantScheme scheme);  // "per-tensor-symmetric", ...
 absl::StatusOr<QuantScheme> QuantSchemeFromName(absl::string_view name);
 
-// int8 values with the parameters that map them back: w ≈ scale[c] * (q - zero_point[c]).
+// int8 values with the parameters that map them back: w ≈ scale[c] * (q -
+// zero_point[c]).
 struct QuantizedTensor {
   std::vector<int64_t> shape;
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
   std::vector<int8_t> values;
-  std::vector<float> scales;         // 1 entry per tensor or 1 per channel
-  std::vector<int32_t> zero_points;  // same count as scales; all 0 when symmetric
+  std::vector<float> scales;  // 1 entry per tensor or 1 per channel
+  std::vector<int32_t>
+      zero_points;  // same count as scales; all 0 when symmetric
 
   // Elements that share one scale (all of them for per-tensor schemes).
   int64_t ElementsPerScale() const;
 };
 
-// Quantizes `values` (row-major, `shape`). NaN or Inf is an InvalidArgument naming `name`.
-// An all-zero tensor (or channel) gets scale 1 and quantizes to zeros.
-absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name, absl::Span<const int64_t> shape,
-                                         absl::Span<const float> values, QuantScheme scheme);
+// Quantizes `values` (row-major, `shape`). NaN or Inf is an InvalidArgument
+// naming `name`. An all-zero tensor (or channel) gets scale 1 and quantizes to
+// zeros.
+absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
+                                         absl::Span<const int64_t> shape,
+                                         absl::Span<const float> values,
+                                         QuantScheme scheme);
 
-// Quantizes `values` with the scales and zero points of `like` (same shape), as a later version
-// of a tensor is quantized so that an unchanged weight keeps its int8 value. A value up to
-// kQuantizeLikeSlack steps beyond the range is clamped to it (fine-tuning often nudges the
-// largest weight a little); FAILED_PRECONDITION naming `name` for one further out.
+// Quantizes `values` with the scales and zero points of `like` (same shape), as
+// a later version of a tensor is quantized so that an unchanged weight keeps
+// its int8 value. A value up to kQuantizeLikeSlack steps beyond the range is
+// clamped to it (fine-tuning often nudges the largest weight a little);
+// FAILED_PRECONDITION naming `name` for one further out.
 inline constexpr float kQuantizeLikeSlack = 2.0f;
-absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name, absl::Span<const float> values,
+absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
+                                             absl::Span<const float> values,
                                              const QuantizedTensor& like);
 
 // w = scale * (q - zero_point) for `values`, using the parameters of `params`
 // (`values` may be a lossy reconstruction of params.values; same length).
-std::vector<float> Dequantize(const QuantizedTensor& params, absl::Span<const int8_t> values);
+std::vector<float> Dequantize(const QuantizedTensor& params,
+                              absl::Span<const int8_t> values);
 inline std::vector<float> Dequantize(const QuantizedTensor& tensor) {
   return Dequantize(tensor, tensor.values);
 }
 
-// One tensor of a rebuilt model: int8 values with their scales where it was coded as int8,
-// otherwise the tensor as stored (float32/float16, or an integer buffer).
+// One tensor of a rebuilt model: int8 values with their scales where it was
+// coded as int8, otherwise the tensor as stored (float32/float16, or an integer
+// buffer).
 struct RebuiltTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::optional<QuantizedTensor> int8;
   Tensor stored;
 
-  // The tensor a float model is rebuilt from: dequantized int8, or the stored tensor with
-  // float16/bfloat16 widened to float32 (integer buffers unchanged).
+  // The tensor a float model is rebuilt from: dequantized int8, or the stored
+  // tensor with float16/bfloat16 widened to float32 (integer buffers
+  // unchanged).
   absl::StatusOr<Tensor> ToFloatTensor() const;
 };
 

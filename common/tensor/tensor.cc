@@ -18,11 +18,16 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kFloat32, "float32", 4, true}, {DType::kFloat16, "float16", 2, true},
-    {DType::kBFloat16, "bfloat16", 2, true}, {DType::kFloat64, "float64", 8, true},
-    {DType::kInt8, "int8", 1, false},     {DType::kUInt8, "uint8", 1, false},
-    {DType::kInt16, "int16", 2, false},   {DType::kInt32, "int32", 4, false},
-    {DType::kInt64, "int64", 8, false},   {DType::kBool, "bool", 1, false},
+    {DType::kFloat32, "float32", 4, true},
+    {DType::kFloat16, "float16", 2, true},
+    {DType::kBFloat16, "bfloat16", 2, true},
+    {DType::kFloat64, "float64", 8, true},
+    {DType::kInt8, "int8", 1, false},
+    {DType::kUInt8, "uint8", 1, false},
+    {DType::kInt16, "int16", 2, false},
+    {DType::kInt32, "int32", 4, false},
+    {DType::kInt64, "int64", 8, false},
+    {DType::kBool, "bool", 1, false},
 };
 
 const DTypeInfo& Info(DType dtype) {
@@ -58,16 +63,17 @@ int64_t Tensor::NumElements() const {
   return n;
 }
 
-absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape, absl::string_view what) {
+absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape,
+                                           absl::string_view what) {
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": negative dimension in shape ", ShapeToString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": negative dimension in shape ", ShapeToString(shape)));
     }
     if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": shape ", ShapeToString(shape), " overflows 64 bits"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": shape ", ShapeToString(shape), " overflows 64 bits"));
     }
     n *= d;
   }
@@ -112,7 +118,8 @@ uint16_t FloatToHalf(float value) {
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const int32_t exponent = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
   uint32_t mantissa = x & 0x7fffffu;
-  if (((x >> 23) & 0xff) == 0xff) return sign | 0x7c00u | (mantissa ? 0x200u : 0);
+  if (((x >> 23) & 0xff) == 0xff)
+    return sign | 0x7c00u | (mantissa ? 0x200u : 0);
   if (exponent >= 0x1f) return sign | 0x7c00u;
   if (exponent <= 0) {
     if (exponent < -10) return sign;
@@ -126,7 +133,8 @@ uint16_t FloatToHalf(float value) {
   }
   uint32_t half = (static_cast<uint32_t>(exponent) << 10) | (mantissa >> 13);
   const uint32_t rest = mantissa & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (half & 1))) ++half;  // may carry into Inf: correct
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1)))
+    ++half;  // may carry into Inf: correct
   return sign | static_cast<uint16_t>(half);
 }
 
@@ -138,15 +146,25 @@ absl::Status CheckFinite(const Tensor& tensor) {
   for (size_t i = 0; i < count; ++i, p += element) {
     double value = 0;
     switch (tensor.dtype) {
-      case DType::kFloat32: value = Load<float>(p); break;
-      case DType::kFloat16: value = HalfToFloat(Load<uint16_t>(p)); break;
-      case DType::kBFloat16: value = BFloat16ToFloat(Load<uint16_t>(p)); break;
-      case DType::kFloat64: value = Load<double>(p); break;
-      default: break;
+      case DType::kFloat32:
+        value = Load<float>(p);
+        break;
+      case DType::kFloat16:
+        value = HalfToFloat(Load<uint16_t>(p));
+        break;
+      case DType::kBFloat16:
+        value = BFloat16ToFloat(Load<uint16_t>(p));
+        break;
+      case DType::kFloat64:
+        value = Load<double>(p);
+        break;
+      default:
+        break;
     }
     if (!std::isfinite(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': element ", i, " is ", value,
-                                                     " (weights must be finite)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", tensor.name, "': element ", i, " is ", value,
+                       " (weights must be finite)"));
     }
   }
   return absl::OkStatus();
@@ -156,37 +174,61 @@ absl::StatusOr<std::vector<float>> ToFloat32(const Tensor& tensor) {
   const int64_t n = tensor.NumElements();
   const size_t element = DTypeSize(tensor.dtype);
   if (n < 0 || tensor.data.size() != static_cast<size_t>(n) * element) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", tensor.name, "': ", tensor.data.size(), " bytes of data for shape ",
-        ShapeToString(tensor.shape), " of ", DTypeName(tensor.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", tensor.name, "': ", tensor.data.size(),
+                     " bytes of data for shape ", ShapeToString(tensor.shape),
+                     " of ", DTypeName(tensor.dtype)));
   }
   std::vector<float> out(static_cast<size_t>(n));
   const uint8_t* p = tensor.data.data();
   for (size_t i = 0; i < out.size(); ++i, p += element) {
     switch (tensor.dtype) {
-      case DType::kFloat32: out[i] = Load<float>(p); break;
-      case DType::kFloat16: out[i] = HalfToFloat(Load<uint16_t>(p)); break;
-      case DType::kBFloat16: out[i] = BFloat16ToFloat(Load<uint16_t>(p)); break;
-      case DType::kFloat64: out[i] = static_cast<float>(Load<double>(p)); break;
-      case DType::kInt8: out[i] = Load<int8_t>(p); break;
-      case DType::kUInt8: out[i] = Load<uint8_t>(p); break;
-      case DType::kInt16: out[i] = Load<int16_t>(p); break;
-      case DType::kInt32: out[i] = static_cast<float>(Load<int32_t>(p)); break;
-      case DType::kInt64: out[i] = static_cast<float>(Load<int64_t>(p)); break;
-      case DType::kBool: out[i] = *p ? 1.0f : 0.0f; break;
+      case DType::kFloat32:
+        out[i] = Load<float>(p);
+        break;
+      case DType::kFloat16:
+        out[i] = HalfToFloat(Load<uint16_t>(p));
+        break;
+      case DType::kBFloat16:
+        out[i] = BFloat16ToFloat(Load<uint16_t>(p));
+        break;
+      case DType::kFloat64:
+        out[i] = static_cast<float>(Load<double>(p));
+        break;
+      case DType::kInt8:
+        out[i] = Load<int8_t>(p);
+        break;
+      case DType::kUInt8:
+        out[i] = Load<uint8_t>(p);
+        break;
+      case DType::kInt16:
+        out[i] = Load<int16_t>(p);
+        break;
+      case DType::kInt32:
+        out[i] = static_cast<float>(Load<int32_t>(p));
+        break;
+      case DType::kInt64:
+        out[i] = static_cast<float>(Load<int64_t>(p));
+        break;
+      case DType::kBool:
+        out[i] = *p ? 1.0f : 0.0f;
+        break;
     }
     if (!std::isfinite(out[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': element ", i,
-                                                     " is ", out[i], " (weights must be finite)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", tensor.name, "': element ", i, " is ",
+                       out[i], " (weights must be finite)"));
     }
   }
   return out;
 }
 
-Tensor MakeFloat32Tensor(std::string name, std::vector<int64_t> shape, absl::Span<const float> values) {
+Tensor MakeFloat32Tensor(std::string name, std::vector<int64_t> shape,
+                         absl::Span<const float> values) {
   Tensor tensor{std::move(name), std::move(shape), DType::kFloat32, {}};
   tensor.data.resize(values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(tensor.data.data(), values.data(), tensor.data.size());
+  if (!values.empty())
+    std::memcpy(tensor.data.data(), values.data(), tensor.data.size());
   return tensor;
 }
 

@@ -1,20 +1,32 @@
-// Tensors and models as plain data: a name, a shape, a dtype and little-endian bytes.
-// Everything that reads, packs or writes weights speaks these structs; no library types leak in.
-// Plain values: not synchronized, safe to share read-only between threads.
+// Tensors and models as plain data: a name, a shape, a dtype and little-endian
+// bytes. Everything that reads, packs or writes weights speaks these structs;
+// no library types leak in. Plain values: not synchronized, safe to share
+// read-only between threads.
 #ifndef WEIGHTCAST_COMMON_TENSOR_TENSOR_H_
 #define WEIGHTCAST_COMMON_TENSOR_TENSOR_H_
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace weightcast {
 
-enum class DType { kFloat32, kFloat16, kBFloat16, kFloat64, kInt8, kUInt8, kInt16, kInt32, kInt64, kBool };
+enum class DType {
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kFloat64,
+  kInt8,
+  kUInt8,
+  kInt16,
+  kInt32,
+  kInt64,
+  kBool
+};
 
 size_t DTypeSize(DType dtype);
 bool IsFloatingPoint(DType dtype);
@@ -25,7 +37,8 @@ struct Tensor {
   std::string name;
   std::vector<int64_t> shape;
   DType dtype = DType::kFloat32;
-  std::vector<uint8_t> data;  // NumElements() * DTypeSize(dtype) bytes, little-endian
+  std::vector<uint8_t>
+      data;  // NumElements() * DTypeSize(dtype) bytes, little-endian
 
   int64_t NumElements() const;
 };
@@ -35,19 +48,24 @@ struct Model {
 };
 
 // Product of the dimensions; an empty shape is a scalar (1 element).
-// Returns an error naming `what` when a dimension is negative or the product overflows int64.
-absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape, absl::string_view what);
+// Returns an error naming `what` when a dimension is negative or the product
+// overflows int64.
+absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape,
+                                           absl::string_view what);
 
 // Converts any floating-point or integer tensor to float32 values.
-// NaN or Inf is an error naming the tensor; so is a data size that does not match the shape.
+// NaN or Inf is an error naming the tensor; so is a data size that does not
+// match the shape.
 absl::StatusOr<std::vector<float>> ToFloat32(const Tensor& tensor);
 
-// OK when every element of a floating-point tensor is finite (integer tensors always are);
-// otherwise an error naming the tensor and the first bad element. Allocates nothing.
+// OK when every element of a floating-point tensor is finite (integer tensors
+// always are); otherwise an error naming the tensor and the first bad element.
+// Allocates nothing.
 absl::Status CheckFinite(const Tensor& tensor);
 
 // A float32 tensor holding `values`.
-Tensor MakeFloat32Tensor(std::string name, std::vector<int64_t> shape, absl::Span<const float> values);
+Tensor MakeFloat32Tensor(std::string name, std::vector<int64_t> shape,
+                         absl::Span<const float> values);
 
 float HalfToFloat(uint16_t bits);
 float BFloat16ToFloat(uint16_t bits);

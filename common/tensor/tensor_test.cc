@@ -1,3 +1,5 @@
+#include "common/tensor/tensor.h"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -5,7 +7,6 @@
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
 #include "common/tensor/strided_extent.h"
-#include "common/tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -33,7 +34,8 @@ TEST(Quantize, PerTensorSymmetricUsesMaxAbsOver127) {
 }
 
 TEST(Quantize, AllZeroTensorIsFine) {
-  auto q = Quantize("zeros", {3, 3}, std::vector<float>(9, 0.0f), QuantScheme::kPerTensorSymmetric);
+  auto q = Quantize("zeros", {3, 3}, std::vector<float>(9, 0.0f),
+                    QuantScheme::kPerTensorSymmetric);
   ASSERT_TRUE(q.ok());
   EXPECT_EQ(q->values, std::vector<int8_t>(9, 0));
   EXPECT_EQ(Dequantize(*q), std::vector<float>(9, 0.0f));
@@ -41,30 +43,36 @@ TEST(Quantize, AllZeroTensorIsFine) {
 
 TEST(Quantize, NanOrInfIsAnErrorNamingTheTensor) {
   for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
-    auto q = Quantize("layer3.weight", {2}, {1.0f, bad}, QuantScheme::kPerTensorSymmetric);
+    auto q = Quantize("layer3.weight", {2}, {1.0f, bad},
+                      QuantScheme::kPerTensorSymmetric);
     EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(q.status().message()), HasSubstr("layer3.weight"));
   }
 }
 
 TEST(Quantize, ShapeMismatchIsAnError) {
-  auto q = Quantize("fc", {3, 3}, std::vector<float>(8), QuantScheme::kPerTensorSymmetric);
+  auto q = Quantize("fc", {3, 3}, std::vector<float>(8),
+                    QuantScheme::kPerTensorSymmetric);
   EXPECT_THAT(std::string(q.status().message()), HasSubstr("fc"));
 }
 
 TEST(Quantize, EverySchemeRoundTripsWithinHalfAStep) {
   const std::vector<float> w = Gaussian(64 * 32, 0.05f, 1);
-  for (QuantScheme scheme : {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric,
-                             QuantScheme::kPerTensorAsymmetric, QuantScheme::kPerChannelAsymmetric}) {
+  for (QuantScheme scheme :
+       {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric,
+        QuantScheme::kPerTensorAsymmetric,
+        QuantScheme::kPerChannelAsymmetric}) {
     auto q = Quantize("w", {64, 32}, w, scheme);
     ASSERT_TRUE(q.ok());
-    const bool per_channel =
-        scheme == QuantScheme::kPerChannelSymmetric || scheme == QuantScheme::kPerChannelAsymmetric;
-    EXPECT_EQ(q->scales.size(), per_channel ? 64u : 1u) << QuantSchemeName(scheme);
+    const bool per_channel = scheme == QuantScheme::kPerChannelSymmetric ||
+                             scheme == QuantScheme::kPerChannelAsymmetric;
+    EXPECT_EQ(q->scales.size(), per_channel ? 64u : 1u)
+        << QuantSchemeName(scheme);
     const std::vector<float> back = Dequantize(*q);
     for (size_t i = 0; i < w.size(); ++i) {
       const float step = q->scales[i / q->ElementsPerScale()];
-      EXPECT_LE(std::abs(back[i] - w[i]), 0.5f * step + 1e-7f) << QuantSchemeName(scheme);
+      EXPECT_LE(std::abs(back[i] - w[i]), 0.5f * step + 1e-7f)
+          << QuantSchemeName(scheme);
     }
     EXPECT_GT(SqnrDb(w, back), 30.0) << QuantSchemeName(scheme);
   }
@@ -104,9 +112,12 @@ TEST(Tensor, ToFloat32ConvertsHalfAndBFloat16) {
 
 TEST(Tensor, ToFloat32RejectsShortDataAndNonFinite) {
   Tensor short_data{"enc.w", {4}, DType::kFloat32, std::vector<uint8_t>(12)};
-  EXPECT_THAT(std::string(ToFloat32(short_data).status().message()), HasSubstr("enc.w"));
-  Tensor inf = MakeFloat32Tensor("dec.b", {1}, {std::numeric_limits<float>::infinity()});
-  EXPECT_THAT(std::string(ToFloat32(inf).status().message()), HasSubstr("dec.b"));
+  EXPECT_THAT(std::string(ToFloat32(short_data).status().message()),
+              HasSubstr("enc.w"));
+  Tensor inf =
+      MakeFloat32Tensor("dec.b", {1}, {std::numeric_limits<float>::infinity()});
+  EXPECT_THAT(std::string(ToFloat32(inf).status().message()),
+              HasSubstr("dec.b"));
 }
 
 TEST(Tensor, CheckedNumElementsCatchesOverflowAndNegatives) {
@@ -118,12 +129,19 @@ TEST(Tensor, CheckedNumElementsCatchesOverflowAndNegatives) {
 
 TEST(StridedExtent, AViewMustLieWithinItsStoredBytes) {
   EXPECT_TRUE(CheckStridedExtent("w", {4, 3}, {3, 1}, 0, 4, 48).ok());
-  EXPECT_TRUE(CheckStridedExtent("w", {3, 4}, {1, 3}, 0, 4, 48).ok());  // transposed
-  EXPECT_TRUE(CheckStridedExtent("w", {0, 3}, {3, 1}, 1 << 20, 4, 0).ok());  // empty
-  const absl::Status past = CheckStridedExtent("fc.weight", {4, 3}, {3, 1}, 1, 4, 48);
+  EXPECT_TRUE(
+      CheckStridedExtent("w", {3, 4}, {1, 3}, 0, 4, 48).ok());  // transposed
+  EXPECT_TRUE(
+      CheckStridedExtent("w", {0, 3}, {3, 1}, 1 << 20, 4, 0).ok());  // empty
+  const absl::Status past =
+      CheckStridedExtent("fc.weight", {4, 3}, {3, 1}, 1, 4, 48);
   EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(past.message(), "tensor 'fc.weight' [4, 3] reaches past its stored data (52 bytes needed, 48 stored)");
-  EXPECT_THAT(std::string(CheckStridedExtent("w", {2, 2}, {int64_t{1} << 62, 1}, 0, 8, 64).message()),
+  EXPECT_EQ(past.message(),
+            "tensor 'fc.weight' [4, 3] reaches past its stored data (52 bytes "
+            "needed, 48 stored)");
+  EXPECT_THAT(std::string(CheckStridedExtent("w", {2, 2}, {int64_t{1} << 62, 1},
+                                             0, 8, 64)
+                              .message()),
               ::testing::HasSubstr("more than 2^64"));
   EXPECT_FALSE(CheckStridedExtent("w", {2}, {-1}, 1, 4, 64).ok());
   EXPECT_FALSE(CheckStridedExtent("w", {2}, {1}, -1, 4, 64).ok());

@@ -2,12 +2,11 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/fresh_dir.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/model_store.h"
+#include "tests/testing/fresh_dir.h"
 
 namespace weightcast {
 namespace {
@@ -17,7 +16,8 @@ using ::testing::HasSubstr;
 // A copy of a fixture to upload (Register moves its file into the blob store).
 std::string Upload(const std::string& dir, const std::string& fixture) {
   const std::string path = dir + "/upload-" + fixture;
-  std::filesystem::copy_file(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture, path,
+  std::filesystem::copy_file(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture,
+                             path,
                              std::filesystem::copy_options::overwrite_existing);
   return path;
 }
@@ -38,14 +38,16 @@ TEST(ModelStore, TooManyTensorsOrDimensionsAreRefusedNamingTheLimit) {
   auto store = ModelStore::Create(options).value();
   auto refused = store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt"));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("at most 3 (--max-tensors)"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("at most 3 (--max-tensors)"));
   options.max_tensors = 1 << 16;
   options.max_tensor_rank = 3;  // cnn_bn.pt's convolution weight has 4
   store.reset();
   store = ModelStore::Create(options).value();
   refused = store->Register({"cnn", "v1"}, Upload(dir, "cnn_bn.pt"));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("conv.weight has 4 dimensions"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("conv.weight has 4 dimensions"));
   EXPECT_TRUE(store->List().value().empty());
   EXPECT_TRUE(store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt")).ok());
 }
@@ -57,60 +59,84 @@ TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   auto background = std::make_shared<std::atomic<bool>>(false);
   auto later = std::make_shared<std::atomic<bool>>(false);
   auto urgent = std::make_shared<std::atomic<bool>>(true);
-  auto record = [&](int n) { return [&, n] { absl::MutexLock l(&mu); order.push_back(n); }; };
+  auto record = [&](int n) {
+    return [&, n] {
+      absl::MutexLock l(&mu);
+      order.push_back(n);
+    };
+  };
   {
     EncoderPool pool(1);
-    pool.Submit(background, [&] { gate.WaitForNotification(); });  // occupies the one worker
+    pool.Submit(background, [&] {
+      gate.WaitForNotification();
+    });  // occupies the one worker
     pool.Submit(background, record(4));
     pool.Submit(later, record(2));
     pool.Submit(urgent, record(1));
     pool.Submit(later, record(3));
-    later->store(true);  // a pull now waits for the "later" group: it overtakes the background job
+    later->store(true);  // a pull now waits for the "later" group: it overtakes
+                         // the background job
     gate.Notify();
-    while (pool.queued() > 0 || pool.busy() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (pool.queued() > 0 || pool.busy() > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  // Urgent jobs in submission order (2 was queued before 1), then the background job.
+  // Urgent jobs in submission order (2 was queued before 1), then the
+  // background job.
   EXPECT_EQ(order, (std::vector<int>{2, 1, 3, 4}));
 }
 
 TEST(ModelStore, ConcurrentManifestsEncodeEachLayerOnce) {
   const std::string dir = FreshDir("store1");
   auto store = ModelStore::Create(Options(dir)).value();
-  auto version = store->Register({"cnn", "v1", "", "", ""}, Upload(dir, "cnn_bn.pt"));
+  auto version =
+      store->Register({"cnn", "v1", "", "", ""}, Upload(dir, "cnn_bn.pt"));
   ASSERT_TRUE(version.ok()) << version.status();
   std::vector<std::thread> pullers;
   std::vector<absl::StatusOr<Manifest>> results(10);
   for (int i = 0; i < 10; ++i) {
-    pullers.emplace_back([&, i] { results[i] = store->GetManifest("cnn", "latest", "q27"); });
+    pullers.emplace_back(
+        [&, i] { results[i] = store->GetManifest("cnn", "latest", "q27"); });
   }
   for (std::thread& t : pullers) t.join();
   for (const auto& manifest : results) {
     ASSERT_TRUE(manifest.ok()) << manifest.status();
     EXPECT_EQ(manifest->layers.size(), version->tensors.size());
-    EXPECT_EQ(manifest->layers[7].blob_sha256, results[0]->layers[7].blob_sha256);
+    EXPECT_EQ(manifest->layers[7].blob_sha256,
+              results[0]->layers[7].blob_sha256);
   }
-  EXPECT_EQ(store->layers_encoded(), static_cast<int64_t>(version->tensors.size()));
-  for (const LayerRecord& layer : results[0]->layers) EXPECT_TRUE(store->blobs().Contains(layer.blob_sha256));
+  EXPECT_EQ(store->layers_encoded(),
+            static_cast<int64_t>(version->tensors.size()));
+  for (const LayerRecord& layer : results[0]->layers)
+    EXPECT_TRUE(store->blobs().Contains(layer.blob_sha256));
 }
 
 TEST(ModelStore, BadCheckpointsAndDuplicatesAreRefusedAndLoseNothing) {
   const std::string dir = FreshDir("store2");
   auto store = ModelStore::Create(Options(dir)).value();
-  ASSERT_TRUE(store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt")).ok());
+  ASSERT_TRUE(
+      store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt")).ok());
   auto nan = store->Register({"mlp", "v2", "", "", ""}, Upload(dir, "nan.pt"));
   EXPECT_EQ(nan.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(nan.status().message()), HasSubstr("fc1.weight"));
-  EXPECT_EQ(store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt")).status().code(),
+  EXPECT_EQ(store->Register({"mlp", "v1", "", "", ""}, Upload(dir, "mlp.pt"))
+                .status()
+                .code(),
             absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(store->Register({"mlp", "latest", "", "", ""}, Upload(dir, "mlp.pt")).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store->Register({"mlp", "v3", "", "q99", ""}, Upload(dir, "mlp.pt")).status().code(),
+  EXPECT_EQ(
+      store->Register({"mlp", "latest", "", "", ""}, Upload(dir, "mlp.pt"))
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Register({"mlp", "v3", "", "q99", ""}, Upload(dir, "mlp.pt"))
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   auto models = store->List().value();
   ASSERT_EQ(models.size(), 1u);
   EXPECT_THAT(models[0].second, testing::ElementsAre("v1"));
   EXPECT_TRUE(store->GetManifest("mlp", "v1", "lossless").ok());
-  EXPECT_EQ(store->GetManifest("mlp", "v1", "q30").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->GetManifest("mlp", "v1", "q30").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ModelStore, EverythingSurvivesARestart) {
@@ -118,18 +144,23 @@ TEST(ModelStore, EverythingSurvivesARestart) {
   Manifest before;
   {
     auto store = ModelStore::Create(Options(dir)).value();
-    ASSERT_TRUE(store->Register({"mlp", "v1", "first", "", ""}, Upload(dir, "mlp.pt")).ok());
+    ASSERT_TRUE(
+        store->Register({"mlp", "v1", "first", "", ""}, Upload(dir, "mlp.pt"))
+            .ok());
     before = store->GetManifest("mlp", "v1", "q27").value();
   }
   auto store = ModelStore::Create(Options(dir)).value();
   auto after = store->GetManifest("mlp", "v1", "q27");
   ASSERT_TRUE(after.ok()) << after.status();
-  EXPECT_EQ(store->layers_encoded(), 0);  // served from the blobs, not re-encoded
+  EXPECT_EQ(store->layers_encoded(),
+            0);  // served from the blobs, not re-encoded
   ASSERT_EQ(after->layers.size(), before.layers.size());
-  for (size_t i = 0; i < before.layers.size(); ++i) EXPECT_EQ(after->layers[i].blob_sha256, before.layers[i].blob_sha256);
+  for (size_t i = 0; i < before.layers.size(); ++i)
+    EXPECT_EQ(after->layers[i].blob_sha256, before.layers[i].blob_sha256);
   EXPECT_EQ(store->Describe("mlp", "v1")->first.description, "first");
   ASSERT_TRUE(store->Delete("mlp", "v1").ok());
-  for (const LayerRecord& layer : before.layers) EXPECT_FALSE(store->blobs().Contains(layer.blob_sha256));
+  for (const LayerRecord& layer : before.layers)
+    EXPECT_FALSE(store->blobs().Contains(layer.blob_sha256));
 }
 
 }  // namespace

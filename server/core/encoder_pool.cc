@@ -5,7 +5,9 @@
 namespace weightcast {
 
 EncoderPool::EncoderPool(int workers) {
-  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (workers <= 0)
+    workers =
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads_.reserve(workers);
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { Work(); });
 }

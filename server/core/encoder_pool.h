@@ -1,8 +1,10 @@
-// A fixed set of worker threads that run encode jobs. Jobs carry an urgency flag shared by their
-// group (one tier's encoding): urgent jobs (someone is waiting for them) run before the rest,
-// oldest first, and a group queued as background work becomes urgent the moment a pull starts
-// waiting for it. Each worker runs one job at a time and each job creates its own x265 encoders,
-// so a worker is one encoder's thread. Thread-safe. Stop() drops jobs not started and joins.
+// A fixed set of worker threads that run encode jobs. Jobs carry an urgency
+// flag shared by their group (one tier's encoding): urgent jobs (someone is
+// waiting for them) run before the rest, oldest first, and a group queued as
+// background work becomes urgent the moment a pull starts waiting for it. Each
+// worker runs one job at a time and each job creates its own x265 encoders, so
+// a worker is one encoder's thread. Thread-safe. Stop() drops jobs not started
+// and joins.
 #ifndef WEIGHTCAST_SERVER_CORE_ENCODER_POOL_H_
 #define WEIGHTCAST_SERVER_CORE_ENCODER_POOL_H_
 
@@ -30,7 +32,8 @@ class EncoderPool {
 
   // false once Stop() has begun: the job will never run.
   bool Submit(Urgency urgency, std::function<void()> job);
-  // Drops jobs not started, waits for running ones, joins the workers. Idempotent.
+  // Drops jobs not started, waits for running ones, joins the workers.
+  // Idempotent.
   void Stop();
 
   int workers() const { return static_cast<int>(threads_.size()); }

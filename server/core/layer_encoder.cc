@@ -7,13 +7,16 @@ namespace {
 
 class X265 final : public LayerEncoder {
  public:
-  absl::StatusOr<PackedLayer> Encode(const Tensor& tensor, const LayerEncodeOptions& options) const override {
+  absl::StatusOr<PackedLayer> Encode(
+      const Tensor& tensor, const LayerEncodeOptions& options) const override {
     return EncodeLayer(tensor, options);
   }
-  absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(const PackedLayer& base, const Tensor& base_source,
-                                                        const Tensor& target, double intra_sqnr_db, uint64_t max_bytes,
-                                                        int first_offset) const override {
-    return EncodeMatchedLayerDelta(base, base_source, target, intra_sqnr_db, max_bytes, /*threads=*/1, first_offset);
+  absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
+      const PackedLayer& base, const Tensor& base_source, const Tensor& target,
+      double intra_sqnr_db, uint64_t max_bytes,
+      int first_offset) const override {
+    return EncodeMatchedLayerDelta(base, base_source, target, intra_sqnr_db,
+                                   max_bytes, /*threads=*/1, first_offset);
   }
 };
 

@@ -1,8 +1,10 @@
-// What the ModelStore calls to code one layer of a tier: a tensor on its own (the intra coding;
-// also each point of a budget tier's rate curve), and a tensor as P pictures on a base layer (a
-// version delta or a refinement). X265LayerEncoder() is the real coding (common/pack, x265);
-// tests give ModelStoreOptions::layer_encoder a fake that makes deterministic bytes quickly.
-// Thread-safe: the encoder pool's workers call one instance concurrently.
+// What the ModelStore calls to code one layer of a tier: a tensor on its own
+// (the intra coding; also each point of a budget tier's rate curve), and a
+// tensor as P pictures on a base layer (a version delta or a refinement).
+// X265LayerEncoder() is the real coding (common/pack, x265); tests give
+// ModelStoreOptions::layer_encoder a fake that makes deterministic bytes
+// quickly. Thread-safe: the encoder pool's workers call one instance
+// concurrently.
 #ifndef WEIGHTCAST_SERVER_CORE_LAYER_ENCODER_H_
 #define WEIGHTCAST_SERVER_CORE_LAYER_ENCODER_H_
 
@@ -21,18 +23,19 @@ class LayerEncoder {
   virtual ~LayerEncoder() = default;
 
   // `tensor` coded with `options`, as common/pack/layer_codec.h's EncodeLayer.
-  virtual absl::StatusOr<PackedLayer> Encode(const Tensor& tensor, const LayerEncodeOptions& options) const = 0;
+  virtual absl::StatusOr<PackedLayer> Encode(
+      const Tensor& tensor, const LayerEncodeOptions& options) const = 0;
 
-  // `target` coded on `base` (coded from `base_source`), as common/pack/delta_codec.h's
-  // EncodeMatchedLayerDelta on one thread: nullopt when no delta of at least `intra_sqnr_db`
-  // is smaller than `max_bytes`.
-  virtual absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(const PackedLayer& base, const Tensor& base_source,
-                                                                const Tensor& target, double intra_sqnr_db,
-                                                                uint64_t max_bytes, int first_offset) const = 0;
+  // `target` coded on `base` (coded from `base_source`), as
+  // common/pack/delta_codec.h's EncodeMatchedLayerDelta on one thread: nullopt
+  // when no delta of at least `intra_sqnr_db` is smaller than `max_bytes`.
+  virtual absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
+      const PackedLayer& base, const Tensor& base_source, const Tensor& target,
+      double intra_sqnr_db, uint64_t max_bytes, int first_offset) const = 0;
 };
 
-// The real coding: EncodeLayer and EncodeMatchedLayerDelta. One instance for the process, never
-// destroyed.
+// The real coding: EncodeLayer and EncodeMatchedLayerDelta. One instance for
+// the process, never destroyed.
 const LayerEncoder& X265LayerEncoder();
 
 }  // namespace weightcast

@@ -1,15 +1,17 @@
-// The server's core, no gRPC in it: registers model versions (checkpoint validated, stored as a
-// blob, tensors and tiers recorded), encodes tiers on the encoder pool (each (version, tier)
-// once however many requests wait for it; budget tiers measure each picture layer's rate curve
-// first and give every layer its own QP), measures each encoded tier's accuracy when the version
-// has an evaluation bundle, and answers manifests of encoded tiers whose layers are blobs.
-// A version registered with a base version (the same architecture) codes each picture layer of
-// its lossy HEVC tiers as a delta on the base's layer at that tier (common/pack/delta_codec)
-// when that is smaller: such a tier has one definition, and a client that does not hold the
-// base layer gets it ahead of the delta in the manifest. A refinement tier "q37+q22" codes
-// them as P pictures at QP 22 on the version's own q37 layers: progressive delivery.
-// Thread-safe. model_store.cc: registration, queries, cache; model_store_encoding.cc: encoding
-// and evaluation.
+// The server's core, no gRPC in it: registers model versions (checkpoint
+// validated, stored as a blob, tensors and tiers recorded), encodes tiers on
+// the encoder pool (each (version, tier) once however many requests wait for
+// it; budget tiers measure each picture layer's rate curve first and give every
+// layer its own QP), measures each encoded tier's accuracy when the version has
+// an evaluation bundle, and answers manifests of encoded tiers whose layers are
+// blobs. A version registered with a base version (the same architecture) codes
+// each picture layer of its lossy HEVC tiers as a delta on the base's layer at
+// that tier (common/pack/delta_codec) when that is smaller: such a tier has one
+// definition, and a client that does not hold the base layer gets it ahead of
+// the delta in the manifest. A refinement tier "q37+q22" codes them as P
+// pictures at QP 22 on the version's own q37 layers: progressive delivery.
+// Thread-safe. model_store.cc: registration, queries, cache;
+// model_store_encoding.cc: encoding and evaluation.
 #ifndef WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 #define WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 
@@ -44,25 +46,29 @@ struct ModelStoreOptions {
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";
   ServerMetrics* metrics = nullptr;  // optional; must outlive the store
-  // Budget for encoded tiers (0: unlimited). Over it, the least recently used READY tiers are
-  // evicted, except each version's first ladder tier (pinned) and tiers being streamed; an
-  // evicted tier is encoded again when next requested.
+  // Budget for encoded tiers (0: unlimited). Over it, the least recently used
+  // READY tiers are evicted, except each version's first ladder tier (pinned)
+  // and tiers being streamed; an evicted tier is encoded again when next
+  // requested.
   uint64_t cache_bytes = 0;
-  // Checkpoints with more tensors, or a tensor of more dimensions, are refused (INVALID_ARGUMENT).
+  // Checkpoints with more tensors, or a tensor of more dimensions, are refused
+  // (INVALID_ARGUMENT).
   size_t max_tensors = 1 << 16;  // the packed model format's limit
   size_t max_tensor_rank = 8;
-  // Most tiers one version may have, ladder and added refinements together (each is an encoding
-  // stored on disk); a longer ladder is INVALID_ARGUMENT, one refinement more RESOURCE_EXHAUSTED.
+  // Most tiers one version may have, ladder and added refinements together
+  // (each is an encoding stored on disk); a longer ladder is INVALID_ARGUMENT,
+  // one refinement more RESOURCE_EXHAUSTED.
   size_t max_tiers = 32;
-  // What codes each layer (null: X265LayerEncoder()) and what stamps the tiers' last use and
-  // the versions' registration (null: SystemClock()). Optional; each must outlive the store.
+  // What codes each layer (null: X265LayerEncoder()) and what stamps the tiers'
+  // last use and the versions' registration (null: SystemClock()). Optional;
+  // each must outlive the store.
   const LayerEncoder* layer_encoder = nullptr;
   const Clock* clock = nullptr;
 };
 
-// Which tiers a request may add to a version. Devices may ask only for what the operator made
-// the version offer: its ladder, and refinements from one ladder tier to another. Operators may
-// add any refinement of a ladder tier.
+// Which tiers a request may add to a version. Devices may ask only for what the
+// operator made the version offer: its ladder, and refinements from one ladder
+// tier to another. Operators may add any refinement of a ladder tier.
 enum class TierAccess { kLadder, kAnyRefinement };
 
 struct RegisterRequest {
@@ -71,12 +77,13 @@ struct RegisterRequest {
   std::string description;
   std::string ladder;       // empty: the default ladder
   std::string policy_json;  // empty: the default policy
-  // An evaluation bundle (both or neither; common/eval/evaluator.h): uploaded files, moved into
-  // the blob store on success. The server then measures the accuracy of the checkpoint and of
-  // every tier it encodes.
+  // An evaluation bundle (both or neither; common/eval/evaluator.h): uploaded
+  // files, moved into the blob store on success. The server then measures the
+  // accuracy of the checkpoint and of every tier it encodes.
   std::string eval_module_path;
   std::string eval_data_path;
-  // A version of the same model, same tensors, to code deltas against (empty: none).
+  // A version of the same model, same tensors, to code deltas against (empty:
+  // none).
   std::string base_version;
 };
 
@@ -90,41 +97,52 @@ struct Manifest {
 
 class ModelStore {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelStore>> Create(const ModelStoreOptions& options);
+  static absl::StatusOr<std::unique_ptr<ModelStore>> Create(
+      const ModelStoreOptions& options);
   ~ModelStore();  // Shutdown()
 
-  // Stops encoding: jobs not started are dropped, running ones finish, and every request still
-  // waiting for an encoding gets UNAVAILABLE. Unfinished tiers are NOT_ENCODED again.
+  // Stops encoding: jobs not started are dropped, running ones finish, and
+  // every request still waiting for an encoding gets UNAVAILABLE. Unfinished
+  // tiers are NOT_ENCODED again.
   void Shutdown();
 
-  // Registers the checkpoint at `upload_path` (moved into the blob store on success).
-  // INVALID_ARGUMENT naming the tensor for a bad checkpoint; ALREADY_EXISTS for a taken label.
-  absl::StatusOr<VersionRecord> Register(const RegisterRequest& request, const std::string& upload_path);
-  absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>> List();
-  absl::StatusOr<std::pair<VersionRecord, std::vector<TierRecord>>> Describe(const std::string& model,
-                                                                              const std::string& version);
+  // Registers the checkpoint at `upload_path` (moved into the blob store on
+  // success). INVALID_ARGUMENT naming the tensor for a bad checkpoint;
+  // ALREADY_EXISTS for a taken label.
+  absl::StatusOr<VersionRecord> Register(const RegisterRequest& request,
+                                         const std::string& upload_path);
+  absl::StatusOr<std::vector<std::pair<std::string, std::vector<std::string>>>>
+  List();
+  absl::StatusOr<std::pair<VersionRecord, std::vector<TierRecord>>> Describe(
+      const std::string& model, const std::string& version);
   absl::Status Delete(const std::string& model, const std::string& version);
-  // Starts encoding `tiers` (empty: the whole ladder; refinements "qC+qF" of a ladder tier qC
-  // may be named too) in the background.
-  absl::Status Warm(const std::string& model, const std::string& version, const std::vector<std::string>& tiers);
+  // Starts encoding `tiers` (empty: the whole ladder; refinements "qC+qF" of a
+  // ladder tier qC may be named too) in the background.
+  absl::Status Warm(const std::string& model, const std::string& version,
+                    const std::vector<std::string>& tiers);
   absl::Status SetDefaultLadder(const std::string& ladder);
   absl::StatusOr<std::string> DefaultLadder();
 
-  // The manifest of an encoded tier; encodes it first (and waits) if needed. `tier` empty: the
-  // version's first tier; a refinement "qC+qF" of a ladder tier qC is added to the version on
-  // first request when `access` allows it (NOT_FOUND otherwise; a name that is not a tier's
-  // canonical spelling is INVALID_ARGUMENT). `held`: blobs (hex SHA-256) the client holds; each delta layer whose base is
-  // not among them is preceded by an entry for that base (is_base). In a refinement the base
-  // entries come first, then the layers coded on their own, then the P-picture layers.
-  absl::StatusOr<Manifest> GetManifest(const std::string& model, const std::string& version, const std::string& tier,
-                                       const absl::flat_hash_set<std::string>& held = {},
-                                       TierAccess access = TierAccess::kAnyRefinement);
+  // The manifest of an encoded tier; encodes it first (and waits) if needed.
+  // `tier` empty: the version's first tier; a refinement "qC+qF" of a ladder
+  // tier qC is added to the version on first request when `access` allows it
+  // (NOT_FOUND otherwise; a name that is not a tier's canonical spelling is
+  // INVALID_ARGUMENT). `held`: blobs (hex SHA-256) the client holds; each delta
+  // layer whose base is not among them is preceded by an entry for that base
+  // (is_base). In a refinement the base entries come first, then the layers
+  // coded on their own, then the P-picture layers.
+  absl::StatusOr<Manifest> GetManifest(
+      const std::string& model, const std::string& version,
+      const std::string& tier,
+      const absl::flat_hash_set<std::string>& held = {},
+      TierAccess access = TierAccess::kAnyRefinement);
 
   const BlobStore& blobs() const { return *blobs_; }
   const EncoderPool& pool() const { return *pool_; }
   // Bytes of all encoded tiers' layers.
   absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
-  // Layers encoded since start (each layer of each (version, tier) encoding once).
+  // Layers encoded since start (each layer of each (version, tier) encoding
+  // once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }
 
  private:
@@ -136,16 +154,21 @@ class ModelStore {
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = false;
     absl::Status status ABSL_GUARDED_BY(mu);
-    size_t remaining ABSL_GUARDED_BY(mu) = 0;  // jobs of the current phase still to finish
+    size_t remaining ABSL_GUARDED_BY(mu) =
+        0;  // jobs of the current phase still to finish
     std::vector<LayerRecord> layers ABSL_GUARDED_BY(mu);
-    // Budget tiers: per tensor, the measured curve (no points for layers whose coding does not
-    // follow the tier's QP) and the bytes of those other layers.
+    // Budget tiers: per tensor, the measured curve (no points for layers whose
+    // coding does not follow the tier's QP) and the bytes of those other
+    // layers.
     std::vector<LayerRateCurve> curves ABSL_GUARDED_BY(mu);
     std::vector<uint64_t> fixed_bytes ABSL_GUARDED_BY(mu);
-    std::shared_ptr<const Model> model;  // set once by Prepare, before layer jobs start
-    const EncoderPool::Urgency urgency = std::make_shared<std::atomic<bool>>(false);
-    // Deltas: the base version's checkpoint and layers at this tier, and a lease keeping them
-    // (set by Prepare); run once done (e.g. a delta tier waiting for its base tier).
+    std::shared_ptr<const Model>
+        model;  // set once by Prepare, before layer jobs start
+    const EncoderPool::Urgency urgency =
+        std::make_shared<std::atomic<bool>>(false);
+    // Deltas: the base version's checkpoint and layers at this tier, and a
+    // lease keeping them (set by Prepare); run once done (e.g. a delta tier
+    // waiting for its base tier).
     std::shared_ptr<const Model> base_model;
     std::vector<LayerRecord> base_layers;
     std::shared_ptr<void> base_lease;
@@ -157,53 +180,76 @@ class ModelStore {
     std::vector<uint64_t> fixed_bytes;
   };
   int64_t NowSeconds() const;  // options_.clock
-  ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry, std::unique_ptr<BlobStore> blobs);
-  // Starts (or joins) the encoding of (version, tier); `waiting` makes it urgent.
-  std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version, const std::string& tier, bool waiting);
+  ModelStore(ModelStoreOptions options, std::unique_ptr<Registry> registry,
+             std::unique_ptr<BlobStore> blobs);
+  // Starts (or joins) the encoding of (version, tier); `waiting` makes it
+  // urgent.
+  std::shared_ptr<Encoding> StartEncoding(const VersionRecord& version,
+                                          const std::string& tier,
+                                          bool waiting);
   void Prepare(std::shared_ptr<Encoding> encoding);
   // Register without the rewriting of server paths in its errors.
-  absl::StatusOr<VersionRecord> RegisterFiles(const RegisterRequest& request, const std::string& upload_path);
-  // Adds a refinement tier to the version when its coarse tier is in the ladder and `access`
-  // allows it (NOT_FOUND if not; RESOURCE_EXHAUSTED past options_.max_tiers); other tiers are
-  // left to the ladder.
-  absl::Status AddRefinementTier(const VersionRecord& version, const TierSpec& tier, TierAccess access);
-  // Loads what a delta tier codes against; false (no deltas) when the base tier did not encode.
+  absl::StatusOr<VersionRecord> RegisterFiles(const RegisterRequest& request,
+                                              const std::string& upload_path);
+  // Adds a refinement tier to the version when its coarse tier is in the ladder
+  // and `access` allows it (NOT_FOUND if not; RESOURCE_EXHAUSTED past
+  // options_.max_tiers); other tiers are left to the ladder.
+  absl::Status AddRefinementTier(const VersionRecord& version,
+                                 const TierSpec& tier, TierAccess access);
+  // Loads what a delta tier codes against; false (no deltas) when the base tier
+  // did not encode.
   bool PrepareBase(const std::shared_ptr<Encoding>& encoding);
-  // A layer job: the intra coding, or the delta on the base's layer when that is smaller.
-  absl::StatusOr<LayerRecord> EncodeLayerRecord(const std::shared_ptr<Encoding>& encoding, size_t index, int qp);
-  // Budget tiers: measures every layer (one job per layer), then allocates QPs and encodes.
+  // A layer job: the intra coding, or the delta on the base's layer when that
+  // is smaller.
+  absl::StatusOr<LayerRecord> EncodeLayerRecord(
+      const std::shared_ptr<Encoding>& encoding, size_t index, int qp);
+  // Budget tiers: measures every layer (one job per layer), then allocates QPs
+  // and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);
   void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);
-  // Encodes every layer, one job each; `qps` (one per tensor, or empty) overrides the tier's QP.
-  void EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::vector<int> qps);
-  // Measures the accuracy of a READY tier on the version's evaluation bundle in the background.
-  void StartEvaluation(const std::string& model, const std::string& version, const std::string& tier);
-  void Evaluate(int64_t version_id, const std::string& model, const std::string& version, const std::string& tier);
+  // Encodes every layer, one job each; `qps` (one per tensor, or empty)
+  // overrides the tier's QP.
+  void EncodeLayers(const std::shared_ptr<Encoding>& encoding,
+                    std::vector<int> qps);
+  // Measures the accuracy of a READY tier on the version's evaluation bundle in
+  // the background.
+  void StartEvaluation(const std::string& model, const std::string& version,
+                       const std::string& tier);
+  void Evaluate(int64_t version_id, const std::string& model,
+                const std::string& version, const std::string& tier);
   // Keeps (version, tier) from eviction while the returned handle lives.
   std::shared_ptr<void> Lease(const std::pair<int64_t, std::string>& key);
   void Finish(const std::shared_ptr<Encoding>& encoding);
   void Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status);
-  // Evicts least recently used tiers until the encoded bytes fit options_.cache_bytes; never
-  // `keep` (a tier just encoded, which its waiters are about to read).
-  void EnforceCacheBudget(const std::pair<int64_t, std::string>& keep = {0, ""});
+  // Evicts least recently used tiers until the encoded bytes fit
+  // options_.cache_bytes; never `keep` (a tier just encoded, which its waiters
+  // are about to read).
+  void EnforceCacheBudget(const std::pair<int64_t, std::string>& keep = {0,
+                                                                         ""});
 
   const ModelStoreOptions options_;
   const std::unique_ptr<Registry> registry_;
   const std::unique_ptr<BlobStore> blobs_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
   absl::Mutex mu_;
-  absl::flat_hash_map<std::pair<int64_t, std::string>, std::shared_ptr<Encoding>> encodings_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::pair<int64_t, std::string>,
+                      std::shared_ptr<Encoding>>
+      encodings_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::pair<int64_t, std::string>> evaluating_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::pair<int64_t, std::string>> evaluating_
+      ABSL_GUARDED_BY(mu_);
   // Streams per tier. Shared with the leases, which may outlive the store.
   struct LeaseTable {
     absl::Mutex mu;
-    absl::flat_hash_map<std::pair<int64_t, std::string>, int> counts ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<std::pair<int64_t, std::string>, int> counts
+        ABSL_GUARDED_BY(mu);
   };
   const std::shared_ptr<LeaseTable> leases_ = std::make_shared<LeaseTable>();
   absl::Mutex evict_mu_;  // one eviction pass at a time
-  const std::unique_ptr<EncoderPool> pool_;  // last: its workers use everything above
+  const std::unique_ptr<EncoderPool>
+      pool_;  // last: its workers use everything above
 };
 
 }  // namespace weightcast

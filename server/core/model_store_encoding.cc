@@ -1,6 +1,6 @@
-// ModelStore's encoding and evaluation: tiers encoded on the pool (a job per layer; budget tiers
-// measure first; delta tiers start when their base tier is encoded), completion, and accuracy
-// measurement of encoded tiers.
+// ModelStore's encoding and evaluation: tiers encoded on the pool (a job per
+// layer; budget tiers measure first; delta tiers start when their base tier is
+// encoded), completion, and accuracy measurement of encoded tiers.
 #include <malloc.h>
 
 #include <chrono>
@@ -19,26 +19,32 @@
 namespace weightcast {
 namespace {
 
-// Tiers whose picture layers may be deltas on a base version's: one lossy HEVC QP for all.
+// Tiers whose picture layers may be deltas on a base version's: one lossy HEVC
+// QP for all.
 bool IsDeltaTier(const TierSpec& tier) {
-  return tier.picture_codec == LayerCodec::kHevc && !tier.lossless && tier.budget_bytes == 0 && tier.refines.empty();
+  return tier.picture_codec == LayerCodec::kHevc && !tier.lossless &&
+         tier.budget_bytes == 0 && tier.refines.empty();
 }
 
-// What the P pictures of a tier's picture layers are predicted from: the same version's coarser
-// tier (a refinement), or the base version's layers at the same tier (a version delta).
+// What the P pictures of a tier's picture layers are predicted from: the same
+// version's coarser tier (a refinement), or the base version's layers at the
+// same tier (a version delta).
 struct DeltaBase {
   std::string version;
   std::string tier;
 };
-std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version, const TierSpec& tier) {
+std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version,
+                                     const TierSpec& tier) {
   if (!tier.refines.empty()) return DeltaBase{version.version, tier.refines};
-  if (!version.base_version.empty() && IsDeltaTier(tier)) return DeltaBase{version.base_version, tier.name};
+  if (!version.base_version.empty() && IsDeltaTier(tier))
+    return DeltaBase{version.base_version, tier.name};
   return std::nullopt;
 }
 
 }  // namespace
 
-void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status) {
+void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding,
+                      absl::Status status) {
   {
     absl::MutexLock lock(&encoding->mu);
     encoding->status.Update(status);
@@ -46,8 +52,8 @@ void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding, absl::Status st
   Finish(encoding);
 }
 
-std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRecord& version, const std::string& tier,
-                                                                bool waiting) {
+std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(
+    const VersionRecord& version, const std::string& tier, bool waiting) {
   std::shared_ptr<Encoding> encoding;
   {
     absl::MutexLock lock(&mu_);
@@ -58,8 +64,10 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
       encoding->done = true;
       return encoding;
     }
-    auto [it, inserted] = encodings_.try_emplace(std::make_pair(version.id, tier));
-    if (!inserted) {  // someone started it: wait on that work, urgently if we wait
+    auto [it, inserted] =
+        encodings_.try_emplace(std::make_pair(version.id, tier));
+    if (!inserted) {  // someone started it: wait on that work, urgently if we
+                      // wait
       if (waiting) it->second->urgency->store(true);
       return it->second;
     }
@@ -76,23 +84,29 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
   if (status.ok() && !policy.ok()) status = policy.status();
   if (status.ok()) {
     encoding->policy = *policy;
-    status = registry_->SetTierState(version.id, tier, TierState::kEncoding, "");
+    status =
+        registry_->SetTierState(version.id, tier, TierState::kEncoding, "");
   }
   if (!status.ok()) {
     Fail(encoding, status);
     return encoding;
   }
   auto start = [this, encoding] {
-    if (!pool_->Submit(encoding->urgency, [this, encoding] { Prepare(encoding); })) {
+    if (!pool_->Submit(encoding->urgency,
+                       [this, encoding] { Prepare(encoding); })) {
       Fail(encoding, absl::UnavailableError("the server is shutting down"));
     }
   };
-  // A delta or refinement tier starts once its base tier is encoded (never blocking a worker).
-  if (const std::optional<DeltaBase> base_of = DeltaBaseOf(version, encoding->tier)) {
+  // A delta or refinement tier starts once its base tier is encoded (never
+  // blocking a worker).
+  if (const std::optional<DeltaBase> base_of =
+          DeltaBaseOf(version, encoding->tier)) {
     auto base = registry_->GetVersion(version.model, base_of->version);
-    auto base_tier = base.ok() ? registry_->GetTier(base->id, base_of->tier) : base.status();
+    auto base_tier =
+        base.ok() ? registry_->GetTier(base->id, base_of->tier) : base.status();
     if (base_tier.ok() && base_tier->state != TierState::kReady) {
-      std::shared_ptr<Encoding> base_encoding = StartEncoding(*base, base_of->tier, waiting);
+      std::shared_ptr<Encoding> base_encoding =
+          StartEncoding(*base, base_of->tier, waiting);
       absl::MutexLock lock(&base_encoding->mu);
       if (!base_encoding->done) {
         base_encoding->then.push_back(std::move(start));
@@ -106,13 +120,19 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(const VersionRec
 
 void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
   auto model = ReadCheckpoint(blobs_->PathOf(encoding->version.source_sha256));
-  if (!model.ok() || model->tensors.size() != encoding->version.tensors.size()) {
-    Fail(encoding, model.ok() ? absl::DataLossError("stored checkpoint no longer matches its registration")
-                              : absl::DataLossError(absl::StrCat("stored checkpoint: ", model.status().message())));
+  if (!model.ok() ||
+      model->tensors.size() != encoding->version.tensors.size()) {
+    Fail(encoding,
+         model.ok()
+             ? absl::DataLossError(
+                   "stored checkpoint no longer matches its registration")
+             : absl::DataLossError(absl::StrCat("stored checkpoint: ",
+                                                model.status().message())));
     return;
   }
   encoding->model = std::make_shared<const Model>(*std::move(model));
-  if (DeltaBaseOf(encoding->version, encoding->tier) && !PrepareBase(encoding)) {
+  if (DeltaBaseOf(encoding->version, encoding->tier) &&
+      !PrepareBase(encoding)) {
     encoding->base_model.reset();
     encoding->base_layers.clear();
     encoding->base_lease.reset();
@@ -125,32 +145,37 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
 }
 
 bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
-  const std::optional<DeltaBase> base_of = DeltaBaseOf(encoding->version, encoding->tier);
+  const std::optional<DeltaBase> base_of =
+      DeltaBaseOf(encoding->version, encoding->tier);
   auto base = registry_->GetVersion(encoding->version.model, base_of->version);
   if (!base.ok()) return false;  // deleted: the layers are coded on their own
   encoding->base_lease = Lease({base->id, base_of->tier});
   auto tier = registry_->GetTier(base->id, base_of->tier);
-  if (!tier.ok() || tier->state != TierState::kReady || tier->layers.size() != encoding->model->tensors.size()) {
+  if (!tier.ok() || tier->state != TierState::kReady ||
+      tier->layers.size() != encoding->model->tensors.size()) {
     return false;
   }
   if (base->id == encoding->version.id) {  // a refinement: the same checkpoint
     encoding->base_model = encoding->model;
   } else {
     auto model = ReadCheckpoint(blobs_->PathOf(base->source_sha256));
-    if (!model.ok() || model->tensors.size() != encoding->model->tensors.size()) return false;
+    if (!model.ok() || model->tensors.size() != encoding->model->tensors.size())
+      return false;
     encoding->base_model = std::make_shared<const Model>(*std::move(model));
   }
   encoding->base_layers = std::move(tier->layers);
   return true;
 }
 
-absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<Encoding>& encoding, size_t index,
-                                                          int qp) {
+absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
+    const std::shared_ptr<Encoding>& encoding, size_t index, int qp) {
   const Tensor& tensor = encoding->model->tensors[index];
   if (!encoding->tier.refines.empty() && index < encoding->base_layers.size()) {
-    // A refinement keeps a coarse layer that is already as fine as the tier (a budget tier's).
+    // A refinement keeps a coarse layer that is already as fine as the tier (a
+    // budget tier's).
     const LayerRecord& coarse = encoding->base_layers[index];
-    if (coarse.name == tensor.name && coarse.qp > 0 && coarse.qp <= encoding->tier.qp && coarse.base_blob_sha256.empty() &&
+    if (coarse.name == tensor.name && coarse.qp > 0 &&
+        coarse.qp <= encoding->tier.qp && coarse.base_blob_sha256.empty() &&
         FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
       return coarse;
     }
@@ -160,45 +185,75 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(const std::shared_ptr<
   base_options.threads = 1;  // the pool is the parallelism
   TierSpec tier = encoding->tier;
   if (qp > 0) tier.qp = qp;
-  const LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, tier, base_options);
+  const LayerEncodeOptions options =
+      OptionsFor(tensor, encoding->policy, tier, base_options);
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const PackedLayer layer, options_.layer_encoder->Encode(tensor, options));
+  ASSIGN_OR_RETURN(const PackedLayer layer,
+                   options_.layer_encoder->Encode(tensor, options));
   if (options_.metrics) {
-    options_.metrics->RecordTilesEncoded(encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
-    options_.metrics->RecordLayerEncode(encoding->tier.name,
-                                        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    options_.metrics->RecordTilesEncoded(
+        encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
+    options_.metrics->RecordLayerEncode(
+        encoding->tier.name,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count());
   }
   std::vector<uint8_t> bytes = SerializePackedLayer(layer);
-  const bool lossy_hevc = options.codec == LayerCodec::kHevc && !options.hevc.lossless;
-  const bool picture = ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture;
-  LayerRecord record{layer.name, "", bytes.size(), LayerCodecProtoNumber(layer.codec),
-                     std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
-                     layer.fidelity.bits_per_weight, layer.fidelity.sqnr_db, picture, lossy_hevc ? options.hevc.qp : 0};
-  if (IsInt8Codec(layer.codec)) record.quant_scheme = std::string(QuantSchemeName(layer.scheme));
-  // A delta on the base layer (the base version's at this tier, or in a refinement the coarse
-  // tier's) when one keeps the tier's fidelity in fewer bytes than the layer coded on its own.
-  // A refinement layer coded on its own still names the coarse layer, which is sent first.
-  if (lossy_hevc && encoding->base_model && index < encoding->base_layers.size()) {
+  const bool lossy_hevc =
+      options.codec == LayerCodec::kHevc && !options.hevc.lossless;
+  const bool picture =
+      ClassifyTensor(tensor, encoding->policy) == LayerClass::kPicture;
+  LayerRecord record{
+      layer.name,
+      "",
+      bytes.size(),
+      LayerCodecProtoNumber(layer.codec),
+      std::string(layer.decoded_sha256.begin(), layer.decoded_sha256.end()),
+      layer.fidelity.bits_per_weight,
+      layer.fidelity.sqnr_db,
+      picture,
+      lossy_hevc ? options.hevc.qp : 0};
+  if (IsInt8Codec(layer.codec))
+    record.quant_scheme = std::string(QuantSchemeName(layer.scheme));
+  // A delta on the base layer (the base version's at this tier, or in a
+  // refinement the coarse tier's) when one keeps the tier's fidelity in fewer
+  // bytes than the layer coded on its own. A refinement layer coded on its own
+  // still names the coarse layer, which is sent first.
+  if (lossy_hevc && encoding->base_model &&
+      index < encoding->base_layers.size()) {
     const LayerRecord& base = encoding->base_layers[index];
     auto base_bytes = ReadFileBytes(blobs_->PathOf(base.blob_sha256));
     size_t consumed = 0;
-    auto base_layer = base_bytes.ok() ? ParsePackedLayer(*base_bytes, &consumed) : base_bytes.status();
+    auto base_layer = base_bytes.ok() ? ParsePackedLayer(*base_bytes, &consumed)
+                                      : base_bytes.status();
     const bool refinement = !tier.refines.empty();
-    const bool usable = base.name == tensor.name && base_layer.ok() && base_layer->codec == LayerCodec::kHevc &&
-                        (refinement ? FollowsTierQp(tensor, encoding->policy, tier) && base_layer->qp > tier.qp
-                                    : base_layer->qp == options.hevc.qp);
+    const bool usable =
+        base.name == tensor.name && base_layer.ok() &&
+        base_layer->codec == LayerCodec::kHevc &&
+        (refinement ? FollowsTierQp(tensor, encoding->policy, tier) &&
+                          base_layer->qp > tier.qp
+                    : base_layer->qp == options.hevc.qp);
     if (usable) {
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
-                       options_.layer_encoder->EncodeDelta(*base_layer, encoding->base_model->tensors[index], tensor,
-                                                           layer.fidelity.sqnr_db, bytes.size(),
-                                                           refinement ? tier.qp - base_layer->qp : 0));
+                       options_.layer_encoder->EncodeDelta(
+                           *base_layer, encoding->base_model->tensors[index],
+                           tensor, layer.fidelity.sqnr_db, bytes.size(),
+                           refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
         std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
-        record = LayerRecord{delta->name, "", delta_bytes.size(), LayerCodecProtoNumber(LayerCodec::kHevcDelta),
-                             std::string(delta->decoded_sha256.begin(), delta->decoded_sha256.end()),
-                             delta->fidelity.bits_per_weight, delta->fidelity.sqnr_db, picture, delta->qp,
-                             base.blob_sha256, std::string(QuantSchemeName(delta->scheme))};
+        record = LayerRecord{delta->name,
+                             "",
+                             delta_bytes.size(),
+                             LayerCodecProtoNumber(LayerCodec::kHevcDelta),
+                             std::string(delta->decoded_sha256.begin(),
+                                         delta->decoded_sha256.end()),
+                             delta->fidelity.bits_per_weight,
+                             delta->fidelity.sqnr_db,
+                             picture,
+                             delta->qp,
+                             base.blob_sha256,
+                             std::string(QuantSchemeName(delta->scheme))};
         bytes = std::move(delta_bytes);
       }
     }
@@ -243,15 +298,18 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
         for (int qp : BudgetQpGrid()) {
           TierSpec at = encoding->tier;
           at.qp = qp;
-          auto layer = options_.layer_encoder->Encode(tensor, OptionsFor(tensor, encoding->policy, at, base));
+          auto layer = options_.layer_encoder->Encode(
+              tensor, OptionsFor(tensor, encoding->policy, at, base));
           if (!layer.ok()) {
             status = layer.status();
             break;
           }
-          curve.points.push_back({qp, SerializePackedLayer(*layer).size(), layer->fidelity.sqnr_db});
+          curve.points.push_back({qp, SerializePackedLayer(*layer).size(),
+                                  layer->fidelity.sqnr_db});
         }
       } else {
-        auto layer = options_.layer_encoder->Encode(tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
+        auto layer = options_.layer_encoder->Encode(
+            tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
         if (layer.ok()) fixed = SerializePackedLayer(*layer).size();
         status = layer.status();
       }
@@ -268,7 +326,8 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       {
         absl::MutexLock lock(&encoding->mu);
         if (encoding->status.ok()) {
-          measured = std::make_shared<const RateCurves>(RateCurves{encoding->curves, encoding->fixed_bytes});
+          measured = std::make_shared<const RateCurves>(
+              RateCurves{encoding->curves, encoding->fixed_bytes});
         }
       }
       if (!measured) {
@@ -297,17 +356,20 @@ void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
       tensor_of.push_back(i);
     }
   }
-  absl::StatusOr<Allocation> allocation = AllocateBudget(curves, fixed, encoding->tier.budget_bytes);
+  absl::StatusOr<Allocation> allocation =
+      AllocateBudget(curves, fixed, encoding->tier.budget_bytes);
   if (!allocation.ok()) {
     Fail(encoding, allocation.status());
     return;
   }
   std::vector<int> qps(encoding->model->tensors.size(), 0);
-  for (size_t c = 0; c < curves.size(); ++c) qps[tensor_of[c]] = allocation->qp[c];
+  for (size_t c = 0; c < curves.size(); ++c)
+    qps[tensor_of[c]] = allocation->qp[c];
   EncodeLayers(encoding, std::move(qps));
 }
 
-void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::vector<int> qps) {
+void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding,
+                              std::vector<int> qps) {
   const size_t count = encoding->model->tensors.size();
   {
     absl::MutexLock lock(&encoding->mu);
@@ -316,7 +378,8 @@ void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding, std::ve
   }
   for (size_t i = 0; i < count; ++i) {
     // A job refused at shutdown never runs; Shutdown() releases the waiters.
-    pool_->Submit(encoding->urgency, [this, encoding, i, qp = qps.empty() ? 0 : qps[i]] {
+    pool_->Submit(encoding->urgency, [this, encoding, i,
+                                      qp = qps.empty() ? 0 : qps[i]] {
       absl::StatusOr<LayerRecord> record = EncodeLayerRecord(encoding, i, qp);
       layers_encoded_.fetch_add(1);
       bool last = false;
@@ -339,25 +402,32 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   std::vector<LayerRecord> layers;
   {
     absl::MutexLock lock(&encoding->mu);
-    status = absl::Status(encoding->status.code(), encoding->status.message());  // not shared: see GetManifest
+    status = absl::Status(
+        encoding->status.code(),
+        encoding->status.message());  // not shared: see GetManifest
     layers = encoding->layers;
   }
   const int64_t id = encoding->version.id;
   const std::string tier = encoding->tier.name;
   if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
   if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
-  if (!status.ok()) registry_->SetTierState(id, tier, TierState::kFailed, std::string(status.message())).IgnoreError();
+  if (!status.ok())
+    registry_
+        ->SetTierState(id, tier, TierState::kFailed,
+                       std::string(status.message()))
+        .IgnoreError();
   encoding->model.reset();
   encoding->base_model.reset();
   encoding->base_lease.reset();
-  malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc keeps freed arenas)
+  malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc
+                   // keeps freed arenas)
   {
     absl::MutexLock lock(&mu_);
     auto it = encodings_.find(std::make_pair(id, tier));
     if (it != encodings_.end() && it->second == encoding) encodings_.erase(it);
   }
-  // Evict before waking the waiters, so that whoever sees this tier also sees the cache within
-  // its budget.
+  // Evict before waking the waiters, so that whoever sees this tier also sees
+  // the cache within its budget.
   if (status.ok()) EnforceCacheBudget({id, tier});
   if (status.ok() && encoding->version.has_eval_bundle()) {
     StartEvaluation(encoding->version.model, encoding->version.version, tier);
@@ -372,45 +442,62 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   for (auto& next : then) next();
 }
 
-void ModelStore::StartEvaluation(const std::string& model, const std::string& version, const std::string& tier) {
+void ModelStore::StartEvaluation(const std::string& model,
+                                 const std::string& version,
+                                 const std::string& tier) {
   auto record = registry_->GetVersion(model, version);
   if (!record.ok()) return;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_ || !evaluating_.insert({record->id, tier}).second) return;
   }
-  static const EncoderPool::Urgency kBackground = std::make_shared<std::atomic<bool>>(false);
-  if (!pool_->Submit(kBackground, [this, id = record->id, model, version, tier] { Evaluate(id, model, version, tier); })) {
+  static const EncoderPool::Urgency kBackground =
+      std::make_shared<std::atomic<bool>>(false);
+  if (!pool_->Submit(kBackground,
+                     [this, id = record->id, model, version, tier] {
+                       Evaluate(id, model, version, tier);
+                     })) {
     absl::MutexLock lock(&mu_);
     evaluating_.erase({record->id, tier});
   }
 }
 
-void ModelStore::Evaluate(int64_t id, const std::string& model, const std::string& version, const std::string& tier) {
+void ModelStore::Evaluate(int64_t id, const std::string& model,
+                          const std::string& version, const std::string& tier) {
   const absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const VersionRecord record, registry_->GetVersion(model, version));
-    if (record.id != id) return absl::OkStatus();  // deleted and registered again meanwhile
+    ASSIGN_OR_RETURN(const VersionRecord record,
+                     registry_->GetVersion(model, version));
+    if (record.id != id)
+      return absl::OkStatus();  // deleted and registered again meanwhile
     const std::shared_ptr<void> lease = Lease({record.id, tier});
-    ASSIGN_OR_RETURN(const TierRecord encoded, registry_->GetTier(record.id, tier));
-    if (encoded.state != TierState::kReady) return absl::OkStatus();  // evicted: measured when encoded again
+    ASSIGN_OR_RETURN(const TierRecord encoded,
+                     registry_->GetTier(record.id, tier));
+    if (encoded.state != TierState::kReady)
+      return absl::OkStatus();  // evicted: measured when encoded again
     std::vector<PackedLayer> layers;
-    const BaseLookup bases = [this](const Sha256Digest& sha) { return ReadFileBytes(blobs_->PathOf(DigestToHex(sha))); };
+    const BaseLookup bases = [this](const Sha256Digest& sha) {
+      return ReadFileBytes(blobs_->PathOf(DigestToHex(sha)));
+    };
     for (const LayerRecord& layer : encoded.layers) {
-      ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(blobs_->PathOf(layer.blob_sha256)));
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes,
+                       ReadFileBytes(blobs_->PathOf(layer.blob_sha256)));
       size_t consumed = 0;
       ASSIGN_OR_RETURN(PackedLayer packed, ParsePackedLayer(bytes, &consumed));
       layers.push_back(std::move(packed));
     }
-    ASSIGN_OR_RETURN(const Model weights, UnpackModel(layers, /*threads=*/1, bases));
+    ASSIGN_OR_RETURN(const Model weights,
+                     UnpackModel(layers, /*threads=*/1, bases));
     layers.clear();
     ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
-                     Evaluator::Load(blobs_->PathOf(record.eval_module_sha256), blobs_->PathOf(record.eval_data_sha256)));
+                     Evaluator::Load(blobs_->PathOf(record.eval_module_sha256),
+                                     blobs_->PathOf(record.eval_data_sha256)));
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(weights));
     RETURN_IF_ERROR(registry_->SetTierAccuracy(record.id, tier, accuracy));
     return absl::OkStatus();
   }();
   if (!status.ok()) {
-    std::fprintf(stderr, "weightcastd: accuracy of %s/%s tier %s: %s\n", model.c_str(), version.c_str(), tier.c_str(),
+    std::fprintf(stderr, "weightcastd: accuracy of %s/%s tier %s: %s\n",
+                 model.c_str(), version.c_str(), tier.c_str(),
                  std::string(status.message()).c_str());
   }
   malloc_trim(0);

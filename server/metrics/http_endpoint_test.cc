@@ -31,14 +31,17 @@ constexpr char kExposition[] =
     "# TYPE weightcast_cache_hits_total counter\n"
     "weightcast_cache_hits_total 7\n";
 
-// No exchange with the endpoint waits longer than this: a test fails instead of hanging.
+// No exchange with the endpoint waits longer than this: a test fails instead of
+// hanging.
 constexpr absl::Duration kReceiveTimeout = absl::Seconds(5);
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartEndpoint() {
-  return MetricsEndpoint::Start("127.0.0.1:0", [] { return std::string(kExposition); });
+  return MetricsEndpoint::Start("127.0.0.1:0",
+                                [] { return std::string(kExposition); });
 }
 
-// A TCP connection to 127.0.0.1:port whose reads give up after kReceiveTimeout; -1 if refused.
+// A TCP connection to 127.0.0.1:port whose reads give up after kReceiveTimeout;
+// -1 if refused.
 int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   const timeval timeout = absl::ToTimeval(kReceiveTimeout);
@@ -63,16 +66,20 @@ struct HttpAnswer {
   int status = 0;       // 0: no status line arrived
   std::string headers;  // status line and header lines, each ending in \r\n
   std::string body;
-  bool closed = false;     // the server closed the connection (FIN or reset) within kReceiveTimeout
-  absl::Duration elapsed;  // from connect until closed, or until the reads gave up
+  bool closed = false;  // the server closed the connection (FIN or reset)
+                        // within kReceiveTimeout
+  absl::Duration
+      elapsed;  // from connect until closed, or until the reads gave up
 };
 
-// Reads what the server sends on `fd` until it closes the connection or kReceiveTimeout passes.
+// Reads what the server sends on `fd` until it closes the connection or
+// kReceiveTimeout passes.
 HttpAnswer ReadAnswer(int fd, std::chrono::steady_clock::time_point start) {
   HttpAnswer answer;
   std::string bytes;
   char buffer[4096];
-  for (int reads = 0; reads < 10000 && Since(start) < kReceiveTimeout; ++reads) {
+  for (int reads = 0; reads < 10000 && Since(start) < kReceiveTimeout;
+       ++reads) {
     const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
     if (n > 0) {
       bytes.append(buffer, n);
@@ -83,7 +90,9 @@ HttpAnswer ReadAnswer(int fd, std::chrono::steady_clock::time_point start) {
   }
   answer.elapsed = Since(start);
   const size_t end = bytes.find("\r\n\r\n");
-  if (end == std::string::npos || bytes.rfind("HTTP/1.", 0) != 0 || bytes.size() < 12) return answer;
+  if (end == std::string::npos || bytes.rfind("HTTP/1.", 0) != 0 ||
+      bytes.size() < 12)
+    return answer;
   answer.status = std::atoi(bytes.substr(9, 3).c_str());
   answer.headers = bytes.substr(0, end + 2);
   answer.body = bytes.substr(end + 4);
@@ -102,11 +111,14 @@ HttpAnswer Exchange(int port, const std::string& request) {
 }
 
 HttpAnswer Scrape(int port) {
-  return Exchange(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
+  return Exchange(
+      port,
+      "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
 }
 
 int Connected(const std::vector<int>& fds) {
-  return static_cast<int>(std::count_if(fds.begin(), fds.end(), [](int fd) { return fd >= 0; }));
+  return static_cast<int>(
+      std::count_if(fds.begin(), fds.end(), [](int fd) { return fd >= 0; }));
 }
 
 // Connections that send nothing. Closed on destruction.
@@ -125,8 +137,9 @@ class SilentClients {
   std::vector<int> fds_;
 };
 
-// Slowloris: connections that send a request's headers one byte a second and never finish them,
-// for at most kMaxSeconds. The sending thread is stopped and joined on destruction.
+// Slowloris: connections that send a request's headers one byte a second and
+// never finish them, for at most kMaxSeconds. The sending thread is stopped and
+// joined on destruction.
 class SlowClients {
  public:
   static constexpr int kMaxSeconds = 10;
@@ -134,8 +147,12 @@ class SlowClients {
   SlowClients(int port, int count) {
     for (int i = 0; i < count; ++i) fds_.push_back(Connect(port));
     sender_ = std::thread([this] {
-      const std::string headers = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa";
-      for (int second = 0; second < kMaxSeconds && second < static_cast<int>(headers.size()); ++second) {
+      const std::string headers =
+          "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+          "aaaaaaaaaaaaaaaaaaaa";
+      for (int second = 0;
+           second < kMaxSeconds && second < static_cast<int>(headers.size());
+           ++second) {
         for (int fd : fds_) send(fd, &headers[second], 1, MSG_NOSIGNAL);
         if (stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) return;
       }
@@ -155,8 +172,10 @@ class SlowClients {
   std::thread sender_;
 };
 
-// How many of `fds` the server closed within kReceiveTimeout of `start` (whatever it sent first).
-int ClosedByServer(const std::vector<int>& fds, std::chrono::steady_clock::time_point start) {
+// How many of `fds` the server closed within kReceiveTimeout of `start`
+// (whatever it sent first).
+int ClosedByServer(const std::vector<int>& fds,
+                   std::chrono::steady_clock::time_point start) {
   int closed = 0;
   for (int fd : fds) closed += ReadAnswer(fd, start).closed ? 1 : 0;
   return closed;
@@ -181,18 +200,23 @@ TEST(MetricsEndpoint, SixteenSilentAndEightSlowClientsDoNotDelayAScrape) {
   // Each slow client holds its worker for less than two request timeouts.
   EXPECT_EQ(ClosedByServer(silent.fds(), opened), 16);
   EXPECT_EQ(ClosedByServer(slow.fds(), opened), 8);
-  EXPECT_LT(Since(opened), 2 * MetricsEndpoint::kRequestTimeout + absl::Seconds(1));
+  EXPECT_LT(Since(opened),
+            2 * MetricsEndpoint::kRequestTimeout + absl::Seconds(1));
   if (!HasFailure()) {
     RecordReliability(
-        "16 silent and 8 slowloris (a header byte a second) TCP connections held to the /metrics port",
-        absl::StrCat("a scrape alongside them: 200 with the exposition in ", absl::ToInt64Milliseconds(scrape.elapsed),
-                     " ms"),
-        absl::StrCat("the server closed all 24 within ", absl::ToInt64Milliseconds(Since(opened)),
-                     " ms (request timeout ", absl::FormatDuration(MetricsEndpoint::kRequestTimeout), ")"));
+        "16 silent and 8 slowloris (a header byte a second) TCP connections "
+        "held to the /metrics port",
+        absl::StrCat("a scrape alongside them: 200 with the exposition in ",
+                     absl::ToInt64Milliseconds(scrape.elapsed), " ms"),
+        absl::StrCat(
+            "the server closed all 24 within ",
+            absl::ToInt64Milliseconds(Since(opened)), " ms (request timeout ",
+            absl::FormatDuration(MetricsEndpoint::kRequestTimeout), ")"));
   }
 }
 
-TEST(MetricsEndpoint, MoreSilentClientsThanWorkersDelayAScrapeByOneRequestTimeout) {
+TEST(MetricsEndpoint,
+     MoreSilentClientsThanWorkersDelayAScrapeByOneRequestTimeout) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
@@ -204,21 +228,26 @@ TEST(MetricsEndpoint, MoreSilentClientsThanWorkersDelayAScrapeByOneRequestTimeou
   const HttpAnswer scrape = Scrape(port);
   EXPECT_EQ(scrape.status, 200) << scrape.headers;
   EXPECT_EQ(scrape.body, kExposition);
-  // Every worker holds a silent client, so the scrape waits (first come, first served) until the
-  // first of them time out, and then no longer.
+  // Every worker holds a silent client, so the scrape waits (first come, first
+  // served) until the first of them time out, and then no longer.
   EXPECT_GE(scrape.elapsed, MetricsEndpoint::kRequestTimeout / 2);
   EXPECT_LT(scrape.elapsed, 2 * MetricsEndpoint::kRequestTimeout);
-  // The silent clients queued behind the first ones are dropped one request timeout later.
+  // The silent clients queued behind the first ones are dropped one request
+  // timeout later.
   EXPECT_EQ(ClosedByServer(silent.fds(), opened), clients);
   const absl::Duration all_closed = Since(opened);
   if (!HasFailure()) {
     RecordReliability(
-        absl::StrCat(clients, " silent TCP connections held to the /metrics port (", MetricsEndpoint::kWorkerThreads,
-                     " HTTP workers)"),
-        absl::StrCat("a scrape behind them: 200 with the exposition after ", absl::ToInt64Milliseconds(scrape.elapsed),
+        absl::StrCat(clients,
+                     " silent TCP connections held to the /metrics port (",
+                     MetricsEndpoint::kWorkerThreads, " HTTP workers)"),
+        absl::StrCat("a scrape behind them: 200 with the exposition after ",
+                     absl::ToInt64Milliseconds(scrape.elapsed),
                      " ms, when the first of them reach the request timeout (",
-                     absl::FormatDuration(MetricsEndpoint::kRequestTimeout), ")"),
-        absl::StrCat("the server closed all ", clients, " within ", absl::ToInt64Milliseconds(all_closed), " ms"));
+                     absl::FormatDuration(MetricsEndpoint::kRequestTimeout),
+                     ")"),
+        absl::StrCat("the server closed all ", clients, " within ",
+                     absl::ToInt64Milliseconds(all_closed), " ms"));
   }
 }
 
@@ -226,13 +255,18 @@ TEST(MetricsEndpoint, DeclaredRequestBodiesAreNotWaitedFor) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
-  // One byte of a declared megabyte: the server answers and closes without waiting for the rest.
-  const std::string body_headers = "Host: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nx";
-  const HttpAnswer post = Exchange(port, "POST /metrics HTTP/1.1\r\n" + body_headers);
+  // One byte of a declared megabyte: the server answers and closes without
+  // waiting for the rest.
+  const std::string body_headers =
+      "Host: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: "
+      "1000000\r\n\r\nx";
+  const HttpAnswer post =
+      Exchange(port, "POST /metrics HTTP/1.1\r\n" + body_headers);
   EXPECT_EQ(post.status, 405) << post.headers;
   EXPECT_TRUE(post.closed);
   EXPECT_LT(post.elapsed, MetricsEndpoint::kRequestTimeout);
-  const HttpAnswer get = Exchange(port, "GET /metrics HTTP/1.1\r\n" + body_headers);
+  const HttpAnswer get =
+      Exchange(port, "GET /metrics HTTP/1.1\r\n" + body_headers);
   EXPECT_EQ(get.status, 200) << get.headers;
   EXPECT_EQ(get.body, kExposition);
   EXPECT_TRUE(get.closed);
@@ -240,8 +274,10 @@ TEST(MetricsEndpoint, DeclaredRequestBodiesAreNotWaitedFor) {
   if (!HasFailure()) {
     RecordReliability(
         "POST and GET /metrics declaring a 1 MB body and sending 1 byte of it",
-        absl::StrCat("405 and 200, the connection closed at once (", absl::ToInt64Milliseconds(post.elapsed), " and ",
-                     absl::ToInt64Milliseconds(get.elapsed), " ms) without reading the body"),
+        absl::StrCat("405 and 200, the connection closed at once (",
+                     absl::ToInt64Milliseconds(post.elapsed), " and ",
+                     absl::ToInt64Milliseconds(get.elapsed),
+                     " ms) without reading the body"),
         "no HTTP worker is held by a trickled body");
   }
 }
@@ -258,9 +294,11 @@ TEST(MetricsEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
   const std::vector<Case> cases = {
       {"GET /metrics HTTP/1.1", 200},
       {"GET /metrics HTTP/1.0", 200},
-      {"GET /metrics?x=1 HTTP/1.1", 200},  // scrapers may add a query string; it is ignored
+      {"GET /metrics?x=1 HTTP/1.1",
+       200},  // scrapers may add a query string; it is ignored
       {"GET /metrics? HTTP/1.1", 200},
-      // The absolute form: civetweb closes it unanswered (no authentication_domain matches).
+      // The absolute form: civetweb closes it unanswered (no
+      // authentication_domain matches).
       {absl::StrCat("GET http://127.0.0.1:", port, "/metrics HTTP/1.1"), 0},
       {"GET / HTTP/1.1", 404},
       {"GET /metrics/ HTTP/1.1", 404},
@@ -281,43 +319,59 @@ TEST(MetricsEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
       {"PATCH /metrics HTTP/1.1", 405},
       {"OPTIONS /metrics HTTP/1.1", 405},
       {"PROPFIND /metrics HTTP/1.1", 405},
-      {"BREW /metrics HTTP/1.1", 400},  // not an HTTP method: civetweb refuses it before the endpoint
+      {"BREW /metrics HTTP/1.1",
+       400},  // not an HTTP method: civetweb refuses it before the endpoint
   };
   for (const Case& c : cases) {
-    const HttpAnswer answer = Exchange(port, c.request_line + "\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
-    EXPECT_EQ(answer.status, c.status) << c.request_line << "\n" << answer.headers;
+    const HttpAnswer answer =
+        Exchange(port, c.request_line +
+                           "\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(answer.status, c.status) << c.request_line << "\n"
+                                       << answer.headers;
     if (c.status == 200) {
       EXPECT_EQ(answer.body, kExposition) << c.request_line;
-      EXPECT_THAT(answer.headers, HasSubstr("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+      EXPECT_THAT(answer.headers,
+                  HasSubstr("\r\nContent-Type: text/plain; version=0.0.4; "
+                            "charset=utf-8\r\n"));
     } else {
       EXPECT_THAT(answer.body, Not(HasSubstr("weightcast_"))) << c.request_line;
     }
     if (c.status == 405) {
-      EXPECT_THAT(answer.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n")) << c.request_line;
+      EXPECT_THAT(answer.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n"))
+          << c.request_line;
     }
   }
 
   // HEAD: GET's headers, no body.
-  const HttpAnswer head = Exchange(port, "HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  const HttpAnswer head =
+      Exchange(port, "HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   EXPECT_EQ(head.status, 200) << head.headers;
-  EXPECT_THAT(head.headers, HasSubstr(absl::StrCat("\r\nContent-Length: ", sizeof(kExposition) - 1, "\r\n")));
+  EXPECT_THAT(head.headers,
+              HasSubstr(absl::StrCat(
+                  "\r\nContent-Length: ", sizeof(kExposition) - 1, "\r\n")));
   EXPECT_EQ(head.body, "");
   EXPECT_TRUE(head.closed);
-  const HttpAnswer head_elsewhere = Exchange(port, "HEAD /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  const HttpAnswer head_elsewhere =
+      Exchange(port, "HEAD /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   EXPECT_EQ(head_elsewhere.status, 404) << head_elsewhere.headers;
   EXPECT_EQ(head_elsewhere.body, "");
 
   // A CORS preflight, which civetweb would answer 200 on its own.
-  const HttpAnswer preflight = Exchange(port,
-                                        "OPTIONS /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://example.com\r\n"
-                                        "Access-Control-Request-Method: GET\r\n\r\n");
+  const HttpAnswer preflight =
+      Exchange(port,
+               "OPTIONS /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: "
+               "http://example.com\r\n"
+               "Access-Control-Request-Method: GET\r\n\r\n");
   EXPECT_EQ(preflight.status, 405) << preflight.headers;
   EXPECT_THAT(preflight.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n"));
   if (!HasFailure()) {
     RecordReliability(
-        "GET /metrics/, /metricsX, /metrics/../x, /x/../metrics, /%6Detrics, /metrics%00, //metrics and other "
-        "paths; POST, PUT, DELETE, PATCH, OPTIONS (also a CORS preflight), PROPFIND on /metrics; BREW",
-        "404 for every path but exactly /metrics; 405 with Allow: GET, HEAD; 400 for a non-method; GET and HEAD "
+        "GET /metrics/, /metricsX, /metrics/../x, /x/../metrics, /%6Detrics, "
+        "/metrics%00, //metrics and other "
+        "paths; POST, PUT, DELETE, PATCH, OPTIONS (also a CORS preflight), "
+        "PROPFIND on /metrics; BREW",
+        "404 for every path but exactly /metrics; 405 with Allow: GET, HEAD; "
+        "400 for a non-method; GET and HEAD "
         "/metrics (a query string ignored) 200, HEAD without a body",
         "no other request gets the exposition");
   }

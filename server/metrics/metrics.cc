@@ -9,7 +9,8 @@
 namespace weightcast {
 namespace {
 
-constexpr double kEncodeBuckets[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+constexpr double kEncodeBuckets[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                     2.5,  5,    10,  30,   60};
 
 std::string Label(const std::string& name, const std::string& value) {
   std::string escaped;
@@ -38,20 +39,31 @@ ServerMetrics::ServerMetrics() {
     const char* help;
   };
   static constexpr Declaration kFamilies[] = {
-      {"weightcast_tiles_encoded_total", "counter", "HEVC tiles (and whole non-picture layers) encoded, by tier."},
-      {"weightcast_layers_encoded_total", "counter", "Layers encoded, by tier."},
-      {"weightcast_cache_hits_total", "counter", "Pulls and manifests served from an encoded tier."},
-      {"weightcast_cache_misses_total", "counter", "Pulls and manifests that had to wait for an encoding."},
-      {"weightcast_cache_evictions_total", "counter", "Encoded tiers evicted from the cache."},
-      {"weightcast_streamed_bytes_total", "counter", "Layer bytes sent by Pull, by tier."},
-      {"weightcast_pull_resumes_total", "counter", "Pulls that resumed at a layer and offset."},
-      {"weightcast_pull_errors_total", "counter", "Pulls that ended with an error, by gRPC code."},
-      {"weightcast_registrations_total", "counter", "RegisterModel calls, by result."},
+      {"weightcast_tiles_encoded_total", "counter",
+       "HEVC tiles (and whole non-picture layers) encoded, by tier."},
+      {"weightcast_layers_encoded_total", "counter",
+       "Layers encoded, by tier."},
+      {"weightcast_cache_hits_total", "counter",
+       "Pulls and manifests served from an encoded tier."},
+      {"weightcast_cache_misses_total", "counter",
+       "Pulls and manifests that had to wait for an encoding."},
+      {"weightcast_cache_evictions_total", "counter",
+       "Encoded tiers evicted from the cache."},
+      {"weightcast_streamed_bytes_total", "counter",
+       "Layer bytes sent by Pull, by tier."},
+      {"weightcast_pull_resumes_total", "counter",
+       "Pulls that resumed at a layer and offset."},
+      {"weightcast_pull_errors_total", "counter",
+       "Pulls that ended with an error, by gRPC code."},
+      {"weightcast_registrations_total", "counter",
+       "RegisterModel calls, by result."},
       {"weightcast_active_streams", "gauge", "Pull streams in progress."},
-      {"weightcast_watch_events_total", "counter", "Events sent to watching devices, by type."},
+      {"weightcast_watch_events_total", "counter",
+       "Events sent to watching devices, by type."},
   };
   absl::MutexLock lock(&mu_);
-  for (const Declaration& family : kFamilies) families_[family.name] = Family{family.help, family.type, {}};
+  for (const Declaration& family : kFamilies)
+    families_[family.name] = Family{family.help, family.type, {}};
   families_["weightcast_active_streams"].samples[""] = 0;
   families_["weightcast_cache_hits_total"].samples[""] = 0;
   families_["weightcast_cache_misses_total"].samples[""] = 0;
@@ -59,7 +71,8 @@ ServerMetrics::ServerMetrics() {
   families_["weightcast_pull_resumes_total"].samples[""] = 0;
 }
 
-void ServerMetrics::Add(const std::string& name, const std::string& labels, double value) {
+void ServerMetrics::Add(const std::string& name, const std::string& labels,
+                        double value) {
   families_[name].samples[labels] += value;
 }
 
@@ -78,7 +91,8 @@ void ServerMetrics::RecordLayerEncode(const std::string& tier, double seconds) {
 
 void ServerMetrics::RecordTilesEncoded(const std::string& tier, int64_t tiles) {
   absl::MutexLock lock(&mu_);
-  Add("weightcast_tiles_encoded_total", "{" + Label("tier", tier) + "}", static_cast<double>(tiles));
+  Add("weightcast_tiles_encoded_total", "{" + Label("tier", tier) + "}",
+      static_cast<double>(tiles));
 }
 
 void ServerMetrics::RecordCacheHit() {
@@ -96,9 +110,11 @@ void ServerMetrics::RecordCacheEviction() {
   Add("weightcast_cache_evictions_total", "", 1);
 }
 
-void ServerMetrics::RecordBytesStreamed(const std::string& tier, uint64_t bytes) {
+void ServerMetrics::RecordBytesStreamed(const std::string& tier,
+                                        uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  Add("weightcast_streamed_bytes_total", "{" + Label("tier", tier) + "}", static_cast<double>(bytes));
+  Add("weightcast_streamed_bytes_total", "{" + Label("tier", tier) + "}",
+      static_cast<double>(bytes));
 }
 
 void ServerMetrics::StreamStarted() {
@@ -132,51 +148,69 @@ void ServerMetrics::RecordWatchEvent(const std::string& type) {
 }
 
 void ServerMetrics::AddEncoderFamilies(EncoderReadings readings) {
-  AddGauge("weightcast_encode_queue_depth", "Encode jobs waiting for a worker.", std::move(readings.queued));
-  AddGauge("weightcast_encode_busy_workers", "Encoder workers running a job.", std::move(readings.busy));
-  AddGauge("weightcast_encode_workers", "Encoder workers.", std::move(readings.workers));
-  AddGauge("weightcast_cache_bytes", "Bytes of all encoded tiers stored.", std::move(readings.cache_bytes));
+  AddGauge("weightcast_encode_queue_depth", "Encode jobs waiting for a worker.",
+           std::move(readings.queued));
+  AddGauge("weightcast_encode_busy_workers", "Encoder workers running a job.",
+           std::move(readings.busy));
+  AddGauge("weightcast_encode_workers", "Encoder workers.",
+           std::move(readings.workers));
+  AddGauge("weightcast_cache_bytes", "Bytes of all encoded tiers stored.",
+           std::move(readings.cache_bytes));
 }
 
 void ServerMetrics::AddDataDirFamilies(const std::string& data_dir) {
   for (const bool free : {true, false}) {
-    AddGauge(free ? "weightcast_data_free_bytes" : "weightcast_data_capacity_bytes",
-             free ? "Bytes available to weightcastd on the data directory's file system."
-                  : "Size of the data directory's file system.",
-             [data_dir, free] {
-               std::error_code error;
-               const std::filesystem::space_info space = std::filesystem::space(data_dir, error);
-               return error ? 0.0 : static_cast<double>(free ? space.available : space.capacity);
-             });
+    AddGauge(
+        free ? "weightcast_data_free_bytes" : "weightcast_data_capacity_bytes",
+        free ? "Bytes available to weightcastd on the data directory's file "
+               "system."
+             : "Size of the data directory's file system.",
+        [data_dir, free] {
+          std::error_code error;
+          const std::filesystem::space_info space =
+              std::filesystem::space(data_dir, error);
+          return error ? 0.0
+                       : static_cast<double>(free ? space.available
+                                                  : space.capacity);
+        });
   }
 }
 
 void ServerMetrics::AddFleetFamilies(FleetReadings readings) {
-  AddGauge("weightcast_watch_subscribers", "Devices watching (open Watch streams).", std::move(readings.subscribers));
-  AddCollector("weightcast_rollout_devices", "Devices by model and last reported state.", "gauge",
-               [read = std::move(readings.device_states)] {
-                 std::vector<std::pair<Labels, double>> samples;
-                 for (const auto& [key, n] : read()) {
-                   samples.push_back({{{"model", key.first}, {"state", key.second}}, static_cast<double>(n)});
-                 }
-                 return samples;
-               });
+  AddGauge("weightcast_watch_subscribers",
+           "Devices watching (open Watch streams).",
+           std::move(readings.subscribers));
+  AddCollector(
+      "weightcast_rollout_devices", "Devices by model and last reported state.",
+      "gauge", [read = std::move(readings.device_states)] {
+        std::vector<std::pair<Labels, double>> samples;
+        for (const auto& [key, n] : read()) {
+          samples.push_back({{{"model", key.first}, {"state", key.second}},
+                             static_cast<double>(n)});
+        }
+        return samples;
+      });
 }
 
 void ServerMetrics::AddDeadlineCancels(std::function<double()> cancelled) {
-  AddCollector("weightcast_deadline_cancels_total",
-               "Calls cancelled for stalling past --upload-seconds or --pull-seconds.", "counter",
-               [read = std::move(cancelled)] { return std::vector<std::pair<Labels, double>>{{{}, read()}}; });
+  AddCollector(
+      "weightcast_deadline_cancels_total",
+      "Calls cancelled for stalling past --upload-seconds or --pull-seconds.",
+      "counter", [read = std::move(cancelled)] {
+        return std::vector<std::pair<Labels, double>>{{{}, read()}};
+      });
 }
 
-void ServerMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {
+void ServerMetrics::AddGauge(const std::string& name, const std::string& help,
+                             std::function<double()> read) {
   AddCollector(name, help, "gauge", [read = std::move(read)] {
     return std::vector<std::pair<Labels, double>>{{Labels{}, read()}};
   });
 }
 
-void ServerMetrics::AddCollector(const std::string& name, const std::string& help, const std::string& type,
-                                 std::function<std::vector<std::pair<Labels, double>>()> read) {
+void ServerMetrics::AddCollector(
+    const std::string& name, const std::string& help, const std::string& type,
+    std::function<std::vector<std::pair<Labels, double>>()> read) {
   absl::MutexLock lock(&mu_);
   collectors_.push_back({name, help, type, std::move(read)});
 }
@@ -188,31 +222,47 @@ std::string ServerMetrics::Exposition() const {
     absl::MutexLock lock(&mu_);
     collectors = collectors_;
     for (const auto& [name, family] : families_) {
-      absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n# TYPE ", name, " ", family.type, "\n");
-      for (const auto& [labels, value] : family.samples) absl::StrAppend(&out, name, labels, " ", Number(value), "\n");
+      absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n# TYPE ",
+                      name, " ", family.type, "\n");
+      for (const auto& [labels, value] : family.samples)
+        absl::StrAppend(&out, name, labels, " ", Number(value), "\n");
     }
-    absl::StrAppend(&out, "# HELP weightcast_encode_seconds Seconds to encode one layer, by tier.\n",
+    absl::StrAppend(&out,
+                    "# HELP weightcast_encode_seconds Seconds to encode one "
+                    "layer, by tier.\n",
                     "# TYPE weightcast_encode_seconds histogram\n");
     const auto histogram = histograms_.find("weightcast_encode_seconds");
     if (histogram != histograms_.end()) {
       for (const auto& [tier, buckets] : histogram->second) {
-        const auto& [sum, count] = histogram_sums_.at("weightcast_encode_seconds").at(tier);
+        const auto& [sum, count] =
+            histogram_sums_.at("weightcast_encode_seconds").at(tier);
         for (size_t i = 0; i < buckets.size(); ++i) {
-          absl::StrAppend(&out, "weightcast_encode_seconds_bucket{", Label("tier", tier), ",",
-                          Label("le", Number(kEncodeBuckets[i])), "} ", buckets[i], "\n");
+          absl::StrAppend(&out, "weightcast_encode_seconds_bucket{",
+                          Label("tier", tier), ",",
+                          Label("le", Number(kEncodeBuckets[i])), "} ",
+                          buckets[i], "\n");
         }
-        absl::StrAppend(&out, "weightcast_encode_seconds_bucket{", Label("tier", tier), ",le=\"+Inf\"} ", count, "\n");
-        absl::StrAppend(&out, "weightcast_encode_seconds_sum{", Label("tier", tier), "} ", Number(sum), "\n");
-        absl::StrAppend(&out, "weightcast_encode_seconds_count{", Label("tier", tier), "} ", count, "\n");
+        absl::StrAppend(&out, "weightcast_encode_seconds_bucket{",
+                        Label("tier", tier), ",le=\"+Inf\"} ", count, "\n");
+        absl::StrAppend(&out, "weightcast_encode_seconds_sum{",
+                        Label("tier", tier), "} ", Number(sum), "\n");
+        absl::StrAppend(&out, "weightcast_encode_seconds_count{",
+                        Label("tier", tier), "} ", count, "\n");
       }
     }
   }
-  for (const Collector& c : collectors) {  // read outside the lock: callbacks take their own
-    absl::StrAppend(&out, "# HELP ", c.name, " ", c.help, "\n# TYPE ", c.name, " ", c.type, "\n");
+  for (const Collector& c :
+       collectors) {  // read outside the lock: callbacks take their own
+    absl::StrAppend(&out, "# HELP ", c.name, " ", c.help, "\n# TYPE ", c.name,
+                    " ", c.type, "\n");
     for (const auto& [labels, value] : c.read()) {
       std::string text;
-      for (const auto& [key, label_value] : labels) absl::StrAppend(&text, text.empty() ? "" : ",", Label(key, label_value));
-      absl::StrAppend(&out, c.name, text.empty() ? "" : absl::StrCat("{", text, "}"), " ", Number(value), "\n");
+      for (const auto& [key, label_value] : labels)
+        absl::StrAppend(&text, text.empty() ? "" : ",",
+                        Label(key, label_value));
+      absl::StrAppend(&out, c.name,
+                      text.empty() ? "" : absl::StrCat("{", text, "}"), " ",
+                      Number(value), "\n");
     }
   }
   return out;

@@ -13,27 +13,37 @@ namespace weightcast {
 namespace {
 
 int64_t NowSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
-absl::Status CheckDeviceId(const std::string& id) { return CheckName("device_id", id, 128); }
+absl::Status CheckDeviceId(const std::string& id) {
+  return CheckName("device_id", id, 128);
+}
 
 bool Watches(const WatchSpec& spec, const std::string& model) {
-  return std::find(spec.models.begin(), spec.models.end(), model) != spec.models.end();
+  return std::find(spec.models.begin(), spec.models.end(), model) !=
+         spec.models.end();
 }
 
 }  // namespace
 
 int RolloutBucket(const std::string& model, const std::string& device_id) {
   const std::string key = absl::StrCat(model, "/", device_id);
-  const Sha256Digest digest = Sha256(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key.data()), key.size()));
-  const uint32_t head = (uint32_t{digest[0]} << 24) | (uint32_t{digest[1]} << 16) | (uint32_t{digest[2]} << 8) | digest[3];
+  const Sha256Digest digest = Sha256(absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(key.data()), key.size()));
+  const uint32_t head = (uint32_t{digest[0]} << 24) |
+                        (uint32_t{digest[1]} << 16) |
+                        (uint32_t{digest[2]} << 8) | digest[3];
   return static_cast<int>(head % 10000);
 }
 
 std::optional<AssignmentEvent> Subscription::Next(absl::Duration wait) {
   absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !queue_.empty(); };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || !queue_.empty();
+  };
   mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
   if (closed_ || queue_.empty()) return std::nullopt;
   AssignmentEvent event = std::move(queue_.front());
@@ -63,7 +73,9 @@ void Subscription::Close() {
 }
 
 absl::StatusOr<std::unique_ptr<Fleet>> Fleet::Create(
-    FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists) {
+    FleetRegistry* registry,
+    std::function<absl::Status(const std::string&, const std::string&)>
+        version_exists) {
   std::unique_ptr<Fleet> fleet(new Fleet(registry, std::move(version_exists)));
   ASSIGN_OR_RETURN(std::vector<RolloutRecord> rollouts, registry->Rollouts());
   absl::MutexLock lock(&fleet->mu_);
@@ -71,27 +83,34 @@ absl::StatusOr<std::unique_ptr<Fleet>> Fleet::Create(
   return fleet;
 }
 
-std::optional<AssignmentEvent> Fleet::AssignmentFor(const RolloutRecord& r, const WatchSpec& spec) {
-  auto to = [&](const std::string& version, AssignmentReason reason) -> std::optional<AssignmentEvent> {
+std::optional<AssignmentEvent> Fleet::AssignmentFor(const RolloutRecord& r,
+                                                    const WatchSpec& spec) {
+  auto to = [&](const std::string& version,
+                AssignmentReason reason) -> std::optional<AssignmentEvent> {
     if (version.empty()) return std::nullopt;
     return AssignmentEvent{r.model, version, spec.tier_name, reason};
   };
-  if (r.state == RolloutState::kRolledBack) return to(r.baseline, AssignmentReason::kRollback);
-  bool in = RolloutBucket(r.model, spec.device_id) < static_cast<int>(r.percent * 100 + 1e-9);
+  if (r.state == RolloutState::kRolledBack)
+    return to(r.baseline, AssignmentReason::kRollback);
+  bool in = RolloutBucket(r.model, spec.device_id) <
+            static_cast<int>(r.percent * 100 + 1e-9);
   for (const std::string& g : spec.groups) {
     in = in || std::find(r.groups.begin(), r.groups.end(), g) != r.groups.end();
   }
   if (in && r.state == RolloutState::kPaused) {
-    // Paused: no device starts the target; one that has (or is fetching) it keeps it.
+    // Paused: no device starts the target; one that has (or is fetching) it
+    // keeps it.
     auto it = spec.installed.find(r.model);
     bool has = it != spec.installed.end() && it->second == r.version;
     if (!has) {
       auto reported = registry_->GetDevice(spec.device_id, r.model);
-      has = reported.ok() && reported->has_value() && (*reported)->version == r.version && (*reported)->state != "FAILED";
+      has = reported.ok() && reported->has_value() &&
+            (*reported)->version == r.version && (*reported)->state != "FAILED";
     }
     in = has;
   }
-  return in ? to(r.version, AssignmentReason::kRollout) : to(r.baseline, AssignmentReason::kBaseline);
+  return in ? to(r.version, AssignmentReason::kRollout)
+            : to(r.baseline, AssignmentReason::kBaseline);
 }
 
 void Fleet::Notify(const RolloutRecord& rollout) {
@@ -108,16 +127,19 @@ void Fleet::Notify(const RolloutRecord& rollout) {
 
 absl::StatusOr<std::shared_ptr<Subscription>> Fleet::Subscribe(WatchSpec spec) {
   RETURN_IF_ERROR(CheckDeviceId(spec.device_id));
-  if (spec.models.empty()) return absl::InvalidArgumentError("a watch names at least one model");
+  if (spec.models.empty())
+    return absl::InvalidArgumentError("a watch names at least one model");
   auto sub = std::shared_ptr<Subscription>(new Subscription(std::move(spec)));
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   for (const std::string& model : sub->spec_.models) {
     auto installed = sub->spec_.installed.find(model);
-    if (installed != sub->spec_.installed.end()) sub->sent_[model] = installed->second;
+    if (installed != sub->spec_.installed.end())
+      sub->sent_[model] = installed->second;
     auto rollout = rollouts_.find(model);
     if (rollout == rollouts_.end()) continue;
-    std::optional<AssignmentEvent> event = AssignmentFor(rollout->second, sub->spec_);
+    std::optional<AssignmentEvent> event =
+        AssignmentFor(rollout->second, sub->spec_);
     if (!event || sub->sent_[model] == event->version) continue;
     sub->sent_[model] = event->version;
     sub->Push(*std::move(event));
@@ -133,20 +155,27 @@ void Fleet::Unsubscribe(const std::shared_ptr<Subscription>& subscription) {
 
 absl::Status Fleet::Report(DeviceRecord status) {
   RETURN_IF_ERROR(CheckDeviceId(status.device_id));
-  if (status.state != "DOWNLOADING" && status.state != "INSTALLED" && status.state != "FAILED") {
-    return absl::InvalidArgumentError("state must be DOWNLOADING, INSTALLED or FAILED");
+  if (status.state != "DOWNLOADING" && status.state != "INSTALLED" &&
+      status.state != "FAILED") {
+    return absl::InvalidArgumentError(
+        "state must be DOWNLOADING, INSTALLED or FAILED");
   }
   RETURN_IF_ERROR(CheckName("model", status.model, 64));
   RETURN_IF_ERROR(CheckName("version", status.version, 64));
   if (!status.tier.empty()) RETURN_IF_ERROR(ParseTier(status.tier).status());
   if (status.reason.size() > kMaxReportReasonBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("reason is ", status.reason.size(), " bytes; at most ",
-                                                   kMaxReportReasonBytes, " are kept"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("reason is ", status.reason.size(), " bytes; at most ",
+                     kMaxReportReasonBytes, " are kept"));
   }
   status.reason = Printable(status.reason);  // stored as it will be shown
-  if (status.reason.size() > kMaxReportReasonBytes) status.reason.resize(kMaxReportReasonBytes);
-  if (absl::Status known = version_exists_(status.model, status.version); !known.ok()) {
-    return absl::Status(known.code(), absl::StrCat("a report about ", status.model, "/", status.version, ": ", known.message()));
+  if (status.reason.size() > kMaxReportReasonBytes)
+    status.reason.resize(kMaxReportReasonBytes);
+  if (absl::Status known = version_exists_(status.model, status.version);
+      !known.ok()) {
+    return absl::Status(known.code(),
+                        absl::StrCat("a report about ", status.model, "/",
+                                     status.version, ": ", known.message()));
   }
   status.updated_unix_seconds = NowSeconds();
   return registry_->PutDevice(status);
@@ -155,22 +184,30 @@ absl::Status Fleet::Report(DeviceRecord status) {
 absl::StatusOr<RolloutView> Fleet::View(const RolloutRecord& rollout) {
   RolloutView view{rollout, {}, 0};
   ASSIGN_OR_RETURN(view.counts, registry_->Counts(rollout.model));
-  for (const auto& sub : subscriptions_) view.subscribers += Watches(sub->spec_, rollout.model);
+  for (const auto& sub : subscriptions_)
+    view.subscribers += Watches(sub->spec_, rollout.model);
   return view;
 }
 
-absl::StatusOr<RolloutView> Fleet::StartRollout(const std::string& model, const std::string& version, double percent,
-                                                std::vector<std::string> groups) {
-  if (!(percent >= 0 && percent <= 100)) return absl::InvalidArgumentError("percent must be within 0..100");
-  if (version.empty() || version == "latest") return absl::InvalidArgumentError("a rollout names a version label");
+absl::StatusOr<RolloutView> Fleet::StartRollout(
+    const std::string& model, const std::string& version, double percent,
+    std::vector<std::string> groups) {
+  if (!(percent >= 0 && percent <= 100))
+    return absl::InvalidArgumentError("percent must be within 0..100");
+  if (version.empty() || version == "latest")
+    return absl::InvalidArgumentError("a rollout names a version label");
   RETURN_IF_ERROR(version_exists_(model, version));
   absl::MutexLock lock(&mu_);
-  RolloutRecord next{model, version, "", percent, std::move(groups), RolloutState::kActive, NowSeconds()};
+  RolloutRecord next{model,       version,           "",
+                     percent,     std::move(groups), RolloutState::kActive,
+                     NowSeconds()};
   auto previous = rollouts_.find(model);
   if (previous != rollouts_.end()) {
     const RolloutRecord& p = previous->second;
-    next.baseline = p.state == RolloutState::kRolledBack ? p.baseline : p.version;
-    if (next.baseline == version) next.baseline = p.baseline;  // rolling out the baseline again
+    next.baseline =
+        p.state == RolloutState::kRolledBack ? p.baseline : p.version;
+    if (next.baseline == version)
+      next.baseline = p.baseline;  // rolling out the baseline again
   }
   RETURN_IF_ERROR(registry_->PutRollout(next));
   rollouts_[model] = next;
@@ -178,11 +215,14 @@ absl::StatusOr<RolloutView> Fleet::StartRollout(const std::string& model, const 
   return View(next);
 }
 
-absl::StatusOr<RolloutView> Fleet::Change(const std::string& model,
-                                          const std::function<absl::Status(RolloutRecord&)>& edit) {
+absl::StatusOr<RolloutView> Fleet::Change(
+    const std::string& model,
+    const std::function<absl::Status(RolloutRecord&)>& edit) {
   absl::MutexLock lock(&mu_);
   auto it = rollouts_.find(model);
-  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model ", Echo(model), " has no rollout"));
+  if (it == rollouts_.end())
+    return absl::NotFoundError(
+        absl::StrCat("model ", Echo(model), " has no rollout"));
   RolloutRecord next = it->second;
   RETURN_IF_ERROR(edit(next));
   RETURN_IF_ERROR(registry_->PutRollout(next));
@@ -191,17 +231,21 @@ absl::StatusOr<RolloutView> Fleet::Change(const std::string& model,
   return View(next);
 }
 
-absl::StatusOr<RolloutView> Fleet::UpdateRollout(const std::string& model, const RolloutChange& change) {
+absl::StatusOr<RolloutView> Fleet::UpdateRollout(const std::string& model,
+                                                 const RolloutChange& change) {
   return Change(model, [&](RolloutRecord& r) -> absl::Status {
     if (r.state == RolloutState::kRolledBack) {
-      return absl::FailedPreconditionError(absl::StrCat("the rollout of ", model, " was rolled back; start a new one"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the rollout of ", model, " was rolled back; start a new one"));
     }
     if (change.percent >= 0) {
-      if (change.percent > 100) return absl::InvalidArgumentError("percent must be within 0..100");
+      if (change.percent > 100)
+        return absl::InvalidArgumentError("percent must be within 0..100");
       r.percent = change.percent;
     }
     if (change.groups) r.groups = *change.groups;
-    if (change.paused) r.state = *change.paused ? RolloutState::kPaused : RolloutState::kActive;
+    if (change.paused)
+      r.state = *change.paused ? RolloutState::kPaused : RolloutState::kActive;
     return absl::OkStatus();
   });
 }
@@ -209,7 +253,8 @@ absl::StatusOr<RolloutView> Fleet::UpdateRollout(const std::string& model, const
 absl::StatusOr<RolloutView> Fleet::Rollback(const std::string& model) {
   return Change(model, [&](RolloutRecord& r) -> absl::Status {
     if (r.baseline.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("the rollout of ", model, " has no earlier version to return to"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the rollout of ", model, " has no earlier version to return to"));
     }
     r.state = RolloutState::kRolledBack;
     return absl::OkStatus();
@@ -219,7 +264,9 @@ absl::StatusOr<RolloutView> Fleet::Rollback(const std::string& model) {
 absl::StatusOr<RolloutView> Fleet::GetRollout(const std::string& model) {
   absl::MutexLock lock(&mu_);
   auto it = rollouts_.find(model);
-  if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("model ", Echo(model), " has no rollout"));
+  if (it == rollouts_.end())
+    return absl::NotFoundError(
+        absl::StrCat("model ", Echo(model), " has no rollout"));
   return View(it->second);
 }
 
@@ -234,7 +281,8 @@ size_t Fleet::subscribers() {
   return subscriptions_.size();
 }
 
-std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> Fleet::DeviceStates() {
+std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>>
+Fleet::DeviceStates() {
   std::vector<std::string> models;
   {
     absl::MutexLock lock(&mu_);

@@ -1,8 +1,10 @@
-// Fleet push: devices subscribe (Watch) with the models they run, their groups and the versions
-// they hold, and are sent the version assigned to them whenever it changes; operators run one
-// rollout per model (a percentage of devices by a stable hash of the device id, plus named
-// groups), pause it, raise it, roll it back. Rollouts and device reports persist in a
-// FleetRegistry. No gRPC in here: the RPC handlers drain Subscriptions. Thread-safe.
+// Fleet push: devices subscribe (Watch) with the models they run, their groups
+// and the versions they hold, and are sent the version assigned to them
+// whenever it changes; operators run one rollout per model (a percentage of
+// devices by a stable hash of the device id, plus named groups), pause it,
+// raise it, roll it back. Rollouts and device reports persist in a
+// FleetRegistry. No gRPC in here: the RPC handlers drain Subscriptions.
+// Thread-safe.
 #ifndef WEIGHTCAST_SERVER_PUSH_FLEET_H_
 #define WEIGHTCAST_SERVER_PUSH_FLEET_H_
 
@@ -23,8 +25,9 @@
 
 namespace weightcast {
 
-// The device's bucket for `model`, 0..9999: in a rollout at P percent iff bucket < 100 * P.
-// Stable (SHA-256 of model and device id), so the devices at 20 % stay in at 40 %.
+// The device's bucket for `model`, 0..9999: in a rollout at P percent iff
+// bucket < 100 * P. Stable (SHA-256 of model and device id), so the devices at
+// 20 % stay in at 40 %.
 int RolloutBucket(const std::string& model, const std::string& device_id);
 
 // Why a device is assigned a version (the RPC layer maps it to the API's enum).
@@ -33,7 +36,8 @@ enum class AssignmentReason { kRollout, kBaseline, kRollback };
 struct AssignmentEvent {
   std::string model;
   std::string version;
-  std::string tier;  // the device's policy tier name; empty: it selects by its policy
+  std::string
+      tier;  // the device's policy tier name; empty: it selects by its policy
   AssignmentReason reason = AssignmentReason::kRollout;
 };
 
@@ -42,11 +46,12 @@ struct WatchSpec {
   std::vector<std::string> groups;
   std::vector<std::string> models;
   std::string tier_name;
-  std::map<std::string, std::string> installed;  // model -> version the device holds
+  std::map<std::string, std::string>
+      installed;  // model -> version the device holds
 };
 
-// One device's stream of events. Next() blocks for the next assignment; nullopt after `wait`
-// (time for a keepalive) or once closed.
+// One device's stream of events. Next() blocks for the next assignment; nullopt
+// after `wait` (time for a keepalive) or once closed.
 class Subscription {
  public:
   std::optional<AssignmentEvent> Next(absl::Duration wait);
@@ -55,14 +60,16 @@ class Subscription {
  private:
   friend class Fleet;
   explicit Subscription(WatchSpec spec) : spec_(std::move(spec)) {}
-  void Push(AssignmentEvent event);  // drops an older queued event of the same model
+  void Push(
+      AssignmentEvent event);  // drops an older queued event of the same model
   void Close();
 
   const WatchSpec spec_;
   absl::Mutex mu_;
   std::deque<AssignmentEvent> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::map<std::string, std::string> sent_;  // model -> version last assigned; under Fleet::mu_
+  std::map<std::string, std::string>
+      sent_;  // model -> version last assigned; under Fleet::mu_
 };
 
 struct RolloutView {
@@ -72,8 +79,8 @@ struct RolloutView {
 };
 
 struct RolloutChange {
-  double percent = -1;                              // < 0: unchanged
-  std::optional<std::vector<std::string>> groups;   // set: replaces them
+  double percent = -1;                             // < 0: unchanged
+  std::optional<std::vector<std::string>> groups;  // set: replaces them
   std::optional<bool> paused;
 };
 
@@ -82,49 +89,66 @@ inline constexpr size_t kMaxReportReasonBytes = 1024;
 
 class Fleet {
  public:
-  // `version_exists` says whether (model, version) is registered (NOT_FOUND otherwise).
-  // Loads the rollouts `registry` holds.
+  // `version_exists` says whether (model, version) is registered (NOT_FOUND
+  // otherwise). Loads the rollouts `registry` holds.
   static absl::StatusOr<std::unique_ptr<Fleet>> Create(
-      FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists);
+      FleetRegistry* registry,
+      std::function<absl::Status(const std::string&, const std::string&)>
+          version_exists);
 
-  // INVALID_ARGUMENT for a bad device id or no models; the current assignments are queued at once.
+  // INVALID_ARGUMENT for a bad device id or no models; the current assignments
+  // are queued at once.
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(WatchSpec spec);
   void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
-  // Stores a device's report. INVALID_ARGUMENT for a bad device id, state, model or version
-  // name, a tier name that is not a tier's, or a reason over kMaxReportReasonBytes; the
-  // version_exists status (NOT_FOUND) for a version the server does not have. Control
-  // characters in the reason are stored escaped.
+  // Stores a device's report. INVALID_ARGUMENT for a bad device id, state,
+  // model or version name, a tier name that is not a tier's, or a reason over
+  // kMaxReportReasonBytes; the version_exists status (NOT_FOUND) for a version
+  // the server does not have. Control characters in the reason are stored
+  // escaped.
   absl::Status Report(DeviceRecord status);
 
-  absl::StatusOr<RolloutView> StartRollout(const std::string& model, const std::string& version, double percent,
+  absl::StatusOr<RolloutView> StartRollout(const std::string& model,
+                                           const std::string& version,
+                                           double percent,
                                            std::vector<std::string> groups);
-  absl::StatusOr<RolloutView> UpdateRollout(const std::string& model, const RolloutChange& change);
+  absl::StatusOr<RolloutView> UpdateRollout(const std::string& model,
+                                            const RolloutChange& change);
   absl::StatusOr<RolloutView> Rollback(const std::string& model);
   absl::StatusOr<RolloutView> GetRollout(const std::string& model);
 
-  // Closes every subscription (the server is draining); later Subscribes fail UNAVAILABLE.
+  // Closes every subscription (the server is draining); later Subscribes fail
+  // UNAVAILABLE.
   void Shutdown();
   size_t subscribers();
   // Devices per (model, state) over every rollout's model, for metrics.
-  std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>> DeviceStates();
+  std::vector<std::pair<std::pair<std::string, std::string>, uint64_t>>
+  DeviceStates();
 
  private:
-  Fleet(FleetRegistry* registry, std::function<absl::Status(const std::string&, const std::string&)> version_exists)
+  Fleet(FleetRegistry* registry,
+        std::function<absl::Status(const std::string&, const std::string&)>
+            version_exists)
       : registry_(registry), version_exists_(std::move(version_exists)) {}
   // The version `spec`'s device should run under `rollout` (empty: none).
-  std::optional<AssignmentEvent> AssignmentFor(const RolloutRecord& rollout, const WatchSpec& spec)
+  std::optional<AssignmentEvent> AssignmentFor(const RolloutRecord& rollout,
+                                               const WatchSpec& spec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends each subscriber of `model` its assignment if it changed.
   void Notify(const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<RolloutView> View(const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<RolloutView> Change(const std::string& model,
-                                     const std::function<absl::Status(RolloutRecord&)>& edit);
+  absl::StatusOr<RolloutView> View(const RolloutRecord& rollout)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<RolloutView> Change(
+      const std::string& model,
+      const std::function<absl::Status(RolloutRecord&)>& edit);
 
   FleetRegistry* const registry_;
-  const std::function<absl::Status(const std::string&, const std::string&)> version_exists_;
+  const std::function<absl::Status(const std::string&, const std::string&)>
+      version_exists_;
   absl::Mutex mu_;
-  std::map<std::string, RolloutRecord> rollouts_ ABSL_GUARDED_BY(mu_);  // loaded at start
-  absl::flat_hash_set<std::shared_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RolloutRecord> rollouts_
+      ABSL_GUARDED_BY(mu_);  // loaded at start
+  absl::flat_hash_set<std::shared_ptr<Subscription>> subscriptions_
+      ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,5 +1,5 @@
-// Fleet assignment without a server: a real FleetRegistry in a fresh directory, subscriptions
-// drained directly.
+// Fleet assignment without a server: a real FleetRegistry in a fresh directory,
+// subscriptions drained directly.
 #include "server/push/fleet.h"
 
 #include <map>
@@ -19,21 +19,30 @@ using ::testing::HasSubstr;
 class FleetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir = FreshDir(std::string("fleet_") +
-                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    const std::string dir = FreshDir(
+        std::string("fleet_") +
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     registry_ = FleetRegistry::Open(dir + "/fleet.db").value();
     fleet_ = NewFleet();
   }
   std::unique_ptr<Fleet> NewFleet() {
-    return Fleet::Create(registry_.get(), [](const std::string& model, const std::string& version) {
-             if (model == "mlp" && (version == "v1" || version == "v2" || version == "v3")) return absl::OkStatus();
-             return absl::NotFoundError(model + "/" + version + " is not registered");
-           }).value();
+    return Fleet::Create(
+               registry_.get(),
+               [](const std::string& model, const std::string& version) {
+                 if (model == "mlp" &&
+                     (version == "v1" || version == "v2" || version == "v3"))
+                   return absl::OkStatus();
+                 return absl::NotFoundError(model + "/" + version +
+                                            " is not registered");
+               })
+        .value();
   }
 
-  std::shared_ptr<Subscription> Watch(const std::string& device, std::vector<std::string> groups = {},
-                                      std::map<std::string, std::string> installed = {}) {
-    WatchSpec spec{device, std::move(groups), {"mlp"}, "", std::move(installed)};
+  std::shared_ptr<Subscription> Watch(
+      const std::string& device, std::vector<std::string> groups = {},
+      std::map<std::string, std::string> installed = {}) {
+    WatchSpec spec{
+        device, std::move(groups), {"mlp"}, "", std::move(installed)};
     auto subscription = fleet_->Subscribe(std::move(spec));
     EXPECT_THAT(subscription, IsOk());
     return subscription.ok() ? *subscription : nullptr;
@@ -42,7 +51,8 @@ class FleetTest : public ::testing::Test {
   // The versions queued for `subscription`, oldest first ("" none).
   static std::vector<std::string> Drain(Subscription& subscription) {
     std::vector<std::string> versions;
-    while (std::optional<AssignmentEvent> event = subscription.Next(absl::ZeroDuration())) {
+    while (std::optional<AssignmentEvent> event =
+               subscription.Next(absl::ZeroDuration())) {
       versions.push_back(event->version);
     }
     return versions;
@@ -76,7 +86,8 @@ TEST(RolloutBucket, IsStablePerModelAndDeviceAndWithin0To9999) {
   EXPECT_GT(differ, 90);  // another model puts a device elsewhere
 }
 
-TEST_F(FleetTest, DevicesBelowTheRolloutPercentGetTheTargetAndTheRestTheBaseline) {
+TEST_F(FleetTest,
+       DevicesBelowTheRolloutPercentGetTheTargetAndTheRestTheBaseline) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 30, {}), IsOk());
   int in = 0;
@@ -87,7 +98,9 @@ TEST_F(FleetTest, DevicesBelowTheRolloutPercentGetTheTargetAndTheRestTheBaseline
     std::optional<AssignmentEvent> event = watch->Next(absl::ZeroDuration());
     ASSERT_TRUE(event.has_value()) << id;
     EXPECT_EQ(event->version, expected_in ? "v2" : "v1") << id;
-    EXPECT_EQ(event->reason, expected_in ? AssignmentReason::kRollout : AssignmentReason::kBaseline) << id;
+    EXPECT_EQ(event->reason, expected_in ? AssignmentReason::kRollout
+                                         : AssignmentReason::kBaseline)
+        << id;
   }
   EXPECT_GT(in, 30);  // about 60 of 200
   EXPECT_LT(in, 90);
@@ -99,14 +112,16 @@ TEST_F(FleetTest, RaisingThePercentageMovesOnlyTheDevicesNewlyIn) {
   std::map<std::string, std::shared_ptr<Subscription>> watches;
   for (const std::string& id : Devices(100)) {
     watches[id] = Watch(id);
-    EXPECT_EQ(Assigned(*watches[id]), RolloutBucket("mlp", id) < 2000 ? "v2" : "v1");
+    EXPECT_EQ(Assigned(*watches[id]),
+              RolloutBucket("mlp", id) < 2000 ? "v2" : "v1");
   }
   RolloutChange raise;
   raise.percent = 40;
   ASSERT_THAT(fleet_->UpdateRollout("mlp", raise), IsOk());
   for (const auto& [id, watch] : watches) {
     const int bucket = RolloutBucket("mlp", id);
-    EXPECT_EQ(Assigned(*watch), bucket >= 2000 && bucket < 4000 ? "v2" : "") << id << " bucket " << bucket;
+    EXPECT_EQ(Assigned(*watch), bucket >= 2000 && bucket < 4000 ? "v2" : "")
+        << id << " bucket " << bucket;
   }
 }
 
@@ -128,8 +143,11 @@ TEST_F(FleetTest, ADeviceInANamedGroupIsInTheRolloutWhateverItsBucket) {
 TEST_F(FleetTest, APausedRolloutKeepsEachDeviceWhereItIs) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 0, {}), IsOk());
-  ASSERT_THAT(fleet_->Report({"dev-fetching", "mlp", "v2", "", "DOWNLOADING"}), IsOk());
-  ASSERT_THAT(fleet_->Report({"dev-failed", "mlp", "v2", "", "FAILED", "disk full"}), IsOk());
+  ASSERT_THAT(fleet_->Report({"dev-fetching", "mlp", "v2", "", "DOWNLOADING"}),
+              IsOk());
+  ASSERT_THAT(
+      fleet_->Report({"dev-failed", "mlp", "v2", "", "FAILED", "disk full"}),
+      IsOk());
   RolloutChange pause;
   pause.paused = true;
   pause.percent = 100;  // raised while paused: nobody new starts v2
@@ -138,7 +156,8 @@ TEST_F(FleetTest, APausedRolloutKeepsEachDeviceWhereItIs) {
   auto fetching = Watch("dev-fetching");
   auto failed = Watch("dev-failed");
   auto fresh = Watch("dev-fresh");
-  EXPECT_EQ(Assigned(*installed), "");  // it holds v2 and keeps it: nothing to send
+  EXPECT_EQ(Assigned(*installed),
+            "");  // it holds v2 and keeps it: nothing to send
   EXPECT_EQ(Assigned(*fetching), "v2");
   EXPECT_EQ(Assigned(*failed), "v1");
   EXPECT_EQ(Assigned(*fresh), "v1");
@@ -172,7 +191,8 @@ TEST_F(FleetTest, RollbackSendsEveryDeviceTheBaseline) {
   RolloutChange raise;
   raise.percent = 50;
   EXPECT_THAT(fleet_->UpdateRollout("mlp", raise),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("was rolled back; start a new one")));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("was rolled back; start a new one")));
   // The next rollout starts from the version devices were returned to.
   auto next = fleet_->StartRollout("mlp", "v3", 0, {});
   ASSERT_THAT(next, IsOk());
@@ -182,15 +202,20 @@ TEST_F(FleetTest, RollbackSendsEveryDeviceTheBaseline) {
 TEST_F(FleetTest, ARollbackNeedsAnEarlierVersion) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   EXPECT_THAT(fleet_->Rollback("mlp"),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("has no earlier version to return to")));
-  EXPECT_THAT(fleet_->Rollback("cnn"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("has no rollout")));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("has no earlier version to return to")));
+  EXPECT_THAT(fleet_->Rollback("cnn"), StatusIs(absl::StatusCode::kNotFound,
+                                                HasSubstr("has no rollout")));
 }
 
 TEST_F(FleetTest, RolloutsAreCheckedAndSurviveARestart) {
-  EXPECT_THAT(fleet_->StartRollout("mlp", "v1", 100.5, {}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(fleet_->StartRollout("mlp", "v1", 100.5, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(fleet_->StartRollout("mlp", "latest", 10, {}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("a rollout names a version label")));
-  EXPECT_THAT(fleet_->StartRollout("mlp", "v9", 10, {}), StatusIs(absl::StatusCode::kNotFound, HasSubstr("v9")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("a rollout names a version label")));
+  EXPECT_THAT(fleet_->StartRollout("mlp", "v9", 10, {}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("v9")));
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 25, {"canary"}), IsOk());
 
@@ -218,17 +243,27 @@ TEST_F(FleetTest, AnEventNotYetSentIsReplacedByTheNextOfItsModel) {
 }
 
 TEST_F(FleetTest, WatchesAndReportsAreChecked) {
-  EXPECT_THAT(fleet_->Subscribe({"dev 1", {}, {"mlp"}}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device_id")));
+  EXPECT_THAT(
+      fleet_->Subscribe({"dev 1", {}, {"mlp"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device_id")));
   EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, {}}),
-              StatusIs(absl::StatusCode::kInvalidArgument, "a watch names at least one model"));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "a watch names at least one model"));
   EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "", "DONE"}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("DOWNLOADING, INSTALLED or FAILED")));
-  EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "q027", "INSTALLED"}), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "", "FAILED", std::string(kMaxReportReasonBytes + 1, 'x')}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason is 1025 bytes")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("DOWNLOADING, INSTALLED or FAILED")));
+  EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "q027", "INSTALLED"}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "", "FAILED",
+                              std::string(kMaxReportReasonBytes + 1, 'x')}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reason is 1025 bytes")));
   EXPECT_THAT(fleet_->Report({"dev-1", "mlp", "v7", "", "INSTALLED"}),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("a report about mlp/v7")));
-  ASSERT_THAT(fleet_->Report({"dev-1", "mlp", "v1", "q27", "FAILED", "bad\nline"}), IsOk());
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("a report about mlp/v7")));
+  ASSERT_THAT(
+      fleet_->Report({"dev-1", "mlp", "v1", "q27", "FAILED", "bad\nline"}),
+      IsOk());
   auto stored = registry_->GetDevice("dev-1", "mlp");
   ASSERT_THAT(stored, IsOk());
   ASSERT_TRUE(stored->has_value());
@@ -240,7 +275,8 @@ TEST_F(FleetTest, ShutdownClosesEveryWatchAndRefusesNewOnes) {
   fleet_->Shutdown();
   EXPECT_TRUE(watch->closed());
   EXPECT_FALSE(watch->Next(absl::Seconds(5)).has_value());  // returns at once
-  EXPECT_THAT(fleet_->Subscribe({"dev-2", {}, {"mlp"}}), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fleet_->Subscribe({"dev-2", {}, {"mlp"}}),
+              StatusIs(absl::StatusCode::kUnavailable));
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
-// Bearer-token authorization for the gRPC services. Tokens are never stored: the tokens file
-// holds their SHA-256, one per line as "ROLE HEX [NAME] [devices=ID,...]" (ROLE admin or device;
-// '#' starts a comment; `weightcastd --hash-token TOKEN` prints a token's line). A call carries
-// "authorization: Bearer TOKEN". Admin tokens may call everything; device tokens the calls a
-// device or application makes (manifest, pull, watch, status reports, and listing and
-// describing models, which tier selection reads), and watch and report only as the device ids
-// of their devices= list (an ID ending in '*' is a prefix). Thread-safe after Load.
+// Bearer-token authorization for the gRPC services. Tokens are never stored:
+// the tokens file holds their SHA-256, one per line as "ROLE HEX [NAME]
+// [devices=ID,...]" (ROLE admin or device;
+// '#' starts a comment; `weightcastd --hash-token TOKEN` prints a token's
+// line). A call carries "authorization: Bearer TOKEN". Admin tokens may call
+// everything; device tokens the calls a device or application makes (manifest,
+// pull, watch, status reports, and listing and describing models, which tier
+// selection reads), and watch and report only as the device ids of their
+// devices= list (an ID ending in '*' is a prefix). Thread-safe after Load.
 #ifndef WEIGHTCAST_SERVER_RPC_AUTH_H_
 #define WEIGHTCAST_SERVER_RPC_AUTH_H_
 
@@ -27,34 +29,44 @@ std::string TokenHash(absl::string_view token);
 
 class TokenAuth {
  public:
-  // INVALID_ARGUMENT naming the file and line for a malformed line; an empty file is an error too.
-  static absl::StatusOr<std::unique_ptr<TokenAuth>> Load(const std::string& path);
+  // INVALID_ARGUMENT naming the file and line for a malformed line; an empty
+  // file is an error too.
+  static absl::StatusOr<std::unique_ptr<TokenAuth>> Load(
+      const std::string& path);
 
-  // OK when the call's token has at least `needed`; UNAUTHENTICATED without a known token;
-  // PERMISSION_DENIED for a device token on an admin call.
+  // OK when the call's token has at least `needed`; UNAUTHENTICATED without a
+  // known token; PERMISSION_DENIED for a device token on an admin call.
   grpc::Status Check(const grpc::ServerContext& context, Role needed) const;
-  // After Check: OK when the call's token is an admin token or a device token issued for
-  // `device_id`; PERMISSION_DENIED otherwise.
-  grpc::Status CheckDevice(const grpc::ServerContext& context, absl::string_view device_id) const;
+  // After Check: OK when the call's token is an admin token or a device token
+  // issued for `device_id`; PERMISSION_DENIED otherwise.
+  grpc::Status CheckDevice(const grpc::ServerContext& context,
+                           absl::string_view device_id) const;
   // After Check: the role of the call's token.
   Role RoleOf(const grpc::ServerContext& context) const;
 
  private:
   struct Grant {
     Role role;
-    std::vector<std::string> devices;  // device tokens: ids, or prefixes ending in '*'
+    std::vector<std::string>
+        devices;  // device tokens: ids, or prefixes ending in '*'
   };
   const Grant* Find(const grpc::ServerContext& context) const;
 
-  absl::flat_hash_map<std::string, Grant> grants_;  // hex SHA-256 -> what the token may do
+  absl::flat_hash_map<std::string, Grant>
+      grants_;  // hex SHA-256 -> what the token may do
 };
 
-// The services' checks: OK when `auth` is null (tokens off: every caller is an operator).
-inline grpc::Status Allow(const TokenAuth* auth, const grpc::ServerContext* context, Role needed) {
+// The services' checks: OK when `auth` is null (tokens off: every caller is an
+// operator).
+inline grpc::Status Allow(const TokenAuth* auth,
+                          const grpc::ServerContext* context, Role needed) {
   return auth == nullptr ? grpc::Status::OK : auth->Check(*context, needed);
 }
-inline grpc::Status AllowDevice(const TokenAuth* auth, const grpc::ServerContext* context, absl::string_view device_id) {
-  return auth == nullptr ? grpc::Status::OK : auth->CheckDevice(*context, device_id);
+inline grpc::Status AllowDevice(const TokenAuth* auth,
+                                const grpc::ServerContext* context,
+                                absl::string_view device_id) {
+  return auth == nullptr ? grpc::Status::OK
+                         : auth->CheckDevice(*context, device_id);
 }
 inline Role RoleOf(const TokenAuth* auth, const grpc::ServerContext* context) {
   return auth == nullptr ? Role::kAdmin : auth->RoleOf(*context);

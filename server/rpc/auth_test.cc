@@ -1,5 +1,5 @@
-// TokenAuth without a server: a tokens file in a fresh directory, and ServerContexts whose
-// "authorization" metadata gRPC's test spouse sets.
+// TokenAuth without a server: a tokens file in a fresh directory, and
+// ServerContexts whose "authorization" metadata gRPC's test spouse sets.
 #include "server/rpc/auth.h"
 
 #include <grpcpp/test/server_context_test_spouse.h>
@@ -29,7 +29,8 @@ std::string WriteTokens(const std::string& name, const std::string& text) {
 class Call {
  public:
   explicit Call(std::optional<std::string> authorization) : spouse_(&context_) {
-    if (authorization) spouse_.AddClientMetadata("authorization", *authorization);
+    if (authorization)
+      spouse_.AddClientMetadata("authorization", *authorization);
   }
   const grpc::ServerContext& context() const { return context_; }
 
@@ -41,12 +42,18 @@ class Call {
 class TokenAuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string path = WriteTokens(
-        "roles", "# operators\n"
-                 "admin " + TokenHash("admin-secret") + " ops\n"
-                 "\n"
-                 "device\t" + TokenHash("fleet-secret") + " fleet devices=dev-*,lab-7  # the fleet\n"
-                 "device " + TokenHash("app-secret") + " app\n");
+    const std::string path =
+        WriteTokens("roles",
+                    "# operators\n"
+                    "admin " +
+                        TokenHash("admin-secret") +
+                        " ops\n"
+                        "\n"
+                        "device\t" +
+                        TokenHash("fleet-secret") +
+                        " fleet devices=dev-*,lab-7  # the fleet\n"
+                        "device " +
+                        TokenHash("app-secret") + " app\n");
     auto auth = TokenAuth::Load(path);
     ASSERT_THAT(auth, IsOk());
     auth_ = *std::move(auth);
@@ -55,7 +62,8 @@ class TokenAuthTest : public ::testing::Test {
 };
 
 TEST(TokenHash, IsTheHexSha256OfTheToken) {
-  EXPECT_EQ(TokenHash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(TokenHash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST_F(TokenAuthTest, AnAdminTokenMayCallEverything) {
@@ -70,60 +78,87 @@ TEST_F(TokenAuthTest, ADeviceTokenMayNotCallTheAdminApi) {
   const Call call("Bearer app-secret");
   EXPECT_THAT(auth_->Check(call.context(), Role::kDevice), IsOk());
   EXPECT_THAT(auth_->Check(call.context(), Role::kAdmin),
-              StatusIs(absl::StatusCode::kPermissionDenied, "a device token cannot call the admin API"));
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       "a device token cannot call the admin API"));
   EXPECT_EQ(auth_->RoleOf(call.context()), Role::kDevice);
 }
 
 TEST_F(TokenAuthTest, ACallWithoutAKnownBearerTokenIsUnauthenticated) {
   EXPECT_THAT(auth_->Check(Call(std::nullopt).context(), Role::kDevice),
-              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("requires a bearer token")));
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       HasSubstr("requires a bearer token")));
   EXPECT_THAT(auth_->Check(Call("Basic admin-secret").context(), Role::kDevice),
-              StatusIs(absl::StatusCode::kUnauthenticated, "authorization must be \"Bearer TOKEN\""));
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       "authorization must be \"Bearer TOKEN\""));
   EXPECT_THAT(auth_->Check(Call("admin-secret").context(), Role::kDevice),
-              StatusIs(absl::StatusCode::kUnauthenticated, "authorization must be \"Bearer TOKEN\""));
-  EXPECT_THAT(auth_->Check(Call("Bearer admin-secret2").context(), Role::kDevice),
-              StatusIs(absl::StatusCode::kUnauthenticated, "unknown token"));
-  EXPECT_THAT(auth_->Check(Call("Bearer " + TokenHash("admin-secret")).context(), Role::kDevice),
-              StatusIs(absl::StatusCode::kUnauthenticated, "unknown token"));  // the hash is not the token
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       "authorization must be \"Bearer TOKEN\""));
+  EXPECT_THAT(
+      auth_->Check(Call("Bearer admin-secret2").context(), Role::kDevice),
+      StatusIs(absl::StatusCode::kUnauthenticated, "unknown token"));
+  EXPECT_THAT(
+      auth_->Check(Call("Bearer " + TokenHash("admin-secret")).context(),
+                   Role::kDevice),
+      StatusIs(absl::StatusCode::kUnauthenticated,
+               "unknown token"));  // the hash is not the token
   EXPECT_EQ(auth_->RoleOf(Call("Bearer nobody").context()), Role::kDevice);
 }
 
 TEST_F(TokenAuthTest, ADeviceTokenActsOnlyForTheDevicesItIsIssuedFor) {
   const Call fleet("Bearer fleet-secret");
   EXPECT_THAT(auth_->CheckDevice(fleet.context(), "dev-1"), IsOk());
-  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "dev-"), IsOk());  // the prefix itself
+  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "dev-"),
+              IsOk());  // the prefix itself
   EXPECT_THAT(auth_->CheckDevice(fleet.context(), "lab-7"), IsOk());
-  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "lab-70"),  // lab-7 is an exact id, not a prefix
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not issued for device 'lab-70'")));
-  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "xdev-1"), StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "dev"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(
+      auth_->CheckDevice(fleet.context(),
+                         "lab-70"),  // lab-7 is an exact id, not a prefix
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               HasSubstr("not issued for device 'lab-70'")));
+  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "xdev-1"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(auth_->CheckDevice(fleet.context(), "dev"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
   // A device token without devices= acts for none; an unknown token neither.
   EXPECT_THAT(auth_->CheckDevice(Call("Bearer app-secret").context(), "dev-1"),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("devices= in the server's tokens file")));
-  EXPECT_THAT(auth_->CheckDevice(Call("Bearer nobody").context(), "dev-1"), StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_THAT(auth_->CheckDevice(Call(std::nullopt).context(), "dev-1"), StatusIs(absl::StatusCode::kPermissionDenied));
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("devices= in the server's tokens file")));
+  EXPECT_THAT(auth_->CheckDevice(Call("Bearer nobody").context(), "dev-1"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(auth_->CheckDevice(Call(std::nullopt).context(), "dev-1"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
 TEST_F(TokenAuthTest, ADeviceIdIsEchoedEscapedInTheDenial) {
-  EXPECT_THAT(auth_->CheckDevice(Call("Bearer fleet-secret").context(), "evil\ndevice"),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("'evil\\x0adevice'")));
+  EXPECT_THAT(
+      auth_->CheckDevice(Call("Bearer fleet-secret").context(), "evil\ndevice"),
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               HasSubstr("'evil\\x0adevice'")));
 }
 
 TEST(TokenAuthLoad, AMalformedLineIsRefusedNamingTheFileAndLine) {
   const std::string hash = TokenHash("x");
-  for (const std::string& bad : std::vector<std::string>{"root " + hash, "admin 1234", "admin", "device " + std::string(64, 'A')}) {
-    const std::string path = WriteTokens("malformed", "admin " + hash + "\n" + bad + "\n");
-    EXPECT_THAT(TokenAuth::Load(path), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                HasSubstr(path + ":2: expected \"admin|device SHA256-HEX")))
+  for (const std::string& bad :
+       std::vector<std::string>{"root " + hash, "admin 1234", "admin",
+                                "device " + std::string(64, 'A')}) {
+    const std::string path =
+        WriteTokens("malformed", "admin " + hash + "\n" + bad + "\n");
+    EXPECT_THAT(
+        TokenAuth::Load(path),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 HasSubstr(path + ":2: expected \"admin|device SHA256-HEX")))
         << bad;
   }
 }
 
 TEST(TokenAuthLoad, AFileWithoutTokensOrNoFileIsRefused) {
   const std::string empty = WriteTokens("empty", "# nothing yet\n\n   \n");
-  EXPECT_THAT(TokenAuth::Load(empty), StatusIs(absl::StatusCode::kInvalidArgument, empty + ": no tokens"));
+  EXPECT_THAT(
+      TokenAuth::Load(empty),
+      StatusIs(absl::StatusCode::kInvalidArgument, empty + ": no tokens"));
   EXPECT_THAT(TokenAuth::Load(empty + ".missing"),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("cannot read the tokens file")));
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("cannot read the tokens file")));
 }
 
 TEST(TokenAuthOff, EveryCallerIsAnOperatorWithoutATokensFile) {

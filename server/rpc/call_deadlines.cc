@@ -15,11 +15,13 @@ CallDeadlines::~CallDeadlines() {
   thread_.join();
 }
 
-std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(grpc::ServerContext* context, absl::Duration limit) {
+std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(
+    grpc::ServerContext* context, absl::Duration limit) {
   return Watch([context] { context->TryCancel(); }, limit);
 }
 
-std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(std::function<void()> cancel, absl::Duration limit) {
+std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(
+    std::function<void()> cancel, absl::Duration limit) {
   const absl::Time deadline = absl::Now() + limit;
   const absl::Time cancel_at = deadline + std::min(limit, absl::Seconds(5));
   absl::MutexLock lock(&mu_);
@@ -30,7 +32,8 @@ std::unique_ptr<CallDeadlines::Guard> CallDeadlines::Watch(std::function<void()>
 }
 
 CallDeadlines::Guard::~Guard() {
-  // Under the mutex: the thread never cancels a context whose handler has returned.
+  // Under the mutex: the thread never cancels a context whose handler has
+  // returned.
   absl::MutexLock lock(&owner_->mu_);
   owner_->calls_.erase(std::make_pair(cancel_at_, id_));
 }

@@ -1,7 +1,7 @@
-// Server-side time limits for long calls (uploads, pulls): a call still running when its limit
-// passes is cancelled, whatever deadline the client set (or did not set), so a stalled or
-// trickling client cannot hold a handler thread and its buffers forever. One thread; safe to
-// use from every handler.
+// Server-side time limits for long calls (uploads, pulls): a call still running
+// when its limit passes is cancelled, whatever deadline the client set (or did
+// not set), so a stalled or trickling client cannot hold a handler thread and
+// its buffers forever. One thread; safe to use from every handler.
 #ifndef WEIGHTCAST_SERVER_RPC_CALL_DEADLINES_H_
 #define WEIGHTCAST_SERVER_RPC_CALL_DEADLINES_H_
 
@@ -28,9 +28,10 @@ class CallDeadlines {
   CallDeadlines(const CallDeadlines&) = delete;
   CallDeadlines& operator=(const CallDeadlines&) = delete;
 
-  // Watches one call while alive. A handler checks expired() between reads and writes to end
-  // the call itself with DEADLINE_EXCEEDED; a call blocked on a silent client is cancelled a
-  // little later (min(limit, 5 s) after the deadline; the client then sees CANCELLED).
+  // Watches one call while alive. A handler checks expired() between reads and
+  // writes to end the call itself with DEADLINE_EXCEEDED; a call blocked on a
+  // silent client is cancelled a little later (min(limit, 5 s) after the
+  // deadline; the client then sees CANCELLED).
   class Guard {
    public:
     ~Guard();
@@ -40,7 +41,8 @@ class CallDeadlines {
 
    private:
     friend class CallDeadlines;
-    Guard(CallDeadlines* owner, absl::Time deadline, absl::Time cancel_at, uint64_t id)
+    Guard(CallDeadlines* owner, absl::Time deadline, absl::Time cancel_at,
+          uint64_t id)
         : owner_(owner), deadline_(deadline), cancel_at_(cancel_at), id_(id) {}
     CallDeadlines* const owner_;
     const absl::Time deadline_;
@@ -48,19 +50,25 @@ class CallDeadlines {
     const uint64_t id_;
   };
 
-  std::unique_ptr<Guard> Watch(grpc::ServerContext* context, absl::Duration limit);
-  // The same with what cancelling the call means (`cancel` runs on the deadline thread, under
-  // its lock: never after the Guard is gone, and must not call back into CallDeadlines).
-  std::unique_ptr<Guard> Watch(std::function<void()> cancel, absl::Duration limit);
+  std::unique_ptr<Guard> Watch(grpc::ServerContext* context,
+                               absl::Duration limit);
+  // The same with what cancelling the call means (`cancel` runs on the deadline
+  // thread, under its lock: never after the Guard is gone, and must not call
+  // back into CallDeadlines).
+  std::unique_ptr<Guard> Watch(std::function<void()> cancel,
+                               absl::Duration limit);
 
-  uint64_t cancelled() const { return cancelled_.load(); }  // calls cancelled so far
+  uint64_t cancelled() const {
+    return cancelled_.load();
+  }  // calls cancelled so far
 
  private:
   void Run();
 
   absl::Mutex mu_;
   absl::CondVar changed_;
-  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> calls_ ABSL_GUARDED_BY(mu_);  // by cancel time
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> calls_
+      ABSL_GUARDED_BY(mu_);  // by cancel time
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> cancelled_{0};

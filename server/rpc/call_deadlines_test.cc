@@ -1,4 +1,5 @@
-// CallDeadlines on the real clock with short limits; cancelling is a callback, so no server.
+// CallDeadlines on the real clock with short limits; cancelling is a callback,
+// so no server.
 #include "server/rpc/call_deadlines.h"
 
 #include <atomic>
@@ -26,9 +27,11 @@ TEST(CallDeadlines, ACallIsExpiredAtItsLimitAndCancelledTheLimitAgainLater) {
       absl::Milliseconds(30));
   ASSERT_TRUE(cancelled.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(guard->expired());
-  EXPECT_GE(cancelled_at - start, absl::Milliseconds(60));  // the deadline, then min(limit, 5 s)
+  EXPECT_GE(cancelled_at - start,
+            absl::Milliseconds(60));  // the deadline, then min(limit, 5 s)
   // Counted once the cancel has run: wait (bounded) for the count.
-  for (int i = 0; i < 200 && deadlines.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  for (int i = 0; i < 200 && deadlines.cancelled() == 0; ++i)
+    absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(deadlines.cancelled(), 1u);
 }
 
@@ -36,7 +39,8 @@ TEST(CallDeadlines, ACallThatEndsInTimeIsNeverCancelled) {
   CallDeadlines deadlines;
   std::atomic<bool> cancelled{false};
   {
-    auto guard = deadlines.Watch([&] { cancelled = true; }, absl::Milliseconds(20));
+    auto guard =
+        deadlines.Watch([&] { cancelled = true; }, absl::Milliseconds(20));
     EXPECT_FALSE(deadlines.Watch([] {}, absl::Hours(1))->expired());
   }  // the handler returned before its deadline
   absl::SleepFor(absl::Milliseconds(100));

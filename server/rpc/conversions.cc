@@ -1,8 +1,8 @@
 #include "server/rpc/conversions.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -17,16 +17,20 @@ std::string ClientMessage(absl::string_view message) {
   std::string out;
   bool withheld = false;
   const size_t newline = message.find('\n');
-  if (newline != absl::string_view::npos) {  // a library's backtrace, a multi-line dump
+  if (newline !=
+      absl::string_view::npos) {  // a library's backtrace, a multi-line dump
     message = message.substr(0, newline);
     withheld = true;
   }
   for (size_t i = 0; i < message.size();) {
     static constexpr absl::string_view kBefore = " '\"(=:";
-    const bool starts_word = i == 0 || kBefore.find(message[i - 1]) != absl::string_view::npos;
+    const bool starts_word =
+        i == 0 || kBefore.find(message[i - 1]) != absl::string_view::npos;
     if (message[i] == '/' && starts_word) {
-      const size_t end = std::min(message.find_first_of(" '\"):,", i), message.size());
-      if (message.substr(i + 1, end - i - 1).find('/') != absl::string_view::npos) {
+      const size_t end =
+          std::min(message.find_first_of(" '\"):,", i), message.size());
+      if (message.substr(i + 1, end - i - 1).find('/') !=
+          absl::string_view::npos) {
         out += "<server path>";
         withheld = true;
         i = end;
@@ -48,19 +52,26 @@ std::string ClientMessage(absl::string_view message) {
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   std::string message = ClientMessage(status.message());
-  if (message.size() != status.message().size() || message != status.message()) {
-    std::fprintf(stderr, "weightcastd: answered %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
+  if (message.size() != status.message().size() ||
+      message != status.message()) {
+    std::fprintf(stderr, "weightcastd: answered %s: %s\n",
+                 absl::StatusCodeToString(status.code()).c_str(),
                  Printable(status.message().substr(0, 64 << 10)).c_str());
   }
   // absl and gRPC share the canonical code numbers.
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())), std::move(message));
+  return grpc::Status(
+      static_cast<grpc::StatusCode>(static_cast<int>(status.code())),
+      std::move(message));
 }
 
 v1::Assignment::Reason ToProto(AssignmentReason reason) {
   switch (reason) {
-    case AssignmentReason::kRollout: return v1::Assignment::ROLLOUT;
-    case AssignmentReason::kBaseline: return v1::Assignment::BASELINE;
-    case AssignmentReason::kRollback: return v1::Assignment::ROLLBACK;
+    case AssignmentReason::kRollout:
+      return v1::Assignment::ROLLOUT;
+    case AssignmentReason::kBaseline:
+      return v1::Assignment::BASELINE;
+    case AssignmentReason::kRollback:
+      return v1::Assignment::ROLLBACK;
   }
   return v1::Assignment::REASON_UNSPECIFIED;
 }
@@ -75,13 +86,18 @@ void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
 
 }  // namespace
 
-absl::StatusOr<absl::flat_hash_set<std::string>> HeldBlobs(const google::protobuf::RepeatedPtrField<std::string>& raw) {
+absl::StatusOr<absl::flat_hash_set<std::string>> HeldBlobs(
+    const google::protobuf::RepeatedPtrField<std::string>& raw) {
   if (raw.size() > kMaxHeldBlobs) {
-    return absl::InvalidArgumentError(absl::StrCat("held_blob_sha256 lists ", raw.size(), " blobs; at most ", kMaxHeldBlobs));
+    return absl::InvalidArgumentError(
+        absl::StrCat("held_blob_sha256 lists ", raw.size(), " blobs; at most ",
+                     kMaxHeldBlobs));
   }
   absl::flat_hash_set<std::string> held;
   for (const std::string& sha : raw) {
-    if (sha.size() != 32) return absl::InvalidArgumentError("held_blob_sha256: every entry must be a 32-byte SHA-256");
+    if (sha.size() != 32)
+      return absl::InvalidArgumentError(
+          "held_blob_sha256: every entry must be a 32-byte SHA-256");
     Sha256Digest digest;
     std::copy(sha.begin(), sha.end(), digest.begin());
     held.insert(DigestToHex(digest));
@@ -89,7 +105,8 @@ absl::StatusOr<absl::flat_hash_set<std::string>> HeldBlobs(const google::protobu
   return held;
 }
 
-void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers, v1::ModelVersion* out) {
+void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
+             v1::ModelVersion* out) {
   out->set_model(version.model);
   out->set_version(version.version);
   out->set_description(version.description);
@@ -98,7 +115,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
   out->set_created_unix_seconds(version.created_unix_seconds);
   out->set_has_eval_bundle(version.has_eval_bundle());
   out->set_base_version(version.base_version);
-  if (version.reference_accuracy) ToProto(*version.reference_accuracy, out->mutable_reference_accuracy());
+  if (version.reference_accuracy)
+    ToProto(*version.reference_accuracy, out->mutable_reference_accuracy());
   auto policy = ParseLayerPolicy(version.policy_json);
   if (policy.ok()) out->set_layer_policy(DescribeLayerPolicy(*policy));
   int64_t weights = 0;
@@ -117,7 +135,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
   for (const TierRecord& tier : tiers) {
     v1::TierInfo* info = out->add_tiers();
     info->set_name(tier.tier);
-    info->set_state(static_cast<v1::TierInfo::State>(static_cast<int>(tier.state) + 1));
+    info->set_state(
+        static_cast<v1::TierInfo::State>(static_cast<int>(tier.state) + 1));
     info->set_error(tier.error);
     if (tier.accuracy) ToProto(*tier.accuracy, info->mutable_accuracy());
     double worst = std::numeric_limits<double>::infinity();
@@ -133,7 +152,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_decoded_sha256(layer.decoded_sha256);
       stats->set_qp(layer.qp);
       if (auto scheme = QuantSchemeFromName(layer.quant_scheme); scheme.ok()) {
-        stats->set_quant_scheme(static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme)));
+        stats->set_quant_scheme(
+            static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme)));
       }
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
@@ -145,7 +165,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
     info->set_bytes(bytes);
     info->set_bits_per_weight(weights ? 8.0 * bytes / weights : 0);
     info->set_worst_sqnr_db(worst);
-    if (tier.state == TierState::kReady) info->set_worst_layer_sqnr_db(worst_layer);
+    if (tier.state == TierState::kReady)
+      info->set_worst_layer_sqnr_db(worst_layer);
   }
 }
 
@@ -162,7 +183,8 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
     l->set_blob_sha256(HexToRawDigest(layer.blob_sha256));
     l->set_decoded_sha256(layer.decoded_sha256);
     l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
-    if (!layer.base_blob_sha256.empty()) l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
+    if (!layer.base_blob_sha256.empty())
+      l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);
     l->set_tensor_index(layer.tensor_index);
   }

@@ -1,5 +1,5 @@
-// The server's transport credentials from PEM files: plaintext, TLS, or mutual TLS. Pure;
-// thread-safe.
+// The server's transport credentials from PEM files: plaintext, TLS, or mutual
+// TLS. Pure; thread-safe.
 #ifndef WEIGHTCAST_SERVER_RPC_TLS_H_
 #define WEIGHTCAST_SERVER_RPC_TLS_H_
 
@@ -12,12 +12,13 @@
 
 namespace weightcast {
 
-// Insecure credentials when `cert` and `key` are both empty; TLS with that certificate chain and
-// key otherwise; with `client_ca` also set, clients must present a certificate signed by it.
-// INVALID_ARGUMENT naming the file that cannot be read or the one that is missing.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFiles(const std::string& cert,
-                                                                                    const std::string& key,
-                                                                                    const std::string& client_ca);
+// Insecure credentials when `cert` and `key` are both empty; TLS with that
+// certificate chain and key otherwise; with `client_ca` also set, clients must
+// present a certificate signed by it. INVALID_ARGUMENT naming the file that
+// cannot be read or the one that is missing.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+ServerCredentialsFromFiles(const std::string& cert, const std::string& key,
+                           const std::string& client_ca);
 
 }  // namespace weightcast
 

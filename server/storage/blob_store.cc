@@ -30,14 +30,20 @@ std::atomic<uint64_t> temp_counter{0};
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(
+    const std::string& dir) {
   std::error_code error;
   fs::create_directories(fs::path(dir) / "blobs", error);
   fs::create_directories(fs::path(dir) / "tmp", error);
-  if (error) return absl::UnavailableError(absl::StrCat(dir, ": cannot create blob directories: ", error.message()));
-  for (const auto& entry : fs::directory_iterator(fs::path(dir) / "tmp", error)) fs::remove_all(entry.path(), error);
-  // A crash between write and rename leaves only *.tmp files beside blobs: drop them.
-  for (const auto& entry : fs::recursive_directory_iterator(fs::path(dir) / "blobs", error)) {
+  if (error)
+    return absl::UnavailableError(absl::StrCat(
+        dir, ": cannot create blob directories: ", error.message()));
+  for (const auto& entry : fs::directory_iterator(fs::path(dir) / "tmp", error))
+    fs::remove_all(entry.path(), error);
+  // A crash between write and rename leaves only *.tmp files beside blobs: drop
+  // them.
+  for (const auto& entry :
+       fs::recursive_directory_iterator(fs::path(dir) / "blobs", error)) {
     if (entry.path().extension() == ".tmp") fs::remove(entry.path(), error);
   }
   return std::unique_ptr<BlobStore>(new BlobStore(dir));
@@ -48,7 +54,9 @@ std::string BlobStore::PathOf(const std::string& sha256) const {
 }
 
 std::string BlobStore::TempPath(const std::string& stem) const {
-  return (fs::path(dir_) / "tmp" / absl::StrCat(stem, ".", getpid(), ".", temp_counter.fetch_add(1))).string();
+  return (fs::path(dir_) / "tmp" /
+          absl::StrCat(stem, ".", getpid(), ".", temp_counter.fetch_add(1)))
+      .string();
 }
 
 absl::StatusOr<std::string> BlobStore::Put(absl::Span<const uint8_t> bytes) {
@@ -66,7 +74,8 @@ absl::StatusOr<std::string> BlobStore::Adopt(const std::string& path) {
   Sha256Hasher hasher;
   std::vector<char> buffer(1 << 20);
   while (in.read(buffer.data(), buffer.size()) || in.gcount() > 0) {
-    hasher.Update(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(buffer.data()), in.gcount()));
+    hasher.Update(absl::MakeConstSpan(
+        reinterpret_cast<const uint8_t*>(buffer.data()), in.gcount()));
   }
   const std::string sha = DigestToHex(hasher.Finish());
   std::error_code error;
@@ -77,7 +86,9 @@ absl::StatusOr<std::string> BlobStore::Adopt(const std::string& path) {
     ::close(fd);
   }
   fs::rename(path, PathOf(sha), error);
-  if (error) return absl::ResourceExhaustedError(absl::StrCat(path, ": cannot move into the blob store: ", error.message()));
+  if (error)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        path, ": cannot move into the blob store: ", error.message()));
   return sha;
 }
 
@@ -88,28 +99,39 @@ bool BlobStore::Contains(const std::string& sha256) const {
 
 absl::StatusOr<uint64_t> BlobStore::Size(const std::string& sha256) const {
   std::error_code error;
-  if (!IsHexDigest(sha256)) return absl::InvalidArgumentError("not a blob name");
+  if (!IsHexDigest(sha256))
+    return absl::InvalidArgumentError("not a blob name");
   const uint64_t size = fs::file_size(PathOf(sha256), error);
-  if (error) return absl::NotFoundError(absl::StrCat("blob ", sha256, " is missing"));
+  if (error)
+    return absl::NotFoundError(absl::StrCat("blob ", sha256, " is missing"));
   return size;
 }
 
-absl::StatusOr<std::vector<uint8_t>> BlobStore::Read(const std::string& sha256, uint64_t offset, uint64_t length) const {
+absl::StatusOr<std::vector<uint8_t>> BlobStore::Read(const std::string& sha256,
+                                                     uint64_t offset,
+                                                     uint64_t length) const {
   ASSIGN_OR_RETURN(const uint64_t size, Size(sha256));
-  if (offset > size) return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the blob's ", size, " bytes"));
+  if (offset > size)
+    return absl::OutOfRangeError(absl::StrCat(
+        "offset ", offset, " is past the blob's ", size, " bytes"));
   length = std::min(length, size - offset);
   const int fd = ::open(PathOf(sha256).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("blob ", sha256, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::NotFoundError(
+        absl::StrCat("blob ", sha256, ": ", std::strerror(errno)));
   std::vector<uint8_t> out(length);
   size_t done = 0;
   while (done < length) {
-    const ssize_t n = ::pread(fd, out.data() + done, length - done, static_cast<off_t>(offset + done));
+    const ssize_t n = ::pread(fd, out.data() + done, length - done,
+                              static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     done += static_cast<size_t>(n);
   }
   ::close(fd);
-  if (done != length) return absl::DataLossError(absl::StrCat("blob ", sha256, " is shorter than recorded"));
+  if (done != length)
+    return absl::DataLossError(
+        absl::StrCat("blob ", sha256, " is shorter than recorded"));
   return out;
 }
 
@@ -117,25 +139,34 @@ BlobReader::~BlobReader() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-absl::Status BlobReader::ReadInto(uint64_t offset, uint64_t length, std::string* out) {
-  if (offset > size_) return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the blob's ", size_, " bytes"));
+absl::Status BlobReader::ReadInto(uint64_t offset, uint64_t length,
+                                  std::string* out) {
+  if (offset > size_)
+    return absl::OutOfRangeError(absl::StrCat(
+        "offset ", offset, " is past the blob's ", size_, " bytes"));
   length = std::min(length, size_ - offset);
   out->resize(length);
   size_t done = 0;
   while (done < length) {
-    const ssize_t n = ::pread(fd_, out->data() + done, length - done, static_cast<off_t>(offset + done));
+    const ssize_t n = ::pread(fd_, out->data() + done, length - done,
+                              static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     done += static_cast<size_t>(n);
   }
-  if (done != length) return absl::DataLossError(absl::StrCat("blob ", name_, " is shorter than recorded"));
+  if (done != length)
+    return absl::DataLossError(
+        absl::StrCat("blob ", name_, " is shorter than recorded"));
   return absl::OkStatus();
 }
 
-absl::StatusOr<BlobReader> BlobStore::OpenForRead(const std::string& sha256) const {
+absl::StatusOr<BlobReader> BlobStore::OpenForRead(
+    const std::string& sha256) const {
   ASSIGN_OR_RETURN(const uint64_t size, Size(sha256));
   const int fd = ::open(PathOf(sha256).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("blob ", sha256, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::NotFoundError(
+        absl::StrCat("blob ", sha256, ": ", std::strerror(errno)));
   return BlobReader(fd, size, sha256);
 }
 

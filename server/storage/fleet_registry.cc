@@ -7,7 +7,8 @@
 namespace weightcast {
 namespace {
 
-// Each entry moves the schema one version forward; never edit one that has shipped.
+// Each entry moves the schema one version forward; never edit one that has
+// shipped.
 const std::vector<const char*> kMigrations = {
     R"sql(
     CREATE TABLE rollouts(
@@ -34,16 +35,22 @@ const std::vector<const char*> kMigrations = {
 };
 
 RolloutRecord RolloutAt(const Statement& q) {
-  RolloutRecord r{q.Text(0), q.Text(1), q.Text(2), q.Real(3), {}, static_cast<RolloutState>(q.Int(5)), q.Int(6)};
-  for (absl::string_view g : absl::StrSplit(q.Text(4), ',', absl::SkipEmpty())) r.groups.emplace_back(g);
+  RolloutRecord r{q.Text(0), q.Text(1), q.Text(2),
+                  q.Real(3), {},        static_cast<RolloutState>(q.Int(5)),
+                  q.Int(6)};
+  for (absl::string_view g : absl::StrSplit(q.Text(4), ',', absl::SkipEmpty()))
+    r.groups.emplace_back(g);
   return r;
 }
 
-constexpr char kRolloutColumns[] = "SELECT model, version, baseline, percent, groups_csv, state, started FROM rollouts";
+constexpr char kRolloutColumns[] =
+    "SELECT model, version, baseline, percent, groups_csv, state, started FROM "
+    "rollouts";
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<FleetRegistry>> FleetRegistry::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<FleetRegistry>> FleetRegistry::Open(
+    const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
   RETURN_IF_ERROR(db->Migrate(kMigrations));
   return std::unique_ptr<FleetRegistry>(new FleetRegistry(std::move(db)));
@@ -51,17 +58,26 @@ absl::StatusOr<std::unique_ptr<FleetRegistry>> FleetRegistry::Open(const std::st
 
 absl::Status FleetRegistry::PutRollout(const RolloutRecord& r) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement upsert, db_->Prepare(
-      "INSERT OR REPLACE INTO rollouts(model, version, baseline, percent, groups_csv, state, started) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
-  return upsert.Bind(1, r.model).Bind(2, r.version).Bind(3, r.baseline).Bind(4, r.percent)
-      .Bind(5, absl::StrJoin(r.groups, ",")).Bind(6, int64_t{static_cast<int>(r.state)}).Bind(7, r.started_unix_seconds)
+  ASSIGN_OR_RETURN(
+      Statement upsert,
+      db_->Prepare("INSERT OR REPLACE INTO rollouts(model, version, baseline, "
+                   "percent, groups_csv, state, started) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+  return upsert.Bind(1, r.model)
+      .Bind(2, r.version)
+      .Bind(3, r.baseline)
+      .Bind(4, r.percent)
+      .Bind(5, absl::StrJoin(r.groups, ","))
+      .Bind(6, int64_t{static_cast<int>(r.state)})
+      .Bind(7, r.started_unix_seconds)
       .Run();
 }
 
-absl::StatusOr<std::optional<RolloutRecord>> FleetRegistry::GetRollout(const std::string& model) {
+absl::StatusOr<std::optional<RolloutRecord>> FleetRegistry::GetRollout(
+    const std::string& model) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare(absl::StrCat(kRolloutColumns, " WHERE model = ?1")));
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(absl::StrCat(
+                                        kRolloutColumns, " WHERE model = ?1")));
   query.Bind(1, model);
   ASSIGN_OR_RETURN(bool row, query.Step());
   if (!row) return std::optional<RolloutRecord>();
@@ -70,7 +86,8 @@ absl::StatusOr<std::optional<RolloutRecord>> FleetRegistry::GetRollout(const std
 
 absl::StatusOr<std::vector<RolloutRecord>> FleetRegistry::Rollouts() {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare(absl::StrCat(kRolloutColumns, " ORDER BY model")));
+  ASSIGN_OR_RETURN(Statement query, db_->Prepare(absl::StrCat(
+                                        kRolloutColumns, " ORDER BY model")));
   std::vector<RolloutRecord> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
@@ -82,38 +99,54 @@ absl::StatusOr<std::vector<RolloutRecord>> FleetRegistry::Rollouts() {
 
 absl::Status FleetRegistry::PutDevice(const DeviceRecord& d) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement upsert, db_->Prepare(
-      "INSERT OR REPLACE INTO devices(device_id, model, version, tier, state, reason, bytes, seconds, updated) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
-  return upsert.Bind(1, d.device_id).Bind(2, d.model).Bind(3, d.version).Bind(4, d.tier).Bind(5, d.state)
-      .Bind(6, d.reason).Bind(7, static_cast<int64_t>(d.bytes)).Bind(8, d.seconds).Bind(9, d.updated_unix_seconds)
+  ASSIGN_OR_RETURN(
+      Statement upsert,
+      db_->Prepare("INSERT OR REPLACE INTO devices(device_id, model, version, "
+                   "tier, state, reason, bytes, seconds, updated) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+  return upsert.Bind(1, d.device_id)
+      .Bind(2, d.model)
+      .Bind(3, d.version)
+      .Bind(4, d.tier)
+      .Bind(5, d.state)
+      .Bind(6, d.reason)
+      .Bind(7, static_cast<int64_t>(d.bytes))
+      .Bind(8, d.seconds)
+      .Bind(9, d.updated_unix_seconds)
       .Run();
 }
 
-absl::StatusOr<std::optional<DeviceRecord>> FleetRegistry::GetDevice(const std::string& device_id,
-                                                                      const std::string& model) {
+absl::StatusOr<std::optional<DeviceRecord>> FleetRegistry::GetDevice(
+    const std::string& device_id, const std::string& model) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT device_id, model, version, tier, state, reason, bytes, seconds, updated FROM devices "
-      "WHERE device_id = ?1 AND model = ?2"));
+  ASSIGN_OR_RETURN(
+      Statement query,
+      db_->Prepare("SELECT device_id, model, version, tier, state, reason, "
+                   "bytes, seconds, updated FROM devices "
+                   "WHERE device_id = ?1 AND model = ?2"));
   query.Bind(1, device_id).Bind(2, model);
   ASSIGN_OR_RETURN(bool row, query.Step());
   if (!row) return std::optional<DeviceRecord>();
-  return std::optional<DeviceRecord>(DeviceRecord{query.Text(0), query.Text(1), query.Text(2), query.Text(3),
-                                                  query.Text(4), query.Text(5), static_cast<uint64_t>(query.Int(6)),
-                                                  query.Real(7), query.Int(8)});
+  return std::optional<DeviceRecord>(DeviceRecord{
+      query.Text(0), query.Text(1), query.Text(2), query.Text(3), query.Text(4),
+      query.Text(5), static_cast<uint64_t>(query.Int(6)), query.Real(7),
+      query.Int(8)});
 }
 
-absl::StatusOr<std::vector<DeviceCount>> FleetRegistry::Counts(const std::string& model) {
+absl::StatusOr<std::vector<DeviceCount>> FleetRegistry::Counts(
+    const std::string& model) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement query, db_->Prepare(
-      "SELECT version, state, COUNT(*) FROM devices WHERE model = ?1 GROUP BY version, state ORDER BY version, state"));
+  ASSIGN_OR_RETURN(
+      Statement query,
+      db_->Prepare("SELECT version, state, COUNT(*) FROM devices WHERE model = "
+                   "?1 GROUP BY version, state ORDER BY version, state"));
   query.Bind(1, model);
   std::vector<DeviceCount> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
     if (!row) break;
-    out.push_back({query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2))});
+    out.push_back(
+        {query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2))});
   }
   return out;
 }

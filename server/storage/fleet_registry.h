@@ -1,6 +1,7 @@
-// The fleet's durable state, in its own SQLite file (fleet.db in the data directory): one rollout
-// per model, and each device's last reported status per model. Schema migrations run on Open.
-// Thread-safe: one mutex serializes every statement.
+// The fleet's durable state, in its own SQLite file (fleet.db in the data
+// directory): one rollout per model, and each device's last reported status per
+// model. Schema migrations run on Open. Thread-safe: one mutex serializes every
+// statement.
 #ifndef WEIGHTCAST_SERVER_STORAGE_FLEET_REGISTRY_H_
 #define WEIGHTCAST_SERVER_STORAGE_FLEET_REGISTRY_H_
 
@@ -21,8 +22,9 @@ enum class RolloutState { kActive = 1, kPaused = 2, kRolledBack = 3 };
 
 struct RolloutRecord {
   std::string model;
-  std::string version;   // the target
-  std::string baseline;  // the version devices outside the rollout keep; may be empty
+  std::string version;  // the target
+  std::string
+      baseline;  // the version devices outside the rollout keep; may be empty
   double percent = 0;
   std::vector<std::string> groups;
   RolloutState state = RolloutState::kActive;
@@ -49,16 +51,19 @@ struct DeviceCount {
 
 class FleetRegistry {
  public:
-  static absl::StatusOr<std::unique_ptr<FleetRegistry>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<FleetRegistry>> Open(
+      const std::string& path);
 
   // Inserts or replaces the model's rollout.
   absl::Status PutRollout(const RolloutRecord& rollout);
-  absl::StatusOr<std::optional<RolloutRecord>> GetRollout(const std::string& model);
+  absl::StatusOr<std::optional<RolloutRecord>> GetRollout(
+      const std::string& model);
   absl::StatusOr<std::vector<RolloutRecord>> Rollouts();
 
   // Inserts or replaces the device's status for its model.
   absl::Status PutDevice(const DeviceRecord& device);
-  absl::StatusOr<std::optional<DeviceRecord>> GetDevice(const std::string& device_id, const std::string& model);
+  absl::StatusOr<std::optional<DeviceRecord>> GetDevice(
+      const std::string& device_id, const std::string& model);
   // Devices of `model` by (version, state).
   absl::StatusOr<std::vector<DeviceCount>> Counts(const std::string& model);
 

@@ -1,6 +1,7 @@
-// The SQLite wrapper: a database handle and prepared statements with RAII, errors as statuses.
-// The only file that includes sqlite3.h. A Database is used by one thread at a time (the
-// registry serializes access with its own mutex); SQLite itself is built thread-safe.
+// The SQLite wrapper: a database handle and prepared statements with RAII,
+// errors as statuses. The only file that includes sqlite3.h. A Database is used
+// by one thread at a time (the registry serializes access with its own mutex);
+// SQLite itself is built thread-safe.
 #ifndef WEIGHTCAST_SERVER_STORAGE_SQLITE_H_
 #define WEIGHTCAST_SERVER_STORAGE_SQLITE_H_
 
@@ -21,15 +22,19 @@ class Statement;
 
 class Database {
  public:
-  // Opens (creating if needed) the database at `path` in WAL mode with foreign keys on.
-  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path);
+  // Opens (creating if needed) the database at `path` in WAL mode with foreign
+  // keys on.
+  static absl::StatusOr<std::unique_ptr<Database>> Open(
+      const std::string& path);
   ~Database();
 
-  absl::Status Execute(absl::string_view sql);  // one or more statements, no results
+  absl::Status Execute(
+      absl::string_view sql);  // one or more statements, no results
   absl::StatusOr<Statement> Prepare(absl::string_view sql);
   int64_t LastInsertId() const;
-  // Brings the schema forward: migrations[v] moves version v to v + 1, each in a transaction,
-  // recorded in a schema_version table. FAILED_PRECONDITION for a schema newer than the list.
+  // Brings the schema forward: migrations[v] moves version v to v + 1, each in
+  // a transaction, recorded in a schema_version table. FAILED_PRECONDITION for
+  // a schema newer than the list.
   absl::Status Migrate(const std::vector<const char*>& migrations);
 
  private:
@@ -37,13 +42,16 @@ class Database {
   sqlite3* const db_;
 };
 
-// A transaction (BEGIN IMMEDIATE) on a Database: Commit() ends it; destroyed without a commit it
-// rolls back, so every early return of the code between undoes what it did. The database must
-// outlive it; used on the database's thread.
+// A transaction (BEGIN IMMEDIATE) on a Database: Commit() ends it; destroyed
+// without a commit it rolls back, so every early return of the code between
+// undoes what it did. The database must outlive it; used on the database's
+// thread.
 class Transaction {
  public:
   static absl::StatusOr<Transaction> Begin(Database* db);
-  Transaction(Transaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Transaction(Transaction&& other) noexcept : db_(other.db_) {
+    other.db_ = nullptr;
+  }
   Transaction& operator=(Transaction&&) = delete;
   ~Transaction();
 
@@ -54,7 +62,8 @@ class Transaction {
   Database* db_;  // null once committed or moved from
 };
 
-// A prepared statement. Bind with 1-based indices, then Step() until it returns false.
+// A prepared statement. Bind with 1-based indices, then Step() until it returns
+// false.
 class Statement {
  public:
   Statement(Statement&& other) noexcept;

@@ -3,9 +3,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/fresh_dir.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
+#include "tests/testing/fresh_dir.h"
 
 namespace weightcast {
 namespace {
@@ -31,9 +31,12 @@ TEST(Registry, AddsFindsAndRejectsDuplicateVersions) {
   EXPECT_EQ(duplicate.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(duplicate.status().message()), HasSubstr("'v1'"));
   EXPECT_EQ((*registry)->GetVersion("mlp", "latest")->version, "v2");
-  EXPECT_EQ((*registry)->GetVersion("mlp", "v1")->tensors[0].shape, (std::vector<int64_t>{4, 4}));
-  EXPECT_EQ((*registry)->GetVersion("cnn", "latest").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ((*registry)->GetVersion("mlp", "v9").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*registry)->GetVersion("mlp", "v1")->tensors[0].shape,
+            (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ((*registry)->GetVersion("cnn", "latest").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ((*registry)->GetVersion("mlp", "v9").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(Registry, TiersSurviveReopenAndEncodingResets) {
@@ -42,10 +45,18 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
   {
     auto registry = Registry::Open(path).value();
     id = registry->AddVersion(Version("v1"), {"lossless", "q27"}).value();
-    LayerRecord layer{"fc.weight", std::string(64, 'b'), 100, 3, std::string(32, 'x'), 6.2, 30.5, false};
+    LayerRecord layer{"fc.weight",
+                      std::string(64, 'b'),
+                      100,
+                      3,
+                      std::string(32, 'x'),
+                      6.2,
+                      30.5,
+                      false};
     layer.quant_scheme = "per-channel-symmetric";
     ASSERT_TRUE(registry->CompleteTier(id, "lossless", {layer}).ok());
-    ASSERT_TRUE(registry->SetTierState(id, "q27", TierState::kEncoding, "").ok());
+    ASSERT_TRUE(
+        registry->SetTierState(id, "q27", TierState::kEncoding, "").ok());
   }
   auto registry = Registry::Open(path).value();
   auto tiers = registry->GetTiers(id).value();
@@ -54,10 +65,14 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
   ASSERT_EQ(tiers[0].layers.size(), 1u);
   EXPECT_EQ(tiers[0].layers[0].decoded_sha256, std::string(32, 'x'));
   EXPECT_EQ(tiers[0].layers[0].quant_scheme, "per-channel-symmetric");
-  EXPECT_EQ(tiers[1].state, TierState::kNotEncoded);  // the crash-interrupted encoding starts over
+  EXPECT_EQ(
+      tiers[1].state,
+      TierState::kNotEncoded);  // the crash-interrupted encoding starts over
   auto removed = registry->DeleteVersion(id).value();
-  EXPECT_THAT(removed, testing::UnorderedElementsAre(std::string(64, 'a'), std::string(64, 'b')));
-  EXPECT_EQ(registry->GetVersion("mlp", "v1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(removed, testing::UnorderedElementsAre(std::string(64, 'a'),
+                                                     std::string(64, 'b')));
+  EXPECT_EQ(registry->GetVersion("mlp", "v1").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(BlobStore, StoresByContentAndReadsRanges) {
@@ -68,8 +83,10 @@ TEST(BlobStore, StoresByContentAndReadsRanges) {
   EXPECT_TRUE(blobs->Contains(sha));
   EXPECT_EQ(blobs->Read(sha, 1, 3).value(), (std::vector<uint8_t>{2, 3, 4}));
   EXPECT_EQ(blobs->Read(sha, 3, 100).value(), (std::vector<uint8_t>{4, 5}));
-  EXPECT_EQ(blobs->Read(sha, 6, 1).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(blobs->Read(std::string(64, 'c'), 0, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(blobs->Read(sha, 6, 1).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(blobs->Read(std::string(64, 'c'), 0, 1).status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_FALSE(blobs->Contains("../../etc/passwd"));
 }
 

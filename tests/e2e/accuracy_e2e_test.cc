@@ -1,8 +1,9 @@
-// Accuracy-aware tiers against the real weightcastd: a version registered with an evaluation
-// bundle (SmallNet scripted by PyTorch, 64 labelled inputs whose accuracy PyTorch computed) gets
-// the checkpoint's and every encoded tier's accuracy, kept across a restart; the selector picks
-// the smallest tier within a top-1 drop; budget tiers stay within their bytes with a QP per
-// layer; a bundle that does not fit the checkpoint is refused and leaves nothing behind.
+// Accuracy-aware tiers against the real weightcastd: a version registered with
+// an evaluation bundle (SmallNet scripted by PyTorch, 64 labelled inputs whose
+// accuracy PyTorch computed) gets the checkpoint's and every encoded tier's
+// accuracy, kept across a restart; the selector picks the smallest tier within
+// a top-1 drop; budget tiers stay within their bytes with a QP per layer; a
+// bundle that does not fit the checkpoint is refused and leaves nothing behind.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -24,24 +25,28 @@ using ::testing::HasSubstr;
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
-const std::vector<std::string> kFlags = {"--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"};
+const std::vector<std::string> kFlags = {
+    "--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"};
 
-RegisterOptions WithBundle(const std::string& version, const std::string& ladder) {
+RegisterOptions WithBundle(const std::string& version,
+                           const std::string& ladder) {
   RegisterOptions options{"cnn", version, kFixtures + "/cnn_bn.pt", ladder};
   options.eval_module_path = kFixtures + "/script.pt";
   options.eval_data_path = kFixtures + "/eval_data.pt";
   return options;
 }
 
-// Describe until every tier is READY (or FAILED) and every READY tier has its accuracy; at most
-// 120 s.
+// Describe until every tier is READY (or FAILED) and every READY tier has its
+// accuracy; at most 120 s.
 ModelInfo AwaitAccuracy(Client& client, const std::string& version) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
   ModelInfo info;
   while (std::chrono::steady_clock::now() < deadline) {
     info = client.Describe("cnn", version).value();
     bool done = true;
-    for (const TierSummary& t : info.tiers) done &= t.state == "FAILED" || (t.state == "READY" && t.accuracy);
+    for (const TierSummary& t : info.tiers)
+      done &= t.state == "FAILED" || (t.state == "READY" && t.accuracy);
     if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -50,7 +55,8 @@ ModelInfo AwaitAccuracy(Client& client, const std::string& version) {
 
 size_t FilesUnder(const std::string& dir) {
   size_t n = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) n += e.is_regular_file();
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    n += e.is_regular_file();
   return n;
 }
 
@@ -64,8 +70,10 @@ TEST(AccuracyEndToEnd, EveryTierMeasuredSelectedByDropAndKeptAcrossRestart) {
   std::ifstream in(kFixtures + "/eval_expected.json");
   const nlohmann::json expected = nlohmann::json::parse(in);
   ASSERT_TRUE(registered->reference_accuracy.has_value());
-  EXPECT_DOUBLE_EQ(registered->reference_accuracy->top1, expected["top1"].get<double>());
-  EXPECT_DOUBLE_EQ(registered->reference_accuracy->top2, expected["top2"].get<double>());
+  EXPECT_DOUBLE_EQ(registered->reference_accuracy->top1,
+                   expected["top1"].get<double>());
+  EXPECT_DOUBLE_EQ(registered->reference_accuracy->top2,
+                   expected["top2"].get<double>());
   EXPECT_EQ(registered->reference_accuracy->examples, 64u);
 
   ASSERT_TRUE(client->Warm("cnn", "v1", {}).ok());
@@ -76,14 +84,17 @@ TEST(AccuracyEndToEnd, EveryTierMeasuredSelectedByDropAndKeptAcrossRestart) {
     EXPECT_EQ(t.accuracy->examples, 64u);
   }
   // int8 alone moves few of 64 predictions; QP 42 on the FC layers moves many.
-  EXPECT_NEAR(info.tiers[0].accuracy->top1, info.reference_accuracy->top1, 100.0 * 4 / 64);
+  EXPECT_NEAR(info.tiers[0].accuracy->top1, info.reference_accuracy->top1,
+              100.0 * 4 / 64);
   EXPECT_NE(info.tiers[3].accuracy->top1, info.tiers[0].accuracy->top1);
 
   // The smallest READY tier within each drop, worked out here from the figures.
   for (double drop : {0.0, 2.0, 10.0, 100.0}) {
     const TierSummary* want = nullptr;
     for (const TierSummary& t : info.tiers) {
-      if (t.accuracy->top1 >= info.reference_accuracy->top1 - drop && (!want || t.bytes < want->bytes)) want = &t;
+      if (t.accuracy->top1 >= info.reference_accuracy->top1 - drop &&
+          (!want || t.bytes < want->bytes))
+        want = &t;
     }
     auto chosen = SelectTier(info, {.max_accuracy_drop = drop});
     if (want == nullptr) {
@@ -126,7 +137,8 @@ TEST(AccuracyEndToEnd, BudgetTiersFitTheirBytesWithAQpPerLayer) {
   const uint64_t q22 = uniform.tiers[0].bytes, q37 = uniform.tiers[1].bytes;
   ASSERT_LT(q37, q22);
   const uint64_t budget = (q22 + q37) / 2;
-  auto registered = client->Register(WithBundle("v2", BudgetTierName(budget) + ",budget-1k"));
+  auto registered =
+      client->Register(WithBundle("v2", BudgetTierName(budget) + ",budget-1k"));
   ASSERT_TRUE(registered.ok()) << registered.status();
   ASSERT_TRUE(client->Warm("cnn", "v2", {}).ok());
   const ModelInfo info = AwaitAccuracy(*client, "v2");
@@ -152,31 +164,39 @@ TEST(AccuracyEndToEnd, ABundleThatDoesNotFitIsRefusedAndLeavesNothing) {
   auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({server->address()}).value();
-  ASSERT_TRUE(client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
+  ASSERT_TRUE(
+      client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
   const size_t files = FilesUnder(dir + "/data/blobs");
   RegisterOptions wrong{"mlp", "v2", kFixtures + "/mlp.pt", "q27"};
   wrong.eval_module_path = kFixtures + "/script.pt";  // SmallNet, not the MLP
   wrong.eval_data_path = kFixtures + "/eval_data.pt";
   auto refused = client->Register(wrong);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("evaluation bundle"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("evaluation bundle"));
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("fc1.weight"));
   wrong.eval_module_path = kFixtures + "/mlp.pt";  // not TorchScript
   refused = client->Register(wrong);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("TorchScript"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("TorchScript"));
   auto models = client->List().value();
   ASSERT_EQ(models.size(), 1u);
   EXPECT_EQ(models[0].second, std::vector<std::string>{"v1"});
   EXPECT_EQ(FilesUnder(dir + "/data/blobs"), files);
   EXPECT_FALSE(client->Describe("mlp", "v1").value().has_eval_bundle);
-  EXPECT_EQ(SelectTier(client->Describe("mlp", "v1").value(), {.max_accuracy_drop = 1}).status().code(),
+  EXPECT_EQ(SelectTier(client->Describe("mlp", "v1").value(),
+                       {.max_accuracy_drop = 1})
+                .status()
+                .code(),
             absl::StatusCode::kFailedPrecondition);
   if (!HasFailure()) {
-    RecordReliability("an evaluation bundle whose module does not fit the checkpoint",
-                      "INVALID_ARGUMENT \"evaluation bundle: ... fc1.weight ...\"",
-                      "no version added, blob store file count unchanged");
-    RecordReliability("an evaluation module that is not TorchScript", "INVALID_ARGUMENT naming TorchScript",
+    RecordReliability(
+        "an evaluation bundle whose module does not fit the checkpoint",
+        "INVALID_ARGUMENT \"evaluation bundle: ... fc1.weight ...\"",
+        "no version added, blob store file count unchanged");
+    RecordReliability("an evaluation module that is not TorchScript",
+                      "INVALID_ARGUMENT naming TorchScript",
                       "no version added");
   }
 }

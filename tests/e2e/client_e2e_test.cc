@@ -1,6 +1,6 @@
-// The client SDK against the real weightcastd: tier selection, a server killed mid-pull and
-// restarted (the pull resumes and the output is byte-identical), and a corrupted blob on disk
-// (DATA_LOSS naming the layer).
+// The client SDK against the real weightcastd: tier selection, a server killed
+// mid-pull and restarted (the pull resumes and the output is byte-identical),
+// and a corrupted blob on disk (DATA_LOSS naming the layer).
 
 #include <filesystem>
 #include <fstream>
@@ -10,9 +10,9 @@
 #include "common/base/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
 #include "tests/testing/reliability_log.h"
-#include "tests/e2e/server_process.h"
 
 namespace weightcast {
 namespace {
@@ -23,7 +23,9 @@ const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
 
 std::vector<std::string> Flags(int port) {
-  return {"--listen", "127.0.0.1:" + std::to_string(port), "--workers", "2", "--preset", "ultrafast",
+  return {"--listen",        "127.0.0.1:" + std::to_string(port),
+          "--workers",       "2",
+          "--preset",        "ultrafast",
           "--grace-seconds", "1"};
 }
 
@@ -33,7 +35,10 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless,q22,q32"}).ok());
+  ASSERT_TRUE(client
+                  ->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt",
+                              "lossless,q22,q32"})
+                  .ok());
   PullOptions warmup{"cnn", "v1", {"q22"}, ""};
   for (const char* tier : {"lossless", "q22", "q32"}) {
     warmup.tier.name = tier;
@@ -44,12 +49,19 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
   const uint64_t q22 = info.tiers[1].bytes, q32 = info.tiers[2].bytes;
   EXPECT_EQ(SelectTier(info, {.max_bytes = q22}).value(), "q22");
   EXPECT_EQ(SelectTier(info, {.max_bytes = q22 - 1}).value(), "q32");
-  EXPECT_EQ(SelectTier(info, {.max_bytes = q32 - 1}).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(SelectTier(info, {.min_sqnr_db = info.tiers[1].worst_sqnr_db}).value(), "lossless");
+  EXPECT_EQ(SelectTier(info, {.max_bytes = q32 - 1}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      SelectTier(info, {.min_sqnr_db = info.tiers[1].worst_sqnr_db}).value(),
+      "lossless");
   // 30 s at a link that carries q22 but not lossless in that time.
   const double bits_per_second = (q22 + 1) * 8.0 / 30;
-  EXPECT_EQ(SelectTier(info, {.bits_per_second = bits_per_second, .within = absl::Seconds(30)}).value(), "q22");
-  EXPECT_EQ(SelectTier(info, {.name = "q99"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SelectTier(info, {.bits_per_second = bits_per_second,
+                              .within = absl::Seconds(30)})
+                .value(),
+            "q22");
+  EXPECT_EQ(SelectTier(info, {.name = "q99"}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
@@ -58,17 +70,20 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
+  ASSERT_TRUE(
+      client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
   PullOptions options{"big", "v1", {"lossless"}, dir + "/whole.safetensors"};
   auto whole = client->Pull(options);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  ASSERT_GT(whole->bytes, uint64_t{6} << 20);  // far more than gRPC's flow-control windows
+  ASSERT_GT(whole->bytes,
+            uint64_t{6} << 20);  // far more than gRPC's flow-control windows
 
   bool killed = false;
   options.output_path = dir + "/resumed.safetensors";
   options.max_bytes_per_second = 4e6;  // a 2 s pull: the kill lands mid-stream
   options.progress = [&](const PullProgress& p) {
-    if (killed || p.bytes_received == 0 || p.bytes_received >= p.total_bytes) return;
+    if (killed || p.bytes_received == 0 || p.bytes_received >= p.total_bytes)
+      return;
     killed = true;
     server->Kill();  // SIGKILL mid-stream
     auto again = ServerProcess::Start(kServer, dir + "/data", Flags(port));
@@ -79,11 +94,13 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_TRUE(killed);
   EXPECT_GE(resumed->reconnects, 1);
-  EXPECT_EQ(ReadFileBytes(dir + "/resumed.safetensors").value(), ReadFileBytes(dir + "/whole.safetensors").value());
+  EXPECT_EQ(ReadFileBytes(dir + "/resumed.safetensors").value(),
+            ReadFileBytes(dir + "/whole.safetensors").value());
   if (!HasFailure()) {
-    RecordReliability("weightcastd killed (SIGKILL) in the middle of a pull, then restarted",
-                      "the SDK reconnects with backoff and resumes at (layer, offset)",
-                      "the output is byte-identical to an uninterrupted pull");
+    RecordReliability(
+        "weightcastd killed (SIGKILL) in the middle of a pull, then restarted",
+        "the SDK reconnects with backoff and resumes at (layer, offset)",
+        "the output is byte-identical to an uninterrupted pull");
   }
 }
 
@@ -95,8 +112,10 @@ TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   auto server = ServerProcess::Start(kServer, dir + "/data", flags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
-  ASSERT_TRUE(client->Pull({"big", "v1", {"lossless"}, ""}).ok());  // encoded and cached
+  ASSERT_TRUE(
+      client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
+  ASSERT_TRUE(client->Pull({"big", "v1", {"lossless"}, ""})
+                  .ok());  // encoded and cached
   PullOptions slow{"big", "v1", {"lossless"}, dir + "/drained.safetensors"};
   slow.max_bytes_per_second = 4e6;  // about 2 s
   slow.max_reconnects = 0;          // a reconnect would hide a cut stream
@@ -105,8 +124,11 @@ TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   server->Terminate();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  auto refused = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value()->Pull({"big", "v1", {"lossless"}, ""});
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  auto refused = Client::Connect({"127.0.0.1:" + std::to_string(port)})
+                     .value()
+                     ->Pull({"big", "v1", {"lossless"}, ""});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable)
+      << refused.status();
   pull.join();
   ASSERT_TRUE(running.ok()) << running.status();
   EXPECT_EQ(running->reconnects, 0);
@@ -118,8 +140,8 @@ std::string Pem(const std::string& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-// Certificates made at test time with openssl: a CA, a server certificate for 127.0.0.1, and a
-// client certificate, all signed by the CA.
+// Certificates made at test time with openssl: a CA, a server certificate for
+// 127.0.0.1, and a client certificate, all signed by the CA.
 void MakeCertificates(const std::string& dir) {
   const std::string script = "cd " + dir + R"sh( && (
     openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem &&
@@ -129,7 +151,8 @@ void MakeCertificates(const std::string& dir) {
     openssl req -newkey rsa:2048 -nodes -subj /CN=device-1 -keyout client.key -out client.csr &&
     openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out client.pem
   ) > openssl.log 2>&1)sh";
-  ASSERT_EQ(std::system(script.c_str()), 0) << "openssl failed; see " << dir << "/openssl.log";
+  ASSERT_EQ(std::system(script.c_str()), 0)
+      << "openssl failed; see " << dir << "/openssl.log";
 }
 
 TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
@@ -137,24 +160,29 @@ TEST(ClientEndToEnd, MutualTlsConnectsOnlyWithTheRightCertificates) {
   MakeCertificates(dir);
   const int port = FreeLoopbackPort();
   std::vector<std::string> flags = Flags(port);
-  for (const char* f : {"--tls-cert", "server.pem", "--tls-key", "server.key", "--tls-client-ca", "ca.pem"}) {
+  for (const char* f : {"--tls-cert", "server.pem", "--tls-key", "server.key",
+                        "--tls-client-ca", "ca.pem"}) {
     flags.push_back(f[0] == '-' ? std::string(f) : dir + "/" + f);
   }
   auto server = ServerProcess::Start(kServer, dir + "/data", flags);
   ASSERT_TRUE(server.ok()) << server.status();
-  ConnectOptions options{"127.0.0.1:" + std::to_string(port), absl::Seconds(10)};
+  ConnectOptions options{"127.0.0.1:" + std::to_string(port),
+                         absl::Seconds(10)};
   options.tls_root_certs_pem = Pem(dir + "/ca.pem");
   options.tls_cert_chain_pem = Pem(dir + "/client.pem");
   options.tls_private_key_pem = Pem(dir + "/client.key");
   auto client = Client::Connect(options).value();
-  ASSERT_TRUE(client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
-  ASSERT_TRUE(client->Pull({"mlp", "v1", {"lossless"}, dir + "/mlp.safetensors"}).ok());
+  ASSERT_TRUE(
+      client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
+  ASSERT_TRUE(
+      client->Pull({"mlp", "v1", {"lossless"}, dir + "/mlp.safetensors"}).ok());
   // Plaintext, and TLS without a client certificate, are both refused.
   auto plaintext = Client::Connect({options.address, absl::Seconds(5)}).value();
   EXPECT_EQ(plaintext->List().status().code(), absl::StatusCode::kUnavailable);
   ConnectOptions no_client_cert{options.address, absl::Seconds(5)};
   no_client_cert.tls_root_certs_pem = options.tls_root_certs_pem;
-  EXPECT_EQ(Client::Connect(no_client_cert).value()->List().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Client::Connect(no_client_cert).value()->List().status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
@@ -163,27 +191,35 @@ TEST(ClientEndToEnd, CorruptBlobOnDiskIsDataLossNamingTheLayer) {
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
-  ASSERT_TRUE(client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
+  ASSERT_TRUE(
+      client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
   ASSERT_TRUE(client->Pull({"mlp", "v1", {"q27"}, dir + "/ok.pt"}).ok());
   // The largest blob is fc1.weight's packed layer: flip a byte in its payload.
   std::filesystem::path largest;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir + "/data/blobs")) {
-    if (entry.is_regular_file() && (largest.empty() || entry.file_size() > std::filesystem::file_size(largest)) &&
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(dir + "/data/blobs")) {
+    if (entry.is_regular_file() &&
+        (largest.empty() ||
+         entry.file_size() > std::filesystem::file_size(largest)) &&
         entry.file_size() < 400000) {  // not the source checkpoint
       largest = entry.path();
     }
   }
   std::vector<uint8_t> bytes = ReadFileBytes(largest.string()).value();
   bytes[bytes.size() / 2] ^= 0x40;
-  { std::ofstream(largest, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size()); }
+  {
+    std::ofstream(largest, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
   auto pulled = client->Pull({"mlp", "v1", {"q27"}, dir + "/bad.pt"});
   EXPECT_EQ(pulled.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(pulled.status().message()), HasSubstr("fc1.weight"));
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad.pt"));
   if (!HasFailure()) {
-    RecordReliability("a byte flipped in a stored layer blob on the server's disk",
-                      "the client refetches the layer once, then DATA_LOSS naming fc1.weight",
-                      "no output file written under the final name");
+    RecordReliability(
+        "a byte flipped in a stored layer blob on the server's disk",
+        "the client refetches the layer once, then DATA_LOSS naming fc1.weight",
+        "no output file written under the final name");
   }
 }
 

@@ -1,8 +1,9 @@
-// Crash safety: 20 rounds of kill -9 at a random moment (seeded, so a failing round can be
-// replayed) while clients register versions, encode tiers, move rollouts and report device
-// status. After every kill, with the server down: SQLite's integrity check passes on both
-// databases, every blob the registry names exists and every blob's SHA-256 is its name; after
-// the restart every version describes and every READY tier pulls and verifies.
+// Crash safety: 20 rounds of kill -9 at a random moment (seeded, so a failing
+// round can be replayed) while clients register versions, encode tiers, move
+// rollouts and report device status. After every kill, with the server down:
+// SQLite's integrity check passes on both databases, every blob the registry
+// names exists and every blob's SHA-256 is its name; after the restart every
+// version describes and every READY tier pulls and verifies.
 #include <chrono>
 #include <filesystem>
 #include <random>
@@ -46,14 +47,18 @@ int ExpectStoreIntact(const std::string& data) {
   auto blobs = BlobStore::Open(data);
   EXPECT_TRUE(blobs.ok()) << blobs.status();
   if (!registry.ok() || !blobs.ok()) return 0;
-  const std::vector<std::string> referenced = (*registry)->ReferencedBlobs().value();
+  const std::vector<std::string> referenced =
+      (*registry)->ReferencedBlobs().value();
   for (const std::string& sha : referenced) {
-    EXPECT_TRUE(std::filesystem::exists((*blobs)->PathOf(sha))) << "the registry names a missing blob " << sha;
+    EXPECT_TRUE(std::filesystem::exists((*blobs)->PathOf(sha)))
+        << "the registry names a missing blob " << sha;
   }
   int checked = 0;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(data + "/blobs")) {
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(data + "/blobs")) {
     if (!entry.is_regular_file()) continue;
-    EXPECT_EQ(DigestToHex(Sha256(ReadFileBytes(entry.path().string()).value())), entry.path().filename().string());
+    EXPECT_EQ(DigestToHex(Sha256(ReadFileBytes(entry.path().string()).value())),
+              entry.path().filename().string());
     ++checked;
   }
   EXPECT_TRUE(FleetRegistry::Open(data + "/fleet.db").ok());
@@ -63,47 +68,64 @@ int ExpectStoreIntact(const std::string& data) {
 TEST(CrashLoop, TwentyKillNinesAtRandomMomentsLoseNothingStored) {
   const std::string dir = FreshDir("crash_loop");
   const std::string data = dir + "/data";
-  const std::vector<std::string> flags = {"--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"};
+  const std::vector<std::string> flags = {
+      "--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"};
   std::mt19937 rng(20261123);
   int blobs_checked = 0, tiers_verified = 0, rounds = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int round = 0; round <= kRounds && std::chrono::steady_clock::now() - start < std::chrono::minutes(8); ++round) {
+  for (int round = 0;
+       round <= kRounds &&
+       std::chrono::steady_clock::now() - start < std::chrono::minutes(8);
+       ++round) {
     auto server = ServerProcess::Start(kServer, data, flags);
     ASSERT_TRUE(server.ok()) << "round " << round << ": " << server.status();
-    auto client = Client::Connect({server->address(), absl::Seconds(20)}).value();
-    // What the previous round stored is there and verifies (the last pass checks every round's).
+    auto client =
+        Client::Connect({server->address(), absl::Seconds(20)}).value();
+    // What the previous round stored is there and verifies (the last pass
+    // checks every round's).
     const auto models = client->List().value();
     for (const auto& [model, versions] : models) {
       if (round < kRounds && model != absl::StrCat("m", round - 1)) continue;
       for (const std::string& version : versions) {
         auto info = client->Describe(model, version);
-        ASSERT_TRUE(info.ok()) << model << "/" << version << ": " << info.status();
+        ASSERT_TRUE(info.ok())
+            << model << "/" << version << ": " << info.status();
         for (const TierSummary& tier : info->tiers) {
           if (tier.state != "READY") continue;
           auto pulled = client->Pull({model, version, {tier.name}, ""});
-          EXPECT_TRUE(pulled.ok()) << "round " << round << " " << model << "/" << version << " " << tier.name << ": "
-                                   << pulled.status();
+          EXPECT_TRUE(pulled.ok())
+              << "round " << round << " " << model << "/" << version << " "
+              << tier.name << ": " << pulled.status();
           ++tiers_verified;
         }
       }
     }
     if (round == kRounds) break;  // the final check, after the last kill
-    // Traffic until the kill: registrations, encodings, rollouts, device reports.
+    // Traffic until the kill: registrations, encodings, rollouts, device
+    // reports.
     std::atomic<bool> killed{false};
     std::thread traffic([&, round] {
       for (int step = 0; !killed.load() && step < 50; ++step) {
         const std::string model = absl::StrCat("m", round);
         const std::string version = absl::StrCat("v", step);
-        if (!client->Register({model, version, kFixtures + (step % 2 ? "/cnn_bn.pt" : "/mlp.pt"), "lossless,q27,q32"}).ok()) {
+        if (!client
+                 ->Register({model, version,
+                             kFixtures + (step % 2 ? "/cnn_bn.pt" : "/mlp.pt"),
+                             "lossless,q27,q32"})
+                 .ok()) {
           continue;
         }
         client->Warm(model, version, {}).IgnoreError();
         client->StartRollout(model, version, step * 10 % 100, {}).IgnoreError();
-        client->ReportStatus({absl::StrCat("dev-", step), model, version, "q27", "INSTALLED"}).IgnoreError();
+        client
+            ->ReportStatus({absl::StrCat("dev-", step), model, version, "q27",
+                            "INSTALLED"})
+            .IgnoreError();
         client->Pull({model, version, {"q27"}, ""}).IgnoreError();
       }
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 1500)(rng)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        std::uniform_int_distribution<int>(50, 1500)(rng)));
     server->Kill();
     killed = true;
     traffic.join();
@@ -111,17 +133,24 @@ TEST(CrashLoop, TwentyKillNinesAtRandomMomentsLoseNothingStored) {
     blobs_checked += ExpectStoreIntact(data);
     ++rounds;
     if (::testing::Test::HasFailure()) {
-      RecordReliability(absl::StrCat("kill -9, round ", round), "integrity check FAILED", "see the test log");
+      RecordReliability(absl::StrCat("kill -9, round ", round),
+                        "integrity check FAILED", "see the test log");
       return;
     }
   }
   ASSERT_EQ(rounds, kRounds) << "the rounds did not fit in the time limit";
-  RecordReliability(absl::StrCat(rounds, " x kill -9 at a random moment (50-1500 ms) during registrations, tier "
-                                         "encodes, rollouts and device reports"),
-                    "restarts every time; SQLite integrity_check ok on registry.db and fleet.db after each",
-                    absl::StrCat("every referenced blob present, every blob's SHA-256 equal to its name (",
-                                 blobs_checked, " checks); every READY tier pulled and verified (", tiers_verified,
-                                 " pulls)"));
+  RecordReliability(
+      absl::StrCat(rounds,
+                   " x kill -9 at a random moment (50-1500 ms) during "
+                   "registrations, tier "
+                   "encodes, rollouts and device reports"),
+      "restarts every time; SQLite integrity_check ok on registry.db and "
+      "fleet.db after each",
+      absl::StrCat("every referenced blob present, every blob's SHA-256 equal "
+                   "to its name (",
+                   blobs_checked,
+                   " checks); every READY tier pulled and verified (",
+                   tiers_verified, " pulls)"));
 }
 
 }  // namespace

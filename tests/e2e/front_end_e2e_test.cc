@@ -1,8 +1,9 @@
-// Quantization front ends against the real weightcastd: a checkpoint whose rows sit at very
-// different scales (a folded batch norm) gets per-channel int8 scales where they win and keeps
-// per-tensor scales on its ordinary layer; describe says which, per layer and tier, and the worst
-// SQNR over every layer; pulls verify every layer's SHA-256 and the int8 output carries one scale
-// per output channel; a refinement tier codes on the per-channel coarse layer.
+// Quantization front ends against the real weightcastd: a checkpoint whose rows
+// sit at very different scales (a folded batch norm) gets per-channel int8
+// scales where they win and keeps per-tensor scales on its ordinary layer;
+// describe says which, per layer and tier, and the worst SQNR over every layer;
+// pulls verify every layer's SHA-256 and the int8 output carries one scale per
+// output channel; a refinement tier codes on the per-channel coarse layer.
 #include <algorithm>
 #include <cmath>
 
@@ -19,7 +20,8 @@ namespace {
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
-const std::vector<std::string> kFlags = {"--preset", "ultrafast", "--grace-seconds", "1"};
+const std::vector<std::string> kFlags = {"--preset", "ultrafast",
+                                         "--grace-seconds", "1"};
 
 const TierSummary& Tier(const ModelInfo& info, const std::string& name) {
   for (const TierSummary& t : info.tiers) {
@@ -48,17 +50,21 @@ const Tensor& Find(const Model& model, const std::string& name) {
   return kNone;
 }
 
-TEST(FrontEndEndToEnd, FoldedRowsGetPerChannelScalesThatDescribeShowsAndPullsCarry) {
+TEST(FrontEndEndToEnd,
+     FoldedRowsGetPerChannelScalesThatDescribeShowsAndPullsCarry) {
   const std::string dir = FreshDir("front_end");
   auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({server->address()}).value();
   const std::string source = kFixtures + "/folded.safetensors";
-  ASSERT_TRUE(client->Register({"folded", "v1", source, "lossless,q27,q37"}).ok());
+  ASSERT_TRUE(
+      client->Register({"folded", "v1", source, "lossless,q27,q37"}).ok());
   for (const char* tier : {"lossless", "q27"}) {
-    PullOptions options{"folded", "v1", {tier}, dir + "/" + tier + ".safetensors"};
+    PullOptions options{
+        "folded", "v1", {tier}, dir + "/" + tier + ".safetensors"};
     options.int8_output = true;
-    auto pulled = client->Pull(options);  // every layer's SHA-256 checked on the way
+    auto pulled =
+        client->Pull(options);  // every layer's SHA-256 checked on the way
     ASSERT_TRUE(pulled.ok()) << tier << ": " << pulled.status();
   }
 
@@ -66,10 +72,14 @@ TEST(FrontEndEndToEnd, FoldedRowsGetPerChannelScalesThatDescribeShowsAndPullsCar
   for (const char* name : {"lossless", "q27"}) {
     const TierSummary& tier = Tier(info, name);
     ASSERT_EQ(tier.state, "READY") << name;
-    EXPECT_EQ(Layer(tier, "conv.weight").quant_scheme, "per-channel-symmetric") << name;  // int8 + zstd
-    EXPECT_EQ(Layer(tier, "fc.weight").quant_scheme, "per-channel-symmetric") << name;
-    EXPECT_EQ(Layer(tier, "head.weight").quant_scheme, "per-tensor-symmetric") << name;
-    EXPECT_EQ(Layer(tier, "conv.bias").quant_scheme, "") << name;  // float32: no scales
+    EXPECT_EQ(Layer(tier, "conv.weight").quant_scheme, "per-channel-symmetric")
+        << name;  // int8 + zstd
+    EXPECT_EQ(Layer(tier, "fc.weight").quant_scheme, "per-channel-symmetric")
+        << name;
+    EXPECT_EQ(Layer(tier, "head.weight").quant_scheme, "per-tensor-symmetric")
+        << name;
+    EXPECT_EQ(Layer(tier, "conv.bias").quant_scheme, "")
+        << name;  // float32: no scales
     // The worst SQNR is over every layer, and names it.
     double worst = INFINITY;
     std::string worst_name;
@@ -78,38 +88,54 @@ TEST(FrontEndEndToEnd, FoldedRowsGetPerChannelScalesThatDescribeShowsAndPullsCar
     }
     EXPECT_EQ(tier.worst_layer_sqnr_db, worst) << name;
     EXPECT_EQ(tier.worst_layer, worst_name) << name;
-    EXPECT_LE(tier.worst_layer_sqnr_db, tier.worst_sqnr_db) << name;  // picture layers only
+    EXPECT_LE(tier.worst_layer_sqnr_db, tier.worst_sqnr_db)
+        << name;  // picture layers only
   }
-  EXPECT_EQ(SelectTier(info, {.min_sqnr_db = Tier(info, "q27").worst_layer_sqnr_db + 0.01}).value(), "lossless");
+  EXPECT_EQ(SelectTier(info, {.min_sqnr_db =
+                                  Tier(info, "q27").worst_layer_sqnr_db + 0.01})
+                .value(),
+            "lossless");
 
-  // The int8 output: one scale per output channel for per-channel layers, one for the others,
-  // and w = scale[row] * q reproduces the weights at the SQNR describe reports.
+  // The int8 output: one scale per output channel for per-channel layers, one
+  // for the others, and w = scale[row] * q reproduces the weights at the SQNR
+  // describe reports.
   const Model original = ReadCheckpoint(source).value();
   const Model q27 = ReadCheckpoint(dir + "/q27.safetensors").value();
   EXPECT_EQ(Find(q27, "conv.weight").dtype, DType::kInt8);
-  EXPECT_EQ(Find(q27, "conv.weight.__scale__").shape, (std::vector<int64_t>{64}));
-  EXPECT_EQ(Find(q27, "fc.weight.__scale__").shape, (std::vector<int64_t>{128}));
-  EXPECT_EQ(Find(q27, "head.weight.__scale__").shape, (std::vector<int64_t>{1}));
+  EXPECT_EQ(Find(q27, "conv.weight.__scale__").shape,
+            (std::vector<int64_t>{64}));
+  EXPECT_EQ(Find(q27, "fc.weight.__scale__").shape,
+            (std::vector<int64_t>{128}));
+  EXPECT_EQ(Find(q27, "head.weight.__scale__").shape,
+            (std::vector<int64_t>{1}));
   const Tensor& q = Find(q27, "fc.weight");
-  const std::vector<float> scales = ToFloat32(Find(q27, "fc.weight.__scale__")).value();
+  const std::vector<float> scales =
+      ToFloat32(Find(q27, "fc.weight.__scale__")).value();
   std::vector<float> rebuilt(q.data.size());
   for (size_t i = 0; i < rebuilt.size(); ++i) {
-    rebuilt[i] = scales[i / 256] * static_cast<float>(static_cast<int8_t>(q.data[i]));
+    rebuilt[i] =
+        scales[i / 256] * static_cast<float>(static_cast<int8_t>(q.data[i]));
   }
   EXPECT_NEAR(SqnrDb(ToFloat32(Find(original, "fc.weight")).value(), rebuilt),
               Layer(Tier(info, "q27"), "fc.weight").sqnr_db, 1e-3);
 
-  // A refinement of q37 to q27 codes P pictures on q37's per-channel layer (its scales).
-  PullOptions progressive{"folded", "v1", {"q27"}, dir + "/refined.safetensors"};
+  // A refinement of q37 to q27 codes P pictures on q37's per-channel layer (its
+  // scales).
+  PullOptions progressive{
+      "folded", "v1", {"q27"}, dir + "/refined.safetensors"};
   progressive.coarse_tier = "q37";
   progressive.int8_output = true;
   auto refined = client->Pull(progressive);
   ASSERT_TRUE(refined.ok()) << refined.status();
   EXPECT_EQ(refined->tier, "q37+q27");
   const ModelInfo after = client->Describe("folded", "v1").value();
-  EXPECT_EQ(Layer(Tier(after, "q37"), "fc.weight").quant_scheme, "per-channel-symmetric");
-  EXPECT_EQ(Layer(Tier(after, "q37+q27"), "fc.weight").quant_scheme, "per-channel-symmetric");
-  EXPECT_EQ(Find(ReadCheckpoint(dir + "/refined.safetensors").value(), "fc.weight.__scale__").shape,
+  EXPECT_EQ(Layer(Tier(after, "q37"), "fc.weight").quant_scheme,
+            "per-channel-symmetric");
+  EXPECT_EQ(Layer(Tier(after, "q37+q27"), "fc.weight").quant_scheme,
+            "per-channel-symmetric");
+  EXPECT_EQ(Find(ReadCheckpoint(dir + "/refined.safetensors").value(),
+                 "fc.weight.__scale__")
+                .shape,
             (std::vector<int64_t>{128}));
 }
 

@@ -1,8 +1,9 @@
-// Progressive delivery against the real weightcastd: a pull of q22 with coarse tier q37 gets
-// q37 first (handed over as a usable model, byte-identical to a plain q37 pull) and then a
-// refinement coded as P pictures on it (tier "q37+q22"); the refinement is one definition
-// (every pull and a restart give the same bytes); bad coarse tiers are refused by name; the
-// fleet agent installs the coarse model and then the refined one.
+// Progressive delivery against the real weightcastd: a pull of q22 with coarse
+// tier q37 gets q37 first (handed over as a usable model, byte-identical to a
+// plain q37 pull) and then a refinement coded as P pictures on it (tier
+// "q37+q22"); the refinement is one definition (every pull and a restart give
+// the same bytes); bad coarse tiers are refused by name; the fleet agent
+// installs the coarse model and then the refined one.
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -24,9 +25,13 @@ using ::testing::HasSubstr;
 
 const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
 const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
-const std::vector<std::string> kFlags = {"--preset", "ultrafast", "--grace-seconds", "1", "--keepalive-seconds", "1"};
+const std::vector<std::string> kFlags = {
+    "--preset", "ultrafast",           "--grace-seconds",
+    "1",        "--keepalive-seconds", "1"};
 
-std::string FileSha(const std::string& path) { return DigestToHex(Sha256(ReadFileBytes(path).value())); }
+std::string FileSha(const std::string& path) {
+  return DigestToHex(Sha256(ReadFileBytes(path).value()));
+}
 
 const TierSummary* FindTier(const ModelInfo& info, const std::string& name) {
   for (const TierSummary& t : info.tiers) {
@@ -41,12 +46,14 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   auto server = ServerProcess::Start(kServer, data, kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({server->address()}).value();
-  RegisterOptions cnn{"cnn", "v1", kFixtures + "/cnn_bn.pt", "lossless,q22,q37"};
+  RegisterOptions cnn{"cnn", "v1", kFixtures + "/cnn_bn.pt",
+                      "lossless,q22,q37"};
   cnn.eval_module_path = kFixtures + "/script.pt";
   cnn.eval_data_path = kFixtures + "/eval_data.pt";
   ASSERT_TRUE(client->Register(cnn).ok());
   ASSERT_TRUE(client->Pull({"cnn", "v1", {"q37"}, dir + "/q37.pt"}).ok());
-  const PullResult intra = client->Pull({"cnn", "v1", {"q22"}, dir + "/q22.pt"}).value();
+  const PullResult intra =
+      client->Pull({"cnn", "v1", {"q22"}, dir + "/q22.pt"}).value();
 
   PullOptions progressive{"cnn", "v1", {"q22"}, dir + "/refined.pt"};
   progressive.coarse_tier = "q37";
@@ -55,7 +62,8 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   std::string coarse_sha_at_handover;
   progressive.on_coarse = [&](const CoarseModel& coarse) {
     handed.push_back(coarse);
-    coarse_sha_at_handover = FileSha(coarse.output_path);  // usable before the refinement is in
+    coarse_sha_at_handover =
+        FileSha(coarse.output_path);  // usable before the refinement is in
     EXPECT_FALSE(std::filesystem::exists(dir + "/refined.pt"));
   };
   auto pulled = client->Pull(progressive);
@@ -63,36 +71,51 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   EXPECT_EQ(pulled->tier, "q37+q22");
   ASSERT_EQ(handed.size(), 1u);
   EXPECT_EQ(pulled->coarse.tier, "q37");
-  // The coarse model is exactly a plain q37 pull, and it came before the refinement.
+  // The coarse model is exactly a plain q37 pull, and it came before the
+  // refinement.
   EXPECT_EQ(coarse_sha_at_handover, FileSha(dir + "/q37.pt"));
   EXPECT_LT(handed[0].bytes, pulled->bytes);
   EXPECT_EQ(pulled->delta_layers, 1);  // fc1.weight, the one picture layer
 
-  // The refined model is finer than the coarse one; its picture layer costs less than q22 alone.
+  // The refined model is finer than the coarse one; its picture layer costs
+  // less than q22 alone.
   const ModelInfo info = client->Describe("cnn", "v1").value();
   const TierSummary* refined = FindTier(info, "q37+q22");
   ASSERT_NE(refined, nullptr);
   EXPECT_EQ(refined->state, "READY");
   const TierSummary* coarse = FindTier(info, "q37");
   const TierSummary* q22 = FindTier(info, "q22");
-  EXPECT_GT(refined->worst_sqnr_db, coarse->worst_sqnr_db + 6) << refined->worst_sqnr_db << " vs " << coarse->worst_sqnr_db;
+  EXPECT_GT(refined->worst_sqnr_db, coarse->worst_sqnr_db + 6)
+      << refined->worst_sqnr_db << " vs " << coarse->worst_sqnr_db;
   for (size_t i = 0; i < refined->layers.size(); ++i) {
     if (refined->layers[i].codec == "LAYER_CODEC_HEVC_DELTA") {
-      EXPECT_LT(refined->layers[i].bytes, q22->layers[i].bytes) << refined->layers[i].name;
-      EXPECT_LE(refined->layers[i].qp, 22);  // the coarsest P-picture QP that keeps q22's fidelity
+      EXPECT_LT(refined->layers[i].bytes, q22->layers[i].bytes)
+          << refined->layers[i].name;
+      EXPECT_LE(refined->layers[i].qp,
+                22);  // the coarsest P-picture QP that keeps q22's fidelity
     }
   }
-  EXPECT_NE(FileSha(dir + "/refined.pt"), FileSha(dir + "/q22.pt"));  // P pictures, not q22's intra pictures
-  // Coarse + refinement against q22 alone is measured in docs/EVALUATION.md (scripts/eval).
-  std::printf("progressive %llu bytes (coarse %llu), q22 alone %llu; worst SQNR refined %.2f dB, q22 %.2f dB\n",
-              static_cast<unsigned long long>(pulled->bytes), static_cast<unsigned long long>(handed[0].bytes),
-              static_cast<unsigned long long>(intra.bytes), refined->worst_sqnr_db, q22->worst_sqnr_db);
-  EXPECT_GE(refined->worst_sqnr_db, q22->worst_sqnr_db);  // the fidelity q22 promises
+  EXPECT_NE(FileSha(dir + "/refined.pt"),
+            FileSha(dir + "/q22.pt"));  // P pictures, not q22's intra pictures
+  // Coarse + refinement against q22 alone is measured in docs/EVALUATION.md
+  // (scripts/eval).
+  std::printf(
+      "progressive %llu bytes (coarse %llu), q22 alone %llu; worst SQNR "
+      "refined %.2f dB, q22 %.2f dB\n",
+      static_cast<unsigned long long>(pulled->bytes),
+      static_cast<unsigned long long>(handed[0].bytes),
+      static_cast<unsigned long long>(intra.bytes), refined->worst_sqnr_db,
+      q22->worst_sqnr_db);
+  EXPECT_GE(refined->worst_sqnr_db,
+            q22->worst_sqnr_db);  // the fidelity q22 promises
 
-  // Tier selection by bounds never picks a refinement (its bytes leave out the coarse tier's).
+  // Tier selection by bounds never picks a refinement (its bytes leave out the
+  // coarse tier's).
   EXPECT_EQ(SelectTier(info, {.max_bytes = refined->bytes}).value(), "q37");
-  // A plain pull of the refinement tier (no hand-over) and a second progressive pull agree.
-  ASSERT_TRUE(client->Pull({"cnn", "v1", {"q37+q22"}, dir + "/refined-plain.pt"}).ok());
+  // A plain pull of the refinement tier (no hand-over) and a second progressive
+  // pull agree.
+  ASSERT_TRUE(
+      client->Pull({"cnn", "v1", {"q37+q22"}, dir + "/refined-plain.pt"}).ok());
   EXPECT_EQ(FileSha(dir + "/refined-plain.pt"), FileSha(dir + "/refined.pt"));
 
   // A selected tier no finer than the coarse one is a plain pull.
@@ -104,7 +127,8 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   EXPECT_TRUE(plain.coarse.tier.empty());
   EXPECT_EQ(handed.size(), 1u);
 
-  // Bad coarse tiers are refused, naming the tier; nothing is added to the version.
+  // Bad coarse tiers are refused, naming the tier; nothing is added to the
+  // version.
   PullOptions lossless = progressive;
   lossless.coarse_tier = "lossless";
   auto refused = client->Pull(lossless);
@@ -114,29 +138,39 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   absent.coarse_tier = "q30";
   auto missing = client->Pull(absent);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("'q30' is not in the ladder"));
-  EXPECT_EQ(client->Pull({"cnn", "v1", {"q22+q37"}, dir + "/x.pt"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()),
+              HasSubstr("'q30' is not in the ladder"));
+  EXPECT_EQ(
+      client->Pull({"cnn", "v1", {"q22+q37"}, dir + "/x.pt"}).status().code(),
+      absl::StatusCode::kNotFound);
   EXPECT_EQ(client->Describe("cnn", "v1").value().tiers.size(), 4u);
 
-  // The refinement survives a restart and is measured on the evaluation bundle like any tier.
+  // The refinement survives a restart and is measured on the evaluation bundle
+  // like any tier.
   ASSERT_EQ(server->Stop(), 0);
   server = ServerProcess::Start(kServer, data, kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   client = Client::Connect({server->address()}).value();
-  ASSERT_TRUE(client->Pull({"cnn", "v1", {"q37+q22"}, dir + "/after-restart.pt"}).ok());
+  ASSERT_TRUE(
+      client->Pull({"cnn", "v1", {"q37+q22"}, dir + "/after-restart.pt"}).ok());
   EXPECT_EQ(FileSha(dir + "/after-restart.pt"), FileSha(dir + "/refined.pt"));
   std::optional<AccuracyFigures> accuracy;
   for (int i = 0; i < 300 && !accuracy; ++i) {  // 30 s at most
-    accuracy = FindTier(client->Describe("cnn", "v1").value(), "q37+q22")->accuracy;
+    accuracy =
+        FindTier(client->Describe("cnn", "v1").value(), "q37+q22")->accuracy;
     if (!accuracy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(accuracy.has_value());
   EXPECT_EQ(server->Stop(), 0);
   if (!HasFailure()) {
-    RecordReliability("progressive pulls naming a coarse tier that is not qNN or budget-N, or not in the ladder; a refinement "
-                      "from a finer to a coarser tier",
-                      "INVALID_ARGUMENT naming the tier; NOT_FOUND naming the missing tier; NOT_FOUND",
-                      "no tier added to the version; the refinement pulls byte-identically after a restart");
+    RecordReliability(
+        "progressive pulls naming a coarse tier that is not qNN or budget-N, "
+        "or not in the ladder; a refinement "
+        "from a finer to a coarser tier",
+        "INVALID_ARGUMENT naming the tier; NOT_FOUND naming the missing tier; "
+        "NOT_FOUND",
+        "no tier added to the version; the refinement pulls byte-identically "
+        "after a restart");
   }
 }
 
@@ -145,8 +179,12 @@ TEST(ProgressiveEndToEnd, ABudgetTierCanBeTheCoarseModel) {
   auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({server->address()}).value();
-  ASSERT_TRUE(client->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "budget-300k,q22"}).ok());
-  ASSERT_TRUE(client->Pull({"cnn", "v1", {"budget-300k"}, dir + "/budget.pt"}).ok());
+  ASSERT_TRUE(
+      client
+          ->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "budget-300k,q22"})
+          .ok());
+  ASSERT_TRUE(
+      client->Pull({"cnn", "v1", {"budget-300k"}, dir + "/budget.pt"}).ok());
   PullOptions progressive{"cnn", "v1", {"q22"}, dir + "/refined.pt"};
   progressive.coarse_tier = "budget-300k";
   progressive.coarse_output_path = dir + "/coarse.pt";
@@ -155,11 +193,14 @@ TEST(ProgressiveEndToEnd, ABudgetTierCanBeTheCoarseModel) {
   EXPECT_EQ(pulled->tier, "budget-300k+q22");
   EXPECT_EQ(pulled->coarse.tier, "budget-300k");
   EXPECT_EQ(FileSha(dir + "/coarse.pt"), FileSha(dir + "/budget.pt"));
-  EXPECT_LE(pulled->coarse.bytes, 300000u + 4096);  // the budget, plus the manifest's share
+  EXPECT_LE(pulled->coarse.bytes,
+            300000u + 4096);  // the budget, plus the manifest's share
   ASSERT_TRUE(client->Pull({"cnn", "v1", {"q22"}, dir + "/q22.pt"}).ok());
   const ModelInfo info = client->Describe("cnn", "v1").value();
-  EXPECT_GT(FindTier(info, "budget-300k+q22")->worst_sqnr_db, FindTier(info, "budget-300k")->worst_sqnr_db + 3);
-  EXPECT_GE(FindTier(info, "budget-300k+q22")->worst_sqnr_db, FindTier(info, "q22")->worst_sqnr_db);
+  EXPECT_GT(FindTier(info, "budget-300k+q22")->worst_sqnr_db,
+            FindTier(info, "budget-300k")->worst_sqnr_db + 3);
+  EXPECT_GE(FindTier(info, "budget-300k+q22")->worst_sqnr_db,
+            FindTier(info, "q22")->worst_sqnr_db);
   EXPECT_EQ(server->Stop(), 0);
 }
 
@@ -168,7 +209,8 @@ TEST(ProgressiveEndToEnd, TheAgentInstallsTheCoarseModelThenTheRefinedOne) {
   auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
   auto admin = Client::Connect({server->address()}).value();
-  ASSERT_TRUE(admin->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "q22,q37"}).ok());
+  ASSERT_TRUE(
+      admin->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "q22,q37"}).ok());
 
   auto device = Client::Connect({server->address()}).value();
   AgentOptions options{"device-1", dir + "/device", {"cnn"}};
@@ -180,8 +222,12 @@ TEST(ProgressiveEndToEnd, TheAgentInstallsTheCoarseModelThenTheRefinedOne) {
   std::thread thread([&] { agent.Run(stop).IgnoreError(); });
   ASSERT_TRUE(admin->StartRollout("cnn", "v1", 100, {}).ok());
   const std::string version_dir = options.dir + "/cnn/versions/v1";
-  for (int i = 0; i < 600 && !(agent.stats().installs == 2 && !std::filesystem::exists(version_dir + "/refining")); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // 60 s at most
+  for (int i = 0;
+       i < 600 && !(agent.stats().installs == 2 &&
+                    !std::filesystem::exists(version_dir + "/refining"));
+       ++i) {
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(100));  // 60 s at most
   }
   stop = true;
   thread.join();
@@ -192,8 +238,10 @@ TEST(ProgressiveEndToEnd, TheAgentInstallsTheCoarseModelThenTheRefinedOne) {
   EXPECT_EQ(stats.failures, 0);
   EXPECT_EQ(Agent::Installed(options.dir, "cnn"), "v1");
   EXPECT_FALSE(std::filesystem::exists(version_dir + "/refining"));
-  ASSERT_TRUE(admin->Pull({"cnn", "v1", {"q37+q22"}, dir + "/refined.pt"}).ok());
-  EXPECT_EQ(FileSha(options.dir + "/cnn/current/model.pt"), FileSha(dir + "/refined.pt"));
+  ASSERT_TRUE(
+      admin->Pull({"cnn", "v1", {"q37+q22"}, dir + "/refined.pt"}).ok());
+  EXPECT_EQ(FileSha(options.dir + "/cnn/current/model.pt"),
+            FileSha(dir + "/refined.pt"));
   // The server saw the device install the refined tier last.
   const RolloutInfo rollout = admin->GetRollout("cnn").value();
   EXPECT_EQ(rollout.Devices("v1", "INSTALLED"), 1u);

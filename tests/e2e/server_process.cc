@@ -3,10 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,11 +20,14 @@ extern char** environ;
 
 namespace weightcast {
 
-absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, const std::string& data_dir,
-                                                   const std::vector<std::string>& extra, uint64_t max_file_bytes) {
+absl::StatusOr<ServerProcess> ServerProcess::Start(
+    const std::string& binary, const std::string& data_dir,
+    const std::vector<std::string>& extra, uint64_t max_file_bytes) {
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
-  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--data-dir", data_dir};
+  std::vector<std::string> args = {binary,      "--listen",    "127.0.0.1:0",
+                                   "--metrics", "127.0.0.1:0", "--data-dir",
+                                   data_dir};
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
@@ -33,8 +36,9 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
   const pid_t parent = getpid();
   process.pid_ = fork();
   if (process.pid_ == 0) {
-    // The child dies with the test process, even one that aborts: an orphaned server would hold
-    // ctest's output pipe open. Only async-signal-safe calls until exec.
+    // The child dies with the test process, even one that aborts: an orphaned
+    // server would hold ctest's output pipe open. Only async-signal-safe calls
+    // until exec.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
     if (max_file_bytes != 0) {
@@ -55,7 +59,8 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
   }
   process.stdout_fd_ = pipe_fds[0];
   std::string output;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
   const std::string marker = "listening on ";
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd fd{process.stdout_fd_, POLLIN, 0};
@@ -67,18 +72,24 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(const std::string& binary, co
     const size_t at = output.find(marker);
     const size_t end = at == std::string::npos ? at : output.find('\n', at);
     if (end != std::string::npos) {
-      process.address_ = output.substr(at + marker.size(), end - at - marker.size());
+      process.address_ =
+          output.substr(at + marker.size(), end - at - marker.size());
       const std::string metrics = "metrics on ";
       const size_t m = output.find(metrics);
-      if (m != std::string::npos) process.metrics_url_ = output.substr(m + metrics.size(), output.find('\n', m) - m - metrics.size());
+      if (m != std::string::npos)
+        process.metrics_url_ = output.substr(
+            m + metrics.size(), output.find('\n', m) - m - metrics.size());
       return process;
     }
   }
-  return absl::DeadlineExceededError(absl::StrCat(binary, " did not start listening; it printed: ", output));
+  return absl::DeadlineExceededError(
+      absl::StrCat(binary, " did not start listening; it printed: ", output));
 }
 
 ServerProcess::ServerProcess(ServerProcess&& other) noexcept
-    : pid_(other.pid_), stdout_fd_(other.stdout_fd_), address_(std::move(other.address_)),
+    : pid_(other.pid_),
+      stdout_fd_(other.stdout_fd_),
+      address_(std::move(other.address_)),
       metrics_url_(std::move(other.metrics_url_)) {
   other.pid_ = -1;
   other.stdout_fd_ = -1;
@@ -126,7 +137,8 @@ void ServerProcess::Kill() {
 
 absl::StatusOr<std::string> HttpGet(const std::string& url) {
   const std::string prefix = "http://127.0.0.1:";
-  if (url.rfind(prefix, 0) != 0) return absl::InvalidArgumentError("only http://127.0.0.1 URLs");
+  if (url.rfind(prefix, 0) != 0)
+    return absl::InvalidArgumentError("only http://127.0.0.1 URLs");
   const size_t slash = url.find('/', prefix.size());
   const int port = std::stoi(url.substr(prefix.size(), slash - prefix.size()));
   const std::string path = slash == std::string::npos ? "/" : url.substr(slash);
@@ -139,11 +151,14 @@ absl::StatusOr<std::string> HttpGet(const std::string& url) {
     close(fd);
     return absl::UnavailableError(absl::StrCat("cannot connect to ", url));
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  const std::string request =
+      absl::StrCat("GET ", path,
+                   " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   (void)!write(fd, request.data(), request.size());
   std::string response;
   char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;)
+    response.append(buffer, n);
   close(fd);
   const size_t body = response.find("\r\n\r\n");
   if (body == std::string::npos) return absl::DataLossError("no HTTP body");
@@ -166,7 +181,8 @@ uint64_t ProcessStatusKb(pid_t pid, const char* field) {
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
+    if (line.rfind(field, 0) == 0)
+      return std::stoull(line.substr(std::strlen(field) + 1));
   }
   return 0;
 }

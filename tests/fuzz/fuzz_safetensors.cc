@@ -1,5 +1,5 @@
-// libFuzzer target: the safetensors reader on arbitrary bytes must return a model or an error,
-// never crash, hang or read out of bounds.
+// libFuzzer target: the safetensors reader on arbitrary bytes must return a
+// model or an error, never crash, hang or read out of bounds.
 #include <cstddef>
 #include <cstdint>
 

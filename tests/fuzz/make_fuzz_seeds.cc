@@ -1,6 +1,7 @@
-// Writes the committed seed corpus of the fuzz targets (tests/fuzz/corpus/TARGET/) from real
-// encodings: small safetensors files, packed layers at several codecs, HEVC bitstreams. The
-// torch.save seeds (data.pkl records) and the TorchScript archives come from PyTorch:
+// Writes the committed seed corpus of the fuzz targets
+// (tests/fuzz/corpus/TARGET/) from real encodings: small safetensors files,
+// packed layers at several codecs, HEVC bitstreams. The torch.save seeds
+// (data.pkl records) and the TorchScript archives come from PyTorch:
 // tests/fuzz/make_torch_seeds.py, tests/fuzz/make_torchscript_seeds.py.
 // usage: make_fuzz_seeds CORPUS_DIR
 #include <cstdio>
@@ -17,12 +18,15 @@
 
 namespace {
 
-void Write(const std::filesystem::path& path, const std::vector<uint8_t>& bytes) {
+void Write(const std::filesystem::path& path,
+           const std::vector<uint8_t>& bytes) {
   std::filesystem::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-weightcast::Tensor Weights(const std::string& name, int64_t rows, int64_t cols) {
+weightcast::Tensor Weights(const std::string& name, int64_t rows,
+                           int64_t cols) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   std::vector<float> values(static_cast<size_t>(rows * cols));
@@ -40,25 +44,32 @@ int main(int argc, char** argv) {
   const std::filesystem::path corpus = argv[1];
   weightcast::Model model;
   model.tensors.push_back(Weights("fc.weight", 16, 24));
-  model.tensors.push_back(weightcast::MakeFloat32Tensor("fc.bias", {4}, std::vector<float>{1, 2, 3, 4}));
-  Write(corpus / "fuzz_safetensors" / "two_tensors", weightcast::SerializeSafetensors(model));
+  model.tensors.push_back(weightcast::MakeFloat32Tensor(
+      "fc.bias", {4}, std::vector<float>{1, 2, 3, 4}));
+  Write(corpus / "fuzz_safetensors" / "two_tensors",
+        weightcast::SerializeSafetensors(model));
 
   const weightcast::Tensor weights = Weights("w", 40, 72);
   int n = 0;
-  for (auto codec : {weightcast::LayerCodec::kHevc, weightcast::LayerCodec::kZstdInt8, weightcast::LayerCodec::kRawInt8,
-                     weightcast::LayerCodec::kFloat32}) {
+  for (auto codec :
+       {weightcast::LayerCodec::kHevc, weightcast::LayerCodec::kZstdInt8,
+        weightcast::LayerCodec::kRawInt8, weightcast::LayerCodec::kFloat32}) {
     weightcast::LayerEncodeOptions options;
     options.codec = codec;
     options.hevc.qp = 30;
     options.threads = 1;
     auto layer = weightcast::EncodeLayer(weights, options);
     if (!layer.ok()) return 1;
-    Write(corpus / "fuzz_packed_layer" / absl::StrCat("codec", n++), weightcast::SerializePackedLayer(*layer));
+    Write(corpus / "fuzz_packed_layer" / absl::StrCat("codec", n++),
+          weightcast::SerializePackedLayer(*layer));
   }
   for (int side : {32, 64}) {
-    weightcast::Plane plane{side, side, std::vector<uint8_t>(static_cast<size_t>(side * side))};
+    weightcast::Plane plane{
+        side, side, std::vector<uint8_t>(static_cast<size_t>(side * side))};
     for (int y = 0; y < side; ++y) {
-      for (int x = 0; x < side; ++x) plane.pixels[y * side + x] = static_cast<uint8_t>((x * 7 + y * 3) % 256);
+      for (int x = 0; x < side; ++x)
+        plane.pixels[y * side + x] =
+            static_cast<uint8_t>((x * 7 + y * 3) % 256);
     }
     weightcast::HevcEncodeOptions options;
     options.qp = 27;

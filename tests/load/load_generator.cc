@@ -1,8 +1,9 @@
-// Load generator: mixed traffic against the real weightcastd on 127.0.0.1 — pulls of several
-// tiers, registrations, describes, and idle device watches held open throughout — for a bounded
-// time and operation count. Reports per operation count, errors, p50/p99 latency and
-// throughput, and the server's RSS (idle and peak). Exits 1 if any operation failed.
-// usage: load_generator WEIGHTCASTD FIXTURE_DIR WORK_DIR [SECONDS=20] [CLIENTS=8] [WATCHERS=50]
+// Load generator: mixed traffic against the real weightcastd on 127.0.0.1 —
+// pulls of several tiers, registrations, describes, and idle device watches
+// held open throughout — for a bounded time and operation count. Reports per
+// operation count, errors, p50/p99 latency and throughput, and the server's RSS
+// (idle and peak). Exits 1 if any operation failed. usage: load_generator
+// WEIGHTCASTD FIXTURE_DIR WORK_DIR [SECONDS=20] [CLIENTS=8] [WATCHERS=50]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -37,32 +38,41 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
-int Run(const std::string& weightcastd, const std::string& fixtures, const std::string& work, int seconds, int clients,
-        int watchers) {
+int Run(const std::string& weightcastd, const std::string& fixtures,
+        const std::string& work, int seconds, int clients, int watchers) {
   std::filesystem::remove_all(work);
-  auto server = ServerProcess::Start(weightcastd, work + "/data", {"--max-streams-per-client", "10000"});
+  auto server = ServerProcess::Start(weightcastd, work + "/data",
+                                     {"--max-streams-per-client", "10000"});
   if (!server.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+    std::fprintf(stderr, "%s\n",
+                 std::string(server.status().message()).c_str());
     return 1;
   }
   auto admin = Client::Connect({server->address()}).value();
   const std::vector<std::string> tiers = {"lossless", "q27", "q32"};
-  if (!admin->Register({"m", "v1", fixtures + "/mlp.pt", "lossless,q27,q32"}).ok()) return 1;
+  if (!admin->Register({"m", "v1", fixtures + "/mlp.pt", "lossless,q27,q32"})
+           .ok())
+    return 1;
   for (const std::string& tier : tiers) {
-    if (!admin->Pull({"m", "v1", {tier}, ""}).ok()) return 1;  // encoded before the clock starts
+    if (!admin->Pull({"m", "v1", {tier}, ""}).ok())
+      return 1;  // encoded before the clock starts
   }
   const uint64_t idle_kb = ProcessStatusKb(server->pid(), "VmRSS:");
 
   std::atomic<bool> stop{false};
   std::vector<std::thread> watch_threads;
   std::vector<std::unique_ptr<Client>> watch_clients;
-  for (int c = 0; c < 4; ++c) watch_clients.push_back(Client::Connect({server->address()}).value());
+  for (int c = 0; c < 4; ++c)
+    watch_clients.push_back(Client::Connect({server->address()}).value());
   std::atomic<int> watch_errors{0};
   for (int i = 0; i < watchers; ++i) {
     watch_threads.emplace_back([&, i] {
-      WatchOptions watch{absl::StrCat("load-device-", i), {}, {"m"}, "", {}, [&] { return stop.load(); }};
-      const absl::Status ended = watch_clients[i % watch_clients.size()]->Watch(watch, [](const AssignmentInfo&) {});
-      if (!stop.load() || ended.code() != absl::StatusCode::kCancelled) ++watch_errors;
+      WatchOptions watch{absl::StrCat("load-device-", i), {}, {"m"}, "", {},
+                         [&] { return stop.load(); }};
+      const absl::Status ended = watch_clients[i % watch_clients.size()]->Watch(
+          watch, [](const AssignmentInfo&) {});
+      if (!stop.load() || ended.code() != absl::StatusCode::kCancelled)
+        ++watch_errors;
     });
   }
 
@@ -96,10 +106,15 @@ int Run(const std::string& weightcastd, const std::string& fixtures, const std::
           status = client->Describe("m", "v1").status();
         } else {
           name = "register";
-          status = client->Register({absl::StrCat("load-", w), absl::StrCat("v", op), fixtures + "/mlp.pt", "lossless"})
-                       .status();
+          status =
+              client
+                  ->Register({absl::StrCat("load-", w), absl::StrCat("v", op),
+                              fixtures + "/mlp.pt", "lossless"})
+                  .status();
         }
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        const double ms =
+            std::chrono::duration<double, std::milli>(Clock::now() - t0)
+                .count();
         absl::MutexLock lock(&mu);
         Samples& s = samples[name];
         s.ms.push_back(ms);
@@ -110,22 +125,29 @@ int Run(const std::string& weightcastd, const std::string& fixtures, const std::
     });
   }
   for (auto& t : workers) t.join();
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double elapsed =
+      std::chrono::duration<double>(Clock::now() - start).count();
   stop = true;
   for (auto& t : watch_threads) t.join();
   sampler.join();
 
   int errors = watch_errors.load();
-  std::printf("%d clients for %.1f s on 127.0.0.1, %d device watches held open throughout\n", clients, elapsed, watchers);
-  std::printf("| operation | count | errors | p50 ms | p99 ms | per second |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "%d clients for %.1f s on 127.0.0.1, %d device watches held open "
+      "throughout\n",
+      clients, elapsed, watchers);
+  std::printf(
+      "| operation | count | errors | p50 ms | p99 ms | per second "
+      "|\n|---|---|---|---|---|---|\n");
   for (const auto& [name, s] : samples) {
-    std::printf("| %s | %zu | %d | %.2f | %.2f | %.1f |\n", name.c_str(), s.ms.size(), s.errors, Percentile(s.ms, 0.5),
+    std::printf("| %s | %zu | %d | %.2f | %.2f | %.1f |\n", name.c_str(),
+                s.ms.size(), s.errors, Percentile(s.ms, 0.5),
                 Percentile(s.ms, 0.99), s.ms.size() / elapsed);
     if (s.errors) std::printf("  first error: %s\n", s.first_error.c_str());
     errors += s.errors;
   }
-  std::printf("watch errors: %d; server RSS: %.1f MB idle, %.1f MB peak\n", watch_errors.load(), idle_kb / 1024.0,
-              peak_kb / 1024.0);
+  std::printf("watch errors: %d; server RSS: %.1f MB idle, %.1f MB peak\n",
+              watch_errors.load(), idle_kb / 1024.0, peak_kb / 1024.0);
   return errors == 0 ? 0 : 1;
 }
 
@@ -134,13 +156,18 @@ int Run(const std::string& weightcastd, const std::string& fixtures, const std::
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: load_generator WEIGHTCASTD FIXTURE_DIR WORK_DIR [SECONDS=20] [CLIENTS=8] [WATCHERS=50]\n");
+    std::fprintf(stderr,
+                 "usage: load_generator WEIGHTCASTD FIXTURE_DIR WORK_DIR "
+                 "[SECONDS=20] [CLIENTS=8] [WATCHERS=50]\n");
     return 2;
   }
   int seconds = 20, clients = 8, watchers = 50;
-  if ((argc > 4 && (!absl::SimpleAtoi(argv[4], &seconds) || seconds < 1 || seconds > 3600)) ||
-      (argc > 5 && (!absl::SimpleAtoi(argv[5], &clients) || clients < 1 || clients > 256)) ||
-      (argc > 6 && (!absl::SimpleAtoi(argv[6], &watchers) || watchers < 0 || watchers > 5000))) {
+  if ((argc > 4 && (!absl::SimpleAtoi(argv[4], &seconds) || seconds < 1 ||
+                    seconds > 3600)) ||
+      (argc > 5 && (!absl::SimpleAtoi(argv[5], &clients) || clients < 1 ||
+                    clients > 256)) ||
+      (argc > 6 && (!absl::SimpleAtoi(argv[6], &watchers) || watchers < 0 ||
+                    watchers > 5000))) {
     std::fprintf(stderr, "SECONDS 1..3600, CLIENTS 1..256, WATCHERS 0..5000\n");
     return 2;
   }

@@ -1,4 +1,5 @@
-// A Clock (common/base/clock.h) that moves only when the test sets it. Thread-safe. Header-only.
+// A Clock (common/base/clock.h) that moves only when the test sets it.
+// Thread-safe. Header-only.
 #ifndef WEIGHTCAST_TESTS_TESTING_MANUAL_CLOCK_H_
 #define WEIGHTCAST_TESTS_TESTING_MANUAL_CLOCK_H_
 
@@ -10,7 +11,8 @@ namespace weightcast {
 
 class ManualClock final : public Clock {
  public:
-  explicit ManualClock(absl::Time now = absl::FromUnixSeconds(1'000'000'000)) : now_(now) {}
+  explicit ManualClock(absl::Time now = absl::FromUnixSeconds(1'000'000'000))
+      : now_(now) {}
   absl::Time Now() const override {
     absl::MutexLock lock(&mu_);
     return now_;

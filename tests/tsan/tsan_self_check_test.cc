@@ -1,5 +1,6 @@
-// ThreadSanitizer builds only: the absl::Mutex annotations in absl_sync_annotations.cc must make
-// guarded accesses quiet and leave real races loud, or the TSan run proves nothing.
+// ThreadSanitizer builds only: the absl::Mutex annotations in
+// absl_sync_annotations.cc must make guarded accesses quiet and leave real
+// races loud, or the TSan run proves nothing.
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -32,7 +33,8 @@ TEST(TsanSelfCheck, AccessesGuardedByAnAbslMutexOrConditionAreNotRaces) {
 }
 
 TEST(TsanSelfCheck, AnUnguardedRaceIsReported) {
-  // TSAN_OPTIONS halt_on_error=1 (the tsan test preset): the report ends the process with 66.
+  // TSAN_OPTIONS halt_on_error=1 (the tsan test preset): the report ends the
+  // process with 66.
   EXPECT_EXIT(
       {
         int counter = 0;
