@@ -22,7 +22,7 @@ namespace weightcast {
 namespace {
 
 absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
-  RETURN_IF_ERROR(CheckName(what, label, 64));
+  RETURN_IF_ERROR(CheckName(what, label, kMaxLabelBytes));
   if (label == "latest")
     return absl::InvalidArgumentError(
         absl::StrCat(what, " 'latest' is reserved"));
