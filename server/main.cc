@@ -29,7 +29,7 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
-  --workers N          encoder threads (default: one per core)
+  --workers N          encoder threads (default 0: one per core; at most 1024)
   --cache-bytes N      budget for encoded tiers; least recently used ones are evicted and
                        re-encoded on demand (default 0: unlimited; each version's first tier
                        is pinned)
@@ -40,16 +40,18 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
   --max-tiers N        most tiers one version may have, its ladder and the refinements added
                        on request together (default 32, at most 256)
-  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600)
+  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600;
+                       at most a week, as for --pull-seconds)
   --pull-seconds N     longest a Pull stream may take (default 3600; clients resume where
                        they stopped). Past either: DEADLINE_EXCEEDED naming the flag; a client
                        that stopped reading or sending is cancelled min(N, 5) seconds later
-  --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10;
+                       at most 86400)
   --max-streams-per-client N  concurrent Pull, Watch and health Watch streams one client (its
-                       token when --tokens is set, else its IP address) may hold (default 256;
-                       RESOURCE_EXHAUSTED beyond)
+                       token when --tokens is set, else its IP address) may hold (default 256,
+                       at most 2^20; RESOURCE_EXHAUSTED beyond)
   --keepalive-seconds N  a Watch stream with nothing to say sends a keepalive this often
-                       (default 15)
+                       (default 15, at most 86400)
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE       ...and this PEM private key
   --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
