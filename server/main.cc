@@ -40,9 +40,9 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
   --max-tiers N        most tiers one version may have, its ladder and the refinements added
                        on request together (default 32, at most 256)
-  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600;
-                       at most a week, as for --pull-seconds)
-  --pull-seconds N     longest a Pull stream may take (default 3600; clients resume where
+  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600,
+                       at most 604800: a week)
+  --pull-seconds N     longest a Pull stream may take (default 3600, at most 604800; clients resume where
                        they stopped). Past either: DEADLINE_EXCEEDED naming the flag; a client
                        that stopped reading or sending is cancelled min(N, 5) seconds later
   --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10;
