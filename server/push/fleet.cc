@@ -24,6 +24,33 @@ absl::Status CheckDeviceId(const std::string& id) {
   return CheckName("device_id", id, kMaxDeviceIdBytes);
 }
 
+absl::Status CheckWatch(const WatchSpec& spec) {
+  RETURN_IF_ERROR(CheckDeviceId(spec.device_id));
+  if (spec.models.empty())
+    return absl::InvalidArgumentError("a watch names at least one model");
+  if (spec.models.size() > kMaxWatchedModels ||
+      spec.installed.size() > kMaxWatchedModels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a watch names at most ", kMaxWatchedModels, " models, not ",
+        std::max(spec.models.size(), spec.installed.size())));
+  }
+  if (spec.groups.size() > kMaxWatchGroups) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a watch names at most ", kMaxWatchGroups, " groups, not ",
+                     spec.groups.size()));
+  }
+  for (const std::string& model : spec.models)
+    RETURN_IF_ERROR(CheckName("model", model, kMaxLabelBytes));
+  for (const std::string& group : spec.groups)
+    RETURN_IF_ERROR(CheckName("group", group, kMaxLabelBytes));
+  if (spec.tier_name.size() > kMaxLabelBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tier policy name must be at most ", kMaxLabelBytes,
+                     " characters, not ", spec.tier_name.size()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RolloutBucket(const std::string& model, const std::string& device_id) {
@@ -171,9 +198,7 @@ void Fleet::WakeAll(const std::vector<std::shared_ptr<Subscription>>& subs) {
 
 absl::StatusOr<std::shared_ptr<Subscription>> Fleet::Subscribe(
     WatchSpec spec, std::weak_ptr<SubscriptionListener> listener) {
-  RETURN_IF_ERROR(CheckDeviceId(spec.device_id));
-  if (spec.models.empty())
-    return absl::InvalidArgumentError("a watch names at least one model");
+  RETURN_IF_ERROR(CheckWatch(spec));
   auto sub = std::shared_ptr<Subscription>(
       new Subscription(std::move(spec), std::move(listener)));
   absl::MutexLock lock(&mu_);

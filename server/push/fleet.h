@@ -103,6 +103,11 @@ struct RolloutChange {
   std::optional<bool> paused;
 };
 
+// What one Watch may name: each model a label, each group a label, and a
+// tier policy name of at most kMaxLabelBytes; so a watcher's memory is bounded.
+inline constexpr size_t kMaxWatchedModels = 64;
+inline constexpr size_t kMaxWatchGroups = 64;
+
 // Longest reason a device report may carry.
 inline constexpr size_t kMaxReportReasonBytes = 1024;
 
@@ -115,7 +120,9 @@ class Fleet {
       std::function<absl::Status(const std::string&, const std::string&)>
           version_exists);
 
-  // INVALID_ARGUMENT for a bad device id or no models; the current assignments
+  // INVALID_ARGUMENT for a bad device id, no models, a bad model or group name,
+  // or more than kMaxWatchedModels models (installed entries too) or
+  // kMaxWatchGroups groups; the current assignments
   // are queued at once (the listener is not called for those: take them).
   // `listener` (may be empty) hears of every later event and of the close.
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(

@@ -366,5 +366,28 @@ TEST_F(FleetTest, ReportsFromManyThreadsAreStoredInBatches) {
   ASSERT_EQ(view->counts.size(), 1u);
   EXPECT_EQ(view->counts[0].devices, uint64_t{kDevices});
 }
+TEST_F(FleetTest, AWatchIsBoundedInModelsGroupsAndNames) {
+  std::vector<std::string> models(kMaxWatchedModels + 1, "mlp");
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, models}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("at most 64 models, not 65")));
+  std::vector<std::string> groups(kMaxWatchGroups + 1, "lab");
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", groups, {"mlp"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("at most 64 groups, not 65")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {"lab\n"}, {"mlp"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("group 'lab\\x0a' may hold only")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, {std::string(65, 'm')}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("model must be 1-64 characters, not 65")));
+  EXPECT_THAT(
+      fleet_->Subscribe({"dev-1", {}, {"mlp"}, std::string(65, 'q')}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("tier policy name must be at most 64 characters")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {"lab"}, {"mlp", "other"}, "q27"}),
+              IsOk());
+}
+
 }  // namespace
 }  // namespace weightcast
