@@ -12,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "client/sdk/base_store.h"
 #include "client/sdk/fleet_calls.h"
+#include "client/sdk/tier_wait.h"
 #include "common/base/file.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
@@ -666,9 +668,13 @@ absl::Status GrpcClient::HandOverCoarse(const PullOptions& options,
 
 absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const ModelInfo info,
-                   Describe(options.model, options.version));
-  ASSIGN_OR_RETURN(const std::string selected, SelectTier(info, options.tier));
+  // A selection by bytes, fidelity, accuracy or link speed waits for the
+  // tiers' sizes (client/sdk/tier_wait.h).
+  ASSIGN_OR_RETURN(const auto described,
+                   DescribeAndSelectTier(*this, options,
+                                         absl::Now() + options_.call_timeout));
+  const ModelInfo& info = described.first;
+  const std::string& selected = described.second;
   std::string tier = selected, coarse_tier;
   if (!options.coarse_tier.empty()) {
     ASSIGN_OR_RETURN(const TierSpec coarse, ParseTier(options.coarse_tier));
@@ -713,6 +719,12 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
     RETURN_IF_ERROR(WriteCheckpoint(
         *tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
         options.output_path));
+  }
+  if (options.output_model != nullptr) {
+    ASSIGN_OR_RETURN(
+        *options.output_model,
+        OutputModel(*tensors, options.int8_output ? OutputKind::kInt8
+                                                  : OutputKind::kFloat));
   }
   result.bases_needed = bases.Needed();
   result.seconds =
