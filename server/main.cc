@@ -33,6 +33,10 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        is pinned)
   --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
                        (default lossless,q22,q27,q32,q37)
+  --no-encode-on-register  do not start encoding a version's ladder when it is registered
+                       (by default every ladder tier is encoded in the background at once,
+                       behind the encodings pulls wait for, so selections by bytes, SQNR,
+                       accuracy or link speed find sizes; --encode-on-register: the default)
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
@@ -78,6 +82,7 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens;
   bool reflection = true;
+  bool encode_on_register = true;
 };
 
 bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
@@ -153,6 +158,9 @@ bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
         *error = arg + " needs a count >= 1";
         return false;
       }
+    } else if (arg == "--no-encode-on-register" ||
+               arg == "--encode-on-register") {
+      flags->encode_on_register = arg == "--encode-on-register";
     } else if (arg == "--no-reflection") {
       flags->reflection = false;
     } else if (arg == "--max-tiers") {
@@ -282,7 +290,8 @@ int main(int argc, char** argv) {
                                      &limiter,
                                      &deadlines,
                                      absl::Seconds(flags.upload_seconds),
-                                     absl::Seconds(flags.pull_seconds)};
+                                     absl::Seconds(flags.pull_seconds),
+                                     flags.encode_on_register};
   metrics.AddDeadlineCancels(
       [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
