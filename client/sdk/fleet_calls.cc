@@ -157,3 +157,15 @@ absl::StatusOr<RolloutInfo> GetRollout(v1::Admin::Stub& stub,
 }
 
 }  // namespace weightcast::fleet_calls
+
+namespace weightcast {
+
+uint64_t RolloutInfo::Devices(const std::string& version,
+                              const std::string& state) const {
+  uint64_t n = 0;
+  for (const Count& c : counts)
+    n += c.version == version && c.state == state ? c.devices : 0;
+  return n;
+}
+
+}  // namespace weightcast

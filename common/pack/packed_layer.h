@@ -15,21 +15,12 @@
 #include "absl/types/span.h"
 #include "common/base/sha256.h"
 #include "common/hevc/picture.h"
+#include "common/pack/layer_codec_id.h"
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
-
-enum class LayerCodec {
-  kHevc,
-  kRawInt8,
-  kZstdInt8,
-  kFloat32,
-  kFloat16,
-  kPassthrough,
-  kHevcDelta
-};
 
 absl::string_view LayerCodecName(
     LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...

@@ -19,7 +19,7 @@ int64_t NowSeconds() {
 }
 
 absl::Status CheckDeviceId(const std::string& id) {
-  return CheckName("device_id", id, 128);
+  return CheckName("device_id", id, kMaxDeviceIdBytes);
 }
 
 bool Watches(const WatchSpec& spec, const std::string& model) {
@@ -160,8 +160,8 @@ absl::Status Fleet::Report(DeviceRecord status) {
     return absl::InvalidArgumentError(
         "state must be DOWNLOADING, INSTALLED or FAILED");
   }
-  RETURN_IF_ERROR(CheckName("model", status.model, 64));
-  RETURN_IF_ERROR(CheckName("version", status.version, 64));
+  RETURN_IF_ERROR(CheckName("model", status.model, kMaxLabelBytes));
+  RETURN_IF_ERROR(CheckName("version", status.version, kMaxLabelBytes));
   if (!status.tier.empty()) RETURN_IF_ERROR(ParseTier(status.tier).status());
   if (status.reason.size() > kMaxReportReasonBytes) {
     return absl::InvalidArgumentError(

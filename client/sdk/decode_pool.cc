@@ -1,0 +1,130 @@
+#include "client/sdk/decode_pool.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+#include "common/pack/delta_codec.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/packed_layer.h"
+
+namespace weightcast {
+
+DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases)
+    : bases_(bases), results_(layers), hold_(hold) {
+  if (threads <= 0)
+    threads =
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+}
+
+DecodePool::~DecodePool() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& t : workers_) t.join();
+}
+
+void DecodePool::Submit(size_t index, std::string bytes,
+                        v1::ManifestLayer expected) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back({index, std::move(bytes), std::move(expected)});
+}
+
+int DecodePool::backlog() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size()) + running_;
+}
+
+int DecodePool::decoded() {
+  absl::MutexLock lock(&mu_);
+  return decoded_;
+}
+
+void DecodePool::Wait() {
+  absl::MutexLock lock(&mu_);
+  hold_ = false;
+  mu_.Await(absl::Condition(
+      +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+        return p->queue_.empty() && p->running_ == 0;
+      },
+      this));
+}
+
+absl::StatusOr<RebuiltTensor> DecodePool::Take(size_t index) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<RebuiltTensor> result = std::move(results_[index]);
+  results_[index] = absl::DataLossError("layer result already taken");
+  return result;
+}
+
+absl::Status DecodePool::Check(size_t index) {
+  absl::MutexLock lock(&mu_);
+  return results_[index].status();
+}
+
+void DecodePool::Restore(size_t index, RebuiltTensor tensor) {
+  absl::MutexLock lock(&mu_);
+  results_[index] = std::move(tensor);
+}
+
+absl::StatusOr<RebuiltTensor> DecodePool::Decode(const Job& job) {
+  const auto span = absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(job.bytes.data()), job.bytes.size());
+  const Sha256Digest digest = Sha256(span);
+  if (std::string(digest.begin(), digest.end()) != job.expected.blob_sha256()) {
+    return absl::DataLossError(
+        absl::StrCat("layer '", job.expected.name(),
+                     "': received bytes do not match the manifest's SHA-256"));
+  }
+  size_t consumed = 0;
+  ASSIGN_OR_RETURN(const PackedLayer layer, ParsePackedLayer(span, &consumed));
+  if (layer.name != job.expected.name() || consumed != span.size()) {
+    return absl::DataLossError(
+        absl::StrCat("layer '", job.expected.name(),
+                     "': packed layer does not match the manifest"));
+  }
+  if (layer.codec == LayerCodec::kHevcDelta) {
+    ASSIGN_OR_RETURN(const std::vector<uint8_t> base,
+                     bases_->Get(layer.base_sha256));
+    return DecodeLayerDelta(base, layer, 1);
+  }
+  ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, 1));
+  // The base of a later delta (a base entry of a progressive pull is kept
+  // already).
+  if (layer.codec == LayerCodec::kHevc && !layer.lossless &&
+      !job.expected.is_base())
+    bases_->Store(span);
+  return tensor;
+}
+
+void DecodePool::Work() {
+  while (true) {
+    Job job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+            return p->stopping_ || (!p->hold_ && !p->queue_.empty());
+          },
+          this));
+      if (queue_.empty()) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+    }
+    absl::StatusOr<RebuiltTensor> result = Decode(job);
+    absl::MutexLock lock(&mu_);
+    if (!result.ok())
+      result =
+          absl::Status(absl::StatusCode::kDataLoss, result.status().message());
+    results_[job.index] = std::move(result);
+    --running_;
+    ++decoded_;
+  }
+}
+
+}  // namespace weightcast

@@ -1,0 +1,375 @@
+#include "client/sdk/pull.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/sdk/base_store.h"
+#include "client/sdk/decode_pool.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/checkpoint.h"
+#include "common/pack/tier.h"
+
+namespace weightcast {
+namespace {
+
+using fleet_calls::FromGrpc;
+
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         code == grpc::StatusCode::INTERNAL ||
+         code == grpc::StatusCode::UNKNOWN ||
+         code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+// Tensors by their position in the version (refinement manifests send them out
+// of order).
+std::vector<RebuiltTensor> InTensorOrder(
+    std::vector<std::pair<uint32_t, RebuiltTensor>> indexed) {
+  std::stable_sort(
+      indexed.begin(), indexed.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<RebuiltTensor> tensors;
+  tensors.reserve(indexed.size());
+  for (auto& [index, tensor] : indexed) tensors.push_back(std::move(tensor));
+  return tensors;
+}
+
+// One pull in progress: what arrived so far and where it goes.
+struct PullState {
+  std::string version, tier;
+  v1::Manifest manifest;
+  std::vector<std::string> layers;  // bytes of the layer being received
+  size_t layer = 0;                 // the next layer to complete
+  std::unique_ptr<DecodePool> pool;
+  PullProgress progress;
+  bool version_changed = false;
+  BaseStore* bases = nullptr;
+  std::chrono::steady_clock::time_point start;
+  // Progressive pulls: the coarse model is complete when the layers before
+  // the first refinement layer are in; it is handed over once.
+  std::string coarse_tier;  // empty: not progressive
+  size_t first_refinement = 0;
+  bool coarse_attempted = false;
+  CoarseModel coarse;    // tier set once handed over
+  absl::Status failure;  // a local failure that ended the stream (not retried)
+};
+
+absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
+
+// Reads the stream from (layer, offset), handing complete layers to the pool
+// (bases sent along go to the base store). `only_layer` >= 0: that layer alone.
+grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
+                    PullState* state, int only_layer = -1) {
+  grpc::ClientContext context;
+  stubs.prepare(&context);
+  v1::PullRequest request;
+  request.set_model(options.model);
+  request.set_version(state->version);
+  request.mutable_tier()->set_name(state->tier);
+  std::vector<std::string>& layers = state->layers;
+  request.set_resume_layer(static_cast<uint32_t>(state->layer));
+  request.set_resume_offset(
+      state->layer < layers.size() ? layers[state->layer].size() : 0);
+  if (state->coarse_tier.empty()) {
+    for (std::string& held : state->bases->HeldRaw())
+      request.add_held_blob_sha256(std::move(held));
+  }
+  auto reader = (options.max_bytes_per_second > 0 ? stubs.paced_distribution
+                                                  : stubs.distribution)
+                    ->Pull(&context, request);
+  v1::PullResponse response;
+  PullProgress& progress = state->progress;
+  while (reader->Read(&response)) {
+    if (options.cancel && options.cancel->load()) {
+      context.TryCancel();
+      break;
+    }
+    if (response.has_manifest()) {
+      if (state->manifest.layers_size() == 0) {
+        state->manifest = response.manifest();
+        layers.assign(state->manifest.layers_size(), "");
+        progress.total_bytes = state->manifest.total_bytes();
+        progress.layers_total = state->manifest.layers_size();
+        state->pool =
+            std::make_unique<DecodePool>(options.decode_threads, layers.size(),
+                                         !options.pipelined, state->bases);
+        state->first_refinement = layers.size();
+        for (int i = 0; i < state->manifest.layers_size(); ++i) {
+          const v1::ManifestLayer& layer = state->manifest.layers(i);
+          if (!layer.is_base() &&
+              !layer.base_blob_sha256()
+                   .empty()) {  // a refinement of a base entry
+            state->first_refinement = static_cast<size_t>(i);
+            break;
+          }
+        }
+      } else if (response.manifest().SerializeAsString() !=
+                 state->manifest.SerializeAsString()) {
+        state->version_changed = true;  // never mix two versions' layers
+        context.TryCancel();
+        break;
+      }
+      continue;
+    }
+    const v1::LayerChunk& chunk = response.chunk();
+    const size_t i = state->layer;
+    if (chunk.layer() != i || chunk.offset() != layers[i].size()) {
+      context.TryCancel();
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "stream out of order");
+    }
+    std::string& bytes = layers[i];
+    bytes += chunk.data();
+    progress.bytes_received += chunk.data().size();
+    if (options.max_bytes_per_second >
+        0) {  // pace reads: flow control slows the server to match
+      const auto due =
+          state->start +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(progress.bytes_received /
+                                            options.max_bytes_per_second));
+      std::this_thread::sleep_until(due);
+    }
+    const v1::ManifestLayer& expected = state->manifest.layers(i);
+    if (bytes.size() > expected.bytes()) {
+      context.TryCancel();
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          "layer longer than its manifest entry");
+    }
+    if (bytes.size() == expected.bytes()) {
+      const auto span = absl::MakeConstSpan(
+          reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      if (expected.is_base()) {  // kept before the delta layer that follows
+                                 // needs it
+        const Sha256Digest digest = Sha256(span);
+        if (std::string(digest.begin(), digest.end()) !=
+            expected.blob_sha256()) {
+          context.TryCancel();
+          return grpc::Status(
+              grpc::StatusCode::DATA_LOSS,
+              absl::StrCat("the base of layer '", expected.name(),
+                           "' does not match its SHA-256"));
+        }
+        state->bases->Keep(digest, span);
+        if (!state->coarse_tier.empty())
+          state->pool->Submit(i, std::move(bytes), expected);  // a coarse layer
+      } else {
+        state->pool->Submit(i, std::move(bytes), expected);
+      }
+      bytes.clear();
+      bytes.shrink_to_fit();
+      ++state->layer;
+      if (!state->coarse_tier.empty() && !state->coarse_attempted &&
+          state->layer == state->first_refinement && only_layer < 0) {
+        state->failure = HandOverCoarse(options, state);
+        if (!state->failure.ok()) {
+          context.TryCancel();
+          break;
+        }
+      }
+      if (only_layer >= 0) {
+        context.TryCancel();
+        break;
+      }
+    }
+    if (options.progress) {
+      progress.layers_decoded = state->pool->decoded();
+      progress.decode_backlog = state->pool->backlog();
+      progress.seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - state->start)
+                             .count();
+      options.progress(progress);
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (state->version_changed || only_layer >= 0 ||
+      (options.cancel && options.cancel->load()) || !state->failure.ok()) {
+    return grpc::Status::OK;
+  }
+  return status;
+}
+
+// A pull with the held bases of `state->bases`; the decoded tensors (bases
+// sent along excluded).
+absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
+                                                    const PullOptions& options,
+                                                    PullState* state,
+                                                    PullResult* result) {
+  for (int attempt = 0;; ++attempt) {
+    grpc::Status status = Stream(stubs, options, state);
+    RETURN_IF_ERROR(state->failure);
+    if (state->version_changed) {
+      return absl::AbortedError(absl::StrCat(options.model, "/", state->version,
+                                             " changed during the pull"));
+    }
+    if (options.cancel && options.cancel->load())
+      return absl::CancelledError("pull cancelled");
+    if (status.ok() && state->manifest.layers_size() > 0 &&
+        state->layer == state->layers.size())
+      break;
+    if (status.ok() && state->manifest.layers_size() == 0)
+      return absl::DataLossError("the server sent no manifest");
+    if (!status.ok() &&
+        (!Retryable(status.error_code()) || attempt >= options.max_reconnects))
+      return FromGrpc(status);
+    ++result->reconnects;
+    state->progress.reconnects = result->reconnects;
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(5000, 100 << std::min(attempt, 6))));
+  }
+  const v1::Manifest& manifest = state->manifest;
+  state->pool->Wait();
+  std::vector<std::pair<uint32_t, RebuiltTensor>> tensors;
+  for (size_t i = 0; i < state->layers.size(); ++i) {
+    if (manifest.layers(i).is_base()) continue;
+    absl::StatusOr<RebuiltTensor> decoded = state->pool->Take(i);
+    const bool delta = manifest.layers(i).codec() == v1::LAYER_CODEC_HEVC_DELTA;
+    if (!decoded.ok() && delta)
+      return decoded.status();  // its base, most likely: the caller pulls whole
+    if (!decoded.ok()) {
+      // Fetch a layer that failed verification once more, alone.
+      ++result->layers_refetched;
+      const size_t resume = state->layer;
+      state->layer = i;
+      state->layers[i].clear();
+      grpc::Status status = Stream(stubs, options, state, static_cast<int>(i));
+      const bool fetched = state->layer == i + 1;
+      state->layer = resume;
+      if (!status.ok() || !fetched) {
+        return FromGrpc(status.ok() ? grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                                   "refetch failed")
+                                    : status);
+      }
+      state->pool->Wait();
+      decoded = state->pool->Take(i);
+      if (!decoded.ok()) {
+        return absl::DataLossError(
+            absl::StrCat(decoded.status().message(), " (after a refetch)"));
+      }
+    }
+    result->delta_layers += delta;
+    tensors.emplace_back(manifest.layers(i).tensor_index(),
+                         *std::move(decoded));
+  }
+  result->bytes = manifest.total_bytes();
+  result->coarse = state->coarse;
+  return InTensorOrder(std::move(tensors));
+}
+
+// Progressive pulls: decodes what has arrived of the coarse model, writes it
+// and calls on_coarse. Errors: the coarse model could not be written.
+absl::Status HandOverCoarse(const PullOptions& options, PullState* state) {
+  state->coarse_attempted = true;
+  state->pool->Wait();
+  for (size_t i = 0; i < state->first_refinement; ++i) {
+    if (const absl::Status status = state->pool->Check(i); !status.ok()) {
+      // Not usable: the pull goes on to the refined model, which refetches.
+      std::fprintf(stderr, "weightcast: no coarse model: %s\n",
+                   std::string(status.message()).c_str());
+      return absl::OkStatus();
+    }
+  }
+  CoarseModel coarse{state->coarse_tier, options.coarse_output_path,
+                     state->progress.bytes_received,
+                     std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - state->start)
+                         .count()};
+  if (!coarse.output_path.empty()) {
+    // The coarse layers are moved out for the write and back after it: the
+    // layers coded on their own are part of the refined model too.
+    std::vector<std::pair<uint32_t, size_t>> order;  // (tensor, manifest) index
+    for (size_t i = 0; i < state->first_refinement; ++i) {
+      order.emplace_back(
+          state->manifest.layers(static_cast<int>(i)).tensor_index(), i);
+    }
+    std::stable_sort(
+        order.begin(), order.end(),
+        [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<RebuiltTensor> tensors;
+    tensors.reserve(order.size());
+    for (const auto& [tensor_index, i] : order)
+      tensors.push_back(*state->pool->Take(i));
+    const absl::Status written = WriteCheckpoint(
+        tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
+        coarse.output_path);
+    for (size_t k = 0; k < order.size(); ++k)
+      state->pool->Restore(order[k].second, std::move(tensors[k]));
+    RETURN_IF_ERROR(written);
+  }
+  state->coarse = coarse;
+  if (options.on_coarse) options.on_coarse(coarse);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PullResult> RunPull(
+    const PullStubs& stubs, const ModelInfo& info, const PullOptions& options,
+    std::chrono::steady_clock::time_point start) {
+  ASSIGN_OR_RETURN(const std::string selected, SelectTier(info, options.tier));
+  std::string tier = selected, coarse_tier;
+  if (!options.coarse_tier.empty()) {
+    ASSIGN_OR_RETURN(const TierSpec coarse, ParseTier(options.coarse_tier));
+    if (!CanBeRefined(coarse)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coarse tier '", options.coarse_tier,
+                       "' is not a qNN or budget-N tier"));
+    }
+    if (auto refinement = RefinementTierName(options.coarse_tier, selected);
+        refinement.ok()) {
+      tier = *refinement;
+      coarse_tier = options.coarse_tier;
+    }
+  }
+  PullResult result{info.version, tier};
+  BaseStore bases(options.base_dir);
+  auto pull = [&] {
+    PullState state;
+    state.version = info.version;
+    state.tier = tier;
+    state.bases = &bases;
+    state.start = start;
+    state.coarse_tier = coarse_tier;
+    return PullOnce(stubs, options, &state, &result);
+  };
+  absl::StatusOr<std::vector<RebuiltTensor>> tensors = pull();
+  if (!tensors.ok() && coarse_tier.empty() && !bases.HeldRaw().empty() &&
+      tensors.status().code() == absl::StatusCode::kDataLoss) {
+    // A held base was missing or damaged: drop what was held and pull every
+    // layer whole.
+    std::fprintf(stderr, "weightcast: %s; pulling %s/%s without deltas\n",
+                 std::string(tensors.status().message()).c_str(),
+                 options.model.c_str(), info.version.c_str());
+    bases.DiscardDamaged();
+    bases.Forget();
+    result = PullResult{info.version, tier};
+    result.delta_fallback = true;
+    tensors = pull();
+  }
+  RETURN_IF_ERROR(tensors.status());
+  if (!options.output_path.empty()) {
+    RETURN_IF_ERROR(WriteCheckpoint(
+        *tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
+        options.output_path));
+  }
+  if (options.output_model != nullptr) {
+    ASSIGN_OR_RETURN(
+        *options.output_model,
+        OutputModel(*tensors, options.int8_output ? OutputKind::kInt8
+                                                  : OutputKind::kFloat));
+  }
+  result.bases_needed = bases.Needed();
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  return result;
+}
+
+}  // namespace weightcast
