@@ -3,6 +3,7 @@ checkpoints PyTorch writes here or in the ctest fixture (tests/fixtures/make_che
 Run by ctest (python.sdk) with PYTHONPATH=build/python, WEIGHTCAST_BUILD_DIR and
 WEIGHTCAST_FIXTURE_DIR set."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -174,6 +175,29 @@ def test_errors_are_exceptions_with_the_servers_message(client, tmp_path):
         dead = weightcast.Client(f"127.0.0.1:{s.getsockname()[1]}", timeout=2)
     with pytest.raises(weightcast.Unavailable):
         dead.list()
+
+
+def test_an_exception_in_the_progress_callback_or_ctrl_c_cancels_the_pull(client):
+    client.register("cancel", "v1", small_net(7, width=1024), ladder="lossless")
+    total = client.pull("cancel", progress=False).result.bytes
+
+    class Stop(Exception):
+        pass
+
+    def stop(p):
+        if p.bytes_received > 0:
+            raise Stop()
+
+    start = time.monotonic()
+    with pytest.raises(Stop):
+        client.pull("cancel", limit=total / 5.0, progress=stop)  # 5 s if not cancelled
+    # Ctrl-C: the signal is checked while the pull runs (the GIL released in between).
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        client.pull("cancel", limit=total / 5.0, progress=False)
+    timer.join()
+    assert time.monotonic() - start < 5
 
 
 def test_a_pull_interrupted_by_a_server_restart_resumes(tmp_path):
