@@ -2,6 +2,7 @@
 checkpoints PyTorch writes here or in the ctest fixture (tests/fixtures/make_checkpoints.py).
 Run by ctest (python.sdk) with PYTHONPATH=build/python, WEIGHTCAST_BUILD_DIR and
 WEIGHTCAST_FIXTURE_DIR set."""
+import hashlib
 import os
 import signal
 import socket
@@ -198,6 +199,29 @@ def test_an_exception_in_the_progress_callback_or_ctrl_c_cancels_the_pull(client
         client.pull("cancel", limit=total / 5.0, progress=False)
     timer.join()
     assert time.monotonic() - start < 5
+
+
+def test_tls_and_tokens(tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("".join(f"{role} {hashlib.sha256(token.encode()).hexdigest()} {role}\n"
+                              for role, token in (("admin", "admin-secret"), ("device", "device-secret"))))
+    server = Server(str(tmp_path / "data"), "--tls-cert", cert, "--tls-key", key, "--tokens", str(tokens),
+                    "--grace-seconds", "1")
+    try:
+        admin = weightcast.Client(server.address, token="admin-secret", tls={"ca": cert})
+        admin.register("tls", "v1", small_net(8), ladder="q27")
+        device = weightcast.Client(server.address, token="device-secret", tls={"ca": cert})
+        assert list(device.pull("tls", tier="q27", progress=False)) == list(small_net(8).state_dict())
+        with pytest.raises(weightcast.PermissionDenied):
+            device.register("tls", "v2", small_net(8))
+        with pytest.raises(weightcast.Unauthenticated):
+            weightcast.Client(server.address, token="wrong", tls={"ca": cert}).describe("tls")
+    finally:
+        server.stop()
 
 
 def test_a_pull_interrupted_by_a_server_restart_resumes(tmp_path):
