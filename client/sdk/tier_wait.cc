@@ -48,7 +48,10 @@ absl::StatusOr<std::pair<ModelInfo, std::string>> DescribeAndSelectTier(
   absl::Duration poll = absl::Milliseconds(50);
   // Bounded by `deadline` (and the count, for a clock that does not move).
   for (int polls = 0; polls < 100000; ++polls) {
-    const int pending = PendingTiers(info, options.tier, may_warm);
+    // Warm marks the tiers ENCODING before it returns: a tier NOT_ENCODED
+    // after it was evicted again (--cache-bytes) and is not waited for.
+    const int pending =
+        PendingTiers(info, options.tier, may_warm && !asked_to_warm);
     if (pending == 0) break;
     const bool not_encoded = std::any_of(
         info.tiers.begin(), info.tiers.end(), [](const TierSummary& t) {

@@ -29,9 +29,10 @@ int PendingTiers(const ModelInfo& info, const TierSelector& selector,
 // the server to warm the ladder (a device token may not: then it waits for the
 // tiers already encoding only). Polls with backoff up to 1 s until `deadline`
 // (DEADLINE_EXCEEDED saying how many tiers were pending) or options.cancel
-// (CANCELLED); options.progress is called with tiers_pending at every poll.
-// Returns the description (of the version found by the first call) and the
-// tier.
+// (CANCELLED). After the warm call, tiers NOT_ENCODED again (evicted by the
+// server's cache budget) are not waited for; options.progress is called with
+// tiers_pending at every poll. Returns the description (of the version found by
+// the first call) and the tier.
 absl::StatusOr<std::pair<ModelInfo, std::string>> DescribeAndSelectTier(
     Client& client, const PullOptions& options, absl::Time deadline);
 

@@ -153,6 +153,22 @@ TEST(DescribeAndSelectTier, ADeviceThatMayNotWarmWaitsForEncodingTiersOnly) {
   EXPECT_EQ(client.warms, 1);
 }
 
+TEST(DescribeAndSelectTier, ATierEvictedAgainAfterTheWarmIsNotWaitedFor) {
+  // Warm marks tiers ENCODING before it returns: NOT_ENCODED afterwards means
+  // the server's cache budget evicted it again; waiting would never end.
+  FakeClient client(
+      {Info({Tier("q27", "NOT_ENCODED"), Tier("q37", "NOT_ENCODED")}),
+       Info({Tier("q27", "NOT_ENCODED"), Tier("q37", "READY", 300)})});
+  PullOptions options;
+  options.model = "hres";
+  options.tier.max_bytes = 1000;
+  auto selected =
+      DescribeAndSelectTier(client, options, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  EXPECT_EQ(selected->second, "q37");
+  EXPECT_EQ(client.warms, 1);
+}
+
 TEST(DescribeAndSelectTier, GivesUpAtTheDeadlineSayingWhatItWaitedFor) {
   FakeClient client({Info({Tier("q27", "ENCODING")})});
   PullOptions options;
