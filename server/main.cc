@@ -35,6 +35,11 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        is pinned)
   --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
                        (default lossless,q22,q27,q32,q37)
+  --no-encode-on-register  do not start encoding a version's ladder when it is registered
+                       (by default every ladder tier is encoded in the background at once,
+                       behind the encodings pulls wait for, so selections by bytes, SQNR,
+                       accuracy or link speed find sizes; --encode-on-register: the default,
+                       and it wins over --no-encode-on-register)
   --preset NAME        x265 preset (default veryfast)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
@@ -82,6 +87,7 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens;
   bool reflection = true;
+  bool encode_on_register = true;
 };
 
 absl::Status Parse(int argc, char** argv, Flags* flags) {
@@ -93,7 +99,8 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
        "--tls-key", "--tls-client-ca", "--max-streams-per-client",
        "--max-tensors", "--keepalive-seconds", "--upload-seconds",
        "--pull-seconds", "--max-tiers", "--tokens", "--grace-seconds"},
-      {"-h", "--help", "--no-reflection"}};
+      {"-h", "--help", "--no-reflection", "--no-encode-on-register",
+       "--encode-on-register"}};
   ASSIGN_OR_RETURN(const Args args,
                    Args::Parse(Args::FromArgv(argc, argv), spec));
   if (args.Has("-h") || args.Has("--help")) {
@@ -115,6 +122,8 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   flags->tls_client_ca = args.Get("--tls-client-ca");
   flags->tokens = args.Get("--tokens");
   flags->reflection = !args.Has("--no-reflection");
+  flags->encode_on_register =
+      !args.Has("--no-encode-on-register") || args.Has("--encode-on-register");
   constexpr uint64_t kAnySize = ~uint64_t{0};
   RETURN_IF_ERROR(args.Int("--workers", 0, 1024, &store.workers));
   RETURN_IF_ERROR(
@@ -241,7 +250,8 @@ int main(int argc, char** argv) {
                                      &limiter,
                                      &deadlines,
                                      absl::Seconds(flags.upload_seconds),
-                                     absl::Seconds(flags.pull_seconds)};
+                                     absl::Seconds(flags.pull_seconds),
+                                     flags.encode_on_register};
   metrics.AddDeadlineCancels(
       [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);

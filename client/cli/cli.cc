@@ -34,6 +34,8 @@ const std::string kUsage =
   tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, accuracy, time
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
+       (a bound given before the server has the tiers' sizes waits until it has: the ladder is
+       encoded on registration, or warmed on such a pull)
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
        [--progressive COARSE [--coarse-out PATH]]   progressive: tier COARSE (qNN or budget-N)
        arrives first (written to PATH as soon as it is verified), then a refinement to the
@@ -412,8 +414,22 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     options.tier.within = absl::Seconds(within);
     if ((mbit > 0) != (within > 0))
       return absl::InvalidArgumentError("--bandwidth and --within go together");
-    int last_percent = -1;
+    int last_percent = -1, last_pending = 0;
     options.progress = [&](const PullProgress& p) {
+      if (p.tiers_pending > 0) {  // before the stream: sizes not known yet
+        const std::string line = absl::StrFormat(
+            "waiting for the server to encode and measure %d tier(s) (%.0fs)",
+            p.tiers_pending, p.seconds);
+        if (terminal) {
+          progress << "\r" << line << std::flush;
+        } else if (p.tiers_pending != last_pending) {
+          out << line << "\n";
+        }
+        last_pending = p.tiers_pending;
+        return;
+      }
+      if (last_pending > 0 && terminal) progress << "\n";
+      last_pending = 0;
       if (terminal) {
         out << std::flush;
         progress << Bar(p) << std::flush;

@@ -21,6 +21,8 @@
 
 namespace weightcast {
 
+struct Model;  // common/tensor/tensor.h: PullOptions::output_model
+
 struct ConnectOptions {
   std::string address = "127.0.0.1:50051";
   absl::Duration call_timeout = absl::Minutes(30);  // per RPC
@@ -115,6 +117,9 @@ struct PullProgress {
   int decode_backlog = 0;  // layers received, not yet decoded
   double seconds = 0;
   int reconnects = 0;
+  // > 0 before the stream: a selection by bytes, fidelity, accuracy or link
+  // speed waits for the server to encode or measure this many tiers.
+  int tiers_pending = 0;
 };
 
 // The first, coarse model of a progressive pull, handed over while its
@@ -133,6 +138,10 @@ struct PullOptions {
   std::string version = "latest";
   TierSelector tier;
   std::string output_path;  // .pt or .safetensors; written atomically
+  // In memory, with or instead of output_path: the tensors the file would hold
+  // (float32, or with int8_output int8 tensors and their scales), moved here.
+  // Caller owns; must outlive the call.
+  Model* output_model = nullptr;
   bool int8_output = false;
   int decode_threads = 0;  // 0: one per core
   int max_reconnects = 8;  // retries of a dropped stream, with backoff

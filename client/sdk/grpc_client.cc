@@ -8,9 +8,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "client/sdk/conversions.h"
 #include "client/sdk/fleet_calls.h"
 #include "client/sdk/pull.h"
+#include "client/sdk/tier_wait.h"
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -213,8 +215,13 @@ class GrpcClient final : public Client {
 
 absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const ModelInfo info,
-                   Describe(options.model, options.version));
+  // A selection by bytes, fidelity, accuracy or link speed waits for the
+  // tiers' sizes (tier_wait.h); RunPull then makes the same (pure) choice from
+  // the description it waited for.
+  ASSIGN_OR_RETURN(const auto described,
+                   DescribeAndSelectTier(*this, options,
+                                         absl::Now() + options_.call_timeout));
+  const ModelInfo& info = described.first;
   return RunPull({distribution_.get(), paced_distribution_.get(), Prepare()},
                  info, options, start);
 }

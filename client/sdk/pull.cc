@@ -359,6 +359,12 @@ absl::StatusOr<PullResult> RunPull(
         *tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
         options.output_path));
   }
+  if (options.output_model != nullptr) {
+    ASSIGN_OR_RETURN(
+        *options.output_model,
+        OutputModel(*tensors, options.int8_output ? OutputKind::kInt8
+                                                  : OutputKind::kFloat));
+  }
   result.bases_needed = bases.Needed();
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)

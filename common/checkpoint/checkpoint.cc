@@ -82,8 +82,8 @@ absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
   return model;
 }
 
-absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
-                             OutputKind kind, const std::string& path) {
+absl::StatusOr<Model> OutputModel(const std::vector<RebuiltTensor>& tensors,
+                                  OutputKind kind) {
   Model model;
   for (const RebuiltTensor& tensor : tensors) {
     if (kind == OutputKind::kFloat || !tensor.int8) {
@@ -109,6 +109,12 @@ absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
       model.tensors.push_back(std::move(zero));
     }
   }
+  return model;
+}
+
+absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
+                             OutputKind kind, const std::string& path) {
+  ASSIGN_OR_RETURN(const Model model, OutputModel(tensors, kind));
   std::vector<uint8_t> bytes;
   if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) {
     ASSIGN_OR_RETURN(bytes, SerializeTorchDict(model));

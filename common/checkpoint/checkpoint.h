@@ -36,6 +36,10 @@ enum class OutputKind { kFloat, kInt8 };
 absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
                              OutputKind kind, const std::string& path);
 
+// The tensors WriteCheckpoint writes, in memory (the SDK's in-memory pulls).
+absl::StatusOr<Model> OutputModel(const std::vector<RebuiltTensor>& tensors,
+                                  OutputKind kind);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_H_

@@ -192,6 +192,11 @@ grpc::Status AdminService::Register(
                           header.base_version()};
   auto version = store_->Register(request, parts[0].path);
   if (!version.ok()) return ToGrpcStatus(version.status());
+  if (limits_.encode_on_register) {
+    // Registered either way: a ladder that does not start now (the server is
+    // shutting down) is encoded on request.
+    store_->Warm(version->model, version->version, {}).IgnoreError();
+  }
   auto described = store_->Describe(version->model, version->version);
   if (!described.ok()) return ToGrpcStatus(described.status());
   ToProto(described->first, described->second, response->mutable_version());

@@ -35,6 +35,9 @@ struct RpcLimits {
   absl::Duration upload_time =
       absl::Hours(1);  // a RegisterModel call, upload and checks
   absl::Duration pull_time = absl::Hours(1);  // a Pull stream
+  // A registered version's ladder starts encoding in the background at once
+  // (below pulls that wait: EncoderPool), so its sizes are known early.
+  bool encode_on_register = true;
 };
 
 class AdminService final : public v1::Admin::Service {

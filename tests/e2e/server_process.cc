@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -28,6 +29,11 @@ absl::StatusOr<ServerProcess> ServerProcess::Start(
   std::vector<std::string> args = {binary,      "--listen",    "127.0.0.1:0",
                                    "--metrics", "127.0.0.1:0", "--data-dir",
                                    data_dir};
+  // The tests and benchmarks written before encode-on-register count
+  // encodings and time cold pulls: off unless a caller asks for it.
+  if (std::find(extra.begin(), extra.end(), "--encode-on-register") ==
+      extra.end())
+    args.push_back("--no-encode-on-register");
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());

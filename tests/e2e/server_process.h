@@ -19,8 +19,10 @@ class ServerProcess {
  public:
   // Starts `binary` with --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --data-dir
   // DIR and `extra` flags, and waits (at most 30 s) for its "listening on"
-  // line. `max_file_bytes` (0: none) caps the size of any file the server
-  // writes (RLIMIT_FSIZE): a full disk, as far as that server can tell.
+  // line. --no-encode-on-register unless `extra` holds --encode-on-register
+  // (tests count encodings and time cold pulls). `max_file_bytes` (0: none)
+  // caps the size of any file the server writes (RLIMIT_FSIZE): a full disk, as
+  // far as that server can tell.
   static absl::StatusOr<ServerProcess> Start(
       const std::string& binary, const std::string& data_dir,
       const std::vector<std::string>& extra = {}, uint64_t max_file_bytes = 0);
