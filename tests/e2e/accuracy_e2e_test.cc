@@ -37,10 +37,11 @@ RegisterOptions WithBundle(const std::string& version,
 }
 
 // Describe until every tier is READY (or FAILED) and every READY tier has its
-// accuracy; at most 120 s.
+// accuracy; at most 300 s (budget tiers code every picture layer at several
+// QPs: minutes on a loaded 2-core machine).
 ModelInfo AwaitAccuracy(Client& client, const std::string& version) {
   const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      std::chrono::steady_clock::now() + std::chrono::seconds(300);
   ModelInfo info;
   while (std::chrono::steady_clock::now() < deadline) {
     info = client.Describe("cnn", version).value();
