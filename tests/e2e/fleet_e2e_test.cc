@@ -5,6 +5,8 @@
 // during the rollout catches up when it comes back; 100 % reaches the rest; a
 // rollback returns every device to the old version without downloading it
 // again. Every wait is bounded.
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "client/agent/agent.h"
 #include "client/sdk/client.h"
 #include "gtest/gtest.h"
@@ -20,6 +23,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
 #include "tests/testing/reliability_log.h"
+#include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast {
 namespace {
@@ -302,6 +306,108 @@ TEST(FleetEndToEnd, StreamsPerClientAreCapped) {
         "2)",
         "RESOURCE_EXHAUSTED naming the flag",
         "the two open watches keep running; later calls succeed");
+  }
+}
+
+// One Watch stream on gRPC's callback client API (no thread of its own).
+class CallbackWatch final : public grpc::ClientReadReactor<v1::WatchEvent> {
+ public:
+  CallbackWatch(v1::Distribution::Stub* stub, const std::string& device_id) {
+    request_.set_device_id(device_id);
+    request_.add_models("m");
+    v1::InstalledModel* held = request_.add_installed();
+    held->set_model("m");
+    held->set_version("v1");
+    stub->async()->Watch(&context_, &request_, this);
+    StartRead(&event_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    if (event_.has_assignment()) {
+      absl::MutexLock lock(&mu_);
+      assigned_ = event_.assignment().version();
+    }
+    StartRead(&event_);
+  }
+  void OnDone(const grpc::Status&) override {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+  void Cancel() { context_.TryCancel(); }
+  std::string assigned() {
+    absl::MutexLock lock(&mu_);
+    return assigned_;
+  }
+  bool done() {
+    absl::MutexLock lock(&mu_);
+    return done_;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  v1::WatchRequest request_;
+  v1::WatchEvent event_;
+  absl::Mutex mu_;
+  std::string assigned_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST(FleetEndToEnd, WatchStreamsTakeNoServerThreadEachAndEndWithTheirClient) {
+  constexpr int kStreams = 300;
+  const std::string dir = FreshDir("fleet_callback_watch");
+  auto server = ServerProcess::Start(kServer, dir + "/data",
+                                     {"--max-streams-per-client", "400"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto admin = Client::Connect({server->address()}).value();
+  ASSERT_TRUE(
+      admin->Register({"m", "v1", kFixtures + "/mlp.pt", "lossless"}).ok());
+  ASSERT_TRUE(
+      admin->Register({"m", "v2", kFixtures + "/training.pt", "lossless"})
+          .ok());
+  ASSERT_TRUE(admin->StartRollout("m", "v1", 100, {}).ok());
+  const uint64_t threads_before = ProcessStatusKb(server->pid(), "Threads:");
+  auto channel = grpc::CreateChannel(server->address(),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::Distribution::NewStub(channel);
+  std::vector<std::unique_ptr<CallbackWatch>> watches;
+  for (int i = 0; i < kStreams; ++i) {
+    watches.push_back(std::make_unique<CallbackWatch>(
+        stub.get(), absl::StrFormat("cb-%d", i)));
+  }
+  ASSERT_TRUE(Eventually(
+      [&] { return admin->GetRollout("m").value().subscribers == kStreams; }));
+  // A thread per stream would add 300; gRPC's pools and ours stay put.
+  const uint64_t threads_open = ProcessStatusKb(server->pid(), "Threads:");
+  EXPECT_LT(threads_open, threads_before + 32)
+      << threads_before << " -> " << threads_open;
+
+  ASSERT_TRUE(admin->StartRollout("m", "v2", 100, {}).ok());
+  EXPECT_TRUE(Eventually([&] {
+    for (auto& w : watches) {
+      if (w->assigned() != "v2") return false;
+    }
+    return true;
+  })) << "every stream has its assignment";
+
+  for (auto& w : watches) w->Cancel();
+  EXPECT_TRUE(Eventually([&] {
+    for (auto& w : watches) {
+      if (!w->done()) return false;
+    }
+    return true;
+  }));
+  // The server lets go of every subscription and stream slot.
+  EXPECT_TRUE(Eventually(
+      [&] { return admin->GetRollout("m").value().subscribers == 0; }));
+  if (!HasFailure()) {
+    RecordReliability(
+        "300 Watch streams on one connection, a rollout, then every client "
+        "cancels",
+        "each stream got its assignment; the server's threads grew by fewer "
+        "than 32",
+        "every subscription was released (the rollout's subscribers back to "
+        "0)");
   }
 }
 
