@@ -70,6 +70,14 @@ struct TierSummary {
   std::string error;                 // FAILED tiers
 };
 
+// One tensor of a version, as registered.
+struct TensorDescription {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;        // "float32", "int64", ...
+  std::string layer_class;  // picture | int8 | float | passthrough
+};
+
 struct ModelInfo {
   std::string model;
   std::string version;
@@ -83,6 +91,7 @@ struct ModelInfo {
       reference_accuracy;    // of the checkpoint as registered
   std::string base_version;  // what its deltas are coded against; empty: none
   std::vector<TierSummary> tiers;
+  std::vector<TensorDescription> tensor_list;  // in the version's order
 };
 
 // How to choose a tier. The first criterion set wins: name, then the others
@@ -134,6 +143,18 @@ struct PullOptions {
   TierSelector tier;
   std::string output_path;  // .pt or .safetensors; written atomically
   bool int8_output = false;
+  // A float .safetensors output is written while the layers decode: its
+  // header computed from the manifest and the described tensors, each tensor
+  // written at its offset as soon as it is verified, so the client never holds
+  // the whole model (the same bytes as the whole-model writer). false: the
+  // whole model is collected and written at the end (int8 and .pt outputs,
+  // and progressive pulls, always are).
+  bool stream_output = true;
+  // > 0: `output_path` is a directory that receives sharded float safetensors,
+  // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
+  // each (a larger tensor alone in its shard), and
+  // model.safetensors.index.json (transformers' sharded layout). Streamed.
+  uint64_t shard_bytes = 0;
   int decode_threads = 0;  // 0: one per core
   int max_reconnects = 8;  // retries of a dropped stream, with backoff
   double max_bytes_per_second =
@@ -181,6 +202,9 @@ struct PullResult {
   // Progressive pulls: the coarse model handed over first (tier empty: none
   // was).
   CoarseModel coarse;
+  // The output was written while the layers decoded (PullOptions::
+  // stream_output), not collected and written at the end.
+  bool streamed_output = false;
 };
 
 struct RegisterOptions {

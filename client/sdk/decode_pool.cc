@@ -12,8 +12,9 @@
 
 namespace weightcast {
 
-DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases)
-    : bases_(bases), results_(layers), hold_(hold) {
+DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
+                       Sink sink)
+    : bases_(bases), sink_(std::move(sink)), results_(layers), hold_(hold) {
   if (threads <= 0)
     threads =
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -117,10 +118,16 @@ void DecodePool::Work() {
       ++running_;
     }
     absl::StatusOr<RebuiltTensor> result = Decode(job);
-    absl::MutexLock lock(&mu_);
-    if (!result.ok())
+    if (!result.ok()) {
       result =
           absl::Status(absl::StatusCode::kDataLoss, result.status().message());
+    } else if (sink_ && !job.expected.is_base()) {
+      // Written out on this worker (no lock held); the pool keeps no copy.
+      const absl::Status sunk = sink_(job.index, *std::move(result));
+      result = sunk.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
+                         : absl::StatusOr<RebuiltTensor>(sunk);
+    }
+    absl::MutexLock lock(&mu_);
     results_[job.index] = std::move(result);
     --running_;
     ++decoded_;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,11 +24,17 @@ namespace weightcast {
 
 class DecodePool {
  public:
+  // Takes each verified model layer (not base entries) on the worker that
+  // decoded it, instead of the pool keeping it; its error becomes the layer's.
+  using Sink = std::function<absl::Status(size_t index, RebuiltTensor tensor)>;
+
   // `threads` <= 0: one per core. `layers`: the manifest's layer count.
   // `hold`: queue layers without decoding them until Wait() (download, then
   // decode). Delta layers decode against `bases` (must outlive the pool),
-  // where HEVC layers are kept for later deltas too.
-  DecodePool(int threads, size_t layers, bool hold, BaseStore* bases);
+  // where HEVC layers are kept for later deltas too. With a `sink`, Take
+  // returns an empty tensor for a layer the sink took.
+  DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
+             Sink sink = nullptr);
   ~DecodePool();  // decodes what is queued, then joins the workers
 
   DecodePool(const DecodePool&) = delete;
@@ -60,6 +67,7 @@ class DecodePool {
 
   // Constant after construction.
   BaseStore* const bases_;
+  const Sink sink_;
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);

@@ -36,6 +36,12 @@ enum class OutputKind { kFloat, kInt8 };
 absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
                              OutputKind kind, const std::string& path);
 
+// The tensors one rebuilt tensor becomes in an output of `kind`, in file order
+// (WriteCheckpoint's rule above): for a streamed output
+// (streaming_writer.h).
+absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
+                                                  OutputKind kind);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_H_
