@@ -161,6 +161,10 @@ struct PullOptions {
       0;                  // 0: unlimited; else reads are paced to this rate
   bool pipelined = true;  // false: download everything, then decode (the
                           // baseline benchmarks use)
+  // Multi-tile HEVC layers are decoded one job per tile, so a large layer uses
+  // every decode thread. false: one job per layer (the baseline benchmarks
+  // use).
+  bool tile_jobs = true;
   std::function<void(const PullProgress&)>
       progress;                               // called from the pulling thread
   const std::atomic<bool>* cancel = nullptr;  // set to stop: CANCELLED

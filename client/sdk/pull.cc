@@ -116,7 +116,7 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
   }
   state->pool = std::make_unique<DecodePool>(
       options.decode_threads, state->layers.size(), !options.pipelined,
-      state->bases, std::move(sink));
+      state->bases, std::move(sink), options.tile_jobs);
   return absl::OkStatus();
 }
 

@@ -64,7 +64,7 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
             absl::StatusCode::kNotFound);
 }
 
-TEST(ClientEndToEnd, StreamedOutputIsByteIdenticalToTheWholeModelWriter) {
+TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {
   const std::string dir = FreshDir("client_streamed");
   const int port = FreeLoopbackPort();
   auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
@@ -87,6 +87,23 @@ TEST(ClientEndToEnd, StreamedOutputIsByteIdenticalToTheWholeModelWriter) {
   EXPECT_EQ(ReadFileBytes(dir + "/streamed.safetensors").value(),
             ReadFileBytes(dir + "/whole.safetensors").value());
   EXPECT_FALSE(std::filesystem::exists(dir + "/streamed.safetensors.tmp"));
+  // A layer of three tiles, decoded as one job per tile and as one job.
+  ASSERT_TRUE(
+      client->Register({"tall", "v1", kFixtures + "/tall.pt", "q27"}).ok());
+  PullOptions tall{"tall", "v1", {"q27"}, dir + "/tiles.safetensors"};
+  tall.decode_threads = 2;
+  ASSERT_TRUE(client->Pull(tall).ok());
+  tall.tile_jobs = false;
+  tall.stream_output = false;
+  tall.output_path = dir + "/layers.safetensors";
+  ASSERT_TRUE(client->Pull(tall).ok());
+  EXPECT_EQ(ReadFileBytes(dir + "/tiles.safetensors").value(),
+            ReadFileBytes(dir + "/layers.safetensors").value());
+  const ModelInfo described = client->Describe("tall", "v1").value();
+  ASSERT_EQ(described.tiers.size(), 1u);
+  ASSERT_FALSE(described.tiers[0].layers.empty());
+  EXPECT_EQ(described.tiers[0].layers[0].name, "embed.weight");
+  EXPECT_EQ(described.tiers[0].layers[0].codec, "LAYER_CODEC_HEVC");
   // Sharding needs float output (int8 outputs are written whole).
   options.int8_output = true;
   options.shard_bytes = 4096;
