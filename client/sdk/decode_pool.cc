@@ -37,7 +37,17 @@ DecodePool::~DecodePool() {
 void DecodePool::Submit(size_t index, std::string bytes,
                         v1::ManifestLayer expected) {
   absl::MutexLock lock(&mu_);
+  queued_bytes_ += bytes.size();
   queue_.push_back({index, std::move(bytes), std::move(expected)});
+}
+
+void DecodePool::WaitForRoom() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+        return p->hold_ || p->queued_bytes_ <= kMaxQueuedBytes;
+      },
+      this));
 }
 
 int DecodePool::backlog() {
@@ -172,6 +182,7 @@ void DecodePool::Work() {
       } else {
         job = std::move(queue_.front());
         queue_.pop_front();
+        queued_bytes_ -= job.bytes.size();
         ++running_;
       }
     }

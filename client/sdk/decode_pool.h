@@ -49,6 +49,14 @@ class DecodePool {
 
   // Queues layer `index` (its packed bytes and its manifest entry).
   void Submit(size_t index, std::string bytes, v1::ManifestLayer expected);
+  // Received layers waiting for a worker, at most, past WaitForRoom.
+  static constexpr uint64_t kMaxQueuedBytes = 64 << 20;
+  // Blocks while more than kMaxQueuedBytes of submitted layers wait for a
+  // worker (not while holding: download-then-decode keeps everything by
+  // design), so that a fast link cannot queue a whole tier in memory ahead of
+  // the decoder: the caller reads no further and gRPC's flow control slows
+  // the server.
+  void WaitForRoom();
   int backlog();  // layers submitted and not yet decoded
   int decoded();  // layers decoded so far (each decode counts, refetches too)
 
@@ -95,6 +103,7 @@ class DecodePool {
   const bool tile_jobs_;
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of the jobs in queue_
   // Started layers with tiles not yet handed out (taken first).
   std::deque<std::shared_ptr<TiledLayer>> tiled_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);

@@ -73,18 +73,48 @@ struct PullState {
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
 
-absl::Span<const uint8_t> AsBytes(const std::vector<float>& values) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
-                             values.size() * sizeof(float));
-}
+// Float values dequantized and written per slice of this many elements (4 MB
+// of float32), not a float copy of the whole layer.
+constexpr int64_t kDequantizeSliceElements = 1 << 20;
 
 // Writes one verified layer of a float output (checkpoint.h's kFloat rule)
-// without copying it first.
+// without copying it first: int8 layers dequantized a slice at a time, with
+// Dequantize's formula (the same floats).
 absl::Status WriteFloatLayer(SafetensorsStreamWriter& writer,
                              const RebuiltTensor& tensor) {
   if (tensor.int8) {
-    return writer.Write(tensor.name, DType::kFloat32, tensor.shape,
-                        AsBytes(Dequantize(*tensor.int8)));
+    const QuantizedTensor& q = *tensor.int8;
+    const int64_t elements = static_cast<int64_t>(q.values.size());
+    // As Dequantize: scale c covers [c * group, (c + 1) * group); values past
+    // the last group stay 0.
+    const int64_t group = q.ElementsPerScale();
+    const int64_t covered = group * static_cast<int64_t>(q.scales.size());
+    if (q.zero_points.size() < q.scales.size()) {
+      return absl::DataLossError(
+          absl::StrCat("layer '", tensor.name, "': zero points do not fit"));
+    }
+    std::vector<float> slice;
+    return writer.WriteInParts(
+        tensor.name, DType::kFloat32, tensor.shape,
+        static_cast<uint64_t>(elements) * sizeof(float), [&](uint64_t offset) {
+          const int64_t begin = static_cast<int64_t>(offset / sizeof(float));
+          const int64_t end =
+              std::min(elements, begin + kDequantizeSliceElements);
+          slice.resize(static_cast<size_t>(end - begin));
+          for (int64_t i = begin; i < end; ++i) {
+            if (i >= covered) {
+              slice[i - begin] = 0;
+              continue;
+            }
+            const size_t c = static_cast<size_t>(i / group);
+            slice[i - begin] =
+                q.scales[c] *
+                static_cast<float>(q.values[i] - q.zero_points[c]);
+          }
+          return absl::MakeConstSpan(
+              reinterpret_cast<const uint8_t*>(slice.data()),
+              slice.size() * sizeof(float));
+        });
   }
   if (tensor.stored.dtype == DType::kFloat16 ||
       tensor.stored.dtype == DType::kBFloat16) {
@@ -223,6 +253,7 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
       }
       bytes.clear();
       bytes.shrink_to_fit();
+      state->pool->WaitForRoom();
       ++state->layer;
       if (!state->coarse_tier.empty() && !state->coarse_attempted &&
           state->layer == state->first_refinement && only_layer < 0) {

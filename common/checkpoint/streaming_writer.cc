@@ -131,6 +131,14 @@ absl::Status SafetensorsStreamWriter::Write(const std::string& name,
                                             DType dtype,
                                             const std::vector<int64_t>& shape,
                                             absl::Span<const uint8_t> data) {
+  return WriteInParts(name, dtype, shape, data.size(),
+                      [&](uint64_t offset) { return data.subspan(offset); });
+}
+
+absl::Status SafetensorsStreamWriter::WriteInParts(
+    const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+    uint64_t bytes,
+    const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part) {
   const auto it = by_name_.find(name);
   if (it == by_name_.end()) {
     return absl::DataLossError(
@@ -138,14 +146,22 @@ absl::Status SafetensorsStreamWriter::Write(const std::string& name,
   }
   const Place& place = places_[it->second];
   if (dtype != place.layout.dtype || shape != place.layout.shape ||
-      data.size() != place.layout.bytes) {
-    return absl::DataLossError(absl::StrCat(
-        "tensor '", name, "': decoded as ", DTypeName(dtype), " of ",
-        data.size(), " bytes, not as the version describes it"));
+      bytes != place.layout.bytes) {
+    return absl::DataLossError(
+        absl::StrCat("tensor '", name, "': decoded as ", DTypeName(dtype),
+                     " of ", bytes, " bytes, not as the version describes it"));
   }
   const File& file = files_[place.file];
-  RETURN_IF_ERROR(
-      WriteAt(file.fd, file.temp, data.data(), data.size(), place.offset));
+  for (uint64_t offset = 0; offset < bytes;) {
+    const absl::Span<const uint8_t> data = part(offset);
+    if (data.empty() || data.size() > bytes - offset) {
+      return absl::InternalError(
+          absl::StrCat("tensor '", name, "': parts do not add up"));
+    }
+    RETURN_IF_ERROR(WriteAt(file.fd, file.temp, data.data(), data.size(),
+                            place.offset + offset));
+    offset += data.size();
+  }
   absl::MutexLock lock(&mu_);
   written_[it->second] = true;
   return absl::OkStatus();

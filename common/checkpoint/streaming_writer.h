@@ -11,6 +11,7 @@
 #define WEIGHTCAST_COMMON_CHECKPOINT_STREAMING_WRITER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,13 @@ class SafetensorsStreamWriter {
   absl::Status Write(const std::string& name, DType dtype,
                      const std::vector<int64_t>& shape,
                      absl::Span<const uint8_t> data);
+  // The same, `bytes` of data produced in parts: `part(offset)` returns the
+  // next bytes from `offset` (at least one; valid until the next call), so a
+  // large tensor is converted and written a slice at a time.
+  absl::Status WriteInParts(
+      const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+      uint64_t bytes,
+      const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part);
   // FAILED_PRECONDITION naming a tensor not written yet. Then fsyncs and
   // renames each file (and writes the index last).
   absl::Status Commit();
