@@ -143,28 +143,12 @@ struct PullOptions {
   TierSelector tier;
   std::string output_path;  // .pt or .safetensors; written atomically
   bool int8_output = false;
-  // A float .safetensors output is written while the layers decode: its
-  // header computed from the manifest and the described tensors, each tensor
-  // written at its offset as soon as it is verified, so the client never holds
-  // the whole model (the same bytes as the whole-model writer). false: the
-  // whole model is collected and written at the end (int8 and .pt outputs,
-  // and progressive pulls, always are).
-  bool stream_output = true;
-  // > 0: `output_path` is a directory that receives sharded float safetensors,
-  // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
-  // each (a larger tensor alone in its shard), and
-  // model.safetensors.index.json (transformers' sharded layout). Streamed.
-  uint64_t shard_bytes = 0;
   int decode_threads = 0;  // 0: one per core
   int max_reconnects = 8;  // retries of a dropped stream, with backoff
   double max_bytes_per_second =
       0;                  // 0: unlimited; else reads are paced to this rate
   bool pipelined = true;  // false: download everything, then decode (the
                           // baseline benchmarks use)
-  // Multi-tile HEVC layers are decoded one job per tile, so a large layer uses
-  // every decode thread. false: one job per layer (the baseline benchmarks
-  // use).
-  bool tile_jobs = true;
   std::function<void(const PullProgress&)>
       progress;                               // called from the pulling thread
   const std::atomic<bool>* cancel = nullptr;  // set to stop: CANCELLED
@@ -187,6 +171,24 @@ struct PullOptions {
   std::string coarse_tier;
   std::string coarse_output_path;
   std::function<void(const CoarseModel&)> on_coarse;
+  // Added for large models (at the end, so that positional initializers of
+  // the fields above still compile).
+  // A float .safetensors output is written while the layers decode: its
+  // header computed from the manifest and the described tensors, each tensor
+  // written at its offset as soon as it is verified, so the client never holds
+  // the whole model (the same bytes as the whole-model writer). false: the
+  // whole model is collected and written at the end (int8 and .pt outputs,
+  // and progressive pulls, always are).
+  bool stream_output = true;
+  // > 0: `output_path` is a directory that receives sharded float safetensors,
+  // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
+  // each (a larger tensor alone in its shard), and
+  // model.safetensors.index.json (transformers' sharded layout). Streamed.
+  uint64_t shard_bytes = 0;
+  // Multi-tile HEVC layers are decoded one job per tile, so a large layer uses
+  // every decode thread. false: one job per layer (the baseline benchmarks
+  // use).
+  bool tile_jobs = true;
 };
 
 struct PullResult {
