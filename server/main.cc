@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/args.h"
+#include "common/base/printable.h"
+#include "common/base/status_macros.h"
 #include "server/core/model_store.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/metrics.h"
@@ -27,7 +29,7 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
-  --workers N          encoder threads (default: one per core)
+  --workers N          encoder threads (default 0: one per core; at most 1024)
   --cache-bytes N      budget for encoded tiers; least recently used ones are evicted and
                        re-encoded on demand (default 0: unlimited; each version's first tier
                        is pinned)
@@ -38,16 +40,18 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
   --max-tiers N        most tiers one version may have, its ladder and the refinements added
                        on request together (default 32, at most 256)
-  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600)
-  --pull-seconds N     longest a Pull stream may take (default 3600; clients resume where
+  --upload-seconds N   longest a RegisterModel call may take, upload and checks (default 3600,
+                       at most 604800: a week)
+  --pull-seconds N     longest a Pull stream may take (default 3600, at most 604800; clients resume where
                        they stopped). Past either: DEADLINE_EXCEEDED naming the flag; a client
                        that stopped reading or sending is cancelled min(N, 5) seconds later
-  --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10)
+  --grace-seconds N    on SIGTERM/SIGINT, how long running streams may finish (default 10;
+                       at most 86400)
   --max-streams-per-client N  concurrent Pull, Watch and health Watch streams one client (its
-                       token when --tokens is set, else its IP address) may hold (default 256;
-                       RESOURCE_EXHAUSTED beyond)
+                       token when --tokens is set, else its IP address) may hold (default 256,
+                       at most 2^20; RESOURCE_EXHAUSTED beyond)
   --keepalive-seconds N  a Watch stream with nothing to say sends a keepalive this often
-                       (default 15)
+                       (default 15, at most 86400)
   --tls-cert FILE      serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE       ...and this PEM private key
   --tls-client-ca FILE require client certificates signed by this CA (mutual TLS)
@@ -80,102 +84,58 @@ struct Flags {
   bool reflection = true;
 };
 
-bool Parse(int argc, char** argv, Flags* flags, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= argc) {
-        *error = arg + " needs a value";
-        return false;
-      }
-      *out = argv[++i];
-      return true;
-    };
-    std::string v;
-    if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (arg == "--listen") {
-      if (!value(&flags->listen)) return false;
-    } else if (arg == "--metrics") {
-      if (!value(&flags->metrics)) return false;
-    } else if (arg == "--data-dir") {
-      if (!value(&flags->store.data_dir)) return false;
-    } else if (arg == "--ladder") {
-      if (!value(&flags->store.default_ladder)) return false;
-    } else if (arg == "--preset") {
-      if (!value(&flags->store.x265_preset)) return false;
-    } else if (arg == "--workers") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.workers) ||
-          flags->store.workers < 0) {
-        *error = "--workers needs a count";
-        return false;
-      }
-    } else if (arg == "--cache-bytes") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.cache_bytes)) {
-        *error = "--cache-bytes needs a size";
-        return false;
-      }
-    } else if (arg == "--max-upload-bytes") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_upload_bytes)) {
-        *error = "--max-upload-bytes needs a size";
-        return false;
-      }
-    } else if (arg == "--tls-cert") {
-      if (!value(&flags->tls_cert)) return false;
-    } else if (arg == "--tls-key") {
-      if (!value(&flags->tls_key)) return false;
-    } else if (arg == "--tls-client-ca") {
-      if (!value(&flags->tls_client_ca)) return false;
-    } else if (arg == "--max-streams-per-client") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->max_streams_per_client) ||
-          flags->max_streams_per_client < 1) {
-        *error = "--max-streams-per-client needs a count >= 1";
-        return false;
-      }
-    } else if (arg == "--max-tensors") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tensors) ||
-          flags->store.max_tensors < 1 ||
-          flags->store.max_tensors > (1u << 16)) {
-        *error = "--max-tensors needs a count within 1..65536";
-        return false;
-      }
-    } else if (arg == "--keepalive-seconds") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->keepalive_seconds) ||
-          flags->keepalive_seconds < 1) {
-        *error = "--keepalive-seconds needs a count >= 1";
-        return false;
-      }
-    } else if (arg == "--upload-seconds" || arg == "--pull-seconds") {
-      int* seconds = arg == "--upload-seconds" ? &flags->upload_seconds
-                                               : &flags->pull_seconds;
-      if (!value(&v) || !absl::SimpleAtoi(v, seconds) || *seconds < 1) {
-        *error = arg + " needs a count >= 1";
-        return false;
-      }
-    } else if (arg == "--no-reflection") {
-      flags->reflection = false;
-    } else if (arg == "--max-tiers") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->store.max_tiers) ||
-          flags->store.max_tiers < 1 ||
-          flags->store.max_tiers > weightcast::kMaxLadderTiers) {
-        *error = "--max-tiers needs a count within 1..256";
-        return false;
-      }
-    } else if (arg == "--tokens") {
-      if (!value(&flags->tokens)) return false;
-    } else if (arg == "--grace-seconds") {
-      if (!value(&v) || !absl::SimpleAtoi(v, &flags->grace_seconds) ||
-          flags->grace_seconds < 0) {
-        *error = "--grace-seconds needs a count";
-        return false;
-      }
-    } else {
-      *error = "unknown option " + arg;
-      return false;
-    }
+absl::Status Parse(int argc, char** argv, Flags* flags) {
+  using weightcast::Args;
+  using weightcast::ArgSpec;
+  const ArgSpec spec{
+      {"--listen", "--metrics", "--data-dir", "--ladder", "--preset",
+       "--workers", "--cache-bytes", "--max-upload-bytes", "--tls-cert",
+       "--tls-key", "--tls-client-ca", "--max-streams-per-client",
+       "--max-tensors", "--keepalive-seconds", "--upload-seconds",
+       "--pull-seconds", "--max-tiers", "--tokens", "--grace-seconds"},
+      {"-h", "--help", "--no-reflection"}};
+  ASSIGN_OR_RETURN(const Args args,
+                   Args::Parse(Args::FromArgv(argc, argv), spec));
+  if (args.Has("-h") || args.Has("--help")) {
+    std::cout << kUsage;
+    std::exit(0);
   }
-  return true;
+  if (!args.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument ", weightcast::Echo(args.positional()[0])));
+  }
+  weightcast::ModelStoreOptions& store = flags->store;
+  flags->listen = args.Get("--listen", flags->listen);
+  flags->metrics = args.Get("--metrics", flags->metrics);
+  store.data_dir = args.Get("--data-dir", store.data_dir);
+  store.default_ladder = args.Get("--ladder", store.default_ladder);
+  store.x265_preset = args.Get("--preset", store.x265_preset);
+  flags->tls_cert = args.Get("--tls-cert");
+  flags->tls_key = args.Get("--tls-key");
+  flags->tls_client_ca = args.Get("--tls-client-ca");
+  flags->tokens = args.Get("--tokens");
+  flags->reflection = !args.Has("--no-reflection");
+  constexpr uint64_t kAnySize = ~uint64_t{0};
+  RETURN_IF_ERROR(args.Int("--workers", 0, 1024, &store.workers));
+  RETURN_IF_ERROR(
+      args.Int("--cache-bytes", uint64_t{0}, kAnySize, &store.cache_bytes));
+  RETURN_IF_ERROR(args.Int("--max-upload-bytes", uint64_t{1}, kAnySize,
+                           &flags->max_upload_bytes));
+  RETURN_IF_ERROR(args.Int("--max-streams-per-client", 1, 1 << 20,
+                           &flags->max_streams_per_client));
+  RETURN_IF_ERROR(args.Int("--max-tensors", uint64_t{1}, uint64_t{1} << 16,
+                           &store.max_tensors));
+  RETURN_IF_ERROR(
+      args.Int("--keepalive-seconds", 1, 86400, &flags->keepalive_seconds));
+  RETURN_IF_ERROR(
+      args.Int("--upload-seconds", 1, 86400 * 7, &flags->upload_seconds));
+  RETURN_IF_ERROR(
+      args.Int("--pull-seconds", 1, 86400 * 7, &flags->pull_seconds));
+  RETURN_IF_ERROR(args.Int("--max-tiers", uint64_t{1},
+                           uint64_t{weightcast::kMaxLadderTiers},
+                           &store.max_tiers));
+  RETURN_IF_ERROR(args.Int("--grace-seconds", 0, 86400, &flags->grace_seconds));
+  return absl::OkStatus();
 }
 
 // Linking gRPC's reflection library registers its plugin with every
@@ -198,13 +158,12 @@ class WithoutReflection final : public grpc::ServerBuilderOption {
 
 int main(int argc, char** argv) {
   Flags flags;
-  std::string error;
   if (argc == 3 && std::string(argv[1]) == "--hash-token") {
     std::cout << "device " << weightcast::TokenHash(argv[2]) << "\n";
     return 0;
   }
-  if (!Parse(argc, argv, &flags, &error)) {
-    std::cerr << "weightcastd: " << error << "\n\n" << kUsage;
+  if (absl::Status parsed = Parse(argc, argv, &flags); !parsed.ok()) {
+    std::cerr << "weightcastd: " << parsed.message() << "\n\n" << kUsage;
     return 2;
   }
   std::unique_ptr<weightcast::TokenAuth> auth;

@@ -15,10 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Model names and version labels the server sends become paths: checked as the
-// server checks them (common/base/names.h) first.
-constexpr size_t kMaxLabel = 64;
-
 // Points `link` at `target` atomically: a new symlink renamed over the old one.
 absl::Status Relink(const fs::path& link, const fs::path& target) {
   const fs::path temp = link.string() + ".new";
@@ -71,12 +67,14 @@ void Agent::CountFailure() {
 
 absl::Status Agent::Install(const AssignmentInfo& a,
                             const std::atomic<bool>& stop) {
-  if (absl::Status bad = CheckName("model name", a.model, kMaxLabel);
+  // The model name and version label the server sends become paths: checked
+  // as the server checks them first.
+  if (absl::Status bad = CheckName("model name", a.model, kMaxLabelBytes);
       !bad.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("ignored an assignment: ", bad.message()));
   }
-  if (absl::Status bad = CheckName("version label", a.version, kMaxLabel);
+  if (absl::Status bad = CheckName("version label", a.version, kMaxLabelBytes);
       !bad.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("ignored an assignment: ", bad.message()));
@@ -204,7 +202,7 @@ absl::Status Agent::Run(const std::atomic<bool>& stop) {
         "an agent needs a device id, a directory and at least one model");
   }
   for (const std::string& model : options_.models) {
-    RETURN_IF_ERROR(CheckName("model name", model, kMaxLabel));
+    RETURN_IF_ERROR(CheckName("model name", model, kMaxLabelBytes));
   }
   absl::Duration backoff = options_.min_backoff;
   while (!stop.load()) {

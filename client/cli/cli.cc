@@ -6,15 +6,16 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/fleet_commands.h"
 #include "client/sdk/client.h"
+#include "common/base/args.h"
 #include "common/base/file.h"
 #include "common/base/printable.h"
+#include "common/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace weightcast {
@@ -73,33 +74,31 @@ std::string Db(double db) {
   return absl::StrFormat("%.2f", db);
 }
 
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string>
-      flags;  // --name -> value ("" for switches)
-};
-
-bool ParseArgs(const std::vector<std::string>& in, size_t from, Args* args,
-               std::string* error) {
-  static const char* kSwitches[] = {"--int8", "--json"};
-  for (size_t i = from; i < in.size(); ++i) {
-    const std::string& a = in[i];
-    if (a.size() > 1 && a[0] == '-') {
-      bool is_switch = false;
-      for (const char* s : kSwitches) is_switch |= a == s;
-      if (is_switch) {
-        args->flags[a] = "";
-      } else if (i + 1 < in.size()) {
-        args->flags[a] = in[++i];
-      } else {
-        *error = a + " needs a value";
-        return false;
-      }
-    } else {
-      args->positional.push_back(a);
-    }
-  }
-  return true;
+// The options each command takes (the program's own come before the command).
+const std::map<std::string, ArgSpec>& CommandSpecs() {
+  static const auto* specs = new std::map<std::string, ArgSpec>{
+      {"register",
+       {{"--ladder", "--description", "--policy", "--eval-module",
+         "--eval-data", "--base-version"},
+        {}}},
+      {"ls", {}},
+      {"describe", {{"--bandwidth"}, {"--json"}}},
+      {"tiers", {{"--bandwidth"}, {}}},
+      {"pull",
+       {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
+         "--bandwidth", "--within", "--limit", "--base-dir", "--progressive",
+         "--coarse-out"},
+        {"--int8"}}},
+      {"warm", {}},
+      {"rm", {}},
+      {"health", {}},
+      {"rollout", {{"--percent", "--groups"}, {}}},
+      {"agent",
+       {{"--device-id", "--dir", "--models", "--groups", "--tier",
+         "--max-bytes", "--progressive"},
+        {"--int8"}}},
+  };
+  return *specs;
 }
 
 void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
@@ -286,17 +285,10 @@ class TerminalSafeBuffer : public std::streambuf {
 // line with '\r').
 absl::Status Run(const std::string& command, const Args& args, Client& client,
                  std::ostream& out, std::ostream& progress, bool terminal) {
-  const auto& pos = args.positional;
-  auto flag = [&](const std::string& name, const std::string& fallback = "") {
-    auto it = args.flags.find(name);
-    return it == args.flags.end() ? fallback : it->second;
-  };
-  auto number = [&](const std::string& name, double* value) -> absl::Status {
-    const std::string text = flag(name);
-    if (text.empty()) return absl::OkStatus();
-    if (!absl::SimpleAtod(text, value) || *value < 0)
-      return absl::InvalidArgumentError(absl::StrCat(name, " needs a number"));
-    return absl::OkStatus();
+  const auto& pos = args.positional();
+  auto flag = [&](absl::string_view name) { return args.Get(name); };
+  auto number = [&](absl::string_view name, double* value) {
+    return args.Number(name, 0, value);
   };
   if (command == "register") {
     if (pos.size() != 3)
@@ -342,7 +334,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     if (absl::Status s = number("--bandwidth", &mbit); !s.ok()) return s;
     if (mbit <= 0)
       return absl::InvalidArgumentError("--bandwidth must be positive");
-    if (command == "describe" && args.flags.count("--json")) {
+    if (command == "describe" && args.Has("--json")) {
       out << ToJson(*info).dump(1) << "\n";
       return absl::OkStatus();
     }
@@ -367,7 +359,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     return client.Warm(pos[0], pos.size() > 1 ? pos[1] : "latest", tiers);
   }
   if (IsFleetCommand(command))
-    return RunFleetCommand(command, pos, args.flags, client, out);
+    return RunFleetCommand(command, args, client, out);
   if (command == "health") {
     auto serving = client.Health();
     if (!serving.ok()) return serving.status();
@@ -389,7 +381,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     options.model = parts[0];
     if (parts.size() > 1) options.version = parts[1];
     options.output_path = flag("-o");
-    options.int8_output = args.flags.count("--int8") > 0;
+    options.int8_output = args.Has("--int8");
     options.tier.name = flag("--tier");
     options.base_dir = flag("--base-dir");
     options.coarse_tier = flag("--progressive");
@@ -406,13 +398,8 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
           coarse.output_path.empty() ? "" : " -> " + coarse.output_path);
     };
     double max_bytes = 0, mbit = 0, within = 0;
-    if (!flag("--max-accuracy-drop").empty() &&
-        (!absl::SimpleAtod(flag("--max-accuracy-drop"),
-                           &options.tier.max_accuracy_drop) ||
-         options.tier.max_accuracy_drop < 0)) {
-      return absl::InvalidArgumentError(
-          "--max-accuracy-drop needs a number of points >= 0");
-    }
+    RETURN_IF_ERROR(
+        number("--max-accuracy-drop", &options.tier.max_accuracy_drop));
     for (const auto& [name, target] :
          {std::make_pair("--max-bytes", &max_bytes),
           std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),
@@ -484,49 +471,46 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
 
 int RunCli(const std::vector<std::string>& in, std::ostream& out,
            std::ostream& err, bool terminal) {
-  ConnectOptions connect;
-  size_t i = 0;
-  while (i < in.size() && in[i].rfind("-", 0) == 0) {
-    if (in[i] == "-h" || in[i] == "--help") {
-      out << kUsage;
-      return kExitOk;
-    }
-    if (i + 1 < in.size() &&
-        (in[i] == "--server" || in[i] == "--tls-ca" || in[i] == "--tls-cert" ||
-         in[i] == "--tls-key" || in[i] == "--token")) {
-      if (in[i] == "--server") {
-        connect.address = in[i + 1];
-      } else if (in[i] == "--token") {
-        connect.token = in[i + 1];
-      } else {
-        auto pem = ReadFileBytes(in[i + 1]);
-        if (!pem.ok()) {
-          err << "weightcast: " << pem.status().message() << "\n";
-          return kExitUsage;
-        }
-        std::string& target = in[i] == "--tls-ca" ? connect.tls_root_certs_pem
-                              : in[i] == "--tls-cert"
-                                  ? connect.tls_cert_chain_pem
-                                  : connect.tls_private_key_pem;
-        target.assign(pem->begin(), pem->end());
-      }
-      i += 2;
-      continue;
-    }
-    err << "weightcast: unknown option " << in[i] << "\n\n" << kUsage;
+  auto usage_error = [&](absl::string_view message) {
+    err << "weightcast: " << Printable(message) << "\n\n" << kUsage;
     return kExitUsage;
+  };
+  const ArgSpec global{
+      {"--server", "--tls-ca", "--tls-cert", "--tls-key", "--token"},
+      {"-h", "--help"},
+      /*stop_at_positional=*/true};
+  absl::StatusOr<Args> program = Args::Parse(in, global);
+  if (!program.ok()) return usage_error(program.status().message());
+  if (program->Has("-h") || program->Has("--help")) {
+    out << kUsage;
+    return kExitOk;
   }
-  if (i >= in.size()) {
+  if (program->consumed() >= in.size()) {
     err << kUsage;
     return kExitUsage;
   }
-  const std::string command = in[i];
-  Args args;
-  std::string error;
-  if (!ParseArgs(in, i + 1, &args, &error)) {
-    err << "weightcast: " << error << "\n\n" << kUsage;
-    return kExitUsage;
+  ConnectOptions connect;
+  connect.address = program->Get("--server", connect.address);
+  connect.token = program->Get("--token");
+  for (const auto& [name, target] :
+       {std::make_pair("--tls-ca", &connect.tls_root_certs_pem),
+        std::make_pair("--tls-cert", &connect.tls_cert_chain_pem),
+        std::make_pair("--tls-key", &connect.tls_private_key_pem)}) {
+    if (!program->Has(name)) continue;
+    auto pem = ReadFileBytes(program->Get(name));
+    if (!pem.ok()) {
+      err << "weightcast: " << pem.status().message() << "\n";
+      return kExitUsage;
+    }
+    target->assign(pem->begin(), pem->end());
   }
+  const std::string command = in[program->consumed()];
+  auto spec = CommandSpecs().find(command);
+  if (spec == CommandSpecs().end())
+    return usage_error(absl::StrCat("unknown command ", Echo(command)));
+  absl::StatusOr<Args> args = Args::Parse(
+      absl::MakeConstSpan(in).subspan(program->consumed() + 1), spec->second);
+  if (!args.ok()) return usage_error(args.status().message());
   auto client = Client::Connect(connect);
   if (!client.ok()) {
     err << "weightcast: " << client.status().message() << "\n";
@@ -535,14 +519,11 @@ int RunCli(const std::vector<std::string>& in, std::ostream& out,
   TerminalSafeBuffer safe_out_buffer(out), safe_err_buffer(err);
   std::ostream safe_out(&safe_out_buffer), safe_err(&safe_err_buffer);
   const absl::Status status =
-      Run(command, args, **client, safe_out, out, terminal);
+      Run(command, *args, **client, safe_out, out, terminal);
   safe_out.flush();
   if (!status.ok()) {
     safe_err << "weightcast " << command << ": " << status.message() << "\n"
              << std::flush;
-    if (status.code() == absl::StatusCode::kInvalidArgument &&
-        status.message().find("unknown command") == 0)
-      err << "\n" << kUsage;
   }
   return ExitCode(status);
 }

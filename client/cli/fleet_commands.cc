@@ -5,12 +5,12 @@
 #include <atomic>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/agent/agent.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 namespace {
@@ -38,34 +38,27 @@ void Print(const RolloutInfo& r, std::ostream& out) {
   }
 }
 
-absl::Status Rollout(const std::vector<std::string>& pos,
-                     const std::map<std::string, std::string>& flags,
-                     Client& client, std::ostream& out) {
-  auto flag = [&](const std::string& name) {
-    auto it = flags.find(name);
-    return it == flags.end() ? std::string() : it->second;
-  };
+absl::Status Rollout(const Args& args, Client& client, std::ostream& out) {
+  const std::vector<std::string>& pos = args.positional();
   if (pos.size() < 2)
     return absl::InvalidArgumentError(
         "rollout start|set|pause|resume|rollback|status MODEL ...");
   const std::string& action = pos[0];
   const std::string& model = pos[1];
   double percent = -1;
-  if (!flag("--percent").empty() &&
-      (!absl::SimpleAtod(flag("--percent"), &percent) || percent < 0 ||
-       percent > 100)) {
+  RETURN_IF_ERROR(args.Number("--percent", 0, &percent));
+  if (percent > 100)
     return absl::InvalidArgumentError("--percent needs a number within 0..100");
-  }
   absl::StatusOr<RolloutInfo> rollout;
   if (action == "start") {
     if (pos.size() != 3)
       return absl::InvalidArgumentError("rollout start MODEL VERSION");
     rollout = client.StartRollout(model, pos[2], std::max(percent, 0.0),
-                                  List(flag("--groups")));
+                                  List(args.Get("--groups")));
   } else if (action == "set") {
     RolloutUpdate update;
     update.percent = percent;
-    if (flags.count("--groups")) update.groups = List(flag("--groups"));
+    if (args.Has("--groups")) update.groups = List(args.Get("--groups"));
     rollout = client.UpdateRollout(model, update);
   } else if (action == "pause" || action == "resume") {
     RolloutUpdate update;
@@ -84,21 +77,15 @@ absl::Status Rollout(const std::vector<std::string>& pos,
   return absl::OkStatus();
 }
 
-absl::Status RunAgent(const std::map<std::string, std::string>& flags,
-                      Client& client, std::ostream& out) {
-  auto flag = [&](const std::string& name) {
-    auto it = flags.find(name);
-    return it == flags.end() ? std::string() : it->second;
-  };
+absl::Status RunAgent(const Args& args, Client& client, std::ostream& out) {
+  auto flag = [&](absl::string_view name) { return args.Get(name); };
   AgentOptions options{flag("--device-id"), flag("--dir"),
-                       List(flag("--models")), List(flag("--groups"))};
+                       List(flag("--models")), List(args.Get("--groups"))};
   options.tier.name = flag("--tier");
-  options.int8_output = flags.count("--int8") > 0;
+  options.int8_output = args.Has("--int8");
   options.coarse_tier = flag("--progressive");
-  if (!flag("--max-bytes").empty() &&
-      !absl::SimpleAtoi(flag("--max-bytes"), &options.tier.max_bytes)) {
-    return absl::InvalidArgumentError("--max-bytes needs a number");
-  }
+  RETURN_IF_ERROR(args.Int("--max-bytes", uint64_t{0}, ~uint64_t{0},
+                           &options.tier.max_bytes));
   signal(SIGINT, OnStopSignal);
   signal(SIGTERM, OnStopSignal);
   out << "agent " << options.device_id << ": keeping "
@@ -114,12 +101,10 @@ bool IsFleetCommand(const std::string& command) {
   return command == "rollout" || command == "agent";
 }
 
-absl::Status RunFleetCommand(const std::string& command,
-                             const std::vector<std::string>& positional,
-                             const std::map<std::string, std::string>& flags,
+absl::Status RunFleetCommand(const std::string& command, const Args& args,
                              Client& client, std::ostream& out) {
-  if (command == "agent") return RunAgent(flags, client, out);
-  return Rollout(positional, flags, client, out);
+  if (command == "agent") return RunAgent(args, client, out);
+  return Rollout(args, client, out);
 }
 
 }  // namespace weightcast

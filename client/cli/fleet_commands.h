@@ -3,13 +3,13 @@
 #ifndef WEIGHTCAST_CLIENT_CLI_FLEET_COMMANDS_H_
 #define WEIGHTCAST_CLIENT_CLI_FLEET_COMMANDS_H_
 
-#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "client/sdk/client.h"
+#include "common/base/args.h"
 
 namespace weightcast {
 
@@ -28,9 +28,7 @@ inline constexpr char kFleetUsage[] =
 // True for the commands this file runs.
 bool IsFleetCommand(const std::string& command);
 
-absl::Status RunFleetCommand(const std::string& command,
-                             const std::vector<std::string>& positional,
-                             const std::map<std::string, std::string>& flags,
+absl::Status RunFleetCommand(const std::string& command, const Args& args,
                              Client& client, std::ostream& out);
 
 }  // namespace weightcast

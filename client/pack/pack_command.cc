@@ -7,10 +7,11 @@
 #include <filesystem>
 #include <optional>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/args.h"
 #include "common/base/file.h"
+#include "common/base/printable.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/pack/front_end.h"
@@ -60,16 +61,6 @@ namespace {
 
 absl::Status Usage(absl::string_view what) {
   return absl::InvalidArgumentError(what);
-}
-
-absl::StatusOr<int> IntFlag(const std::string& flag, const std::string& value,
-                            int lo, int hi) {
-  int n = 0;
-  if (!absl::SimpleAtoi(value, &n) || n < lo || n > hi) {
-    return Usage(absl::StrCat(flag, " needs a number in ", lo, "..", hi,
-                              ", got '", value, "'"));
-  }
-  return n;
 }
 
 std::string Db(double db) {
@@ -255,71 +246,52 @@ absl::Status Unpack(const PackCommand& command, std::ostream& out) {
 }  // namespace
 
 absl::StatusOr<PackCommand> ParsePackCommand(
-    const std::vector<std::string>& args) {
+    const std::vector<std::string>& words) {
+  const ArgSpec spec{
+      {"-o", "--output", "--tiers", "--preset", "--scheme", "--max-tile",
+       "--min-picture-elements", "--policy", "--threads"},
+      {"-h", "--help", "--unpack", "--explain", "--convs-as-pictures",
+       "--int8"}};
+  ASSIGN_OR_RETURN(const Args args, Args::Parse(words, spec));
   PackCommand command;
-  std::optional<std::optional<QuantScheme>>
-      scheme;  // --scheme, over the policy file's
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    auto value = [&]() -> absl::StatusOr<std::string> {
-      if (i + 1 >= args.size())
-        return Usage(absl::StrCat(arg, " needs a value"));
-      return args[++i];
-    };
-    if (arg == "-h" || arg == "--help") {
-      command.mode = PackCommand::Mode::kHelp;
-      return command;
-    } else if (arg == "--unpack") {
-      command.mode = PackCommand::Mode::kUnpack;
-    } else if (arg == "--explain") {
-      command.mode = PackCommand::Mode::kExplain;
-    } else if (arg == "-o" || arg == "--output") {
-      ASSIGN_OR_RETURN(command.output, value());
-    } else if (arg == "--tiers") {
-      ASSIGN_OR_RETURN(command.tiers, value());
-    } else if (arg == "--preset") {
-      ASSIGN_OR_RETURN(command.pack.base.hevc.preset, value());
-    } else if (arg == "--scheme") {
-      ASSIGN_OR_RETURN(const std::string name, value());
-      ASSIGN_OR_RETURN(const std::optional<QuantScheme> front_end,
-                       FrontEndFromName(name));
-      scheme.emplace(front_end);
-    } else if (arg == "--max-tile") {
-      ASSIGN_OR_RETURN(const std::string v, value());
-      ASSIGN_OR_RETURN(command.pack.base.max_tile_size,
-                       IntFlag(arg, v, kCtuSize, 4 * kDefaultMaxTileSize));
-    } else if (arg == "--min-picture-elements") {
-      ASSIGN_OR_RETURN(const std::string v, value());
-      ASSIGN_OR_RETURN(const int n, IntFlag(arg, v, 1, 1 << 30));
-      command.pack.policy.min_picture_elements = n;
-    } else if (arg == "--convs-as-pictures") {
-      command.pack.policy.convolutions_as_pictures = true;
-    } else if (arg == "--policy") {
-      ASSIGN_OR_RETURN(const std::string path, value());
-      ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(path));
-      auto policy = ParseLayerPolicy(absl::string_view(
-          reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-      if (!policy.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": ", policy.status().message()));
-      const bool convs = command.pack.policy.convolutions_as_pictures;
-      command.pack.policy = *std::move(policy);
-      command.pack.policy.convolutions_as_pictures |= convs;
-    } else if (arg == "--int8") {
-      command.int8_output = true;
-    } else if (arg == "--threads") {
-      ASSIGN_OR_RETURN(const std::string v, value());
-      ASSIGN_OR_RETURN(command.pack.base.threads, IntFlag(arg, v, 1, 256));
-    } else if (!arg.empty() && arg[0] == '-') {
-      return Usage(absl::StrCat("unknown option ", arg));
-    } else if (command.input.empty()) {
-      command.input = arg;
-    } else {
-      return Usage(absl::StrCat("unexpected argument ", arg));
-    }
+  if (args.Has("-h") || args.Has("--help")) {
+    command.mode = PackCommand::Mode::kHelp;
+    return command;
   }
-  if (scheme) command.pack.policy.scheme = *scheme;
-  if (command.input.empty()) return Usage("no input file given");
+  if (args.Has("--unpack")) command.mode = PackCommand::Mode::kUnpack;
+  if (args.Has("--explain")) command.mode = PackCommand::Mode::kExplain;
+  command.output = args.Get("--output", args.Get("-o"));
+  command.tiers = args.Get("--tiers", command.tiers);
+  command.pack.base.hevc.preset =
+      args.Get("--preset", command.pack.base.hevc.preset);
+  if (args.Has("--policy")) {
+    const std::string path = args.Get("--policy");
+    ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(path));
+    auto policy = ParseLayerPolicy(absl::string_view(
+        reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    if (!policy.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", policy.status().message()));
+    command.pack.policy = *std::move(policy);
+  }
+  if (args.Has("--convs-as-pictures"))
+    command.pack.policy.convolutions_as_pictures = true;
+  if (args.Has("--scheme")) {  // over the policy file's
+    ASSIGN_OR_RETURN(command.pack.policy.scheme,
+                     FrontEndFromName(args.Get("--scheme")));
+  }
+  RETURN_IF_ERROR(args.Int("--max-tile", kCtuSize, 4 * kDefaultMaxTileSize,
+                           &command.pack.base.max_tile_size));
+  RETURN_IF_ERROR(args.Int("--min-picture-elements", int64_t{1},
+                           int64_t{1} << 30,
+                           &command.pack.policy.min_picture_elements));
+  RETURN_IF_ERROR(args.Int("--threads", 1, 256, &command.pack.base.threads));
+  command.int8_output = args.Has("--int8");
+  if (args.positional().size() > 1)
+    return Usage(
+        absl::StrCat("unexpected argument ", Echo(args.positional()[1])));
+  if (args.positional().empty()) return Usage("no input file given");
+  command.input = args.positional()[0];
   if (command.mode != PackCommand::Mode::kExplain && command.output.empty())
     return Usage("-o is required");
   RETURN_IF_ERROR(ParseTierList(command.tiers).status());

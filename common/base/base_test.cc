@@ -1,6 +1,7 @@
 #include <atomic>
 #include <vector>
 
+#include "common/base/args.h"
 #include "common/base/names.h"
 #include "common/base/parallel_for.h"
 #include "common/base/printable.h"
@@ -96,6 +97,72 @@ TEST(Printable, EchoIsBoundedAndMarked) {
   EXPECT_LT(status.message().size(), 100u);
   EXPECT_LT(CheckName("model name", "a/" + huge, 1 << 30).message().size(),
             kMaxEchoBytes + 100);
+}
+
+}  // namespace
+}  // namespace weightcast
+
+namespace weightcast {
+namespace {
+
+const ArgSpec kSpec{{"--workers", "--cache-bytes", "-o", "--ratio"},
+                    {"--int8"}};
+
+absl::StatusOr<Args> ParseWords(std::vector<std::string> words,
+                                ArgSpec spec = kSpec) {
+  return Args::Parse(words, spec);
+}
+
+TEST(Args, ReadsDeclaredOptionsSwitchesAndPositionals) {
+  auto args = ParseWords({"in.pt", "--workers", "3", "--int8", "-o", "out",
+                          "--workers", "4", "more"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_THAT(args->positional(), testing::ElementsAre("in.pt", "more"));
+  EXPECT_TRUE(args->Has("--int8"));
+  EXPECT_FALSE(args->Has("--cache-bytes"));
+  EXPECT_EQ(args->Get("-o"), "out");
+  EXPECT_EQ(args->Get("--cache-bytes", "none"), "none");
+  int workers = 0;
+  EXPECT_TRUE(args->Int("--workers", 0, 8, &workers).ok());
+  EXPECT_EQ(workers, 4);  // the last one counts
+  uint64_t bytes = 7;
+  EXPECT_TRUE(
+      args->Int("--cache-bytes", uint64_t{0}, ~uint64_t{0}, &bytes).ok());
+  EXPECT_EQ(bytes, 7u);  // absent: left alone
+}
+
+TEST(Args, RefusesUndeclaredOptionsMissingValuesAndOutOfRangeNumbers) {
+  EXPECT_EQ(ParseWords({"--wrokers", "3"}).status().message(),
+            "unknown option '--wrokers'");
+  EXPECT_EQ(ParseWords({"in", "-o"}).status().message(), "-o needs a value");
+  auto args =
+      ParseWords({"--workers", "9", "--ratio", "nan", "--cache-bytes", "-1"});
+  ASSERT_TRUE(args.ok());
+  int workers = 1;
+  EXPECT_EQ(args->Int("--workers", 0, 8, &workers).message(),
+            "--workers needs a whole number within 0..8, not '9'");
+  EXPECT_EQ(workers, 1);
+  uint64_t bytes = 0;
+  EXPECT_FALSE(
+      args->Int("--cache-bytes", uint64_t{0}, ~uint64_t{0}, &bytes).ok());
+  double ratio = 0.5;
+  EXPECT_EQ(args->Number("--ratio", 0, &ratio).message(),
+            "--ratio needs a number >= 0, not 'nan'");
+  // A hostile option name is echoed bounded and printable.
+  const std::string hostile = "--\x1b[2J" + std::string(10000, 'x');
+  const absl::Status status = ParseWords({hostile}).status();
+  EXPECT_LT(status.message().size(), 400u);
+  EXPECT_EQ(status.message().find('\x1b'), std::string::npos);
+}
+
+TEST(Args, StopsAtTheFirstPositionalWhenAsked) {
+  ArgSpec spec{{"--server"}, {}, /*stop_at_positional=*/true};
+  std::vector<std::string> words = {"--server", "a:1", "pull", "--tier", "q"};
+  auto args = Args::Parse(words, spec);
+  ASSERT_TRUE(args.ok());
+  EXPECT_EQ(args->consumed(), 2u);
+  EXPECT_EQ(args->Get("--server"), "a:1");
+  EXPECT_TRUE(args->positional().empty());
 }
 
 }  // namespace

@@ -14,6 +14,11 @@
 
 namespace weightcast {
 
+// Model names and version labels (they name folders and database rows).
+inline constexpr size_t kMaxLabelBytes = 64;
+// Device ids (rows of fleet.db).
+inline constexpr size_t kMaxDeviceIdBytes = 128;
+
 // INVALID_ARGUMENT naming `what` (e.g. "model name") when `name` is empty,
 // longer than `max_size`, made only of dots, or holds another character (the
 // name echoed bounded and printable).

@@ -200,6 +200,28 @@ TEST(Hevc, EncoderRejectsBadOptions) {
       EncodeIntraPicture(Plane{20, 32, std::vector<uint8_t>(640)}, {}).ok());
 }
 
+// Coding tools pass through to x265 (a picture without SAO and deblocking is
+// coded differently and still decodes); anything else is refused by name.
+TEST(Hevc, EncoderTakesCodingToolsAndOnlyThose) {
+  const Plane plane = GaussianPlane(64, 64, 3);
+  auto plain = EncodeIntraPicture(plane, {.qp = 32});
+  auto tooled = EncodeIntraPicture(
+      plane, {.qp = 32, .tools = {"no-sao", "no-deblock", "rdoq-level=1"}});
+  ASSERT_TRUE(plain.ok() && tooled.ok()) << tooled.status();
+  EXPECT_NE(*plain, *tooled);
+  EXPECT_TRUE(DecodeIntraPicture(*tooled, 64, 64).ok());
+  EXPECT_THAT(std::string(EncodeIntraPicture(plane, {.tools = {"csv=/tmp/x"}})
+                              .status()
+                              .message()),
+              HasSubstr("'csv'"));
+  EXPECT_THAT(std::string(EncodeIntraPicture(plane, {.tools = {"rd=banana"}})
+                              .status()
+                              .message()),
+              HasSubstr("refused the tool 'rd=banana'"));
+  EXPECT_TRUE(IsX265Tool("no-sao"));
+  EXPECT_FALSE(IsX265Tool("qp"));
+}
+
 TEST(Hevc, DecoderRejectsWrongSizeAndGarbage) {
   const Plane plane = SmoothPlane(64, 64);
   auto bitstream = EncodeIntraPicture(plane, {.qp = 27, .preset = "ultrafast"});

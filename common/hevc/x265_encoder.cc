@@ -5,7 +5,9 @@
 #include <functional>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/printable.h"
 #include "common/base/status_macros.h"
 #include "common/hevc/nal_units.h"
 
@@ -38,6 +40,20 @@ absl::Status CheckPicture(const Plane& plane) {
   return absl::OkStatus();
 }
 
+constexpr absl::string_view kTools[] = {"rdoq-level",
+                                        "sao",
+                                        "deblock",
+                                        "tskip",
+                                        "tskip-fast",
+                                        "psy-rd",
+                                        "psy-rdoq",
+                                        "tu-intra-depth",
+                                        "rd",
+                                        "signhide",
+                                        "strong-intra-smoothing",
+                                        "limit-tu",
+                                        "rskip"};
+
 absl::Status CheckQp(int qp) {
   if (qp < 0 || qp > 51)
     return absl::InvalidArgumentError(
@@ -58,6 +74,23 @@ absl::StatusOr<std::unique_ptr<x265_param, ParamDeleter>> MakeParam(
         absl::StrCat("unknown x265 preset '", options.preset, "'"));
   }
   x265_param* p = param.get();
+  for (const std::string& tool : options.tools) {
+    const size_t equals = tool.find('=');
+    const std::string name = tool.substr(0, equals);
+    if (!IsX265Tool(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("x265 tool ", Echo(name), " is not one of the coding ",
+                       "tools this wrapper lets through"));
+    }
+    const std::string value =
+        equals == std::string::npos ? "" : tool.substr(equals + 1);
+    if (x265_param_parse(
+            p, name.c_str(),
+            equals == std::string::npos ? nullptr : value.c_str()) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("x265 refused the tool ", Echo(tool)));
+    }
+  }
   p->logLevel = X265_LOG_NONE;
   p->sourceWidth = width;
   p->sourceHeight = height;
@@ -137,6 +170,14 @@ bool IsParameterSet(const x265_nal& nal) {
 }
 
 }  // namespace
+
+bool IsX265Tool(absl::string_view name) {
+  if (absl::StartsWith(name, "no-")) name.remove_prefix(3);
+  for (absl::string_view tool : kTools) {
+    if (name == tool) return true;
+  }
+  return false;
+}
 
 absl::StatusOr<std::vector<uint8_t>> EncodeIntraPicture(
     const Plane& plane, const HevcEncodeOptions& options) {

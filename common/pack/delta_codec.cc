@@ -92,8 +92,10 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
   auto qb = QuantizeLike(target.name, b, qa);
   if (!qb.ok()) return std::nullopt;  // B outgrew A's scale: it is sent whole
 
-  const HevcEncodeOptions options{
-      .qp = base.qp, .lossless = false, .preset = base.preset};
+  const HevcEncodeOptions options{.qp = base.qp,
+                                  .lossless = false,
+                                  .preset = base.preset,
+                                  .tools = base.tools};
   const int p_qp = base.qp + qp_offset;
   if (p_qp < 0 || p_qp > 51)
     return absl::InvalidArgumentError(

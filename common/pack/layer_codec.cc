@@ -37,6 +37,7 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
   layer->qp = options.hevc.lossless ? 0 : options.hevc.qp;
   layer->lossless = options.hevc.lossless;
   layer->preset = options.hevc.preset;
+  layer->tools = options.hevc.tools;
   return ParallelFor(
       layer->tiles.size(), options.threads, [&](size_t i) -> absl::Status {
         const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));

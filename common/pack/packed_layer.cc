@@ -181,6 +181,13 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   layer.qp = header.qp();
   layer.lossless = header.lossless();
   layer.preset = header.x265_preset();
+  if (header.x265_tools_size() > kMaxX265Tools)
+    return Invalid(header.name(), "lists too many x265 tools");
+  for (const std::string& tool : header.x265_tools()) {
+    if (tool.size() > kMaxX265ToolBytes)
+      return Invalid(header.name(), "names an x265 tool too long");
+    layer.tools.push_back(tool);
+  }
   layer.tiles.resize(expected_tiles);
   return layer;
 }
@@ -255,6 +262,7 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     header.set_qp(layer.qp);
     header.set_lossless(layer.lossless);
     header.set_x265_preset(layer.preset);
+    for (const std::string& tool : layer.tools) header.add_x265_tools(tool);
   }
   for (const auto& tile : layer.tiles) header.add_tile_bytes(tile.size());
   header.set_decoded_sha256(layer.decoded_sha256.data(),

@@ -15,21 +15,12 @@
 #include "absl/types/span.h"
 #include "common/base/sha256.h"
 #include "common/hevc/picture.h"
+#include "common/pack/layer_codec_id.h"
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
-
-enum class LayerCodec {
-  kHevc,
-  kRawInt8,
-  kZstdInt8,
-  kFloat32,
-  kFloat16,
-  kPassthrough,
-  kHevcDelta
-};
 
 absl::string_view LayerCodecName(
     LayerCodec codec);  // "hevc", "raw-int8", "zstd-int8", ...
@@ -48,6 +39,8 @@ int QuantSchemeProtoNumber(QuantScheme scheme);
 inline constexpr uint32_t kMaxHeaderBytes = 16 << 20;
 inline constexpr int64_t kMaxLayerElements = int64_t{1} << 31;
 inline constexpr int kMaxTensorRank = 8;
+inline constexpr int kMaxX265Tools = 16;
+inline constexpr size_t kMaxX265ToolBytes = 64;
 
 struct PackedLayer {
   std::string name;
@@ -66,6 +59,7 @@ struct PackedLayer {
   int qp = 0;
   bool lossless = false;
   std::string preset;
+  std::vector<std::string> tools;  // HevcEncodeOptions::tools
   // kHevcDelta only: the SHA-256 of the serialized base layer its P pictures
   // are predicted from.
   Sha256Digest base_sha256{};

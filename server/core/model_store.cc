@@ -22,7 +22,7 @@ namespace weightcast {
 namespace {
 
 absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
-  RETURN_IF_ERROR(CheckName(what, label, 64));
+  RETURN_IF_ERROR(CheckName(what, label, kMaxLabelBytes));
   if (label == "latest")
     return absl::InvalidArgumentError(
         absl::StrCat(what, " 'latest' is reserved"));
@@ -457,7 +457,7 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(
       ASSIGN_OR_RETURN(const uint64_t bytes,
                        blobs_->Size(layer.base_blob_sha256));
       LayerRecord base{layer.name, layer.base_blob_sha256, bytes,
-                       LayerCodecProtoNumber(LayerCodec::kHevc)};
+                       LayerCodec::kHevc};
       base.is_base = true;
       base.tensor_index = layer.tensor_index;
       (spec.refines.empty() ? manifest.layers : bases)

@@ -115,7 +115,7 @@ std::map<std::string, uint64_t> TierBytes(const std::string& ladder) {
 }
 
 // (name, is_base, codec, tensor_index) of each manifest entry, in order.
-using Entry = std::tuple<std::string, bool, int, uint32_t>;
+using Entry = std::tuple<std::string, bool, LayerCodec, uint32_t>;
 std::vector<Entry> Entries(const Manifest& manifest) {
   std::vector<Entry> entries;
   for (const LayerRecord& layer : manifest.layers) {
@@ -124,9 +124,9 @@ std::vector<Entry> Entries(const Manifest& manifest) {
   }
   return entries;
 }
-const int kHevc = LayerCodecProtoNumber(LayerCodec::kHevc);
-const int kDelta = LayerCodecProtoNumber(LayerCodec::kHevcDelta);
-const int kFloat = LayerCodecProtoNumber(LayerCodec::kFloat32);
+constexpr LayerCodec kHevc = LayerCodec::kHevc;
+constexpr LayerCodec kDelta = LayerCodec::kHevcDelta;
+constexpr LayerCodec kFloat = LayerCodec::kFloat32;
 
 TEST(ModelStoreCache, EvictsTheLeastRecentlyUsedTierWhenOverTheBudget) {
   const std::map<std::string, uint64_t> bytes = TierBytes("q22,q27,q32,q37");

@@ -4,11 +4,12 @@
 // devices by a stable hash of the device id, plus named groups), pause it,
 // raise it, roll it back. Rollouts and device reports persist in a
 // FleetRegistry. No gRPC in here: the RPC handlers drain Subscriptions.
-// Thread-safe.
+// Assignments are evaluated in memory (rollouts, and which devices reported a
+// rollout's target), never with a query per device; device reports are stored
+// in batches. Thread-safe.
 #ifndef WEIGHTCAST_SERVER_PUSH_FLEET_H_
 #define WEIGHTCAST_SERVER_PUSH_FLEET_H_
 
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -17,10 +18,12 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/push/report_writer.h"
 #include "server/storage/fleet_registry.h"
 
 namespace weightcast {
@@ -50,23 +53,39 @@ struct WatchSpec {
       installed;  // model -> version the device holds
 };
 
-// One device's stream of events. Next() blocks for the next assignment; nullopt
-// after `wait` (time for a keepalive) or once closed.
+// Told that a Subscription has an event to take or was closed. Called on the
+// thread that made the change, never under the Fleet's or the Subscription's
+// lock; must not block.
+class SubscriptionListener {
+ public:
+  virtual ~SubscriptionListener() = default;
+  virtual void OnSubscriptionReady() = 0;
+};
+
+// One device's stream of events: at most one queued event per model (a newer
+// assignment replaces one not yet taken), so its memory is bounded by the
+// models it watches.
 class Subscription {
  public:
+  // The next queued event, if any; never blocks.
+  std::optional<AssignmentEvent> Take();
+  // Blocks for the next event; nullopt after `wait` or once closed.
   std::optional<AssignmentEvent> Next(absl::Duration wait);
   bool closed();
 
  private:
   friend class Fleet;
-  explicit Subscription(WatchSpec spec) : spec_(std::move(spec)) {}
+  Subscription(WatchSpec spec, std::weak_ptr<SubscriptionListener> listener);
   void Push(
       AssignmentEvent event);  // drops an older queued event of the same model
   void Close();
+  void Wake();  // tells the listener, if it is still there
 
   const WatchSpec spec_;
+  const std::vector<int> buckets_;  // RolloutBucket per spec_.models entry
+  const std::weak_ptr<SubscriptionListener> listener_;
   absl::Mutex mu_;
-  std::deque<AssignmentEvent> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<AssignmentEvent> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::string>
       sent_;  // model -> version last assigned; under Fleet::mu_
@@ -84,6 +103,11 @@ struct RolloutChange {
   std::optional<bool> paused;
 };
 
+// What one Watch may name: each model a label, each group a label, and a
+// tier policy name of at most kMaxLabelBytes; so a watcher's memory is bounded.
+inline constexpr size_t kMaxWatchedModels = 64;
+inline constexpr size_t kMaxWatchGroups = 64;
+
 // Longest reason a device report may carry.
 inline constexpr size_t kMaxReportReasonBytes = 1024;
 
@@ -96,16 +120,25 @@ class Fleet {
       std::function<absl::Status(const std::string&, const std::string&)>
           version_exists);
 
-  // INVALID_ARGUMENT for a bad device id or no models; the current assignments
-  // are queued at once.
-  absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(WatchSpec spec);
+  // INVALID_ARGUMENT for a bad device id, no models, a bad model or group name,
+  // or more than kMaxWatchedModels models (installed entries too) or
+  // kMaxWatchGroups groups; the current assignments
+  // are queued at once (the listener is not called for those: take them).
+  // `listener` (may be empty) hears of every later event and of the close.
+  absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(
+      WatchSpec spec, std::weak_ptr<SubscriptionListener> listener = {});
   void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
   // Stores a device's report. INVALID_ARGUMENT for a bad device id, state,
   // model or version name, a tier name that is not a tier's, or a reason over
   // kMaxReportReasonBytes; the version_exists status (NOT_FOUND) for a version
   // the server does not have. Control characters in the reason are stored
-  // escaped.
+  // escaped. Waits until the report is stored.
   absl::Status Report(DeviceRecord status);
+  // The same without waiting: `done` runs once, with a validation error at
+  // once on this thread, else after the report's batch is stored (on the
+  // report writer's thread; it must not call back into the Fleet). Reports
+  // are stored in batches, one transaction each (ReportWriter).
+  void Report(DeviceRecord status, std::function<void(absl::Status)> done);
 
   absl::StatusOr<RolloutView> StartRollout(const std::string& model,
                                            const std::string& version,
@@ -128,13 +161,29 @@ class Fleet {
   Fleet(FleetRegistry* registry,
         std::function<absl::Status(const std::string&, const std::string&)>
             version_exists)
-      : registry_(registry), version_exists_(std::move(version_exists)) {}
-  // The version `spec`'s device should run under `rollout` (empty: none).
+      : registry_(registry),
+        version_exists_(std::move(version_exists)),
+        reports_(registry,
+                 [this](const DeviceRecord& r) { return CheckVersion(r); }) {}
+  // The version the subscriber should run under `rollout` (empty: none), from
+  // memory only. `bucket` is its RolloutBucket for the rollout's model.
   std::optional<AssignmentEvent> AssignmentFor(const RolloutRecord& rollout,
-                                               const WatchSpec& spec)
+                                               const WatchSpec& spec,
+                                               int bucket)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sends each subscriber of `model` its assignment if it changed.
-  void Notify(const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues for each subscriber of the rollout's model its assignment if it
+  // changed; returns the subscriptions to wake (after mu_ is released).
+  std::vector<std::shared_ptr<Subscription>> Notify(
+      const RolloutRecord& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reloads holding_[model] for a new target from the registry (after the
+  // queued reports are stored).
+  absl::Status LoadHolding(const std::string& model, const std::string& version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void WakeAll(const std::vector<std::shared_ptr<Subscription>>& subs);
+  // Checks a report's fields and makes its reason printable.
+  static absl::Status Validate(DeviceRecord& status);
+  // NOT_FOUND (version_exists_'s status) for a version the server lacks.
+  absl::Status CheckVersion(const DeviceRecord& status) const;
   absl::StatusOr<RolloutView> View(const RolloutRecord& rollout)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<RolloutView> Change(
@@ -149,7 +198,15 @@ class Fleet {
       ABSL_GUARDED_BY(mu_);  // loaded at start
   absl::flat_hash_set<std::shared_ptr<Subscription>> subscriptions_
       ABSL_GUARDED_BY(mu_);
+  // model -> its subscriptions (with the model's index in spec_.models).
+  absl::flat_hash_map<std::string, absl::flat_hash_map<Subscription*, size_t>>
+      by_model_ ABSL_GUARDED_BY(mu_);
+  // model -> devices whose last report is the rollout's target, not FAILED
+  // (what a paused rollout lets keep the target); kept by Report.
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> holding_
+      ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  ReportWriter reports_;  // declared last: stores what is queued first
 };
 
 }  // namespace weightcast

@@ -2,8 +2,10 @@
 // subscriptions drained directly.
 #include "server/push/fleet.h"
 
+#include <atomic>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -277,6 +279,114 @@ TEST_F(FleetTest, ShutdownClosesEveryWatchAndRefusesNewOnes) {
   EXPECT_FALSE(watch->Next(absl::Seconds(5)).has_value());  // returns at once
   EXPECT_THAT(fleet_->Subscribe({"dev-2", {}, {"mlp"}}),
               StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// A listener that counts its wakes.
+class CountingListener : public SubscriptionListener {
+ public:
+  void OnSubscriptionReady() override { wakes.fetch_add(1); }
+  std::atomic<int> wakes{0};
+};
+
+TEST_F(FleetTest, AListenerHearsOfEachChangeForItsDeviceAndOfTheClose) {
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
+  auto listener = std::make_shared<CountingListener>();
+  auto watch = fleet_->Subscribe({"dev-1", {}, {"mlp"}}, listener);
+  ASSERT_THAT(watch, IsOk());
+  EXPECT_EQ(listener->wakes.load(), 0);  // the first assignment is queued
+  EXPECT_EQ(Assigned(**watch), "v1");
+
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 100, {}), IsOk());
+  EXPECT_EQ(listener->wakes.load(), 1);
+  EXPECT_EQ(Assigned(**watch), "v2");
+  RolloutChange same;
+  same.percent = 100;  // nothing changes for the device: no wake
+  ASSERT_THAT(fleet_->UpdateRollout("mlp", same), IsOk());
+  EXPECT_EQ(listener->wakes.load(), 1);
+
+  fleet_->Shutdown();
+  EXPECT_EQ(listener->wakes.load(), 2);
+  EXPECT_TRUE((*watch)->closed());
+}
+
+TEST_F(FleetTest, AListenerThatIsGoneIsNotCalled) {
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
+  auto listener = std::make_shared<CountingListener>();
+  auto watch = fleet_->Subscribe({"dev-1", {}, {"mlp"}}, listener);
+  ASSERT_THAT(watch, IsOk());
+  listener.reset();
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 100, {}), IsOk());
+  EXPECT_EQ(Assigned(**watch), "v2");
+}
+
+TEST_F(FleetTest, APausedRolloutRemembersReportsAcrossARestartAndNewTargets) {
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
+  // Reported before the rollout of v2 exists: found when it starts.
+  ASSERT_THAT(fleet_->Report({"dev-early", "mlp", "v2", "", "INSTALLED"}),
+              IsOk());
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 100, {}), IsOk());
+  ASSERT_THAT(fleet_->Report({"dev-late", "mlp", "v2", "", "DOWNLOADING"}),
+              IsOk());
+  RolloutChange pause;
+  pause.paused = true;
+  ASSERT_THAT(fleet_->UpdateRollout("mlp", pause), IsOk());
+  EXPECT_EQ(Assigned(*Watch("dev-early")), "v2");
+  EXPECT_EQ(Assigned(*Watch("dev-late")), "v2");
+  EXPECT_EQ(Assigned(*Watch("dev-new")), "v1");
+
+  fleet_.reset();  // a restart: the reports come back from fleet.db
+  fleet_ = NewFleet();
+  EXPECT_EQ(Assigned(*Watch("dev-early")), "v2");
+  EXPECT_EQ(Assigned(*Watch("dev-late")), "v2");
+  // A later FAILED report takes the device out.
+  ASSERT_THAT(fleet_->Report({"dev-late", "mlp", "v2", "", "FAILED", "disk"}),
+              IsOk());
+  EXPECT_EQ(Assigned(*Watch("dev-late")), "v1");
+}
+
+TEST_F(FleetTest, ReportsFromManyThreadsAreStoredInBatches) {
+  ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
+  constexpr int kDevices = 400;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < kDevices; i += 8) {
+        ok += fleet_
+                  ->Report({"dev-" + std::to_string(i), "mlp", "v1", "",
+                            "INSTALLED"})
+                  .ok();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kDevices);
+  auto view = fleet_->GetRollout("mlp");
+  ASSERT_THAT(view, IsOk());
+  ASSERT_EQ(view->counts.size(), 1u);
+  EXPECT_EQ(view->counts[0].devices, uint64_t{kDevices});
+}
+TEST_F(FleetTest, AWatchIsBoundedInModelsGroupsAndNames) {
+  std::vector<std::string> models(kMaxWatchedModels + 1, "mlp");
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, models}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("at most 64 models, not 65")));
+  std::vector<std::string> groups(kMaxWatchGroups + 1, "lab");
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", groups, {"mlp"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("at most 64 groups, not 65")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {"lab\n"}, {"mlp"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("group 'lab\\x0a' may hold only")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, {std::string(65, 'm')}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("model must be 1-64 characters, not 65")));
+  EXPECT_THAT(
+      fleet_->Subscribe({"dev-1", {}, {"mlp"}, std::string(65, 'q')}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("tier policy name must be at most 64 characters")));
+  EXPECT_THAT(fleet_->Subscribe({"dev-1", {"lab"}, {"mlp", "other"}, "q27"}),
+              IsOk());
 }
 
 }  // namespace

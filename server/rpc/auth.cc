@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<TokenAuth>> TokenAuth::Load(
 }
 
 const TokenAuth::Grant* TokenAuth::Find(
-    const grpc::ServerContext& context) const {
+    const grpc::ServerContextBase& context) const {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return nullptr;
@@ -67,12 +67,12 @@ const TokenAuth::Grant* TokenAuth::Find(
   return grant == grants_.end() ? nullptr : &grant->second;
 }
 
-Role TokenAuth::RoleOf(const grpc::ServerContext& context) const {
+Role TokenAuth::RoleOf(const grpc::ServerContextBase& context) const {
   const Grant* grant = Find(context);
   return grant ? grant->role : Role::kDevice;
 }
 
-grpc::Status TokenAuth::CheckDevice(const grpc::ServerContext& context,
+grpc::Status TokenAuth::CheckDevice(const grpc::ServerContextBase& context,
                                     absl::string_view device_id) const {
   const Grant* grant = Find(context);
   if (grant && grant->role == Role::kAdmin) return grpc::Status::OK;
@@ -92,7 +92,7 @@ grpc::Status TokenAuth::CheckDevice(const grpc::ServerContext& context,
                    " (devices= in the server's tokens file)"));
 }
 
-grpc::Status TokenAuth::Check(const grpc::ServerContext& context,
+grpc::Status TokenAuth::Check(const grpc::ServerContextBase& context,
                               Role needed) const {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");

@@ -36,13 +36,13 @@ class TokenAuth {
 
   // OK when the call's token has at least `needed`; UNAUTHENTICATED without a
   // known token; PERMISSION_DENIED for a device token on an admin call.
-  grpc::Status Check(const grpc::ServerContext& context, Role needed) const;
+  grpc::Status Check(const grpc::ServerContextBase& context, Role needed) const;
   // After Check: OK when the call's token is an admin token or a device token
   // issued for `device_id`; PERMISSION_DENIED otherwise.
-  grpc::Status CheckDevice(const grpc::ServerContext& context,
+  grpc::Status CheckDevice(const grpc::ServerContextBase& context,
                            absl::string_view device_id) const;
   // After Check: the role of the call's token.
-  Role RoleOf(const grpc::ServerContext& context) const;
+  Role RoleOf(const grpc::ServerContextBase& context) const;
 
  private:
   struct Grant {
@@ -50,7 +50,7 @@ class TokenAuth {
     std::vector<std::string>
         devices;  // device tokens: ids, or prefixes ending in '*'
   };
-  const Grant* Find(const grpc::ServerContext& context) const;
+  const Grant* Find(const grpc::ServerContextBase& context) const;
 
   absl::flat_hash_map<std::string, Grant>
       grants_;  // hex SHA-256 -> what the token may do
@@ -59,16 +59,17 @@ class TokenAuth {
 // The services' checks: OK when `auth` is null (tokens off: every caller is an
 // operator).
 inline grpc::Status Allow(const TokenAuth* auth,
-                          const grpc::ServerContext* context, Role needed) {
+                          const grpc::ServerContextBase* context, Role needed) {
   return auth == nullptr ? grpc::Status::OK : auth->Check(*context, needed);
 }
 inline grpc::Status AllowDevice(const TokenAuth* auth,
-                                const grpc::ServerContext* context,
+                                const grpc::ServerContextBase* context,
                                 absl::string_view device_id) {
   return auth == nullptr ? grpc::Status::OK
                          : auth->CheckDevice(*context, device_id);
 }
-inline Role RoleOf(const TokenAuth* auth, const grpc::ServerContext* context) {
+inline Role RoleOf(const TokenAuth* auth,
+                   const grpc::ServerContextBase* context) {
   return auth == nullptr ? Role::kAdmin : auth->RoleOf(*context);
 }
 

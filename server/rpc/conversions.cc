@@ -76,6 +76,10 @@ v1::Assignment::Reason ToProto(AssignmentReason reason) {
   return v1::Assignment::REASON_UNSPECIFIED;
 }
 
+v1::LayerCodec ToProto(LayerCodec codec) {
+  return static_cast<v1::LayerCodec>(LayerCodecProtoNumber(codec));
+}
+
 namespace {
 
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
@@ -145,7 +149,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
     for (const LayerRecord& layer : tier.layers) {
       v1::LayerStats* stats = info->add_layers();
       stats->set_name(layer.name);
-      stats->set_codec(static_cast<v1::LayerCodec>(layer.codec));
+      stats->set_codec(ToProto(layer.codec));
       stats->set_bytes(layer.bytes);
       stats->set_bits_per_weight(layer.bits_per_weight);
       stats->set_sqnr_db(layer.sqnr_db);
@@ -182,7 +186,7 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
     // blob names are hex SHA-256; the manifest carries raw digests
     l->set_blob_sha256(HexToRawDigest(layer.blob_sha256));
     l->set_decoded_sha256(layer.decoded_sha256);
-    l->set_codec(static_cast<v1::LayerCodec>(layer.codec));
+    l->set_codec(ToProto(layer.codec));
     if (!layer.base_blob_sha256.empty())
       l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);

@@ -31,6 +31,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
 void ToProto(const Manifest& manifest, v1::Manifest* out);
 void ToProto(const RolloutView& rollout, v1::Rollout* out);
 v1::Assignment::Reason ToProto(AssignmentReason reason);
+v1::LayerCodec ToProto(LayerCodec codec);
 
 // The held_blob_sha256 of a request as hex blob names; INVALID_ARGUMENT for a
 // malformed entry or more than kMaxHeldBlobs.

@@ -1,7 +1,5 @@
 // The fleet's RPC handlers: rollouts (Admin), Watch and ReportStatus
 // (Distribution).
-#include <chrono>
-
 #include "server/rpc/conversions.h"
 #include "server/rpc/services.h"
 
@@ -59,21 +57,20 @@ grpc::Status AdminService::GetRollout(grpc::ServerContext* context,
   return Answer(fleet_->GetRollout(request->model()), response);
 }
 
-grpc::Status DistributionService::Watch(
-    grpc::ServerContext* context, const v1::WatchRequest* request,
-    grpc::ServerWriter<v1::WatchEvent>* writer) {
+grpc::ServerWriteReactor<v1::WatchEvent>* DistributionService::Watch(
+    grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
   if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
-    return denied;
+    return WatchReactor::Refuse(denied);
   if (grpc::Status denied = AllowDevice(auth_, context, request->device_id());
       !denied.ok())
-    return denied;
+    return WatchReactor::Refuse(denied);
   if (draining_.load())
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is shutting down");
+    return WatchReactor::Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                             "the server is shutting down"));
   grpc::Status refused;
-  const std::unique_ptr<StreamLimiter::Slot> slot =
+  std::unique_ptr<StreamLimiter::Slot> slot =
       limiter_ ? limiter_->Acquire(*context, &refused) : nullptr;
-  if (limiter_ && !slot) return refused;
+  if (limiter_ && !slot) return WatchReactor::Refuse(refused);
   WatchSpec spec{request->device_id(),
                  {request->groups().begin(), request->groups().end()},
                  {request->models().begin(), request->models().end()},
@@ -81,45 +78,24 @@ grpc::Status DistributionService::Watch(
                  {}};
   for (const v1::InstalledModel& m : request->installed())
     spec.installed[m.model()] = m.version();
-  auto subscription = fleet_->Subscribe(std::move(spec));
-  if (!subscription.ok()) return ToGrpcStatus(subscription.status());
-  v1::WatchEvent event;
-  bool open = true;
-  while (open && !context->IsCancelled() && !(*subscription)->closed()) {
-    std::optional<AssignmentEvent> next = (*subscription)->Next(keepalive_);
-    event.Clear();
-    if (next) {
-      v1::Assignment* a = event.mutable_assignment();
-      a->set_model(next->model);
-      a->set_version(next->version);
-      a->set_tier(next->tier);
-      a->set_reason(ToProto(next->reason));
-      metrics_->RecordWatchEvent("assignment");
-    } else {
-      if ((*subscription)->closed()) break;
-      event.set_keepalive_unix_ms(
-          std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count());
-      metrics_->RecordWatchEvent("keepalive");
-    }
-    open = writer->Write(event);
-  }
-  fleet_->Unsubscribe(*subscription);
-  if ((*subscription)->closed())
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is shutting down");
-  return grpc::Status::OK;
+  return WatchReactor::Start(fleet_, metrics_, &keepalive_, std::move(slot),
+                             std::move(spec));
 }
 
-grpc::Status DistributionService::ReportStatus(grpc::ServerContext* context,
-                                               const v1::DeviceStatus* request,
-                                               v1::ReportStatusResponse*) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
-    return denied;
+grpc::ServerUnaryReactor* DistributionService::ReportStatus(
+    grpc::CallbackServerContext* context, const v1::DeviceStatus* request,
+    v1::ReportStatusResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status denied = Allow(auth_, context, Role::kDevice);
+      !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   if (grpc::Status denied = AllowDevice(auth_, context, request->device_id());
-      !denied.ok())
-    return denied;
+      !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   const std::string state =
       request->state() == v1::DeviceStatus::STATE_UNSPECIFIED
           ? ""
@@ -133,7 +109,10 @@ grpc::Status DistributionService::ReportStatus(grpc::ServerContext* context,
                       request->bytes(),
                       request->seconds(),
                       0};
-  return ToGrpcStatus(fleet_->Report(std::move(record)));
+  fleet_->Report(std::move(record), [reactor](absl::Status stored) {
+    reactor->Finish(ToGrpcStatus(stored));
+  });
+  return reactor;
 }
 
 }  // namespace weightcast

@@ -1,8 +1,9 @@
 // The gRPC services: thin handlers that convert requests, call the ModelStore
 // (or, for rollouts, Watch and device reports, the Fleet: fleet_services.cc),
-// and convert the status once. Synchronous gRPC API: a server-streaming Write
-// blocks until the transport takes the message, so a pull has one write in
-// flight. Thread-safe; the store must outlive them.
+// and convert the status once. Synchronous gRPC API but for Watch and
+// ReportStatus (callback API): a server-streaming Write blocks until the
+// transport takes the message, so a pull has one write in flight. Thread-safe;
+// the store must outlive them.
 #ifndef WEIGHTCAST_SERVER_RPC_SERVICES_H_
 #define WEIGHTCAST_SERVER_RPC_SERVICES_H_
 
@@ -14,6 +15,7 @@
 #include "server/rpc/auth.h"
 #include "server/rpc/call_deadlines.h"
 #include "server/rpc/stream_limiter.h"
+#include "server/rpc/watch_reactor.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast {
@@ -90,7 +92,13 @@ class AdminService final : public v1::Admin::Service {
   const TokenAuth* const auth_;
 };
 
-class DistributionService final : public v1::Distribution::Service {
+// Watch and ReportStatus are callback methods (any number of open Watch
+// streams on gRPC's few threads: watch_reactor.h; a report waits for its batch
+// without a thread); GetManifest and Pull are synchronous.
+class DistributionService final
+    : public v1::Distribution::WithCallbackMethod_Watch<
+          v1::Distribution::WithCallbackMethod_ReportStatus<
+              v1::Distribution::Service>> {
  public:
   DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
                       absl::Duration keepalive, const RpcLimits& limits)
@@ -111,12 +119,13 @@ class DistributionService final : public v1::Distribution::Service {
   // Sends the device's assignments as they change, a keepalive when nothing
   // happened for the keepalive interval; ends when the client goes or the fleet
   // shuts down.
-  grpc::Status Watch(grpc::ServerContext* context,
-                     const v1::WatchRequest* request,
-                     grpc::ServerWriter<v1::WatchEvent>* writer) override;
-  grpc::Status ReportStatus(grpc::ServerContext* context,
-                            const v1::DeviceStatus* request,
-                            v1::ReportStatusResponse* response) override;
+  grpc::ServerWriteReactor<v1::WatchEvent>* Watch(
+      grpc::CallbackServerContext* context,
+      const v1::WatchRequest* request) override;
+  // Answers once the report is stored (in a batch with others).
+  grpc::ServerUnaryReactor* ReportStatus(
+      grpc::CallbackServerContext* context, const v1::DeviceStatus* request,
+      v1::ReportStatusResponse* response) override;
 
   // After this, new pulls get UNAVAILABLE (running streams continue until the
   // grace period).
@@ -131,7 +140,7 @@ class DistributionService final : public v1::Distribution::Service {
   ModelStore* const store_;
   Fleet* const fleet_;
   ServerMetrics* const metrics_;
-  const absl::Duration keepalive_;
+  WatchKeepalive keepalive_;  // its thread keeps every Watch stream alive
   const RpcLimits limits_;
   const TokenAuth* const auth_;
   StreamLimiter* const limiter_;  // null: no per-client cap

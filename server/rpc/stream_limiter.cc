@@ -23,7 +23,7 @@ StreamLimiter::Slot::~Slot() {
 }
 
 std::unique_ptr<StreamLimiter::Slot> StreamLimiter::Acquire(
-    const grpc::ServerContext& context, grpc::Status* refused) {
+    const grpc::ServerContextBase& context, grpc::Status* refused) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   std::optional<absl::string_view> authorization;

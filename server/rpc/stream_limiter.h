@@ -46,7 +46,7 @@ class StreamLimiter {
 
   // A slot held for the stream's life; null with `*refused` set to
   // RESOURCE_EXHAUSTED when the client already holds max_per_client.
-  std::unique_ptr<Slot> Acquire(const grpc::ServerContext& context,
+  std::unique_ptr<Slot> Acquire(const grpc::ServerContextBase& context,
                                 grpc::Status* refused);
   // The same for a call of `authorization` (its "authorization" metadata;
   // nullopt: none) from `peer` (ServerContext::peer(): "ipv4:127.0.0.1:5555",

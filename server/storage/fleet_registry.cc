@@ -99,6 +99,35 @@ absl::StatusOr<std::vector<RolloutRecord>> FleetRegistry::Rollouts() {
 
 absl::Status FleetRegistry::PutDevice(const DeviceRecord& d) {
   absl::MutexLock lock(&mu_);
+  return PutDeviceLocked(d);
+}
+
+absl::Status FleetRegistry::PutDevices(
+    const std::vector<DeviceRecord>& devices) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(db_.get()));
+  for (const DeviceRecord& d : devices) RETURN_IF_ERROR(PutDeviceLocked(d));
+  return transaction.Commit();
+}
+
+absl::StatusOr<std::vector<std::string>> FleetRegistry::DevicesHolding(
+    const std::string& model, const std::string& version) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      Statement query,
+      db_->Prepare("SELECT device_id FROM devices WHERE model = ?1 AND "
+                   "version = ?2 AND state != 'FAILED'"));
+  query.Bind(1, model).Bind(2, version);
+  std::vector<std::string> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, query.Step());
+    if (!row) break;
+    out.push_back(query.Text(0));
+  }
+  return out;
+}
+
+absl::Status FleetRegistry::PutDeviceLocked(const DeviceRecord& d) {
   ASSIGN_OR_RETURN(
       Statement upsert,
       db_->Prepare("INSERT OR REPLACE INTO devices(device_id, model, version, "

@@ -62,6 +62,12 @@ class FleetRegistry {
 
   // Inserts or replaces the device's status for its model.
   absl::Status PutDevice(const DeviceRecord& device);
+  // PutDevice for each, in order, in one transaction (all or none).
+  absl::Status PutDevices(const std::vector<DeviceRecord>& devices);
+  // The devices whose last report for `model` is `version` in a state other
+  // than FAILED.
+  absl::StatusOr<std::vector<std::string>> DevicesHolding(
+      const std::string& model, const std::string& version);
   absl::StatusOr<std::optional<DeviceRecord>> GetDevice(
       const std::string& device_id, const std::string& model);
   // Devices of `model` by (version, state).
@@ -69,6 +75,8 @@ class FleetRegistry {
 
  private:
   explicit FleetRegistry(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  absl::Status PutDeviceLocked(const DeviceRecord& device)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   const std::unique_ptr<Database> db_ ABSL_PT_GUARDED_BY(mu_);
 };

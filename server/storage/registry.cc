@@ -13,6 +13,37 @@ namespace {
 
 // Each entry moves the schema one version forward; never edit one that has
 // shipped.
+// The number each codec is stored under in layers.codec: a file format, frozen
+// (the numbers weightcast.v1.LayerCodec had when the column was made; the API
+// may renumber, this table may only grow).
+struct StoredCodec {
+  LayerCodec codec;
+  int64_t stored;
+};
+constexpr StoredCodec kStoredCodecs[] = {
+    {LayerCodec::kHevc, 1},      {LayerCodec::kRawInt8, 2},
+    {LayerCodec::kZstdInt8, 3},  {LayerCodec::kFloat32, 4},
+    {LayerCodec::kFloat16, 5},   {LayerCodec::kPassthrough, 6},
+    {LayerCodec::kHevcDelta, 7},
+};
+
+int64_t StoredNumber(LayerCodec codec) {
+  for (const StoredCodec& entry : kStoredCodecs) {
+    if (entry.codec == codec) return entry.stored;
+  }
+  return 0;  // unreachable: every codec has a row
+}
+
+absl::StatusOr<LayerCodec> CodecOfStored(int64_t stored,
+                                         absl::string_view layer) {
+  for (const StoredCodec& entry : kStoredCodecs) {
+    if (entry.stored == stored) return entry.codec;
+  }
+  return absl::DataLossError(absl::StrCat("registry: layer ", Printable(layer),
+                                          " has unknown codec number ",
+                                          stored));
+}
+
 constexpr const char* kMigrations[] = {
     R"sql(
     CREATE TABLE versions(
@@ -352,9 +383,10 @@ absl::StatusOr<std::vector<LayerRecord>> Registry::LayersLocked(
   while (true) {
     ASSIGN_OR_RETURN(bool row, query.Step());
     if (!row) break;
+    ASSIGN_OR_RETURN(const LayerCodec codec,
+                     CodecOfStored(query.Int(3), query.Text(0)));
     layers.push_back({query.Text(0), query.Text(1),
-                      static_cast<uint64_t>(query.Int(2)),
-                      static_cast<int>(query.Int(3)), query.Blob(4),
+                      static_cast<uint64_t>(query.Int(2)), codec, query.Blob(4),
                       query.Real(5), query.Real(6), query.Int(7) != 0,
                       static_cast<int>(query.Int(8)), query.Text(9)});
     layers.back().quant_scheme = query.Text(10);
@@ -458,7 +490,7 @@ absl::Status Registry::CompleteTier(int64_t version_id, const std::string& tier,
                         .Bind(4, l.name)
                         .Bind(5, l.blob_sha256)
                         .Bind(6, static_cast<int64_t>(l.bytes))
-                        .Bind(7, int64_t{l.codec})
+                        .Bind(7, StoredNumber(l.codec))
                         .BindBlob(8, l.decoded_sha256)
                         .Bind(9, l.bits_per_weight)
                         .Bind(10, l.sqnr_db)

@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/pack/layer_codec_id.h"
 #include "common/tensor/accuracy.h"
 #include "server/storage/sqlite.h"
 
@@ -57,8 +58,8 @@ struct LayerRecord {
   std::string name;
   std::string blob_sha256;  // hex; the packed layer's bytes
   uint64_t bytes = 0;
-  int codec = 0;               // weightcast.v1.LayerCodec
-  std::string decoded_sha256;  // 32 raw bytes
+  LayerCodec codec = LayerCodec::kHevc;  // stored as a frozen number
+  std::string decoded_sha256;            // 32 raw bytes
   double bits_per_weight = 0;
   double sqnr_db = 0;
   bool picture = false;  // coded with the tier's picture codec

@@ -5,7 +5,9 @@
 #include "gtest/gtest.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
+#include "server/storage/sqlite.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/status_matchers.h"
 
 namespace weightcast {
 namespace {
@@ -48,7 +50,7 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
     LayerRecord layer{"fc.weight",
                       std::string(64, 'b'),
                       100,
-                      3,
+                      LayerCodec::kZstdInt8,
                       std::string(32, 'x'),
                       6.2,
                       30.5,
@@ -65,6 +67,7 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
   ASSERT_EQ(tiers[0].layers.size(), 1u);
   EXPECT_EQ(tiers[0].layers[0].decoded_sha256, std::string(32, 'x'));
   EXPECT_EQ(tiers[0].layers[0].quant_scheme, "per-channel-symmetric");
+  EXPECT_EQ(tiers[0].layers[0].codec, LayerCodec::kZstdInt8);
   EXPECT_EQ(
       tiers[1].state,
       TierState::kNotEncoded);  // the crash-interrupted encoding starts over
@@ -73,6 +76,34 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
                                                      std::string(64, 'b')));
   EXPECT_EQ(registry->GetVersion("mlp", "v1").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// A layer's codec is stored under a frozen number (the registry's own table,
+// not the API enum's), and a number no codec has is refused by name.
+TEST(Registry, StoresCodecsUnderFrozenNumbers) {
+  const std::string path = FreshDir("registry_codec") + "/r.db";
+  int64_t id = 0;
+  {
+    auto registry = Registry::Open(path).value();
+    id = registry->AddVersion(Version("v1"), {"lossless"}).value();
+    LayerRecord hevc{"a.weight", std::string(64, 'a'), 10, LayerCodec::kHevc};
+    LayerRecord delta{"b.weight", std::string(64, 'b'), 10,
+                      LayerCodec::kHevcDelta};
+    ASSERT_THAT(registry->CompleteTier(id, "lossless", {hevc, delta}), IsOk());
+  }
+  {
+    auto db = Database::Open(path).value();
+    auto query = db->Prepare("SELECT codec FROM layers ORDER BY idx").value();
+    std::vector<int64_t> stored;
+    while (query.Step().value()) stored.push_back(query.Int(0));
+    EXPECT_THAT(stored, testing::ElementsAre(1, 7));
+    ASSERT_THAT(db->Execute("UPDATE layers SET codec = 99 WHERE idx = 1"),
+                IsOk());
+  }
+  auto registry = Registry::Open(path).value();
+  EXPECT_THAT(registry->GetTiers(id),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       testing::HasSubstr("layer b.weight has unknown codec")));
 }
 
 TEST(BlobStore, StoresByContentAndReadsRanges) {
