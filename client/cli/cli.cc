@@ -87,7 +87,7 @@ const std::map<std::string, ArgSpec>& CommandSpecs() {
       {"pull",
        {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
          "--bandwidth", "--within", "--limit", "--base-dir", "--progressive",
-         "--coarse-out"},
+         "--coarse-out", "--shard-bytes"},
         {"--int8"}}},
       {"warm", {}},
       {"rm", {}},
