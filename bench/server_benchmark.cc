@@ -11,9 +11,17 @@
 //      its RSS when idle with the tier cached;
 //   4. the SDK's pipelined pull (decode while downloading) against
 //   download-then-decode, over a
-//      link paced to 16 MB/s, on a 24 M-weight q22 tier.
-// usage: server_benchmark WEIGHTCASTD WORK_DIR
+//      link paced to 16 MB/s, on a 24 M-weight q22 tier; and on a tier of
+//      multi-tile layers, with one decode job per layer against one per tile;
+//   5. the SDK's decode throughput (unpaced loopback pull, no output): one job
+//      per layer against one per tile, on single-tile and multi-tile layers;
+//   6. the client's peak RSS writing a float .safetensors: the whole-model
+//      writer against the streamed output (the same bytes).
+// usage: server_benchmark WEIGHTCASTD WORK_DIR [client]
+//   client: sections 4-6 only
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -21,10 +29,12 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/sdk/client.h"
+#include "common/base/file.h"
 #include "common/checkpoint/safetensors.h"
 #include "common/tensor/tensor.h"
 #include "server/rpc/services.h"
@@ -130,13 +140,166 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
                                    args);
 }
 
+// Peak RSS of this process since the last reset (Linux: writing "5" to
+// /proc/self/clear_refs resets VmHWM).
+void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+double PeakRssMb() { return ProcessStatusKb(getpid(), "VmHWM:") / 1024.0; }
+
+// CPU seconds (user + system) this process has used: decode work, whatever
+// else runs on the machine.
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+         usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+}
+
+// Sections 4-6: the SDK against `server`, which has `big` (6 x 2048x2048).
+int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
+                   v1::Distribution::Stub& distribution, const std::string& big,
+                   const std::string& work) {
+  auto sdk = Client::Connect({server.address()}).value();
+  // --- 4: pipelined decode against download-then-decode ---
+  {
+    Register(admin, "hevc", big, "q22");
+    Drain(distribution, "hevc",
+          "q22");  // encode and cache (24 M weights on 2 workers)
+    PullOptions options{"hevc", "v1", {"q22"}, ""};
+    options.max_bytes_per_second = 16e6;
+    const uint64_t bytes = sdk->Pull(options)->bytes;  // warm-up
+    double seconds[2] = {0, 0};
+    for (int round = 0; round < 3; ++round) {
+      for (bool pipelined : {true, false}) {
+        options.pipelined = pipelined;
+        auto result = sdk->Pull(options);
+        if (!result.ok()) return 1;
+        seconds[pipelined ? 0 : 1] += result->seconds / 3;
+      }
+    }
+    std::printf(
+        "4. pulling a %.1f MB q22 tier (24 M weights) over a link paced to 16 "
+        "MB/s, 3 rounds each\n",
+        bytes / 1e6);
+    std::printf("   transfer alone (bytes / rate): %.2f s\n", bytes / 16e6);
+    std::printf("   download, then decode:         %.2f s\n", seconds[1]);
+    std::printf("   pipelined (SDK default):       %.2f s\n", seconds[0]);
+    std::printf("   decode time hidden: %.0f%%\n",
+                100 * (seconds[1] - seconds[0]) /
+                    std::max(1e-9, seconds[1] - bytes / 16e6));
+    const double decode = seconds[1] - bytes / 16e6;
+    std::printf("   pipelined / max(transfer, decode): %.2f\n\n",
+                seconds[0] / std::max(bytes / 16e6, decode));
+  }
+  // --- 4b: the same on multi-tile layers, one job per layer against per tile
+  const std::string wide =
+      WriteCheckpoint(work + "/wide.safetensors", 3, 8192, 1024);
+  Register(admin, "wide", wide, "q22");
+  Drain(distribution, "wide", "q22");  // 3 layers of 2 tiles (4096x1024)
+  {
+    PullOptions options{"wide", "v1", {"q22"}, ""};
+    options.max_bytes_per_second = 16e6;
+    const uint64_t bytes = sdk->Pull(options)->bytes;  // warm-up
+    double seconds[3] = {0, 0, 0};  // download-then-decode, per layer, per tile
+    for (int round = 0; round < 3; ++round) {
+      for (int variant = 0; variant < 3; ++variant) {
+        options.pipelined = variant > 0;
+        options.tile_jobs = variant != 1;
+        auto result = sdk->Pull(options);
+        if (!result.ok()) return 1;
+        seconds[variant] += result->seconds / 3;
+      }
+    }
+    const double transfer = bytes / 16e6;
+    const double decode = seconds[0] - transfer;
+    std::printf(
+        "4b. pulling a %.1f MB q22 tier (3 layers of 8192x1024, 2 tiles each) "
+        "over a link paced to 16 MB/s, 3 rounds each\n",
+        bytes / 1e6);
+    std::printf("   transfer alone (bytes / rate):      %.2f s\n", transfer);
+    std::printf("   download, then decode (tile jobs):  %.2f s\n", seconds[0]);
+    std::printf(
+        "   pipelined, one job per layer:       %.2f s (%.2f x max(transfer, "
+        "decode))\n",
+        seconds[1], seconds[1] / std::max(transfer, decode));
+    std::printf(
+        "   pipelined, one job per tile:        %.2f s (%.2f x max(transfer, "
+        "decode))\n\n",
+        seconds[2], seconds[2] / std::max(transfer, decode));
+  }
+  // --- 5: decode throughput, one job per layer against one per tile ---
+  const std::string one =
+      WriteCheckpoint(work + "/one.safetensors", 1, 16384, 1024);
+  Register(admin, "one", one, "q22");
+  Drain(distribution, "one", "q22");  // one layer of 4 tiles (4096x1024)
+  std::printf(
+      "5. decode throughput of the SDK (unpaced loopback pull, no output, "
+      "2 decode threads), MB/s of int8, best of 3\n");
+  for (const auto& [model, weights, what] :
+       {std::make_tuple("hevc", 6 * 2048.0 * 2048, "6 layers of 1 tile"),
+        std::make_tuple("wide", 3 * 8192.0 * 1024, "3 layers of 2 tiles"),
+        std::make_tuple("one", 16384.0 * 1024, "1 layer of 4 tiles")}) {
+    PullOptions options{model, "v1", {"q22"}, ""};
+    options.decode_threads = 2;
+    double best[2] = {1e9, 1e9}, cpu[2] = {0, 0}, wall[2] = {0, 0};
+    for (int round = 0; round < 3; ++round) {
+      for (bool tiles : {false, true}) {
+        options.tile_jobs = tiles;
+        const double cpu_before = CpuSeconds();
+        auto result = sdk->Pull(options);
+        if (!result.ok()) return 1;
+        cpu[tiles] += CpuSeconds() - cpu_before;
+        wall[tiles] += result->seconds;
+        best[tiles] = std::min(best[tiles], result->seconds);
+      }
+    }
+    // CPU / wall: how many cores the pull kept busy on average.
+    std::printf(
+        "   %-20s one job per layer %6.1f MB/s (%.2f cores), per tile %6.1f "
+        "MB/s (%.2f cores); %5.1f MB per CPU-second\n",
+        what, weights / 1e6 / best[0], cpu[0] / wall[0],
+        weights / 1e6 / best[1], cpu[1] / wall[1], 3 * weights / 1e6 / cpu[1]);
+  }
+  std::printf("\n");
+  // --- 6: client peak RSS, whole-model writer against streamed output ---
+  {
+    PullOptions options{"hevc", "v1", {"q22"}, ""};
+    double peak[2], seconds[2];
+    for (bool streamed : {false, true}) {
+      options.stream_output = streamed;
+      options.output_path =
+          absl::StrCat(work, streamed ? "/streamed" : "/whole", ".safetensors");
+      ResetPeakRss();
+      const double before = ProcessStatusKb(getpid(), "VmRSS:") / 1024.0;
+      auto result = sdk->Pull(options);
+      if (!result.ok() || result->streamed_output != streamed) return 1;
+      peak[streamed] = PeakRssMb() - before;
+      seconds[streamed] = result->seconds;
+    }
+    const bool same = ReadFileBytes(work + "/whole.safetensors").value() ==
+                      ReadFileBytes(work + "/streamed.safetensors").value();
+    std::printf(
+        "6. pulling the 24 M-weight q22 tier to a float .safetensors (%.1f "
+        "MB): client peak RSS above its RSS before the pull\n",
+        std::filesystem::file_size(work + "/whole.safetensors") / 1e6);
+    std::printf("   whole-model writer: %6.1f MB (%.2f s)\n", peak[0],
+                seconds[0]);
+    std::printf("   streamed output:    %6.1f MB (%.2f s)\n", peak[1],
+                seconds[1]);
+    std::printf("   byte-identical: %s\n\n", same ? "yes" : "NO");
+    if (!same) return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace weightcast
 
 int main(int argc, char** argv) {
   using namespace weightcast;
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: server_benchmark WEIGHTCASTD WORK_DIR\n");
+  const bool client_only = argc == 4 && std::string(argv[3]) == "client";
+  if (argc != 3 && !client_only) {
+    std::fprintf(stderr,
+                 "usage: server_benchmark WEIGHTCASTD WORK_DIR [client]\n");
     return 2;
   }
   const std::string server_binary = argv[1], work = argv[2];
@@ -152,6 +315,12 @@ int main(int argc, char** argv) {
   auto channel = Channel(server->address());
   auto admin = v1::Admin::NewStub(channel);
   auto distribution = v1::Distribution::NewStub(channel);
+  if (client_only) {
+    const int failed =
+        ClientSections(*server, *admin, *distribution, big, work);
+    server->Stop();
+    return failed;
+  }
   Register(*admin, "big", big, "lossless");
   std::vector<v1::PullResponse> messages;
   const uint64_t tier_bytes =
@@ -224,35 +393,7 @@ int main(int argc, char** argv) {
       "   server VmHWM over its whole life (registration and encoding "
       "included): %.1f MB\n\n",
       ProcessStatusKb(server->pid(), "VmHWM:") / 1024.0);
-  // --- 4: pipelined decode against download-then-decode ---
-  {
-    Register(*admin, "hevc", big, "q22");
-    Drain(*distribution, "hevc",
-          "q22");  // encode and cache (24 M weights on 2 workers)
-    auto sdk = Client::Connect({server->address()}).value();
-    PullOptions options{"hevc", "v1", {"q22"}, ""};
-    options.max_bytes_per_second = 16e6;
-    const uint64_t bytes = sdk->Pull(options)->bytes;  // warm-up
-    double seconds[2] = {0, 0};
-    for (int round = 0; round < 3; ++round) {
-      for (bool pipelined : {true, false}) {
-        options.pipelined = pipelined;
-        auto result = sdk->Pull(options);
-        if (!result.ok()) return 1;
-        seconds[pipelined ? 0 : 1] += result->seconds / 3;
-      }
-    }
-    std::printf(
-        "4. pulling a %.1f MB q22 tier (24 M weights) over a link paced to 16 "
-        "MB/s, 3 rounds each\n",
-        bytes / 1e6);
-    std::printf("   transfer alone (bytes / rate): %.2f s\n", bytes / 16e6);
-    std::printf("   download, then decode:         %.2f s\n", seconds[1]);
-    std::printf("   pipelined (SDK default):       %.2f s\n", seconds[0]);
-    std::printf("   decode time hidden: %.0f%%\n\n",
-                100 * (seconds[1] - seconds[0]) /
-                    std::max(1e-9, seconds[1] - bytes / 16e6));
-  }
+  if (ClientSections(*server, *admin, *distribution, big, work) != 0) return 1;
   server->Stop();
   bare_server->Shutdown();
 

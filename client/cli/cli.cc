@@ -32,11 +32,14 @@ const std::string kUsage =
   ls
   describe MODEL [VERSION] [--json]            --json: everything, per layer, machine-readable
   tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, accuracy, time
-  pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors [--tier NAME | --max-bytes N |
+  pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors|DIR [--tier NAME | --max-bytes N |
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
        (a bound given before the server has the tiers' sizes waits until it has: the ladder is
        encoded on registration, or warmed on such a pull)
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
+       [--shard-bytes N]   -o DIR gets float safetensors shards of at most N bytes of tensor
+       data (model-0000k-of-0000n.safetensors) and model.safetensors.index.json
+       A float .safetensors output is written layer by layer as layers are verified.
        [--progressive COARSE [--coarse-out PATH]]   progressive: tier COARSE (qNN or budget-N)
        arrives first (written to PATH as soon as it is verified), then a refinement to the
        selected qNN tier as P pictures on it (tier COARSE+SELECTED); a plain pull when the
@@ -86,7 +89,7 @@ const std::map<std::string, ArgSpec>& CommandSpecs() {
       {"pull",
        {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
          "--bandwidth", "--within", "--limit", "--base-dir", "--progressive",
-         "--coarse-out"},
+         "--coarse-out", "--shard-bytes"},
         {"--int8"}}},
       {"warm", {}},
       {"rm", {}},
@@ -406,8 +409,13 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
           std::make_pair("--within", &within)}) {
       if (absl::Status s = number(name, target); !s.ok()) return s;
     }
-    double limit = 0;
+    double limit = 0, shard_bytes = 0;
     if (absl::Status s = number("--limit", &limit); !s.ok()) return s;
+    if (absl::Status s = number("--shard-bytes", &shard_bytes); !s.ok())
+      return s;
+    if (shard_bytes != 0 && shard_bytes < 1)
+      return absl::InvalidArgumentError("--shard-bytes needs N >= 1");
+    options.shard_bytes = static_cast<uint64_t>(shard_bytes);
     options.max_bytes_per_second = limit * 1e6 / 8;
     options.tier.max_bytes = static_cast<uint64_t>(max_bytes);
     options.tier.bits_per_second = mbit * 1e6;

@@ -72,6 +72,14 @@ struct TierSummary {
   std::string error;                 // FAILED tiers
 };
 
+// One tensor of a version, as registered.
+struct TensorDescription {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;        // "float32", "int64", ...
+  std::string layer_class;  // picture | int8 | float | passthrough
+};
+
 struct ModelInfo {
   std::string model;
   std::string version;
@@ -85,6 +93,7 @@ struct ModelInfo {
       reference_accuracy;    // of the checkpoint as registered
   std::string base_version;  // what its deltas are coded against; empty: none
   std::vector<TierSummary> tiers;
+  std::vector<TensorDescription> tensor_list;  // in the version's order
 };
 
 // How to choose a tier. The first criterion set wins: name, then the others
@@ -171,6 +180,24 @@ struct PullOptions {
   std::string coarse_tier;
   std::string coarse_output_path;
   std::function<void(const CoarseModel&)> on_coarse;
+  // Added for large models (at the end, so that positional initializers of
+  // the fields above still compile).
+  // A float .safetensors output is written while the layers decode: its
+  // header computed from the manifest and the described tensors, each tensor
+  // written at its offset as soon as it is verified, so the client never holds
+  // the whole model (the same bytes as the whole-model writer). false: the
+  // whole model is collected and written at the end (int8 and .pt outputs,
+  // and progressive pulls, always are).
+  bool stream_output = true;
+  // > 0: `output_path` is a directory that receives sharded float safetensors,
+  // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
+  // each (a larger tensor alone in its shard), and
+  // model.safetensors.index.json (transformers' sharded layout). Streamed.
+  uint64_t shard_bytes = 0;
+  // Multi-tile HEVC layers are decoded one job per tile, so a large layer uses
+  // every decode thread. false: one job per layer (the baseline benchmarks
+  // use).
+  bool tile_jobs = true;
 };
 
 struct PullResult {
@@ -190,6 +217,9 @@ struct PullResult {
   // Progressive pulls: the coarse model handed over first (tier empty: none
   // was).
   CoarseModel coarse;
+  // The output was written while the layers decoded (PullOptions::
+  // stream_output), not collected and written at the end.
+  bool streamed_output = false;
 };
 
 struct RegisterOptions {

@@ -16,6 +16,10 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
   info.source_bytes = v.source_bytes();
   info.tensors = v.tensors_size();
   for (const auto& t : v.tensors()) {
+    info.tensor_list.push_back({t.name(),
+                                {t.shape().begin(), t.shape().end()},
+                                t.dtype(),
+                                t.layer_class()});
     if (t.dtype().find("float") == std::string::npos) continue;
     int64_t n = 1;
     for (int64_t d : t.shape()) n *= d;

@@ -8,12 +8,18 @@
 #include "common/base/status_macros.h"
 #include "common/pack/delta_codec.h"
 #include "common/pack/layer_codec.h"
+#include "common/pack/layer_tiles.h"
 #include "common/pack/packed_layer.h"
 
 namespace weightcast {
 
-DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases)
-    : bases_(bases), results_(layers), hold_(hold) {
+DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
+                       Sink sink, bool tile_jobs)
+    : bases_(bases),
+      sink_(std::move(sink)),
+      tile_jobs_(tile_jobs),
+      results_(layers),
+      hold_(hold) {
   if (threads <= 0)
     threads =
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -31,7 +37,17 @@ DecodePool::~DecodePool() {
 void DecodePool::Submit(size_t index, std::string bytes,
                         v1::ManifestLayer expected) {
   absl::MutexLock lock(&mu_);
+  queued_bytes_ += bytes.size();
   queue_.push_back({index, std::move(bytes), std::move(expected)});
+}
+
+void DecodePool::WaitForRoom() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+        return p->hold_ || p->queued_bytes_ <= kMaxQueuedBytes;
+      },
+      this));
 }
 
 int DecodePool::backlog() {
@@ -71,7 +87,7 @@ void DecodePool::Restore(size_t index, RebuiltTensor tensor) {
   results_[index] = std::move(tensor);
 }
 
-absl::StatusOr<RebuiltTensor> DecodePool::Decode(const Job& job) {
+absl::StatusOr<PackedLayer> DecodePool::Parse(const Job& job) {
   const auto span = absl::MakeConstSpan(
       reinterpret_cast<const uint8_t*>(job.bytes.data()), job.bytes.size());
   const Sha256Digest digest = Sha256(span);
@@ -81,49 +97,124 @@ absl::StatusOr<RebuiltTensor> DecodePool::Decode(const Job& job) {
                      "': received bytes do not match the manifest's SHA-256"));
   }
   size_t consumed = 0;
-  ASSIGN_OR_RETURN(const PackedLayer layer, ParsePackedLayer(span, &consumed));
+  ASSIGN_OR_RETURN(PackedLayer layer, ParsePackedLayer(span, &consumed));
   if (layer.name != job.expected.name() || consumed != span.size()) {
     return absl::DataLossError(
         absl::StrCat("layer '", job.expected.name(),
                      "': packed layer does not match the manifest"));
   }
+  return layer;
+}
+
+absl::StatusOr<RebuiltTensor> DecodePool::DecodeWhole(
+    const PackedLayer& layer) {
   if (layer.codec == LayerCodec::kHevcDelta) {
     ASSIGN_OR_RETURN(const std::vector<uint8_t> base,
                      bases_->Get(layer.base_sha256));
     return DecodeLayerDelta(base, layer, 1);
   }
-  ASSIGN_OR_RETURN(RebuiltTensor tensor, DecodeLayer(layer, 1));
-  // The base of a later delta (a base entry of a progressive pull is kept
-  // already).
-  if (layer.codec == LayerCodec::kHevc && !layer.lossless &&
-      !job.expected.is_base())
-    bases_->Store(span);
-  return tensor;
+  return DecodeLayer(layer, 1);
+}
+
+void DecodePool::Complete(const Job& job, const PackedLayer* layer,
+                          absl::StatusOr<RebuiltTensor> result) {
+  if (!result.ok()) {
+    result =
+        absl::Status(absl::StatusCode::kDataLoss, result.status().message());
+  } else {
+    // The base of a later delta (a base entry of a progressive pull is kept
+    // already).
+    if (layer->codec == LayerCodec::kHevc && !layer->lossless &&
+        !job.expected.is_base()) {
+      bases_->Store(absl::MakeConstSpan(
+          reinterpret_cast<const uint8_t*>(job.bytes.data()),
+          job.bytes.size()));
+    }
+    if (sink_ && !job.expected.is_base()) {
+      // Written out on this worker (no lock held); the pool keeps no copy.
+      const absl::Status sunk = sink_(job.index, *std::move(result));
+      result = sunk.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
+                         : absl::StatusOr<RebuiltTensor>(sunk);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  results_[job.index] = std::move(result);
+  --running_;
+  ++decoded_;
+}
+
+void DecodePool::RunTile(const std::shared_ptr<TiledLayer>& tiled,
+                         size_t tile) {
+  const absl::Status status =
+      DecodeLayerTile(tiled->layer, tile, absl::MakeSpan(tiled->values));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!status.ok() && tiled->status.ok()) tiled->status = status;
+    if (++tiled->tiles_done < tiled->layer.tiles.size()) return;
+  }
+  // The last tile: every other tile's job is done with the layer.
+  absl::StatusOr<RebuiltTensor> result =
+      tiled->status.ok()
+          ? FinishTiledDecode(tiled->layer, std::move(tiled->values))
+          : absl::StatusOr<RebuiltTensor>(tiled->status);
+  Complete(tiled->job, &tiled->layer, std::move(result));
 }
 
 void DecodePool::Work() {
   while (true) {
+    std::shared_ptr<TiledLayer> tiled;
+    size_t tile = 0;
     Job job;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || (!p->hold_ && !p->queue_.empty());
+            return p->stopping_ || !p->tiled_.empty() ||
+                   (!p->hold_ && !p->queue_.empty());
           },
           this));
-      if (queue_.empty()) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-      ++running_;
+      if (!tiled_.empty()) {
+        tiled = tiled_.front();
+        tile = tiled->next_tile++;
+        if (tiled->next_tile == tiled->layer.tiles.size()) tiled_.pop_front();
+      } else if (queue_.empty()) {
+        return;
+      } else {
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= job.bytes.size();
+        ++running_;
+      }
     }
-    absl::StatusOr<RebuiltTensor> result = Decode(job);
-    absl::MutexLock lock(&mu_);
-    if (!result.ok())
-      result =
-          absl::Status(absl::StatusCode::kDataLoss, result.status().message());
-    results_[job.index] = std::move(result);
-    --running_;
-    ++decoded_;
+    if (tiled) {
+      RunTile(tiled, tile);
+      continue;
+    }
+    absl::StatusOr<PackedLayer> layer = Parse(job);
+    if (!layer.ok()) {
+      Complete(job, nullptr, layer.status());
+      continue;
+    }
+    if (tile_jobs_ && DecodesByTile(*layer)) {
+      absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(*layer);
+      if (!values.ok()) {
+        Complete(job, &*layer, values.status());
+        continue;
+      }
+      auto started = std::make_shared<TiledLayer>();
+      started->job = std::move(job);
+      started->layer = *std::move(layer);
+      started->values = *std::move(values);
+      {
+        absl::MutexLock lock(&mu_);
+        started->next_tile = 1;  // tile 0 is this worker's
+        tiled_.push_back(started);
+      }
+      RunTile(started, 0);
+      continue;
+    }
+    absl::StatusOr<RebuiltTensor> result = DecodeWhole(*layer);
+    Complete(job, &*layer, std::move(result));
   }
 }
 

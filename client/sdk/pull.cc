@@ -8,12 +8,15 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/sdk/base_store.h"
 #include "client/sdk/decode_pool.h"
+#include "client/sdk/output_layout.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/streaming_writer.h"
 #include "common/pack/tier.h"
 
 namespace weightcast {
@@ -48,6 +51,12 @@ struct PullState {
   v1::Manifest manifest;
   std::vector<std::string> layers;  // bytes of the layer being received
   size_t layer = 0;                 // the next layer to complete
+  const ModelInfo* info = nullptr;
+  // A streamed output (created when the manifest arrives, null when the whole
+  // model is written at the end). Declared before the pool: it outlives the
+  // workers that write to it.
+  bool stream_output = false;
+  std::unique_ptr<SafetensorsStreamWriter> writer;
   std::unique_ptr<DecodePool> pool;
   PullProgress progress;
   bool version_changed = false;
@@ -63,6 +72,83 @@ struct PullState {
 };
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
+
+// Float values dequantized and written per slice of this many elements (4 MB
+// of float32), not a float copy of the whole layer.
+constexpr int64_t kDequantizeSliceElements = 1 << 20;
+
+// Writes one verified layer of a float output (checkpoint.h's kFloat rule)
+// without copying it first: int8 layers dequantized a slice at a time, with
+// Dequantize's formula (the same floats).
+absl::Status WriteFloatLayer(SafetensorsStreamWriter& writer,
+                             const RebuiltTensor& tensor) {
+  if (tensor.int8) {
+    const QuantizedTensor& q = *tensor.int8;
+    const int64_t elements = static_cast<int64_t>(q.values.size());
+    // As Dequantize: scale c covers [c * group, (c + 1) * group); values past
+    // the last group stay 0.
+    const int64_t group = q.ElementsPerScale();
+    const int64_t covered = group * static_cast<int64_t>(q.scales.size());
+    if (q.zero_points.size() < q.scales.size()) {
+      return absl::DataLossError(
+          absl::StrCat("layer '", tensor.name, "': zero points do not fit"));
+    }
+    std::vector<float> slice;
+    return writer.WriteInParts(
+        tensor.name, DType::kFloat32, tensor.shape,
+        static_cast<uint64_t>(elements) * sizeof(float), [&](uint64_t offset) {
+          const int64_t begin = static_cast<int64_t>(offset / sizeof(float));
+          const int64_t end =
+              std::min(elements, begin + kDequantizeSliceElements);
+          slice.resize(static_cast<size_t>(end - begin));
+          for (int64_t i = begin; i < end; ++i) {
+            if (i >= covered) {
+              slice[i - begin] = 0;
+              continue;
+            }
+            const size_t c = static_cast<size_t>(i / group);
+            slice[i - begin] =
+                q.scales[c] *
+                static_cast<float>(q.values[i] - q.zero_points[c]);
+          }
+          return absl::MakeConstSpan(
+              reinterpret_cast<const uint8_t*>(slice.data()),
+              slice.size() * sizeof(float));
+        });
+  }
+  if (tensor.stored.dtype == DType::kFloat16 ||
+      tensor.stored.dtype == DType::kBFloat16) {
+    ASSIGN_OR_RETURN(const Tensor widened, tensor.ToFloatTensor());
+    return writer.Write(widened);
+  }
+  return writer.Write(tensor.stored);
+}
+
+// When the manifest arrives: the streamed output's writer (if the layout is
+// known in advance) and the decode pool that writes to it.
+absl::Status StartDecoding(const PullOptions& options, PullState* state) {
+  if (state->stream_output) {
+    absl::StatusOr<std::vector<TensorLayout>> layout =
+        FloatOutputLayout(state->manifest, *state->info);
+    if (!layout.ok() && options.shard_bytes > 0) return layout.status();
+    if (layout.ok()) {
+      ASSIGN_OR_RETURN(
+          state->writer,
+          SafetensorsStreamWriter::Create(
+              options.output_path, *std::move(layout), options.shard_bytes));
+    }
+  }
+  DecodePool::Sink sink;
+  if (state->writer) {
+    sink = [writer = state->writer.get()](size_t, RebuiltTensor tensor) {
+      return WriteFloatLayer(*writer, tensor);
+    };
+  }
+  state->pool = std::make_unique<DecodePool>(
+      options.decode_threads, state->layers.size(), !options.pipelined,
+      state->bases, std::move(sink), options.tile_jobs);
+  return absl::OkStatus();
+}
 
 // Reads the stream from (layer, offset), handing complete layers to the pool
 // (bases sent along go to the base store). `only_layer` >= 0: that layer alone.
@@ -98,9 +184,11 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
         layers.assign(state->manifest.layers_size(), "");
         progress.total_bytes = state->manifest.total_bytes();
         progress.layers_total = state->manifest.layers_size();
-        state->pool =
-            std::make_unique<DecodePool>(options.decode_threads, layers.size(),
-                                         !options.pipelined, state->bases);
+        state->failure = StartDecoding(options, state);
+        if (!state->failure.ok()) {
+          context.TryCancel();
+          break;
+        }
         state->first_refinement = layers.size();
         for (int i = 0; i < state->manifest.layers_size(); ++i) {
           const v1::ManifestLayer& layer = state->manifest.layers(i);
@@ -165,6 +253,7 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
       }
       bytes.clear();
       bytes.shrink_to_fit();
+      state->pool->WaitForRoom();
       ++state->layer;
       if (!state->coarse_tier.empty() && !state->coarse_attempted &&
           state->layer == state->first_refinement && only_layer < 0) {
@@ -233,6 +322,8 @@ absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
     const bool delta = manifest.layers(i).codec() == v1::LAYER_CODEC_HEVC_DELTA;
     if (!decoded.ok() && delta)
       return decoded.status();  // its base, most likely: the caller pulls whole
+    if (!decoded.ok() && decoded.status().code() != absl::StatusCode::kDataLoss)
+      return decoded.status();  // writing the output failed (a full disk)
     if (!decoded.ok()) {
       // Fetch a layer that failed verification once more, alone.
       ++result->layers_refetched;
@@ -255,11 +346,17 @@ absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
       }
     }
     result->delta_layers += delta;
+    if (state->writer) continue;  // written as it was decoded
     tensors.emplace_back(manifest.layers(i).tensor_index(),
                          *std::move(decoded));
   }
   result->bytes = manifest.total_bytes();
   result->coarse = state->coarse;
+  if (state->writer) {
+    state->pool.reset();  // every worker done with the writer
+    RETURN_IF_ERROR(state->writer->Commit());
+    result->streamed_output = true;
+  }
   return InTensorOrder(std::move(tensors));
 }
 
@@ -328,10 +425,23 @@ absl::StatusOr<PullResult> RunPull(
       coarse_tier = options.coarse_tier;
     }
   }
+  const bool safetensors = absl::EndsWith(options.output_path, ".safetensors");
+  const bool stream_output =
+      options.shard_bytes > 0 || (options.stream_output && safetensors &&
+                                  !options.int8_output && coarse_tier.empty());
+  if (options.shard_bytes > 0 &&
+      (options.output_path.empty() || options.int8_output ||
+       !coarse_tier.empty())) {
+    return absl::InvalidArgumentError(
+        "sharded output needs an output directory, float output and a pull "
+        "that is not progressive");
+  }
   PullResult result{info.version, tier};
   BaseStore bases(options.base_dir);
   auto pull = [&] {
     PullState state;
+    state.info = &info;
+    state.stream_output = stream_output;
     state.version = info.version;
     state.tier = tier;
     state.bases = &bases;
@@ -354,7 +464,7 @@ absl::StatusOr<PullResult> RunPull(
     tensors = pull();
   }
   RETURN_IF_ERROR(tensors.status());
-  if (!options.output_path.empty()) {
+  if (!options.output_path.empty() && !result.streamed_output) {
     RETURN_IF_ERROR(WriteCheckpoint(
         *tensors, options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat,
         options.output_path));

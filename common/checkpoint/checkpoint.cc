@@ -82,32 +82,40 @@ absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
   return model;
 }
 
+absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
+                                                  OutputKind kind) {
+  std::vector<Tensor> out;
+  if (kind == OutputKind::kFloat || !tensor.int8) {
+    ASSIGN_OR_RETURN(Tensor t, kind == OutputKind::kFloat
+                                   ? tensor.ToFloatTensor()
+                                   : absl::StatusOr<Tensor>(tensor.stored));
+    out.push_back(std::move(t));
+    return out;
+  }
+  const QuantizedTensor& q = *tensor.int8;
+  out.push_back(Int8Tensor(tensor.name, q));
+  const int64_t channels = static_cast<int64_t>(q.scales.size());
+  out.push_back(MakeFloat32Tensor(absl::StrCat(tensor.name, ".__scale__"),
+                                  {channels}, q.scales));
+  if (q.scheme == QuantScheme::kPerTensorAsymmetric ||
+      q.scheme == QuantScheme::kPerChannelAsymmetric) {
+    Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"),
+                {channels},
+                DType::kInt32,
+                {}};
+    zero.data.resize(q.zero_points.size() * sizeof(int32_t));
+    std::memcpy(zero.data.data(), q.zero_points.data(), zero.data.size());
+    out.push_back(std::move(zero));
+  }
+  return out;
+}
+
 absl::StatusOr<Model> OutputModel(const std::vector<RebuiltTensor>& tensors,
                                   OutputKind kind) {
   Model model;
   for (const RebuiltTensor& tensor : tensors) {
-    if (kind == OutputKind::kFloat || !tensor.int8) {
-      ASSIGN_OR_RETURN(Tensor t, kind == OutputKind::kFloat
-                                     ? tensor.ToFloatTensor()
-                                     : absl::StatusOr<Tensor>(tensor.stored));
-      model.tensors.push_back(std::move(t));
-      continue;
-    }
-    const QuantizedTensor& q = *tensor.int8;
-    model.tensors.push_back(Int8Tensor(tensor.name, q));
-    const int64_t channels = static_cast<int64_t>(q.scales.size());
-    model.tensors.push_back(MakeFloat32Tensor(
-        absl::StrCat(tensor.name, ".__scale__"), {channels}, q.scales));
-    if (q.scheme == QuantScheme::kPerTensorAsymmetric ||
-        q.scheme == QuantScheme::kPerChannelAsymmetric) {
-      Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"),
-                  {channels},
-                  DType::kInt32,
-                  {}};
-      zero.data.resize(q.zero_points.size() * sizeof(int32_t));
-      std::memcpy(zero.data.data(), q.zero_points.data(), zero.data.size());
-      model.tensors.push_back(std::move(zero));
-    }
+    ASSIGN_OR_RETURN(std::vector<Tensor> out, OutputTensors(tensor, kind));
+    for (Tensor& t : out) model.tensors.push_back(std::move(t));
   }
   return model;
 }

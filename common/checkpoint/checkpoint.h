@@ -39,6 +39,11 @@ absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
 // The tensors WriteCheckpoint writes, in memory (the SDK's in-memory pulls).
 absl::StatusOr<Model> OutputModel(const std::vector<RebuiltTensor>& tensors,
                                   OutputKind kind);
+// The tensors one rebuilt tensor becomes in an output of `kind`, in file order
+// (WriteCheckpoint's rule above): for a streamed output
+// (streaming_writer.h).
+absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
+                                                  OutputKind kind);
 
 }  // namespace weightcast
 

@@ -205,28 +205,43 @@ absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path) {
   return ParseSafetensors(bytes, path);
 }
 
-std::vector<uint8_t> SerializeSafetensors(const Model& model) {
+std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
+                              uint64_t* data_bytes) {
   nlohmann::ordered_json header =
       nlohmann::ordered_json::object();  // keys in tensor order
   uint64_t offset = 0;
-  for (const Tensor& tensor : model.tensors) {
+  for (const TensorLayout& tensor : tensors) {
     auto code = std::find_if(
         std::begin(kDTypeCodes), std::end(kDTypeCodes),
         [&](const auto& entry) { return entry.second == tensor.dtype; });
-    header[tensor.name] = {
-        {"dtype", std::string(code->first)},
-        {"shape", tensor.shape},
-        {"data_offsets", {offset, offset + tensor.data.size()}}};
-    offset += tensor.data.size();
+    header[tensor.name] = {{"dtype", std::string(code->first)},
+                           {"shape", tensor.shape},
+                           {"data_offsets", {offset, offset + tensor.bytes}}};
+    offset += tensor.bytes;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-  std::vector<uint8_t> out;
-  out.reserve(8 + text.size() + offset);
+  std::string out;
+  out.reserve(8 + text.size());
   for (int i = 0; i < 8; ++i)
     out.push_back(
-        static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i)));
-  out.insert(out.end(), text.begin(), text.end());
+        static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i)));
+  out += text;
+  if (data_bytes != nullptr) *data_bytes = offset;
+  return out;
+}
+
+std::vector<uint8_t> SerializeSafetensors(const Model& model) {
+  std::vector<TensorLayout> layout;
+  layout.reserve(model.tensors.size());
+  for (const Tensor& tensor : model.tensors)
+    layout.push_back({tensor.name, tensor.dtype, tensor.shape,
+                      static_cast<uint64_t>(tensor.data.size())});
+  uint64_t data_bytes = 0;
+  const std::string header = SafetensorsHeader(layout, &data_bytes);
+  std::vector<uint8_t> out;
+  out.reserve(header.size() + data_bytes);
+  out.insert(out.end(), header.begin(), header.end());
   for (const Tensor& tensor : model.tensors)
     out.insert(out.end(), tensor.data.begin(), tensor.data.end());
   return out;

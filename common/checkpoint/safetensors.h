@@ -30,6 +30,20 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
 absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path);
 
 std::vector<uint8_t> SerializeSafetensors(const Model& model);
+
+// Where a tensor goes in a safetensors file, known before its data.
+struct TensorLayout {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t bytes = 0;  // of its data
+};
+// The file's first bytes for `tensors` in this order: the 8-byte length and
+// the JSON header, exactly as SerializeSafetensors writes them. The data of
+// tensor k follows at the header's size plus the bytes of tensors 0..k-1;
+// `data_bytes` (optional) receives the sum of every tensor's bytes.
+std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
+                              uint64_t* data_bytes = nullptr);
 absl::Status WriteSafetensorsFile(const Model& model, const std::string& path);
 
 }  // namespace weightcast

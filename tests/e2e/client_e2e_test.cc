@@ -64,6 +64,54 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
             absl::StatusCode::kNotFound);
 }
 
+TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {
+  const std::string dir = FreshDir("client_streamed");
+  const int port = FreeLoopbackPort();
+  auto server = ServerProcess::Start(kServer, dir + "/data", Flags(port));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({"127.0.0.1:" + std::to_string(port)}).value();
+  // HEVC, int8 + zstd, float and integer passthrough layers (batch norms).
+  ASSERT_TRUE(
+      client->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "q27"}).ok());
+  PullOptions options{"cnn", "v1", {"q27"}, dir + "/whole.safetensors"};
+  options.stream_output = false;
+  auto whole = client->Pull(options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(whole->streamed_output);
+  options.stream_output = true;
+  options.output_path = dir + "/streamed.safetensors";
+  options.decode_threads = 3;  // layers finish out of order
+  auto streamed = client->Pull(options);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_TRUE(streamed->streamed_output);
+  EXPECT_EQ(ReadFileBytes(dir + "/streamed.safetensors").value(),
+            ReadFileBytes(dir + "/whole.safetensors").value());
+  EXPECT_FALSE(std::filesystem::exists(dir + "/streamed.safetensors.tmp"));
+  // A layer of three tiles, decoded as one job per tile and as one job.
+  ASSERT_TRUE(
+      client->Register({"tall", "v1", kFixtures + "/tall.pt", "q27"}).ok());
+  PullOptions tall{"tall", "v1", {"q27"}, dir + "/tiles.safetensors"};
+  tall.decode_threads = 2;
+  ASSERT_TRUE(client->Pull(tall).ok());
+  tall.tile_jobs = false;
+  tall.stream_output = false;
+  tall.output_path = dir + "/layers.safetensors";
+  ASSERT_TRUE(client->Pull(tall).ok());
+  EXPECT_EQ(ReadFileBytes(dir + "/tiles.safetensors").value(),
+            ReadFileBytes(dir + "/layers.safetensors").value());
+  const ModelInfo described = client->Describe("tall", "v1").value();
+  ASSERT_EQ(described.tiers.size(), 1u);
+  ASSERT_FALSE(described.tiers[0].layers.empty());
+  EXPECT_EQ(described.tiers[0].layers[0].name, "embed.weight");
+  EXPECT_EQ(described.tiers[0].layers[0].codec, "LAYER_CODEC_HEVC");
+  // Sharding needs float output (int8 outputs are written whole).
+  options.int8_output = true;
+  options.shard_bytes = 4096;
+  options.output_path = dir + "/shards";
+  EXPECT_EQ(client->Pull(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   const std::string dir = FreshDir("client_resume");
   const int port = FreeLoopbackPort();
@@ -73,13 +121,16 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   ASSERT_TRUE(
       client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"}).ok());
   PullOptions options{"big", "v1", {"lossless"}, dir + "/whole.safetensors"};
+  options.stream_output = false;  // the whole-model writer
   auto whole = client->Pull(options);
   ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(whole->streamed_output);
   ASSERT_GT(whole->bytes,
             uint64_t{6} << 20);  // far more than gRPC's flow-control windows
 
   bool killed = false;
   options.output_path = dir + "/resumed.safetensors";
+  options.stream_output = true;  // written layer by layer across the resume
   options.max_bytes_per_second = 4e6;  // a 2 s pull: the kill lands mid-stream
   options.progress = [&](const PullProgress& p) {
     if (killed || p.bytes_received == 0 || p.bytes_received >= p.total_bytes)
@@ -94,6 +145,7 @@ TEST(ClientEndToEnd, ServerKilledMidPullResumesToAByteIdenticalModel) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_TRUE(killed);
   EXPECT_GE(resumed->reconnects, 1);
+  EXPECT_TRUE(resumed->streamed_output);
   EXPECT_EQ(ReadFileBytes(dir + "/resumed.safetensors").value(),
             ReadFileBytes(dir + "/whole.safetensors").value());
   if (!HasFailure()) {

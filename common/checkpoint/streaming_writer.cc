@@ -1,0 +1,198 @@
+#include "common/checkpoint/streaming_writer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base/file.h"
+#include "common/base/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace weightcast {
+namespace {
+
+absl::Status WriteAt(int fd, const std::string& path, const uint8_t* data,
+                     size_t size, uint64_t offset) {
+  size_t written = 0;
+  while (written < size) {
+    const ssize_t n = ::pwrite(fd, data + written, size - written,
+                               static_cast<off_t>(offset + written));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    }
+    written += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+std::string ShardName(size_t k, size_t n) {
+  return absl::StrFormat("model-%05d-of-%05d.safetensors", k + 1, n);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SafetensorsStreamWriter>>
+SafetensorsStreamWriter::Create(const std::string& path,
+                                std::vector<TensorLayout> layout,
+                                uint64_t shard_bytes) {
+  std::unique_ptr<SafetensorsStreamWriter> writer(new SafetensorsStreamWriter);
+  // Which shard each tensor goes to: a new shard when the next tensor would
+  // take the current one over `shard_bytes`.
+  std::vector<std::vector<TensorLayout>> shards(1);
+  std::vector<size_t> shard_of;
+  uint64_t in_shard = 0, total = 0;
+  for (TensorLayout& t : layout) {
+    ASSIGN_OR_RETURN(
+        const int64_t elements,
+        CheckedNumElements(t.shape, absl::StrCat("tensor '", t.name, "'")));
+    if (static_cast<uint64_t>(elements) * DTypeSize(t.dtype) != t.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", t.name, "': ", t.bytes, " bytes do not match its shape"));
+    }
+    if (!writer->by_name_.emplace(t.name, shard_of.size()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.name, "' appears twice"));
+    }
+    if (shard_bytes > 0 && in_shard > 0 && in_shard + t.bytes > shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    in_shard += t.bytes;
+    total += t.bytes;
+    shard_of.push_back(shards.size() - 1);
+    shards.back().push_back(std::move(t));
+  }
+  std::string dir = path;
+  if (shard_bytes > 0) {
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(dir, ": cannot create: ", std::strerror(errno)));
+    }
+    writer->index_path_ = absl::StrCat(dir, "/", kShardIndexName);
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", total}};
+    index["weight_map"] = nlohmann::ordered_json::object();
+    for (size_t k = 0; k < shards.size(); ++k)
+      for (const TensorLayout& t : shards[k])
+        index["weight_map"][t.name] = ShardName(k, shards.size());
+    writer->index_json_ = index.dump(2) + "\n";
+  }
+  for (size_t k = 0; k < shards.size(); ++k) {
+    File file;
+    file.path = shard_bytes > 0
+                    ? absl::StrCat(dir, "/", ShardName(k, shards.size()))
+                    : path;
+    file.temp = file.path + ".tmp";
+    file.fd = ::open(file.temp.c_str(),
+                     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (file.fd < 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(file.temp, ": cannot create: ", std::strerror(errno)));
+    }
+    writer->files_.push_back(file);
+    const std::string header = SafetensorsHeader(shards[k]);
+    RETURN_IF_ERROR(WriteAt(file.fd, file.temp,
+                            reinterpret_cast<const uint8_t*>(header.data()),
+                            header.size(), 0));
+    uint64_t offset = header.size();
+    for (TensorLayout& t : shards[k]) {
+      const uint64_t bytes = t.bytes;
+      writer->places_.push_back({std::move(t), k, offset});
+      offset += bytes;
+    }
+  }
+  absl::MutexLock lock(&writer->mu_);
+  writer->written_.assign(writer->places_.size(), false);
+  return writer;
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  absl::MutexLock lock(&mu_);
+  for (File& file : files_) {
+    if (file.fd >= 0) ::close(file.fd);
+    if (!committed_) ::unlink(file.temp.c_str());
+  }
+}
+
+absl::Status SafetensorsStreamWriter::Write(const Tensor& tensor) {
+  return Write(tensor.name, tensor.dtype, tensor.shape, tensor.data);
+}
+
+absl::Status SafetensorsStreamWriter::Write(const std::string& name,
+                                            DType dtype,
+                                            const std::vector<int64_t>& shape,
+                                            absl::Span<const uint8_t> data) {
+  return WriteInParts(name, dtype, shape, data.size(),
+                      [&](uint64_t offset) { return data.subspan(offset); });
+}
+
+absl::Status SafetensorsStreamWriter::WriteInParts(
+    const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+    uint64_t bytes,
+    const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part) {
+  const auto it = by_name_.find(name);
+  if (it == by_name_.end()) {
+    return absl::DataLossError(
+        absl::StrCat("tensor '", name, "' is not in the output's header"));
+  }
+  const Place& place = places_[it->second];
+  if (dtype != place.layout.dtype || shape != place.layout.shape ||
+      bytes != place.layout.bytes) {
+    return absl::DataLossError(
+        absl::StrCat("tensor '", name, "': decoded as ", DTypeName(dtype),
+                     " of ", bytes, " bytes, not as the version describes it"));
+  }
+  const File& file = files_[place.file];
+  for (uint64_t offset = 0; offset < bytes;) {
+    const absl::Span<const uint8_t> data = part(offset);
+    if (data.empty() || data.size() > bytes - offset) {
+      return absl::InternalError(
+          absl::StrCat("tensor '", name, "': parts do not add up"));
+    }
+    RETURN_IF_ERROR(WriteAt(file.fd, file.temp, data.data(), data.size(),
+                            place.offset + offset));
+    offset += data.size();
+  }
+  absl::MutexLock lock(&mu_);
+  written_[it->second] = true;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsStreamWriter::Commit() {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < places_.size(); ++i) {
+    if (!written_[i]) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tensor '", places_[i].layout.name, "' was never written"));
+    }
+  }
+  for (File& file : files_) {
+    const bool synced = ::fsync(file.fd) == 0;
+    const bool closed = ::close(file.fd) == 0;
+    file.fd = -1;
+    if (!synced || !closed ||
+        std::rename(file.temp.c_str(), file.path.c_str()) != 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          file.path, ": could not be completed: ", std::strerror(errno)));
+    }
+  }
+  committed_ = true;
+  if (!index_path_.empty()) {
+    RETURN_IF_ERROR(WriteFileAtomically(
+        index_path_, absl::MakeConstSpan(
+                         reinterpret_cast<const uint8_t*>(index_json_.data()),
+                         index_json_.size())));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace weightcast

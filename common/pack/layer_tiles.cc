@@ -1,0 +1,61 @@
+#include "common/pack/layer_tiles.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/sha256.h"
+#include "common/base/status_macros.h"
+#include "common/hevc/de265_decoder.h"
+#include "common/hevc/picture.h"
+
+namespace weightcast {
+
+bool DecodesByTile(const PackedLayer& layer) {
+  return layer.codec == LayerCodec::kHevc && layer.tiles.size() > 1;
+}
+
+absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer) {
+  ASSIGN_OR_RETURN(const int64_t elements,
+                   CheckedNumElements(
+                       layer.shape, absl::StrCat("layer '", layer.name, "'")));
+  if (layer.codec != LayerCodec::kHevc || layer.tiles.empty() ||
+      static_cast<size_t>(layer.grid.NumTiles()) != layer.tiles.size() ||
+      layer.grid.rows * layer.grid.cols != elements) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': tiles do not match the layer's shape"));
+  }
+  return std::vector<int8_t>(static_cast<size_t>(elements));
+}
+
+absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
+                             absl::Span<int8_t> values) {
+  const TileRect rect = layer.grid.Tile(tile);
+  absl::StatusOr<Plane> plane = DecodeIntraPicture(
+      layer.tiles[tile], PaddedSize(rect.cols), PaddedSize(rect.rows));
+  if (!plane.ok()) {
+    return absl::Status(plane.status().code(),
+                        absl::StrCat("layer '", layer.name, "': tile ", tile,
+                                     ": ", plane.status().message()));
+  }
+  InsertTile(*plane, rect, layer.grid.cols, values);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,
+                                                std::vector<int8_t> values) {
+  const Sha256Digest digest = Sha256(absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(values.data()), values.size()));
+  if (digest != layer.decoded_sha256) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': SHA-256 of the decoded data is ",
+        DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
+  }
+  RebuiltTensor out;
+  out.name = layer.name;
+  out.shape = layer.shape;
+  out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(values),
+                             layer.scales, layer.zero_points};
+  return out;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,41 @@
+// Decoding an intra HEVC layer one tile at a time, for a caller that spreads
+// the tiles of its layers over its own threads (the client's decode pool), so
+// that one large layer keeps every core busy. StartTiledDecode checks the layer
+// and sizes its int8 output, DecodeLayerTile decodes one tile into it, and
+// FinishTiledDecode checks the decoded SHA-256 and builds the tensor: the same
+// tensor and errors as DecodeLayer. Stateless; distinct tiles of one layer may
+// be decoded concurrently into the same output.
+#ifndef WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
+#define WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/pack/packed_layer.h"
+#include "common/tensor/quantize.h"
+
+namespace weightcast {
+
+// True for intra HEVC layers (kHevc) of more than one tile.
+bool DecodesByTile(const PackedLayer& layer);
+
+// The layer's int8 output, sized to its matrix view. DATA_LOSS naming the
+// layer when the grid does not match its shape or its tiles.
+absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer);
+
+// Decodes tile `tile` into its rectangle of `values` (StartTiledDecode's).
+// DATA_LOSS naming the layer and the tile for a damaged bitstream.
+absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
+                             absl::Span<int8_t> values);
+
+// After every tile: DATA_LOSS naming the layer when the SHA-256 of `values`
+// is not the one recorded.
+absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,
+                                                std::vector<int8_t> values);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
