@@ -162,6 +162,13 @@ struct PullOptions {
   std::string coarse_tier;
   std::string coarse_output_path;
   std::function<void(const CoarseModel&)> on_coarse;
+  // When the server's manifests name a blob URL (weightcastd --blob-base-url),
+  // GET the layers' bytes there over HTTP (an nginx or CDN cache in front of
+  // the server), resuming with Range and checking each blob's SHA-256; gRPC
+  // then carries the manifest only. Any HTTP failure: the rest of the pull
+  // goes over the Pull stream. The token, when set, is sent as the
+  // Authorization header. false: the Pull stream only.
+  bool http_blobs = true;
 };
 
 struct PullResult {
@@ -181,6 +188,8 @@ struct PullResult {
   // Progressive pulls: the coarse model handed over first (tier empty: none
   // was).
   CoarseModel coarse;
+  int http_layers = 0;         // layers whose bytes came over HTTP
+  bool http_fallback = false;  // an HTTP GET failed: the rest came over gRPC
 };
 
 struct RegisterOptions {

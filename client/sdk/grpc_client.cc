@@ -215,7 +215,8 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const ModelInfo info,
                    Describe(options.model, options.version));
-  return RunPull({distribution_.get(), paced_distribution_.get(), Prepare()},
+  return RunPull({distribution_.get(), paced_distribution_.get(), Prepare(),
+                  options_.token.empty() ? "" : "Bearer " + options_.token},
                  info, options, start);
 }
 
