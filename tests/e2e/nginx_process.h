@@ -28,7 +28,8 @@ class NginxProcess {
   ~NginxProcess();
 
   int port() const { return port_; }
-  std::string url() const;  // http://127.0.0.1:PORT
+  std::string url() const;                   // http://127.0.0.1:PORT
+  pid_t pid() const { return pid_.load(); }  // -1 once stopped
   // SIGTERM (nginx's fast shutdown: open connections are closed) and wait.
   void Stop();
 
