@@ -167,7 +167,9 @@ struct PullOptions {
   // the server), resuming with Range and checking each blob's SHA-256; gRPC
   // then carries the manifest only. Any HTTP failure: the rest of the pull
   // goes over the Pull stream. The token, when set, is sent as the
-  // Authorization header. false: the Pull stream only.
+  // Authorization header. On: every pull asks for the manifest with
+  // GetManifest first (one more round trip when the server names no URL).
+  // false: the Pull stream only.
   bool http_blobs = true;
 };
 
