@@ -249,6 +249,10 @@ int main(int argc, char** argv) {
     }
     auth = *std::move(loaded);
   }
+  if (flags.blob_tokens && auth == nullptr) {
+    std::cerr << "weightcastd: --blob-tokens needs --tokens\n";
+    return 2;
+  }
   // A file that hits a size limit fails its write (EFBIG -> RESOURCE_EXHAUSTED)
   // instead of killing the server.
   signal(SIGXFSZ, SIG_IGN);
@@ -276,10 +280,6 @@ int main(int argc, char** argv) {
          return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
        }});
   metrics.AddDataDirFamilies(flags.store.data_dir);
-  if (flags.blob_tokens && auth == nullptr) {
-    std::cerr << "weightcastd: --blob-tokens needs --tokens\n";
-    return 2;
-  }
   std::unique_ptr<weightcast::HttpEndpoint> endpoint;
   if (!flags.metrics.empty()) {
     auto started = weightcast::HttpEndpoint::Start(
