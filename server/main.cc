@@ -29,6 +29,16 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
+  --blob-listen ADDR   serve the stored layer blobs over HTTP at GET|HEAD /v1/blobs/<sha256>
+                       (Range, ETag = the digest, Cache-Control immutable; for nginx or a CDN
+                       in front). Its own listener, not --metrics: blobs face clients, metrics
+                       the scraper (default "": off)
+  --blob-base-url URL  put URL (http:// or https://, e.g. the nginx in front of --blob-listen)
+                       in every manifest: the SDK then GETs URL/v1/blobs/<sha256> and uses
+                       gRPC for control, falling back to the Pull stream (default "": none)
+  --blob-tokens        with --tokens: blob GETs need "Authorization: Bearer TOKEN" of either
+                       role too (default: a blob's digest, which only a manifest tells, is
+                       enough; see docs/OPERATIONS.md)
   --workers N          encoder threads (default 0: one per core; at most 1024)
   --cache-bytes N      budget for encoded tiers; least recently used ones are evicted and
                        re-encoded on demand (default 0: unlimited; each version's first tier
@@ -77,6 +87,9 @@ reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet
 struct Flags {
   std::string listen = "127.0.0.1:50051";
   std::string metrics = "127.0.0.1:9464";
+  std::string blob_listen;
+  std::string blob_base_url;
+  bool blob_tokens = false;
   weightcast::ModelStoreOptions store{"weightcast-data"};
   uint64_t max_upload_bytes = weightcast::kDefaultMaxUploadBytes;
   int grace_seconds = 10;
@@ -94,13 +107,19 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   using weightcast::Args;
   using weightcast::ArgSpec;
   const ArgSpec spec{
-      {"--listen", "--metrics", "--data-dir", "--ladder", "--preset",
-       "--workers", "--cache-bytes", "--max-upload-bytes", "--tls-cert",
-       "--tls-key", "--tls-client-ca", "--max-streams-per-client",
-       "--max-tensors", "--keepalive-seconds", "--upload-seconds",
-       "--pull-seconds", "--max-tiers", "--tokens", "--grace-seconds"},
+      {"--listen",         "--metrics",
+       "--data-dir",       "--ladder",
+       "--preset",         "--workers",
+       "--cache-bytes",    "--max-upload-bytes",
+       "--tls-cert",       "--tls-key",
+       "--tls-client-ca",  "--max-streams-per-client",
+       "--max-tensors",    "--keepalive-seconds",
+       "--upload-seconds", "--pull-seconds",
+       "--max-tiers",      "--tokens",
+       "--grace-seconds",  "--blob-listen",
+       "--blob-base-url"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
-       "--encode-on-register"}};
+       "--encode-on-register", "--blob-tokens"}};
   ASSIGN_OR_RETURN(const Args args,
                    Args::Parse(Args::FromArgv(argc, argv), spec));
   if (args.Has("-h") || args.Has("--help")) {
@@ -122,6 +141,24 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   flags->tls_client_ca = args.Get("--tls-client-ca");
   flags->tokens = args.Get("--tokens");
   flags->reflection = !args.Has("--no-reflection");
+  flags->blob_listen = args.Get("--blob-listen");
+  flags->blob_tokens = args.Has("--blob-tokens");
+  if (args.Has("--blob-base-url")) {
+    std::string url = args.Get("--blob-base-url");
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    const bool scheme =
+        url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+    const bool plain = std::all_of(url.begin(), url.end(), [](char c) {
+      return c > ' ' && c < 127 && c != '?' && c != '#';
+    });
+    if (!scheme || !plain || url.size() > 1024 ||
+        url.find("://") + 3 == url.size()) {
+      return absl::InvalidArgumentError(
+          "--blob-base-url needs an http:// or https:// URL (no query, at "
+          "most 1024 characters)");
+    }
+    flags->blob_base_url = url;
+  }
   flags->encode_on_register =
       !args.Has("--no-encode-on-register") || args.Has("--encode-on-register");
   constexpr uint64_t kAnySize = ~uint64_t{0};
@@ -184,6 +221,10 @@ int main(int argc, char** argv) {
     }
     auth = *std::move(loaded);
   }
+  if (flags.blob_tokens && auth == nullptr) {
+    std::cerr << "weightcastd: --blob-tokens needs --tokens\n";
+    return 2;
+  }
   // A file that hits a size limit fails its write (EFBIG -> RESOURCE_EXHAUSTED)
   // instead of killing the server.
   signal(SIGXFSZ, SIG_IGN);
@@ -211,10 +252,11 @@ int main(int argc, char** argv) {
          return bytes.ok() ? static_cast<double>(*bytes) : 0.0;
        }});
   metrics.AddDataDirFamilies(flags.store.data_dir);
-  std::unique_ptr<weightcast::MetricsEndpoint> endpoint;
+  std::unique_ptr<weightcast::HttpEndpoint> endpoint;
   if (!flags.metrics.empty()) {
-    auto started = weightcast::MetricsEndpoint::Start(
-        flags.metrics, [&metrics] { return metrics.Exposition(); });
+    auto started = weightcast::HttpEndpoint::Start(
+        flags.metrics,
+        {.metrics = [&metrics] { return metrics.Exposition(); }});
     if (!started.ok()) {
       std::cerr << "weightcastd: " << started.status().message() << "\n";
       return 1;
@@ -223,6 +265,27 @@ int main(int argc, char** argv) {
     const std::string host = flags.metrics.substr(0, flags.metrics.rfind(':'));
     std::cout << "weightcastd metrics on http://" << host << ":"
               << endpoint->port() << "/metrics" << std::endl;
+  }
+  std::unique_ptr<weightcast::HttpEndpoint> blob_endpoint;
+  if (!flags.blob_listen.empty()) {
+    weightcast::HttpRoutes routes{.blobs = &core->blobs()};
+    if (flags.blob_tokens) {
+      const weightcast::TokenAuth* tokens = auth.get();
+      routes.blob_reader = [tokens](const std::string& authorization) {
+        return tokens->Knows(authorization);
+      };
+    }
+    auto started =
+        weightcast::HttpEndpoint::Start(flags.blob_listen, std::move(routes));
+    if (!started.ok()) {
+      std::cerr << "weightcastd: " << started.status().message() << "\n";
+      return 1;
+    }
+    blob_endpoint = *std::move(started);
+    const std::string host =
+        flags.blob_listen.substr(0, flags.blob_listen.rfind(':'));
+    std::cout << "weightcastd blobs on http://" << host << ":"
+              << blob_endpoint->port() << "/v1/blobs/" << std::endl;
   }
   auto fleet_registry =
       weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
@@ -256,7 +319,8 @@ int main(int argc, char** argv) {
       [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
   weightcast::DistributionService distribution(
-      core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits);
+      core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits,
+      flags.blob_base_url);
   weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -294,6 +358,7 @@ int main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(flags.grace_seconds));
   server->Wait();
+  blob_endpoint.reset();
   endpoint.reset();
   std::cout << "weightcastd: stopped" << std::endl;
   return 0;

@@ -60,6 +60,27 @@ def check_yaml(deploy):
     return len(files)
 
 
+def check_nginx(deploy, work):
+    """The blob cache's config: the Kubernetes ConfigMap carries deploy/nginx/blobs.conf verbatim,
+    and nginx accepts it (its upstream name and paths swapped for ones that exist here)."""
+    conf = open(os.path.join(deploy, "nginx", "blobs.conf")).read()
+    docs = list(yaml.safe_load_all(open(os.path.join(deploy, "k8s", "blob-cache.yaml"))))
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config_map["data"]["blobs.conf"] == conf, "blob-cache.yaml's blobs.conf differs from deploy/nginx"
+    root = os.path.join(work, "nginx-check")
+    os.makedirs(root, exist_ok=True)
+    local = (conf.replace("http://weightcast:8080", "http://127.0.0.1:8080")
+             .replace("/var/cache/nginx/blobs", os.path.join(root, "cache"))
+             .replace("/var/log/nginx/access.log", os.path.join(root, "access.log")))
+    with open(os.path.join(root, "blobs.conf"), "w") as f:
+        f.write(local)
+    with open(os.path.join(root, "nginx.conf"), "w") as f:
+        f.write(f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nevents {{}}\nhttp {{\n"
+                + "".join(f"  {t}_temp_path {root}/{t};\n" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+                + f"  include {root}/blobs.conf;\n}}\n")
+    subprocess.run(["nginx", "-t", "-q", "-p", root, "-c", os.path.join(root, "nginx.conf")], check=True)
+
+
 def queried_metrics(deploy):
     with open(os.path.join(deploy, "grafana", "weightcast-dashboard.json")) as f:
         dashboard = json.load(f)
@@ -105,6 +126,7 @@ def main():
     health, targets = check_dockerfile(source)
 
     shutil.rmtree(work, ignore_errors=True)
+    check_nginx(deploy, work)
     server = server_process.Weightcastd(build, os.path.join(work, "data"))
     try:
         address, metrics_url = server.address, server.metrics_url
@@ -121,7 +143,7 @@ def main():
     print(f"promtool: configs and rules pass; {yaml_files} YAML files parse; "
           f"{len(queried_metrics(deploy))} queried metrics all exported; the Dockerfile's build stage "
           f"({' && '.join(s for s in ['scripts/setup', 'scripts/build ' + ' '.join(targets)])}) ran and built "
-          f"what the image copies; its health check passes")
+          f"what the image copies; its health check passes; nginx accepts the blob cache config")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ const std::string kUsage =
        arrives first (written to PATH as soon as it is verified), then a refinement to the
        selected qNN tier as P pictures on it (tier COARSE+SELECTED); a plain pull when the
        selected tier is not finer
+       [--grpc-only]   when the server's manifests name a blob URL (weightcastd
+       --blob-base-url), layer bytes come over HTTP from there (falling back to gRPC);
+       --grpc-only takes them from the gRPC stream
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
@@ -90,7 +93,7 @@ const std::map<std::string, ArgSpec>& CommandSpecs() {
        {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
          "--bandwidth", "--within", "--limit", "--base-dir", "--progressive",
          "--coarse-out", "--shard-bytes"},
-        {"--int8"}}},
+        {"--int8", "--grpc-only"}}},
       {"warm", {}},
       {"rm", {}},
       {"health", {}},
@@ -386,6 +389,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     options.int8_output = args.Has("--int8");
     options.tier.name = flag("--tier");
     options.base_dir = flag("--base-dir");
+    options.http_blobs = !args.Has("--grpc-only");
     options.coarse_tier = flag("--progressive");
     options.coarse_output_path = flag("--coarse-out");
     if (options.coarse_tier.empty() && !options.coarse_output_path.empty()) {
@@ -461,6 +465,11 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
         "(SHA-256) -> %s\n",
         options.model, result->version, result->tier, result->bytes,
         result->seconds, options.output_path);
+    if (result->http_layers)
+      out << result->http_layers
+          << " layers over HTTP from the manifest's blob URL\n";
+    if (result->http_fallback)
+      out << "an HTTP blob download failed: the rest came over gRPC\n";
     if (result->reconnects)
       out << "reconnected " << result->reconnects << " times\n";
     if (result->layers_refetched)

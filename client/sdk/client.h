@@ -198,6 +198,15 @@ struct PullOptions {
   // every decode thread. false: one job per layer (the baseline benchmarks
   // use).
   bool tile_jobs = true;
+  // When the server's manifests name a blob URL (weightcastd --blob-base-url),
+  // GET the layers' bytes there over HTTP (an nginx or CDN cache in front of
+  // the server), resuming with Range and checking each blob's SHA-256; gRPC
+  // then carries the manifest only. Any HTTP failure: the rest of the pull
+  // goes over the Pull stream. The token, when set, is sent as the
+  // Authorization header. On: every pull asks for the manifest with
+  // GetManifest first (one more round trip when the server names no URL).
+  // false: the Pull stream only.
+  bool http_blobs = true;
 };
 
 struct PullResult {
@@ -220,6 +229,8 @@ struct PullResult {
   // The output was written while the layers decoded (PullOptions::
   // stream_output), not collected and written at the end.
   bool streamed_output = false;
+  int http_layers = 0;         // layers whose bytes came over HTTP
+  bool http_fallback = false;  // an HTTP GET failed: the rest came over gRPC
 };
 
 struct RegisterOptions {

@@ -222,7 +222,8 @@ absl::StatusOr<PullResult> GrpcClient::Pull(const PullOptions& options) {
                    DescribeAndSelectTier(*this, options,
                                          absl::Now() + options_.call_timeout));
   const ModelInfo& info = described.first;
-  return RunPull({distribution_.get(), paced_distribution_.get(), Prepare()},
+  return RunPull({distribution_.get(), paced_distribution_.get(), Prepare(),
+                  options_.token.empty() ? "" : "Bearer " + options_.token},
                  info, options, start);
 }
 

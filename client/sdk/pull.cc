@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/sdk/base_store.h"
 #include "client/sdk/decode_pool.h"
+#include "client/sdk/http_blobs.h"
 #include "client/sdk/output_layout.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
@@ -150,6 +151,83 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
   return absl::OkStatus();
 }
 
+// The first manifest of the pull sets it up (the decode pool and the streamed
+// output's writer: a failure there is state->failure; the progress totals,
+// where a refinement starts); a later one must be the same, else the version
+// changed (state->version_changed: never mix two versions' layers).
+void AcceptManifest(const PullOptions& options, const v1::Manifest& manifest,
+                    PullState* state) {
+  if (state->manifest.layers_size() > 0) {
+    if (manifest.SerializeAsString() != state->manifest.SerializeAsString())
+      state->version_changed = true;
+    return;
+  }
+  std::vector<std::string>& layers = state->layers;
+  state->manifest = manifest;
+  layers.assign(state->manifest.layers_size(), "");
+  state->progress.total_bytes = state->manifest.total_bytes();
+  state->progress.layers_total = state->manifest.layers_size();
+  state->failure = StartDecoding(options, state);
+  if (!state->failure.ok()) return;
+  state->first_refinement = layers.size();
+  for (int i = 0; i < state->manifest.layers_size(); ++i) {
+    const v1::ManifestLayer& layer = state->manifest.layers(i);
+    if (!layer.is_base() &&
+        !layer.base_blob_sha256().empty()) {  // a refinement of a base entry
+      state->first_refinement = static_cast<size_t>(i);
+      break;
+    }
+  }
+}
+
+// The bytes of layer state->layer are all in: a base entry is checked and kept
+// for the delta layer that follows, a layer goes to the decode pool, and the
+// coarse model of a progressive pull is handed over when its last layer is in
+// (`hand_over`; a failure there is state->failure). DATA_LOSS: a base entry
+// that does not match its SHA-256.
+absl::Status LayerComplete(const PullOptions& options, PullState* state,
+                           bool hand_over) {
+  const size_t i = state->layer;
+  std::string& bytes = state->layers[i];
+  const v1::ManifestLayer& expected = state->manifest.layers(i);
+  const auto span = absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  if (expected.is_base()) {  // kept before the delta layer that follows
+                             // needs it
+    const Sha256Digest digest = Sha256(span);
+    if (std::string(digest.begin(), digest.end()) != expected.blob_sha256()) {
+      return absl::DataLossError(absl::StrCat("the base of layer '",
+                                              expected.name(),
+                                              "' does not match its SHA-256"));
+    }
+    state->bases->Keep(digest, span);
+    if (!state->coarse_tier.empty())
+      state->pool->Submit(i, std::move(bytes), expected);  // a coarse layer
+  } else {
+    state->pool->Submit(i, std::move(bytes), expected);
+  }
+  bytes.clear();
+  bytes.shrink_to_fit();
+  state->pool->WaitForRoom();
+  ++state->layer;
+  if (!state->coarse_tier.empty() && !state->coarse_attempted &&
+      state->layer == state->first_refinement && hand_over) {
+    state->failure = HandOverCoarse(options, state);
+  }
+  return absl::OkStatus();
+}
+
+void ReportProgress(const PullOptions& options, PullState* state) {
+  if (!options.progress) return;
+  PullProgress& progress = state->progress;
+  progress.layers_decoded = state->pool->decoded();
+  progress.decode_backlog = state->pool->backlog();
+  progress.seconds = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - state->start)
+                         .count();
+  options.progress(progress);
+}
+
 // Reads the stream from (layer, offset), handing complete layers to the pool
 // (bases sent along go to the base store). `only_layer` >= 0: that layer alone.
 grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
@@ -179,29 +257,8 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
       break;
     }
     if (response.has_manifest()) {
-      if (state->manifest.layers_size() == 0) {
-        state->manifest = response.manifest();
-        layers.assign(state->manifest.layers_size(), "");
-        progress.total_bytes = state->manifest.total_bytes();
-        progress.layers_total = state->manifest.layers_size();
-        state->failure = StartDecoding(options, state);
-        if (!state->failure.ok()) {
-          context.TryCancel();
-          break;
-        }
-        state->first_refinement = layers.size();
-        for (int i = 0; i < state->manifest.layers_size(); ++i) {
-          const v1::ManifestLayer& layer = state->manifest.layers(i);
-          if (!layer.is_base() &&
-              !layer.base_blob_sha256()
-                   .empty()) {  // a refinement of a base entry
-            state->first_refinement = static_cast<size_t>(i);
-            break;
-          }
-        }
-      } else if (response.manifest().SerializeAsString() !=
-                 state->manifest.SerializeAsString()) {
-        state->version_changed = true;  // never mix two versions' layers
+      AcceptManifest(options, response.manifest(), state);
+      if (state->version_changed || !state->failure.ok()) {
         context.TryCancel();
         break;
       }
@@ -232,50 +289,18 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
                           "layer longer than its manifest entry");
     }
     if (bytes.size() == expected.bytes()) {
-      const auto span = absl::MakeConstSpan(
-          reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-      if (expected.is_base()) {  // kept before the delta layer that follows
-                                 // needs it
-        const Sha256Digest digest = Sha256(span);
-        if (std::string(digest.begin(), digest.end()) !=
-            expected.blob_sha256()) {
-          context.TryCancel();
-          return grpc::Status(
-              grpc::StatusCode::DATA_LOSS,
-              absl::StrCat("the base of layer '", expected.name(),
-                           "' does not match its SHA-256"));
-        }
-        state->bases->Keep(digest, span);
-        if (!state->coarse_tier.empty())
-          state->pool->Submit(i, std::move(bytes), expected);  // a coarse layer
-      } else {
-        state->pool->Submit(i, std::move(bytes), expected);
+      if (absl::Status complete = LayerComplete(options, state, only_layer < 0);
+          !complete.ok()) {
+        context.TryCancel();
+        return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                            std::string(complete.message()));
       }
-      bytes.clear();
-      bytes.shrink_to_fit();
-      state->pool->WaitForRoom();
-      ++state->layer;
-      if (!state->coarse_tier.empty() && !state->coarse_attempted &&
-          state->layer == state->first_refinement && only_layer < 0) {
-        state->failure = HandOverCoarse(options, state);
-        if (!state->failure.ok()) {
-          context.TryCancel();
-          break;
-        }
-      }
-      if (only_layer >= 0) {
+      if (!state->failure.ok() || only_layer >= 0) {
         context.TryCancel();
         break;
       }
     }
-    if (options.progress) {
-      progress.layers_decoded = state->pool->decoded();
-      progress.decode_backlog = state->pool->backlog();
-      progress.seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - state->start)
-                             .count();
-      options.progress(progress);
-    }
+    ReportProgress(options, state);
   }
   grpc::Status status = reader->Finish();
   if (state->version_changed || only_layer >= 0 ||
@@ -285,13 +310,72 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
   return status;
 }
 
+// Blobs over HTTP (PullOptions::http_blobs; the manifest's blob_base_url,
+// weightcastd --blob-base-url): asks for the manifest over gRPC, then GETs
+// each layer's blob from state->layer on (resumed with Range, its SHA-256
+// checked) and hands it on as the stream would. True when every layer came;
+// false at the first failure (then the Pull stream goes on from (layer,
+// offset), as after a dropped stream) or when the server names no URL.
+bool FetchOverHttp(const PullStubs& stubs, const PullOptions& options,
+                   PullState* state, PullResult* result) {
+  grpc::ClientContext context;
+  stubs.prepare(&context);
+  v1::GetManifestRequest request;
+  request.set_model(options.model);
+  request.set_version(state->version);
+  request.mutable_tier()->set_name(state->tier);
+  if (state->coarse_tier.empty()) {
+    for (std::string& held : state->bases->HeldRaw())
+      request.add_held_blob_sha256(std::move(held));
+  }
+  v1::Manifest manifest;
+  if (!stubs.distribution->GetManifest(&context, request, &manifest).ok() ||
+      manifest.blob_base_url().empty())
+    return false;
+  AcceptManifest(options, manifest, state);
+  if (!state->failure.ok()) return false;
+  HttpBlobsOptions http_options;
+  http_options.base_url = manifest.blob_base_url();
+  http_options.authorization = stubs.http_authorization;
+  http_options.max_bytes_per_second = options.max_bytes_per_second;
+  http_options.cancel = options.cancel;
+  HttpBlobs http(std::move(http_options));
+  while (state->layer < state->layers.size()) {
+    const v1::ManifestLayer& expected =
+        state->manifest.layers(static_cast<int>(state->layer));
+    std::string& bytes = state->layers[state->layer];
+    const size_t before = bytes.size();
+    const absl::Status fetched =
+        http.Fetch(expected.blob_sha256(), expected.bytes(), &bytes);
+    if (bytes.size() > before)
+      state->progress.bytes_received += bytes.size() - before;
+    if (!fetched.ok()) {
+      if (fetched.code() != absl::StatusCode::kCancelled) {
+        std::fprintf(stderr, "weightcast: %s; the rest over gRPC\n",
+                     std::string(fetched.message()).c_str());
+        result->http_fallback = true;
+      }
+      return false;
+    }
+    ++result->http_layers;
+    if (!LayerComplete(options, state, /*hand_over=*/true).ok() ||
+        !state->failure.ok())
+      return false;
+    ReportProgress(options, state);
+  }
+  return true;
+}
+
 // A pull with the held bases of `state->bases`; the decoded tensors (bases
 // sent along excluded).
 absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
                                                     const PullOptions& options,
                                                     PullState* state,
                                                     PullResult* result) {
-  for (int attempt = 0;; ++attempt) {
+  const bool all_over_http =
+      options.http_blobs && FetchOverHttp(stubs, options, state, result);
+  RETURN_IF_ERROR(state->failure);
+  for (int attempt = 0; !all_over_http; ++attempt) {
     grpc::Status status = Stream(stubs, options, state);
     RETURN_IF_ERROR(state->failure);
     if (state->version_changed) {

@@ -24,6 +24,9 @@ struct PullStubs {
   // small fixed receive window.
   v1::Distribution::Stub* paced_distribution;
   fleet_calls::Prepare prepare;  // deadline and credentials of each call
+  // The Authorization header of blob GETs over HTTP ("Bearer TOKEN"; empty:
+  // none).
+  std::string http_authorization;
 };
 
 // Pulls `options.model` at the version `info` describes (the caller has

@@ -6,11 +6,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "server/metrics/blob_route.h"
+#include "server/storage/blob_store.h"
 
 namespace weightcast {
 namespace {
@@ -49,10 +53,20 @@ namespace {
 // replicas, a dashboard, a curl).
 constexpr char kWorkerThreadsOption[] = "32";
 constexpr char kRequestTimeoutOption[] = "2000";
-static_assert(MetricsEndpoint::kWorkerThreads == 32);
-static_assert(MetricsEndpoint::kRequestTimeout == absl::Milliseconds(2000));
+static_assert(HttpEndpoint::kWorkerThreads == 32);
+static_assert(HttpEndpoint::kRequestTimeout == absl::Milliseconds(2000));
 
 constexpr absl::string_view kPath = "/metrics";
+
+// A blob's body is read and written in pieces of this size: memory per
+// connection is bounded whatever the blob's size.
+constexpr uint64_t kBlobPieceBytes = 256 << 10;
+
+// A request header's value, or "" when absent.
+absl::string_view HeaderOf(mg_connection* connection, const char* name) {
+  const char* value = mg_get_header(connection, name);
+  return value != nullptr ? value : "";
+}
 
 // begin_request's answer for "handled; close the connection without reading the
 // rest of the request". civetweb 1.15 reads a request's body to its end after a
@@ -98,12 +112,11 @@ std::string Response(absl::string_view status, absl::string_view headers,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
-    const std::string& address, std::function<std::string()> exposition) {
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
+    const std::string& address, HttpRoutes routes) {
   static std::once_flag library_init;
   std::call_once(library_init, [] { mg_init_library(0); });
-  std::unique_ptr<MetricsEndpoint> endpoint(
-      new MetricsEndpoint(std::move(exposition)));
+  std::unique_ptr<HttpEndpoint> endpoint(new HttpEndpoint(std::move(routes)));
   const std::string listen = WithFreePort(address);
   // clang-format off
   const char* options[] = {
@@ -116,7 +129,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   // clang-format on
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  callbacks.begin_request = &MetricsEndpoint::Answer;
+  callbacks.begin_request = &HttpEndpoint::Answer;
   mg_init_data init;
   std::memset(&init, 0, sizeof(init));
   init.callbacks = &callbacks;
@@ -130,7 +143,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   endpoint->context_ = mg_start2(&init, &error);
   if (endpoint->context_ == nullptr) {
     return absl::UnavailableError(
-        absl::StrCat("metrics: cannot listen on ", listen, ": ", error_text));
+        absl::StrCat("http: cannot listen on ", listen, ": ", error_text));
   }
   mg_server_port ports[4];
   const int count = mg_get_server_ports(endpoint->context_, 4, ports);
@@ -138,24 +151,28 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   return endpoint;
 }
 
-MetricsEndpoint::~MetricsEndpoint() {
+HttpEndpoint::~HttpEndpoint() {
   if (context_ != nullptr) mg_stop(context_);
 }
 
 // Every request civetweb parsed comes here first (before its own handlers, CORS
 // answers and file serving, none of which this endpoint uses). The query string
 // is already split off: scrapers may send one, and it is ignored.
-int MetricsEndpoint::Answer(mg_connection* connection) {
+int HttpEndpoint::Answer(mg_connection* connection) {
   const mg_request_info* request = mg_get_request_info(connection);
-  const auto* self = static_cast<const MetricsEndpoint*>(
+  const auto* self = static_cast<const HttpEndpoint*>(
       mg_get_user_data(mg_get_context(connection)));
   const absl::string_view path =
       request->local_uri_raw != nullptr ? request->local_uri_raw : "";
   const absl::string_view method =
       request->request_method != nullptr ? request->request_method : "";
   const bool head = method == "HEAD";
+  if (self->routes_.blobs != nullptr && IsBlobPath(path)) {
+    self->ServeBlob(connection);
+    return kAnsweredCloseNow;
+  }
   std::string response;
-  if (path != kPath) {
+  if (path != kPath || !self->routes_.metrics) {
     response = Response("404 Not Found", "", "text/plain; charset=utf-8",
                         "Not Found\n", !head);
   } else if (method != "GET" && !head) {
@@ -165,11 +182,56 @@ int MetricsEndpoint::Answer(mg_connection* connection) {
   } else {
     response =
         Response("200 OK", "", "text/plain; version=0.0.4; charset=utf-8",
-                 self->exposition_(), !head);
+                 self->routes_.metrics(), !head);
   }
   mg_write(connection, response.data(),
            response.size());  // a client gone away is not an error here
   return kAnsweredCloseNow;
+}
+
+// GET/HEAD /v1/blobs/<sha256>: blob_route.h decides the answer; this writes
+// it, the body read from the blob file in kBlobPieceBytes pieces. Work per
+// request is bounded by the blob's size; a client that stops reading fails a
+// write after request_timeout_ms, which ends the answer.
+void HttpEndpoint::ServeBlob(mg_connection* connection) const {
+  const mg_request_info* request = mg_get_request_info(connection);
+  BlobRequest blob_request;
+  blob_request.method =
+      request->request_method != nullptr ? request->request_method : "";
+  blob_request.path =
+      request->local_uri_raw != nullptr ? request->local_uri_raw : "";
+  blob_request.range = HeaderOf(connection, "Range");
+  blob_request.if_range = HeaderOf(connection, "If-Range");
+  blob_request.if_none_match = HeaderOf(connection, "If-None-Match");
+  const bool authorized =
+      !routes_.blob_reader ||
+      routes_.blob_reader(std::string(HeaderOf(connection, "Authorization")));
+  std::optional<BlobReader> reader;
+  std::optional<uint64_t> size;
+  if (const std::optional<std::string> digest =
+          BlobDigestOfPath(blob_request.path);
+      digest && authorized) {
+    absl::StatusOr<BlobReader> opened = routes_.blobs->OpenForRead(*digest);
+    if (opened.ok()) {
+      size = opened->size();
+      reader.emplace(*std::move(opened));
+    }
+  }
+  const BlobAnswer answer = AnswerBlob(blob_request, size, authorized);
+  if (mg_write(connection, answer.head.data(), answer.head.size()) <= 0) return;
+  if (!answer.body.empty()) {
+    mg_write(connection, answer.body.data(), answer.body.size());
+    return;
+  }
+  std::string piece;
+  for (uint64_t done = 0; reader && done < answer.length;) {
+    const uint64_t want = std::min(kBlobPieceBytes, answer.length - done);
+    if (!reader->ReadInto(answer.first + done, want, &piece).ok() ||
+        piece.empty())
+      return;  // the client sees a short body and retries elsewhere
+    if (mg_write(connection, piece.data(), piece.size()) <= 0) return;
+    done += piece.size();
+  }
 }
 
 }  // namespace weightcast

@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/storage/blob_store.h"
+#include "tests/testing/fresh_dir.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -35,9 +37,9 @@ constexpr char kExposition[] =
 // hanging.
 constexpr absl::Duration kReceiveTimeout = absl::Seconds(5);
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartEndpoint() {
-  return MetricsEndpoint::Start("127.0.0.1:0",
-                                [] { return std::string(kExposition); });
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartEndpoint() {
+  return HttpEndpoint::Start(
+      "127.0.0.1:0", {.metrics = [] { return std::string(kExposition); }});
 }
 
 // A TCP connection to 127.0.0.1:port whose reads give up after kReceiveTimeout;
@@ -181,7 +183,7 @@ int ClosedByServer(const std::vector<int>& fds,
   return closed;
 }
 
-TEST(MetricsEndpoint, SixteenSilentAndEightSlowClientsDoNotDelayAScrape) {
+TEST(HttpEndpoint, SixteenSilentAndEightSlowClientsDoNotDelayAScrape) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
@@ -195,32 +197,32 @@ TEST(MetricsEndpoint, SixteenSilentAndEightSlowClientsDoNotDelayAScrape) {
   EXPECT_EQ(scrape.status, 200) << scrape.headers;
   EXPECT_EQ(scrape.body, kExposition);
   // Fewer slow clients than workers: the scrape waits for no timeout at all.
-  EXPECT_LT(scrape.elapsed, MetricsEndpoint::kRequestTimeout);
+  EXPECT_LT(scrape.elapsed, HttpEndpoint::kRequestTimeout);
 
   // Each slow client holds its worker for less than two request timeouts.
   EXPECT_EQ(ClosedByServer(silent.fds(), opened), 16);
   EXPECT_EQ(ClosedByServer(slow.fds(), opened), 8);
   EXPECT_LT(Since(opened),
-            2 * MetricsEndpoint::kRequestTimeout + absl::Seconds(1));
+            2 * HttpEndpoint::kRequestTimeout + absl::Seconds(1));
   if (!HasFailure()) {
     RecordReliability(
         "16 silent and 8 slowloris (a header byte a second) TCP connections "
         "held to the /metrics port",
         absl::StrCat("a scrape alongside them: 200 with the exposition in ",
                      absl::ToInt64Milliseconds(scrape.elapsed), " ms"),
-        absl::StrCat(
-            "the server closed all 24 within ",
-            absl::ToInt64Milliseconds(Since(opened)), " ms (request timeout ",
-            absl::FormatDuration(MetricsEndpoint::kRequestTimeout), ")"));
+        absl::StrCat("the server closed all 24 within ",
+                     absl::ToInt64Milliseconds(Since(opened)),
+                     " ms (request timeout ",
+                     absl::FormatDuration(HttpEndpoint::kRequestTimeout), ")"));
   }
 }
 
-TEST(MetricsEndpoint,
+TEST(HttpEndpoint,
      MoreSilentClientsThanWorkersDelayAScrapeByOneRequestTimeout) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
-  const int clients = MetricsEndpoint::kWorkerThreads + 16;
+  const int clients = HttpEndpoint::kWorkerThreads + 16;
   const auto opened = std::chrono::steady_clock::now();
   SilentClients silent(port, clients);
   ASSERT_EQ(silent.connected(), clients);
@@ -230,8 +232,8 @@ TEST(MetricsEndpoint,
   EXPECT_EQ(scrape.body, kExposition);
   // Every worker holds a silent client, so the scrape waits (first come, first
   // served) until the first of them time out, and then no longer.
-  EXPECT_GE(scrape.elapsed, MetricsEndpoint::kRequestTimeout / 2);
-  EXPECT_LT(scrape.elapsed, 2 * MetricsEndpoint::kRequestTimeout);
+  EXPECT_GE(scrape.elapsed, HttpEndpoint::kRequestTimeout / 2);
+  EXPECT_LT(scrape.elapsed, 2 * HttpEndpoint::kRequestTimeout);
   // The silent clients queued behind the first ones are dropped one request
   // timeout later.
   EXPECT_EQ(ClosedByServer(silent.fds(), opened), clients);
@@ -240,18 +242,17 @@ TEST(MetricsEndpoint,
     RecordReliability(
         absl::StrCat(clients,
                      " silent TCP connections held to the /metrics port (",
-                     MetricsEndpoint::kWorkerThreads, " HTTP workers)"),
+                     HttpEndpoint::kWorkerThreads, " HTTP workers)"),
         absl::StrCat("a scrape behind them: 200 with the exposition after ",
                      absl::ToInt64Milliseconds(scrape.elapsed),
                      " ms, when the first of them reach the request timeout (",
-                     absl::FormatDuration(MetricsEndpoint::kRequestTimeout),
-                     ")"),
+                     absl::FormatDuration(HttpEndpoint::kRequestTimeout), ")"),
         absl::StrCat("the server closed all ", clients, " within ",
                      absl::ToInt64Milliseconds(all_closed), " ms"));
   }
 }
 
-TEST(MetricsEndpoint, DeclaredRequestBodiesAreNotWaitedFor) {
+TEST(HttpEndpoint, DeclaredRequestBodiesAreNotWaitedFor) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
@@ -264,13 +265,13 @@ TEST(MetricsEndpoint, DeclaredRequestBodiesAreNotWaitedFor) {
       Exchange(port, "POST /metrics HTTP/1.1\r\n" + body_headers);
   EXPECT_EQ(post.status, 405) << post.headers;
   EXPECT_TRUE(post.closed);
-  EXPECT_LT(post.elapsed, MetricsEndpoint::kRequestTimeout);
+  EXPECT_LT(post.elapsed, HttpEndpoint::kRequestTimeout);
   const HttpAnswer get =
       Exchange(port, "GET /metrics HTTP/1.1\r\n" + body_headers);
   EXPECT_EQ(get.status, 200) << get.headers;
   EXPECT_EQ(get.body, kExposition);
   EXPECT_TRUE(get.closed);
-  EXPECT_LT(get.elapsed, MetricsEndpoint::kRequestTimeout);
+  EXPECT_LT(get.elapsed, HttpEndpoint::kRequestTimeout);
   if (!HasFailure()) {
     RecordReliability(
         "POST and GET /metrics declaring a 1 MB body and sending 1 byte of it",
@@ -287,7 +288,7 @@ struct Case {
   int status;  // 0: closed without an answer
 };
 
-TEST(MetricsEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
+TEST(HttpEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
   auto endpoint = StartEndpoint();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   const int port = (*endpoint)->port();
@@ -375,6 +376,105 @@ TEST(MetricsEndpoint, OnlyGetAndHeadOfExactlyMetricsAnswer200) {
         "/metrics (a query string ignored) 200, HEAD without a body",
         "no other request gets the exposition");
   }
+}
+
+TEST(HttpEndpoint, ServesBlobsWithRangesAndNothingOutsideTheStore) {
+  auto store = BlobStore::Open(FreshDir("http_endpoint_blobs"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<uint8_t> bytes(700 << 10);  // several kBlobPieceBytes pieces
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<uint8_t>(i * 7 + i / 251);
+  auto digest = (*store)->Put(bytes);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  const std::string content(bytes.begin(), bytes.end());
+  auto endpoint = HttpEndpoint::Start("127.0.0.1:0", {.blobs = store->get()});
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const int port = (*endpoint)->port();
+  auto get = [&](const std::string& target, const std::string& headers = "") {
+    return Exchange(
+        port, absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                           headers, "\r\n"));
+  };
+  const std::string path = "/v1/blobs/" + *digest;
+
+  const HttpAnswer whole = get(path);
+  EXPECT_EQ(whole.status, 200) << whole.headers;
+  EXPECT_TRUE(whole.body == content) << whole.body.size();
+  EXPECT_THAT(whole.headers, HasSubstr("\r\nETag: \"" + *digest + "\"\r\n"));
+  EXPECT_THAT(whole.headers, HasSubstr("\r\nCache-Control: public, "
+                                       "max-age=31536000, immutable\r\n"));
+
+  const HttpAnswer part = get(path, "Range: bytes=300000-300099\r\n");
+  EXPECT_EQ(part.status, 206) << part.headers;
+  EXPECT_EQ(part.body, content.substr(300000, 100));
+  const HttpAnswer tail = get(path, "Range: bytes=-10\r\n");
+  EXPECT_EQ(tail.status, 206) << tail.headers;
+  EXPECT_EQ(tail.body, content.substr(content.size() - 10));
+  const HttpAnswer past =
+      get(path, absl::StrCat("Range: bytes=", content.size(), "-\r\n"));
+  EXPECT_EQ(past.status, 416) << past.headers;
+  EXPECT_THAT(past.headers,
+              HasSubstr(absl::StrCat("\r\nContent-Range: bytes */",
+                                     content.size(), "\r\n")));
+  const HttpAnswer cached =
+      get(path, absl::StrCat("If-None-Match: \"", *digest, "\"\r\n"));
+  EXPECT_EQ(cached.status, 304) << cached.headers;
+  EXPECT_EQ(cached.body, "");
+
+  const std::string absent(64, '0');
+  for (const std::string& target : std::vector<std::string>{
+           "/v1/blobs/" + absent, "/metrics", path + "/", path + "?x=1/../..",
+           "/v1/blobs/../blobs/" + *digest, "/v1/blobs/%2e%2e/" + *digest,
+           "/v1/blobs/" + digest->substr(0, 2) + "/" + *digest,
+           "/v1/blobs/../../../../etc/passwd",
+           "/v1/blobs/" + *digest + "%00"}) {
+    const HttpAnswer answer = get(target);
+    // A query string is split off by civetweb: "?x=1/../.." still names the
+    // blob, and only it.
+    if (target == path + "?x=1/../..") {
+      EXPECT_EQ(answer.status, 200) << target;
+      continue;
+    }
+    EXPECT_EQ(answer.status, 404) << target << "\n" << answer.headers;
+    EXPECT_THAT(answer.body, Not(HasSubstr("root:"))) << target;
+  }
+  const HttpAnswer post = Exchange(port, "POST " + path +
+                                             " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                             "Content-Length: 0\r\n\r\n");
+  EXPECT_EQ(post.status, 405) << post.headers;
+  EXPECT_THAT(post.headers, HasSubstr("\r\nAllow: GET, HEAD\r\n"));
+  const HttpAnswer head =
+      Exchange(port, "HEAD " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(head.status, 200) << head.headers;
+  EXPECT_EQ(head.body, "");
+  EXPECT_THAT(
+      head.headers,
+      HasSubstr(absl::StrCat("\r\nContent-Length: ", content.size(), "\r\n")));
+}
+
+TEST(HttpEndpoint, BlobReaderCheckDecidesWhoMayGetBlobs) {
+  auto store = BlobStore::Open(FreshDir("http_endpoint_blob_auth"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::vector<uint8_t> bytes = {1, 2, 3};
+  auto digest = (*store)->Put(bytes);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  auto endpoint = HttpEndpoint::Start(
+      "127.0.0.1:0",
+      {.blobs = store->get(), .blob_reader = [](const std::string& header) {
+         return header == "Bearer good";
+       }});
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const std::string request =
+      "GET /v1/blobs/" + *digest + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  const HttpAnswer without = Exchange((*endpoint)->port(), request + "\r\n");
+  EXPECT_EQ(without.status, 401) << without.headers;
+  const HttpAnswer wrong = Exchange(
+      (*endpoint)->port(), request + "Authorization: Bearer bad\r\n\r\n");
+  EXPECT_EQ(wrong.status, 401) << wrong.headers;
+  const HttpAnswer good = Exchange(
+      (*endpoint)->port(), request + "Authorization: Bearer good\r\n\r\n");
+  EXPECT_EQ(good.status, 200) << good.headers;
+  EXPECT_EQ(good.body, std::string("\x01\x02\x03"));
 }
 
 }  // namespace

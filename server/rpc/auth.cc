@@ -67,6 +67,11 @@ const TokenAuth::Grant* TokenAuth::Find(
   return grant == grants_.end() ? nullptr : &grant->second;
 }
 
+bool TokenAuth::Knows(absl::string_view authorization) const {
+  return absl::ConsumePrefix(&authorization, "Bearer ") &&
+         grants_.contains(TokenHash(authorization));
+}
+
 Role TokenAuth::RoleOf(const grpc::ServerContextBase& context) const {
   const Grant* grant = Find(context);
   return grant ? grant->role : Role::kDevice;

@@ -43,6 +43,9 @@ class TokenAuth {
                            absl::string_view device_id) const;
   // After Check: the role of the call's token.
   Role RoleOf(const grpc::ServerContextBase& context) const;
+  // Whether an HTTP Authorization header value ("Bearer TOKEN") carries a
+  // known token of either role (weightcastd --blob-tokens: blob GETs).
+  bool Knows(absl::string_view authorization) const;
 
  private:
   struct Grant {

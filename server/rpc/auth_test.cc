@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
@@ -19,8 +20,14 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// In a directory of the test's own: ctest runs the fixture's tests in
+// parallel processes.
 std::string WriteTokens(const std::string& name, const std::string& text) {
-  const std::string path = FreshDir("auth_" + name) + "/tokens";
+  const std::string path =
+      FreshDir(absl::StrCat(
+          "auth_", name, "_",
+          ::testing::UnitTest::GetInstance()->current_test_info()->name())) +
+      "/tokens";
   std::ofstream(path) << text;
   return path;
 }
@@ -127,6 +134,16 @@ TEST_F(TokenAuthTest, ADeviceTokenActsOnlyForTheDevicesItIsIssuedFor) {
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(auth_->CheckDevice(Call(std::nullopt).context(), "dev-1"),
               StatusIs(absl::StatusCode::kPermissionDenied));
+}
+
+TEST_F(TokenAuthTest, BlobGetsNeedTheBearerFormOfAKnownTokenOfEitherRole) {
+  EXPECT_TRUE(auth_->Knows("Bearer admin-secret"));
+  EXPECT_TRUE(auth_->Knows("Bearer app-secret"));
+  for (const char* header :
+       {"", "Bearer ", "Bearer wrong", "admin-secret", "bearer app-secret",
+        "Basic YXBwLXNlY3JldA==", "Bearer  app-secret", "Bearer app-secret "}) {
+    EXPECT_FALSE(auth_->Knows(header)) << header;
+  }
 }
 
 TEST_F(TokenAuthTest, ADeviceIdIsEchoedEscapedInTheDenial) {

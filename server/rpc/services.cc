@@ -275,6 +275,7 @@ grpc::Status DistributionService::GetManifest(
                                       AccessOf(auth_, context));
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   ToProto(*manifest, response);
+  response->set_blob_base_url(blob_base_url_);
   return grpc::Status::OK;
 }
 
@@ -329,6 +330,7 @@ grpc::Status DistributionService::Stream(
   }
   v1::PullResponse response;
   ToProto(*manifest, response.mutable_manifest());
+  response.mutable_manifest()->set_blob_base_url(blob_base_url_);
   if (!writer->Write(response))
     return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   for (size_t i = start_layer; i < manifest->layers.size(); ++i) {

@@ -103,15 +103,19 @@ class DistributionService final
           v1::Distribution::WithCallbackMethod_ReportStatus<
               v1::Distribution::Service>> {
  public:
+  // `blob_base_url` (weightcastd --blob-base-url; empty: none) goes into every
+  // manifest: where clients may GET /v1/blobs/<sha256> instead of streaming.
   DistributionService(ModelStore* store, Fleet* fleet, ServerMetrics* metrics,
-                      absl::Duration keepalive, const RpcLimits& limits)
+                      absl::Duration keepalive, const RpcLimits& limits,
+                      std::string blob_base_url = "")
       : store_(store),
         fleet_(fleet),
         metrics_(metrics),
         keepalive_(keepalive),
         limits_(limits),
         auth_(limits.auth),
-        limiter_(limits.streams) {}
+        limiter_(limits.streams),
+        blob_base_url_(std::move(blob_base_url)) {}
 
   grpc::Status GetManifest(grpc::ServerContext* context,
                            const v1::GetManifestRequest* request,
@@ -147,6 +151,7 @@ class DistributionService final
   const RpcLimits limits_;
   const TokenAuth* const auth_;
   StreamLimiter* const limiter_;  // null: no per-client cap
+  const std::string blob_base_url_;
   std::atomic<bool> draining_{
       false};  // set once by Drain(); read by every pull
 };
