@@ -205,6 +205,10 @@ class ModelStore {
   // is smaller.
   absl::StatusOr<LayerRecord> EncodeLayerRecord(
       const std::shared_ptr<Encoding>& encoding, size_t index, int qp);
+  // Lets the pool's idle workers code tiles of a layer job
+  // (SharedParallelFor): one large layer uses every worker.
+  void SpreadTiles(const std::shared_ptr<Encoding>& encoding,
+                   LayerEncodeOptions* options);
   // Budget tiers: measures every layer (one job per layer), then allocates QPs
   // and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);

@@ -1,5 +1,6 @@
 // ModelStore's encoding and evaluation: tiers encoded on the pool (a job per
-// layer, which reads its tensor from the stored checkpoint; budget tiers
+// layer, which reads its tensor from the stored checkpoint and offers its tiles
+// to idle workers; budget tiers
 // measure first; delta tiers start when their base tier is encoded),
 // completion, and accuracy measurement of encoded tiers.
 #include <malloc.h>
@@ -43,6 +44,15 @@ std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version,
 }
 
 }  // namespace
+
+void ModelStore::SpreadTiles(const std::shared_ptr<Encoding>& encoding,
+                             LayerEncodeOptions* options) {
+  options->tile_helpers = pool_->workers() - 1;
+  options->tile_spawner =
+      [this, urgency = encoding->urgency](std::function<void()> task) {
+        pool_->Submit(urgency, std::move(task), /*first=*/true);
+      };
+}
 
 void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding,
                       absl::Status status) {
@@ -187,6 +197,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
   LayerEncodeOptions base_options;
   base_options.hevc.preset = options_.x265_preset;
   base_options.threads = 1;  // the pool is the parallelism
+  SpreadTiles(encoding, &base_options);
   TierSpec tier = encoding->tier;
   if (qp > 0) tier.qp = qp;
   const LayerEncodeOptions options =
@@ -299,6 +310,7 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       LayerEncodeOptions base;
       base.hevc.preset = options_.x265_preset;
       base.threads = 1;
+      SpreadTiles(encoding, &base);
       absl::StatusOr<Tensor> read = encoding->source->Read(i);
       absl::Status status = read.status();
       const Tensor& tensor = read.ok() ? *read : encoding->source->headers()[i];
