@@ -106,11 +106,15 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 // layer is coded once.
 absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
     const Tensor& tensor, LayerEncodeOptions options) {
-  ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
-  ASSIGN_OR_RETURN(const FrontEndChoice choice,
-                   ChooseFrontEnd(tensor.name, tensor.shape, values));
+  {
+    // Freed before the coding converts the tensor again: one float copy of a
+    // large layer at a time, not two.
+    ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
+    ASSIGN_OR_RETURN(const FrontEndChoice choice,
+                     ChooseFrontEnd(tensor.name, tensor.shape, values));
+    options.scheme = choice.scheme;
+  }
   options.choose_scheme = false;
-  options.scheme = choice.scheme;
   return EncodeLayerAs(tensor, options);
 }
 
