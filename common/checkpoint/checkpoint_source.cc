@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -47,20 +48,8 @@ class SafetensorsSource : public CheckpointSource {
     const SafetensorsEntry& entry = header_.entries[index];
     Tensor tensor = entry.tensor;
     tensor.data.resize(entry.end - entry.begin);
-    uint64_t done = 0;
-    // Bounded: each round reads at least one byte or returns.
-    while (done < tensor.data.size()) {
-      const ssize_t got =
-          ::pread(fd_, tensor.data.data() + done, tensor.data.size() - done,
-                  static_cast<off_t>(header_.data_offset + entry.begin + done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) {
-        return absl::DataLossError(absl::StrCat(
-            path_, ": tensor '", tensor.name,
-            "': ", got < 0 ? std::strerror(errno) : "the file was cut short"));
-      }
-      done += static_cast<uint64_t>(got);
-    }
+    RETURN_IF_ERROR(
+        ReadAt(entry.begin, absl::MakeSpan(tensor.data), tensor.name));
     if (absl::Status finite = CheckFinite(tensor); !finite.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(path_, ": ", finite.message()));
@@ -68,7 +57,51 @@ class SafetensorsSource : public CheckpointSource {
     return tensor;
   }
 
+  absl::Status CheckData() const override {
+    std::vector<uint8_t> buffer;
+    for (size_t index = 0; index < header_.entries.size(); ++index) {
+      const SafetensorsEntry& entry = header_.entries[index];
+      const uint64_t element = DTypeSize(entry.tensor.dtype);
+      const uint64_t step = kCheckChunkBytes / element * element;
+      // Bounded: each round checks up to `step` bytes of the tensor.
+      for (uint64_t at = entry.begin; at < entry.end; at += step) {
+        const uint64_t bytes = std::min(step, entry.end - at);
+        buffer.resize(bytes);
+        RETURN_IF_ERROR(ReadAt(at, absl::MakeSpan(buffer), entry.tensor.name));
+        Tensor chunk{entry.tensor.name,
+                     {static_cast<int64_t>(bytes / element)},
+                     entry.tensor.dtype,
+                     std::move(buffer)};
+        const bool finite = CheckFinite(chunk).ok();
+        buffer = std::move(chunk.data);
+        // Read() names the first bad element of the whole tensor.
+        if (!finite) return Read(index).status();
+      }
+    }
+    return absl::OkStatus();
+  }
+
  private:
+  // `out.size()` bytes at `offset` of the data; DATA_LOSS naming `tensor`.
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out,
+                      const std::string& tensor) const {
+    uint64_t done = 0;
+    // Bounded: each round reads at least one byte or returns.
+    while (done < out.size()) {
+      const ssize_t got =
+          ::pread(fd_, out.data() + done, out.size() - done,
+                  static_cast<off_t>(header_.data_offset + offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        return absl::DataLossError(absl::StrCat(
+            path_, ": tensor '", tensor,
+            "': ", got < 0 ? std::strerror(errno) : "the file was cut short"));
+      }
+      done += static_cast<uint64_t>(got);
+    }
+    return absl::OkStatus();
+  }
+
   const std::string path_;
   const int fd_;  // owned
   const SafetensorsHeader header_;
@@ -113,6 +146,11 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(
   ASSIGN_OR_RETURN(Model model, ReadCheckpoint(path, &format));
   return std::unique_ptr<CheckpointSource>(
       new WholeSource(format, std::move(model)));
+}
+
+absl::Status CheckpointSource::CheckData() const {
+  for (size_t i = 0; i < size(); ++i) RETURN_IF_ERROR(Read(i).status());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Model> CheckpointSource::ReadAll() const {

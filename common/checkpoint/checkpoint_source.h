@@ -35,6 +35,11 @@ class CheckpointSource {
   // for NaN or Inf, DATA_LOSS when the file was cut short. The caller owns the
   // copy.
   virtual absl::StatusOr<Tensor> Read(size_t index) const = 0;
+  // Reads every tensor's data once, as Read() would, and returns Read()'s
+  // first error. A safetensors file is read in chunks of at most
+  // kCheckChunkBytes: memory does not follow even the largest tensor.
+  virtual absl::Status CheckData() const;
+  static constexpr size_t kCheckChunkBytes = 8 << 20;
   // Every tensor (the whole model in memory: for small models only).
   absl::StatusOr<Model> ReadAll() const;
 

@@ -61,6 +61,33 @@ TEST(CheckpointSource, ReadNamesTheTensorHoldingNaN) {
   EXPECT_THAT((*source)->Read(1),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr(path), HasSubstr("bad"))));
+  EXPECT_THAT((*source)->CheckData(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(path), HasSubstr("bad"))));
+}
+
+TEST(CheckpointSource, CheckDataFindsNaNInALaterChunkOfALargeTensor) {
+  // Two chunks of bf16; the NaN at the very end is named as Read() names it.
+  const std::string path = FreshDir("source_chunks") + "/big.safetensors";
+  const size_t elements = CheckpointSource::kCheckChunkBytes;  // 2 bytes each
+  Tensor big{"big.weight",
+             {static_cast<int64_t>(elements / 64), 64},
+             DType::kBFloat16,
+             std::vector<uint8_t>(elements * 2, 0)};
+  big.data[elements * 2 - 1] = 0x7f;  // the last element: 0x7fc0, a NaN
+  big.data[elements * 2 - 2] = 0xc0;
+  Model model;
+  model.tensors.push_back(std::move(big));
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  const absl::Status whole = (*source)->Read(0).status();
+  EXPECT_THAT(whole, StatusIs(absl::StatusCode::kInvalidArgument,
+                              HasSubstr("big.weight")));
+  EXPECT_EQ((*source)->CheckData(), whole);
+  model.tensors[0].data[elements * 2 - 1] = 0;  // now finite everywhere
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  EXPECT_THAT(CheckpointSource::Open(path).value()->CheckData(), IsOk());
 }
 
 TEST(CheckpointSource, AFileCutShortAfterOpeningIsDataLoss) {
@@ -73,6 +100,8 @@ TEST(CheckpointSource, AFileCutShortAfterOpeningIsDataLoss) {
   EXPECT_THAT((*source)->Read(last),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr((*source)->headers()[last].name)));
+  EXPECT_THAT((*source)->CheckData(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path)));
 }
 
 TEST(CheckpointSource, RefusesWhatReadCheckpointRefuses) {

@@ -212,9 +212,8 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
                        options_.max_tensor_rank));
     }
   }
-  // Every tensor's data, one at a time: finite, and the file not cut short.
-  for (size_t i = 0; i < source->size(); ++i)
-    RETURN_IF_ERROR(source->Read(i).status());
+  // Every tensor's data, in bounded chunks: finite, the file not cut short.
+  RETURN_IF_ERROR(source->CheckData());
   std::optional<Accuracy> reference;
   const bool bundle =
       !request.eval_module_path.empty() || !request.eval_data_path.empty();
