@@ -1,7 +1,13 @@
 #include "client/cli/cli.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <streambuf>
 
 #include "absl/status/status.h"
@@ -16,15 +22,54 @@
 #include "common/base/file.h"
 #include "common/base/printable.h"
 #include "common/base/status_macros.h"
+#include "common/checkpoint/safetensors_shards.h"
 #include "nlohmann/json.hpp"
 
 namespace weightcast {
 namespace {
 
+// A file under $TMPDIR (or /tmp) removed when this goes out of scope.
+class TemporaryFile {
+ public:
+  static TemporaryFile Create(const std::string& prefix) {
+    std::error_code error;
+    std::string pattern =
+        (std::filesystem::temp_directory_path(error) / (prefix + "-XXXXXX"))
+            .string();
+    const int fd = ::mkstemp(pattern.data());
+    if (fd < 0) return TemporaryFile("");
+    ::close(fd);
+    return TemporaryFile(pattern);
+  }
+  TemporaryFile(TemporaryFile&& other) : path_(std::move(other.path_)) {
+    other.path_.clear();
+  }
+  TemporaryFile& operator=(TemporaryFile&&) = delete;
+  ~TemporaryFile() {
+    if (!path_.empty()) std::remove(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TemporaryFile(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// A folder, an index file, or more than one file: a sharded checkpoint.
+bool IsShardedCheckpoint(const std::vector<std::string>& paths) {
+  std::error_code error;
+  return paths.size() > 1 || std::filesystem::is_directory(paths[0], error) ||
+         absl::EndsWith(paths[0], ".json");
+}
+
 const std::string kUsage =
     R"(usage: weightcast [--server ADDR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
                   [--token TOKEN] COMMAND ...
-  register MODEL VERSION CHECKPOINT [--ladder LIST] [--description TEXT] [--policy FILE.json]
+  register MODEL VERSION CHECKPOINT... [--ladder LIST] [--description TEXT] [--policy FILE.json]
+       CHECKPOINT: a .pt or .safetensors file; a Hugging Face folder holding
+       model.safetensors.index.json and its shards (or that index file, or several .safetensors
+       files): checked (shards confined to the folder, complete, no tensor twice), merged into
+       one temporary safetensors file under $TMPDIR and registered as one version
        [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
        module and a file of "inputs" and "labels") the server measures every tier's accuracy
        [--base-version V]   code the qNN tiers' picture layers as deltas on version V (same
@@ -296,10 +341,23 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     return args.Number(name, 0, value);
   };
   if (command == "register") {
-    if (pos.size() != 3)
-      return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT");
+    if (pos.size() < 3)
+      return absl::InvalidArgumentError("register MODEL VERSION CHECKPOINT...");
     RegisterOptions options{pos[0], pos[1], pos[2], flag("--ladder"),
                             flag("--description")};
+    // A sharded checkpoint travels as one safetensors file, merged here.
+    std::optional<TemporaryFile> merged;
+    if (IsShardedCheckpoint({pos.begin() + 2, pos.end()})) {
+      auto shards = OpenSafetensorsShards({pos.begin() + 2, pos.end()});
+      if (!shards.ok()) return shards.status();
+      merged.emplace(TemporaryFile::Create("weightcast-register"));
+      if (merged->path().empty())
+        return absl::UnavailableError("cannot create a temporary file");
+      if (absl::Status status = MergeSafetensorsShards(*shards, merged->path());
+          !status.ok())
+        return status;
+      options.checkpoint_path = merged->path();
+    }
     if (!flag("--policy").empty()) {
       auto policy = ReadFileBytes(flag("--policy"));
       if (!policy.ok()) return policy.status();

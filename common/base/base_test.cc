@@ -1,4 +1,5 @@
 #include <atomic>
+#include <thread>
 #include <vector>
 
 #include "common/base/args.h"
@@ -55,6 +56,37 @@ TEST(ParallelFor, ReturnsAnErrorFromAnyIndex) {
   });
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), testing::HasSubstr("tile 37"));
+}
+
+TEST(SharedParallelFor, RunsEveryIndexOnceWithHelpersLateOrNever) {
+  std::vector<std::atomic<int>> hits(500);
+  const auto count = [&](size_t i) {
+    hits[i]++;
+    return i == 321 ? absl::InvalidArgumentError("tile 321") : absl::OkStatus();
+  };
+  std::vector<std::thread> threads;
+  absl::Status status = SharedParallelFor(
+      hits.size(), 3,
+      [&](std::function<void()> task) {
+        threads.emplace_back(std::move(task));
+      },
+      count);
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  for (auto& hit : hits) EXPECT_EQ(hit.exchange(0), 1);
+  // Tasks that run only after the call returned find nothing left to take.
+  std::vector<std::function<void()>> queued;
+  EXPECT_EQ(SharedParallelFor(
+                hits.size(), 2,
+                [&](std::function<void()> task) {
+                  queued.push_back(std::move(task));
+                },
+                count)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(queued.size(), 2u);
+  for (auto& task : queued) task();
+  for (auto& hit : hits) EXPECT_EQ(hit.load(), 1);
 }
 
 absl::StatusOr<int> Half(int x) {

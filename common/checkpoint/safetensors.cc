@@ -1,6 +1,7 @@
 #include "common/checkpoint/safetensors.h"
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <tuple>
 
@@ -29,13 +30,7 @@ absl::Status Invalid(absl::string_view source, absl::string_view tensor,
       ": ", what));
 }
 
-// One header entry, checked against the data's size; its bytes are not copied
-// yet.
-struct Entry {
-  uint64_t begin = 0;
-  uint64_t end = 0;
-  Tensor tensor;  // without data
-};
+using Entry = SafetensorsEntry;
 
 absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& entry,
                                  uint64_t data_size, absl::string_view source) {
@@ -142,26 +137,26 @@ absl::Status CheckTiling(const std::vector<Entry>& sorted, uint64_t data_size,
 
 }  // namespace
 
-absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
-                                       absl::string_view source) {
-  if (bytes.size() < 8)
-    return Invalid(source, "", "too short to be a safetensors file");
-  uint64_t header_size = 0;
+namespace {
+
+uint64_t LittleEndian64(const uint8_t* bytes) {
+  uint64_t value = 0;
   for (int i = 0; i < 8; ++i)
-    header_size |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-  if (header_size > kMaxSafetensorsHeaderBytes ||
-      header_size > bytes.size() - 8) {
-    return Invalid(source, "",
-                   absl::StrCat("header length ", header_size, " exceeds the ",
-                                bytes.size() - 8, " bytes after it"));
-  }
-  const char* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
+    value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  return value;
+}
+
+// The header JSON (without the 8 length bytes) against `data_size` bytes of
+// data.
+absl::StatusOr<SafetensorsHeader> ParseHeader(absl::string_view json,
+                                              uint64_t data_size,
+                                              absl::string_view source) {
   // Track keys of the top-level object to reject names that repeat (JSON
   // parsers keep the last).
   absl::flat_hash_set<std::string> keys;
   std::string repeated;
   Json header = Json::parse(
-      header_begin, header_begin + header_size,
+      json.begin(), json.end(),
       [&](int depth, Json::parse_event_t event, Json& parsed) {
         if (event == Json::parse_event_t::key && depth == 1 &&
             parsed.is_string()) {
@@ -176,12 +171,14 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
     return Invalid(source, "", "header is not a JSON object");
   if (!repeated.empty())
     return Invalid(source, repeated, "name appears more than once");
-  const absl::Span<const uint8_t> data = bytes.subspan(8 + header_size);
-  std::vector<Entry> entries;
+  SafetensorsHeader out;
+  out.data_offset = 8 + json.size();
+  out.data_bytes = data_size;
+  std::vector<Entry>& entries = out.entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
     ASSIGN_OR_RETURN(Entry entry,
-                     ParseEntry(it.key(), it.value(), data.size(), source));
+                     ParseEntry(it.key(), it.value(), data_size, source));
     entries.push_back(std::move(entry));
   }
   // By (begin, end): a zero-size tensor comes before the tensor that starts
@@ -190,9 +187,32 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
                    [](const Entry& a, const Entry& b) {
                      return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
                    });
-  RETURN_IF_ERROR(CheckTiling(entries, data.size(), source));
+  RETURN_IF_ERROR(CheckTiling(entries, data_size, source));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
+                                       absl::string_view source) {
+  if (bytes.size() < 8)
+    return Invalid(source, "", "too short to be a safetensors file");
+  const uint64_t header_size = LittleEndian64(bytes.data());
+  if (header_size > kMaxSafetensorsHeaderBytes ||
+      header_size > bytes.size() - 8) {
+    return Invalid(source, "",
+                   absl::StrCat("header length ", header_size, " exceeds the ",
+                                bytes.size() - 8, " bytes after it"));
+  }
+  ASSIGN_OR_RETURN(
+      SafetensorsHeader header,
+      ParseHeader(
+          absl::string_view(reinterpret_cast<const char*>(bytes.data() + 8),
+                            header_size),
+          bytes.size() - 8 - header_size, source));
+  const absl::Span<const uint8_t> data = bytes.subspan(header.data_offset);
   Model model;
-  for (Entry& entry : entries) {
+  for (Entry& entry : header.entries) {
     entry.tensor.data.assign(data.begin() + entry.begin,
                              data.begin() + entry.end);
     model.tensors.push_back(std::move(entry.tensor));
@@ -200,9 +220,38 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
   return model;
 }
 
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(
+    const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  uint8_t length[8];
+  if (file_size < 8 || !in.read(reinterpret_cast<char*>(length), 8))
+    return Invalid(path, "", "too short to be a safetensors file");
+  const uint64_t header_size = LittleEndian64(length);
+  if (header_size > kMaxSafetensorsHeaderBytes || header_size > file_size - 8) {
+    return Invalid(path, "",
+                   absl::StrCat("header length ", header_size, " exceeds the ",
+                                file_size - 8, " bytes after it"));
+  }
+  std::string json(header_size, '\0');
+  if (!in.read(json.data(), static_cast<std::streamsize>(header_size)))
+    return Invalid(path, "", "cannot read the header");
+  return ParseHeader(json, file_size - 8 - header_size, path);
+}
+
 absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path) {
   ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ReadFileBytes(path));
   return ParseSafetensors(bytes, path);
+}
+
+absl::string_view SafetensorsDTypeCode(DType dtype) {
+  auto code =
+      std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
+                   [&](const auto& entry) { return entry.second == dtype; });
+  return code == std::end(kDTypeCodes) ? "" : code->first;
 }
 
 std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
@@ -211,12 +260,10 @@ std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
       nlohmann::ordered_json::object();  // keys in tensor order
   uint64_t offset = 0;
   for (const TensorLayout& tensor : tensors) {
-    auto code = std::find_if(
-        std::begin(kDTypeCodes), std::end(kDTypeCodes),
-        [&](const auto& entry) { return entry.second == tensor.dtype; });
-    header[tensor.name] = {{"dtype", std::string(code->first)},
-                           {"shape", tensor.shape},
-                           {"data_offsets", {offset, offset + tensor.bytes}}};
+    header[tensor.name] = {
+        {"dtype", std::string(SafetensorsDTypeCode(tensor.dtype))},
+        {"shape", tensor.shape},
+        {"data_offsets", {offset, offset + tensor.bytes}}};
     offset += tensor.bytes;
   }
   std::string text = header.dump();

@@ -29,6 +29,25 @@ absl::StatusOr<Model> ParseSafetensors(absl::Span<const uint8_t> bytes,
                                        absl::string_view source);
 absl::StatusOr<Model> ReadSafetensorsFile(const std::string& path);
 
+// A safetensors header, validated as ParseSafetensors does (fields, offsets
+// within the data, exact tiling) without touching the data: each tensor's name,
+// dtype and shape (a Tensor without data) and its byte range [begin, end)
+// relative to `data_offset`, in offset order.
+struct SafetensorsEntry {
+  Tensor tensor;  // data empty
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+struct SafetensorsHeader {
+  uint64_t data_offset = 0;  // 8 + the header's length
+  uint64_t data_bytes = 0;
+  std::vector<SafetensorsEntry> entries;
+};
+// Reads only the first 8 + header-length bytes of the file at `path` (at most
+// kMaxSafetensorsHeaderBytes); NOT_FOUND when it cannot be opened.
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(
+    const std::string& path);
+
 std::vector<uint8_t> SerializeSafetensors(const Model& model);
 
 // Where a tensor goes in a safetensors file, known before its data.
@@ -44,6 +63,9 @@ struct TensorLayout {
 // `data_bytes` (optional) receives the sum of every tensor's bytes.
 std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
                               uint64_t* data_bytes = nullptr);
+
+// The header's dtype code of `dtype` ("F32", "BF16", ...).
+absl::string_view SafetensorsDTypeCode(DType dtype);
 absl::Status WriteSafetensorsFile(const Model& model, const std::string& path);
 
 }  // namespace weightcast

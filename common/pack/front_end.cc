@@ -18,17 +18,26 @@ absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
                                               absl::Span<const float> values) {
   FrontEndChoice choice;
   const int64_t rows = shape.size() >= 2 ? shape[0] : 1;
-  ASSIGN_OR_RETURN(
-      const QuantizedTensor per_tensor,
-      Quantize(name, shape, values, QuantScheme::kPerTensorSymmetric));
-  choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
-      ChannelSqnrDb(values, Dequantize(per_tensor), rows);
+  // MeasureFidelity's channel SQNR is ChannelSqnrDb(values, Dequantize(q),
+  // rows) bit for bit, without a float copy of the layer; each quantization is
+  // freed before the next.
+  {
+    ASSIGN_OR_RETURN(
+        const QuantizedTensor per_tensor,
+        Quantize(name, shape, values, QuantScheme::kPerTensorSymmetric));
+    choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
+        MeasureFidelity(values, per_tensor, per_tensor.values, 0)
+            .channel_sqnr_db;
+  }
   if (rows <= 1) return choice;
-  ASSIGN_OR_RETURN(
-      const QuantizedTensor per_channel,
-      Quantize(name, shape, values, QuantScheme::kPerChannelSymmetric));
-  choice.per_channel_channel_sqnr_db =
-      ChannelSqnrDb(values, Dequantize(per_channel), rows);
+  {
+    ASSIGN_OR_RETURN(
+        const QuantizedTensor per_channel,
+        Quantize(name, shape, values, QuantScheme::kPerChannelSymmetric));
+    choice.per_channel_channel_sqnr_db =
+        MeasureFidelity(values, per_channel, per_channel.values, 0)
+            .channel_sqnr_db;
+  }
   if (PerChannelWins(choice.per_tensor_channel_sqnr_db,
                      choice.per_channel_channel_sqnr_db)) {
     choice.scheme = QuantScheme::kPerChannelSymmetric;

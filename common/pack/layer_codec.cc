@@ -25,6 +25,17 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
                       absl::StrCat("layer '", layer, "': ", status.message()));
 }
 
+// The tiles of one layer, on our own threads or on borrowed ones.
+absl::Status ForEachTile(size_t count, int threads,
+                         const LayerEncodeOptions* options,
+                         const std::function<absl::Status(size_t)>& fn) {
+  if (options != nullptr && options->tile_spawner) {
+    return SharedParallelFor(count, options->tile_helpers,
+                             options->tile_spawner, fn);
+  }
+  return ParallelFor(count, threads, fn);
+}
+
 // Codes the int8 matrix as HEVC tiles.
 absl::Status EncodeHevcTiles(const QuantizedTensor& q,
                              const LayerEncodeOptions& options,
@@ -38,8 +49,9 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
   layer->lossless = options.hevc.lossless;
   layer->preset = options.hevc.preset;
   layer->tools = options.hevc.tools;
-  return ParallelFor(
-      layer->tiles.size(), options.threads, [&](size_t i) -> absl::Status {
+  return ForEachTile(
+      layer->tiles.size(), options.threads, &options,
+      [&](size_t i) -> absl::Status {
         const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
         ASSIGN_OR_RETURN(layer->tiles[i],
                          EncodeIntraPicture(plane, options.hevc));
@@ -47,12 +59,13 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
       });
 }
 
-absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(const PackedLayer& layer,
-                                                    int threads) {
+absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(
+    const PackedLayer& layer, int threads,
+    const LayerEncodeOptions* options = nullptr) {
   std::vector<int8_t> values(
       static_cast<size_t>(layer.grid.rows * layer.grid.cols));
-  RETURN_IF_ERROR(
-      ParallelFor(layer.tiles.size(), threads, [&](size_t i) -> absl::Status {
+  RETURN_IF_ERROR(ForEachTile(
+      layer.tiles.size(), threads, options, [&](size_t i) -> absl::Status {
         const TileRect rect = layer.grid.Tile(i);
         auto plane = DecodeIntraPicture(layer.tiles[i], PaddedSize(rect.cols),
                                         PaddedSize(rect.rows));
@@ -67,11 +80,13 @@ absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(const PackedLayer& layer,
   return values;
 }
 
-absl::StatusOr<std::vector<int8_t>> DecodeInt8(const PackedLayer& layer,
-                                               int64_t elements, int threads) {
+// `options`: where the tiles run when the encoder checks what it coded.
+absl::StatusOr<std::vector<int8_t>> DecodeInt8(
+    const PackedLayer& layer, int64_t elements, int threads,
+    const LayerEncodeOptions* options = nullptr) {
   switch (layer.codec) {
     case LayerCodec::kHevc:
-      return DecodeHevcTiles(layer, threads);
+      return DecodeHevcTiles(layer, threads, options);
     case LayerCodec::kHevcDelta:
       return absl::FailedPreconditionError(
           "a delta layer decodes only with its base (DecodeLayerDelta)");
@@ -92,11 +107,15 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 // layer is coded once.
 absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
     const Tensor& tensor, LayerEncodeOptions options) {
-  ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
-  ASSIGN_OR_RETURN(const FrontEndChoice choice,
-                   ChooseFrontEnd(tensor.name, tensor.shape, values));
+  {
+    // Freed before the coding converts the tensor again: one float copy of a
+    // large layer at a time, not two.
+    ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
+    ASSIGN_OR_RETURN(const FrontEndChoice choice,
+                     ChooseFrontEnd(tensor.name, tensor.shape, values));
+    options.scheme = choice.scheme;
+  }
   options.choose_scheme = false;
-  options.scheme = choice.scheme;
   return EncodeLayerAs(tensor, options);
 }
 
@@ -199,7 +218,7 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
                                           AsBytes(q.values).end())};
   }
   // Decode once, exactly as a client will, to record what it must reproduce.
-  auto decoded = DecodeInt8(layer, elements, options.threads);
+  auto decoded = DecodeInt8(layer, elements, options.threads, &options);
   if (!decoded.ok()) return Annotate(decoded.status(), tensor.name);
   layer.decoded_sha256 = Sha256(AsBytes(*decoded));
   layer.fidelity = MeasureFidelity(original, q, *decoded, layer.PayloadBytes());

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/base/parallel_for.h"
 #include "common/hevc/picture.h"
 #include "common/hevc/x265_encoder.h"
 #include "common/pack/packed_layer.h"
@@ -28,6 +29,12 @@ struct LayerEncodeOptions {
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int threads = 0;  // tiles coded at once; 0 = one per core
+  // Optional: tiles are coded (and decoded once to check them) on the calling
+  // thread plus up to `tile_helpers` tasks handed to `tile_spawner` (a server's
+  // worker pool; SharedParallelFor), instead of on `threads` threads of our
+  // own. The bytes are the same either way.
+  TaskSpawner tile_spawner;
+  int tile_helpers = 0;
 };
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,

@@ -1,7 +1,9 @@
 #include "common/pack/layer_codec.h"
 
+#include <atomic>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "common/pack/packed_model.h"
 #include "gmock/gmock.h"
@@ -70,6 +72,41 @@ TEST(LayerCodec, LosslessHevcAndZstdAreBitExact) {
   LayerEncodeOptions raw;
   raw.codec = LayerCodec::kRawInt8;
   EXPECT_EQ(RoundTrip(w, raw).int8->values, expected);
+}
+
+TEST(LayerCodec, TilesOnBorrowedThreadsCodeTheSameBytes) {
+  // 5 x 3 tiles of at most 64: the same bytes with one thread, with a spawner
+  // whose tasks run on threads of their own, and with one whose tasks never
+  // run.
+  const Tensor w = Weights("embed.weight", {300, 150});
+  LayerEncodeOptions alone = Hevc(27, false, 64);
+  alone.threads = 1;
+  auto expected = EncodeLayer(w, alone);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_EQ(expected->tiles.size(), 15u);
+  std::vector<std::thread> threads;
+  std::atomic<int> helped{0};
+  LayerEncodeOptions shared = alone;
+  shared.tile_helpers = 3;
+  shared.tile_spawner = [&](std::function<void()> task) {
+    threads.emplace_back([task = std::move(task), &helped] {
+      task();
+      helped++;
+    });
+  };
+  auto borrowed = EncodeLayer(w, shared);
+  for (std::thread& t : threads) t.join();
+  ASSERT_TRUE(borrowed.ok()) << borrowed.status();
+  EXPECT_EQ(helped.load(), 6);  // 3 to code, 3 to check what was coded
+  EXPECT_EQ(SerializePackedLayer(*borrowed), SerializePackedLayer(*expected));
+  std::vector<std::function<void()>> never_run;
+  shared.tile_spawner = [&](std::function<void()> task) {
+    never_run.push_back(std::move(task));
+  };
+  auto unhelped = EncodeLayer(w, shared);
+  ASSERT_TRUE(unhelped.ok()) << unhelped.status();
+  EXPECT_EQ(SerializePackedLayer(*unhelped), SerializePackedLayer(*expected));
+  for (auto& task : never_run) task();  // late: every tile is taken; a no-op
 }
 
 TEST(LayerCodec, SqnrFallsAndBytesShrinkAsQpRises) {

@@ -1,5 +1,6 @@
 #include "common/tensor/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -83,6 +84,33 @@ TEST(Quantize, SchemeNamesRoundTrip) {
   ASSERT_TRUE(scheme.ok());
   EXPECT_EQ(QuantSchemeName(*scheme), "per-channel-asymmetric");
   EXPECT_FALSE(QuantSchemeFromName("per-row").ok());
+}
+
+TEST(Fidelity, MeasuredElementByElementAsOnWholeCopies) {
+  // The figures go into packed layers: they must be bit for bit those of the
+  // whole-array formulas, per-tensor and per-channel, asymmetric too.
+  std::vector<float> values(48 * 40);
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = std::sin(0.37f * static_cast<float>(i)) * (1 + i % 7);
+  for (int i = 0; i < 40; ++i) values[5 * 40 + i] = 0;  // a silent row
+  for (QuantScheme scheme :
+       {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric,
+        QuantScheme::kPerChannelAsymmetric}) {
+    const QuantizedTensor q = Quantize("w", {48, 40}, values, scheme).value();
+    std::vector<int8_t> decoded = q.values;
+    for (size_t i = 0; i < decoded.size(); i += 3)
+      decoded[i] = static_cast<int8_t>(std::clamp(decoded[i] + 2, -127, 127));
+    const Fidelity got = MeasureFidelity(values, q, decoded, 999);
+    const std::vector<float> reconstruction = Dequantize(q, decoded);
+    EXPECT_EQ(got.sqnr_db, SqnrDb(values, reconstruction));
+    EXPECT_EQ(got.sqnr_int8_db, SqnrDb(Dequantize(q), reconstruction));
+    EXPECT_EQ(got.channel_sqnr_db, ChannelSqnrDb(values, reconstruction, 48));
+    double max_error = 0;
+    for (size_t i = 0; i < values.size(); ++i)
+      max_error = std::max(max_error, std::abs(static_cast<double>(values[i]) -
+                                               reconstruction[i]));
+    EXPECT_EQ(got.max_abs_error, max_error);
+  }
 }
 
 TEST(Fidelity, ExactReconstructionIsInfiniteSqnr) {

@@ -2,6 +2,11 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "common/base/file.h"
+#include "common/checkpoint/safetensors.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/layer_policy.h"
+#include "common/pack/tier.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/encoder_pool.h"
@@ -83,6 +88,37 @@ TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   // Urgent jobs in submission order (2 was queued before 1), then the
   // background job.
   EXPECT_EQ(order, (std::vector<int>{2, 1, 3, 4}));
+}
+
+TEST(ModelStore, TilesSpreadOverTheWorkersCodeTheBytesOfOneThread) {
+  // A 4 x 1-tile layer (a safetensors file, read on demand) with the default
+  // policy, coded by the store's two workers, against EncodeLayer on one
+  // thread.
+  const std::string dir = FreshDir("core_tiles");
+  Model model;
+  std::vector<float> values(16384 * 32);
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = 0.01f * static_cast<float>((i * 7919) % 255) - 1.27f;
+  model.tensors.push_back(
+      MakeFloat32Tensor("embed.weight", {16384, 32}, values));
+  ASSERT_TRUE(WriteSafetensorsFile(model, dir + "/upload.safetensors").ok());
+  auto store = ModelStore::Create(Options(dir)).value();
+  ASSERT_TRUE(store->Register({"big", "v1"}, dir + "/upload.safetensors").ok());
+  auto manifest = store->GetManifest("big", "v1", "q27");
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  const LayerPolicy policy = ParseLayerPolicy("").value();
+  LayerEncodeOptions one_thread;
+  one_thread.hevc.preset = "ultrafast";
+  one_thread.threads = 1;
+  const LayerEncodeOptions options = OptionsFor(
+      model.tensors[0], policy, ParseTier("q27").value(), one_thread);
+  auto expected = EncodeLayer(model.tensors[0], options);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_EQ(expected->tiles.size(), 4u);
+  EXPECT_EQ(
+      ReadFileBytes(store->blobs().PathOf(manifest->layers[0].blob_sha256))
+          .value(),
+      SerializePackedLayer(*expected));
 }
 
 TEST(ModelStore, ConcurrentManifestsEncodeEachLayerOnce) {

@@ -26,10 +26,15 @@ void EncoderPool::Stop() {
   }
 }
 
-bool EncoderPool::Submit(Urgency urgency, std::function<void()> job) {
+bool EncoderPool::Submit(Urgency urgency, std::function<void()> job,
+                         bool first) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return false;
-  queue_.push_back({std::move(urgency), std::move(job)});
+  if (first) {
+    queue_.push_front({std::move(urgency), std::move(job)});
+  } else {
+    queue_.push_back({std::move(urgency), std::move(job)});
+  }
   return true;
 }
 

@@ -30,8 +30,10 @@ class EncoderPool {
   EncoderPool(const EncoderPool&) = delete;
   EncoderPool& operator=(const EncoderPool&) = delete;
 
-  // false once Stop() has begun: the job will never run.
-  bool Submit(Urgency urgency, std::function<void()> job);
+  // false once Stop() has begun: the job will never run. `first`: ahead of
+  // the jobs of its urgency (the tile helpers of a running layer: finishing a
+  // layer before another starts keeps memory to the layers in progress).
+  bool Submit(Urgency urgency, std::function<void()> job, bool first = false);
   // Drops jobs not started, waits for running ones, joins the workers.
   // Idempotent.
   void Stop();

@@ -12,7 +12,7 @@
 #include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
-#include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/checkpoint_source.h"
 #include "common/eval/evaluator.h"
 #include "common/pack/layer_policy.h"
 #include "common/pack/packed_model.h"
@@ -170,8 +170,12 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
     }
     base = *std::move(found);
   }
-  ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(upload_path));
-  if (model.tensors.empty())
+  // The checkpoint is read one tensor at a time (a safetensors file on demand):
+  // its headers first for the checks that need no data.
+  ASSIGN_OR_RETURN(const std::unique_ptr<CheckpointSource> source,
+                   CheckpointSource::Open(upload_path));
+  const std::vector<Tensor>& headers = source->headers();
+  if (headers.empty())
     return absl::InvalidArgumentError(
         absl::StrCat(upload_path, ": no tensors"));
   if (base) {
@@ -180,29 +184,27 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
           absl::StrCat("base version '", base->version,
                        "' has another architecture: ", what));
     };
-    if (base->tensors.size() != model.tensors.size()) {
-      return differs(absl::StrCat(base->tensors.size(),
-                                  " tensors, this checkpoint ",
-                                  model.tensors.size()));
+    if (base->tensors.size() != headers.size()) {
+      return differs(absl::StrCat(
+          base->tensors.size(), " tensors, this checkpoint ", headers.size()));
     }
-    for (size_t i = 0; i < model.tensors.size(); ++i) {
-      if (base->tensors[i].name != model.tensors[i].name ||
-          base->tensors[i].shape != model.tensors[i].shape) {
-        return differs(absl::StrCat("tensor ", i, " is '",
-                                    base->tensors[i].name, "' ",
-                                    ShapeToString(base->tensors[i].shape),
-                                    ", here '", model.tensors[i].name, "' ",
-                                    ShapeToString(model.tensors[i].shape)));
+    for (size_t i = 0; i < headers.size(); ++i) {
+      if (base->tensors[i].name != headers[i].name ||
+          base->tensors[i].shape != headers[i].shape) {
+        return differs(absl::StrCat(
+            "tensor ", i, " is '", base->tensors[i].name, "' ",
+            ShapeToString(base->tensors[i].shape), ", here '", headers[i].name,
+            "' ", ShapeToString(headers[i].shape)));
       }
     }
   }
-  if (model.tensors.size() > options_.max_tensors) {
+  if (headers.size() > options_.max_tensors) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the checkpoint holds ", model.tensors.size(),
+        absl::StrCat("the checkpoint holds ", headers.size(),
                      " tensors; this server accepts at most ",
                      options_.max_tensors, " (--max-tensors)"));
   }
-  for (const Tensor& t : model.tensors) {
+  for (const Tensor& t : headers) {
     if (t.shape.size() > options_.max_tensor_rank) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor ", t.name, " has ", t.shape.size(),
@@ -210,6 +212,8 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
                        options_.max_tensor_rank));
     }
   }
+  // Every tensor's data, in bounded chunks: finite, the file not cut short.
+  RETURN_IF_ERROR(source->CheckData());
   std::optional<Accuracy> reference;
   const bool bundle =
       !request.eval_module_path.empty() || !request.eval_data_path.empty();
@@ -223,6 +227,9 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
       ASSIGN_OR_RETURN(
           std::unique_ptr<Evaluator> evaluator,
           Evaluator::Load(request.eval_module_path, request.eval_data_path));
+      // The evaluator loads every weight into the module: the whole model in
+      // memory (bundles are for models small enough to run here).
+      ASSIGN_OR_RETURN(const Model model, source->ReadAll());
       return evaluator->Evaluate(model);
     }();
     if (!measured.ok()) {
@@ -241,7 +248,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
   record.policy_json = request.policy_json;
   if (base) record.base_version = base->version;
   record.created_unix_seconds = NowSeconds();
-  for (const Tensor& t : model.tensors) {
+  for (const Tensor& t : headers) {
     record.tensors.push_back(
         {t.name, t.shape, std::string(DTypeName(t.dtype)),
          std::string(LayerClassName(ClassifyTensor(t, policy)))});

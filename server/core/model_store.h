@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/base/clock.h"
+#include "common/checkpoint/checkpoint_source.h"
 #include "common/pack/layer_policy.h"
 #include "common/pack/rate_allocation.h"
 #include "common/pack/tier.h"
@@ -162,14 +163,15 @@ class ModelStore {
     // layers.
     std::vector<LayerRateCurve> curves ABSL_GUARDED_BY(mu);
     std::vector<uint64_t> fixed_bytes ABSL_GUARDED_BY(mu);
-    std::shared_ptr<const Model>
-        model;  // set once by Prepare, before layer jobs start
+    // The stored checkpoint, read one tensor per job (set once by Prepare,
+    // before layer jobs start).
+    std::shared_ptr<const CheckpointSource> source;
     const EncoderPool::Urgency urgency =
         std::make_shared<std::atomic<bool>>(false);
     // Deltas: the base version's checkpoint and layers at this tier, and a
     // lease keeping them (set by Prepare); run once done (e.g. a delta tier
     // waiting for its base tier).
-    std::shared_ptr<const Model> base_model;
+    std::shared_ptr<const CheckpointSource> base_source;
     std::vector<LayerRecord> base_layers;
     std::shared_ptr<void> base_lease;
     std::vector<std::function<void()>> then ABSL_GUARDED_BY(mu);
@@ -203,6 +205,10 @@ class ModelStore {
   // is smaller.
   absl::StatusOr<LayerRecord> EncodeLayerRecord(
       const std::shared_ptr<Encoding>& encoding, size_t index, int qp);
+  // Lets the pool's idle workers code tiles of a layer job
+  // (SharedParallelFor): one large layer uses every worker.
+  void SpreadTiles(const std::shared_ptr<Encoding>& encoding,
+                   LayerEncodeOptions* options);
   // Budget tiers: measures every layer (one job per layer), then allocates QPs
   // and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);

@@ -1,6 +1,8 @@
 // ModelStore's encoding and evaluation: tiers encoded on the pool (a job per
-// layer; budget tiers measure first; delta tiers start when their base tier is
-// encoded), completion, and accuracy measurement of encoded tiers.
+// layer, which reads its tensor from the stored checkpoint and offers its tiles
+// to idle workers; budget tiers
+// measure first; delta tiers start when their base tier is encoded),
+// completion, and accuracy measurement of encoded tiers.
 #include <malloc.h>
 
 #include <chrono>
@@ -10,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
-#include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/checkpoint_source.h"
 #include "common/eval/evaluator.h"
 #include "common/pack/delta_codec.h"
 #include "common/pack/packed_model.h"
@@ -42,6 +44,15 @@ std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version,
 }
 
 }  // namespace
+
+void ModelStore::SpreadTiles(const std::shared_ptr<Encoding>& encoding,
+                             LayerEncodeOptions* options) {
+  options->tile_helpers = pool_->workers() - 1;
+  options->tile_spawner =
+      [this, urgency = encoding->urgency](std::function<void()> task) {
+        pool_->Submit(urgency, std::move(task), /*first=*/true);
+      };
+}
 
 void ModelStore::Fail(const std::shared_ptr<Encoding>& encoding,
                       absl::Status status) {
@@ -119,21 +130,22 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(
 }
 
 void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
-  auto model = ReadCheckpoint(blobs_->PathOf(encoding->version.source_sha256));
-  if (!model.ok() ||
-      model->tensors.size() != encoding->version.tensors.size()) {
+  // Only the headers now: each layer job reads its own tensor.
+  auto source =
+      CheckpointSource::Open(blobs_->PathOf(encoding->version.source_sha256));
+  if (!source.ok() || (*source)->size() != encoding->version.tensors.size()) {
     Fail(encoding,
-         model.ok()
+         source.ok()
              ? absl::DataLossError(
                    "stored checkpoint no longer matches its registration")
              : absl::DataLossError(absl::StrCat("stored checkpoint: ",
-                                                model.status().message())));
+                                                source.status().message())));
     return;
   }
-  encoding->model = std::make_shared<const Model>(*std::move(model));
+  encoding->source = *std::move(source);
   if (DeltaBaseOf(encoding->version, encoding->tier) &&
       !PrepareBase(encoding)) {
-    encoding->base_model.reset();
+    encoding->base_source.reset();
     encoding->base_layers.clear();
     encoding->base_lease.reset();
   }
@@ -152,16 +164,16 @@ bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
   encoding->base_lease = Lease({base->id, base_of->tier});
   auto tier = registry_->GetTier(base->id, base_of->tier);
   if (!tier.ok() || tier->state != TierState::kReady ||
-      tier->layers.size() != encoding->model->tensors.size()) {
+      tier->layers.size() != encoding->source->size()) {
     return false;
   }
   if (base->id == encoding->version.id) {  // a refinement: the same checkpoint
-    encoding->base_model = encoding->model;
+    encoding->base_source = encoding->source;
   } else {
-    auto model = ReadCheckpoint(blobs_->PathOf(base->source_sha256));
-    if (!model.ok() || model->tensors.size() != encoding->model->tensors.size())
+    auto source = CheckpointSource::Open(blobs_->PathOf(base->source_sha256));
+    if (!source.ok() || (*source)->size() != encoding->source->size())
       return false;
-    encoding->base_model = std::make_shared<const Model>(*std::move(model));
+    encoding->base_source = *std::move(source);
   }
   encoding->base_layers = std::move(tier->layers);
   return true;
@@ -169,20 +181,23 @@ bool ModelStore::PrepareBase(const std::shared_ptr<Encoding>& encoding) {
 
 absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
     const std::shared_ptr<Encoding>& encoding, size_t index, int qp) {
-  const Tensor& tensor = encoding->model->tensors[index];
+  const Tensor& header = encoding->source->headers()[index];
   if (!encoding->tier.refines.empty() && index < encoding->base_layers.size()) {
     // A refinement keeps a coarse layer that is already as fine as the tier (a
     // budget tier's).
     const LayerRecord& coarse = encoding->base_layers[index];
-    if (coarse.name == tensor.name && coarse.qp > 0 &&
+    if (coarse.name == header.name && coarse.qp > 0 &&
         coarse.qp <= encoding->tier.qp && coarse.base_blob_sha256.empty() &&
-        FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
+        FollowsTierQp(header, encoding->policy, encoding->tier)) {
       return coarse;
     }
   }
+  // This job's tensor only: memory follows the workers, not the model.
+  ASSIGN_OR_RETURN(const Tensor tensor, encoding->source->Read(index));
   LayerEncodeOptions base_options;
   base_options.hevc.preset = options_.x265_preset;
   base_options.threads = 1;  // the pool is the parallelism
+  SpreadTiles(encoding, &base_options);
   TierSpec tier = encoding->tier;
   if (qp > 0) tier.qp = qp;
   const LayerEncodeOptions options =
@@ -219,7 +234,7 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
   // refinement the coarse tier's) when one keeps the tier's fidelity in fewer
   // bytes than the layer coded on its own. A refinement layer coded on its own
   // still names the coarse layer, which is sent first.
-  if (lossy_hevc && encoding->base_model &&
+  if (lossy_hevc && encoding->base_source &&
       index < encoding->base_layers.size()) {
     const LayerRecord& base = encoding->base_layers[index];
     auto base_bytes = ReadFileBytes(blobs_->PathOf(base.blob_sha256));
@@ -234,9 +249,14 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
                           base_layer->qp > tier.qp
                     : base_layer->qp == options.hevc.qp);
     if (usable) {
+      // A refinement's base is this very tensor.
+      std::optional<Tensor> base_source;
+      if (encoding->base_source != encoding->source) {
+        ASSIGN_OR_RETURN(base_source, encoding->base_source->Read(index));
+      }
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
                        options_.layer_encoder->EncodeDelta(
-                           *base_layer, encoding->base_model->tensors[index],
+                           *base_layer, base_source ? *base_source : tensor,
                            tensor, layer.fidelity.sqnr_db, bytes.size(),
                            refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
@@ -269,7 +289,7 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
     auto it = rate_curves_.find(encoding->version.id);
     if (it != rate_curves_.end()) known = it->second;
   }
-  const size_t count = encoding->model->tensors.size();
+  const size_t count = encoding->source->size();
   {
     absl::MutexLock lock(&encoding->mu);
     if (known) {
@@ -287,14 +307,18 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
   }
   for (size_t i = 0; i < count; ++i) {
     pool_->Submit(encoding->urgency, [this, encoding, i] {
-      const Tensor& tensor = encoding->model->tensors[i];
       LayerEncodeOptions base;
       base.hevc.preset = options_.x265_preset;
       base.threads = 1;
+      SpreadTiles(encoding, &base);
+      absl::StatusOr<Tensor> read = encoding->source->Read(i);
+      absl::Status status = read.status();
+      const Tensor& tensor = read.ok() ? *read : encoding->source->headers()[i];
       LayerRateCurve curve{tensor.name, {}};
       uint64_t fixed = 0;
-      absl::Status status;
-      if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
+      if (!status.ok()) {
+        // reported below; no curve
+      } else if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
         for (int qp : BudgetQpGrid()) {
           TierSpec at = encoding->tier;
           at.qp = qp;
@@ -362,7 +386,7 @@ void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
     Fail(encoding, allocation.status());
     return;
   }
-  std::vector<int> qps(encoding->model->tensors.size(), 0);
+  std::vector<int> qps(encoding->source->size(), 0);
   for (size_t c = 0; c < curves.size(); ++c)
     qps[tensor_of[c]] = allocation->qp[c];
   EncodeLayers(encoding, std::move(qps));
@@ -370,7 +394,7 @@ void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
 
 void ModelStore::EncodeLayers(const std::shared_ptr<Encoding>& encoding,
                               std::vector<int> qps) {
-  const size_t count = encoding->model->tensors.size();
+  const size_t count = encoding->source->size();
   {
     absl::MutexLock lock(&encoding->mu);
     encoding->remaining = count;
@@ -416,8 +440,8 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
         ->SetTierState(id, tier, TierState::kFailed,
                        std::string(status.message()))
         .IgnoreError();
-  encoding->model.reset();
-  encoding->base_model.reset();
+  encoding->source.reset();
+  encoding->base_source.reset();
   encoding->base_lease.reset();
   malloc_trim(0);  // hand the checkpoint's pages back to the kernel (glibc
                    // keeps freed arenas)

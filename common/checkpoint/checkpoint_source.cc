@@ -1,0 +1,166 @@
+#include "common/checkpoint/checkpoint_source.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/checkpoint/safetensors.h"
+
+namespace weightcast {
+namespace {
+
+bool IsSafetensors(const std::string& path) {
+  char head[9] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(head, sizeof(head));
+  return in.gcount() == 9 && head[8] == '{';
+}
+
+std::vector<Tensor> HeadersOf(const std::vector<Tensor>& tensors) {
+  std::vector<Tensor> headers;
+  headers.reserve(tensors.size());
+  for (const Tensor& t : tensors)
+    headers.push_back({t.name, t.shape, t.dtype, {}});
+  return headers;
+}
+
+// A safetensors file: positioned reads of one tensor's byte range.
+class SafetensorsSource : public CheckpointSource {
+ public:
+  SafetensorsSource(std::string path, int fd, SafetensorsHeader header,
+                    std::vector<Tensor> headers)
+      : CheckpointSource(CheckpointFormat::kSafetensors, std::move(headers)),
+        path_(std::move(path)),
+        fd_(fd),
+        header_(std::move(header)) {}
+  ~SafetensorsSource() override { ::close(fd_); }
+
+  absl::StatusOr<Tensor> Read(size_t index) const override {
+    if (index >= header_.entries.size())
+      return absl::OutOfRangeError(absl::StrCat(path_, ": no tensor ", index));
+    const SafetensorsEntry& entry = header_.entries[index];
+    Tensor tensor = entry.tensor;
+    tensor.data.resize(entry.end - entry.begin);
+    RETURN_IF_ERROR(
+        ReadAt(entry.begin, absl::MakeSpan(tensor.data), tensor.name));
+    if (absl::Status finite = CheckFinite(tensor); !finite.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": ", finite.message()));
+    }
+    return tensor;
+  }
+
+  absl::Status CheckData() const override {
+    std::vector<uint8_t> buffer;
+    for (size_t index = 0; index < header_.entries.size(); ++index) {
+      const SafetensorsEntry& entry = header_.entries[index];
+      const uint64_t element = DTypeSize(entry.tensor.dtype);
+      const uint64_t step = kCheckChunkBytes / element * element;
+      // Bounded: each round checks up to `step` bytes of the tensor.
+      for (uint64_t at = entry.begin; at < entry.end; at += step) {
+        const uint64_t bytes = std::min(step, entry.end - at);
+        buffer.resize(bytes);
+        RETURN_IF_ERROR(ReadAt(at, absl::MakeSpan(buffer), entry.tensor.name));
+        Tensor chunk{entry.tensor.name,
+                     {static_cast<int64_t>(bytes / element)},
+                     entry.tensor.dtype,
+                     std::move(buffer)};
+        const bool finite = CheckFinite(chunk).ok();
+        buffer = std::move(chunk.data);
+        // Read() names the first bad element of the whole tensor.
+        if (!finite) return Read(index).status();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // `out.size()` bytes at `offset` of the data; DATA_LOSS naming `tensor`.
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out,
+                      const std::string& tensor) const {
+    uint64_t done = 0;
+    // Bounded: each round reads at least one byte or returns.
+    while (done < out.size()) {
+      const ssize_t got =
+          ::pread(fd_, out.data() + done, out.size() - done,
+                  static_cast<off_t>(header_.data_offset + offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        return absl::DataLossError(absl::StrCat(
+            path_, ": tensor '", tensor,
+            "': ", got < 0 ? std::strerror(errno) : "the file was cut short"));
+      }
+      done += static_cast<uint64_t>(got);
+    }
+    return absl::OkStatus();
+  }
+
+  const std::string path_;
+  const int fd_;  // owned
+  const SafetensorsHeader header_;
+};
+
+// Any other format: read whole when opened.
+class WholeSource : public CheckpointSource {
+ public:
+  WholeSource(CheckpointFormat format, Model model)
+      : CheckpointSource(format, HeadersOf(model.tensors)),
+        model_(std::move(model)) {}
+
+  absl::StatusOr<Tensor> Read(size_t index) const override {
+    if (index >= model_.tensors.size())
+      return absl::OutOfRangeError(absl::StrCat("no tensor ", index));
+    return model_.tensors[index];
+  }
+
+ private:
+  const Model model_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(
+    const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error))
+    return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  if (IsSafetensors(path)) {
+    ASSIGN_OR_RETURN(SafetensorsHeader header, ReadSafetensorsHeader(path));
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    std::vector<Tensor> headers;
+    headers.reserve(header.entries.size());
+    for (const SafetensorsEntry& entry : header.entries)
+      headers.push_back(entry.tensor);
+    return std::unique_ptr<CheckpointSource>(
+        new SafetensorsSource(path, fd, std::move(header), std::move(headers)));
+  }
+  CheckpointFormat format;
+  ASSIGN_OR_RETURN(Model model, ReadCheckpoint(path, &format));
+  return std::unique_ptr<CheckpointSource>(
+      new WholeSource(format, std::move(model)));
+}
+
+absl::Status CheckpointSource::CheckData() const {
+  for (size_t i = 0; i < size(); ++i) RETURN_IF_ERROR(Read(i).status());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Model> CheckpointSource::ReadAll() const {
+  Model model;
+  model.tensors.reserve(size());
+  for (size_t i = 0; i < size(); ++i) {
+    ASSIGN_OR_RETURN(Tensor tensor, Read(i));
+    model.tensors.push_back(std::move(tensor));
+  }
+  return model;
+}
+
+}  // namespace weightcast

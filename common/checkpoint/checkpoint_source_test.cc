@@ -1,0 +1,119 @@
+#include "common/checkpoint/checkpoint_source.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/checkpoint/safetensors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
+#include "tests/testing/status_matchers.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::string Fixture(const std::string& name) {
+  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+}
+
+void ExpectSameAsWholeRead(const std::string& path, CheckpointFormat format) {
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  auto whole = ReadCheckpoint(path);
+  ASSERT_THAT(whole, IsOk());
+  EXPECT_EQ((*source)->format(), format);
+  ASSERT_EQ((*source)->size(), whole->tensors.size());
+  for (size_t i = 0; i < whole->tensors.size(); ++i) {
+    const Tensor& expected = whole->tensors[i];
+    EXPECT_EQ((*source)->headers()[i].name, expected.name);
+    EXPECT_EQ((*source)->headers()[i].shape, expected.shape);
+    EXPECT_TRUE((*source)->headers()[i].data.empty());
+    auto read = (*source)->Read(i);
+    ASSERT_THAT(read, IsOk());
+    EXPECT_EQ(read->dtype, expected.dtype) << expected.name;
+    EXPECT_EQ(read->data, expected.data) << expected.name;
+  }
+}
+
+TEST(CheckpointSource, ReadsSafetensorsTensorByTensorAsAWholeRead) {
+  ExpectSameAsWholeRead(Fixture("mixed.safetensors"),
+                        CheckpointFormat::kSafetensors);
+  ExpectSameAsWholeRead(Fixture("dtypes.safetensors"),
+                        CheckpointFormat::kSafetensors);
+}
+
+TEST(CheckpointSource, ReadsTorchSaveWhole) {
+  ExpectSameAsWholeRead(Fixture("cnn_bn.pt"), CheckpointFormat::kTorchSave);
+}
+
+TEST(CheckpointSource, ReadNamesTheTensorHoldingNaN) {
+  const std::string path = FreshDir("source_nan") + "/nan.safetensors";
+  Model model;
+  model.tensors.push_back(MakeFloat32Tensor("ok", {2}, {1.0f, 2.0f}));
+  model.tensors.push_back(MakeFloat32Tensor("bad", {2}, {1.0f, std::nanf("")}));
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());  // the header alone is well formed
+  EXPECT_THAT((*source)->Read(0), IsOk());
+  EXPECT_THAT((*source)->Read(1),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(path), HasSubstr("bad"))));
+  EXPECT_THAT((*source)->CheckData(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(path), HasSubstr("bad"))));
+}
+
+TEST(CheckpointSource, CheckDataFindsNaNInALaterChunkOfALargeTensor) {
+  // Two chunks of bf16; the NaN at the very end is named as Read() names it.
+  const std::string path = FreshDir("source_chunks") + "/big.safetensors";
+  const size_t elements = CheckpointSource::kCheckChunkBytes;  // 2 bytes each
+  Tensor big{"big.weight",
+             {static_cast<int64_t>(elements / 64), 64},
+             DType::kBFloat16,
+             std::vector<uint8_t>(elements * 2, 0)};
+  big.data[elements * 2 - 1] = 0x7f;  // the last element: 0x7fc0, a NaN
+  big.data[elements * 2 - 2] = 0xc0;
+  Model model;
+  model.tensors.push_back(std::move(big));
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  const absl::Status whole = (*source)->Read(0).status();
+  EXPECT_THAT(whole, StatusIs(absl::StatusCode::kInvalidArgument,
+                              HasSubstr("big.weight")));
+  EXPECT_EQ((*source)->CheckData(), whole);
+  model.tensors[0].data[elements * 2 - 1] = 0;  // now finite everywhere
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  EXPECT_THAT(CheckpointSource::Open(path).value()->CheckData(), IsOk());
+}
+
+TEST(CheckpointSource, AFileCutShortAfterOpeningIsDataLoss) {
+  const std::string path = FreshDir("source_cut") + "/cut.safetensors";
+  std::filesystem::copy_file(Fixture("mixed.safetensors"), path);
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  const size_t last = (*source)->size() - 1;
+  EXPECT_THAT((*source)->Read(last),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr((*source)->headers()[last].name)));
+  EXPECT_THAT((*source)->CheckData(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path)));
+}
+
+TEST(CheckpointSource, RefusesWhatReadCheckpointRefuses) {
+  EXPECT_THAT(CheckpointSource::Open(Fixture("no-such.safetensors")),
+              StatusIs(absl::StatusCode::kNotFound));
+  const std::string path = FreshDir("source_short") + "/short.safetensors";
+  std::filesystem::copy_file(Fixture("mixed.safetensors"), path);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 4);
+  EXPECT_THAT(
+      CheckpointSource::Open(path),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside")));
+}
+
+}  // namespace
+}  // namespace weightcast
