@@ -254,8 +254,8 @@ absl::string_view SafetensorsDTypeCode(DType dtype) {
   return code == std::end(kDTypeCodes) ? "" : code->first;
 }
 
-std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
-                              uint64_t* data_bytes) {
+std::string SafetensorsHeaderBytes(const std::vector<TensorLayout>& tensors,
+                                   uint64_t* data_bytes) {
   nlohmann::ordered_json header =
       nlohmann::ordered_json::object();  // keys in tensor order
   uint64_t offset = 0;
@@ -285,7 +285,7 @@ std::vector<uint8_t> SerializeSafetensors(const Model& model) {
     layout.push_back({tensor.name, tensor.dtype, tensor.shape,
                       static_cast<uint64_t>(tensor.data.size())});
   uint64_t data_bytes = 0;
-  const std::string header = SafetensorsHeader(layout, &data_bytes);
+  const std::string header = SafetensorsHeaderBytes(layout, &data_bytes);
   std::vector<uint8_t> out;
   out.reserve(header.size() + data_bytes);
   out.insert(out.end(), header.begin(), header.end());

@@ -61,8 +61,8 @@ struct TensorLayout {
 // the JSON header, exactly as SerializeSafetensors writes them. The data of
 // tensor k follows at the header's size plus the bytes of tensors 0..k-1;
 // `data_bytes` (optional) receives the sum of every tensor's bytes.
-std::string SafetensorsHeader(const std::vector<TensorLayout>& tensors,
-                              uint64_t* data_bytes = nullptr);
+std::string SafetensorsHeaderBytes(const std::vector<TensorLayout>& tensors,
+                                   uint64_t* data_bytes = nullptr);
 
 // The header's dtype code of `dtype` ("F32", "BF16", ...).
 absl::string_view SafetensorsDTypeCode(DType dtype);

@@ -99,7 +99,7 @@ SafetensorsStreamWriter::Create(const std::string& path,
           absl::StrCat(file.temp, ": cannot create: ", std::strerror(errno)));
     }
     writer->files_.push_back(file);
-    const std::string header = SafetensorsHeader(shards[k]);
+    const std::string header = SafetensorsHeaderBytes(shards[k]);
     RETURN_IF_ERROR(WriteAt(file.fd, file.temp,
                             reinterpret_cast<const uint8_t*>(header.data()),
                             header.size(), 0));
