@@ -27,6 +27,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/gaussian_checkpoint.h"
 #include "client/sdk/http_blobs.h"
 #include "common/base/sha256.h"
 #include "common/checkpoint/safetensors.h"
@@ -37,29 +38,6 @@
 
 namespace weightcast {
 namespace {
-
-using SteadyClock = std::chrono::steady_clock;
-
-double Seconds(SteadyClock::time_point start) {
-  return std::chrono::duration<double>(SteadyClock::now() - start).count();
-}
-
-// Gaussian float32 weights as a safetensors checkpoint with `layers` [rows,
-// cols] tensors (as bench/server_benchmark.cc).
-std::string WriteCheckpoint(const std::string& path, int layers, int64_t rows,
-                            int64_t cols) {
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  Model model;
-  for (int l = 0; l < layers; ++l) {
-    std::vector<float> values(static_cast<size_t>(rows * cols));
-    for (float& v : values) v = normal(rng);
-    model.tensors.push_back(MakeFloat32Tensor(
-        absl::StrCat("layer", l, ".weight"), {rows, cols}, values));
-  }
-  if (!WriteSafetensorsFile(model, path).ok()) std::abort();
-  return path;
-}
 
 std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
   grpc::ChannelArguments args;
