@@ -27,7 +27,8 @@ constexpr char kNginx[] = "/usr/sbin/nginx";
 // (Cache-Control immutable, a year); concurrent misses of one blob wait for the
 // first (proxy_cache_lock) so weightcastd sees one request per blob. Ranges
 // are served by nginx from the cached whole blob. Anything else: 404.
-std::string Config(const std::string& dir, int port, int upstream_port) {
+std::string Config(const std::string& dir, int port, int upstream_port,
+                   int64_t limit_rate) {
   return absl::StrCat(
       geteuid() == 0 ? "user root;\n" : "",
       "daemon off;\nmaster_process off;\n"
@@ -58,7 +59,9 @@ std::string Config(const std::string& dir, int port, int upstream_port) {
       "      proxy_cache_lock on;\n"
       "      proxy_cache_lock_timeout 60s;\n"
       "      proxy_cache_lock_age 60s;\n"
-      "      proxy_read_timeout 30s;\n"
+      "      proxy_read_timeout 30s;\n",
+      limit_rate > 0 ? absl::StrCat("      limit_rate ", limit_rate, ";\n")
+                     : std::string(),
       "    }\n"
       "    location / { return 404; }\n"
       "  }\n"
@@ -68,12 +71,13 @@ std::string Config(const std::string& dir, int port, int upstream_port) {
 }  // namespace
 
 absl::StatusOr<NginxProcess> NginxProcess::Start(const std::string& dir,
-                                                 int port, int upstream_port) {
+                                                 int port, int upstream_port,
+                                                 int64_t limit_rate) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   {
     std::ofstream out(dir + "/nginx.conf");
-    out << Config(dir, port, upstream_port);
+    out << Config(dir, port, upstream_port, limit_rate);
     if (!out) return absl::InternalError(dir + ": cannot write nginx.conf");
   }
   std::vector<std::string> args = {kNginx, "-p", dir, "-c",

@@ -21,8 +21,12 @@ class NginxProcess {
  public:
   // nginx on 127.0.0.1:`port` caching GET /v1/blobs/ from
   // 127.0.0.1:`upstream_port`; waits (at most 10 s) until it answers.
+  // `limit_rate` > 0: nginx sends each response at most that many bytes per
+  // second (so that a test can stop it while a blob is still unsent, not
+  // already sitting in loopback socket buffers).
   static absl::StatusOr<NginxProcess> Start(const std::string& dir, int port,
-                                            int upstream_port);
+                                            int upstream_port,
+                                            int64_t limit_rate = 0);
   NginxProcess(NginxProcess&& other) noexcept;
   NginxProcess& operator=(NginxProcess&&) = delete;
   ~NginxProcess();
