@@ -231,6 +231,11 @@ struct PullResult {
   bool streamed_output = false;
   int http_layers = 0;         // layers whose bytes came over HTTP
   bool http_fallback = false;  // an HTTP GET failed: the rest came over gRPC
+  // What went wrong and was worked around, one sentence each (an HTTP download
+  // that fell back to gRPC, a coarse model that could not be handed over, a
+  // held base that was damaged). The SDK never prints: callers show these.
+  // The text may hold a server's words: print it through Printable.
+  std::vector<std::string> warnings;
 };
 
 struct RegisterOptions {

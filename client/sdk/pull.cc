@@ -1,7 +1,6 @@
 #include "client/sdk/pull.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -70,6 +69,7 @@ struct PullState {
   bool coarse_attempted = false;
   CoarseModel coarse;    // tier set once handed over
   absl::Status failure;  // a local failure that ended the stream (not retried)
+  std::vector<std::string> warnings;  // PullResult::warnings
 };
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
@@ -351,8 +351,8 @@ bool FetchOverHttp(const PullStubs& stubs, const PullOptions& options,
       state->progress.bytes_received += bytes.size() - before;
     if (!fetched.ok()) {
       if (fetched.code() != absl::StatusCode::kCancelled) {
-        std::fprintf(stderr, "weightcast: %s; the rest over gRPC\n",
-                     std::string(fetched.message()).c_str());
+        result->warnings.push_back(
+            absl::StrCat(fetched.message(), "; the rest over gRPC"));
         result->http_fallback = true;
       }
       return false;
@@ -436,6 +436,8 @@ absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
   }
   result->bytes = manifest.total_bytes();
   result->coarse = state->coarse;
+  result->warnings.insert(result->warnings.end(), state->warnings.begin(),
+                          state->warnings.end());
   if (state->writer) {
     state->pool.reset();  // every worker done with the writer
     RETURN_IF_ERROR(state->writer->Commit());
@@ -452,8 +454,8 @@ absl::Status HandOverCoarse(const PullOptions& options, PullState* state) {
   for (size_t i = 0; i < state->first_refinement; ++i) {
     if (const absl::Status status = state->pool->Check(i); !status.ok()) {
       // Not usable: the pull goes on to the refined model, which refetches.
-      std::fprintf(stderr, "weightcast: no coarse model: %s\n",
-                   std::string(status.message()).c_str());
+      state->warnings.push_back(
+          absl::StrCat("no coarse model: ", status.message()));
       return absl::OkStatus();
     }
   }
@@ -538,13 +540,14 @@ absl::StatusOr<PullResult> RunPull(
       tensors.status().code() == absl::StatusCode::kDataLoss) {
     // A held base was missing or damaged: drop what was held and pull every
     // layer whole.
-    std::fprintf(stderr, "weightcast: %s; pulling %s/%s without deltas\n",
-                 std::string(tensors.status().message()).c_str(),
-                 options.model.c_str(), info.version.c_str());
+    std::string warning =
+        absl::StrCat(tensors.status().message(), "; pulled ", options.model,
+                     "/", info.version, " without deltas");
     bases.DiscardDamaged();
     bases.Forget();
     result = PullResult{info.version, tier};
     result.delta_fallback = true;
+    result.warnings.push_back(std::move(warning));
     tensors = pull();
   }
   RETURN_IF_ERROR(tensors.status());

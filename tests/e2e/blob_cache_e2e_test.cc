@@ -158,6 +158,9 @@ TEST(BlobCacheEndToEnd, NginxStoppedMidPullFallsBackToTheGrpcStream) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_TRUE(result->http_fallback);
   EXPECT_EQ(result->http_layers, 0);  // its one layer finished over gRPC
+  // Said in the result, not printed by the library.
+  ASSERT_EQ(result->warnings.size(), 1u);
+  EXPECT_THAT(result->warnings[0], ::testing::HasSubstr("the rest over gRPC"));
   EXPECT_EQ(ReadFileBytes(options.output_path).value(),
             ReadFileBytes(grpc_only.output_path).value());
   // The server's pull counter: a resumed stream (it started past offset 0).
