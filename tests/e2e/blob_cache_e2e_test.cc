@@ -120,6 +120,13 @@ TEST(BlobCacheEndToEnd, PullThroughNginxIsByteIdenticalAndTheSecondIsCached) {
     EXPECT_EQ(after_second.origin_requests, after_first.origin_requests)
         << "the second pull reached weightcastd";
   }
+  // weightcastd counts what it answered: one 200 per origin request.
+  const NginxProcess::LogCounts end = site.nginx->ReadLog();
+  auto metrics = HttpGet(site.server->metrics_url());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_THAT(*metrics, ::testing::HasSubstr(absl::StrCat(
+                            "weightcast_blob_requests_total{code=\"200\"} ",
+                            end.origin_requests, "\n")));
   if (!HasFailure()) {
     RecordReliability(
         "pulls of two tiers through nginx proxy_cache in front of weightcastd "
