@@ -56,7 +56,7 @@ struct PullState {
   // model is written at the end). Declared before the pool: it outlives the
   // workers that write to it.
   bool stream_output = false;
-  std::unique_ptr<SafetensorsStreamWriter> writer;
+  std::unique_ptr<CheckpointStreamWriter> writer;
   std::unique_ptr<DecodePool> pool;
   PullProgress progress;
   bool version_changed = false;
@@ -81,7 +81,7 @@ constexpr int64_t kDequantizeSliceElements = 1 << 20;
 // Writes one verified layer of a float output (checkpoint.h's kFloat rule)
 // without copying it first: int8 layers dequantized a slice at a time, with
 // Dequantize's formula (the same floats).
-absl::Status WriteFloatLayer(SafetensorsStreamWriter& writer,
+absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
                              const RebuiltTensor& tensor) {
   if (tensor.int8) {
     const QuantizedTensor& q = *tensor.int8;
@@ -135,7 +135,7 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
     if (layout.ok()) {
       ASSIGN_OR_RETURN(
           state->writer,
-          SafetensorsStreamWriter::Create(
+          CheckpointStreamWriter::Create(
               options.output_path, *std::move(layout), options.shard_bytes));
     }
   }
@@ -511,9 +511,11 @@ absl::StatusOr<PullResult> RunPull(
       coarse_tier = options.coarse_tier;
     }
   }
-  const bool safetensors = absl::EndsWith(options.output_path, ".safetensors");
+  const bool streamable_file =
+      absl::EndsWith(options.output_path, ".safetensors") ||
+      IsTorchSavePath(options.output_path);
   const bool stream_output =
-      options.shard_bytes > 0 || (options.stream_output && safetensors &&
+      options.shard_bytes > 0 || (options.stream_output && streamable_file &&
                                   !options.int8_output && coarse_tier.empty());
   if (options.shard_bytes > 0 &&
       (options.output_path.empty() || options.int8_output ||
