@@ -15,8 +15,8 @@
 //      multi-tile layers, with one decode job per layer against one per tile;
 //   5. the SDK's decode throughput (unpaced loopback pull, no output): one job
 //      per layer against one per tile, on single-tile and multi-tile layers;
-//   6. the client's peak RSS writing a float .safetensors: the whole-model
-//      writer against the streamed output (the same bytes).
+//   6. the client's peak RSS writing a float .safetensors and a float .pt:
+//      the whole-model writer against the streamed output (the same bytes).
 // usage: server_benchmark WEIGHTCASTD WORK_DIR [client]
 //   client: sections 4-6 only
 #include <grpcpp/grpcpp.h>
@@ -212,13 +212,15 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
   }
   std::printf("\n");
   // --- 6: client peak RSS, whole-model writer against streamed output ---
-  {
+  for (const char* extension : {".safetensors", ".pt"}) {
     PullOptions options{"hevc", "v1", {"q22"}, ""};
     double peak[2], seconds[2];
+    const std::string whole = absl::StrCat(work, "/whole", extension);
+    const std::string streamed_path =
+        absl::StrCat(work, "/streamed", extension);
     for (bool streamed : {false, true}) {
       options.stream_output = streamed;
-      options.output_path =
-          absl::StrCat(work, streamed ? "/streamed" : "/whole", ".safetensors");
+      options.output_path = streamed ? streamed_path : whole;
       ResetPeakRss();
       const double before = ProcessStatusKb(getpid(), "VmRSS:") / 1024.0;
       auto result = sdk->Pull(options);
@@ -226,12 +228,12 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
       peak[streamed] = PeakRssMb() - before;
       seconds[streamed] = result->seconds;
     }
-    const bool same = ReadFileBytes(work + "/whole.safetensors").value() ==
-                      ReadFileBytes(work + "/streamed.safetensors").value();
+    const bool same =
+        ReadFileBytes(whole).value() == ReadFileBytes(streamed_path).value();
     std::printf(
-        "6. pulling the 24 M-weight q22 tier to a float .safetensors (%.1f "
-        "MB): client peak RSS above its RSS before the pull\n",
-        std::filesystem::file_size(work + "/whole.safetensors") / 1e6);
+        "6. pulling the 24 M-weight q22 tier to a float %s (%.1f MB): client "
+        "peak RSS above its RSS before the pull\n",
+        extension, std::filesystem::file_size(whole) / 1e6);
     std::printf("   whole-model writer: %6.1f MB (%.2f s)\n", peak[0],
                 seconds[0]);
     std::printf("   streamed output:    %6.1f MB (%.2f s)\n", peak[1],
