@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/gaussian_checkpoint.h"
+#include "bench/register.h"
 #include "client/sdk/http_blobs.h"
 #include "common/base/sha256.h"
 #include "common/checkpoint/safetensors.h"
@@ -48,31 +49,6 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
   args.SetInt("weightcast.bench.channel", channels.fetch_add(1));
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
                                    args);
-}
-
-void Register(v1::Admin::Stub& admin, const std::string& model,
-              const std::string& path, const std::string& ladder) {
-  grpc::ClientContext context;
-  v1::RegisterModelResponse response;
-  auto writer = admin.RegisterModel(&context, &response);
-  v1::RegisterModelRequest request;
-  request.mutable_header()->set_model(model);
-  request.mutable_header()->set_version("v1");
-  request.mutable_header()->set_tier_ladder(ladder);
-  writer->Write(request);
-  std::ifstream in(path, std::ios::binary);
-  std::string chunk(1 << 20, '\0');
-  while (in.read(chunk.data(), chunk.size()) || in.gcount() > 0) {
-    request.Clear();
-    request.set_chunk(chunk.data(), in.gcount());
-    writer->Write(request);
-  }
-  writer->WritesDone();
-  if (const grpc::Status status = writer->Finish(); !status.ok()) {
-    std::fprintf(stderr, "register failed: %s\n",
-                 status.error_message().c_str());
-    std::exit(1);
-  }
 }
 
 // A failed fetch ends the benchmark, naming what failed.
@@ -208,8 +184,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", nginx.status().ToString().c_str());
     return 1;
   }
-  auto admin = v1::Admin::NewStub(Channel(server->address()));
-  Register(*admin, "big", checkpoint, "lossless");
+  RegisterOrExit(server->address(), "big", checkpoint, "lossless");
   const uint64_t tier_bytes = PullOverGrpc(server->address());  // encodes it
   const std::string origin = absl::StrCat("http://127.0.0.1:", blob_port);
   const int blobs = 6;

@@ -15,8 +15,8 @@
 //      multi-tile layers, with one decode job per layer against one per tile;
 //   5. the SDK's decode throughput (unpaced loopback pull, no output): one job
 //      per layer against one per tile, on single-tile and multi-tile layers;
-//   6. the client's peak RSS writing a float .safetensors: the whole-model
-//      writer against the streamed output (the same bytes).
+//   6. the client's peak RSS writing a float .safetensors and a float .pt:
+//      the whole-model writer against the streamed output (the same bytes).
 // usage: server_benchmark WEIGHTCASTD WORK_DIR [client]
 //   client: sections 4-6 only
 #include <grpcpp/grpcpp.h>
@@ -34,7 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/gaussian_checkpoint.h"
-#include "client/sdk/client.h"
+#include "bench/register.h"
 #include "common/base/file.h"
 #include "common/checkpoint/safetensors.h"
 #include "common/tensor/tensor.h"
@@ -44,32 +44,6 @@
 
 namespace weightcast {
 namespace {
-
-void Register(v1::Admin::Stub& admin, const std::string& model,
-              const std::string& path, const std::string& ladder) {
-  grpc::ClientContext context;
-  v1::RegisterModelResponse response;
-  auto writer = admin.RegisterModel(&context, &response);
-  v1::RegisterModelRequest request;
-  request.mutable_header()->set_model(model);
-  request.mutable_header()->set_version("v1");
-  request.mutable_header()->set_tier_ladder(ladder);
-  writer->Write(request);
-  std::ifstream in(path, std::ios::binary);
-  std::string chunk(1 << 20, '\0');
-  while (in.read(chunk.data(), chunk.size()) || in.gcount() > 0) {
-    request.Clear();
-    request.set_chunk(chunk.data(), in.gcount());
-    writer->Write(request);
-  }
-  writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  if (!status.ok()) {
-    std::fprintf(stderr, "register failed: %s\n",
-                 status.error_message().c_str());
-    std::exit(1);
-  }
-}
 
 // Drains one Pull; returns the payload bytes received. Optionally keeps the
 // messages.
@@ -133,13 +107,12 @@ double CpuSeconds() {
 }
 
 // Sections 4-6: the SDK against `server`, which has `big` (6 x 2048x2048).
-int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
-                   v1::Distribution::Stub& distribution, const std::string& big,
-                   const std::string& work) {
+int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
+                   const std::string& big, const std::string& work) {
   auto sdk = Client::Connect({server.address()}).value();
   // --- 4: pipelined decode against download-then-decode ---
   {
-    Register(admin, "hevc", big, "q22");
+    RegisterOrExit(server.address(), "hevc", big, "q22");
     Drain(distribution, "hevc",
           "q22");  // encode and cache (24 M weights on 2 workers)
     PullOptions options{"hevc", "v1", {"q22"}, ""};
@@ -171,7 +144,7 @@ int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
   // --- 4b: the same on multi-tile layers, one job per layer against per tile
   const std::string wide =
       WriteCheckpoint(work + "/wide.safetensors", 3, 8192, 1024);
-  Register(admin, "wide", wide, "q22");
+  RegisterOrExit(server.address(), "wide", wide, "q22");
   Drain(distribution, "wide", "q22");  // 3 layers of 2 tiles (4096x1024)
   {
     PullOptions options{"wide", "v1", {"q22"}, ""};
@@ -207,7 +180,7 @@ int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
   // --- 5: decode throughput, one job per layer against one per tile ---
   const std::string one =
       WriteCheckpoint(work + "/one.safetensors", 1, 16384, 1024);
-  Register(admin, "one", one, "q22");
+  RegisterOrExit(server.address(), "one", one, "q22");
   Drain(distribution, "one", "q22");  // one layer of 4 tiles (4096x1024)
   std::printf(
       "5. decode throughput of the SDK (unpaced loopback pull, no output, "
@@ -239,13 +212,15 @@ int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
   }
   std::printf("\n");
   // --- 6: client peak RSS, whole-model writer against streamed output ---
-  {
+  for (const char* extension : {".safetensors", ".pt"}) {
     PullOptions options{"hevc", "v1", {"q22"}, ""};
     double peak[2], seconds[2];
+    const std::string whole = absl::StrCat(work, "/whole", extension);
+    const std::string streamed_path =
+        absl::StrCat(work, "/streamed", extension);
     for (bool streamed : {false, true}) {
       options.stream_output = streamed;
-      options.output_path =
-          absl::StrCat(work, streamed ? "/streamed" : "/whole", ".safetensors");
+      options.output_path = streamed ? streamed_path : whole;
       ResetPeakRss();
       const double before = ProcessStatusKb(getpid(), "VmRSS:") / 1024.0;
       auto result = sdk->Pull(options);
@@ -253,12 +228,12 @@ int ClientSections(ServerProcess& server, v1::Admin::Stub& admin,
       peak[streamed] = PeakRssMb() - before;
       seconds[streamed] = result->seconds;
     }
-    const bool same = ReadFileBytes(work + "/whole.safetensors").value() ==
-                      ReadFileBytes(work + "/streamed.safetensors").value();
+    const bool same =
+        ReadFileBytes(whole).value() == ReadFileBytes(streamed_path).value();
     std::printf(
-        "6. pulling the 24 M-weight q22 tier to a float .safetensors (%.1f "
-        "MB): client peak RSS above its RSS before the pull\n",
-        std::filesystem::file_size(work + "/whole.safetensors") / 1e6);
+        "6. pulling the 24 M-weight q22 tier to a float %s (%.1f MB): client "
+        "peak RSS above its RSS before the pull\n",
+        extension, std::filesystem::file_size(whole) / 1e6);
     std::printf("   whole-model writer: %6.1f MB (%.2f s)\n", peak[0],
                 seconds[0]);
     std::printf("   streamed output:    %6.1f MB (%.2f s)\n", peak[1],
@@ -291,15 +266,13 @@ int main(int argc, char** argv) {
       ServerProcess::Start(server_binary, work + "/data", {"--workers", "2"});
   if (!server.ok()) return 1;
   auto channel = Channel(server->address());
-  auto admin = v1::Admin::NewStub(channel);
   auto distribution = v1::Distribution::NewStub(channel);
   if (client_only) {
-    const int failed =
-        ClientSections(*server, *admin, *distribution, big, work);
+    const int failed = ClientSections(*server, *distribution, big, work);
     server->Stop();
     return failed;
   }
-  Register(*admin, "big", big, "lossless");
+  RegisterOrExit(server->address(), "big", big, "lossless");
   std::vector<v1::PullResponse> messages;
   const uint64_t tier_bytes =
       Drain(*distribution, "big", "lossless", &messages);  // encodes and caches
@@ -371,7 +344,7 @@ int main(int argc, char** argv) {
       "   server VmHWM over its whole life (registration and encoding "
       "included): %.1f MB\n\n",
       ProcessStatusKb(server->pid(), "VmHWM:") / 1024.0);
-  if (ClientSections(*server, *admin, *distribution, big, work) != 0) return 1;
+  if (ClientSections(*server, *distribution, big, work) != 0) return 1;
   server->Stop();
   bare_server->Shutdown();
 
@@ -385,9 +358,8 @@ int main(int argc, char** argv) {
         {"--workers", std::to_string(workers), "--preset", "veryfast"});
     if (!encoder.ok()) return 1;
     auto c = Channel(encoder->address());
-    auto a = v1::Admin::NewStub(c);
     auto d = v1::Distribution::NewStub(c);
-    Register(*a, "four", four, "q27");
+    RegisterOrExit(encoder->address(), "four", four, "q27");
     start = SteadyClock::now();
     Drain(*d, "four", "q27");  // cold: encodes 4 layers of 1 M weights
     encode_seconds[workers] = Seconds(start);

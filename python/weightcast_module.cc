@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/sdk/client.h"
+#include "common/base/printable.h"
 #include "common/tensor/tensor.h"
 
 namespace py = pybind11;
@@ -260,6 +261,12 @@ class PyClient {
     d["delta_layers"] = pulled.delta_layers;
     d["delta_fallback"] = pulled.delta_fallback;
     d["coarse_tier"] = pulled.coarse.tier;
+    d["http_layers"] = pulled.http_layers;
+    d["http_fallback"] = pulled.http_fallback;
+    py::list warnings;  // a server's words may be in them: valid UTF-8 only
+    for (const std::string& warning : pulled.warnings)
+      warnings.append(Printable(warning));
+    d["warnings"] = std::move(warnings);
     py::list tensors;
     for (Tensor& t : model.tensors) {
       tensors.append(py::make_tuple(

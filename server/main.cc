@@ -269,6 +269,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<weightcast::HttpEndpoint> blob_endpoint;
   if (!flags.blob_listen.empty()) {
     weightcast::HttpRoutes routes{.blobs = &core->blobs()};
+    routes.on_blob_answer = [&metrics](int status, uint64_t body_bytes) {
+      metrics.RecordBlobAnswer(status, body_bytes);
+    };
     if (flags.blob_tokens) {
       const weightcast::TokenAuth* tokens = auth.get();
       routes.blob_reader = [tokens](const std::string& authorization) {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/sdk/base_store.h"
 #include "common/base/names.h"
 #include "common/base/status_macros.h"
@@ -99,6 +100,7 @@ absl::Status Agent::Install(const AssignmentInfo& a,
   const auto start = std::chrono::steady_clock::now();
   uint64_t bytes = 0;
   int deltas = 0;
+  std::string detail;  // the pull's warnings, for the operator's status view
   const bool have = fs::exists(version_dir / "model.pt") &&
                     fs::exists(version_dir / "tier") && !refining;
   if (have) {
@@ -147,6 +149,7 @@ absl::Status Agent::Install(const AssignmentInfo& a,
     done.tier = pulled->tier;
     bytes = pulled->bytes;
     deltas = pulled->delta_layers;
+    detail = absl::StrJoin(pulled->warnings, "; ");
     std::ofstream(version_dir / "tier") << pulled->tier << "\n";
     std::ofstream needed(version_dir / "bases");
     for (const std::string& sha : pulled->bases_needed) needed << sha << "\n";
@@ -181,7 +184,7 @@ absl::Status Agent::Install(const AssignmentInfo& a,
     stats_.downloads += have ? 0 : 1;
     stats_.delta_layers += deltas;
   }
-  Report(done, "INSTALLED", "", bytes, seconds);
+  Report(done, "INSTALLED", detail, bytes, seconds);
   return absl::OkStatus();
 }
 

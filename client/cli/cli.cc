@@ -526,8 +526,8 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     if (result->http_layers)
       out << result->http_layers
           << " layers over HTTP from the manifest's blob URL\n";
-    if (result->http_fallback)
-      out << "an HTTP blob download failed: the rest came over gRPC\n";
+    for (const std::string& warning : result->warnings)
+      out << "warning: " << Printable(warning) << "\n";
     if (result->reconnects)
       out << "reconnected " << result->reconnects << " times\n";
     if (result->layers_refetched)

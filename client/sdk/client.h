@@ -182,12 +182,12 @@ struct PullOptions {
   std::function<void(const CoarseModel&)> on_coarse;
   // Added for large models (at the end, so that positional initializers of
   // the fields above still compile).
-  // A float .safetensors output is written while the layers decode: its
-  // header computed from the manifest and the described tensors, each tensor
-  // written at its offset as soon as it is verified, so the client never holds
-  // the whole model (the same bytes as the whole-model writer). false: the
-  // whole model is collected and written at the end (int8 and .pt outputs,
-  // and progressive pulls, always are).
+  // A float .safetensors or .pt output is written while the layers decode:
+  // its layout computed from the manifest and the described tensors, each
+  // tensor written at its offset as soon as it is verified, so the client
+  // never holds the whole model (the same bytes as the whole-model writer).
+  // false: the whole model is collected and written at the end (int8 outputs
+  // and progressive pulls always are).
   bool stream_output = true;
   // > 0: `output_path` is a directory that receives sharded float safetensors,
   // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
@@ -231,6 +231,11 @@ struct PullResult {
   bool streamed_output = false;
   int http_layers = 0;         // layers whose bytes came over HTTP
   bool http_fallback = false;  // an HTTP GET failed: the rest came over gRPC
+  // What went wrong and was worked around, one sentence each (an HTTP download
+  // that fell back to gRPC, a coarse model that could not be handed over, a
+  // held base that was damaged). The SDK never prints: callers show these.
+  // The text may hold a server's words: print it through Printable.
+  std::vector<std::string> warnings;
 };
 
 struct RegisterOptions {

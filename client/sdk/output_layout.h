@@ -18,7 +18,7 @@ namespace weightcast {
 // description does not name at its index, an unknown codec or dtype): the
 // caller writes the whole model at the end instead. The server's numbers are
 // checked (tensor indices in range, element counts without overflow);
-// SafetensorsStreamWriter checks every decoded tensor against the layout.
+// CheckpointStreamWriter checks every decoded tensor against the layout.
 absl::StatusOr<std::vector<TensorLayout>> FloatOutputLayout(
     const v1::Manifest& manifest, const ModelInfo& info);
 

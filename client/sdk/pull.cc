@@ -1,7 +1,6 @@
 #include "client/sdk/pull.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -57,7 +56,7 @@ struct PullState {
   // model is written at the end). Declared before the pool: it outlives the
   // workers that write to it.
   bool stream_output = false;
-  std::unique_ptr<SafetensorsStreamWriter> writer;
+  std::unique_ptr<CheckpointStreamWriter> writer;
   std::unique_ptr<DecodePool> pool;
   PullProgress progress;
   bool version_changed = false;
@@ -70,6 +69,7 @@ struct PullState {
   bool coarse_attempted = false;
   CoarseModel coarse;    // tier set once handed over
   absl::Status failure;  // a local failure that ended the stream (not retried)
+  std::vector<std::string> warnings;  // PullResult::warnings
 };
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
@@ -81,7 +81,7 @@ constexpr int64_t kDequantizeSliceElements = 1 << 20;
 // Writes one verified layer of a float output (checkpoint.h's kFloat rule)
 // without copying it first: int8 layers dequantized a slice at a time, with
 // Dequantize's formula (the same floats).
-absl::Status WriteFloatLayer(SafetensorsStreamWriter& writer,
+absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
                              const RebuiltTensor& tensor) {
   if (tensor.int8) {
     const QuantizedTensor& q = *tensor.int8;
@@ -135,7 +135,7 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
     if (layout.ok()) {
       ASSIGN_OR_RETURN(
           state->writer,
-          SafetensorsStreamWriter::Create(
+          CheckpointStreamWriter::Create(
               options.output_path, *std::move(layout), options.shard_bytes));
     }
   }
@@ -351,8 +351,8 @@ bool FetchOverHttp(const PullStubs& stubs, const PullOptions& options,
       state->progress.bytes_received += bytes.size() - before;
     if (!fetched.ok()) {
       if (fetched.code() != absl::StatusCode::kCancelled) {
-        std::fprintf(stderr, "weightcast: %s; the rest over gRPC\n",
-                     std::string(fetched.message()).c_str());
+        result->warnings.push_back(
+            absl::StrCat(fetched.message(), "; the rest over gRPC"));
         result->http_fallback = true;
       }
       return false;
@@ -436,6 +436,8 @@ absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
   }
   result->bytes = manifest.total_bytes();
   result->coarse = state->coarse;
+  result->warnings.insert(result->warnings.end(), state->warnings.begin(),
+                          state->warnings.end());
   if (state->writer) {
     state->pool.reset();  // every worker done with the writer
     RETURN_IF_ERROR(state->writer->Commit());
@@ -452,8 +454,8 @@ absl::Status HandOverCoarse(const PullOptions& options, PullState* state) {
   for (size_t i = 0; i < state->first_refinement; ++i) {
     if (const absl::Status status = state->pool->Check(i); !status.ok()) {
       // Not usable: the pull goes on to the refined model, which refetches.
-      std::fprintf(stderr, "weightcast: no coarse model: %s\n",
-                   std::string(status.message()).c_str());
+      state->warnings.push_back(
+          absl::StrCat("no coarse model: ", status.message()));
       return absl::OkStatus();
     }
   }
@@ -509,9 +511,11 @@ absl::StatusOr<PullResult> RunPull(
       coarse_tier = options.coarse_tier;
     }
   }
-  const bool safetensors = absl::EndsWith(options.output_path, ".safetensors");
+  const bool streamable_file =
+      absl::EndsWith(options.output_path, ".safetensors") ||
+      IsTorchSavePath(options.output_path);
   const bool stream_output =
-      options.shard_bytes > 0 || (options.stream_output && safetensors &&
+      options.shard_bytes > 0 || (options.stream_output && streamable_file &&
                                   !options.int8_output && coarse_tier.empty());
   if (options.shard_bytes > 0 &&
       (options.output_path.empty() || options.int8_output ||
@@ -538,13 +542,14 @@ absl::StatusOr<PullResult> RunPull(
       tensors.status().code() == absl::StatusCode::kDataLoss) {
     // A held base was missing or damaged: drop what was held and pull every
     // layer whole.
-    std::fprintf(stderr, "weightcast: %s; pulling %s/%s without deltas\n",
-                 std::string(tensors.status().message()).c_str(),
-                 options.model.c_str(), info.version.c_str());
+    std::string warning =
+        absl::StrCat(tensors.status().message(), "; pulled ", options.model,
+                     "/", info.version, " without deltas");
     bases.DiscardDamaged();
     bases.Forget();
     result = PullResult{info.version, tier};
     result.delta_fallback = true;
+    result.warnings.push_back(std::move(warning));
     tensors = pull();
   }
   RETURN_IF_ERROR(tensors.status());

@@ -11,6 +11,7 @@
 #include "common/base/status_macros.h"
 #include "common/checkpoint/libtorch_io.h"
 #include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/streaming_writer.h"
 #include "common/checkpoint/torch_checkpoint.h"
 
 namespace weightcast {
@@ -124,8 +125,14 @@ absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
                              OutputKind kind, const std::string& path) {
   ASSIGN_OR_RETURN(const Model model, OutputModel(tensors, kind));
   std::vector<uint8_t> bytes;
-  if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) {
-    ASSIGN_OR_RETURN(bytes, SerializeTorchDict(model));
+  if (IsTorchSavePath(path)) {
+    std::vector<TensorLayout> layout;
+    for (const Tensor& t : model.tensors)
+      layout.push_back({t.name, t.dtype, t.shape, t.data.size()});
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStreamWriter> writer,
+                     CheckpointStreamWriter::Create(path, std::move(layout)));
+    for (const Tensor& t : model.tensors) RETURN_IF_ERROR(writer->Write(t));
+    return writer->Commit();
   } else if (absl::EndsWith(path, ".safetensors")) {
     bytes = SerializeSafetensors(model);
   } else {

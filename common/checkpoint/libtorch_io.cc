@@ -241,30 +241,4 @@ absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path) {
   }
 }
 
-absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model) {
-  try {
-    c10::Dict<std::string, at::Tensor> dict;
-    for (const Tensor& tensor : model.tensors) {
-      c10::ScalarType scalar = c10::kFloat;
-      for (const auto& [dtype, s] : kScalarTypes) {
-        if (dtype == tensor.dtype) scalar = s;
-      }
-      at::Tensor t = at::empty(tensor.shape, at::TensorOptions().dtype(scalar));
-      if (static_cast<size_t>(t.numel() * t.element_size()) !=
-          tensor.data.size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", tensor.name, "': data size does not match shape"));
-      }
-      if (!tensor.data.empty())
-        std::memcpy(t.data_ptr(), tensor.data.data(), tensor.data.size());
-      dict.insert(tensor.name, t);
-    }
-    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-    return std::vector<uint8_t>(bytes.begin(), bytes.end());
-  } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("writing a .pt file failed: ", BriefLibtorchError(e)));
-  }
-}
-
 }  // namespace weightcast

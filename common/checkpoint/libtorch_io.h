@@ -1,7 +1,7 @@
 // The libtorch wrapper: zip records of torch.save / torch.jit.save archives
 // through libtorch's PyTorchStreamReader, TorchScript modules' parameters and
-// buffers, and .pt files written with torch::pickle_save that Python's
-// torch.load reads. One of the two files that include libtorch headers (the
+// buffers (.pt outputs are written without libtorch: torch_save_archive.h).
+// One of the two files that include libtorch headers (the
 // other, common/eval/evaluator.cc, runs TorchScript modules; scripts/check
 // holds this); everything libtorch throws (c10::Error, and the TorchScript
 // compiler's ErrorReport and std::runtime_error on damaged code/ sources) is
@@ -44,10 +44,6 @@ absl::Status CheckTorchScriptArchive(const std::string& path);
 // its state_dict. INVALID_ARGUMENT naming the file for an archive libtorch
 // cannot load (damaged code/ sources, pickles or records).
 absl::StatusOr<Model> ReadTorchScriptModule(const std::string& path);
-
-// Serializes a dict {name: tensor} in order; Python's torch.load returns it and
-// load_state_dict accepts it. Tensors keep their dtype.
-absl::StatusOr<std::vector<uint8_t>> SerializeTorchDict(const Model& model);
 
 }  // namespace weightcast
 

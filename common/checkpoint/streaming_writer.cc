@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file.h"
@@ -40,11 +41,44 @@ std::string ShardName(size_t k, size_t n) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SafetensorsStreamWriter>>
-SafetensorsStreamWriter::Create(const std::string& path,
-                                std::vector<TensorLayout> layout,
-                                uint64_t shard_bytes) {
-  std::unique_ptr<SafetensorsStreamWriter> writer(new SafetensorsStreamWriter);
+bool IsTorchSavePath(const std::string& path) {
+  return absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth");
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointStreamWriter>>
+CheckpointStreamWriter::Create(const std::string& path,
+                               std::vector<TensorLayout> layout,
+                               uint64_t shard_bytes, bool force_zip64) {
+  std::unique_ptr<CheckpointStreamWriter> writer(new CheckpointStreamWriter);
+  if (IsTorchSavePath(path)) {
+    if (shard_bytes > 0) {
+      return absl::InvalidArgumentError(
+          "sharded output is safetensors only, not .pt");
+    }
+    ASSIGN_OR_RETURN(TorchSaveArchive archive,
+                     TorchSaveArchive::Create(layout, force_zip64));
+    RETURN_IF_ERROR(writer->OpenFile({path, path + ".tmp"}));
+    const File& file = writer->files_.back();
+    for (const FilePiece& piece : archive.pieces()) {
+      RETURN_IF_ERROR(
+          WriteAt(file.fd, file.temp,
+                  reinterpret_cast<const uint8_t*>(piece.bytes.data()),
+                  piece.bytes.size(), piece.offset));
+    }
+    for (size_t k = 0; k < layout.size(); ++k) {
+      if (!writer->by_name_.emplace(layout[k].name, k).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", layout[k].name, "' appears twice"));
+      }
+      writer->places_.push_back(
+          {std::move(layout[k]), 0, archive.data_offset(k)});
+    }
+    writer->archive_.emplace(std::move(archive));
+    absl::MutexLock lock(&writer->mu_);
+    writer->written_.assign(writer->places_.size(), false);
+    writer->crcs_.assign(writer->places_.size(), 0);
+    return writer;
+  }
   // Which shard each tensor goes to: a new shard when the next tensor would
   // take the current one over `shard_bytes`.
   std::vector<std::vector<TensorLayout>> shards(1);
@@ -87,18 +121,11 @@ SafetensorsStreamWriter::Create(const std::string& path,
     writer->index_json_ = index.dump(2) + "\n";
   }
   for (size_t k = 0; k < shards.size(); ++k) {
-    File file;
-    file.path = shard_bytes > 0
-                    ? absl::StrCat(dir, "/", ShardName(k, shards.size()))
-                    : path;
-    file.temp = file.path + ".tmp";
-    file.fd = ::open(file.temp.c_str(),
-                     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (file.fd < 0) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(file.temp, ": cannot create: ", std::strerror(errno)));
-    }
-    writer->files_.push_back(file);
+    const std::string shard_path =
+        shard_bytes > 0 ? absl::StrCat(dir, "/", ShardName(k, shards.size()))
+                        : path;
+    RETURN_IF_ERROR(writer->OpenFile({shard_path, shard_path + ".tmp"}));
+    const File& file = writer->files_.back();
     const std::string header = SafetensorsHeaderBytes(shards[k]);
     RETURN_IF_ERROR(WriteAt(file.fd, file.temp,
                             reinterpret_cast<const uint8_t*>(header.data()),
@@ -115,7 +142,18 @@ SafetensorsStreamWriter::Create(const std::string& path,
   return writer;
 }
 
-SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+absl::Status CheckpointStreamWriter::OpenFile(File file) {
+  file.fd =
+      ::open(file.temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (file.fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(file.temp, ": cannot create: ", std::strerror(errno)));
+  }
+  files_.push_back(std::move(file));
+  return absl::OkStatus();
+}
+
+CheckpointStreamWriter::~CheckpointStreamWriter() {
   absl::MutexLock lock(&mu_);
   for (File& file : files_) {
     if (file.fd >= 0) ::close(file.fd);
@@ -123,19 +161,18 @@ SafetensorsStreamWriter::~SafetensorsStreamWriter() {
   }
 }
 
-absl::Status SafetensorsStreamWriter::Write(const Tensor& tensor) {
+absl::Status CheckpointStreamWriter::Write(const Tensor& tensor) {
   return Write(tensor.name, tensor.dtype, tensor.shape, tensor.data);
 }
 
-absl::Status SafetensorsStreamWriter::Write(const std::string& name,
-                                            DType dtype,
-                                            const std::vector<int64_t>& shape,
-                                            absl::Span<const uint8_t> data) {
+absl::Status CheckpointStreamWriter::Write(const std::string& name, DType dtype,
+                                           const std::vector<int64_t>& shape,
+                                           absl::Span<const uint8_t> data) {
   return WriteInParts(name, dtype, shape, data.size(),
                       [&](uint64_t offset) { return data.subspan(offset); });
 }
 
-absl::Status SafetensorsStreamWriter::WriteInParts(
+absl::Status CheckpointStreamWriter::WriteInParts(
     const std::string& name, DType dtype, const std::vector<int64_t>& shape,
     uint64_t bytes,
     const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part) {
@@ -152,6 +189,7 @@ absl::Status SafetensorsStreamWriter::WriteInParts(
                      " of ", bytes, " bytes, not as the version describes it"));
   }
   const File& file = files_[place.file];
+  uint32_t crc = 0;
   for (uint64_t offset = 0; offset < bytes;) {
     const absl::Span<const uint8_t> data = part(offset);
     if (data.empty() || data.size() > bytes - offset) {
@@ -160,19 +198,30 @@ absl::Status SafetensorsStreamWriter::WriteInParts(
     }
     RETURN_IF_ERROR(WriteAt(file.fd, file.temp, data.data(), data.size(),
                             place.offset + offset));
+    if (archive_) crc = Crc32(crc, data.data(), data.size());
     offset += data.size();
   }
   absl::MutexLock lock(&mu_);
   written_[it->second] = true;
+  if (archive_) crcs_[it->second] = crc;
   return absl::OkStatus();
 }
 
-absl::Status SafetensorsStreamWriter::Commit() {
+absl::Status CheckpointStreamWriter::Commit() {
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < places_.size(); ++i) {
     if (!written_[i]) {
       return absl::FailedPreconditionError(absl::StrCat(
           "tensor '", places_[i].layout.name, "' was never written"));
+    }
+  }
+  if (archive_) {
+    const File& file = files_.front();
+    for (const FilePiece& piece : archive_->Finish(crcs_)) {
+      RETURN_IF_ERROR(
+          WriteAt(file.fd, file.temp,
+                  reinterpret_cast<const uint8_t*>(piece.bytes.data()),
+                  piece.bytes.size(), piece.offset));
     }
   }
   for (File& file : files_) {

@@ -1,11 +1,15 @@
-// Writes a safetensors output while its tensors arrive: the header is computed
-// up front from the tensors' names, dtypes and shapes (TensorLayout), written
-// first, and each tensor's bytes go to their offset with pwrite as soon as
-// they are known, in any order, so no caller holds a whole model. The file is
-// PATH.tmp until Commit() fsyncs it and renames it over PATH; the bytes equal
-// SerializeSafetensors' of the same tensors. With `shard_bytes` the output is
-// a directory of model-0000k-of-0000n.safetensors files plus
-// model.safetensors.index.json (the layout transformers' loaders read).
+// Writes a checkpoint while its tensors arrive: the file's layout is computed
+// up front from the tensors' names, dtypes and shapes (TensorLayout), its fixed
+// bytes written first, and each tensor's bytes go to their offset with pwrite
+// as soon as they are known, in any order, so no caller holds a whole model.
+// The file is PATH.tmp until Commit() fsyncs it and renames it over PATH.
+//   - PATH ending in ".pt" or ".pth": a torch.save archive
+//   (torch_save_archive.h); the
+//     CRC-32 of each tensor is taken as its bytes pass and written at Commit.
+//   - otherwise safetensors, the bytes SerializeSafetensors writes for the
+//     same tensors. With `shard_bytes` the output is a directory of
+//     model-0000k-of-0000n.safetensors files plus model.safetensors.index.json
+//     (the layout transformers' loaders read).
 // Thread-safe: Write may run on many threads at once (distinct tensors).
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_STREAMING_WRITER_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_STREAMING_WRITER_H_
@@ -13,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,25 +27,30 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/torch_save_archive.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
 
 inline constexpr char kShardIndexName[] = "model.safetensors.index.json";
 
-class SafetensorsStreamWriter {
+// Whether `path` names a torch.save output (".pt" or ".pth").
+bool IsTorchSavePath(const std::string& path);
+
+class CheckpointStreamWriter {
  public:
   // `shard_bytes` 0: one file at `path`. Else `path` is a directory (created
   // if missing) and a shard holds tensors up to `shard_bytes` of data (a
-  // larger tensor alone). INVALID_ARGUMENT for a duplicate name or a size
-  // that does not match its dtype and shape.
-  static absl::StatusOr<std::unique_ptr<SafetensorsStreamWriter>> Create(
+  // larger tensor alone); safetensors only. INVALID_ARGUMENT for a duplicate
+  // name or a size that does not match its dtype and shape. `force_zip64`:
+  // TorchSaveArchive's (tests).
+  static absl::StatusOr<std::unique_ptr<CheckpointStreamWriter>> Create(
       const std::string& path, std::vector<TensorLayout> layout,
-      uint64_t shard_bytes = 0);
-  ~SafetensorsStreamWriter();  // without Commit: the temporary files removed
+      uint64_t shard_bytes = 0, bool force_zip64 = false);
+  ~CheckpointStreamWriter();  // without Commit: the temporary files removed
 
-  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
-  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+  CheckpointStreamWriter(const CheckpointStreamWriter&) = delete;
+  CheckpointStreamWriter& operator=(const CheckpointStreamWriter&) = delete;
 
   // Writes `tensor` at its place (again: overwritten). DATA_LOSS naming the
   // tensor when its name, dtype, shape or size differ from the layout;
@@ -73,7 +83,9 @@ class SafetensorsStreamWriter {
     size_t file;
     uint64_t offset;  // in its file
   };
-  SafetensorsStreamWriter() = default;
+  CheckpointStreamWriter() = default;
+  // Opens file.temp and appends `file` to files_.
+  absl::Status OpenFile(File file);
 
   // Constant after Create.
   std::string index_path_;  // sharded output only
@@ -81,9 +93,11 @@ class SafetensorsStreamWriter {
   std::vector<File> files_;
   std::vector<Place> places_;
   absl::flat_hash_map<std::string, size_t> by_name_;
+  std::optional<TorchSaveArchive> archive_;  // .pt outputs
 
   absl::Mutex mu_;
   std::vector<bool> written_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> crcs_ ABSL_GUARDED_BY(mu_);  // .pt outputs
   bool committed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -108,6 +108,9 @@ class PullResult:
     delta_layers: int
     delta_fallback: bool
     coarse_tier: str  # progressive pulls: the tier handed over first
+    http_layers: int  # layers whose bytes came over HTTP (the manifest's blob URL)
+    http_fallback: bool  # an HTTP download failed: the rest came over gRPC
+    warnings: list  # what went wrong and was worked around, one sentence each
 
 
 class StateDict(dict):

@@ -110,6 +110,30 @@ std::string Response(absl::string_view status, absl::string_view headers,
                       "Connection: close\r\n\r\n", with_body ? body : "");
 }
 
+// Writes `answer` with its bytes from `reader`; returns the body bytes
+// written.
+uint64_t WriteBlobAnswer(mg_connection* connection, const BlobAnswer& answer,
+                         std::optional<BlobReader>& reader) {
+  if (mg_write(connection, answer.head.data(), answer.head.size()) <= 0)
+    return 0;
+  if (!answer.body.empty()) {
+    return mg_write(connection, answer.body.data(), answer.body.size()) > 0
+               ? answer.body.size()
+               : 0;
+  }
+  std::string piece;
+  uint64_t done = 0;
+  while (reader && done < answer.length) {
+    const uint64_t want = std::min(kBlobPieceBytes, answer.length - done);
+    if (!reader->ReadInto(answer.first + done, want, &piece).ok() ||
+        piece.empty())
+      break;  // the client sees a short body and retries elsewhere
+    if (mg_write(connection, piece.data(), piece.size()) <= 0) break;
+    done += piece.size();
+  }
+  return done;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
@@ -218,20 +242,8 @@ void HttpEndpoint::ServeBlob(mg_connection* connection) const {
     }
   }
   const BlobAnswer answer = AnswerBlob(blob_request, size, authorized);
-  if (mg_write(connection, answer.head.data(), answer.head.size()) <= 0) return;
-  if (!answer.body.empty()) {
-    mg_write(connection, answer.body.data(), answer.body.size());
-    return;
-  }
-  std::string piece;
-  for (uint64_t done = 0; reader && done < answer.length;) {
-    const uint64_t want = std::min(kBlobPieceBytes, answer.length - done);
-    if (!reader->ReadInto(answer.first + done, want, &piece).ok() ||
-        piece.empty())
-      return;  // the client sees a short body and retries elsewhere
-    if (mg_write(connection, piece.data(), piece.size()) <= 0) return;
-    done += piece.size();
-  }
+  const uint64_t written = WriteBlobAnswer(connection, answer, reader);
+  if (routes_.on_blob_answer) routes_.on_blob_answer(answer.status, written);
 }
 
 }  // namespace weightcast

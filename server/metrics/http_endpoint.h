@@ -10,6 +10,7 @@
 #ifndef WEIGHTCAST_SERVER_METRICS_HTTP_ENDPOINT_H_
 #define WEIGHTCAST_SERVER_METRICS_HTTP_ENDPOINT_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -31,6 +32,9 @@ struct HttpRoutes {
   // With blobs: whether a request's Authorization header value may read blobs
   // (unset: everyone may).
   std::function<bool(const std::string& authorization)> blob_reader;
+  // With blobs: told of every blob answer, its status code and the body bytes
+  // written (fewer than the answer's when the client went away).
+  std::function<void(int status, uint64_t body_bytes)> on_blob_answer;
 };
 
 class HttpEndpoint {

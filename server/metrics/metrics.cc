@@ -60,6 +60,10 @@ ServerMetrics::ServerMetrics() {
       {"weightcast_active_streams", "gauge", "Pull streams in progress."},
       {"weightcast_watch_events_total", "counter",
        "Events sent to watching devices, by type."},
+      {"weightcast_blob_requests_total", "counter",
+       "GET and HEAD /v1/blobs answers (--blob-listen), by HTTP status."},
+      {"weightcast_blob_bytes_sent_total", "counter",
+       "Blob bytes written in /v1/blobs answer bodies."},
   };
   absl::MutexLock lock(&mu_);
   for (const Declaration& family : kFamilies)
@@ -69,6 +73,7 @@ ServerMetrics::ServerMetrics() {
   families_["weightcast_cache_misses_total"].samples[""] = 0;
   families_["weightcast_cache_evictions_total"].samples[""] = 0;
   families_["weightcast_pull_resumes_total"].samples[""] = 0;
+  families_["weightcast_blob_bytes_sent_total"].samples[""] = 0;
 }
 
 void ServerMetrics::Add(const std::string& name, const std::string& labels,
@@ -145,6 +150,13 @@ void ServerMetrics::RecordPullError(const std::string& code) {
 void ServerMetrics::RecordWatchEvent(const std::string& type) {
   absl::MutexLock lock(&mu_);
   Add("weightcast_watch_events_total", "{" + Label("type", type) + "}", 1);
+}
+
+void ServerMetrics::RecordBlobAnswer(int status, uint64_t body_bytes) {
+  absl::MutexLock lock(&mu_);
+  Add("weightcast_blob_requests_total",
+      "{" + Label("code", std::to_string(status)) + "}", 1);
+  Add("weightcast_blob_bytes_sent_total", "", static_cast<double>(body_bytes));
 }
 
 void ServerMetrics::AddEncoderFamilies(EncoderReadings readings) {

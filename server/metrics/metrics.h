@@ -34,6 +34,8 @@ class ServerMetrics {
   void RecordRegistration(const std::string& result);
   void RecordPullError(const std::string& code);   // gRPC code name
   void RecordWatchEvent(const std::string& type);  // "assignment" | "keepalive"
+  // A GET|HEAD /v1/blobs answer: its HTTP status and the body bytes written.
+  void RecordBlobAnswer(int status, uint64_t body_bytes);
 
   // The families read at scrape time from the rest of the server. Each callback
   // must be cheap, thread-safe, and callable for as long as Exposition() is.

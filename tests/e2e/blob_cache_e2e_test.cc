@@ -120,6 +120,13 @@ TEST(BlobCacheEndToEnd, PullThroughNginxIsByteIdenticalAndTheSecondIsCached) {
     EXPECT_EQ(after_second.origin_requests, after_first.origin_requests)
         << "the second pull reached weightcastd";
   }
+  // weightcastd counts what it answered: one 200 per origin request.
+  const NginxProcess::LogCounts end = site.nginx->ReadLog();
+  auto metrics = HttpGet(site.server->metrics_url());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_THAT(*metrics, ::testing::HasSubstr(absl::StrCat(
+                            "weightcast_blob_requests_total{code=\"200\"} ",
+                            end.origin_requests, "\n")));
   if (!HasFailure()) {
     RecordReliability(
         "pulls of two tiers through nginx proxy_cache in front of weightcastd "
@@ -158,6 +165,9 @@ TEST(BlobCacheEndToEnd, NginxStoppedMidPullFallsBackToTheGrpcStream) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_TRUE(result->http_fallback);
   EXPECT_EQ(result->http_layers, 0);  // its one layer finished over gRPC
+  // Said in the result, not printed by the library.
+  ASSERT_EQ(result->warnings.size(), 1u);
+  EXPECT_THAT(result->warnings[0], ::testing::HasSubstr("the rest over gRPC"));
   EXPECT_EQ(ReadFileBytes(options.output_path).value(),
             ReadFileBytes(grpc_only.output_path).value());
   // The server's pull counter: a resumed stream (it started past offset 0).

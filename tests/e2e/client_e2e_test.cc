@@ -87,6 +87,18 @@ TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {
   EXPECT_EQ(ReadFileBytes(dir + "/streamed.safetensors").value(),
             ReadFileBytes(dir + "/whole.safetensors").value());
   EXPECT_FALSE(std::filesystem::exists(dir + "/streamed.safetensors.tmp"));
+  // The same for a .pt output (a torch.save archive whose CRCs are taken as
+  // the layers pass).
+  options.stream_output = false;
+  options.output_path = dir + "/whole.pt";
+  ASSERT_TRUE(client->Pull(options).ok());
+  options.stream_output = true;
+  options.output_path = dir + "/streamed.pt";
+  auto streamed_pt = client->Pull(options);
+  ASSERT_TRUE(streamed_pt.ok()) << streamed_pt.status();
+  EXPECT_TRUE(streamed_pt->streamed_output);
+  EXPECT_EQ(ReadFileBytes(dir + "/streamed.pt").value(),
+            ReadFileBytes(dir + "/whole.pt").value());
   // A layer of three tiles, decoded as one job per tile and as one job.
   ASSERT_TRUE(
       client->Register({"tall", "v1", kFixtures + "/tall.pt", "q27"}).ok());

@@ -101,6 +101,8 @@ TEST(DeltaEndToEnd,
   pull.output_path = dir + "/v2-after-damage.pt";
   const PullResult repaired = client->Pull(pull).value();
   EXPECT_TRUE(repaired.delta_fallback);
+  ASSERT_EQ(repaired.warnings.size(), 1u);
+  EXPECT_THAT(repaired.warnings[0], HasSubstr("without deltas"));
   EXPECT_EQ(FileSha(dir + "/v2-after-damage.pt"),
             FileSha(dir + "/v2-fresh.pt"));
   EXPECT_EQ(
