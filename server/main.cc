@@ -22,12 +22,18 @@
 #include "server/rpc/health_service.h"
 #include "server/rpc/services.h"
 #include "server/rpc/tls.h"
+#include "server/storage/database.h"
 
 namespace {
 
 constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
+  --registry URL       keep the registry and the fleet's rollouts and device reports in
+                       PostgreSQL at URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB) instead
+                       of SQLite in DIR (the default). Several replicas may share one URL and
+                       one blob directory (docs/OPERATIONS.md); the password never appears in
+                       logs or errors (prefer PGPASSWORD or ~/.pgpass to a password in the URL)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
   --blob-listen ADDR   serve the stored layer blobs over HTTP at GET|HEAD /v1/blobs/<sha256>
                        (Range, ETag = the digest, Cache-Control immutable; for nginx or a CDN
@@ -81,7 +87,8 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
 pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAVAILABLE: devices
-reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db.
+reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db (with
+--registry: in PostgreSQL).
 )";
 
 struct Flags {
@@ -117,7 +124,7 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
        "--upload-seconds", "--pull-seconds",
        "--max-tiers",      "--tokens",
        "--grace-seconds",  "--blob-listen",
-       "--blob-base-url"},
+       "--blob-base-url",  "--registry"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
        "--encode-on-register", "--blob-tokens"}};
   ASSIGN_OR_RETURN(const Args args,
@@ -134,6 +141,13 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   flags->listen = args.Get("--listen", flags->listen);
   flags->metrics = args.Get("--metrics", flags->metrics);
   store.data_dir = args.Get("--data-dir", store.data_dir);
+  store.registry = args.Get("--registry");
+  if (!store.registry.empty() &&
+      !weightcast::Database::IsPostgresUrl(store.registry)) {
+    return absl::InvalidArgumentError(
+        "--registry takes a postgresql:// URL (the default, SQLite in "
+        "--data-dir, needs no flag)");
+  }
   store.default_ladder = args.Get("--ladder", store.default_ladder);
   store.x265_preset = args.Get("--preset", store.x265_preset);
   flags->tls_cert = args.Get("--tls-cert");
@@ -287,8 +301,9 @@ int main(int argc, char** argv) {
     std::cout << "weightcastd blobs on http://" << host << ":"
               << blob_endpoint->port() << "/v1/blobs/" << std::endl;
   }
-  auto fleet_registry =
-      weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
+  auto fleet_registry = weightcast::FleetRegistry::Open(
+      flags.store.registry.empty() ? flags.store.data_dir + "/fleet.db"
+                                   : flags.store.registry);
   absl::StatusOr<std::unique_ptr<weightcast::Fleet>> fleet_or =
       fleet_registry.ok()
           ? weightcast::Fleet::Create(

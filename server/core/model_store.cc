@@ -61,7 +61,9 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(
     return absl::UnavailableError(
         absl::StrCat(options.data_dir, ": ", error.message()));
   ASSIGN_OR_RETURN(std::unique_ptr<Registry> registry,
-                   Registry::Open(options.data_dir + "/registry.db"));
+                   Registry::Open(options.registry.empty()
+                                      ? options.data_dir + "/registry.db"
+                                      : options.registry));
   ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs,
                    BlobStore::Open(options.data_dir));
   std::unique_ptr<ModelStore> store(

@@ -43,6 +43,9 @@ namespace weightcast {
 
 struct ModelStoreOptions {
   std::string data_dir;
+  // Where the registry lives: empty for SQLite in data_dir/registry.db, or a
+  // postgresql:// URL (several replicas may share it; see docs/OPERATIONS.md).
+  std::string registry;
   int workers = 0;  // 0: one per core
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";

@@ -52,7 +52,11 @@ constexpr char kRolloutColumns[] =
 absl::StatusOr<std::unique_ptr<FleetRegistry>> FleetRegistry::Open(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
-  RETURN_IF_ERROR(db->Migrate(kMigrations));
+  // In SQLite the fleet has a file of its own; in PostgreSQL it shares the
+  // registry's database, so its schema version needs a table of its own.
+  RETURN_IF_ERROR(db->Migrate(kMigrations, db->is_postgres()
+                                               ? "fleet_schema_version"
+                                               : "schema_version"));
   return std::unique_ptr<FleetRegistry>(new FleetRegistry(std::move(db)));
 }
 
@@ -60,9 +64,13 @@ absl::Status FleetRegistry::PutRollout(const RolloutRecord& r) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       Statement upsert,
-      db_->Prepare("INSERT OR REPLACE INTO rollouts(model, version, baseline, "
+      db_->Prepare("INSERT INTO rollouts(model, version, baseline, "
                    "percent, groups_csv, state, started) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(model) DO "
+                   "UPDATE SET version = excluded.version, baseline = "
+                   "excluded.baseline, percent = excluded.percent, groups_csv "
+                   "= excluded.groups_csv, state = excluded.state, started = "
+                   "excluded.started"));
   return upsert.Bind(1, r.model)
       .Bind(2, r.version)
       .Bind(3, r.baseline)
@@ -130,9 +138,14 @@ absl::StatusOr<std::vector<std::string>> FleetRegistry::DevicesHolding(
 absl::Status FleetRegistry::PutDeviceLocked(const DeviceRecord& d) {
   ASSIGN_OR_RETURN(
       Statement upsert,
-      db_->Prepare("INSERT OR REPLACE INTO devices(device_id, model, version, "
+      db_->Prepare("INSERT INTO devices(device_id, model, version, "
                    "tier, state, reason, bytes, seconds, updated) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                   "ON CONFLICT(device_id, model) DO UPDATE SET version = "
+                   "excluded.version, tier = excluded.tier, state = "
+                   "excluded.state, reason = excluded.reason, bytes = "
+                   "excluded.bytes, seconds = excluded.seconds, updated = "
+                   "excluded.updated"));
   return upsert.Bind(1, d.device_id)
       .Bind(2, d.model)
       .Bind(3, d.version)

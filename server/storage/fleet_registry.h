@@ -14,7 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/storage/sqlite.h"
+#include "server/storage/database.h"
 
 namespace weightcast {
 

@@ -186,7 +186,7 @@ absl::StatusOr<int64_t> Registry::AddVersion(
                    "eval_module_sha256, eval_data_sha256, reference_top1, "
                    "reference_top2, eval_examples, base_version) "
                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                   "?13, ?14)"));
+                   "?13, ?14) RETURNING id"));
   insert.Bind(1, v.model)
       .Bind(2, v.version)
       .Bind(3, v.description)
@@ -205,13 +205,15 @@ absl::StatusOr<int64_t> Registry::AddVersion(
   } else {
     insert.Bind(13, int64_t{0});
   }
-  absl::Status status = insert.Run();
-  if (status.code() == absl::StatusCode::kAlreadyExists) {
+  absl::StatusOr<bool> inserted = insert.Step();
+  if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
     return absl::AlreadyExistsError(absl::StrCat(
         "model '", v.model, "' already has a version '", v.version, "'"));
   }
-  RETURN_IF_ERROR(status);
-  const int64_t id = db_->LastInsertId();
+  RETURN_IF_ERROR(inserted.status());
+  if (!*inserted) return absl::InternalError("registry: INSERT returned no id");
+  const int64_t id = insert.Int(0);
+  RETURN_IF_ERROR(insert.Run());
   for (size_t i = 0; i < v.tensors.size(); ++i) {
     const TensorRecord& t = v.tensors[i];
     ASSIGN_OR_RETURN(
@@ -445,8 +447,8 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id,
 absl::Status Registry::AddTier(int64_t version_id, const std::string& tier) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement insert,
-                   db_->Prepare("INSERT OR IGNORE INTO tiers(version_id, tier, "
-                                "state) VALUES (?1, ?2, ?3)"));
+                   db_->Prepare("INSERT INTO tiers(version_id, tier, state) "
+                                "VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"));
   return insert.Bind(1, version_id)
       .Bind(2, tier)
       .Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)})

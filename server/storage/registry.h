@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/pack/layer_codec_id.h"
 #include "common/tensor/accuracy.h"
-#include "server/storage/sqlite.h"
+#include "server/storage/database.h"
 
 namespace weightcast {
 
