@@ -323,20 +323,34 @@ int main(int argc, char** argv) {
   weightcast::StreamLimiter limiter(flags.max_streams_per_client,
                                     /*tokens_checked=*/auth != nullptr);
   weightcast::CallDeadlines deadlines;
+  weightcast::HealthService health(&limiter);
+  // A shared registry can go away under a running server: while it does,
+  // health says NOT_SERVING and RPCs are refused
+  // (server/rpc/registry_monitor.h).
+  weightcast::FleetRegistry* fleet_db = fleet_registry->get();
+  std::unique_ptr<weightcast::RegistryMonitor> registry_monitor;
+  if (core->shared_registry()) {
+    registry_monitor = std::make_unique<weightcast::RegistryMonitor>(
+        [core, fleet_db]() -> absl::Status {
+          RETURN_IF_ERROR(core->PingRegistry());
+          return fleet_db->Ping();
+        },
+        &health, absl::Seconds(1));
+  }
   const weightcast::RpcLimits limits{flags.max_upload_bytes,
                                      auth.get(),
                                      &limiter,
                                      &deadlines,
                                      absl::Seconds(flags.upload_seconds),
                                      absl::Seconds(flags.pull_seconds),
-                                     flags.encode_on_register};
+                                     flags.encode_on_register,
+                                     registry_monitor.get()};
   metrics.AddDeadlineCancels(
       [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
   weightcast::DistributionService distribution(
       core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits,
       flags.blob_base_url);
-  weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
@@ -358,13 +372,18 @@ int main(int argc, char** argv) {
     std::cerr << "weightcastd: cannot listen on " << flags.listen << "\n";
     return 1;
   }
-  health.SetServing(true);
+  if (registry_monitor != nullptr) {
+    registry_monitor->Start();  // SERVING once the registry answers
+  } else {
+    health.SetServing(true);
+  }
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   std::cout << "weightcastd listening on " << host << ":" << port << std::endl;
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
+  if (registry_monitor != nullptr) registry_monitor->Stop();
   health.SetServing(false);
   distribution.Drain();
   fleet->Shutdown();  // Watch streams end now rather than at the grace deadline

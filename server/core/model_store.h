@@ -145,6 +145,10 @@ class ModelStore {
   const EncoderPool& pool() const { return *pool_; }
   // Bytes of all encoded tiers' layers.
   absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
+  // The registry's reachability (registry.h Ping) and whether it is shared
+  // (PostgreSQL).
+  absl::Status PingRegistry() { return registry_->Ping(); }
+  bool shared_registry() const { return registry_->shared(); }
   // Layers encoded since start (each layer of each (version, tier) encoding
   // once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }

@@ -193,4 +193,9 @@ absl::StatusOr<std::vector<DeviceCount>> FleetRegistry::Counts(
   return out;
 }
 
+absl::Status FleetRegistry::Ping() {
+  absl::MutexLock lock(&mu_);
+  return db_->Ping();
+}
+
 }  // namespace weightcast

@@ -73,6 +73,9 @@ class FleetRegistry {
   // Devices of `model` by (version, state).
   absl::StatusOr<std::vector<DeviceCount>> Counts(const std::string& model);
 
+  // OK while the database answers (PostgreSQL: reconnecting if it must).
+  absl::Status Ping();
+
  private:
   explicit FleetRegistry(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   absl::Status PutDeviceLocked(const DeviceRecord& device)

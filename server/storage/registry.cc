@@ -634,4 +634,9 @@ absl::Status Registry::SetSetting(const std::string& key,
   return upsert.Bind(1, key).Bind(2, value).Run();
 }
 
+absl::Status Registry::Ping() {
+  absl::MutexLock lock(&mu_);
+  return db_->Ping();
+}
+
 }  // namespace weightcast

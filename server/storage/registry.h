@@ -159,8 +159,15 @@ class Registry {
   // Every blob a row references (sources and layers), for integrity checks.
   absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
 
+  // OK while the database answers (PostgreSQL: reconnecting if it must);
+  // UNAVAILABLE naming the registry otherwise.
+  absl::Status Ping();
+  // Whether this registry is in PostgreSQL (shared by replicas).
+  bool shared() const { return shared_; }
+
  private:
-  explicit Registry(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  explicit Registry(std::unique_ptr<Database> db)
+      : shared_(db->is_postgres()), db_(std::move(db)) {}
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<LayerRecord>> LayersLocked(int64_t version_id,
                                                         const std::string& tier)
@@ -171,6 +178,7 @@ class Registry {
       const std::vector<std::string>& candidates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const bool shared_;
   absl::Mutex mu_;
   const std::unique_ptr<Database> db_ ABSL_PT_GUARDED_BY(mu_);
 };
