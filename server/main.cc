@@ -34,6 +34,9 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        of SQLite in DIR (the default). Several replicas may share one URL and
                        one blob directory (docs/OPERATIONS.md); the password never appears in
                        logs or errors (prefer PGPASSWORD or ~/.pgpass to a password in the URL)
+  --encode-lease-seconds N  with --registry: a replica encoding a tier holds a lease on it,
+                       renewed every N/3 s; one that dies is taken over by another replica
+                       N s after its last renewal (default 30, 3..3600)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
   --blob-listen ADDR   serve the stored layer blobs over HTTP at GET|HEAD /v1/blobs/<sha256>
                        (Range, ETag = the digest, Cache-Control immutable; for nginx or a CDN
@@ -114,17 +117,29 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   using weightcast::Args;
   using weightcast::ArgSpec;
   const ArgSpec spec{
-      {"--listen",         "--metrics",
-       "--data-dir",       "--ladder",
-       "--preset",         "--workers",
-       "--cache-bytes",    "--max-upload-bytes",
-       "--tls-cert",       "--tls-key",
-       "--tls-client-ca",  "--max-streams-per-client",
-       "--max-tensors",    "--keepalive-seconds",
-       "--upload-seconds", "--pull-seconds",
-       "--max-tiers",      "--tokens",
-       "--grace-seconds",  "--blob-listen",
-       "--blob-base-url",  "--registry"},
+      {"--listen",
+       "--metrics",
+       "--data-dir",
+       "--ladder",
+       "--preset",
+       "--workers",
+       "--cache-bytes",
+       "--max-upload-bytes",
+       "--tls-cert",
+       "--tls-key",
+       "--tls-client-ca",
+       "--max-streams-per-client",
+       "--max-tensors",
+       "--keepalive-seconds",
+       "--upload-seconds",
+       "--pull-seconds",
+       "--max-tiers",
+       "--tokens",
+       "--grace-seconds",
+       "--blob-listen",
+       "--blob-base-url",
+       "--registry",
+       "--encode-lease-seconds"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
        "--encode-on-register", "--blob-tokens"}};
   ASSIGN_OR_RETURN(const Args args,
@@ -195,6 +210,9 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
                            uint64_t{weightcast::kMaxLadderTiers},
                            &store.max_tiers));
   RETURN_IF_ERROR(args.Int("--grace-seconds", 0, 86400, &flags->grace_seconds));
+  int lease_seconds = 30;
+  RETURN_IF_ERROR(args.Int("--encode-lease-seconds", 3, 3600, &lease_seconds));
+  store.encode_lease = absl::Seconds(lease_seconds);
   return absl::OkStatus();
 }
 
@@ -317,6 +335,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   weightcast::Fleet* fleet = fleet_or->get();
+  // Replicas sharing a PostgreSQL registry: rollouts another replica changes
+  // reach this one's watchers at once (LISTEN/NOTIFY; null with SQLite).
+  auto rollout_listener =
+      (*fleet_registry)->ListenForRollouts([fleet](const std::string& model) {
+        fleet->Refresh(model).IgnoreError();
+      });
+  if (!rollout_listener.ok()) {
+    std::cerr << "weightcastd: fleet: " << rollout_listener.status().message()
+              << "\n";
+    return 1;
+  }
   metrics.AddFleetFamilies(
       {[fleet] { return static_cast<double>(fleet->subscribers()); },
        [fleet] { return fleet->DeviceStates(); }});

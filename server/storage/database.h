@@ -10,6 +10,7 @@
 #define WEIGHTCAST_SERVER_STORAGE_DATABASE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,6 +74,13 @@ class Statement {
   std::unique_ptr<StatementBackend> backend_;
 };
 
+// Calls a function for each notification on a channel until destroyed (see
+// Database::Listen).
+class DatabaseListener {
+ public:
+  virtual ~DatabaseListener() = default;
+};
+
 class Database {
  public:
   // `location`: a postgresql:// (or postgres://) URL opens PostgreSQL
@@ -95,6 +103,19 @@ class Database {
   // OK when the database answers a trivial query now (PostgreSQL: reconnects
   // if the connection was lost); UNAVAILABLE naming the database otherwise.
   virtual absl::Status Ping() = 0;
+
+  // Tells every listener of `channel` (in any process on the same database)
+  // `payload`, once the current transaction commits. PostgreSQL: NOTIFY;
+  // SQLite (one process): nothing.
+  virtual absl::Status Notify(const std::string& channel,
+                              const std::string& payload) = 0;
+  // Calls `on_payload` on a thread of its own for each notification on
+  // `channel`, and with "" after a lost connection was made again
+  // (notifications sent meanwhile are lost: reload everything). PostgreSQL:
+  // LISTEN on a connection of its own; SQLite: null (nothing to hear).
+  virtual absl::StatusOr<std::unique_ptr<DatabaseListener>> Listen(
+      const std::string& channel,
+      std::function<void(const std::string&)> on_payload) = 0;
 
   // Transactions (see Transaction). A PostgreSQL connection lost inside one
   // fails every statement until Rollback(), so nothing after the loss is

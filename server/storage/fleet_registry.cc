@@ -43,6 +43,8 @@ RolloutRecord RolloutAt(const Statement& q) {
   return r;
 }
 
+constexpr char kRolloutChannel[] = "weightcast_rollouts";
+
 constexpr char kRolloutColumns[] =
     "SELECT model, version, baseline, percent, groups_csv, state, started FROM "
     "rollouts";
@@ -71,14 +73,23 @@ absl::Status FleetRegistry::PutRollout(const RolloutRecord& r) {
                    "excluded.baseline, percent = excluded.percent, groups_csv "
                    "= excluded.groups_csv, state = excluded.state, started = "
                    "excluded.started"));
-  return upsert.Bind(1, r.model)
-      .Bind(2, r.version)
-      .Bind(3, r.baseline)
-      .Bind(4, r.percent)
-      .Bind(5, absl::StrJoin(r.groups, ","))
-      .Bind(6, int64_t{static_cast<int>(r.state)})
-      .Bind(7, r.started_unix_seconds)
-      .Run();
+  RETURN_IF_ERROR(upsert.Bind(1, r.model)
+                      .Bind(2, r.version)
+                      .Bind(3, r.baseline)
+                      .Bind(4, r.percent)
+                      .Bind(5, absl::StrJoin(r.groups, ","))
+                      .Bind(6, int64_t{static_cast<int>(r.state)})
+                      .Bind(7, r.started_unix_seconds)
+                      .Run());
+  // Replicas sharing the registry hear of it (ListenForRollouts).
+  return db_->Notify(kRolloutChannel, r.model);
+}
+
+absl::StatusOr<std::unique_ptr<DatabaseListener>>
+FleetRegistry::ListenForRollouts(
+    std::function<void(const std::string&)> on_model) {
+  absl::MutexLock lock(&mu_);
+  return db_->Listen(kRolloutChannel, std::move(on_model));
 }
 
 absl::StatusOr<std::optional<RolloutRecord>> FleetRegistry::GetRollout(

@@ -1,9 +1,13 @@
 #include "server/storage/postgres.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <pqxx/pqxx>
 #include <regex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -176,6 +180,15 @@ class PgDatabase : public Database {
     return Execute("SELECT 1");  // a connection found broken: once more, anew
   }
 
+  absl::Status Notify(const std::string& channel,
+                      const std::string& payload) override {
+    std::vector<PgParam> params = {{false, channel}, {false, payload}};
+    return Run("SELECT pg_notify($1, $2)", &params).status();
+  }
+  absl::StatusOr<std::unique_ptr<DatabaseListener>> Listen(
+      const std::string& channel,
+      std::function<void(const std::string&)> on_payload) override;
+
   absl::Status Begin() override {
     if (in_transaction_)
       return absl::InternalError("postgresql: nested transaction");
@@ -275,6 +288,71 @@ class PgDatabase : public Database {
   bool in_transaction_ = false;
   bool transaction_failed_ = false;
 };
+
+// LISTEN on a connection of its own, on a thread of its own: waits for
+// notifications at most 200 ms at a time (so that it stops promptly), and
+// re-connects (every 500 ms) after losing the server.
+class PgListener : public DatabaseListener {
+ public:
+  PgListener(std::string url, std::string channel,
+             std::function<void(const std::string&)> on_payload)
+      : url_(std::move(url)),
+        channel_(std::move(channel)),
+        on_payload_(std::move(on_payload)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~PgListener() override {
+    stopping_.store(true);
+    thread_.join();
+  }
+
+ private:
+  class Receiver : public pqxx::notification_receiver {
+   public:
+    Receiver(pqxx::connection_base& connection, const std::string& channel,
+             const std::function<void(const std::string&)>& on_payload)
+        : pqxx::notification_receiver(connection, channel),
+          on_payload_(on_payload) {}
+    void operator()(const std::string& payload, int) override {
+      on_payload_(payload);
+    }
+
+   private:
+    const std::function<void(const std::string&)>& on_payload_;
+  };
+
+  void Loop() {
+    bool lost = false;
+    while (!stopping_.load()) {
+      try {
+        pqxx::connection connection(url_);
+        Receiver receiver(connection, channel_, on_payload_);
+        connection.get_notifs();    // issues the LISTEN
+        if (lost) on_payload_("");  // what was sent meanwhile is gone
+        lost = false;
+        while (!stopping_.load()) connection.await_notification(0, 200000);
+        return;
+      } catch (const std::exception&) {
+        lost = true;
+      }
+      for (int i = 0; i < 5 && !stopping_.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  const std::string url_;
+  const std::string channel_;
+  const std::function<void(const std::string&)> on_payload_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<DatabaseListener>> PgDatabase::Listen(
+    const std::string& channel,
+    std::function<void(const std::string&)> on_payload) {
+  return std::unique_ptr<DatabaseListener>(
+      new PgListener(url_, channel, std::move(on_payload)));
+}
 
 absl::StatusOr<bool> PgStatement::Step() {
   if (!result_) {

@@ -159,6 +159,19 @@ class Registry {
   // Every blob a row references (sources and layers), for integrity checks.
   absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
 
+  // Leases on encoding a tier, for replicas sharing the registry: true when
+  // `holder` now holds (version, tier)'s lease until `expires_ms` (it was
+  // free, expired at `now_ms`, or already `holder`'s); false while another
+  // holder's lease is live. Times are unix milliseconds.
+  absl::StatusOr<bool> AcquireTierLease(int64_t version_id,
+                                        const std::string& tier,
+                                        const std::string& holder,
+                                        int64_t now_ms, int64_t expires_ms);
+  // Every lease of `holder` now lasts until `expires_ms`.
+  absl::Status RenewTierLeases(const std::string& holder, int64_t expires_ms);
+  absl::Status ReleaseTierLease(int64_t version_id, const std::string& tier,
+                                const std::string& holder);
+
   // OK while the database answers (PostgreSQL: reconnecting if it must);
   // UNAVAILABLE naming the registry otherwise.
   absl::Status Ping();

@@ -28,6 +28,13 @@ class SqliteDatabase : public Database {
   absl::Status Execute(absl::string_view sql) override;
   absl::StatusOr<Statement> Prepare(absl::string_view sql) override;
   absl::Status Ping() override { return absl::OkStatus(); }
+  absl::Status Notify(const std::string&, const std::string&) override {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<DatabaseListener>> Listen(
+      const std::string&, std::function<void(const std::string&)>) override {
+    return nullptr;
+  }
   absl::Status Begin() override;  // BEGIN IMMEDIATE
   absl::Status Commit() override;
   void Rollback() override;

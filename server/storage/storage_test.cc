@@ -130,6 +130,50 @@ TEST_P(RegistryTest, StoresCodecsUnderFrozenNumbers) {
                        testing::HasSubstr("layer b.weight has unknown codec")));
 }
 
+// A tier's encoding lease: one holder at a time, renewed by its holder, taken
+// over once expired, freed by its holder only; a tier left ENCODING under a
+// live lease is not reset by another replica opening the registry.
+TEST_P(RegistryTest, TierLeasesHaveOneLiveHolder) {
+  const std::string path = Location("registry_leases");
+  auto registry = Registry::Open(path).value();
+  const int64_t id =
+      registry->AddVersion(Version("v1"), {"lossless", "q27"}).value();
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 1000, 2000),
+              IsOkAndHolds(true));
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 1500, 2500),
+              IsOkAndHolds(false));
+  EXPECT_THAT(registry->AcquireTierLease(id, "lossless", "b", 1500, 2500),
+              IsOkAndHolds(true));
+  ASSERT_THAT(registry->RenewTierLeases("a", 3000), IsOk());
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 2500, 3500),
+              IsOkAndHolds(false));  // renewed: still a's
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 3000, 4000),
+              IsOkAndHolds(true));  // expired: b takes it over
+  ASSERT_THAT(registry->ReleaseTierLease(id, "q27", "a"), IsOk());  // not a's
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 3100, 4100),
+              IsOkAndHolds(false));
+  ASSERT_THAT(registry->ReleaseTierLease(id, "q27", "b"), IsOk());
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 3100, 4100),
+              IsOkAndHolds(true));
+
+  // A live lease (far in the future) keeps its tier ENCODING across an Open.
+  ASSERT_THAT(
+      registry->AcquireTierLease(id, "lossless", "c", 0, int64_t{1} << 60),
+      IsOkAndHolds(false));
+  ASSERT_THAT(registry->ReleaseTierLease(id, "lossless", "b"), IsOk());
+  ASSERT_THAT(
+      registry->AcquireTierLease(id, "lossless", "c", 0, int64_t{1} << 60),
+      IsOkAndHolds(true));
+  ASSERT_THAT(registry->SetTierState(id, "lossless", TierState::kEncoding, ""),
+              IsOk());
+  ASSERT_THAT(registry->SetTierState(id, "q27", TierState::kEncoding, ""),
+              IsOk());
+  registry.reset();
+  registry = Registry::Open(path).value();
+  EXPECT_EQ(registry->GetTier(id, "lossless")->state, TierState::kEncoding);
+  EXPECT_EQ(registry->GetTier(id, "q27")->state, TierState::kNotEncoded);
+}
+
 TEST(Postgres, UrlsLoseTheirPasswordInNamesAndErrors) {
   EXPECT_EQ(RedactPostgresUrl("postgresql://wc:s3cret@db:5432/weightcast"),
             "postgresql://wc:***@db:5432/weightcast");
