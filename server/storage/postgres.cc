@@ -174,11 +174,7 @@ class PgDatabase : public Database {
     return Statement(
         std::make_unique<PgStatement>(this, PostgresPlaceholders(sql)));
   }
-  absl::Status Ping() override {
-    absl::Status status = Execute("SELECT 1");
-    if (status.ok() || in_transaction_) return status;
-    return Execute("SELECT 1");  // a connection found broken: once more, anew
-  }
+  absl::Status Ping() override { return Execute("SELECT 1"); }
 
   absl::Status Notify(const std::string& channel,
                       const std::string& payload) override {
@@ -231,6 +227,21 @@ class PgDatabase : public Database {
   // statements).
   absl::StatusOr<pqxx::result> Run(const std::string& sql,
                                    const std::vector<PgParam>* params) {
+    // A connection the server dropped (a restart) is found out by the first
+    // statement after it. Outside a transaction that statement is tried once
+    // more on a new connection: every statement the registries run outside
+    // one is idempotent (upserts, updates to a value, deletes, reads).
+    const bool fresh = connection_ == nullptr;
+    absl::StatusOr<pqxx::result> result = RunOnce(sql, params);
+    if (!result.ok() && absl::IsUnavailable(result.status()) &&
+        !in_transaction_ && !fresh && connection_ == nullptr) {
+      result = RunOnce(sql, params);
+    }
+    return result;
+  }
+
+  absl::StatusOr<pqxx::result> RunOnce(const std::string& sql,
+                                       const std::vector<PgParam>* params) {
     if (in_transaction_ && connection_ == nullptr) {
       return Unavailable("the connection was lost inside a transaction");
     }
@@ -261,6 +272,10 @@ class PgDatabase : public Database {
       return absl::InternalError(message);
     } catch (const std::exception& e) {
       if (in_transaction_) transaction_failed_ = true;
+      if (connection_ != nullptr && !connection_->is_open()) {
+        connection_.reset();
+        return Unavailable(e.what());
+      }
       return absl::InternalError(absl::StrCat("postgresql: ", e.what()));
     }
   }
