@@ -10,7 +10,7 @@ FROM debian:12-slim
 RUN apt-get update -qq && \
     apt-get install -y -qq --no-install-recommends \
       libx265-199 libde265-0 libzstd1 libprotobuf32 libabsl20220623 libssl3 libgrpc++1.51 \
-      libcivetweb1 libsqlite3-0 libtorch1.13 libopenblas0-serial && \
+      libcivetweb1 libsqlite3-0 libpqxx-6.4 libtorch1.13 libopenblas0-serial && \
     rm -rf /var/lib/apt/lists/* && \
     useradd --system --create-home --home-dir /data weightcast
 COPY --from=build /src/build/client/pack/weightcast-pack /src/build/client/weightcast /src/build/server/weightcastd /usr/local/bin/

@@ -22,12 +22,21 @@
 #include "server/rpc/health_service.h"
 #include "server/rpc/services.h"
 #include "server/rpc/tls.h"
+#include "server/storage/database.h"
 
 namespace {
 
 constexpr char kUsage[] = R"(usage: weightcastd [options]
   --listen ADDR        gRPC address (default 127.0.0.1:50051; port 0 picks a free one)
   --data-dir DIR       registry (SQLite) and blobs (default ./weightcast-data)
+  --registry URL       keep the registry and the fleet's rollouts and device reports in
+                       PostgreSQL at URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB) instead
+                       of SQLite in DIR (the default). Several replicas may share one URL and
+                       one blob directory (docs/OPERATIONS.md); the password never appears in
+                       logs or errors (prefer PGPASSWORD or ~/.pgpass to a password in the URL)
+  --encode-lease-seconds N  with --registry: a replica encoding a tier holds a lease on it,
+                       renewed every N/3 s; one that dies is taken over by another replica
+                       N s after its last renewal (default 30, 3..3600)
   --metrics ADDR       Prometheus /metrics over HTTP (default 127.0.0.1:9464; "" turns it off)
   --blob-listen ADDR   serve the stored layer blobs over HTTP at GET|HEAD /v1/blobs/<sha256>
                        (Range, ETag = the digest, Cache-Control immutable; for nginx or a CDN
@@ -81,7 +90,8 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
 pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAVAILABLE: devices
-reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db.
+reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db (with
+--registry: in PostgreSQL).
 )";
 
 struct Flags {
@@ -107,17 +117,29 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   using weightcast::Args;
   using weightcast::ArgSpec;
   const ArgSpec spec{
-      {"--listen",         "--metrics",
-       "--data-dir",       "--ladder",
-       "--preset",         "--workers",
-       "--cache-bytes",    "--max-upload-bytes",
-       "--tls-cert",       "--tls-key",
-       "--tls-client-ca",  "--max-streams-per-client",
-       "--max-tensors",    "--keepalive-seconds",
-       "--upload-seconds", "--pull-seconds",
-       "--max-tiers",      "--tokens",
-       "--grace-seconds",  "--blob-listen",
-       "--blob-base-url"},
+      {"--listen",
+       "--metrics",
+       "--data-dir",
+       "--ladder",
+       "--preset",
+       "--workers",
+       "--cache-bytes",
+       "--max-upload-bytes",
+       "--tls-cert",
+       "--tls-key",
+       "--tls-client-ca",
+       "--max-streams-per-client",
+       "--max-tensors",
+       "--keepalive-seconds",
+       "--upload-seconds",
+       "--pull-seconds",
+       "--max-tiers",
+       "--tokens",
+       "--grace-seconds",
+       "--blob-listen",
+       "--blob-base-url",
+       "--registry",
+       "--encode-lease-seconds"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
        "--encode-on-register", "--blob-tokens"}};
   ASSIGN_OR_RETURN(const Args args,
@@ -134,6 +156,13 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   flags->listen = args.Get("--listen", flags->listen);
   flags->metrics = args.Get("--metrics", flags->metrics);
   store.data_dir = args.Get("--data-dir", store.data_dir);
+  store.registry = args.Get("--registry");
+  if (!store.registry.empty() &&
+      !weightcast::Database::IsPostgresUrl(store.registry)) {
+    return absl::InvalidArgumentError(
+        "--registry takes a postgresql:// URL (the default, SQLite in "
+        "--data-dir, needs no flag)");
+  }
   store.default_ladder = args.Get("--ladder", store.default_ladder);
   store.x265_preset = args.Get("--preset", store.x265_preset);
   flags->tls_cert = args.Get("--tls-cert");
@@ -181,6 +210,9 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
                            uint64_t{weightcast::kMaxLadderTiers},
                            &store.max_tiers));
   RETURN_IF_ERROR(args.Int("--grace-seconds", 0, 86400, &flags->grace_seconds));
+  int lease_seconds = 30;
+  RETURN_IF_ERROR(args.Int("--encode-lease-seconds", 3, 3600, &lease_seconds));
+  store.encode_lease = absl::Seconds(lease_seconds);
   return absl::OkStatus();
 }
 
@@ -290,8 +322,9 @@ int main(int argc, char** argv) {
     std::cout << "weightcastd blobs on http://" << host << ":"
               << blob_endpoint->port() << "/v1/blobs/" << std::endl;
   }
-  auto fleet_registry =
-      weightcast::FleetRegistry::Open(flags.store.data_dir + "/fleet.db");
+  auto fleet_registry = weightcast::FleetRegistry::Open(
+      flags.store.registry.empty() ? flags.store.data_dir + "/fleet.db"
+                                   : flags.store.registry);
   absl::StatusOr<std::unique_ptr<weightcast::Fleet>> fleet_or =
       fleet_registry.ok()
           ? weightcast::Fleet::Create(
@@ -305,26 +338,51 @@ int main(int argc, char** argv) {
     return 1;
   }
   weightcast::Fleet* fleet = fleet_or->get();
+  // Replicas sharing a PostgreSQL registry: rollouts another replica changes
+  // reach this one's watchers at once (LISTEN/NOTIFY; null with SQLite).
+  auto rollout_listener =
+      (*fleet_registry)->ListenForRollouts([fleet](const std::string& model) {
+        fleet->Refresh(model).IgnoreError();
+      });
+  if (!rollout_listener.ok()) {
+    std::cerr << "weightcastd: fleet: " << rollout_listener.status().message()
+              << "\n";
+    return 1;
+  }
   metrics.AddFleetFamilies(
       {[fleet] { return static_cast<double>(fleet->subscribers()); },
        [fleet] { return fleet->DeviceStates(); }});
   weightcast::StreamLimiter limiter(flags.max_streams_per_client,
                                     /*tokens_checked=*/auth != nullptr);
   weightcast::CallDeadlines deadlines;
+  weightcast::HealthService health(&limiter);
+  // A shared registry can go away under a running server: while it does,
+  // health says NOT_SERVING and RPCs are refused
+  // (server/rpc/registry_monitor.h).
+  weightcast::FleetRegistry* fleet_db = fleet_registry->get();
+  std::unique_ptr<weightcast::RegistryMonitor> registry_monitor;
+  if (core->shared_registry()) {
+    registry_monitor = std::make_unique<weightcast::RegistryMonitor>(
+        [core, fleet_db]() -> absl::Status {
+          RETURN_IF_ERROR(core->PingRegistry());
+          return fleet_db->Ping();
+        },
+        &health, absl::Seconds(1));
+  }
   const weightcast::RpcLimits limits{flags.max_upload_bytes,
                                      auth.get(),
                                      &limiter,
                                      &deadlines,
                                      absl::Seconds(flags.upload_seconds),
                                      absl::Seconds(flags.pull_seconds),
-                                     flags.encode_on_register};
+                                     flags.encode_on_register,
+                                     registry_monitor.get()};
   metrics.AddDeadlineCancels(
       [&deadlines] { return static_cast<double>(deadlines.cancelled()); });
   weightcast::AdminService admin(core, fleet, &metrics, limits);
   weightcast::DistributionService distribution(
       core, fleet, &metrics, absl::Seconds(flags.keepalive_seconds), limits,
       flags.blob_base_url);
-  weightcast::HealthService health(&limiter);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
@@ -346,13 +404,18 @@ int main(int argc, char** argv) {
     std::cerr << "weightcastd: cannot listen on " << flags.listen << "\n";
     return 1;
   }
-  health.SetServing(true);
+  if (registry_monitor != nullptr) {
+    registry_monitor->Start();  // SERVING once the registry answers
+  } else {
+    health.SetServing(true);
+  }
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   std::cout << "weightcastd listening on " << host << ":" << port << std::endl;
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::cout << "weightcastd: signal " << signal << ", draining" << std::endl;
+  if (registry_monitor != nullptr) registry_monitor->Stop();
   health.SetServing(false);
   distribution.Drain();
   fleet->Shutdown();  // Watch streams end now rather than at the grace deadline

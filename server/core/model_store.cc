@@ -61,11 +61,18 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(
     return absl::UnavailableError(
         absl::StrCat(options.data_dir, ": ", error.message()));
   ASSIGN_OR_RETURN(std::unique_ptr<Registry> registry,
-                   Registry::Open(options.data_dir + "/registry.db"));
+                   Registry::Open(options.registry.empty()
+                                      ? options.data_dir + "/registry.db"
+                                      : options.registry));
   ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs,
-                   BlobStore::Open(options.data_dir));
+                   BlobStore::Open(options.data_dir,
+                                   /*shared=*/!options.registry.empty()));
   std::unique_ptr<ModelStore> store(
       new ModelStore(options, std::move(registry), std::move(blobs)));
+  if (store->registry_->shared()) {
+    store->encode_leases_ = std::make_unique<TierLeases>(store->registry_.get(),
+                                                         options.encode_lease);
+  }
   store->EnforceCacheBudget();  // the budget may have shrunk since the last run
   if (auto awaiting = store->registry_->TiersAwaitingAccuracy();
       awaiting.ok()) {
@@ -434,6 +441,7 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(
     std::shared_ptr<Encoding> encoding =
         StartEncoding(record, tier, /*waiting=*/true);
     absl::Status status;
+    bool elsewhere = false;
     {
       absl::MutexLock lock(&encoding->mu);
       encoding->mu.Await(absl::Condition(&encoding->done));
@@ -442,7 +450,9 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(
       // ThreadSanitizer cannot follow.
       status =
           absl::Status(encoding->status.code(), encoding->status.message());
+      elsewhere = encoding->elsewhere;
     }
+    if (elsewhere) status = AwaitElsewhere(record, tier);
     RETURN_IF_ERROR(status);
     ASSIGN_OR_RETURN(state, registry_->GetTier(record.id, tier));
     if (state.state != TierState::kReady)

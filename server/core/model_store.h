@@ -35,6 +35,7 @@
 #include "common/tensor/tensor.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/layer_encoder.h"
+#include "server/core/tier_leases.h"
 #include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
 #include "server/storage/registry.h"
@@ -43,6 +44,12 @@ namespace weightcast {
 
 struct ModelStoreOptions {
   std::string data_dir;
+  // Where the registry lives: empty for SQLite in data_dir/registry.db, or a
+  // postgresql:// URL (several replicas may share it; see docs/OPERATIONS.md).
+  std::string registry;
+  // Shared registry: how long a replica's lease on encoding a tier outlives
+  // its last renewal (a replica that died mid-encode is taken over after it).
+  absl::Duration encode_lease = absl::Seconds(30);
   int workers = 0;  // 0: one per core
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";
@@ -142,6 +149,10 @@ class ModelStore {
   const EncoderPool& pool() const { return *pool_; }
   // Bytes of all encoded tiers' layers.
   absl::StatusOr<uint64_t> EncodedBytes() { return registry_->EncodedBytes(); }
+  // The registry's reachability (registry.h Ping) and whether it is shared
+  // (PostgreSQL).
+  absl::Status PingRegistry() { return registry_->Ping(); }
+  bool shared_registry() const { return registry_->shared(); }
   // Layers encoded since start (each layer of each (version, tier) encoding
   // once).
   int64_t layers_encoded() const { return layers_encoded_.load(); }
@@ -175,6 +186,9 @@ class ModelStore {
     std::vector<LayerRecord> base_layers;
     std::shared_ptr<void> base_lease;
     std::vector<std::function<void()>> then ABSL_GUARDED_BY(mu);
+    // Another replica holds the tier's lease: done at once, nothing recorded;
+    // a waiter polls the registry (AwaitElsewhere).
+    bool elsewhere ABSL_GUARDED_BY(mu) = false;
   };
   // What a budget tier measured of a version, reused by its other budget tiers.
   struct RateCurves {
@@ -226,6 +240,11 @@ class ModelStore {
   // Keeps (version, tier) from eviction while the returned handle lives.
   std::shared_ptr<void> Lease(const std::pair<int64_t, std::string>& key);
   void Finish(const std::shared_ptr<Encoding>& encoding);
+  // Waits (polling the registry) while another replica encodes (version,
+  // tier): OK once it is READY, or once this replica took the lease over
+  // and encoded it itself.
+  absl::Status AwaitElsewhere(const VersionRecord& record,
+                              const std::string& tier);
   void Fail(const std::shared_ptr<Encoding>& encoding, absl::Status status);
   // Evicts least recently used tiers until the encoded bytes fit
   // options_.cache_bytes; never `keep` (a tier just encoded, which its waiters
@@ -236,6 +255,8 @@ class ModelStore {
   const ModelStoreOptions options_;
   const std::unique_ptr<Registry> registry_;
   const std::unique_ptr<BlobStore> blobs_;
+  // Replicas on a shared registry: who encodes which tier (null with SQLite).
+  std::unique_ptr<TierLeases> encode_leases_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>,

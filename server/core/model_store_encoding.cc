@@ -93,6 +93,30 @@ std::shared_ptr<ModelStore::Encoding> ModelStore::StartEncoding(
   if (status.ok()) encoding->tier = *spec;
   auto policy = ParseLayerPolicy(version.policy_json);
   if (status.ok() && !policy.ok()) status = policy.status();
+  if (status.ok() && encode_leases_ != nullptr) {
+    absl::StatusOr<bool> acquired =
+        encode_leases_->TryAcquire(version.id, tier);
+    if (acquired.ok() && !*acquired) {  // another replica encodes it
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = encodings_.find(std::make_pair(version.id, tier));
+        if (it != encodings_.end() && it->second == encoding)
+          encodings_.erase(it);
+      }
+      std::vector<std::function<void()>> then;
+      {
+        absl::MutexLock lock(&encoding->mu);
+        encoding->status = absl::AbortedError(absl::StrCat(
+            "tier ", tier, " is being encoded by another replica"));
+        encoding->elsewhere = true;
+        encoding->done = true;
+        then.swap(encoding->then);
+      }
+      for (auto& next : then) next();
+      return encoding;
+    }
+    status = acquired.status();
+  }
   if (status.ok()) {
     encoding->policy = *policy;
     status =
@@ -440,6 +464,7 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
         ->SetTierState(id, tier, TierState::kFailed,
                        std::string(status.message()))
         .IgnoreError();
+  if (encode_leases_ != nullptr) encode_leases_->Release(id, tier);
   encoding->source.reset();
   encoding->base_source.reset();
   encoding->base_lease.reset();
@@ -527,6 +552,35 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
   malloc_trim(0);
   absl::MutexLock lock(&mu_);
   evaluating_.erase({id, tier});
+}
+
+absl::Status ModelStore::AwaitElsewhere(const VersionRecord& record,
+                                        const std::string& tier) {
+  // Bounded: a day of polling (a live encoder renews its lease; a dead one's
+  // expires and this replica takes over, so a wait ends long before).
+  for (int round = 0; round < 24 * 3600 * 5; ++round) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_)
+        return absl::UnavailableError("the server is shutting down");
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+    ASSIGN_OR_RETURN(const TierRecord state,
+                     registry_->GetTier(record.id, tier));
+    if (state.state == TierState::kReady) return absl::OkStatus();
+    // Not ready: take the lease over if it expired (or the other replica
+    // gave up), else wait on.
+    std::shared_ptr<Encoding> encoding =
+        StartEncoding(record, tier, /*waiting=*/true);
+    absl::MutexLock lock(&encoding->mu);
+    encoding->mu.Await(absl::Condition(&encoding->done));
+    if (!encoding->elsewhere) {
+      return absl::Status(encoding->status.code(), encoding->status.message());
+    }
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("tier ", tier,
+                   " was still being encoded by another replica after a day"));
 }
 
 }  // namespace weightcast

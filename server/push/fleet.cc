@@ -348,6 +348,11 @@ absl::StatusOr<RolloutView> Fleet::Change(
     if (it == rollouts_.end())
       return absl::NotFoundError(
           absl::StrCat("model ", Echo(model), " has no rollout"));
+    // The stored rollout: another replica sharing the registry may have
+    // changed it a moment ago.
+    ASSIGN_OR_RETURN(std::optional<RolloutRecord> stored,
+                     registry_->GetRollout(model));
+    if (stored) it->second = *std::move(stored);
     RolloutRecord next = it->second;
     RETURN_IF_ERROR(edit(next));
     RETURN_IF_ERROR(registry_->PutRollout(next));
@@ -387,6 +392,34 @@ absl::StatusOr<RolloutView> Fleet::Rollback(const std::string& model) {
     r.state = RolloutState::kRolledBack;
     return absl::OkStatus();
   });
+}
+
+absl::Status Fleet::Refresh(const std::string& model) {
+  std::vector<RolloutRecord> rollouts;
+  if (model.empty()) {
+    ASSIGN_OR_RETURN(rollouts, registry_->Rollouts());
+  } else {
+    ASSIGN_OR_RETURN(std::optional<RolloutRecord> rollout,
+                     registry_->GetRollout(model));
+    if (rollout) rollouts.push_back(*std::move(rollout));
+  }
+  std::vector<std::shared_ptr<Subscription>> wake;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    for (RolloutRecord& next : rollouts) {
+      auto previous = rollouts_.find(next.model);
+      if (previous == rollouts_.end() ||
+          previous->second.version != next.version) {
+        status.Update(LoadHolding(next.model, next.version));
+      }
+      rollouts_[next.model] = next;
+      std::vector<std::shared_ptr<Subscription>> more = Notify(next);
+      wake.insert(wake.end(), more.begin(), more.end());
+    }
+  }
+  WakeAll(wake);
+  return status;
 }
 
 absl::StatusOr<RolloutView> Fleet::GetRollout(const std::string& model) {

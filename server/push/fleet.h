@@ -148,6 +148,10 @@ class Fleet {
                                             const RolloutChange& change);
   absl::StatusOr<RolloutView> Rollback(const std::string& model);
   absl::StatusOr<RolloutView> GetRollout(const std::string& model);
+  // Reloads `model`'s rollout (every rollout for "") from the registry, as
+  // another replica sharing it changed it, and sends the watchers whose
+  // assignment changed their new version.
+  absl::Status Refresh(const std::string& model);
 
   // Closes every subscription (the server is draining); later Subscribes fail
   // UNAVAILABLE.

@@ -8,9 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/postgres_process.h"
 #include "tests/testing/status_matchers.h"
 
 namespace weightcast {
@@ -18,13 +20,26 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class FleetTest : public ::testing::Test {
+class FleetTest : public ::testing::TestWithParam<std::string> {
  protected:
+  // Where a new, empty fleet registry lives for this test's engine.
+  std::string Location(const std::string& dir) {
+    if (GetParam() == "sqlite") return dir + "/fleet.db";
+    absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
+    EXPECT_TRUE(pg.ok()) << pg.status();
+    if (!pg.ok()) return "postgresql://unavailable";
+    static int databases = 0;
+    absl::StatusOr<std::string> url =
+        (*pg)->CreateDatabase(absl::StrCat("fleet_", ++databases));
+    EXPECT_TRUE(url.ok()) << url.status();
+    return url.ok() ? *url : "postgresql://unavailable";
+  }
+
   void SetUp() override {
     const std::string dir = FreshDir(
         std::string("fleet_") +
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    registry_ = FleetRegistry::Open(dir + "/fleet.db").value();
+    registry_ = FleetRegistry::Open(Location(dir)).value();
     fleet_ = NewFleet();
   }
   std::unique_ptr<Fleet> NewFleet() {
@@ -70,6 +85,12 @@ class FleetTest : public ::testing::Test {
   std::unique_ptr<Fleet> fleet_;
 };
 
+// Every test runs against both engines: SQLite in the test's directory, and a
+// fresh database on a real PostgreSQL server this binary starts.
+INSTANTIATE_TEST_SUITE_P(Engines, FleetTest,
+                         ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
 std::vector<std::string> Devices(int n) {
   std::vector<std::string> ids;
   for (int i = 0; i < n; ++i) ids.push_back("dev-" + std::to_string(i));
@@ -88,7 +109,7 @@ TEST(RolloutBucket, IsStablePerModelAndDeviceAndWithin0To9999) {
   EXPECT_GT(differ, 90);  // another model puts a device elsewhere
 }
 
-TEST_F(FleetTest,
+TEST_P(FleetTest,
        DevicesBelowTheRolloutPercentGetTheTargetAndTheRestTheBaseline) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 30, {}), IsOk());
@@ -108,7 +129,7 @@ TEST_F(FleetTest,
   EXPECT_LT(in, 90);
 }
 
-TEST_F(FleetTest, RaisingThePercentageMovesOnlyTheDevicesNewlyIn) {
+TEST_P(FleetTest, RaisingThePercentageMovesOnlyTheDevicesNewlyIn) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 20, {}), IsOk());
   std::map<std::string, std::shared_ptr<Subscription>> watches;
@@ -127,7 +148,7 @@ TEST_F(FleetTest, RaisingThePercentageMovesOnlyTheDevicesNewlyIn) {
   }
 }
 
-TEST_F(FleetTest, ADeviceInANamedGroupIsInTheRolloutWhateverItsBucket) {
+TEST_P(FleetTest, ADeviceInANamedGroupIsInTheRolloutWhateverItsBucket) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 0, {"canary"}), IsOk());
   EXPECT_EQ(Assigned(*Watch("dev-1", {"lab", "canary"})), "v2");
@@ -142,7 +163,7 @@ TEST_F(FleetTest, ADeviceInANamedGroupIsInTheRolloutWhateverItsBucket) {
   EXPECT_EQ(Assigned(*moved), "v2");
 }
 
-TEST_F(FleetTest, APausedRolloutKeepsEachDeviceWhereItIs) {
+TEST_P(FleetTest, APausedRolloutKeepsEachDeviceWhereItIs) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   ASSERT_THAT(fleet_->StartRollout("mlp", "v2", 0, {}), IsOk());
   ASSERT_THAT(fleet_->Report({"dev-fetching", "mlp", "v2", "", "DOWNLOADING"}),
@@ -173,7 +194,7 @@ TEST_F(FleetTest, APausedRolloutKeepsEachDeviceWhereItIs) {
   EXPECT_EQ(Assigned(*fresh), "v2");
 }
 
-TEST_F(FleetTest, RollbackSendsEveryDeviceTheBaseline) {
+TEST_P(FleetTest, RollbackSendsEveryDeviceTheBaseline) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   auto view = fleet_->StartRollout("mlp", "v2", 100, {});
   ASSERT_THAT(view, IsOk());
@@ -201,7 +222,7 @@ TEST_F(FleetTest, RollbackSendsEveryDeviceTheBaseline) {
   EXPECT_EQ(next->rollout.baseline, "v1");
 }
 
-TEST_F(FleetTest, ARollbackNeedsAnEarlierVersion) {
+TEST_P(FleetTest, ARollbackNeedsAnEarlierVersion) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   EXPECT_THAT(fleet_->Rollback("mlp"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -210,7 +231,7 @@ TEST_F(FleetTest, ARollbackNeedsAnEarlierVersion) {
                                                 HasSubstr("has no rollout")));
 }
 
-TEST_F(FleetTest, RolloutsAreCheckedAndSurviveARestart) {
+TEST_P(FleetTest, RolloutsAreCheckedAndSurviveARestart) {
   EXPECT_THAT(fleet_->StartRollout("mlp", "v1", 100.5, {}),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(fleet_->StartRollout("mlp", "latest", 10, {}),
@@ -231,7 +252,7 @@ TEST_F(FleetTest, RolloutsAreCheckedAndSurviveARestart) {
   EXPECT_EQ(Assigned(*Watch("dev-0", {"canary"})), "v2");
 }
 
-TEST_F(FleetTest, AnEventNotYetSentIsReplacedByTheNextOfItsModel) {
+TEST_P(FleetTest, AnEventNotYetSentIsReplacedByTheNextOfItsModel) {
   auto watch = Watch("dev-1");
   EXPECT_EQ(Assigned(*watch), "");  // no rollout yet
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
@@ -244,7 +265,7 @@ TEST_F(FleetTest, AnEventNotYetSentIsReplacedByTheNextOfItsModel) {
   EXPECT_EQ(fleet_->GetRollout("mlp")->subscribers, 0u);
 }
 
-TEST_F(FleetTest, WatchesAndReportsAreChecked) {
+TEST_P(FleetTest, WatchesAndReportsAreChecked) {
   EXPECT_THAT(
       fleet_->Subscribe({"dev 1", {}, {"mlp"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device_id")));
@@ -272,7 +293,7 @@ TEST_F(FleetTest, WatchesAndReportsAreChecked) {
   EXPECT_EQ((*stored)->reason, "bad\\x0aline");  // stored as it will be shown
 }
 
-TEST_F(FleetTest, ShutdownClosesEveryWatchAndRefusesNewOnes) {
+TEST_P(FleetTest, ShutdownClosesEveryWatchAndRefusesNewOnes) {
   auto watch = Watch("dev-1");
   fleet_->Shutdown();
   EXPECT_TRUE(watch->closed());
@@ -288,7 +309,7 @@ class CountingListener : public SubscriptionListener {
   std::atomic<int> wakes{0};
 };
 
-TEST_F(FleetTest, AListenerHearsOfEachChangeForItsDeviceAndOfTheClose) {
+TEST_P(FleetTest, AListenerHearsOfEachChangeForItsDeviceAndOfTheClose) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   auto listener = std::make_shared<CountingListener>();
   auto watch = fleet_->Subscribe({"dev-1", {}, {"mlp"}}, listener);
@@ -309,7 +330,7 @@ TEST_F(FleetTest, AListenerHearsOfEachChangeForItsDeviceAndOfTheClose) {
   EXPECT_TRUE((*watch)->closed());
 }
 
-TEST_F(FleetTest, AListenerThatIsGoneIsNotCalled) {
+TEST_P(FleetTest, AListenerThatIsGoneIsNotCalled) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   auto listener = std::make_shared<CountingListener>();
   auto watch = fleet_->Subscribe({"dev-1", {}, {"mlp"}}, listener);
@@ -319,7 +340,7 @@ TEST_F(FleetTest, AListenerThatIsGoneIsNotCalled) {
   EXPECT_EQ(Assigned(**watch), "v2");
 }
 
-TEST_F(FleetTest, APausedRolloutRemembersReportsAcrossARestartAndNewTargets) {
+TEST_P(FleetTest, APausedRolloutRemembersReportsAcrossARestartAndNewTargets) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   // Reported before the rollout of v2 exists: found when it starts.
   ASSERT_THAT(fleet_->Report({"dev-early", "mlp", "v2", "", "INSTALLED"}),
@@ -344,7 +365,7 @@ TEST_F(FleetTest, APausedRolloutRemembersReportsAcrossARestartAndNewTargets) {
   EXPECT_EQ(Assigned(*Watch("dev-late")), "v1");
 }
 
-TEST_F(FleetTest, ReportsFromManyThreadsAreStoredInBatches) {
+TEST_P(FleetTest, ReportsFromManyThreadsAreStoredInBatches) {
   ASSERT_THAT(fleet_->StartRollout("mlp", "v1", 100, {}), IsOk());
   constexpr int kDevices = 400;
   std::atomic<int> ok{0};
@@ -366,7 +387,7 @@ TEST_F(FleetTest, ReportsFromManyThreadsAreStoredInBatches) {
   ASSERT_EQ(view->counts.size(), 1u);
   EXPECT_EQ(view->counts[0].devices, uint64_t{kDevices});
 }
-TEST_F(FleetTest, AWatchIsBoundedInModelsGroupsAndNames) {
+TEST_P(FleetTest, AWatchIsBoundedInModelsGroupsAndNames) {
   std::vector<std::string> models(kMaxWatchedModels + 1, "mlp");
   EXPECT_THAT(fleet_->Subscribe({"dev-1", {}, models}),
               StatusIs(absl::StatusCode::kInvalidArgument,

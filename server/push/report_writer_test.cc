@@ -4,10 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/postgres_process.h"
 #include "tests/testing/status_matchers.h"
 
 namespace weightcast {
@@ -15,13 +17,26 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class ReportWriterTest : public ::testing::Test {
+class ReportWriterTest : public ::testing::TestWithParam<std::string> {
  protected:
+  // Where a new, empty fleet registry lives for this test's engine.
+  std::string Location(const std::string& dir) {
+    if (GetParam() == "sqlite") return dir + "/fleet.db";
+    absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
+    EXPECT_TRUE(pg.ok()) << pg.status();
+    if (!pg.ok()) return "postgresql://unavailable";
+    static int databases = 0;
+    absl::StatusOr<std::string> url =
+        (*pg)->CreateDatabase(absl::StrCat("report_writer_", ++databases));
+    EXPECT_TRUE(url.ok()) << url.status();
+    return url.ok() ? *url : "postgresql://unavailable";
+  }
+
   void SetUp() override {
     const std::string dir = FreshDir(
         std::string("report_writer_") +
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    registry_ = FleetRegistry::Open(dir + "/fleet.db").value();
+    registry_ = FleetRegistry::Open(Location(dir)).value();
   }
   static DeviceRecord Installed(const std::string& device,
                                 const std::string& version) {
@@ -30,7 +45,13 @@ class ReportWriterTest : public ::testing::Test {
   std::unique_ptr<FleetRegistry> registry_;
 };
 
-TEST_F(ReportWriterTest, QueuedReportsAreStoredInFewTransactionsInOrder) {
+// Every test runs against both engines: SQLite in the test's directory, and a
+// fresh database on a real PostgreSQL server this binary starts.
+INSTANTIATE_TEST_SUITE_P(Engines, ReportWriterTest,
+                         ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(ReportWriterTest, QueuedReportsAreStoredInFewTransactionsInOrder) {
   int checks = 0;
   ReportWriter writer(registry_.get(), [&](const DeviceRecord&) {
     ++checks;  // on the writer's thread only
@@ -54,7 +75,7 @@ TEST_F(ReportWriterTest, QueuedReportsAreStoredInFewTransactionsInOrder) {
   EXPECT_EQ((*counts)[0].devices, 1000u);
 }
 
-TEST_F(ReportWriterTest, AReportFailingItsCheckIsAnsweredAndNotStored) {
+TEST_P(ReportWriterTest, AReportFailingItsCheckIsAnsweredAndNotStored) {
   ReportWriter writer(registry_.get(), [](const DeviceRecord& r) {
     return r.version == "v9" ? absl::NotFoundError("v9 is not registered")
                              : absl::OkStatus();
@@ -81,7 +102,7 @@ TEST_F(ReportWriterTest, AReportFailingItsCheckIsAnsweredAndNotStored) {
   EXPECT_FALSE(refused->has_value());
 }
 
-TEST_F(ReportWriterTest, AFullQueueRefusesAtOnceWithUnavailable) {
+TEST_P(ReportWriterTest, AFullQueueRefusesAtOnceWithUnavailable) {
   absl::Notification release;
   // The check holds the writer's thread, so the queue fills behind it.
   ReportWriter writer(

@@ -18,7 +18,7 @@ grpc::Status Answer(const absl::StatusOr<RolloutView>& view,
 grpc::Status AdminService::StartRollout(grpc::ServerContext* context,
                                         const v1::StartRolloutRequest* request,
                                         v1::Rollout* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   return Answer(fleet_->StartRollout(
                     request->model(), request->version(), request->percent(),
@@ -29,7 +29,7 @@ grpc::Status AdminService::StartRollout(grpc::ServerContext* context,
 grpc::Status AdminService::UpdateRollout(
     grpc::ServerContext* context, const v1::UpdateRolloutRequest* request,
     v1::Rollout* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   RolloutChange change;
   change.percent = request->percent();
@@ -44,7 +44,7 @@ grpc::Status AdminService::UpdateRollout(
 grpc::Status AdminService::RollbackRollout(
     grpc::ServerContext* context, const v1::RollbackRolloutRequest* request,
     v1::Rollout* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   return Answer(fleet_->Rollback(request->model()), response);
 }
@@ -52,14 +52,15 @@ grpc::Status AdminService::RollbackRollout(
 grpc::Status AdminService::GetRollout(grpc::ServerContext* context,
                                       const v1::GetRolloutRequest* request,
                                       v1::Rollout* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   return Answer(fleet_->GetRollout(request->model()), response);
 }
 
 grpc::ServerWriteReactor<v1::WatchEvent>* DistributionService::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
+      !denied.ok())
     return WatchReactor::Refuse(denied);
   if (grpc::Status denied = AllowDevice(auth_, context, request->device_id());
       !denied.ok())
@@ -86,7 +87,7 @@ grpc::ServerUnaryReactor* DistributionService::ReportStatus(
     grpc::CallbackServerContext* context, const v1::DeviceStatus* request,
     v1::ReportStatusResponse*) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice);
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
       !denied.ok()) {
     reactor->Finish(denied);
     return reactor;

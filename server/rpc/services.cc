@@ -74,7 +74,7 @@ grpc::Status AdminService::RegisterModel(
     grpc::ServerContext* context,
     grpc::ServerReader<v1::RegisterModelRequest>* reader,
     v1::RegisterModelResponse* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   const std::unique_ptr<CallDeadlines::Guard> deadline =
       StartClock(limits_, context, limits_.upload_time);
@@ -206,7 +206,8 @@ grpc::Status AdminService::Register(
 grpc::Status AdminService::ListModels(grpc::ServerContext* context,
                                       const v1::ListModelsRequest*,
                                       v1::ListModelsResponse* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
+      !denied.ok())
     return denied;
   auto models = store_->List();
   if (!models.ok()) return ToGrpcStatus(models.status());
@@ -221,7 +222,8 @@ grpc::Status AdminService::ListModels(grpc::ServerContext* context,
 grpc::Status AdminService::DescribeModel(
     grpc::ServerContext* context, const v1::DescribeModelRequest* request,
     v1::ModelVersion* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
+      !denied.ok())
     return denied;
   auto described = store_->Describe(request->model(), request->version());
   if (!described.ok()) return ToGrpcStatus(described.status());
@@ -232,7 +234,7 @@ grpc::Status AdminService::DescribeModel(
 grpc::Status AdminService::DeleteVersion(
     grpc::ServerContext* context, const v1::DeleteVersionRequest* request,
     v1::DeleteVersionResponse*) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   if (request->version().empty() || request->version() == "latest") {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -244,7 +246,7 @@ grpc::Status AdminService::DeleteVersion(
 grpc::Status AdminService::WarmTiers(grpc::ServerContext* context,
                                      const v1::WarmTiersRequest* request,
                                      v1::WarmTiersResponse*) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   return ToGrpcStatus(
       store_->Warm(request->model(), request->version(),
@@ -255,7 +257,7 @@ grpc::Status AdminService::WarmTiers(grpc::ServerContext* context,
 grpc::Status AdminService::SetDefaultLadder(
     grpc::ServerContext* context, const v1::SetDefaultLadderRequest* request,
     v1::SetDefaultLadderResponse*) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kAdmin); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kAdmin); !denied.ok())
     return denied;
   return ToGrpcStatus(store_->SetDefaultLadder(request->tier_ladder()));
 }
@@ -263,7 +265,8 @@ grpc::Status AdminService::SetDefaultLadder(
 grpc::Status DistributionService::GetManifest(
     grpc::ServerContext* context, const v1::GetManifestRequest* request,
     v1::Manifest* response) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
+      !denied.ok())
     return denied;
   if (draining_.load())
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -282,7 +285,8 @@ grpc::Status DistributionService::GetManifest(
 grpc::Status DistributionService::Pull(
     grpc::ServerContext* context, const v1::PullRequest* request,
     grpc::ServerWriter<v1::PullResponse>* writer) {
-  if (grpc::Status denied = Allow(auth_, context, Role::kDevice); !denied.ok())
+  if (grpc::Status denied = Allow(limits_, context, Role::kDevice);
+      !denied.ok())
     return denied;
   grpc::Status refused;
   const std::unique_ptr<StreamLimiter::Slot> slot =

@@ -14,6 +14,7 @@
 #include "server/push/fleet.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/call_deadlines.h"
+#include "server/rpc/registry_monitor.h"
 #include "server/rpc/stream_limiter.h"
 #include "server/rpc/watch_reactor.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -38,7 +39,19 @@ struct RpcLimits {
   // A registered version's ladder starts encoding in the background at once
   // (below pulls that wait: EncoderPool), so its sizes are known early.
   bool encode_on_register = true;
+  // A shared registry's reachability (null with SQLite): while it is lost,
+  // every RPC but health is refused with UNAVAILABLE.
+  const RegistryMonitor* registry = nullptr;
 };
+
+// The services' admission: the caller's token (auth.h), then the registry.
+inline grpc::Status Allow(const RpcLimits& limits,
+                          const grpc::ServerContextBase* context, Role needed) {
+  if (grpc::Status denied = Allow(limits.auth, context, needed); !denied.ok())
+    return denied;
+  return limits.registry == nullptr ? grpc::Status::OK
+                                    : limits.registry->Admit();
+}
 
 class AdminService final : public v1::Admin::Service {
  public:

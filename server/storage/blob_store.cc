@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
@@ -28,10 +29,30 @@ bool IsHexDigest(const std::string& s) {
 
 std::atomic<uint64_t> temp_counter{0};
 
+// Names this process's temporaries apart from those of replicas on other
+// hosts sharing the directory (their pids may be equal).
+const std::string& ProcessToken() {
+  static const std::string* token = [] {
+    std::random_device random;
+    return new std::string(absl::StrCat(absl::Hex(random(), absl::kZeroPad8)));
+  }();
+  return *token;
+}
+
+// Temporaries a crash left: with the directory shared by replicas, only those
+// older than an hour (another replica may be writing the younger ones).
+bool Stale(const fs::directory_entry& entry, bool shared) {
+  if (!shared) return true;
+  std::error_code error;
+  const auto written = fs::last_write_time(entry.path(), error);
+  return !error &&
+         fs::file_time_type::clock::now() - written > std::chrono::hours(1);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(
-    const std::string& dir) {
+    const std::string& dir, bool shared) {
   std::error_code error;
   fs::create_directories(fs::path(dir) / "blobs", error);
   fs::create_directories(fs::path(dir) / "tmp", error);
@@ -39,12 +60,13 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(
     return absl::UnavailableError(absl::StrCat(
         dir, ": cannot create blob directories: ", error.message()));
   for (const auto& entry : fs::directory_iterator(fs::path(dir) / "tmp", error))
-    fs::remove_all(entry.path(), error);
+    if (Stale(entry, shared)) fs::remove_all(entry.path(), error);
   // A crash between write and rename leaves only *.tmp files beside blobs: drop
   // them.
   for (const auto& entry :
        fs::recursive_directory_iterator(fs::path(dir) / "blobs", error)) {
-    if (entry.path().extension() == ".tmp") fs::remove(entry.path(), error);
+    if (entry.path().extension() == ".tmp" && Stale(entry, shared))
+      fs::remove(entry.path(), error);
   }
   return std::unique_ptr<BlobStore>(new BlobStore(dir));
 }
@@ -55,7 +77,8 @@ std::string BlobStore::PathOf(const std::string& sha256) const {
 
 std::string BlobStore::TempPath(const std::string& stem) const {
   return (fs::path(dir_) / "tmp" /
-          absl::StrCat(stem, ".", getpid(), ".", temp_counter.fetch_add(1)))
+          absl::StrCat(stem, ".", getpid(), ".", ProcessToken(), ".",
+                       temp_counter.fetch_add(1)))
       .string();
 }
 
@@ -64,7 +87,16 @@ absl::StatusOr<std::string> BlobStore::Put(absl::Span<const uint8_t> bytes) {
   if (Contains(sha)) return sha;
   std::error_code error;
   fs::create_directories(fs::path(PathOf(sha)).parent_path(), error);
-  RETURN_IF_ERROR(WriteFileAtomically(PathOf(sha), bytes));
+  // Written under a name of this process's own in tmp/, then renamed into
+  // place: replicas sharing the directory may store the same blob at once.
+  const std::string temp = TempPath("put");
+  RETURN_IF_ERROR(WriteFileAtomically(temp, bytes));
+  fs::rename(temp, PathOf(sha), error);
+  if (error) {
+    fs::remove(temp, error);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("blob ", sha, ": cannot move into place"));
+  }
   return sha;
 }
 

@@ -41,8 +41,10 @@ class BlobReader {
 
 class BlobStore {
  public:
-  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(
-      const std::string& dir);
+  // `shared`: replicas share the directory (a PostgreSQL registry), so Open
+  // removes only temporaries older than an hour.
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const std::string& dir,
+                                                         bool shared = false);
 
   // Stores `bytes`; returns their SHA-256 (hex), the blob's name.
   absl::StatusOr<std::string> Put(absl::Span<const uint8_t> bytes);

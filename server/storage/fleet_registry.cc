@@ -43,6 +43,8 @@ RolloutRecord RolloutAt(const Statement& q) {
   return r;
 }
 
+constexpr char kRolloutChannel[] = "weightcast_rollouts";
+
 constexpr char kRolloutColumns[] =
     "SELECT model, version, baseline, percent, groups_csv, state, started FROM "
     "rollouts";
@@ -52,7 +54,11 @@ constexpr char kRolloutColumns[] =
 absl::StatusOr<std::unique_ptr<FleetRegistry>> FleetRegistry::Open(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
-  RETURN_IF_ERROR(db->Migrate(kMigrations));
+  // In SQLite the fleet has a file of its own; in PostgreSQL it shares the
+  // registry's database, so its schema version needs a table of its own.
+  RETURN_IF_ERROR(db->Migrate(kMigrations, db->is_postgres()
+                                               ? "fleet_schema_version"
+                                               : "schema_version"));
   return std::unique_ptr<FleetRegistry>(new FleetRegistry(std::move(db)));
 }
 
@@ -60,17 +66,30 @@ absl::Status FleetRegistry::PutRollout(const RolloutRecord& r) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       Statement upsert,
-      db_->Prepare("INSERT OR REPLACE INTO rollouts(model, version, baseline, "
+      db_->Prepare("INSERT INTO rollouts(model, version, baseline, "
                    "percent, groups_csv, state, started) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
-  return upsert.Bind(1, r.model)
-      .Bind(2, r.version)
-      .Bind(3, r.baseline)
-      .Bind(4, r.percent)
-      .Bind(5, absl::StrJoin(r.groups, ","))
-      .Bind(6, int64_t{static_cast<int>(r.state)})
-      .Bind(7, r.started_unix_seconds)
-      .Run();
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(model) DO "
+                   "UPDATE SET version = excluded.version, baseline = "
+                   "excluded.baseline, percent = excluded.percent, groups_csv "
+                   "= excluded.groups_csv, state = excluded.state, started = "
+                   "excluded.started"));
+  RETURN_IF_ERROR(upsert.Bind(1, r.model)
+                      .Bind(2, r.version)
+                      .Bind(3, r.baseline)
+                      .Bind(4, r.percent)
+                      .Bind(5, absl::StrJoin(r.groups, ","))
+                      .Bind(6, int64_t{static_cast<int>(r.state)})
+                      .Bind(7, r.started_unix_seconds)
+                      .Run());
+  // Replicas sharing the registry hear of it (ListenForRollouts).
+  return db_->Notify(kRolloutChannel, r.model);
+}
+
+absl::StatusOr<std::unique_ptr<DatabaseListener>>
+FleetRegistry::ListenForRollouts(
+    std::function<void(const std::string&)> on_model) {
+  absl::MutexLock lock(&mu_);
+  return db_->Listen(kRolloutChannel, std::move(on_model));
 }
 
 absl::StatusOr<std::optional<RolloutRecord>> FleetRegistry::GetRollout(
@@ -130,9 +149,14 @@ absl::StatusOr<std::vector<std::string>> FleetRegistry::DevicesHolding(
 absl::Status FleetRegistry::PutDeviceLocked(const DeviceRecord& d) {
   ASSIGN_OR_RETURN(
       Statement upsert,
-      db_->Prepare("INSERT OR REPLACE INTO devices(device_id, model, version, "
+      db_->Prepare("INSERT INTO devices(device_id, model, version, "
                    "tier, state, reason, bytes, seconds, updated) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                   "ON CONFLICT(device_id, model) DO UPDATE SET version = "
+                   "excluded.version, tier = excluded.tier, state = "
+                   "excluded.state, reason = excluded.reason, bytes = "
+                   "excluded.bytes, seconds = excluded.seconds, updated = "
+                   "excluded.updated"));
   return upsert.Bind(1, d.device_id)
       .Bind(2, d.model)
       .Bind(3, d.version)
@@ -178,6 +202,11 @@ absl::StatusOr<std::vector<DeviceCount>> FleetRegistry::Counts(
         {query.Text(0), query.Text(1), static_cast<uint64_t>(query.Int(2))});
   }
   return out;
+}
+
+absl::Status FleetRegistry::Ping() {
+  absl::MutexLock lock(&mu_);
+  return db_->Ping();
 }
 
 }  // namespace weightcast

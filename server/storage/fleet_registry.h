@@ -6,6 +6,7 @@
 #define WEIGHTCAST_SERVER_STORAGE_FLEET_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,7 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/storage/sqlite.h"
+#include "server/storage/database.h"
 
 namespace weightcast {
 
@@ -54,8 +55,14 @@ class FleetRegistry {
   static absl::StatusOr<std::unique_ptr<FleetRegistry>> Open(
       const std::string& path);
 
-  // Inserts or replaces the model's rollout.
+  // Inserts or replaces the model's rollout, and tells the listeners of every
+  // replica sharing the registry.
   absl::Status PutRollout(const RolloutRecord& rollout);
+  // Calls `on_model` (on a thread of its own) with the model of each rollout
+  // any replica puts, and with "" when some may have been missed (reload
+  // all). Null with SQLite: one process, nobody else to hear from.
+  absl::StatusOr<std::unique_ptr<DatabaseListener>> ListenForRollouts(
+      std::function<void(const std::string&)> on_model);
   absl::StatusOr<std::optional<RolloutRecord>> GetRollout(
       const std::string& model);
   absl::StatusOr<std::vector<RolloutRecord>> Rollouts();
@@ -72,6 +79,9 @@ class FleetRegistry {
       const std::string& device_id, const std::string& model);
   // Devices of `model` by (version, state).
   absl::StatusOr<std::vector<DeviceCount>> Counts(const std::string& model);
+
+  // OK while the database answers (PostgreSQL: reconnecting if it must).
+  absl::Status Ping();
 
  private:
   explicit FleetRegistry(std::unique_ptr<Database> db) : db_(std::move(db)) {}

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/base/printable.h"
 #include "common/base/status_macros.h"
 
@@ -116,6 +117,16 @@ constexpr const char* kMigrations[] = {
     ALTER TABLE layers ADD COLUMN quant_scheme TEXT NOT NULL DEFAULT '';
     UPDATE layers SET quant_scheme = 'per-tensor-symmetric' WHERE codec IN (1, 2, 3, 7);
     )sql",
+    // 6: replicas on one (PostgreSQL) registry: who encodes a tier, until
+    // when (unix milliseconds, renewed while encoding).
+    R"sql(
+    CREATE TABLE tier_leases(
+      version_id INTEGER NOT NULL,
+      tier TEXT NOT NULL,
+      holder TEXT NOT NULL,
+      expires INTEGER NOT NULL,
+      PRIMARY KEY(version_id, tier));
+    )sql",
 };
 
 constexpr char kVersionColumns[] =
@@ -154,13 +165,17 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   absl::MutexLock lock(&registry->mu_);
   RETURN_IF_ERROR(registry->Migrate());
   // Encodings do not survive a restart: whatever was in flight starts again on
-  // demand.
+  // demand. Those another replica holds a live lease on are left to it.
   ASSIGN_OR_RETURN(
       Statement reset,
-      registry->db_->Prepare("UPDATE tiers SET state = ?1 WHERE state = ?2"));
+      registry->db_->Prepare(
+          "UPDATE tiers SET state = ?1 WHERE state = ?2 AND NOT EXISTS "
+          "(SELECT 1 FROM tier_leases l WHERE l.version_id = tiers.version_id "
+          "AND l.tier = tiers.tier AND l.expires > ?3)"));
   RETURN_IF_ERROR(
       reset.Bind(1, int64_t{static_cast<int>(TierState::kNotEncoded)})
           .Bind(2, int64_t{static_cast<int>(TierState::kEncoding)})
+          .Bind(3, absl::ToUnixMillis(absl::Now()))
           .Run());
   return registry;
 }
@@ -186,7 +201,7 @@ absl::StatusOr<int64_t> Registry::AddVersion(
                    "eval_module_sha256, eval_data_sha256, reference_top1, "
                    "reference_top2, eval_examples, base_version) "
                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                   "?13, ?14)"));
+                   "?13, ?14) RETURNING id"));
   insert.Bind(1, v.model)
       .Bind(2, v.version)
       .Bind(3, v.description)
@@ -205,13 +220,15 @@ absl::StatusOr<int64_t> Registry::AddVersion(
   } else {
     insert.Bind(13, int64_t{0});
   }
-  absl::Status status = insert.Run();
-  if (status.code() == absl::StatusCode::kAlreadyExists) {
+  absl::StatusOr<bool> inserted = insert.Step();
+  if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
     return absl::AlreadyExistsError(absl::StrCat(
         "model '", v.model, "' already has a version '", v.version, "'"));
   }
-  RETURN_IF_ERROR(status);
-  const int64_t id = db_->LastInsertId();
+  RETURN_IF_ERROR(inserted.status());
+  if (!*inserted) return absl::InternalError("registry: INSERT returned no id");
+  const int64_t id = insert.Int(0);
+  RETURN_IF_ERROR(insert.Run());
   for (size_t i = 0; i < v.tensors.size(); ++i) {
     const TensorRecord& t = v.tensors[i];
     ASSIGN_OR_RETURN(
@@ -445,8 +462,8 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id,
 absl::Status Registry::AddTier(int64_t version_id, const std::string& tier) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement insert,
-                   db_->Prepare("INSERT OR IGNORE INTO tiers(version_id, tier, "
-                                "state) VALUES (?1, ?2, ?3)"));
+                   db_->Prepare("INSERT INTO tiers(version_id, tier, state) "
+                                "VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"));
   return insert.Bind(1, version_id)
       .Bind(2, tier)
       .Bind(3, int64_t{static_cast<int>(TierState::kNotEncoded)})
@@ -630,6 +647,56 @@ absl::Status Registry::SetSetting(const std::string& key,
       db_->Prepare("INSERT INTO settings(key, value) VALUES (?1, ?2) ON "
                    "CONFLICT(key) DO UPDATE SET value = excluded.value"));
   return upsert.Bind(1, key).Bind(2, value).Run();
+}
+
+absl::Status Registry::Ping() {
+  absl::MutexLock lock(&mu_);
+  return db_->Ping();
+}
+
+absl::StatusOr<bool> Registry::AcquireTierLease(int64_t version_id,
+                                                const std::string& tier,
+                                                const std::string& holder,
+                                                int64_t now_ms,
+                                                int64_t expires_ms) {
+  absl::MutexLock lock(&mu_);
+  // One statement, atomic in both engines: a new lease, or ours renewed, or
+  // an expired one taken over; another holder's live lease stays (no row).
+  ASSIGN_OR_RETURN(
+      Statement upsert,
+      db_->Prepare("INSERT INTO tier_leases(version_id, tier, holder, expires) "
+                   "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(version_id, tier) DO "
+                   "UPDATE SET holder = excluded.holder, expires = "
+                   "excluded.expires WHERE tier_leases.holder = "
+                   "excluded.holder OR tier_leases.expires <= ?5 "
+                   "RETURNING holder"));
+  upsert.Bind(1, version_id)
+      .Bind(2, tier)
+      .Bind(3, holder)
+      .Bind(4, expires_ms)
+      .Bind(5, now_ms);
+  ASSIGN_OR_RETURN(const bool row, upsert.Step());
+  RETURN_IF_ERROR(upsert.Run());
+  return row;
+}
+
+absl::Status Registry::RenewTierLeases(const std::string& holder,
+                                       int64_t expires_ms) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      Statement update,
+      db_->Prepare("UPDATE tier_leases SET expires = ?1 WHERE holder = ?2"));
+  return update.Bind(1, expires_ms).Bind(2, holder).Run();
+}
+
+absl::Status Registry::ReleaseTierLease(int64_t version_id,
+                                        const std::string& tier,
+                                        const std::string& holder) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement remove,
+                   db_->Prepare("DELETE FROM tier_leases WHERE version_id = ?1 "
+                                "AND tier = ?2 AND holder = ?3"));
+  return remove.Bind(1, version_id).Bind(2, tier).Bind(3, holder).Run();
 }
 
 }  // namespace weightcast

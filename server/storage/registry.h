@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/pack/layer_codec_id.h"
 #include "common/tensor/accuracy.h"
-#include "server/storage/sqlite.h"
+#include "server/storage/database.h"
 
 namespace weightcast {
 
@@ -159,8 +159,28 @@ class Registry {
   // Every blob a row references (sources and layers), for integrity checks.
   absl::StatusOr<std::vector<std::string>> ReferencedBlobs();
 
+  // Leases on encoding a tier, for replicas sharing the registry: true when
+  // `holder` now holds (version, tier)'s lease until `expires_ms` (it was
+  // free, expired at `now_ms`, or already `holder`'s); false while another
+  // holder's lease is live. Times are unix milliseconds.
+  absl::StatusOr<bool> AcquireTierLease(int64_t version_id,
+                                        const std::string& tier,
+                                        const std::string& holder,
+                                        int64_t now_ms, int64_t expires_ms);
+  // Every lease of `holder` now lasts until `expires_ms`.
+  absl::Status RenewTierLeases(const std::string& holder, int64_t expires_ms);
+  absl::Status ReleaseTierLease(int64_t version_id, const std::string& tier,
+                                const std::string& holder);
+
+  // OK while the database answers (PostgreSQL: reconnecting if it must);
+  // UNAVAILABLE naming the registry otherwise.
+  absl::Status Ping();
+  // Whether this registry is in PostgreSQL (shared by replicas).
+  bool shared() const { return shared_; }
+
  private:
-  explicit Registry(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  explicit Registry(std::unique_ptr<Database> db)
+      : shared_(db->is_postgres()), db_(std::move(db)) {}
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<LayerRecord>> LayersLocked(int64_t version_id,
                                                         const std::string& tier)
@@ -171,6 +191,7 @@ class Registry {
       const std::vector<std::string>& candidates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const bool shared_;
   absl::Mutex mu_;
   const std::unique_ptr<Database> db_ ABSL_PT_GUARDED_BY(mu_);
 };

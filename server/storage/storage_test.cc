@@ -4,9 +4,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/storage/blob_store.h"
+#include "server/storage/database.h"
+#include "server/storage/postgres.h"
 #include "server/storage/registry.h"
-#include "server/storage/sqlite.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/postgres_process.h"
 #include "tests/testing/status_matchers.h"
 
 namespace weightcast {
@@ -24,8 +26,30 @@ VersionRecord Version(const std::string& label) {
   return v;
 }
 
-TEST(Registry, AddsFindsAndRejectsDuplicateVersions) {
-  auto registry = Registry::Open(FreshDir("registry1") + "/r.db");
+// The registry tests run against both engines: SQLite in a fresh directory,
+// and a fresh database on a real PostgreSQL server the test binary starts.
+class RegistryTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  // Where a new, empty registry lives: a SQLite path or a postgresql:// URL.
+  std::string Location(const std::string& name) {
+    if (GetParam() == "sqlite") return FreshDir(name) + "/r.db";
+    absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
+    EXPECT_THAT(pg, IsOk());
+    if (!pg.ok()) return "postgresql://unavailable";
+    static int databases = 0;
+    absl::StatusOr<std::string> url =
+        (*pg)->CreateDatabase(absl::StrCat(name, "_", ++databases));
+    EXPECT_THAT(url, IsOk());
+    return url.ok() ? *url : "postgresql://unavailable";
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Engines, RegistryTest,
+                         ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(RegistryTest, AddsFindsAndRejectsDuplicateVersions) {
+  auto registry = Registry::Open(Location("registry1"));
   ASSERT_TRUE(registry.ok()) << registry.status();
   ASSERT_TRUE((*registry)->AddVersion(Version("v1"), {"lossless", "q27"}).ok());
   ASSERT_TRUE((*registry)->AddVersion(Version("v2"), {"lossless", "q27"}).ok());
@@ -41,8 +65,8 @@ TEST(Registry, AddsFindsAndRejectsDuplicateVersions) {
             absl::StatusCode::kNotFound);
 }
 
-TEST(Registry, TiersSurviveReopenAndEncodingResets) {
-  const std::string path = FreshDir("registry2") + "/r.db";
+TEST_P(RegistryTest, TiersSurviveReopenAndEncodingResets) {
+  const std::string path = Location("registry2");
   int64_t id = 0;
   {
     auto registry = Registry::Open(path).value();
@@ -80,8 +104,8 @@ TEST(Registry, TiersSurviveReopenAndEncodingResets) {
 
 // A layer's codec is stored under a frozen number (the registry's own table,
 // not the API enum's), and a number no codec has is refused by name.
-TEST(Registry, StoresCodecsUnderFrozenNumbers) {
-  const std::string path = FreshDir("registry_codec") + "/r.db";
+TEST_P(RegistryTest, StoresCodecsUnderFrozenNumbers) {
+  const std::string path = Location("registry_codec");
   int64_t id = 0;
   {
     auto registry = Registry::Open(path).value();
@@ -104,6 +128,67 @@ TEST(Registry, StoresCodecsUnderFrozenNumbers) {
   EXPECT_THAT(registry->GetTiers(id),
               StatusIs(absl::StatusCode::kDataLoss,
                        testing::HasSubstr("layer b.weight has unknown codec")));
+}
+
+// A tier's encoding lease: one holder at a time, renewed by its holder, taken
+// over once expired, freed by its holder only; a tier left ENCODING under a
+// live lease is not reset by another replica opening the registry.
+TEST_P(RegistryTest, TierLeasesHaveOneLiveHolder) {
+  const std::string path = Location("registry_leases");
+  auto registry = Registry::Open(path).value();
+  const int64_t id =
+      registry->AddVersion(Version("v1"), {"lossless", "q27"}).value();
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 1000, 2000),
+              IsOkAndHolds(true));
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 1500, 2500),
+              IsOkAndHolds(false));
+  EXPECT_THAT(registry->AcquireTierLease(id, "lossless", "b", 1500, 2500),
+              IsOkAndHolds(true));
+  ASSERT_THAT(registry->RenewTierLeases("a", 3000), IsOk());
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 2500, 3500),
+              IsOkAndHolds(false));  // renewed: still a's
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "b", 3000, 4000),
+              IsOkAndHolds(true));  // expired: b takes it over
+  ASSERT_THAT(registry->ReleaseTierLease(id, "q27", "a"), IsOk());  // not a's
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 3100, 4100),
+              IsOkAndHolds(false));
+  ASSERT_THAT(registry->ReleaseTierLease(id, "q27", "b"), IsOk());
+  EXPECT_THAT(registry->AcquireTierLease(id, "q27", "a", 3100, 4100),
+              IsOkAndHolds(true));
+
+  // A live lease (far in the future) keeps its tier ENCODING across an Open.
+  ASSERT_THAT(
+      registry->AcquireTierLease(id, "lossless", "c", 0, int64_t{1} << 60),
+      IsOkAndHolds(false));
+  ASSERT_THAT(registry->ReleaseTierLease(id, "lossless", "b"), IsOk());
+  ASSERT_THAT(
+      registry->AcquireTierLease(id, "lossless", "c", 0, int64_t{1} << 60),
+      IsOkAndHolds(true));
+  ASSERT_THAT(registry->SetTierState(id, "lossless", TierState::kEncoding, ""),
+              IsOk());
+  ASSERT_THAT(registry->SetTierState(id, "q27", TierState::kEncoding, ""),
+              IsOk());
+  registry.reset();
+  registry = Registry::Open(path).value();
+  EXPECT_EQ(registry->GetTier(id, "lossless")->state, TierState::kEncoding);
+  EXPECT_EQ(registry->GetTier(id, "q27")->state, TierState::kNotEncoded);
+}
+
+TEST(Postgres, UrlsLoseTheirPasswordInNamesAndErrors) {
+  EXPECT_EQ(RedactPostgresUrl("postgresql://wc:s3cret@db:5432/weightcast"),
+            "postgresql://wc:***@db:5432/weightcast");
+  EXPECT_EQ(RedactPostgresUrl("postgresql://db/wc?user=wc&password=s3cret&x=1"),
+            "postgresql://db/wc?user=wc&password=***&x=1");
+  EXPECT_EQ(RedactPostgresUrl("postgres://wc@db/weightcast"),
+            "postgres://wc@db/weightcast");
+  // Nothing listens on port 1: the error names the registry, not the password.
+  auto registry = Registry::Open(
+      "postgresql://wc:s3cret@127.0.0.1:1/weightcast?connect_timeout=2");
+  ASSERT_EQ(registry.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(registry.status().message()),
+              HasSubstr("registry postgresql://wc:***@127.0.0.1:1/weightcast"));
+  EXPECT_THAT(std::string(registry.status().message()),
+              testing::Not(HasSubstr("s3cret")));
 }
 
 TEST(BlobStore, StoresByContentAndReadsRanges) {
