@@ -26,6 +26,18 @@ std::string ClientMessage(absl::string_view message) {
     static constexpr absl::string_view kBefore = " '\"(=:";
     const bool starts_word =
         i == 0 || kBefore.find(message[i - 1]) != absl::string_view::npos;
+    if (message[i] == '/' && i > 0 && message[i - 1] == ':' &&
+        message.substr(i, 2) == "//") {
+      // A URL ("postgresql://user:***@host:5432/db", already redacted by
+      // whoever wrote it), not a server path: its words pass.
+      const size_t end =
+          std::min(message.find_first_of(" '\"", i), message.size());
+      for (; i < end; ++i) {
+        const unsigned char c = static_cast<unsigned char>(message[i]);
+        out += c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c);
+      }
+      continue;
+    }
     if (message[i] == '/' && starts_word) {
       const size_t end =
           std::min(message.find_first_of(" '\"):,", i), message.size());

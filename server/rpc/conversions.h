@@ -17,7 +17,8 @@ namespace weightcast {
 
 // The message a client may see of a core error: its first line, server paths
 // replaced by
-// "<server path>", control characters by '?', cut to kMaxClientMessageBytes.
+// "<server path>" (a URL's "scheme://..." passes: redact secrets in it
+// first), control characters by '?', cut to kMaxClientMessageBytes.
 // What was withheld (later lines, paths) is marked; the whole message goes to
 // the server log.
 inline constexpr size_t kMaxClientMessageBytes = 1024;
