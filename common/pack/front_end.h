@@ -19,6 +19,16 @@
 //   kPerChannelMinGainDb (one bit):
 //     scales per row help (a few outlier columns, which are in every row, are
 //     helped less).
+// The outlier front end (outliers.h) is a candidate on the same test, only for
+// a layer whose per-tensor int8 is not transparent (so no layer that is today
+// changes):
+//   - per-tensor scales + outliers when that alone makes the layer transparent
+//     (channel SQNR >= kTransparentInt8SqnrDb) and gains more than a bit: a
+//     few ×20 weights, the issue 21 layer; it keeps one scale where
+//     per-channel scales would spend bits on every row;
+//   - otherwise the pick above, + outliers when that is still not transparent
+//     and the outliers gain more than a bit on it.
+// A layer with no weight beyond outliers.h's threshold has no such candidate.
 // Why not a rate-distortion test at each tier: measured on every layer of
 // bench/front_end_benchmark and of the Fashion-MNIST models
 // (docs/BENCHMARKS.md), per-channel scales buy 4-6 dB of SQNR per extra bit per
@@ -55,6 +65,13 @@ struct FrontEndChoice {
   double per_tensor_channel_sqnr_db = 0;
   double per_channel_channel_sqnr_db =
       0;  // = per-tensor's for a tensor of one channel
+  bool outliers = false;  // the outlier front end on `scheme`
+  // The outlier candidates' int8 channel SQNR (outliers restored) and counts;
+  // counts 0 (and SQNR as without) when the rule finds no outlier.
+  double per_tensor_outliers_channel_sqnr_db = 0;
+  double per_channel_outliers_channel_sqnr_db = 0;
+  int64_t per_tensor_outliers = 0;
+  int64_t per_channel_outliers = 0;
 };
 
 // True when the rule above takes per-channel scales over per-tensor ones, given
@@ -62,7 +79,16 @@ struct FrontEndChoice {
 bool PerChannelWins(double per_tensor_channel_sqnr_db,
                     double per_channel_channel_sqnr_db);
 
-// Quantizes `values` (row-major, `shape`) both ways and applies the rule. A
+// The outlier part of the rule: given the pick without outliers and each
+// candidate's int8 channel SQNR, whether to take per-tensor + outliers
+// (returns kPerTensor) or the pick + outliers (returns the pick), or neither
+// (nullopt). `*_candidate`: whether the rule found outliers for that scheme.
+std::optional<QuantScheme> OutliersWin(QuantScheme pick,
+                                       const FrontEndChoice& measured,
+                                       bool per_tensor_candidate,
+                                       bool per_channel_candidate);
+
+// Quantizes `values` (row-major, `shape`) every way and applies the rule. A
 // tensor of fewer than two dimensions or one channel is per-tensor. Errors as
 // Quantize's (non-finite values).
 absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,

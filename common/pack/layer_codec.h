@@ -26,6 +26,10 @@ struct LayerEncodeOptions {
   // front_end.h's rule picks
   // (`scheme` is then ignored).
   bool choose_scheme = false;
+  // int8 codecs but kHevcDelta: the outlier front end (outliers.h) on
+  // `scheme`: set by the choice when `choose_scheme`, else as given. A layer
+  // without outliers by outliers.h's rule is coded without a side list.
+  bool outliers = false;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int threads = 0;  // tiles coded at once; 0 = one per core
