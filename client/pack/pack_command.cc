@@ -129,9 +129,15 @@ struct TierSummary {
 };
 
 // "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for
-// layers without int8 scales.
+// layers without int8 scales; "+out" when its outliers ride in a side list.
 std::string ScalesOf(const PackedLayer& layer) {
   if (!IsInt8Codec(layer.codec)) return "-";
+  if (!layer.outliers.empty()) {
+    PackedLayer plain;
+    plain.codec = layer.codec;
+    plain.scheme = layer.scheme;
+    return ScalesOf(plain) + "+out";
+  }
   switch (layer.scheme) {
     case QuantScheme::kPerTensorSymmetric:
       return "tensor";
@@ -163,13 +169,13 @@ absl::Status Pack(const PackCommand& command, const Model& model,
     const std::string path =
         absl::StrCat(command.output, "/", tier.name, ".wcm");
     out << absl::StrFormat("\ntier %s -> %s\n", tier.name, path);
-    out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12s %8s %9s %10s %9s\n",
+    out << absl::StrFormat("  %-32s %-10s %-11s %-16s %12s %8s %9s %10s %9s\n",
                            "layer", "codec", "scales", "shape", "bytes",
                            "bits/w", "SQNR dB", "int8 SQNR", "encode s");
     TierSummary summary{tier.name};
     auto on_layer = [&](const PackedLayer& layer, double seconds) {
       out << absl::StrFormat(
-          "  %-32s %-10s %-8s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
+          "  %-32s %-10s %-11s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
           LayerCodecName(layer.codec), ScalesOf(layer),
           ShapeToString(layer.shape), layer.PayloadBytes(),
           layer.fidelity.bits_per_weight, Db(layer.fidelity.sqnr_db),
