@@ -240,5 +240,30 @@ TEST(Outliers, RejectsHostileSideLists) {
                              HasSubstr("payload of")));
 }
 
+// Truncations and bit flips of an outlier layer parse to an error, or decode
+// to an error or to a tensor of the right size; nothing crashes (ASan).
+TEST(Outliers, DamagedOutlierLayersNeverCrash) {
+  const std::vector<uint8_t> bytes = SerializePackedLayer(Encode(
+      Layer(8), LayerCodec::kZstdInt8, QuantScheme::kPerTensorSymmetric, true));
+  size_t consumed = 0;
+  for (size_t length = 0; length < bytes.size(); length += 7) {
+    EXPECT_FALSE(
+        ParsePackedLayer(absl::MakeConstSpan(bytes.data(), length), &consumed)
+            .ok());
+  }
+  std::mt19937 rng(21);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<uint8_t> damaged = bytes;
+    damaged[rng() % damaged.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+    auto parsed = ParsePackedLayer(damaged, &consumed);
+    if (!parsed.ok()) continue;
+    auto decoded = DecodeLayer(*parsed, 1);
+    if (!decoded.ok()) continue;
+    auto floats = decoded->ToFloatTensor();
+    ASSERT_TRUE(floats.ok()) << floats.status();
+    EXPECT_EQ(floats->NumElements(), kRows * kCols);
+  }
+}
+
 }  // namespace
 }  // namespace weightcast
