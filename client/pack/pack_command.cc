@@ -37,9 +37,10 @@ options:
   --preset NAME       x265 preset, ultrafast .. placebo (default veryfast)
   --scheme NAME       int8 scales: auto (default: per layer, per-channel symmetric where
                       per-tensor int8 leaves the output channels under 22.8 dB SQNR and
-                      per-channel gains > 6 dB, else per-tensor symmetric), per-tensor
-                      (-symmetric), per-channel (-symmetric), per-tensor-asymmetric,
-                      per-channel-asymmetric
+                      per-channel gains > 6 dB, else per-tensor symmetric; + the largest
+                      weights as a float16 side list where that makes a layer transparent,
+                      'scales' +out), per-tensor (-symmetric), per-channel (-symmetric),
+                      per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)

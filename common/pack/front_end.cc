@@ -21,18 +21,22 @@ std::optional<QuantScheme> OutliersWin(QuantScheme pick,
                                        bool per_tensor_candidate,
                                        bool per_channel_candidate) {
   const double pt = measured.per_tensor_channel_sqnr_db;
-  if (pt >= kTransparentInt8SqnrDb) return std::nullopt;
+  const bool transparent = pt >= kTransparentInt8SqnrDb;
   const double pt_outliers = measured.per_tensor_outliers_channel_sqnr_db;
+  const double pc_outliers = measured.per_channel_outliers_channel_sqnr_db;
   if (per_tensor_candidate && pt_outliers >= kTransparentInt8SqnrDb &&
-      pt_outliers > pt + kPerChannelMinGainDb) {
-    return QuantScheme::kPerTensorSymmetric;
+      pt_outliers > pt + (transparent ? kOutliersMinGainOnTransparentDb
+                                      : kPerChannelMinGainDb)) {
+    return per_channel_candidate &&
+                   pc_outliers > pt_outliers + kPerChannelMinGainDb
+               ? QuantScheme::kPerChannelSymmetric
+               : QuantScheme::kPerTensorSymmetric;
   }
+  if (transparent) return std::nullopt;
   const bool per_channel = pick == QuantScheme::kPerChannelSymmetric;
   const double without =
       per_channel ? measured.per_channel_channel_sqnr_db : pt;
-  const double with = per_channel
-                          ? measured.per_channel_outliers_channel_sqnr_db
-                          : pt_outliers;
+  const double with = per_channel ? pc_outliers : pt_outliers;
   if ((per_channel ? per_channel_candidate : per_tensor_candidate) &&
       without < kTransparentInt8SqnrDb &&
       with > without + kPerChannelMinGainDb) {
@@ -78,17 +82,17 @@ absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
         MeasureFidelity(values, per_tensor, per_tensor.values, 0)
             .channel_sqnr_db;
   }
-  // Outlier candidates only where per-tensor int8 is not transparent (the
-  // rule looks no further elsewhere).
-  const bool look_for_outliers =
-      choice.per_tensor_channel_sqnr_db < kTransparentInt8SqnrDb;
-  if (look_for_outliers) {
+  {
     ASSIGN_OR_RETURN(
         const auto candidate,
         OutlierCandidate(name, shape, values, QuantScheme::kPerTensorSymmetric));
     choice.per_tensor_outliers_channel_sqnr_db = candidate.first;
     choice.per_tensor_outliers = candidate.second;
   }
+  // Per-channel outlier candidates only where the rule can take one.
+  const bool look_for_outliers =
+      choice.per_tensor_channel_sqnr_db < kTransparentInt8SqnrDb ||
+      choice.per_tensor_outliers > 0;
   if (rows <= 1) {
     if (const auto win = OutliersWin(choice.scheme, choice,
                                      choice.per_tensor_outliers > 0, false)) {

@@ -19,16 +19,20 @@
 //   kPerChannelMinGainDb (one bit):
 //     scales per row help (a few outlier columns, which are in every row, are
 //     helped less).
-// The outlier front end (outliers.h) is a candidate on the same test, only for
-// a layer whose per-tensor int8 is not transparent (so no layer that is today
-// changes):
-//   - per-tensor scales + outliers when that alone makes the layer transparent
-//     (channel SQNR >= kTransparentInt8SqnrDb) and gains more than a bit: a
-//     few ×20 weights, the issue 21 layer; it keeps one scale where
-//     per-channel scales would spend bits on every row;
+// The outlier front end (outliers.h) is a candidate on the same measure:
+//   - per-tensor scales + outliers when that makes the layer transparent
+//     (channel SQNR >= kTransparentInt8SqnrDb) and gains more than a bit over
+//     per-tensor int8, or more than two bits (kOutliersMinGainOnTransparentDb)
+//     when per-tensor int8 was transparent already: a layer whose range a few
+//     weights set (x20 weights, outlier columns, heavy tails) keeps ~5 bits
+//     of int8 at best, which the HEVC tiers then erase (4 dB at q22 on
+//     bench/front_end_benchmark's outlier columns). Per-channel scales on top
+//     when they gain more than a bit over that (the same test as above);
 //   - otherwise the pick above, + outliers when that is still not transparent
 //     and the outliers gain more than a bit on it.
-// A layer with no weight beyond outliers.h's threshold has no such candidate.
+// A layer with no weight beyond outliers.h's threshold has no such candidate
+// and is coded exactly as before; so is every layer of the Fashion-MNIST
+// models (docs/BENCHMARKS.md).
 // Why not a rate-distortion test at each tier: measured on every layer of
 // bench/front_end_benchmark and of the Fashion-MNIST models
 // (docs/BENCHMARKS.md), per-channel scales buy 4-6 dB of SQNR per extra bit per
@@ -57,6 +61,7 @@ namespace weightcast {
 
 inline constexpr double kTransparentInt8SqnrDb = 6.02 * 5 - 7.27;
 inline constexpr double kPerChannelMinGainDb = 6.02;
+inline constexpr double kOutliersMinGainOnTransparentDb = 2 * 6.02;
 
 // The int8 channel SQNR (dB, vs the float values) of each front end for one
 // tensor, and the rule's pick.

@@ -135,10 +135,19 @@ TEST(Outliers, ChoiceRule) {
   // Without per-tensor candidate: per-channel is transparent, nothing more.
   EXPECT_EQ(OutliersWin(QuantScheme::kPerChannelSymmetric, m, false, true),
             std::nullopt);
-  // A transparent per-tensor layer never changes.
+  // A transparent per-tensor layer changes only for more than two bits.
   m.per_tensor_channel_sqnr_db = 29.9;
   EXPECT_EQ(OutliersWin(QuantScheme::kPerTensorSymmetric, m, true, true),
             std::nullopt);
+  m.per_tensor_channel_sqnr_db = 23.06;  // outlier columns: 37.08 with them
+  m.per_tensor_outliers_channel_sqnr_db = 37.08;
+  m.per_channel_outliers_channel_sqnr_db = 40.33;
+  EXPECT_EQ(OutliersWin(QuantScheme::kPerTensorSymmetric, m, true, true),
+            QuantScheme::kPerTensorSymmetric);
+  // Per-channel scales on top when they gain more than a bit more.
+  m.per_channel_outliers_channel_sqnr_db = 43.2;
+  EXPECT_EQ(OutliersWin(QuantScheme::kPerTensorSymmetric, m, true, true),
+            QuantScheme::kPerChannelSymmetric);
   // Per-tensor + outliers not transparent, per-channel not either: the pick +
   // outliers when it gains a bit.
   m.per_tensor_channel_sqnr_db = 10.0;
