@@ -114,7 +114,8 @@ absl::Status WriteFloatLayer(SafetensorsStreamWriter& writer,
           }
           // The outlier front end's float16 values over the saturated int8.
           const auto& indices = tensor.outlier_indices;
-          for (auto it = std::lower_bound(indices.begin(), indices.end(), begin);
+          for (auto it =
+                   std::lower_bound(indices.begin(), indices.end(), begin);
                it != indices.end() && *it < end; ++it) {
             const size_t k = static_cast<size_t>(it - indices.begin());
             if (k < tensor.outlier_values.size())

@@ -52,8 +52,8 @@ namespace {
 absl::StatusOr<std::pair<double, int64_t>> OutlierCandidate(
     absl::string_view name, absl::Span<const int64_t> shape,
     absl::Span<const float> values, QuantScheme scheme) {
-  const OutlierList outliers = FindOutliers(
-      shape, values, scheme == QuantScheme::kPerChannelSymmetric);
+  const OutlierList outliers =
+      FindOutliers(shape, values, scheme == QuantScheme::kPerChannelSymmetric);
   if (outliers.empty()) return std::make_pair(0.0, int64_t{0});
   ASSIGN_OR_RETURN(
       const QuantizedTensor q,
@@ -83,9 +83,9 @@ absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
             .channel_sqnr_db;
   }
   {
-    ASSIGN_OR_RETURN(
-        const auto candidate,
-        OutlierCandidate(name, shape, values, QuantScheme::kPerTensorSymmetric));
+    ASSIGN_OR_RETURN(const auto candidate,
+                     OutlierCandidate(name, shape, values,
+                                      QuantScheme::kPerTensorSymmetric));
     choice.per_tensor_outliers_channel_sqnr_db = candidate.first;
     choice.per_tensor_outliers = candidate.second;
   }

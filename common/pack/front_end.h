@@ -69,7 +69,7 @@ struct FrontEndChoice {
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
   double per_tensor_channel_sqnr_db = 0;
   double per_channel_channel_sqnr_db =
-      0;  // = per-tensor's for a tensor of one channel
+      0;                  // = per-tensor's for a tensor of one channel
   bool outliers = false;  // the outlier front end on `scheme`
   // The outlier candidates' int8 channel SQNR (outliers restored) and counts;
   // counts 0 (and SQNR as without) when the rule finds no outlier.

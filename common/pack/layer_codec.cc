@@ -202,10 +202,10 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 
   ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
   if (options.outliers && options.codec != LayerCodec::kHevcDelta) {
-    layer.outliers = FindOutliers(
-        tensor.shape, original,
-        options.scheme == QuantScheme::kPerChannelSymmetric ||
-            options.scheme == QuantScheme::kPerChannelAsymmetric);
+    layer.outliers =
+        FindOutliers(tensor.shape, original,
+                     options.scheme == QuantScheme::kPerChannelSymmetric ||
+                         options.scheme == QuantScheme::kPerChannelAsymmetric);
   }
   ASSIGN_OR_RETURN(
       const QuantizedTensor q,
@@ -246,6 +246,27 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 
 }  // namespace
 
+absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out) {
+  const OutlierList& outliers = layer.outliers;
+  if (outliers.empty()) return absl::OkStatus();
+  // The digest covers the picture as coded; the int8 output then holds each
+  // outlier saturated, the float output its float16 value.
+  if (!out->int8 || outliers.values.size() != outliers.indices.size() ||
+      outliers.indices.back() >=
+          static_cast<int64_t>(out->int8->values.size()) ||
+      layer.codec == LayerCodec::kHevcDelta) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': the outlier list does not fit"));
+  }
+  SaturateOutliers(*out->int8, outliers, absl::MakeSpan(out->int8->values));
+  out->outlier_indices = outliers.indices;
+  out->outlier_values.clear();
+  out->outlier_values.reserve(outliers.values.size());
+  for (uint16_t v : outliers.values)
+    out->outlier_values.push_back(HalfToFloat(v));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads) {
   RebuiltTensor out;
@@ -267,26 +288,9 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                               " values, expected ", elements));
     }
     digest = Sha256(AsBytes(*values));
-    if (!layer.outliers.empty()) {
-      // The digest covers the picture as coded; the int8 output then holds
-      // each outlier saturated, the float output its float16 value.
-      const OutlierList& outliers = layer.outliers;
-      if (outliers.values.size() != outliers.indices.size() ||
-          outliers.indices.back() >= elements ||
-          layer.codec == LayerCodec::kHevcDelta) {
-        return absl::DataLossError(absl::StrCat(
-            "layer '", layer.name, "': the outlier list does not fit"));
-      }
-      QuantizedTensor params{layer.shape, layer.scheme, {}, layer.scales,
-                             layer.zero_points};
-      SaturateOutliers(params, outliers, absl::MakeSpan(*values));
-      out.outlier_indices = outliers.indices;
-      out.outlier_values.reserve(outliers.values.size());
-      for (uint16_t v : outliers.values)
-        out.outlier_values.push_back(HalfToFloat(v));
-    }
     out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values),
                                layer.scales, layer.zero_points};
+    RETURN_IF_ERROR(AttachOutliers(layer, &out));
   } else {
     out.stored.name = layer.name;
     out.stored.shape = layer.shape;

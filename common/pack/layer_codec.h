@@ -50,6 +50,12 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads = 0);
 
+// The outlier front end's last decoding step (outliers.h), on int8 values
+// whose SHA-256 has been checked: each outlier saturated into `out->int8`, and
+// its float16 value in `out->outlier_*` for the float output. OK and nothing
+// done for a layer without outliers; DATA_LOSS when the list does not fit.
+absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_

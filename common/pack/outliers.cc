@@ -13,7 +13,6 @@ namespace {
 
 constexpr size_t kBytesPerOutlier = 6;  // uint32 gap + float16
 
-
 }  // namespace
 
 OutlierList FindOutliers(absl::Span<const int64_t> shape,
@@ -108,9 +107,9 @@ Fidelity MeasureFidelityWithOutliers(absl::Span<const float> original,
               original.size() % static_cast<size_t>(quantized.shape[0]) == 0
           ? quantized.shape[0]
           : 1);
-  fidelity.sqnr_int8_db = SqnrDb(
-      DequantizeWithOutliers(quantized, quantized.values, outliers),
-      reconstruction);
+  fidelity.sqnr_int8_db =
+      SqnrDb(DequantizeWithOutliers(quantized, quantized.values, outliers),
+             reconstruction);
   for (size_t i = 0; i < original.size(); ++i) {
     fidelity.max_abs_error = std::max(
         fidelity.max_abs_error,
@@ -142,8 +141,8 @@ absl::StatusOr<OutlierList> ParseOutliers(absl::Span<const uint8_t> frame,
   if (count == 0 || elements <= 0 || count > static_cast<uint64_t>(elements) ||
       count > static_cast<uint64_t>(elements / kMaxOutlierDivisor + 1)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(count, " outliers for ", elements,
-                     " weights (at most 1/", kMaxOutlierDivisor, " of them)"));
+        absl::StrCat(count, " outliers for ", elements, " weights (at most 1/",
+                     kMaxOutlierDivisor, " of them)"));
   }
   auto raw = ZstdDecompress(frame, count * kBytesPerOutlier);
   if (!raw.ok()) {
@@ -160,13 +159,12 @@ absl::StatusOr<OutlierList> ParseOutliers(absl::Span<const uint8_t> frame,
       gap |= static_cast<uint32_t>((*raw)[4 * k + b]) << (8 * b);
     const int64_t index = previous + 1 + static_cast<int64_t>(gap);
     if (index >= elements) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "outlier ", k, " has index ", index, ", past the ", elements,
-          " weights"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("outlier ", k, " has index ", index, ", past the ",
+                       elements, " weights"));
     }
-    const uint16_t value =
-        static_cast<uint16_t>((*raw)[4 * count + 2 * k] |
-                              ((*raw)[4 * count + 2 * k + 1] << 8));
+    const uint16_t value = static_cast<uint16_t>(
+        (*raw)[4 * count + 2 * k] | ((*raw)[4 * count + 2 * k + 1] << 8));
     if (!std::isfinite(HalfToFloat(value))) {
       return absl::InvalidArgumentError(
           absl::StrCat("outlier ", k, " is not a finite float16"));

@@ -5,15 +5,15 @@
 // its tensor (per-tensor scales) or of its row (per-channel scales), at most
 // kMaxOutlierFraction of the weights (the largest relative to that RMS).
 //
-// What a client gets (docs/FORMAT.md): the int8 picture holds 0 where an outlier
-// was (cheap to code: no spike for HEVC to spread over its neighbours); the
-// float output puts each outlier back exactly as its float16 value; the int8
-// output stays a plain int8 model: an outlier is saturated to
+// What a client gets (docs/FORMAT.md): the int8 picture holds 0 where an
+// outlier was (cheap to code: no spike for HEVC to spread over its neighbours);
+// the float output puts each outlier back exactly as its float16 value; the
+// int8 output stays a plain int8 model: an outlier is saturated to
 // clamp(round(w / scale), -127, 127) on its row's scale (±127: it is larger
 // than every other weight of its scale group).
 //
-// The side list on the wire: one zstd frame of `count` little-endian uint32 index
-// gaps (index - previous index - 1; the first is the index itself), then
+// The side list on the wire: one zstd frame of `count` little-endian uint32
+// index gaps (index - previous index - 1; the first is the index itself), then
 // `count` little-endian float16 values. Pure functions; thread-safe.
 #ifndef WEIGHTCAST_COMMON_PACK_OUTLIERS_H_
 #define WEIGHTCAST_COMMON_PACK_OUTLIERS_H_
@@ -30,7 +30,8 @@
 namespace weightcast {
 
 // A Gaussian layer of a billion weights has none beyond 6.1 σ on average; a
-// Student-t (3 degrees of freedom) layer has ~0.2 % of its weights beyond 6 RMS.
+// Student-t (3 degrees of freedom) layer has ~0.2 % of its weights beyond 6
+// RMS.
 inline constexpr double kOutlierRmsMultiple = 6.0;
 inline constexpr double kMaxOutlierFraction = 0.01;
 // A reader accepts at most this fraction of a layer's weights as outliers

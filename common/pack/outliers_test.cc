@@ -6,6 +6,7 @@
 #include "common/pack/delta_codec.h"
 #include "common/pack/front_end.h"
 #include "common/pack/layer_codec.h"
+#include "common/pack/layer_tiles.h"
 #include "common/pack/packed_layer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -106,12 +107,35 @@ TEST(Outliers, RoundTripsPerFrontEnd) {
     }
   }
   // On this layer per-tensor + outliers beats plain per-tensor by far.
-  EXPECT_GT(Encode(t, LayerCodec::kHevc, QuantScheme::kPerTensorSymmetric, true)
-                .fidelity.sqnr_db,
-            Encode(t, LayerCodec::kHevc, QuantScheme::kPerTensorSymmetric,
-                   false)
-                    .fidelity.sqnr_db +
-                10.0);
+  EXPECT_GT(
+      Encode(t, LayerCodec::kHevc, QuantScheme::kPerTensorSymmetric, true)
+          .fidelity.sqnr_db,
+      Encode(t, LayerCodec::kHevc, QuantScheme::kPerTensorSymmetric, false)
+              .fidelity.sqnr_db +
+          10.0);
+}
+
+// The SDK decodes a large layer tile by tile (layer_tiles.h): the same
+// tensor as DecodeLayer's, outliers included.
+TEST(Outliers, TiledDecodeRestoresThemToo) {
+  LayerEncodeOptions options;
+  options.codec = LayerCodec::kHevc;
+  options.outliers = true;
+  options.hevc = {.qp = 27, .lossless = false, .preset = "ultrafast"};
+  options.max_tile_size = 64;  // 2 x 4 tiles
+  const PackedLayer layer = Reparsed(EncodeLayer(Layer(8), options).value());
+  ASSERT_TRUE(DecodesByTile(layer));
+  std::vector<int8_t> values = StartTiledDecode(layer).value();
+  for (size_t t = 0; t < layer.tiles.size(); ++t)
+    ASSERT_TRUE(DecodeLayerTile(layer, t, absl::MakeSpan(values)).ok());
+  auto tiled = FinishTiledDecode(layer, std::move(values));
+  ASSERT_TRUE(tiled.ok()) << tiled.status();
+  auto whole = DecodeLayer(layer, 1);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(tiled->int8->values, whole->int8->values);
+  EXPECT_EQ(tiled->outlier_indices, whole->outlier_indices);
+  EXPECT_EQ(tiled->outlier_values, whole->outlier_values);
+  EXPECT_EQ(tiled->outlier_indices.size(), 8u);
 }
 
 TEST(Outliers, LayerWithoutOutliersStaysFormatVersionOne) {
@@ -188,9 +212,8 @@ std::string ParseError(const v1::PackedLayerHeader& header,
 }
 
 TEST(Outliers, RejectsHostileSideLists) {
-  const PackedLayer good =
-      Encode(Layer(8), LayerCodec::kZstdInt8, QuantScheme::kPerTensorSymmetric,
-             true);
+  const PackedLayer good = Encode(Layer(8), LayerCodec::kZstdInt8,
+                                  QuantScheme::kPerTensorSymmetric, true);
   const std::vector<uint8_t> bytes = SerializePackedLayer(good);
   const uint32_t length = bytes[4] | bytes[5] << 8 | bytes[6] << 16 |
                           static_cast<uint32_t>(bytes[7]) << 24;
@@ -238,15 +261,15 @@ TEST(Outliers, RejectsHostileSideLists) {
   // Only int8 codecs (not deltas) carry a side list.
   EXPECT_THAT(with([](auto& h) { h.set_codec(v1::LAYER_CODEC_HEVC_DELTA); }),
               testing::Not(HasSubstr("ok")));
-  EXPECT_THAT(with([&](auto& h) {
-                h.set_codec(v1::LAYER_CODEC_FLOAT16);
-                h.clear_scales();
-                h.clear_zero_points();
-                h.clear_tile_bytes();
-                h.add_tile_bytes(payload.size());
-              }),
-              testing::AnyOf(HasSubstr("cannot have one"),
-                             HasSubstr("payload of")));
+  EXPECT_THAT(
+      with([&](auto& h) {
+        h.set_codec(v1::LAYER_CODEC_FLOAT16);
+        h.clear_scales();
+        h.clear_zero_points();
+        h.clear_tile_bytes();
+        h.add_tile_bytes(payload.size());
+      }),
+      testing::AnyOf(HasSubstr("cannot have one"), HasSubstr("payload of")));
 }
 
 // Truncations and bit flips of an outlier layer parse to an error, or decode

@@ -183,9 +183,9 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   const bool has_outliers = header.format_version() == kOutlierFormatVersion;
   if (has_outliers != (header.outlier_count() > 0) ||
       (!has_outliers && !header.outliers().empty())) {
-    return Invalid(name, absl::StrCat("format version ", header.format_version(),
-                                      " with ", header.outlier_count(),
-                                      " outliers"));
+    return Invalid(
+        name, absl::StrCat("format version ", header.format_version(), " with ",
+                           header.outlier_count(), " outliers"));
   }
   if (has_outliers) {
     if (!IsInt8Codec(layer.codec) || layer.codec == LayerCodec::kHevcDelta) {

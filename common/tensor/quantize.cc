@@ -168,8 +168,8 @@ absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
       const int64_t index = outlier_indices[k];
       if (index < 0 || static_cast<size_t>(index) >= values.size() ||
           k >= outlier_values.size()) {
-        return absl::DataLossError(absl::StrCat(
-            "tensor '", name, "': outlier ", k, " does not fit the tensor"));
+        return absl::DataLossError(absl::StrCat("tensor '", name, "': outlier ",
+                                                k, " does not fit the tensor"));
       }
       values[index] = outlier_values[k];
     }
