@@ -58,7 +58,8 @@ def main():
     print("fc1.weight SQNR dB by tier:", {k: round(v, 2) for k, v in fc1_sqnr.items()})
     assert fc1_sqnr["lossless"] > fc1_sqnr["q22"] > fc1_sqnr["q32"], fc1_sqnr
     int8_output_with_per_channel_scales(pack, fixtures, work)
-    print("2 passed, 0 failed")
+    outlier_side_list(pack, fixtures, work)
+    print("3 passed, 0 failed")
 
 
 def int8_output_with_per_channel_scales(pack, fixtures, work):
@@ -81,6 +82,31 @@ def int8_output_with_per_channel_scales(pack, fixtures, work):
     for k in ("conv.weight", "fc.weight", "head.weight"):
         w = sd[k].float() * sd[k + ".__scale__"].view(-1, *[1] * (sd[k].dim() - 1))
         assert torch.equal(w, floats[k]), k
+
+
+def outlier_side_list(pack, fixtures, work):
+    """A layer with a few x20 weights gets the outlier front end ("tensor+out" in the summary):
+    the float output holds each outlier as its float16, the --int8 output is plain int8 with
+    the outliers saturated to +-127 on the layer's one scale (FORMAT.md)."""
+    source = os.path.join(fixtures, "outliers.safetensors")
+    out = os.path.join(work, "outliers")
+    summary = subprocess.run([pack, source, "-o", out, "--tiers", "q27", "--preset", "ultrafast"],
+                             check=True, capture_output=True, text=True).stdout
+    rows = {line.split()[0]: line.split() for line in summary.splitlines() if line.startswith("  ")}
+    assert rows["attn.weight"][2] == "tensor+out", summary
+    assert rows["mlp.weight"][2] == "tensor", summary
+    packed = os.path.join(out, "q27.wcm")
+    subprocess.run([pack, "--unpack", packed, "-o", os.path.join(out, "int8.pt"), "--int8"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([pack, "--unpack", packed, "-o", os.path.join(out, "float.pt")], check=True,
+                   stdout=subprocess.DEVNULL)
+    sd, floats = torch.load(os.path.join(out, "int8.pt")), torch.load(os.path.join(out, "float.pt"))
+    original = safetensors_io.load(source)["attn.weight"]
+    big = original.abs() > 1.0  # the planted x20 weights
+    assert int(big.sum()) == 12
+    assert torch.equal(floats["attn.weight"][big], original[big].half().float())
+    assert sd["attn.weight"].dtype == torch.int8 and sd["attn.weight.__scale__"].shape == (1,)
+    assert torch.equal(sd["attn.weight"][big].abs(), torch.full((12,), 127, dtype=torch.int8))
 
 
 if __name__ == "__main__":

@@ -199,11 +199,13 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
 }
 
 // "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-"
-// (no int8 scales).
+// (no int8 scales); "+out" when the layer's outliers ride in a side list.
 std::string ScalesName(const std::string& quant_scheme) {
   if (quant_scheme.empty()) return "-";
   std::string name = quant_scheme.substr(0, quant_scheme.find('-'));
-  if (absl::EndsWith(quant_scheme, "-asymmetric")) name += "-asym";
+  const bool outliers = absl::EndsWith(quant_scheme, "+outliers");
+  if (absl::StrContains(quant_scheme, "-asymmetric")) name += "-asym";
+  if (outliers) name += "+out";
   return name;
 }
 

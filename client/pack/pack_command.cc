@@ -37,9 +37,10 @@ options:
   --preset NAME       x265 preset, ultrafast .. placebo (default veryfast)
   --scheme NAME       int8 scales: auto (default: per layer, per-channel symmetric where
                       per-tensor int8 leaves the output channels under 22.8 dB SQNR and
-                      per-channel gains > 6 dB, else per-tensor symmetric), per-tensor
-                      (-symmetric), per-channel (-symmetric), per-tensor-asymmetric,
-                      per-channel-asymmetric
+                      per-channel gains > 6 dB, else per-tensor symmetric; + the largest
+                      weights as a float16 side list where that makes a layer transparent,
+                      'scales' +out), per-tensor (-symmetric), per-channel (-symmetric),
+                      per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)
@@ -129,9 +130,15 @@ struct TierSummary {
 };
 
 // "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for
-// layers without int8 scales.
+// layers without int8 scales; "+out" when its outliers ride in a side list.
 std::string ScalesOf(const PackedLayer& layer) {
   if (!IsInt8Codec(layer.codec)) return "-";
+  if (!layer.outliers.empty()) {
+    PackedLayer plain;
+    plain.codec = layer.codec;
+    plain.scheme = layer.scheme;
+    return ScalesOf(plain) + "+out";
+  }
   switch (layer.scheme) {
     case QuantScheme::kPerTensorSymmetric:
       return "tensor";
@@ -163,13 +170,13 @@ absl::Status Pack(const PackCommand& command, const Model& model,
     const std::string path =
         absl::StrCat(command.output, "/", tier.name, ".wcm");
     out << absl::StrFormat("\ntier %s -> %s\n", tier.name, path);
-    out << absl::StrFormat("  %-32s %-10s %-8s %-16s %12s %8s %9s %10s %9s\n",
+    out << absl::StrFormat("  %-32s %-10s %-11s %-16s %12s %8s %9s %10s %9s\n",
                            "layer", "codec", "scales", "shape", "bytes",
                            "bits/w", "SQNR dB", "int8 SQNR", "encode s");
     TierSummary summary{tier.name};
     auto on_layer = [&](const PackedLayer& layer, double seconds) {
       out << absl::StrFormat(
-          "  %-32s %-10s %-8s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
+          "  %-32s %-10s %-11s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
           LayerCodecName(layer.codec), ScalesOf(layer),
           ShapeToString(layer.shape), layer.PayloadBytes(),
           layer.fidelity.bits_per_weight, Db(layer.fidelity.sqnr_db),

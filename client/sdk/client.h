@@ -52,7 +52,8 @@ struct LayerSummary {
   int qp = 0;          // HEVC layers: the QP coded at
   // int8 layers: "per-tensor-symmetric", "per-channel-symmetric", ... (the
   // scales a rebuilt int8 model carries: one, or one per output channel); empty
-  // for float and passthrough layers.
+  // for float and passthrough layers; "+outliers" appended for a layer of the
+  // outlier front end (its largest weights in a float16 side list).
   std::string quant_scheme;
 };
 

@@ -47,6 +47,7 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
       if (l.quant_scheme() != v1::QUANT_SCHEME_UNSPECIFIED) {
         tier.layers.back().quant_scheme = std::string(
             QuantSchemeName(static_cast<QuantScheme>(l.quant_scheme() - 1)));
+        if (l.outliers()) tier.layers.back().quant_scheme += "+outliers";
       }
     }
     tier.error = t.error();

@@ -112,6 +112,15 @@ absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
                 q.scales[c] *
                 static_cast<float>(q.values[i] - q.zero_points[c]);
           }
+          // The outlier front end's float16 values over the saturated int8.
+          const auto& indices = tensor.outlier_indices;
+          for (auto it =
+                   std::lower_bound(indices.begin(), indices.end(), begin);
+               it != indices.end() && *it < end; ++it) {
+            const size_t k = static_cast<size_t>(it - indices.begin());
+            if (k < tensor.outlier_values.size())
+              slice[*it - begin] = tensor.outlier_values[k];
+          }
           return absl::MakeConstSpan(
               reinterpret_cast<const uint8_t*>(slice.data()),
               slice.size() * sizeof(float));

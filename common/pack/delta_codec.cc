@@ -77,7 +77,8 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
     const PackedLayer& base, const Tensor& base_source, const Tensor& target,
     int qp_offset, int threads) {
   if (base.codec != LayerCodec::kHevc || base.lossless ||
-      target.shape != base.shape || base_source.shape != base.shape) {
+      !base.outliers.empty() || target.shape != base.shape ||
+      base_source.shape != base.shape) {
     return std::nullopt;
   }
   ASSIGN_OR_RETURN(const std::vector<float> a, ToFloat32(base_source));

@@ -19,6 +19,20 @@
 //   kPerChannelMinGainDb (one bit):
 //     scales per row help (a few outlier columns, which are in every row, are
 //     helped less).
+// The outlier front end (outliers.h) is a candidate on the same measure:
+//   - per-tensor scales + outliers when that makes the layer transparent
+//     (channel SQNR >= kTransparentInt8SqnrDb) and gains more than a bit over
+//     per-tensor int8, or more than two bits (kOutliersMinGainOnTransparentDb)
+//     when per-tensor int8 was transparent already: a layer whose range a few
+//     weights set (x20 weights, outlier columns, heavy tails) keeps ~5 bits
+//     of int8 at best, which the HEVC tiers then erase (4 dB at q22 on
+//     bench/front_end_benchmark's outlier columns). Per-channel scales on top
+//     when they gain more than a bit over that (the same test as above);
+//   - otherwise the pick above, + outliers when that is still not transparent
+//     and the outliers gain more than a bit on it.
+// A layer with no weight beyond outliers.h's threshold has no such candidate
+// and is coded exactly as before; so is every layer of the Fashion-MNIST
+// models (docs/BENCHMARKS.md).
 // Why not a rate-distortion test at each tier: measured on every layer of
 // bench/front_end_benchmark and of the Fashion-MNIST models
 // (docs/BENCHMARKS.md), per-channel scales buy 4-6 dB of SQNR per extra bit per
@@ -47,6 +61,7 @@ namespace weightcast {
 
 inline constexpr double kTransparentInt8SqnrDb = 6.02 * 5 - 7.27;
 inline constexpr double kPerChannelMinGainDb = 6.02;
+inline constexpr double kOutliersMinGainOnTransparentDb = 2 * 6.02;
 
 // The int8 channel SQNR (dB, vs the float values) of each front end for one
 // tensor, and the rule's pick.
@@ -54,7 +69,14 @@ struct FrontEndChoice {
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
   double per_tensor_channel_sqnr_db = 0;
   double per_channel_channel_sqnr_db =
-      0;  // = per-tensor's for a tensor of one channel
+      0;                  // = per-tensor's for a tensor of one channel
+  bool outliers = false;  // the outlier front end on `scheme`
+  // The outlier candidates' int8 channel SQNR (outliers restored) and counts;
+  // counts 0 (and SQNR as without) when the rule finds no outlier.
+  double per_tensor_outliers_channel_sqnr_db = 0;
+  double per_channel_outliers_channel_sqnr_db = 0;
+  int64_t per_tensor_outliers = 0;
+  int64_t per_channel_outliers = 0;
 };
 
 // True when the rule above takes per-channel scales over per-tensor ones, given
@@ -62,7 +84,16 @@ struct FrontEndChoice {
 bool PerChannelWins(double per_tensor_channel_sqnr_db,
                     double per_channel_channel_sqnr_db);
 
-// Quantizes `values` (row-major, `shape`) both ways and applies the rule. A
+// The outlier part of the rule: given the pick without outliers and each
+// candidate's int8 channel SQNR, whether to take per-tensor + outliers
+// (returns kPerTensor) or the pick + outliers (returns the pick), or neither
+// (nullopt). `*_candidate`: whether the rule found outliers for that scheme.
+std::optional<QuantScheme> OutliersWin(QuantScheme pick,
+                                       const FrontEndChoice& measured,
+                                       bool per_tensor_candidate,
+                                       bool per_channel_candidate);
+
+// Quantizes `values` (row-major, `shape`) every way and applies the rule. A
 // tensor of fewer than two dimensions or one channel is per-tensor. Errors as
 // Quantize's (non-finite values).
 absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,

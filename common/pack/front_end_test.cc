@@ -104,8 +104,12 @@ TEST(FrontEnd, ChoosesFromTheInt8ValuesOfEachFrontEnd) {
   choice = ChooseFrontEnd(outliers.name, outliers.shape,
                           ToFloat32(outliers).value());
   ASSERT_TRUE(choice.ok()) << choice.status();
-  EXPECT_EQ(choice->scheme, QuantScheme::kPerChannelSymmetric);
+  EXPECT_EQ(choice->scheme, QuantScheme::kPerTensorSymmetric);
+  EXPECT_TRUE(choice->outliers);
+  // 8 of the 10 planted weights are beyond 6 RMS (a small weight x20 is not).
+  EXPECT_EQ(choice->per_tensor_outliers, 8);
   EXPECT_LT(choice->per_tensor_channel_sqnr_db, kTransparentInt8SqnrDb);
+  EXPECT_GT(choice->per_tensor_outliers_channel_sqnr_db, 37.0);
 
   const std::vector<float> one_row(64, 1.0f);  // one channel: nothing to choose
   choice = ChooseFrontEnd("row", {1, 64}, one_row);
@@ -116,17 +120,26 @@ TEST(FrontEnd, ChoosesFromTheInt8ValuesOfEachFrontEnd) {
       HasSubstr("'bad'"));
 }
 
-TEST(FrontEnd, OutlierLayerGetsPerChannelUnderAutoAtEveryTier) {
+TEST(FrontEnd, OutlierLayerGetsPerTensorPlusOutliersUnderAutoAtEveryTier) {
   const Tensor w = OutlierLayer();
   for (int qp : {0, 22, 27, 32}) {
     const LayerEncodeOptions options =
         qp ? Auto(LayerCodec::kHevc, qp) : Auto(LayerCodec::kZstdInt8);
     const PackedLayer per_tensor =
         Fixed(w, options, QuantScheme::kPerTensorSymmetric);
+    const PackedLayer per_channel =
+        Fixed(w, options, QuantScheme::kPerChannelSymmetric);
     const PackedLayer chosen = Encoded(w, options);
-    EXPECT_EQ(chosen.scheme, QuantScheme::kPerChannelSymmetric) << "qp " << qp;
-    EXPECT_EQ(chosen.scales.size(), static_cast<size_t>(kRows));
+    EXPECT_EQ(chosen.scheme, QuantScheme::kPerTensorSymmetric) << "qp " << qp;
+    EXPECT_EQ(chosen.scales.size(), 1u);
+    EXPECT_EQ(chosen.outliers.indices.size(), 8u) << "qp " << qp;
     EXPECT_GT(chosen.fidelity.sqnr_db, per_tensor.fidelity.sqnr_db + 6.0)
+        << "qp " << qp;
+    // Ahead of per-channel scales on both axes: more SQNR in fewer bits.
+    EXPECT_GT(chosen.fidelity.sqnr_db, per_channel.fidelity.sqnr_db)
+        << "qp " << qp;
+    EXPECT_LT(chosen.fidelity.bits_per_weight,
+              per_channel.fidelity.bits_per_weight)
         << "qp " << qp;
   }
   // At q22 per-tensor scales leave the Gaussian weights a few int8 steps, which
@@ -148,6 +161,7 @@ TEST(FrontEnd, GaussianLayerKeepsPerTensorScalesAndItsBytes) {
     const PackedLayer per_tensor =
         Fixed(w, options, QuantScheme::kPerTensorSymmetric);
     EXPECT_EQ(chosen.scheme, QuantScheme::kPerTensorSymmetric) << "qp " << qp;
+    EXPECT_TRUE(chosen.outliers.empty()) << "qp " << qp;
     EXPECT_EQ(chosen.tiles, per_tensor.tiles) << "qp " << qp;
   }
 }
@@ -158,6 +172,7 @@ TEST(FrontEnd, FoldedBatchNormConvolutionGetsPerChannelAsInt8) {
       Fixed(w, Auto(LayerCodec::kZstdInt8), QuantScheme::kPerTensorSymmetric);
   const PackedLayer chosen = Encoded(w, Auto(LayerCodec::kZstdInt8));
   EXPECT_EQ(chosen.scheme, QuantScheme::kPerChannelSymmetric);
+  EXPECT_TRUE(chosen.outliers.empty());
   EXPECT_GT(chosen.fidelity.channel_sqnr_db, 40.0);
   EXPECT_LT(per_tensor.fidelity.channel_sqnr_db, 20.0);
   // Every layer's SQNR rises too, not only the channel average.

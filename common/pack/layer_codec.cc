@@ -9,6 +9,7 @@
 #include "common/base/status_macros.h"
 #include "common/hevc/de265_decoder.h"
 #include "common/pack/front_end.h"
+#include "common/pack/outliers.h"
 #include "common/pack/zstd_codec.h"
 #include "common/tensor/fidelity.h"
 
@@ -114,6 +115,7 @@ absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
     ASSIGN_OR_RETURN(const FrontEndChoice choice,
                      ChooseFrontEnd(tensor.name, tensor.shape, values));
     options.scheme = choice.scheme;
+    options.outliers = choice.outliers;
   }
   options.choose_scheme = false;
   return EncodeLayerAs(tensor, options);
@@ -199,8 +201,18 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
   }
 
   ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
-  ASSIGN_OR_RETURN(const QuantizedTensor q, Quantize(tensor.name, tensor.shape,
-                                                     original, options.scheme));
+  if (options.outliers && options.codec != LayerCodec::kHevcDelta) {
+    layer.outliers =
+        FindOutliers(tensor.shape, original,
+                     options.scheme == QuantScheme::kPerChannelSymmetric ||
+                         options.scheme == QuantScheme::kPerChannelAsymmetric);
+  }
+  ASSIGN_OR_RETURN(
+      const QuantizedTensor q,
+      layer.outliers.empty()
+          ? Quantize(tensor.name, tensor.shape, original, options.scheme)
+          : QuantizeWithoutOutliers(tensor.name, tensor.shape, original,
+                                    options.scheme, layer.outliers));
   layer.scheme = q.scheme;
   layer.scales = q.scales;
   layer.zero_points = q.zero_points;
@@ -221,11 +233,39 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
   auto decoded = DecodeInt8(layer, elements, options.threads, &options);
   if (!decoded.ok()) return Annotate(decoded.status(), tensor.name);
   layer.decoded_sha256 = Sha256(AsBytes(*decoded));
-  layer.fidelity = MeasureFidelity(original, q, *decoded, layer.PayloadBytes());
+  if (layer.outliers.empty()) {
+    layer.fidelity =
+        MeasureFidelity(original, q, *decoded, layer.PayloadBytes());
+  } else {
+    layer.fidelity = MeasureFidelityWithOutliers(
+        original, q, *decoded, layer.outliers,
+        layer.PayloadBytes() + SerializeOutliers(layer.outliers).size());
+  }
   return layer;
 }
 
 }  // namespace
+
+absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out) {
+  const OutlierList& outliers = layer.outliers;
+  if (outliers.empty()) return absl::OkStatus();
+  // The digest covers the picture as coded; the int8 output then holds each
+  // outlier saturated, the float output its float16 value.
+  if (!out->int8 || outliers.values.size() != outliers.indices.size() ||
+      outliers.indices.back() >=
+          static_cast<int64_t>(out->int8->values.size()) ||
+      layer.codec == LayerCodec::kHevcDelta) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': the outlier list does not fit"));
+  }
+  SaturateOutliers(*out->int8, outliers, absl::MakeSpan(out->int8->values));
+  out->outlier_indices = outliers.indices;
+  out->outlier_values.clear();
+  out->outlier_values.reserve(outliers.values.size());
+  for (uint16_t v : outliers.values)
+    out->outlier_values.push_back(HalfToFloat(v));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads) {
@@ -250,6 +290,7 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
     digest = Sha256(AsBytes(*values));
     out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values),
                                layer.scales, layer.zero_points};
+    RETURN_IF_ERROR(AttachOutliers(layer, &out));
   } else {
     out.stored.name = layer.name;
     out.stored.shape = layer.shape;

@@ -26,6 +26,10 @@ struct LayerEncodeOptions {
   // front_end.h's rule picks
   // (`scheme` is then ignored).
   bool choose_scheme = false;
+  // int8 codecs but kHevcDelta: the outlier front end (outliers.h) on
+  // `scheme`: set by the choice when `choose_scheme`, else as given. A layer
+  // without outliers by outliers.h's rule is coded without a side list.
+  bool outliers = false;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int threads = 0;  // tiles coded at once; 0 = one per core
@@ -45,6 +49,12 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
 // does not match.
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads = 0);
+
+// The outlier front end's last decoding step (outliers.h), on int8 values
+// whose SHA-256 has been checked: each outlier saturated into `out->int8`, and
+// its float16 value in `out->outlier_*` for the float output. OK and nothing
+// done for a layer without outliers; DATA_LOSS when the list does not fit.
+absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out);
 
 }  // namespace weightcast
 

@@ -112,7 +112,8 @@ std::string DescribeLayerPolicy(const LayerPolicy& policy) {
       policy.scheme
           ? absl::StrCat("; int8 scales ", QuantSchemeName(*policy.scheme))
           : std::string("; int8 scales per-tensor, or per-channel where "
-                        "that repairs a layer (auto)"));
+                        "that repairs a layer (auto), the largest weights as a "
+                        "float16 side list where that does"));
   for (const auto& [pattern, layer_class] : policy.overrides) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
   }

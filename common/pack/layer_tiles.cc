@@ -7,6 +7,7 @@
 #include "common/base/status_macros.h"
 #include "common/hevc/de265_decoder.h"
 #include "common/hevc/picture.h"
+#include "common/pack/layer_codec.h"
 
 namespace weightcast {
 
@@ -55,6 +56,7 @@ absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,
   out.shape = layer.shape;
   out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(values),
                              layer.scales, layer.zero_points};
+  RETURN_IF_ERROR(AttachOutliers(layer, &out));
   return out;
 }
 

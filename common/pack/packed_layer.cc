@@ -12,6 +12,8 @@ namespace {
 
 constexpr char kMagic[4] = {'W', 'C', 'L', '1'};
 constexpr uint32_t kFormatVersion = 1;
+// A layer with an outlier side list: older readers refuse it by its version.
+constexpr uint32_t kOutlierFormatVersion = 2;
 
 struct CodecInfo {
   LayerCodec codec;
@@ -60,7 +62,8 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   PackedLayer layer;
   layer.name = header.name();
   const absl::string_view name = layer.name;
-  if (header.format_version() != kFormatVersion) {
+  if (header.format_version() != kFormatVersion &&
+      header.format_version() != kOutlierFormatVersion) {
     return Invalid(name,
                    absl::StrCat("format version ", header.format_version(),
                                 " is not supported"));
@@ -177,7 +180,27 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   layer.fidelity.sqnr_db = header.sqnr_db();
   layer.fidelity.sqnr_int8_db = header.sqnr_int8_db();
   layer.fidelity.max_abs_error = header.max_abs_error();
-  layer.fidelity.bits_per_weight = *elements ? 8.0 * total / *elements : 0.0;
+  const bool has_outliers = header.format_version() == kOutlierFormatVersion;
+  if (has_outliers != (header.outlier_count() > 0) ||
+      (!has_outliers && !header.outliers().empty())) {
+    return Invalid(
+        name, absl::StrCat("format version ", header.format_version(), " with ",
+                           header.outlier_count(), " outliers"));
+  }
+  if (has_outliers) {
+    if (!IsInt8Codec(layer.codec) || layer.codec == LayerCodec::kHevcDelta) {
+      return Invalid(name, "an outlier list on a codec that cannot have one");
+    }
+    auto outliers = ParseOutliers(
+        absl::MakeConstSpan(
+            reinterpret_cast<const uint8_t*>(header.outliers().data()),
+            header.outliers().size()),
+        header.outlier_count(), *elements);
+    if (!outliers.ok()) return Invalid(name, outliers.status().message());
+    layer.outliers = *std::move(outliers);
+  }
+  layer.fidelity.bits_per_weight =
+      *elements ? 8.0 * (total + header.outliers().size()) / *elements : 0.0;
   layer.qp = header.qp();
   layer.lossless = header.lossless();
   layer.preset = header.x265_preset();
@@ -239,7 +262,8 @@ uint64_t PackedLayer::PayloadBytes() const {
 
 std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   v1::PackedLayerHeader header;
-  header.set_format_version(kFormatVersion);
+  header.set_format_version(layer.outliers.empty() ? kFormatVersion
+                                                   : kOutlierFormatVersion);
   header.set_name(layer.name);
   for (const CodecInfo& info : kCodecs) {
     if (info.codec == layer.codec) header.set_codec(info.proto);
@@ -250,6 +274,11 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     header.set_quant_scheme(SchemeToProto(layer.scheme));
     for (float s : layer.scales) header.add_scales(s);
     for (int32_t z : layer.zero_points) header.add_zero_points(z);
+  }
+  if (!layer.outliers.empty()) {
+    header.set_outlier_count(layer.outliers.indices.size());
+    const std::vector<uint8_t> frame = SerializeOutliers(layer.outliers);
+    header.set_outliers(frame.data(), frame.size());
   }
   if (layer.codec == LayerCodec::kHevcDelta) {
     header.set_base_sha256(layer.base_sha256.data(), layer.base_sha256.size());

@@ -16,6 +16,7 @@
 #include "common/base/sha256.h"
 #include "common/hevc/picture.h"
 #include "common/pack/layer_codec_id.h"
+#include "common/pack/outliers.h"
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
@@ -51,6 +52,9 @@ struct PackedLayer {
   QuantScheme scheme = QuantScheme::kPerTensorSymmetric;
   std::vector<float> scales;
   std::vector<int32_t> zero_points;
+  // int8 codecs but kHevcDelta, optional: the outlier front end's side list
+  // (outliers.h); a layer with one is format version 2.
+  OutlierList outliers;
   // HEVC only: how the matrix view is cut; other codecs have exactly one tile.
   TileGrid grid;
   std::vector<std::vector<uint8_t>> tiles;  // one bitstream / payload per tile

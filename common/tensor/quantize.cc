@@ -162,7 +162,19 @@ std::vector<float> Dequantize(const QuantizedTensor& params,
 }
 
 absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
-  if (int8) return MakeFloat32Tensor(name, shape, Dequantize(*int8));
+  if (int8) {
+    std::vector<float> values = Dequantize(*int8);
+    for (size_t k = 0; k < outlier_indices.size(); ++k) {
+      const int64_t index = outlier_indices[k];
+      if (index < 0 || static_cast<size_t>(index) >= values.size() ||
+          k >= outlier_values.size()) {
+        return absl::DataLossError(absl::StrCat("tensor '", name, "': outlier ",
+                                                k, " does not fit the tensor"));
+      }
+      values[index] = outlier_values[k];
+    }
+    return MakeFloat32Tensor(name, shape, values);
+  }
   if (stored.dtype == DType::kFloat16 || stored.dtype == DType::kBFloat16) {
     ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(stored));
     return MakeFloat32Tensor(name, shape, values);

@@ -75,8 +75,14 @@ struct RebuiltTensor {
   std::vector<int64_t> shape;
   std::optional<QuantizedTensor> int8;
   Tensor stored;
+  // int8 layers of the outlier front end (common/pack/outliers.h): the
+  // outliers' flat indices (increasing) and values, which the float output
+  // takes instead of the dequantized int8 (where int8 holds them saturated).
+  std::vector<int64_t> outlier_indices;
+  std::vector<float> outlier_values;
 
-  // The tensor a float model is rebuilt from: dequantized int8, or the stored
+  // The tensor a float model is rebuilt from: dequantized int8 (with the
+  // outliers put back), or the stored
   // tensor with float16/bfloat16 widened to float32 (integer buffers
   // unchanged).
   absl::StatusOr<Tensor> ToFloatTensor() const;

@@ -253,7 +253,9 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
       picture,
       lossy_hevc ? options.hevc.qp : 0};
   if (IsInt8Codec(layer.codec))
-    record.quant_scheme = std::string(QuantSchemeName(layer.scheme));
+    record.quant_scheme =
+        absl::StrCat(QuantSchemeName(layer.scheme),
+                     layer.outliers.empty() ? "" : "+outliers");
   // A delta on the base layer (the base version's at this tier, or in a
   // refinement the coarse tier's) when one keeps the tier's fidelity in fewer
   // bytes than the layer coded on its own. A refinement layer coded on its own

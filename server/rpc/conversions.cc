@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/base/printable.h"
 #include "common/base/sha256.h"
 #include "common/pack/layer_policy.h"
@@ -167,7 +168,10 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_sqnr_db(layer.sqnr_db);
       stats->set_decoded_sha256(layer.decoded_sha256);
       stats->set_qp(layer.qp);
-      if (auto scheme = QuantSchemeFromName(layer.quant_scheme); scheme.ok()) {
+      // "<scheme>" or "<scheme>+outliers" (model_store_encoding.cc).
+      absl::string_view scheme_name = layer.quant_scheme;
+      stats->set_outliers(absl::ConsumeSuffix(&scheme_name, "+outliers"));
+      if (auto scheme = QuantSchemeFromName(scheme_name); scheme.ok()) {
         stats->set_quant_scheme(
             static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme)));
       }

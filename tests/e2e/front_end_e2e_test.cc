@@ -3,7 +3,10 @@
 // scales where they win and keeps per-tensor scales on its ordinary layer;
 // describe says which, per layer and tier, and the worst SQNR over every layer;
 // pulls verify every layer's SHA-256 and the int8 output carries one scale per
-// output channel; a refinement tier codes on the per-channel coarse layer.
+// output channel; a refinement tier codes on the per-channel coarse layer. A
+// layer with a few x20 weights gets the outlier front end: describe names it,
+// the float output restores the outliers (float16), the int8 output saturates
+// them.
 #include <algorithm>
 #include <cmath>
 
@@ -137,6 +140,50 @@ TEST(FrontEndEndToEnd,
                  "fc.weight.__scale__")
                 .shape,
             (std::vector<int64_t>{128}));
+}
+
+TEST(FrontEndEndToEnd, OutlierLayerRidesASideListThroughARealPull) {
+  const std::string dir = FreshDir("front_end_outliers");
+  auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  const std::string source = kFixtures + "/outliers.safetensors";
+  ASSERT_TRUE(client->Register({"attn", "v1", source, "q27"}).ok());
+  PullOptions float_pull{"attn", "v1", {"q27"}, dir + "/float.safetensors"};
+  ASSERT_TRUE(client->Pull(float_pull).ok());
+  PullOptions int8_pull{"attn", "v1", {"q27"}, dir + "/int8.safetensors"};
+  int8_pull.int8_output = true;
+  ASSERT_TRUE(client->Pull(int8_pull).ok());
+
+  const ModelInfo info = client->Describe("attn", "v1").value();
+  const TierSummary& tier = Tier(info, "q27");  // the tier pulled
+  ASSERT_EQ(tier.state, "READY");
+  EXPECT_EQ(Layer(tier, "attn.weight").quant_scheme,
+            "per-tensor-symmetric+outliers");
+  EXPECT_EQ(Layer(tier, "mlp.weight").quant_scheme,
+            "per-tensor-symmetric");  // a Gaussian: no outliers
+  const std::vector<float> original =
+      ToFloat32(Find(ReadCheckpoint(source).value(), "attn.weight")).value();
+  const std::vector<float> pulled =
+      ToFloat32(Find(ReadCheckpoint(dir + "/float.safetensors").value(),
+                     "attn.weight"))
+          .value();
+  const Model int8 = ReadCheckpoint(dir + "/int8.safetensors").value();
+  const Tensor& q = Find(int8, "attn.weight");
+  ASSERT_EQ(q.dtype, DType::kInt8);
+  EXPECT_EQ(Find(int8, "attn.weight.__scale__").shape,
+            (std::vector<int64_t>{1}));
+  int outliers = 0;
+  for (size_t i = 0; i < original.size(); ++i) {
+    if (std::abs(original[i]) < 1.0f) continue;  // the planted x20 weights
+    ++outliers;
+    EXPECT_EQ(pulled[i], HalfToFloat(FloatToHalf(original[i]))) << i;
+    EXPECT_EQ(std::abs(static_cast<int8_t>(q.data[i])), 127) << i;
+  }
+  EXPECT_EQ(outliers, 12);
+  const double sqnr = SqnrDb(original, pulled);
+  EXPECT_NEAR(sqnr, Layer(Tier(info, "q27"), "attn.weight").sqnr_db, 1e-3);
+  EXPECT_GT(sqnr, 12.0);  // per-tensor scales alone leave ~0 dB at q27
 }
 
 }  // namespace

@@ -63,6 +63,27 @@ int main(int argc, char** argv) {
     Write(corpus / "fuzz_packed_layer" / absl::StrCat("codec", n++),
           weightcast::SerializePackedLayer(*layer));
   }
+  // The outlier front end (format version 2): a few x20 weights in a float16
+  // side list.
+  {
+    std::vector<float> values = weightcast::ToFloat32(weights).value();
+    for (size_t i = 5; i < values.size(); i += 397) values[i] = 1.5f;
+    const weightcast::Tensor spiky =
+        weightcast::MakeFloat32Tensor("w", weights.shape, values);
+    int k = 0;
+    for (auto codec :
+         {weightcast::LayerCodec::kHevc, weightcast::LayerCodec::kZstdInt8}) {
+      weightcast::LayerEncodeOptions options;
+      options.codec = codec;
+      options.hevc.qp = 30;
+      options.threads = 1;
+      options.outliers = true;
+      auto layer = weightcast::EncodeLayer(spiky, options);
+      if (!layer.ok() || layer->outliers.empty()) return 1;
+      Write(corpus / "fuzz_packed_layer" / absl::StrCat("outliers", k++),
+            weightcast::SerializePackedLayer(*layer));
+    }
+  }
   for (int side : {32, 64}) {
     weightcast::Plane plane{
         side, side, std::vector<uint8_t>(static_cast<size_t>(side * side))};
