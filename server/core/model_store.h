@@ -236,6 +236,10 @@ class ModelStore {
   absl::StatusOr<std::vector<int>> SearchAccuracy(
       const std::shared_ptr<Encoding>& encoding);
   void EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding);
+  // `message` with the paths of the version's bundle files named as such (a
+  // client learns which file was wrong, never where the server keeps it).
+  std::string NameBundleFiles(const VersionRecord& version,
+                              absl::string_view message) const;
   // The QPs a past search of (version, tier) chose, if kept.
   std::optional<std::vector<int>> SearchedQps(const VersionRecord& version,
                                               const std::string& tier);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/base/status_macros.h"
 #include "common/eval/evaluator.h"
@@ -210,10 +211,25 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   return best.qps;
 }
 
+std::string ModelStore::NameBundleFiles(const VersionRecord& version,
+                                        absl::string_view message) const {
+  return absl::StrReplaceAll(
+      message,
+      {{blobs_->PathOf(version.eval_module_sha256), "the evaluation module"},
+       {blobs_->PathOf(version.eval_data_sha256), "the evaluation data"}});
+}
+
 void ModelStore::EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding) {
   absl::StatusOr<std::vector<int>> qps = SearchAccuracy(encoding);
   if (!qps.ok()) {
-    Fail(encoding, qps.status());
+    {
+      absl::MutexLock lock(&mu_);
+      // Shutdown() left the tier NOT_ENCODED: searched again when next asked.
+      if (stopping_) return;
+    }
+    Fail(encoding, absl::Status(qps.status().code(),
+                                NameBundleFiles(encoding->version,
+                                                qps.status().message())));
     return;
   }
   EncodeLayers(encoding, *std::move(qps));

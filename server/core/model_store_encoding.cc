@@ -10,7 +10,6 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint_source.h"
@@ -536,11 +535,8 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
     if (!accuracy.ok()) {
       // The tier stays READY, with the reason its accuracy is missing (a pull
       // by accuracy stops waiting for it); a restart measures it again.
-      // Naming the bundle's files, not where the server keeps them.
-      const std::string message = absl::StrReplaceAll(
-          accuracy.status().message(),
-          {{blobs_->PathOf(record.eval_module_sha256), "the evaluation module"},
-           {blobs_->PathOf(record.eval_data_sha256), "the evaluation data"}});
+      const std::string message =
+          NameBundleFiles(record, accuracy.status().message());
       registry_
           ->SetTierState(record.id, tier, TierState::kReady,
                          absl::StrCat("accuracy not measured: ", message))
