@@ -81,6 +81,9 @@ const std::string kUsage =
        --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
        (a bound given before the server has the tiers' sizes waits until it has: the ladder is
        encoded on registration, or warmed on such a pull)
+       NAME: qNN, budget-N, lossless, ..., or acc-X (a version with an evaluation bundle: the
+       smallest model the server finds whose top-1 is within X points of the float model's,
+       e.g. acc-0.5; searched with at most 8 evaluations the first time it is asked for)
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
        [--shard-bytes N]   -o DIR gets float safetensors shards of at most N bytes of tensor
        data (model-0000k-of-0000n.safetensors) and model.safetensors.index.json
@@ -163,6 +166,8 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
                          absl::StrFormat("s@%gMb/s", mbit), "worst layer");
   for (const TierSummary& t : info.tiers) {
     std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-";
+    if (t.state == "READY" && !t.error.empty())
+      top1 = "error";  // its accuracy could not be measured: below
     if (t.accuracy) {
       top1 = absl::StrFormat("%.2f", t.accuracy->top1);
       if (info.reference_accuracy)
@@ -182,6 +187,10 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
         t.bytes ? info.float_weights / double(t.bytes) : 0,
         Db(t.worst_layer_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6),
         t.worst_layer.empty() ? "-" : t.worst_layer);
+  }
+  for (const TierSummary& t : info.tiers) {
+    if (t.state == "READY" && !t.error.empty())
+      out << t.name << ": " << t.error << "\n";
   }
   out << "worst SQNR: the lowest of every layer's, picture or not (dB against "
          "the float weights)\n";

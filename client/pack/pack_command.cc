@@ -301,7 +301,16 @@ absl::StatusOr<PackCommand> ParsePackCommand(
   command.input = args.positional()[0];
   if (command.mode != PackCommand::Mode::kExplain && command.output.empty())
     return Usage("-o is required");
-  RETURN_IF_ERROR(ParseTierList(command.tiers).status());
+  ASSIGN_OR_RETURN(const std::vector<TierSpec> tiers,
+                   ParseTierList(command.tiers));
+  for (const TierSpec& tier : tiers) {
+    if (IsAccuracyTier(tier)) {
+      return Usage(absl::StrCat(
+          "tier ", tier.name,
+          " is found by the server on a version's evaluation bundle; "
+          "weightcast-pack has no bundle to search with"));
+    }
+  }
   return command;
 }
 

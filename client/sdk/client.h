@@ -70,7 +70,9 @@ struct TierSummary {
   std::optional<AccuracyFigures>
       accuracy;                      // none: no bundle, or not measured yet
   std::vector<LayerSummary> layers;  // READY tiers only
-  std::string error;                 // FAILED tiers
+  // FAILED tiers: why; READY tiers with no accuracy (a version with a bundle):
+  // why it could not be measured.
+  std::string error;
 };
 
 // One tensor of a version, as registered.

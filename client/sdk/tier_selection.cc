@@ -22,6 +22,12 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
       if (t.name == selector.name || (!listed.empty() && t.name == listed))
         return selector.name;
     }
+    // Not listed: a name that is no tier's spelling says so, and an accuracy
+    // tier is added by the server on request (FAILED_PRECONDITION without a
+    // bundle).
+    const absl::StatusOr<TierSpec> spec = ParseTier(selector.name);
+    if (!spec.ok()) return spec.status();
+    if (IsAccuracyTier(*spec)) return selector.name;
     return absl::NotFoundError(absl::StrCat("tier '", selector.name,
                                             "' is not in the ladder of ",
                                             info.model, "/", info.version));

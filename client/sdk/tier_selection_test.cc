@@ -51,6 +51,12 @@ TEST(SelectTier, ANamedTierOfTheLadderOrARefinementOfOneIsTaken) {
                        "tier 'q27' is not in the ladder of mlp/v1"));
   EXPECT_THAT(SelectTier(Info(), {"q27+q12"}),
               StatusIs(absl::StatusCode::kNotFound));
+  // Accuracy tiers are added by the server on request; another spelling of a
+  // tier is named here.
+  EXPECT_THAT(SelectTier(Info(), {"acc-0.5"}), IsOkAndHolds("acc-0.5"));
+  EXPECT_THAT(SelectTier(Info(), {"acc-0.50"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("spelled 'acc-0.5'")));
   TierSelector name_wins;
   name_wins.name = "lossless";
   name_wins.max_bytes = 1;

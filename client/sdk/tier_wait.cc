@@ -32,7 +32,8 @@ int PendingTiers(const ModelInfo& info, const TierSelector& selector,
     if (IsRefinement(t.name)) continue;  // never selected by a bound
     if (t.state == "ENCODING" ||
         (t.state == "NOT_ENCODED" && count_not_encoded) ||
-        (t.state == "READY" && by_accuracy && !t.accuracy)) {
+        (t.state == "READY" && by_accuracy && !t.accuracy &&
+         t.error.empty())) {  // an error: its accuracy could not be measured
       ++pending;
     }
   }

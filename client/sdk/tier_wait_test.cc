@@ -109,6 +109,10 @@ TEST(PendingTiers, CountsWhatABoundedSelectionWaitsFor) {
   EXPECT_EQ(PendingTiers(info, {.max_bytes = 500}, false), 1);
   // By accuracy, READY tiers not yet measured count too.
   EXPECT_EQ(PendingTiers(info, {.max_accuracy_drop = 1}, true), 3);
+  // ... unless the server said why it could not measure one.
+  ModelInfo unmeasurable = info;
+  unmeasurable.tiers[0].error = "accuracy not measured: ...";
+  EXPECT_EQ(PendingTiers(unmeasurable, {.max_accuracy_drop = 1}, true), 2);
   // By name or by nothing: the server encodes the tier on the pull.
   EXPECT_EQ(PendingTiers(info, {.name = "q27"}, true), 0);
   EXPECT_EQ(PendingTiers(info, {}, true), 0);

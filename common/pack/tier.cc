@@ -57,7 +57,36 @@ std::string BudgetTierName(uint64_t bytes) {
   return absl::StrCat("budget-", bytes);
 }
 
+std::string AccuracyTierName(int hundredths) {
+  std::string name = absl::StrCat("acc-", hundredths / 100);
+  if (const int cents = hundredths % 100; cents != 0) {
+    absl::StrAppend(&name, ".", cents / 10);
+    if (cents % 10 != 0) absl::StrAppend(&name, cents % 10);
+  }
+  return name;
+}
+
 namespace {
+
+// "acc-X" with X = 0..100 in at most two decimals, as hundredths; -1 otherwise.
+int AccuracyHundredths(absl::string_view x) {
+  const size_t dot = x.find('.');
+  const absl::string_view whole = x.substr(0, dot);
+  const absl::string_view fraction =
+      dot == absl::string_view::npos ? "" : x.substr(dot + 1);
+  if (x.empty() || whole.size() > 3 || fraction.size() > 2 ||
+      (dot != absl::string_view::npos && fraction.empty()) ||
+      whole.find_first_not_of("0123456789") != absl::string_view::npos ||
+      fraction.find_first_not_of("0123456789") != absl::string_view::npos) {
+    return -1;
+  }
+  int value = 0;
+  for (char c : whole) value = value * 10 + (c - '0');
+  value *= 100;
+  if (!fraction.empty()) value += (fraction[0] - '0') * 10;
+  if (fraction.size() == 2) value += fraction[1] - '0';
+  return value <= 10000 ? value : -1;
+}
 
 // The tier `name` denotes, with its canonical spelling in `name` (which may
 // differ from the argument: "q022" is "q22").
@@ -97,6 +126,19 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
     }
     return RefinementTierName(coarse, fine).status();  // names what is wrong
   }
+  if (absl::string_view x = name; absl::ConsumePrefix(&x, "acc-")) {
+    const int hundredths = AccuracyHundredths(x);
+    if (hundredths >= 0) {
+      tier.max_top1_drop_hundredths = hundredths;
+      tier.name = AccuracyTierName(hundredths);
+      return tier;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("tier ", Echo(name),
+                     ": an accuracy tier is acc-X, X the top-1 points (0 to "
+                     "100, at most two decimals) it may lose to the float "
+                     "model, e.g. acc-0.5"));
+  }
   absl::string_view size = name;
   if (absl::ConsumePrefix(&size, "budget-") && !size.empty()) {
     double unit = 1;
@@ -120,7 +162,7 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
       absl::StrCat("tier ", Echo(name),
                    " is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
                    "lossless, hevc-lossless, int8, C+qF (a refinement of C, a "
-                   "qNN or budget-N tier)"));
+                   "qNN or budget-N tier), acc-X (top-1 within X points)"));
 }
 
 }  // namespace

@@ -29,6 +29,10 @@ struct TierSpec {
   // coarser tier `refines` (qNN or budget-N), which a client receives first and
   // can use while the refinement arrives. Empty: not a refinement.
   std::string refines;
+  // Accuracy tiers ("acc-0.5"): the smallest budget allocation whose measured
+  // top-1 on the version's evaluation bundle is within this many hundredths of
+  // a point of the float model's, found by the server; -1: not one.
+  int max_top1_drop_hundredths = -1;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
@@ -39,15 +43,24 @@ inline constexpr size_t kMaxLadderTiers = 256;
 
 // "qNN" (HEVC at QP NN, 0..51), "budget-N[k|m|g]" (HEVC within N bytes, decimal
 // units), "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF"
-// (a refinement of C, a qNN tier of a QP above F or a budget-N tier, to qF).
+// (a refinement of C, a qNN tier of a QP above F or a budget-N tier, to qF),
+// "acc-X" (the smallest model whose measured top-1 is within X points of the
+// float model's, X = 0..100 in steps of 0.01; needs an evaluation bundle).
 // Each tier has one spelling: "q22", not "q022"; budgets in the largest unit
 // that divides them exactly ("budget-1500", "budget-2m", not "budget-1.5k" or
-// "budget-2000k"); another spelling is INVALID_ARGUMENT naming the canonical
+// "budget-2000k"); "acc-0.5", "acc-1" (not "acc-.5", "acc-1.0"); another
+// spelling is INVALID_ARGUMENT naming the canonical
 // one.
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // The canonical name of the budget tier of `bytes` (> 0): "budget-2m",
 // "budget-1500".
 std::string BudgetTierName(uint64_t bytes);
+// The canonical name of the accuracy tier of `hundredths` (0..10000) of a
+// point: 50 -> "acc-0.5", 100 -> "acc-1".
+std::string AccuracyTierName(int hundredths);
+inline bool IsAccuracyTier(const TierSpec& tier) {
+  return tier.max_top1_drop_hundredths >= 0;
+}
 // The refinement tier that brings `coarse` to `fine` ("q37", "q22" ->
 // "q37+q22"). INVALID_ARGUMENT unless `fine` is a qNN tier and `coarse` a qNN
 // tier of a higher QP or a budget-N tier.

@@ -90,6 +90,44 @@ TEST(Tier, EachTierHasOneSpellingAndOthersNameIt) {
   EXPECT_EQ(BudgetTierName(3000000000), "budget-3g");
 }
 
+TEST(Tier, ParsesAccuracyTiersInOneSpellingWithinBounds) {
+  const std::pair<const char*, int> good[] = {
+      {"acc-0.5", 50},  {"acc-1", 100},     {"acc-0", 0},
+      {"acc-0.25", 25}, {"acc-12.3", 1230}, {"acc-100", 10000}};
+  for (const auto& [name, hundredths] : good) {
+    absl::StatusOr<TierSpec> tier = ParseTier(name);
+    ASSERT_TRUE(tier.ok()) << name << ": " << tier.status();
+    EXPECT_EQ(tier->max_top1_drop_hundredths, hundredths) << name;
+    EXPECT_TRUE(IsAccuracyTier(*tier));
+    EXPECT_EQ(tier->qp, 0);
+    EXPECT_EQ(tier->budget_bytes, 0u);
+    EXPECT_FALSE(CanBeRefined(*tier));
+    EXPECT_EQ(AccuracyTierName(hundredths), name);
+  }
+  EXPECT_FALSE(IsAccuracyTier(*ParseTier("q22")));
+  const std::pair<const char*, const char*> respelled[] = {
+      {"acc-.5", "acc-0.5"},
+      {"acc-0.50", "acc-0.5"},
+      {"acc-1.0", "acc-1"},
+      {"acc-01", "acc-1"},
+      {"acc-100.00", "acc-100"}};
+  for (const auto& [other, canonical] : respelled) {
+    const absl::Status status = ParseTier(other).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
+        << other;
+  }
+  for (const char* bad : {"acc-", "acc-100.01", "acc-101", "acc-0.125",
+                          "acc--1", "acc-1.", "acc-1e1", "acc-0x1", "acc- 1",
+                          "acc-nan", "acc-1000", "acc-0.5+q22", "q37+acc-1"}) {
+    const absl::Status status = ParseTier(bad).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(std::string(ParseTier("acc-101").status().message()),
+              HasSubstr("0 to 100"));
+}
+
 TEST(Tier, LongNamesAndLaddersAreRefusedWithoutEchoingThemWhole) {
   const std::string huge = "budget-" + std::string(100000, '0') + "1";
   const absl::Status status = ParseTier(huge).status();

@@ -57,7 +57,7 @@ class Tier:
     worst_sqnr_db: float  # over every layer
     worst_layer: str
     accuracy: Accuracy | None  # None: no evaluation bundle, or not measured yet
-    error: str  # FAILED tiers
+    error: str  # FAILED tiers; READY tiers whose accuracy could not be measured: why
     layers: list  # of Layer; READY tiers only
 
 

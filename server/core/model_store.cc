@@ -29,16 +29,38 @@ absl::Status CheckLabel(absl::string_view what, absl::string_view label) {
   return absl::OkStatus();
 }
 
-// The tiers of `ladder`; INVALID_ARGUMENT beyond `max_tiers`.
+// The tiers of `ladder`; INVALID_ARGUMENT beyond `max_tiers`, or for an
+// accuracy tier in a default ladder (`for_default`: most versions have no
+// evaluation bundle).
 absl::StatusOr<std::vector<TierSpec>> ParseLadder(const std::string& ladder,
-                                                  size_t max_tiers) {
+                                                  size_t max_tiers,
+                                                  bool for_default = false) {
   ASSIGN_OR_RETURN(std::vector<TierSpec> tiers, ParseTierList(ladder));
   if (tiers.size() > max_tiers) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the ladder has ", tiers.size(), " tiers; this server allows at most ",
         max_tiers, " per version (--max-tiers)"));
   }
+  for (const TierSpec& tier : tiers) {
+    if (for_default && IsAccuracyTier(tier)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tier '", tier.name,
+          "' needs an evaluation bundle: name it in a version's ladder, not "
+          "the default one"));
+    }
+  }
   return tiers;
+}
+
+absl::Status NeedsBundle(const VersionRecord& version, const TierSpec& tier) {
+  if (!IsAccuracyTier(tier) || version.has_eval_bundle())
+    return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "tier '", tier.name, "' is the smallest model within ",
+      tier.max_top1_drop_hundredths / 100.0,
+      " points of the float model's measured top-1: it needs an evaluation "
+      "bundle, and ",
+      version.model, "/", version.version, " was registered without one"));
 }
 
 }  // namespace
@@ -53,8 +75,9 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(
   if (options.layer_encoder == nullptr)
     options.layer_encoder = &X265LayerEncoder();
   if (options.clock == nullptr) options.clock = &SystemClock();
-  RETURN_IF_ERROR(
-      ParseLadder(options.default_ladder, options.max_tiers).status());
+  RETURN_IF_ERROR(ParseLadder(options.default_ladder, options.max_tiers,
+                              /*for_default=*/true)
+                      .status());
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
   if (error)
@@ -124,7 +147,8 @@ absl::StatusOr<std::string> ModelStore::DefaultLadder() {
 }
 
 absl::Status ModelStore::SetDefaultLadder(const std::string& ladder) {
-  RETURN_IF_ERROR(ParseLadder(ladder, options_.max_tiers).status());
+  RETURN_IF_ERROR(
+      ParseLadder(ladder, options_.max_tiers, /*for_default=*/true).status());
   return registry_->SetSetting("default_ladder", ladder);
 }
 
@@ -224,6 +248,14 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
   std::optional<Accuracy> reference;
   const bool bundle =
       !request.eval_module_path.empty() || !request.eval_data_path.empty();
+  for (const TierSpec& tier : tiers) {
+    if (!bundle && IsAccuracyTier(tier)) {
+      VersionRecord unbundled;
+      unbundled.model = request.model;
+      unbundled.version = request.version;
+      RETURN_IF_ERROR(NeedsBundle(unbundled, tier));
+    }
+  }
   if (bundle) {
     if (request.eval_module_path.empty() || request.eval_data_path.empty()) {
       return absl::InvalidArgumentError(
@@ -349,7 +381,9 @@ absl::Status ModelStore::Delete(const std::string& model,
 absl::Status ModelStore::AddRefinementTier(const VersionRecord& version,
                                            const TierSpec& tier,
                                            TierAccess access) {
-  if (tier.refines.empty() || registry_->GetTier(version.id, tier.name).ok())
+  RETURN_IF_ERROR(NeedsBundle(version, tier));
+  if ((tier.refines.empty() && !IsAccuracyTier(tier)) ||
+      registry_->GetTier(version.id, tier.name).ok())
     return absl::OkStatus();
   ASSIGN_OR_RETURN(const std::vector<TierSpec> ladder,
                    ParseTierList(version.ladder));
@@ -357,7 +391,14 @@ absl::Status ModelStore::AddRefinementTier(const VersionRecord& version,
     return std::any_of(ladder.begin(), ladder.end(),
                        [&](const TierSpec& t) { return t.name == name; });
   };
-  if (!in_ladder(tier.refines)) {
+  if (IsAccuracyTier(tier)) {
+    // Each is a search of several evaluations: devices get the ladder's.
+    if (access == TierAccess::kLadder) {
+      return absl::NotFoundError(absl::StrCat(
+          "tier '", tier.name, "' is not offered for ", version.model, "/",
+          version.version, " (", version.ladder, "); an operator may warm it"));
+    }
+  } else if (!in_ladder(tier.refines)) {
     return absl::NotFoundError(absl::StrCat(
         "refinement '", tier.name, "': tier '", tier.refines,
         "' is not in the ladder of ", version.model, "/", version.version));

@@ -9,15 +9,20 @@
 // that tier (common/pack/delta_codec) when that is smaller: such a tier has one
 // definition, and a client that does not hold the base layer gets it ahead of
 // the delta in the manifest. A refinement tier "q37+q22" codes them as P
-// pictures at QP 22 on the version's own q37 layers: progressive delivery.
+// pictures at QP 22 on the version's own q37 layers: progressive delivery. An
+// accuracy tier "acc-0.5" (a version with an evaluation bundle) is the smallest
+// budget allocation whose measured top-1 is within 0.5 point of the float
+// model's, found by a bounded search (model_store_accuracy.cc).
 // Thread-safe. model_store.cc: registration, queries, cache;
-// model_store_encoding.cc: encoding and evaluation.
+// model_store_encoding.cc: encoding and evaluation; model_store_accuracy.cc:
+// the accuracy tiers' search.
 #ifndef WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 #define WEIGHTCAST_SERVER_CORE_MODEL_STORE_H_
 
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -41,6 +46,12 @@
 #include "server/storage/registry.h"
 
 namespace weightcast {
+
+// An accuracy tier's search evaluates at most this many candidate allocations
+// (the finest first, then a bisection on budget bytes), and stops earlier when
+// the budgets that miss and meet the target are within this ratio.
+inline constexpr int kMaxAccuracyEvaluations = 8;
+inline constexpr double kAccuracySearchBracket = 1.03;
 
 struct ModelStoreOptions {
   std::string data_dir;
@@ -208,8 +219,10 @@ class ModelStore {
   absl::StatusOr<VersionRecord> RegisterFiles(const RegisterRequest& request,
                                               const std::string& upload_path);
   // Adds a refinement tier to the version when its coarse tier is in the ladder
-  // and `access` allows it (NOT_FOUND if not; RESOURCE_EXHAUSTED past
-  // options_.max_tiers); other tiers are left to the ladder.
+  // and `access` allows it, or an accuracy tier when `access` is
+  // kAnyRefinement (NOT_FOUND if not; RESOURCE_EXHAUSTED past
+  // options_.max_tiers; FAILED_PRECONDITION for an accuracy tier of a version
+  // without an evaluation bundle); other tiers are left to the ladder.
   absl::Status AddRefinementTier(const VersionRecord& version,
                                  const TierSpec& tier, TierAccess access);
   // Loads what a delta tier codes against; false (no deltas) when the base tier
@@ -231,6 +244,19 @@ class ModelStore {
   // overrides the tier's QP.
   void EncodeLayers(const std::shared_ptr<Encoding>& encoding,
                     std::vector<int> qps);
+  // Accuracy tiers: the QPs (one per tensor, 0: the tier's fixed coding) of the
+  // smallest candidate within the tier's top-1 drop, searched on the measured
+  // rate curves and kept in the registry; then encodes them.
+  absl::StatusOr<std::vector<int>> SearchAccuracy(
+      const std::shared_ptr<Encoding>& encoding);
+  void EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding);
+  // `message` with the paths of the version's bundle files named as such (a
+  // client learns which file was wrong, never where the server keeps it).
+  std::string NameBundleFiles(const VersionRecord& version,
+                              absl::string_view message) const;
+  // The QPs a past search of (version, tier) chose, if kept.
+  std::optional<std::vector<int>> SearchedQps(const VersionRecord& version,
+                                              const std::string& tier);
   // Measures the accuracy of a READY tier on the version's evaluation bundle in
   // the background.
   void StartEvaluation(const std::string& model, const std::string& version,

@@ -25,7 +25,8 @@ namespace {
 // QP for all.
 bool IsDeltaTier(const TierSpec& tier) {
   return tier.picture_codec == LayerCodec::kHevc && !tier.lossless &&
-         tier.budget_bytes == 0 && tier.refines.empty();
+         tier.budget_bytes == 0 && tier.refines.empty() &&
+         !IsAccuracyTier(tier);
 }
 
 // What the P pictures of a tier's picture layers are predicted from: the same
@@ -173,7 +174,14 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
     encoding->base_layers.clear();
     encoding->base_lease.reset();
   }
-  if (encoding->tier.budget_bytes > 0) {
+  if (IsAccuracyTier(encoding->tier)) {
+    if (std::optional<std::vector<int>> qps =
+            SearchedQps(encoding->version, encoding->tier.name)) {
+      EncodeLayers(encoding, *std::move(qps));  // searched before
+    } else {
+      MeasureForBudget(encoding);  // then EncodeAccuracyTier
+    }
+  } else if (encoding->tier.budget_bytes > 0) {
     MeasureForBudget(encoding);
   } else {
     EncodeLayers(encoding, {});
@@ -394,6 +402,10 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
 }
 
 void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
+  if (IsAccuracyTier(encoding->tier)) {
+    EncodeAccuracyTier(encoding);
+    return;
+  }
   std::vector<LayerRateCurve> curves;
   std::vector<size_t> tensor_of;  // curve -> tensor index
   uint64_t fixed = 0;
@@ -536,14 +548,33 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
       ASSIGN_OR_RETURN(PackedLayer packed, ParsePackedLayer(bytes, &consumed));
       layers.push_back(std::move(packed));
     }
-    ASSIGN_OR_RETURN(const Model weights,
-                     UnpackModel(layers, /*threads=*/1, bases));
-    layers.clear();
-    ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
-                     Evaluator::Load(blobs_->PathOf(record.eval_module_sha256),
-                                     blobs_->PathOf(record.eval_data_sha256)));
-    ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(weights));
-    RETURN_IF_ERROR(registry_->SetTierAccuracy(record.id, tier, accuracy));
+    absl::StatusOr<Accuracy> accuracy = [&]() -> absl::StatusOr<Accuracy> {
+      ASSIGN_OR_RETURN(const Model weights,
+                       UnpackModel(layers, /*threads=*/1, bases));
+      layers.clear();
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<Evaluator> evaluator,
+          Evaluator::Load(blobs_->PathOf(record.eval_module_sha256),
+                          blobs_->PathOf(record.eval_data_sha256)));
+      if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier);
+      return evaluator->Evaluate(weights);
+    }();
+    if (!accuracy.ok()) {
+      // The tier stays READY, with the reason its accuracy is missing (a pull
+      // by accuracy stops waiting for it); a restart measures it again.
+      const std::string message =
+          NameBundleFiles(record, accuracy.status().message());
+      registry_
+          ->SetTierState(record.id, tier, TierState::kReady,
+                         absl::StrCat("accuracy not measured: ", message))
+          .IgnoreError();
+      return accuracy.status();
+    }
+    RETURN_IF_ERROR(registry_->SetTierAccuracy(record.id, tier, *accuracy));
+    if (!encoded.error.empty()) {  // measured now
+      RETURN_IF_ERROR(
+          registry_->SetTierState(record.id, tier, TierState::kReady, ""));
+    }
     return absl::OkStatus();
   }();
   if (!status.ok()) {

@@ -336,6 +336,39 @@ TEST(ModelStoreEncoding, ABudgetTierFitsItsBytesWithAQpPerPictureLayer) {
   EXPECT_GT(store->GetManifest("mlp", "v1", "q22")->total_bytes, 5000u);
 }
 
+TEST(ModelStoreEncoding, AccuracyTiersNeedAnEvaluationBundle) {
+  const std::string dir = FreshDir("model_store_acc_no_bundle");
+  FakeLayerEncoder encoder;
+  auto store =
+      ModelStore::Create(Options(dir, &encoder, &SystemClock())).value();
+  // Not in a version's ladder without a bundle, nor in the default ladder.
+  EXPECT_THAT(
+      store->Register(Request("v0", "q22,acc-1"), WriteMlp(dir, "v0", 0)),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("evaluation bundle")));
+  EXPECT_THAT(store->SetDefaultLadder("lossless,acc-0.5"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("evaluation bundle")));
+  ModelStoreOptions options = Options(dir + "/b", &encoder, &SystemClock());
+  options.default_ladder = "acc-1";
+  EXPECT_THAT(ModelStore::Create(options).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // Nor on request; another spelling is named; nothing is added or encoded.
+  ASSERT_THAT(store->Register(Request("v1", "q22"), WriteMlp(dir, "v1", 0)),
+              IsOk());
+  EXPECT_THAT(store->GetManifest("mlp", "v1", "acc-0.5").status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("mlp/v1 was registered without one")));
+  EXPECT_THAT(store->Warm("mlp", "v1", {"acc-2"}),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(store->GetManifest("mlp", "v1", "acc-0.50").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("spelled 'acc-0.5'")));
+  EXPECT_THAT(States(*store, "v1"),
+              testing::ElementsAre(testing::Pair("q22", "NOT_ENCODED")));
+  EXPECT_EQ(encoder.encodes(), 0);
+}
+
 TEST(ModelStoreEncoding, TheBudgetTiersOfAVersionMeasureItOnce) {
   const std::string dir = FreshDir("model_store_budget_curves");
   FakeLayerEncoder encoder;

@@ -58,6 +58,9 @@ ServerMetrics::ServerMetrics() {
       {"weightcast_registrations_total", "counter",
        "RegisterModel calls, by result."},
       {"weightcast_active_streams", "gauge", "Pull streams in progress."},
+      {"weightcast_accuracy_evaluations_total", "counter",
+       "Models classified on an evaluation bundle (encoded tiers and the "
+       "candidates of accuracy tiers' searches), by tier."},
       {"weightcast_watch_events_total", "counter",
        "Events sent to watching devices, by type."},
       {"weightcast_blob_requests_total", "counter",
@@ -130,6 +133,12 @@ void ServerMetrics::StreamStarted() {
 void ServerMetrics::StreamEnded() {
   absl::MutexLock lock(&mu_);
   Add("weightcast_active_streams", "", -1);
+}
+
+void ServerMetrics::RecordAccuracyEvaluation(const std::string& tier) {
+  absl::MutexLock lock(&mu_);
+  Add("weightcast_accuracy_evaluations_total", "{" + Label("tier", tier) + "}",
+      1);
 }
 
 void ServerMetrics::RecordResume() {

@@ -30,6 +30,9 @@ class ServerMetrics {
   void StreamStarted();
   void StreamEnded();
   void RecordResume();
+  // One model classified on a version's evaluation bundle: a READY tier's
+  // accuracy, or a candidate of an accuracy tier's search.
+  void RecordAccuracyEvaluation(const std::string& tier);
   // "ok", "invalid", "exists", "too_large", "deadline", "error"
   void RecordRegistration(const std::string& result);
   void RecordPullError(const std::string& code);   // gRPC code name

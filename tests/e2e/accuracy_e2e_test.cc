@@ -3,17 +3,22 @@
 // accuracy PyTorch computed) gets the checkpoint's and every encoded tier's
 // accuracy, kept across a restart; the selector picks the smallest tier within
 // a top-1 drop; budget tiers stay within their bytes with a QP per layer; a
-// bundle that does not fit the checkpoint is refused and leaves nothing behind.
+// bundle that does not fit the checkpoint is refused and leaves nothing behind;
+// an acc-X tier is found within X points of float by a bounded search and kept
+// across a restart; a tier whose accuracy cannot be measured says so.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "client/sdk/client.h"
 #include "common/pack/tier.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/core/model_store.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
 #include "tests/testing/reliability_log.h"
@@ -200,6 +205,174 @@ TEST(AccuracyEndToEnd, ABundleThatDoesNotFitIsRefusedAndLeavesNothing) {
                       "INVALID_ARGUMENT naming TorchScript",
                       "no version added");
   }
+}
+
+// The server's count of models classified for `tier` (0 before the first).
+int Evaluations(const ServerProcess& server, const std::string& tier) {
+  const std::string metrics = HttpGet(server.metrics_url()).value();
+  const std::string key = absl::StrCat(
+      "weightcast_accuracy_evaluations_total{tier=\"", tier, "\"} ");
+  const size_t at = metrics.find(key);
+  if (at == std::string::npos) return 0;
+  double value = 0;
+  EXPECT_TRUE(absl::SimpleAtod(
+      metrics.substr(at + key.size(), metrics.find('\n', at) - at - key.size()),
+      &value));
+  return static_cast<int>(value);
+}
+
+const TierSummary* Find(const ModelInfo& info, const std::string& tier) {
+  for (const TierSummary& t : info.tiers) {
+    if (t.name == tier) return &t;
+  }
+  return nullptr;
+}
+
+// Describe until `tier` is READY with its accuracy (or FAILED); at most 300 s.
+TierSummary AwaitTier(Client& client, const std::string& version,
+                      const std::string& tier) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  TierSummary found;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const ModelInfo info = client.Describe("cnn", version).value();
+    for (const TierSummary& t : info.tiers) {
+      if (t.name == tier) found = t;
+    }
+    if (found.state == "FAILED" || (found.state == "READY" && found.accuracy))
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return found;
+}
+
+TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
+  const std::string dir = FreshDir("accuracy_acc_tier");
+  // A cache of 1 byte keeps the pinned first tier and the tier just encoded:
+  // each acc-X tier is evicted when the next one is encoded.
+  std::vector<std::string> flags = kFlags;
+  flags.insert(flags.end(), {"--cache-bytes", "1"});
+  auto server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  ASSERT_TRUE(client->Register(WithBundle("v1", "lossless,acc-2")).ok());
+  ASSERT_TRUE(client->Warm("cnn", "v1", {}).ok());
+  const ModelInfo info = AwaitAccuracy(*client, "v1");
+  const TierSummary* lossless = Find(info, "lossless");
+  const TierSummary* acc = Find(info, "acc-2");
+  ASSERT_TRUE(lossless && acc);
+  ASSERT_EQ(acc->state, "READY") << acc->error;
+  ASSERT_TRUE(acc->accuracy.has_value());
+  // 64 examples: within 2 points is at most one example lost.
+  EXPECT_GE(acc->accuracy->top1, info.reference_accuracy->top1 - 2.0);
+  EXPECT_LT(acc->bytes, lossless->bytes);
+  int hevc_layers = 0;
+  for (const LayerSummary& l : acc->layers) {
+    if (l.codec != "LAYER_CODEC_HEVC") continue;
+    ++hevc_layers;
+    EXPECT_GT(l.qp, 0) << l.name;
+  }
+  EXPECT_GT(hevc_layers, 0);
+  // The search's candidates and the encoded tier's own measurement.
+  const int evaluations = Evaluations(*server, "acc-2");
+  EXPECT_GE(evaluations, 2);
+  EXPECT_LE(evaluations, kMaxAccuracyEvaluations + 1);
+  // A real pull of it.
+  PullOptions pull{"cnn", "v1", {.name = "acc-2"}, dir + "/acc.safetensors"};
+  auto pulled = client->Pull(pull);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->bytes, acc->bytes);
+
+  // Bad names: another spelling, out of bounds, a version without a bundle.
+  pull.tier.name = "acc-2.0";
+  auto refused = client->Pull(pull);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("spelled 'acc-2'"));
+  pull.tier.name = "acc-101";
+  EXPECT_EQ(client->Pull(pull).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(
+      client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "q27"}).ok());
+  const absl::Status unbundled = client->Warm("mlp", "v1", {"acc-1"});
+  EXPECT_EQ(unbundled.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(unbundled.message()), HasSubstr("evaluation bundle"));
+  auto in_ladder =
+      client->Register({"mlp", "v2", kFixtures + "/mlp.pt", "q27,acc-1"});
+  EXPECT_EQ(in_ladder.status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // A tier asked for by name (not in the ladder) is found by a search of its
+  // own, on the rate curves already measured.
+  pull.tier.name = "acc-0";
+  pulled = client->Pull(pull);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->tier, "acc-0");
+  const TierSummary exact = AwaitTier(*client, "v1", "acc-0");
+  ASSERT_EQ(exact.state, "READY") << exact.error;
+  EXPECT_GE(exact.accuracy->top1, info.reference_accuracy->top1);
+  EXPECT_GE(exact.bytes, acc->bytes);
+  EXPECT_LE(Evaluations(*server, "acc-0"), kMaxAccuracyEvaluations + 1);
+
+  // Restart: the accuracy is in the registry, and the evicted acc-2 is encoded
+  // again from the QPs its search chose, not searched again.
+  server->Stop();
+  server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  client = Client::Connect({server->address()}).value();
+  const ModelInfo again = client->Describe("cnn", "v1").value();
+  const TierSummary* kept = Find(again, "acc-2");
+  ASSERT_TRUE(kept != nullptr);
+  EXPECT_EQ(kept->state, "NOT_ENCODED");  // evicted
+  ASSERT_TRUE(kept->accuracy.has_value());
+  EXPECT_EQ(kept->accuracy->top1, acc->accuracy->top1);
+  pull.tier.name = "acc-2";
+  pulled = client->Pull(pull);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->bytes, acc->bytes);  // the same QPs
+  // At most the encoded tier's own measurement: no search.
+  EXPECT_LE(Evaluations(*server, "acc-2"), 1);
+}
+
+TEST(AccuracyEndToEnd, ATierWhoseAccuracyCannotBeMeasuredSaysSo) {
+  const std::string dir = FreshDir("accuracy_unmeasured");
+  auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ConnectOptions connect{server->address()};
+  connect.call_timeout = absl::Seconds(90);  // also what a pull waits for tiers
+  auto client = Client::Connect(connect).value();
+  ASSERT_TRUE(client->Register(WithBundle("v1", "q27")).ok());
+  // The stored module is damaged after registration (a disk fault).
+  std::ifstream module_file(kFixtures + "/script.pt", std::ios::binary);
+  const std::string module((std::istreambuf_iterator<char>(module_file)), {});
+  int damaged = 0;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(dir + "/data/blobs")) {
+    if (!e.is_regular_file() || e.file_size() != module.size()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    if (std::string((std::istreambuf_iterator<char>(in)), {}) != module)
+      continue;
+    std::filesystem::permissions(e.path(), std::filesystem::perms::owner_write,
+                                 std::filesystem::perm_options::add);
+    std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "damaged";
+    ++damaged;
+  }
+  ASSERT_EQ(damaged, 1);
+  PullOptions pull{"cnn", "v1", {}, dir + "/within.pt"};
+  pull.tier.max_accuracy_drop = 100.0;
+  const auto start = std::chrono::steady_clock::now();
+  auto pulled = client->Pull(pull);
+  // No tier has an accuracy to select by, and the pull knows it at once.
+  EXPECT_NE(pulled.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << pulled.status();
+  EXPECT_FALSE(pulled.ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(80));
+  const ModelInfo info = client->Describe("cnn", "v1").value();
+  const TierSummary& tier = info.tiers[0];
+  EXPECT_EQ(tier.state, "READY");
+  EXPECT_FALSE(tier.accuracy.has_value());
+  EXPECT_THAT(tier.error, HasSubstr("accuracy not measured: the evaluation "
+                                    "module: not a readable TorchScript"));
+  EXPECT_THAT(tier.error, ::testing::Not(HasSubstr(dir)));
 }
 
 }  // namespace

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""acc-X tiers on Fashion-MNIST through the real server and client (issue 21).
+
+usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [TIER ...]   (default tier: acc-0.5)
+
+Trains the reference models as evaluate.py does (cached in WORK_DIR/models), starts weightcastd
+on a fresh data directory, registers each model with its evaluation bundle (TorchScript module +
+the 10,000 test images) and a ladder of the acc-X tiers only (res_cnn with its convolutions as
+pictures at the tier's QP, the policy its budget tiers were measured under), lets the server
+search and encode them, pulls each with the `weightcast` CLI as a float state_dict and measures
+top-1 here in PyTorch. Records bytes (as % of float32), the wall time from warm to a measured
+tier, and the server's count of models it classified for the tier (its search's candidates and
+the encoded tier's own measurement: weightcast_accuracy_evaluations_total).
+"""
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import evaluate  # noqa: E402
+import fashion  # noqa: E402
+
+POLICIES = {"fc_cnn": None, "mlp": None, "res_cnn": evaluate.PICTURE_CONVS}
+
+
+def evaluations(server, tier):
+    with urllib.request.urlopen(server.metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    match = re.search(r'weightcast_accuracy_evaluations_total\{tier="%s"\} (\S+)' % re.escape(tier), text)
+    return int(float(match.group(1))) if match else 0
+
+
+def main():
+    build, work, results_path = sys.argv[1:4]
+    tiers = sys.argv[4:] or ["acc-0.5"]
+    os.makedirs(os.path.join(work, "models"), exist_ok=True)
+    for model in POLICIES:
+        state = os.path.join(work, "models", model + ".pt")
+        fashion.train(model, state)
+        module = os.path.join(work, "models", model + ".module.pt")
+        if not os.path.exists(module):
+            fashion.export(model, state, module, os.path.join(work, "models", "test_data.pt"))
+    data = fashion.load("test")
+    server = evaluate.Server(build, os.path.join(work, "server-acc"))
+    results = {}
+    try:
+        for model, policy in POLICIES.items():
+            float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
+            float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())
+            top1, _ = fashion.accuracy_of_state(model, float_state, data)
+            start = time.time()
+            evaluate.register(server, work, model, "acc", tiers, policy)
+            info = server.await_tiers(model, "acc")
+            seconds = time.time() - start
+            rows = []
+            for t in info["tiers"]:
+                row = {"name": t["name"], "state": t["state"], "error": t["error"],
+                       "evaluations": evaluations(server, t["name"])}
+                if t["state"] == "READY":
+                    path = os.path.join(work, "pulled", model, t["name"] + ".pt")
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    server.run("pull", f"{model}@acc", "--tier", t["name"], "-o", path)
+                    pulled_top1, _ = fashion.accuracy(model, path, data)
+                    row.update({"bytes": t["bytes"], "percent_of_float32": 100.0 * t["bytes"] / float_bytes,
+                                "top1": pulled_top1, "server_top1": t["accuracy"]["top1"],
+                                "qps": {l["name"]: l["qp"] for l in t["layers"] if l["qp"]}})
+                rows.append(row)
+                print(f"{model} {t['name']}: {json.dumps(row)}", flush=True)
+            results[model] = {"float_top1": top1, "server_reference_top1": info["reference_accuracy"]["top1"],
+                              "float_bytes": float_bytes, "seconds_register_to_measured": seconds, "tiers": rows}
+    finally:
+        server.stop()
+        log = server.proc.stdout.read()
+        for line in log.splitlines():
+            if " tier acc-" in line:
+                print(line)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+// ModelStore's accuracy tiers ("acc-0.5"): after the version's rate curves
+// (the budget tiers' measurement), a bounded bisection over byte budgets, each
+// candidate allocation decoded and classified by the real evaluator on the
+// version's bundle; the smallest candidate within the tier's top-1 drop is then
+// encoded like a budget tier. The chosen QPs are kept in the registry, so that
+// the tier evicted (or lost to a restart mid-encoding) is encoded again without
+// searching again.
+#include <malloc.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <optional>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status_macros.h"
+#include "common/eval/evaluator.h"
+#include "common/pack/packed_model.h"
+#include "server/core/model_store.h"
+
+namespace weightcast {
+namespace {
+
+// Where the QPs an accuracy search chose are kept: the version's id,
+// checkpoint and evaluation data (an id a deleted version had may be given
+// again), and the tier.
+std::string SearchKey(const VersionRecord& version, const std::string& tier) {
+  return absl::StrCat("accuracy-search/", version.id, "/",
+                      version.source_sha256, "/", version.eval_data_sha256, "/",
+                      tier);
+}
+
+// The stored QPs, if they are one per tensor and each 0 (the tier's fixed
+// coding) or a QP of the budget grid.
+std::optional<std::vector<int>> ParseQps(const std::string& text,
+                                         size_t tensors) {
+  if (text.empty()) return std::nullopt;
+  std::vector<int> qps;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int qp = 0;
+    if (!absl::SimpleAtoi(part, &qp) || qp < 0 || qp > 51 ||
+        qps.size() == tensors) {
+      return std::nullopt;
+    }
+    qps.push_back(qp);
+  }
+  if (qps.size() != tensors) return std::nullopt;
+  return qps;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
+    const std::shared_ptr<Encoding>& encoding) {
+  const VersionRecord& version = encoding->version;
+  const TierSpec& tier = encoding->tier;
+  if (!version.has_eval_bundle() || !version.reference_accuracy) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tier '", tier.name, "' needs an evaluation bundle with labels; ",
+        version.model, "/", version.version, " has none"));
+  }
+  const double reference = version.reference_accuracy->top1;
+  const double target = reference - tier.max_top1_drop_hundredths / 100.0;
+  const size_t count = encoding->source->size();
+  std::vector<LayerRateCurve> curves;
+  std::vector<size_t> tensor_of;  // curve -> tensor index
+  uint64_t fixed = 0;
+  {
+    absl::MutexLock lock(&encoding->mu);
+    for (size_t i = 0; i < encoding->curves.size(); ++i) {
+      fixed += encoding->fixed_bytes[i];
+      if (encoding->curves[i].points.empty()) continue;
+      curves.push_back(encoding->curves[i]);
+      tensor_of.push_back(i);
+    }
+  }
+  if (curves.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tier '", tier.name, "': ", version.model, "/", version.version,
+        " has no picture layers whose QP could be chosen"));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                   Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
+                                   blobs_->PathOf(version.eval_data_sha256)));
+
+  // Each tensor decoded as the client would see it: at the tier's fixed coding
+  // (qp 0) or at a grid QP, each coded once, as the candidates need them.
+  std::map<std::pair<size_t, int>, Tensor> decoded;
+  const auto decode = [&](size_t index, int qp) -> absl::StatusOr<Tensor> {
+    if (auto it = decoded.find({index, qp}); it != decoded.end())
+      return it->second;
+    ASSIGN_OR_RETURN(const Tensor tensor, encoding->source->Read(index));
+    LayerEncodeOptions base;
+    base.hevc.preset = options_.x265_preset;
+    base.threads = 1;
+    SpreadTiles(encoding, &base);
+    TierSpec at = tier;
+    at.qp = qp;
+    ASSIGN_OR_RETURN(
+        const PackedLayer layer,
+        options_.layer_encoder->Encode(
+            tensor, OptionsFor(tensor, encoding->policy, at, base)));
+    ASSIGN_OR_RETURN(Model one, UnpackModel({layer}, /*threads=*/1));
+    if (one.tensors.size() != 1)
+      return absl::InternalError("a layer decoded to several tensors");
+    decoded.emplace(std::make_pair(index, qp), one.tensors[0]);
+    return std::move(one.tensors[0]);
+  };
+  int evaluations = 0;
+  const auto measure =
+      [&](const std::vector<int>& qps) -> absl::StatusOr<double> {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_)
+        return absl::UnavailableError("the server is shutting down");
+    }
+    Model model;
+    for (size_t i = 0; i < count; ++i) {
+      ASSIGN_OR_RETURN(Tensor tensor, decode(i, qps[i]));
+      model.tensors.push_back(std::move(tensor));
+    }
+    ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
+    ++evaluations;
+    if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier.name);
+    return accuracy.top1;
+  };
+  struct Candidate {
+    uint64_t bytes = 0;
+    std::vector<int> qps;  // per tensor
+  };
+  const auto allocate = [&](uint64_t budget) -> absl::StatusOr<Candidate> {
+    ASSIGN_OR_RETURN(const Allocation allocation,
+                     AllocateBudget(curves, fixed, budget));
+    Candidate candidate{allocation.bytes, std::vector<int>(count, 0)};
+    for (size_t c = 0; c < curves.size(); ++c)
+      candidate.qps[tensor_of[c]] = allocation.qp[c];
+    return candidate;
+  };
+  uint64_t coarsest = fixed, finest = fixed;
+  for (const LayerRateCurve& curve : curves) {
+    uint64_t least = std::numeric_limits<uint64_t>::max(), most = 0;
+    for (const RatePoint& point : curve.points) {
+      least = std::min(least, point.bytes);
+      most = std::max(most, point.bytes);
+    }
+    coarsest += least;
+    finest += most;
+  }
+  // The finest allocation first: if it misses the target, no budget meets it.
+  ASSIGN_OR_RETURN(Candidate best, allocate(finest));
+  ASSIGN_OR_RETURN(const double finest_top1, measure(best.qps));
+  if (finest_top1 < target) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "tier '%s': even the finest HEVC allocation (%d bytes) measures top-1 "
+        "%.2f %%, more than %.2f points below the float model's %.2f %%; pull "
+        "'lossless' or a qNN tier instead",
+        tier.name, best.bytes, finest_top1,
+        tier.max_top1_drop_hundredths / 100.0, reference));
+  }
+  double best_top1 = finest_top1;
+  // Bisection on the logarithm of the budget between a budget known (or taken)
+  // to miss the target and the smallest candidate known to meet it, each step
+  // one evaluation, until they are within kAccuracySearchBracket of each other.
+  double missing = static_cast<double>(coarsest) - 1;
+  for (int step = 0;
+       step < 64 &&
+       evaluations<kMaxAccuracyEvaluations&& static_cast<double>(best.bytes)>
+               std::max(missing, 1.0) *
+           kAccuracySearchBracket;
+       ++step) {
+    const double middle =
+        std::sqrt(std::max(missing, 1.0) * static_cast<double>(best.bytes));
+    ASSIGN_OR_RETURN(
+        const Candidate candidate,
+        allocate(std::max(coarsest, static_cast<uint64_t>(middle))));
+    if (candidate.bytes >= best.bytes) {  // nothing smaller below this budget
+      missing = middle;
+      continue;
+    }
+    ASSIGN_OR_RETURN(const double top1, measure(candidate.qps));
+    if (top1 >= target) {
+      best = candidate;
+      best_top1 = top1;
+    } else {
+      missing = middle;
+    }
+  }
+  decoded.clear();
+  malloc_trim(0);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  std::fprintf(stderr,
+               "weightcastd: %s/%s tier %s: %d evaluations in %.1f s; %llu "
+               "bytes at top-1 %.2f %% (float %.2f %%)\n",
+               version.model.c_str(), version.version.c_str(),
+               tier.name.c_str(), evaluations, seconds,
+               static_cast<unsigned long long>(best.bytes), best_top1,
+               reference);
+  registry_
+      ->SetSetting(SearchKey(version, tier.name), absl::StrJoin(best.qps, ","))
+      .IgnoreError();  // without it, the tier searches again when re-encoded
+  return best.qps;
+}
+
+std::string ModelStore::NameBundleFiles(const VersionRecord& version,
+                                        absl::string_view message) const {
+  return absl::StrReplaceAll(
+      message,
+      {{blobs_->PathOf(version.eval_module_sha256), "the evaluation module"},
+       {blobs_->PathOf(version.eval_data_sha256), "the evaluation data"}});
+}
+
+void ModelStore::EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding) {
+  absl::StatusOr<std::vector<int>> qps = SearchAccuracy(encoding);
+  if (!qps.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      // Shutdown() left the tier NOT_ENCODED: searched again when next asked.
+      if (stopping_) return;
+    }
+    Fail(encoding, absl::Status(qps.status().code(),
+                                NameBundleFiles(encoding->version,
+                                                qps.status().message())));
+    return;
+  }
+  EncodeLayers(encoding, *std::move(qps));
+}
+
+std::optional<std::vector<int>> ModelStore::SearchedQps(
+    const VersionRecord& version, const std::string& tier) {
+  auto stored = registry_->GetSetting(SearchKey(version, tier), "");
+  if (!stored.ok()) return std::nullopt;
+  return ParseQps(*stored, version.tensors.size());
+}
+
+}  // namespace weightcast
