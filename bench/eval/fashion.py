@@ -300,14 +300,30 @@ def accuracy(name, path, data=None):
     return accuracy_of_state(name, load_state(path), data)
 
 
-def accuracy_of_state(name, state, data=None):
-    """Top-1 and top-2 (percent) of MODEL with the tensors of STATE on the test images."""
-    x, y = data if data is not None else load("test")
+def logits_of_state(name, state, data=None):
+    """MODEL's outputs (logits, one row per test image) with the tensors of STATE."""
+    x, _ = data if data is not None else load("test")
     model = MODELS[name][0]()
     model.load_state_dict(state, strict=True)
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+        return torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+
+
+def output_cosine(logits, reference):
+    """The label-free fidelity figure: mean over images of the cosine between a model's output
+    row and the float model's."""
+    return torch.nn.functional.cosine_similarity(logits, reference, dim=1).mean().item()
+
+
+def accuracy_of_state(name, state, data=None):
+    """Top-1 and top-2 (percent) of MODEL with the tensors of STATE on the test images."""
+    data = data if data is not None else load("test")
+    return accuracy_of_logits(logits_of_state(name, state, data), data[1])
+
+
+def accuracy_of_logits(logits, y):
+    """Top-1 and top-2 (percent) of LOGITS against the labels Y."""
     top2 = logits.topk(2, dim=1).indices
     top1 = (top2[:, 0] == y).float().mean().item() * 100
     top2_acc = (top2 == y.unsqueeze(1)).any(dim=1).float().mean().item() * 100

@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 LOSS_POINTS = 0.5  # the accuracy loss the summary asks about
+# Issue 21's goals: the smallest tier within LOSS_POINTS of float top-1, as % of float32 bytes.
+GOALS = {"fc_cnn": 3.0, "mlp": 3.0, "res_cnn": 12.0}
 
 
 def kb(n):
@@ -40,20 +42,22 @@ def best_within(entry, rows):
 
 def table(entry, variant):
     fc = entry["fc"]
-    head = ["", "top-1 %", "top-2 %", "server top-1 %"] + [f"{n} bytes" for n in fc] + ["model bytes", "of float"]
+    head = ["", "top-1 %", "top-2 %", "server top-1 %", "output cosine", "worst SQNR dB (all layers)"] + \
+        [f"{n} bytes" for n in fc] + ["model bytes", "of float"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = entry["float"]
     lines.append("| " + " | ".join(["Original (float32)", f"{f['top1']:.2f}", f"{f['top2']:.2f}",
-                                    f"{variant['server_reference']['top1']:.2f}"] +
+                                    f"{variant['server_reference']['top1']:.2f}", "1", ""] +
                                    [f"{entry['fc_float_bytes'][n]:,}" for n in fc] +
                                    [f"{entry['float_bytes']:,}", "100 %"]) + " |")
     lossless = next(t for t in variant["tiers"] if t["name"] == "lossless")
-    lines.append("| " + " | ".join(["Quant (int8, raw)", f"{lossless['top1']:.2f}", f"{lossless['top2']:.2f}", "",
+    lines.append("| " + " | ".join(["Quant (int8, raw)", f"{lossless['top1']:.2f}", f"{lossless['top2']:.2f}", "", "", "",
                                     *[f"{entry['fc_float_bytes'][n] // 4:,}" for n in fc],
                                     f"{entry['int8_bytes']:,}", pct(entry["int8_bytes"], entry["float_bytes"])]) + " |")
 
     def row(label, t):
-        return "| " + " | ".join([label, f"{t['top1']:.2f}", f"{t['top2']:.2f}", f"{t['server_top1']:.2f}"] +
+        return "| " + " | ".join([label, f"{t['top1']:.2f}", f"{t['top2']:.2f}", f"{t['server_top1']:.2f}",
+                                  f"{t['cosine']:.4f}", db(t["worst_layer_sqnr_db"])] +
                                  [f"{layer_bytes(t, n):,}" for n in fc] +
                                  [f"{t['bytes']:,}", pct(t["bytes"], entry["float_bytes"])]) + " |"
 
@@ -63,9 +67,46 @@ def table(entry, variant):
         lines.append(row(f"tier `{t['name']}` (QP per layer)", t))
     for r in variant.get("requant", []):
         lines.append("| " + " | ".join([f"requant + zstd, step {r['step']:.1f} (bytes of `{r['matched']}`)",
-                                        f"{r['top1']:.2f}", f"{r['top2']:.2f}", ""] + ["" for _ in fc] +
+                                        f"{r['top1']:.2f}", f"{r['top2']:.2f}", "", "", ""] + ["" for _ in fc] +
                                        [f"{r['bytes']:,}", pct(r["bytes"], entry["float_bytes"])]) + " |")
     return "\n".join(lines)
+
+
+def db(value):
+    return "inf" if value is None else f"{value:.1f}"
+
+
+def front_end_table(entry):
+    """Models registered under several int8 front ends: each tier side by side (bytes, top-1, drop,
+    output cosine, worst SQNR over every layer, layers given per-row scales). A budget tier is
+    paired by the uniform tier whose bytes it was given (its own variant's)."""
+    variants = entry["variants"]
+    head = ["tier"]
+    for v in variants:
+        head += [f"{v.get('front_end', 'auto')} bytes", "top-1 %", "drop", "cosine", "worst SQNR dB"]
+    head.append(f"per-row layers ({variants[-1].get('front_end', 'auto')})")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def keyed(v):
+        out = {t["name"]: t for t in v["tiers"]}
+        for b in v.get("budget_tiers", []):
+            target = int(b["name"].split("-")[1])
+            matched = next((t["name"] for t in v["tiers"] if t["bytes"] == target), b["name"])
+            out[f"budget ({matched}'s bytes)"] = b
+        return out
+
+    by_key = [keyed(v) for v in variants]
+    float_top1 = entry["float"]["top1"]
+    for key in by_key[0]:
+        cells = [f"`{key}`" if key in by_key[0] and not key.startswith("budget") else key]
+        for t in (b.get(key) for b in by_key):
+            cells += ([f"{t['bytes']:,}", f"{t['top1']:.2f}", f"{t['top1'] - float_top1:+.2f}", f"{t['cosine']:.4f}",
+                       db(t["worst_layer_sqnr_db"])] if t else ["", "", "", "", ""])
+        last = by_key[-1].get(key)
+        int8 = sum(1 for l in last["layers"] if l["quant_scheme"]) if last else 0
+        cells.append(f"{len(last['per_channel'])} of {int8}" if last else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def accuracy_plot(model, entry, path):
@@ -222,16 +263,28 @@ def main():
     progressive_path = sys.argv[4] if len(sys.argv) > 4 else None
     with open(results_path) as f:
         results = json.load(f)
+    run = results.pop("_run", None)
     images = os.path.join(docs, "eval")
     os.makedirs(images, exist_ok=True)
-    out = ["# Evaluation: accuracy per tier on Fashion-MNIST", "",
-           f"Generated by `scripts/eval` ({datetime.date.today().isoformat()}, {platform.machine()}, "
-           f"{os.cpu_count()} cores); every number below comes from that run: do not edit by hand.", "",
-           "How it was measured: `bench/eval/evaluate.py` trains three models on the Fashion-MNIST training set "
-           "(deterministic seeds, cached), starts `weightcastd`, registers each model with an evaluation bundle "
+    generated = (f"Generated by `scripts/eval` ({datetime.date.today().isoformat()}, {platform.machine()}, "
+                 f"{os.cpu_count()} cores); every number below comes from that run: do not edit by hand.")
+    if run:
+        generated = (f"Generated by `scripts/eval` at commit {run['commit'][:10]}"
+                     f"{' with uncommitted changes' if run['uncommitted_changes'] else ''} (tiers measured "
+                     f"{run['start']} to {run['end']}; {platform.machine()}, {run['cores']} cores, loaded: other "
+                     f"sessions were compiling and testing, load average {run['load_average_start'][1]:.1f} at the "
+                     f"start and {run['load_average_end'][1]:.1f} at the end, 5-minute); every number below comes "
+                     "from that run: do not edit by hand. Loading changes times, not bytes or accuracy.")
+    out = ["# Evaluation: accuracy per tier on Fashion-MNIST", "", generated, "",
+           "How it was measured: `bench/eval/evaluate.py` trains four models on the Fashion-MNIST training set "
+           "(deterministic seeds, cached; `mobilenet` is trained with batch norm and registered with it folded "
+           "into its convolutions), starts `weightcastd`, registers each model with an evaluation bundle "
            "(TorchScript module + the 10,000 test images), lets the server encode every tier, pulls every tier "
            "with the `weightcast` CLI as a float state_dict and measures top-1/top-2 on the 10,000 test images in "
-           "PyTorch. *server top-1* is the figure the server measured itself with libtorch on the same images "
+           "PyTorch, with the *output cosine*: the mean over the test images of the cosine between the pulled model's "
+           "logits and the float model's (the label-free figure an embedding model would be judged by). "
+           "*worst SQNR (all layers)* is the lowest weight SQNR of any coded layer, picture or int8, as the server "
+           "reports it. *server top-1* is the figure the server measured itself with libtorch on the same images "
            "(what `weightcast tiers` shows and `--max-accuracy-drop` selects on). Bytes are packed layer bytes as "
            "streamed. Baselines: *Quant (int8, raw)* is the server's per-tensor symmetric int8 uncompressed; "
            "*int8 + zstd* is the `lossless` tier; *requant + zstd* requantizes the same picture layers' int8 with one "
@@ -255,6 +308,20 @@ def main():
                                f"{best['top1']:.2f} % ({best['top1'] - entry['float']['top1']:+.2f}).")
                 else:
                     out.append(f"- **{model}** ({v['version']}): no {label} within {LOSS_POINTS} point of float top-1.")
+    out += ["", "Issue 21's goals: the smallest tier of any kind (every layer policy and front end measured) within "
+            f"{LOSS_POINTS} point of float top-1, as % of float32 bytes, each from a real pull measured in PyTorch:", ""]
+    for model, entry in results.items():
+        rows = [t for v in entry["variants"] for t in v["tiers"] + v.get("budget_tiers", [])]
+        best = best_within(entry, rows)
+        share = 100 * best["bytes"] / entry["float_bytes"] if best else None
+        goal = GOALS.get(model)
+        verdict = ("no goal set" if goal is None else
+                   f"goal ≤ {goal:.1f} %: {'met' if share is not None and share <= goal else 'not met'}")
+        version = next(v["version"] for v in entry["variants"] for t in v["tiers"] + v.get("budget_tiers", [])
+                       if t is best) if best else ""
+        out.append(f"- **{model}**: " + (f"`{best['name']}` ({version}), {best['bytes']:,} bytes = {share:.2f} % of "
+                                          f"float32, top-1 {best['top1']:.2f} % ({best['top1'] - entry['float']['top1']:+.2f})"
+                                          if best else "no tier within reach") + f"; {verdict}.")
     out += ["", "For comparison, the seed paper sent VGG16's FC layers at QP 30 for about 7 % of the float model "
             "with 0.6 point top-1 loss (ImageNet).", ""]
     out += ["", "### Uniform QP vs a QP per layer at equal bytes", "",
@@ -263,7 +330,19 @@ def main():
     for model, entry in results.items():
         out += [line.replace("| ", f"| {model} / ", 1) for line in equal_bytes(entry)]
     for model, entry in results.items():
-        if len(entry["variants"]) > 1:
+        if len({v.get("front_end", "auto") for v in entry["variants"]}) > 1:
+            float_top1 = entry["float"]["top1"]
+            out += ["", f"### {model}: int8 front ends (per-tensor scales vs auto)", "",
+                    f"{entry['title']}. The same ladder and budget tiers registered twice: with per-tensor int8 "
+                    "scales for every layer (`\"scheme\": \"per-tensor\"` in the layer policy: weightcast before "
+                    "issue 21) and with the default front end (auto: per layer, per-tensor or per-row scales, "
+                    "whichever codes it better; common/pack/front_end.h). The picture layers are the 1x1 convolutions "
+                    "of >= 4096 weights; the stem, depthwise convolutions, the first 1x1 and the classifier stay int8 + "
+                    f"zstd. Float top-1: {float_top1:.2f} %, {entry['float_bytes']:,} bytes. *drop* is top-1 minus "
+                    "float top-1 (points); *worst SQNR* is over every coded layer; *per-row layers* counts the int8 "
+                    "and picture layers given per-row scales.", ""]
+            out += front_end_table(entry)
+        elif len(entry["variants"]) > 1:
             out += ["", f"### {model}: the same tiers under each layer policy", "",
                     "The tier names the QP of the picture layers that follow the tier; `conv-qpNN` codes the "
                     "convolution layers as HEVC pictures at their own QP NN in every HEVC tier, `conv-tier` at the "
