@@ -35,7 +35,6 @@ PICTURE_CONVS = {"min_picture_elements": 512, "convolutions": "picture"}
 # of blocks 1-4: 64x128 to 256x256); the stem, the depthwise convolutions, block 0's 32x64 1x1 and
 # the 256x10 classifier stay int8 + zstd.
 POINTWISE = {"convolutions": "picture"}
-BUDGETS = ["q26", "q28", "q30", "q32", "q34"]
 
 # Per model: what it is, its large FC layers (table columns) and the layer policies studied (one
 # registered version each). "budget": also register budget tiers matched to these HEVC tiers.
@@ -63,9 +62,8 @@ MODELS = {
         # The same tiers with per-tensor int8 scales everywhere (weightcast before issue 21) and with
         # the default front end (auto: per-tensor or per-row scales, chosen per layer).
         "variants": [
-            {"version": "per-tensor", "policy": dict(POINTWISE, scheme="per-tensor"), "ladder": UNIFORM,
-             "budget": BUDGETS},
-            {"version": "auto", "policy": POINTWISE, "ladder": UNIFORM, "budget": BUDGETS},
+            {"version": "per-tensor", "policy": dict(POINTWISE, scheme="per-tensor"), "ladder": SHORT},
+            {"version": "auto", "policy": POINTWISE, "ladder": SHORT, "budget": ["q27", "q32", "q37"]},
         ],
     },
     "mlp": {

@@ -102,8 +102,9 @@ def front_end_table(entry):
 
     by_key = [keyed(v) for v in variants]
     float_top1 = entry["float"]["top1"]
-    for key in by_key[0]:
-        cells = [f"`{key}`" if key in by_key[0] and not key.startswith("budget") else key]
+    keys = list(dict.fromkeys(k for b in by_key for k in b))
+    for key in keys:
+        cells = [key if key.startswith("budget") else f"`{key}`"]
         for t in (b.get(key) for b in by_key):
             cells += ([f"{t['bytes']:,}", f"{t['top1']:.2f}", f"{t['top1'] - float_top1:+.2f}", f"{t['cosine']:.4f}",
                        db(t["worst_layer_sqnr_db"])] if t else ["", "", "", "", ""])
