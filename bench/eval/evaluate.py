@@ -157,6 +157,7 @@ def requant_baselines(model, float_state, tiers, data):
 
 def main():
     build, work, results_path = sys.argv[1:4]
+    torch.set_num_threads(1)  # measuring here: one thread wastes no time spinning on a loaded machine
     names = sys.argv[4].split(",") if len(sys.argv) > 4 else list(MODELS)
     os.makedirs(os.path.join(work, "models"), exist_ok=True)
     run = {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain")),
