@@ -1,8 +1,13 @@
 #!/usr/bin/python3
 """Writes docs/EVALUATION.md and its plots from evaluate.py's RESULTS.json.
 
-usage: report.py RESULTS.json DOCS_DIR [DELTA.json [PROGRESSIVE.json]]
+usage: report.py RESULTS.json[,MORE.json...] DOCS_DIR [DELTA.json [PROGRESSIVE.json]]
+
+Several RESULTS files (evaluate.py runs over different models) are reported as one. Without
+DELTA.json or PROGRESSIVE.json, that section of the existing DOCS_DIR/EVALUATION.md is carried
+over unchanged under a note saying which run it came from.
 """
+import re
 import datetime
 import json
 import os
@@ -15,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 LOSS_POINTS = 0.5  # the accuracy loss the summary asks about
+# Issue 21's goals: the smallest tier within LOSS_POINTS of float top-1, as % of float32 bytes.
+GOALS = {"fc_cnn": 3.0, "mlp": 3.0, "res_cnn": 12.0}
 
 
 def kb(n):
@@ -40,20 +47,22 @@ def best_within(entry, rows):
 
 def table(entry, variant):
     fc = entry["fc"]
-    head = ["", "top-1 %", "top-2 %", "server top-1 %"] + [f"{n} bytes" for n in fc] + ["model bytes", "of float"]
+    head = ["", "top-1 %", "top-2 %", "server top-1 %", "output cosine", "worst SQNR dB (all layers)"] + \
+        [f"{n} bytes" for n in fc] + ["model bytes", "of float"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = entry["float"]
     lines.append("| " + " | ".join(["Original (float32)", f"{f['top1']:.2f}", f"{f['top2']:.2f}",
-                                    f"{variant['server_reference']['top1']:.2f}"] +
+                                    f"{variant['server_reference']['top1']:.2f}", "1", ""] +
                                    [f"{entry['fc_float_bytes'][n]:,}" for n in fc] +
                                    [f"{entry['float_bytes']:,}", "100 %"]) + " |")
     lossless = next(t for t in variant["tiers"] if t["name"] == "lossless")
-    lines.append("| " + " | ".join(["Quant (int8, raw)", f"{lossless['top1']:.2f}", f"{lossless['top2']:.2f}", "",
+    lines.append("| " + " | ".join(["Quant (int8, raw)", f"{lossless['top1']:.2f}", f"{lossless['top2']:.2f}", "", "", "",
                                     *[f"{entry['fc_float_bytes'][n] // 4:,}" for n in fc],
                                     f"{entry['int8_bytes']:,}", pct(entry["int8_bytes"], entry["float_bytes"])]) + " |")
 
     def row(label, t):
-        return "| " + " | ".join([label, f"{t['top1']:.2f}", f"{t['top2']:.2f}", f"{t['server_top1']:.2f}"] +
+        return "| " + " | ".join([label, f"{t['top1']:.2f}", f"{t['top2']:.2f}", f"{t['server_top1']:.2f}",
+                                  f"{t['cosine']:.4f}", db(t["worst_layer_sqnr_db"])] +
                                  [f"{layer_bytes(t, n):,}" for n in fc] +
                                  [f"{t['bytes']:,}", pct(t["bytes"], entry["float_bytes"])]) + " |"
 
@@ -63,9 +72,47 @@ def table(entry, variant):
         lines.append(row(f"tier `{t['name']}` (QP per layer)", t))
     for r in variant.get("requant", []):
         lines.append("| " + " | ".join([f"requant + zstd, step {r['step']:.1f} (bytes of `{r['matched']}`)",
-                                        f"{r['top1']:.2f}", f"{r['top2']:.2f}", ""] + ["" for _ in fc] +
+                                        f"{r['top1']:.2f}", f"{r['top2']:.2f}", "", "", ""] + ["" for _ in fc] +
                                        [f"{r['bytes']:,}", pct(r["bytes"], entry["float_bytes"])]) + " |")
     return "\n".join(lines)
+
+
+def db(value):
+    return "inf" if value is None else f"{value:.1f}"
+
+
+def front_end_table(entry):
+    """Models registered under several int8 front ends: each tier side by side (bytes, top-1, drop,
+    output cosine, worst SQNR over every layer, layers given per-row scales). A budget tier is
+    paired by the uniform tier whose bytes it was given (its own variant's)."""
+    variants = entry["variants"]
+    head = ["tier"]
+    for v in variants:
+        head += [f"{v.get('front_end', 'auto')} bytes", "top-1 %", "drop", "cosine", "worst SQNR dB"]
+    head.append(f"per-row layers ({variants[-1].get('front_end', 'auto')})")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def keyed(v):
+        out = {t["name"]: t for t in v["tiers"]}
+        for b in v.get("budget_tiers", []):
+            target = int(b["name"].split("-")[1])
+            matched = next((t["name"] for t in v["tiers"] if t["bytes"] == target), b["name"])
+            out[f"budget ({matched}'s bytes)"] = b
+        return out
+
+    by_key = [keyed(v) for v in variants]
+    float_top1 = entry["float"]["top1"]
+    keys = list(dict.fromkeys(k for b in by_key for k in b))
+    for key in keys:
+        cells = [key if key.startswith("budget") else f"`{key}`"]
+        for t in (b.get(key) for b in by_key):
+            cells += ([f"{t['bytes']:,}", f"{t['top1']:.2f}", f"{t['top1'] - float_top1:+.2f}", f"{t['cosine']:.4f}",
+                       db(t["worst_layer_sqnr_db"])] if t else ["", "", "", "", ""])
+        last = by_key[-1].get(key)
+        int8 = sum(1 for l in last["layers"] if l["quant_scheme"]) if last else 0
+        cells.append(f"{len(last['per_channel'])} of {int8}" if last else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def accuracy_plot(model, entry, path):
@@ -216,22 +263,84 @@ def progressive_section(results):
     return out + [""]
 
 
+def section_of(old, heading, until):
+    """The lines of OLD from HEADING to the next UNTIL (exclusive), trailing blank lines dropped."""
+    start = old.find(heading)
+    if start < 0:
+        return []
+    end = old.find(until, start + len(heading))
+    lines = old[start:end if end >= 0 else len(old)].rstrip("\n").split("\n")
+    return lines
+
+
+def body(lines):
+    """LINES without carried-over notes and leading blank lines."""
+    lines = [line for line in lines if not line.startswith(("*Not rerun in the latest run",
+                                                            "*Not regenerated in the latest run"))]
+    while lines and not lines[0]:
+        lines.pop(0)
+    return lines
+
+
+def carried_over(old, heading):
+    """The section of the previous document starting at HEADING (to the next "## "), under a note
+    naming the run it came from; nothing when it has none."""
+    start = old.find(heading)
+    if start < 0:
+        return []
+    end = old.find("\n## ", start + 1)
+    section = old[start:end if end >= 0 else len(old)].rstrip("\n").split("\n")
+    note = "*Not regenerated in the latest run:"
+    if not any(line.startswith(note) for line in section):
+        date = re.search(r"Generated by `scripts/eval` \((\d{4}-\d{2}-\d{2})", old)
+        section[1:1] = ["", f"{note} carried over from the run of {date.group(1) if date else 'an earlier date'}, "
+                            "made with the codec of that day (before per-row scales and x265 RDOQ).*"]
+    return section + [""]
+
+
 def main():
     results_path, docs = sys.argv[1:3]
     delta_path = sys.argv[3] if len(sys.argv) > 3 else None
     progressive_path = sys.argv[4] if len(sys.argv) > 4 else None
-    with open(results_path) as f:
-        results = json.load(f)
+    results, runs = {}, []
+    for path in results_path.split(","):
+        with open(path) as f:
+            part = json.load(f)
+        run = part.pop("_run", None)
+        if run:
+            runs.append((run, list(part)))
+        results.update(part)
+    old_doc = os.path.join(docs, "EVALUATION.md")
+    old = open(old_doc).read() if os.path.exists(old_doc) else ""
+    old_date = (re.search(r"Generated by `scripts/eval` \((\d{4}-\d{2}-\d{2})", old) or
+                re.search(r"carried over from the run of (\d{4}-\d{2}-\d{2})", old))
+    old_date = old_date.group(1) if old_date else "an earlier date"
+    stale = [m for m in re.findall(r"^## (\S+)$", old, re.M) if m not in results and m != "Summary"]
+    stale_note = (f"*Not rerun in the latest run: carried over from the run of {old_date}, made with the codec of "
+                  "that day (before per-row scales and x265 RDOQ).*")
     images = os.path.join(docs, "eval")
     os.makedirs(images, exist_ok=True)
-    out = ["# Evaluation: accuracy per tier on Fashion-MNIST", "",
-           f"Generated by `scripts/eval` ({datetime.date.today().isoformat()}, {platform.machine()}, "
-           f"{os.cpu_count()} cores); every number below comes from that run: do not edit by hand.", "",
-           "How it was measured: `bench/eval/evaluate.py` trains three models on the Fashion-MNIST training set "
-           "(deterministic seeds, cached), starts `weightcastd`, registers each model with an evaluation bundle "
+    generated = (f"Generated by `scripts/eval` ({datetime.date.today().isoformat()}, {platform.machine()}, "
+                 f"{os.cpu_count()} cores); every number below comes from that run: do not edit by hand.")
+    if runs:
+        generated = ("Generated by `scripts/eval`; every number below comes from the run(s) named: do not edit by "
+                     "hand. " + " ".join(
+                         f"{', '.join(models)}: commit {run['commit'][:10]}"
+                         f"{' with uncommitted changes' if run['uncommitted_changes'] else ''}, tiers measured "
+                         f"{run['start']} to {run['end']} ({platform.machine()}, {run['cores']} cores, loaded: other "
+                         f"sessions were compiling and testing; 5-minute load average {run['load_average_start'][1]:.1f} "
+                         f"at the start, {run['load_average_end'][1]:.1f} at the end)." for run, models in runs) +
+                     " Loading changes times, not bytes or accuracy.")
+    out = ["# Evaluation: accuracy per tier on Fashion-MNIST", "", generated, "",
+           "How it was measured: `bench/eval/evaluate.py` trains four models on the Fashion-MNIST training set "
+           "(deterministic seeds, cached; `mobilenet` is trained with batch norm and registered with it folded "
+           "into its convolutions), starts `weightcastd`, registers each model with an evaluation bundle "
            "(TorchScript module + the 10,000 test images), lets the server encode every tier, pulls every tier "
            "with the `weightcast` CLI as a float state_dict and measures top-1/top-2 on the 10,000 test images in "
-           "PyTorch. *server top-1* is the figure the server measured itself with libtorch on the same images "
+           "PyTorch, with the *output cosine*: the mean over the test images of the cosine between the pulled model's "
+           "logits and the float model's (the label-free figure an embedding model would be judged by). "
+           "*worst SQNR (all layers)* is the lowest weight SQNR of any coded layer, picture or int8, as the server "
+           "reports it. *server top-1* is the figure the server measured itself with libtorch on the same images "
            "(what `weightcast tiers` shows and `--max-accuracy-drop` selects on). Bytes are packed layer bytes as "
            "streamed. Baselines: *Quant (int8, raw)* is the server's per-tensor symmetric int8 uncompressed; "
            "*int8 + zstd* is the `lossless` tier; *requant + zstd* requantizes the same picture layers' int8 with one "
@@ -255,6 +364,25 @@ def main():
                                f"{best['top1']:.2f} % ({best['top1'] - entry['float']['top1']:+.2f}).")
                 else:
                     out.append(f"- **{model}** ({v['version']}): no {label} within {LOSS_POINTS} point of float top-1.")
+    for model in stale:
+        out += [line + f" *(run of {old_date}, not rerun)*" if not line.endswith("not rerun)*") else line
+                for line in old.split("\n") if line.startswith(f"- **{model}** (")]
+    out += ["", "Issue 21's goals: the smallest tier of any kind (every layer policy and front end measured) within "
+            f"{LOSS_POINTS} point of float top-1, as % of float32 bytes, each from a real pull measured in PyTorch:", ""]
+    for model, entry in results.items():
+        rows = [t for v in entry["variants"] for t in v["tiers"] + v.get("budget_tiers", [])]
+        best = best_within(entry, rows)
+        share = 100 * best["bytes"] / entry["float_bytes"] if best else None
+        goal = GOALS.get(model)
+        verdict = ("no goal set" if goal is None else
+                   f"goal ≤ {goal:.1f} %: {'met' if share is not None and share <= goal else 'not met'}")
+        version = next(v["version"] for v in entry["variants"] for t in v["tiers"] + v.get("budget_tiers", [])
+                       if t is best) if best else ""
+        out.append(f"- **{model}**: " + (f"`{best['name']}` ({version}), {best['bytes']:,} bytes = {share:.2f} % of "
+                                          f"float32, top-1 {best['top1']:.2f} % ({best['top1'] - entry['float']['top1']:+.2f})"
+                                          if best else "no tier within reach") + f"; {verdict}.")
+    for model in stale:
+        out.append(f"- **{model}**: not measured in the latest run (goal ≤ {GOALS.get(model, 0):.1f} %).")
     out += ["", "For comparison, the seed paper sent VGG16's FC layers at QP 30 for about 7 % of the float model "
             "with 0.6 point top-1 loss (ImageNet).", ""]
     out += ["", "### Uniform QP vs a QP per layer at equal bytes", "",
@@ -262,14 +390,34 @@ def main():
             "requant + zstd bytes | top-1 % |", "|---|---|---|---|---|---|---|---|---|"]
     for model, entry in results.items():
         out += [line.replace("| ", f"| {model} / ", 1) for line in equal_bytes(entry)]
+    carried = [line for model in stale for line in old.split("\n") if line.startswith(f"| {model} / ")]
+    if carried:
+        out += carried + ["", f"Rows for {', '.join(stale)}: run of {old_date} (not rerun)."]
     for model, entry in results.items():
-        if len(entry["variants"]) > 1:
+        if len({v.get("front_end", "auto") for v in entry["variants"]}) > 1:
+            float_top1 = entry["float"]["top1"]
+            out += ["", f"### {model}: int8 front ends (per-tensor scales vs auto)", "",
+                    f"{entry['title']}. The same ladder and budget tiers registered twice: with per-tensor int8 "
+                    "scales for every layer (`\"scheme\": \"per-tensor\"` in the layer policy: weightcast before "
+                    "issue 21) and with the default front end (auto: per layer, per-tensor or per-row scales, "
+                    "whichever codes it better; common/pack/front_end.h). The picture layers are the 1x1 convolutions "
+                    "of >= 4096 weights; the stem, depthwise convolutions, the first 1x1 and the classifier stay int8 + "
+                    f"zstd. Float top-1: {float_top1:.2f} %, {entry['float_bytes']:,} bytes. *drop* is top-1 minus "
+                    "float top-1 (points); *worst SQNR* is over every coded layer; *per-row layers* counts the int8 "
+                    "and picture layers given per-row scales.", ""]
+            out += front_end_table(entry)
+        elif len(entry["variants"]) > 1:
             out += ["", f"### {model}: the same tiers under each layer policy", "",
                     "The tier names the QP of the picture layers that follow the tier; `conv-qpNN` codes the "
                     "convolution layers as HEVC pictures at their own QP NN in every HEVC tier, `conv-tier` at the "
                     "tier's QP, `fc` keeps them int8 + zstd. (`lossless` is int8 + zstd for every layer.) Float "
                     f"top-1: {entry['float']['top1']:.2f} %, {entry['float_bytes']:,} bytes.", ""]
             out += variants_side_by_side(entry)
+    for model in stale:
+        section = section_of(old, f"### {model}: ", "\n#")
+        if section:
+            last_row = max(i for i, line in enumerate(section) if line.startswith("|"))
+            out += [""] + section[:2] + [stale_note, ""] + body(section[2:last_row + 1])
     disagree = [(m, v["version"], t["name"]) for m, e in results.items() for v in e["variants"]
                 for t in v["tiers"] + v.get("budget_tiers", []) if abs(t["top1"] - t["server_top1"]) > 0.011]
     out += ["", f"Server-measured top-1 vs PyTorch on the pulled float checkpoint: "
@@ -282,12 +430,19 @@ def main():
         sqnr_plot(model, entry, os.path.join(images, f"{model}_sqnr.png"))
         out += [f"![{model}: accuracy vs bytes](eval/{model}_accuracy.png)", "",
                 f"![{model}: SQNR vs bits/weight per layer](eval/{model}_sqnr.png)", ""]
+    for model in stale:
+        section = section_of(old, f"## {model}\n", "\n## ")
+        out += section[:2] + [stale_note, ""] + body(section[2:]) + [""]
     if delta_path:
         with open(delta_path) as f:
             out += delta_section(json.load(f))
+    else:
+        out += carried_over(old, "## Version deltas")
     if progressive_path:
         with open(progressive_path) as f:
             out += progressive_section(json.load(f))
+    else:
+        out += carried_over(old, "## Progressive delivery")
     with open(os.path.join(docs, "EVALUATION.md"), "w") as f:
         f.write("\n".join(out))
 
