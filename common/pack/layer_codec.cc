@@ -1,7 +1,9 @@
 #include "common/pack/layer_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/parallel_for.h"
@@ -226,6 +228,134 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 }
 
 }  // namespace
+
+namespace {
+
+// The rows of `read` in chunks of `chunk_rows`, in order.
+absl::Status ForEachRowChunk(
+    const FloatRowReader& read, int64_t rows, int64_t cols, int64_t chunk_rows,
+    absl::string_view name,
+    const std::function<void(int64_t, absl::Span<const float>)>& fn) {
+  // Bounded: one round per chunk of rows.
+  for (int64_t row = 0; row < rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - row);
+    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+    if (static_cast<int64_t>(values.size()) != n * cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", values.size(),
+                       " values read for ", n, " rows of ", cols));
+    }
+    fn(row * cols, values);
+  }
+  return absl::OkStatus();
+}
+
+// The channel SQNR of `q`'s int8 values against the float rows, as
+// ChooseFrontEnd measures it (MeasureFidelity with `q` as its own decoding).
+absl::StatusOr<double> Int8ChannelSqnrFromRows(const QuantizedTensor& q,
+                                               const FloatRowReader& read,
+                                               int64_t rows, int64_t cols,
+                                               int64_t chunk_rows,
+                                               absl::string_view name) {
+  FidelityMeter meter(q);
+  RETURN_IF_ERROR(
+      ForEachRowChunk(read, rows, cols, chunk_rows, name,
+                      [&](int64_t first, absl::Span<const float> values) {
+                        meter.Add(static_cast<size_t>(first), values, q.values);
+                      }));
+  return meter.Finish(0).channel_sqnr_db;
+}
+
+}  // namespace
+
+absl::StatusOr<PackedLayer> EncodeLayerFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options, int64_t chunk_elements) {
+  if (!IsInt8Codec(options.codec) || !IsFloatingPoint(header.dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name,
+                     "': coded from rows only as int8 from floating point"));
+  }
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(header.shape,
+                         absl::StrCat("tensor '", header.name, "'")));
+  if (elements > kMaxLayerElements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name, "': ", elements,
+                     " elements is over the limit"));
+  }
+  if (elements == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header.name, "': an empty tensor has no rows to code"));
+  }
+  // Rows as quantize.h's FloatRowReader and MeasureFidelity count them.
+  const int64_t rows = header.shape.size() >= 2 ? header.shape[0] : 1;
+  const int64_t cols = elements / rows;
+  const int64_t chunk_rows =
+      std::clamp<int64_t>(chunk_elements / std::max<int64_t>(cols, 1), 1, rows);
+  PackedLayer layer;
+  layer.name = header.name;
+  layer.codec = options.codec;
+  layer.shape = header.shape;
+  layer.source_dtype = header.dtype;
+
+  // The front end (front_end.h's rule, as EncodeLayerChoosingScheme applies
+  // it): the winner's quantization is the layer's.
+  std::optional<QuantizedTensor> q;
+  if (options.choose_scheme) {
+    ASSIGN_OR_RETURN(
+        QuantizedTensor per_tensor,
+        QuantizeRows(header.name, header.shape, read,
+                     QuantScheme::kPerTensorSymmetric, chunk_rows));
+    if (rows > 1) {
+      ASSIGN_OR_RETURN(const double per_tensor_db,
+                       Int8ChannelSqnrFromRows(per_tensor, read, rows, cols,
+                                               chunk_rows, header.name));
+      ASSIGN_OR_RETURN(
+          QuantizedTensor per_channel,
+          QuantizeRows(header.name, header.shape, read,
+                       QuantScheme::kPerChannelSymmetric, chunk_rows));
+      ASSIGN_OR_RETURN(const double per_channel_db,
+                       Int8ChannelSqnrFromRows(per_channel, read, rows, cols,
+                                               chunk_rows, header.name));
+      if (PerChannelWins(per_tensor_db, per_channel_db))
+        q = std::move(per_channel);
+    }
+    if (!q) q = std::move(per_tensor);
+  } else {
+    ASSIGN_OR_RETURN(q, QuantizeRows(header.name, header.shape, read,
+                                     options.scheme, chunk_rows));
+  }
+  layer.scheme = q->scheme;
+  layer.scales = q->scales;
+  layer.zero_points = q->zero_points;
+  switch (options.codec) {
+    case LayerCodec::kHevc: {
+      absl::Status status = EncodeHevcTiles(*q, options, &layer);
+      if (!status.ok()) return Annotate(status, header.name);
+      break;
+    }
+    case LayerCodec::kZstdInt8:
+      layer.tiles = {ZstdCompress(AsBytes(q->values))};
+      break;
+    default:
+      layer.tiles = {std::vector<uint8_t>(AsBytes(q->values).begin(),
+                                          AsBytes(q->values).end())};
+  }
+  // Decode once, exactly as a client will, to record what it must reproduce.
+  auto decoded = DecodeInt8(layer, elements, options.threads, &options);
+  if (!decoded.ok()) return Annotate(decoded.status(), header.name);
+  layer.decoded_sha256 = Sha256(AsBytes(*decoded));
+  FidelityMeter meter(*q);
+  RETURN_IF_ERROR(
+      ForEachRowChunk(read, rows, cols, chunk_rows, header.name,
+                      [&](int64_t first, absl::Span<const float> values) {
+                        meter.Add(static_cast<size_t>(first), values, *decoded);
+                      }));
+  layer.fidelity = meter.Finish(layer.PayloadBytes());
+  return layer;
+}
 
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads) {

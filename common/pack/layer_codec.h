@@ -40,6 +40,19 @@ struct LayerEncodeOptions {
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
                                         const LayerEncodeOptions& options);
 
+// EncodeLayer(tensor, options), byte for byte, for a floating-point tensor and
+// an int8 codec (HEVC, zstd or raw int8), from the tensor's header (name,
+// shape, dtype; data unused) and its rows read about `chunk_elements` at a time
+// (a few passes: the ranges, the front end's candidates, the fidelity): memory
+// follows the int8 values and their decoded copy plus one chunk, never a float
+// copy of the whole tensor. INVALID_ARGUMENT for other codecs or dtypes, or an
+// empty tensor.
+inline constexpr int64_t kRowChunkElements = 4 << 20;
+absl::StatusOr<PackedLayer> EncodeLayerFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options,
+    int64_t chunk_elements = kRowChunkElements);
+
 // Decodes all tiles (in parallel) and checks the SHA-256 recorded in the
 // header. DATA_LOSS naming the layer when a bitstream is damaged or the digest
 // does not match.

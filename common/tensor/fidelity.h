@@ -37,6 +37,30 @@ double SqnrDb(absl::Span<const float> reference,
 double ChannelSqnrDb(absl::Span<const float> reference,
                      absl::Span<const float> reconstruction, int64_t rows);
 
+// MeasureFidelity computed a part at a time, with the same sums in the same
+// order (so bit for bit the same): Add() the float original's rows in order,
+// then Finish(). Holds `quantized` by reference (its values and scales).
+class FidelityMeter {
+ public:
+  explicit FidelityMeter(const QuantizedTensor& quantized);
+  // Elements [first, first + original.size()) of the tensor, whole rows of
+  // `quantized.shape` (dimension 0), after those before them; `decoded` is the
+  // whole tensor's reconstruction.
+  void Add(size_t first, absl::Span<const float> original,
+           absl::Span<const int8_t> decoded);
+  Fidelity Finish(uint64_t coded_bytes) const;
+
+ private:
+  float Dequantize(size_t i, int8_t value) const;
+
+  const QuantizedTensor& quantized_;
+  size_t n_ = 0, group_ = 0, cols_ = 0;
+  bool by_rows_ = false;
+  double signal_ = 0, noise_ = 0, int8_signal_ = 0, int8_noise_ = 0;
+  double nsr_sum_ = 0, max_abs_error_ = 0;
+  int64_t counted_ = 0;
+};
+
 // Measures `decoded` (int8 values reconstructed from a bitstream of
 // `coded_bytes`) against `original` (the float weights) and `quantized` (the
 // int8 tensor that was coded).

@@ -33,29 +33,61 @@ int8_t Clamp8(float x, int lo) {
       std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
 }
 
+// The range of one group of values that share a scale; it always holds 0 so
+// that 0.0 stays exact.
+struct GroupRange {
+  float lo = 0.0f, hi = 0.0f;
+  void Add(absl::Span<const float> in) {
+    for (float w : in) {
+      lo = std::min(lo, w);
+      hi = std::max(hi, w);
+    }
+  }
+};
+
+void ParamsOf(const GroupRange& range, bool symmetric, float* scale,
+              int32_t* zero_point) {
+  if (symmetric) {
+    const float max_abs = std::max(-range.lo, range.hi);
+    *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+    *zero_point = 0;
+    return;
+  }
+  *scale = range.hi > range.lo ? (range.hi - range.lo) / 255.0f : 1.0f;
+  *zero_point = std::clamp(
+      static_cast<int32_t>(std::lrint(-128.0f - range.lo / *scale)), -128, 127);
+}
+
+void QuantizeWith(absl::Span<const float> in, bool symmetric, float scale,
+                  int32_t zero_point, int8_t* out) {
+  if (symmetric) {
+    for (size_t i = 0; i < in.size(); ++i) out[i] = Clamp8(in[i] / scale, -127);
+    return;
+  }
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = Clamp8(in[i] / scale + static_cast<float>(zero_point), -128);
+  }
+}
+
 // Quantizes one group of values that share a scale.
 void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out,
                    float* scale, int32_t* zero_point) {
-  float lo = 0.0f,
-        hi = 0.0f;  // the range always holds 0 so that 0.0 stays exact
-  for (float w : in) {
-    lo = std::min(lo, w);
-    hi = std::max(hi, w);
+  GroupRange range;
+  range.Add(in);
+  ParamsOf(range, symmetric, scale, zero_point);
+  QuantizeWith(in, symmetric, *scale, *zero_point, out);
+}
+
+absl::Status CheckAllFinite(absl::string_view name,
+                            absl::Span<const float> values, int64_t first) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "': element ", first + static_cast<int64_t>(i),
+          " is ", values[i], " (weights must be finite)"));
+    }
   }
-  if (symmetric) {
-    const float max_abs = std::max(-lo, hi);
-    *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
-    *zero_point = 0;
-    for (size_t i = 0; i < in.size(); ++i)
-      out[i] = Clamp8(in[i] / *scale, -127);
-    return;
-  }
-  *scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
-  *zero_point = std::clamp(
-      static_cast<int32_t>(std::lrint(-128.0f - lo / *scale)), -128, 127);
-  for (size_t i = 0; i < in.size(); ++i) {
-    out[i] = Clamp8(in[i] / *scale + static_cast<float>(*zero_point), -128);
-  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -96,13 +128,7 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
         absl::StrCat("tensor '", name, "': ", values.size(),
                      " values for shape ", ShapeToString(shape)));
   }
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (!std::isfinite(values[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "': element ", i, " is ", values[i],
-                       " (weights must be finite)"));
-    }
-  }
+  RETURN_IF_ERROR(CheckAllFinite(name, values, 0));
   const size_t channels =
       IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0
           ? static_cast<size_t>(shape[0])
@@ -116,6 +142,71 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
                   IsSymmetric(scheme), out.values.data() + c * per_channel,
                   &out.scales[c], &out.zero_points[c]);
   }
+  return out;
+}
+
+absl::StatusOr<QuantizedTensor> QuantizeRows(absl::string_view name,
+                                             absl::Span<const int64_t> shape,
+                                             const FloatRowReader& read,
+                                             QuantScheme scheme,
+                                             int64_t chunk_rows) {
+  QuantizedTensor out;
+  out.shape.assign(shape.begin(), shape.end());
+  out.scheme = scheme;
+  ASSIGN_OR_RETURN(
+      const int64_t count,
+      CheckedNumElements(shape, absl::StrCat("tensor '", name, "'")));
+  const int64_t rows = shape.size() >= 2 ? shape[0] : 1;
+  if (count == 0 || rows <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': nothing to quantize in rows"));
+  }
+  const int64_t cols = count / rows;
+  const bool per_channel = IsPerChannel(scheme) && shape.size() >= 2;
+  const bool symmetric = IsSymmetric(scheme);
+  chunk_rows = std::clamp<int64_t>(chunk_rows, 1, rows);
+  // Each round reads `chunk_rows` rows (fewer at the end), checking that the
+  // reader gave as many values as asked for.
+  const auto for_each_chunk =
+      [&](const std::function<void(int64_t, absl::Span<const float>)>& fn)
+      -> absl::Status {
+    for (int64_t row = 0; row < rows; row += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, rows - row);
+      ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+      if (static_cast<int64_t>(values.size()) != n * cols) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "': ", values.size(),
+                         " values read for ", n, " rows of ", cols));
+      }
+      RETURN_IF_ERROR(CheckAllFinite(name, values, row * cols));
+      fn(row, values);
+    }
+    return absl::OkStatus();
+  };
+  std::vector<GroupRange> ranges(per_channel ? static_cast<size_t>(rows) : 1);
+  RETURN_IF_ERROR(
+      for_each_chunk([&](int64_t row, absl::Span<const float> values) {
+        if (!per_channel) {
+          ranges[0].Add(values);
+          return;
+        }
+        for (size_t r = 0; r * cols < values.size(); ++r)
+          ranges[row + r].Add(values.subspan(r * cols, cols));
+      }));
+  out.scales.resize(ranges.size());
+  out.zero_points.resize(ranges.size());
+  for (size_t g = 0; g < ranges.size(); ++g)
+    ParamsOf(ranges[g], symmetric, &out.scales[g], &out.zero_points[g]);
+  ranges = {};
+  out.values.resize(static_cast<size_t>(count));
+  RETURN_IF_ERROR(for_each_chunk([&](int64_t row,
+                                     absl::Span<const float> values) {
+    for (size_t r = 0; r * cols < values.size(); ++r) {
+      const size_t g = per_channel ? static_cast<size_t>(row) + r : 0;
+      QuantizeWith(values.subspan(r * cols, cols), symmetric, out.scales[g],
+                   out.zero_points[g], out.values.data() + (row + r) * cols);
+    }
+  }));
   return out;
 }
 

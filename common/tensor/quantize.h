@@ -5,6 +5,7 @@
 #define WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -48,6 +49,22 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
                                          absl::Span<const int64_t> shape,
                                          absl::Span<const float> values,
                                          QuantScheme scheme);
+
+// Rows `first_row` .. `first_row + rows - 1` of a tensor's matrix (dimension 0
+// by the product of the others; a tensor of fewer than two dimensions is one
+// row) as float32, row-major: a tensor read a part at a time.
+using FloatRowReader = std::function<absl::StatusOr<std::vector<float>>(
+    int64_t first_row, int64_t rows)>;
+
+// Quantize(name, shape, the tensor's values, scheme), bit for bit, from the
+// tensor's rows read `chunk_rows` at a time (twice: the ranges, then the
+// values): memory follows the int8 values and one chunk, never a float copy of
+// the whole tensor. Errors as Quantize's, or the reader's.
+absl::StatusOr<QuantizedTensor> QuantizeRows(absl::string_view name,
+                                             absl::Span<const int64_t> shape,
+                                             const FloatRowReader& read,
+                                             QuantScheme scheme,
+                                             int64_t chunk_rows);
 
 // Quantizes `values` with the scales and zero points of `like` (same shape), as
 // a later version of a tensor is quantized so that an unchanged weight keeps
