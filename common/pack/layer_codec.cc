@@ -231,39 +231,91 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 
 namespace {
 
-// The rows of `read` in chunks of `chunk_rows`, in order.
+// Rows [first_row, first_row + rows) of `read` in chunks of `chunk_rows`, in
+// order: fn(first row of the chunk, its values).
 absl::Status ForEachRowChunk(
-    const FloatRowReader& read, int64_t rows, int64_t cols, int64_t chunk_rows,
-    absl::string_view name,
+    const FloatRowReader& read, int64_t first_row, int64_t rows, int64_t cols,
+    int64_t chunk_rows, absl::string_view name,
     const std::function<void(int64_t, absl::Span<const float>)>& fn) {
   // Bounded: one round per chunk of rows.
-  for (int64_t row = 0; row < rows; row += chunk_rows) {
-    const int64_t n = std::min(chunk_rows, rows - row);
+  for (int64_t row = first_row; row < first_row + rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, first_row + rows - row);
     ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
     if (static_cast<int64_t>(values.size()) != n * cols) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", name, "': ", values.size(),
                        " values read for ", n, " rows of ", cols));
     }
-    fn(row * cols, values);
+    fn(row, values);
   }
   return absl::OkStatus();
 }
 
-// The channel SQNR of `q`'s int8 values against the float rows, as
-// ChooseFrontEnd measures it (MeasureFidelity with `q` as its own decoding).
-absl::StatusOr<double> Int8ChannelSqnrFromRows(const QuantizedTensor& q,
+// The channel SQNR of the int8 values `params` gives against the float rows,
+// as ChooseFrontEnd measures it (MeasureFidelity with the int8 values as their
+// own decoding), a chunk at a time.
+absl::StatusOr<double> Int8ChannelSqnrFromRows(const QuantizedTensor& params,
                                                const FloatRowReader& read,
                                                int64_t rows, int64_t cols,
                                                int64_t chunk_rows,
                                                absl::string_view name) {
-  FidelityMeter meter(q);
-  RETURN_IF_ERROR(
-      ForEachRowChunk(read, rows, cols, chunk_rows, name,
-                      [&](int64_t first, absl::Span<const float> values) {
-                        meter.Add(static_cast<size_t>(first), values, q.values);
-                      }));
+  FidelityMeter meter(params, static_cast<size_t>(rows * cols));
+  std::vector<int8_t> q;
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, 0, rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        q.resize(values.size());
+        QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+        meter.Add(static_cast<size_t>(row * cols), values, q, q);
+      }));
   return meter.Finish(0).channel_sqnr_db;
+}
+
+// The quantization a layer coded from rows takes (values empty): the scheme of
+// `options`, or front_end.h's rule as EncodeLayerChoosingScheme applies it.
+absl::StatusOr<QuantizedTensor> ParamsFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options, int64_t rows, int64_t cols,
+    int64_t chunk_rows) {
+  if (!options.choose_scheme) {
+    return QuantizeParamsFromRows(header.name, header.shape, read,
+                                  options.scheme, chunk_rows);
+  }
+  ASSIGN_OR_RETURN(
+      QuantizedTensor per_tensor,
+      QuantizeParamsFromRows(header.name, header.shape, read,
+                             QuantScheme::kPerTensorSymmetric, chunk_rows));
+  if (rows <= 1) return per_tensor;
+  ASSIGN_OR_RETURN(const double per_tensor_db,
+                   Int8ChannelSqnrFromRows(per_tensor, read, rows, cols,
+                                           chunk_rows, header.name));
+  ASSIGN_OR_RETURN(
+      QuantizedTensor per_channel,
+      QuantizeParamsFromRows(header.name, header.shape, read,
+                             QuantScheme::kPerChannelSymmetric, chunk_rows));
+  ASSIGN_OR_RETURN(const double per_channel_db,
+                   Int8ChannelSqnrFromRows(per_channel, read, rows, cols,
+                                           chunk_rows, header.name));
+  return PerChannelWins(per_tensor_db, per_channel_db) ? per_channel
+                                                       : per_tensor;
+}
+
+// The int8 values of `rect` of the matrix, quantized with `params` from its
+// rows read a chunk at a time.
+absl::StatusOr<std::vector<int8_t>> QuantizeRect(const QuantizedTensor& params,
+                                                 const FloatRowReader& read,
+                                                 const TileRect& rect,
+                                                 int64_t cols,
+                                                 int64_t chunk_rows,
+                                                 absl::string_view name) {
+  std::vector<int8_t> out(static_cast<size_t>(rect.rows * rect.cols));
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, rect.row0, rect.rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        QuantizeRowsWith(params, row, cols, values, rect.col0, rect.cols,
+                         out.data() + (row - rect.row0) * rect.cols);
+      }));
+  return out;
 }
 
 }  // namespace
@@ -289,7 +341,8 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor '", header.name, "': an empty tensor has no rows to code"));
   }
-  // Rows as quantize.h's FloatRowReader and MeasureFidelity count them.
+  // Rows as quantize.h's FloatRowReader and MeasureFidelity count them (the
+  // picture's rows too: MatrixView).
   const int64_t rows = header.shape.size() >= 2 ? header.shape[0] : 1;
   const int64_t cols = elements / rows;
   const int64_t chunk_rows =
@@ -299,60 +352,95 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
   layer.codec = options.codec;
   layer.shape = header.shape;
   layer.source_dtype = header.dtype;
-
-  // The front end (front_end.h's rule, as EncodeLayerChoosingScheme applies
-  // it): the winner's quantization is the layer's.
-  std::optional<QuantizedTensor> q;
-  if (options.choose_scheme) {
-    ASSIGN_OR_RETURN(
-        QuantizedTensor per_tensor,
-        QuantizeRows(header.name, header.shape, read,
-                     QuantScheme::kPerTensorSymmetric, chunk_rows));
-    if (rows > 1) {
-      ASSIGN_OR_RETURN(const double per_tensor_db,
-                       Int8ChannelSqnrFromRows(per_tensor, read, rows, cols,
-                                               chunk_rows, header.name));
-      ASSIGN_OR_RETURN(
-          QuantizedTensor per_channel,
-          QuantizeRows(header.name, header.shape, read,
-                       QuantScheme::kPerChannelSymmetric, chunk_rows));
-      ASSIGN_OR_RETURN(const double per_channel_db,
-                       Int8ChannelSqnrFromRows(per_channel, read, rows, cols,
-                                               chunk_rows, header.name));
-      if (PerChannelWins(per_tensor_db, per_channel_db))
-        q = std::move(per_channel);
-    }
-    if (!q) q = std::move(per_tensor);
+  ASSIGN_OR_RETURN(
+      const QuantizedTensor params,
+      ParamsFromRows(header, read, options, rows, cols, chunk_rows));
+  layer.scheme = params.scheme;
+  layer.scales = params.scales;
+  layer.zero_points = params.zero_points;
+  const TileRect whole{0, 0, rows, cols};
+  if (options.codec == LayerCodec::kHevc) {
+    // Each tile quantized from its own rows when its job runs: memory follows
+    // the tiles in progress, not the layer.
+    layer.grid = PlanTiles(rows, cols, options.max_tile_size);
+    layer.tiles.resize(layer.grid.NumTiles());
+    layer.qp = options.hevc.lossless ? 0 : options.hevc.qp;
+    layer.lossless = options.hevc.lossless;
+    layer.preset = options.hevc.preset;
+    layer.tools = options.hevc.tools;
+    const absl::Status status = ForEachTile(
+        layer.tiles.size(), options.threads, &options,
+        [&](size_t i) -> absl::Status {
+          const TileRect rect = layer.grid.Tile(i);
+          ASSIGN_OR_RETURN(
+              const std::vector<int8_t> tile,
+              QuantizeRect(params, read, rect, cols, chunk_rows, header.name));
+          const Plane plane = ExtractTile(tile, rect.cols,
+                                          TileRect{0, 0, rect.rows, rect.cols});
+          ASSIGN_OR_RETURN(layer.tiles[i],
+                           EncodeIntraPicture(plane, options.hevc));
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return Annotate(status, header.name);
   } else {
-    ASSIGN_OR_RETURN(q, QuantizeRows(header.name, header.shape, read,
-                                     options.scheme, chunk_rows));
+    ASSIGN_OR_RETURN(
+        const std::vector<int8_t> q,
+        QuantizeRect(params, read, whole, cols, chunk_rows, header.name));
+    layer.tiles = {
+        options.codec == LayerCodec::kZstdInt8
+            ? ZstdCompress(AsBytes(q))
+            : std::vector<uint8_t>(AsBytes(q).begin(), AsBytes(q).end())};
   }
-  layer.scheme = q->scheme;
-  layer.scales = q->scales;
-  layer.zero_points = q->zero_points;
-  switch (options.codec) {
-    case LayerCodec::kHevc: {
-      absl::Status status = EncodeHevcTiles(*q, options, &layer);
+  // Decode once, exactly as a client will, to record what it must reproduce:
+  // a band of tile rows at a time (the whole layer for the other codecs),
+  // hashed and measured in row order.
+  Sha256Hasher hasher;
+  FidelityMeter meter(params, static_cast<size_t>(elements));
+  const int64_t band_rows =
+      options.codec == LayerCodec::kHevc ? layer.grid.tile_rows : rows;
+  // Bounded: one round per band.
+  for (int64_t row0 = 0; row0 < rows; row0 += band_rows) {
+    const int64_t n = std::min(band_rows, rows - row0);
+    std::vector<int8_t> decoded;
+    if (options.codec == LayerCodec::kHevc) {
+      decoded.resize(static_cast<size_t>(n * cols));
+      const int64_t first_tile = row0 / band_rows * layer.grid.ColTiles();
+      const absl::Status status = ForEachTile(
+          static_cast<size_t>(layer.grid.ColTiles()), options.threads, &options,
+          [&](size_t c) -> absl::Status {
+            const size_t i = static_cast<size_t>(first_tile) + c;
+            TileRect rect = layer.grid.Tile(static_cast<int64_t>(i));
+            auto plane = DecodeIntraPicture(
+                layer.tiles[i], PaddedSize(rect.cols), PaddedSize(rect.rows));
+            if (!plane.ok()) {
+              return absl::Status(
+                  plane.status().code(),
+                  absl::StrCat("tile ", i, ": ", plane.status().message()));
+            }
+            rect.row0 -= row0;
+            InsertTile(*plane, rect, cols, absl::MakeSpan(decoded));
+            return absl::OkStatus();
+          });
       if (!status.ok()) return Annotate(status, header.name);
-      break;
+    } else {
+      auto all = DecodeInt8(layer, elements, options.threads, &options);
+      if (!all.ok()) return Annotate(all.status(), header.name);
+      decoded = *std::move(all);
     }
-    case LayerCodec::kZstdInt8:
-      layer.tiles = {ZstdCompress(AsBytes(q->values))};
-      break;
-    default:
-      layer.tiles = {std::vector<uint8_t>(AsBytes(q->values).begin(),
-                                          AsBytes(q->values).end())};
+    hasher.Update(AsBytes(decoded));
+    std::vector<int8_t> q;
+    RETURN_IF_ERROR(ForEachRowChunk(
+        read, row0, n, cols, chunk_rows, header.name,
+        [&](int64_t row, absl::Span<const float> values) {
+          q.resize(values.size());
+          QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+          meter.Add(
+              static_cast<size_t>(row * cols), values, q,
+              absl::MakeConstSpan(decoded).subspan(
+                  static_cast<size_t>((row - row0) * cols), values.size()));
+        }));
   }
-  // Decode once, exactly as a client will, to record what it must reproduce.
-  auto decoded = DecodeInt8(layer, elements, options.threads, &options);
-  if (!decoded.ok()) return Annotate(decoded.status(), header.name);
-  layer.decoded_sha256 = Sha256(AsBytes(*decoded));
-  FidelityMeter meter(*q);
-  RETURN_IF_ERROR(
-      ForEachRowChunk(read, rows, cols, chunk_rows, header.name,
-                      [&](int64_t first, absl::Span<const float> values) {
-                        meter.Add(static_cast<size_t>(first), values, *decoded);
-                      }));
+  layer.decoded_sha256 = hasher.Finish();
   layer.fidelity = meter.Finish(layer.PayloadBytes());
   return layer;
 }

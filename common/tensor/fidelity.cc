@@ -46,12 +46,13 @@ double ChannelSqnrDb(absl::Span<const float> reference,
   return -10.0 * std::log10(nsr_sum / static_cast<double>(counted));
 }
 
-FidelityMeter::FidelityMeter(const QuantizedTensor& quantized)
-    : quantized_(quantized),
-      n_(quantized.values.size()),
-      group_(static_cast<size_t>(quantized.ElementsPerScale())) {
-  const int64_t shape_rows =
-      quantized.shape.size() >= 2 ? quantized.shape[0] : 1;
+FidelityMeter::FidelityMeter(const QuantizedTensor& params, size_t elements)
+    : scales_(params.scales),
+      zero_points_(params.zero_points),
+      n_(elements),
+      // As QuantizedTensor::ElementsPerScale() (0 without scales).
+      group_(params.scales.empty() ? 0 : elements / params.scales.size()) {
+  const int64_t shape_rows = params.shape.size() >= 2 ? params.shape[0] : 1;
   by_rows_ = shape_rows > 0 && n_ % static_cast<size_t>(shape_rows) == 0;
   const size_t rows = by_rows_ ? static_cast<size_t>(shape_rows) : 1;
   cols_ = n_ == 0 ? 0 : n_ / rows;
@@ -59,14 +60,15 @@ FidelityMeter::FidelityMeter(const QuantizedTensor& quantized)
 
 float FidelityMeter::Dequantize(size_t i, int8_t value) const {
   const size_t c = i / group_;
-  if (c >= quantized_.scales.size()) return 0.0f;  // as Dequantize leaves it
-  return quantized_.scales[c] *
-         static_cast<float>(value - quantized_.zero_points[c]);
+  if (c >= scales_.size()) return 0.0f;  // as Dequantize leaves it
+  return scales_[c] * static_cast<float>(value - zero_points_[c]);
 }
 
 void FidelityMeter::Add(size_t first, absl::Span<const float> original,
+                        absl::Span<const int8_t> quantized,
                         absl::Span<const int8_t> decoded) {
-  assert(decoded.size() == n_);
+  assert(decoded.size() == original.size());
+  assert(quantized.size() == original.size());
   assert(cols_ == 0 || (first % cols_ == 0 && original.size() % cols_ == 0));
   assert(first + original.size() <= n_);
   if (cols_ == 0) return;
@@ -74,14 +76,14 @@ void FidelityMeter::Add(size_t first, absl::Span<const float> original,
   for (size_t row = first; row < first + original.size(); row += cols_) {
     double row_signal = 0, row_noise = 0;
     for (size_t i = row; i < row + cols_; ++i) {
-      const float reconstruction = Dequantize(i, decoded[i]);
+      const float reconstruction = Dequantize(i, decoded[i - first]);
       const double x = original[i - first];
       const double e = x - static_cast<double>(reconstruction);
       signal_ += x * x;
       noise_ += e * e;
       row_signal += x * x;
       row_noise += e * e;
-      const double q = Dequantize(i, quantized_.values[i]);
+      const double q = Dequantize(i, quantized[i - first]);
       const double qe = q - static_cast<double>(reconstruction);
       int8_signal_ += q * q;
       int8_noise_ += qe * qe;
@@ -128,8 +130,8 @@ Fidelity MeasureFidelity(absl::Span<const float> original,
                          uint64_t coded_bytes) {
   assert(original.size() == decoded.size());
   assert(original.size() == quantized.values.size());
-  FidelityMeter meter(quantized);
-  meter.Add(0, original, decoded);
+  FidelityMeter meter(quantized, quantized.values.size());
+  meter.Add(0, original, quantized.values, decoded);
   return meter.Finish(coded_bytes);
 }
 

@@ -145,11 +145,9 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
   return out;
 }
 
-absl::StatusOr<QuantizedTensor> QuantizeRows(absl::string_view name,
-                                             absl::Span<const int64_t> shape,
-                                             const FloatRowReader& read,
-                                             QuantScheme scheme,
-                                             int64_t chunk_rows) {
+absl::StatusOr<QuantizedTensor> QuantizeParamsFromRows(
+    absl::string_view name, absl::Span<const int64_t> shape,
+    const FloatRowReader& read, QuantScheme scheme, int64_t chunk_rows) {
   QuantizedTensor out;
   out.shape.assign(shape.begin(), shape.end());
   out.scheme = scheme;
@@ -163,51 +161,46 @@ absl::StatusOr<QuantizedTensor> QuantizeRows(absl::string_view name,
   }
   const int64_t cols = count / rows;
   const bool per_channel = IsPerChannel(scheme) && shape.size() >= 2;
-  const bool symmetric = IsSymmetric(scheme);
   chunk_rows = std::clamp<int64_t>(chunk_rows, 1, rows);
-  // Each round reads `chunk_rows` rows (fewer at the end), checking that the
-  // reader gave as many values as asked for.
-  const auto for_each_chunk =
-      [&](const std::function<void(int64_t, absl::Span<const float>)>& fn)
-      -> absl::Status {
-    for (int64_t row = 0; row < rows; row += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, rows - row);
-      ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
-      if (static_cast<int64_t>(values.size()) != n * cols) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", name, "': ", values.size(),
-                         " values read for ", n, " rows of ", cols));
-      }
-      RETURN_IF_ERROR(CheckAllFinite(name, values, row * cols));
-      fn(row, values);
-    }
-    return absl::OkStatus();
-  };
   std::vector<GroupRange> ranges(per_channel ? static_cast<size_t>(rows) : 1);
-  RETURN_IF_ERROR(
-      for_each_chunk([&](int64_t row, absl::Span<const float> values) {
-        if (!per_channel) {
-          ranges[0].Add(values);
-          return;
-        }
-        for (size_t r = 0; r * cols < values.size(); ++r)
-          ranges[row + r].Add(values.subspan(r * cols, cols));
-      }));
+  // Bounded: one round per chunk of rows.
+  for (int64_t row = 0; row < rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - row);
+    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+    if (static_cast<int64_t>(values.size()) != n * cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", values.size(),
+                       " values read for ", n, " rows of ", cols));
+    }
+    RETURN_IF_ERROR(CheckAllFinite(name, values, row * cols));
+    const absl::Span<const float> span(values);
+    if (!per_channel) {
+      ranges[0].Add(span);
+      continue;
+    }
+    for (int64_t r = 0; r < n; ++r)
+      ranges[row + r].Add(span.subspan(r * cols, cols));
+  }
   out.scales.resize(ranges.size());
   out.zero_points.resize(ranges.size());
-  for (size_t g = 0; g < ranges.size(); ++g)
-    ParamsOf(ranges[g], symmetric, &out.scales[g], &out.zero_points[g]);
-  ranges = {};
-  out.values.resize(static_cast<size_t>(count));
-  RETURN_IF_ERROR(for_each_chunk([&](int64_t row,
-                                     absl::Span<const float> values) {
-    for (size_t r = 0; r * cols < values.size(); ++r) {
-      const size_t g = per_channel ? static_cast<size_t>(row) + r : 0;
-      QuantizeWith(values.subspan(r * cols, cols), symmetric, out.scales[g],
-                   out.zero_points[g], out.values.data() + (row + r) * cols);
-    }
-  }));
+  for (size_t g = 0; g < ranges.size(); ++g) {
+    ParamsOf(ranges[g], IsSymmetric(scheme), &out.scales[g],
+             &out.zero_points[g]);
+  }
   return out;
+}
+
+void QuantizeRowsWith(const QuantizedTensor& params, int64_t first_row,
+                      int64_t cols, absl::Span<const float> values,
+                      int64_t col0, int64_t out_cols, int8_t* out) {
+  const bool symmetric = IsSymmetric(params.scheme);
+  const bool per_channel = params.scales.size() > 1;  // a scale per row
+  const int64_t rows = cols ? static_cast<int64_t>(values.size()) / cols : 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t g = per_channel ? static_cast<size_t>(first_row + r) : 0;
+    QuantizeWith(values.subspan(r * cols + col0, out_cols), symmetric,
+                 params.scales[g], params.zero_points[g], out + r * out_cols);
+  }
 }
 
 absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
