@@ -27,6 +27,13 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
                       absl::StrCat("layer '", layer, "': ", status.message()));
 }
 
+// CANCELLED when `options` says the encode is no longer wanted.
+absl::Status CheckCancelled(const LayerEncodeOptions& options) {
+  if (options.cancelled && options.cancelled())
+    return absl::CancelledError("the encode was cancelled");
+  return absl::OkStatus();
+}
+
 // The tiles of one layer, on our own threads or on borrowed ones.
 absl::Status ForEachTile(size_t count, int threads,
                          const LayerEncodeOptions* options,
@@ -54,6 +61,7 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
   return ForEachTile(
       layer->tiles.size(), options.threads, &options,
       [&](size_t i) -> absl::Status {
+        RETURN_IF_ERROR(CheckCancelled(options));
         const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
         ASSIGN_OR_RETURN(layer->tiles[i],
                          EncodeIntraPicture(plane, options.hevc));
@@ -371,6 +379,7 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
     const absl::Status status = ForEachTile(
         layer.tiles.size(), options.threads, &options,
         [&](size_t i) -> absl::Status {
+          RETURN_IF_ERROR(CheckCancelled(options));
           const TileRect rect = layer.grid.Tile(i);
           ASSIGN_OR_RETURN(
               const std::vector<int8_t> tile,
@@ -400,6 +409,7 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
       options.codec == LayerCodec::kHevc ? layer.grid.tile_rows : rows;
   // Bounded: one round per band.
   for (int64_t row0 = 0; row0 < rows; row0 += band_rows) {
+    RETURN_IF_ERROR(CheckCancelled(options));
     const int64_t n = std::min(band_rows, rows - row0);
     std::vector<int8_t> decoded;
     if (options.codec == LayerCodec::kHevc) {

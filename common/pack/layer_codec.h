@@ -6,6 +6,7 @@
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -35,6 +36,10 @@ struct LayerEncodeOptions {
   // own. The bytes are the same either way.
   TaskSpawner tile_spawner;
   int tile_helpers = 0;
+  // Optional: asked before each tile is coded or checked; once it returns
+  // true the layer's remaining tiles are skipped and the encode returns
+  // CANCELLED (a server stopping: a layer's wait is one tile, not the layer).
+  std::function<bool()> cancelled;
 };
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,

@@ -365,3 +365,36 @@ TEST(EncodeLayerFromRows, RefusesWhatItCannotCode) {
 
 }  // namespace
 }  // namespace weightcast
+
+namespace weightcast {
+namespace {
+
+TEST(EncodeLayerCancelled, StopsAtTheNextTile) {
+  // 3x3 tiles; cancelled once the first tile has been asked about.
+  const Tensor t = ToBFloat16(Weights("w", {96, 96}, 7));
+  const Tensor header{t.name, t.shape, t.dtype, {}};
+  for (const bool from_rows : {false, true}) {
+    SCOPED_TRACE(from_rows);
+    std::atomic<int> asked{0};
+    LayerEncodeOptions options = Hevc(27, false, 32);
+    options.threads = 1;
+    options.cancelled = [&asked] { return asked.fetch_add(1) >= 1; };
+    int calls = 0;
+    int64_t most_rows = 0;
+    auto layer = from_rows ? EncodeLayerFromRows(
+                                 header, RowsOf(t, &calls, &most_rows), options)
+                           : EncodeLayer(t, options);
+    EXPECT_EQ(layer.status().code(), absl::StatusCode::kCancelled);
+    EXPECT_THAT(layer.status().message(), HasSubstr("'w'"));
+    EXPECT_EQ(asked.load(), 9);  // every tile asks, only the first is coded
+  }
+  LayerEncodeOptions never = Hevc(27, false, 32);
+  never.cancelled = [] { return false; };
+  auto coded = EncodeLayer(t, never);
+  ASSERT_TRUE(coded.ok()) << coded.status();
+  EXPECT_EQ(SerializePackedLayer(*coded),
+            SerializePackedLayer(*EncodeLayer(t, Hevc(27, false, 32))));
+}
+
+}  // namespace
+}  // namespace weightcast

@@ -61,6 +61,7 @@ LayerEncoder::Source SourceOf(const CheckpointSource& source, size_t index) {
 void ModelStore::SpreadTiles(const std::shared_ptr<Encoding>& encoding,
                              LayerEncodeOptions* options) {
   options->tile_helpers = pool_->workers() - 1;
+  options->cancelled = [this] { return cancelling_.load(); };
   options->tile_spawner =
       [this, urgency = encoding->urgency](std::function<void()> task) {
         pool_->Submit(urgency, std::move(task), /*first=*/true);
@@ -450,10 +451,15 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   const std::string tier = encoding->tier.name;
   if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
   if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
+  // Cancelled by a shutdown: not a failure, encoded again on demand.
   if (!status.ok())
     registry_
-        ->SetTierState(id, tier, TierState::kFailed,
-                       std::string(status.message()))
+        ->SetTierState(id, tier,
+                       absl::IsCancelled(status) ? TierState::kNotEncoded
+                                                 : TierState::kFailed,
+                       absl::IsCancelled(status)
+                           ? std::string()
+                           : std::string(status.message()))
         .IgnoreError();
   encoding->source.reset();
   encoding->base_source.reset();
