@@ -90,8 +90,8 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   -h, --help           this text
 Prints "weightcastd listening on ADDR" once serving. SIGTERM drains: health NOT_SERVING, new
 pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAVAILABLE: devices
-reconnect elsewhere or later). Rollouts and device reports are kept in DIR/fleet.db (with
---registry: in PostgreSQL).
+reconnect elsewhere or later), a running encode stops at its next tile (encoded again on
+demand). Rollouts and device reports are kept in DIR/fleet.db (with --registry: in PostgreSQL).
 )";
 
 struct Flags {

@@ -23,6 +23,47 @@ bool IsSafetensors(const std::string& path) {
   return in.gcount() == 9 && head[8] == '{';
 }
 
+// The byte range of rows [first_row, first_row + rows) of `header` and the
+// chunk's shape; OUT_OF_RANGE outside the tensor.
+absl::StatusOr<std::pair<uint64_t, uint64_t>> RowBytes(const Tensor& header,
+                                                       int64_t first_row,
+                                                       int64_t rows,
+                                                       Tensor* chunk) {
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(header.shape,
+                         absl::StrCat("tensor '", header.name, "'")));
+  const int64_t total_rows = header.shape.size() >= 2 ? header.shape[0] : 1;
+  if (first_row < 0 || rows < 0 || total_rows <= 0 || first_row > total_rows ||
+      rows > total_rows - first_row) {
+    return absl::OutOfRangeError(absl::StrCat("tensor '", header.name,
+                                              "': rows ", first_row, "+", rows,
+                                              " of ", total_rows));
+  }
+  const int64_t cols = elements / total_rows;
+  const uint64_t row_bytes =
+      static_cast<uint64_t>(cols) * DTypeSize(header.dtype);
+  chunk->name = header.name;
+  chunk->shape = {rows, cols};
+  chunk->dtype = header.dtype;
+  return std::make_pair(static_cast<uint64_t>(first_row) * row_bytes,
+                        static_cast<uint64_t>(rows) * row_bytes);
+}
+
+// Rows of a tensor held in memory.
+absl::StatusOr<Tensor> SliceRows(const Tensor& tensor, int64_t first_row,
+                                 int64_t rows) {
+  Tensor chunk;
+  ASSIGN_OR_RETURN(const auto range, RowBytes(tensor, first_row, rows, &chunk));
+  if (range.first + range.second > tensor.data.size()) {
+    return absl::DataLossError(absl::StrCat("tensor '", tensor.name,
+                                            "': data shorter than its shape"));
+  }
+  chunk.data.assign(tensor.data.begin() + range.first,
+                    tensor.data.begin() + range.first + range.second);
+  return chunk;
+}
+
 std::vector<Tensor> HeadersOf(const std::vector<Tensor>& tensors) {
   std::vector<Tensor> headers;
   headers.reserve(tensors.size());
@@ -55,6 +96,29 @@ class SafetensorsSource : public CheckpointSource {
           absl::StrCat(path_, ": ", finite.message()));
     }
     return tensor;
+  }
+
+  absl::StatusOr<Tensor> ReadRows(size_t index, int64_t first_row,
+                                  int64_t rows) const override {
+    if (index >= header_.entries.size())
+      return absl::OutOfRangeError(absl::StrCat(path_, ": no tensor ", index));
+    const SafetensorsEntry& entry = header_.entries[index];
+    Tensor chunk;
+    ASSIGN_OR_RETURN(const auto range,
+                     RowBytes(entry.tensor, first_row, rows, &chunk));
+    if (range.first + range.second > entry.end - entry.begin) {
+      return absl::DataLossError(absl::StrCat(path_, ": tensor '",
+                                              entry.tensor.name,
+                                              "': data shorter than shape"));
+    }
+    chunk.data.resize(range.second);
+    RETURN_IF_ERROR(ReadAt(entry.begin + range.first,
+                           absl::MakeSpan(chunk.data), entry.tensor.name));
+    if (absl::Status finite = CheckFinite(chunk); !finite.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": ", finite.message()));
+    }
+    return chunk;
   }
 
   absl::Status CheckData() const override {
@@ -120,6 +184,13 @@ class WholeSource : public CheckpointSource {
     return model_.tensors[index];
   }
 
+  absl::StatusOr<Tensor> ReadRows(size_t index, int64_t first_row,
+                                  int64_t rows) const override {
+    if (index >= model_.tensors.size())
+      return absl::OutOfRangeError(absl::StrCat("no tensor ", index));
+    return SliceRows(model_.tensors[index], first_row, rows);
+  }
+
  private:
   const Model model_;
 };
@@ -146,6 +217,13 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(
   ASSIGN_OR_RETURN(Model model, ReadCheckpoint(path, &format));
   return std::unique_ptr<CheckpointSource>(
       new WholeSource(format, std::move(model)));
+}
+
+absl::StatusOr<Tensor> CheckpointSource::ReadRows(size_t index,
+                                                  int64_t first_row,
+                                                  int64_t rows) const {
+  ASSIGN_OR_RETURN(const Tensor tensor, Read(index));
+  return SliceRows(tensor, first_row, rows);
 }
 
 absl::Status CheckpointSource::CheckData() const {

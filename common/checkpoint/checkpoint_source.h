@@ -35,6 +35,14 @@ class CheckpointSource {
   // for NaN or Inf, DATA_LOSS when the file was cut short. The caller owns the
   // copy.
   virtual absl::StatusOr<Tensor> Read(size_t index) const = 0;
+  // Rows `first_row` .. `first_row + rows - 1` of tensor `index`, a row being
+  // one index of dimension 0 (a tensor of fewer than two dimensions is one
+  // row): shape [rows, the product of the other dimensions], the tensor's
+  // dtype. Errors as Read()'s (NaN or Inf in these rows), OUT_OF_RANGE for rows
+  // outside the tensor. A safetensors file reads only those rows' bytes; the
+  // default slices Read().
+  virtual absl::StatusOr<Tensor> ReadRows(size_t index, int64_t first_row,
+                                          int64_t rows) const;
   // Reads every tensor's data once, as Read() would, and returns Read()'s
   // first error. A safetensors file is read in chunks of at most
   // kCheckChunkBytes: memory does not follow even the largest tensor.

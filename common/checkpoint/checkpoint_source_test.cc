@@ -49,6 +49,59 @@ TEST(CheckpointSource, ReadsTorchSaveWhole) {
   ExpectSameAsWholeRead(Fixture("cnn_bn.pt"), CheckpointFormat::kTorchSave);
 }
 
+// ReadRows of every tensor, a few rows at a time, put together again is Read().
+void ExpectRowsAsWholeRead(const std::string& path) {
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  for (size_t i = 0; i < (*source)->size(); ++i) {
+    const Tensor& header = (*source)->headers()[i];
+    auto whole = (*source)->Read(i);
+    ASSERT_THAT(whole, IsOk());
+    const int64_t rows = header.shape.size() >= 2 ? header.shape[0] : 1;
+    std::vector<uint8_t> joined;
+    for (int64_t row = 0; row < rows; row += 3) {
+      const int64_t n = std::min<int64_t>(3, rows - row);
+      auto chunk = (*source)->ReadRows(i, row, n);
+      ASSERT_THAT(chunk, IsOk());
+      EXPECT_EQ(chunk->dtype, header.dtype);
+      ASSERT_EQ(chunk->shape.size(), 2u);
+      EXPECT_EQ(chunk->shape[0], n);
+      EXPECT_EQ(chunk->NumElements() / n * rows, whole->NumElements());
+      joined.insert(joined.end(), chunk->data.begin(), chunk->data.end());
+    }
+    EXPECT_EQ(joined, whole->data) << header.name;
+    EXPECT_THAT((*source)->ReadRows(i, rows, 1),
+                StatusIs(absl::StatusCode::kOutOfRange));
+    EXPECT_THAT((*source)->ReadRows(i, -1, 1),
+                StatusIs(absl::StatusCode::kOutOfRange));
+    EXPECT_THAT((*source)->ReadRows(i, 0, rows + 1),
+                StatusIs(absl::StatusCode::kOutOfRange));
+  }
+  EXPECT_THAT((*source)->ReadRows((*source)->size(), 0, 1),
+              StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST(CheckpointSource, ReadRowsPutTogetherIsTheWholeRead) {
+  ExpectRowsAsWholeRead(Fixture("mixed.safetensors"));
+  ExpectRowsAsWholeRead(Fixture("dtypes.safetensors"));
+  ExpectRowsAsWholeRead(Fixture("cnn_bn.pt"));
+}
+
+TEST(CheckpointSource, ReadRowsNamesNaNInTheRowsRead) {
+  const std::string path = FreshDir("source_rows_nan") + "/nan.safetensors";
+  Model model;
+  model.tensors.push_back(
+      MakeFloat32Tensor("m", {3, 2}, {1, 2, 3, std::nanf(""), 5, 6}));
+  ASSERT_THAT(WriteSafetensorsFile(model, path), IsOk());
+  auto source = CheckpointSource::Open(path);
+  ASSERT_THAT(source, IsOk());
+  EXPECT_THAT((*source)->ReadRows(0, 0, 1), IsOk());
+  EXPECT_THAT((*source)->ReadRows(0, 2, 1), IsOk());
+  EXPECT_THAT((*source)->ReadRows(0, 1, 1),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(path), HasSubstr("'m'"))));
+}
+
 TEST(CheckpointSource, ReadNamesTheTensorHoldingNaN) {
   const std::string path = FreshDir("source_nan") + "/nan.safetensors";
   Model model;

@@ -1,7 +1,9 @@
 #include "common/pack/layer_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/parallel_for.h"
@@ -24,6 +26,13 @@ absl::Span<const uint8_t> AsBytes(absl::Span<const int8_t> values) {
 absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
   return absl::Status(status.code(),
                       absl::StrCat("layer '", layer, "': ", status.message()));
+}
+
+// CANCELLED when `options` says the encode is no longer wanted.
+absl::Status CheckCancelled(const LayerEncodeOptions& options) {
+  if (options.cancelled && options.cancelled())
+    return absl::CancelledError("the encode was cancelled");
+  return absl::OkStatus();
 }
 
 // The tiles of one layer, on our own threads or on borrowed ones.
@@ -53,6 +62,7 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
   return ForEachTile(
       layer->tiles.size(), options.threads, &options,
       [&](size_t i) -> absl::Status {
+        RETURN_IF_ERROR(CheckCancelled(options));
         const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
         ASSIGN_OR_RETURN(layer->tiles[i],
                          EncodeIntraPicture(plane, options.hevc));
@@ -265,6 +275,277 @@ absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out) {
   for (uint16_t v : outliers.values)
     out->outlier_values.push_back(HalfToFloat(v));
   return absl::OkStatus();
+}
+
+namespace {
+
+// Rows [first_row, first_row + rows) of `read` in chunks of `chunk_rows`, in
+// order: fn(first row of the chunk, its values).
+absl::Status ForEachRowChunk(
+    const FloatRowReader& read, int64_t first_row, int64_t rows, int64_t cols,
+    int64_t chunk_rows, absl::string_view name,
+    const std::function<void(int64_t, absl::Span<const float>)>& fn) {
+  // Bounded: one round per chunk of rows.
+  for (int64_t row = first_row; row < first_row + rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, first_row + rows - row);
+    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+    if (static_cast<int64_t>(values.size()) != n * cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", values.size(),
+                       " values read for ", n, " rows of ", cols));
+    }
+    fn(row, values);
+  }
+  return absl::OkStatus();
+}
+
+// Whether a weight passes kOutlierRmsMultiple times the RMS of its tensor or
+// of its row (FindOutliers' candidates under either scale), from two passes
+// over the rows: false means the outlier front end cannot apply.
+absl::StatusOr<bool> HasOutlierCandidates(absl::string_view name,
+                                          const FloatRowReader& read,
+                                          int64_t rows, int64_t cols,
+                                          int64_t chunk_rows) {
+  std::vector<double> row_squares(static_cast<size_t>(rows), 0.0);
+  double squares = 0;
+  RETURN_IF_ERROR(
+      ForEachRowChunk(read, 0, rows, cols, chunk_rows, name,
+                      [&](int64_t first, absl::Span<const float> values) {
+                        for (size_t k = 0; k < values.size(); ++k) {
+                          const double v = values[k];
+                          row_squares[first + k / cols] += v * v;
+                        }
+                      }));
+  for (double r : row_squares) squares += r;
+  const double tensor_rms = std::sqrt(squares / (rows * cols));
+  bool found = false;
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, 0, rows, cols, chunk_rows, name,
+      [&](int64_t first, absl::Span<const float> values) {
+        for (size_t k = 0; k < values.size() && !found; ++k) {
+          const double row_rms =
+              std::sqrt(row_squares[first + k / cols] / cols);
+          const double bound =
+              kOutlierRmsMultiple * std::min(tensor_rms, row_rms);
+          found = std::fabs(values[k]) > bound && bound > 0;
+        }
+      }));
+  return found;
+}
+
+// The channel SQNR of the int8 values `params` gives against the float rows,
+// as ChooseFrontEnd measures it (MeasureFidelity with the int8 values as their
+// own decoding), a chunk at a time.
+absl::StatusOr<double> Int8ChannelSqnrFromRows(const QuantizedTensor& params,
+                                               const FloatRowReader& read,
+                                               int64_t rows, int64_t cols,
+                                               int64_t chunk_rows,
+                                               absl::string_view name) {
+  FidelityMeter meter(params, static_cast<size_t>(rows * cols));
+  std::vector<int8_t> q;
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, 0, rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        q.resize(values.size());
+        QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+        meter.Add(static_cast<size_t>(row * cols), values, q, q);
+      }));
+  return meter.Finish(0).channel_sqnr_db;
+}
+
+// The quantization a layer coded from rows takes (values empty): the scheme of
+// `options`, or front_end.h's rule as EncodeLayerChoosingScheme applies it.
+absl::StatusOr<QuantizedTensor> ParamsFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options, int64_t rows, int64_t cols,
+    int64_t chunk_rows) {
+  if (!options.choose_scheme) {
+    return QuantizeParamsFromRows(header.name, header.shape, read,
+                                  options.scheme, chunk_rows);
+  }
+  ASSIGN_OR_RETURN(
+      QuantizedTensor per_tensor,
+      QuantizeParamsFromRows(header.name, header.shape, read,
+                             QuantScheme::kPerTensorSymmetric, chunk_rows));
+  if (rows <= 1) return per_tensor;
+  ASSIGN_OR_RETURN(const double per_tensor_db,
+                   Int8ChannelSqnrFromRows(per_tensor, read, rows, cols,
+                                           chunk_rows, header.name));
+  ASSIGN_OR_RETURN(
+      QuantizedTensor per_channel,
+      QuantizeParamsFromRows(header.name, header.shape, read,
+                             QuantScheme::kPerChannelSymmetric, chunk_rows));
+  ASSIGN_OR_RETURN(const double per_channel_db,
+                   Int8ChannelSqnrFromRows(per_channel, read, rows, cols,
+                                           chunk_rows, header.name));
+  return PerChannelWins(per_tensor_db, per_channel_db) ? per_channel
+                                                       : per_tensor;
+}
+
+// The int8 values of `rect` of the matrix, quantized with `params` from its
+// rows read a chunk at a time.
+absl::StatusOr<std::vector<int8_t>> QuantizeRect(const QuantizedTensor& params,
+                                                 const FloatRowReader& read,
+                                                 const TileRect& rect,
+                                                 int64_t cols,
+                                                 int64_t chunk_rows,
+                                                 absl::string_view name) {
+  std::vector<int8_t> out(static_cast<size_t>(rect.rows * rect.cols));
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, rect.row0, rect.rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        QuantizeRowsWith(params, row, cols, values, rect.col0, rect.cols,
+                         out.data() + (row - rect.row0) * rect.cols);
+      }));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<PackedLayer> EncodeLayerFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options, int64_t chunk_elements) {
+  if (!IsInt8Codec(options.codec) || !IsFloatingPoint(header.dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name,
+                     "': coded from rows only as int8 from floating point"));
+  }
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(header.shape,
+                         absl::StrCat("tensor '", header.name, "'")));
+  if (elements > kMaxLayerElements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name, "': ", elements,
+                     " elements is over the limit"));
+  }
+  if (elements == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header.name, "': an empty tensor has no rows to code"));
+  }
+  // Rows as quantize.h's FloatRowReader and MeasureFidelity count them (the
+  // picture's rows too: MatrixView).
+  const int64_t rows = header.shape.size() >= 2 ? header.shape[0] : 1;
+  const int64_t cols = elements / rows;
+  const int64_t chunk_rows =
+      std::clamp<int64_t>(chunk_elements / std::max<int64_t>(cols, 1), 1, rows);
+  ASSIGN_OR_RETURN(
+      const bool outliers,
+      HasOutlierCandidates(header.name, read, rows, cols, chunk_rows));
+  if (outliers) {
+    // The outlier front end (outliers.h) ranks a layer's largest weights: the
+    // layer is coded whole, as EncodeLayer codes it (memory: this layer).
+    ASSIGN_OR_RETURN(std::vector<float> values, read(0, rows));
+    if (static_cast<int64_t>(values.size()) != elements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", header.name, "': ", values.size(),
+                       " values read for ", elements));
+    }
+    ASSIGN_OR_RETURN(
+        PackedLayer whole,
+        EncodeLayer(MakeFloat32Tensor(header.name, header.shape, values),
+                    options));
+    whole.source_dtype = header.dtype;  // the float32 values are its own
+    return whole;
+  }
+  PackedLayer layer;
+  layer.name = header.name;
+  layer.codec = options.codec;
+  layer.shape = header.shape;
+  layer.source_dtype = header.dtype;
+  ASSIGN_OR_RETURN(
+      const QuantizedTensor params,
+      ParamsFromRows(header, read, options, rows, cols, chunk_rows));
+  layer.scheme = params.scheme;
+  layer.scales = params.scales;
+  layer.zero_points = params.zero_points;
+  const TileRect whole{0, 0, rows, cols};
+  if (options.codec == LayerCodec::kHevc) {
+    // Each tile quantized from its own rows when its job runs: memory follows
+    // the tiles in progress, not the layer.
+    layer.grid = PlanTiles(rows, cols, options.max_tile_size);
+    layer.tiles.resize(layer.grid.NumTiles());
+    layer.qp = options.hevc.lossless ? 0 : options.hevc.qp;
+    layer.lossless = options.hevc.lossless;
+    layer.preset = options.hevc.preset;
+    layer.tools = options.hevc.tools;
+    const absl::Status status = ForEachTile(
+        layer.tiles.size(), options.threads, &options,
+        [&](size_t i) -> absl::Status {
+          RETURN_IF_ERROR(CheckCancelled(options));
+          const TileRect rect = layer.grid.Tile(i);
+          ASSIGN_OR_RETURN(
+              const std::vector<int8_t> tile,
+              QuantizeRect(params, read, rect, cols, chunk_rows, header.name));
+          const Plane plane = ExtractTile(tile, rect.cols,
+                                          TileRect{0, 0, rect.rows, rect.cols});
+          ASSIGN_OR_RETURN(layer.tiles[i],
+                           EncodeIntraPicture(plane, options.hevc));
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return Annotate(status, header.name);
+  } else {
+    ASSIGN_OR_RETURN(
+        const std::vector<int8_t> q,
+        QuantizeRect(params, read, whole, cols, chunk_rows, header.name));
+    layer.tiles = {
+        options.codec == LayerCodec::kZstdInt8
+            ? ZstdCompress(AsBytes(q))
+            : std::vector<uint8_t>(AsBytes(q).begin(), AsBytes(q).end())};
+  }
+  // Decode once, exactly as a client will, to record what it must reproduce:
+  // a band of tile rows at a time (the whole layer for the other codecs),
+  // hashed and measured in row order.
+  Sha256Hasher hasher;
+  FidelityMeter meter(params, static_cast<size_t>(elements));
+  const int64_t band_rows =
+      options.codec == LayerCodec::kHevc ? layer.grid.tile_rows : rows;
+  // Bounded: one round per band.
+  for (int64_t row0 = 0; row0 < rows; row0 += band_rows) {
+    RETURN_IF_ERROR(CheckCancelled(options));
+    const int64_t n = std::min(band_rows, rows - row0);
+    std::vector<int8_t> decoded;
+    if (options.codec == LayerCodec::kHevc) {
+      decoded.resize(static_cast<size_t>(n * cols));
+      const int64_t first_tile = row0 / band_rows * layer.grid.ColTiles();
+      const absl::Status status = ForEachTile(
+          static_cast<size_t>(layer.grid.ColTiles()), options.threads, &options,
+          [&](size_t c) -> absl::Status {
+            const size_t i = static_cast<size_t>(first_tile) + c;
+            TileRect rect = layer.grid.Tile(static_cast<int64_t>(i));
+            auto plane = DecodeIntraPicture(
+                layer.tiles[i], PaddedSize(rect.cols), PaddedSize(rect.rows));
+            if (!plane.ok()) {
+              return absl::Status(
+                  plane.status().code(),
+                  absl::StrCat("tile ", i, ": ", plane.status().message()));
+            }
+            rect.row0 -= row0;
+            InsertTile(*plane, rect, cols, absl::MakeSpan(decoded));
+            return absl::OkStatus();
+          });
+      if (!status.ok()) return Annotate(status, header.name);
+    } else {
+      auto all = DecodeInt8(layer, elements, options.threads, &options);
+      if (!all.ok()) return Annotate(all.status(), header.name);
+      decoded = *std::move(all);
+    }
+    hasher.Update(AsBytes(decoded));
+    std::vector<int8_t> q;
+    RETURN_IF_ERROR(ForEachRowChunk(
+        read, row0, n, cols, chunk_rows, header.name,
+        [&](int64_t row, absl::Span<const float> values) {
+          q.resize(values.size());
+          QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+          meter.Add(
+              static_cast<size_t>(row * cols), values, q,
+              absl::MakeConstSpan(decoded).subspan(
+                  static_cast<size_t>((row - row0) * cols), values.size()));
+        }));
+  }
+  layer.decoded_sha256 = hasher.Finish();
+  layer.fidelity = meter.Finish(layer.PayloadBytes());
+  return layer;
 }
 
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,

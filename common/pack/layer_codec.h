@@ -6,6 +6,7 @@
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -39,10 +40,29 @@ struct LayerEncodeOptions {
   // own. The bytes are the same either way.
   TaskSpawner tile_spawner;
   int tile_helpers = 0;
+  // Optional: asked before each tile is coded or checked; once it returns
+  // true the layer's remaining tiles are skipped and the encode returns
+  // CANCELLED (a server stopping: a layer's wait is one tile, not the layer).
+  std::function<bool()> cancelled;
 };
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
                                         const LayerEncodeOptions& options);
+
+// EncodeLayer(tensor, options), byte for byte, for a floating-point tensor and
+// an int8 codec (HEVC, zstd or raw int8), from the tensor's header (name,
+// shape, dtype; data unused) and its rows read about `chunk_elements` at a time
+// (a few passes: the ranges, the front end's candidates, the fidelity): memory
+// follows the int8 values and their decoded copy plus one chunk, never a float
+// copy of the whole tensor. A layer with a weight past kOutlierRmsMultiple
+// times its tensor's or its row's RMS (a candidate for the outlier front end,
+// which ranks the whole layer) is read whole and coded by EncodeLayer.
+// INVALID_ARGUMENT for other codecs or dtypes, or an empty tensor.
+inline constexpr int64_t kRowChunkElements = 4 << 20;
+absl::StatusOr<PackedLayer> EncodeLayerFromRows(
+    const Tensor& header, const FloatRowReader& read,
+    const LayerEncodeOptions& options,
+    int64_t chunk_elements = kRowChunkElements);
 
 // Decodes all tiles (in parallel) and checks the SHA-256 recorded in the
 // header. DATA_LOSS naming the layer when a bitstream is damaged or the digest

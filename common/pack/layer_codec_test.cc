@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -230,6 +231,188 @@ TEST(PackedModel, RepeatedNamesAreAnError) {
   auto layers = PackModel(model, ParseTier("q27").value(), PackOptions{});
   EXPECT_THAT(std::string(layers.status().message()),
               HasSubstr("'w' appears twice"));
+}
+
+// bf16 bytes of `tensor` (a float32 tensor), rounded to nearest even.
+Tensor ToBFloat16(const Tensor& tensor) {
+  const std::vector<float> values = ToFloat32(tensor).value();
+  Tensor out{tensor.name, tensor.shape, DType::kBFloat16, {}};
+  for (float v : values) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits += 0x7fff + ((bits >> 16) & 1);
+    out.data.push_back(static_cast<uint8_t>(bits >> 16));
+    out.data.push_back(static_cast<uint8_t>(bits >> 24));
+  }
+  return out;
+}
+
+// A FloatRowReader over `tensor` that counts its calls and the most rows it
+// was asked for at once.
+FloatRowReader RowsOf(const Tensor& tensor, int* calls, int64_t* most_rows) {
+  return
+      [&tensor, calls, most_rows](
+          int64_t first, int64_t rows) -> absl::StatusOr<std::vector<float>> {
+        ++*calls;
+        *most_rows = std::max(*most_rows, rows);
+        const std::vector<float> all = ToFloat32(tensor).value();
+        const int64_t cols = static_cast<int64_t>(all.size()) /
+                             (tensor.shape.size() >= 2 ? tensor.shape[0] : 1);
+        return std::vector<float>(all.begin() + first * cols,
+                                  all.begin() + (first + rows) * cols);
+      };
+}
+
+TEST(EncodeLayerFromRows, SameBytesAsTheWholeTensor) {
+  // A layer of 3x2 tiles read 7 rows at a time (chunks that straddle tiles);
+  // rows with outliers so that auto picks per-channel scales for one tensor.
+  Tensor plain = ToBFloat16(Weights("plain", {90, 80}, 3));
+  Tensor outliers = Weights("outliers", {90, 80}, 4);
+  {
+    std::vector<float> values = ToFloat32(outliers).value();
+    for (int64_t r = 0; r < 90; r += 9) values[r * 80] = 40.0f;
+    outliers = ToBFloat16(MakeFloat32Tensor("outliers", {90, 80}, values));
+  }
+  const Tensor conv = ToBFloat16(Weights("conv", {12, 3, 3, 3}, 5));
+  const Tensor bias = ToBFloat16(Weights("bias", {300}, 6));
+  struct Case {
+    const Tensor* tensor;
+    LayerEncodeOptions options;
+  };
+  std::vector<Case> cases;
+  // Rows of two scales 16x apart (as a folded batch norm leaves them), no
+  // weight far past its row's RMS: per-channel scales, from rows.
+  Tensor row_scales;
+  {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(90 * 80);
+    for (int64_t r = 0; r < 90; ++r)
+      for (int64_t c = 0; c < 80; ++c)
+        values[r * 80 + c] = 0.02f * (r % 2 ? 16.0f : 1.0f) *
+                             std::clamp(normal(rng), -3.5f, 3.5f);
+    row_scales = ToBFloat16(MakeFloat32Tensor("row_scales", {90, 80}, values));
+  }
+  for (const Tensor* t :
+       std::vector<const Tensor*>{&plain, &outliers, &conv, &row_scales}) {
+    LayerEncodeOptions hevc = Hevc(27, false, 32);
+    hevc.threads = 2;
+    hevc.choose_scheme = true;
+    cases.push_back({t, hevc});
+  }
+  LayerEncodeOptions asymmetric = Hevc(32, false, 32);
+  asymmetric.scheme = QuantScheme::kPerChannelAsymmetric;
+  cases.push_back({&plain, asymmetric});
+  LayerEncodeOptions zstd;
+  zstd.codec = LayerCodec::kZstdInt8;
+  zstd.choose_scheme = true;
+  cases.push_back({&outliers, zstd});
+  cases.push_back({&bias, zstd});
+  LayerEncodeOptions raw;
+  raw.codec = LayerCodec::kRawInt8;
+  raw.scheme = QuantScheme::kPerTensorAsymmetric;
+  cases.push_back({&conv, raw});
+  bool saw_per_channel = false;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.tensor->name);
+    auto whole = EncodeLayer(*c.tensor, c.options);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    // Per-channel chosen on the rows path (not a layer read whole).
+    saw_per_channel |= whole->scheme == QuantScheme::kPerChannelSymmetric &&
+                       c.options.choose_scheme && c.tensor == &row_scales;
+    int calls = 0;
+    int64_t most_rows = 0;
+    const Tensor header{c.tensor->name, c.tensor->shape, c.tensor->dtype, {}};
+    auto rows = EncodeLayerFromRows(
+        header, RowsOf(*c.tensor, &calls, &most_rows), c.options,
+        /*chunk_elements=*/7 * 80);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    EXPECT_EQ(SerializePackedLayer(*rows), SerializePackedLayer(*whole));
+    EXPECT_EQ(rows->fidelity.sqnr_db, whole->fidelity.sqnr_db);
+    EXPECT_EQ(rows->fidelity.max_abs_error, whole->fidelity.max_abs_error);
+    if (c.tensor == &outliers) {
+      // Weights past 6 RMS: candidates for the outlier front end, which ranks
+      // the whole layer, so the layer is read whole.
+      EXPECT_EQ(most_rows, 90);
+    } else if (c.tensor->shape[0] == 90) {
+      EXPECT_EQ(most_rows, 7);
+    }
+    EXPECT_GT(calls, 1);
+  }
+  EXPECT_TRUE(saw_per_channel);
+}
+
+TEST(EncodeLayerFromRows, RefusesWhatItCannotCode) {
+  int calls = 0;
+  int64_t most_rows = 0;
+  const Tensor t = ToBFloat16(Weights("w", {8, 8}));
+  LayerEncodeOptions f32;
+  f32.codec = LayerCodec::kFloat32;
+  EXPECT_THAT(EncodeLayerFromRows({"w", {8, 8}, DType::kBFloat16, {}},
+                                  RowsOf(t, &calls, &most_rows), f32)
+                  .status()
+                  .message(),
+              HasSubstr("only as int8"));
+  EXPECT_THAT(EncodeLayerFromRows({"e", {0, 8}, DType::kBFloat16, {}},
+                                  RowsOf(t, &calls, &most_rows), Hevc(27))
+                  .status()
+                  .message(),
+              HasSubstr("empty"));
+  // A reader that gives fewer values than asked for, or fails.
+  const FloatRowReader short_reader =
+      [](int64_t, int64_t rows) -> absl::StatusOr<std::vector<float>> {
+    return std::vector<float>(static_cast<size_t>(rows * 8 - 1), 0.5f);
+  };
+  EXPECT_THAT(EncodeLayerFromRows({"w", {8, 8}, DType::kBFloat16, {}},
+                                  short_reader, Hevc(27))
+                  .status()
+                  .message(),
+              HasSubstr("values read for"));
+  const FloatRowReader nan_reader =
+      [](int64_t, int64_t rows) -> absl::StatusOr<std::vector<float>> {
+    std::vector<float> v(static_cast<size_t>(rows * 8), 0.5f);
+    v[3] = NAN;
+    return v;
+  };
+  EXPECT_THAT(EncodeLayerFromRows({"w", {8, 8}, DType::kBFloat16, {}},
+                                  nan_reader, Hevc(27))
+                  .status()
+                  .message(),
+              HasSubstr("must be finite"));
+  EXPECT_EQ(calls, 0);
+}
+
+}  // namespace
+}  // namespace weightcast
+
+namespace weightcast {
+namespace {
+
+TEST(EncodeLayerCancelled, StopsAtTheNextTile) {
+  // 3x3 tiles; cancelled once the first tile has been asked about.
+  const Tensor t = ToBFloat16(Weights("w", {96, 96}, 7));
+  const Tensor header{t.name, t.shape, t.dtype, {}};
+  for (const bool from_rows : {false, true}) {
+    SCOPED_TRACE(from_rows);
+    std::atomic<int> asked{0};
+    LayerEncodeOptions options = Hevc(27, false, 32);
+    options.threads = 1;
+    options.cancelled = [&asked] { return asked.fetch_add(1) >= 1; };
+    int calls = 0;
+    int64_t most_rows = 0;
+    auto layer = from_rows ? EncodeLayerFromRows(
+                                 header, RowsOf(t, &calls, &most_rows), options)
+                           : EncodeLayer(t, options);
+    EXPECT_EQ(layer.status().code(), absl::StatusCode::kCancelled);
+    EXPECT_THAT(layer.status().message(), HasSubstr("'w'"));
+    EXPECT_EQ(asked.load(), 9);  // every tile asks, only the first is coded
+  }
+  LayerEncodeOptions never = Hevc(27, false, 32);
+  never.cancelled = [] { return false; };
+  auto coded = EncodeLayer(t, never);
+  ASSERT_TRUE(coded.ok()) << coded.status();
+  EXPECT_EQ(SerializePackedLayer(*coded),
+            SerializePackedLayer(*EncodeLayer(t, Hevc(27, false, 32))));
 }
 
 }  // namespace

@@ -46,6 +46,81 @@ double ChannelSqnrDb(absl::Span<const float> reference,
   return -10.0 * std::log10(nsr_sum / static_cast<double>(counted));
 }
 
+FidelityMeter::FidelityMeter(const QuantizedTensor& params, size_t elements)
+    : scales_(params.scales),
+      zero_points_(params.zero_points),
+      n_(elements),
+      // As QuantizedTensor::ElementsPerScale() (0 without scales).
+      group_(params.scales.empty() ? 0 : elements / params.scales.size()) {
+  const int64_t shape_rows = params.shape.size() >= 2 ? params.shape[0] : 1;
+  by_rows_ = shape_rows > 0 && n_ % static_cast<size_t>(shape_rows) == 0;
+  const size_t rows = by_rows_ ? static_cast<size_t>(shape_rows) : 1;
+  cols_ = n_ == 0 ? 0 : n_ / rows;
+}
+
+float FidelityMeter::Dequantize(size_t i, int8_t value) const {
+  const size_t c = i / group_;
+  if (c >= scales_.size()) return 0.0f;  // as Dequantize leaves it
+  return scales_[c] * static_cast<float>(value - zero_points_[c]);
+}
+
+void FidelityMeter::Add(size_t first, absl::Span<const float> original,
+                        absl::Span<const int8_t> quantized,
+                        absl::Span<const int8_t> decoded) {
+  assert(decoded.size() == original.size());
+  assert(quantized.size() == original.size());
+  assert(cols_ == 0 || (first % cols_ == 0 && original.size() % cols_ == 0));
+  assert(first + original.size() <= n_);
+  if (cols_ == 0) return;
+  // Bounded: one round per row of `original`.
+  for (size_t row = first; row < first + original.size(); row += cols_) {
+    double row_signal = 0, row_noise = 0;
+    for (size_t i = row; i < row + cols_; ++i) {
+      const float reconstruction = Dequantize(i, decoded[i - first]);
+      const double x = original[i - first];
+      const double e = x - static_cast<double>(reconstruction);
+      signal_ += x * x;
+      noise_ += e * e;
+      row_signal += x * x;
+      row_noise += e * e;
+      const double q = Dequantize(i, quantized[i - first]);
+      const double qe = q - static_cast<double>(reconstruction);
+      int8_signal_ += q * q;
+      int8_noise_ += qe * qe;
+      max_abs_error_ = std::max(
+          max_abs_error_,
+          std::abs(static_cast<double>(original[i - first]) - reconstruction));
+    }
+    if (row_signal == 0) continue;
+    nsr_sum_ += row_noise / row_signal;
+    ++counted_;
+  }
+}
+
+Fidelity FidelityMeter::Finish(uint64_t coded_bytes) const {
+  const auto db = [](double s, double e) {
+    if (e == 0) return std::numeric_limits<double>::infinity();
+    if (s == 0) return -std::numeric_limits<double>::infinity();
+    return 10.0 * std::log10(s / e);
+  };
+  Fidelity fidelity;
+  fidelity.max_abs_error = max_abs_error_;
+  fidelity.sqnr_db = db(signal_, noise_);
+  fidelity.sqnr_int8_db = db(int8_signal_, int8_noise_);
+  if (!by_rows_) {
+    fidelity.channel_sqnr_db = fidelity.sqnr_db;
+  } else if (nsr_sum_ == 0) {
+    fidelity.channel_sqnr_db = std::numeric_limits<double>::infinity();
+  } else {
+    fidelity.channel_sqnr_db =
+        -10.0 * std::log10(nsr_sum_ / static_cast<double>(counted_));
+  }
+  fidelity.bits_per_weight = n_ == 0 ? 0
+                                     : 8.0 * static_cast<double>(coded_bytes) /
+                                           static_cast<double>(n_);
+  return fidelity;
+}
+
 // As SqnrDb(original, Dequantize(quantized, decoded)), SqnrDb(Dequantize(
 // quantized), that) and ChannelSqnrDb over the rows, with the same sums in the
 // same order, but one element at a time: no float copies of a large layer.
@@ -55,65 +130,9 @@ Fidelity MeasureFidelity(absl::Span<const float> original,
                          uint64_t coded_bytes) {
   assert(original.size() == decoded.size());
   assert(original.size() == quantized.values.size());
-  const size_t n = original.size();
-  const size_t group = static_cast<size_t>(quantized.ElementsPerScale());
-  const auto dequantize = [&](size_t i, int8_t value) {
-    const size_t c = i / group;
-    if (c >= quantized.scales.size()) return 0.0f;  // as Dequantize leaves it
-    return quantized.scales[c] *
-           static_cast<float>(value - quantized.zero_points[c]);
-  };
-  const int64_t shape_rows =
-      quantized.shape.size() >= 2 ? quantized.shape[0] : 1;
-  const bool by_rows =
-      shape_rows > 0 && n % static_cast<size_t>(shape_rows) == 0;
-  const size_t rows = by_rows ? static_cast<size_t>(shape_rows) : 1;
-  const size_t cols = n == 0 ? 0 : n / rows;
-  Fidelity fidelity;
-  double signal = 0, noise = 0, int8_signal = 0, int8_noise = 0;
-  double nsr_sum = 0;
-  int64_t counted = 0;
-  for (size_t r = 0; r < rows && n > 0; ++r) {
-    double row_signal = 0, row_noise = 0;
-    for (size_t i = r * cols; i < (r + 1) * cols; ++i) {
-      const float reconstruction = dequantize(i, decoded[i]);
-      const double x = original[i];
-      const double e = x - static_cast<double>(reconstruction);
-      signal += x * x;
-      noise += e * e;
-      row_signal += x * x;
-      row_noise += e * e;
-      const double q = dequantize(i, quantized.values[i]);
-      const double qe = q - static_cast<double>(reconstruction);
-      int8_signal += q * q;
-      int8_noise += qe * qe;
-      fidelity.max_abs_error =
-          std::max(fidelity.max_abs_error,
-                   std::abs(static_cast<double>(original[i]) - reconstruction));
-    }
-    if (row_signal == 0) continue;
-    nsr_sum += row_noise / row_signal;
-    ++counted;
-  }
-  const auto db = [](double s, double e) {
-    if (e == 0) return std::numeric_limits<double>::infinity();
-    if (s == 0) return -std::numeric_limits<double>::infinity();
-    return 10.0 * std::log10(s / e);
-  };
-  fidelity.sqnr_db = db(signal, noise);
-  fidelity.sqnr_int8_db = db(int8_signal, int8_noise);
-  if (!by_rows) {
-    fidelity.channel_sqnr_db = fidelity.sqnr_db;
-  } else if (nsr_sum == 0) {
-    fidelity.channel_sqnr_db = std::numeric_limits<double>::infinity();
-  } else {
-    fidelity.channel_sqnr_db =
-        -10.0 * std::log10(nsr_sum / static_cast<double>(counted));
-  }
-  fidelity.bits_per_weight =
-      n == 0 ? 0
-             : 8.0 * static_cast<double>(coded_bytes) / static_cast<double>(n);
-  return fidelity;
+  FidelityMeter meter(quantized, quantized.values.size());
+  meter.Add(0, original, quantized.values, decoded);
+  return meter.Finish(coded_bytes);
 }
 
 }  // namespace weightcast

@@ -5,6 +5,7 @@
 #define WEIGHTCAST_COMMON_TENSOR_FIDELITY_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/types/span.h"
 #include "common/tensor/quantize.h"
@@ -36,6 +37,33 @@ double SqnrDb(absl::Span<const float> reference,
 // equal length.
 double ChannelSqnrDb(absl::Span<const float> reference,
                      absl::Span<const float> reconstruction, int64_t rows);
+
+// MeasureFidelity computed a part at a time, with the same sums in the same
+// order (so bit for bit the same): Add() the tensor's rows in order, then
+// Finish(). `params`: the quantization's scheme, shape, scales and zero points
+// (its values are not used); `elements`: the tensor's.
+class FidelityMeter {
+ public:
+  FidelityMeter(const QuantizedTensor& params, size_t elements);
+  // Elements [first, first + original.size()) of the tensor, whole rows of
+  // `shape` (dimension 0), after those before them: the float original, the
+  // int8 values that were coded and their reconstruction (same lengths).
+  void Add(size_t first, absl::Span<const float> original,
+           absl::Span<const int8_t> quantized,
+           absl::Span<const int8_t> decoded);
+  Fidelity Finish(uint64_t coded_bytes) const;
+
+ private:
+  float Dequantize(size_t i, int8_t value) const;
+
+  std::vector<float> scales_;
+  std::vector<int32_t> zero_points_;
+  size_t n_ = 0, group_ = 0, cols_ = 0;
+  bool by_rows_ = false;
+  double signal_ = 0, noise_ = 0, int8_signal_ = 0, int8_noise_ = 0;
+  double nsr_sum_ = 0, max_abs_error_ = 0;
+  int64_t counted_ = 0;
+};
 
 // Measures `decoded` (int8 values reconstructed from a bitstream of
 // `coded_bytes`) against `original` (the float weights) and `quantized` (the

@@ -33,29 +33,61 @@ int8_t Clamp8(float x, int lo) {
       std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
 }
 
+// The range of one group of values that share a scale; it always holds 0 so
+// that 0.0 stays exact.
+struct GroupRange {
+  float lo = 0.0f, hi = 0.0f;
+  void Add(absl::Span<const float> in) {
+    for (float w : in) {
+      lo = std::min(lo, w);
+      hi = std::max(hi, w);
+    }
+  }
+};
+
+void ParamsOf(const GroupRange& range, bool symmetric, float* scale,
+              int32_t* zero_point) {
+  if (symmetric) {
+    const float max_abs = std::max(-range.lo, range.hi);
+    *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+    *zero_point = 0;
+    return;
+  }
+  *scale = range.hi > range.lo ? (range.hi - range.lo) / 255.0f : 1.0f;
+  *zero_point = std::clamp(
+      static_cast<int32_t>(std::lrint(-128.0f - range.lo / *scale)), -128, 127);
+}
+
+void QuantizeWith(absl::Span<const float> in, bool symmetric, float scale,
+                  int32_t zero_point, int8_t* out) {
+  if (symmetric) {
+    for (size_t i = 0; i < in.size(); ++i) out[i] = Clamp8(in[i] / scale, -127);
+    return;
+  }
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = Clamp8(in[i] / scale + static_cast<float>(zero_point), -128);
+  }
+}
+
 // Quantizes one group of values that share a scale.
 void QuantizeGroup(absl::Span<const float> in, bool symmetric, int8_t* out,
                    float* scale, int32_t* zero_point) {
-  float lo = 0.0f,
-        hi = 0.0f;  // the range always holds 0 so that 0.0 stays exact
-  for (float w : in) {
-    lo = std::min(lo, w);
-    hi = std::max(hi, w);
+  GroupRange range;
+  range.Add(in);
+  ParamsOf(range, symmetric, scale, zero_point);
+  QuantizeWith(in, symmetric, *scale, *zero_point, out);
+}
+
+absl::Status CheckAllFinite(absl::string_view name,
+                            absl::Span<const float> values, int64_t first) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "': element ", first + static_cast<int64_t>(i),
+          " is ", values[i], " (weights must be finite)"));
+    }
   }
-  if (symmetric) {
-    const float max_abs = std::max(-lo, hi);
-    *scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
-    *zero_point = 0;
-    for (size_t i = 0; i < in.size(); ++i)
-      out[i] = Clamp8(in[i] / *scale, -127);
-    return;
-  }
-  *scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
-  *zero_point = std::clamp(
-      static_cast<int32_t>(std::lrint(-128.0f - lo / *scale)), -128, 127);
-  for (size_t i = 0; i < in.size(); ++i) {
-    out[i] = Clamp8(in[i] / *scale + static_cast<float>(*zero_point), -128);
-  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -96,13 +128,7 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
         absl::StrCat("tensor '", name, "': ", values.size(),
                      " values for shape ", ShapeToString(shape)));
   }
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (!std::isfinite(values[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "': element ", i, " is ", values[i],
-                       " (weights must be finite)"));
-    }
-  }
+  RETURN_IF_ERROR(CheckAllFinite(name, values, 0));
   const size_t channels =
       IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0
           ? static_cast<size_t>(shape[0])
@@ -117,6 +143,64 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
                   &out.scales[c], &out.zero_points[c]);
   }
   return out;
+}
+
+absl::StatusOr<QuantizedTensor> QuantizeParamsFromRows(
+    absl::string_view name, absl::Span<const int64_t> shape,
+    const FloatRowReader& read, QuantScheme scheme, int64_t chunk_rows) {
+  QuantizedTensor out;
+  out.shape.assign(shape.begin(), shape.end());
+  out.scheme = scheme;
+  ASSIGN_OR_RETURN(
+      const int64_t count,
+      CheckedNumElements(shape, absl::StrCat("tensor '", name, "'")));
+  const int64_t rows = shape.size() >= 2 ? shape[0] : 1;
+  if (count == 0 || rows <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': nothing to quantize in rows"));
+  }
+  const int64_t cols = count / rows;
+  const bool per_channel = IsPerChannel(scheme) && shape.size() >= 2;
+  chunk_rows = std::clamp<int64_t>(chunk_rows, 1, rows);
+  std::vector<GroupRange> ranges(per_channel ? static_cast<size_t>(rows) : 1);
+  // Bounded: one round per chunk of rows.
+  for (int64_t row = 0; row < rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - row);
+    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+    if (static_cast<int64_t>(values.size()) != n * cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", values.size(),
+                       " values read for ", n, " rows of ", cols));
+    }
+    RETURN_IF_ERROR(CheckAllFinite(name, values, row * cols));
+    const absl::Span<const float> span(values);
+    if (!per_channel) {
+      ranges[0].Add(span);
+      continue;
+    }
+    for (int64_t r = 0; r < n; ++r)
+      ranges[row + r].Add(span.subspan(r * cols, cols));
+  }
+  out.scales.resize(ranges.size());
+  out.zero_points.resize(ranges.size());
+  for (size_t g = 0; g < ranges.size(); ++g) {
+    ParamsOf(ranges[g], IsSymmetric(scheme), &out.scales[g],
+             &out.zero_points[g]);
+  }
+  return out;
+}
+
+void QuantizeRowsWith(const QuantizedTensor& params, int64_t first_row,
+                      int64_t cols, absl::Span<const float> values,
+                      int64_t col0, int64_t out_cols, int8_t* out) {
+  const bool symmetric = IsSymmetric(params.scheme);
+  const bool per_channel = params.scales.size() > 1;  // a scale per row
+  const int64_t rows = cols ? static_cast<int64_t>(values.size()) / cols : 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t g = per_channel ? static_cast<size_t>(first_row + r) : 0;
+    QuantizeWith(values.subspan(r * cols + col0, out_cols), symmetric,
+                 params.scales[g], params.zero_points[g], out + r * out_cols);
+  }
 }
 
 absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,

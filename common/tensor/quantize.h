@@ -5,6 +5,7 @@
 #define WEIGHTCAST_COMMON_TENSOR_QUANTIZE_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -48,6 +49,28 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
                                          absl::Span<const int64_t> shape,
                                          absl::Span<const float> values,
                                          QuantScheme scheme);
+
+// Rows `first_row` .. `first_row + rows - 1` of a tensor's matrix (dimension 0
+// by the product of the others; a tensor of fewer than two dimensions is one
+// row) as float32, row-major: a tensor read a part at a time.
+using FloatRowReader = std::function<absl::StatusOr<std::vector<float>>(
+    int64_t first_row, int64_t rows)>;
+
+// The scales and zero points Quantize(name, shape, the tensor's values, scheme)
+// would choose, bit for bit, from the tensor's rows read `chunk_rows` at a time
+// (values left empty): memory follows one chunk. Errors as Quantize's, or the
+// reader's.
+absl::StatusOr<QuantizedTensor> QuantizeParamsFromRows(
+    absl::string_view name, absl::Span<const int64_t> shape,
+    const FloatRowReader& read, QuantScheme scheme, int64_t chunk_rows);
+
+// Quantize's int8 values for the columns [col0, col0 + out_cols) of whole
+// rows `first_row`.. of the tensor (`values`: those rows, `cols` each), with
+// the scales and zero points of `params` (QuantizeParamsFromRows'), written to
+// `out` row by row (`out_cols` each).
+void QuantizeRowsWith(const QuantizedTensor& params, int64_t first_row,
+                      int64_t cols, absl::Span<const float> values,
+                      int64_t col0, int64_t out_cols, int8_t* out);
 
 // Quantizes `values` with the scales and zero points of `like` (same shape), as
 // a later version of a tensor is quantized so that an unchanged weight keeps

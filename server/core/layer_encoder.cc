@@ -11,6 +11,14 @@ class X265 final : public LayerEncoder {
       const Tensor& tensor, const LayerEncodeOptions& options) const override {
     return EncodeLayer(tensor, options);
   }
+  absl::StatusOr<PackedLayer> EncodeSource(
+      const Source& source, const LayerEncodeOptions& options) const override {
+    if (IsInt8Codec(options.codec) && IsFloatingPoint(source.header.dtype) &&
+        source.header.NumElements() > 0) {
+      return EncodeLayerFromRows(source.header, source.rows, options);
+    }
+    return LayerEncoder::EncodeSource(source, options);
+  }
   absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
       const PackedLayer& base, const Tensor& base_source, const Tensor& target,
       double intra_sqnr_db, uint64_t max_bytes,
@@ -21,6 +29,13 @@ class X265 final : public LayerEncoder {
 };
 
 }  // namespace
+
+absl::StatusOr<PackedLayer> LayerEncoder::EncodeSource(
+    const Source& source, const LayerEncodeOptions& options) const {
+  absl::StatusOr<Tensor> tensor = source.read();
+  if (!tensor.ok()) return tensor.status();
+  return Encode(*tensor, options);
+}
 
 const LayerEncoder& X265LayerEncoder() {
   static const X265* const encoder = new X265;

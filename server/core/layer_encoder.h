@@ -9,6 +9,7 @@
 #define WEIGHTCAST_SERVER_CORE_LAYER_ENCODER_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,19 @@ class LayerEncoder {
   // `tensor` coded with `options`, as common/pack/layer_codec.h's EncodeLayer.
   virtual absl::StatusOr<PackedLayer> Encode(
       const Tensor& tensor, const LayerEncodeOptions& options) const = 0;
+
+  // One tensor of a stored checkpoint: its header (data empty), the whole
+  // tensor when asked for, and its rows as float32 a chunk at a time.
+  struct Source {
+    const Tensor& header;
+    std::function<absl::StatusOr<Tensor>()> read;
+    FloatRowReader rows;
+  };
+  // The same bytes as Encode(source.read(), options). The default reads the
+  // whole tensor; the real coding reads a floating-point tensor coded as int8
+  // a chunk of rows at a time (EncodeLayerFromRows), never holding it whole.
+  virtual absl::StatusOr<PackedLayer> EncodeSource(
+      const Source& source, const LayerEncodeOptions& options) const;
 
   // `target` coded on `base` (coded from `base_source`), as
   // common/pack/delta_codec.h's EncodeMatchedLayerDelta on one thread: nullopt

@@ -120,6 +120,7 @@ void ModelStore::Shutdown() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
+  cancelling_.store(true);
   pool_->Stop();
   std::vector<std::shared_ptr<Encoding>> abandoned;
   {

@@ -289,6 +289,9 @@ class ModelStore {
                       std::shared_ptr<Encoding>>
       encodings_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by Shutdown() before it waits for the workers: a running layer stops
+  // at its next tile (LayerEncodeOptions::cancelled).
+  std::atomic<bool> cancelling_{false};
   absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::pair<int64_t, std::string>> evaluating_

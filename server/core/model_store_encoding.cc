@@ -44,11 +44,25 @@ std::optional<DeltaBase> DeltaBaseOf(const VersionRecord& version,
   return std::nullopt;
 }
 
+// Tensor `index` of `source` for the layer encoder: read whole only if the
+// coding needs it whole, otherwise a chunk of rows at a time.
+LayerEncoder::Source SourceOf(const CheckpointSource& source, size_t index) {
+  return {source.headers()[index],
+          [&source, index] { return source.Read(index); },
+          [&source, index](int64_t first_row,
+                           int64_t rows) -> absl::StatusOr<std::vector<float>> {
+            ASSIGN_OR_RETURN(const Tensor chunk,
+                             source.ReadRows(index, first_row, rows));
+            return ToFloat32(chunk);
+          }};
+}
+
 }  // namespace
 
 void ModelStore::SpreadTiles(const std::shared_ptr<Encoding>& encoding,
                              LayerEncodeOptions* options) {
   options->tile_helpers = pool_->workers() - 1;
+  options->cancelled = [this] { return cancelling_.load(); };
   options->tile_spawner =
       [this, urgency = encoding->urgency](std::function<void()> task) {
         pool_->Submit(urgency, std::move(task), /*first=*/true);
@@ -224,8 +238,9 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
       return coarse;
     }
   }
-  // This job's tensor only: memory follows the workers, not the model.
-  ASSIGN_OR_RETURN(const Tensor tensor, encoding->source->Read(index));
+  // This job's tensor only, a chunk of rows at a time where the coding allows:
+  // memory follows the workers, not the model.
+  const Tensor& tensor = header;
   LayerEncodeOptions base_options;
   base_options.hevc.preset = options_.x265_preset;
   base_options.threads = 1;  // the pool is the parallelism
@@ -236,7 +251,8 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
       OptionsFor(tensor, encoding->policy, tier, base_options);
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const PackedLayer layer,
-                   options_.layer_encoder->Encode(tensor, options));
+                   options_.layer_encoder->EncodeSource(
+                       SourceOf(*encoding->source, index), options));
   if (options_.metrics) {
     options_.metrics->RecordTilesEncoded(
         encoding->tier.name, static_cast<int64_t>(layer.tiles.size()));
@@ -284,14 +300,15 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
                     : base_layer->qp == options.hevc.qp);
     if (usable) {
       // A refinement's base is this very tensor.
+      ASSIGN_OR_RETURN(const Tensor target, encoding->source->Read(index));
       std::optional<Tensor> base_source;
       if (encoding->base_source != encoding->source) {
         ASSIGN_OR_RETURN(base_source, encoding->base_source->Read(index));
       }
       ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
                        options_.layer_encoder->EncodeDelta(
-                           *base_layer, base_source ? *base_source : tensor,
-                           tensor, layer.fidelity.sqnr_db, bytes.size(),
+                           *base_layer, base_source ? *base_source : target,
+                           target, layer.fidelity.sqnr_db, bytes.size(),
                            refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
@@ -345,19 +362,18 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       base.hevc.preset = options_.x265_preset;
       base.threads = 1;
       SpreadTiles(encoding, &base);
-      absl::StatusOr<Tensor> read = encoding->source->Read(i);
-      absl::Status status = read.status();
-      const Tensor& tensor = read.ok() ? *read : encoding->source->headers()[i];
+      // Read a chunk of rows at a time where the coding allows.
+      const LayerEncoder::Source source = SourceOf(*encoding->source, i);
+      absl::Status status;
+      const Tensor& tensor = encoding->source->headers()[i];
       LayerRateCurve curve{tensor.name, {}};
       uint64_t fixed = 0;
-      if (!status.ok()) {
-        // reported below; no curve
-      } else if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
+      if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
         for (int qp : BudgetQpGrid()) {
           TierSpec at = encoding->tier;
           at.qp = qp;
-          auto layer = options_.layer_encoder->Encode(
-              tensor, OptionsFor(tensor, encoding->policy, at, base));
+          auto layer = options_.layer_encoder->EncodeSource(
+              source, OptionsFor(tensor, encoding->policy, at, base));
           if (!layer.ok()) {
             status = layer.status();
             break;
@@ -366,8 +382,8 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
                                   layer->fidelity.sqnr_db});
         }
       } else {
-        auto layer = options_.layer_encoder->Encode(
-            tensor, OptionsFor(tensor, encoding->policy, encoding->tier, base));
+        auto layer = options_.layer_encoder->EncodeSource(
+            source, OptionsFor(tensor, encoding->policy, encoding->tier, base));
         if (layer.ok()) fixed = SerializePackedLayer(*layer).size();
         status = layer.status();
       }
@@ -473,10 +489,15 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   const std::string tier = encoding->tier.name;
   if (status.ok()) status = registry_->CompleteTier(id, tier, layers);
   if (status.ok()) registry_->TouchTier(id, tier, NowSeconds()).IgnoreError();
+  // Cancelled by a shutdown: not a failure, encoded again on demand.
   if (!status.ok())
     registry_
-        ->SetTierState(id, tier, TierState::kFailed,
-                       std::string(status.message()))
+        ->SetTierState(id, tier,
+                       absl::IsCancelled(status) ? TierState::kNotEncoded
+                                                 : TierState::kFailed,
+                       absl::IsCancelled(status)
+                           ? std::string()
+                           : std::string(status.message()))
         .IgnoreError();
   if (encode_leases_ != nullptr) encode_leases_->Release(id, tier);
   encoding->source.reset();

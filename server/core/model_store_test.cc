@@ -499,3 +499,68 @@ TEST(ModelStoreManifest,
 
 }  // namespace
 }  // namespace weightcast
+
+namespace weightcast {
+namespace {
+
+// Codes with the fake, except that a picture layer's encode waits (up to 60 s)
+// for LayerEncodeOptions::cancelled, as the real coding asks before each tile.
+class WaitsForCancel final : public LayerEncoder {
+ public:
+  absl::StatusOr<PackedLayer> Encode(
+      const Tensor& tensor, const LayerEncodeOptions& options) const override {
+    if (options.codec != LayerCodec::kHevc)
+      return fake_.Encode(tensor, options);
+    entered_.Notify();
+    // Bounded: 60 s at most.
+    for (int i = 0; i < 60000; ++i) {
+      if (options.cancelled && options.cancelled())
+        return absl::CancelledError("cancelled");
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return absl::DeadlineExceededError("never cancelled");
+  }
+  absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
+      const PackedLayer& base, const Tensor& base_source, const Tensor& target,
+      double intra_sqnr_db, uint64_t max_bytes,
+      int first_offset) const override {
+    return fake_.EncodeDelta(base, base_source, target, intra_sqnr_db,
+                             max_bytes, first_offset);
+  }
+  absl::Notification& entered() const { return entered_; }
+
+ private:
+  FakeLayerEncoder fake_;
+  mutable absl::Notification entered_;
+};
+
+TEST(ModelStoreEncoding, ShutdownCancelsARunningEncodeAndARestartEncodesIt) {
+  const std::string dir = FreshDir("model_store_cancel");
+  const std::string path = WriteMlp(dir, "v1", 0);
+  {
+    WaitsForCancel encoder;
+    auto store =
+        ModelStore::Create(Options(dir, &encoder, &SystemClock())).value();
+    ASSERT_THAT(store->Register(Request("v1", "q27"), path), IsOk());
+    absl::StatusOr<Manifest> pulled;
+    std::thread puller(
+        [&] { pulled = store->GetManifest("mlp", "v1", "q27"); });
+    encoder.entered().WaitForNotification();
+    const absl::Time start = absl::Now();
+    store->Shutdown();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+    puller.join();
+    EXPECT_EQ(pulled.status().code(), absl::StatusCode::kUnavailable);
+  }
+  FakeLayerEncoder encoder;
+  auto store =
+      ModelStore::Create(Options(dir, &encoder, &SystemClock())).value();
+  EXPECT_EQ(States(*store, "v1").at("q27"), "NOT_ENCODED");
+  auto manifest = store->GetManifest("mlp", "v1", "q27");
+  ASSERT_THAT(manifest, IsOk());
+  EXPECT_EQ(manifest->layers.size(), 4u);
+  EXPECT_EQ(States(*store, "v1").at("q27"), "READY");
+}
+
+}  // namespace
+}  // namespace weightcast
