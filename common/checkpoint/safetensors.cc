@@ -254,6 +254,17 @@ absl::string_view SafetensorsDTypeCode(DType dtype) {
   return code == std::end(kDTypeCodes) ? "" : code->first;
 }
 
+absl::Status CheckTensorLayout(const TensorLayout& t) {
+  ASSIGN_OR_RETURN(
+      const int64_t elements,
+      CheckedNumElements(t.shape, absl::StrCat("tensor '", t.name, "'")));
+  if (static_cast<uint64_t>(elements) * DTypeSize(t.dtype) != t.bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", t.name, "': ", t.bytes, " bytes do not match its shape"));
+  }
+  return absl::OkStatus();
+}
+
 std::string SafetensorsHeaderBytes(const std::vector<TensorLayout>& tensors,
                                    uint64_t* data_bytes) {
   nlohmann::ordered_json header =

@@ -57,6 +57,9 @@ struct TensorLayout {
   std::vector<int64_t> shape;
   uint64_t bytes = 0;  // of its data
 };
+// INVALID_ARGUMENT naming the tensor when `bytes` does not match its dtype and
+// shape (or the element count overflows).
+absl::Status CheckTensorLayout(const TensorLayout& tensor);
 // The file's first bytes for `tensors` in this order: the 8-byte length and
 // the JSON header, exactly as SerializeSafetensors writes them. The data of
 // tensor k follows at the header's size plus the bytes of tensors 0..k-1;

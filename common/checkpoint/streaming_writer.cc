@@ -85,13 +85,7 @@ CheckpointStreamWriter::Create(const std::string& path,
   std::vector<size_t> shard_of;
   uint64_t in_shard = 0, total = 0;
   for (TensorLayout& t : layout) {
-    ASSIGN_OR_RETURN(
-        const int64_t elements,
-        CheckedNumElements(t.shape, absl::StrCat("tensor '", t.name, "'")));
-    if (static_cast<uint64_t>(elements) * DTypeSize(t.dtype) != t.bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", t.name, "': ", t.bytes, " bytes do not match its shape"));
-    }
+    RETURN_IF_ERROR(CheckTensorLayout(t));
     if (!writer->by_name_.emplace(t.name, shard_of.size()).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", t.name, "' appears twice"));

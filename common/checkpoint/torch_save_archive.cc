@@ -155,13 +155,7 @@ absl::StatusOr<TorchSaveArchive> TorchSaveArchive::Create(
           absl::StrCat("a tensor name of ", t.name.size(),
                        " bytes is too long for a .pt record"));
     }
-    ASSIGN_OR_RETURN(
-        const int64_t elements,
-        CheckedNumElements(t.shape, absl::StrCat("tensor '", t.name, "'")));
-    if (static_cast<uint64_t>(elements) * DTypeSize(t.dtype) != t.bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", t.name, "': ", t.bytes, " bytes do not match its shape"));
-    }
+    RETURN_IF_ERROR(CheckTensorLayout(t));
   }
   TorchSaveArchive archive;
   const std::string pickle = DataPickle(tensors);

@@ -162,7 +162,7 @@ def test_errors_are_exceptions_with_the_servers_message(client, tmp_path):
     client.register("err", "v1", small_net(5), ladder="q27")
     with pytest.raises(weightcast.AlreadyExists, match="v1"):
         client.register("err", "v1", small_net(5))
-    with pytest.raises(weightcast.NotFound, match="q99"):
+    with pytest.raises(weightcast.InvalidArgument, match="q99"):  # no such QP
         client.pull("err", tier="q99", progress=False)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

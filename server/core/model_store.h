@@ -239,6 +239,14 @@ class ModelStore {
   // Budget tiers: measures every layer (one job per layer), then allocates QPs
   // and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);
+  // What MeasureForBudget measured: the picture layers' rate curves (with the
+  // tensor each is of) and the bytes of the layers whose coding is fixed.
+  struct MeasuredCurves {
+    std::vector<LayerRateCurve> curves;
+    std::vector<size_t> tensor_of;  // curve -> tensor index
+    uint64_t fixed = 0;
+  };
+  static MeasuredCurves CurvesOf(Encoding& encoding);
   void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);
   // Encodes every layer, one job each; `qps` (one per tensor, or empty)
   // overrides the tier's QP.

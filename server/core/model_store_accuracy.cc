@@ -69,18 +69,10 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   const double reference = version.reference_accuracy->top1;
   const double target = reference - tier.max_top1_drop_hundredths / 100.0;
   const size_t count = encoding->source->size();
-  std::vector<LayerRateCurve> curves;
-  std::vector<size_t> tensor_of;  // curve -> tensor index
-  uint64_t fixed = 0;
-  {
-    absl::MutexLock lock(&encoding->mu);
-    for (size_t i = 0; i < encoding->curves.size(); ++i) {
-      fixed += encoding->fixed_bytes[i];
-      if (encoding->curves[i].points.empty()) continue;
-      curves.push_back(encoding->curves[i]);
-      tensor_of.push_back(i);
-    }
-  }
+  MeasuredCurves measured = CurvesOf(*encoding);
+  std::vector<LayerRateCurve>& curves = measured.curves;
+  const std::vector<size_t>& tensor_of = measured.tensor_of;
+  const uint64_t fixed = measured.fixed;
   if (curves.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "tier '", tier.name, "': ", version.model, "/", version.version,

@@ -417,23 +417,27 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
   }
 }
 
+ModelStore::MeasuredCurves ModelStore::CurvesOf(Encoding& encoding) {
+  MeasuredCurves measured;
+  absl::MutexLock lock(&encoding.mu);
+  for (size_t i = 0; i < encoding.curves.size(); ++i) {
+    measured.fixed += encoding.fixed_bytes[i];
+    if (encoding.curves[i].points.empty()) continue;
+    measured.curves.push_back(encoding.curves[i]);
+    measured.tensor_of.push_back(i);
+  }
+  return measured;
+}
+
 void ModelStore::AllocateAndEncode(const std::shared_ptr<Encoding>& encoding) {
   if (IsAccuracyTier(encoding->tier)) {
     EncodeAccuracyTier(encoding);
     return;
   }
-  std::vector<LayerRateCurve> curves;
-  std::vector<size_t> tensor_of;  // curve -> tensor index
-  uint64_t fixed = 0;
-  {
-    absl::MutexLock lock(&encoding->mu);
-    for (size_t i = 0; i < encoding->curves.size(); ++i) {
-      fixed += encoding->fixed_bytes[i];
-      if (encoding->curves[i].points.empty()) continue;
-      curves.push_back(encoding->curves[i]);
-      tensor_of.push_back(i);
-    }
-  }
+  MeasuredCurves measured = CurvesOf(*encoding);
+  std::vector<LayerRateCurve>& curves = measured.curves;
+  const std::vector<size_t>& tensor_of = measured.tensor_of;
+  const uint64_t fixed = measured.fixed;
   absl::StatusOr<Allocation> allocation =
       AllocateBudget(curves, fixed, encoding->tier.budget_bytes);
   if (!allocation.ok()) {
