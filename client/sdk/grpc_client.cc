@@ -95,16 +95,18 @@ class GrpcClient final : public Client {
   }
 
   absl::StatusOr<ModelInfo> Register(const RegisterOptions& options) override {
-    ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes,
-                     ReadFileBytes(options.checkpoint_path));
+    // The files are sent a chunk at a time from disk: client memory is one
+    // chunk whatever the checkpoint's size.
+    ASSIGN_OR_RETURN(const uint64_t checkpoint_bytes,
+                     FileSize(options.checkpoint_path));
     if (options.eval_module_path.empty() != options.eval_data_path.empty()) {
       return absl::InvalidArgumentError(
           "an evaluation bundle needs both the module and the data file");
     }
-    std::vector<uint8_t> module, data;
+    uint64_t module_bytes = 0, data_bytes = 0;
     if (!options.eval_module_path.empty()) {
-      ASSIGN_OR_RETURN(module, ReadFileBytes(options.eval_module_path));
-      ASSIGN_OR_RETURN(data, ReadFileBytes(options.eval_data_path));
+      ASSIGN_OR_RETURN(module_bytes, FileSize(options.eval_module_path));
+      ASSIGN_OR_RETURN(data_bytes, FileSize(options.eval_data_path));
     }
     grpc::ClientContext context;
     SetDeadline(&context);
@@ -118,24 +120,38 @@ class GrpcClient final : public Client {
     header->set_description(options.description);
     header->set_layer_policy_json(options.layer_policy_json);
     header->set_base_version(options.base_version);
-    header->set_total_bytes(bytes.size());
-    header->set_eval_module_bytes(module.size());
-    header->set_eval_data_bytes(data.size());
+    header->set_total_bytes(checkpoint_bytes);
+    header->set_eval_module_bytes(module_bytes);
+    header->set_eval_data_bytes(data_bytes);
     bool open = writer->Write(request);
-    auto send = [&](const std::vector<uint8_t>& file,
-                    std::string* (v1::RegisterModelRequest::*field)()) {
-      for (size_t offset = 0; open && offset < file.size();
-           offset += kUploadChunkBytes) {
-        request.Clear();
-        (request.*field)()->assign(
-            reinterpret_cast<const char*>(file.data()) + offset,
-            std::min(kUploadChunkBytes, file.size() - offset));
-        open = writer->Write(request);
-      }
+    // A file that changed size since FileSize sends other bytes than the
+    // header announced: the server refuses the upload (INVALID_ARGUMENT).
+    auto send =
+        [&](const std::string& path,
+            std::string* (v1::RegisterModelRequest::*field)()) -> absl::Status {
+      if (path.empty() || !open) return absl::OkStatus();
+      return ReadFileInChunks(
+          path, kUploadChunkBytes, [&](absl::Span<const uint8_t> chunk) {
+            request.Clear();
+            (request.*field)()->assign(
+                reinterpret_cast<const char*>(chunk.data()), chunk.size());
+            open = writer->Write(request);
+            return open;
+          });
     };
-    send(bytes, &v1::RegisterModelRequest::mutable_chunk);
-    send(module, &v1::RegisterModelRequest::mutable_eval_module_chunk);
-    send(data, &v1::RegisterModelRequest::mutable_eval_data_chunk);
+    absl::Status read =
+        send(options.checkpoint_path, &v1::RegisterModelRequest::mutable_chunk);
+    if (read.ok())
+      read = send(options.eval_module_path,
+                  &v1::RegisterModelRequest::mutable_eval_module_chunk);
+    if (read.ok())
+      read = send(options.eval_data_path,
+                  &v1::RegisterModelRequest::mutable_eval_data_chunk);
+    if (!read.ok()) {
+      context.TryCancel();  // nothing half-sent is stored
+      writer->Finish();  // CANCELLED: the reason is `read`
+      return read;
+    }
     writer->WritesDone();
     RETURN_IF_ERROR(FromGrpc(writer->Finish()));
     return FromProto(response.version());

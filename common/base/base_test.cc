@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "common/base/args.h"
+#include "common/base/file.h"
 #include "common/base/names.h"
 #include "common/base/parallel_for.h"
 #include "common/base/printable.h"
@@ -13,6 +14,35 @@
 
 namespace weightcast {
 namespace {
+
+TEST(File, ReadsInChunksUpToTheEndOrUntilTold) {
+  const std::string path = ::testing::TempDir() + "/file_chunks.bin";
+  std::vector<uint8_t> bytes(2500);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  ASSERT_TRUE(WriteFileAtomically(path, bytes).ok());
+  EXPECT_EQ(FileSize(path).value(), 2500u);
+  std::vector<uint8_t> got;
+  std::vector<size_t> sizes;
+  ASSERT_TRUE(
+      ReadFileInChunks(path, 1000, [&](absl::Span<const uint8_t> chunk) {
+        sizes.push_back(chunk.size());
+        got.insert(got.end(), chunk.begin(), chunk.end());
+        return true;
+      }).ok());
+  EXPECT_EQ(got, bytes);
+  EXPECT_EQ(sizes, (std::vector<size_t>{1000, 1000, 500}));
+  int calls = 0;
+  ASSERT_TRUE(ReadFileInChunks(path, 1000, [&](absl::Span<const uint8_t>) {
+                return ++calls < 2;
+              }).ok());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(FileSize(path + ".missing").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadFileInChunks(path + ".missing", 1000,
+                             [](absl::Span<const uint8_t>) { return true; })
+                .code(),
+            absl::StatusCode::kNotFound);
+}
 
 TEST(Sha256, MatchesKnownVector) {
   const std::string abc = "abc";

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +28,39 @@ absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": read failed"));
   }
   return bytes;
+}
+
+absl::StatusOr<uint64_t> FileSize(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  const std::streamsize size = in.tellg();
+  if (size < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
+  return static_cast<uint64_t>(size);
+}
+
+absl::Status ReadFileInChunks(
+    const std::string& path, size_t chunk_bytes,
+    const std::function<bool(absl::Span<const uint8_t>)>& chunk) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  std::vector<uint8_t> buffer(std::max<size_t>(chunk_bytes, 1));
+  // Bounded by the file's size: each round reads at least one byte or ends.
+  while (true) {
+    in.read(reinterpret_cast<char*>(buffer.data()),
+            static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize got = in.gcount();
+    if (got > 0 &&
+        !chunk(absl::MakeConstSpan(buffer.data(), static_cast<size_t>(got))))
+      return absl::OkStatus();
+    if (in.eof()) return absl::OkStatus();
+    if (!in) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  }
 }
 
 absl::Status WriteFileAtomically(const std::string& path,

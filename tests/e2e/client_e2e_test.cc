@@ -61,7 +61,9 @@ TEST(ClientEndToEnd, SelectsTiersByBudgetFidelityAndLink) {
                 .value(),
             "q22");
   EXPECT_EQ(SelectTier(info, {.name = "q99"}).status().code(),
-            absl::StatusCode::kNotFound);
+            absl::StatusCode::kInvalidArgument);  // not a tier at all
+  EXPECT_EQ(SelectTier(info, {.name = "q30"}).status().code(),
+            absl::StatusCode::kNotFound);  // a tier this version lacks
 }
 
 TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {

@@ -144,9 +144,10 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(missing.status().message()),
               HasSubstr("'q30' is not in the ladder"));
+  // A refinement to a coarser tier is no tier at all.
   EXPECT_EQ(
       client->Pull({"cnn", "v1", {"q22+q37"}, dir + "/x.pt"}).status().code(),
-      absl::StatusCode::kNotFound);
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(client->Describe("cnn", "v1").value().tiers.size(), 4u);
 
   // The refinement survives a restart and is measured on the evaluation bundle

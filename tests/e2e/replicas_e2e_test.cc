@@ -211,6 +211,47 @@ TEST(Replicas, TwoReplicasOnePostgresOneBlobDirectoryAndNginx) {
   EXPECT_LT(seconds, 1.0);
   std::cout << "rollout on A reached B's watcher in " << seconds << " s\n";
 
+  // A killed mid-pull: a client with one channel to both replicas (A first,
+  // pick-first) resumes against B from where A's stream stopped. The tier is
+  // ~8 MB, read at 1 MB/s: far more than socket buffers and gRPC's window
+  // hold when A dies half a megabyte in.
+  {
+    ASSERT_TRUE(
+        a.client->Register({"big", "v1", kFixtures + "/big.pt", "lossless"})
+            .ok());
+    PullOptions whole{"big", "v1", {"lossless"}, dir + "/big-b.pt"};
+    whole.http_blobs = false;
+    ASSERT_TRUE(b.client->Pull(whole).ok());  // encoded, and the reference
+    auto both = Client::Connect({absl::StrCat("ipv4:127.0.0.1:", a.port,
+                                              ",127.0.0.1:", b.port)})
+                    .value();
+    PullOptions paced{"big", "v1", {"lossless"}, dir + "/big-resumed.pt"};
+    paced.http_blobs = false;
+    paced.max_bytes_per_second = 1e6;
+    bool killed = false;
+    uint64_t killed_at = 0;
+    paced.progress = [&](const PullProgress& progress) {
+      if (!killed && progress.bytes_received >= (512 << 10) &&
+          progress.bytes_received < progress.total_bytes) {
+        killed = true;
+        killed_at = progress.bytes_received;
+        a.server->Kill();
+      }
+    };
+    auto result = both->Pull(paced);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_TRUE(killed) << "the pull ended before A could be killed";
+    EXPECT_GE(result->reconnects, 1);
+    EXPECT_EQ(ReadFileBytes(paced.output_path).value(),
+              ReadFileBytes(whole.output_path).value());
+    std::cout << "A killed " << killed_at << " bytes into a pull of "
+              << result->bytes << ": finished against B after "
+              << result->reconnects << " reconnect(s)\n";
+    // A back, for what follows.
+    ASSERT_NO_FATAL_FAILURE(
+        StartReplica(*url, dir + "/shared", nginx_port, "veryslow", &a));
+  }
+
   // A killed mid-encode: a client with one channel to both replicas (A
   // first) finishes its pull against B, which takes A's lease over.
   ASSERT_TRUE(
@@ -255,7 +296,7 @@ TEST(Replicas, TwoReplicasOnePostgresOneBlobDirectoryAndNginx) {
   EXPECT_TRUE(AwaitHealth(*b.client, true));
   auto listed = b.client->List();
   ASSERT_TRUE(listed.ok()) << listed.status();
-  EXPECT_EQ(listed->size(), 2u);
+  EXPECT_EQ(listed->size(), 3u);  // mlp, big, cnn
   EXPECT_EQ(b.server->Stop(), 0);
 }
 
