@@ -10,21 +10,16 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 
 absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in)
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  const std::streamsize size = in.tellg();
-  if (size < 0)
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file"));
+  ASSIGN_OR_RETURN(const uint64_t size, FileSize(path));
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()),
+               static_cast<std::streamsize>(size))) {
     return absl::DataLossError(absl::StrCat(path, ": read failed"));
   }
   return bytes;
