@@ -173,7 +173,7 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
         "or not in the ladder; a refinement "
         "from a finer to a coarser tier",
         "INVALID_ARGUMENT naming the tier; NOT_FOUND naming the missing tier; "
-        "NOT_FOUND",
+        "INVALID_ARGUMENT (no such tier)",
         "no tier added to the version; the refinement pulls byte-identically "
         "after a restart");
   }

@@ -22,6 +22,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
 #include "tests/testing/postgres_process.h"
+#include "tests/testing/reliability_log.h"
 
 namespace weightcast {
 namespace {
@@ -87,6 +88,14 @@ TEST(PostgresRegistry, ARegistryLostMakesTheServerNotServingUntilItIsBack) {
   EXPECT_EQ((*again)[0].first, "mlp");
   EXPECT_TRUE(client->Describe("mlp", "v1").ok());
   EXPECT_EQ(server->Stop(), 0);
+  if (!HasFailure()) {
+    RecordReliability(
+        "the PostgreSQL registry stopped under a serving weightcastd, then "
+        "started again",
+        "health NOT_SERVING and every RPC UNAVAILABLE naming the registry "
+        "(password shown as ***) while it was down; SERVING again by itself",
+        "the registered version, listed and described after the restart");
+  }
 }
 
 // One replica: its gRPC and blob ports, on the shared registry and directory.
@@ -298,6 +307,21 @@ TEST(Replicas, TwoReplicasOnePostgresOneBlobDirectoryAndNginx) {
   ASSERT_TRUE(listed.ok()) << listed.status();
   EXPECT_EQ(listed->size(), 3u);  // mlp, big, cnn
   EXPECT_EQ(b.server->Stop(), 0);
+  if (!HasFailure()) {
+    RecordReliability(
+        "replica A SIGKILLed 512 KiB into a pull (one client channel to A "
+        "and B)",
+        "the pull resumed against replica B (1 reconnect)",
+        "the pulled file byte-identical to B's own pull");
+    RecordReliability(
+        "replica A SIGKILLed while it held a tier's encode lease",
+        "replica B took the lease over after its timeout, encoded the tier "
+        "and the waiting pull finished",
+        "the tier READY once, the same bytes on a second pull");
+    RecordReliability("PostgreSQL restarted under two replicas",
+                      "replica B served again without a restart",
+                      "every registered model listed");
+  }
 }
 
 }  // namespace
