@@ -149,7 +149,7 @@ class GrpcClient final : public Client {
                   &v1::RegisterModelRequest::mutable_eval_data_chunk);
     if (!read.ok()) {
       context.TryCancel();  // nothing half-sent is stored
-      writer->Finish();  // CANCELLED: the reason is `read`
+      writer->Finish();     // CANCELLED: the reason is `read`
       return read;
     }
     writer->WritesDone();
