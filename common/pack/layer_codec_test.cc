@@ -6,6 +6,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "common/pack/packed_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -253,8 +254,12 @@ FloatRowReader RowsOf(const Tensor& tensor, int* calls, int64_t* most_rows) {
   return
       [&tensor, calls, most_rows](
           int64_t first, int64_t rows) -> absl::StatusOr<std::vector<float>> {
-        ++*calls;
-        *most_rows = std::max(*most_rows, rows);
+        {  // tile jobs read rows from several threads
+          static absl::Mutex counting;
+          absl::MutexLock lock(&counting);
+          ++*calls;
+          *most_rows = std::max(*most_rows, rows);
+        }
         const std::vector<float> all = ToFloat32(tensor).value();
         const int64_t cols = static_cast<int64_t>(all.size()) /
                              (tensor.shape.size() >= 2 ? tensor.shape[0] : 1);
