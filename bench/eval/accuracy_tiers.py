@@ -73,10 +73,10 @@ def main():
                               "float_bytes": float_bytes, "seconds_register_to_measured": seconds, "tiers": rows}
     finally:
         server.stop()
-        log = server.proc.stdout.read()
-        for line in log.splitlines():
+        server.reader.join(timeout=10)
+        for line in server.log:
             if " tier acc-" in line:
-                print(line)
+                print(line, end="")
     with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
 
