@@ -144,13 +144,8 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
 
 namespace {
 
-absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
-                                          const LayerEncodeOptions& options) {
-  PackedLayer layer;
-  layer.name = tensor.name;
-  layer.codec = options.codec;
-  layer.shape = tensor.shape;
-  layer.source_dtype = tensor.dtype;
+// The tensor's element count, refused past what one packed layer may hold.
+absl::StatusOr<int64_t> LayerElements(const Tensor& tensor) {
   ASSIGN_OR_RETURN(
       const int64_t elements,
       CheckedNumElements(tensor.shape,
@@ -160,6 +155,17 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
         absl::StrCat("tensor '", tensor.name, "': ", elements,
                      " elements is over the limit"));
   }
+  return elements;
+}
+
+absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
+                                          const LayerEncodeOptions& options) {
+  PackedLayer layer;
+  layer.name = tensor.name;
+  layer.codec = options.codec;
+  layer.shape = tensor.shape;
+  layer.source_dtype = tensor.dtype;
+  ASSIGN_OR_RETURN(const int64_t elements, LayerElements(tensor));
   if (options.codec == LayerCodec::kHevc && elements == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor '", tensor.name, "': an empty tensor cannot be a picture"));
@@ -410,15 +416,7 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
         absl::StrCat("tensor '", header.name,
                      "': coded from rows only as int8 from floating point"));
   }
-  ASSIGN_OR_RETURN(
-      const int64_t elements,
-      CheckedNumElements(header.shape,
-                         absl::StrCat("tensor '", header.name, "'")));
-  if (elements > kMaxLayerElements) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", header.name, "': ", elements,
-                     " elements is over the limit"));
-  }
+  ASSIGN_OR_RETURN(const int64_t elements, LayerElements(header));
   if (elements == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor '", header.name, "': an empty tensor has no rows to code"));

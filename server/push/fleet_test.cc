@@ -24,15 +24,10 @@ class FleetTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Where a new, empty fleet registry lives for this test's engine.
   std::string Location(const std::string& dir) {
-    if (GetParam() == "sqlite") return dir + "/fleet.db";
-    absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
-    EXPECT_TRUE(pg.ok()) << pg.status();
-    if (!pg.ok()) return "postgresql://unavailable";
-    static int databases = 0;
     absl::StatusOr<std::string> url =
-        (*pg)->CreateDatabase(absl::StrCat("fleet_", ++databases));
-    EXPECT_TRUE(url.ok()) << url.status();
-    return url.ok() ? *url : "postgresql://unavailable";
+        FreshRegistryLocation(GetParam(), dir + "/fleet.db", "fleet");
+    EXPECT_THAT(url, IsOk());
+    return url.value_or("postgresql://unavailable");
   }
 
   void SetUp() override {

@@ -32,15 +32,10 @@ class RegistryTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Where a new, empty registry lives: a SQLite path or a postgresql:// URL.
   std::string Location(const std::string& name) {
-    if (GetParam() == "sqlite") return FreshDir(name) + "/r.db";
-    absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
-    EXPECT_THAT(pg, IsOk());
-    if (!pg.ok()) return "postgresql://unavailable";
-    static int databases = 0;
     absl::StatusOr<std::string> url =
-        (*pg)->CreateDatabase(absl::StrCat(name, "_", ++databases));
+        FreshRegistryLocation(GetParam(), FreshDir(name) + "/r.db", name);
     EXPECT_THAT(url, IsOk());
-    return url.ok() ? *url : "postgresql://unavailable";
+    return url.value_or("postgresql://unavailable");
   }
 };
 

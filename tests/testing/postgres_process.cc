@@ -226,4 +226,14 @@ absl::StatusOr<PostgresProcess*> SharedPostgres() {
   return shared->value().get();
 }
 
+absl::StatusOr<std::string> FreshRegistryLocation(
+    const std::string& engine, const std::string& sqlite_path,
+    const std::string& database_prefix) {
+  if (engine == "sqlite") return sqlite_path;
+  static int databases = 0;
+  absl::StatusOr<PostgresProcess*> pg = SharedPostgres();
+  if (!pg.ok()) return pg.status();
+  return (*pg)->CreateDatabase(absl::StrCat(database_prefix, "_", ++databases));
+}
+
 }  // namespace weightcast

@@ -51,6 +51,13 @@ class PostgresProcess {
 // from paying for initdb).
 absl::StatusOr<PostgresProcess*> SharedPostgres();
 
+// Where a new, empty registry lives for a test parameterized by engine:
+// `sqlite_path` for "sqlite", else a fresh database (database_prefix_N) on the
+// shared PostgreSQL server.
+absl::StatusOr<std::string> FreshRegistryLocation(
+    const std::string& engine, const std::string& sqlite_path,
+    const std::string& database_prefix);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_TESTS_TESTING_POSTGRES_PROCESS_H_
