@@ -85,9 +85,10 @@ const std::string kUsage =
        smallest model the server finds whose top-1 is within X points of the float model's,
        e.g. acc-0.5; searched with at most 8 evaluations the first time it is asked for)
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
-       [--shard-bytes N]   -o DIR gets float safetensors shards of at most N bytes of tensor
+       [--shard-bytes N]   -o DIR gets safetensors shards of at most N bytes of tensor
        data (model-0000k-of-0000n.safetensors) and model.safetensors.index.json
-       A float .safetensors output is written layer by layer as layers are verified.
+       A .safetensors or .pt output (float or --int8) is written layer by layer as layers
+       are verified.
        [--progressive COARSE [--coarse-out PATH]]   progressive: tier COARSE (qNN or budget-N)
        arrives first (written to PATH as soon as it is verified), then a refinement to the
        selected qNN tier as P pictures on it (tier COARSE+SELECTED); a plain pull when the

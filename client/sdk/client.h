@@ -185,14 +185,15 @@ struct PullOptions {
   std::function<void(const CoarseModel&)> on_coarse;
   // Added for large models (at the end, so that positional initializers of
   // the fields above still compile).
-  // A float .safetensors or .pt output is written while the layers decode:
-  // its layout computed from the manifest and the described tensors, each
-  // tensor written at its offset as soon as it is verified, so the client
-  // never holds the whole model (the same bytes as the whole-model writer).
-  // false: the whole model is collected and written at the end (int8 outputs
-  // and progressive pulls always are).
+  // A .safetensors or .pt output (float or int8) is written while the layers
+  // decode: its layout computed from the manifest and the described tensors,
+  // each tensor written at its offset as soon as it is verified, so the
+  // client never holds the whole model (the same bytes as the whole-model
+  // writer). false: the whole model is collected and written at the end
+  // (progressive pulls always are, and pulls from a server whose manifests
+  // do not give int8 layers' schemes, for int8 outputs).
   bool stream_output = true;
-  // > 0: `output_path` is a directory that receives sharded float safetensors,
+  // > 0: `output_path` is a directory that receives sharded safetensors,
   // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data
   // each (a larger tensor alone in its shard), and
   // model.safetensors.index.json (transformers' sharded layout). Streamed.

@@ -7,13 +7,95 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 #include "common/pack/packed_layer.h"
+#include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
+namespace {
 
-absl::StatusOr<std::vector<TensorLayout>> FloatOutputLayout(
-    const v1::Manifest& manifest, const ModelInfo& info) {
-  std::vector<std::pair<uint32_t, TensorLayout>> indexed;
+bool IsInt8(v1::LayerCodec codec) {
+  return codec == v1::LAYER_CODEC_HEVC || codec == v1::LAYER_CODEC_HEVC_DELTA ||
+         codec == v1::LAYER_CODEC_RAW_INT8 ||
+         codec == v1::LAYER_CODEC_ZSTD_INT8;
+}
+
+// The dtype a layer of `codec` is written as when it is not written as int8:
+// float32 for every float output and float32 codec, float16 for a float16
+// codec kept as stored, the source dtype of passthrough (widened to float32
+// for a float output, as ToFloatTensor does).
+absl::StatusOr<DType> WrittenDType(const v1::ManifestLayer& layer, DType source,
+                                   OutputKind kind) {
+  switch (layer.codec()) {
+    case v1::LAYER_CODEC_HEVC:
+    case v1::LAYER_CODEC_HEVC_DELTA:
+    case v1::LAYER_CODEC_RAW_INT8:
+    case v1::LAYER_CODEC_ZSTD_INT8:
+    case v1::LAYER_CODEC_FLOAT32:
+      return DType::kFloat32;
+    case v1::LAYER_CODEC_FLOAT16:
+      return kind == OutputKind::kFloat ? DType::kFloat32 : DType::kFloat16;
+    case v1::LAYER_CODEC_PASSTHROUGH:
+      return kind == OutputKind::kFloat &&
+                     (source == DType::kFloat16 || source == DType::kBFloat16)
+                 ? DType::kFloat32
+                 : source;
+    default:
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer '", layer.name(), "': unknown codec"));
+  }
+}
+
+TensorLayout Layout(std::string name, DType dtype, std::vector<int64_t> shape,
+                    int64_t elements) {
+  const uint64_t bytes = static_cast<uint64_t>(elements) * DTypeSize(dtype);
+  return TensorLayout{std::move(name), dtype, std::move(shape), bytes};
+}
+
+// The tensors one layer is written as, in file order (OutputTensors' rule).
+absl::Status AppendLayer(const v1::ManifestLayer& layer,
+                         const TensorDescription& described, OutputKind kind,
+                         std::vector<TensorLayout>* out) {
+  absl::StatusOr<DType> source = DTypeFromName(described.dtype);
+  if (!source.ok())
+    return absl::FailedPreconditionError(source.status().message());
+  absl::StatusOr<int64_t> elements = CheckedNumElements(
+      described.shape, absl::StrCat("tensor '", described.name, "'"));
+  if (!elements.ok()) {
+    return absl::FailedPreconditionError(elements.status().message());
+  }
+  if (*elements > kMaxLayerElements) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("tensor '", described.name, "' is too large"));
+  }
+  if (kind == OutputKind::kFloat || !IsInt8(layer.codec())) {
+    ASSIGN_OR_RETURN(const DType dtype, WrittenDType(layer, *source, kind));
+    out->push_back(Layout(described.name, dtype, described.shape, *elements));
+    return absl::OkStatus();
+  }
+  if (layer.quant_scheme() < v1::QUANT_SCHEME_PER_TENSOR_SYMMETRIC ||
+      layer.quant_scheme() > v1::QUANT_SCHEME_PER_CHANNEL_ASYMMETRIC) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer '", layer.name(),
+                     "': the manifest gives no quantization scheme"));
+  }
+  const auto scheme = static_cast<QuantScheme>(layer.quant_scheme() - 1);
+  const int64_t channels = ScaleCount(scheme, described.shape);
+  out->push_back(
+      Layout(described.name, DType::kInt8, described.shape, *elements));
+  out->push_back(Layout(absl::StrCat(described.name, ".__scale__"),
+                        DType::kFloat32, {channels}, channels));
+  if (!IsSymmetric(scheme)) {
+    out->push_back(Layout(absl::StrCat(described.name, ".__zero_point__"),
+                          DType::kInt32, {channels}, channels));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<TensorLayout>> OutputLayout(
+    const v1::Manifest& manifest, const ModelInfo& info, OutputKind kind) {
+  std::vector<std::pair<uint32_t, const v1::ManifestLayer*>> indexed;
   for (const v1::ManifestLayer& layer : manifest.layers()) {
     if (layer.is_base()) continue;
     if (layer.tensor_index() >= info.tensor_list.size() ||
@@ -22,50 +104,17 @@ absl::StatusOr<std::vector<TensorLayout>> FloatOutputLayout(
           absl::StrCat("layer '", layer.name(),
                        "' is not the described tensor at its index"));
     }
-    const TensorDescription& described = info.tensor_list[layer.tensor_index()];
-    absl::StatusOr<DType> source = DTypeFromName(described.dtype);
-    if (!source.ok()) {
-      return absl::FailedPreconditionError(source.status().message());
-    }
-    DType dtype;
-    switch (layer.codec()) {
-      case v1::LAYER_CODEC_HEVC:
-      case v1::LAYER_CODEC_HEVC_DELTA:
-      case v1::LAYER_CODEC_RAW_INT8:
-      case v1::LAYER_CODEC_ZSTD_INT8:
-      case v1::LAYER_CODEC_FLOAT32:
-      case v1::LAYER_CODEC_FLOAT16:
-        dtype = DType::kFloat32;
-        break;
-      case v1::LAYER_CODEC_PASSTHROUGH:
-        dtype = *source == DType::kFloat16 || *source == DType::kBFloat16
-                    ? DType::kFloat32
-                    : *source;
-        break;
-      default:
-        return absl::FailedPreconditionError(
-            absl::StrCat("layer '", layer.name(), "': unknown codec"));
-    }
-    absl::StatusOr<int64_t> elements = CheckedNumElements(
-        described.shape, absl::StrCat("tensor '", described.name, "'"));
-    if (!elements.ok()) {
-      return absl::FailedPreconditionError(elements.status().message());
-    }
-    const uint64_t size = DTypeSize(dtype);
-    if (*elements > kMaxLayerElements) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("tensor '", described.name, "' is too large"));
-    }
-    indexed.emplace_back(layer.tensor_index(),
-                         TensorLayout{described.name, dtype, described.shape,
-                                      static_cast<uint64_t>(*elements) * size});
+    indexed.emplace_back(layer.tensor_index(), &layer);
   }
   std::stable_sort(
       indexed.begin(), indexed.end(),
       [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<TensorLayout> layout;
   layout.reserve(indexed.size());
-  for (auto& [index, tensor] : indexed) layout.push_back(std::move(tensor));
+  for (const auto& [index, layer] : indexed) {
+    RETURN_IF_ERROR(
+        AppendLayer(*layer, info.tensor_list[index], kind, &layout));
+  }
   return layout;
 }
 

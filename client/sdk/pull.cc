@@ -134,12 +134,35 @@ absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
   return writer.Write(tensor.stored);
 }
 
+// Writes one verified layer of an int8 output (checkpoint.h's kInt8 rule,
+// OutputTensors' tensors) from where the decode left it: int8 values, their
+// scales and, for asymmetric schemes, zero points; other layers as stored.
+absl::Status WriteInt8Layer(CheckpointStreamWriter& writer,
+                            const RebuiltTensor& tensor) {
+  if (!tensor.int8) return writer.Write(tensor.stored);
+  const QuantizedTensor& q = *tensor.int8;
+  const auto bytes = [](const auto& values) {
+    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
+                               values.size() * sizeof(values[0]));
+  };
+  const std::vector<int64_t> channels{static_cast<int64_t>(q.scales.size())};
+  RETURN_IF_ERROR(
+      writer.Write(tensor.name, DType::kInt8, tensor.shape, bytes(q.values)));
+  RETURN_IF_ERROR(writer.Write(absl::StrCat(tensor.name, ".__scale__"),
+                               DType::kFloat32, channels, bytes(q.scales)));
+  if (IsSymmetric(q.scheme)) return absl::OkStatus();
+  return writer.Write(absl::StrCat(tensor.name, ".__zero_point__"),
+                      DType::kInt32, channels, bytes(q.zero_points));
+}
+
 // When the manifest arrives: the streamed output's writer (if the layout is
 // known in advance) and the decode pool that writes to it.
 absl::Status StartDecoding(const PullOptions& options, PullState* state) {
+  const OutputKind kind =
+      options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat;
   if (state->stream_output) {
     absl::StatusOr<std::vector<TensorLayout>> layout =
-        FloatOutputLayout(state->manifest, *state->info);
+        OutputLayout(state->manifest, *state->info, kind);
     if (!layout.ok() && options.shard_bytes > 0) return layout.status();
     if (layout.ok()) {
       ASSIGN_OR_RETURN(
@@ -150,8 +173,9 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
   }
   DecodePool::Sink sink;
   if (state->writer) {
-    sink = [writer = state->writer.get()](size_t, RebuiltTensor tensor) {
-      return WriteFloatLayer(*writer, tensor);
+    sink = [writer = state->writer.get(), kind](size_t, RebuiltTensor tensor) {
+      return kind == OutputKind::kInt8 ? WriteInt8Layer(*writer, tensor)
+                                       : WriteFloatLayer(*writer, tensor);
     };
   }
   state->pool = std::make_unique<DecodePool>(
@@ -524,14 +548,13 @@ absl::StatusOr<PullResult> RunPull(
       absl::EndsWith(options.output_path, ".safetensors") ||
       IsTorchSavePath(options.output_path);
   const bool stream_output =
-      options.shard_bytes > 0 || (options.stream_output && streamable_file &&
-                                  !options.int8_output && coarse_tier.empty());
+      options.shard_bytes > 0 ||
+      (options.stream_output && streamable_file && coarse_tier.empty());
   if (options.shard_bytes > 0 &&
-      (options.output_path.empty() || options.int8_output ||
-       !coarse_tier.empty())) {
+      (options.output_path.empty() || !coarse_tier.empty())) {
     return absl::InvalidArgumentError(
-        "sharded output needs an output directory, float output and a pull "
-        "that is not progressive");
+        "sharded output needs an output directory and a pull that is not "
+        "progressive");
   }
   PullResult result{info.version, tier};
   BaseStore bases(options.base_dir);

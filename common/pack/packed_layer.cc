@@ -96,13 +96,7 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
     }
     layer.scheme = static_cast<QuantScheme>(header.quant_scheme() - 1);
     const int64_t channels = header.scales_size();
-    const bool per_channel =
-        layer.scheme == QuantScheme::kPerChannelSymmetric ||
-        layer.scheme == QuantScheme::kPerChannelAsymmetric;
-    const int64_t expected_channels =
-        per_channel && layer.shape.size() >= 2 && layer.shape[0] > 0
-            ? layer.shape[0]
-            : 1;
+    const int64_t expected_channels = ScaleCount(layer.scheme, layer.shape);
     if (channels != expected_channels ||
         header.zero_points_size() != channels) {
       return Invalid(

@@ -23,11 +23,6 @@ bool IsPerChannel(QuantScheme scheme) {
          scheme == QuantScheme::kPerChannelAsymmetric;
 }
 
-bool IsSymmetric(QuantScheme scheme) {
-  return scheme == QuantScheme::kPerTensorSymmetric ||
-         scheme == QuantScheme::kPerChannelSymmetric;
-}
-
 int8_t Clamp8(float x, int lo) {
   return static_cast<int8_t>(
       std::clamp(static_cast<int>(std::lrint(x)), lo, 127));
@@ -92,6 +87,16 @@ absl::Status CheckAllFinite(absl::string_view name,
 
 }  // namespace
 
+bool IsSymmetric(QuantScheme scheme) {
+  return scheme == QuantScheme::kPerTensorSymmetric ||
+         scheme == QuantScheme::kPerChannelSymmetric;
+}
+
+int64_t ScaleCount(QuantScheme scheme, absl::Span<const int64_t> shape) {
+  return IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0 ? shape[0]
+                                                                   : 1;
+}
+
 absl::string_view QuantSchemeName(QuantScheme scheme) {
   for (const auto& [s, name] : kSchemeNames) {
     if (s == scheme) return name;
@@ -129,10 +134,7 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
                      " values for shape ", ShapeToString(shape)));
   }
   RETURN_IF_ERROR(CheckAllFinite(name, values, 0));
-  const size_t channels =
-      IsPerChannel(scheme) && shape.size() >= 2 && shape[0] > 0
-          ? static_cast<size_t>(shape[0])
-          : 1;
+  const size_t channels = static_cast<size_t>(ScaleCount(scheme, shape));
   const size_t per_channel = channels ? values.size() / channels : 0;
   out.values.resize(values.size());
   out.scales.resize(channels);

@@ -28,6 +28,13 @@ absl::string_view QuantSchemeName(
     QuantScheme scheme);  // "per-tensor-symmetric", ...
 absl::StatusOr<QuantScheme> QuantSchemeFromName(absl::string_view name);
 
+// How many scales (and zero points) a tensor of `shape` has under `scheme`:
+// one per index of dimension 0 for per-channel schemes on a tensor of two or
+// more dimensions, else one.
+int64_t ScaleCount(QuantScheme scheme, absl::Span<const int64_t> shape);
+// Whether every zero point of `scheme` is 0.
+bool IsSymmetric(QuantScheme scheme);
+
 // int8 values with the parameters that map them back: w ≈ scale[c] * (q -
 // zero_point[c]).
 struct QuantizedTensor {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/base/printable.h"
@@ -95,6 +96,17 @@ v1::LayerCodec ToProto(LayerCodec codec) {
 
 namespace {
 
+// An int8 layer's recorded scheme, "<scheme>" or "<scheme>+outliers"
+// (model_store_encoding.cc); UNSPECIFIED for other layers.
+v1::QuantScheme SchemeOf(const LayerRecord& layer) {
+  absl::string_view name = layer.quant_scheme;
+  absl::ConsumeSuffix(&name, "+outliers");
+  absl::StatusOr<QuantScheme> scheme = QuantSchemeFromName(name);
+  return scheme.ok()
+             ? static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme))
+             : v1::QUANT_SCHEME_UNSPECIFIED;
+}
+
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
   out->set_top1(accuracy.top1);
   out->set_top2(accuracy.top2);
@@ -168,13 +180,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_sqnr_db(layer.sqnr_db);
       stats->set_decoded_sha256(layer.decoded_sha256);
       stats->set_qp(layer.qp);
-      // "<scheme>" or "<scheme>+outliers" (model_store_encoding.cc).
-      absl::string_view scheme_name = layer.quant_scheme;
-      stats->set_outliers(absl::ConsumeSuffix(&scheme_name, "+outliers"));
-      if (auto scheme = QuantSchemeFromName(scheme_name); scheme.ok()) {
-        stats->set_quant_scheme(
-            static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme)));
-      }
+      stats->set_quant_scheme(SchemeOf(layer));
+      stats->set_outliers(absl::EndsWith(layer.quant_scheme, "+outliers"));
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
       if (layer.sqnr_db < worst_layer) {
@@ -207,6 +214,7 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
       l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);
     l->set_tensor_index(layer.tensor_index);
+    l->set_quant_scheme(SchemeOf(layer));
   }
 }
 

@@ -118,10 +118,26 @@ TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {
   ASSERT_FALSE(described.tiers[0].layers.empty());
   EXPECT_EQ(described.tiers[0].layers[0].name, "embed.weight");
   EXPECT_EQ(described.tiers[0].layers[0].codec, "LAYER_CODEC_HEVC");
-  // Sharding needs float output (int8 outputs are written whole).
+  // int8 outputs stream too (their scales sized by the manifest's schemes):
+  // per-tensor, per-channel and passthrough layers, both file kinds.
   options.int8_output = true;
+  for (const std::string kind : {".safetensors", ".pt"}) {
+    options.stream_output = false;
+    options.output_path = dir + "/whole_int8" + kind;
+    ASSERT_TRUE(client->Pull(options).ok());
+    options.stream_output = true;
+    options.output_path = dir + "/streamed_int8" + kind;
+    auto int8 = client->Pull(options);
+    ASSERT_TRUE(int8.ok()) << int8.status();
+    EXPECT_TRUE(int8->streamed_output) << kind;
+    EXPECT_EQ(ReadFileBytes(dir + "/streamed_int8" + kind).value(),
+              ReadFileBytes(dir + "/whole_int8" + kind).value())
+        << kind;
+  }
+  // Sharding needs a pull that is not progressive.
   options.shard_bytes = 4096;
   options.output_path = dir + "/shards";
+  options.coarse_tier = "q37";
   EXPECT_EQ(client->Pull(options).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
