@@ -15,8 +15,9 @@
 //      multi-tile layers, with one decode job per layer against one per tile;
 //   5. the SDK's decode throughput (unpaced loopback pull, no output): one job
 //      per layer against one per tile, on single-tile and multi-tile layers;
-//   6. the client's peak RSS writing a float .safetensors and a float .pt:
-//      the whole-model writer against the streamed output (the same bytes).
+//   6. the client's peak RSS writing a .safetensors and a .pt, float and int8
+//      (--int8): the whole-model writer against the streamed output (the same
+//      bytes).
 // usage: server_benchmark WEIGHTCASTD WORK_DIR [client]
 //   client: sections 4-6 only
 #include <grpcpp/grpcpp.h>
@@ -212,12 +213,22 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
   }
   std::printf("\n");
   // --- 6: client peak RSS, whole-model writer against streamed output ---
-  for (const char* extension : {".safetensors", ".pt"}) {
+  struct Output {
+    const char* extension;
+    bool int8;
+  };
+  for (const Output output : {Output{".safetensors", false},
+                              {".pt", false},
+                              {".safetensors", true},
+                              {".pt", true}}) {
+    const char* extension = output.extension;
+    const char* kind = output.int8 ? "int8" : "float";
     PullOptions options{"hevc", "v1", {"q22"}, ""};
+    options.int8_output = output.int8;
     double peak[2], seconds[2];
-    const std::string whole = absl::StrCat(work, "/whole", extension);
+    const std::string whole = absl::StrCat(work, "/whole_", kind, extension);
     const std::string streamed_path =
-        absl::StrCat(work, "/streamed", extension);
+        absl::StrCat(work, "/streamed_", kind, extension);
     for (bool streamed : {false, true}) {
       options.stream_output = streamed;
       options.output_path = streamed ? streamed_path : whole;
@@ -231,9 +242,10 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
     const bool same =
         ReadFileBytes(whole).value() == ReadFileBytes(streamed_path).value();
     std::printf(
-        "6. pulling the 24 M-weight q22 tier to a float %s (%.1f MB): client "
+        "6. pulling the 24 M-weight q22 tier to a%s %s %s (%.1f MB): client "
         "peak RSS above its RSS before the pull\n",
-        extension, std::filesystem::file_size(whole) / 1e6);
+        output.int8 ? "n" : "", kind, extension,
+        std::filesystem::file_size(whole) / 1e6);
     std::printf("   whole-model writer: %6.1f MB (%.2f s)\n", peak[0],
                 seconds[0]);
     std::printf("   streamed output:    %6.1f MB (%.2f s)\n", peak[1],
