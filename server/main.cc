@@ -52,6 +52,9 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --cache-bytes N      budget for encoded tiers; least recently used ones are evicted and
                        re-encoded on demand (default 0: unlimited; each version's first tier
                        is pinned)
+  --cache-min-idle-seconds N  a tier handed out (by any replica) less than N s ago is not
+                       evicted, even over the budget (default 600 with --registry, where a
+                       replica cannot see another's pulls; 0 without; at most 604800)
   --ladder LIST        default tier ladder for new registrations, until SetDefaultLadder
                        (default lossless,q22,q27,q32,q37)
   --no-encode-on-register  do not start encoding a version's ladder when it is registered
@@ -124,6 +127,7 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
        "--preset",
        "--workers",
        "--cache-bytes",
+       "--cache-min-idle-seconds",
        "--max-upload-bytes",
        "--tls-cert",
        "--tls-key",
@@ -210,6 +214,10 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
                            uint64_t{weightcast::kMaxLadderTiers},
                            &store.max_tiers));
   RETURN_IF_ERROR(args.Int("--grace-seconds", 0, 86400, &flags->grace_seconds));
+  int min_idle_seconds = store.registry.empty() ? 0 : 600;
+  RETURN_IF_ERROR(
+      args.Int("--cache-min-idle-seconds", 0, 86400 * 7, &min_idle_seconds));
+  store.evict_min_idle = absl::Seconds(min_idle_seconds);
   int lease_seconds = 30;
   RETURN_IF_ERROR(args.Int("--encode-lease-seconds", 3, 3600, &lease_seconds));
   store.encode_lease = absl::Seconds(lease_seconds);

@@ -561,8 +561,15 @@ void ModelStore::EnforceCacheBudget(
   if (!tiers.ok()) return;
   uint64_t total = 0;
   for (const CachedTier& t : *tiers) total += t.bytes;
+  const int64_t used_before =
+      NowSeconds() - absl::ToInt64Seconds(options_.evict_min_idle);
   for (const CachedTier& t : *tiers) {  // least recently used first
     if (total <= options_.cache_bytes) break;
+    // In use lately (maybe on another replica), and so is every later one.
+    if (options_.evict_min_idle > absl::ZeroDuration() &&
+        t.last_used > used_before) {
+      break;
+    }
     const bool pinned = t.ladder.substr(0, t.ladder.find(',')) == t.tier;
     const auto key = std::make_pair(t.version_id, t.tier);
     bool busy;

@@ -70,6 +70,12 @@ struct ModelStoreOptions {
   // and tiers being streamed; an evicted tier is encoded again when next
   // requested.
   uint64_t cache_bytes = 0;
+  // A tier whose manifest was handed out (by any replica sharing the registry:
+  // the last-use time is the registry's) less than this long ago is not
+  // evicted, even over the budget. A replica sees only its own streams; with a
+  // shared registry this keeps a budget from removing the blobs of a tier
+  // another replica is sending (weightcastd: 600 s with --registry).
+  absl::Duration evict_min_idle = absl::ZeroDuration();
   // Checkpoints with more tensors, or a tensor of more dimensions, are refused
   // (INVALID_ARGUMENT).
   size_t max_tensors = 1 << 16;  // the packed model format's limit

@@ -165,6 +165,37 @@ TEST(ModelStoreCache, EvictsTheLeastRecentlyUsedTierWhenOverTheBudget) {
   EXPECT_LE(store->EncodedBytes().value(), budget);
 }
 
+TEST(ModelStoreCache, ATierUsedLessThanTheMinimumIdleTimeAgoIsNotEvicted) {
+  // What keeps replicas on one registry from evicting a tier another replica
+  // is sending: its last use (the registry's) is recent.
+  const std::string dir = FreshDir("model_store_min_idle");
+  FakeLayerEncoder encoder;
+  ManualClock clock;
+  ModelStoreOptions options = Options(dir, &encoder, &clock, /*cache_bytes=*/1);
+  options.evict_min_idle = absl::Seconds(600);
+  auto store = ModelStore::Create(options).value();
+  ASSERT_THAT(
+      store->Register(Request("v1", "q22,q27,q32"), WriteMlp(dir, "v1", 0)),
+      IsOk());
+  for (const std::string tier : {"q22", "q27", "q32"}) {
+    clock.Advance(absl::Seconds(100));
+    ASSERT_THAT(store->GetManifest("mlp", "v1", tier), IsOk()) << tier;
+  }
+  // Over the 1-byte budget, but q27 was used 100 s ago and q32 just now.
+  EXPECT_THAT(States(*store, "v1"),
+              (std::map<std::string, std::string>{
+                  {"q22", "READY"}, {"q27", "READY"}, {"q32", "READY"}}));
+  // 601 s after q27's use, the next encoding evicts it; q32 (used 100 s later)
+  // stays until its own time is up.
+  clock.Advance(absl::Seconds(501));
+  ASSERT_THAT(store->Register(Request("v2", "q22,q27"), WriteMlp(dir, "v2", 1)),
+              IsOk());
+  ASSERT_THAT(store->GetManifest("mlp", "v2", "q27"), IsOk());
+  EXPECT_THAT(States(*store, "v1"),
+              (std::map<std::string, std::string>{
+                  {"q22", "READY"}, {"q27", "NOT_ENCODED"}, {"q32", "READY"}}));
+}
+
 TEST(ModelStoreCache,
      EachVersionsFirstLadderTierIsPinnedAndAnEvictedTierIsEncodedAgain) {
   const std::string dir = FreshDir("model_store_pinned");
