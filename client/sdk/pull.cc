@@ -24,8 +24,11 @@ namespace {
 
 using fleet_calls::FromGrpc;
 
+// CANCELLED counts: the caller's own cancel is checked first, so it is the
+// server's (a replica shutting down cancels what its grace period left).
 bool Retryable(grpc::StatusCode code) {
   return code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::CANCELLED ||
          code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::INTERNAL ||
          code == grpc::StatusCode::UNKNOWN ||

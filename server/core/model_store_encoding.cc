@@ -523,7 +523,12 @@ void ModelStore::Finish(const std::shared_ptr<Encoding>& encoding) {
   std::vector<std::function<void()>> then;
   {
     absl::MutexLock lock(&encoding->mu);
-    encoding->status = status;
+    // A shutdown's cancel reaches waiters as UNAVAILABLE (try again, maybe on
+    // another replica), as it does for the encodings Shutdown abandons.
+    encoding->status =
+        absl::IsCancelled(status)
+            ? absl::UnavailableError("the server is shutting down")
+            : status;
     encoding->done = true;
     then.swap(encoding->then);
   }

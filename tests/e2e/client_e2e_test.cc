@@ -2,10 +2,12 @@
 // mid-pull and restarted (the pull resumes and the output is byte-identical),
 // and a corrupted blob on disk (DATA_LOSS naming the layer).
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
 #include "gmock/gmock.h"
@@ -215,6 +217,71 @@ TEST(ClientEndToEnd, SigtermDrainsRunningPullsAndRefusesNewOnes) {
   ASSERT_TRUE(running.ok()) << running.status();
   EXPECT_EQ(running->reconnects, 0);
   EXPECT_EQ(server->Stop(), 0);
+}
+
+TEST(ClientEndToEnd, SigtermMidEncodeStopsTheEncodeAndTheTierIsEncodedAgain) {
+  const std::string dir = FreshDir("client_sigterm_encode");
+  const int port = FreeLoopbackPort();
+  std::vector<std::string> flags = Flags(port);
+  // One worker at a slow preset: the three 3000x96 tiles of tall.pt's
+  // embedding take seconds each, so the SIGTERM lands mid-layer.
+  flags[3] = "1";
+  flags[5] = "placebo";
+  flags.push_back("--no-encode-on-register");
+  auto server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  auto client = Client::Connect({address}).value();
+  ASSERT_TRUE(
+      client->Register({"tall", "v1", kFixtures + "/tall.pt", "lossless,q22"})
+          .ok());
+  absl::StatusOr<PullResult> waiting;
+  PullOptions wait{"tall", "v1", {"q22"}, ""};
+  wait.max_reconnects = 0;  // the server's own answer, not a retry's
+  std::thread pull([&] { waiting = client->Pull(wait); });
+  // Bounded: until the describe says ENCODING, at most 30 s.
+  bool encoding = false;
+  for (int i = 0; i < 300 && !encoding; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const absl::StatusOr<ModelInfo> info = client->Describe("tall", "v1");
+    encoding = info.ok() && info->tiers.size() == 2 &&
+               info->tiers[1].state == "ENCODING";
+  }
+  ASSERT_TRUE(encoding);
+  const auto sent = std::chrono::steady_clock::now();
+  server->Terminate();
+  pull.join();
+  // UNAVAILABLE from the store's shutdown; in about one run of three gRPC's
+  // cancel at the end of the grace period reached the client first.
+  EXPECT_THAT(waiting.status().code(),
+              ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                               absl::StatusCode::kCancelled))
+      << waiting.status();
+  EXPECT_EQ(server->Stop(), 0);  // a clean exit
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sent)
+          .count();
+
+  // Cancelled, not failed and not finished: after a restart the tier is
+  // NOT_ENCODED, and the next pull encodes it.
+  flags[5] = "ultrafast";
+  server = ServerProcess::Start(kServer, dir + "/data", flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  client = Client::Connect({address}).value();
+  const ModelInfo after = client->Describe("tall", "v1").value();
+  ASSERT_EQ(after.tiers.size(), 2u);
+  EXPECT_EQ(after.tiers[1].state, "NOT_ENCODED") << after.tiers[1].error;
+  auto pulled = client->Pull({"tall", "v1", {"q22"}, dir + "/after.pt"});
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  RecordReliability(
+      "SIGTERM while a layer of three HEVC tiles encodes (--preset placebo, "
+      "one worker), a pull waiting for it",
+      absl::StrCat("the encode stops at its next tile; the waiting pull ends "
+                   "(UNAVAILABLE, or CANCELLED at the grace deadline); "
+                   "weightcastd exits 0 (",
+                   std::lround(seconds * 10) / 10.0, " s after the signal)"),
+      "after a restart the tier is NOT_ENCODED (not FAILED) and a pull "
+      "encodes it again");
 }
 
 std::string Pem(const std::string& path) {
