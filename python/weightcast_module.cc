@@ -70,6 +70,9 @@ py::object Accuracy(const std::optional<AccuracyFigures>& a) {
   d["top1"] = a->top1;
   d["top2"] = a->top2;
   d["examples"] = a->examples;
+  d["labelled"] = a->labelled;
+  d["output_cosine"] =
+      a->output_cosine ? py::object(py::float_(*a->output_cosine)) : py::none();
   return std::move(d);
 }
 

@@ -4,7 +4,10 @@
 Registers SmallNet's checkpoint with its evaluation bundle (the TorchScript module PyTorch wrote
 and 64 labelled inputs), waits until the server has measured every tier, pulls every tier as a
 float state_dict, loads it into the module in PyTorch and checks that top-1 and top-2 equal the
-server's figures; then `pull --max-accuracy-drop` takes the smallest tier within the drop.
+server's figures, and that the server's output cosine (each tier's logits against the float
+model's) equals PyTorch's; then `pull --max-accuracy-drop` takes the smallest tier within the drop.
+A second version registered with a bundle of inputs only (no labels) gets the output cosine per
+tier, and refuses selection by top-1 (`--max-accuracy-drop`, acc-X tiers) clearly.
 usage: accuracy_cli_e2e.py BUILD_DIR FIXTURE_DIR WORK_DIR
 """
 import json
@@ -29,6 +32,16 @@ def accuracy(module, state, data):
             (best == labels).any(1).double().mean().item() * 100)
 
 
+def cosine(module, state, reference_state, inputs):
+    """Mean over the inputs of the cosine between the outputs under `state` and `reference_state`."""
+    with torch.no_grad():
+        module.load_state_dict(reference_state)
+        expected = module(inputs).double()
+        module.load_state_dict(state)
+        got = module(inputs).double()
+    return torch.nn.functional.cosine_similarity(got, expected, dim=1).mean().item()
+
+
 def main():
     build, fixtures, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
@@ -49,7 +62,9 @@ def main():
 
         module = torch.jit.load(os.path.join(fixtures, "script.pt"))
         data = torch.load(os.path.join(fixtures, "eval_data.pt"))
-        reference = accuracy(module, torch.load(os.path.join(fixtures, "cnn_bn.pt")), data)
+        float_state = torch.load(os.path.join(fixtures, "cnn_bn.pt"))
+        reference = accuracy(module, float_state, data)
+        assert info["reference_accuracy"]["output_cosine"] == 1.0, info["reference_accuracy"]
         assert reference == (info["reference_accuracy"]["top1"], info["reference_accuracy"]["top2"]), (reference, info)
         top1 = {}
         for tier in info["tiers"]:
@@ -60,6 +75,8 @@ def main():
             print(f"{tier['name']:>9}: PyTorch top-1/top-2 {mine[0]:.2f}/{mine[1]:.2f}, "
                   f"server {server_says[0]:.2f}/{server_says[1]:.2f}")
             assert mine == server_says, (tier["name"], mine, server_says)
+            mine_cosine = cosine(module, torch.load(path), float_state, data["inputs"])
+            assert abs(mine_cosine - tier["accuracy"]["output_cosine"]) < 1e-5, (tier, mine_cosine)
             top1[tier["name"]] = (tier["bytes"], mine[0])
         assert len({acc for _, acc in top1.values()}) > 1, "every tier scored the same: the check would prove nothing"
 
@@ -74,6 +91,41 @@ def main():
             want = min(fits, key=lambda name: top1[name][0])
             assert result.returncode == 0 and f"tier {want}:" in result.stdout, (drop, want, result.stdout)
         print("server accuracy equals PyTorch's on every tier; --max-accuracy-drop picks the smallest within")
+
+        # A bundle of inputs only: the output cosine is the measure; top-1 selections are refused.
+        inputs_only = os.path.join(fixtures, "eval_inputs.pt")
+        refused = subprocess.run(cli + ["register", "cnn", "acc", os.path.join(fixtures, "cnn_bn.pt"),
+                                        "--ladder", "lossless,acc-1", "--eval-module",
+                                        os.path.join(fixtures, "script.pt"), "--eval-data", inputs_only],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert refused.returncode != 0 and "labels" in refused.stdout, refused.stdout
+        out = run("register", "cnn", "embed", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q37",
+                  "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", inputs_only)
+        assert "without labels: 64 inputs" in out, out
+        run("warm", "cnn", "embed")
+        deadline = time.time() + 120
+        while True:
+            info = json.loads(run("describe", "cnn", "embed", "--json"))
+            if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
+                break
+            assert time.time() < deadline, info
+            time.sleep(0.2)
+        assert info["reference_accuracy"]["labelled"] is False, info["reference_accuracy"]
+        for tier in info["tiers"]:
+            path = os.path.join(work, "embed-" + tier["name"] + ".pt")
+            run("pull", "cnn@embed", "--tier", tier["name"], "-o", path)
+            mine_cosine = cosine(module, torch.load(path), float_state, data["inputs"])
+            assert tier["accuracy"]["labelled"] is False and tier["accuracy"]["top1"] == 0, tier
+            assert abs(mine_cosine - tier["accuracy"]["output_cosine"]) < 1e-5, (tier, mine_cosine)
+            print(f"embed {tier['name']:>9}: output cosine PyTorch {mine_cosine:.6f}, "
+                  f"server {tier['accuracy']['output_cosine']:.6f}")
+        table = run("tiers", "cnn", "embed")
+        assert "no labels" in table and "cosine" in table, table
+        result = subprocess.run(cli + ["pull", "cnn@embed", "--max-accuracy-drop", "1", "-o",
+                                       os.path.join(work, "embed-drop.pt")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert result.returncode != 0 and "no labels" in result.stdout, result.stdout
+        print("a bundle without labels: every tier's output cosine equals PyTorch's; top-1 selections refused")
     finally:
         server.stop()
 

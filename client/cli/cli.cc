@@ -71,7 +71,8 @@ const std::string kUsage =
        files): checked (shards confined to the folder, complete, no tensor twice), merged into
        one temporary safetensors file under $TMPDIR and registered as one version
        [--eval-module MODULE.pt --eval-data DATA.pt]   with an evaluation bundle (a TorchScript
-       module and a file of "inputs" and "labels") the server measures every tier's accuracy
+       module and a file of "inputs" and, for a classifier, "labels") the server measures every
+       tier's top-1 and the cosine of its outputs with the float model's (inputs only: cosine)
        [--base-version V]   code the qNN tiers' picture layers as deltas on version V (same
        tensors) where smaller: clients holding V's layers (pull --base-dir) get only the deltas
   ls
@@ -161,32 +162,38 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
       "%s/%s: %d tensors, %d float weights (float32 %.3f MB, int8 %.3f MB)\n",
       info.model, info.version, info.tensors, info.float_weights,
       float_bytes / 1e6, info.float_weights / 1e6);
-  out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %10s  %s\n",
-                         "tier", "state", "bytes", "bits/w", "x float",
-                         "x int8", "worst SQNR", "top-1 %", "drop",
-                         absl::StrFormat("s@%gMb/s", mbit), "worst layer");
+  out << absl::StrFormat(
+      "%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %8s %10s  %s\n", "tier",
+      "state", "bytes", "bits/w", "x float", "x int8", "worst SQNR", "top-1 %",
+      "drop", "cosine", absl::StrFormat("s@%gMb/s", mbit), "worst layer");
+  const bool labelled =
+      !info.reference_accuracy || info.reference_accuracy->labelled;
   for (const TierSummary& t : info.tiers) {
-    std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-";
+    std::string top1 = info.has_eval_bundle ? "pending" : "-", drop = "-",
+                cosine = "-";
     if (t.state == "READY" && !t.error.empty())
       top1 = "error";  // its accuracy could not be measured: below
     if (t.accuracy) {
-      top1 = absl::StrFormat("%.2f", t.accuracy->top1);
-      if (info.reference_accuracy)
+      top1 = labelled ? absl::StrFormat("%.2f", t.accuracy->top1) : "-";
+      if (info.reference_accuracy && labelled)
         drop = absl::StrFormat(
             "%.2f", info.reference_accuracy->top1 - t.accuracy->top1);
+      if (t.accuracy->output_cosine)
+        cosine = absl::StrFormat("%.4f", *t.accuracy->output_cosine);
     }
     if (t.state != "READY") {
-      out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s\n",
+      out << absl::StrFormat("%-14s %-12s %12s %8s %8s %7s %11s %8s %8s %8s\n",
                              t.name, t.state, "-", "-", "-", "-", "-",
-                             t.accuracy ? top1 : "-", drop);
+                             t.accuracy ? top1 : "-", drop, cosine);
       continue;
     }
     out << absl::StrFormat(
-        "%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %10.2f  %s\n", t.name,
-        t.state, t.bytes, t.bits_per_weight,
+        "%-14s %-12s %12d %8.3f %8.2f %7.2f %11s %8s %8s %8s %10.2f  %s\n",
+        t.name, t.state, t.bytes, t.bits_per_weight,
         t.bytes ? float_bytes / t.bytes : 0,
         t.bytes ? info.float_weights / double(t.bytes) : 0,
-        Db(t.worst_layer_sqnr_db), top1, drop, t.bytes * 8.0 / (mbit * 1e6),
+        Db(t.worst_layer_sqnr_db), top1, drop, cosine,
+        t.bytes * 8.0 / (mbit * 1e6),
         t.worst_layer.empty() ? "-" : t.worst_layer);
   }
   for (const TierSummary& t : info.tiers) {
@@ -195,13 +202,19 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
   }
   out << "worst SQNR: the lowest of every layer's, picture or not (dB against "
          "the float weights)\n";
-  if (info.reference_accuracy) {
+  if (info.reference_accuracy && labelled) {
     out << absl::StrFormat(
         "accuracy: measured by the server on %d examples of the evaluation "
         "bundle; the checkpoint as "
-        "registered: top-1 %.2f %%, top-2 %.2f %%\n",
+        "registered: top-1 %.2f %%, top-2 %.2f %%; cosine: of each tier's "
+        "outputs with the float model's\n",
         info.reference_accuracy->examples, info.reference_accuracy->top1,
         info.reference_accuracy->top2);
+  } else if (info.reference_accuracy) {
+    out << absl::StrFormat(
+        "accuracy: the evaluation bundle has %d inputs and no labels; cosine: "
+        "the mean cosine of each tier's outputs with the float model's\n",
+        info.reference_accuracy->examples);
   } else {
     out << "accuracy: not measured (the version has no evaluation bundle); "
            "fidelity is SQNR only\n";
@@ -250,7 +263,12 @@ nlohmann::json Number(double value) {
 
 nlohmann::json AccuracyJson(const std::optional<AccuracyFigures>& a) {
   if (!a) return nullptr;
-  return {{"top1", a->top1}, {"top2", a->top2}, {"examples", a->examples}};
+  return {{"top1", a->top1},
+          {"top2", a->top2},
+          {"examples", a->examples},
+          {"labelled", a->labelled},
+          {"output_cosine", a->output_cosine ? nlohmann::json(*a->output_cosine)
+                                             : nlohmann::json(nullptr)}};
 }
 
 nlohmann::json ToJson(const ModelInfo& info) {
@@ -384,11 +402,16 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
         << info->tensors << " tensors, tiers";
     for (const auto& t : info->tiers) out << " " << t.name;
     out << "\n";
-    if (info->reference_accuracy) {
+    if (info->reference_accuracy && info->reference_accuracy->labelled) {
       out << absl::StrFormat(
           "accuracy as registered: top-1 %.2f %%, top-2 %.2f %% on %d "
           "examples\n",
           info->reference_accuracy->top1, info->reference_accuracy->top2,
+          info->reference_accuracy->examples);
+    } else if (info->reference_accuracy) {
+      out << absl::StrFormat(
+          "evaluation bundle without labels: %d inputs; each tier gets the "
+          "output cosine against the float model\n",
           info->reference_accuracy->examples);
     }
     return absl::OkStatus();

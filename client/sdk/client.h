@@ -38,9 +38,14 @@ struct ConnectOptions {
 // Top-1/top-2 accuracy (percent) the server measured on the version's
 // evaluation bundle.
 struct AccuracyFigures {
-  double top1 = 0;
+  double top1 = 0;  // percent; 0 and meaningless when !labelled
   double top2 = 0;
   uint64_t examples = 0;
+  // Mean cosine between this model's outputs and the float model's (1 for
+  // the float model); none from servers before it.
+  std::optional<double> output_cosine;
+  // false: the version's bundle has inputs only; select by cosine, not drop.
+  bool labelled = true;
 };
 
 struct LayerSummary {
@@ -250,8 +255,9 @@ struct RegisterOptions {
   std::string description;
   std::string layer_policy_json;  // empty: the default policy
   // Evaluation bundle (both or neither): a TorchScript module (torch.jit.save)
-  // and a tensor file with "inputs" and "labels". The server then measures the
-  // accuracy of every tier.
+  // and a tensor file with "inputs" and, for a classifier, "labels". The
+  // server then measures every tier's top-1/top-2 (with labels) and the cosine
+  // of its outputs with the float model's.
   std::string eval_module_path;
   std::string eval_data_path;
   // A registered version of the same model with the same tensors: this

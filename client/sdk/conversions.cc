@@ -26,7 +26,10 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
     info.float_weights += n;
   }
   auto accuracy = [](const v1::Accuracy& a) {
-    return AccuracyFigures{a.top1(), a.top2(), a.examples()};
+    AccuracyFigures figures{a.top1(), a.top2(), a.examples()};
+    if (a.has_output_cosine()) figures.output_cosine = a.output_cosine();
+    figures.labelled = !a.unlabelled();
+    return figures;
   };
   info.has_eval_bundle = v.has_eval_bundle();
   if (v.has_reference_accuracy())

@@ -51,6 +51,12 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
         info.model, "/", info.version,
         " has no accuracy figures: register it with an evaluation bundle"));
   }
+  if (by_accuracy && !info.reference_accuracy->labelled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        info.model, "/", info.version,
+        "'s evaluation bundle has no labels, so no top-1 to lose: its tiers "
+        "show the output cosine"));
+  }
   const double min_top1 =
       by_accuracy ? info.reference_accuracy->top1 - selector.max_accuracy_drop
                   : 0;

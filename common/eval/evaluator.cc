@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -39,6 +40,18 @@ absl::StatusOr<torch::Tensor> ToTorch(const Tensor& tensor) {
   return torch::from_blob(values.data(), tensor.shape, torch::kFloat).clone();
 }
 
+// The cosine of each row of `a` with the same row of `b` (float64): 1 for two
+// zero rows, 0 for a zero row against another.
+torch::Tensor Cosines(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor x = a.to(torch::kDouble), y = b.to(torch::kDouble);
+  const torch::Tensor dot = (x * y).sum(1);
+  const torch::Tensor nx = x.norm(2, 1), ny = y.norm(2, 1);
+  const torch::Tensor norms = nx * ny;
+  return torch::where(
+      nx.eq(0).logical_and(ny.eq(0)), torch::ones_like(dot),
+      torch::where(norms.gt(0), dot / norms, torch::zeros_like(dot)));
+}
+
 const Tensor* Find(const Model& model, const std::string& name) {
   for (const Tensor& t : model.tensors) {
     if (t.name == name) return &t;
@@ -54,7 +67,8 @@ struct Evaluator::State {
   std::map<std::string, torch::Tensor>
       slots;  // the module's parameters and buffers by name
   torch::Tensor inputs;
-  torch::Tensor labels;  // int64
+  torch::Tensor labels;     // int64; undefined without labels
+  torch::Tensor reference;  // the float model's outputs, [examples, values]
 };
 
 Evaluator::Evaluator(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -94,29 +108,39 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(
   ASSIGN_OR_RETURN(const Model data, ReadCheckpoint(data_path));
   const Tensor* inputs = Find(data, "inputs");
   const Tensor* labels = Find(data, "labels");
-  if (inputs == nullptr || labels == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        data_path,
-        ": an evaluation set needs tensors \"inputs\" and \"labels\""));
+  if (inputs == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_path,
+                     ": an evaluation set needs a tensor \"inputs\" (and "
+                     "\"labels\" for a classifier)"));
   }
-  if (IsFloatingPoint(labels->dtype) || labels->shape.size() != 1) {
+  if (inputs->shape.empty() || inputs->shape[0] == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_path, ": \"inputs\" ", ShapeToString(inputs->shape),
+                     " must have one row per example"));
+  }
+  if (labels != nullptr &&
+      (IsFloatingPoint(labels->dtype) || labels->shape.size() != 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
         data_path,
         ": \"labels\" must be a 1-D integer tensor of class indices"));
   }
-  if (inputs->shape.empty() || inputs->shape[0] != labels->shape[0] ||
-      inputs->shape[0] == 0) {
+  if (labels != nullptr && inputs->shape[0] != labels->shape[0]) {
     return absl::InvalidArgumentError(
         absl::StrCat(data_path, ": \"inputs\" ", ShapeToString(inputs->shape),
                      " must have one row per label (", labels->shape[0], ")"));
   }
   ASSIGN_OR_RETURN(state->inputs, ToTorch(*inputs));
-  ASSIGN_OR_RETURN(torch::Tensor labels_float, ToTorch(*labels));
-  state->labels = labels_float.to(torch::kLong);
+  if (labels != nullptr) {
+    ASSIGN_OR_RETURN(torch::Tensor labels_float, ToTorch(*labels));
+    state->labels = labels_float.to(torch::kLong);
+  }
   return std::unique_ptr<Evaluator>(new Evaluator(std::move(state)));
 }
 
-int64_t Evaluator::examples() const { return state_->labels.size(0); }
+int64_t Evaluator::examples() const { return state_->inputs.size(0); }
+
+bool Evaluator::labelled() const { return state_->labels.defined(); }
 
 absl::Status Evaluator::CheckFits(const Model& model) const {
   for (const Tensor& t : model.tensors) {
@@ -145,38 +169,114 @@ absl::Status Evaluator::CheckFits(const Model& model) const {
 
 absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
   RETURN_IF_ERROR(CheckFits(model));
-  torch::NoGradGuard no_grad;
   const int64_t n = examples();
+  const bool labelled = this->labelled();
+  const torch::Tensor& reference = state_->reference;
   int64_t top1 = 0, top2 = 0;
+  double cosine_sum = 0;
+  RETURN_IF_ERROR(RunBatches(
+      *state_, model,
+      [&](int64_t begin, int64_t end,
+          const torch::Tensor& output) -> absl::Status {
+        if (labelled && (output.dim() != 2 || output.size(1) < 2)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "the evaluation module returned ",
+              ShapeToString(output.sizes().vec()), " for ", end - begin,
+              " inputs; expected [examples, classes]"));
+        }
+        if (labelled) {
+          const torch::Tensor best = std::get<1>(output.topk(2, 1));
+          const torch::Tensor truth =
+              state_->labels.slice(0, begin, end).unsqueeze(1);
+          const torch::Tensor hits = best.eq(truth);
+          top1 += hits.select(1, 0).sum().item<int64_t>();
+          top2 += hits.any(1).sum().item<int64_t>();
+        }
+        if (reference.defined()) {
+          const torch::Tensor rows = output.reshape({end - begin, -1});
+          const torch::Tensor expected = reference.slice(0, begin, end);
+          if (rows.sizes() != expected.sizes()) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "the evaluation module returned ",
+                ShapeToString(rows.sizes().vec()),
+                " values for a batch where the float model returned ",
+                ShapeToString(expected.sizes().vec())));
+          }
+          cosine_sum += Cosines(rows, expected).sum().item<double>();
+        }
+        return absl::OkStatus();
+      }));
+  Accuracy accuracy;
+  accuracy.examples = n;
+  accuracy.labelled = labelled;
+  if (labelled) {
+    accuracy.top1 = 100.0 * top1 / n;
+    accuracy.top2 = 100.0 * top2 / n;
+  }
+  if (reference.defined()) accuracy.output_cosine = cosine_sum / n;
+  return accuracy;
+}
+
+absl::Status Evaluator::SetReference(const Model& float_model) {
+  RETURN_IF_ERROR(CheckFits(float_model));
+  state_->reference = torch::Tensor();
+  std::vector<torch::Tensor> outputs;
+  int64_t values = 0;
+  RETURN_IF_ERROR(
+      RunBatches(*state_, float_model,
+                 [&](int64_t begin, int64_t end,
+                     const torch::Tensor& output) -> absl::Status {
+                   values += output.numel();
+                   if (values > kMaxReferenceValues) {
+                     return absl::InvalidArgumentError(absl::StrCat(
+                         "the evaluation module's outputs for ", examples(),
+                         " inputs are over ", kMaxReferenceValues,
+                         " values: use fewer inputs"));
+                   }
+                   outputs.push_back(output.reshape({end - begin, -1}).clone());
+                   return absl::OkStatus();
+                 }));
+  try {
+    state_->reference = torch::cat(outputs, 0);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the evaluation module's outputs differ in shape "
+                     "between batches: ",
+                     BriefLibtorchError(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Evaluator::RunBatches(
+    State& state, const Model& model,
+    const std::function<absl::Status(int64_t begin, int64_t end,
+                                     const at::Tensor& output)>& each) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = state.inputs.size(0);
   try {
     for (const Tensor& t : model.tensors) {
       ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
-      state_->slots[t.name].copy_(value);
+      state.slots[t.name].copy_(value);
     }
     for (int64_t begin = 0; begin < n; begin += kBatch) {
       const int64_t end = std::min(n, begin + kBatch);
-      torch::Tensor logits =
-          state_->module.forward({state_->inputs.slice(0, begin, end)})
-              .toTensor();
-      if (logits.dim() != 2 || logits.size(0) != end - begin ||
-          logits.size(1) < 2) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("the evaluation module returned ",
-                         ShapeToString(logits.sizes().vec()), " for ",
-                         end - begin, " inputs; expected [examples, classes]"));
+      const torch::IValue output =
+          state.module.forward({state.inputs.slice(0, begin, end)});
+      if (!output.isTensor() || output.toTensor().dim() < 1 ||
+          output.toTensor().size(0) != end - begin) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the evaluation module returned ",
+            output.isTensor() ? ShapeToString(output.toTensor().sizes().vec())
+                              : std::string("no tensor"),
+            " for ", end - begin, " inputs; expected one row per input"));
       }
-      const torch::Tensor best = std::get<1>(logits.topk(2, 1));
-      const torch::Tensor truth =
-          state_->labels.slice(0, begin, end).unsqueeze(1);
-      const torch::Tensor hits = best.eq(truth);
-      top1 += hits.select(1, 0).sum().item<int64_t>();
-      top2 += hits.any(1).sum().item<int64_t>();
+      RETURN_IF_ERROR(each(begin, end, output.toTensor().to(torch::kFloat)));
     }
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
   }
-  return Accuracy{100.0 * top1 / n, 100.0 * top2 / n, n};
+  return absl::OkStatus();
 }
 
 }  // namespace weightcast

@@ -1,13 +1,17 @@
-// Accuracy of a model on a labelled evaluation set, run by libtorch: a
-// TorchScript module of the architecture (torch.jit.save) whose parameters and
-// buffers are replaced by a model's tensors, and a tensor file (.pt or
-// .safetensors) holding "inputs" (any float dtype, first dimension = examples)
-// and integer "labels" (class indices). The server measures every tier with it.
+// Accuracy of a model on an evaluation set, run by libtorch: a TorchScript
+// module of the architecture (torch.jit.save) whose parameters and buffers are
+// replaced by a model's tensors, and a tensor file (.pt or .safetensors)
+// holding "inputs" (any float dtype, first dimension = examples) and, for a
+// classifier, integer "labels" (class indices). Without labels (an embedding
+// model, say) the measure is the output cosine: the mean over the examples of
+// the cosine between the model's output and the float model's
+// (SetReference). The server measures every tier with it.
 // An Evaluator is not thread-safe; load one per thread.
 #ifndef WEIGHTCAST_COMMON_EVAL_EVALUATOR_H_
 #define WEIGHTCAST_COMMON_EVAL_EVALUATOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,24 +19,40 @@
 #include "common/tensor/accuracy.h"
 #include "common/tensor/tensor.h"
 
+namespace at {
+class Tensor;
+}  // namespace at
+
 namespace weightcast {
 
 class Evaluator {
  public:
   // INVALID_ARGUMENT naming the file (and tensor) for a module that is not
-  // TorchScript, a data file without "inputs" and "labels", or labels that are
-  // not integers of the inputs' count.
+  // TorchScript, a data file without "inputs", or labels that are not
+  // integers of the inputs' count.
   static absl::StatusOr<std::unique_ptr<Evaluator>> Load(
       const std::string& module_path, const std::string& data_path);
   ~Evaluator();
+
+  // Whether the data file has labels (top-1 and top-2 are measured).
+  bool labelled() const;
+
+  // Runs the float model on every input and keeps its outputs, which later
+  // evaluations compare theirs with (Accuracy::output_cosine). Errors as
+  // Evaluate's; INVALID_ARGUMENT when the outputs would take more than
+  // kMaxReferenceValues floats.
+  absl::Status SetReference(const Model& float_model);
+  static constexpr int64_t kMaxReferenceValues = int64_t{64} << 20;
 
   // INVALID_ARGUMENT naming the tensor unless `model` holds exactly the
   // module's parameters and buffers (by state_dict name) with their shapes.
   absl::Status CheckFits(const Model& model) const;
 
-  // Loads `model`'s tensors (any dtype; converted to the module's) and
-  // classifies every input. INVALID_ARGUMENT when the module's output is not
-  // [examples, classes >= 2].
+  // Loads `model`'s tensors (any dtype; converted to the module's) and runs
+  // every input: top-1 and top-2 when labelled, the output cosine when a
+  // reference is set. INVALID_ARGUMENT when the module's output is not a
+  // tensor with one row per input ([examples, classes >= 2] when labelled),
+  // or not of the reference's shape.
   absl::StatusOr<Accuracy> Evaluate(const Model& model);
 
   int64_t examples() const;
@@ -40,6 +60,13 @@ class Evaluator {
  private:
   struct State;
   explicit Evaluator(std::unique_ptr<State> state);
+  // Loads `model` into the module and runs every batch of inputs, handing
+  // each output (float32, one row per input) to `each`; libtorch's errors
+  // become INVALID_ARGUMENT.
+  static absl::Status RunBatches(
+      State& state, const Model& model,
+      const std::function<absl::Status(int64_t begin, int64_t end,
+                                       const at::Tensor& output)>& each);
   std::unique_ptr<State> state_;
 };
 

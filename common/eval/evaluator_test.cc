@@ -59,6 +59,43 @@ TEST_F(EvaluatorTest, DifferentWeightsGiveADifferentAccuracyAndBackAgain) {
   EXPECT_DOUBLE_EQ(again->top1, 50.0);
 }
 
+TEST_F(EvaluatorTest, OutputCosineAgainstTheFloatModelMatchesPyTorchs) {
+  std::ifstream in(Fixture("eval_expected.json"));
+  const nlohmann::json expected = nlohmann::json::parse(in);
+  EXPECT_FALSE(evaluator_->Evaluate(model_)->output_cosine.has_value());
+  ASSERT_TRUE(evaluator_->SetReference(model_).ok());
+  auto same = evaluator_->Evaluate(model_);
+  ASSERT_TRUE(same.ok()) << same.status();
+  ASSERT_TRUE(same->output_cosine.has_value());
+  EXPECT_NEAR(*same->output_cosine, 1.0, 1e-9);
+  EXPECT_DOUBLE_EQ(same->top1, 50.0);  // labelled: top-1 as well
+  Model zeroed = model_;
+  for (Tensor& t : zeroed.tensors) {
+    if (t.name == "fc2.weight") std::fill(t.data.begin(), t.data.end(), 0);
+  }
+  auto broken = evaluator_->Evaluate(zeroed);
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  EXPECT_NEAR(*broken->output_cosine,
+              expected["cosine_fc2_zeroed"].get<double>(), 1e-5);
+}
+
+TEST(Evaluator, ABundleOfInputsOnlyMeasuresTheOutputCosine) {
+  auto evaluator =
+      Evaluator::Load(Fixture("script.pt"), Fixture("eval_inputs.pt"));
+  ASSERT_TRUE(evaluator.ok()) << evaluator.status();
+  EXPECT_FALSE((*evaluator)->labelled());
+  EXPECT_EQ((*evaluator)->examples(), 64);
+  auto model = ReadCheckpoint(Fixture("cnn_bn.pt"));
+  ASSERT_TRUE(model.ok());
+  ASSERT_TRUE((*evaluator)->SetReference(*model).ok());
+  auto accuracy = (*evaluator)->Evaluate(*model);
+  ASSERT_TRUE(accuracy.ok()) << accuracy.status();
+  EXPECT_FALSE(accuracy->labelled);
+  EXPECT_EQ(accuracy->top1, 0);
+  EXPECT_EQ(accuracy->examples, 64);
+  EXPECT_NEAR(accuracy->output_cosine.value(), 1.0, 1e-9);
+}
+
 TEST_F(EvaluatorTest, NamesTheTensorThatDoesNotFit) {
   Model other = model_;
   other.tensors[0].shape = {1, 2, 3};
@@ -79,9 +116,9 @@ TEST(Evaluator, RejectsBadBundlesNamingTheFile) {
   auto not_module = Evaluator::Load(Fixture("mlp.pt"), Fixture("eval_data.pt"));
   EXPECT_EQ(not_module.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(not_module.status().message()), HasSubstr("mlp.pt"));
-  auto no_labels = Evaluator::Load(Fixture("script.pt"), Fixture("mlp.pt"));
-  EXPECT_THAT(std::string(no_labels.status().message()),
-              HasSubstr("\"labels\""));
+  auto no_inputs = Evaluator::Load(Fixture("script.pt"), Fixture("mlp.pt"));
+  EXPECT_THAT(std::string(no_inputs.status().message()),
+              HasSubstr("\"inputs\""));
   auto missing =
       Evaluator::Load(Fixture("script.pt"), Fixture("no_such_file.pt"));
   EXPECT_FALSE(missing.ok());

@@ -135,6 +135,8 @@ def test_pull_into_a_model_and_measure_its_accuracy_in_process(client, tmp_path)
     assert tier.accuracy.top1 >= described.reference_accuracy.top1 - 1.0
     mine = accuracy(module, state, data)
     assert mine == (tier.accuracy.top1, tier.accuracy.top2)
+    assert tier.accuracy.labelled and described.reference_accuracy.output_cosine == 1.0
+    assert 0 < tier.accuracy.output_cosine <= 1.0 + 1e-9, tier.accuracy
     # int8 with scales: dequantized, the same float model.
     q = client.pull("cnn", tier=state.result.tier, int8=True, progress=False)
     for name, value in state.items():

@@ -16,6 +16,7 @@ import datetime
 import os
 import sys
 import tempfile
+from typing import Optional
 
 import torch
 
@@ -31,10 +32,14 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @dataclasses.dataclass
 class Accuracy:
-    """Top-1/top-2 accuracy (percent) the server measured on the version's evaluation bundle."""
+    """What the server measured on the version's evaluation bundle: top-1/top-2 accuracy (percent;
+    0 when the bundle has no labels) and the mean cosine of the outputs with the float model's
+    (None from servers before it was measured)."""
     top1: float
     top2: float
     examples: int
+    labelled: bool = True
+    output_cosine: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -228,8 +233,9 @@ class Client:
         path: a .pt, TorchScript or .safetensors file, or a state_dict / nn.Module (saved with
         torch.save to a temporary file first). ladder: tier names, "q22,q27,q37" or a list.
         eval_module and eval_data (both or neither): a TorchScript module (a path or a
-        torch.jit.ScriptModule) and a file of "inputs" and "labels" (a path or such a dict); the
-        server then measures every tier's accuracy. base_version: code deltas against it.
+        torch.jit.ScriptModule) and a file of "inputs" and, for a classifier, "labels" (a path or
+        such a dict); the server then measures every tier's top-1 (with labels) and the cosine of
+        its outputs with the float model's. base_version: code deltas against it.
         policy: a layer policy, JSON text or a path to a .json file.
         """
         if isinstance(ladder, (list, tuple)):

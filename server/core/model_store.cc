@@ -52,15 +52,28 @@ absl::StatusOr<std::vector<TierSpec>> ParseLadder(const std::string& ladder,
   return tiers;
 }
 
-absl::Status NeedsBundle(const VersionRecord& version, const TierSpec& tier) {
-  if (!IsAccuracyTier(tier) || version.has_eval_bundle())
+// An acc-X tier needs a bundle with labels (its top-1 is what it is chosen
+// by); FAILED_PRECONDITION naming the version otherwise. `reference`: the
+// version's measured reference accuracy, none without a bundle.
+absl::Status NeedsLabels(const std::string& model, const std::string& version,
+                         const std::optional<Accuracy>& reference,
+                         const TierSpec& tier) {
+  if (!IsAccuracyTier(tier) || (reference && reference->labelled))
     return absl::OkStatus();
+  if (reference) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tier '", tier.name,
+        "' is chosen by measured top-1: it needs an evaluation bundle with "
+        "labels, and ",
+        model, "/", version,
+        "'s has inputs only (its tiers show the output cosine)"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "tier '", tier.name, "' is the smallest model within ",
       tier.max_top1_drop_hundredths / 100.0,
       " points of the float model's measured top-1: it needs an evaluation "
       "bundle, and ",
-      version.model, "/", version.version, " was registered without one"));
+      model, "/", version, " was registered without one"));
 }
 
 }  // namespace
@@ -250,12 +263,9 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
   const bool bundle =
       !request.eval_module_path.empty() || !request.eval_data_path.empty();
   for (const TierSpec& tier : tiers) {
-    if (!bundle && IsAccuracyTier(tier)) {
-      VersionRecord unbundled;
-      unbundled.model = request.model;
-      unbundled.version = request.version;
-      RETURN_IF_ERROR(NeedsBundle(unbundled, tier));
-    }
+    if (!bundle)
+      RETURN_IF_ERROR(
+          NeedsLabels(request.model, request.version, std::nullopt, tier));
   }
   if (bundle) {
     if (request.eval_module_path.empty() || request.eval_data_path.empty()) {
@@ -270,6 +280,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
       // The evaluator loads every weight into the module: the whole model in
       // memory (bundles are for models small enough to run here).
       ASSIGN_OR_RETURN(const Model model, source->ReadAll());
+      RETURN_IF_ERROR(evaluator->SetReference(model));
       return evaluator->Evaluate(model);
     }();
     if (!measured.ok()) {
@@ -278,6 +289,9 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
           absl::StrCat("evaluation bundle: ", measured.status().message()));
     }
     reference = *measured;
+    for (const TierSpec& tier : tiers)
+      RETURN_IF_ERROR(
+          NeedsLabels(request.model, request.version, reference, tier));
   }
 
   VersionRecord record;
@@ -382,7 +396,10 @@ absl::Status ModelStore::Delete(const std::string& model,
 absl::Status ModelStore::AddRefinementTier(const VersionRecord& version,
                                            const TierSpec& tier,
                                            TierAccess access) {
-  RETURN_IF_ERROR(NeedsBundle(version, tier));
+  RETURN_IF_ERROR(NeedsLabels(
+      version.model, version.version,
+      version.has_eval_bundle() ? version.reference_accuracy : std::nullopt,
+      tier));
   if ((tier.refines.empty() && !IsAccuracyTier(tier)) ||
       registry_->GetTier(version.id, tier.name).ok())
     return absl::OkStatus();

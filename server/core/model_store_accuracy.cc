@@ -61,7 +61,8 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     const std::shared_ptr<Encoding>& encoding) {
   const VersionRecord& version = encoding->version;
   const TierSpec& tier = encoding->tier;
-  if (!version.has_eval_bundle() || !version.reference_accuracy) {
+  if (!version.has_eval_bundle() || !version.reference_accuracy ||
+      !version.reference_accuracy->labelled) {
     return absl::FailedPreconditionError(absl::StrCat(
         "tier '", tier.name, "' needs an evaluation bundle with labels; ",
         version.model, "/", version.version, " has none"));

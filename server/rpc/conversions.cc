@@ -111,6 +111,8 @@ void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
   out->set_top1(accuracy.top1);
   out->set_top2(accuracy.top2);
   out->set_examples(static_cast<uint64_t>(accuracy.examples));
+  if (accuracy.output_cosine) out->set_output_cosine(*accuracy.output_cosine);
+  out->set_unlabelled(!accuracy.labelled);
 }
 
 }  // namespace

@@ -127,13 +127,21 @@ constexpr const char* kMigrations[] = {
       expires INTEGER NOT NULL,
       PRIMARY KEY(version_id, tier));
     )sql",
+    // 7: evaluation bundles without labels, and the output cosine against the
+    // float model (NULL: measured before it was).
+    R"sql(
+    ALTER TABLE versions ADD COLUMN reference_cosine REAL;
+    ALTER TABLE versions ADD COLUMN eval_labelled INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE tiers ADD COLUMN output_cosine REAL;
+    ALTER TABLE tiers ADD COLUMN eval_labelled INTEGER NOT NULL DEFAULT 1;
+    )sql",
 };
 
 constexpr char kVersionColumns[] =
     "id, model, version, description, source_sha256, source_bytes, ladder, "
     "policy_json, created, "
     "eval_module_sha256, eval_data_sha256, reference_top1, reference_top2, "
-    "eval_examples, base_version";
+    "eval_examples, base_version, reference_cosine, eval_labelled";
 
 std::string JoinShape(const std::vector<int64_t>& shape) {
   return absl::StrJoin(shape, ",");
@@ -148,12 +156,26 @@ std::vector<int64_t> SplitShape(const std::string& text) {
   return shape;
 }
 
-// The accuracy in columns (top1, top2, examples) from `first` on; none while
-// top1 is NULL.
-std::optional<Accuracy> AccuracyAt(Statement& query, int first) {
+// The accuracy in columns (top1, top2, examples) from `first` on and
+// (output cosine, labelled) from `more` on; none while top1 is NULL.
+std::optional<Accuracy> AccuracyAt(Statement& query, int first, int more) {
   if (query.IsNull(first)) return std::nullopt;
-  return Accuracy{query.Real(first), query.Real(first + 1),
-                  query.Int(first + 2)};
+  Accuracy accuracy{query.Real(first), query.Real(first + 1),
+                    query.Int(first + 2)};
+  if (!query.IsNull(more)) accuracy.output_cosine = query.Real(more);
+  accuracy.labelled = query.Int(more + 1) != 0;
+  return accuracy;
+}
+
+// Binds an accuracy's five columns: top1, top2, examples at `first`..,
+// output cosine and labelled at `more`.. (an absent cosine stays NULL).
+void BindAccuracy(Statement& statement, const Accuracy& accuracy, int first,
+                  int more) {
+  statement.Bind(first, accuracy.top1)
+      .Bind(first + 1, accuracy.top2)
+      .Bind(first + 2, accuracy.examples)
+      .Bind(more + 1, int64_t{accuracy.labelled ? 1 : 0});
+  if (accuracy.output_cosine) statement.Bind(more, *accuracy.output_cosine);
 }
 
 }  // namespace
@@ -199,9 +221,10 @@ absl::StatusOr<int64_t> Registry::AddVersion(
       db_->Prepare("INSERT INTO versions(model, version, description, "
                    "source_sha256, source_bytes, ladder, policy_json, created, "
                    "eval_module_sha256, eval_data_sha256, reference_top1, "
-                   "reference_top2, eval_examples, base_version) "
+                   "reference_top2, eval_examples, base_version, "
+                   "reference_cosine, eval_labelled) "
                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                   "?13, ?14) RETURNING id"));
+                   "?13, ?14, ?15, ?16) RETURNING id"));
   insert.Bind(1, v.model)
       .Bind(2, v.version)
       .Bind(3, v.description)
@@ -214,11 +237,9 @@ absl::StatusOr<int64_t> Registry::AddVersion(
       .Bind(10, v.eval_data_sha256)
       .Bind(14, v.base_version);
   if (v.reference_accuracy) {
-    insert.Bind(11, v.reference_accuracy->top1)
-        .Bind(12, v.reference_accuracy->top2)
-        .Bind(13, v.reference_accuracy->examples);
+    BindAccuracy(insert, *v.reference_accuracy, 11, 15);
   } else {
-    insert.Bind(13, int64_t{0});
+    insert.Bind(13, int64_t{0}).Bind(16, int64_t{1});
   }
   absl::StatusOr<bool> inserted = insert.Step();
   if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
@@ -283,9 +304,7 @@ absl::StatusOr<VersionRecord> Registry::GetVersion(const std::string& model,
                   query.Int(8),  {},
                   query.Text(9), query.Text(10),
                   std::nullopt};
-  if (!query.IsNull(11))
-    v.reference_accuracy =
-        Accuracy{query.Real(11), query.Real(12), query.Int(13)};
+  v.reference_accuracy = AccuracyAt(query, 11, 15);
   v.base_version = query.Text(14);
   ASSIGN_OR_RETURN(Statement tensors,
                    db_->Prepare("SELECT name, shape, dtype, layer_class FROM "
@@ -415,8 +434,9 @@ absl::StatusOr<std::vector<TierRecord>> Registry::GetTiers(int64_t version_id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       Statement query,
-      db_->Prepare("SELECT tier, state, error, top1, top2, eval_examples FROM "
-                   "tiers WHERE version_id = ?1 ORDER BY rowid"));
+      db_->Prepare("SELECT tier, state, error, top1, top2, eval_examples, "
+                   "output_cosine, eval_labelled FROM tiers WHERE version_id "
+                   "= ?1 ORDER BY rowid"));
   query.Bind(1, version_id);
   std::vector<TierRecord> tiers;
   while (true) {
@@ -426,7 +446,7 @@ absl::StatusOr<std::vector<TierRecord>> Registry::GetTiers(int64_t version_id) {
                      static_cast<TierState>(query.Int(1)),
                      query.Text(2),
                      {},
-                     AccuracyAt(query, 3)});
+                     AccuracyAt(query, 3, 6)});
   }
   for (TierRecord& tier : tiers) {
     if (tier.state == TierState::kReady) {
@@ -441,8 +461,9 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id,
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       Statement query,
-      db_->Prepare("SELECT state, error, top1, top2, eval_examples FROM tiers "
-                   "WHERE version_id = ?1 AND tier = ?2"));
+      db_->Prepare("SELECT state, error, top1, top2, eval_examples, "
+                   "output_cosine, eval_labelled FROM tiers WHERE version_id "
+                   "= ?1 AND tier = ?2"));
   query.Bind(1, version_id).Bind(2, tier);
   ASSIGN_OR_RETURN(bool row, query.Step());
   if (!row)
@@ -452,7 +473,7 @@ absl::StatusOr<TierRecord> Registry::GetTier(int64_t version_id,
                     static_cast<TierState>(query.Int(0)),
                     query.Text(1),
                     {},
-                    AccuracyAt(query, 2)};
+                    AccuracyAt(query, 2, 5)};
   if (record.state == TierState::kReady) {
     ASSIGN_OR_RETURN(record.layers, LayersLocked(version_id, tier));
   }
@@ -533,14 +554,11 @@ absl::Status Registry::SetTierAccuracy(int64_t version_id,
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       Statement update,
-      db_->Prepare("UPDATE tiers SET top1 = ?1, top2 = ?2, eval_examples = ?3 "
-                   "WHERE version_id = ?4 AND tier = ?5"));
-  return update.Bind(1, accuracy.top1)
-      .Bind(2, accuracy.top2)
-      .Bind(3, accuracy.examples)
-      .Bind(4, version_id)
-      .Bind(5, tier)
-      .Run();
+      db_->Prepare("UPDATE tiers SET top1 = ?1, top2 = ?2, eval_examples = ?3, "
+                   "output_cosine = ?6, eval_labelled = ?7 WHERE version_id = "
+                   "?4 AND tier = ?5"));
+  BindAccuracy(update, accuracy, 1, 6);
+  return update.Bind(4, version_id).Bind(5, tier).Run();
 }
 
 absl::StatusOr<std::vector<std::array<std::string, 3>>>

@@ -97,6 +97,44 @@ TEST_P(RegistryTest, TiersSurviveReopenAndEncodingResets) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_P(RegistryTest, AccuracyKeepsItsCosineAndWhetherItWasLabelled) {
+  auto registry = Registry::Open(Location("registry_accuracy")).value();
+  VersionRecord embed = Version("embed");
+  embed.eval_module_sha256 = std::string(64, 'c');
+  embed.eval_data_sha256 = std::string(64, 'd');
+  Accuracy reference{0, 0, 50};
+  reference.labelled = false;
+  reference.output_cosine = 1.0;
+  embed.reference_accuracy = reference;
+  const int64_t id = registry->AddVersion(embed, {"lossless", "q27"}).value();
+  Accuracy q27{0, 0, 50};
+  q27.labelled = false;
+  q27.output_cosine = 0.9871;
+  ASSERT_THAT(registry->SetTierAccuracy(id, "q27", q27), IsOk());
+  // A figure measured before the cosine was: labelled, no cosine.
+  ASSERT_THAT(registry->SetTierAccuracy(id, "lossless", Accuracy{97.5, 99, 50}),
+              IsOk());
+
+  const VersionRecord stored = registry->GetVersion("mlp", "embed").value();
+  ASSERT_TRUE(stored.reference_accuracy.has_value());
+  EXPECT_FALSE(stored.reference_accuracy->labelled);
+  EXPECT_EQ(stored.reference_accuracy->output_cosine, 1.0);
+  const TierRecord tier = registry->GetTier(id, "q27").value();
+  ASSERT_TRUE(tier.accuracy.has_value());
+  EXPECT_FALSE(tier.accuracy->labelled);
+  EXPECT_DOUBLE_EQ(tier.accuracy->output_cosine.value(), 0.9871);
+  const std::vector<TierRecord> tiers = registry->GetTiers(id).value();
+  ASSERT_EQ(tiers.size(), 2u);
+  EXPECT_TRUE(tiers[0].accuracy->labelled);
+  EXPECT_EQ(tiers[0].accuracy->top1, 97.5);
+  EXPECT_FALSE(tiers[0].accuracy->output_cosine.has_value());
+  EXPECT_DOUBLE_EQ(tiers[1].accuracy->output_cosine.value(), 0.9871);
+  // A version without a bundle has no reference figures at all.
+  ASSERT_TRUE(registry->AddVersion(Version("plain"), {"lossless"}).ok());
+  EXPECT_FALSE(
+      registry->GetVersion("mlp", "plain")->reference_accuracy.has_value());
+}
+
 // A layer's codec is stored under a frozen number (the registry's own table,
 // not the API enum's), and a number no codec has is refused by name.
 TEST_P(RegistryTest, StoresCodecsUnderFrozenNumbers) {
