@@ -328,7 +328,8 @@ PYBIND11_MODULE(_weightcast, m) {
               const std::string& base_dir, const std::string& coarse_tier,
               const std::string& coarse_output_path,
               double max_bytes_per_second, int decode_threads,
-              int max_reconnects, std::optional<py::function> progress) {
+              int max_reconnects, std::optional<py::function> progress,
+              std::optional<double> min_output_cosine) {
              weightcast::PullOptions options;
              options.model = model;
              options.version = version;
@@ -336,6 +337,7 @@ PYBIND11_MODULE(_weightcast, m) {
              options.tier.max_bytes = max_bytes;
              options.tier.min_sqnr_db = min_sqnr_db;
              options.tier.max_accuracy_drop = max_accuracy_drop;
+             options.tier.min_output_cosine = min_output_cosine;
              options.tier.bits_per_second = bits_per_second;
              options.tier.within = absl::Seconds(within_seconds);
              options.int8_output = int8;

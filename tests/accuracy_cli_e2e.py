@@ -7,7 +7,8 @@ float state_dict, loads it into the module in PyTorch and checks that top-1 and 
 server's figures, and that the server's output cosine (each tier's logits against the float
 model's) equals PyTorch's; then `pull --max-accuracy-drop` takes the smallest tier within the drop.
 A second version registered with a bundle of inputs only (no labels) gets the output cosine per
-tier, and refuses selection by top-1 (`--max-accuracy-drop`, acc-X tiers) clearly.
+tier, `--min-output-cosine` takes the smallest tier at or above a cosine, and selection by top-1
+(`--max-accuracy-drop`, acc-X tiers) is refused clearly.
 usage: accuracy_cli_e2e.py BUILD_DIR FIXTURE_DIR WORK_DIR
 """
 import json
@@ -125,6 +126,18 @@ def main():
                                        os.path.join(work, "embed-drop.pt")],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert result.returncode != 0 and "no labels" in result.stdout, result.stdout
+        # The smallest tier whose cosine is at least C: a label-free selection.
+        cosines = {t["name"]: (t["bytes"], t["accuracy"]["output_cosine"]) for t in info["tiers"]}
+        for floor in (0.9, 0.99, 0.9999999):
+            fits = [name for name, (size, c) in cosines.items() if c >= floor]
+            result = subprocess.run(cli + ["pull", "cnn@embed", "--min-output-cosine", str(floor), "-o",
+                                           os.path.join(work, f"embed-cos{floor}.pt")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if not fits:
+                assert result.returncode == 3, result.stdout  # not found
+                continue
+            want = min(fits, key=lambda name: cosines[name][0])
+            assert result.returncode == 0 and f"tier {want}:" in result.stdout, (floor, want, result.stdout)
         print("a bundle without labels: every tier's output cosine equals PyTorch's; top-1 selections refused")
     finally:
         server.stop()

@@ -79,7 +79,10 @@ const std::string kUsage =
   describe MODEL [VERSION] [--json]            --json: everything, per layer, machine-readable
   tiers MODEL [VERSION] [--bandwidth MBIT/S]   bytes, bits/weight, ratios, SQNR, accuracy, time
   pull MODEL[@VERSION] -o OUT.pt|OUT.safetensors|DIR [--tier NAME | --max-bytes N |
-       --min-sqnr DB | --max-accuracy-drop POINTS | --bandwidth MBIT/S --within SECONDS]
+       --min-sqnr DB | --max-accuracy-drop POINTS | --min-output-cosine C |
+       --bandwidth MBIT/S --within SECONDS]   --min-output-cosine: the smallest tier whose
+       outputs keep a mean cosine >= C (-1..1) with the float model's (a bundle with or
+       without labels)
        (a bound given before the server has the tiers' sizes waits until it has: the ladder is
        encoded on registration, or warmed on such a pull)
        NAME: qNN, budget-N, lossless, ..., or acc-X (a version with an evaluation bundle: the
@@ -141,8 +144,8 @@ const std::map<std::string, ArgSpec>& CommandSpecs() {
       {"tiers", {{"--bandwidth"}, {}}},
       {"pull",
        {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
-         "--bandwidth", "--within", "--limit", "--base-dir", "--progressive",
-         "--coarse-out", "--shard-bytes"},
+         "--min-output-cosine", "--bandwidth", "--within", "--limit",
+         "--base-dir", "--progressive", "--coarse-out", "--shard-bytes"},
         {"--int8", "--grpc-only"}}},
       {"warm", {}},
       {"rm", {}},
@@ -499,6 +502,15 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     double max_bytes = 0, mbit = 0, within = 0;
     RETURN_IF_ERROR(
         number("--max-accuracy-drop", &options.tier.max_accuracy_drop));
+    if (args.Has("--min-output-cosine")) {
+      double cosine = -2;
+      RETURN_IF_ERROR(args.Number("--min-output-cosine", -1, &cosine));
+      if (cosine > 1) {
+        return absl::InvalidArgumentError(
+            "--min-output-cosine needs a number from -1 to 1");
+      }
+      options.tier.min_output_cosine = cosine;
+    }
     for (const auto& [name, target] :
          {std::make_pair("--max-bytes", &max_bytes),
           std::make_pair("--min-sqnr", &options.tier.min_sqnr_db),

@@ -106,8 +106,8 @@ struct ModelInfo {
 
 // How to choose a tier. The first criterion set wins: name, then the others
 // combined: the largest READY tier that satisfies every bound given, or with
-// max_accuracy_drop the smallest (refinement tiers "C+qF" only by name;
-// PullOptions::coarse_tier pulls them progressively).
+// max_accuracy_drop or min_output_cosine the smallest (refinement tiers "C+qF"
+// only by name; PullOptions::coarse_tier pulls them progressively).
 struct TierSelector {
   std::string name;        // e.g. "q27"
   uint64_t max_bytes = 0;  // "the largest tier that fits in 5 MB"
@@ -119,6 +119,10 @@ struct TierSelector {
   double bits_per_second =
       0;  // with `within`: "arrives within 30 s at 2 Mbit/s"
   absl::Duration within = absl::ZeroDuration();
+  // "the smallest tier whose outputs keep a mean cosine of 0.99 with the float
+  // model's": for a bundle with or without labels (an embedding model); tiers
+  // not yet measured are skipped.
+  std::optional<double> min_output_cosine;
 };
 
 // Picks a tier from `info` (pure; exposed for tests and the CLI). NOT_FOUND

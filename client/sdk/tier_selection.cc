@@ -33,8 +33,10 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
                                             info.model, "/", info.version));
   }
   const bool by_accuracy = selector.max_accuracy_drop >= 0;
+  const bool by_cosine = selector.min_output_cosine.has_value();
+  const bool by_measure = by_accuracy || by_cosine;  // the smallest that fits
   const bool bounded = selector.max_bytes > 0 || selector.min_sqnr_db > 0 ||
-                       selector.bits_per_second > 0 || by_accuracy;
+                       selector.bits_per_second > 0 || by_measure;
   if (!bounded) {
     if (info.tiers.empty())
       return absl::NotFoundError("the version has no tiers");
@@ -46,7 +48,7 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
         budget, static_cast<uint64_t>(selector.bits_per_second / 8 *
                                       absl::ToDoubleSeconds(selector.within)));
   }
-  if (by_accuracy && !info.reference_accuracy) {
+  if (by_measure && !info.reference_accuracy) {
     return absl::FailedPreconditionError(absl::StrCat(
         info.model, "/", info.version,
         " has no accuracy figures: register it with an evaluation bundle"));
@@ -69,8 +71,13 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
     // as progressive.
     if (!ParseTier(t.name).value_or(TierSpec{}).refines.empty()) continue;
     if (by_accuracy && (!t.accuracy || t.accuracy->top1 < min_top1)) continue;
+    if (by_cosine &&
+        (!t.accuracy || !t.accuracy->output_cosine ||
+         *t.accuracy->output_cosine < *selector.min_output_cosine)) {
+      continue;
+    }
     if (best == nullptr ||
-        (by_accuracy ? t.bytes < best->bytes : t.bytes > best->bytes))
+        (by_measure ? t.bytes < best->bytes : t.bytes > best->bytes))
       best = &t;
   }
   if (best == nullptr) {
@@ -81,6 +88,9 @@ absl::StatusOr<std::string> SelectTier(const ModelInfo& info,
             ? absl::StrCat(" with SQNR >= ", selector.min_sqnr_db, " dB")
             : "",
         by_accuracy ? absl::StrFormat(" with top-1 >= %.2f %%", min_top1) : "",
+        by_cosine ? absl::StrFormat(" with output cosine >= %.4f",
+                                    *selector.min_output_cosine)
+                  : "",
         " (tiers not yet encoded or measured do not count: warm them first)"));
   }
   return best->name;

@@ -130,5 +130,33 @@ TEST(SelectTier, AnAccuracyDropTakesTheSmallestMeasuredTierWithinIt) {
                        HasSubstr("register it with an evaluation bundle")));
 }
 
+TEST(SelectTier, AnOutputCosineFloorTakesTheSmallestTierAboveItLabelsOrNot) {
+  ModelInfo info = Info();  // an embedding model: no labels
+  info.reference_accuracy->labelled = false;
+  const double cosines[] = {1.0, 0.995, 0.97};
+  for (size_t i = 0; i < 3; ++i) {
+    info.tiers[i].accuracy->labelled = false;
+    info.tiers[i].accuracy->output_cosine = cosines[i];
+  }
+  TierSelector selector;
+  selector.min_output_cosine = 0.99;
+  EXPECT_THAT(SelectTier(info, selector), IsOkAndHolds("q22"));
+  selector.min_output_cosine = 0.9;
+  EXPECT_THAT(SelectTier(info, selector), IsOkAndHolds("q32"));
+  selector.min_output_cosine = 0.999999;
+  EXPECT_THAT(SelectTier(info, selector), IsOkAndHolds("lossless"));
+  // Tiers measured before the cosine was do not count.
+  info.tiers[0].accuracy->output_cosine.reset();
+  EXPECT_THAT(SelectTier(info, selector),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("with output cosine >= 1.0000")));
+  // Without labels there is no top-1 to lose.
+  TierSelector by_top1;
+  by_top1.max_accuracy_drop = 1;
+  EXPECT_THAT(
+      SelectTier(info, by_top1),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no labels")));
+}
+
 }  // namespace
 }  // namespace weightcast

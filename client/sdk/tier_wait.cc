@@ -12,8 +12,9 @@ namespace weightcast {
 namespace {
 
 bool Bounded(const TierSelector& s) {
-  return s.name.empty() && (s.max_bytes > 0 || s.min_sqnr_db > 0 ||
-                            s.bits_per_second > 0 || s.max_accuracy_drop >= 0);
+  return s.name.empty() &&
+         (s.max_bytes > 0 || s.min_sqnr_db > 0 || s.bits_per_second > 0 ||
+          s.max_accuracy_drop >= 0 || s.min_output_cosine.has_value());
 }
 
 bool IsRefinement(const std::string& tier) {
@@ -25,8 +26,9 @@ bool IsRefinement(const std::string& tier) {
 int PendingTiers(const ModelInfo& info, const TierSelector& selector,
                  bool count_not_encoded) {
   if (!Bounded(selector)) return 0;
-  const bool by_accuracy =
-      selector.max_accuracy_drop >= 0 && info.has_eval_bundle;
+  const bool by_accuracy = (selector.max_accuracy_drop >= 0 ||
+                            selector.min_output_cosine.has_value()) &&
+                           info.has_eval_bundle;
   int pending = 0;
   for (const TierSummary& t : info.tiers) {
     if (IsRefinement(t.name)) continue;  // never selected by a bound

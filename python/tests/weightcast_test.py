@@ -137,6 +137,13 @@ def test_pull_into_a_model_and_measure_its_accuracy_in_process(client, tmp_path)
     assert mine == (tier.accuracy.top1, tier.accuracy.top2)
     assert tier.accuracy.labelled and described.reference_accuracy.output_cosine == 1.0
     assert 0 < tier.accuracy.output_cosine <= 1.0 + 1e-9, tier.accuracy
+    # The smallest tier whose outputs keep that cosine with the float model's.
+    floor = tier.accuracy.output_cosine
+    by_cosine = client.pull("cnn", min_output_cosine=floor, progress=False)
+    chosen = described.tier(by_cosine.result.tier)
+    assert chosen.accuracy.output_cosine >= floor
+    assert all(t.bytes >= chosen.bytes for t in described.tiers
+               if t.accuracy and t.accuracy.output_cosine is not None and t.accuracy.output_cosine >= floor)
     # int8 with scales: dequantized, the same float model.
     q = client.pull("cnn", tier=state.result.tier, int8=True, progress=False)
     for name, value in state.items():

@@ -262,13 +262,15 @@ class Client:
     def pull(self, model, version=None, *, tier=None, max_bytes=None, min_sqnr=None,
              max_accuracy_drop=None, bandwidth=None, within=None, int8=False, path=None,
              base_dir=None, progressive=None, coarse_path=None, limit=None, decode_threads=0,
-             max_reconnects=8, progress=None):
+             max_reconnects=8, progress=None, min_output_cosine=None):
         """Pulls a tier of model/version (default: the latest) and rebuilds the model.
 
         Which tier: `tier` by name; else the largest that meets every bound given: `max_bytes`,
         `min_sqnr` (dB, every layer), `bandwidth` (bits per second) with `within` (seconds or a
         timedelta): what arrives in time; or with `max_accuracy_drop` (points of top-1) the
-        smallest within that of the original. None of them: the ladder's first tier. A bound
+        smallest within that of the original, with `min_output_cosine` (-1..1) the smallest whose
+        outputs keep that mean cosine with the float model's (a bundle with or without labels).
+        None of them: the ladder's first tier. A bound
         that comes before the server knows the sizes (a version just registered) waits for them.
 
         Returns a StateDict {name: torch.Tensor} in checkpoint order that load_state_dict
@@ -293,7 +295,8 @@ class Client:
                 -1.0 if max_accuracy_drop is None else float(max_accuracy_drop), float(bandwidth or 0),
                 _seconds(within), bool(int8), os.fspath(path or ""), path is None, os.fspath(base_dir or ""),
                 progressive or "", os.fspath(coarse_path or ""), float(limit or 0), int(decode_threads),
-                int(max_reconnects), callback)
+                int(max_reconnects), callback,
+                None if min_output_cosine is None else float(min_output_cosine))
             done = True
         finally:
             if close:
