@@ -43,6 +43,18 @@ def cosine(module, state, reference_state, inputs):
     return torch.nn.functional.cosine_similarity(got, expected, dim=1).mean().item()
 
 
+def expect_smallest(cli, pull_args, measured, floor):
+    """`pull pull_args` takes the smallest tier whose measure (measured: {tier: (bytes, measure)})
+    is at least floor, or exits 3 (not found) when none is."""
+    fits = [name for name, (size, value) in measured.items() if value >= floor]
+    result = subprocess.run(cli + ["pull"] + pull_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not fits:
+        assert result.returncode == 3, result.stdout  # not found
+        return
+    want = min(fits, key=lambda name: measured[name][0])
+    assert result.returncode == 0 and f"tier {want}:" in result.stdout, (pull_args, want, result.stdout)
+
+
 def main():
     build, fixtures, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
@@ -82,15 +94,8 @@ def main():
         assert len({acc for _, acc in top1.values()}) > 1, "every tier scored the same: the check would prove nothing"
 
         for drop in (0.0, 5.0, 100.0):
-            fits = [name for name, (size, acc) in top1.items() if acc >= reference[0] - drop]
-            out = os.path.join(work, f"drop{drop}.pt")
-            result = subprocess.run(cli + ["pull", "cnn", "--max-accuracy-drop", str(drop), "-o", out],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if not fits:
-                assert result.returncode == 3, result.stdout  # not found
-                continue
-            want = min(fits, key=lambda name: top1[name][0])
-            assert result.returncode == 0 and f"tier {want}:" in result.stdout, (drop, want, result.stdout)
+            expect_smallest(cli, ["cnn", "--max-accuracy-drop", str(drop), "-o", os.path.join(work, f"drop{drop}.pt")],
+                            top1, reference[0] - drop)
         print("server accuracy equals PyTorch's on every tier; --max-accuracy-drop picks the smallest within")
 
         # A bundle of inputs only: the output cosine is the measure; top-1 selections are refused.
@@ -129,15 +134,8 @@ def main():
         # The smallest tier whose cosine is at least C: a label-free selection.
         cosines = {t["name"]: (t["bytes"], t["accuracy"]["output_cosine"]) for t in info["tiers"]}
         for floor in (0.9, 0.99, 0.9999999):
-            fits = [name for name, (size, c) in cosines.items() if c >= floor]
-            result = subprocess.run(cli + ["pull", "cnn@embed", "--min-output-cosine", str(floor), "-o",
-                                           os.path.join(work, f"embed-cos{floor}.pt")],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if not fits:
-                assert result.returncode == 3, result.stdout  # not found
-                continue
-            want = min(fits, key=lambda name: cosines[name][0])
-            assert result.returncode == 0 and f"tier {want}:" in result.stdout, (floor, want, result.stdout)
+            expect_smallest(cli, ["cnn@embed", "--min-output-cosine", str(floor), "-o",
+                                  os.path.join(work, f"embed-cos{floor}.pt")], cosines, floor)
         print("a bundle without labels: every tier's output cosine equals PyTorch's; top-1 selections refused")
     finally:
         server.stop()
