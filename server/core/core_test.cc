@@ -60,7 +60,7 @@ TEST(ModelStore, TooManyTensorsOrDimensionsAreRefusedNamingTheLimit) {
 TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   std::vector<int> order;
   absl::Mutex mu;
-  absl::Notification gate;
+  absl::Notification gate, gate_running;
   auto background = std::make_shared<std::atomic<bool>>(false);
   auto later = std::make_shared<std::atomic<bool>>(false);
   auto urgent = std::make_shared<std::atomic<bool>>(true);
@@ -73,8 +73,11 @@ TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {
   {
     EncoderPool pool(1);
     pool.Submit(background, [&] {
+      gate_running.Notify();
       gate.WaitForNotification();
     });  // occupies the one worker
+    // Until the worker holds that job, it would take the urgent job 1 first.
+    gate_running.WaitForNotification();
     pool.Submit(background, record(4));
     pool.Submit(later, record(2));
     pool.Submit(urgent, record(1));

@@ -596,7 +596,10 @@ TEST(ServerEndToEnd, SlowAndStalledClientsMeetTheServersDeadlines) {
   EXPECT_LT(stalled_seconds, 10);
 
   // A pull whose client stops reading after the manifest (on a 64 KiB window,
-  // so the server's writes block): cancelled by the server, slot freed.
+  // so the server's writes block): ended by the server, slot freed. Its handler
+  // is usually blocked in a write at the deadline and cancelled (CANCELLED);
+  // on a loaded machine it may still be filling the window then and end the
+  // call itself (DEADLINE_EXCEEDED).
   grpc::Status unread;
   {
     grpc::ChannelArguments args;
@@ -619,12 +622,17 @@ TEST(ServerEndToEnd, SlowAndStalledClientsMeetTheServersDeadlines) {
     }
     unread = reader->Finish();
   }
-  EXPECT_EQ(unread.error_code(), grpc::StatusCode::CANCELLED)
+  EXPECT_THAT(unread.error_code(),
+              testing::AnyOf(grpc::StatusCode::CANCELLED,
+                             grpc::StatusCode::DEADLINE_EXCEEDED))
       << unread.error_message();
+  const bool unread_cancelled =
+      unread.error_code() == grpc::StatusCode::CANCELLED;
   auto metrics = HttpGet(server->metrics_url());
   ASSERT_TRUE(metrics.ok());
   EXPECT_EQ(Sample(*metrics, "weightcast_active_streams"), 0);
-  EXPECT_EQ(Sample(*metrics, "weightcast_deadline_cancels_total"), 2);
+  EXPECT_EQ(Sample(*metrics, "weightcast_deadline_cancels_total"),
+            unread_cancelled ? 2 : 1);
   EXPECT_EQ(
       Sample(*metrics, "weightcast_registrations_total{result=\"deadline\"}"),
       2);
