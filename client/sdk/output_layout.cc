@@ -79,14 +79,12 @@ absl::Status AppendLayer(const v1::ManifestLayer& layer,
                      "': the manifest gives no quantization scheme"));
   }
   const auto scheme = static_cast<QuantScheme>(layer.quant_scheme() - 1);
-  const int64_t channels = ScaleCount(scheme, described.shape);
-  out->push_back(
-      Layout(described.name, DType::kInt8, described.shape, *elements));
-  out->push_back(Layout(absl::StrCat(described.name, ".__scale__"),
-                        DType::kFloat32, {channels}, channels));
-  if (!IsSymmetric(scheme)) {
-    out->push_back(Layout(absl::StrCat(described.name, ".__zero_point__"),
-                          DType::kInt32, {channels}, channels));
+  for (Int8OutputPart& part :
+       Int8OutputParts(described.name, scheme, described.shape)) {
+    const int64_t count =
+        part.dtype == DType::kInt8 ? *elements : part.shape[0];
+    out->push_back(
+        Layout(std::move(part.name), part.dtype, std::move(part.shape), count));
   }
   return absl::OkStatus();
 }

@@ -137,25 +137,16 @@ absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
   return writer.Write(tensor.stored);
 }
 
-// Writes one verified layer of an int8 output (checkpoint.h's kInt8 rule,
-// OutputTensors' tensors) from where the decode left it: int8 values, their
-// scales and, for asymmetric schemes, zero points; other layers as stored.
+// Writes one verified layer of an int8 output from where the decode left it:
+// an int8 layer as checkpoint.h's Int8OutputParts, other layers as stored.
 absl::Status WriteInt8Layer(CheckpointStreamWriter& writer,
                             const RebuiltTensor& tensor) {
   if (!tensor.int8) return writer.Write(tensor.stored);
-  const QuantizedTensor& q = *tensor.int8;
-  const auto bytes = [](const auto& values) {
-    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
-                               values.size() * sizeof(values[0]));
-  };
-  const std::vector<int64_t> channels{static_cast<int64_t>(q.scales.size())};
-  RETURN_IF_ERROR(
-      writer.Write(tensor.name, DType::kInt8, tensor.shape, bytes(q.values)));
-  RETURN_IF_ERROR(writer.Write(absl::StrCat(tensor.name, ".__scale__"),
-                               DType::kFloat32, channels, bytes(q.scales)));
-  if (IsSymmetric(q.scheme)) return absl::OkStatus();
-  return writer.Write(absl::StrCat(tensor.name, ".__zero_point__"),
-                      DType::kInt32, channels, bytes(q.zero_points));
+  ASSIGN_OR_RETURN(const std::vector<Int8OutputPart> parts,
+                   Int8OutputParts(tensor.name, *tensor.int8));
+  for (const Int8OutputPart& part : parts)
+    RETURN_IF_ERROR(writer.Write(part.name, part.dtype, part.shape, part.data));
+  return absl::OkStatus();
 }
 
 // When the manifest arrives: the streamed output's writer (if the layout is

@@ -1,7 +1,6 @@
 #include "common/checkpoint/checkpoint.h"
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -64,14 +63,6 @@ absl::StatusOr<Model> ReadByContent(const std::string& path,
                    "torch.jit.save zip archive, or safetensors)"));
 }
 
-Tensor Int8Tensor(const std::string& name, const QuantizedTensor& q) {
-  Tensor t{name, q.shape, DType::kInt8, {}};
-  t.data.assign(
-      reinterpret_cast<const uint8_t*>(q.values.data()),
-      reinterpret_cast<const uint8_t*>(q.values.data()) + q.values.size());
-  return t;
-}
-
 }  // namespace
 
 absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
@@ -81,6 +72,44 @@ absl::StatusOr<Model> ReadCheckpoint(const std::string& path,
                    ReadByContent(path, format ? format : &ignored));
   RETURN_IF_ERROR(CheckAllFinite(model, path));
   return model;
+}
+
+std::vector<Int8OutputPart> Int8OutputParts(const std::string& name,
+                                            QuantScheme scheme,
+                                            const std::vector<int64_t>& shape) {
+  const std::vector<int64_t> channels{ScaleCount(scheme, shape)};
+  std::vector<Int8OutputPart> parts{
+      {name, DType::kInt8, shape, {}},
+      {absl::StrCat(name, ".__scale__"), DType::kFloat32, channels, {}}};
+  if (!IsSymmetric(scheme)) {
+    parts.push_back(
+        {absl::StrCat(name, ".__zero_point__"), DType::kInt32, channels, {}});
+  }
+  return parts;
+}
+
+absl::StatusOr<std::vector<Int8OutputPart>> Int8OutputParts(
+    const std::string& name, const QuantizedTensor& q) {
+  const auto bytes = [](const auto& values) {
+    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
+                               values.size() * sizeof(values[0]));
+  };
+  std::vector<Int8OutputPart> parts = Int8OutputParts(name, q.scheme, q.shape);
+  const absl::Span<const uint8_t> data[] = {bytes(q.values), bytes(q.scales),
+                                            bytes(q.zero_points)};
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Int8OutputPart& part = parts[i];
+    int64_t elements = 1;
+    for (const int64_t d : part.shape) elements *= d;
+    if (data[i].size() !=
+        static_cast<uint64_t>(elements) * DTypeSize(part.dtype)) {
+      return absl::InternalError(absl::StrCat(
+          "tensor '", part.name, "' holds ", data[i].size(), " bytes, not the ",
+          elements, " values its shape gives"));
+    }
+    part.data = data[i];
+  }
+  return parts;
 }
 
 absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
@@ -93,20 +122,12 @@ absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
     out.push_back(std::move(t));
     return out;
   }
-  const QuantizedTensor& q = *tensor.int8;
-  out.push_back(Int8Tensor(tensor.name, q));
-  const int64_t channels = static_cast<int64_t>(q.scales.size());
-  out.push_back(MakeFloat32Tensor(absl::StrCat(tensor.name, ".__scale__"),
-                                  {channels}, q.scales));
-  if (q.scheme == QuantScheme::kPerTensorAsymmetric ||
-      q.scheme == QuantScheme::kPerChannelAsymmetric) {
-    Tensor zero{absl::StrCat(tensor.name, ".__zero_point__"),
-                {channels},
-                DType::kInt32,
-                {}};
-    zero.data.resize(q.zero_points.size() * sizeof(int32_t));
-    std::memcpy(zero.data.data(), q.zero_points.data(), zero.data.size());
-    out.push_back(std::move(zero));
+  ASSIGN_OR_RETURN(const std::vector<Int8OutputPart> parts,
+                   Int8OutputParts(tensor.name, *tensor.int8));
+  for (const Int8OutputPart& part : parts) {
+    out.push_back(
+        Tensor{part.name, part.shape, part.dtype,
+               std::vector<uint8_t>(part.data.begin(), part.data.end())});
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
 
@@ -39,6 +40,27 @@ absl::Status WriteCheckpoint(const std::vector<RebuiltTensor>& tensors,
 // The tensors WriteCheckpoint writes, in memory (the SDK's in-memory pulls).
 absl::StatusOr<Model> OutputModel(const std::vector<RebuiltTensor>& tensors,
                                   OutputKind kind);
+// One tensor an int8 layer becomes in a kInt8 output: its name, dtype and
+// shape, and, made from a decoded layer, its bytes.
+struct Int8OutputPart {
+  std::string name;
+  DType dtype = DType::kInt8;
+  std::vector<int64_t> shape;
+  absl::Span<const uint8_t> data;  // empty when laid out in advance
+};
+// kInt8's rule for one int8 layer `name` of `shape` quantized with `scheme`, in
+// file order: the values under `name` (int8, `shape`), "<name>.__scale__"
+// (float32, ScaleCount values) and, for asymmetric schemes,
+// "<name>.__zero_point__" (int32, as many). The one statement of the rule:
+// OutputTensors, the SDK's streamed layout and its writer follow it.
+std::vector<Int8OutputPart> Int8OutputParts(const std::string& name,
+                                            QuantScheme scheme,
+                                            const std::vector<int64_t>& shape);
+// The same parts of a decoded layer, their data viewing `q` (valid while it
+// is). INTERNAL when q's buffers do not have the sizes the rule gives.
+absl::StatusOr<std::vector<Int8OutputPart>> Int8OutputParts(
+    const std::string& name, const QuantizedTensor& q);
+
 // The tensors one rebuilt tensor becomes in an output of `kind`, in file order
 // (WriteCheckpoint's rule above): for a streamed output
 // (streaming_writer.h).
