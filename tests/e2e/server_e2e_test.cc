@@ -4,6 +4,8 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -90,6 +92,37 @@ struct RawClient {  // the generated stubs, for status codes and raw messages
       }
     }
     return reader->Finish();
+  }
+
+  // Warms model/version's ladder; whether every tier is READY within
+  // `seconds` (polled).
+  bool WarmUntilReady(const std::string& model, const std::string& version,
+                      int seconds) {
+    v1::WarmTiersRequest warm;
+    warm.set_model(model);
+    warm.set_version(version);
+    v1::WarmTiersResponse warmed;
+    grpc::ClientContext warm_context;
+    if (!admin->WarmTiers(&warm_context, warm, &warmed).ok()) return false;
+    const auto give_up =
+        std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    for (int polls = 0; polls < seconds * 10; ++polls) {
+      v1::DescribeModelRequest request;
+      request.set_model(model);
+      request.set_version(version);
+      v1::ModelVersion described;
+      grpc::ClientContext context;
+      if (admin->DescribeModel(&context, request, &described).ok() &&
+          std::all_of(described.tiers().begin(), described.tiers().end(),
+                      [](const v1::TierInfo& tier) {
+                        return tier.state() == v1::TierInfo::READY;
+                      })) {
+        return true;
+      }
+      if (std::chrono::steady_clock::now() > give_up) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
   }
 
   std::shared_ptr<grpc::Channel> channel;
@@ -543,6 +576,9 @@ TEST(ServerEndToEnd, SlowAndStalledClientsMeetTheServersDeadlines) {
   v1::RegisterModelResponse response;
   ASSERT_TRUE(
       client.Register("cnn", "v1", "cnn_bn.pt", &response, "lossless").ok());
+  // Encoded before the pulls below, which have 2 s each (a loaded machine may
+  // take longer to encode it).
+  ASSERT_TRUE(client.WarmUntilReady("cnn", "v1", 120));
   const auto call_deadline = [] {
     return std::chrono::system_clock::now() + std::chrono::seconds(30);
   };
