@@ -1,6 +1,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/storage/blob_store.h"
@@ -31,9 +32,12 @@ VersionRecord Version(const std::string& label) {
 class RegistryTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Where a new, empty registry lives: a SQLite path or a postgresql:// URL.
+  // The directory is the engine's own: ctest runs the two variants of a test
+  // at once, and a fresh directory is emptied first.
   std::string Location(const std::string& name) {
-    absl::StatusOr<std::string> url =
-        FreshRegistryLocation(GetParam(), FreshDir(name) + "/r.db", name);
+    absl::StatusOr<std::string> url = FreshRegistryLocation(
+        GetParam(), FreshDir(absl::StrCat(name, "_", GetParam())) + "/r.db",
+        name);
     EXPECT_THAT(url, IsOk());
     return url.value_or("postgresql://unavailable");
   }
