@@ -8,7 +8,8 @@ server's figures, and that the server's output cosine (each tier's logits agains
 model's) equals PyTorch's; then `pull --max-accuracy-drop` takes the smallest tier within the drop.
 A second version registered with a bundle of inputs only (no labels) gets the output cosine per
 tier, `--min-output-cosine` takes the smallest tier at or above a cosine, and selection by top-1
-(`--max-accuracy-drop`, acc-X tiers) is refused clearly.
+(`--max-accuracy-drop`, acc-X tiers) is refused clearly; its cos-0.99 tier, found by the server's
+search, keeps that cosine in fewer bytes than lossless.
 usage: accuracy_cli_e2e.py BUILD_DIR FIXTURE_DIR WORK_DIR
 """
 import json
@@ -105,7 +106,7 @@ def main():
                                         os.path.join(fixtures, "script.pt"), "--eval-data", inputs_only],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert refused.returncode != 0 and "labels" in refused.stdout, refused.stdout
-        out = run("register", "cnn", "embed", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q37",
+        out = run("register", "cnn", "embed", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q37,cos-0.99",
                   "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", inputs_only)
         assert "without labels: 64 inputs" in out, out
         run("warm", "cnn", "embed")
@@ -125,6 +126,14 @@ def main():
             assert abs(mine_cosine - tier["accuracy"]["output_cosine"]) < 1e-5, (tier, mine_cosine)
             print(f"embed {tier['name']:>9}: output cosine PyTorch {mine_cosine:.6f}, "
                   f"server {tier['accuracy']['output_cosine']:.6f}")
+        # cos-0.99, found by the server's search: its outputs keep the cosine (as PyTorch measures it) in
+        # fewer bytes than lossless.
+        searched = next(t for t in info["tiers"] if t["name"] == "cos-0.99")
+        lossless = next(t for t in info["tiers"] if t["name"] == "lossless")
+        assert searched["accuracy"]["output_cosine"] >= 0.99, searched
+        assert searched["bytes"] < lossless["bytes"], (searched, lossless)
+        print(f"embed cos-0.99: {searched['bytes']} bytes (lossless {lossless['bytes']}), "
+              f"output cosine {searched['accuracy']['output_cosine']:.6f}")
         table = run("tiers", "cnn", "embed")
         assert "no labels" in table and "cosine" in table, table
         result = subprocess.run(cli + ["pull", "cnn@embed", "--max-accuracy-drop", "1", "-o",

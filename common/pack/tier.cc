@@ -23,6 +23,42 @@ int PlainQp(absl::string_view name) {
   return qp;
 }
 
+// `value` units of 10^-decimals in decimal, without trailing zeros: 50, 2 ->
+// "0.5"; 100, 2 -> "1".
+std::string Decimal(int value, int decimals) {
+  int unit = 1;
+  for (int i = 0; i < decimals; ++i) unit *= 10;
+  std::string text = absl::StrCat(value / unit);
+  if (int fraction = value % unit; fraction != 0) {
+    std::string digits = absl::StrCat(fraction + unit).substr(1);
+    while (digits.back() == '0') digits.pop_back();
+    absl::StrAppend(&text, ".", digits);
+  }
+  return text;
+}
+
+// `x` (digits, at most `whole_digits` of them before an optional dot and at
+// most `decimals` after it) in units of 10^-decimals, if at most `most`; -1
+// otherwise.
+int ParseDecimal(absl::string_view x, size_t whole_digits, size_t decimals,
+                 int most) {
+  const size_t dot = x.find('.');
+  const absl::string_view whole = x.substr(0, dot);
+  const absl::string_view fraction =
+      dot == absl::string_view::npos ? "" : x.substr(dot + 1);
+  if (x.empty() || whole.size() > whole_digits || fraction.size() > decimals ||
+      (dot != absl::string_view::npos && fraction.empty()) ||
+      whole.find_first_not_of("0123456789") != absl::string_view::npos ||
+      fraction.find_first_not_of("0123456789") != absl::string_view::npos) {
+    return -1;
+  }
+  int value = 0;
+  for (char c : whole) value = value * 10 + (c - '0');
+  for (size_t i = 0; i < decimals; ++i)
+    value = value * 10 + (i < fraction.size() ? fraction[i] - '0' : 0);
+  return value <= most ? value : -1;
+}
+
 }  // namespace
 
 bool CanBeRefined(const TierSpec& coarse) {
@@ -58,35 +94,14 @@ std::string BudgetTierName(uint64_t bytes) {
 }
 
 std::string AccuracyTierName(int hundredths) {
-  std::string name = absl::StrCat("acc-", hundredths / 100);
-  if (const int cents = hundredths % 100; cents != 0) {
-    absl::StrAppend(&name, ".", cents / 10);
-    if (cents % 10 != 0) absl::StrAppend(&name, cents % 10);
-  }
-  return name;
+  return absl::StrCat("acc-", Decimal(hundredths, 2));
+}
+
+std::string CosineTierName(int ten_thousandths) {
+  return absl::StrCat("cos-", Decimal(ten_thousandths, 4));
 }
 
 namespace {
-
-// "acc-X" with X = 0..100 in at most two decimals, as hundredths; -1 otherwise.
-int AccuracyHundredths(absl::string_view x) {
-  const size_t dot = x.find('.');
-  const absl::string_view whole = x.substr(0, dot);
-  const absl::string_view fraction =
-      dot == absl::string_view::npos ? "" : x.substr(dot + 1);
-  if (x.empty() || whole.size() > 3 || fraction.size() > 2 ||
-      (dot != absl::string_view::npos && fraction.empty()) ||
-      whole.find_first_not_of("0123456789") != absl::string_view::npos ||
-      fraction.find_first_not_of("0123456789") != absl::string_view::npos) {
-    return -1;
-  }
-  int value = 0;
-  for (char c : whole) value = value * 10 + (c - '0');
-  value *= 100;
-  if (!fraction.empty()) value += (fraction[0] - '0') * 10;
-  if (fraction.size() == 2) value += fraction[1] - '0';
-  return value <= 10000 ? value : -1;
-}
 
 // The tier `name` denotes, with its canonical spelling in `name` (which may
 // differ from the argument: "q022" is "q22").
@@ -127,7 +142,7 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
     return RefinementTierName(coarse, fine).status();  // names what is wrong
   }
   if (absl::string_view x = name; absl::ConsumePrefix(&x, "acc-")) {
-    const int hundredths = AccuracyHundredths(x);
+    const int hundredths = ParseDecimal(x, 3, 2, 10000);
     if (hundredths >= 0) {
       tier.max_top1_drop_hundredths = hundredths;
       tier.name = AccuracyTierName(hundredths);
@@ -138,6 +153,19 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
                      ": an accuracy tier is acc-X, X the top-1 points (0 to "
                      "100, at most two decimals) it may lose to the float "
                      "model, e.g. acc-0.5"));
+  }
+  if (absl::string_view x = name; absl::ConsumePrefix(&x, "cos-")) {
+    const int ten_thousandths = ParseDecimal(x, 1, 4, 10000);
+    if (ten_thousandths >= 0) {
+      tier.min_cosine_ten_thousandths = ten_thousandths;
+      tier.name = CosineTierName(ten_thousandths);
+      return tier;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("tier ", Echo(name),
+                     ": a cosine tier is cos-C, C the least mean cosine (0 to "
+                     "1, at most four decimals) its outputs keep with the "
+                     "float model's, e.g. cos-0.99"));
   }
   absl::string_view size = name;
   if (absl::ConsumePrefix(&size, "budget-") && !size.empty()) {
@@ -162,7 +190,8 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
       absl::StrCat("tier ", Echo(name),
                    " is not one of qNN (NN = 0..51), budget-N[k|m|g] (bytes), "
                    "lossless, hevc-lossless, int8, C+qF (a refinement of C, a "
-                   "qNN or budget-N tier), acc-X (top-1 within X points)"));
+                   "qNN or budget-N tier), acc-X (top-1 within X points), "
+                   "cos-C (output cosine at least C)"));
 }
 
 }  // namespace

@@ -33,6 +33,10 @@ struct TierSpec {
   // top-1 on the version's evaluation bundle is within this many hundredths of
   // a point of the float model's, found by the server; -1: not one.
   int max_top1_drop_hundredths = -1;
+  // Cosine tiers ("cos-0.99"): the same search for the smallest allocation
+  // whose outputs keep at least this mean cosine (in ten-thousandths) with the
+  // float model's on the bundle's inputs, labels or not; -1: not one.
+  int min_cosine_ten_thousandths = -1;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";
@@ -45,12 +49,15 @@ inline constexpr size_t kMaxLadderTiers = 256;
 // units), "hevc-lossless", "lossless" (int8 + zstd), "int8" (raw int8), "C+qF"
 // (a refinement of C, a qNN tier of a QP above F or a budget-N tier, to qF),
 // "acc-X" (the smallest model whose measured top-1 is within X points of the
-// float model's, X = 0..100 in steps of 0.01; needs an evaluation bundle).
+// float model's, X = 0..100 in steps of 0.01; needs an evaluation bundle with
+// labels), "cos-C" (the smallest model whose outputs keep a mean cosine of at
+// least C with the float model's, C = 0..1 in steps of 0.0001; needs an
+// evaluation bundle, with labels or inputs only).
 // Each tier has one spelling: "q22", not "q022"; budgets in the largest unit
 // that divides them exactly ("budget-1500", "budget-2m", not "budget-1.5k" or
-// "budget-2000k"); "acc-0.5", "acc-1" (not "acc-.5", "acc-1.0"); another
-// spelling is INVALID_ARGUMENT naming the canonical
-// one.
+// "budget-2000k"); "acc-0.5", "acc-1" (not "acc-.5", "acc-1.0"); "cos-0.99"
+// (not "cos-.99", "cos-0.990"); another spelling is INVALID_ARGUMENT naming
+// the canonical one.
 absl::StatusOr<TierSpec> ParseTier(absl::string_view name);
 // The canonical name of the budget tier of `bytes` (> 0): "budget-2m",
 // "budget-1500".
@@ -58,8 +65,14 @@ std::string BudgetTierName(uint64_t bytes);
 // The canonical name of the accuracy tier of `hundredths` (0..10000) of a
 // point: 50 -> "acc-0.5", 100 -> "acc-1".
 std::string AccuracyTierName(int hundredths);
+// The canonical name of the cosine tier of `ten_thousandths` (0..10000):
+// 9900 -> "cos-0.99", 10000 -> "cos-1".
+std::string CosineTierName(int ten_thousandths);
+// Tiers the server finds by measuring candidates on the evaluation bundle:
+// acc-X (by top-1) and cos-C (by output cosine).
 inline bool IsAccuracyTier(const TierSpec& tier) {
-  return tier.max_top1_drop_hundredths >= 0;
+  return tier.max_top1_drop_hundredths >= 0 ||
+         tier.min_cosine_ten_thousandths >= 0;
 }
 // The refinement tier that brings `coarse` to `fine` ("q37", "q22" ->
 // "q37+q22"). INVALID_ARGUMENT unless `fine` is a qNN tier and `coarse` a qNN

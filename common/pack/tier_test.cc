@@ -128,6 +128,38 @@ TEST(Tier, ParsesAccuracyTiersInOneSpellingWithinBounds) {
               HasSubstr("0 to 100"));
 }
 
+TEST(Tier, ParsesCosineTiersInOneSpellingWithinBounds) {
+  const std::pair<const char*, int> good[] = {
+      {"cos-0.99", 9900},   {"cos-1", 10000},  {"cos-0", 0},
+      {"cos-0.9995", 9995}, {"cos-0.5", 5000}, {"cos-0.0001", 1}};
+  for (const auto& [name, ten_thousandths] : good) {
+    absl::StatusOr<TierSpec> tier = ParseTier(name);
+    ASSERT_TRUE(tier.ok()) << name << ": " << tier.status();
+    EXPECT_EQ(tier->min_cosine_ten_thousandths, ten_thousandths) << name;
+    EXPECT_EQ(tier->max_top1_drop_hundredths, -1) << name;
+    EXPECT_TRUE(IsAccuracyTier(*tier));
+    EXPECT_FALSE(CanBeRefined(*tier));
+    EXPECT_EQ(CosineTierName(ten_thousandths), name);
+  }
+  const std::pair<const char*, const char*> respelled[] = {
+      {"cos-.99", "cos-0.99"}, {"cos-0.990", "cos-0.99"}, {"cos-1.0", "cos-1"}};
+  for (const auto& [other, canonical] : respelled) {
+    const absl::Status status = ParseTier(other).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
+        << other;
+  }
+  for (const char* bad :
+       {"cos-", "cos-1.0001", "cos-2", "cos-0.99999", "cos--0.5", "cos-0.",
+        "cos-1e-2", "cos-10", "cos-nan", "cos-0.9+q22", "q37+cos-0.9"}) {
+    const absl::Status status = ParseTier(bad).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(std::string(ParseTier("cos-2").status().message()),
+              HasSubstr("0 to 1, at most four decimals"));
+}
+
 TEST(Tier, LongNamesAndLaddersAreRefusedWithoutEchoingThemWhole) {
   const std::string huge = "budget-" + std::string(100000, '0') + "1";
   const absl::Status status = ParseTier(huge).status();

@@ -53,12 +53,14 @@ absl::StatusOr<std::vector<TierSpec>> ParseLadder(const std::string& ladder,
 }
 
 // An acc-X tier needs a bundle with labels (its top-1 is what it is chosen
-// by); FAILED_PRECONDITION naming the version otherwise. `reference`: the
-// version's measured reference accuracy, none without a bundle.
+// by), a cos-C tier a bundle; FAILED_PRECONDITION naming the version
+// otherwise. `reference`: the version's measured reference accuracy, none
+// without a bundle.
 absl::Status NeedsLabels(const std::string& model, const std::string& version,
                          const std::optional<Accuracy>& reference,
                          const TierSpec& tier) {
-  if (!IsAccuracyTier(tier) || (reference && reference->labelled))
+  const bool by_top1 = tier.max_top1_drop_hundredths >= 0;
+  if (!IsAccuracyTier(tier) || (reference && (reference->labelled || !by_top1)))
     return absl::OkStatus();
   if (reference) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -66,14 +68,19 @@ absl::Status NeedsLabels(const std::string& model, const std::string& version,
         "' is chosen by measured top-1: it needs an evaluation bundle with "
         "labels, and ",
         model, "/", version,
-        "'s has inputs only (its tiers show the output cosine)"));
+        "'s has inputs only (its tiers show the output cosine; a cos-C tier "
+        "is chosen by it)"));
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "tier '", tier.name, "' is the smallest model within ",
-      tier.max_top1_drop_hundredths / 100.0,
-      " points of the float model's measured top-1: it needs an evaluation "
-      "bundle, and ",
-      model, "/", version, " was registered without one"));
+  const std::string what =
+      by_top1 ? absl::StrCat("within ", tier.max_top1_drop_hundredths / 100.0,
+                             " points of the float model's measured top-1")
+              : absl::StrCat("whose outputs keep a mean cosine of at least ",
+                             tier.min_cosine_ten_thousandths / 10000.0,
+                             " with the float model's");
+  return absl::FailedPreconditionError(
+      absl::StrCat("tier '", tier.name, "' is the smallest model ", what,
+                   ": it needs an evaluation bundle, and ", model, "/", version,
+                   " was registered without one"));
 }
 
 }  // namespace

@@ -12,7 +12,9 @@
 // pictures at QP 22 on the version's own q37 layers: progressive delivery. An
 // accuracy tier "acc-0.5" (a version with an evaluation bundle) is the smallest
 // budget allocation whose measured top-1 is within 0.5 point of the float
-// model's, found by a bounded search (model_store_accuracy.cc).
+// model's, found by a bounded search (model_store_accuracy.cc); a cosine tier
+// "cos-0.99" the same by the outputs' mean cosine with the float model's (a
+// bundle with or without labels).
 // Thread-safe. model_store.cc: registration, queries, cache;
 // model_store_encoding.cc: encoding and evaluation; model_store_accuracy.cc:
 // the accuracy tiers' search.

@@ -1,10 +1,10 @@
-// ModelStore's accuracy tiers ("acc-0.5"): after the version's rate curves
-// (the budget tiers' measurement), a bounded bisection over byte budgets, each
-// candidate allocation decoded and classified by the real evaluator on the
-// version's bundle; the smallest candidate within the tier's top-1 drop is then
-// encoded like a budget tier. The chosen QPs are kept in the registry, so that
-// the tier evicted (or lost to a restart mid-encoding) is encoded again without
-// searching again.
+// ModelStore's accuracy tiers ("acc-0.5", "cos-0.99"): after the version's
+// rate curves (the budget tiers' measurement), a bounded bisection over byte
+// budgets, each candidate allocation decoded and run by the real evaluator on
+// the version's bundle; the smallest candidate within the tier's top-1 drop
+// (or at or above its output cosine) is then encoded like a budget tier. The
+// chosen QPs are kept in the registry, so that the tier evicted (or lost to a
+// restart mid-encoding) is encoded again without searching again.
 #include <malloc.h>
 
 #include <chrono>
@@ -61,14 +61,21 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     const std::shared_ptr<Encoding>& encoding) {
   const VersionRecord& version = encoding->version;
   const TierSpec& tier = encoding->tier;
+  // acc-X measures top-1 against the float model's; cos-C the outputs' mean
+  // cosine with the float model's (its reference outputs computed once here).
+  const bool by_cosine = tier.min_cosine_ten_thousandths >= 0;
   if (!version.has_eval_bundle() || !version.reference_accuracy ||
-      !version.reference_accuracy->labelled) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tier '", tier.name, "' needs an evaluation bundle with labels; ",
-        version.model, "/", version.version, " has none"));
+      (!by_cosine && !version.reference_accuracy->labelled)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("tier '", tier.name, "' needs an evaluation bundle",
+                     by_cosine ? "" : " with labels", "; ", version.model, "/",
+                     version.version, " has none"));
   }
-  const double reference = version.reference_accuracy->top1;
-  const double target = reference - tier.max_top1_drop_hundredths / 100.0;
+  const double reference = by_cosine ? 1.0 : version.reference_accuracy->top1;
+  const double target = by_cosine
+                            ? tier.min_cosine_ten_thousandths / 10000.0
+                            : reference - tier.max_top1_drop_hundredths / 100.0;
+  const char* const measure_name = by_cosine ? "output cosine" : "top-1";
   const size_t count = encoding->source->size();
   MeasuredCurves measured = CurvesOf(*encoding);
   std::vector<LayerRateCurve>& curves = measured.curves;
@@ -83,6 +90,10 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                    Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
                                    blobs_->PathOf(version.eval_data_sha256)));
+  if (by_cosine) {
+    ASSIGN_OR_RETURN(const Model float_model, encoding->source->ReadAll());
+    RETURN_IF_ERROR(evaluator->SetReference(float_model));
+  }
 
   // Each tensor decoded as the client would see it: at the tier's fixed coding
   // (qp 0) or at a grid QP, each coded once, as the candidates need them.
@@ -123,7 +134,10 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
     ++evaluations;
     if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier.name);
-    return accuracy.top1;
+    if (!by_cosine) return accuracy.top1;
+    if (!accuracy.output_cosine)
+      return absl::InternalError("the evaluation gave no output cosine");
+    return *accuracy.output_cosine;
   };
   struct Candidate {
     uint64_t bytes = 0;
@@ -149,16 +163,24 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   }
   // The finest allocation first: if it misses the target, no budget meets it.
   ASSIGN_OR_RETURN(Candidate best, allocate(finest));
-  ASSIGN_OR_RETURN(const double finest_top1, measure(best.qps));
-  if (finest_top1 < target) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "tier '%s': even the finest HEVC allocation (%d bytes) measures top-1 "
-        "%.2f %%, more than %.2f points below the float model's %.2f %%; pull "
-        "'lossless' or a qNN tier instead",
-        tier.name, best.bytes, finest_top1,
-        tier.max_top1_drop_hundredths / 100.0, reference));
+  ASSIGN_OR_RETURN(const double finest_measure, measure(best.qps));
+  if (finest_measure < target) {
+    return absl::FailedPreconditionError(
+        by_cosine
+            ? absl::StrFormat(
+                  "tier '%s': even the finest HEVC allocation (%d bytes) "
+                  "measures output cosine %.4f, below %.4f; pull 'lossless' or "
+                  "a qNN tier instead",
+                  tier.name, best.bytes, finest_measure, target)
+            : absl::StrFormat(
+                  "tier '%s': even the finest HEVC allocation (%d bytes) "
+                  "measures top-1 %.2f %%, more than %.2f points below the "
+                  "float model's %.2f %%; pull 'lossless' or a qNN tier "
+                  "instead",
+                  tier.name, best.bytes, finest_measure,
+                  tier.max_top1_drop_hundredths / 100.0, reference));
   }
-  double best_top1 = finest_top1;
+  double best_measure = finest_measure;
   // Bisection on the logarithm of the budget between a budget known (or taken)
   // to miss the target and the smallest candidate known to meet it, each step
   // one evaluation, until they are within kAccuracySearchBracket of each other.
@@ -178,10 +200,10 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
       missing = middle;
       continue;
     }
-    ASSIGN_OR_RETURN(const double top1, measure(candidate.qps));
-    if (top1 >= target) {
+    ASSIGN_OR_RETURN(const double measured, measure(candidate.qps));
+    if (measured >= target) {
       best = candidate;
-      best_top1 = top1;
+      best_measure = measured;
     } else {
       missing = middle;
     }
@@ -193,11 +215,11 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
           .count();
   std::fprintf(stderr,
                "weightcastd: %s/%s tier %s: %d evaluations in %.1f s; %llu "
-               "bytes at top-1 %.2f %% (float %.2f %%)\n",
+               "bytes at %s %.4g (float %.4g)\n",
                version.model.c_str(), version.version.c_str(),
                tier.name.c_str(), evaluations, seconds,
-               static_cast<unsigned long long>(best.bytes), best_top1,
-               reference);
+               static_cast<unsigned long long>(best.bytes), measure_name,
+               best_measure, reference);
   registry_
       ->SetSetting(SearchKey(version, tier.name), absl::StrJoin(best.qps, ","))
       .IgnoreError();  // without it, the tier searches again when re-encoded

@@ -392,6 +392,14 @@ TEST(ModelStoreEncoding, AccuracyTiersNeedAnEvaluationBundle) {
                        HasSubstr("mlp/v1 was registered without one")));
   EXPECT_THAT(store->Warm("mlp", "v1", {"acc-2"}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(
+      store->GetManifest("mlp", "v1", "cos-0.99").status(),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("a mean cosine of at least 0.99 with the float "
+                         "model's: it needs an evaluation bundle")));
+  EXPECT_THAT(store->GetManifest("mlp", "v1", "cos-0.990").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("spelled 'cos-0.99'")));
   EXPECT_THAT(store->GetManifest("mlp", "v1", "acc-0.50").status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("spelled 'acc-0.5'")));
