@@ -141,31 +141,32 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
     }
     return RefinementTierName(coarse, fine).status();  // names what is wrong
   }
-  if (absl::string_view x = name; absl::ConsumePrefix(&x, "acc-")) {
-    const int hundredths = ParseDecimal(x, 3, 2, 10000);
-    if (hundredths >= 0) {
-      tier.max_top1_drop_hundredths = hundredths;
-      tier.name = AccuracyTierName(hundredths);
-      return tier;
+  // The tiers found by measuring: a decimal in fixed units after a prefix.
+  struct Measured {
+    const char* prefix;
+    size_t whole_digits, decimals;
+    int TierSpec::*field;
+    std::string (*canonical)(int);
+    const char* spelling;
+  };
+  static constexpr Measured kMeasured[] = {
+      {"acc-", 3, 2, &TierSpec::max_top1_drop_hundredths, AccuracyTierName,
+       "an accuracy tier is acc-X, X the top-1 points (0 to 100, at most two "
+       "decimals) it may lose to the float model, e.g. acc-0.5"},
+      {"cos-", 1, 4, &TierSpec::min_cosine_ten_thousandths, CosineTierName,
+       "a cosine tier is cos-C, C the least mean cosine (0 to 1, at most four "
+       "decimals) its outputs keep with the float model's, e.g. cos-0.99"}};
+  for (const Measured& kind : kMeasured) {
+    absl::string_view x = name;
+    if (!absl::ConsumePrefix(&x, kind.prefix)) continue;
+    const int value = ParseDecimal(x, kind.whole_digits, kind.decimals, 10000);
+    if (value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tier ", Echo(name), ": ", kind.spelling));
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("tier ", Echo(name),
-                     ": an accuracy tier is acc-X, X the top-1 points (0 to "
-                     "100, at most two decimals) it may lose to the float "
-                     "model, e.g. acc-0.5"));
-  }
-  if (absl::string_view x = name; absl::ConsumePrefix(&x, "cos-")) {
-    const int ten_thousandths = ParseDecimal(x, 1, 4, 10000);
-    if (ten_thousandths >= 0) {
-      tier.min_cosine_ten_thousandths = ten_thousandths;
-      tier.name = CosineTierName(ten_thousandths);
-      return tier;
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("tier ", Echo(name),
-                     ": a cosine tier is cos-C, C the least mean cosine (0 to "
-                     "1, at most four decimals) its outputs keep with the "
-                     "float model's, e.g. cos-0.99"));
+    tier.*kind.field = value;
+    tier.name = kind.canonical(value);
+    return tier;
   }
   absl::string_view size = name;
   if (absl::ConsumePrefix(&size, "budget-") && !size.empty()) {

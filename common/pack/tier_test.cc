@@ -90,6 +90,26 @@ TEST(Tier, EachTierHasOneSpellingAndOthersNameIt) {
   EXPECT_EQ(BudgetTierName(3000000000), "budget-3g");
 }
 
+// Each (other spelling, canonical) pair is refused naming the canonical one.
+template <size_t N>
+void ExpectRespelled(const std::pair<const char*, const char*> (&pairs)[N]) {
+  for (const auto& [other, canonical] : pairs) {
+    const absl::Status status = ParseTier(other).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
+        << other;
+  }
+}
+
+void ExpectRefused(std::initializer_list<const char*> names) {
+  for (const char* bad : names) {
+    EXPECT_EQ(ParseTier(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
 TEST(Tier, ParsesAccuracyTiersInOneSpellingWithinBounds) {
   const std::pair<const char*, int> good[] = {
       {"acc-0.5", 50},  {"acc-1", 100},     {"acc-0", 0},
@@ -111,19 +131,10 @@ TEST(Tier, ParsesAccuracyTiersInOneSpellingWithinBounds) {
       {"acc-1.0", "acc-1"},
       {"acc-01", "acc-1"},
       {"acc-100.00", "acc-100"}};
-  for (const auto& [other, canonical] : respelled) {
-    const absl::Status status = ParseTier(other).status();
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
-    EXPECT_THAT(std::string(status.message()),
-                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
-        << other;
-  }
-  for (const char* bad : {"acc-", "acc-100.01", "acc-101", "acc-0.125",
-                          "acc--1", "acc-1.", "acc-1e1", "acc-0x1", "acc- 1",
-                          "acc-nan", "acc-1000", "acc-0.5+q22", "q37+acc-1"}) {
-    const absl::Status status = ParseTier(bad).status();
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
-  }
+  ExpectRespelled(respelled);
+  ExpectRefused({"acc-", "acc-100.01", "acc-101", "acc-0.125", "acc--1",
+                 "acc-1.", "acc-1e1", "acc-0x1", "acc- 1", "acc-nan",
+                 "acc-1000", "acc-0.5+q22", "q37+acc-1"});
   EXPECT_THAT(std::string(ParseTier("acc-101").status().message()),
               HasSubstr("0 to 100"));
 }
@@ -143,13 +154,7 @@ TEST(Tier, ParsesCosineTiersInOneSpellingWithinBounds) {
   }
   const std::pair<const char*, const char*> respelled[] = {
       {"cos-.99", "cos-0.99"}, {"cos-0.990", "cos-0.99"}, {"cos-1.0", "cos-1"}};
-  for (const auto& [other, canonical] : respelled) {
-    const absl::Status status = ParseTier(other).status();
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << other;
-    EXPECT_THAT(std::string(status.message()),
-                HasSubstr(absl::StrCat("spelled '", canonical, "'")))
-        << other;
-  }
+  ExpectRespelled(respelled);
   for (const char* bad :
        {"cos-", "cos-1.0001", "cos-2", "cos-0.99999", "cos--0.5", "cos-0.",
         "cos-1e-2", "cos-10", "cos-nan", "cos-0.9+q22", "q37+cos-0.9"}) {
