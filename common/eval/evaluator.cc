@@ -168,6 +168,13 @@ absl::Status Evaluator::CheckFits(const Model& model) const {
 }
 
 absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
+  return Score(model, nullptr);
+}
+
+absl::StatusOr<Accuracy> Evaluator::Score(
+    const Model& model,
+    const std::function<absl::Status(int64_t begin, int64_t end,
+                                     const at::Tensor& output)>& keep) {
   RETURN_IF_ERROR(CheckFits(model));
   const int64_t n = examples();
   const bool labelled = this->labelled();
@@ -204,7 +211,7 @@ absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
           }
           cosine_sum += Cosines(rows, expected).sum().item<double>();
         }
-        return absl::OkStatus();
+        return keep ? keep(begin, end, output) : absl::OkStatus();
       }));
   Accuracy accuracy;
   accuracy.examples = n;
@@ -217,25 +224,25 @@ absl::StatusOr<Accuracy> Evaluator::Evaluate(const Model& model) {
   return accuracy;
 }
 
-absl::Status Evaluator::SetReference(const Model& float_model) {
-  RETURN_IF_ERROR(CheckFits(float_model));
+absl::StatusOr<Accuracy> Evaluator::SetReference(const Model& float_model) {
   state_->reference = torch::Tensor();
   std::vector<torch::Tensor> outputs;
   int64_t values = 0;
-  RETURN_IF_ERROR(
-      RunBatches(*state_, float_model,
-                 [&](int64_t begin, int64_t end,
-                     const torch::Tensor& output) -> absl::Status {
-                   values += output.numel();
-                   if (values > kMaxReferenceValues) {
-                     return absl::InvalidArgumentError(absl::StrCat(
-                         "the evaluation module's outputs for ", examples(),
-                         " inputs are over ", kMaxReferenceValues,
-                         " values: use fewer inputs"));
-                   }
-                   outputs.push_back(output.reshape({end - begin, -1}).clone());
-                   return absl::OkStatus();
-                 }));
+  ASSIGN_OR_RETURN(
+      Accuracy accuracy,
+      Score(float_model,
+            [&](int64_t begin, int64_t end,
+                const torch::Tensor& output) -> absl::Status {
+              values += output.numel();
+              if (values > kMaxReferenceValues) {
+                return absl::InvalidArgumentError(absl::StrCat(
+                    "the evaluation module's outputs for ", examples(),
+                    " inputs are over ", kMaxReferenceValues,
+                    " values: use fewer inputs"));
+              }
+              outputs.push_back(output.reshape({end - begin, -1}).clone());
+              return absl::OkStatus();
+            }));
   try {
     state_->reference = torch::cat(outputs, 0);
   } catch (const std::exception& e) {
@@ -244,7 +251,8 @@ absl::Status Evaluator::SetReference(const Model& float_model) {
                      "between batches: ",
                      BriefLibtorchError(e)));
   }
-  return absl::OkStatus();
+  accuracy.output_cosine = 1.0;  // its own outputs
+  return accuracy;
 }
 
 absl::Status Evaluator::RunBatches(

@@ -38,10 +38,11 @@ class Evaluator {
   bool labelled() const;
 
   // Runs the float model on every input and keeps its outputs, which later
-  // evaluations compare theirs with (Accuracy::output_cosine). Errors as
-  // Evaluate's; INVALID_ARGUMENT when the outputs would take more than
-  // kMaxReferenceValues floats.
-  absl::Status SetReference(const Model& float_model);
+  // evaluations compare theirs with (Accuracy::output_cosine); returns the
+  // float model's own figures from the same pass (Evaluate's, its cosine 1).
+  // Errors as Evaluate's; INVALID_ARGUMENT when the outputs would take more
+  // than kMaxReferenceValues floats.
+  absl::StatusOr<Accuracy> SetReference(const Model& float_model);
   static constexpr int64_t kMaxReferenceValues = int64_t{64} << 20;
 
   // INVALID_ARGUMENT naming the tensor unless `model` holds exactly the
@@ -67,6 +68,11 @@ class Evaluator {
       State& state, const Model& model,
       const std::function<absl::Status(int64_t begin, int64_t end,
                                        const at::Tensor& output)>& each);
+  // Evaluate's pass, each output also handed to `keep` when given.
+  absl::StatusOr<Accuracy> Score(
+      const Model& model,
+      const std::function<absl::Status(int64_t begin, int64_t end,
+                                       const at::Tensor& output)>& keep);
   std::unique_ptr<State> state_;
 };
 

@@ -63,7 +63,10 @@ TEST_F(EvaluatorTest, OutputCosineAgainstTheFloatModelMatchesPyTorchs) {
   std::ifstream in(Fixture("eval_expected.json"));
   const nlohmann::json expected = nlohmann::json::parse(in);
   EXPECT_FALSE(evaluator_->Evaluate(model_)->output_cosine.has_value());
-  ASSERT_TRUE(evaluator_->SetReference(model_).ok());
+  auto own = evaluator_->SetReference(model_);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_DOUBLE_EQ(own->top1, 50.0);  // the float model's figures, one pass
+  EXPECT_EQ(own->output_cosine, 1.0);
   auto same = evaluator_->Evaluate(model_);
   ASSERT_TRUE(same.ok()) << same.status();
   ASSERT_TRUE(same->output_cosine.has_value());
@@ -87,7 +90,10 @@ TEST(Evaluator, ABundleOfInputsOnlyMeasuresTheOutputCosine) {
   EXPECT_EQ((*evaluator)->examples(), 64);
   auto model = ReadCheckpoint(Fixture("cnn_bn.pt"));
   ASSERT_TRUE(model.ok());
-  ASSERT_TRUE((*evaluator)->SetReference(*model).ok());
+  auto own = (*evaluator)->SetReference(*model);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_FALSE(own->labelled);
+  EXPECT_EQ(own->output_cosine, 1.0);
   auto accuracy = (*evaluator)->Evaluate(*model);
   ASSERT_TRUE(accuracy.ok()) << accuracy.status();
   EXPECT_FALSE(accuracy->labelled);

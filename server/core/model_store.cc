@@ -287,8 +287,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
       // The evaluator loads every weight into the module: the whole model in
       // memory (bundles are for models small enough to run here).
       ASSIGN_OR_RETURN(const Model model, source->ReadAll());
-      RETURN_IF_ERROR(evaluator->SetReference(model));
-      return evaluator->Evaluate(model);
+      return evaluator->SetReference(model);  // one pass: figures and outputs
     }();
     if (!measured.ok()) {
       return absl::Status(

@@ -92,7 +92,7 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
                                    blobs_->PathOf(version.eval_data_sha256)));
   if (by_cosine) {
     ASSIGN_OR_RETURN(const Model float_model, encoding->source->ReadAll());
-    RETURN_IF_ERROR(evaluator->SetReference(float_model));
+    RETURN_IF_ERROR(evaluator->SetReference(float_model).status());
   }
 
   // Each tensor decoded as the client would see it: at the tier's fixed coding

@@ -591,7 +591,7 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
             const std::unique_ptr<CheckpointSource> source,
             CheckpointSource::Open(blobs_->PathOf(record.source_sha256)));
         ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
-        RETURN_IF_ERROR(evaluator->SetReference(float_model));
+        RETURN_IF_ERROR(evaluator->SetReference(float_model).status());
       }
       if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier);
       return evaluator->Evaluate(weights);
