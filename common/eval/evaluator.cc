@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <vector>
@@ -253,6 +254,35 @@ absl::StatusOr<Accuracy> Evaluator::SetReference(const Model& float_model) {
   }
   accuracy.output_cosine = 1.0;  // its own outputs
   return accuracy;
+}
+
+ReferenceOutputs Evaluator::reference() const {
+  ReferenceOutputs out;
+  const torch::Tensor& kept = state_->reference;
+  if (!kept.defined()) return out;
+  const torch::Tensor rows = kept.contiguous();
+  out.rows = rows.size(0);
+  out.columns = rows.size(1);
+  out.values.assign(rows.data_ptr<float>(),
+                    rows.data_ptr<float>() + rows.numel());
+  return out;
+}
+
+absl::Status Evaluator::SetReference(const ReferenceOutputs& outputs) {
+  if (outputs.rows != examples() || outputs.columns < 1 ||
+      outputs.columns >
+          kMaxReferenceValues / std::max<int64_t>(1, outputs.rows) ||
+      static_cast<int64_t>(outputs.values.size()) !=
+          outputs.rows * outputs.columns) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reference outputs of ", outputs.rows, " x ", outputs.columns, " (",
+        outputs.values.size(), " values) do not fit ", examples(), " inputs"));
+  }
+  state_->reference =
+      torch::from_blob(const_cast<float*>(outputs.values.data()),  // copied
+                       {outputs.rows, outputs.columns}, torch::kFloat)
+          .clone();
+  return absl::OkStatus();
 }
 
 absl::Status Evaluator::RunBatches(

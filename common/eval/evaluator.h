@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/tensor/accuracy.h"
@@ -24,6 +25,14 @@ class Tensor;
 }  // namespace at
 
 namespace weightcast {
+
+// The float model's outputs on a bundle's inputs: `rows` (one per input) of
+// `columns` values, row-major.
+struct ReferenceOutputs {
+  int64_t rows = 0;
+  int64_t columns = 0;
+  std::vector<float> values;
+};
 
 class Evaluator {
  public:
@@ -44,6 +53,13 @@ class Evaluator {
   // than kMaxReferenceValues floats.
   absl::StatusOr<Accuracy> SetReference(const Model& float_model);
   static constexpr int64_t kMaxReferenceValues = int64_t{64} << 20;
+  // The outputs SetReference kept (none before it), to hand to another
+  // Evaluator of the same bundle without running the float model again.
+  ReferenceOutputs reference() const;
+  // Takes outputs an Evaluator of the same bundle kept. INVALID_ARGUMENT
+  // unless there is one row per input and rows x columns values (at most
+  // kMaxReferenceValues).
+  absl::Status SetReference(const ReferenceOutputs& outputs);
 
   // INVALID_ARGUMENT naming the tensor unless `model` holds exactly the
   // module's parameters and buffers (by state_dict name) with their shapes.

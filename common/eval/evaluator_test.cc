@@ -82,6 +82,32 @@ TEST_F(EvaluatorTest, OutputCosineAgainstTheFloatModelMatchesPyTorchs) {
               expected["cosine_fc2_zeroed"].get<double>(), 1e-5);
 }
 
+TEST_F(EvaluatorTest, KeptReferenceOutputsServeAnotherEvaluatorOfTheBundle) {
+  EXPECT_EQ(evaluator_->reference().rows, 0);  // none kept yet
+  ASSERT_TRUE(evaluator_->SetReference(model_).ok());
+  const ReferenceOutputs kept = evaluator_->reference();
+  EXPECT_EQ(kept.rows, evaluator_->examples());
+  EXPECT_EQ(static_cast<int64_t>(kept.values.size()), kept.rows * kept.columns);
+  Model zeroed = model_;
+  for (Tensor& t : zeroed.tensors) {
+    if (t.name == "fc2.weight") std::fill(t.data.begin(), t.data.end(), 0);
+  }
+  auto other =
+      Evaluator::Load(Fixture("script.pt"), Fixture("eval_data.pt")).value();
+  ASSERT_TRUE(other->SetReference(kept).ok());
+  EXPECT_EQ(other->Evaluate(zeroed)->output_cosine,
+            evaluator_->Evaluate(zeroed)->output_cosine);
+  ReferenceOutputs short_one = kept;
+  short_one.values.pop_back();
+  EXPECT_EQ(other->SetReference(short_one).code(),
+            absl::StatusCode::kInvalidArgument);
+  ReferenceOutputs fewer_rows = kept;
+  fewer_rows.rows -= 1;
+  fewer_rows.values.resize(fewer_rows.rows * fewer_rows.columns);
+  EXPECT_EQ(other->SetReference(fewer_rows).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Evaluator, ABundleOfInputsOnlyMeasuresTheOutputCosine) {
   auto evaluator =
       Evaluator::Load(Fixture("script.pt"), Fixture("eval_inputs.pt"));

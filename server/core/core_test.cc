@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/model_store.h"
+#include "server/core/reference_cache.h"
 #include "tests/testing/fresh_dir.h"
 
 namespace weightcast {
@@ -55,6 +56,32 @@ TEST(ModelStore, TooManyTensorsOrDimensionsAreRefusedNamingTheLimit) {
               HasSubstr("conv.weight has 4 dimensions"));
   EXPECT_TRUE(store->List().value().empty());
   EXPECT_TRUE(store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt")).ok());
+}
+
+TEST(ReferenceCache, KeepsTheMostRecentlyUsedWithinItsBudget) {
+  const auto outputs = [](int64_t values) {
+    auto out = std::make_shared<ReferenceOutputs>();
+    out->rows = 1;
+    out->columns = values;
+    out->values.assign(values, 0.5f);
+    return std::shared_ptr<const ReferenceOutputs>(std::move(out));
+  };
+  ReferenceCache cache(/*budget_bytes=*/100 * sizeof(float));
+  EXPECT_EQ(cache.Get("a"), nullptr);
+  cache.Put("a", outputs(40));
+  cache.Put("b", outputs(40));
+  ASSERT_NE(cache.Get("a"), nullptr);  // now the most recently used
+  cache.Put("c", outputs(40));         // over the budget: b goes
+  EXPECT_EQ(cache.Get("b"), nullptr);
+  EXPECT_NE(cache.Get("a"), nullptr);
+  EXPECT_EQ(cache.Get("c")->columns, 40);
+  EXPECT_EQ(cache.bytes(), 80 * sizeof(float));
+  cache.Put("c", outputs(10));  // replaced, not added
+  EXPECT_EQ(cache.bytes(), 50 * sizeof(float));
+  cache.Put("huge", outputs(101));  // larger than the budget: not kept
+  EXPECT_EQ(cache.Get("huge"), nullptr);
+  EXPECT_NE(cache.Get("a"), nullptr);
+  EXPECT_EQ(ReferenceCache::Key("s", "m", "d"), "s/m/d");
 }
 
 TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {

@@ -267,6 +267,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
   // Every tensor's data, in bounded chunks: finite, the file not cut short.
   RETURN_IF_ERROR(source->CheckData());
   std::optional<Accuracy> reference;
+  std::shared_ptr<const ReferenceOutputs> reference_outputs;
   const bool bundle =
       !request.eval_module_path.empty() || !request.eval_data_path.empty();
   for (const TierSpec& tier : tiers) {
@@ -287,7 +288,11 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
       // The evaluator loads every weight into the module: the whole model in
       // memory (bundles are for models small enough to run here).
       ASSIGN_OR_RETURN(const Model model, source->ReadAll());
-      return evaluator->SetReference(model);  // one pass: figures and outputs
+      // One pass: the figures, and the outputs the tiers' measurements use.
+      ASSIGN_OR_RETURN(Accuracy figures, evaluator->SetReference(model));
+      reference_outputs =
+          std::make_shared<const ReferenceOutputs>(evaluator->reference());
+      return figures;
     }();
     if (!measured.ok()) {
       return absl::Status(
@@ -335,6 +340,8 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
     }
     record.eval_module_sha256 = *module;
     record.eval_data_sha256 = *data;
+    references_.Put(ReferenceCache::Key(record.source_sha256, *module, *data),
+                    std::move(reference_outputs));
   }
   std::vector<std::string> tier_names;
   for (const TierSpec& tier : tiers) tier_names.push_back(tier.name);

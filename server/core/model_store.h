@@ -42,6 +42,7 @@
 #include "common/tensor/tensor.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/layer_encoder.h"
+#include "server/core/reference_cache.h"
 #include "server/core/tier_leases.h"
 #include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
@@ -54,6 +55,9 @@ namespace weightcast {
 // the budgets that miss and meet the target are within this ratio.
 inline constexpr int kMaxAccuracyEvaluations = 8;
 inline constexpr double kAccuracySearchBracket = 1.03;
+// The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
+// (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
+inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;
 
 struct ModelStoreOptions {
   std::string data_dir;
@@ -270,6 +274,10 @@ class ModelStore {
   // client learns which file was wrong, never where the server keeps it).
   std::string NameBundleFiles(const VersionRecord& version,
                               absl::string_view message) const;
+  // Gives `evaluator` (of `version`'s bundle) the float model's outputs: kept
+  // ones, or the stored float checkpoint run now (and kept).
+  absl::Status SetReferenceOf(const VersionRecord& version,
+                              Evaluator& evaluator);
   // The QPs a past search of (version, tier) chose, if kept.
   std::optional<std::vector<int>> SearchedQps(const VersionRecord& version,
                                               const std::string& tier);
@@ -300,6 +308,7 @@ class ModelStore {
   // Replicas on a shared registry: who encodes which tier (null with SQLite).
   std::unique_ptr<TierLeases> encode_leases_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
+  ReferenceCache references_{kReferenceCacheBytes};
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>,
                       std::shared_ptr<Encoding>>

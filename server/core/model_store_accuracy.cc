@@ -90,10 +90,7 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                    Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
                                    blobs_->PathOf(version.eval_data_sha256)));
-  if (by_cosine) {
-    ASSIGN_OR_RETURN(const Model float_model, encoding->source->ReadAll());
-    RETURN_IF_ERROR(evaluator->SetReference(float_model).status());
-  }
+  if (by_cosine) RETURN_IF_ERROR(SetReferenceOf(version, *evaluator));
 
   // Each tensor decoded as the client would see it: at the tier's fixed coding
   // (qp 0) or at a grid QP, each coded once, as the candidates need them.
@@ -224,6 +221,23 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
       ->SetSetting(SearchKey(version, tier.name), absl::StrJoin(best.qps, ","))
       .IgnoreError();  // without it, the tier searches again when re-encoded
   return best.qps;
+}
+
+absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
+                                        Evaluator& evaluator) {
+  const std::string key =
+      ReferenceCache::Key(version.source_sha256, version.eval_module_sha256,
+                          version.eval_data_sha256);
+  if (std::shared_ptr<const ReferenceOutputs> kept = references_.Get(key))
+    return evaluator.SetReference(*kept);
+  ASSIGN_OR_RETURN(
+      const std::unique_ptr<CheckpointSource> source,
+      CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
+  ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
+  RETURN_IF_ERROR(evaluator.SetReference(float_model).status());
+  references_.Put(
+      key, std::make_shared<const ReferenceOutputs>(evaluator.reference()));
+  return absl::OkStatus();
 }
 
 std::string ModelStore::NameBundleFiles(const VersionRecord& version,

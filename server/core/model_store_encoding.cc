@@ -586,13 +586,7 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
           std::unique_ptr<Evaluator> evaluator,
           Evaluator::Load(blobs_->PathOf(record.eval_module_sha256),
                           blobs_->PathOf(record.eval_data_sha256)));
-      {  // the float model's outputs, for the output cosine
-        ASSIGN_OR_RETURN(
-            const std::unique_ptr<CheckpointSource> source,
-            CheckpointSource::Open(blobs_->PathOf(record.source_sha256)));
-        ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
-        RETURN_IF_ERROR(evaluator->SetReference(float_model).status());
-      }
+      RETURN_IF_ERROR(SetReferenceOf(record, *evaluator));  // for the cosine
       if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier);
       return evaluator->Evaluate(weights);
     }();
