@@ -256,10 +256,10 @@ absl::StatusOr<Accuracy> Evaluator::SetReference(const Model& float_model) {
   return accuracy;
 }
 
-ReferenceOutputs Evaluator::reference() const {
+ReferenceOutputs Evaluator::reference(int64_t max_values) const {
   ReferenceOutputs out;
   const torch::Tensor& kept = state_->reference;
-  if (!kept.defined()) return out;
+  if (!kept.defined() || kept.numel() > max_values) return out;
   const torch::Tensor rows = kept.contiguous();
   out.rows = rows.size(0);
   out.columns = rows.size(1);

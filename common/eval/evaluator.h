@@ -53,9 +53,10 @@ class Evaluator {
   // than kMaxReferenceValues floats.
   absl::StatusOr<Accuracy> SetReference(const Model& float_model);
   static constexpr int64_t kMaxReferenceValues = int64_t{64} << 20;
-  // The outputs SetReference kept (none before it), to hand to another
-  // Evaluator of the same bundle without running the float model again.
-  ReferenceOutputs reference() const;
+  // The outputs SetReference kept, to hand to another Evaluator of the same
+  // bundle without running the float model again; none (0 rows) before
+  // SetReference or when they are more than `max_values` values.
+  ReferenceOutputs reference(int64_t max_values = kMaxReferenceValues) const;
   // Takes outputs an Evaluator of the same bundle kept. INVALID_ARGUMENT
   // unless there is one row per input and rows x columns values (at most
   // kMaxReferenceValues).

@@ -87,6 +87,8 @@ TEST_F(EvaluatorTest, KeptReferenceOutputsServeAnotherEvaluatorOfTheBundle) {
   ASSERT_TRUE(evaluator_->SetReference(model_).ok());
   const ReferenceOutputs kept = evaluator_->reference();
   EXPECT_EQ(kept.rows, evaluator_->examples());
+  EXPECT_EQ(evaluator_->reference(kept.rows * kept.columns - 1).rows,
+            0);  // more values than asked for: none
   EXPECT_EQ(static_cast<int64_t>(kept.values.size()), kept.rows * kept.columns);
   Model zeroed = model_;
   for (Tensor& t : zeroed.tensors) {

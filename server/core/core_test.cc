@@ -80,6 +80,8 @@ TEST(ReferenceCache, KeepsTheMostRecentlyUsedWithinItsBudget) {
   EXPECT_EQ(cache.bytes(), 50 * sizeof(float));
   cache.Put("huge", outputs(101));  // larger than the budget: not kept
   EXPECT_EQ(cache.Get("huge"), nullptr);
+  cache.Put("none", std::make_shared<const ReferenceOutputs>());
+  EXPECT_EQ(cache.Get("none"), nullptr);
   EXPECT_NE(cache.Get("a"), nullptr);
   EXPECT_EQ(ReferenceCache::Key("s", "m", "d"), "s/m/d");
 }

@@ -290,8 +290,8 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
       ASSIGN_OR_RETURN(const Model model, source->ReadAll());
       // One pass: the figures, and the outputs the tiers' measurements use.
       ASSIGN_OR_RETURN(Accuracy figures, evaluator->SetReference(model));
-      reference_outputs =
-          std::make_shared<const ReferenceOutputs>(evaluator->reference());
+      reference_outputs = std::make_shared<const ReferenceOutputs>(
+          evaluator->reference(references_.budget_bytes() / sizeof(float)));
       return figures;
     }();
     if (!measured.ok()) {

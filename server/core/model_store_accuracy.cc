@@ -235,8 +235,9 @@ absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
       CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
   ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
   RETURN_IF_ERROR(evaluator.SetReference(float_model).status());
-  references_.Put(
-      key, std::make_shared<const ReferenceOutputs>(evaluator.reference()));
+  references_.Put(key,
+                  std::make_shared<const ReferenceOutputs>(evaluator.reference(
+                      references_.budget_bytes() / sizeof(float))));
   return absl::OkStatus();
 }
 

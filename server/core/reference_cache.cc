@@ -20,7 +20,8 @@ std::shared_ptr<const ReferenceOutputs> ReferenceCache::Get(
 
 void ReferenceCache::Put(const std::string& key,
                          std::shared_ptr<const ReferenceOutputs> outputs) {
-  if (outputs == nullptr || BytesOf(*outputs) > budget_) return;
+  if (outputs == nullptr || outputs->rows == 0 || BytesOf(*outputs) > budget_)
+    return;
   absl::MutexLock lock(&mu_);
   if (auto it = by_key_.find(key); it != by_key_.end()) {
     bytes_ -= BytesOf(*it->second->second);

@@ -33,10 +33,12 @@ class ReferenceCache {
   // The outputs kept under `key` (now the most recently used), or null.
   std::shared_ptr<const ReferenceOutputs> Get(const std::string& key);
   // Keeps `outputs` under `key`, dropping the least recently used to stay
-  // within the budget; outputs larger than the whole budget are not kept.
+  // within the budget; no outputs (null or 0 rows) and outputs larger than the
+  // whole budget are not kept.
   void Put(const std::string& key,
            std::shared_ptr<const ReferenceOutputs> outputs);
   uint64_t bytes() const;
+  uint64_t budget_bytes() const { return budget_; }
 
  private:
   using Entry = std::pair<std::string, std::shared_ptr<const ReferenceOutputs>>;
