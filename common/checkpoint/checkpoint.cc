@@ -1,6 +1,7 @@
 #include "common/checkpoint/checkpoint.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
