@@ -100,8 +100,8 @@ absl::StatusOr<std::vector<Int8OutputPart>> Int8OutputParts(
                                             bytes(q.zero_points)};
   for (size_t i = 0; i < parts.size(); ++i) {
     Int8OutputPart& part = parts[i];
-    int64_t elements = 1;
-    for (const int64_t d : part.shape) elements *= d;
+    ASSIGN_OR_RETURN(const int64_t elements,
+                     CheckedNumElements(part.shape, part.name));
     if (data[i].size() !=
         static_cast<uint64_t>(elements) * DTypeSize(part.dtype)) {
       return absl::InternalError(absl::StrCat(
