@@ -56,6 +56,22 @@ def expect_smallest(cli, pull_args, measured, floor):
     assert result.returncode == 0 and f"tier {want}:" in result.stdout, (pull_args, want, result.stdout)
 
 
+def warm_and_measure(server, model, version):
+    """Warms the version's ladder and waits until every tier is READY with its accuracy measured;
+    returns `describe --json`. The bound is generous: a cos-C tier's search encodes and evaluates
+    many candidates, and the sanitizer builds run it several times slower on a loaded machine."""
+    server.run("warm", model, version)
+    deadline = time.time() + 400
+    while True:
+        info = json.loads(server.run("describe", model, version, "--json"))
+        if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
+            return info
+        if time.time() > deadline:
+            server.print_log_tail()
+            raise AssertionError(f"{model}/{version} not measured in 400 s: {info}")
+        time.sleep(0.2)
+
+
 def main():
     build, fixtures, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
@@ -65,14 +81,7 @@ def main():
         cli, run = server.cli, server.run
         run("register", "cnn", "v1", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q27,q37,q45",
             "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", os.path.join(fixtures, "eval_data.pt"))
-        run("warm", "cnn")
-        deadline = time.time() + 120
-        while True:
-            info = json.loads(run("describe", "cnn", "--json"))
-            if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
-                break
-            assert time.time() < deadline, info
-            time.sleep(0.2)
+        info = warm_and_measure(server, "cnn", "v1")
 
         module = torch.jit.load(os.path.join(fixtures, "script.pt"))
         data = torch.load(os.path.join(fixtures, "eval_data.pt"))
@@ -109,14 +118,7 @@ def main():
         out = run("register", "cnn", "embed", os.path.join(fixtures, "cnn_bn.pt"), "--ladder", "lossless,q37,cos-0.99",
                   "--eval-module", os.path.join(fixtures, "script.pt"), "--eval-data", inputs_only)
         assert "without labels: 64 inputs" in out, out
-        run("warm", "cnn", "embed")
-        deadline = time.time() + 120
-        while True:
-            info = json.loads(run("describe", "cnn", "embed", "--json"))
-            if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
-                break
-            assert time.time() < deadline, info
-            time.sleep(0.2)
+        info = warm_and_measure(server, "cnn", "embed")
         assert info["reference_accuracy"]["labelled"] is False, info["reference_accuracy"]
         for tier in info["tiers"]:
             path = os.path.join(work, "embed-" + tier["name"] + ".pt")

@@ -341,6 +341,20 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
     if (it != rate_curves_.end()) known = it->second;
   }
   const size_t count = encoding->source->size();
+  // One job per (layer, grid QP), so the points of one large layer's curve are
+  // encoded on every worker at once; layers whose coding does not follow the
+  // tier's QP are one job each (their fixed bytes).
+  std::vector<std::pair<size_t, int>> jobs;  // (tensor, qp or 0 for fixed)
+  if (!known) {
+    for (size_t i = 0; i < count; ++i) {
+      if (!FollowsTierQp(encoding->source->headers()[i], encoding->policy,
+                         encoding->tier)) {
+        jobs.emplace_back(i, 0);
+        continue;
+      }
+      for (int qp : BudgetQpGrid()) jobs.emplace_back(i, qp);
+    }
+  }
   {
     absl::MutexLock lock(&encoding->mu);
     if (known) {
@@ -350,49 +364,40 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       encoding->curves.assign(count, {});
       encoding->fixed_bytes.assign(count, 0);
     }
-    encoding->remaining = known ? 0 : count;
+    encoding->remaining = jobs.size();
   }
   if (known) {
     AllocateAndEncode(encoding);
     return;
   }
-  for (size_t i = 0; i < count; ++i) {
-    pool_->Submit(encoding->urgency, [this, encoding, i] {
+  for (const auto& [i, qp] : jobs) {
+    pool_->Submit(encoding->urgency, [this, encoding, i = i, qp = qp] {
       LayerEncodeOptions base;
       base.hevc.preset = options_.x265_preset;
       base.threads = 1;
       SpreadTiles(encoding, &base);
-      // Read a chunk of rows at a time where the coding allows.
-      const LayerEncoder::Source source = SourceOf(*encoding->source, i);
-      absl::Status status;
       const Tensor& tensor = encoding->source->headers()[i];
-      LayerRateCurve curve{tensor.name, {}};
-      uint64_t fixed = 0;
-      if (FollowsTierQp(tensor, encoding->policy, encoding->tier)) {
-        for (int qp : BudgetQpGrid()) {
-          TierSpec at = encoding->tier;
-          at.qp = qp;
-          auto layer = options_.layer_encoder->EncodeSource(
-              source, OptionsFor(tensor, encoding->policy, at, base));
-          if (!layer.ok()) {
-            status = layer.status();
-            break;
-          }
-          curve.points.push_back({qp, SerializePackedLayer(*layer).size(),
-                                  layer->fidelity.sqnr_db});
-        }
-      } else {
-        auto layer = options_.layer_encoder->EncodeSource(
-            source, OptionsFor(tensor, encoding->policy, encoding->tier, base));
-        if (layer.ok()) fixed = SerializePackedLayer(*layer).size();
-        status = layer.status();
-      }
+      TierSpec at = encoding->tier;
+      if (qp > 0) at.qp = qp;
+      // Reads a chunk of rows at a time where the coding allows.
+      auto layer = options_.layer_encoder->EncodeSource(
+          SourceOf(*encoding->source, i),
+          OptionsFor(tensor, encoding->policy, at, base));
+      const uint64_t bytes =
+          layer.ok() ? SerializePackedLayer(*layer).size() : 0;
       bool last;
       {
         absl::MutexLock lock(&encoding->mu);
-        encoding->status.Update(status);
-        encoding->curves[i] = std::move(curve);
-        encoding->fixed_bytes[i] = fixed;
+        encoding->status.Update(layer.status());
+        if (layer.ok()) {
+          if (qp > 0) {
+            encoding->curves[i].name = tensor.name;
+            encoding->curves[i].points.push_back(
+                {qp, bytes, layer->fidelity.sqnr_db});
+          } else {
+            encoding->fixed_bytes[i] = bytes;
+          }
+        }
         last = --encoding->remaining == 0;
       }
       if (!last) return;
@@ -400,6 +405,12 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       {
         absl::MutexLock lock(&encoding->mu);
         if (encoding->status.ok()) {
+          for (LayerRateCurve& curve : encoding->curves) {  // the grid's order
+            std::sort(curve.points.begin(), curve.points.end(),
+                      [](const RatePoint& a, const RatePoint& b) {
+                        return a.qp > b.qp;
+                      });
+          }
           measured = std::make_shared<const RateCurves>(
               RateCurves{encoding->curves, encoding->fixed_bytes});
         }
