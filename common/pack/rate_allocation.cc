@@ -8,11 +8,6 @@
 namespace weightcast {
 namespace {
 
-double Nsr(double sqnr_db) {
-  return std::isinf(sqnr_db) && sqnr_db > 0 ? 0.0
-                                            : std::pow(10.0, -sqnr_db / 10.0);
-}
-
 // The lower convex hull of a curve in (bytes, NSR): more bytes always buy less
 // NSR, and each further byte buys less than the one before.
 std::vector<RatePoint> LowerHull(std::vector<RatePoint> points) {
@@ -22,17 +17,18 @@ std::vector<RatePoint> LowerHull(std::vector<RatePoint> points) {
       });
   std::vector<RatePoint> hull;
   for (const RatePoint& p : points) {
-    if (!hull.empty() && Nsr(p.sqnr_db) >= Nsr(hull.back().sqnr_db))
+    if (!hull.empty() &&
+        NoiseToSignal(p.sqnr_db) >= NoiseToSignal(hull.back().sqnr_db))
       continue;  // dominated
     while (hull.size() >= 2) {
       const RatePoint& a = hull[hull.size() - 2];
       const RatePoint& b = hull.back();
       // b lies on or above the chord from a to p: it is never the best use of
       // its bytes.
-      const double lhs =
-          (Nsr(b.sqnr_db) - Nsr(a.sqnr_db)) * double(p.bytes - a.bytes);
-      const double rhs =
-          (Nsr(p.sqnr_db) - Nsr(a.sqnr_db)) * double(b.bytes - a.bytes);
+      const double lhs = (NoiseToSignal(b.sqnr_db) - NoiseToSignal(a.sqnr_db)) *
+                         double(p.bytes - a.bytes);
+      const double rhs = (NoiseToSignal(p.sqnr_db) - NoiseToSignal(a.sqnr_db)) *
+                         double(b.bytes - a.bytes);
       if (lhs < rhs) break;
       hull.pop_back();
     }
@@ -42,6 +38,11 @@ std::vector<RatePoint> LowerHull(std::vector<RatePoint> points) {
 }
 
 }  // namespace
+
+double NoiseToSignal(double sqnr_db) {
+  return std::isinf(sqnr_db) && sqnr_db > 0 ? 0.0
+                                            : std::pow(10.0, -sqnr_db / 10.0);
+}
 
 const std::vector<int>& BudgetQpGrid() {
   static const std::vector<int> grid = {51, 48, 46, 44, 42, 40, 38, 36,
@@ -80,7 +81,8 @@ absl::StatusOr<Allocation> AllocateBudget(
     for (size_t j = 1; j < hulls[i].size(); ++j) {
       const uint64_t bytes = hulls[i][j].bytes - hulls[i][j - 1].bytes;
       const double saved =
-          Nsr(hulls[i][j - 1].sqnr_db) - Nsr(hulls[i][j].sqnr_db);
+          curves[i].weight * (NoiseToSignal(hulls[i][j - 1].sqnr_db) -
+                              NoiseToSignal(hulls[i][j].sqnr_db));
       steps.push_back(
           {i, j, saved / double(std::max<uint64_t>(bytes, 1)), bytes});
     }
@@ -103,7 +105,7 @@ absl::StatusOr<Allocation> AllocateBudget(
   }
   for (size_t i = 0; i < hulls.size(); ++i) {
     allocation.qp.push_back(hulls[i][at[i]].qp);
-    allocation.nsr += Nsr(hulls[i][at[i]].sqnr_db);
+    allocation.nsr += curves[i].weight * NoiseToSignal(hulls[i][at[i]].sqnr_db);
   }
   return allocation;
 }

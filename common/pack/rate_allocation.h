@@ -8,7 +8,10 @@
 // independent perturbations add, so the output's NSR is about the sum of the
 // layers'. Every layer weighs the same however many weights it holds, so the
 // bits go where one byte buys the most relative precision, which a uniform QP
-// (a step proportional to each layer's own max|w|) does not do.
+// (a step proportional to each layer's own max|w|) does not do. Where the
+// model was measured (an acc-X or cos-C search with an evaluation bundle), each
+// layer's NSR is weighted by its measured sensitivity instead
+// (LayerRateCurve::weight).
 #ifndef WEIGHTCAST_COMMON_PACK_RATE_ALLOCATION_H_
 #define WEIGHTCAST_COMMON_PACK_RATE_ALLOCATION_H_
 
@@ -32,19 +35,28 @@ struct RatePoint {
 struct LayerRateCurve {
   std::string name;
   std::vector<RatePoint> points;  // any order; at least one
+  // What a unit of this layer's NSR costs the model's output: 1 for every
+  // layer when nothing was measured; else a measured sensitivity (the output's
+  // distortion per unit of the layer's NSR), which makes AllocateBudget
+  // minimize the sum of weight x NSR. Positive.
+  double weight = 1;
 };
+
+// 10^(-sqnr_db/10); 0 for an exact layer (SQNR +inf).
+double NoiseToSignal(double sqnr_db);
 
 struct Allocation {
   std::vector<int> qp;  // one per curve, in the curves' order
   uint64_t bytes = 0;   // fixed bytes + the chosen points' bytes
-  double nsr = 0;       // sum of the chosen points' NSR
+  double nsr = 0;       // sum of the chosen points' NSR, each x its weight
 };
 
 // Chooses one point per curve so that fixed_bytes + their bytes <= budget_bytes
-// with the least total NSR the greedy equal-slope walk along each curve's lower
-// convex hull finds. With more budget than the finest points need, every layer
-// gets its finest point. INVALID_ARGUMENT when even the coarsest points exceed
-// the budget (saying how many bytes the model needs at least).
+// with the least total weighted NSR the greedy equal-slope walk along each
+// curve's lower convex hull finds. With more budget than the finest points
+// need, every layer gets its finest point. INVALID_ARGUMENT when even the
+// coarsest points exceed the budget (saying how many bytes the model needs at
+// least).
 absl::StatusOr<Allocation> AllocateBudget(
     const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
     uint64_t budget_bytes);

@@ -41,6 +41,37 @@ TEST(RateAllocation, SpendsBytesWhereTheyBuyTheMostPrecision) {
   EXPECT_EQ(a->bytes, 1400u);
 }
 
+TEST(RateAllocation, AMeasuredSensitivityMovesTheBytesToTheLayerItWeighs) {
+  // Two layers alike in bytes and SQNR: unweighted, the one listed first gets
+  // the one step the budget buys; weighted 20x, the second gets it (a step of
+  // the heavy layer saves 20x the weighted NSR for the same bytes).
+  const uint64_t budget = 100 + 100 + 100;
+  auto plain =
+      AllocateBudget({Curve("a", 100, 10), Curve("b", 100, 10)}, 0, budget);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_THAT(plain->qp, ElementsAre(34, 40));
+  LayerRateCurve heavy = Curve("b", 100, 10);
+  heavy.weight = 20;
+  auto weighted = AllocateBudget({Curve("a", 100, 10), heavy}, 0, budget);
+  ASSERT_TRUE(weighted.ok()) << weighted.status();
+  EXPECT_THAT(weighted->qp, ElementsAre(40, 34));
+  // The reported distortion is the weighted sum: a at 10 dB, b at 16 dB.
+  EXPECT_NEAR(weighted->nsr, 0.1 + 20 * NoiseToSignal(16), 1e-12);
+  // A layer that barely matters stays coarsest, and the bytes an unweighted
+  // allocation would share go to the layer that matters.
+  const uint64_t enough_for_b = 100 + 800;
+  auto shared = AllocateBudget({Curve("a", 100, 10), Curve("b", 100, 10)}, 0,
+                               enough_for_b);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_THAT(shared->qp, ElementsAre(28, 28));
+  LayerRateCurve negligible = Curve("a", 100, 10);
+  negligible.weight = 1e-6;
+  auto focused =
+      AllocateBudget({negligible, Curve("b", 100, 10)}, 0, enough_for_b);
+  ASSERT_TRUE(focused.ok()) << focused.status();
+  EXPECT_THAT(focused->qp, ElementsAre(40, 22));
+}
+
 TEST(RateAllocation, NeverExceedsTheBudgetAndBeatsUniformAtEqualBytes) {
   const std::vector<LayerRateCurve> curves = {
       Curve("a", 300, 12), Curve("b", 2000, 8), Curve("c", 50, 20)};

@@ -7,9 +7,11 @@
 // restart mid-encoding) is encoded again without searching again.
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -23,10 +25,71 @@
 #include "common/base/status_macros.h"
 #include "common/eval/evaluator.h"
 #include "common/pack/packed_model.h"
+#include "common/pack/rate_allocation.h"
 #include "server/core/model_store.h"
 
 namespace weightcast {
 namespace {
+
+// A candidate model decoded and run on the bundle.
+struct Measured {
+  double cosine = 0;   // its outputs' mean cosine with the float model's
+  double measure = 0;  // the tier's measure: top-1 (acc-X) or that cosine
+};
+using RunModel =
+    std::function<absl::StatusOr<Measured>(const std::vector<int>& qps)>;
+
+// Weighs each picture layer's NSR in the search's allocations by the layer's
+// measured sensitivity: the model at the finest allocation but for that layer
+// at its probe point (the grid QP whose SQNR is nearest kSensitivityProbeDb),
+// run on the bundle; the growth of the output's distortion (1 - cosine with
+// the float model's outputs) over the growth of the layer's NSR. The data-free
+// allocation weighs every layer's NSR alike, however much its errors move the
+// outputs. A layer whose probe did not move them gets a thousandth of the
+// largest weight (it is coded coarsely, not dropped); when none moved them, or
+// the model has more than kMaxSensitivityProbes picture layers (a probe per
+// layer would cost more than the search), the weights stay 1.
+absl::StatusOr<int> WeighBySensitivity(const std::vector<int>& finest_qps,
+                                       double finest_cosine,
+                                       const std::vector<size_t>& tensor_of,
+                                       const RunModel& run,
+                                       std::vector<LayerRateCurve>* curves) {
+  if (curves->size() > kMaxSensitivityProbes) return 0;
+  int probes = 0;
+  std::vector<double> weights;
+  double heaviest = 0;
+  for (size_t c = 0; c < curves->size(); ++c) {
+    const std::vector<RatePoint>& points = (*curves)[c].points;
+    const auto finest =
+        std::find_if(points.begin(), points.end(), [&](const RatePoint& point) {
+          return point.qp == finest_qps[tensor_of[c]];
+        });
+    const auto probe =
+        std::min_element(points.begin(), points.end(),
+                         [](const RatePoint& a, const RatePoint& b) {
+                           return std::abs(a.sqnr_db - kSensitivityProbeDb) <
+                                  std::abs(b.sqnr_db - kSensitivityProbeDb);
+                         });
+    const double nsr_growth =
+        finest == points.end()
+            ? 0
+            : NoiseToSignal(probe->sqnr_db) - NoiseToSignal(finest->sqnr_db);
+    double weight = 0;
+    if (nsr_growth > 0) {
+      std::vector<int> qps = finest_qps;
+      qps[tensor_of[c]] = probe->qp;
+      ASSIGN_OR_RETURN(const Measured measured, run(qps));
+      ++probes;
+      weight = std::max(0.0, finest_cosine - measured.cosine) / nsr_growth;
+    }
+    weights.push_back(weight);
+    heaviest = std::max(heaviest, weight);
+  }
+  if (heaviest <= 0) return probes;
+  for (size_t c = 0; c < curves->size(); ++c)
+    (*curves)[c].weight = std::max(weights[c], heaviest / 1000);
+  return probes;
+}
 
 // Where the QPs an accuracy search chose are kept: the version's id,
 // checkpoint and evaluation data (an id a deleted version had may be given
@@ -90,7 +153,9 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                    Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
                                    blobs_->PathOf(version.eval_data_sha256)));
-  if (by_cosine) RETURN_IF_ERROR(SetReferenceOf(version, *evaluator));
+  // The float model's outputs: cos-C's measure, and every search's sensitivity
+  // probes'.
+  RETURN_IF_ERROR(SetReferenceOf(version, *evaluator));
 
   // Each tensor decoded as the client would see it: at the tier's fixed coding
   // (qp 0) or at a grid QP, each coded once, as the candidates need them.
@@ -115,9 +180,11 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     decoded.emplace(std::make_pair(index, qp), one.tensors[0]);
     return std::move(one.tensors[0]);
   };
-  int evaluations = 0;
-  const auto measure =
-      [&](const std::vector<int>& qps) -> absl::StatusOr<double> {
+  int evaluations = 0;  // the bisection's candidates (the probes not counted)
+  // The model at these QPs, decoded and run: its output cosine with the float
+  // model's, and the tier's measure (top-1 or that cosine).
+  const RunModel run =
+      [&](const std::vector<int>& qps) -> absl::StatusOr<Measured> {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_)
@@ -129,12 +196,17 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
       model.tensors.push_back(std::move(tensor));
     }
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
-    ++evaluations;
     if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier.name);
-    if (!by_cosine) return accuracy.top1;
     if (!accuracy.output_cosine)
       return absl::InternalError("the evaluation gave no output cosine");
-    return *accuracy.output_cosine;
+    return Measured{*accuracy.output_cosine,
+                    by_cosine ? *accuracy.output_cosine : accuracy.top1};
+  };
+  const auto measure =
+      [&](const std::vector<int>& qps) -> absl::StatusOr<double> {
+    ASSIGN_OR_RETURN(const Measured measured, run(qps));
+    ++evaluations;
+    return measured.measure;
   };
   struct Candidate {
     uint64_t bytes = 0;
@@ -160,7 +232,9 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   }
   // The finest allocation first: if it misses the target, no budget meets it.
   ASSIGN_OR_RETURN(Candidate best, allocate(finest));
-  ASSIGN_OR_RETURN(const double finest_measure, measure(best.qps));
+  ASSIGN_OR_RETURN(const Measured at_finest, run(best.qps));
+  ++evaluations;
+  const double finest_measure = at_finest.measure;
   if (finest_measure < target) {
     return absl::FailedPreconditionError(
         by_cosine
@@ -178,6 +252,9 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
                   tier.max_top1_drop_hundredths / 100.0, reference));
   }
   double best_measure = finest_measure;
+  ASSIGN_OR_RETURN(
+      const int probes,
+      WeighBySensitivity(best.qps, at_finest.cosine, tensor_of, run, &curves));
   // Bisection on the logarithm of the budget between a budget known (or taken)
   // to miss the target and the smallest candidate known to meet it, each step
   // one evaluation, until they are within kAccuracySearchBracket of each other.
@@ -211,10 +288,10 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   std::fprintf(stderr,
-               "weightcastd: %s/%s tier %s: %d evaluations in %.1f s; %llu "
-               "bytes at %s %.4g (float %.4g)\n",
+               "weightcastd: %s/%s tier %s: %d sensitivity probes and %d "
+               "evaluations in %.1f s; %llu bytes at %s %.4g (float %.4g)\n",
                version.model.c_str(), version.version.c_str(),
-               tier.name.c_str(), evaluations, seconds,
+               tier.name.c_str(), probes, evaluations, seconds,
                static_cast<unsigned long long>(best.bytes), measure_name,
                best_measure, reference);
   registry_
