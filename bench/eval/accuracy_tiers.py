@@ -9,8 +9,8 @@ the 10,000 test images) and a ladder of the acc-X tiers only (res_cnn with its c
 pictures at the tier's QP, the policy its budget tiers were measured under), lets the server
 search and encode them, pulls each with the `weightcast` CLI as a float state_dict and measures
 top-1 here in PyTorch. Records bytes (as % of float32), the wall time from warm to a measured
-tier, and the server's count of models it classified for the tier (its search's candidates and
-the encoded tier's own measurement: weightcast_accuracy_evaluations_total).
+tier, and the server's count of models it classified for the tier (its search's sensitivity
+probes and candidates and the encoded tier's own measurement: weightcast_accuracy_evaluations_total).
 """
 import json
 import os
@@ -52,13 +52,15 @@ def main():
             float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())
             top1, _ = fashion.accuracy_of_state(model, float_state, data)
             start = time.time()
+            # The counter is per tier name, across models: this model's are the growth.
+            counted = {tier: evaluations(server, tier) for tier in tiers}
             evaluate.register(server, work, model, "acc", tiers, policy)
             info = server.await_tiers(model, "acc")
             seconds = time.time() - start
             rows = []
             for t in info["tiers"]:
                 row = {"name": t["name"], "state": t["state"], "error": t["error"],
-                       "evaluations": evaluations(server, t["name"])}
+                       "evaluations": evaluations(server, t["name"]) - counted.get(t["name"], 0)}
                 if t["state"] == "READY":
                     path = os.path.join(work, "pulled", model, t["name"] + ".pt")
                     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -5,7 +5,8 @@ usage: report.py RESULTS.json[,MORE.json...] DOCS_DIR [DELTA.json [PROGRESSIVE.j
 
 Several RESULTS files (evaluate.py runs over different models) are reported as one. Without
 DELTA.json or PROGRESSIVE.json, that section of the existing DOCS_DIR/EVALUATION.md is carried
-over unchanged under a note saying which run it came from.
+over unchanged under a note saying which run it came from. The hand-written "Accuracy tiers"
+section (accuracy_tiers.py's runs) is carried over as it is.
 """
 import re
 import datetime
@@ -443,6 +444,11 @@ def main():
             out += progressive_section(json.load(f))
     else:
         out += carried_over(old, "## Progressive delivery")
+    # Written by hand (bench/eval/accuracy_tiers.py's runs): kept as it is.
+    start = old.find("## Accuracy tiers")
+    if start >= 0:
+        end = old.find("\n## ", start + 1)
+        out += old[start:end if end >= 0 else len(old)].rstrip("\n").split("\n") + [""]
     with open(os.path.join(docs, "EVALUATION.md"), "w") as f:
         f.write("\n".join(out))
 

@@ -51,16 +51,16 @@
 namespace weightcast {
 
 // An accuracy tier's search evaluates at most this many candidate allocations
-// (the finest first, then a bisection on budget bytes), and stops earlier when
-// the budgets that miss and meet the target are within this ratio.
+// per pass (the finest first, then a bisection on budget bytes), and stops
+// earlier when the budgets that miss and meet the target are within this ratio.
 inline constexpr int kMaxAccuracyEvaluations = 8;
 inline constexpr double kAccuracySearchBracket = 1.03;
-// Before the bisection, each picture layer's sensitivity is measured (one
-// evaluation per layer) with that layer at the grid QP whose SQNR is nearest
-// kSensitivityProbeDb; models with more picture layers than
-// kMaxSensitivityProbes skip it (model_store_accuracy.cc).
+// With two or more picture layers, a second bisection (at most as many
+// evaluations again) over allocations weighted by each layer's sensitivity,
+// probed (one evaluation per layer) from the finest allocation with the layer
+// at its grid point nearest kSensitivityProbeDb of SQNR
+// (model_store_accuracy.cc).
 inline constexpr double kSensitivityProbeDb = 10;
-inline constexpr size_t kMaxSensitivityProbes = 32;
 // The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
 // (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
 inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;

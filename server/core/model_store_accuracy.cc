@@ -40,47 +40,51 @@ using RunModel =
     std::function<absl::StatusOr<Measured>(const std::vector<int>& qps)>;
 
 // Weighs each picture layer's NSR in the search's allocations by the layer's
-// measured sensitivity: the model at the finest allocation but for that layer
-// at its probe point (the grid QP whose SQNR is nearest kSensitivityProbeDb),
-// run on the bundle; the growth of the output's distortion (1 - cosine with
-// the float model's outputs) over the growth of the layer's NSR. The data-free
-// allocation weighs every layer's NSR alike, however much its errors move the
-// outputs. A layer whose probe did not move them gets a thousandth of the
-// largest weight (it is coded coarsely, not dropped); when none moved them, or
-// the model has more than kMaxSensitivityProbes picture layers (a probe per
-// layer would cost more than the search), the weights stay 1.
+// sensitivity, measured from the finest allocation (`finest_qps`, whose
+// outputs have `finest_cosine`): that allocation but for the layer at its
+// probe point (the grid point whose SQNR is nearest kSensitivityProbeDb), run
+// on the bundle; the growth of the output's
+// distortion (1 - cosine with the float model's outputs) over the growth of
+// the layer's NSR. The data-free allocation weighs every layer's NSR alike,
+// however much its errors move the outputs. A layer whose probe did not move
+// them gets a thousandth of the largest weight (it is coded coarsely, not
+// dropped); when none moved them the weights stay 1. Returns the probes run.
 absl::StatusOr<int> WeighBySensitivity(const std::vector<int>& finest_qps,
                                        double finest_cosine,
                                        const std::vector<size_t>& tensor_of,
                                        const RunModel& run,
                                        std::vector<LayerRateCurve>* curves) {
-  if (curves->size() > kMaxSensitivityProbes) return 0;
   int probes = 0;
   std::vector<double> weights;
   double heaviest = 0;
   for (size_t c = 0; c < curves->size(); ++c) {
     const std::vector<RatePoint>& points = (*curves)[c].points;
-    const auto finest =
-        std::find_if(points.begin(), points.end(), [&](const RatePoint& point) {
-          return point.qp == finest_qps[tensor_of[c]];
-        });
-    const auto probe =
-        std::min_element(points.begin(), points.end(),
-                         [](const RatePoint& a, const RatePoint& b) {
-                           return std::abs(a.sqnr_db - kSensitivityProbeDb) <
-                                  std::abs(b.sqnr_db - kSensitivityProbeDb);
-                         });
-    const double nsr_growth =
-        finest == points.end()
-            ? 0
-            : NoiseToSignal(probe->sqnr_db) - NoiseToSignal(finest->sqnr_db);
+    const int qp = finest_qps[tensor_of[c]];
+    const auto at =
+        std::find_if(points.begin(), points.end(),
+                     [&](const RatePoint& point) { return point.qp == qp; });
     double weight = 0;
-    if (nsr_growth > 0) {
-      std::vector<int> qps = finest_qps;
-      qps[tensor_of[c]] = probe->qp;
-      ASSIGN_OR_RETURN(const Measured measured, run(qps));
-      ++probes;
-      weight = std::max(0.0, finest_cosine - measured.cosine) / nsr_growth;
+    if (at != points.end() && points.size() >= 2) {
+      const double wanted = kSensitivityProbeDb;
+      const RatePoint* probe = nullptr;
+      for (const RatePoint& point : points) {
+        if (point.qp != qp &&
+            (!probe || std::abs(point.sqnr_db - wanted) <
+                           std::abs(probe->sqnr_db - wanted))) {
+          probe = &point;
+        }
+      }
+      // Negative both when the probe is finer (the finest point is below
+      // kSensitivityProbeDb).
+      const double nsr_growth =
+          NoiseToSignal(probe->sqnr_db) - NoiseToSignal(at->sqnr_db);
+      if (nsr_growth != 0) {
+        std::vector<int> qps = finest_qps;
+        qps[tensor_of[c]] = probe->qp;
+        ASSIGN_OR_RETURN(const Measured measured, run(qps));
+        ++probes;
+        weight = std::max(0.0, (finest_cosine - measured.cosine) / nsr_growth);
+      }
     }
     weights.push_back(weight);
     heaviest = std::max(heaviest, weight);
@@ -180,7 +184,7 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     decoded.emplace(std::make_pair(index, qp), one.tensors[0]);
     return std::move(one.tensors[0]);
   };
-  int evaluations = 0;  // the bisection's candidates (the probes not counted)
+  int evaluations = 0;  // candidates run (the sensitivity probes not counted)
   // The model at these QPs, decoded and run: its output cosine with the float
   // model's, and the tier's measure (top-1 or that cosine).
   const RunModel run =
@@ -202,20 +206,15 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     return Measured{*accuracy.output_cosine,
                     by_cosine ? *accuracy.output_cosine : accuracy.top1};
   };
-  const auto measure =
-      [&](const std::vector<int>& qps) -> absl::StatusOr<double> {
-    ASSIGN_OR_RETURN(const Measured measured, run(qps));
-    ++evaluations;
-    return measured.measure;
-  };
   struct Candidate {
     uint64_t bytes = 0;
     std::vector<int> qps;  // per tensor
+    Measured measured;     // once run
   };
   const auto allocate = [&](uint64_t budget) -> absl::StatusOr<Candidate> {
     ASSIGN_OR_RETURN(const Allocation allocation,
                      AllocateBudget(curves, fixed, budget));
-    Candidate candidate{allocation.bytes, std::vector<int>(count, 0)};
+    Candidate candidate{allocation.bytes, std::vector<int>(count, 0), {}};
     for (size_t c = 0; c < curves.size(); ++c)
       candidate.qps[tensor_of[c]] = allocation.qp[c];
     return candidate;
@@ -232,55 +231,69 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   }
   // The finest allocation first: if it misses the target, no budget meets it.
   ASSIGN_OR_RETURN(Candidate best, allocate(finest));
-  ASSIGN_OR_RETURN(const Measured at_finest, run(best.qps));
+  ASSIGN_OR_RETURN(best.measured, run(best.qps));
   ++evaluations;
-  const double finest_measure = at_finest.measure;
-  if (finest_measure < target) {
+  const Candidate finest_run = best;
+  if (best.measured.measure < target) {
     return absl::FailedPreconditionError(
         by_cosine
             ? absl::StrFormat(
                   "tier '%s': even the finest HEVC allocation (%d bytes) "
                   "measures output cosine %.4f, below %.4f; pull 'lossless' or "
                   "a qNN tier instead",
-                  tier.name, best.bytes, finest_measure, target)
+                  tier.name, best.bytes, best.measured.measure, target)
             : absl::StrFormat(
                   "tier '%s': even the finest HEVC allocation (%d bytes) "
                   "measures top-1 %.2f %%, more than %.2f points below the "
                   "float model's %.2f %%; pull 'lossless' or a qNN tier "
                   "instead",
-                  tier.name, best.bytes, finest_measure,
+                  tier.name, best.bytes, best.measured.measure,
                   tier.max_top1_drop_hundredths / 100.0, reference));
   }
-  double best_measure = finest_measure;
-  ASSIGN_OR_RETURN(
-      const int probes,
-      WeighBySensitivity(best.qps, at_finest.cosine, tensor_of, run, &curves));
   // Bisection on the logarithm of the budget between a budget known (or taken)
-  // to miss the target and the smallest candidate known to meet it, each step
-  // one evaluation, until they are within kAccuracySearchBracket of each other.
-  double missing = static_cast<double>(coarsest) - 1;
-  for (int step = 0;
-       step < 64 &&
-       evaluations<kMaxAccuracyEvaluations&& static_cast<double>(best.bytes)>
-               std::max(missing, 1.0) *
-           kAccuracySearchBracket;
-       ++step) {
-    const double middle =
-        std::sqrt(std::max(missing, 1.0) * static_cast<double>(best.bytes));
+  // to miss the target and the smallest candidate known to meet it (`best`),
+  // each step one evaluation, until they are within kAccuracySearchBracket of
+  // each other or the pass has evaluated kMaxAccuracyEvaluations candidates
+  // (the first pass counting the finest).
+  const auto bisect = [&](int stop_at) -> absl::Status {
+    double missing = static_cast<double>(coarsest) - 1;
+    for (int step = 0;
+         step < 64 &&
+         evaluations<stop_at&& static_cast<double>(best.bytes)> std::max(
+             missing, 1.0) *
+             kAccuracySearchBracket;
+         ++step) {
+      const double middle =
+          std::sqrt(std::max(missing, 1.0) * static_cast<double>(best.bytes));
+      ASSIGN_OR_RETURN(
+          Candidate candidate,
+          allocate(std::max(coarsest, static_cast<uint64_t>(middle))));
+      if (candidate.bytes >= best.bytes) {  // nothing smaller below this budget
+        missing = middle;
+        continue;
+      }
+      ASSIGN_OR_RETURN(candidate.measured, run(candidate.qps));
+      ++evaluations;
+      if (candidate.measured.measure >= target) {
+        best = std::move(candidate);
+      } else {
+        missing = middle;
+      }
+    }
+    return absl::OkStatus();
+  };
+  // First over the data-free allocations (every layer's NSR alike); then, with
+  // two or more picture layers, over allocations that weigh each layer by its
+  // measured sensitivity, below the first pass's choice: that choice stands
+  // unless a smaller one meets the target too.
+  RETURN_IF_ERROR(bisect(kMaxAccuracyEvaluations));
+  int probes = 0;
+  if (curves.size() >= 2) {
     ASSIGN_OR_RETURN(
-        const Candidate candidate,
-        allocate(std::max(coarsest, static_cast<uint64_t>(middle))));
-    if (candidate.bytes >= best.bytes) {  // nothing smaller below this budget
-      missing = middle;
-      continue;
-    }
-    ASSIGN_OR_RETURN(const double measured, measure(candidate.qps));
-    if (measured >= target) {
-      best = candidate;
-      best_measure = measured;
-    } else {
-      missing = middle;
-    }
+        probes, WeighBySensitivity(finest_run.qps, finest_run.measured.cosine,
+                                   tensor_of, run, &curves));
+    if (probes > 0)
+      RETURN_IF_ERROR(bisect(evaluations + kMaxAccuracyEvaluations));
   }
   decoded.clear();
   malloc_trim(0);
@@ -293,7 +306,7 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
                version.model.c_str(), version.version.c_str(),
                tier.name.c_str(), probes, evaluations, seconds,
                static_cast<unsigned long long>(best.bytes), measure_name,
-               best_measure, reference);
+               best.measured.measure, reference);
   registry_
       ->SetSetting(SearchKey(version, tier.name), absl::StrJoin(best.qps, ","))
       .IgnoreError();  // without it, the tier searches again when re-encoded
