@@ -55,12 +55,14 @@ namespace weightcast {
 // earlier when the budgets that miss and meet the target are within this ratio.
 inline constexpr int kMaxAccuracyEvaluations = 8;
 inline constexpr double kAccuracySearchBracket = 1.03;
-// With two or more picture layers, a second bisection (at most as many
-// evaluations again) over allocations weighted by each layer's sensitivity,
-// probed (one evaluation per layer) from the finest allocation with the layer
-// at its grid point nearest kSensitivityProbeDb of SQNR
-// (model_store_accuracy.cc).
+// With two to kMaxSensitivityProbes picture layers, a second bisection (at
+// most as many evaluations again) over allocations weighted by each layer's
+// sensitivity, probed (one evaluation per layer) from the finest allocation
+// with the layer at its grid point nearest kSensitivityProbeDb of SQNR
+// (model_store_accuracy.cc). A model with more layers keeps the data-free
+// choice: a probe per layer would cost more than the search.
 inline constexpr double kSensitivityProbeDb = 10;
+inline constexpr size_t kMaxSensitivityProbes = 32;
 // The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
 // (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
 inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;

@@ -283,12 +283,12 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     return absl::OkStatus();
   };
   // First over the data-free allocations (every layer's NSR alike); then, with
-  // two or more picture layers, over allocations that weigh each layer by its
-  // measured sensitivity, below the first pass's choice: that choice stands
-  // unless a smaller one meets the target too.
+  // two to kMaxSensitivityProbes picture layers, over allocations that weigh
+  // each layer by its measured sensitivity, below the first pass's choice: that
+  // choice stands unless a smaller one meets the target too.
   RETURN_IF_ERROR(bisect(kMaxAccuracyEvaluations));
   int probes = 0;
-  if (curves.size() >= 2) {
+  if (curves.size() >= 2 && curves.size() <= kMaxSensitivityProbes) {
     ASSIGN_OR_RETURN(
         probes, WeighBySensitivity(finest_run.qps, finest_run.measured.cosine,
                                    tensor_of, run, &curves));
