@@ -66,9 +66,9 @@ def warm_and_measure(server, model, version):
         info = json.loads(server.run("describe", model, version, "--json"))
         if all(t["state"] == "READY" and t["accuracy"] for t in info["tiers"]):
             return info
-        if time.time() > deadline:
+        if any(t["state"] == "FAILED" for t in info["tiers"]) or time.time() > deadline:
             server.print_log_tail()
-            raise AssertionError(f"{model}/{version} not measured in 400 s: {info}")
+            raise AssertionError(f"{model}/{version}: a tier failed or was not measured in 400 s: {info}")
         time.sleep(0.2)
 
 

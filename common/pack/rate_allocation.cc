@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 
 namespace weightcast {
 namespace {
@@ -61,6 +62,10 @@ absl::StatusOr<Allocation> AllocateBudget(
     if (curve.points.empty())
       return absl::InvalidArgumentError(
           absl::StrCat("layer ", curve.name, ": no rate points"));
+    if (!std::isfinite(curve.weight) || curve.weight <= 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", curve.name, ": weight ", curve.weight,
+                       " is not a finite positive number"));
     hulls.push_back(LowerHull(curve.points));
     allocation.bytes += hulls.back().front().bytes;
   }
@@ -108,6 +113,44 @@ absl::StatusOr<Allocation> AllocateBudget(
     allocation.nsr += curves[i].weight * NoiseToSignal(hulls[i][at[i]].sqnr_db);
   }
   return allocation;
+}
+
+absl::StatusOr<SensitivityProbes> WeighBySensitivity(
+    const std::vector<int>& finest_qp, double finest_cosine, double probe_db,
+    const CosineWithOneLayerAt& cosine_of,
+    std::vector<LayerRateCurve>* curves) {
+  SensitivityProbes probes;
+  std::vector<double> weights;
+  double heaviest = 0;
+  for (size_t c = 0; c < curves->size(); ++c) {
+    const std::vector<RatePoint>& points = (*curves)[c].points;
+    const auto finest = std::find_if(
+        points.begin(), points.end(),
+        [&](const RatePoint& point) { return point.qp == finest_qp[c]; });
+    const RatePoint* probe = nullptr;
+    for (const RatePoint& point : points) {
+      if (finest == points.end() || point.sqnr_db >= finest->sqnr_db) continue;
+      if (!probe || std::abs(point.sqnr_db - probe_db) <
+                        std::abs(probe->sqnr_db - probe_db)) {
+        probe = &point;
+      }
+    }
+    double weight = 0;
+    if (probe) {
+      const double nsr_growth =
+          NoiseToSignal(probe->sqnr_db) - NoiseToSignal(finest->sqnr_db);
+      ASSIGN_OR_RETURN(const double cosine, cosine_of(c, probe->qp));
+      ++probes.run;
+      weight = std::max(0.0, (finest_cosine - cosine) / nsr_growth);
+    }
+    weights.push_back(weight);
+    heaviest = std::max(heaviest, weight);
+  }
+  if (!(heaviest > 0) || !std::isfinite(heaviest)) return probes;
+  for (size_t c = 0; c < curves->size(); ++c)
+    (*curves)[c].weight = std::max(weights[c], heaviest / 1000);
+  probes.weighted = true;
+  return probes;
 }
 
 }  // namespace weightcast

@@ -16,6 +16,7 @@
 #define WEIGHTCAST_COMMON_PACK_RATE_ALLOCATION_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,8 @@ struct LayerRateCurve {
   // What a unit of this layer's NSR costs the model's output: 1 for every
   // layer when nothing was measured; else a measured sensitivity (the output's
   // distortion per unit of the layer's NSR), which makes AllocateBudget
-  // minimize the sum of weight x NSR. Positive.
+  // minimize the sum of weight x NSR. Finite and positive (AllocateBudget
+  // refuses others).
   double weight = 1;
 };
 
@@ -60,6 +62,29 @@ struct Allocation {
 absl::StatusOr<Allocation> AllocateBudget(
     const std::vector<LayerRateCurve>& curves, uint64_t fixed_bytes,
     uint64_t budget_bytes);
+
+// What WeighBySensitivity did: the probes it ran, and whether the weights now
+// differ from 1 (false when no probe moved the outputs).
+struct SensitivityProbes {
+  int run = 0;
+  bool weighted = false;
+};
+
+// The model's output cosine with the float model's outputs when curve
+// `curve`'s layer is at `qp` and every other layer at its finest point.
+using CosineWithOneLayerAt =
+    std::function<absl::StatusOr<double>(size_t curve, int qp)>;
+
+// Sets each curve's weight to its layer's measured sensitivity: the growth of
+// the output's distortion (1 - cosine) from the finest allocation (curve c at
+// finest_qp[c], whose outputs have finest_cosine) to the layer alone at its
+// probe point (the point whose SQNR is nearest probe_db, coarser than its
+// finest), over the growth of the layer's NSR. A layer whose probe did not
+// move the outputs gets a thousandth of the largest weight (coded coarsely,
+// not dropped); when none moved them the weights stay 1. Errors: cosine_of's.
+absl::StatusOr<SensitivityProbes> WeighBySensitivity(
+    const std::vector<int>& finest_qp, double finest_cosine, double probe_db,
+    const CosineWithOneLayerAt& cosine_of, std::vector<LayerRateCurve>* curves);
 
 }  // namespace weightcast
 

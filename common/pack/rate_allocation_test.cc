@@ -72,6 +72,92 @@ TEST(RateAllocation, AMeasuredSensitivityMovesTheBytesToTheLayerItWeighs) {
   EXPECT_THAT(focused->qp, ElementsAre(40, 22));
 }
 
+TEST(RateAllocation, AWeightThatIsNotFinitePositiveIsRefused) {
+  for (double weight : {0.0, -1.0, std::nan(""), HUGE_VAL}) {
+    LayerRateCurve curve = Curve("a", 100, 10);
+    curve.weight = weight;
+    auto a = AllocateBudget({curve}, 0, 1000);
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument) << weight;
+    EXPECT_THAT(a.status().message(), HasSubstr("layer a: weight")) << weight;
+  }
+}
+
+// The curves' finest points (QP 22 on Curve's grid) and a model whose output
+// distortion grows by `sensitivity[c]` x the NSR growth of curve c's layer.
+struct ProbedModel {
+  std::vector<double> sensitivity;
+  std::vector<std::pair<size_t, int>> probes;  // (curve, qp) asked for
+  double finest_cosine = 0.999;
+  absl::StatusOr<double> CosineOf(const std::vector<LayerRateCurve>& curves,
+                                  size_t c, int qp) {
+    probes.emplace_back(c, qp);
+    for (const RatePoint& point : curves[c].points) {
+      if (point.qp != qp) continue;
+      const double growth = NoiseToSignal(point.sqnr_db) -
+                            NoiseToSignal(curves[c].points.back().sqnr_db);
+      return finest_cosine - sensitivity[c] * growth;
+    }
+    return absl::InternalError("no such point");
+  }
+  // WeighBySensitivity on `curves` with this model, probing near 10 dB.
+  absl::StatusOr<SensitivityProbes> Weigh(std::vector<LayerRateCurve>* curves) {
+    return WeighBySensitivity(
+        {22, 22}, finest_cosine, /*probe_db=*/10,
+        [&](size_t c, int qp) { return CosineOf(*curves, c, qp); }, curves);
+  }
+};
+
+TEST(SensitivityWeights, AreTheOutputsDistortionPerUnitOfEachLayersNsr) {
+  std::vector<LayerRateCurve> curves = {Curve("a", 100, 10),
+                                        Curve("b", 100, 10)};
+  ProbedModel model{{0.5, 5.0}};
+  auto probes = model.Weigh(&curves);
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  EXPECT_EQ(probes->run, 2);
+  EXPECT_TRUE(probes->weighted);
+  // Each layer probed alone at its point nearest 10 dB: QP 40.
+  EXPECT_THAT(model.probes, ElementsAre(std::pair<size_t, int>{0, 40},
+                                        std::pair<size_t, int>{1, 40}));
+  EXPECT_NEAR(curves[0].weight, 0.5, 1e-9);
+  EXPECT_NEAR(curves[1].weight, 5.0, 1e-9);
+}
+
+TEST(SensitivityWeights, StayOneWhenNoProbeMovesTheOutputs) {
+  std::vector<LayerRateCurve> curves = {Curve("a", 100, 10),
+                                        Curve("b", 100, 10)};
+  ProbedModel model{{0, 0}};
+  auto probes = model.Weigh(&curves);
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  EXPECT_EQ(probes->run, 2);
+  EXPECT_FALSE(probes->weighted);
+  EXPECT_EQ(curves[0].weight, 1);
+  EXPECT_EQ(curves[1].weight, 1);
+}
+
+TEST(SensitivityWeights, ALayerThatDoesNotMatterGetsAThousandthNotZero) {
+  std::vector<LayerRateCurve> curves = {Curve("a", 100, 10),
+                                        Curve("b", 100, 10)};
+  ProbedModel model{{0, 2.0}};
+  auto probes = model.Weigh(&curves);
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  EXPECT_NEAR(curves[0].weight, 2.0 / 1000, 1e-12);
+  EXPECT_NEAR(curves[1].weight, 2.0, 1e-9);
+  EXPECT_TRUE(AllocateBudget(curves, 0, 1000).ok());
+}
+
+TEST(SensitivityWeights, AFailedProbeIsTheError) {
+  std::vector<LayerRateCurve> curves = {Curve("a", 100, 10),
+                                        Curve("b", 100, 10)};
+  auto probes = WeighBySensitivity(
+      {22, 22}, 0.999, 10,
+      [](size_t, int) -> absl::StatusOr<double> {
+        return absl::UnavailableError("the server is shutting down");
+      },
+      &curves);
+  EXPECT_EQ(probes.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(curves[0].weight, 1);
+}
+
 TEST(RateAllocation, NeverExceedsTheBudgetAndBeatsUniformAtEqualBytes) {
   const std::vector<LayerRateCurve> curves = {
       Curve("a", 300, 12), Curve("b", 2000, 8), Curve("c", 50, 20)};

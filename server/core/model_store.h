@@ -256,8 +256,8 @@ class ModelStore {
   // (SharedParallelFor): one large layer uses every worker.
   void SpreadTiles(const std::shared_ptr<Encoding>& encoding,
                    LayerEncodeOptions* options);
-  // Budget tiers: measures every layer (one job per layer), then allocates QPs
-  // and encodes.
+  // Budget tiers: measures every layer (one job per (picture layer, grid QP),
+  // one per other layer), then allocates QPs and encodes.
   void MeasureForBudget(const std::shared_ptr<Encoding>& encoding);
   // What MeasureForBudget measured: the picture layers' rate curves (with the
   // tensor each is of) and the bytes of the layers whose coding is fixed.

@@ -1,8 +1,10 @@
 // ModelStore's accuracy tiers ("acc-0.5", "cos-0.99"): after the version's
 // rate curves (the budget tiers' measurement), a bounded bisection over byte
 // budgets, each candidate allocation decoded and run by the real evaluator on
-// the version's bundle; the smallest candidate within the tier's top-1 drop
-// (or at or above its output cosine) is then encoded like a budget tier. The
+// the version's bundle, then (with several picture layers) a second one below
+// its choice over allocations weighted by each layer's measured sensitivity;
+// the smallest candidate within the tier's top-1 drop (or at or above its
+// output cosine) is then encoded like a budget tier. The
 // chosen QPs are kept in the registry, so that the tier evicted (or lost to a
 // restart mid-encoding) is encoded again without searching again.
 #include <malloc.h>
@@ -38,62 +40,6 @@ struct Measured {
 };
 using RunModel =
     std::function<absl::StatusOr<Measured>(const std::vector<int>& qps)>;
-
-// Weighs each picture layer's NSR in the search's allocations by the layer's
-// sensitivity, measured from the finest allocation (`finest_qps`, whose
-// outputs have `finest_cosine`): that allocation but for the layer at its
-// probe point (the grid point whose SQNR is nearest kSensitivityProbeDb), run
-// on the bundle; the growth of the output's
-// distortion (1 - cosine with the float model's outputs) over the growth of
-// the layer's NSR. The data-free allocation weighs every layer's NSR alike,
-// however much its errors move the outputs. A layer whose probe did not move
-// them gets a thousandth of the largest weight (it is coded coarsely, not
-// dropped); when none moved them the weights stay 1. Returns the probes run.
-absl::StatusOr<int> WeighBySensitivity(const std::vector<int>& finest_qps,
-                                       double finest_cosine,
-                                       const std::vector<size_t>& tensor_of,
-                                       const RunModel& run,
-                                       std::vector<LayerRateCurve>* curves) {
-  int probes = 0;
-  std::vector<double> weights;
-  double heaviest = 0;
-  for (size_t c = 0; c < curves->size(); ++c) {
-    const std::vector<RatePoint>& points = (*curves)[c].points;
-    const int qp = finest_qps[tensor_of[c]];
-    const auto at =
-        std::find_if(points.begin(), points.end(),
-                     [&](const RatePoint& point) { return point.qp == qp; });
-    double weight = 0;
-    if (at != points.end() && points.size() >= 2) {
-      const double wanted = kSensitivityProbeDb;
-      const RatePoint* probe = nullptr;
-      for (const RatePoint& point : points) {
-        if (point.qp != qp &&
-            (!probe || std::abs(point.sqnr_db - wanted) <
-                           std::abs(probe->sqnr_db - wanted))) {
-          probe = &point;
-        }
-      }
-      // Negative both when the probe is finer (the finest point is below
-      // kSensitivityProbeDb).
-      const double nsr_growth =
-          NoiseToSignal(probe->sqnr_db) - NoiseToSignal(at->sqnr_db);
-      if (nsr_growth != 0) {
-        std::vector<int> qps = finest_qps;
-        qps[tensor_of[c]] = probe->qp;
-        ASSIGN_OR_RETURN(const Measured measured, run(qps));
-        ++probes;
-        weight = std::max(0.0, (finest_cosine - measured.cosine) / nsr_growth);
-      }
-    }
-    weights.push_back(weight);
-    heaviest = std::max(heaviest, weight);
-  }
-  if (heaviest <= 0) return probes;
-  for (size_t c = 0; c < curves->size(); ++c)
-    (*curves)[c].weight = std::max(weights[c], heaviest / 1000);
-  return probes;
-}
 
 // Where the QPs an accuracy search chose are kept: the version's id,
 // checkpoint and evaluation data (an id a deleted version had may be given
@@ -255,13 +201,13 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   // each step one evaluation, until they are within kAccuracySearchBracket of
   // each other or the pass has evaluated kMaxAccuracyEvaluations candidates
   // (the first pass counting the finest).
+  const auto apart = [&](double missing) {  // the bounds still too far apart
+    return static_cast<double>(best.bytes) >
+           std::max(missing, 1.0) * kAccuracySearchBracket;
+  };
   const auto bisect = [&](int stop_at) -> absl::Status {
     double missing = static_cast<double>(coarsest) - 1;
-    for (int step = 0;
-         step < 64 &&
-         evaluations<stop_at&& static_cast<double>(best.bytes)> std::max(
-             missing, 1.0) *
-             kAccuracySearchBracket;
+    for (int step = 0; step < 64 && evaluations < stop_at && apart(missing);
          ++step) {
       const double middle =
           std::sqrt(std::max(missing, 1.0) * static_cast<double>(best.bytes));
@@ -283,16 +229,26 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     return absl::OkStatus();
   };
   // First over the data-free allocations (every layer's NSR alike); then, with
-  // two to kMaxSensitivityProbes picture layers, over allocations that weigh
-  // each layer by its measured sensitivity, below the first pass's choice: that
-  // choice stands unless a smaller one meets the target too.
+  // two to kMaxSensitivityProbes picture layers and room below the first
+  // pass's choice, over allocations that weigh each layer by its measured
+  // sensitivity: that choice stands unless a smaller one meets the target too.
   RETURN_IF_ERROR(bisect(kMaxAccuracyEvaluations));
-  int probes = 0;
-  if (curves.size() >= 2 && curves.size() <= kMaxSensitivityProbes) {
+  SensitivityProbes probes;
+  if (apart(static_cast<double>(coarsest) - 1) && curves.size() >= 2 &&
+      curves.size() <= kMaxSensitivityProbes) {
+    std::vector<int> finest_qp;
+    for (size_t c = 0; c < curves.size(); ++c)
+      finest_qp.push_back(finest_run.qps[tensor_of[c]]);
+    const auto cosine_of = [&](size_t c, int qp) -> absl::StatusOr<double> {
+      std::vector<int> qps = finest_run.qps;
+      qps[tensor_of[c]] = qp;
+      ASSIGN_OR_RETURN(const Measured measured, run(qps));
+      return measured.cosine;
+    };
     ASSIGN_OR_RETURN(
-        probes, WeighBySensitivity(finest_run.qps, finest_run.measured.cosine,
-                                   tensor_of, run, &curves));
-    if (probes > 0)
+        probes, WeighBySensitivity(finest_qp, finest_run.measured.cosine,
+                                   kSensitivityProbeDb, cosine_of, &curves));
+    if (probes.weighted)
       RETURN_IF_ERROR(bisect(evaluations + kMaxAccuracyEvaluations));
   }
   decoded.clear();
@@ -304,7 +260,7 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
                "weightcastd: %s/%s tier %s: %d sensitivity probes and %d "
                "evaluations in %.1f s; %llu bytes at %s %.4g (float %.4g)\n",
                version.model.c_str(), version.version.c_str(),
-               tier.name.c_str(), probes, evaluations, seconds,
+               tier.name.c_str(), probes.run, evaluations, seconds,
                static_cast<unsigned long long>(best.bytes), measure_name,
                best.measured.measure, reference);
   registry_

@@ -379,10 +379,18 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       const Tensor& tensor = encoding->source->headers()[i];
       TierSpec at = encoding->tier;
       if (qp > 0) at.qp = qp;
-      // Reads a chunk of rows at a time where the coding allows.
-      auto layer = options_.layer_encoder->EncodeSource(
-          SourceOf(*encoding->source, i),
-          OptionsFor(tensor, encoding->policy, at, base));
+      bool failed;
+      {
+        absl::MutexLock lock(&encoding->mu);
+        failed = !encoding->status.ok();
+      }
+      // Reads a chunk of rows at a time where the coding allows; nothing once
+      // another point has failed (the tier fails with its error).
+      absl::StatusOr<PackedLayer> layer =
+          failed ? absl::StatusOr<PackedLayer>(absl::CancelledError())
+                 : options_.layer_encoder->EncodeSource(
+                       SourceOf(*encoding->source, i),
+                       OptionsFor(tensor, encoding->policy, at, base));
       const uint64_t bytes =
           layer.ok() ? SerializePackedLayer(*layer).size() : 0;
       bool last;

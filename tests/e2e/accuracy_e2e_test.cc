@@ -335,7 +335,10 @@ TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
   EXPECT_LE(Evaluations(*server, "acc-2"), 1);
 }
 
-TEST(AccuracyEndToEnd, SeveralPictureLayersGetASensitivityWeightedSecondPass) {
+// Two picture layers: the search's sensitivity pass runs (its weighting is
+// proved by rate_allocation_test's SensitivityWeights tests); the tier is
+// within its drop, smaller than lossless, and pulled as measured.
+TEST(AccuracyEndToEnd, SeveralPictureLayersAreSearchedWithinTheDrop) {
   const std::string dir = FreshDir("accuracy_sensitivity");
   auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
   ASSERT_TRUE(server.ok()) << server.status();
