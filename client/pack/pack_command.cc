@@ -42,6 +42,8 @@ options:
                       'scales' +out), per-tensor (-symmetric), per-channel (-symmetric),
                       per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
+  --max-tile-pixels N largest picture area; bigger tiles are cut further, their
+                      longer side first (default 4194304: 4096 x 1024)
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)
   --convs-as-pictures code convolution weights as pictures [out, in*kh*kw] too
@@ -256,7 +258,7 @@ absl::StatusOr<PackCommand> ParsePackCommand(
     const std::vector<std::string>& words) {
   const ArgSpec spec{
       {"-o", "--output", "--tiers", "--preset", "--scheme", "--max-tile",
-       "--min-picture-elements", "--policy", "--threads"},
+       "--max-tile-pixels", "--min-picture-elements", "--policy", "--threads"},
       {"-h", "--help", "--unpack", "--explain", "--convs-as-pictures",
        "--int8"}};
   ASSIGN_OR_RETURN(const Args args, Args::Parse(words, spec));
@@ -289,6 +291,10 @@ absl::StatusOr<PackCommand> ParsePackCommand(
   }
   RETURN_IF_ERROR(args.Int("--max-tile", kCtuSize, 4 * kDefaultMaxTileSize,
                            &command.pack.base.max_tile_size));
+  RETURN_IF_ERROR(
+      args.Int("--max-tile-pixels", int64_t{kCtuSize} * kCtuSize,
+               int64_t{4 * kDefaultMaxTileSize} * (4 * kDefaultMaxTileSize),
+               &command.pack.base.max_tile_pixels));
   RETURN_IF_ERROR(args.Int("--min-picture-elements", int64_t{1},
                            int64_t{1} << 30,
                            &command.pack.policy.min_picture_elements));

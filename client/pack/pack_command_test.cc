@@ -18,12 +18,14 @@ using ::testing::HasSubstr;
 const std::string kMixed = WEIGHTCAST_FIXTURE_DIR "/mixed.safetensors";
 
 TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
-  auto command = ParsePackCommand(
-      {"m.safetensors", "-o", "out", "--tiers", "q30,lossless", "--preset",
-       "fast", "--max-tile", "1024", "--convs-as-pictures"});
+  auto command =
+      ParsePackCommand({"m.safetensors", "-o", "out", "--tiers", "q30,lossless",
+                        "--preset", "fast", "--max-tile", "1024",
+                        "--max-tile-pixels", "65536", "--convs-as-pictures"});
   ASSERT_TRUE(command.ok()) << command.status();
   EXPECT_EQ(command->pack.base.hevc.preset, "fast");
   EXPECT_EQ(command->pack.base.max_tile_size, 1024);
+  EXPECT_EQ(command->pack.base.max_tile_pixels, 65536);
   EXPECT_TRUE(command->pack.policy.convolutions_as_pictures);
   EXPECT_THAT(std::string(ParsePackCommand({"m"}).status().message()),
               HasSubstr("-o"));
@@ -39,6 +41,11 @@ TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
                               .status()
                               .message()),
               HasSubstr("--max-tile"));
+  EXPECT_THAT(std::string(ParsePackCommand(
+                              {"m", "-o", "d", "--max-tile-pixels", "1000"})
+                              .status()
+                              .message()),
+              HasSubstr("--max-tile-pixels"));
 }
 
 TEST(PackCommand, PacksEveryTierAndUnpacksToTheSameTensors) {

@@ -38,6 +38,32 @@ TEST(TilePlan, SplitsEvenlyUnderTheMaximum) {
   EXPECT_EQ(small.Tile(0).rows, 3);
 }
 
+TEST(TilePlan, CutsTilesToThePixelCapLongerSideFirst) {
+  // A 1 B model's embedding: 4000 x 2048 tiles would be twice the cap.
+  TileGrid embedding = PlanTiles(32000, 2048);
+  EXPECT_EQ(embedding.tile_rows, 2000);
+  EXPECT_EQ(embedding.tile_cols, 2048);
+  EXPECT_EQ(embedding.NumTiles(), 16);
+  // Within the cap already (a 0.35 B model's embedding): as before.
+  TileGrid narrow = PlanTiles(32000, 1024);
+  EXPECT_EQ(narrow.tile_rows, 4000);
+  EXPECT_EQ(narrow.NumTiles(), 8);
+  // Wider than tall: the columns are cut.
+  TileGrid wide = PlanTiles(2048, 5632);
+  EXPECT_EQ(wide.tile_rows, 2048);
+  EXPECT_EQ(wide.ColTiles(), 3);
+  for (const TileGrid& grid :
+       {embedding, narrow, wide, PlanTiles(4096, 4096), PlanTiles(1, 1 << 30),
+        PlanTiles(40000, 40000)}) {
+    EXPECT_LE(grid.tile_rows * grid.tile_cols, kDefaultMaxTilePixels);
+    EXPECT_TRUE(ValidateTileGrid(grid, kDefaultMaxTileSize).ok());
+  }
+  // A cap below one CTU squared stops at kCtuSize on both sides.
+  TileGrid tiny = PlanTiles(100, 100, 4096, 10);
+  EXPECT_EQ(tiny.tile_rows, kCtuSize);
+  EXPECT_EQ(tiny.tile_cols, kCtuSize);
+}
+
 TEST(TilePlan, ValidateRejectsNonsense) {
   EXPECT_FALSE(ValidateTileGrid(TileGrid{10, 10, 0, 10}, 4096).ok());
   EXPECT_FALSE(ValidateTileGrid(TileGrid{10, 10, 11, 10}, 4096).ok());

@@ -30,9 +30,26 @@ TileRect TileGrid::Tile(int64_t index) const {
   return rect;
 }
 
-TileGrid PlanTiles(int64_t rows, int64_t cols, int max_tile_size) {
-  return TileGrid{rows, cols, PartSize(rows, max_tile_size),
-                  PartSize(cols, max_tile_size)};
+TileGrid PlanTiles(int64_t rows, int64_t cols, int max_tile_size,
+                   int64_t max_tile_pixels) {
+  TileGrid grid{rows, cols, PartSize(rows, max_tile_size),
+                PartSize(cols, max_tile_size)};
+  // The longer side, then (if it reached kCtuSize first) the other, cut to
+  // what the pixel cap leaves beside the side that stays.
+  const auto cut = [&](int64_t n, int64_t* side, int64_t other) {
+    if (*side * other <= max_tile_pixels) return;
+    *side = std::min(
+        *side,
+        PartSize(n, std::max<int64_t>(kCtuSize, max_tile_pixels / other)));
+  };
+  if (grid.tile_rows >= grid.tile_cols) {
+    cut(rows, &grid.tile_rows, grid.tile_cols);
+    cut(cols, &grid.tile_cols, grid.tile_rows);
+  } else {
+    cut(cols, &grid.tile_cols, grid.tile_rows);
+    cut(rows, &grid.tile_rows, grid.tile_cols);
+  }
+  return grid;
 }
 
 absl::Status ValidateTileGrid(const TileGrid& grid, int max_tile_size) {

@@ -20,6 +20,11 @@ inline constexpr int kCtuSize = 32;
 // Pictures are padded to a multiple of the smallest coding unit.
 inline constexpr int kMinCuSize = 8;
 inline constexpr int kDefaultMaxTileSize = 4096;
+// An x265 encoder's and a libde265 decoder's memory follow the picture's area
+// (x265 about 12 bytes per pixel here: docs/BENCHMARKS.md), so tiles are
+// also cut to at most this many pixels: a tile job's memory is then the same
+// for a 1024-wide and a 4096-wide layer, whatever the model's size.
+inline constexpr int64_t kDefaultMaxTilePixels = int64_t{4096} * 1024;
 
 // An 8-bit luma picture, row-major, stride == width.
 struct Plane {
@@ -50,9 +55,12 @@ struct TileGrid {
 
 // Splits a matrix into the fewest tiles no larger than max_tile_size on a side,
 // of near-equal size (a multiple of kMinCuSize where possible), so that tiles
-// encode in parallel evenly.
+// encode in parallel evenly. A tile of more than max_tile_pixels is cut
+// further, its longer side first (never below kCtuSize). Decoders accept any
+// grid ValidateTileGrid accepts, so the plan is the encoder's choice alone.
 TileGrid PlanTiles(int64_t rows, int64_t cols,
-                   int max_tile_size = kDefaultMaxTileSize);
+                   int max_tile_size = kDefaultMaxTileSize,
+                   int64_t max_tile_pixels = kDefaultMaxTilePixels);
 
 // Checks a grid read from untrusted input: positive sizes, tiles within limits,
 // count sane.

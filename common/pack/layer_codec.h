@@ -33,6 +33,7 @@ struct LayerEncodeOptions {
   bool outliers = false;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
+  int64_t max_tile_pixels = kDefaultMaxTilePixels;  // picture.h's PlanTiles
   int threads = 0;  // tiles coded at once; 0 = one per core
   // Optional: tiles are coded (and decoded once to check them) on the calling
   // thread plus up to `tile_helpers` tasks handed to `tile_spawner` (a server's
@@ -52,11 +53,11 @@ absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
 // EncodeLayer(tensor, options), byte for byte, for a floating-point tensor and
 // an int8 codec (HEVC, zstd or raw int8), from the tensor's header (name,
 // shape, dtype; data unused) and its rows read about `chunk_elements` at a time
-// (a few passes: the ranges, the front end's candidates, the fidelity): memory
-// follows the int8 values and their decoded copy plus one chunk, never a float
-// copy of the whole tensor. A layer with a weight past kOutlierRmsMultiple
-// times its tensor's or its row's RMS (a candidate for the outlier front end,
-// which ranks the whole layer) is read whole and coded by EncodeLayer.
+// (a few passes: the ranges, the front end's candidates, the outliers, the
+// fidelity): memory follows the int8 values of the tiles in progress and their
+// decoded copy plus one chunk (and, for the outlier front end, at most
+// kMaxOutlierFraction of the weights as candidates), never a float copy of the
+// whole tensor.
 // INVALID_ARGUMENT for other codecs or dtypes, or an empty tensor.
 inline constexpr int64_t kRowChunkElements = 4 << 20;
 absl::StatusOr<PackedLayer> EncodeLayerFromRows(

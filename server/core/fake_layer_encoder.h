@@ -49,10 +49,11 @@ class FakeLayerEncoder final : public LayerEncoder {
     if (options.codec != LayerCodec::kHevc) return EncodeLayer(tensor, options);
     hevc_encodes_.fetch_add(1);
     const int qp = options.hevc.lossless ? 0 : options.hevc.qp;
-    PackedLayer layer = Shell(
-        tensor, options.scheme,
-        PlanTiles(MatrixView(tensor.shape).first,
-                  MatrixView(tensor.shape).second, options.max_tile_size));
+    PackedLayer layer =
+        Shell(tensor, options.scheme,
+              PlanTiles(MatrixView(tensor.shape).first,
+                        MatrixView(tensor.shape).second, options.max_tile_size,
+                        options.max_tile_pixels));
     layer.codec = LayerCodec::kHevc;
     layer.qp = qp;
     layer.lossless = options.hevc.lossless;
