@@ -53,7 +53,8 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
   const auto [rows, matrix_cols] = MatrixView(q.shape);
   const int64_t cols =
       matrix_cols;  // a lambda may not capture a structured binding (C++17)
-  layer->grid = PlanTiles(rows, cols, options.max_tile_size);
+  layer->grid =
+      PlanTiles(rows, cols, options.max_tile_size, options.max_tile_pixels);
   layer->tiles.resize(layer->grid.NumTiles());
   layer->qp = options.hevc.lossless ? 0 : options.hevc.qp;
   layer->lossless = options.hevc.lossless;
@@ -305,87 +306,142 @@ absl::Status ForEachRowChunk(
   return absl::OkStatus();
 }
 
-// Whether a weight passes kOutlierRmsMultiple times the RMS of its tensor or
-// of its row (FindOutliers' candidates under either scale), from two passes
-// over the rows: false means the outlier front end cannot apply.
-absl::StatusOr<bool> HasOutlierCandidates(absl::string_view name,
-                                          const FloatRowReader& read,
-                                          int64_t rows, int64_t cols,
-                                          int64_t chunk_rows) {
-  std::vector<double> row_squares(static_cast<size_t>(rows), 0.0);
-  double squares = 0;
-  RETURN_IF_ERROR(
-      ForEachRowChunk(read, 0, rows, cols, chunk_rows, name,
-                      [&](int64_t first, absl::Span<const float> values) {
-                        for (size_t k = 0; k < values.size(); ++k) {
-                          const double v = values[k];
-                          row_squares[first + k / cols] += v * v;
-                        }
-                      }));
-  for (double r : row_squares) squares += r;
-  const double tensor_rms = std::sqrt(squares / (rows * cols));
-  bool found = false;
-  RETURN_IF_ERROR(ForEachRowChunk(
-      read, 0, rows, cols, chunk_rows, name,
-      [&](int64_t first, absl::Span<const float> values) {
-        for (size_t k = 0; k < values.size() && !found; ++k) {
-          const double row_rms =
-              std::sqrt(row_squares[first + k / cols] / cols);
-          const double bound =
-              kOutlierRmsMultiple * std::min(tensor_rms, row_rms);
-          found = std::fabs(values[k]) > bound && bound > 0;
-        }
-      }));
-  return found;
-}
-
 // The channel SQNR of the int8 values `params` gives against the float rows,
 // as ChooseFrontEnd measures it (MeasureFidelity with the int8 values as their
-// own decoding), a chunk at a time.
-absl::StatusOr<double> Int8ChannelSqnrFromRows(const QuantizedTensor& params,
-                                               const FloatRowReader& read,
-                                               int64_t rows, int64_t cols,
-                                               int64_t chunk_rows,
-                                               absl::string_view name) {
+// own decoding; with `outliers` taken out before quantizing and restored in the
+// reconstruction, as MeasureFidelityWithOutliers), a chunk at a time.
+absl::StatusOr<double> Int8ChannelSqnrFromRows(
+    const QuantizedTensor& params, const FloatRowReader& read, int64_t rows,
+    int64_t cols, int64_t chunk_rows, absl::string_view name,
+    const OutlierList& outliers = {}) {
   FidelityMeter meter(params, static_cast<size_t>(rows * cols));
+  const std::vector<float> exact = OutlierFloats(outliers);
+  meter.SetExactValues(outliers.indices, exact);
   std::vector<int8_t> q;
+  std::vector<float> rest;
   RETURN_IF_ERROR(ForEachRowChunk(
       read, 0, rows, cols, chunk_rows, name,
       [&](int64_t row, absl::Span<const float> values) {
+        rest.assign(values.begin(), values.end());
+        ZeroOutliers(outliers, row * cols, absl::MakeSpan(rest));
         q.resize(values.size());
-        QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+        QuantizeRowsWith(params, row, cols, rest, 0, cols, q.data());
         meter.Add(static_cast<size_t>(row * cols), values, q, q);
       }));
   return meter.Finish(0).channel_sqnr_db;
 }
 
-// The quantization a layer coded from rows takes (values empty): the scheme of
-// `options`, or front_end.h's rule as EncodeLayerChoosingScheme applies it.
-absl::StatusOr<QuantizedTensor> ParamsFromRows(
-    const Tensor& header, const FloatRowReader& read,
-    const LayerEncodeOptions& options, int64_t rows, int64_t cols,
-    int64_t chunk_rows) {
-  if (!options.choose_scheme) {
-    return QuantizeParamsFromRows(header.name, header.shape, read,
-                                  options.scheme, chunk_rows);
+// A layer's quantization as the rows path codes it: scales and zero points
+// (values empty) and the outliers taken out first (none without the outlier
+// front end).
+struct RowsFrontEnd {
+  QuantizedTensor params;
+  OutlierList outliers;
+};
+
+// `scheme`'s quantization of the rows with (when `outliers`) its outliers
+// taken out, and (when `measure`) that int8's channel SQNR: one candidate of
+// ChooseFrontEnd.
+struct RowsCandidate {
+  RowsFrontEnd front_end;
+  double channel_sqnr_db = 0;
+};
+absl::StatusOr<RowsCandidate> MeasureFromRows(
+    absl::string_view name, absl::Span<const int64_t> shape,
+    const FloatRowReader& read, QuantScheme scheme, bool outliers, bool measure,
+    int64_t rows, int64_t cols, int64_t chunk_rows) {
+  RowsCandidate candidate;
+  RowsFrontEnd& f = candidate.front_end;
+  if (outliers) {
+    ASSIGN_OR_RETURN(
+        f.outliers,
+        FindOutliersFromRows(name, rows, cols, read, chunk_rows,
+                             scheme == QuantScheme::kPerChannelSymmetric ||
+                                 scheme == QuantScheme::kPerChannelAsymmetric));
+    if (f.outliers.empty()) return candidate;  // no candidate: SQNR unused
   }
   ASSIGN_OR_RETURN(
-      QuantizedTensor per_tensor,
-      QuantizeParamsFromRows(header.name, header.shape, read,
-                             QuantScheme::kPerTensorSymmetric, chunk_rows));
-  if (rows <= 1) return per_tensor;
-  ASSIGN_OR_RETURN(const double per_tensor_db,
-                   Int8ChannelSqnrFromRows(per_tensor, read, rows, cols,
-                                           chunk_rows, header.name));
-  ASSIGN_OR_RETURN(
-      QuantizedTensor per_channel,
-      QuantizeParamsFromRows(header.name, header.shape, read,
-                             QuantScheme::kPerChannelSymmetric, chunk_rows));
-  ASSIGN_OR_RETURN(const double per_channel_db,
-                   Int8ChannelSqnrFromRows(per_channel, read, rows, cols,
-                                           chunk_rows, header.name));
-  return PerChannelWins(per_tensor_db, per_channel_db) ? per_channel
-                                                       : per_tensor;
+      f.params,
+      QuantizeParamsFromRows(
+          name, shape,
+          f.outliers.empty() ? read : WithoutOutliers(read, cols, f.outliers),
+          scheme, chunk_rows));
+  if (!measure) return candidate;
+  ASSIGN_OR_RETURN(candidate.channel_sqnr_db,
+                   Int8ChannelSqnrFromRows(f.params, read, rows, cols,
+                                           chunk_rows, name, f.outliers));
+  return candidate;
+}
+
+// The quantization a layer coded from rows takes: the scheme (and outlier
+// front end) of `options`, or front_end.h's rule as ChooseFrontEnd applies it,
+// from passes over the rows. Memory: a chunk, and the outlier candidates.
+absl::StatusOr<RowsFrontEnd> FrontEndFromRows(const Tensor& header,
+                                              const FloatRowReader& read,
+                                              const LayerEncodeOptions& options,
+                                              int64_t rows, int64_t cols,
+                                              int64_t chunk_rows) {
+  if (!options.choose_scheme) {
+    ASSIGN_OR_RETURN(
+        RowsCandidate chosen,
+        MeasureFromRows(
+            header.name, header.shape, read, options.scheme,
+            options.outliers && options.codec != LayerCodec::kHevcDelta,
+            /*measure=*/false, rows, cols, chunk_rows));
+    return std::move(chosen.front_end);
+  }
+  const auto measure = [&](QuantScheme scheme, bool outliers) {
+    return MeasureFromRows(header.name, header.shape, read, scheme, outliers,
+                           /*measure=*/true, rows, cols, chunk_rows);
+  };
+  FrontEndChoice choice;
+  ASSIGN_OR_RETURN(RowsCandidate per_tensor,
+                   measure(QuantScheme::kPerTensorSymmetric, false));
+  choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
+      per_tensor.channel_sqnr_db;
+  ASSIGN_OR_RETURN(RowsCandidate per_tensor_outliers,
+                   measure(QuantScheme::kPerTensorSymmetric, true));
+  choice.per_tensor_outliers_channel_sqnr_db =
+      per_tensor_outliers.channel_sqnr_db;
+  const bool per_tensor_candidate =
+      !per_tensor_outliers.front_end.outliers.empty();
+  // As ChooseFrontEnd: per-channel outlier candidates only where the rule can
+  // take one.
+  const bool look_for_outliers =
+      choice.per_tensor_channel_sqnr_db < kTransparentInt8SqnrDb ||
+      per_tensor_candidate;
+  RowsCandidate per_channel, per_channel_outliers;
+  if (rows > 1) {
+    ASSIGN_OR_RETURN(per_channel,
+                     measure(QuantScheme::kPerChannelSymmetric, false));
+    choice.per_channel_channel_sqnr_db = per_channel.channel_sqnr_db;
+    if (PerChannelWins(choice.per_tensor_channel_sqnr_db,
+                       choice.per_channel_channel_sqnr_db)) {
+      choice.scheme = QuantScheme::kPerChannelSymmetric;
+    }
+    if (look_for_outliers) {
+      ASSIGN_OR_RETURN(per_channel_outliers,
+                       measure(QuantScheme::kPerChannelSymmetric, true));
+      choice.per_channel_outliers_channel_sqnr_db =
+          per_channel_outliers.channel_sqnr_db;
+    }
+  }
+  const bool per_channel_candidate =
+      !per_channel_outliers.front_end.outliers.empty();
+  const std::optional<QuantScheme> with_outliers =
+      rows > 1 && !look_for_outliers
+          ? std::nullopt
+          : OutliersWin(choice.scheme, choice, per_tensor_candidate,
+                        per_channel_candidate);
+  const bool per_channel_wins =
+      with_outliers ? *with_outliers == QuantScheme::kPerChannelSymmetric
+                    : choice.scheme == QuantScheme::kPerChannelSymmetric;
+  if (with_outliers) {
+    return std::move(per_channel_wins ? per_channel_outliers.front_end
+                                      : per_tensor_outliers.front_end);
+  }
+  return std::move(per_channel_wins ? per_channel.front_end
+                                    : per_tensor.front_end);
 }
 
 // The int8 values of `rect` of the matrix, quantized with `params` from its
@@ -427,41 +483,29 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
   const int64_t cols = elements / rows;
   const int64_t chunk_rows =
       std::clamp<int64_t>(chunk_elements / std::max<int64_t>(cols, 1), 1, rows);
-  ASSIGN_OR_RETURN(
-      const bool outliers,
-      HasOutlierCandidates(header.name, read, rows, cols, chunk_rows));
-  if (outliers) {
-    // The outlier front end (outliers.h) ranks a layer's largest weights: the
-    // layer is coded whole, as EncodeLayer codes it (memory: this layer).
-    ASSIGN_OR_RETURN(std::vector<float> values, read(0, rows));
-    if (static_cast<int64_t>(values.size()) != elements) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", header.name, "': ", values.size(),
-                       " values read for ", elements));
-    }
-    ASSIGN_OR_RETURN(
-        PackedLayer whole,
-        EncodeLayer(MakeFloat32Tensor(header.name, header.shape, values),
-                    options));
-    whole.source_dtype = header.dtype;  // the float32 values are its own
-    return whole;
-  }
   PackedLayer layer;
   layer.name = header.name;
   layer.codec = options.codec;
   layer.shape = header.shape;
   layer.source_dtype = header.dtype;
   ASSIGN_OR_RETURN(
-      const QuantizedTensor params,
-      ParamsFromRows(header, read, options, rows, cols, chunk_rows));
+      RowsFrontEnd front_end,
+      FrontEndFromRows(header, read, options, rows, cols, chunk_rows));
+  const QuantizedTensor& params = front_end.params;
   layer.scheme = params.scheme;
   layer.scales = params.scales;
   layer.zero_points = params.zero_points;
+  layer.outliers = std::move(front_end.outliers);
+  // The values quantized: the outliers (outliers.h) read as 0.
+  const FloatRowReader rest = layer.outliers.empty()
+                                  ? read
+                                  : WithoutOutliers(read, cols, layer.outliers);
   const TileRect whole{0, 0, rows, cols};
   if (options.codec == LayerCodec::kHevc) {
     // Each tile quantized from its own rows when its job runs: memory follows
     // the tiles in progress, not the layer.
-    layer.grid = PlanTiles(rows, cols, options.max_tile_size);
+    layer.grid =
+        PlanTiles(rows, cols, options.max_tile_size, options.max_tile_pixels);
     layer.tiles.resize(layer.grid.NumTiles());
     layer.qp = options.hevc.lossless ? 0 : options.hevc.qp;
     layer.lossless = options.hevc.lossless;
@@ -474,7 +518,7 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
           const TileRect rect = layer.grid.Tile(i);
           ASSIGN_OR_RETURN(
               const std::vector<int8_t> tile,
-              QuantizeRect(params, read, rect, cols, chunk_rows, header.name));
+              QuantizeRect(params, rest, rect, cols, chunk_rows, header.name));
           const Plane plane = ExtractTile(tile, rect.cols,
                                           TileRect{0, 0, rect.rows, rect.cols});
           ASSIGN_OR_RETURN(layer.tiles[i],
@@ -485,7 +529,7 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
   } else {
     ASSIGN_OR_RETURN(
         const std::vector<int8_t> q,
-        QuantizeRect(params, read, whole, cols, chunk_rows, header.name));
+        QuantizeRect(params, rest, whole, cols, chunk_rows, header.name));
     layer.tiles = {
         options.codec == LayerCodec::kZstdInt8
             ? ZstdCompress(AsBytes(q))
@@ -496,6 +540,8 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
   // hashed and measured in row order.
   Sha256Hasher hasher;
   FidelityMeter meter(params, static_cast<size_t>(elements));
+  const std::vector<float> exact = OutlierFloats(layer.outliers);
+  meter.SetExactValues(layer.outliers.indices, exact);
   const int64_t band_rows =
       options.codec == LayerCodec::kHevc ? layer.grid.tile_rows : rows;
   // Bounded: one round per band.
@@ -530,11 +576,14 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
     }
     hasher.Update(AsBytes(decoded));
     std::vector<int8_t> q;
+    std::vector<float> without;
     RETURN_IF_ERROR(ForEachRowChunk(
         read, row0, n, cols, chunk_rows, header.name,
         [&](int64_t row, absl::Span<const float> values) {
+          without.assign(values.begin(), values.end());
+          ZeroOutliers(layer.outliers, row * cols, absl::MakeSpan(without));
           q.resize(values.size());
-          QuantizeRowsWith(params, row, cols, values, 0, cols, q.data());
+          QuantizeRowsWith(params, row, cols, without, 0, cols, q.data());
           meter.Add(
               static_cast<size_t>(row * cols), values, q,
               absl::MakeConstSpan(decoded).subspan(
@@ -542,7 +591,9 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
         }));
   }
   layer.decoded_sha256 = hasher.Finish();
-  layer.fidelity = meter.Finish(layer.PayloadBytes());
+  layer.fidelity = meter.Finish(
+      layer.PayloadBytes() +
+      (layer.outliers.empty() ? 0 : SerializeOutliers(layer.outliers).size()));
   return layer;
 }
 

@@ -298,12 +298,35 @@ TEST(EncodeLayerFromRows, SameBytesAsTheWholeTensor) {
                              std::clamp(normal(rng), -3.5f, 3.5f);
     row_scales = ToBFloat16(MakeFloat32Tensor("row_scales", {90, 80}, values));
   }
-  for (const Tensor* t :
-       std::vector<const Tensor*>{&plain, &outliers, &conv, &row_scales}) {
+  // 2 % of the weights x100 in three magnitudes (ties: ranked by index): more
+  // candidates past 6 RMS than the 1 % the outlier front end keeps.
+  Tensor spiky;
+  {
+    std::mt19937 rng(8);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(90 * 80);
+    for (size_t i = 0; i < values.size(); ++i) {
+      values[i] = i % 50 == 7 ? (i % 3 == 0 ? -1.0f : 1.0f) *
+                                    static_cast<float>(90 + 10 * (i % 3))
+                              : normal(rng);
+    }
+    spiky = ToBFloat16(MakeFloat32Tensor("spiky", {90, 80}, values));
+  }
+  for (const Tensor* t : std::vector<const Tensor*>{&plain, &outliers, &conv,
+                                                    &row_scales, &spiky}) {
     LayerEncodeOptions hevc = Hevc(27, false, 32);
     hevc.threads = 2;
     hevc.choose_scheme = true;
     cases.push_back({t, hevc});
+  }
+  // The outlier front end as given, per row and per tensor.
+  for (QuantScheme scheme :
+       {QuantScheme::kPerChannelSymmetric, QuantScheme::kPerTensorSymmetric,
+        QuantScheme::kPerChannelAsymmetric}) {
+    LayerEncodeOptions given = Hevc(22, false, 32);
+    given.scheme = scheme;
+    given.outliers = true;
+    cases.push_back({&spiky, given});
   }
   LayerEncodeOptions asymmetric = Hevc(32, false, 32);
   asymmetric.scheme = QuantScheme::kPerChannelAsymmetric;
@@ -318,6 +341,7 @@ TEST(EncodeLayerFromRows, SameBytesAsTheWholeTensor) {
   raw.scheme = QuantScheme::kPerTensorAsymmetric;
   cases.push_back({&conv, raw});
   bool saw_per_channel = false;
+  int with_outliers = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.tensor->name);
     auto whole = EncodeLayer(*c.tensor, c.options);
@@ -333,18 +357,24 @@ TEST(EncodeLayerFromRows, SameBytesAsTheWholeTensor) {
         /*chunk_elements=*/7 * 80);
     ASSERT_TRUE(rows.ok()) << rows.status();
     EXPECT_EQ(SerializePackedLayer(*rows), SerializePackedLayer(*whole));
+    EXPECT_EQ(rows->outliers.indices, whole->outliers.indices);
     EXPECT_EQ(rows->fidelity.sqnr_db, whole->fidelity.sqnr_db);
+    EXPECT_EQ(rows->fidelity.sqnr_int8_db, whole->fidelity.sqnr_int8_db);
+    EXPECT_EQ(rows->fidelity.channel_sqnr_db, whole->fidelity.channel_sqnr_db);
     EXPECT_EQ(rows->fidelity.max_abs_error, whole->fidelity.max_abs_error);
-    if (c.tensor == &outliers) {
-      // Weights past 6 RMS: candidates for the outlier front end, which ranks
-      // the whole layer, so the layer is read whole.
-      EXPECT_EQ(most_rows, 90);
-    } else if (c.tensor->shape[0] == 90) {
+    EXPECT_EQ(rows->fidelity.bits_per_weight, whole->fidelity.bits_per_weight);
+    // Never the layer at once, outliers or not.
+    if (c.tensor->shape[0] == 90) {
       EXPECT_EQ(most_rows, 7);
     }
     EXPECT_GT(calls, 1);
+    if (!whole->outliers.empty()) ++with_outliers;
+    if (c.tensor == &spiky) {  // capped at 1 % of the weights
+      EXPECT_LE(whole->outliers.indices.size(), 72u);
+    }
   }
   EXPECT_TRUE(saw_per_channel);
+  EXPECT_GE(with_outliers, 4);
 }
 
 TEST(EncodeLayerFromRows, RefusesWhatItCannotCode) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +57,112 @@ OutlierList FindOutliers(absl::Span<const int64_t> shape,
   return out;
 }
 
+absl::StatusOr<OutlierList> FindOutliersFromRows(absl::string_view name,
+                                                 int64_t rows, int64_t cols,
+                                                 const FloatRowReader& read,
+                                                 int64_t chunk_rows,
+                                                 bool per_row) {
+  OutlierList out;
+  if (rows <= 0 || cols <= 0) return out;
+  chunk_rows = std::clamp<int64_t>(chunk_rows, 1, rows);
+  const int64_t n = rows * cols;
+  // FindOutliers' groups: each row, or the whole tensor; sums in index order.
+  const int64_t group = per_row && rows > 1 ? cols : n;
+  const auto for_each_chunk =
+      [&](const std::function<void(int64_t, absl::Span<const float>)>& fn)
+      -> absl::Status {
+    // Bounded: one round per chunk of rows.
+    for (int64_t row = 0; row < rows; row += chunk_rows) {
+      const int64_t count = std::min(chunk_rows, rows - row);
+      ASSIGN_OR_RETURN(const std::vector<float> values, read(row, count));
+      if (static_cast<int64_t>(values.size()) != count * cols) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "': ", values.size(),
+                         " values read for ", count, " rows of ", cols));
+      }
+      fn(row * cols, values);
+    }
+    return absl::OkStatus();
+  };
+  std::vector<double> sums(static_cast<size_t>(n / group), 0.0);
+  RETURN_IF_ERROR(for_each_chunk([&](int64_t first,
+                                     absl::Span<const float> values) {
+    for (size_t k = 0; k < values.size(); ++k) {
+      const double v = values[k];
+      sums[static_cast<size_t>((first + static_cast<int64_t>(k)) / group)] +=
+          v * v;
+    }
+  }));
+  // The largest (|w| / RMS, index) pairs, as FindOutliers' nth_element keeps
+  // them (a strict order: indices differ), in a min-heap of at most `limit`.
+  struct Candidate {
+    double ratio;
+    int64_t index;
+    uint16_t half;
+    bool operator>(const Candidate& o) const {
+      return std::tie(ratio, index) > std::tie(o.ratio, o.index);
+    }
+  };
+  const size_t limit = static_cast<size_t>(
+      std::floor(kMaxOutlierFraction * static_cast<double>(n)));
+  std::vector<Candidate> heap;
+  RETURN_IF_ERROR(for_each_chunk([&](int64_t first,
+                                     absl::Span<const float> values) {
+    for (size_t k = 0; k < values.size(); ++k) {
+      const int64_t i = first + static_cast<int64_t>(k);
+      const double rms = std::sqrt(sums[static_cast<size_t>(i / group)] /
+                                   static_cast<double>(group));
+      if (!(rms > 0)) continue;
+      const double ratio = std::abs(static_cast<double>(values[k])) / rms;
+      const uint16_t half = FloatToHalf(values[k]);
+      if (!(ratio > kOutlierRmsMultiple) || !std::isfinite(HalfToFloat(half)))
+        continue;
+      heap.push_back({ratio, i, half});
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+      if (heap.size() > limit) {
+        std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+        heap.pop_back();
+      }
+    }
+  }));
+  std::sort(
+      heap.begin(), heap.end(),
+      [](const Candidate& a, const Candidate& b) { return a.index < b.index; });
+  for (const Candidate& c : heap) {
+    out.indices.push_back(c.index);
+    out.values.push_back(c.half);
+  }
+  return out;
+}
+
+void ZeroOutliers(const OutlierList& outliers, int64_t first,
+                  absl::Span<float> values) {
+  const int64_t end = first + static_cast<int64_t>(values.size());
+  for (auto it = std::lower_bound(outliers.indices.begin(),
+                                  outliers.indices.end(), first);
+       it != outliers.indices.end() && *it < end; ++it) {
+    values[static_cast<size_t>(*it - first)] = 0;
+  }
+}
+
+FloatRowReader WithoutOutliers(FloatRowReader read, int64_t cols,
+                               const OutlierList& outliers) {
+  return [read = std::move(read), cols, &outliers](
+             int64_t first_row,
+             int64_t rows) -> absl::StatusOr<std::vector<float>> {
+    ASSIGN_OR_RETURN(std::vector<float> values, read(first_row, rows));
+    ZeroOutliers(outliers, first_row * cols, absl::MakeSpan(values));
+    return values;
+  };
+}
+
+std::vector<float> OutlierFloats(const OutlierList& outliers) {
+  std::vector<float> out;
+  out.reserve(outliers.values.size());
+  for (uint16_t v : outliers.values) out.push_back(HalfToFloat(v));
+  return out;
+}
+
 absl::StatusOr<QuantizedTensor> QuantizeWithoutOutliers(
     absl::string_view name, absl::Span<const int64_t> shape,
     absl::Span<const float> values, QuantScheme scheme,
@@ -97,27 +205,11 @@ Fidelity MeasureFidelityWithOutliers(absl::Span<const float> original,
                                      absl::Span<const int8_t> decoded,
                                      const OutlierList& outliers,
                                      uint64_t coded_bytes) {
-  Fidelity fidelity;
-  const std::vector<float> reconstruction =
-      DequantizeWithOutliers(quantized, decoded, outliers);
-  fidelity.sqnr_db = SqnrDb(original, reconstruction);
-  fidelity.channel_sqnr_db = ChannelSqnrDb(
-      original, reconstruction,
-      quantized.shape.size() >= 2 && quantized.shape[0] > 0 &&
-              original.size() % static_cast<size_t>(quantized.shape[0]) == 0
-          ? quantized.shape[0]
-          : 1);
-  fidelity.sqnr_int8_db =
-      SqnrDb(DequantizeWithOutliers(quantized, quantized.values, outliers),
-             reconstruction);
-  for (size_t i = 0; i < original.size(); ++i) {
-    fidelity.max_abs_error = std::max(
-        fidelity.max_abs_error,
-        std::abs(static_cast<double>(original[i]) - reconstruction[i]));
-  }
-  fidelity.bits_per_weight =
-      original.empty() ? 0.0 : 8.0 * coded_bytes / original.size();
-  return fidelity;
+  const std::vector<float> exact = OutlierFloats(outliers);
+  FidelityMeter meter(quantized, original.size());
+  meter.SetExactValues(outliers.indices, exact);
+  meter.Add(0, original, quantized.values, decoded);
+  return meter.Finish(coded_bytes);
 }
 
 std::vector<uint8_t> SerializeOutliers(const OutlierList& outliers) {

@@ -51,6 +51,30 @@ struct OutlierList {
 OutlierList FindOutliers(absl::Span<const int64_t> shape,
                          absl::Span<const float> values, bool per_row);
 
+// FindOutliers(shape, the tensor's values, per_row), the same list, from the
+// tensor's `rows` x `cols` (quantize.h's rows) read `chunk_rows` at a time: one
+// pass for the RMS, one for the candidates. Memory: one chunk and at most
+// kMaxOutlierFraction of the weights as candidates. Errors: the reader's, or
+// INVALID_ARGUMENT naming `name` for a chunk of the wrong size.
+absl::StatusOr<OutlierList> FindOutliersFromRows(absl::string_view name,
+                                                 int64_t rows, int64_t cols,
+                                                 const FloatRowReader& read,
+                                                 int64_t chunk_rows,
+                                                 bool per_row);
+
+// Sets the outliers among elements [first, first + values.size()) to 0.
+void ZeroOutliers(const OutlierList& outliers, int64_t first,
+                  absl::Span<float> values);
+
+// `read` with the outliers read as 0 (`cols` values per row): the values
+// QuantizeWithoutOutliers quantizes, a part at a time. `outliers` must outlive
+// the reader.
+FloatRowReader WithoutOutliers(FloatRowReader read, int64_t cols,
+                               const OutlierList& outliers);
+
+// Each outlier's float16 value as a float, in list order.
+std::vector<float> OutlierFloats(const OutlierList& outliers);
+
 // Quantizes `values` with the outliers taken out (0 in their place, so they
 // neither set a scale nor cost a spike in the picture). Errors as Quantize's.
 absl::StatusOr<QuantizedTensor> QuantizeWithoutOutliers(

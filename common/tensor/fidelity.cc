@@ -72,18 +72,27 @@ void FidelityMeter::Add(size_t first, absl::Span<const float> original,
   assert(cols_ == 0 || (first % cols_ == 0 && original.size() % cols_ == 0));
   assert(first + original.size() <= n_);
   if (cols_ == 0) return;
+  // The next element with an exact value, from `first` on.
+  size_t exact = static_cast<size_t>(
+      std::lower_bound(exact_indices_.begin(), exact_indices_.end(),
+                       static_cast<int64_t>(first)) -
+      exact_indices_.begin());
   // Bounded: one round per row of `original`.
   for (size_t row = first; row < first + original.size(); row += cols_) {
     double row_signal = 0, row_noise = 0;
     for (size_t i = row; i < row + cols_; ++i) {
-      const float reconstruction = Dequantize(i, decoded[i - first]);
+      const bool is_exact = exact < exact_indices_.size() &&
+                            exact_indices_[exact] == static_cast<int64_t>(i);
+      const float reconstruction =
+          is_exact ? exact_values_[exact] : Dequantize(i, decoded[i - first]);
       const double x = original[i - first];
       const double e = x - static_cast<double>(reconstruction);
       signal_ += x * x;
       noise_ += e * e;
       row_signal += x * x;
       row_noise += e * e;
-      const double q = Dequantize(i, quantized[i - first]);
+      const double q = is_exact ? exact_values_[exact++]
+                                : Dequantize(i, quantized[i - first]);
       const double qe = q - static_cast<double>(reconstruction);
       int8_signal_ += q * q;
       int8_noise_ += qe * qe;
@@ -95,6 +104,13 @@ void FidelityMeter::Add(size_t first, absl::Span<const float> original,
     nsr_sum_ += row_noise / row_signal;
     ++counted_;
   }
+}
+
+void FidelityMeter::SetExactValues(absl::Span<const int64_t> indices,
+                                   absl::Span<const float> values) {
+  assert(indices.size() == values.size());
+  exact_indices_ = indices;
+  exact_values_ = values;
 }
 
 Fidelity FidelityMeter::Finish(uint64_t coded_bytes) const {

@@ -53,8 +53,17 @@ class FidelityMeter {
            absl::Span<const int8_t> decoded);
   Fidelity Finish(uint64_t coded_bytes) const;
 
+  // Elements whose reconstruction (coded and int8 alike) is a given float, not
+  // their int8 value dequantized: `indices` strictly increasing, over the
+  // whole tensor, one value each. Both spans must outlive the meter.
+  void SetExactValues(absl::Span<const int64_t> indices,
+                      absl::Span<const float> values);
+
  private:
   float Dequantize(size_t i, int8_t value) const;
+
+  absl::Span<const int64_t> exact_indices_;
+  absl::Span<const float> exact_values_;
 
   std::vector<float> scales_;
   std::vector<int32_t> zero_points_;
