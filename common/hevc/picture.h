@@ -20,9 +20,8 @@ inline constexpr int kCtuSize = 32;
 // Pictures are padded to a multiple of the smallest coding unit.
 inline constexpr int kMinCuSize = 8;
 inline constexpr int kDefaultMaxTileSize = 4096;
-// An x265 encoder's and a libde265 decoder's memory follow the picture's area
-// (x265 about 12 bytes per pixel here: docs/BENCHMARKS.md), so tiles are
-// also cut to at most this many pixels: a tile job's memory is then the same
+// An x265 encoder's buffers follow the picture's area, so tiles are also cut
+// to at most this many pixels: a tile job's memory is then the same
 // for a 1024-wide and a 4096-wide layer, whatever the model's size.
 inline constexpr int64_t kDefaultMaxTilePixels = int64_t{4096} * 1024;
 

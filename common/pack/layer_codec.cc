@@ -286,26 +286,6 @@ absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out) {
 
 namespace {
 
-// Rows [first_row, first_row + rows) of `read` in chunks of `chunk_rows`, in
-// order: fn(first row of the chunk, its values).
-absl::Status ForEachRowChunk(
-    const FloatRowReader& read, int64_t first_row, int64_t rows, int64_t cols,
-    int64_t chunk_rows, absl::string_view name,
-    const std::function<void(int64_t, absl::Span<const float>)>& fn) {
-  // Bounded: one round per chunk of rows.
-  for (int64_t row = first_row; row < first_row + rows; row += chunk_rows) {
-    const int64_t n = std::min(chunk_rows, first_row + rows - row);
-    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
-    if (static_cast<int64_t>(values.size()) != n * cols) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "': ", values.size(),
-                       " values read for ", n, " rows of ", cols));
-    }
-    fn(row, values);
-  }
-  return absl::OkStatus();
-}
-
 // The channel SQNR of the int8 values `params` gives against the float rows,
 // as ChooseFrontEnd measures it (MeasureFidelity with the int8 values as their
 // own decoding; with `outliers` taken out before quantizing and restored in the
@@ -322,10 +302,14 @@ absl::StatusOr<double> Int8ChannelSqnrFromRows(
   RETURN_IF_ERROR(ForEachRowChunk(
       read, 0, rows, cols, chunk_rows, name,
       [&](int64_t row, absl::Span<const float> values) {
-        rest.assign(values.begin(), values.end());
-        ZeroOutliers(outliers, row * cols, absl::MakeSpan(rest));
+        absl::Span<const float> quantized = values;
+        if (!outliers.empty()) {  // a copy only where outliers are zeroed
+          rest.assign(values.begin(), values.end());
+          ZeroOutliers(outliers, row * cols, absl::MakeSpan(rest));
+          quantized = rest;
+        }
         q.resize(values.size());
-        QuantizeRowsWith(params, row, cols, rest, 0, cols, q.data());
+        QuantizeRowsWith(params, row, cols, quantized, 0, cols, q.data());
         meter.Add(static_cast<size_t>(row * cols), values, q, q);
       }));
   return meter.Finish(0).channel_sqnr_db;
@@ -580,10 +564,14 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
     RETURN_IF_ERROR(ForEachRowChunk(
         read, row0, n, cols, chunk_rows, header.name,
         [&](int64_t row, absl::Span<const float> values) {
-          without.assign(values.begin(), values.end());
-          ZeroOutliers(layer.outliers, row * cols, absl::MakeSpan(without));
+          absl::Span<const float> quantized = values;
+          if (!layer.outliers.empty()) {
+            without.assign(values.begin(), values.end());
+            ZeroOutliers(layer.outliers, row * cols, absl::MakeSpan(without));
+            quantized = without;
+          }
           q.resize(values.size());
-          QuantizeRowsWith(params, row, cols, without, 0, cols, q.data());
+          QuantizeRowsWith(params, row, cols, quantized, 0, cols, q.data());
           meter.Add(
               static_cast<size_t>(row * cols), values, q,
               absl::MakeConstSpan(decoded).subspan(

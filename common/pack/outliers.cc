@@ -68,31 +68,17 @@ absl::StatusOr<OutlierList> FindOutliersFromRows(absl::string_view name,
   const int64_t n = rows * cols;
   // FindOutliers' groups: each row, or the whole tensor; sums in index order.
   const int64_t group = per_row && rows > 1 ? cols : n;
-  const auto for_each_chunk =
-      [&](const std::function<void(int64_t, absl::Span<const float>)>& fn)
-      -> absl::Status {
-    // Bounded: one round per chunk of rows.
-    for (int64_t row = 0; row < rows; row += chunk_rows) {
-      const int64_t count = std::min(chunk_rows, rows - row);
-      ASSIGN_OR_RETURN(const std::vector<float> values, read(row, count));
-      if (static_cast<int64_t>(values.size()) != count * cols) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", name, "': ", values.size(),
-                         " values read for ", count, " rows of ", cols));
-      }
-      fn(row * cols, values);
-    }
-    return absl::OkStatus();
-  };
   std::vector<double> sums(static_cast<size_t>(n / group), 0.0);
-  RETURN_IF_ERROR(for_each_chunk([&](int64_t first,
-                                     absl::Span<const float> values) {
-    for (size_t k = 0; k < values.size(); ++k) {
-      const double v = values[k];
-      sums[static_cast<size_t>((first + static_cast<int64_t>(k)) / group)] +=
-          v * v;
-    }
-  }));
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, 0, rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        const int64_t first = row * cols;
+        for (size_t k = 0; k < values.size(); ++k) {
+          const double v = values[k];
+          sums[static_cast<size_t>((first + static_cast<int64_t>(k)) /
+                                   group)] += v * v;
+        }
+      }));
   // The largest (|w| / RMS, index) pairs, as FindOutliers' nth_element keeps
   // them (a strict order: indices differ), in a min-heap of at most `limit`.
   struct Candidate {
@@ -106,25 +92,28 @@ absl::StatusOr<OutlierList> FindOutliersFromRows(absl::string_view name,
   const size_t limit = static_cast<size_t>(
       std::floor(kMaxOutlierFraction * static_cast<double>(n)));
   std::vector<Candidate> heap;
-  RETURN_IF_ERROR(for_each_chunk([&](int64_t first,
-                                     absl::Span<const float> values) {
-    for (size_t k = 0; k < values.size(); ++k) {
-      const int64_t i = first + static_cast<int64_t>(k);
-      const double rms = std::sqrt(sums[static_cast<size_t>(i / group)] /
-                                   static_cast<double>(group));
-      if (!(rms > 0)) continue;
-      const double ratio = std::abs(static_cast<double>(values[k])) / rms;
-      const uint16_t half = FloatToHalf(values[k]);
-      if (!(ratio > kOutlierRmsMultiple) || !std::isfinite(HalfToFloat(half)))
-        continue;
-      heap.push_back({ratio, i, half});
-      std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      if (heap.size() > limit) {
-        std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-        heap.pop_back();
-      }
-    }
-  }));
+  RETURN_IF_ERROR(ForEachRowChunk(
+      read, 0, rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        const int64_t first = row * cols;
+        for (size_t k = 0; k < values.size(); ++k) {
+          const int64_t i = first + static_cast<int64_t>(k);
+          const double rms = std::sqrt(sums[static_cast<size_t>(i / group)] /
+                                       static_cast<double>(group));
+          if (!(rms > 0)) continue;
+          const double ratio = std::abs(static_cast<double>(values[k])) / rms;
+          const uint16_t half = FloatToHalf(values[k]);
+          if (!(ratio > kOutlierRmsMultiple) ||
+              !std::isfinite(HalfToFloat(half)))
+            continue;
+          heap.push_back({ratio, i, half});
+          std::push_heap(heap.begin(), heap.end(), std::greater<>());
+          if (heap.size() > limit) {
+            std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+            heap.pop_back();
+          }
+        }
+      }));
   std::sort(
       heap.begin(), heap.end(),
       [](const Candidate& a, const Candidate& b) { return a.index < b.index; });

@@ -147,6 +147,24 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
   return out;
 }
 
+absl::Status ForEachRowChunk(
+    const FloatRowReader& read, int64_t first_row, int64_t rows, int64_t cols,
+    int64_t chunk_rows, absl::string_view name,
+    const std::function<void(int64_t, absl::Span<const float>)>& fn) {
+  // Bounded: one round per chunk of rows.
+  for (int64_t row = first_row; row < first_row + rows; row += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, first_row + rows - row);
+    ASSIGN_OR_RETURN(const std::vector<float> values, read(row, n));
+    if (static_cast<int64_t>(values.size()) != n * cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", values.size(),
+                       " values read for ", n, " rows of ", cols));
+    }
+    fn(row, values);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<QuantizedTensor> QuantizeParamsFromRows(
     absl::string_view name, absl::Span<const int64_t> shape,
     const FloatRowReader& read, QuantScheme scheme, int64_t chunk_rows) {

@@ -63,6 +63,15 @@ absl::StatusOr<QuantizedTensor> Quantize(absl::string_view name,
 using FloatRowReader = std::function<absl::StatusOr<std::vector<float>>(
     int64_t first_row, int64_t rows)>;
 
+// Rows [first_row, first_row + rows) of `read` (`cols` values each) in chunks
+// of `chunk_rows`, in order: fn(first row of the chunk, its values).
+// INVALID_ARGUMENT naming `name` for a chunk of the wrong size; the reader's
+// errors.
+absl::Status ForEachRowChunk(
+    const FloatRowReader& read, int64_t first_row, int64_t rows, int64_t cols,
+    int64_t chunk_rows, absl::string_view name,
+    const std::function<void(int64_t, absl::Span<const float>)>& fn);
+
 // The scales and zero points Quantize(name, shape, the tensor's values, scheme)
 // would choose, bit for bit, from the tensor's rows read `chunk_rows` at a time
 // (values left empty): memory follows one chunk. Errors as Quantize's, or the
