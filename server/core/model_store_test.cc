@@ -3,6 +3,7 @@
 // directory, no x265, no PyTorch fixtures.
 #include "server/core/model_store.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -550,7 +551,8 @@ class WaitsForCancel final : public LayerEncoder {
       const Tensor& tensor, const LayerEncodeOptions& options) const override {
     if (options.codec != LayerCodec::kHevc)
       return fake_.Encode(tensor, options);
-    entered_.Notify();
+    // Several picture layers may enter at once (one per encode worker).
+    if (!entering_.exchange(true)) entered_.Notify();
     // Bounded: 60 s at most.
     for (int i = 0; i < 60000; ++i) {
       if (options.cancelled && options.cancelled())
@@ -570,6 +572,7 @@ class WaitsForCancel final : public LayerEncoder {
 
  private:
   FakeLayerEncoder fake_;
+  mutable std::atomic<bool> entering_{false};
   mutable absl::Notification entered_;
 };
 
