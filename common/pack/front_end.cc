@@ -45,49 +45,18 @@ std::optional<QuantScheme> OutliersWin(QuantScheme pick,
   return std::nullopt;
 }
 
-namespace {
-
-// The int8 channel SQNR of `scheme` + outliers, and the outlier count (0 when
-// none: then no candidate).
-absl::StatusOr<std::pair<double, int64_t>> OutlierCandidate(
-    absl::string_view name, absl::Span<const int64_t> shape,
-    absl::Span<const float> values, QuantScheme scheme) {
-  const OutlierList outliers =
-      FindOutliers(shape, values, scheme == QuantScheme::kPerChannelSymmetric);
-  if (outliers.empty()) return std::make_pair(0.0, int64_t{0});
-  ASSIGN_OR_RETURN(
-      const QuantizedTensor q,
-      QuantizeWithoutOutliers(name, shape, values, scheme, outliers));
-  return std::make_pair(
-      MeasureFidelityWithOutliers(values, q, q.values, outliers, 0)
-          .channel_sqnr_db,
-      static_cast<int64_t>(outliers.indices.size()));
-}
-
-}  // namespace
-
-absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
-                                              absl::Span<const int64_t> shape,
-                                              absl::Span<const float> values) {
+absl::StatusOr<FrontEndChoice> ChooseFrontEnd(int64_t rows,
+                                              const MeasureFrontEnd& measure) {
   FrontEndChoice choice;
-  const int64_t rows = shape.size() >= 2 ? shape[0] : 1;
-  // MeasureFidelity's channel SQNR is ChannelSqnrDb(values, Dequantize(q),
-  // rows) bit for bit, without a float copy of the layer; each quantization is
-  // freed before the next.
   {
-    ASSIGN_OR_RETURN(
-        const QuantizedTensor per_tensor,
-        Quantize(name, shape, values, QuantScheme::kPerTensorSymmetric));
+    ASSIGN_OR_RETURN(const FrontEndMeasure per_tensor,
+                     measure(QuantScheme::kPerTensorSymmetric, false));
     choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
-        MeasureFidelity(values, per_tensor, per_tensor.values, 0)
-            .channel_sqnr_db;
-  }
-  {
-    ASSIGN_OR_RETURN(const auto candidate,
-                     OutlierCandidate(name, shape, values,
-                                      QuantScheme::kPerTensorSymmetric));
-    choice.per_tensor_outliers_channel_sqnr_db = candidate.first;
-    choice.per_tensor_outliers = candidate.second;
+        per_tensor.channel_sqnr_db;
+    ASSIGN_OR_RETURN(const FrontEndMeasure candidate,
+                     measure(QuantScheme::kPerTensorSymmetric, true));
+    choice.per_tensor_outliers_channel_sqnr_db = candidate.channel_sqnr_db;
+    choice.per_tensor_outliers = candidate.outliers;
   }
   // Per-channel outlier candidates only where the rule can take one.
   const bool look_for_outliers =
@@ -101,24 +70,18 @@ absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
     }
     return choice;
   }
-  {
-    ASSIGN_OR_RETURN(
-        const QuantizedTensor per_channel,
-        Quantize(name, shape, values, QuantScheme::kPerChannelSymmetric));
-    choice.per_channel_channel_sqnr_db =
-        MeasureFidelity(values, per_channel, per_channel.values, 0)
-            .channel_sqnr_db;
-  }
+  ASSIGN_OR_RETURN(const FrontEndMeasure per_channel,
+                   measure(QuantScheme::kPerChannelSymmetric, false));
+  choice.per_channel_channel_sqnr_db = per_channel.channel_sqnr_db;
   if (PerChannelWins(choice.per_tensor_channel_sqnr_db,
                      choice.per_channel_channel_sqnr_db)) {
     choice.scheme = QuantScheme::kPerChannelSymmetric;
   }
   if (look_for_outliers) {
-    ASSIGN_OR_RETURN(const auto candidate,
-                     OutlierCandidate(name, shape, values,
-                                      QuantScheme::kPerChannelSymmetric));
-    choice.per_channel_outliers_channel_sqnr_db = candidate.first;
-    choice.per_channel_outliers = candidate.second;
+    ASSIGN_OR_RETURN(const FrontEndMeasure candidate,
+                     measure(QuantScheme::kPerChannelSymmetric, true));
+    choice.per_channel_outliers_channel_sqnr_db = candidate.channel_sqnr_db;
+    choice.per_channel_outliers = candidate.outliers;
     if (const auto win =
             OutliersWin(choice.scheme, choice, choice.per_tensor_outliers > 0,
                         choice.per_channel_outliers > 0)) {
@@ -127,6 +90,35 @@ absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
     }
   }
   return choice;
+}
+
+absl::StatusOr<FrontEndChoice> ChooseFrontEnd(absl::string_view name,
+                                              absl::Span<const int64_t> shape,
+                                              absl::Span<const float> values) {
+  // MeasureFidelity's channel SQNR is ChannelSqnrDb(values, Dequantize(q),
+  // rows) bit for bit, without a float copy of the layer; each quantization is
+  // freed before the next.
+  return ChooseFrontEnd(
+      shape.size() >= 2 ? shape[0] : 1,
+      [&](QuantScheme scheme,
+          bool with_outliers) -> absl::StatusOr<FrontEndMeasure> {
+        if (!with_outliers) {
+          ASSIGN_OR_RETURN(const QuantizedTensor q,
+                           Quantize(name, shape, values, scheme));
+          return FrontEndMeasure{
+              MeasureFidelity(values, q, q.values, 0).channel_sqnr_db, 0};
+        }
+        const OutlierList outliers = FindOutliers(
+            shape, values, scheme == QuantScheme::kPerChannelSymmetric);
+        if (outliers.empty()) return FrontEndMeasure{};
+        ASSIGN_OR_RETURN(
+            const QuantizedTensor q,
+            QuantizeWithoutOutliers(name, shape, values, scheme, outliers));
+        return FrontEndMeasure{
+            MeasureFidelityWithOutliers(values, q, q.values, outliers, 0)
+                .channel_sqnr_db,
+            static_cast<int64_t>(outliers.indices.size())};
+      });
 }
 
 absl::StatusOr<std::optional<QuantScheme>> FrontEndFromName(

@@ -49,6 +49,7 @@
 #define WEIGHTCAST_COMMON_PACK_FRONT_END_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -92,6 +93,24 @@ std::optional<QuantScheme> OutliersWin(QuantScheme pick,
                                        const FrontEndChoice& measured,
                                        bool per_tensor_candidate,
                                        bool per_channel_candidate);
+
+// One candidate measured: the int8 channel SQNR of a scheme (with the outlier
+// front end or without) and, with it, how many outliers outliers.h's rule
+// finds (0: no outlier candidate; its SQNR is then unused).
+struct FrontEndMeasure {
+  double channel_sqnr_db = 0;
+  int64_t outliers = 0;
+};
+using MeasureFrontEnd = std::function<absl::StatusOr<FrontEndMeasure>(
+    QuantScheme scheme, bool outliers)>;
+
+// The rule for a tensor of `rows` output channels, each candidate measured by
+// `measure` (once per candidate the rule needs: per-tensor, per-tensor +
+// outliers, then for rows > 1 per-channel and, where the rule can take it,
+// per-channel + outliers). Both codings measure through it: a whole tensor's
+// values (below) and a layer read a chunk of rows at a time (layer_codec.h).
+absl::StatusOr<FrontEndChoice> ChooseFrontEnd(int64_t rows,
+                                              const MeasureFrontEnd& measure);
 
 // Quantizes `values` (row-major, `shape`) every way and applies the rule. A
 // tensor of fewer than two dimensions or one channel is per-tensor. Errors as

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/parallel_for.h"
@@ -358,8 +360,9 @@ absl::StatusOr<RowsCandidate> MeasureFromRows(
 }
 
 // The quantization a layer coded from rows takes: the scheme (and outlier
-// front end) of `options`, or front_end.h's rule as ChooseFrontEnd applies it,
-// from passes over the rows. Memory: a chunk, and the outlier candidates.
+// front end) of `options`, or front_end.h's rule (ChooseFrontEnd), each
+// candidate measured by passes over the rows. Memory: a chunk, and the outlier
+// candidates.
 absl::StatusOr<RowsFrontEnd> FrontEndFromRows(const Tensor& header,
                                               const FloatRowReader& read,
                                               const LayerEncodeOptions& options,
@@ -374,58 +377,27 @@ absl::StatusOr<RowsFrontEnd> FrontEndFromRows(const Tensor& header,
             /*measure=*/false, rows, cols, chunk_rows));
     return std::move(chosen.front_end);
   }
-  const auto measure = [&](QuantScheme scheme, bool outliers) {
-    return MeasureFromRows(header.name, header.shape, read, scheme, outliers,
-                           /*measure=*/true, rows, cols, chunk_rows);
-  };
-  FrontEndChoice choice;
-  ASSIGN_OR_RETURN(RowsCandidate per_tensor,
-                   measure(QuantScheme::kPerTensorSymmetric, false));
-  choice.per_tensor_channel_sqnr_db = choice.per_channel_channel_sqnr_db =
-      per_tensor.channel_sqnr_db;
-  ASSIGN_OR_RETURN(RowsCandidate per_tensor_outliers,
-                   measure(QuantScheme::kPerTensorSymmetric, true));
-  choice.per_tensor_outliers_channel_sqnr_db =
-      per_tensor_outliers.channel_sqnr_db;
-  const bool per_tensor_candidate =
-      !per_tensor_outliers.front_end.outliers.empty();
-  // As ChooseFrontEnd: per-channel outlier candidates only where the rule can
-  // take one.
-  const bool look_for_outliers =
-      choice.per_tensor_channel_sqnr_db < kTransparentInt8SqnrDb ||
-      per_tensor_candidate;
-  RowsCandidate per_channel, per_channel_outliers;
-  if (rows > 1) {
-    ASSIGN_OR_RETURN(per_channel,
-                     measure(QuantScheme::kPerChannelSymmetric, false));
-    choice.per_channel_channel_sqnr_db = per_channel.channel_sqnr_db;
-    if (PerChannelWins(choice.per_tensor_channel_sqnr_db,
-                       choice.per_channel_channel_sqnr_db)) {
-      choice.scheme = QuantScheme::kPerChannelSymmetric;
-    }
-    if (look_for_outliers) {
-      ASSIGN_OR_RETURN(per_channel_outliers,
-                       measure(QuantScheme::kPerChannelSymmetric, true));
-      choice.per_channel_outliers_channel_sqnr_db =
-          per_channel_outliers.channel_sqnr_db;
-    }
-  }
-  const bool per_channel_candidate =
-      !per_channel_outliers.front_end.outliers.empty();
-  const std::optional<QuantScheme> with_outliers =
-      rows > 1 && !look_for_outliers
-          ? std::nullopt
-          : OutliersWin(choice.scheme, choice, per_tensor_candidate,
-                        per_channel_candidate);
-  const bool per_channel_wins =
-      with_outliers ? *with_outliers == QuantScheme::kPerChannelSymmetric
-                    : choice.scheme == QuantScheme::kPerChannelSymmetric;
-  if (with_outliers) {
-    return std::move(per_channel_wins ? per_channel_outliers.front_end
-                                      : per_tensor_outliers.front_end);
-  }
-  return std::move(per_channel_wins ? per_channel.front_end
-                                    : per_tensor.front_end);
+  // front_end.h's rule, each candidate measured over the rows; the one it
+  // picks is coded.
+  std::map<std::pair<QuantScheme, bool>, RowsFrontEnd> measured;
+  ASSIGN_OR_RETURN(
+      const FrontEndChoice choice,
+      ChooseFrontEnd(
+          rows,
+          [&](QuantScheme scheme,
+              bool outliers) -> absl::StatusOr<FrontEndMeasure> {
+            ASSIGN_OR_RETURN(RowsCandidate candidate,
+                             MeasureFromRows(header.name, header.shape, read,
+                                             scheme, outliers, /*measure=*/true,
+                                             rows, cols, chunk_rows));
+            const FrontEndMeasure m{
+                candidate.channel_sqnr_db,
+                static_cast<int64_t>(
+                    candidate.front_end.outliers.indices.size())};
+            measured[{scheme, outliers}] = std::move(candidate.front_end);
+            return m;
+          }));
+  return std::move(measured[{choice.scheme, choice.outliers}]);
 }
 
 // The int8 values of `rect` of the matrix, quantized with `params` from its
