@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/allocator.h"
 #include "common/base/args.h"
 #include "common/base/printable.h"
 #include "common/base/status_macros.h"
@@ -243,6 +244,7 @@ class WithoutReflection final : public grpc::ServerBuilderOption {
 }  // namespace
 
 int main(int argc, char** argv) {
+  weightcast::MapLargeAllocations();
   Flags flags;
   if (argc == 3 && std::string(argv[1]) == "--hash-token") {
     std::cout << "device " << weightcast::TokenHash(argv[2]) << "\n";

@@ -13,17 +13,26 @@
 
 namespace weightcast {
 
+namespace {
+
+int ThreadCount(int threads) {
+  return threads > 0 ? threads
+                     : static_cast<int>(
+                           std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
-                       Sink sink, bool tile_jobs)
+                       Sink sink, bool tile_jobs, RowsSink rows_sink)
     : bases_(bases),
       sink_(std::move(sink)),
       tile_jobs_(tile_jobs),
+      rows_sink_(std::move(rows_sink)),
+      threads_(ThreadCount(threads)),
       results_(layers),
       hold_(hold) {
-  if (threads <= 0)
-    threads =
-        static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  for (int i = 0; i < threads_; ++i) workers_.emplace_back([this] { Work(); });
 }
 
 DecodePool::~DecodePool() {
@@ -117,7 +126,7 @@ absl::StatusOr<RebuiltTensor> DecodePool::DecodeWhole(
 }
 
 void DecodePool::Complete(const Job& job, const PackedLayer* layer,
-                          absl::StatusOr<RebuiltTensor> result) {
+                          absl::StatusOr<RebuiltTensor> result, bool written) {
   if (!result.ok()) {
     result =
         absl::Status(absl::StatusCode::kDataLoss, result.status().message());
@@ -130,7 +139,7 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
           reinterpret_cast<const uint8_t*>(job.bytes.data()),
           job.bytes.size()));
     }
-    if (sink_ && !job.expected.is_base()) {
+    if (sink_ && !written && !job.expected.is_base()) {
       // Written out on this worker (no lock held); the pool keeps no copy.
       const absl::Status sunk = sink_(job.index, *std::move(result));
       result = sunk.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
@@ -160,6 +169,89 @@ void DecodePool::RunTile(const std::shared_ptr<TiledLayer>& tiled,
   Complete(tiled->job, &tiled->layer, std::move(result));
 }
 
+void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
+                             size_t tile) {
+  const PackedLayer& layer = tiled->layer;
+  const int64_t band_index = TileBand(layer, tile);
+  std::vector<int8_t>* values;
+  {
+    absl::MutexLock lock(&mu_);
+    values = &tiled->bands.at(band_index).values;  // a map's node: stable
+  }
+  const absl::Status status = DecodeLayerTile(
+      layer, tile, absl::MakeSpan(*values), BandRows(layer, band_index).first);
+  mu_.Lock();
+  if (!status.ok() && tiled->status.ok()) tiled->status = status;
+  --tiled->bands.at(band_index).tiles_left;
+  // Complete bands are written in order from the next one on, by one worker
+  // at a time (the others leave theirs to it).
+  if (tiled->writing) {
+    mu_.Unlock();
+    return;
+  }
+  tiled->writing = true;
+  // Bounded: one round per band of the layer.
+  while (true) {
+    const auto next = tiled->bands.find(tiled->next_band);
+    if (next == tiled->bands.end() || next->second.tiles_left > 0) break;
+    std::vector<int8_t> band = std::move(next->second.values);
+    tiled->bands.erase(next);
+    const int64_t row0 = BandRows(layer, tiled->next_band).first;
+    const bool failed = !tiled->status.ok();
+    mu_.Unlock();
+    absl::Status written;
+    if (!failed) {
+      tiled->hasher.Update(absl::MakeConstSpan(
+          reinterpret_cast<const uint8_t*>(band.data()), band.size()));
+      written = tiled->rows->Rows(row0, absl::MakeSpan(band));
+    }
+    band = {};  // freed before the next band
+    mu_.Lock();
+    if (!written.ok() && tiled->status.ok()) tiled->status = written;
+    ++tiled->next_band;
+  }
+  tiled->writing = false;
+  const bool last = tiled->next_band == BandCount(layer);
+  absl::Status result = tiled->status;
+  mu_.Unlock();
+  if (!last) return;
+  // This worker wrote the last band: it finishes the layer.
+  if (result.ok()) {
+    const Sha256Digest digest = tiled->hasher.Finish();
+    if (digest != layer.decoded_sha256) {
+      result = absl::DataLossError(absl::StrCat(
+          "layer '", layer.name, "': SHA-256 of the decoded data is ",
+          DigestToHex(digest), ", expected ",
+          DigestToHex(layer.decoded_sha256)));
+    }
+  }
+  if (result.ok()) result = tiled->rows->Finish();
+  Complete(tiled->job, &layer,
+           result.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
+                       : absl::StatusOr<RebuiltTensor>(result),
+           /*written=*/true);
+}
+
+bool DecodePool::TileReady(const TiledLayer& tiled) const {
+  if (!tiled.rows) return true;
+  const int64_t band = TileBand(tiled.layer, tiled.next_tile);
+  return band < tiled.next_band + threads_ || tiled.bands.count(band) > 0;
+}
+
+size_t DecodePool::HandOut(TiledLayer& tiled) {
+  const size_t tile = tiled.next_tile++;
+  if (tiled.rows) {
+    const int64_t band = TileBand(tiled.layer, tile);
+    if (tiled.bands.count(band) == 0) {
+      Band& started = tiled.bands[band];
+      started.values.resize(static_cast<size_t>(
+          BandRows(tiled.layer, band).second * tiled.layer.grid.cols));
+      started.tiles_left = tiled.layer.grid.ColTiles();
+    }
+  }
+  return tile;
+}
+
 void DecodePool::Work() {
   while (true) {
     std::shared_ptr<TiledLayer> tiled;
@@ -169,16 +261,17 @@ void DecodePool::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || !p->tiled_.empty() ||
-                   (!p->hold_ && !p->queue_.empty());
+            return (!p->tiled_.empty() && p->TileReady(*p->tiled_.front())) ||
+                   (!p->queue_.empty() && (!p->hold_ || p->stopping_)) ||
+                   (p->stopping_ && p->tiled_.empty() && p->queue_.empty());
           },
           this));
-      if (!tiled_.empty()) {
+      if (!tiled_.empty() && TileReady(*tiled_.front())) {
         tiled = tiled_.front();
-        tile = tiled->next_tile++;
+        tile = HandOut(*tiled);
         if (tiled->next_tile == tiled->layer.tiles.size()) tiled_.pop_front();
       } else if (queue_.empty()) {
-        return;
+        return;  // stopping, and nothing left to hand out
       } else {
         job = std::move(queue_.front());
         queue_.pop_front();
@@ -187,7 +280,7 @@ void DecodePool::Work() {
       }
     }
     if (tiled) {
-      RunTile(tiled, tile);
+      tiled->rows ? RunBandTile(tiled, tile) : RunTile(tiled, tile);
       continue;
     }
     absl::StatusOr<PackedLayer> layer = Parse(job);
@@ -196,21 +289,30 @@ void DecodePool::Work() {
       continue;
     }
     if (tile_jobs_ && DecodesByTile(*layer)) {
-      absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(*layer);
-      if (!values.ok()) {
-        Complete(job, &*layer, values.status());
+      absl::Status started_ok = CheckTiledLayer(*layer);
+      auto started = std::make_shared<TiledLayer>();
+      if (started_ok.ok() && rows_sink_ && !job.expected.is_base()) {
+        absl::StatusOr<std::unique_ptr<RowsWriter>> rows =
+            rows_sink_(job.index, *layer);
+        if (rows.ok()) started->rows = *std::move(rows);
+        started_ok = rows.status();
+      }
+      if (!started_ok.ok()) {
+        Complete(job, &*layer, started_ok);
         continue;
       }
-      auto started = std::make_shared<TiledLayer>();
+      if (!started->rows) {  // the whole layer's int8 values
+        started->values.resize(
+            static_cast<size_t>(layer->grid.rows * layer->grid.cols));
+      }
       started->job = std::move(job);
       started->layer = *std::move(layer);
-      started->values = *std::move(values);
       {
         absl::MutexLock lock(&mu_);
-        started->next_tile = 1;  // tile 0 is this worker's
         tiled_.push_back(started);
+        tile = HandOut(*started);  // tile 0 is this worker's
       }
-      RunTile(started, 0);
+      started->rows ? RunBandTile(started, tile) : RunTile(started, tile);
       continue;
     }
     absl::StatusOr<RebuiltTensor> result = DecodeWhole(*layer);

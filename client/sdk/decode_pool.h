@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "client/sdk/base_store.h"
+#include "common/base/sha256.h"
 #include "common/pack/packed_layer.h"
 #include "common/tensor/quantize.h"
 #include "weightcast/v1/weightcast.pb.h"
@@ -33,15 +35,36 @@ class DecodePool {
   // decoded it, instead of the pool keeping it; its error becomes the layer's.
   using Sink = std::function<absl::Status(size_t index, RebuiltTensor tensor)>;
 
+  // Takes a multi-tile layer a band of rows at a time (layer_tiles.h), in row
+  // order, so that no worker holds the whole layer's int8 values: Rows for
+  // each band, then Finish once the bands' SHA-256 matched the layer's (a
+  // layer that fails it is not finished: its rows are taken again when it is
+  // fetched again). Called by one worker at a time; errors become the
+  // layer's.
+  class RowsWriter {
+   public:
+    virtual ~RowsWriter() = default;
+    // Rows [row0, row0 + values.size() / columns) of the layer's matrix,
+    // which the writer may change (an int8 output saturates the outliers).
+    virtual absl::Status Rows(int64_t row0, absl::Span<int8_t> values) = 0;
+    virtual absl::Status Finish() = 0;
+  };
+  // The writer for model layer `index`, or null to take it whole (Sink).
+  using RowsSink = std::function<absl::StatusOr<std::unique_ptr<RowsWriter>>(
+      size_t index, const PackedLayer& layer)>;
+
   // `threads` <= 0: one per core. `layers`: the manifest's layer count.
   // `hold`: queue layers without decoding them until Wait() (download, then
   // decode). Delta layers decode against `bases` (must outlive the pool),
   // where HEVC layers are kept for later deltas too. With a `sink`, Take
   // returns an empty tensor for a layer the sink took.
   // `tile_jobs` false: one job per layer, decoded by one worker (the
-  // baseline bench/server_benchmark compares with).
+  // baseline bench/server_benchmark compares with). With `rows_sink` (and
+  // tile jobs), a multi-tile layer is decoded a band at a time, at most
+  // `threads` bands of a layer held at once.
   DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
-             Sink sink = nullptr, bool tile_jobs = true);
+             Sink sink = nullptr, bool tile_jobs = true,
+             RowsSink rows_sink = nullptr);
   ~DecodePool();  // decodes what is queued, then joins the workers
 
   DecodePool(const DecodePool&) = delete;
@@ -76,6 +99,12 @@ class DecodePool {
     std::string bytes;
     v1::ManifestLayer expected;
   };
+  // A band of a layer decoded band by band: its int8 rows, and its tiles
+  // not decoded yet.
+  struct Band {
+    std::vector<int8_t> values;
+    int64_t tiles_left = 0;
+  };
   // A layer whose tiles are decoded as separate jobs.
   struct TiledLayer {
     Job job;
@@ -84,6 +113,15 @@ class DecodePool {
     size_t next_tile = 0;        // guarded by the pool's mu_
     size_t tiles_done = 0;       // guarded by the pool's mu_
     absl::Status status;         // guarded by the pool's mu_: the first error
+    // Decoded band by band (`values` unused): the writer, the bands started
+    // and not yet written (guarded by the pool's mu_, as the two below), the
+    // next band to write, whether a worker is writing, and the bands' hash
+    // (used by the writing worker only).
+    std::unique_ptr<RowsWriter> rows;
+    std::map<int64_t, Band> bands;
+    int64_t next_band = 0;
+    bool writing = false;
+    Sha256Hasher hasher;
   };
 
   // Checks the bytes against the manifest and parses them.
@@ -92,15 +130,29 @@ class DecodePool {
   absl::StatusOr<RebuiltTensor> DecodeWhole(const PackedLayer& layer);
   // A layer's last step, on the worker that finished it: keeps it as a base,
   // hands it to the sink, records its result.
+  // `written`: the layer went to a RowsWriter (not to the sink).
   void Complete(const Job& job, const PackedLayer* layer,
-                absl::StatusOr<RebuiltTensor> result);
+                absl::StatusOr<RebuiltTensor> result, bool written = false);
   void RunTile(const std::shared_ptr<TiledLayer>& tiled, size_t tile);
+  // RunTile for a layer decoded band by band: the tile into its band, then
+  // the bands complete in order written and hashed, and the layer finished
+  // after its last band.
+  void RunBandTile(const std::shared_ptr<TiledLayer>& tiled, size_t tile);
+  // Whether a worker may take the next tile of `tiled`: band by band, only
+  // within `threads` bands of the next one to write.
+  bool TileReady(const TiledLayer& tiled) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The next tile of `tiled` for the calling worker (its band started when it
+  // is the band's first).
+  size_t HandOut(TiledLayer& tiled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Work();
 
   // Constant after construction.
   BaseStore* const bases_;
   const Sink sink_;
   const bool tile_jobs_;
+  const RowsSink rows_sink_;
+  const int threads_;
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of the jobs in queue_

@@ -12,6 +12,7 @@
 #include "client/sdk/base_store.h"
 #include "client/sdk/decode_pool.h"
 #include "client/sdk/http_blobs.h"
+#include "client/sdk/layer_output.h"
 #include "client/sdk/output_layout.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
@@ -77,78 +78,6 @@ struct PullState {
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
 
-// Float values dequantized and written per slice of this many elements (4 MB
-// of float32), not a float copy of the whole layer.
-constexpr int64_t kDequantizeSliceElements = 1 << 20;
-
-// Writes one verified layer of a float output (checkpoint.h's kFloat rule)
-// without copying it first: int8 layers dequantized a slice at a time, with
-// Dequantize's formula (the same floats).
-absl::Status WriteFloatLayer(CheckpointStreamWriter& writer,
-                             const RebuiltTensor& tensor) {
-  if (tensor.int8) {
-    const QuantizedTensor& q = *tensor.int8;
-    const int64_t elements = static_cast<int64_t>(q.values.size());
-    // As Dequantize: scale c covers [c * group, (c + 1) * group); values past
-    // the last group stay 0.
-    const int64_t group = q.ElementsPerScale();
-    const int64_t covered = group * static_cast<int64_t>(q.scales.size());
-    if (q.zero_points.size() < q.scales.size()) {
-      return absl::DataLossError(
-          absl::StrCat("layer '", tensor.name, "': zero points do not fit"));
-    }
-    std::vector<float> slice;
-    return writer.WriteInParts(
-        tensor.name, DType::kFloat32, tensor.shape,
-        static_cast<uint64_t>(elements) * sizeof(float), [&](uint64_t offset) {
-          const int64_t begin = static_cast<int64_t>(offset / sizeof(float));
-          const int64_t end =
-              std::min(elements, begin + kDequantizeSliceElements);
-          slice.resize(static_cast<size_t>(end - begin));
-          for (int64_t i = begin; i < end; ++i) {
-            if (i >= covered) {
-              slice[i - begin] = 0;
-              continue;
-            }
-            const size_t c = static_cast<size_t>(i / group);
-            slice[i - begin] =
-                q.scales[c] *
-                static_cast<float>(q.values[i] - q.zero_points[c]);
-          }
-          // The outlier front end's float16 values over the saturated int8.
-          const auto& indices = tensor.outlier_indices;
-          for (auto it =
-                   std::lower_bound(indices.begin(), indices.end(), begin);
-               it != indices.end() && *it < end; ++it) {
-            const size_t k = static_cast<size_t>(it - indices.begin());
-            if (k < tensor.outlier_values.size())
-              slice[*it - begin] = tensor.outlier_values[k];
-          }
-          return absl::MakeConstSpan(
-              reinterpret_cast<const uint8_t*>(slice.data()),
-              slice.size() * sizeof(float));
-        });
-  }
-  if (tensor.stored.dtype == DType::kFloat16 ||
-      tensor.stored.dtype == DType::kBFloat16) {
-    ASSIGN_OR_RETURN(const Tensor widened, tensor.ToFloatTensor());
-    return writer.Write(widened);
-  }
-  return writer.Write(tensor.stored);
-}
-
-// Writes one verified layer of an int8 output from where the decode left it:
-// an int8 layer as checkpoint.h's Int8OutputParts, other layers as stored.
-absl::Status WriteInt8Layer(CheckpointStreamWriter& writer,
-                            const RebuiltTensor& tensor) {
-  if (!tensor.int8) return writer.Write(tensor.stored);
-  ASSIGN_OR_RETURN(const std::vector<Int8OutputPart> parts,
-                   Int8OutputParts(tensor.name, *tensor.int8));
-  for (const Int8OutputPart& part : parts)
-    RETURN_IF_ERROR(writer.Write(part.name, part.dtype, part.shape, part.data));
-  return absl::OkStatus();
-}
-
 // When the manifest arrives: the streamed output's writer (if the layout is
 // known in advance) and the decode pool that writes to it.
 absl::Status StartDecoding(const PullOptions& options, PullState* state) {
@@ -166,15 +95,19 @@ absl::Status StartDecoding(const PullOptions& options, PullState* state) {
     }
   }
   DecodePool::Sink sink;
+  DecodePool::RowsSink rows_sink;
   if (state->writer) {
-    sink = [writer = state->writer.get(), kind](size_t, RebuiltTensor tensor) {
-      return kind == OutputKind::kInt8 ? WriteInt8Layer(*writer, tensor)
-                                       : WriteFloatLayer(*writer, tensor);
+    const LayerOutput output(state->writer.get(), kind);
+    sink = [output](size_t, RebuiltTensor tensor) {
+      return output.Write(tensor);
+    };
+    rows_sink = [output](size_t, const PackedLayer& layer) {
+      return output.BeginRows(layer);
     };
   }
   state->pool = std::make_unique<DecodePool>(
       options.decode_threads, state->layers.size(), !options.pipelined,
-      state->bases, std::move(sink), options.tile_jobs);
+      state->bases, std::move(sink), options.tile_jobs, std::move(rows_sink));
   return absl::OkStatus();
 }
 

@@ -166,10 +166,9 @@ absl::Status CheckpointStreamWriter::Write(const std::string& name, DType dtype,
                       [&](uint64_t offset) { return data.subspan(offset); });
 }
 
-absl::Status CheckpointStreamWriter::WriteInParts(
+absl::StatusOr<CheckpointStreamWriter::Appender> CheckpointStreamWriter::Begin(
     const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-    uint64_t bytes,
-    const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part) {
+    uint64_t bytes) {
   const auto it = by_name_.find(name);
   if (it == by_name_.end()) {
     return absl::DataLossError(
@@ -182,23 +181,51 @@ absl::Status CheckpointStreamWriter::WriteInParts(
         absl::StrCat("tensor '", name, "': decoded as ", DTypeName(dtype),
                      " of ", bytes, " bytes, not as the version describes it"));
   }
-  const File& file = files_[place.file];
-  uint32_t crc = 0;
+  return Appender(this, it->second);
+}
+
+absl::Status CheckpointStreamWriter::Appender::Append(
+    absl::Span<const uint8_t> data) {
+  const Place& place = writer_->places_[place_];
+  if (data.size() > place.layout.bytes - offset_) {
+    return absl::InternalError(
+        absl::StrCat("tensor '", place.layout.name, "': parts do not add up"));
+  }
+  const File& file = writer_->files_[place.file];
+  RETURN_IF_ERROR(WriteAt(file.fd, file.temp, data.data(), data.size(),
+                          place.offset + offset_));
+  if (writer_->archive_) crc_ = Crc32(crc_, data.data(), data.size());
+  offset_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointStreamWriter::Appender::Finish() {
+  const Place& place = writer_->places_[place_];
+  if (offset_ != place.layout.bytes) {
+    return absl::InternalError(
+        absl::StrCat("tensor '", place.layout.name, "': parts do not add up"));
+  }
+  absl::MutexLock lock(&writer_->mu_);
+  writer_->written_[place_] = true;
+  if (writer_->archive_) writer_->crcs_[place_] = crc_;
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointStreamWriter::WriteInParts(
+    const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+    uint64_t bytes,
+    const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part) {
+  ASSIGN_OR_RETURN(Appender appender, Begin(name, dtype, shape, bytes));
   for (uint64_t offset = 0; offset < bytes;) {
     const absl::Span<const uint8_t> data = part(offset);
-    if (data.empty() || data.size() > bytes - offset) {
+    if (data.empty()) {
       return absl::InternalError(
           absl::StrCat("tensor '", name, "': parts do not add up"));
     }
-    RETURN_IF_ERROR(WriteAt(file.fd, file.temp, data.data(), data.size(),
-                            place.offset + offset));
-    if (archive_) crc = Crc32(crc, data.data(), data.size());
+    RETURN_IF_ERROR(appender.Append(data));
     offset += data.size();
   }
-  absl::MutexLock lock(&mu_);
-  written_[it->second] = true;
-  if (archive_) crcs_[it->second] = crc;
-  return absl::OkStatus();
+  return appender.Finish();
 }
 
 absl::Status CheckpointStreamWriter::Commit() {

@@ -67,6 +67,29 @@ class CheckpointStreamWriter {
       const std::string& name, DType dtype, const std::vector<int64_t>& shape,
       uint64_t bytes,
       const std::function<absl::Span<const uint8_t>(uint64_t offset)>& part);
+  // A tensor whose bytes its caller pushes in order as they become ready (a
+  // layer decoded a band of rows at a time): Append writes the next bytes at
+  // their place; Finish checks that they add up and marks the tensor written
+  // (until then Commit refuses). Used by one thread at a time; the writer
+  // must outlive it.
+  class Appender {
+   public:
+    absl::Status Append(absl::Span<const uint8_t> data);
+    absl::Status Finish();
+
+   private:
+    friend class CheckpointStreamWriter;
+    Appender(CheckpointStreamWriter* writer, size_t place)
+        : writer_(writer), place_(place) {}
+    CheckpointStreamWriter* writer_;
+    size_t place_;
+    uint64_t offset_ = 0;  // bytes appended so far
+    uint32_t crc_ = 0;     // .pt outputs
+  };
+  // Errors as WriteInParts'; writing the tensor again overwrites it.
+  absl::StatusOr<Appender> Begin(const std::string& name, DType dtype,
+                                 const std::vector<int64_t>& shape,
+                                 uint64_t bytes);
   // FAILED_PRECONDITION naming a tensor not written yet. Then fsyncs and
   // renames each file (and writes the index last).
   absl::Status Commit();

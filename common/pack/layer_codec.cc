@@ -265,18 +265,29 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
 
 }  // namespace
 
+absl::Status CheckOutliersFit(const PackedLayer& layer, int64_t elements) {
+  const OutlierList& outliers = layer.outliers;
+  if (outliers.empty()) return absl::OkStatus();
+  if (outliers.values.size() != outliers.indices.size() ||
+      outliers.indices.back() >= elements ||
+      layer.codec == LayerCodec::kHevcDelta) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': the outlier list does not fit"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out) {
   const OutlierList& outliers = layer.outliers;
   if (outliers.empty()) return absl::OkStatus();
   // The digest covers the picture as coded; the int8 output then holds each
   // outlier saturated, the float output its float16 value.
-  if (!out->int8 || outliers.values.size() != outliers.indices.size() ||
-      outliers.indices.back() >=
-          static_cast<int64_t>(out->int8->values.size()) ||
-      layer.codec == LayerCodec::kHevcDelta) {
+  if (!out->int8) {
     return absl::DataLossError(absl::StrCat(
         "layer '", layer.name, "': the outlier list does not fit"));
   }
+  RETURN_IF_ERROR(
+      CheckOutliersFit(layer, static_cast<int64_t>(out->int8->values.size())));
   SaturateOutliers(*out->int8, outliers, absl::MakeSpan(out->int8->values));
   out->outlier_indices = outliers.indices;
   out->outlier_values.clear();

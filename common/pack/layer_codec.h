@@ -76,6 +76,9 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
 // its float16 value in `out->outlier_*` for the float output. OK and nothing
 // done for a layer without outliers; DATA_LOSS when the list does not fit.
 absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out);
+// AttachOutliers' check alone, for a layer of `elements` values taken a band
+// of rows at a time (client/sdk/layer_output.h).
+absl::Status CheckOutliersFit(const PackedLayer& layer, int64_t elements);
 
 }  // namespace weightcast
 

@@ -1,5 +1,6 @@
 #include "common/pack/layer_tiles.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,7 +16,7 @@ bool DecodesByTile(const PackedLayer& layer) {
   return layer.codec == LayerCodec::kHevc && layer.tiles.size() > 1;
 }
 
-absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer) {
+absl::Status CheckTiledLayer(const PackedLayer& layer) {
   ASSIGN_OR_RETURN(const int64_t elements,
                    CheckedNumElements(
                        layer.shape, absl::StrCat("layer '", layer.name, "'")));
@@ -25,12 +26,18 @@ absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer) {
     return absl::DataLossError(absl::StrCat(
         "layer '", layer.name, "': tiles do not match the layer's shape"));
   }
-  return std::vector<int8_t>(static_cast<size_t>(elements));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer) {
+  RETURN_IF_ERROR(CheckTiledLayer(layer));
+  return std::vector<int8_t>(
+      static_cast<size_t>(layer.grid.rows * layer.grid.cols));
 }
 
 absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
-                             absl::Span<int8_t> values) {
-  const TileRect rect = layer.grid.Tile(tile);
+                             absl::Span<int8_t> values, int64_t first_row) {
+  TileRect rect = layer.grid.Tile(tile);
   absl::StatusOr<Plane> plane = DecodeIntraPicture(
       layer.tiles[tile], PaddedSize(rect.cols), PaddedSize(rect.rows));
   if (!plane.ok()) {
@@ -38,8 +45,25 @@ absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
                         absl::StrCat("layer '", layer.name, "': tile ", tile,
                                      ": ", plane.status().message()));
   }
+  rect.row0 -= first_row;
+  if (rect.row0 < 0 || (rect.row0 + rect.rows) * layer.grid.cols >
+                           static_cast<int64_t>(values.size())) {
+    return absl::InternalError(absl::StrCat(
+        "layer '", layer.name, "': tile ", tile, " is outside the rows given"));
+  }
   InsertTile(*plane, rect, layer.grid.cols, values);
   return absl::OkStatus();
+}
+
+int64_t TileBand(const PackedLayer& layer, size_t tile) {
+  return static_cast<int64_t>(tile) / layer.grid.ColTiles();
+}
+
+int64_t BandCount(const PackedLayer& layer) { return layer.grid.RowTiles(); }
+
+std::pair<int64_t, int64_t> BandRows(const PackedLayer& layer, int64_t band) {
+  const int64_t row0 = band * layer.grid.tile_rows;
+  return {row0, std::min(layer.grid.tile_rows, layer.grid.rows - row0)};
 }
 
 absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,

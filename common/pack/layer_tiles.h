@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,14 +23,27 @@ namespace weightcast {
 // True for intra HEVC layers (kHevc) of more than one tile.
 bool DecodesByTile(const PackedLayer& layer);
 
-// The layer's int8 output, sized to its matrix view. DATA_LOSS naming the
-// layer when the grid does not match its shape or its tiles.
+// DATA_LOSS naming the layer when the grid does not match its shape or its
+// tiles.
+absl::Status CheckTiledLayer(const PackedLayer& layer);
+// The same check, and the layer's int8 output sized to its matrix view.
 absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer);
 
-// Decodes tile `tile` into its rectangle of `values` (StartTiledDecode's).
-// DATA_LOSS naming the layer and the tile for a damaged bitstream.
+// Decodes tile `tile` into its rectangle of `values`: the matrix's rows from
+// `first_row` on (StartTiledDecode's whole output, or a band of rows holding
+// the tile). DATA_LOSS naming the layer and the tile for a damaged bitstream.
 absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
-                             absl::Span<int8_t> values);
+                             absl::Span<int8_t> values, int64_t first_row = 0);
+
+// A decode of the layer in bands of rows, the tiles of one row of the grid
+// each (TileGrid::tile_rows rows, fewer in the last band), so that the int8
+// values are held a band at a time: band `b` holds tiles [b * ColTiles(),
+// (b + 1) * ColTiles()), and hashed in order the bands give the SHA-256
+// FinishTiledDecode checks.
+int64_t TileBand(const PackedLayer& layer, size_t tile);
+int64_t BandCount(const PackedLayer& layer);
+// The first row of band `band` and its row count.
+std::pair<int64_t, int64_t> BandRows(const PackedLayer& layer, int64_t band);
 
 // After every tile: DATA_LOSS naming the layer when the SHA-256 of `values`
 // is not the one recorded.

@@ -172,20 +172,30 @@ std::vector<float> DequantizeWithOutliers(const QuantizedTensor& params,
 
 void SaturateOutliers(const QuantizedTensor& params,
                       const OutlierList& outliers, absl::Span<int8_t> values) {
+  SaturateOutliers(params, outliers, static_cast<int64_t>(values.size()), 0,
+                   values);
+}
+
+void SaturateOutliers(const QuantizedTensor& params,
+                      const OutlierList& outliers, int64_t elements,
+                      int64_t first, absl::Span<int8_t> values) {
   if (params.scales.empty() || params.zero_points.size() < params.scales.size())
     return;
   // The scale group an element belongs to, as Dequantize's.
   const int64_t group = std::max<int64_t>(
-      1, static_cast<int64_t>(values.size() / params.scales.size()));
-  for (size_t k = 0; k < outliers.indices.size(); ++k) {
-    const int64_t index = outliers.indices[k];
-    if (index < 0 || static_cast<size_t>(index) >= values.size()) continue;
-    const size_t c = static_cast<size_t>(index / group);
+      1, elements / static_cast<int64_t>(params.scales.size()));
+  const int64_t end = first + static_cast<int64_t>(values.size());
+  const auto& indices = outliers.indices;  // increasing (ParseOutliers)
+  for (auto it = std::lower_bound(indices.begin(), indices.end(), first);
+       it != indices.end() && *it < end; ++it) {
+    const size_t k = static_cast<size_t>(it - indices.begin());
+    if (k >= outliers.values.size()) break;
+    const size_t c = static_cast<size_t>(*it / group);
     if (c >= params.scales.size()) continue;  // as Dequantize: not covered
     const double q =
         std::nearbyint(HalfToFloat(outliers.values[k]) / params.scales[c]) +
         params.zero_points[c];
-    values[index] = static_cast<int8_t>(std::clamp(q, -127.0, 127.0));
+    values[*it - first] = static_cast<int8_t>(std::clamp(q, -127.0, 127.0));
   }
 }
 

@@ -92,6 +92,11 @@ std::vector<float> DequantizeWithOutliers(const QuantizedTensor& params,
 // zero_point, -127, 127)) into `values`: the int8 output.
 void SaturateOutliers(const QuantizedTensor& params,
                       const OutlierList& outliers, absl::Span<int8_t> values);
+// The same for elements [first, first + values.size()) of a layer of
+// `elements` values (a band of its rows, decoded a band at a time).
+void SaturateOutliers(const QuantizedTensor& params,
+                      const OutlierList& outliers, int64_t elements,
+                      int64_t first, absl::Span<int8_t> values);
 
 // Fidelity of `decoded` (coded in `coded_bytes`, side list included) with the
 // outliers restored, against `original` and against `quantized` (the int8

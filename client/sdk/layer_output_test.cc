@@ -1,0 +1,166 @@
+#include "client/sdk/layer_output.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "client/sdk/base_store.h"
+#include "client/sdk/decode_pool.h"
+#include "common/base/file.h"
+#include "common/base/sha256.h"
+#include "common/pack/layer_codec.h"
+#include "common/pack/layer_tiles.h"
+#include "common/pack/packed_layer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fresh_dir.h"
+
+namespace weightcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A 150 x 200 layer, N(0, 0.02^2) with 8 weights x20 (the outlier front end),
+// coded in tiles of at most 64 x 64: 3 bands of 4 tiles.
+PackedLayer TiledLayer(QuantScheme scheme) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> values(150 * 200);
+  for (float& v : values) v = normal(rng);
+  for (int i = 0; i < 8; ++i) {
+    float& v = values[(i * 7919 + 13) % values.size()];
+    v = (v < 0 ? -1.0f : 1.0f) * (0.12f + std::abs(v)) * 20.0f;
+  }
+  LayerEncodeOptions options;
+  options.codec = LayerCodec::kHevc;
+  options.scheme = scheme;
+  options.outliers = true;
+  options.hevc = {.qp = 27, .lossless = false, .preset = "ultrafast"};
+  options.max_tile_size = 64;
+  auto layer = EncodeLayer(
+      MakeFloat32Tensor("embed.weight", {150, 200}, values), options);
+  EXPECT_TRUE(layer.ok()) << layer.status();
+  return *std::move(layer);
+}
+
+std::vector<TensorLayout> Layout(const PackedLayer& layer, OutputKind kind) {
+  if (kind == OutputKind::kFloat)
+    return {{layer.name, DType::kFloat32, layer.shape, 150 * 200 * 4}};
+  std::vector<TensorLayout> out;
+  for (const Int8OutputPart& part :
+       Int8OutputParts(layer.name, layer.scheme, layer.shape)) {
+    int64_t elements = 1;
+    for (int64_t d : part.shape) elements *= d;
+    out.push_back({part.name, part.dtype, part.shape,
+                   static_cast<uint64_t>(elements) * DTypeSize(part.dtype)});
+  }
+  return out;
+}
+
+// The layer through a decode pool of `threads` workers into `path`, band by
+// band; the pool's result for it.
+absl::Status PullBandByBand(const std::vector<uint8_t>& bytes,
+                            const PackedLayer& layer, OutputKind kind,
+                            const std::string& path, int threads) {
+  auto writer =
+      CheckpointStreamWriter::Create(path, Layout(layer, kind)).value();
+  const LayerOutput output(writer.get(), kind);
+  int began = 0;
+  BaseStore bases("");
+  v1::ManifestLayer expected;
+  expected.set_name(layer.name);
+  const Sha256Digest digest = Sha256(bytes);
+  expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
+  expected.set_bytes(bytes.size());
+  absl::Status result;
+  {
+    DecodePool pool(
+        threads, 1, /*hold=*/false, &bases,
+        [](size_t, RebuiltTensor) {
+          return absl::InternalError("taken whole, not band by band");
+        },
+        /*tile_jobs=*/true,
+        [&](size_t, const PackedLayer& parsed) {
+          ++began;
+          return output.BeginRows(parsed);
+        });
+    pool.Submit(0, std::string(bytes.begin(), bytes.end()), expected);
+    pool.Wait();
+    result = pool.Take(0).status();
+  }
+  EXPECT_EQ(began, 1);
+  if (!result.ok()) {
+    EXPECT_THAT(writer->Commit().message(), HasSubstr("never written"));
+    return result;
+  }
+  return writer->Commit();
+}
+
+// The same bytes as the whole layer's decode written by LayerOutput::Write
+// (the pull's path before bands, and still its path for other layers), for
+// float and int8 outputs of both file kinds, with outliers, per-tensor and
+// per-channel scales, and with fewer and more workers than a band's tiles.
+TEST(LayerOutput, BandByBandWritesTheBytesOfTheWholeLayer) {
+  const std::string dir = FreshDir("layer_output_bands");
+  for (const QuantScheme scheme :
+       {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric}) {
+    const PackedLayer layer = TiledLayer(scheme);
+    ASSERT_TRUE(DecodesByTile(layer));
+    ASSERT_EQ(BandCount(layer), 3);
+    ASSERT_EQ(layer.grid.ColTiles(), 4);
+    ASSERT_EQ(layer.outliers.indices.size(), 8u);
+    const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+    const RebuiltTensor whole = DecodeLayer(layer, 1).value();
+    for (const OutputKind kind : {OutputKind::kFloat, OutputKind::kInt8}) {
+      for (const std::string ext : {".safetensors", ".pt"}) {
+        const std::string expected_path = dir + "/whole" + ext;
+        {
+          auto writer =
+              CheckpointStreamWriter::Create(expected_path, Layout(layer, kind))
+                  .value();
+          ASSERT_TRUE(LayerOutput(writer.get(), kind).Write(whole).ok());
+          ASSERT_TRUE(writer->Commit().ok());
+        }
+        for (const int threads : {1, 3, 6}) {
+          SCOPED_TRACE(::testing::Message()
+                       << QuantSchemeName(scheme) << ext << " int8 "
+                       << (kind == OutputKind::kInt8) << " threads "
+                       << threads);
+          const std::string path = dir + "/bands" + ext;
+          const absl::Status pulled =
+              PullBandByBand(bytes, layer, kind, path, threads);
+          ASSERT_TRUE(pulled.ok()) << pulled;
+          EXPECT_EQ(ReadFileBytes(path).value(),
+                    ReadFileBytes(expected_path).value());
+        }
+      }
+    }
+  }
+}
+
+// A tile that decodes to other values fails the layer's SHA-256 after its
+// last band: DATA_LOSS naming the layer, and the tensor is not finished (the
+// output cannot be committed with it).
+TEST(LayerOutput, ALayerFailingItsHashIsNotFinished) {
+  const std::string dir = FreshDir("layer_output_damaged");
+  PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
+  layer.decoded_sha256[0] ^= 1;
+  const absl::Status pulled =
+      PullBandByBand(SerializePackedLayer(layer), layer, OutputKind::kFloat,
+                     dir + "/out.safetensors", 2);
+  EXPECT_EQ(pulled.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(pulled.message(), HasSubstr("embed.weight"));
+  EXPECT_THAT(pulled.message(), HasSubstr("SHA-256"));
+  // A bitstream cut short: the tile's error, the same way.
+  layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
+  layer.tiles[5].resize(layer.tiles[5].size() / 2);
+  const absl::Status cut =
+      PullBandByBand(SerializePackedLayer(layer), layer, OutputKind::kInt8,
+                     dir + "/out.pt", 2);
+  EXPECT_EQ(cut.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(cut.message(), HasSubstr("embed.weight"));
+}
+
+}  // namespace
+}  // namespace weightcast
