@@ -3,8 +3,10 @@
 // that one large layer keeps every core busy. StartTiledDecode checks the layer
 // and sizes its int8 output, DecodeLayerTile decodes one tile into it, and
 // FinishTiledDecode checks the decoded SHA-256 and builds the tensor: the same
-// tensor and errors as DecodeLayer. Stateless; distinct tiles of one layer may
-// be decoded concurrently into the same output.
+// tensor and errors as DecodeLayer. A caller that writes the layer out as it
+// goes decodes it a band of tiles at a time instead (TileBand, BandRows) and
+// hashes the bands in order. Stateless; distinct tiles of one layer may be
+// decoded concurrently into the same output.
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
 
