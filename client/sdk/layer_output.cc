@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/bytes.h"
 #include "common/base/status_macros.h"
 #include "common/pack/layer_codec.h"
 #include "common/pack/outliers.h"
@@ -25,51 +26,22 @@ struct Dequantizer {
 };
 
 // Appends `values`, elements [first, first + values.size()) of the layer,
-// dequantized with Dequantize's formula (scale c covers [c * group,
-// (c + 1) * group); values past the last group are 0) with the outliers'
-// values over theirs, a slice at a time.
+// dequantized (DequantizeRange, outliers over theirs) a slice at a time.
 absl::Status AppendDequantized(const Dequantizer& d, int64_t first,
                                absl::Span<const int8_t> values,
                                CheckpointStreamWriter::Appender& out) {
-  const QuantizedTensor& q = *d.params;
-  const int64_t group =
-      q.scales.empty() ? 0 : d.elements / static_cast<int64_t>(q.scales.size());
-  const int64_t covered = group * static_cast<int64_t>(q.scales.size());
   std::vector<float> slice;
   for (size_t offset = 0; offset < values.size();) {
     const size_t n =
         std::min<size_t>(values.size() - offset, kDequantizeSliceElements);
-    const int64_t begin = first + static_cast<int64_t>(offset);
     slice.resize(n);
-    for (size_t k = 0; k < n; ++k) {
-      const int64_t i = begin + static_cast<int64_t>(k);
-      if (i >= covered) {
-        slice[k] = 0;
-        continue;
-      }
-      const size_t c = static_cast<size_t>(i / group);
-      slice[k] = q.scales[c] *
-                 static_cast<float>(values[offset + k] - q.zero_points[c]);
-    }
-    // The outlier front end's float16 values over the saturated int8.
-    const auto& indices = d.outlier_indices;
-    const int64_t end = begin + static_cast<int64_t>(n);
-    for (auto it = std::lower_bound(indices.begin(), indices.end(), begin);
-         it != indices.end() && *it < end; ++it) {
-      const size_t k = static_cast<size_t>(it - indices.begin());
-      if (k < d.outlier_values.size()) slice[*it - begin] = d.outlier_values[k];
-    }
-    RETURN_IF_ERROR(out.Append(absl::MakeConstSpan(
-        reinterpret_cast<const uint8_t*>(slice.data()), n * sizeof(float))));
+    DequantizeRange(*d.params, d.elements, first + static_cast<int64_t>(offset),
+                    values.subspan(offset, n), d.outlier_indices,
+                    d.outlier_values, absl::MakeSpan(slice));
+    RETURN_IF_ERROR(out.Append(AsBytes(absl::MakeConstSpan(slice))));
     offset += n;
   }
   return absl::OkStatus();
-}
-
-template <typename T>
-absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(v.data()),
-                             v.size() * sizeof(T));
 }
 
 // A multi-tile int8 layer's rows into a float or int8 output.
@@ -97,8 +69,7 @@ class BandWriter final : public DecodePool::RowsWriter {
     }
     // The int8 output holds each outlier saturated (AttachOutliers).
     SaturateOutliers(params_, outliers_, elements_, first, values);
-    return values_.Append(absl::MakeConstSpan(
-        reinterpret_cast<const uint8_t*>(values.data()), values.size()));
+    return values_.Append(AsBytes(absl::Span<const int8_t>(values)));
   }
 
   absl::Status Finish() override {
@@ -107,7 +78,9 @@ class BandWriter final : public DecodePool::RowsWriter {
     const std::vector<Int8OutputPart> parts =
         Int8OutputParts(name_, params_.scheme, params_.shape);
     const absl::Span<const uint8_t> data[] = {
-        {}, Bytes(params_.scales), Bytes(params_.zero_points)};
+        {},
+        AsBytes(absl::MakeConstSpan(params_.scales)),
+        AsBytes(absl::MakeConstSpan(params_.zero_points))};
     for (size_t i = 1; i < parts.size(); ++i) {
       RETURN_IF_ERROR(writer_->Write(parts[i].name, parts[i].dtype,
                                      parts[i].shape, data[i]));

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/bytes.h"
 #include "common/base/file.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/libtorch_io.h"
@@ -91,13 +92,11 @@ std::vector<Int8OutputPart> Int8OutputParts(const std::string& name,
 
 absl::StatusOr<std::vector<Int8OutputPart>> Int8OutputParts(
     const std::string& name, const QuantizedTensor& q) {
-  const auto bytes = [](const auto& values) {
-    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
-                               values.size() * sizeof(values[0]));
-  };
   std::vector<Int8OutputPart> parts = Int8OutputParts(name, q.scheme, q.shape);
-  const absl::Span<const uint8_t> data[] = {bytes(q.values), bytes(q.scales),
-                                            bytes(q.zero_points)};
+  const absl::Span<const uint8_t> data[] = {
+      AsBytes(absl::MakeConstSpan(q.values)),
+      AsBytes(absl::MakeConstSpan(q.scales)),
+      AsBytes(absl::MakeConstSpan(q.zero_points))};
   for (size_t i = 0; i < parts.size(); ++i) {
     Int8OutputPart& part = parts[i];
     ASSIGN_OR_RETURN(const int64_t elements,

@@ -161,15 +161,6 @@ absl::StatusOr<QuantizedTensor> QuantizeWithoutOutliers(
   return Quantize(name, shape, rest, scheme);
 }
 
-std::vector<float> DequantizeWithOutliers(const QuantizedTensor& params,
-                                          absl::Span<const int8_t> decoded,
-                                          const OutlierList& outliers) {
-  std::vector<float> out = Dequantize(params, decoded);
-  for (size_t k = 0; k < outliers.indices.size(); ++k)
-    out[outliers.indices[k]] = HalfToFloat(outliers.values[k]);
-  return out;
-}
-
 void SaturateOutliers(const QuantizedTensor& params,
                       const OutlierList& outliers, absl::Span<int8_t> values) {
   SaturateOutliers(params, outliers, static_cast<int64_t>(values.size()), 0,

@@ -82,12 +82,6 @@ absl::StatusOr<QuantizedTensor> QuantizeWithoutOutliers(
     absl::Span<const float> values, QuantScheme scheme,
     const OutlierList& outliers);
 
-// The float reconstruction of int8 `decoded` (with the parameters of `params`)
-// with every outlier restored from its float16.
-std::vector<float> DequantizeWithOutliers(const QuantizedTensor& params,
-                                          absl::Span<const int8_t> decoded,
-                                          const OutlierList& outliers);
-
 // Writes each outlier's saturated int8 value (clamp(round(w / scale) +
 // zero_point, -127, 127)) into `values`: the int8 output.
 void SaturateOutliers(const QuantizedTensor& params,

@@ -253,30 +253,54 @@ std::vector<float> Dequantize(const QuantizedTensor& params,
                               absl::Span<const int8_t> values) {
   assert(values.size() == params.values.size());
   std::vector<float> out(values.size());
-  const int64_t group = params.ElementsPerScale();
-  for (size_t c = 0; c < params.scales.size(); ++c) {
+  DequantizeRange(params, static_cast<int64_t>(values.size()), 0, values, {},
+                  {}, absl::MakeSpan(out));
+  return out;
+}
+
+void DequantizeRange(const QuantizedTensor& params, int64_t elements,
+                     int64_t first, absl::Span<const int8_t> values,
+                     absl::Span<const int64_t> outlier_indices,
+                     absl::Span<const float> outlier_values,
+                     absl::Span<float> out) {
+  assert(out.size() == values.size());
+  const int64_t groups = static_cast<int64_t>(params.scales.size());
+  const int64_t group = groups == 0 ? 0 : elements / groups;
+  const int64_t end = first + static_cast<int64_t>(values.size());
+  int64_t i = first;
+  // Group by group over the range, so the inner loop is one scale's.
+  for (int64_t c = group == 0 ? groups : first / group; c < groups && i < end;
+       ++c) {
+    const int64_t stop = std::min(end, (c + 1) * group);
     const float scale = params.scales[c];
     const int32_t zero = params.zero_points[c];
-    for (int64_t i = static_cast<int64_t>(c) * group;
-         i < static_cast<int64_t>(c + 1) * group; ++i) {
-      out[i] = scale * static_cast<float>(values[i] - zero);
+    for (; i < stop; ++i) {
+      out[i - first] = scale * static_cast<float>(values[i - first] - zero);
     }
   }
-  return out;
+  std::fill(out.begin() + (i - first), out.end(), 0.0f);
+  for (auto it = std::lower_bound(outlier_indices.begin(),
+                                  outlier_indices.end(), first);
+       it != outlier_indices.end() && *it < end; ++it) {
+    const size_t k = static_cast<size_t>(it - outlier_indices.begin());
+    if (k < outlier_values.size()) out[*it - first] = outlier_values[k];
+  }
 }
 
 absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
   if (int8) {
-    std::vector<float> values = Dequantize(*int8);
+    const int64_t elements = static_cast<int64_t>(int8->values.size());
     for (size_t k = 0; k < outlier_indices.size(); ++k) {
       const int64_t index = outlier_indices[k];
-      if (index < 0 || static_cast<size_t>(index) >= values.size() ||
-          k >= outlier_values.size()) {
+      if (index < 0 || index >= elements || k >= outlier_values.size() ||
+          (k > 0 && index <= outlier_indices[k - 1])) {
         return absl::DataLossError(absl::StrCat("tensor '", name, "': outlier ",
                                                 k, " does not fit the tensor"));
       }
-      values[index] = outlier_values[k];
     }
+    std::vector<float> values(int8->values.size());
+    DequantizeRange(*int8, elements, 0, int8->values, outlier_indices,
+                    outlier_values, absl::MakeSpan(values));
     return MakeFloat32Tensor(name, shape, values);
   }
   if (stored.dtype == DType::kFloat16 || stored.dtype == DType::kBFloat16) {

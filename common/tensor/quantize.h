@@ -102,6 +102,18 @@ absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
 // (`values` may be a lossy reconstruction of params.values; same length).
 std::vector<float> Dequantize(const QuantizedTensor& params,
                               absl::Span<const int8_t> values);
+
+// Dequantize for elements [first, first + values.size()) of a tensor of
+// `elements` values (a band or slice of it), into `out` (values.size()): scale
+// c covers elements [c * group, (c + 1) * group), group = elements / scales;
+// an element past the last group is 0. Each of `outlier_indices` (increasing)
+// in the range then takes its `outlier_values` entry: the outlier front end's
+// float values over the saturated int8 (common/pack/outliers.h).
+void DequantizeRange(const QuantizedTensor& params, int64_t elements,
+                     int64_t first, absl::Span<const int8_t> values,
+                     absl::Span<const int64_t> outlier_indices,
+                     absl::Span<const float> outlier_values,
+                     absl::Span<float> out);
 inline std::vector<float> Dequantize(const QuantizedTensor& tensor) {
   return Dequantize(tensor, tensor.values);
 }

@@ -79,6 +79,48 @@ TEST(Quantize, EverySchemeRoundTripsWithinHalfAStep) {
   }
 }
 
+TEST(Quantize, DequantizeRangeIsASliceOfTheWholeWithOutliersOverTheirs) {
+  const std::vector<float> w = Gaussian(40 * 25, 0.05f, 2);
+  auto q = Quantize("w", {40, 25}, w, QuantScheme::kPerChannelAsymmetric);
+  ASSERT_TRUE(q.ok());
+  const std::vector<float> whole = Dequantize(*q);
+  const std::vector<int64_t> indices = {0, 24, 25, 517, 999};
+  const std::vector<float> outliers = {9.0f, -8.0f, 7.0f, 6.5f, -5.0f};
+  std::vector<float> expected = whole;
+  for (size_t k = 0; k < indices.size(); ++k)
+    expected[indices[k]] = outliers[k];
+  // Ranges that start and end inside a scale group, span several, or are one
+  // element or empty.
+  for (const auto& [first, count] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 1000},
+                                                {0, 25},
+                                                {13, 400},
+                                                {24, 2},
+                                                {517, 1},
+                                                {999, 1},
+                                                {7, 0}}) {
+    std::vector<float> out(count, -1.0f);
+    DequantizeRange(*q, 1000, first,
+                    absl::MakeConstSpan(q->values).subspan(first, count),
+                    indices, outliers, absl::MakeSpan(out));
+    EXPECT_EQ(out, std::vector<float>(expected.begin() + first,
+                                      expected.begin() + first + count))
+        << first << " +" << count;
+  }
+  // Elements past the last whole scale group dequantize to 0, as Dequantize's.
+  QuantizedTensor odd;
+  odd.scales = {0.5f, 2.0f, 1.0f};
+  odd.zero_points = {0, 1, 0};
+  odd.values = std::vector<int8_t>(10, 3);
+  std::vector<float> tail(4);
+  DequantizeRange(odd, 10, 6, absl::MakeConstSpan(odd.values).subspan(6), {},
+                  {}, absl::MakeSpan(tail));
+  EXPECT_EQ(tail, (std::vector<float>{3.0f, 3.0f, 3.0f, 0.0f}));
+  EXPECT_EQ(Dequantize(odd),
+            (std::vector<float>{1.5f, 1.5f, 1.5f, 4.0f, 4.0f, 4.0f, 3.0f, 3.0f,
+                                3.0f, 0.0f}));
+}
+
 TEST(Quantize, SchemeNamesRoundTrip) {
   auto scheme = QuantSchemeFromName("per-channel-asymmetric");
   ASSERT_TRUE(scheme.ok());
