@@ -1,9 +1,13 @@
 #include "client/sdk/decode_pool.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
+#include <variant>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/bytes.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/pack/delta_codec.h"
@@ -21,7 +25,37 @@ int ThreadCount(int threads) {
                            std::max(1u, std::thread::hardware_concurrency()));
 }
 
+// A band of a layer decoded band by band: its int8 rows, and its tiles not
+// decoded yet.
+struct Band {
+  std::vector<int8_t> values;
+  int64_t tiles_left = 0;
+};
+
 }  // namespace
+
+struct DecodePool::WholeDecode {
+  std::vector<int8_t> values;  // each tile's job writes its own rectangle
+  size_t tiles_done = 0;       // guarded by the pool's mu_
+};
+
+struct DecodePool::BandDecode {
+  std::unique_ptr<RowsWriter> writer;
+  // Guarded by the pool's mu_: the bands started and not yet written, the
+  // next band to write, and whether a worker is writing.
+  std::map<int64_t, Band> bands;
+  int64_t next_band = 0;
+  bool writing = false;
+  Sha256Hasher hasher;  // of the bands written; the writing worker's
+};
+
+struct DecodePool::TiledLayer {
+  Job job;
+  PackedLayer layer;
+  size_t next_tile = 0;  // guarded by the pool's mu_
+  absl::Status status;   // guarded by the pool's mu_: the first error
+  std::variant<WholeDecode, BandDecode> decode;
+};
 
 DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
                        Sink sink, bool tile_jobs, RowsSink rows_sink)
@@ -152,80 +186,113 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
   ++decoded_;
 }
 
+void DecodePool::StartTiled(Job job, PackedLayer layer) {
+  auto tiled = std::make_shared<TiledLayer>();
+  absl::Status started;
+  if (rows_sink_ && !job.expected.is_base()) {
+    started = CheckTiledLayer(layer);
+    if (started.ok()) {
+      absl::StatusOr<std::unique_ptr<RowsWriter>> writer =
+          rows_sink_(job.index, layer);
+      started = writer.status();
+      if (writer.ok()) {
+        tiled->decode.emplace<BandDecode>().writer = *std::move(writer);
+      }
+    }
+  } else {
+    absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(layer);
+    started = values.status();
+    if (values.ok()) tiled->decode = WholeDecode{*std::move(values)};
+  }
+  if (!started.ok()) {
+    Complete(job, &layer, started);
+    return;
+  }
+  tiled->job = std::move(job);
+  tiled->layer = std::move(layer);
+  size_t tile;
+  {
+    absl::MutexLock lock(&mu_);
+    tiled_.push_back(tiled);
+    tile = HandOut(*tiled);  // tile 0 is this worker's
+  }
+  RunTile(tiled, tile);
+}
+
 void DecodePool::RunTile(const std::shared_ptr<TiledLayer>& tiled,
                          size_t tile) {
+  if (auto* bands = std::get_if<BandDecode>(&tiled->decode)) {
+    RunBandTile(tiled, *bands, tile);
+  } else {
+    RunWholeTile(tiled, std::get<WholeDecode>(tiled->decode), tile);
+  }
+}
+
+void DecodePool::RunWholeTile(const std::shared_ptr<TiledLayer>& tiled,
+                              WholeDecode& whole, size_t tile) {
   const absl::Status status =
-      DecodeLayerTile(tiled->layer, tile, absl::MakeSpan(tiled->values));
+      DecodeLayerTile(tiled->layer, tile, absl::MakeSpan(whole.values));
   {
     absl::MutexLock lock(&mu_);
     if (!status.ok() && tiled->status.ok()) tiled->status = status;
-    if (++tiled->tiles_done < tiled->layer.tiles.size()) return;
+    if (++whole.tiles_done < tiled->layer.tiles.size()) return;
   }
   // The last tile: every other tile's job is done with the layer.
   absl::StatusOr<RebuiltTensor> result =
       tiled->status.ok()
-          ? FinishTiledDecode(tiled->layer, std::move(tiled->values))
+          ? FinishTiledDecode(tiled->layer, std::move(whole.values))
           : absl::StatusOr<RebuiltTensor>(tiled->status);
   Complete(tiled->job, &tiled->layer, std::move(result));
 }
 
 void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
-                             size_t tile) {
+                             BandDecode& bands, size_t tile) {
   const PackedLayer& layer = tiled->layer;
   const int64_t band_index = TileBand(layer, tile);
   std::vector<int8_t>* values;
   {
     absl::MutexLock lock(&mu_);
-    values = &tiled->bands.at(band_index).values;  // a map's node: stable
+    values = &bands.bands.at(band_index).values;  // a map's node: stable
   }
   const absl::Status status = DecodeLayerTile(
       layer, tile, absl::MakeSpan(*values), BandRows(layer, band_index).first);
   mu_.Lock();
   if (!status.ok() && tiled->status.ok()) tiled->status = status;
-  --tiled->bands.at(band_index).tiles_left;
+  --bands.bands.at(band_index).tiles_left;
   // Complete bands are written in order from the next one on, by one worker
   // at a time (the others leave theirs to it).
-  if (tiled->writing) {
+  if (bands.writing) {
     mu_.Unlock();
     return;
   }
-  tiled->writing = true;
+  bands.writing = true;
   // Bounded: one round per band of the layer.
   while (true) {
-    const auto next = tiled->bands.find(tiled->next_band);
-    if (next == tiled->bands.end() || next->second.tiles_left > 0) break;
+    const auto next = bands.bands.find(bands.next_band);
+    if (next == bands.bands.end() || next->second.tiles_left > 0) break;
     std::vector<int8_t> band = std::move(next->second.values);
-    tiled->bands.erase(next);
-    const int64_t row0 = BandRows(layer, tiled->next_band).first;
+    bands.bands.erase(next);
+    const int64_t row0 = BandRows(layer, bands.next_band).first;
     const bool failed = !tiled->status.ok();
     mu_.Unlock();
     absl::Status written;
     if (!failed) {
-      tiled->hasher.Update(absl::MakeConstSpan(
-          reinterpret_cast<const uint8_t*>(band.data()), band.size()));
-      written = tiled->rows->Rows(row0, absl::MakeSpan(band));
+      bands.hasher.Update(AsBytes(absl::Span<const int8_t>(band)));
+      written = bands.writer->Rows(row0, absl::MakeSpan(band));
     }
     band = {};  // freed before the next band
     mu_.Lock();
     if (!written.ok() && tiled->status.ok()) tiled->status = written;
-    ++tiled->next_band;
+    ++bands.next_band;
   }
-  tiled->writing = false;
-  const bool last = tiled->next_band == BandCount(layer);
+  bands.writing = false;
+  const bool last = bands.next_band == BandCount(layer);
   absl::Status result = tiled->status;
   mu_.Unlock();
   if (!last) return;
   // This worker wrote the last band: it finishes the layer.
-  if (result.ok()) {
-    const Sha256Digest digest = tiled->hasher.Finish();
-    if (digest != layer.decoded_sha256) {
-      result = absl::DataLossError(absl::StrCat(
-          "layer '", layer.name, "': SHA-256 of the decoded data is ",
-          DigestToHex(digest), ", expected ",
-          DigestToHex(layer.decoded_sha256)));
-    }
-  }
-  if (result.ok()) result = tiled->rows->Finish();
+  if (result.ok()) result = CheckDecodedDigest(layer, bands.hasher.Finish());
+  if (result.ok()) result = bands.writer->Finish();
   Complete(tiled->job, &layer,
            result.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
                        : absl::StatusOr<RebuiltTensor>(result),
@@ -233,17 +300,25 @@ void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
 }
 
 bool DecodePool::TileReady(const TiledLayer& tiled) const {
-  if (!tiled.rows) return true;
+  const auto* bands = std::get_if<BandDecode>(&tiled.decode);
+  if (bands == nullptr) return true;
   const int64_t band = TileBand(tiled.layer, tiled.next_tile);
-  return band < tiled.next_band + threads_ || tiled.bands.count(band) > 0;
+  return band < bands->next_band + threads_ || bands->bands.count(band) > 0;
+}
+
+DecodePool::TiledQueue::iterator DecodePool::ReadyTiled() {
+  return std::find_if(
+      tiled_.begin(), tiled_.end(),
+      [this](const std::shared_ptr<TiledLayer>& tiled)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return TileReady(*tiled); });
 }
 
 size_t DecodePool::HandOut(TiledLayer& tiled) {
   const size_t tile = tiled.next_tile++;
-  if (tiled.rows) {
+  if (auto* bands = std::get_if<BandDecode>(&tiled.decode)) {
     const int64_t band = TileBand(tiled.layer, tile);
-    if (tiled.bands.count(band) == 0) {
-      Band& started = tiled.bands[band];
+    if (bands->bands.count(band) == 0) {
+      Band& started = bands->bands[band];
       started.values.resize(static_cast<size_t>(
           BandRows(tiled.layer, band).second * tiled.layer.grid.cols));
       started.tiles_left = tiled.layer.grid.ColTiles();
@@ -261,15 +336,15 @@ void DecodePool::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return (!p->tiled_.empty() && p->TileReady(*p->tiled_.front())) ||
+            return p->ReadyTiled() != p->tiled_.end() ||
                    (!p->queue_.empty() && (!p->hold_ || p->stopping_)) ||
                    (p->stopping_ && p->tiled_.empty() && p->queue_.empty());
           },
           this));
-      if (!tiled_.empty() && TileReady(*tiled_.front())) {
-        tiled = tiled_.front();
+      if (const auto ready = ReadyTiled(); ready != tiled_.end()) {
+        tiled = *ready;
         tile = HandOut(*tiled);
-        if (tiled->next_tile == tiled->layer.tiles.size()) tiled_.pop_front();
+        if (tiled->next_tile == tiled->layer.tiles.size()) tiled_.erase(ready);
       } else if (queue_.empty()) {
         return;  // stopping, and nothing left to hand out
       } else {
@@ -280,43 +355,17 @@ void DecodePool::Work() {
       }
     }
     if (tiled) {
-      tiled->rows ? RunBandTile(tiled, tile) : RunTile(tiled, tile);
+      RunTile(tiled, tile);
       continue;
     }
     absl::StatusOr<PackedLayer> layer = Parse(job);
     if (!layer.ok()) {
       Complete(job, nullptr, layer.status());
-      continue;
+    } else if (tile_jobs_ && DecodesByTile(*layer)) {
+      StartTiled(std::move(job), *std::move(layer));
+    } else {
+      Complete(job, &*layer, DecodeWhole(*layer));
     }
-    if (tile_jobs_ && DecodesByTile(*layer)) {
-      absl::Status started_ok = CheckTiledLayer(*layer);
-      auto started = std::make_shared<TiledLayer>();
-      if (started_ok.ok() && rows_sink_ && !job.expected.is_base()) {
-        absl::StatusOr<std::unique_ptr<RowsWriter>> rows =
-            rows_sink_(job.index, *layer);
-        if (rows.ok()) started->rows = *std::move(rows);
-        started_ok = rows.status();
-      }
-      if (!started_ok.ok()) {
-        Complete(job, &*layer, started_ok);
-        continue;
-      }
-      if (!started->rows) {  // the whole layer's int8 values
-        started->values.resize(
-            static_cast<size_t>(layer->grid.rows * layer->grid.cols));
-      }
-      started->job = std::move(job);
-      started->layer = *std::move(layer);
-      {
-        absl::MutexLock lock(&mu_);
-        tiled_.push_back(started);
-        tile = HandOut(*started);  // tile 0 is this worker's
-      }
-      started->rows ? RunBandTile(started, tile) : RunTile(started, tile);
-      continue;
-    }
-    absl::StatusOr<RebuiltTensor> result = DecodeWhole(*layer);
-    Complete(job, &*layer, std::move(result));
   }
 }
 

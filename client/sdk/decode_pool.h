@@ -12,7 +12,6 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,7 +21,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "client/sdk/base_store.h"
-#include "common/base/sha256.h"
 #include "common/pack/packed_layer.h"
 #include "common/tensor/quantize.h"
 #include "weightcast/v1/weightcast.pb.h"
@@ -99,30 +97,13 @@ class DecodePool {
     std::string bytes;
     v1::ManifestLayer expected;
   };
-  // A band of a layer decoded band by band: its int8 rows, and its tiles
-  // not decoded yet.
-  struct Band {
-    std::vector<int8_t> values;
-    int64_t tiles_left = 0;
-  };
-  // A layer whose tiles are decoded as separate jobs.
-  struct TiledLayer {
-    Job job;
-    PackedLayer layer;
-    std::vector<int8_t> values;  // each tile's job writes its own rectangle
-    size_t next_tile = 0;        // guarded by the pool's mu_
-    size_t tiles_done = 0;       // guarded by the pool's mu_
-    absl::Status status;         // guarded by the pool's mu_: the first error
-    // Decoded band by band (`values` unused): the writer, the bands started
-    // and not yet written (guarded by the pool's mu_, as the two below), the
-    // next band to write, whether a worker is writing, and the bands' hash
-    // (used by the writing worker only).
-    std::unique_ptr<RowsWriter> rows;
-    std::map<int64_t, Band> bands;
-    int64_t next_band = 0;
-    bool writing = false;
-    Sha256Hasher hasher;
-  };
+  // A layer whose tiles are decoded as separate jobs, into its whole int8
+  // values (WholeDecode) or band by band into a RowsWriter (BandDecode);
+  // defined in decode_pool.cc.
+  struct TiledLayer;
+  struct WholeDecode;
+  struct BandDecode;
+  using TiledQueue = std::deque<std::shared_ptr<TiledLayer>>;
 
   // Checks the bytes against the manifest and parses them.
   absl::StatusOr<PackedLayer> Parse(const Job& job);
@@ -133,15 +114,23 @@ class DecodePool {
   // `written`: the layer went to a RowsWriter (not to the sink).
   void Complete(const Job& job, const PackedLayer* layer,
                 absl::StatusOr<RebuiltTensor> result, bool written = false);
+  // Starts a parsed layer of several tiles: its first tile is the calling
+  // worker's, the others go to tiled_.
+  void StartTiled(Job job, PackedLayer layer);
   void RunTile(const std::shared_ptr<TiledLayer>& tiled, size_t tile);
-  // RunTile for a layer decoded band by band: the tile into its band, then
-  // the bands complete in order written and hashed, and the layer finished
-  // after its last band.
-  void RunBandTile(const std::shared_ptr<TiledLayer>& tiled, size_t tile);
+  void RunWholeTile(const std::shared_ptr<TiledLayer>& tiled,
+                    WholeDecode& whole, size_t tile);
+  // A tile of a layer decoded band by band: the tile into its band, then the
+  // bands complete in order written and hashed, and the layer finished after
+  // its last band.
+  void RunBandTile(const std::shared_ptr<TiledLayer>& tiled, BandDecode& bands,
+                   size_t tile);
   // Whether a worker may take the next tile of `tiled`: band by band, only
   // within `threads` bands of the next one to write.
   bool TileReady(const TiledLayer& tiled) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first layer of tiled_ with a tile ready, or tiled_.end().
+  TiledQueue::iterator ReadyTiled() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The next tile of `tiled` for the calling worker (its band started when it
   // is the band's first).
   size_t HandOut(TiledLayer& tiled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -156,8 +145,9 @@ class DecodePool {
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of the jobs in queue_
-  // Started layers with tiles not yet handed out (taken first).
-  std::deque<std::shared_ptr<TiledLayer>> tiled_ ABSL_GUARDED_BY(mu_);
+  // Started layers with tiles not yet handed out (taken first, the first
+  // with a tile ready).
+  TiledQueue tiled_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // layers taken, not completed
   int decoded_ ABSL_GUARDED_BY(mu_) = 0;

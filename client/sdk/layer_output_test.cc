@@ -1,5 +1,6 @@
 #include "client/sdk/layer_output.h"
 
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <string>
@@ -23,8 +24,10 @@ using ::testing::HasSubstr;
 
 // A 150 x 200 layer, N(0, 0.02^2) with 8 weights x20 (the outlier front end),
 // coded in tiles of at most 64 x 64: 3 bands of 4 tiles.
-PackedLayer TiledLayer(QuantScheme scheme) {
-  std::mt19937 rng(7);
+PackedLayer TiledLayer(QuantScheme scheme,
+                       const std::string& name = "embed.weight",
+                       unsigned seed = 7) {
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   std::vector<float> values(150 * 200);
   for (float& v : values) v = normal(rng);
@@ -38,63 +41,93 @@ PackedLayer TiledLayer(QuantScheme scheme) {
   options.outliers = true;
   options.hevc = {.qp = 27, .lossless = false, .preset = "ultrafast"};
   options.max_tile_size = 64;
-  auto layer = EncodeLayer(
-      MakeFloat32Tensor("embed.weight", {150, 200}, values), options);
+  auto layer =
+      EncodeLayer(MakeFloat32Tensor(name, {150, 200}, values), options);
   EXPECT_TRUE(layer.ok()) << layer.status();
   return *std::move(layer);
 }
 
-std::vector<TensorLayout> Layout(const PackedLayer& layer, OutputKind kind) {
-  if (kind == OutputKind::kFloat)
-    return {{layer.name, DType::kFloat32, layer.shape, 150 * 200 * 4}};
+std::vector<TensorLayout> Layout(const std::vector<PackedLayer>& layers,
+                                 OutputKind kind) {
   std::vector<TensorLayout> out;
-  for (const Int8OutputPart& part :
-       Int8OutputParts(layer.name, layer.scheme, layer.shape)) {
-    int64_t elements = 1;
-    for (int64_t d : part.shape) elements *= d;
-    out.push_back({part.name, part.dtype, part.shape,
-                   static_cast<uint64_t>(elements) * DTypeSize(part.dtype)});
+  for (const PackedLayer& layer : layers) {
+    if (kind == OutputKind::kFloat) {
+      out.push_back({layer.name, DType::kFloat32, layer.shape, 150 * 200 * 4});
+      continue;
+    }
+    for (const Int8OutputPart& part :
+         Int8OutputParts(layer.name, layer.scheme, layer.shape)) {
+      int64_t elements = 1;
+      for (int64_t d : part.shape) elements *= d;
+      out.push_back({part.name, part.dtype, part.shape,
+                     static_cast<uint64_t>(elements) * DTypeSize(part.dtype)});
+    }
   }
   return out;
 }
 
-// The layer through a decode pool of `threads` workers into `path`, band by
-// band; the pool's result for it.
-absl::Status PullBandByBand(const std::vector<uint8_t>& bytes,
-                            const PackedLayer& layer, OutputKind kind,
-                            const std::string& path, int threads) {
+// The layers' decodes written whole by LayerOutput::Write (the pull's path
+// before bands, and still its path for other layers) into `path`.
+void WriteWhole(const std::vector<PackedLayer>& layers, OutputKind kind,
+                const std::string& path) {
   auto writer =
-      CheckpointStreamWriter::Create(path, Layout(layer, kind)).value();
+      CheckpointStreamWriter::Create(path, Layout(layers, kind)).value();
+  for (const PackedLayer& layer : layers) {
+    ASSERT_TRUE(LayerOutput(writer.get(), kind)
+                    .Write(DecodeLayer(layer, 1).value())
+                    .ok());
+  }
+  ASSERT_TRUE(writer->Commit().ok());
+}
+
+// The layers (as `bytes`, their serializations) through one decode pool of
+// `threads` workers into `path`, band by band; the first error of the pool's
+// results.
+absl::Status PullBandByBand(const std::vector<std::vector<uint8_t>>& bytes,
+                            const std::vector<PackedLayer>& layers,
+                            OutputKind kind, const std::string& path,
+                            int threads) {
+  auto writer =
+      CheckpointStreamWriter::Create(path, Layout(layers, kind)).value();
   const LayerOutput output(writer.get(), kind);
-  int began = 0;
+  std::atomic<int> began = 0;
   BaseStore bases("");
-  v1::ManifestLayer expected;
-  expected.set_name(layer.name);
-  const Sha256Digest digest = Sha256(bytes);
-  expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
-  expected.set_bytes(bytes.size());
   absl::Status result;
   {
     DecodePool pool(
-        threads, 1, /*hold=*/false, &bases,
+        threads, layers.size(), /*hold=*/false, &bases,
         [](size_t, RebuiltTensor) {
           return absl::InternalError("taken whole, not band by band");
         },
         /*tile_jobs=*/true,
         [&](size_t, const PackedLayer& parsed) {
-          ++began;
+          ++began;  // on the worker that starts the layer
           return output.BeginRows(parsed);
         });
-    pool.Submit(0, std::string(bytes.begin(), bytes.end()), expected);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      v1::ManifestLayer expected;
+      expected.set_name(layers[i].name);
+      const Sha256Digest digest = Sha256(bytes[i]);
+      expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
+      expected.set_bytes(bytes[i].size());
+      pool.Submit(i, std::string(bytes[i].begin(), bytes[i].end()), expected);
+    }
     pool.Wait();
-    result = pool.Take(0).status();
+    for (size_t i = 0; i < layers.size() && result.ok(); ++i)
+      result = pool.Take(i).status();
   }
-  EXPECT_EQ(began, 1);
+  EXPECT_EQ(began, static_cast<int>(layers.size()));
   if (!result.ok()) {
     EXPECT_THAT(writer->Commit().message(), HasSubstr("never written"));
     return result;
   }
   return writer->Commit();
+}
+absl::Status PullBandByBand(const std::vector<uint8_t>& bytes,
+                            const PackedLayer& layer, OutputKind kind,
+                            const std::string& path, int threads) {
+  return PullBandByBand(std::vector<std::vector<uint8_t>>{bytes}, {layer}, kind,
+                        path, threads);
 }
 
 // The same bytes as the whole layer's decode written by LayerOutput::Write
@@ -111,17 +144,10 @@ TEST(LayerOutput, BandByBandWritesTheBytesOfTheWholeLayer) {
     ASSERT_EQ(layer.grid.ColTiles(), 4);
     ASSERT_EQ(layer.outliers.indices.size(), 8u);
     const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
-    const RebuiltTensor whole = DecodeLayer(layer, 1).value();
     for (const OutputKind kind : {OutputKind::kFloat, OutputKind::kInt8}) {
       for (const std::string ext : {".safetensors", ".pt"}) {
         const std::string expected_path = dir + "/whole" + ext;
-        {
-          auto writer =
-              CheckpointStreamWriter::Create(expected_path, Layout(layer, kind))
-                  .value();
-          ASSERT_TRUE(LayerOutput(writer.get(), kind).Write(whole).ok());
-          ASSERT_TRUE(writer->Commit().ok());
-        }
+        WriteWhole({layer}, kind, expected_path);
         for (const int threads : {1, 3, 6}) {
           SCOPED_TRACE(::testing::Message()
                        << QuantSchemeName(scheme) << ext << " int8 "
@@ -135,6 +161,36 @@ TEST(LayerOutput, BandByBandWritesTheBytesOfTheWholeLayer) {
                     ReadFileBytes(expected_path).value());
         }
       }
+    }
+  }
+}
+
+// Several tiled layers in one pool: a worker whose front layer's window of
+// bands is full takes tiles of the next started layer; every layer is still
+// written in row order, byte for byte as whole.
+TEST(LayerOutput, SeveralTiledLayersInOnePoolEachWrittenInRowOrder) {
+  const std::string dir = FreshDir("layer_output_several");
+  std::vector<PackedLayer> layers;
+  std::vector<std::vector<uint8_t>> bytes;
+  for (int i = 0; i < 3; ++i) {
+    layers.push_back(TiledLayer(QuantScheme::kPerChannelSymmetric,
+                                "block" + std::to_string(i) + ".weight",
+                                11 + i));
+    bytes.push_back(SerializePackedLayer(layers.back()));
+  }
+  for (const OutputKind kind : {OutputKind::kFloat, OutputKind::kInt8}) {
+    const std::string expected_path = dir + "/whole.safetensors";
+    WriteWhole(layers, kind, expected_path);
+    for (const int threads : {1, 2, 5}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "int8 " << (kind == OutputKind::kInt8) << " threads "
+                   << threads);
+      const std::string path = dir + "/bands.safetensors";
+      const absl::Status pulled =
+          PullBandByBand(bytes, layers, kind, path, threads);
+      ASSERT_TRUE(pulled.ok()) << pulled;
+      EXPECT_EQ(ReadFileBytes(path).value(),
+                ReadFileBytes(expected_path).value());
     }
   }
 }

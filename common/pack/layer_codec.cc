@@ -607,12 +607,16 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
     }
     digest = Sha256(out.stored.data);
   }
-  if (digest != layer.decoded_sha256) {
-    return absl::DataLossError(absl::StrCat(
-        "layer '", layer.name, "': SHA-256 of the decoded data is ",
-        DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
-  }
+  RETURN_IF_ERROR(CheckDecodedDigest(layer, digest));
   return out;
+}
+
+absl::Status CheckDecodedDigest(const PackedLayer& layer,
+                                const Sha256Digest& digest) {
+  if (digest == layer.decoded_sha256) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "layer '", layer.name, "': SHA-256 of the decoded data is ",
+      DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
 }
 
 }  // namespace weightcast

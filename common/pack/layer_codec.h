@@ -70,6 +70,10 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
 // does not match.
 absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                           int threads = 0);
+// DecodeLayer's last check: DATA_LOSS naming the layer and both digests when
+// `digest` (of the decoded data) is not the one recorded.
+absl::Status CheckDecodedDigest(const PackedLayer& layer,
+                                const Sha256Digest& digest);
 
 // The outlier front end's last decoding step (outliers.h), on int8 values
 // whose SHA-256 has been checked: each outlier saturated into `out->int8`, and

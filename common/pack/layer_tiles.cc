@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/bytes.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
 #include "common/hevc/de265_decoder.h"
@@ -68,13 +69,8 @@ std::pair<int64_t, int64_t> BandRows(const PackedLayer& layer, int64_t band) {
 
 absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,
                                                 std::vector<int8_t> values) {
-  const Sha256Digest digest = Sha256(absl::MakeConstSpan(
-      reinterpret_cast<const uint8_t*>(values.data()), values.size()));
-  if (digest != layer.decoded_sha256) {
-    return absl::DataLossError(absl::StrCat(
-        "layer '", layer.name, "': SHA-256 of the decoded data is ",
-        DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
-  }
+  RETURN_IF_ERROR(CheckDecodedDigest(
+      layer, Sha256(AsBytes(absl::Span<const int8_t>(values)))));
   RebuiltTensor out;
   out.name = layer.name;
   out.shape = layer.shape;
