@@ -5,9 +5,11 @@
 // picture, i.e. the codec's own error) compared with the plain preset's by the
 // Bjøntegaard method: the mean difference of log-rate over the SQNR range both
 // curves cover, reported as "% bytes at equal SQNR" (negative = fewer bytes).
-// Also the encode time relative to the plain preset, as CPU time of the
-// process (all threads; steadier than wall time on a shared machine). Markdown
-// on stdout.
+// Also the encode and the decode time relative to the plain preset, as CPU
+// time of the process (all threads; steadier than wall time on a shared
+// machine); the decode is the client's (DecodeLayer on one thread: libde265,
+// the int8 values put together, their SHA-256), kDecodeRuns times per coded
+// layer. Markdown on stdout.
 // Run: bench/run_x265_tools_benchmark.
 #include <sys/resource.h>
 
@@ -29,6 +31,7 @@ namespace {
 
 constexpr int kQps[] = {22, 27, 32, 37};
 constexpr int64_t kMinElements = 16384;  // smaller layers are not pictures
+constexpr int kDecodeRuns = 3;
 
 double CpuSeconds() {
   rusage usage{};
@@ -97,6 +100,9 @@ const std::vector<ToolSet>& ToolSets() {
       {"no-signhide", {"no-signhide"}},
       {"no-strong-intra-smoothing", {"no-strong-intra-smoothing"}},
       {"rdoq-level=2 no-deblock", {"rdoq-level=2", "no-deblock"}},
+      {"rdoq-level=2 no-sao", {"rdoq-level=2", "no-sao"}},
+      {"rdoq-level=2 no-sao no-deblock",
+       {"rdoq-level=2", "no-sao", "no-deblock"}},
       {"rdoq-level=2 rd=4", {"rdoq-level=2", "rd=4"}},
       {"rdoq-level=2 tu-intra-depth=3", {"rdoq-level=2", "tu-intra-depth=3"}},
   };
@@ -115,7 +121,7 @@ int Run(int argc, char** argv) {
   std::map<std::string, std::vector<double>> per_layer;
   std::vector<double> weights;
   std::vector<std::string> layer_names;
-  std::map<std::string, double> seconds;
+  std::map<std::string, double> seconds, decode_seconds;
   std::map<std::string, std::vector<double>> q27_bpw, q27_sqnr;
   for (int c = 1; c < argc; ++c) {
     auto model = ReadCheckpoint(argv[c]);
@@ -141,6 +147,15 @@ int Run(int argc, char** argv) {
                          set.label.c_str(), layer.status().ToString().c_str());
             return 1;
           }
+          const double decode_start = CpuSeconds();
+          for (int run = 0; run < kDecodeRuns; ++run) {
+            if (!DecodeLayer(*layer, 1).ok()) {
+              std::fprintf(stderr, "%s %s: decode failed\n",
+                           tensor.name.c_str(), set.label.c_str());
+              return 1;
+            }
+          }
+          decode_seconds[set.label] += CpuSeconds() - decode_start;
           curves[set.label].push_back(
               {layer->fidelity.sqnr_int8_db,
                std::log(layer->fidelity.bits_per_weight)});
@@ -165,12 +180,13 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const double reference_seconds = seconds[ToolSets()[0].label];
+  const double reference_decode = decode_seconds[ToolSets()[0].label];
   absl::PrintF(
       "x265 preset %s, QPs 22/27/32/37, %d layers: %s\n\n"
       "| tools | bytes at equal SQNR (all layers, by weight) | per layer: "
       "best / worst | q27 bits/weight | q27 SQNR dB (float) | encode CPU time "
-      "|\n"
-      "|---|---|---|---|---|---|\n",
+      "| decode CPU time |\n"
+      "|---|---|---|---|---|---|---|\n",
       preset, static_cast<int>(weights.size()),
       absl::StrJoin(layer_names, ", "));
   for (const ToolSet& set : ToolSets()) {
@@ -193,11 +209,12 @@ int Run(int argc, char** argv) {
     }
     double all_weights = 0;
     for (double w : weights) all_weights += w;
-    absl::PrintF("| %s | %s | %s / %s | %.3f | %.2f | %.2fx |\n", set.label,
-                 total > 0 ? percent(sum / total) : "-",
+    absl::PrintF("| %s | %s | %s / %s | %.3f | %.2f | %.2fx | %.2fx |\n",
+                 set.label, total > 0 ? percent(sum / total) : "-",
                  total > 0 ? percent(best) : "-",
                  total > 0 ? percent(worst) : "-", bpw / all_weights, sqnr,
-                 seconds[set.label] / reference_seconds);
+                 seconds[set.label] / reference_seconds,
+                 decode_seconds[set.label] / reference_decode);
   }
   return 0;
 }

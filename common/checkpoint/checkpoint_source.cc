@@ -10,17 +10,29 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/base/status_macros.h"
+#include "common/checkpoint/libtorch_io.h"
 #include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/torch_checkpoint.h"
 
 namespace weightcast {
 namespace {
 
-bool IsSafetensors(const std::string& path) {
+// The file's first 9 bytes (fewer when it is shorter).
+std::string Head(const std::string& path) {
   char head[9] = {};
   std::ifstream in(path, std::ios::binary);
   in.read(head, sizeof(head));
-  return in.gcount() == 9 && head[8] == '{';
+  return std::string(head, static_cast<size_t>(in.gcount()));
+}
+
+bool IsSafetensors(const std::string& head) {
+  return head.size() == 9 && head[8] == '{';
+}
+
+bool IsZipArchive(const std::string& head) {
+  return head.size() >= 4 && head.compare(0, 4, "PK\x03\x04") == 0;
 }
 
 // The byte range of rows [first_row, first_row + rows) of `header` and the
@@ -171,6 +183,49 @@ class SafetensorsSource : public CheckpointSource {
   const SafetensorsHeader header_;
 };
 
+// A torch.save archive: its data.pkl read when opened, a tensor's storage
+// record when the tensor is asked for.
+class TorchSaveSource : public CheckpointSource {
+ public:
+  TorchSaveSource(std::string path, std::unique_ptr<RecordReader> records,
+                  TorchSaveViews views)
+      : CheckpointSource(CheckpointFormat::kTorchSave, HeadersOf(views)),
+        path_(std::move(path)),
+        records_(std::move(records)),
+        views_(std::move(views)) {}
+
+  absl::StatusOr<Tensor> Read(size_t index) const override {
+    if (index >= views_.size())
+      return absl::OutOfRangeError(absl::StrCat(path_, ": no tensor ", index));
+    const auto& [name, view] = views_[index];
+    absl::StatusOr<Tensor> tensor;
+    {
+      absl::MutexLock lock(&mu_);  // the reader is for one thread at a time
+      tensor = ReadTorchSaveTensor(*records_, name, view, path_);
+    }
+    if (!tensor.ok()) return tensor.status();
+    if (absl::Status finite = CheckFinite(*tensor); !finite.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": ", finite.message()));
+    }
+    return tensor;
+  }
+
+ private:
+  static std::vector<Tensor> HeadersOf(const TorchSaveViews& views) {
+    std::vector<Tensor> headers;
+    headers.reserve(views.size());
+    for (const auto& [name, view] : views)
+      headers.push_back({name, view.shape, view.dtype, {}});
+    return headers;
+  }
+
+  const std::string path_;
+  mutable absl::Mutex mu_;
+  const std::unique_ptr<RecordReader> records_ ABSL_PT_GUARDED_BY(mu_);
+  const TorchSaveViews views_;
+};
+
 // Any other format: read whole when opened.
 class WholeSource : public CheckpointSource {
  public:
@@ -202,7 +257,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error))
     return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-  if (IsSafetensors(path)) {
+  const std::string head = Head(path);
+  if (IsSafetensors(head)) {
     ASSIGN_OR_RETURN(SafetensorsHeader header, ReadSafetensorsHeader(path));
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -212,6 +268,15 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(
       headers.push_back(entry.tensor);
     return std::unique_ptr<CheckpointSource>(
         new SafetensorsSource(path, fd, std::move(header), std::move(headers)));
+  }
+  if (IsZipArchive(head)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<RecordReader> records,
+                     OpenTorchArchive(path));
+    if (!records->HasRecord("constants.pkl")) {  // not TorchScript
+      ASSIGN_OR_RETURN(TorchSaveViews views, IndexTorchSave(*records, path));
+      return std::unique_ptr<CheckpointSource>(
+          new TorchSaveSource(path, std::move(records), std::move(views)));
+    }
   }
   CheckpointFormat format;
   ASSIGN_OR_RETURN(Model model, ReadCheckpoint(path, &format));

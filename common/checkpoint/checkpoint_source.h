@@ -2,9 +2,10 @@
 // tensors up front, each tensor's data when asked for. A safetensors file is
 // read on demand (its header when opened, a tensor's bytes by a positioned read
 // when asked), so memory follows the largest tensor read at once, not the
-// model. torch.save and TorchScript archives are read whole when opened and
-// held (their pickled storages are not laid out for reading one at a time
-// here). Thread-safe: Read() may be called from many threads at once.
+// model. A torch.save archive likewise: its data.pkl when opened, a tensor's
+// storage record when asked (one read at a time). A TorchScript archive is read
+// whole when opened and held (libtorch loads the module whole). Thread-safe:
+// Read() may be called from many threads at once.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_SOURCE_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_CHECKPOINT_SOURCE_H_
 
@@ -20,8 +21,9 @@ namespace weightcast {
 
 class CheckpointSource {
  public:
-  // As ReadCheckpoint for a missing or malformed file, except that a
-  // safetensors file's data is not checked yet (Read() checks each tensor's).
+  // As ReadCheckpoint for a missing or malformed file, except that the data
+  // of a safetensors or torch.save file is not checked yet (Read() checks each
+  // tensor's: finite, its bytes all there).
   static absl::StatusOr<std::unique_ptr<CheckpointSource>> Open(
       const std::string& path);
   virtual ~CheckpointSource() = default;

@@ -45,8 +45,40 @@ TEST(CheckpointSource, ReadsSafetensorsTensorByTensorAsAWholeRead) {
                         CheckpointFormat::kSafetensors);
 }
 
-TEST(CheckpointSource, ReadsTorchSaveWhole) {
-  ExpectSameAsWholeRead(Fixture("cnn_bn.pt"), CheckpointFormat::kTorchSave);
+// A torch.save archive is read a tensor at a time too: shared storages
+// (tied weights, views of one base tensor), strided views, every dtype, empty
+// tensors, a state_dict inside a training checkpoint.
+TEST(CheckpointSource, ReadsTorchSaveTensorByTensorAsAWholeRead) {
+  for (const char* name : {"cnn_bn.pt", "tied.pt", "views.pt", "dtypes.pt",
+                           "zero_size.pt", "training.pt"}) {
+    SCOPED_TRACE(name);
+    ExpectSameAsWholeRead(Fixture(name), CheckpointFormat::kTorchSave);
+  }
+}
+
+TEST(CheckpointSource, ReadsTorchScriptWhole) {
+  ExpectSameAsWholeRead(Fixture("script.pt"), CheckpointFormat::kTorchScript);
+}
+
+// Damaged data in a torch.save archive surfaces when the tensor is read (as a
+// safetensors file's does), naming the file, the tensor and what is wrong.
+TEST(CheckpointSource, TorchSaveDataIsCheckedWhenTheTensorIsRead) {
+  auto short_storage = CheckpointSource::Open(Fixture("short_storage.pt"));
+  ASSERT_THAT(short_storage, IsOk());  // data.pkl alone is well formed
+  EXPECT_THAT((*short_storage)->Read(0),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("short_storage.pt"),
+                             HasSubstr("fc1.weight"), HasSubstr("data/0"))));
+  EXPECT_THAT(
+      (*short_storage)->CheckData(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fc1.weight")));
+  auto nan = CheckpointSource::Open(Fixture("nan.pt"));
+  ASSERT_THAT(nan, IsOk());
+  EXPECT_THAT((*nan)->CheckData(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("nan.pt"), HasSubstr("fc1.weight"),
+                             HasSubstr("nan"))));
+  EXPECT_THAT((*nan)->Read(1), IsOk());  // fc1.bias
 }
 
 // ReadRows of every tensor, a few rows at a time, put together again is Read().
@@ -85,6 +117,7 @@ TEST(CheckpointSource, ReadRowsPutTogetherIsTheWholeRead) {
   ExpectRowsAsWholeRead(Fixture("mixed.safetensors"));
   ExpectRowsAsWholeRead(Fixture("dtypes.safetensors"));
   ExpectRowsAsWholeRead(Fixture("cnn_bn.pt"));
+  ExpectRowsAsWholeRead(Fixture("views.pt"));
 }
 
 TEST(CheckpointSource, ReadRowsNamesNaNInTheRowsRead) {
@@ -166,6 +199,11 @@ TEST(CheckpointSource, RefusesWhatReadCheckpointRefuses) {
   EXPECT_THAT(
       CheckpointSource::Open(path),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside")));
+  EXPECT_THAT(CheckpointSource::Open(Fixture("truncated.pt")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("zip")));
+  EXPECT_THAT(CheckpointSource::Open(Fixture("not_a_checkpoint.pt")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("not a checkpoint")));
 }
 
 }  // namespace

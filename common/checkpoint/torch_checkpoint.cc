@@ -160,67 +160,67 @@ absl::StatusOr<std::vector<std::pair<std::string, TensorView>>> FindStateDict(
   return out;
 }
 
-absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
-                                    absl::string_view source) {
+absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
+                                              absl::string_view source) {
   if (!records.HasRecord("data.pkl"))
     return Invalid(source, "",
                    "zip archive without data.pkl: not a torch.save file");
   ASSIGN_OR_RETURN(const std::vector<uint8_t> pickle,
                    records.ReadRecord("data.pkl"));
   ASSIGN_OR_RETURN(const PickleDocument document, ReadPickle(pickle, source));
-  ASSIGN_OR_RETURN(const auto views, FindStateDict(document.root, source));
-
-  // Check every view first, and agree on each storage's dtype and size.
-  absl::flat_hash_map<std::string, std::vector<size_t>>
-      by_storage;  // key -> tensor indices
-  std::vector<std::string> storage_order;
+  ASSIGN_OR_RETURN(TorchSaveViews views, FindStateDict(document.root, source));
+  // Each storage's first tensor: the others must agree on its dtype and size.
+  absl::flat_hash_map<std::string, size_t> first_user;
   for (size_t i = 0; i < views.size(); ++i) {
     const auto& [name, view] = views[i];
     RETURN_IF_ERROR(CheckView(view, source, name));
-    auto [it, inserted] = by_storage.try_emplace(view.storage_key);
-    if (inserted) storage_order.push_back(view.storage_key);
-    it->second.push_back(i);
-  }
-  Model model;
-  model.tensors.resize(views.size());
-  for (const std::string& key : storage_order) {
-    const std::vector<size_t>& users = by_storage[key];
-    const TensorView& first = views[users.front()].second;
-    const std::string record = absl::StrCat("data/", key);
-    if (!records.HasRecord(record))
-      return Invalid(source, views[users.front()].first,
-                     absl::StrCat("missing record ", record));
-    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
-    const uint64_t needed =
-        static_cast<uint64_t>(first.storage_numel) * DTypeSize(first.dtype);
-    if (storage.size() < needed) {
-      return Invalid(
-          source, views[users.front()].first,
-          absl::StrCat("storage record ", record, " holds ", storage.size(),
-                       " bytes, its header claims ", needed));
-    }
-    for (size_t index : users) {
-      const auto& [name, view] = views[index];
-      if (view.dtype != first.dtype ||
-          view.storage_numel != first.storage_numel) {
-        return Invalid(
-            source, name,
-            "shares a storage with a tensor of another dtype or size");
-      }
-    }
-    // The common case, one contiguous tensor filling its storage, takes the
-    // record as it is.
-    if (users.size() == 1 && storage.size() == needed && CoversStorage(first)) {
-      model.tensors[users.front()] =
-          Tensor{views[users.front()].first, first.shape, first.dtype,
-                 std::move(storage)};
+    const auto [it, inserted] = first_user.try_emplace(view.storage_key, i);
+    if (inserted) {
+      const std::string record = absl::StrCat("data/", view.storage_key);
+      if (!records.HasRecord(record))
+        return Invalid(source, name, absl::StrCat("missing record ", record));
       continue;
     }
-    for (size_t index : users) {
-      const auto& [name, view] = views[index];
-      model.tensors[index] =
-          Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+    const TensorView& first = views[it->second].second;
+    if (view.dtype != first.dtype ||
+        view.storage_numel != first.storage_numel) {
+      return Invalid(source, name,
+                     "shares a storage with a tensor of another dtype or size");
     }
+  }
+  return views;
+}
+
+absl::StatusOr<Tensor> ReadTorchSaveTensor(RecordReader& records,
+                                           const std::string& name,
+                                           const TensorView& view,
+                                           absl::string_view source) {
+  const std::string record = absl::StrCat("data/", view.storage_key);
+  ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
+  const uint64_t needed =
+      static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+  if (storage.size() < needed) {
+    return Invalid(
+        source, name,
+        absl::StrCat("storage record ", record, " holds ", storage.size(),
+                     " bytes, its header claims ", needed));
+  }
+  // The common case, a contiguous tensor filling its storage, takes the
+  // record as it is.
+  if (storage.size() == needed && CoversStorage(view))
+    return Tensor{name, view.shape, view.dtype, std::move(storage)};
+  return Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+}
+
+absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
+                                    absl::string_view source) {
+  ASSIGN_OR_RETURN(const TorchSaveViews views, IndexTorchSave(records, source));
+  Model model;
+  model.tensors.reserve(views.size());
+  for (const auto& [name, view] : views) {
+    ASSIGN_OR_RETURN(Tensor tensor,
+                     ReadTorchSaveTensor(records, name, view, source));
+    model.tensors.push_back(std::move(tensor));
   }
   return model;
 }

@@ -1,7 +1,7 @@
 // Reads checkpoints written by torch.save (zip format): finds the state_dict in
 // the pickled object (the object itself, or its "state_dict" / "model" /
 // "model_state_dict" entry), checks every tensor view against its storage, and
-// copies each storage record once however many tensors share it. The zip
+// reads a tensor's storage record when the tensor is asked for. The zip
 // records come from a RecordReader (libtorch_io.h provides the real one), so
 // this file holds no libtorch code. Thread-compatible.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_TORCH_CHECKPOINT_H_
@@ -27,7 +27,24 @@ class RecordReader {
       const std::string& name) = 0;
 };
 
-// `source` names the file in errors.
+// The state_dict of a torch.save archive as (name, tensor view) in order,
+// from its data.pkl alone: every view checked against the storage size it
+// declares, the tensors sharing a storage agreeing on its dtype and size, and
+// every storage's record present. `source` names the file in errors.
+using TorchSaveViews = std::vector<std::pair<std::string, TensorView>>;
+absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
+                                              absl::string_view source);
+
+// One tensor of IndexTorchSave's views: its storage's record read (and checked
+// to hold what the view declares) and the view's elements copied out
+// row-major, so that memory follows one storage, not the archive.
+absl::StatusOr<Tensor> ReadTorchSaveTensor(RecordReader& records,
+                                           const std::string& name,
+                                           const TensorView& view,
+                                           absl::string_view source);
+
+// Every tensor, IndexTorchSave then ReadTorchSaveTensor for each (a storage
+// shared by several tensors is read once for each).
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
                                     absl::string_view source);
 
