@@ -16,6 +16,7 @@
 #include <map>
 #include <random>
 
+#include "absl/strings/str_join.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/hevc/de265_decoder.h"
 #include "common/hevc/x265_encoder.h"
@@ -111,15 +112,20 @@ void BM_HevcEncode(benchmark::State& state) {
       absl::StrCat(m.name, " ", options.hevc.preset, " qp", options.hevc.qp));
 }
 
+// The client's decode of one layer on one thread, coded with the default
+// tools (third argument 1) or with those before deblocking was turned off
+// (0: rdoq-level=2 alone).
 void BM_HevcDecode(benchmark::State& state) {
   const Matrix& m = Matrices()[state.range(0)];
   LayerEncodeOptions options;
   options.hevc.qp = static_cast<int>(state.range(1));
+  if (state.range(2) == 0) options.hevc.tools = {"rdoq-level=2"};
   options.threads = 1;
   const PackedLayer layer = EncodeLayer(m.tensor, options).value();
   for (auto _ : state) benchmark::DoNotOptimize(DecodeLayer(layer, 1));
   SetCounters(state, m, layer.PayloadBytes(), layer.fidelity.sqnr_db);
-  state.SetLabel(absl::StrCat(m.name, " qp", options.hevc.qp));
+  state.SetLabel(absl::StrCat(m.name, " qp", options.hevc.qp, " ",
+                              absl::StrJoin(options.hevc.tools, " ")));
 }
 
 // Baseline 1: int8 + zstd, lossless.
@@ -229,7 +235,7 @@ int main(int argc, char** argv) {
   Args(benchmark::RegisterBenchmark("HevcDecode", BM_HevcDecode)
            ->Unit(ms)
            ->UseRealTime(),
-       {qps});
+       {qps, {0, 1}});
   Args(benchmark::RegisterBenchmark("Int8Zstd", BM_Int8Zstd)->Unit(ms),
        {{3, 19}});
   Args(benchmark::RegisterBenchmark("RequantZstdMatched", BM_RequantZstdMatched)
