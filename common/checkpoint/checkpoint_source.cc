@@ -190,18 +190,15 @@ class TorchSaveSource : public CheckpointSource {
   TorchSaveSource(std::string path, std::unique_ptr<RecordReader> records,
                   TorchSaveViews views)
       : CheckpointSource(CheckpointFormat::kTorchSave, HeadersOf(views)),
-        path_(std::move(path)),
+        path_(path),
         records_(std::move(records)),
-        views_(std::move(views)) {}
+        reader_(*records_, std::move(path), std::move(views)) {}
 
   absl::StatusOr<Tensor> Read(size_t index) const override {
-    if (index >= views_.size())
-      return absl::OutOfRangeError(absl::StrCat(path_, ": no tensor ", index));
-    const auto& [name, view] = views_[index];
     absl::StatusOr<Tensor> tensor;
     {
       absl::MutexLock lock(&mu_);  // the reader is for one thread at a time
-      tensor = ReadTorchSaveTensor(*records_, name, view, path_);
+      tensor = reader_.Read(index);
     }
     if (!tensor.ok()) return tensor.status();
     if (absl::Status finite = CheckFinite(*tensor); !finite.ok()) {
@@ -222,8 +219,8 @@ class TorchSaveSource : public CheckpointSource {
 
   const std::string path_;
   mutable absl::Mutex mu_;
-  const std::unique_ptr<RecordReader> records_ ABSL_PT_GUARDED_BY(mu_);
-  const TorchSaveViews views_;
+  const std::unique_ptr<RecordReader> records_;  // read through reader_ only
+  mutable TorchSaveReader reader_ ABSL_GUARDED_BY(mu_);
 };
 
 // Any other format: read whole when opened.

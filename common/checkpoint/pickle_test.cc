@@ -19,18 +19,27 @@ std::vector<uint8_t> Bytes(const std::string& s) {
 }
 
 // A pickle of {key: tensor(storage "0", FloatStorage, numel, shape [n]), ...}
-// written by hand.
+// written by hand; `storages[i]` names key i's storage instead of "0".
 std::string StateDictPickle(const std::vector<std::string>& keys, int64_t numel,
-                            int64_t n) {
+                            int64_t n,
+                            const std::vector<std::string>& storages = {}) {
   auto u32 = [](uint32_t v) {
     return std::string(reinterpret_cast<const char*>(&v), 4);
   };
   std::string p = "\x80\x02}(";
-  for (const std::string& key : keys) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const std::string& key = keys[i];
+    const std::string storage = i < storages.size() ? storages[i] : "0";
     p += "X" + u32(key.size()) + key;
     p += "ctorch._utils\n_rebuild_tensor_v2\n(";
-    p += "(X" + u32(7) + "storagectorch\nFloatStorage\nX" + u32(1) + "0X" +
-         u32(3) + "cpuJ" + u32(static_cast<uint32_t>(numel)) + "tQ";
+    // numel as BININT, or as an 8-byte LONG1 past 31 bits.
+    const std::string numel_op =
+        numel <= INT32_MAX
+            ? "J" + u32(static_cast<uint32_t>(numel))
+            : "\x8a\x08"s +
+                  std::string(reinterpret_cast<const char*>(&numel), 8);
+    p += "(X" + u32(7) + "storagectorch\nFloatStorage\nX" +
+         u32(storage.size()) + storage + "X" + u32(3) + "cpu" + numel_op + "tQ";
     p += "K\x00"s;                                      // offset 0
     p += "J" + u32(static_cast<uint32_t>(n)) + "\x85";  // size (n,)
     p += "K\x01\x85";                                   // stride (1,)
@@ -89,6 +98,47 @@ TEST(Pickle, HugeStorageClaimOnASmallRecordIsAnError) {
   auto model = ReadTorchSave(archive, "small.pt");
   EXPECT_THAT(std::string(model.status().message()),
               AllOf(HasSubstr("'big'"), HasSubstr("64 bytes")));
+}
+
+// A storage claiming more elements than 64 bits of bytes can count would wrap
+// the record-size check to a few bytes; it is refused by name instead.
+TEST(Pickle, StorageSizeOverflowingSixtyFourBitsIsAnError) {
+  FakeRecords archive;
+  const int64_t wraps = (int64_t{1} << 62) + 1;  // x 4 bytes = 2^64 + 4
+  archive.records["data.pkl"] = Bytes(StateDictPickle({"wrap"}, wraps, 4));
+  archive.records["data/0"] = std::vector<uint8_t>(4, 0);
+  auto model = ReadTorchSave(archive, "wrap.pt");
+  EXPECT_THAT(std::string(model.status().message()),
+              AllOf(HasSubstr("'wrap'"), HasSubstr("overflows 64 bits")));
+}
+
+// Views of one storage in a row read it once; views alternating between two
+// storages would read one again for every tensor: past kMaxStorageRereads
+// times the bytes stored, the archive is refused before anything is read.
+TEST(Pickle, InterleavedViewsOfSharedStoragesAreBounded) {
+  std::vector<std::string> keys, alternating;
+  for (int i = 0; i < 12; ++i) {
+    keys.push_back("t" + std::to_string(i));
+    alternating.push_back(i % 2 == 0 ? "a" : "b");
+  }
+  FakeRecords archive;
+  archive.records["data/a"] = std::vector<uint8_t>(400, 0);
+  archive.records["data/b"] = std::vector<uint8_t>(400, 0);
+  archive.records["data.pkl"] = Bytes(StateDictPickle(keys, 100, 100));
+  archive.records["data/0"] = std::vector<uint8_t>(400, 0);
+  auto shared = ReadTorchSave(archive, "shared.pt");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->tensors.size(), 12u);
+  archive.records["data.pkl"] =
+      Bytes(StateDictPickle(keys, 100, 100, alternating));
+  auto interleaved = ReadTorchSave(archive, "interleaved.pt");
+  EXPECT_THAT(std::string(interleaved.status().message()),
+              AllOf(HasSubstr("interleaved.pt"), HasSubstr("interleave"),
+                    HasSubstr("4800 bytes of the 800 stored")));
+  // Two alternations (tied weights at both ends, say) are read.
+  archive.records["data.pkl"] = Bytes(
+      StateDictPickle({"embed", "mid", "head"}, 100, 100, {"a", "b", "a"}));
+  EXPECT_TRUE(ReadTorchSave(archive, "tied.pt").ok());
 }
 
 TEST(Pickle, UnknownOpcodesAndTruncationAreErrors) {

@@ -46,6 +46,14 @@ absl::Status CheckView(const TensorView& view, absl::string_view source,
       CheckedNumElements(view.shape,
                          absl::StrCat(source, ": tensor '", name, "'")));
   if (view.offset < 0) return Invalid(source, name, "negative storage offset");
+  // The storage's bytes must be a number: the record is checked to hold them.
+  uint64_t storage_bytes = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(view.storage_numel),
+                             DTypeSize(view.dtype), &storage_bytes)) {
+    return Invalid(source, name,
+                   absl::StrCat("storage of ", view.storage_numel,
+                                " elements overflows 64 bits"));
+  }
   if (elements == 0) return absl::OkStatus();
   int64_t last = view.offset;  // highest element index the view touches
   for (size_t i = 0; i < view.shape.size(); ++i) {
@@ -171,11 +179,23 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
   ASSIGN_OR_RETURN(TorchSaveViews views, FindStateDict(document.root, source));
   // Each storage's first tensor: the others must agree on its dtype and size.
   absl::flat_hash_map<std::string, size_t> first_user;
+  // The bytes stored, and those TorchSaveReader reads in order (a storage
+  // again whenever the tensor before used another). CheckView bounds each
+  // storage's bytes to 64 bits; the sums saturate.
+  uint64_t stored = 0, read = 0;
+  const auto add = [](uint64_t& sum, uint64_t bytes) {
+    if (__builtin_add_overflow(sum, bytes, &sum)) sum = UINT64_MAX;
+  };
   for (size_t i = 0; i < views.size(); ++i) {
     const auto& [name, view] = views[i];
     RETURN_IF_ERROR(CheckView(view, source, name));
+    const uint64_t bytes =
+        static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+    if (i == 0 || views[i - 1].second.storage_key != view.storage_key)
+      add(read, bytes);
     const auto [it, inserted] = first_user.try_emplace(view.storage_key, i);
     if (inserted) {
+      add(stored, bytes);
       const std::string record = absl::StrCat("data/", view.storage_key);
       if (!records.HasRecord(record))
         return Invalid(source, name, absl::StrCat("missing record ", record));
@@ -188,38 +208,61 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
                      "shares a storage with a tensor of another dtype or size");
     }
   }
+  if (read / kMaxStorageRereads > stored) {
+    return Invalid(source, "",
+                   absl::StrCat("its tensors interleave views of shared "
+                                "storages: reading them in order would read ",
+                                read, " bytes of the ", stored, " stored"));
+  }
   return views;
 }
 
-absl::StatusOr<Tensor> ReadTorchSaveTensor(RecordReader& records,
-                                           const std::string& name,
-                                           const TensorView& view,
-                                           absl::string_view source) {
+TorchSaveReader::TorchSaveReader(RecordReader& records, std::string source,
+                                 TorchSaveViews views)
+    : records_(records), source_(std::move(source)), views_(std::move(views)) {
+  for (const auto& [name, view] : views_) ++users_[view.storage_key];
+}
+
+absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
+  if (index >= views_.size())
+    return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
+  const auto& [name, view] = views_[index];
   const std::string record = absl::StrCat("data/", view.storage_key);
-  ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records.ReadRecord(record));
-  const uint64_t needed =
-      static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
-  if (storage.size() < needed) {
-    return Invalid(
-        source, name,
-        absl::StrCat("storage record ", record, " holds ", storage.size(),
-                     " bytes, its header claims ", needed));
+  const bool shared = users_.at(view.storage_key) > 1;
+  std::vector<uint8_t> storage;
+  if (!shared || kept_key_ != view.storage_key) {
+    kept_key_.clear();
+    kept_record_ = {};
+    ASSIGN_OR_RETURN(storage, records_.ReadRecord(record));
+    const uint64_t needed =
+        static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+    if (storage.size() < needed) {
+      return Invalid(
+          source_, name,
+          absl::StrCat("storage record ", record, " holds ", storage.size(),
+                       " bytes, its header claims ", needed));
+    }
+    // The common case, a contiguous tensor filling a storage of its own,
+    // takes the record as it is.
+    if (!shared && storage.size() == needed && CoversStorage(view))
+      return Tensor{name, view.shape, view.dtype, std::move(storage)};
+    if (shared) {
+      kept_key_ = view.storage_key;
+      kept_record_ = std::move(storage);
+    }
   }
-  // The common case, a contiguous tensor filling its storage, takes the
-  // record as it is.
-  if (storage.size() == needed && CoversStorage(view))
-    return Tensor{name, view.shape, view.dtype, std::move(storage)};
-  return Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+  return Tensor{name, view.shape, view.dtype,
+                Gather(view, shared ? kept_record_ : storage)};
 }
 
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
                                     absl::string_view source) {
-  ASSIGN_OR_RETURN(const TorchSaveViews views, IndexTorchSave(records, source));
+  ASSIGN_OR_RETURN(TorchSaveViews views, IndexTorchSave(records, source));
+  TorchSaveReader reader(records, std::string(source), std::move(views));
   Model model;
-  model.tensors.reserve(views.size());
-  for (const auto& [name, view] : views) {
-    ASSIGN_OR_RETURN(Tensor tensor,
-                     ReadTorchSaveTensor(records, name, view, source));
+  model.tensors.reserve(reader.views().size());
+  for (size_t i = 0; i < reader.views().size(); ++i) {
+    ASSIGN_OR_RETURN(Tensor tensor, reader.Read(i));
     model.tensors.push_back(std::move(tensor));
   }
   return model;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/checkpoint/pickle.h"
 #include "common/tensor/tensor.h"
@@ -30,21 +31,38 @@ class RecordReader {
 // The state_dict of a torch.save archive as (name, tensor view) in order,
 // from its data.pkl alone: every view checked against the storage size it
 // declares, the tensors sharing a storage agreeing on its dtype and size, and
-// every storage's record present. `source` names the file in errors.
+// every storage's record present. Refused too: views of shared storages so
+// interleaved that reading the tensors in order (TorchSaveReader) would read
+// more than kMaxStorageRereads times the bytes stored. `source` names the file
+// in errors.
 using TorchSaveViews = std::vector<std::pair<std::string, TensorView>>;
+inline constexpr int kMaxStorageRereads = 4;
 absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
                                               absl::string_view source);
 
-// One tensor of IndexTorchSave's views: its storage's record read (and checked
-// to hold what the view declares) and the view's elements copied out
-// row-major, so that memory follows one storage, not the archive.
-absl::StatusOr<Tensor> ReadTorchSaveTensor(RecordReader& records,
-                                           const std::string& name,
-                                           const TensorView& view,
-                                           absl::string_view source);
+// Reads IndexTorchSave's tensors one at a time: a tensor's storage record
+// (checked to hold what the views declare), then the view's elements copied
+// out row-major, so that memory follows a storage, not the archive. The record
+// of a storage several tensors share is kept until another is read, so that
+// consecutive views of it read it once. Thread-compatible; `records` must
+// outlive it.
+class TorchSaveReader {
+ public:
+  TorchSaveReader(RecordReader& records, std::string source,
+                  TorchSaveViews views);
+  const TorchSaveViews& views() const { return views_; }
+  absl::StatusOr<Tensor> Read(size_t index);
 
-// Every tensor, IndexTorchSave then ReadTorchSaveTensor for each (a storage
-// shared by several tensors is read once for each).
+ private:
+  RecordReader& records_;
+  const std::string source_;
+  const TorchSaveViews views_;
+  absl::flat_hash_map<std::string, int> users_;  // tensors per storage key
+  std::string kept_key_;  // the shared storage kept, if any
+  std::vector<uint8_t> kept_record_;
+};
+
+// Every tensor, IndexTorchSave then TorchSaveReader in order.
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
                                     absl::string_view source);
 
