@@ -208,6 +208,24 @@ class TorchSaveSource : public CheckpointSource {
     return tensor;
   }
 
+  absl::StatusOr<Tensor> ReadRows(size_t index, int64_t first_row,
+                                  int64_t rows) const override {
+    if (index >= size())
+      return absl::OutOfRangeError(absl::StrCat(path_, ": no tensor ", index));
+    Tensor chunk;
+    RETURN_IF_ERROR(
+        RowBytes(headers()[index], first_row, rows, &chunk).status());
+    {
+      absl::MutexLock lock(&mu_);
+      ASSIGN_OR_RETURN(chunk.data, reader_.ReadRows(index, first_row, rows));
+    }
+    if (absl::Status finite = CheckFinite(chunk); !finite.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": ", finite.message()));
+    }
+    return chunk;
+  }
+
  private:
   static std::vector<Tensor> HeadersOf(const TorchSaveViews& views) {
     std::vector<Tensor> headers;

@@ -57,8 +57,10 @@ class FakeRecords : public RecordReader {
   }
   absl::StatusOr<std::vector<uint8_t>> ReadRecord(
       const std::string& name) override {
+    ++reads[name];
     return records.at(name);
   }
+  absl::flat_hash_map<std::string, int> reads;
 };
 
 TEST(Pickle, ReadsAHandWrittenStateDict) {
@@ -139,6 +141,32 @@ TEST(Pickle, InterleavedViewsOfSharedStoragesAreBounded) {
   archive.records["data.pkl"] = Bytes(
       StateDictPickle({"embed", "mid", "head"}, 100, 100, {"a", "b", "a"}));
   EXPECT_TRUE(ReadTorchSave(archive, "tied.pt").ok());
+}
+
+// Rows read a chunk at a time, two tensors' chunks interleaved (two encode
+// jobs), read each storage record once, and put together are the tensors.
+TEST(Pickle, RowsOfTwoTensorsReadEachRecordOnce) {
+  FakeRecords archive;
+  archive.records["data.pkl"] =
+      Bytes(StateDictPickle({"a", "b"}, 64, 64, {"sa", "sb"}));
+  for (const char* key : {"data/sa", "data/sb"}) {
+    std::vector<uint8_t>& record = archive.records[key];
+    for (int i = 0; i < 64 * 4; ++i) record.push_back(static_cast<uint8_t>(i));
+  }
+  TorchSaveReader reader(archive, "rows.pt",
+                         IndexTorchSave(archive, "rows.pt").value());
+  // A 1-D tensor is one row: its rows are the whole tensor.
+  std::vector<uint8_t> a = reader.ReadRows(0, 0, 1).value();
+  std::vector<uint8_t> b = reader.ReadRows(1, 0, 1).value();
+  EXPECT_EQ(a, archive.records["data/sa"]);
+  EXPECT_EQ(b, archive.records["data/sb"]);
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(reader.ReadRows(0, 0, 1).value(), a);
+    EXPECT_EQ(reader.ReadRows(1, 0, 1).value(), b);
+  }
+  EXPECT_EQ(reader.Read(0).value().data, a);
+  EXPECT_EQ(archive.reads["data/sa"], 1);
+  EXPECT_EQ(archive.reads["data/sb"], 1);
 }
 
 TEST(Pickle, UnknownOpcodesAndTruncationAreErrors) {

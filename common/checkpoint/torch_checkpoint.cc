@@ -223,36 +223,73 @@ TorchSaveReader::TorchSaveReader(RecordReader& records, std::string source,
   for (const auto& [name, view] : views_) ++users_[view.storage_key];
 }
 
+absl::StatusOr<std::vector<uint8_t>> TorchSaveReader::ReadStorage(
+    size_t index) {
+  const auto& [name, view] = views_[index];
+  const std::string record = absl::StrCat("data/", view.storage_key);
+  ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records_.ReadRecord(record));
+  const uint64_t needed =
+      static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+  if (storage.size() < needed) {
+    return Invalid(
+        source_, name,
+        absl::StrCat("storage record ", record, " holds ", storage.size(),
+                     " bytes, its header claims ", needed));
+  }
+  return storage;
+}
+
+absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
+    size_t index) {
+  const std::string& key = views_[index].second.storage_key;
+  for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+    if (it->key != key) continue;
+    if (it != kept_.begin()) {  // most recent first
+      Kept found = std::move(*it);
+      kept_.erase(it);
+      kept_.push_front(std::move(found));
+    }
+    return &kept_.front().record;
+  }
+  if (kept_.size() == kKeptStorages) kept_.pop_back();  // before reading
+  ASSIGN_OR_RETURN(std::vector<uint8_t> record, ReadStorage(index));
+  kept_.push_front({key, std::move(record)});
+  return &kept_.front().record;
+}
+
 absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
   if (index >= views_.size())
     return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
   const auto& [name, view] = views_[index];
-  const std::string record = absl::StrCat("data/", view.storage_key);
-  const bool shared = users_.at(view.storage_key) > 1;
-  std::vector<uint8_t> storage;
-  if (!shared || kept_key_ != view.storage_key) {
-    kept_key_.clear();
-    kept_record_ = {};
-    ASSIGN_OR_RETURN(storage, records_.ReadRecord(record));
-    const uint64_t needed =
-        static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
-    if (storage.size() < needed) {
-      return Invalid(
-          source_, name,
-          absl::StrCat("storage record ", record, " holds ", storage.size(),
-                       " bytes, its header claims ", needed));
-    }
-    // The common case, a contiguous tensor filling a storage of its own,
-    // takes the record as it is.
-    if (!shared && storage.size() == needed && CoversStorage(view))
+  const bool kept = std::any_of(kept_.begin(), kept_.end(), [&](const Kept& k) {
+    return k.key == view.storage_key;
+  });
+  if (!kept && users_.at(view.storage_key) == 1) {
+    // A storage of its own, read once: not kept. The common case, a
+    // contiguous tensor filling it, takes the record as it is.
+    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, ReadStorage(index));
+    if (storage.size() ==
+            static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype) &&
+        CoversStorage(view)) {
       return Tensor{name, view.shape, view.dtype, std::move(storage)};
-    if (shared) {
-      kept_key_ = view.storage_key;
-      kept_record_ = std::move(storage);
     }
+    return Tensor{name, view.shape, view.dtype, Gather(view, storage)};
   }
-  return Tensor{name, view.shape, view.dtype,
-                Gather(view, shared ? kept_record_ : storage)};
+  ASSIGN_OR_RETURN(const std::vector<uint8_t>* storage, KeptStorage(index));
+  return Tensor{name, view.shape, view.dtype, Gather(view, *storage)};
+}
+
+absl::StatusOr<std::vector<uint8_t>> TorchSaveReader::ReadRows(
+    size_t index, int64_t first_row, int64_t rows) {
+  if (index >= views_.size())
+    return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
+  TensorView part = views_[index].second;
+  if (part.shape.size() >= 2) {  // rows of dimension 0 (CheckView bounds them)
+    part.offset += first_row * part.strides[0];
+    part.shape[0] = rows;
+  }
+  ASSIGN_OR_RETURN(const std::vector<uint8_t>* storage, KeptStorage(index));
+  return Gather(part, *storage);
 }
 
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records,

@@ -8,6 +8,7 @@
 #define WEIGHTCAST_COMMON_CHECKPOINT_TORCH_CHECKPOINT_H_
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -42,24 +43,39 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
 
 // Reads IndexTorchSave's tensors one at a time: a tensor's storage record
 // (checked to hold what the views declare), then the view's elements copied
-// out row-major, so that memory follows a storage, not the archive. The record
-// of a storage several tensors share is kept until another is read, so that
-// consecutive views of it read it once. Thread-compatible; `records` must
-// outlive it.
+// out row-major, so that memory follows a storage, not the archive. The
+// records of the last kKeptStorages storages read for rows, or shared by
+// several tensors, are kept, so that consecutive views of a storage and a
+// tensor read a chunk of rows at a time read its record once.
+// Thread-compatible; `records` must outlive it.
 class TorchSaveReader {
  public:
+  static constexpr size_t kKeptStorages = 2;
   TorchSaveReader(RecordReader& records, std::string source,
                   TorchSaveViews views);
   const TorchSaveViews& views() const { return views_; }
   absl::StatusOr<Tensor> Read(size_t index);
+  // The bytes of rows [first_row, first_row + rows) of tensor `index`, a row
+  // being one index of dimension 0 (a tensor of fewer than two dimensions is
+  // one row), row-major; the caller has checked the rows are the tensor's.
+  absl::StatusOr<std::vector<uint8_t>> ReadRows(size_t index, int64_t first_row,
+                                                int64_t rows);
 
  private:
+  struct Kept {
+    std::string key;
+    std::vector<uint8_t> record;
+  };
+  // The checked record of tensor `index`'s storage.
+  absl::StatusOr<std::vector<uint8_t>> ReadStorage(size_t index);
+  // The same, kept (most recent first) or read and kept.
+  absl::StatusOr<const std::vector<uint8_t>*> KeptStorage(size_t index);
+
   RecordReader& records_;
   const std::string source_;
   const TorchSaveViews views_;
   absl::flat_hash_map<std::string, int> users_;  // tensors per storage key
-  std::string kept_key_;  // the shared storage kept, if any
-  std::vector<uint8_t> kept_record_;
+  std::deque<Kept> kept_;                        // at most kKeptStorages
 };
 
 // Every tensor, IndexTorchSave then TorchSaveReader in order.
