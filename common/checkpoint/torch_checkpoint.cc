@@ -260,7 +260,8 @@ absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
 absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
   if (index >= views_.size())
     return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
-  const auto& [name, view] = views_[index];
+  const std::string& name = views_[index].first;
+  const TensorView& view = views_[index].second;
   const bool kept = std::any_of(kept_.begin(), kept_.end(), [&](const Kept& k) {
     return k.key == view.storage_key;
   });
