@@ -188,18 +188,20 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
 
 void DecodePool::StartTiled(Job job, PackedLayer layer) {
   auto tiled = std::make_shared<TiledLayer>();
-  absl::Status started;
-  if (rows_sink_ && !job.expected.is_base()) {
-    started = CheckTiledLayer(layer);
-    if (started.ok()) {
-      absl::StatusOr<std::unique_ptr<RowsWriter>> writer =
-          rows_sink_(job.index, layer);
-      started = writer.status();
-      if (writer.ok()) {
-        tiled->decode.emplace<BandDecode>().writer = *std::move(writer);
-      }
+  absl::Status started = CheckTiledLayer(layer);
+  std::unique_ptr<RowsWriter> writer;  // null: the whole layer's values
+  if (started.ok() && rows_sink_ && !job.expected.is_base()) {
+    absl::StatusOr<std::unique_ptr<RowsWriter>> made =
+        rows_sink_(job.index, layer);
+    if (made.ok()) {
+      writer = *std::move(made);
+    } else {
+      started = made.status();
     }
-  } else {
+  }
+  if (started.ok() && writer) {
+    tiled->decode.emplace<BandDecode>().writer = std::move(writer);
+  } else if (started.ok()) {
     absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(layer);
     started = values.status();
     if (values.ok()) tiled->decode = WholeDecode{*std::move(values)};

@@ -195,6 +195,39 @@ TEST(LayerOutput, SeveralTiledLayersInOnePoolEachWrittenInRowOrder) {
   }
 }
 
+// A rows sink may decline a layer (null): its tiles are then decoded into the
+// whole layer, which goes to the sink as before.
+TEST(LayerOutput, ALayerTheRowsSinkDeclinesIsTakenWhole) {
+  const PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
+  const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  BaseStore bases("");
+  v1::ManifestLayer expected;
+  expected.set_name(layer.name);
+  const Sha256Digest digest = Sha256(bytes);
+  expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
+  expected.set_bytes(bytes.size());
+  std::vector<int8_t> taken;
+  absl::Status result;
+  {
+    DecodePool pool(
+        2, 1, /*hold=*/false, &bases,
+        [&](size_t, RebuiltTensor tensor) {
+          taken = tensor.int8->values;  // one layer: no other thread writes
+          return absl::OkStatus();
+        },
+        /*tile_jobs=*/true,
+        [](size_t, const PackedLayer&)
+            -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
+          return nullptr;
+        });
+    pool.Submit(0, std::string(bytes.begin(), bytes.end()), expected);
+    pool.Wait();
+    result = pool.Take(0).status();
+  }
+  ASSERT_TRUE(result.ok()) << result;
+  EXPECT_EQ(taken, DecodeLayer(layer, 1).value().int8->values);
+}
+
 // A tile that decodes to other values fails the layer's SHA-256 after its
 // last band: DATA_LOSS naming the layer, and the tensor is not finished (the
 // output cannot be committed with it).
