@@ -130,6 +130,17 @@ absl::Status PullBandByBand(const std::vector<uint8_t>& bytes,
                         path, threads);
 }
 
+// PullBandByBand into `path` succeeds and gives the bytes of `expected_path`.
+void ExpectBandsAsWhole(const std::vector<std::vector<uint8_t>>& bytes,
+                        const std::vector<PackedLayer>& layers, OutputKind kind,
+                        const std::string& path,
+                        const std::string& expected_path, int threads) {
+  const absl::Status pulled =
+      PullBandByBand(bytes, layers, kind, path, threads);
+  ASSERT_TRUE(pulled.ok()) << pulled;
+  EXPECT_EQ(ReadFileBytes(path).value(), ReadFileBytes(expected_path).value());
+}
+
 // The same bytes as the whole layer's decode written by LayerOutput::Write
 // (the pull's path before bands, and still its path for other layers), for
 // float and int8 outputs of both file kinds, with outliers, per-tensor and
@@ -153,12 +164,8 @@ TEST(LayerOutput, BandByBandWritesTheBytesOfTheWholeLayer) {
                        << QuantSchemeName(scheme) << ext << " int8 "
                        << (kind == OutputKind::kInt8) << " threads "
                        << threads);
-          const std::string path = dir + "/bands" + ext;
-          const absl::Status pulled =
-              PullBandByBand(bytes, layer, kind, path, threads);
-          ASSERT_TRUE(pulled.ok()) << pulled;
-          EXPECT_EQ(ReadFileBytes(path).value(),
-                    ReadFileBytes(expected_path).value());
+          ExpectBandsAsWhole({bytes}, {layer}, kind, dir + "/bands" + ext,
+                             expected_path, threads);
         }
       }
     }
@@ -185,12 +192,8 @@ TEST(LayerOutput, SeveralTiledLayersInOnePoolEachWrittenInRowOrder) {
       SCOPED_TRACE(::testing::Message()
                    << "int8 " << (kind == OutputKind::kInt8) << " threads "
                    << threads);
-      const std::string path = dir + "/bands.safetensors";
-      const absl::Status pulled =
-          PullBandByBand(bytes, layers, kind, path, threads);
-      ASSERT_TRUE(pulled.ok()) << pulled;
-      EXPECT_EQ(ReadFileBytes(path).value(),
-                ReadFileBytes(expected_path).value());
+      ExpectBandsAsWhole(bytes, layers, kind, dir + "/bands.safetensors",
+                         expected_path, threads);
     }
   }
 }
