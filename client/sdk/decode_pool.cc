@@ -188,11 +188,12 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
 
 void DecodePool::StartTiled(Job job, PackedLayer layer) {
   auto tiled = std::make_shared<TiledLayer>();
-  absl::Status started = CheckTiledLayer(layer);
+  absl::Status started;
   std::unique_ptr<RowsWriter> writer;  // null: the whole layer's values
-  if (started.ok() && rows_sink_ && !job.expected.is_base()) {
+  if (rows_sink_ && !job.expected.is_base()) {
+    started = CheckTiledLayer(layer);  // before the sink sizes its rows
     absl::StatusOr<std::unique_ptr<RowsWriter>> made =
-        rows_sink_(job.index, layer);
+        started.ok() ? rows_sink_(job.index, layer) : started;
     if (made.ok()) {
       writer = *std::move(made);
     } else {
@@ -201,7 +202,7 @@ void DecodePool::StartTiled(Job job, PackedLayer layer) {
   }
   if (started.ok() && writer) {
     tiled->decode.emplace<BandDecode>().writer = std::move(writer);
-  } else if (started.ok()) {
+  } else if (started.ok()) {  // checks the layer (again if a sink declined)
     absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(layer);
     started = values.status();
     if (values.ok()) tiled->decode = WholeDecode{*std::move(values)};

@@ -159,10 +159,7 @@ absl::Status CheckTorchScriptArchive(const std::string& path) {
         const std::string record = absl::StrCat(folder, storage.storage_key);
         auto [known, added] = record_bytes.try_emplace(record, 0);
         if (added) known->second = std::get<1>(reader.getRecord(record));
-        uint64_t declared = 0;
-        if (__builtin_mul_overflow(static_cast<uint64_t>(storage.storage_numel),
-                                   DTypeSize(storage.dtype), &declared) ||
-            declared > known->second) {
+        if (StorageBytes(storage) > known->second) {
           return absl::InvalidArgumentError(
               absl::StrCat(path, ": record ", record, " holds ", known->second,
                            " bytes but ", pickle, " declares a storage of ",

@@ -177,6 +177,14 @@ absl::StatusOr<PickleRef> Machine::PersistentLoad(const PickleRef& pid) {
   storage->tensor.storage_key = pid->items[2]->text;
   storage->tensor.storage_numel = pid->items[4]->integer;
   if (storage->tensor.storage_numel < 0) return Error("negative storage size");
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(
+          static_cast<uint64_t>(storage->tensor.storage_numel),
+          DTypeSize(storage->tensor.dtype), &bytes)) {
+    return Error(absl::StrCat("storage ", storage->tensor.storage_key, " of ",
+                              storage->tensor.storage_numel,
+                              " elements overflows 64 bits of bytes"));
+  }
   return storage;
 }
 

@@ -33,6 +33,12 @@ struct TensorView {
   std::vector<int64_t> strides;  // in elements
 };
 
+// The bytes of a view's storage. ReadPickle refuses a storage whose bytes
+// overflow 64 bits, so for a view it returned this is exact.
+inline uint64_t StorageBytes(const TensorView& view) {
+  return static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+}
+
 struct PickleValue {
   enum class Kind {
     kNone,

@@ -111,35 +111,44 @@ TEST(Pickle, StorageSizeOverflowingSixtyFourBitsIsAnError) {
   archive.records["data/0"] = std::vector<uint8_t>(4, 0);
   auto model = ReadTorchSave(archive, "wrap.pt");
   EXPECT_THAT(std::string(model.status().message()),
-              AllOf(HasSubstr("'wrap'"), HasSubstr("overflows 64 bits")));
+              AllOf(HasSubstr("wrap.pt"), HasSubstr("overflows 64 bits")));
 }
 
-// Views of one storage in a row read it once; views alternating between two
-// storages would read one again for every tensor: past kMaxStorageRereads
-// times the bytes stored, the archive is refused before anything is read.
+// Views of one storage in a row read it once, and so do views alternating
+// between two storages (the reader keeps kKeptStorages); views cycling through
+// three storages would read one again for every tensor: past
+// kMaxStorageRereads times the bytes stored, the archive is refused before
+// anything is read.
 TEST(Pickle, InterleavedViewsOfSharedStoragesAreBounded) {
-  std::vector<std::string> keys, alternating;
-  for (int i = 0; i < 12; ++i) {
+  std::vector<std::string> keys, alternating, cycling;
+  for (int i = 0; i < 15; ++i) {
     keys.push_back("t" + std::to_string(i));
     alternating.push_back(i % 2 == 0 ? "a" : "b");
+    cycling.push_back(std::string(1, static_cast<char>('a' + i % 3)));
   }
   FakeRecords archive;
-  archive.records["data/a"] = std::vector<uint8_t>(400, 0);
-  archive.records["data/b"] = std::vector<uint8_t>(400, 0);
+  for (const char* key : {"data/0", "data/a", "data/b", "data/c"})
+    archive.records[key] = std::vector<uint8_t>(400, 0);
   archive.records["data.pkl"] = Bytes(StateDictPickle(keys, 100, 100));
-  archive.records["data/0"] = std::vector<uint8_t>(400, 0);
   auto shared = ReadTorchSave(archive, "shared.pt");
   ASSERT_TRUE(shared.ok()) << shared.status();
-  EXPECT_EQ(shared->tensors.size(), 12u);
+  EXPECT_EQ(shared->tensors.size(), 15u);
   archive.records["data.pkl"] =
       Bytes(StateDictPickle(keys, 100, 100, alternating));
-  auto interleaved = ReadTorchSave(archive, "interleaved.pt");
-  EXPECT_THAT(std::string(interleaved.status().message()),
-              AllOf(HasSubstr("interleaved.pt"), HasSubstr("interleave"),
-                    HasSubstr("4800 bytes of the 800 stored")));
-  // Two alternations (tied weights at both ends, say) are read.
-  archive.records["data.pkl"] = Bytes(
-      StateDictPickle({"embed", "mid", "head"}, 100, 100, {"a", "b", "a"}));
+  auto two = ReadTorchSave(archive, "alternating.pt");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(archive.reads["data/a"], 1);
+  EXPECT_EQ(archive.reads["data/b"], 1);
+  archive.records["data.pkl"] = Bytes(StateDictPickle(keys, 100, 100, cycling));
+  auto three = ReadTorchSave(archive, "cycling.pt");
+  EXPECT_THAT(std::string(three.status().message()),
+              AllOf(HasSubstr("cycling.pt"), HasSubstr("interleave"),
+                    HasSubstr("6000 bytes of the 1200 stored")));
+  EXPECT_EQ(archive.reads["data/c"], 0);
+  // Tied weights at both ends around tensors of their own are read.
+  archive.records["data/e"] = std::vector<uint8_t>(400, 0);
+  archive.records["data.pkl"] = Bytes(StateDictPickle(
+      {"embed", "mid", "mid2", "head"}, 100, 100, {"a", "b", "e", "a"}));
   EXPECT_TRUE(ReadTorchSave(archive, "tied.pt").ok());
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -46,14 +47,6 @@ absl::Status CheckView(const TensorView& view, absl::string_view source,
       CheckedNumElements(view.shape,
                          absl::StrCat(source, ": tensor '", name, "'")));
   if (view.offset < 0) return Invalid(source, name, "negative storage offset");
-  // The storage's bytes must be a number: the record is checked to hold them.
-  uint64_t storage_bytes = 0;
-  if (__builtin_mul_overflow(static_cast<uint64_t>(view.storage_numel),
-                             DTypeSize(view.dtype), &storage_bytes)) {
-    return Invalid(source, name,
-                   absl::StrCat("storage of ", view.storage_numel,
-                                " elements overflows 64 bits"));
-  }
   if (elements == 0) return absl::OkStatus();
   int64_t last = view.offset;  // highest element index the view touches
   for (size_t i = 0; i < view.shape.size(); ++i) {
@@ -179,20 +172,33 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
   ASSIGN_OR_RETURN(TorchSaveViews views, FindStateDict(document.root, source));
   // Each storage's first tensor: the others must agree on its dtype and size.
   absl::flat_hash_map<std::string, size_t> first_user;
-  // The bytes stored, and those TorchSaveReader reads in order (a storage
-  // again whenever the tensor before used another). CheckView bounds each
-  // storage's bytes to 64 bits; the sums saturate.
+  // The bytes stored, and those TorchSaveReader::Read reads in order: a
+  // storage of one tensor once, a shared one whenever it is not among the
+  // last kKeptStorages shared storages read (most recent first). The sums
+  // saturate.
+  const absl::flat_hash_map<std::string, int> users = StorageUsers(views);
+  std::deque<std::string> kept;
   uint64_t stored = 0, read = 0;
   const auto add = [](uint64_t& sum, uint64_t bytes) {
     if (__builtin_add_overflow(sum, bytes, &sum)) sum = UINT64_MAX;
   };
   for (size_t i = 0; i < views.size(); ++i) {
-    const auto& [name, view] = views[i];
+    const std::string& name = views[i].first;
+    const TensorView& view = views[i].second;
     RETURN_IF_ERROR(CheckView(view, source, name));
-    const uint64_t bytes =
-        static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
-    if (i == 0 || views[i - 1].second.storage_key != view.storage_key)
+    const uint64_t bytes = StorageBytes(view);
+    if (users.at(view.storage_key) == 1) {
       add(read, bytes);
+    } else {
+      const auto hit = std::find(kept.begin(), kept.end(), view.storage_key);
+      if (hit != kept.end()) {
+        kept.erase(hit);
+      } else {
+        add(read, bytes);
+        if (kept.size() == kKeptStorages) kept.pop_back();
+      }
+      kept.push_front(view.storage_key);
+    }
     const auto [it, inserted] = first_user.try_emplace(view.storage_key, i);
     if (inserted) {
       add(stored, bytes);
@@ -217,19 +223,26 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
   return views;
 }
 
+absl::flat_hash_map<std::string, int> StorageUsers(
+    const TorchSaveViews& views) {
+  absl::flat_hash_map<std::string, int> users;
+  for (const auto& entry : views) ++users[entry.second.storage_key];
+  return users;
+}
+
 TorchSaveReader::TorchSaveReader(RecordReader& records, std::string source,
                                  TorchSaveViews views)
-    : records_(records), source_(std::move(source)), views_(std::move(views)) {
-  for (const auto& [name, view] : views_) ++users_[view.storage_key];
-}
+    : records_(records),
+      source_(std::move(source)),
+      views_(std::move(views)),
+      users_(StorageUsers(views_)) {}
 
 absl::StatusOr<std::vector<uint8_t>> TorchSaveReader::ReadStorage(
     size_t index) {
   const auto& [name, view] = views_[index];
   const std::string record = absl::StrCat("data/", view.storage_key);
   ASSIGN_OR_RETURN(std::vector<uint8_t> storage, records_.ReadRecord(record));
-  const uint64_t needed =
-      static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype);
+  const uint64_t needed = StorageBytes(view);
   if (storage.size() < needed) {
     return Invalid(
         source_, name,
@@ -239,9 +252,7 @@ absl::StatusOr<std::vector<uint8_t>> TorchSaveReader::ReadStorage(
   return storage;
 }
 
-absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
-    size_t index) {
-  const std::string& key = views_[index].second.storage_key;
+const std::vector<uint8_t>* TorchSaveReader::FindKept(const std::string& key) {
   for (auto it = kept_.begin(); it != kept_.end(); ++it) {
     if (it->key != key) continue;
     if (it != kept_.begin()) {  // most recent first
@@ -251,10 +262,23 @@ absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
     }
     return &kept_.front().record;
   }
+  return nullptr;
+}
+
+absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::Keep(
+    size_t index) {
   if (kept_.size() == kKeptStorages) kept_.pop_back();  // before reading
   ASSIGN_OR_RETURN(std::vector<uint8_t> record, ReadStorage(index));
-  kept_.push_front({key, std::move(record)});
+  kept_.push_front({views_[index].second.storage_key, std::move(record)});
   return &kept_.front().record;
+}
+
+absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
+    size_t index) {
+  if (const std::vector<uint8_t>* kept =
+          FindKept(views_[index].second.storage_key))
+    return kept;
+  return Keep(index);
 }
 
 absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
@@ -262,21 +286,18 @@ absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
     return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
   const std::string& name = views_[index].first;
   const TensorView& view = views_[index].second;
-  const bool kept = std::any_of(kept_.begin(), kept_.end(), [&](const Kept& k) {
-    return k.key == view.storage_key;
-  });
-  if (!kept && users_.at(view.storage_key) == 1) {
+  const std::vector<uint8_t>* storage = FindKept(view.storage_key);
+  if (storage == nullptr && users_.at(view.storage_key) == 1) {
     // A storage of its own, read once: not kept. The common case, a
     // contiguous tensor filling it, takes the record as it is.
-    ASSIGN_OR_RETURN(std::vector<uint8_t> storage, ReadStorage(index));
-    if (storage.size() ==
-            static_cast<uint64_t>(view.storage_numel) * DTypeSize(view.dtype) &&
-        CoversStorage(view)) {
-      return Tensor{name, view.shape, view.dtype, std::move(storage)};
-    }
-    return Tensor{name, view.shape, view.dtype, Gather(view, storage)};
+    ASSIGN_OR_RETURN(std::vector<uint8_t> own, ReadStorage(index));
+    if (own.size() == StorageBytes(view) && CoversStorage(view))
+      return Tensor{name, view.shape, view.dtype, std::move(own)};
+    return Tensor{name, view.shape, view.dtype, Gather(view, own)};
   }
-  ASSIGN_OR_RETURN(const std::vector<uint8_t>* storage, KeptStorage(index));
+  if (storage == nullptr) {
+    ASSIGN_OR_RETURN(storage, Keep(index));
+  }
   return Tensor{name, view.shape, view.dtype, Gather(view, *storage)};
 }
 

@@ -33,11 +33,13 @@ class RecordReader {
 // from its data.pkl alone: every view checked against the storage size it
 // declares, the tensors sharing a storage agreeing on its dtype and size, and
 // every storage's record present. Refused too: views of shared storages so
-// interleaved that reading the tensors in order (TorchSaveReader) would read
-// more than kMaxStorageRereads times the bytes stored. `source` names the file
-// in errors.
+// interleaved that reading the tensors in order (TorchSaveReader::Read, which
+// keeps the last kKeptStorages shared storages) would read more than
+// kMaxStorageRereads times the bytes stored. `source` names the file in
+// errors.
 using TorchSaveViews = std::vector<std::pair<std::string, TensorView>>;
 inline constexpr int kMaxStorageRereads = 4;
+inline constexpr size_t kKeptStorages = 2;
 absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
                                               absl::string_view source);
 
@@ -50,7 +52,6 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
 // Thread-compatible; `records` must outlive it.
 class TorchSaveReader {
  public:
-  static constexpr size_t kKeptStorages = 2;
   TorchSaveReader(RecordReader& records, std::string source,
                   TorchSaveViews views);
   const TorchSaveViews& views() const { return views_; }
@@ -68,15 +69,22 @@ class TorchSaveReader {
   };
   // The checked record of tensor `index`'s storage.
   absl::StatusOr<std::vector<uint8_t>> ReadStorage(size_t index);
-  // The same, kept (most recent first) or read and kept.
+  // The kept record of storage `key`, moved to the front; null when not kept.
+  const std::vector<uint8_t>* FindKept(const std::string& key);
+  // ReadStorage, kept in front (the least recent dropped first).
+  absl::StatusOr<const std::vector<uint8_t>*> Keep(size_t index);
+  // FindKept, or else Keep.
   absl::StatusOr<const std::vector<uint8_t>*> KeptStorage(size_t index);
 
   RecordReader& records_;
   const std::string source_;
   const TorchSaveViews views_;
-  absl::flat_hash_map<std::string, int> users_;  // tensors per storage key
-  std::deque<Kept> kept_;                        // at most kKeptStorages
+  const absl::flat_hash_map<std::string, int> users_;  // StorageUsers(views_)
+  std::deque<Kept> kept_;                              // at most kKeptStorages
 };
+
+// The number of tensors viewing each storage key.
+absl::flat_hash_map<std::string, int> StorageUsers(const TorchSaveViews& views);
 
 // Every tensor, IndexTorchSave then TorchSaveReader in order.
 absl::StatusOr<Model> ReadTorchSave(RecordReader& records,
