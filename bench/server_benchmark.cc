@@ -17,7 +17,7 @@
 //      per layer against one per tile, on single-tile and multi-tile layers;
 //   6. the client's peak RSS writing a .safetensors and a .pt, float and int8
 //      (--int8): the whole-model writer against the streamed output (the same
-//      bytes).
+//      bytes); 6b. the same for a progressive pull's two outputs.
 // usage: server_benchmark WEIGHTCASTD WORK_DIR [client]
 //   client: sections 4-6 only
 #include <grpcpp/grpcpp.h>
@@ -251,6 +251,47 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
     std::printf("   streamed output:    %6.1f MB (%.2f s)\n", peak[1],
                 seconds[1]);
     std::printf("   byte-identical: %s\n\n", same ? "yes" : "NO");
+    if (!same) return 1;
+  }
+  // --- 6b: the same for a progressive pull (q37 first, then q37+q22) ---
+  RegisterOrExit(server.address(), "progressive", big, "q22,q37");
+  Drain(distribution, "progressive", "q37+q22");  // encodes q37, then this
+  {
+    PullOptions options{"progressive", "v1", {"q22"}, ""};
+    options.coarse_tier = "q37";
+    double peak[2], seconds[2];
+    const auto path = [&](bool streamed, const char* what) {
+      return absl::StrCat(work, "/progressive_", streamed ? "streamed_" : "",
+                          what, ".safetensors");
+    };
+    for (bool streamed : {false, true}) {
+      options.stream_output = streamed;
+      options.output_path = path(streamed, "refined");
+      options.coarse_output_path = path(streamed, "coarse");
+      ResetPeakRss();
+      const double before = ProcessStatusKb(getpid(), "VmRSS:") / 1024.0;
+      auto result = sdk->Pull(options);
+      if (!result.ok() || result->streamed_output != streamed ||
+          result->coarse.tier != "q37")
+        return 1;
+      peak[streamed] = PeakRssMb() - before;
+      seconds[streamed] = result->seconds;
+    }
+    bool same = true;
+    for (const char* what : {"coarse", "refined"}) {
+      same = same && ReadFileBytes(path(false, what)).value() ==
+                         ReadFileBytes(path(true, what)).value();
+    }
+    std::printf(
+        "6b. a progressive pull (q37, then q37+q22) of the 24 M weights to two "
+        "float .safetensors (%.1f MB each): client peak RSS above its RSS "
+        "before the pull\n",
+        std::filesystem::file_size(path(false, "refined")) / 1e6);
+    std::printf("   whole-model writer: %6.1f MB (%.2f s)\n", peak[0],
+                seconds[0]);
+    std::printf("   streamed outputs:   %6.1f MB (%.2f s)\n", peak[1],
+                seconds[1]);
+    std::printf("   byte-identical (both files): %s\n\n", same ? "yes" : "NO");
     if (!same) return 1;
   }
   return 0;

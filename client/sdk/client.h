@@ -198,9 +198,12 @@ struct PullOptions {
   // decode: its layout computed from the manifest and the described tensors,
   // each tensor written at its offset as soon as it is verified, so the
   // client never holds the whole model (the same bytes as the whole-model
-  // writer). false: the whole model is collected and written at the end
-  // (progressive pulls always are, and pulls from a server whose manifests
-  // do not give int8 layers' schemes, for int8 outputs).
+  // writer); in a progressive pull the coarse output likewise (committed at
+  // the hand-over; the coarse model's packed picture layers are kept as the
+  // refinement's bases). false: the whole model is collected and written at
+  // the end (so are pulls with an output_model, with a coarse output that is
+  // neither kind, and from a server whose manifests do not give int8 layers'
+  // schemes, for int8 outputs).
   bool stream_output = true;
   // > 0: `output_path` is a directory that receives sharded safetensors,
   // model-0000k-of-0000n.safetensors of at most this many bytes of tensor data

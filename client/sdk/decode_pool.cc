@@ -173,7 +173,7 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
           reinterpret_cast<const uint8_t*>(job.bytes.data()),
           job.bytes.size()));
     }
-    if (sink_ && !written && !job.expected.is_base()) {
+    if (sink_ && !written) {
       // Written out on this worker (no lock held); the pool keeps no copy.
       const absl::Status sunk = sink_(job.index, *std::move(result));
       result = sunk.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
@@ -190,7 +190,7 @@ void DecodePool::StartTiled(Job job, PackedLayer layer) {
   auto tiled = std::make_shared<TiledLayer>();
   absl::Status started;
   std::unique_ptr<RowsWriter> writer;  // null: the whole layer's values
-  if (rows_sink_ && !job.expected.is_base()) {
+  if (rows_sink_) {
     started = CheckTiledLayer(layer);  // before the sink sizes its rows
     absl::StatusOr<std::unique_ptr<RowsWriter>> made =
         started.ok() ? rows_sink_(job.index, layer) : started;

@@ -29,8 +29,9 @@ namespace weightcast {
 
 class DecodePool {
  public:
-  // Takes each verified model layer (not base entries) on the worker that
-  // decoded it, instead of the pool keeping it; its error becomes the layer's.
+  // Takes each verified layer (a base entry submitted for decoding too: the
+  // sink decides where it goes) on the worker that decoded it, instead of the
+  // pool keeping it; its error becomes the layer's.
   using Sink = std::function<absl::Status(size_t index, RebuiltTensor tensor)>;
 
   // Takes a multi-tile layer a band of rows at a time (layer_tiles.h), in row
@@ -47,7 +48,7 @@ class DecodePool {
     virtual absl::Status Rows(int64_t row0, absl::Span<int8_t> values) = 0;
     virtual absl::Status Finish() = 0;
   };
-  // The writer for model layer `index`, or null to take it whole (Sink).
+  // The writer for layer `index`, or null to take it whole (Sink).
   using RowsSink = std::function<absl::StatusOr<std::unique_ptr<RowsWriter>>(
       size_t index, const PackedLayer& layer)>;
 

@@ -1,7 +1,9 @@
 #include "client/sdk/pull.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -61,6 +63,10 @@ struct PullState {
   // workers that write to it.
   bool stream_output = false;
   std::unique_ptr<CheckpointStreamWriter> writer;
+  // A progressive pull's streamed coarse output (null: none, or not
+  // streamed), written until the coarse model is handed over or given up.
+  std::unique_ptr<CheckpointStreamWriter> coarse_writer;
+  std::atomic<bool> coarse_open{false};
   std::unique_ptr<DecodePool> pool;
   PullProgress progress;
   bool version_changed = false;
@@ -78,31 +84,96 @@ struct PullState {
 
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state);
 
-// When the manifest arrives: the streamed output's writer (if the layout is
-// known in advance) and the decode pool that writes to it.
+// The manifest's first `layers` entries with base entries as model layers:
+// the coarse model of a progressive pull (its base entries and the layers
+// coded on their own).
+v1::Manifest CoarseManifest(const v1::Manifest& manifest, size_t layers) {
+  v1::Manifest coarse;
+  for (size_t i = 0; i < layers; ++i) {
+    v1::ManifestLayer* layer = coarse.add_layers();
+    *layer = manifest.layers(static_cast<int>(i));
+    layer->set_is_base(false);
+  }
+  return coarse;
+}
+
+// A streamed output's writers: the output's, and in a progressive pull with a
+// coarse output path the coarse model's. None when a layout is not known in
+// advance (the whole model is then written at the end); an error for a
+// sharded output.
+absl::Status CreateWriters(const PullOptions& options, OutputKind kind,
+                           PullState* state) {
+  absl::StatusOr<std::vector<TensorLayout>> layout =
+      OutputLayout(state->manifest, *state->info, kind);
+  if (!layout.ok() && options.shard_bytes > 0) return layout.status();
+  const bool coarse_file =
+      !state->coarse_tier.empty() && !options.coarse_output_path.empty();
+  absl::StatusOr<std::vector<TensorLayout>> coarse_layout =
+      coarse_file ? OutputLayout(CoarseManifest(state->manifest,
+                                                state->first_refinement),
+                                 *state->info, kind)
+                  : std::vector<TensorLayout>{};
+  if (!layout.ok() || !coarse_layout.ok()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(state->writer, CheckpointStreamWriter::Create(
+                                      options.output_path, *std::move(layout),
+                                      options.shard_bytes));
+  if (coarse_file) {
+    // The coarse output may be the output's path (the agent replaces the
+    // coarse model with the refined one): its temporary file is another.
+    ASSIGN_OR_RETURN(
+        state->coarse_writer,
+        CheckpointStreamWriter::Create(
+            options.coarse_output_path, *std::move(coarse_layout),
+            /*shard_bytes=*/0, /*force_zip64=*/false, ".coarse.tmp"));
+    state->coarse_open = true;
+  }
+  return absl::OkStatus();
+}
+
+// When the manifest arrives: the streamed outputs' writers (if the layouts are
+// known in advance) and the decode pool that writes to them. In a progressive
+// pull the coarse model's layers (before first_refinement) go to the coarse
+// output while it is open, and those coded on their own to the output too
+// (they are the refined model's as well); a base entry is refined by a later
+// delta layer, so it goes to the coarse output alone (nowhere without one).
 absl::Status StartDecoding(const PullOptions& options, PullState* state) {
   const OutputKind kind =
       options.int8_output ? OutputKind::kInt8 : OutputKind::kFloat;
-  if (state->stream_output) {
-    absl::StatusOr<std::vector<TensorLayout>> layout =
-        OutputLayout(state->manifest, *state->info, kind);
-    if (!layout.ok() && options.shard_bytes > 0) return layout.status();
-    if (layout.ok()) {
-      ASSIGN_OR_RETURN(
-          state->writer,
-          CheckpointStreamWriter::Create(
-              options.output_path, *std::move(layout), options.shard_bytes));
-    }
-  }
+  if (state->stream_output)
+    RETURN_IF_ERROR(CreateWriters(options, kind, state));
   DecodePool::Sink sink;
   DecodePool::RowsSink rows_sink;
   if (state->writer) {
     const LayerOutput output(state->writer.get(), kind);
-    sink = [output](size_t, RebuiltTensor tensor) {
-      return output.Write(tensor);
+    const std::optional<LayerOutput> coarse =
+        state->coarse_writer ? std::optional<LayerOutput>(LayerOutput(
+                                   state->coarse_writer.get(), kind))
+                             : std::nullopt;
+    // The coarse output when layer `index` belongs there and it is open.
+    const auto coarse_of = [state, coarse](size_t index) {
+      return index < state->first_refinement && coarse && state->coarse_open
+                 ? &*coarse
+                 : nullptr;
     };
-    rows_sink = [output](size_t, const PackedLayer& layer) {
-      return output.BeginRows(layer);
+    const auto is_base = [state](size_t index) {
+      return state->manifest.layers(static_cast<int>(index)).is_base();
+    };
+    sink = [output, coarse_of, is_base](size_t index, RebuiltTensor tensor) {
+      if (const LayerOutput* to = coarse_of(index))
+        RETURN_IF_ERROR(to->Write(tensor));
+      return is_base(index) ? absl::OkStatus() : output.Write(tensor);
+    };
+    rows_sink = [output, coarse_of, is_base](size_t index,
+                                             const PackedLayer& layer)
+        -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
+      if (!is_base(index)) {
+        // Rows go to one output: a coarse layer coded on its own is taken
+        // whole for both.
+        if (coarse_of(index) != nullptr) return nullptr;
+        return output.BeginRows(layer);
+      }
+      if (const LayerOutput* to = coarse_of(index)) return to->BeginRows(layer);
+      return nullptr;  // verified whole, for the hand-over, and not kept
     };
   }
   state->pool = std::make_unique<DecodePool>(
@@ -127,8 +198,6 @@ void AcceptManifest(const PullOptions& options, const v1::Manifest& manifest,
   layers.assign(state->manifest.layers_size(), "");
   state->progress.total_bytes = state->manifest.total_bytes();
   state->progress.layers_total = state->manifest.layers_size();
-  state->failure = StartDecoding(options, state);
-  if (!state->failure.ok()) return;
   state->first_refinement = layers.size();
   for (int i = 0; i < state->manifest.layers_size(); ++i) {
     const v1::ManifestLayer& layer = state->manifest.layers(i);
@@ -138,6 +207,7 @@ void AcceptManifest(const PullOptions& options, const v1::Manifest& manifest,
       break;
     }
   }
+  state->failure = StartDecoding(options, state);
 }
 
 // The bytes of layer state->layer are all in: a base entry is checked and kept
@@ -407,10 +477,14 @@ absl::StatusOr<std::vector<RebuiltTensor>> PullOnce(const PullStubs& stubs,
 }
 
 // Progressive pulls: decodes what has arrived of the coarse model, writes it
-// and calls on_coarse. Errors: the coarse model could not be written.
+// (commits its streamed output) and calls on_coarse. Errors: the coarse model
+// could not be written.
 absl::Status HandOverCoarse(const PullOptions& options, PullState* state) {
   state->coarse_attempted = true;
   state->pool->Wait();
+  // Nothing more goes to a streamed coarse output (a layer refetched later is
+  // the refined model's): committed below, or removed with its writer.
+  state->coarse_open = false;
   for (size_t i = 0; i < state->first_refinement; ++i) {
     if (const absl::Status status = state->pool->Check(i); !status.ok()) {
       // Not usable: the pull goes on to the refined model, which refetches.
@@ -424,7 +498,9 @@ absl::Status HandOverCoarse(const PullOptions& options, PullState* state) {
                      std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - state->start)
                          .count()};
-  if (!coarse.output_path.empty()) {
+  if (state->coarse_writer) {
+    RETURN_IF_ERROR(state->coarse_writer->Commit());
+  } else if (!coarse.output_path.empty()) {
     // The coarse layers are moved out for the write and back after it: the
     // layers coded on their own are part of the refined model too.
     std::vector<std::pair<uint32_t, size_t>> order;  // (tensor, manifest) index
@@ -471,17 +547,22 @@ absl::StatusOr<PullResult> RunPull(
       coarse_tier = options.coarse_tier;
     }
   }
-  const bool streamable_file =
-      absl::EndsWith(options.output_path, ".safetensors") ||
-      IsTorchSavePath(options.output_path);
+  const auto streamable = [](const std::string& path) {
+    return absl::EndsWith(path, ".safetensors") || IsTorchSavePath(path);
+  };
+  // An in-memory output collects the whole model anyway.
   const bool stream_output =
       options.shard_bytes > 0 ||
-      (options.stream_output && streamable_file && coarse_tier.empty());
+      (options.stream_output && streamable(options.output_path) &&
+       options.output_model == nullptr &&
+       (coarse_tier.empty() || options.coarse_output_path.empty() ||
+        streamable(options.coarse_output_path)));
   if (options.shard_bytes > 0 &&
-      (options.output_path.empty() || !coarse_tier.empty())) {
+      (options.output_path.empty() || !coarse_tier.empty() ||
+       options.output_model != nullptr)) {
     return absl::InvalidArgumentError(
         "sharded output needs an output directory and a pull that is not "
-        "progressive");
+        "progressive, into no in-memory model");
   }
   PullResult result{info.version, tier};
   BaseStore bases(options.base_dir);

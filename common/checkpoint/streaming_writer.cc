@@ -48,7 +48,8 @@ bool IsTorchSavePath(const std::string& path) {
 absl::StatusOr<std::unique_ptr<CheckpointStreamWriter>>
 CheckpointStreamWriter::Create(const std::string& path,
                                std::vector<TensorLayout> layout,
-                               uint64_t shard_bytes, bool force_zip64) {
+                               uint64_t shard_bytes, bool force_zip64,
+                               const std::string& temp_suffix) {
   std::unique_ptr<CheckpointStreamWriter> writer(new CheckpointStreamWriter);
   if (IsTorchSavePath(path)) {
     if (shard_bytes > 0) {
@@ -57,7 +58,7 @@ CheckpointStreamWriter::Create(const std::string& path,
     }
     ASSIGN_OR_RETURN(TorchSaveArchive archive,
                      TorchSaveArchive::Create(layout, force_zip64));
-    RETURN_IF_ERROR(writer->OpenFile({path, path + ".tmp"}));
+    RETURN_IF_ERROR(writer->OpenFile({path, path + temp_suffix}));
     const File& file = writer->files_.back();
     for (const FilePiece& piece : archive.pieces()) {
       RETURN_IF_ERROR(
@@ -118,7 +119,7 @@ CheckpointStreamWriter::Create(const std::string& path,
     const std::string shard_path =
         shard_bytes > 0 ? absl::StrCat(dir, "/", ShardName(k, shards.size()))
                         : path;
-    RETURN_IF_ERROR(writer->OpenFile({shard_path, shard_path + ".tmp"}));
+    RETURN_IF_ERROR(writer->OpenFile({shard_path, shard_path + temp_suffix}));
     const File& file = writer->files_.back();
     const std::string header = SafetensorsHeaderBytes(shards[k]);
     RETURN_IF_ERROR(WriteAt(file.fd, file.temp,

@@ -43,10 +43,13 @@ class CheckpointStreamWriter {
   // if missing) and a shard holds tensors up to `shard_bytes` of data (a
   // larger tensor alone); safetensors only. INVALID_ARGUMENT for a duplicate
   // name or a size that does not match its dtype and shape. `force_zip64`:
-  // TorchSaveArchive's (tests).
+  // TorchSaveArchive's (tests). A file is written as its path plus
+  // `temp_suffix` until Commit (another suffix lets two writers of one path
+  // be open at once: the later Commit wins).
   static absl::StatusOr<std::unique_ptr<CheckpointStreamWriter>> Create(
       const std::string& path, std::vector<TensorLayout> layout,
-      uint64_t shard_bytes = 0, bool force_zip64 = false);
+      uint64_t shard_bytes = 0, bool force_zip64 = false,
+      const std::string& temp_suffix = ".tmp");
   ~CheckpointStreamWriter();  // without Commit: the temporary files removed
 
   CheckpointStreamWriter(const CheckpointStreamWriter&) = delete;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -536,6 +537,17 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(
   // entries, then the layers coded on their own), the P pictures last: the
   // client has a usable model early.
   std::vector<LayerRecord> bases, whole, deltas;
+  // A base entry of a refinement carries its coarse layer's quantization
+  // scheme: a client streaming an int8 coarse output sizes its scales by it.
+  absl::flat_hash_map<std::string, std::string> coarse_schemes;
+  if (!spec.refines.empty()) {
+    if (absl::StatusOr<TierRecord> coarse =
+            registry_->GetTier(manifest.version.id, spec.refines);
+        coarse.ok()) {
+      for (const LayerRecord& layer : coarse->layers)
+        coarse_schemes[layer.blob_sha256] = layer.quant_scheme;
+    }
+  }
   for (size_t i = 0; i < state.layers.size(); ++i) {
     LayerRecord& layer = state.layers[i];
     layer.tensor_index = static_cast<uint32_t>(i);
@@ -549,6 +561,9 @@ absl::StatusOr<Manifest> ModelStore::GetManifest(
                        LayerCodec::kHevc};
       base.is_base = true;
       base.tensor_index = layer.tensor_index;
+      if (auto scheme = coarse_schemes.find(base.blob_sha256);
+          scheme != coarse_schemes.end())
+        base.quant_scheme = scheme->second;
       (spec.refines.empty() ? manifest.layers : bases)
           .push_back(std::move(base));
     }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
+#include "common/tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
@@ -91,6 +92,18 @@ TEST(ClientEndToEnd, StreamedOutputAndTileJobsAreByteIdenticalToTheOldPath) {
   EXPECT_EQ(ReadFileBytes(dir + "/streamed.safetensors").value(),
             ReadFileBytes(dir + "/whole.safetensors").value());
   EXPECT_FALSE(std::filesystem::exists(dir + "/streamed.safetensors.tmp"));
+  // A file and an in-memory model at once: the model is collected (the
+  // streamed path once left it empty) and the file is the same.
+  Model in_memory;
+  options.output_model = &in_memory;
+  options.output_path = dir + "/with_model.safetensors";
+  auto with_model = client->Pull(options);
+  ASSERT_TRUE(with_model.ok()) << with_model.status();
+  EXPECT_FALSE(with_model->streamed_output);
+  EXPECT_FALSE(in_memory.tensors.empty());
+  EXPECT_EQ(ReadFileBytes(dir + "/with_model.safetensors").value(),
+            ReadFileBytes(dir + "/whole.safetensors").value());
+  options.output_model = nullptr;
   // The same for a .pt output (a torch.save archive whose CRCs are taken as
   // the layers pass).
   options.stream_output = false;

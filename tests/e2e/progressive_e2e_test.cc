@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "client/agent/agent.h"
 #include "client/sdk/client.h"
 #include "common/base/file.h"
@@ -177,6 +178,62 @@ TEST(ProgressiveEndToEnd, TheCoarseTierArrivesFirstAndTheRefinementBuildsOnIt) {
         "no tier added to the version; the refinement pulls byte-identically "
         "after a restart");
   }
+}
+
+// Both outputs of a progressive pull are written while the layers decode
+// (the coarse one committed at the hand-over), byte-identical to the
+// whole-model writer's: a model of a three-tile picture layer (its base
+// entry's rows go to the coarse output a band at a time) and one with layers
+// coded on their own (in both outputs), float and int8, both file kinds.
+TEST(ProgressiveEndToEnd, StreamedOutputsAreTheWholeModelWritersBytes) {
+  const std::string dir = FreshDir("progressive_streamed");
+  auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  for (const char* model : {"tall", "cnn_bn"}) {
+    ASSERT_TRUE(client
+                    ->Register({model, "v1", kFixtures + "/" + model + ".pt",
+                                "q22,q37"})
+                    .ok());
+    for (const bool int8 : {false, true}) {
+      for (const std::string kind : {".safetensors", ".pt"}) {
+        const std::string name = absl::StrCat(model, int8 ? "_int8" : "", kind);
+        PullOptions options{model, "v1", {"q22"}, dir + "/whole_" + name};
+        options.coarse_tier = "q37";
+        options.coarse_output_path = dir + "/whole_coarse_" + name;
+        options.int8_output = int8;
+        options.stream_output = false;
+        auto whole = client->Pull(options);
+        ASSERT_TRUE(whole.ok()) << whole.status();
+        EXPECT_FALSE(whole->streamed_output);
+        options.stream_output = true;
+        options.decode_threads = 3;  // layers finish out of order
+        options.output_path = dir + "/streamed_" + name;
+        options.coarse_output_path = dir + "/streamed_coarse_" + name;
+        std::string coarse_at_handover;
+        options.on_coarse = [&](const CoarseModel& coarse) {
+          coarse_at_handover = FileSha(coarse.output_path);
+          EXPECT_FALSE(std::filesystem::exists(options.output_path));
+        };
+        auto streamed = client->Pull(options);
+        ASSERT_TRUE(streamed.ok()) << streamed.status();
+        EXPECT_TRUE(streamed->streamed_output) << name;
+        EXPECT_EQ(streamed->coarse.tier, "q37");
+        EXPECT_EQ(coarse_at_handover, FileSha(dir + "/whole_coarse_" + name))
+            << name;
+        EXPECT_EQ(FileSha(dir + "/streamed_coarse_" + name),
+                  FileSha(dir + "/whole_coarse_" + name))
+            << name;
+        EXPECT_EQ(FileSha(dir + "/streamed_" + name),
+                  FileSha(dir + "/whole_" + name))
+            << name;
+        EXPECT_FALSE(std::filesystem::exists(options.output_path + ".tmp"));
+        EXPECT_FALSE(
+            std::filesystem::exists(options.coarse_output_path + ".tmp"));
+      }
+    }
+  }
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 TEST(ProgressiveEndToEnd, ABudgetTierCanBeTheCoarseModel) {
