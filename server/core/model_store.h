@@ -63,6 +63,12 @@ inline constexpr double kAccuracySearchBracket = 1.03;
 // choice: a probe per layer would cost more than the search.
 inline constexpr double kSensitivityProbeDb = 10;
 inline constexpr size_t kMaxSensitivityProbes = 32;
+// Last, a descent from the bisections' choice, layer by layer (the most bytes
+// first): a picture layer one grid point coarser at a time while the model
+// still meets the target, at most this many evaluations. The bisections move
+// along one family of allocations; the descent takes the slack it leaves in
+// single layers.
+inline constexpr int kMaxDescentEvaluations = 8;
 // The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
 // (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
 inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;

@@ -2,9 +2,10 @@
 // rate curves (the budget tiers' measurement), a bounded bisection over byte
 // budgets, each candidate allocation decoded and run by the real evaluator on
 // the version's bundle, then (with several picture layers) a second one below
-// its choice over allocations weighted by each layer's measured sensitivity;
-// the smallest candidate within the tier's top-1 drop (or at or above its
-// output cosine) is then encoded like a budget tier. The
+// its choice over allocations weighted by each layer's measured sensitivity,
+// and last a bounded descent layer by layer from the choice; the smallest
+// candidate within the tier's top-1 drop (or at or above its output cosine)
+// is then encoded like a budget tier. The
 // chosen QPs are kept in the registry, so that the tier evicted (or lost to a
 // restart mid-encoding) is encoded again without searching again.
 #include <malloc.h>
@@ -48,6 +49,66 @@ std::string SearchKey(const VersionRecord& version, const std::string& tier) {
   return absl::StrCat("accuracy-search/", version.id, "/",
                       version.source_sha256, "/", version.eval_data_sha256, "/",
                       tier);
+}
+
+// An allocation of QPs and what it measured.
+struct Candidate {
+  uint64_t bytes = 0;
+  std::vector<int> qps;  // per tensor (0: the tier's fixed coding)
+  Measured measured;     // once run
+};
+
+// The point of `curve` at `qp`; null when the curve has none.
+const RatePoint* PointAt(const LayerRateCurve& curve, int qp) {
+  for (const RatePoint& point : curve.points)
+    if (point.qp == qp) return &point;
+  return nullptr;
+}
+
+// The next coarser point of `curve` than `from`: the lowest QP above it that
+// costs fewer bytes; null at the coarsest.
+const RatePoint* NextCoarser(const LayerRateCurve& curve,
+                             const RatePoint& from) {
+  const RatePoint* next = nullptr;
+  for (const RatePoint& point : curve.points) {
+    if (point.qp > from.qp && point.bytes < from.bytes &&
+        (next == nullptr || point.qp < next->qp))
+      next = &point;
+  }
+  return next;
+}
+
+// kMaxDescentEvaluations' descent from `best` (which meets `target`): curve
+// by curve, the most bytes at `best` first, its layer one point coarser at a
+// time while the candidate still meets the target; stops when `*evaluations`
+// reaches `stop_at`.
+absl::Status DescendLayerByLayer(const std::vector<LayerRateCurve>& curves,
+                                 const std::vector<size_t>& tensor_of,
+                                 double target, const RunModel& run,
+                                 int stop_at, int* evaluations,
+                                 Candidate* best) {
+  std::vector<std::pair<uint64_t, size_t>> order;  // (bytes at best, curve)
+  for (size_t c = 0; c < curves.size(); ++c) {
+    const RatePoint* at = PointAt(curves[c], best->qps[tensor_of[c]]);
+    if (at != nullptr) order.emplace_back(at->bytes, c);
+  }
+  std::sort(order.rbegin(), order.rend());
+  for (const auto& entry : order) {
+    const size_t c = entry.second;
+    while (*evaluations < stop_at) {
+      const RatePoint* at = PointAt(curves[c], best->qps[tensor_of[c]]);
+      const RatePoint* coarser = NextCoarser(curves[c], *at);
+      if (coarser == nullptr) break;
+      Candidate candidate = *best;
+      candidate.qps[tensor_of[c]] = coarser->qp;
+      candidate.bytes = best->bytes - at->bytes + coarser->bytes;
+      ASSIGN_OR_RETURN(candidate.measured, run(candidate.qps));
+      ++*evaluations;
+      if (candidate.measured.measure < target) break;
+      *best = std::move(candidate);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The stored QPs, if they are one per tensor and each 0 (the tier's fixed
@@ -152,11 +213,6 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     return Measured{*accuracy.output_cosine,
                     by_cosine ? *accuracy.output_cosine : accuracy.top1};
   };
-  struct Candidate {
-    uint64_t bytes = 0;
-    std::vector<int> qps;  // per tensor
-    Measured measured;     // once run
-  };
   const auto allocate = [&](uint64_t budget) -> absl::StatusOr<Candidate> {
     ASSIGN_OR_RETURN(const Allocation allocation,
                      AllocateBudget(curves, fixed, budget));
@@ -251,6 +307,9 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     if (probes.weighted)
       RETURN_IF_ERROR(bisect(evaluations + kMaxAccuracyEvaluations));
   }
+  RETURN_IF_ERROR(DescendLayerByLayer(curves, tensor_of, target, run,
+                                      evaluations + kMaxDescentEvaluations,
+                                      &evaluations, &best));
   decoded.clear();
   malloc_trim(0);
   const double seconds =
