@@ -97,7 +97,8 @@ absl::Status DescendLayerByLayer(const std::vector<LayerRateCurve>& curves,
     const size_t c = entry.second;
     while (*evaluations < stop_at) {
       const RatePoint* at = PointAt(curves[c], best->qps[tensor_of[c]]);
-      const RatePoint* coarser = NextCoarser(curves[c], *at);
+      const RatePoint* coarser =
+          at == nullptr ? nullptr : NextCoarser(curves[c], *at);
       if (coarser == nullptr) break;
       Candidate candidate = *best;
       candidate.qps[tensor_of[c]] = coarser->qp;
