@@ -43,7 +43,7 @@ options:
                       per-tensor-asymmetric, per-channel-asymmetric
   --max-tile N        largest picture side; bigger matrices are tiled (default 4096)
   --max-tile-pixels N largest picture area; bigger tiles are cut further, their
-                      longer side first (default 4194304: 4096 x 1024)
+                      longer side first (default 1048576: 1024 x 1024)
   --min-picture-elements N
                       2-D weights with at least N elements become pictures (default 4096)
   --convs-as-pictures code convolution weights as pictures [out, in*kh*kw] too

@@ -50,12 +50,49 @@ struct DecodePool::BandDecode {
 };
 
 struct DecodePool::TiledLayer {
-  Job job;
+  Job job;  // of a layer decoded as it arrives: complete once submitted
   PackedLayer layer;
   size_t next_tile = 0;  // guarded by the pool's mu_
   absl::Status status;   // guarded by the pool's mu_: the first error
   std::variant<WholeDecode, BandDecode> decode;
+  // Guarded by the pool's mu_: the tiles whose bytes are in (all but while a
+  // layer arrives); whether its bytes are still arriving, and whether its
+  // tiles were all decoded meanwhile (Submit then finishes it).
+  size_t tiles_in = 0;
+  bool arriving = false;
+  bool decoded = false;
+  // While it arrives, the submitting thread's: where its tiles start and the
+  // layer ends, the bytes seen (and hashed) so far, the tiles copied, and
+  // whether a call's bytes were not a longer prefix of the last's.
+  std::vector<uint64_t> tile_offsets;
+  uint64_t end = 0;
+  uint64_t seen = 0;
+  Sha256Hasher hasher;
+  size_t copied = 0;
+  bool diverged = false;
 };
+
+namespace {
+
+// DATA_LOSS naming the layer when its bytes' digest is not its manifest
+// entry's.
+absl::Status CheckReceived(const Sha256Digest& digest,
+                           const v1::ManifestLayer& expected) {
+  if (std::string(digest.begin(), digest.end()) == expected.blob_sha256())
+    return absl::OkStatus();
+  return absl::DataLossError(
+      absl::StrCat("layer '", expected.name(),
+                   "': received bytes do not match the manifest's SHA-256"));
+}
+
+// A status with a representation of its own: absl shares a status's message
+// between copies by a reference count in uninstrumented code, which
+// ThreadSanitizer cannot follow.
+absl::Status OwnCopy(const absl::Status& status) {
+  return absl::Status(status.code(), status.message());
+}
+
+}  // namespace
 
 DecodePool::DecodePool(int threads, size_t layers, bool hold, BaseStore* bases,
                        Sink sink, bool tile_jobs, RowsSink rows_sink)
@@ -73,15 +110,134 @@ DecodePool::~DecodePool() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    AbandonArriving();
   }
   for (std::thread& t : workers_) t.join();
 }
 
 void DecodePool::Submit(size_t index, std::string bytes,
                         v1::ManifestLayer expected) {
+  std::shared_ptr<TiledLayer> tiled;
+  {
+    absl::MutexLock lock(&mu_);
+    if (const auto it = arriving_.find(index); it != arriving_.end()) {
+      tiled = std::move(it->second);
+      arriving_.erase(it);
+    }
+    if (!tiled) {
+      queued_bytes_ += bytes.size();
+      queue_.push_back({index, std::move(bytes), std::move(expected)});
+      return;
+    }
+  }
+  // A layer decoding as it arrived: its last bytes, then its SHA-256.
+  Receive(*tiled, bytes);
+  absl::Status verified =
+      tiled->diverged || tiled->seen != tiled->end
+          ? absl::DataLossError(absl::StrCat(
+                "layer '", expected.name(),
+                "': submitted bytes are not the bytes that arrived"))
+          : CheckReceived(tiled->hasher.Finish(), expected);
+  bool finish;
+  {
+    absl::MutexLock lock(&mu_);
+    tiled->job.bytes = std::move(bytes);
+    tiled->job.expected = std::move(expected);
+    if (!verified.ok() && tiled->status.ok()) tiled->status = verified;
+    // Tiles never copied (bytes that failed) are not decoded: the layer has
+    // failed.
+    tiled->tiles_in = tiled->layer.tiles.size();
+    tiled->arriving = false;
+    finish = tiled->decoded;
+  }
+  if (finish) FinishTiled(tiled);
+}
+
+void DecodePool::Arriving(size_t index, absl::string_view bytes,
+                          const v1::ManifestLayer& expected) {
+  if (!tile_jobs_) return;
+  std::shared_ptr<TiledLayer> tiled;
+  {
+    absl::MutexLock lock(&mu_);
+    if (hold_) return;
+    if (const auto it = arriving_.find(index); it != arriving_.end()) {
+      if (it->second == nullptr) return;  // not a layer decoded so
+      tiled = it->second;
+    }
+  }
+  if (!tiled) {
+    absl::StatusOr<std::shared_ptr<TiledLayer>> started =
+        StartArriving(index, bytes, expected);
+    if (absl::IsUnavailable(started.status())) return;  // no header yet
+    // A layer that cannot start so is checked whole by Submit, which reports
+    // what is wrong with it.
+    if (started.ok()) tiled = *std::move(started);
+    absl::MutexLock lock(&mu_);
+    arriving_[index] = tiled;
+    if (!tiled) return;
+    tiled->arriving = true;
+    tiled_.push_back(tiled);
+    ++running_;
+  }
+  Receive(*tiled, bytes);
+}
+
+absl::StatusOr<std::shared_ptr<DecodePool::TiledLayer>>
+DecodePool::StartArriving(size_t index, absl::string_view bytes,
+                          const v1::ManifestLayer& expected) {
+  ASSIGN_OR_RETURN(
+      PackedLayerHead head,
+      ParsePackedLayerHead(
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()),
+                              bytes.size()),
+          expected.bytes()));
+  if (head.layer.name != expected.name() || head.end != expected.bytes() ||
+      !DecodesByTile(head.layer)) {
+    return nullptr;
+  }
+  auto tiled = std::make_shared<TiledLayer>();
+  RETURN_IF_ERROR(BeginDecode(index, head.layer, tiled.get()));
+  tiled->job.index = index;
+  tiled->layer = std::move(head.layer);
+  tiled->tile_offsets = std::move(head.tile_offsets);
+  tiled->end = head.end;
+  return tiled;
+}
+
+void DecodePool::Receive(TiledLayer& tiled, absl::string_view bytes) {
+  if (bytes.size() < tiled.seen || bytes.size() > tiled.end)
+    tiled.diverged = true;
+  if (tiled.diverged) return;
+  const auto span = absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  tiled.hasher.Update(span.subspan(tiled.seen));
+  tiled.seen = bytes.size();
+  const size_t tiles = tiled.tile_offsets.size();
+  size_t copied = tiled.copied;
+  // Bounded by the layer's tile count.
+  while (copied < tiles) {
+    const uint64_t end =
+        copied + 1 < tiles ? tiled.tile_offsets[copied + 1] : tiled.end;
+    if (end > bytes.size()) break;
+    // Tiles from `copied` on are not handed out yet: no worker reads them.
+    tiled.layer.tiles[copied].assign(span.begin() + tiled.tile_offsets[copied],
+                                     span.begin() + end);
+    ++copied;
+  }
+  if (copied == tiled.copied) return;
+  tiled.copied = copied;
   absl::MutexLock lock(&mu_);
-  queued_bytes_ += bytes.size();
-  queue_.push_back({index, std::move(bytes), std::move(expected)});
+  tiled.tiles_in = std::max(tiled.tiles_in, copied);
+}
+
+void DecodePool::AbandonArriving() {
+  for (auto& [index, tiled] : arriving_) {
+    if (tiled == nullptr) continue;
+    tiled_.erase(std::remove(tiled_.begin(), tiled_.end(), tiled),
+                 tiled_.end());
+    --running_;  // its tiles in flight finish; it never completes
+  }
+  arriving_.clear();
 }
 
 void DecodePool::WaitForRoom() {
@@ -106,6 +262,7 @@ int DecodePool::decoded() {
 void DecodePool::Wait() {
   absl::MutexLock lock(&mu_);
   hold_ = false;
+  AbandonArriving();  // every layer is submitted by now, or will not be
   mu_.Await(absl::Condition(
       +[](DecodePool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
         return p->queue_.empty() && p->running_ == 0;
@@ -133,12 +290,7 @@ void DecodePool::Restore(size_t index, RebuiltTensor tensor) {
 absl::StatusOr<PackedLayer> DecodePool::Parse(const Job& job) {
   const auto span = absl::MakeConstSpan(
       reinterpret_cast<const uint8_t*>(job.bytes.data()), job.bytes.size());
-  const Sha256Digest digest = Sha256(span);
-  if (std::string(digest.begin(), digest.end()) != job.expected.blob_sha256()) {
-    return absl::DataLossError(
-        absl::StrCat("layer '", job.expected.name(),
-                     "': received bytes do not match the manifest's SHA-256"));
-  }
+  RETURN_IF_ERROR(CheckReceived(Sha256(span), job.expected));
   size_t consumed = 0;
   ASSIGN_OR_RETURN(PackedLayer layer, ParsePackedLayer(span, &consumed));
   if (layer.name != job.expected.name() || consumed != span.size()) {
@@ -186,28 +338,27 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
   ++decoded_;
 }
 
-void DecodePool::StartTiled(Job job, PackedLayer layer) {
-  auto tiled = std::make_shared<TiledLayer>();
-  absl::Status started;
+absl::Status DecodePool::BeginDecode(size_t index, const PackedLayer& layer,
+                                     TiledLayer* tiled) {
   std::unique_ptr<RowsWriter> writer;  // null: the whole layer's values
   if (rows_sink_) {
-    started = CheckTiledLayer(layer);  // before the sink sizes its rows
-    absl::StatusOr<std::unique_ptr<RowsWriter>> made =
-        started.ok() ? rows_sink_(job.index, layer) : started;
-    if (made.ok()) {
-      writer = *std::move(made);
-    } else {
-      started = made.status();
-    }
+    RETURN_IF_ERROR(CheckTiledLayer(layer));  // before the sink sizes its rows
+    ASSIGN_OR_RETURN(writer, rows_sink_(index, layer));
   }
-  if (started.ok() && writer) {
+  if (writer) {
     tiled->decode.emplace<BandDecode>().writer = std::move(writer);
-  } else if (started.ok()) {  // checks the layer (again if a sink declined)
-    absl::StatusOr<std::vector<int8_t>> values = StartTiledDecode(layer);
-    started = values.status();
-    if (values.ok()) tiled->decode = WholeDecode{*std::move(values)};
+    return absl::OkStatus();
   }
-  if (!started.ok()) {
+  // Checks the layer (again if a sink declined).
+  ASSIGN_OR_RETURN(std::vector<int8_t> values, StartTiledDecode(layer));
+  tiled->decode = WholeDecode{std::move(values)};
+  return absl::OkStatus();
+}
+
+void DecodePool::StartTiled(Job job, PackedLayer layer) {
+  auto tiled = std::make_shared<TiledLayer>();
+  if (const absl::Status started = BeginDecode(job.index, layer, tiled.get());
+      !started.ok()) {
     Complete(job, &layer, started);
     return;
   }
@@ -216,6 +367,7 @@ void DecodePool::StartTiled(Job job, PackedLayer layer) {
   size_t tile;
   {
     absl::MutexLock lock(&mu_);
+    tiled->tiles_in = tiled->layer.tiles.size();
     tiled_.push_back(tiled);
     tile = HandOut(*tiled);  // tile 0 is this worker's
   }
@@ -233,19 +385,54 @@ void DecodePool::RunTile(const std::shared_ptr<TiledLayer>& tiled,
 
 void DecodePool::RunWholeTile(const std::shared_ptr<TiledLayer>& tiled,
                               WholeDecode& whole, size_t tile) {
+  bool failed;
+  {
+    absl::MutexLock lock(&mu_);
+    failed = !tiled->status.ok();  // then the tile is not decoded
+  }
   const absl::Status status =
-      DecodeLayerTile(tiled->layer, tile, absl::MakeSpan(whole.values));
+      failed
+          ? absl::OkStatus()
+          : DecodeLayerTile(tiled->layer, tile, absl::MakeSpan(whole.values));
   {
     absl::MutexLock lock(&mu_);
     if (!status.ok() && tiled->status.ok()) tiled->status = status;
     if (++whole.tiles_done < tiled->layer.tiles.size()) return;
   }
-  // The last tile: every other tile's job is done with the layer.
-  absl::StatusOr<RebuiltTensor> result =
-      tiled->status.ok()
-          ? FinishTiledDecode(tiled->layer, std::move(whole.values))
-          : absl::StatusOr<RebuiltTensor>(tiled->status);
-  Complete(tiled->job, &tiled->layer, std::move(result));
+  TilesDone(tiled);  // the last tile: every other tile's job is done with it
+}
+
+void DecodePool::TilesDone(const std::shared_ptr<TiledLayer>& tiled) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (tiled->arriving) {
+      tiled->decoded = true;  // Submit finishes it (or it is abandoned)
+      return;
+    }
+  }
+  FinishTiled(tiled);
+}
+
+void DecodePool::FinishTiled(const std::shared_ptr<TiledLayer>& tiled) {
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    status = OwnCopy(tiled->status);
+  }
+  const PackedLayer& layer = tiled->layer;
+  if (auto* bands = std::get_if<BandDecode>(&tiled->decode)) {
+    if (status.ok()) status = CheckDecodedDigest(layer, bands->hasher.Finish());
+    if (status.ok()) status = bands->writer->Finish();
+    Complete(tiled->job, &layer,
+             status.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
+                         : absl::StatusOr<RebuiltTensor>(status),
+             /*written=*/true);
+    return;
+  }
+  auto& whole = std::get<WholeDecode>(tiled->decode);
+  Complete(tiled->job, &layer,
+           status.ok() ? FinishTiledDecode(layer, std::move(whole.values))
+                       : absl::StatusOr<RebuiltTensor>(status));
 }
 
 void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
@@ -253,12 +440,16 @@ void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
   const PackedLayer& layer = tiled->layer;
   const int64_t band_index = TileBand(layer, tile);
   std::vector<int8_t>* values;
+  bool failed;
   {
     absl::MutexLock lock(&mu_);
     values = &bands.bands.at(band_index).values;  // a map's node: stable
+    failed = !tiled->status.ok();  // then the tile is not decoded
   }
-  const absl::Status status = DecodeLayerTile(
-      layer, tile, absl::MakeSpan(*values), BandRows(layer, band_index).first);
+  const absl::Status status =
+      failed ? absl::OkStatus()
+             : DecodeLayerTile(layer, tile, absl::MakeSpan(*values),
+                               BandRows(layer, band_index).first);
   mu_.Lock();
   if (!status.ok() && tiled->status.ok()) tiled->status = status;
   --bands.bands.at(band_index).tiles_left;
@@ -290,19 +481,12 @@ void DecodePool::RunBandTile(const std::shared_ptr<TiledLayer>& tiled,
   }
   bands.writing = false;
   const bool last = bands.next_band == BandCount(layer);
-  absl::Status result = tiled->status;
   mu_.Unlock();
-  if (!last) return;
-  // This worker wrote the last band: it finishes the layer.
-  if (result.ok()) result = CheckDecodedDigest(layer, bands.hasher.Finish());
-  if (result.ok()) result = bands.writer->Finish();
-  Complete(tiled->job, &layer,
-           result.ok() ? absl::StatusOr<RebuiltTensor>(RebuiltTensor{})
-                       : absl::StatusOr<RebuiltTensor>(result),
-           /*written=*/true);
+  if (last) TilesDone(tiled);  // this worker wrote the last band
 }
 
 bool DecodePool::TileReady(const TiledLayer& tiled) const {
+  if (tiled.next_tile >= tiled.tiles_in) return false;  // still arriving
   const auto* bands = std::get_if<BandDecode>(&tiled.decode);
   if (bands == nullptr) return true;
   const int64_t band = TileBand(tiled.layer, tiled.next_tile);

@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "client/sdk/base_store.h"
 #include "common/pack/packed_layer.h"
@@ -69,8 +71,20 @@ class DecodePool {
   DecodePool(const DecodePool&) = delete;
   DecodePool& operator=(const DecodePool&) = delete;
 
-  // Queues layer `index` (its packed bytes and its manifest entry).
+  // Queues layer `index` (its packed bytes and its manifest entry); completes
+  // one that Arriving started, once its bytes match the manifest's SHA-256.
   void Submit(size_t index, std::string bytes, v1::ManifestLayer expected);
+  // Layer `index` is arriving: `bytes` holds its first bytes so far (each call
+  // a longer prefix of the bytes then submitted; called by the thread that
+  // calls Submit). Once its header is in, a layer of several tiles has its
+  // tiles decoded as their bytes arrive, so that a pull ends about a tile's
+  // decode after its last byte, not a layer's. Nothing of it is finished or
+  // handed on before Submit checked its SHA-256 (rows written by then are
+  // rewritten when a layer that failed is fetched again, as after any failed
+  // decode). A pool that holds layers, or decodes one job per layer, waits for
+  // Submit.
+  void Arriving(size_t index, absl::string_view bytes,
+                const v1::ManifestLayer& expected);
   // Received layers waiting for a worker, at most, past WaitForRoom.
   static constexpr uint64_t kMaxQueuedBytes = 64 << 20;
   // Blocks while more than kMaxQueuedBytes of submitted layers wait for a
@@ -108,6 +122,20 @@ class DecodePool {
 
   // Checks the bytes against the manifest and parses them.
   absl::StatusOr<PackedLayer> Parse(const Job& job);
+  // A tiled layer's decode: band by band into the rows sink's writer, or into
+  // its whole values when there is no rows sink or it declines the layer.
+  absl::Status BeginDecode(size_t index, const PackedLayer& layer,
+                           TiledLayer* tiled);
+  // An arriving layer's decode, once its header is in (UNAVAILABLE before);
+  // null for a layer not decoded as it arrives.
+  absl::StatusOr<std::shared_ptr<TiledLayer>> StartArriving(
+      size_t index, absl::string_view bytes, const v1::ManifestLayer& expected);
+  // Hashes the bytes of an arriving layer not seen yet and makes the tiles now
+  // whole available to the workers.
+  void Receive(TiledLayer& tiled, absl::string_view bytes);
+  // Stops the arriving layers that were never submitted: no more of their
+  // tiles are handed out, and they never complete.
+  void AbandonArriving() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Decodes a parsed layer on this thread.
   absl::StatusOr<RebuiltTensor> DecodeWhole(const PackedLayer& layer);
   // A layer's last step, on the worker that finished it: keeps it as a base,
@@ -119,6 +147,11 @@ class DecodePool {
   // worker's, the others go to tiled_.
   void StartTiled(Job job, PackedLayer layer);
   void RunTile(const std::shared_ptr<TiledLayer>& tiled, size_t tile);
+  // After a tiled layer's last tile (and band): finishes it, unless its bytes
+  // are still arriving (then Submit does).
+  void TilesDone(const std::shared_ptr<TiledLayer>& tiled);
+  // Checks and completes a tiled layer whose tiles are all decoded.
+  void FinishTiled(const std::shared_ptr<TiledLayer>& tiled);
   void RunWholeTile(const std::shared_ptr<TiledLayer>& tiled,
                     WholeDecode& whole, size_t tile);
   // A tile of a layer decoded band by band: the tile into its band, then the
@@ -149,6 +182,10 @@ class DecodePool {
   // Started layers with tiles not yet handed out (taken first, the first
   // with a tile ready).
   TiledQueue tiled_ ABSL_GUARDED_BY(mu_);
+  // Layers arriving (Arriving) and not yet submitted; null for one that is
+  // not decoded as it arrives.
+  absl::flat_hash_map<size_t, std::shared_ptr<TiledLayer>> arriving_
+      ABSL_GUARDED_BY(mu_);
   std::vector<absl::StatusOr<RebuiltTensor>> results_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // layers taken, not completed
   int decoded_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,15 +1,18 @@
 #include "client/sdk/layer_output.h"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/sdk/base_store.h"
 #include "client/sdk/decode_pool.h"
 #include "common/base/file.h"
 #include "common/base/sha256.h"
+#include "common/base/status_macros.h"
 #include "common/pack/layer_codec.h"
 #include "common/pack/layer_tiles.h"
 #include "common/pack/packed_layer.h"
@@ -80,13 +83,35 @@ void WriteWhole(const std::vector<PackedLayer>& layers, OutputKind kind,
   ASSERT_TRUE(writer->Commit().ok());
 }
 
+// The manifest entry of a packed layer of `bytes`.
+v1::ManifestLayer EntryOf(const std::string& name,
+                          const std::vector<uint8_t>& bytes) {
+  v1::ManifestLayer expected;
+  expected.set_name(name);
+  const Sha256Digest digest = Sha256(bytes);
+  expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
+  expected.set_bytes(bytes.size());
+  return expected;
+}
+
+// Hands `bytes` to the pool as layer `index` of entry `expected` arriving in
+// chunks of `chunk` bytes (Arriving with each longer prefix), then submits
+// it; submits it at once when `chunk` is 0.
+void Deliver(DecodePool& pool, size_t index, const std::vector<uint8_t>& bytes,
+             const v1::ManifestLayer& expected, size_t chunk) {
+  const std::string all(bytes.begin(), bytes.end());
+  for (size_t end = chunk; chunk > 0 && end < all.size(); end += chunk)
+    pool.Arriving(index, absl::string_view(all).substr(0, end), expected);
+  pool.Submit(index, all, expected);
+}
+
 // The layers (as `bytes`, their serializations) through one decode pool of
-// `threads` workers into `path`, band by band; the first error of the pool's
-// results.
+// `threads` workers into `path`, band by band, arriving in chunks of `chunk`
+// bytes (0: submitted whole); the first error of the pool's results.
 absl::Status PullBandByBand(const std::vector<std::vector<uint8_t>>& bytes,
                             const std::vector<PackedLayer>& layers,
                             OutputKind kind, const std::string& path,
-                            int threads) {
+                            int threads, size_t chunk = 0) {
   auto writer =
       CheckpointStreamWriter::Create(path, Layout(layers, kind)).value();
   const LayerOutput output(writer.get(), kind);
@@ -104,14 +129,8 @@ absl::Status PullBandByBand(const std::vector<std::vector<uint8_t>>& bytes,
           ++began;  // on the worker that starts the layer
           return output.BeginRows(parsed);
         });
-    for (size_t i = 0; i < layers.size(); ++i) {
-      v1::ManifestLayer expected;
-      expected.set_name(layers[i].name);
-      const Sha256Digest digest = Sha256(bytes[i]);
-      expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
-      expected.set_bytes(bytes[i].size());
-      pool.Submit(i, std::string(bytes[i].begin(), bytes[i].end()), expected);
-    }
+    for (size_t i = 0; i < layers.size(); ++i)
+      Deliver(pool, i, bytes[i], EntryOf(layers[i].name, bytes[i]), chunk);
     pool.Wait();
     for (size_t i = 0; i < layers.size() && result.ok(); ++i)
       result = pool.Take(i).status();
@@ -125,20 +144,26 @@ absl::Status PullBandByBand(const std::vector<std::vector<uint8_t>>& bytes,
 }
 absl::Status PullBandByBand(const std::vector<uint8_t>& bytes,
                             const PackedLayer& layer, OutputKind kind,
-                            const std::string& path, int threads) {
+                            const std::string& path, int threads,
+                            size_t chunk = 0) {
   return PullBandByBand(std::vector<std::vector<uint8_t>>{bytes}, {layer}, kind,
-                        path, threads);
+                        path, threads, chunk);
 }
 
-// PullBandByBand into `path` succeeds and gives the bytes of `expected_path`.
+// PullBandByBand into `path` succeeds and gives the bytes of `expected_path`,
+// the layers submitted whole and arriving in chunks of 1000 bytes.
 void ExpectBandsAsWhole(const std::vector<std::vector<uint8_t>>& bytes,
                         const std::vector<PackedLayer>& layers, OutputKind kind,
                         const std::string& path,
                         const std::string& expected_path, int threads) {
-  const absl::Status pulled =
-      PullBandByBand(bytes, layers, kind, path, threads);
-  ASSERT_TRUE(pulled.ok()) << pulled;
-  EXPECT_EQ(ReadFileBytes(path).value(), ReadFileBytes(expected_path).value());
+  for (const size_t chunk : {size_t{0}, size_t{1000}}) {
+    SCOPED_TRACE(::testing::Message() << "chunk " << chunk);
+    const absl::Status pulled =
+        PullBandByBand(bytes, layers, kind, path, threads, chunk);
+    ASSERT_TRUE(pulled.ok()) << pulled;
+    EXPECT_EQ(ReadFileBytes(path).value(),
+              ReadFileBytes(expected_path).value());
+  }
 }
 
 // The same bytes as the whole layer's decode written by LayerOutput::Write
@@ -199,36 +224,34 @@ TEST(LayerOutput, SeveralTiledLayersInOnePoolEachWrittenInRowOrder) {
 }
 
 // A rows sink may decline a layer (null): its tiles are then decoded into the
-// whole layer, which goes to the sink as before.
+// whole layer, which goes to the sink as before (submitted whole, or decoded
+// as it arrives).
 TEST(LayerOutput, ALayerTheRowsSinkDeclinesIsTakenWhole) {
   const PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
   const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
   BaseStore bases("");
-  v1::ManifestLayer expected;
-  expected.set_name(layer.name);
-  const Sha256Digest digest = Sha256(bytes);
-  expected.set_blob_sha256(std::string(digest.begin(), digest.end()));
-  expected.set_bytes(bytes.size());
-  std::vector<int8_t> taken;
-  absl::Status result;
-  {
-    DecodePool pool(
-        2, 1, /*hold=*/false, &bases,
-        [&](size_t, RebuiltTensor tensor) {
-          taken = tensor.int8->values;  // one layer: no other thread writes
-          return absl::OkStatus();
-        },
-        /*tile_jobs=*/true,
-        [](size_t, const PackedLayer&)
-            -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
-          return nullptr;
-        });
-    pool.Submit(0, std::string(bytes.begin(), bytes.end()), expected);
-    pool.Wait();
-    result = pool.Take(0).status();
+  for (const size_t chunk : {size_t{0}, size_t{700}}) {
+    std::vector<int8_t> taken;
+    absl::Status result;
+    {
+      DecodePool pool(
+          2, 1, /*hold=*/false, &bases,
+          [&](size_t, RebuiltTensor tensor) {
+            taken = tensor.int8->values;  // one layer: no other thread writes
+            return absl::OkStatus();
+          },
+          /*tile_jobs=*/true,
+          [](size_t, const PackedLayer&)
+              -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
+            return nullptr;
+          });
+      Deliver(pool, 0, bytes, EntryOf(layer.name, bytes), chunk);
+      pool.Wait();
+      result = pool.Take(0).status();
+    }
+    ASSERT_TRUE(result.ok()) << result;
+    EXPECT_EQ(taken, DecodeLayer(layer, 1).value().int8->values);
   }
-  ASSERT_TRUE(result.ok()) << result;
-  EXPECT_EQ(taken, DecodeLayer(layer, 1).value().int8->values);
 }
 
 // A tile that decodes to other values fails the layer's SHA-256 after its
@@ -252,6 +275,132 @@ TEST(LayerOutput, ALayerFailingItsHashIsNotFinished) {
                      dir + "/out.pt", 2);
   EXPECT_EQ(cut.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(cut.message(), HasSubstr("embed.weight"));
+}
+
+// A rows writer that counts what it is given, passing it on.
+class CountingWriter : public DecodePool::RowsWriter {
+ public:
+  CountingWriter(std::unique_ptr<DecodePool::RowsWriter> writer,
+                 std::atomic<int>* rows, std::atomic<int>* finished)
+      : writer_(std::move(writer)), rows_(rows), finished_(finished) {}
+  absl::Status Rows(int64_t row0, absl::Span<int8_t> values) override {
+    ++*rows_;
+    return writer_->Rows(row0, values);
+  }
+  absl::Status Finish() override {
+    ++*finished_;
+    return writer_->Finish();
+  }
+
+ private:
+  std::unique_ptr<DecodePool::RowsWriter> writer_;
+  std::atomic<int>* rows_;
+  std::atomic<int>* finished_;
+};
+
+// A pool writing one tiled layer band by band into `path`, counting the bands
+// written and the layers finished.
+struct CountingPull {
+  CountingPull(const PackedLayer& layer, const std::string& path)
+      : writer(CheckpointStreamWriter::Create(
+                   path, Layout({layer}, OutputKind::kFloat))
+                   .value()),
+        output(writer.get(), OutputKind::kFloat),
+        pool(
+            2, 1, /*hold=*/false, &bases,
+            [](size_t, RebuiltTensor) {
+              return absl::InternalError("taken whole, not band by band");
+            },
+            /*tile_jobs=*/true,
+            [this](size_t, const PackedLayer& parsed)
+                -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
+              ASSIGN_OR_RETURN(auto rows_writer, output.BeginRows(parsed));
+              return std::make_unique<CountingWriter>(std::move(rows_writer),
+                                                      &rows, &finished);
+            }) {}
+
+  BaseStore bases{""};
+  std::atomic<int> rows = 0;
+  std::atomic<int> finished = 0;
+  std::unique_ptr<CheckpointStreamWriter> writer;
+  LayerOutput output;
+  DecodePool pool;
+};
+
+// Every byte but the last: the first two of the layer's three bands are
+// decoded and written before it is submitted (the last tile is not whole),
+// and it is not finished until then; then it is, byte for byte as whole.
+TEST(LayerOutput, TilesDecodeAsTheLayerArrives) {
+  const std::string dir = FreshDir("layer_output_arriving");
+  const PackedLayer layer = TiledLayer(QuantScheme::kPerChannelSymmetric);
+  const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  const v1::ManifestLayer expected = EntryOf(layer.name, bytes);
+  WriteWhole({layer}, OutputKind::kFloat, dir + "/whole.safetensors");
+  CountingPull pull(layer, dir + "/out.safetensors");
+  const std::string all(bytes.begin(), bytes.end());
+  for (size_t end = 500; end < all.size(); end += 500)
+    pull.pool.Arriving(0, absl::string_view(all).substr(0, end), expected);
+  pull.pool.Arriving(0, absl::string_view(all).substr(0, all.size() - 1),
+                     expected);
+  // Bounded: 10 s in 10 ms steps.
+  for (int i = 0; i < 1000 && pull.rows < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(pull.rows, 2);
+  EXPECT_EQ(pull.finished, 0);
+  pull.pool.Submit(0, all, expected);
+  pull.pool.Wait();
+  ASSERT_TRUE(pull.pool.Take(0).ok());
+  EXPECT_EQ(pull.rows, 3);
+  EXPECT_EQ(pull.finished, 1);
+  ASSERT_TRUE(pull.writer->Commit().ok());
+  EXPECT_EQ(ReadFileBytes(dir + "/out.safetensors").value(),
+            ReadFileBytes(dir + "/whole.safetensors").value());
+}
+
+// Bytes that arrived other than the manifest's (a byte of the second tile
+// changed): DATA_LOSS naming the layer at Submit, never finished; the output
+// cannot be committed. Submitted bytes that are not those that arrived fail
+// the same way.
+TEST(LayerOutput, AnArrivedLayerNotMatchingItsManifestIsNotFinished) {
+  const std::string dir = FreshDir("layer_output_arrived_damaged");
+  const PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
+  const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  const v1::ManifestLayer expected = EntryOf(layer.name, bytes);
+  std::vector<uint8_t> damaged = bytes;
+  damaged[bytes.size() - layer.PayloadBytes() + layer.tiles[0].size() + 9] ^=
+      0x40;
+  for (const bool resubmitted : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "resubmitted " << resubmitted);
+    CountingPull pull(layer, dir + "/out.safetensors");
+    const std::string arrived(damaged.begin(), damaged.end());
+    for (size_t end = 800; end < arrived.size(); end += 800)
+      pull.pool.Arriving(0, absl::string_view(arrived).substr(0, end),
+                         expected);
+    pull.pool.Submit(
+        0, resubmitted ? std::string(bytes.begin(), bytes.end()) : arrived,
+        expected);
+    pull.pool.Wait();
+    const absl::Status result = pull.pool.Take(0).status();
+    EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(result.message(), HasSubstr("embed.weight"));
+    EXPECT_EQ(pull.finished, 0);
+    EXPECT_THAT(pull.writer->Commit().message(), HasSubstr("never written"));
+  }
+}
+
+// A layer that stops arriving (a pull that failed or was cancelled) is never
+// submitted: waiting for the pool, and destroying it, do not wait for it.
+TEST(LayerOutput, ALayerThatStopsArrivingIsAbandoned) {
+  const std::string dir = FreshDir("layer_output_abandoned");
+  const PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric);
+  const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  const std::string half(bytes.begin(), bytes.begin() + bytes.size() / 2);
+  for (const bool wait : {false, true}) {
+    CountingPull pull(layer, dir + "/out.safetensors");
+    pull.pool.Arriving(0, half, EntryOf(layer.name, bytes));
+    if (wait) pull.pool.Wait();
+    EXPECT_EQ(pull.finished, 0);
+  }
 }
 
 }  // namespace

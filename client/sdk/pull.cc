@@ -210,6 +210,13 @@ void AcceptManifest(const PullOptions& options, const v1::Manifest& manifest,
   state->failure = StartDecoding(options, state);
 }
 
+// Whether layer `i` goes to the decode pool: a base entry only in a progressive
+// pull (as a layer of the coarse model), elsewhere it is kept for its delta.
+bool Decoded(const PullState& state, size_t i) {
+  return !state.manifest.layers(static_cast<int>(i)).is_base() ||
+         !state.coarse_tier.empty();
+}
+
 // The bytes of layer state->layer are all in: a base entry is checked and kept
 // for the delta layer that follows, a layer goes to the decode pool, and the
 // coarse model of a progressive pull is handed over when its last layer is in
@@ -231,11 +238,8 @@ absl::Status LayerComplete(const PullOptions& options, PullState* state,
                                               "' does not match its SHA-256"));
     }
     state->bases->Keep(digest, span);
-    if (!state->coarse_tier.empty())
-      state->pool->Submit(i, std::move(bytes), expected);  // a coarse layer
-  } else {
-    state->pool->Submit(i, std::move(bytes), expected);
   }
+  if (Decoded(*state, i)) state->pool->Submit(i, std::move(bytes), expected);
   bytes.clear();
   bytes.shrink_to_fit();
   state->pool->WaitForRoom();
@@ -318,7 +322,11 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
       return grpc::Status(grpc::StatusCode::DATA_LOSS,
                           "layer longer than its manifest entry");
     }
-    if (bytes.size() == expected.bytes()) {
+    if (bytes.size() < expected.bytes() && options.decode_arriving &&
+        Decoded(*state, i)) {
+      // Its tiles decode as they arrive.
+      state->pool->Arriving(i, bytes, expected);
+    } else if (bytes.size() == expected.bytes()) {
       if (absl::Status complete = LayerComplete(options, state, only_layer < 0);
           !complete.ok()) {
         context.TryCancel();

@@ -39,21 +39,29 @@ TEST(TilePlan, SplitsEvenlyUnderTheMaximum) {
 }
 
 TEST(TilePlan, CutsTilesToThePixelCapLongerSideFirst) {
-  // A 1 B model's embedding: 4000 x 2048 tiles would be twice the cap.
-  TileGrid embedding = PlanTiles(32000, 2048);
+  // With a cap of 4 M pixels: a 1 B model's embedding, whose 4000 x 2048
+  // tiles would be twice the cap.
+  constexpr int64_t k4M = int64_t{4096} * 1024;
+  TileGrid embedding = PlanTiles(32000, 2048, kDefaultMaxTileSize, k4M);
   EXPECT_EQ(embedding.tile_rows, 2000);
   EXPECT_EQ(embedding.tile_cols, 2048);
   EXPECT_EQ(embedding.NumTiles(), 16);
-  // Within the cap already (a 0.35 B model's embedding): as before.
-  TileGrid narrow = PlanTiles(32000, 1024);
+  // Within the cap already (a 0.35 B model's embedding): as without one.
+  TileGrid narrow = PlanTiles(32000, 1024, kDefaultMaxTileSize, k4M);
   EXPECT_EQ(narrow.tile_rows, 4000);
   EXPECT_EQ(narrow.NumTiles(), 8);
   // Wider than tall: the columns are cut.
-  TileGrid wide = PlanTiles(2048, 5632);
+  TileGrid wide = PlanTiles(2048, 5632, kDefaultMaxTileSize, k4M);
   EXPECT_EQ(wide.tile_rows, 2048);
   EXPECT_EQ(wide.ColTiles(), 3);
+  // The default cap, 1 M pixels: a 2048 x 2048 layer in four strips of rows.
+  TileGrid square = PlanTiles(2048, 2048);
+  EXPECT_EQ(square.tile_rows, 512);
+  EXPECT_EQ(square.tile_cols, 2048);
+  EXPECT_EQ(square.NumTiles(), 4);
   for (const TileGrid& grid :
-       {embedding, narrow, wide, PlanTiles(4096, 4096), PlanTiles(1, 1 << 30),
+       {PlanTiles(32000, 2048), PlanTiles(32000, 1024), PlanTiles(2048, 5632),
+        square, PlanTiles(4096, 4096), PlanTiles(1, 1 << 30),
         PlanTiles(40000, 40000)}) {
     EXPECT_LE(grid.tile_rows * grid.tile_cols, kDefaultMaxTilePixels);
     EXPECT_TRUE(ValidateTileGrid(grid, kDefaultMaxTileSize).ok());

@@ -22,8 +22,10 @@ inline constexpr int kMinCuSize = 8;
 inline constexpr int kDefaultMaxTileSize = 4096;
 // An x265 encoder's buffers follow the picture's area, so tiles are also cut
 // to at most this many pixels: a tile job's memory is then the same
-// for a 1024-wide and a 4096-wide layer, whatever the model's size.
-inline constexpr int64_t kDefaultMaxTilePixels = int64_t{4096} * 1024;
+// for a 1024-wide and a 4096-wide layer, whatever the model's size. 1 M pixels
+// also keeps a tile's decode short: a pull ends about one tile's decode after
+// its last byte (docs/BENCHMARKS.md: no measurable cost in bytes against 4 M).
+inline constexpr int64_t kDefaultMaxTilePixels = int64_t{1024} * 1024;
 
 // An 8-bit luma picture, row-major, stride == width.
 struct Plane {

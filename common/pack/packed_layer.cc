@@ -1,5 +1,6 @@
 #include "common/pack/packed_layer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -309,33 +310,56 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   return out;
 }
 
-absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
-                                             size_t* consumed) {
-  if (bytes.size() < 8 || std::memcmp(bytes.data(), kMagic, 4) != 0) {
+absl::StatusOr<PackedLayerHead> ParsePackedLayerHead(
+    absl::Span<const uint8_t> prefix, uint64_t total) {
+  if (total < 8 || (!prefix.empty() &&
+                    std::memcmp(prefix.data(), kMagic,
+                                std::min<size_t>(prefix.size(), 4)) != 0)) {
     return Invalid("", "does not start with the WCL1 magic");
   }
+  if (prefix.size() < 8)
+    return absl::UnavailableError("the packed layer's header is not in yet");
   uint32_t length = 0;
   for (int i = 0; i < 4; ++i)
-    length |= static_cast<uint32_t>(bytes[4 + i]) << (8 * i);
-  if (length > kMaxHeaderBytes || length > bytes.size() - 8) {
+    length |= static_cast<uint32_t>(prefix[4 + i]) << (8 * i);
+  if (length > kMaxHeaderBytes || length > total - 8) {
     return Invalid("", absl::StrCat("header length ", length, " exceeds the ",
-                                    bytes.size() - 8, " bytes present"));
+                                    total - 8, " bytes present"));
   }
+  if (length > prefix.size() - 8)
+    return absl::UnavailableError("the packed layer's header is not in yet");
   v1::PackedLayerHeader header;
-  if (!header.ParseFromArray(bytes.data() + 8, static_cast<int>(length))) {
+  if (!header.ParseFromArray(prefix.data() + 8, static_cast<int>(length))) {
     return Invalid("", "header is not a valid PackedLayerHeader");
   }
-  const size_t payload_offset = 8 + length;
-  ASSIGN_OR_RETURN(PackedLayer layer,
-                   FromHeader(header, bytes.size() - payload_offset));
-  size_t offset = payload_offset;
+  const uint64_t payload_offset = 8 + uint64_t{length};
+  PackedLayerHead head;
+  ASSIGN_OR_RETURN(head.layer, FromHeader(header, total - payload_offset));
+  uint64_t offset = payload_offset;
   for (int i = 0; i < header.tile_bytes_size(); ++i) {
-    const size_t size = header.tile_bytes(i);
-    layer.tiles[i].assign(bytes.data() + offset, bytes.data() + offset + size);
-    offset += size;
+    head.tile_offsets.push_back(offset);
+    offset += header.tile_bytes(i);  // bounded by FromHeader's sum check
   }
-  *consumed = offset;
-  return layer;
+  head.end = offset;
+  return head;
+}
+
+absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
+                                             size_t* consumed) {
+  // The whole layer is present: never UNAVAILABLE.
+  absl::StatusOr<PackedLayerHead> head =
+      ParsePackedLayerHead(bytes, bytes.size());
+  RETURN_IF_ERROR(head.status());
+  PackedLayer& layer = head->layer;
+  for (size_t i = 0; i < head->tile_offsets.size(); ++i) {
+    const uint64_t end = i + 1 < head->tile_offsets.size()
+                             ? head->tile_offsets[i + 1]
+                             : head->end;
+    layer.tiles[i].assign(bytes.data() + head->tile_offsets[i],
+                          bytes.data() + end);
+  }
+  *consumed = static_cast<size_t>(head->end);
+  return std::move(layer);
 }
 
 }  // namespace weightcast

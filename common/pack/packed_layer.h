@@ -80,6 +80,19 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer);
 absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
                                              size_t* consumed);
 
+// The header of a packed layer still arriving: `prefix` holds its first bytes
+// of `total` (a layer's length, known from its manifest entry). The layer with
+// its tiles sized and empty, where each tile's bytes start, and where the
+// layer ends (at most `total`). UNAVAILABLE while the prefix ends inside the
+// header; otherwise ParsePackedLayer's errors for the header.
+struct PackedLayerHead {
+  PackedLayer layer;
+  std::vector<uint64_t> tile_offsets;
+  uint64_t end = 0;
+};
+absl::StatusOr<PackedLayerHead> ParsePackedLayerHead(
+    absl::Span<const uint8_t> prefix, uint64_t total);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_

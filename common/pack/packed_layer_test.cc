@@ -37,6 +37,48 @@ TEST(PackedLayer, ParsedLayerSerializesByteForByte) {
   EXPECT_EQ(SerializePackedLayer(*parsed), bytes);
 }
 
+// A layer still arriving: UNAVAILABLE until its header is in, then the header
+// and where each tile starts, the same for every longer prefix; the header's
+// errors as ParsePackedLayer's, judged against the whole layer's length.
+TEST(PackedLayer, HeadOfALayerStillArriving) {
+  const std::vector<uint8_t> bytes = SamplePackedLayer();
+  size_t consumed = 0;
+  const PackedLayer whole = ParsePackedLayer(bytes, &consumed).value();
+  const auto prefix = [&](size_t n) {
+    return absl::MakeConstSpan(bytes).subspan(0, n);
+  };
+  EXPECT_TRUE(absl::IsUnavailable(
+      ParsePackedLayerHead(prefix(5), bytes.size()).status()));
+  const uint64_t header_end = bytes.size() - whole.PayloadBytes();
+  EXPECT_TRUE(absl::IsUnavailable(
+      ParsePackedLayerHead(prefix(header_end - 1), bytes.size()).status()));
+  for (const size_t n : {header_end, header_end + 3, uint64_t{bytes.size()}}) {
+    auto head = ParsePackedLayerHead(prefix(n), bytes.size());
+    ASSERT_TRUE(head.ok()) << head.status();
+    EXPECT_EQ(head->layer.name, "fc.weight");
+    EXPECT_EQ(head->end, bytes.size());
+    ASSERT_EQ(head->tile_offsets.size(), 4u);
+    uint64_t offset = header_end;
+    for (size_t t = 0; t < 4; ++t) {
+      EXPECT_EQ(head->tile_offsets[t], offset);
+      EXPECT_TRUE(head->layer.tiles[t].empty());
+      offset += whole.tiles[t].size();
+    }
+  }
+  // Tiles longer than the layer's length.
+  EXPECT_EQ(ParsePackedLayerHead(prefix(header_end), bytes.size() - 1)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<uint8_t> bad_magic = bytes;
+  bad_magic[0] = 'X';
+  EXPECT_THAT(
+      ParsePackedLayerHead(absl::MakeConstSpan(bad_magic).subspan(0, 6), 900)
+          .status()
+          .message(),
+      HasSubstr("magic"));
+}
+
 TEST(PackedLayer, RejectsBadMagicAndLyingHeaderLength) {
   std::vector<uint8_t> bytes = SamplePackedLayer();
   size_t consumed;
