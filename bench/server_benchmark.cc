@@ -108,92 +108,82 @@ double CpuSeconds() {
          usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
 }
 
+// A way to pull, for sections 4 and 4b.
+struct PullVariant {
+  const char* label;
+  bool pipelined = true;
+  bool tile_jobs = true;
+  bool decode_arriving = true;
+};
+
+// Pulls `model`'s q22 tier over a link paced to 16 MB/s with each variant, 3
+// rounds of the variants in turn (so that they see the same machine) after a
+// warm-up, and prints each against max(transfer, decode): decode is the first
+// variant's (download, then decode) seconds less the transfer, and the last
+// variant's share of it hidden is printed too. `title` has a %f for the
+// tier's MB. False when a pull failed.
+bool ComparePacedPulls(Client& sdk, const std::string& model, const char* title,
+                       const std::vector<PullVariant>& variants) {
+  PullOptions options{model, "v1", {"q22"}, ""};
+  options.max_bytes_per_second = 16e6;
+  absl::StatusOr<PullResult> warm_up = sdk.Pull(options);
+  if (!warm_up.ok()) return false;
+  std::vector<double> seconds(variants.size());
+  for (int round = 0; round < 3; ++round) {
+    for (size_t v = 0; v < variants.size(); ++v) {
+      options.pipelined = variants[v].pipelined;
+      options.tile_jobs = variants[v].tile_jobs;
+      options.decode_arriving = variants[v].decode_arriving;
+      absl::StatusOr<PullResult> result = sdk.Pull(options);
+      if (!result.ok()) return false;
+      seconds[v] += result->seconds / 3;
+    }
+  }
+  const double transfer = warm_up->bytes / 16e6;
+  const double decode = seconds[0] - transfer;
+  std::printf(title, warm_up->bytes / 1e6);
+  std::printf(" over a link paced to 16 MB/s, 3 rounds each\n");
+  std::printf("   %-66s %.2f s\n", "transfer alone (bytes / rate):", transfer);
+  for (size_t v = 0; v < variants.size(); ++v) {
+    std::printf("   %-66s %.2f s (%.2f x max(transfer, decode))\n",
+                absl::StrCat(variants[v].label, ":").c_str(), seconds[v],
+                seconds[v] / std::max(transfer, decode));
+  }
+  std::printf("   decode time hidden by the last: %.0f%%\n\n",
+              100 * (seconds[0] - seconds.back()) / std::max(1e-9, decode));
+  return true;
+}
+
 // Sections 4-6: the SDK against `server`, which has `big` (6 x 2048x2048).
 int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
                    const std::string& big, const std::string& work) {
   auto sdk = Client::Connect({server.address()}).value();
   // --- 4: pipelined decode against download-then-decode ---
-  {
-    RegisterOrExit(server.address(), "hevc", big, "q22");
-    Drain(distribution, "hevc",
-          "q22");  // encode and cache (24 M weights on 2 workers)
-    PullOptions options{"hevc", "v1", {"q22"}, ""};
-    options.max_bytes_per_second = 16e6;
-    const uint64_t bytes = sdk->Pull(options)->bytes;  // warm-up
-    // Pipelined (the SDK's default: tiles decoded as they arrive), pipelined
-    // with a layer's tiles started once it is whole, download-then-decode.
-    double seconds[3] = {0, 0, 0};
-    for (int round = 0; round < 3; ++round) {
-      for (int variant = 0; variant < 3; ++variant) {
-        options.pipelined = variant < 2;
-        options.decode_arriving = variant == 0;
-        auto result = sdk->Pull(options);
-        if (!result.ok()) return 1;
-        seconds[variant] += result->seconds / 3;
-      }
-    }
-    const double transfer = bytes / 16e6;
-    const double decode = seconds[2] - transfer;
-    std::printf(
-        "4. pulling a %.1f MB q22 tier (24 M weights, 6 layers of 2048x2048) "
-        "over a link paced to 16 MB/s, 3 rounds each\n",
-        bytes / 1e6);
-    std::printf("   transfer alone (bytes / rate): %.2f s\n", transfer);
-    std::printf("   download, then decode:         %.2f s\n", seconds[2]);
-    std::printf(
-        "   pipelined, a layer's tiles decoded once it is whole: %.2f s (%.2f "
-        "x max(transfer, decode))\n",
-        seconds[1], seconds[1] / std::max(transfer, decode));
-    std::printf(
-        "   pipelined, tiles decoded as they arrive (SDK default): %.2f s "
-        "(%.2f x max(transfer, decode))\n",
-        seconds[0], seconds[0] / std::max(transfer, decode));
-    std::printf("   decode time hidden by the default: %.0f%%\n\n",
-                100 * (seconds[2] - seconds[0]) / std::max(1e-9, decode));
-  }
-  // --- 4b: the same on multi-tile layers, one job per layer against per tile
+  RegisterOrExit(server.address(), "hevc", big, "q22");
+  Drain(distribution, "hevc",
+        "q22");  // encode and cache (24 M weights on 2 workers)
+  if (!ComparePacedPulls(
+          *sdk, "hevc",
+          "4. pulling a %.1f MB q22 tier (24 M weights, 6 layers of 2048x2048)",
+          {{"download, then decode", false},
+           {"pipelined, a layer's tiles decoded once it is whole", true, true,
+            false},
+           {"pipelined, tiles decoded as they arrive (SDK default)"}}))
+    return 1;
+  // --- 4b: the same on larger layers, one job per layer against per tile
   const std::string wide =
       WriteCheckpoint(work + "/wide.safetensors", 3, 8192, 1024);
   RegisterOrExit(server.address(), "wide", wide, "q22");
   Drain(distribution, "wide", "q22");  // 3 layers of 8 tiles (1024x1024)
-  {
-    PullOptions options{"wide", "v1", {"q22"}, ""};
-    options.max_bytes_per_second = 16e6;
-    const uint64_t bytes = sdk->Pull(options)->bytes;  // warm-up
-    // Download-then-decode, pipelined per layer, per tile (a layer's tiles
-    // once it is whole), per tile as the tiles arrive.
-    double seconds[4] = {0, 0, 0, 0};
-    for (int round = 0; round < 3; ++round) {
-      for (int variant = 0; variant < 4; ++variant) {
-        options.pipelined = variant > 0;
-        options.tile_jobs = variant != 1;
-        options.decode_arriving = variant == 3;
-        auto result = sdk->Pull(options);
-        if (!result.ok()) return 1;
-        seconds[variant] += result->seconds / 3;
-      }
-    }
-    const double transfer = bytes / 16e6;
-    const double decode = seconds[0] - transfer;
-    std::printf(
-        "4b. pulling a %.1f MB q22 tier (3 layers of 8192x1024) "
-        "over a link paced to 16 MB/s, 3 rounds each\n",
-        bytes / 1e6);
-    std::printf("   transfer alone (bytes / rate):      %.2f s\n", transfer);
-    std::printf("   download, then decode (tile jobs):  %.2f s\n", seconds[0]);
-    std::printf(
-        "   pipelined, one job per layer:       %.2f s (%.2f x max(transfer, "
-        "decode))\n",
-        seconds[1], seconds[1] / std::max(transfer, decode));
-    std::printf(
-        "   pipelined, one job per tile:        %.2f s (%.2f x max(transfer, "
-        "decode))\n",
-        seconds[2], seconds[2] / std::max(transfer, decode));
-    std::printf(
-        "   the same, tiles as they arrive:     %.2f s (%.2f x max(transfer, "
-        "decode))\n\n",
-        seconds[3], seconds[3] / std::max(transfer, decode));
-  }
+  if (!ComparePacedPulls(
+          *sdk, "wide",
+          "4b. pulling a %.1f MB q22 tier (3 layers of 8192x1024)",
+          {{"download, then decode (tile jobs)", false},
+           {"pipelined, one job per layer", true, false, false},
+           {"pipelined, one job per tile, once the layer is whole", true, true,
+            false},
+           {"pipelined, one job per tile, as the tiles arrive (SDK default)"}}))
+    return 1;
   // --- 5: decode throughput, one job per layer against one per tile ---
   const std::string one =
       WriteCheckpoint(work + "/one.safetensors", 1, 16384, 1024);
