@@ -340,18 +340,17 @@ void DecodePool::Complete(const Job& job, const PackedLayer* layer,
 
 absl::Status DecodePool::BeginDecode(size_t index, const PackedLayer& layer,
                                      TiledLayer* tiled) {
-  std::unique_ptr<RowsWriter> writer;  // null: the whole layer's values
+  RETURN_IF_ERROR(CheckTiledLayer(layer));  // before anything is sized by it
+  std::unique_ptr<RowsWriter> writer;       // null: the whole layer's values
   if (rows_sink_) {
-    RETURN_IF_ERROR(CheckTiledLayer(layer));  // before the sink sizes its rows
     ASSIGN_OR_RETURN(writer, rows_sink_(index, layer));
   }
   if (writer) {
     tiled->decode.emplace<BandDecode>().writer = std::move(writer);
-    return absl::OkStatus();
+  } else {
+    tiled->decode = WholeDecode{std::vector<int8_t>(
+        static_cast<size_t>(layer.grid.rows * layer.grid.cols))};
   }
-  // Checks the layer (again if a sink declined).
-  ASSIGN_OR_RETURN(std::vector<int8_t> values, StartTiledDecode(layer));
-  tiled->decode = WholeDecode{std::move(values)};
   return absl::OkStatus();
 }
 
