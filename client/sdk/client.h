@@ -216,10 +216,11 @@ struct PullOptions {
   bool tile_jobs = true;
   // With tile jobs, a pipelined pull decodes a multi-tile layer's tiles as
   // their bytes arrive, so that it ends about one tile's decode after its last
-  // byte; nothing of a layer is finished before its SHA-256 is checked.
-  // false: a layer's tiles start once it is whole (the baseline benchmarks
-  // use).
-  bool decode_arriving = true;
+  // byte; nothing of a layer is finished before its SHA-256 is checked. Off by
+  // default: layers started so are not yet bounded by the read-ahead limit,
+  // and a 1 B-parameter pull peaked at 892 MiB with it (docs/BENCHMARKS.md).
+  // false: a layer's tiles start once it is whole.
+  bool decode_arriving = false;
   // When the server's manifests name a blob URL (weightcastd --blob-base-url),
   // GET the layers' bytes there over HTTP (an nginx or CDN cache in front of
   // the server), resuming with Range and checking each blob's SHA-256; gRPC
