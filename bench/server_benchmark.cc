@@ -166,9 +166,9 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
           *sdk, "hevc",
           "4. pulling a %.1f MB q22 tier (24 M weights, 6 layers of 2048x2048)",
           {{"download, then decode", false},
-           {"pipelined, a layer's tiles decoded once it is whole (SDK default)",
-            true, true, false},
-           {"pipelined, tiles decoded as they arrive (decode_arriving)"}}))
+           {"pipelined, a layer's tiles decoded once it is whole", true, true,
+            false},
+           {"pipelined, tiles decoded as they arrive (SDK default)"}}))
     return 1;
   // --- 4b: the same on larger layers, one job per layer against per tile
   const std::string wide =
@@ -182,8 +182,7 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
            {"pipelined, one job per layer", true, false, false},
            {"pipelined, one job per tile, once the layer is whole", true, true,
             false},
-           {"pipelined, one job per tile, as the tiles arrive "
-            "(decode_arriving)"}}))
+           {"pipelined, one job per tile, as the tiles arrive (SDK default)"}}))
     return 1;
   // --- 5: decode throughput, one job per layer against one per tile ---
   const std::string one =

@@ -103,6 +103,8 @@ const std::string kUsage =
        [--grpc-only]   when the server's manifests name a blob URL (weightcastd
        --blob-base-url), layer bytes come over HTTP from there (falling back to gRPC);
        --grpc-only takes them from the gRPC stream
+       [--decode-whole-layers]   decode a layer's tiles once the layer is whole, not as
+       its bytes arrive (the baseline bench/run_large_model_benchmark compares with)
   warm MODEL [VERSION [TIER...]]                  encode tiers in the background
   rm MODEL VERSION
   health                                       exit 0 when the server is SERVING (for probes)
@@ -149,7 +151,7 @@ const std::map<std::string, ArgSpec>& CommandSpecs() {
        {{"-o", "--tier", "--max-bytes", "--min-sqnr", "--max-accuracy-drop",
          "--min-output-cosine", "--bandwidth", "--within", "--limit",
          "--base-dir", "--progressive", "--coarse-out", "--shard-bytes"},
-        {"--int8", "--grpc-only"}}},
+        {"--int8", "--grpc-only", "--decode-whole-layers"}}},
       {"warm", {}},
       {"rm", {}},
       {"health", {}},
@@ -489,6 +491,7 @@ absl::Status Run(const std::string& command, const Args& args, Client& client,
     options.tier.name = flag("--tier");
     options.base_dir = flag("--base-dir");
     options.http_blobs = !args.Has("--grpc-only");
+    options.decode_arriving = !args.Has("--decode-whole-layers");
     options.coarse_tier = flag("--progressive");
     options.coarse_output_path = flag("--coarse-out");
     if (options.coarse_tier.empty() && !options.coarse_output_path.empty()) {

@@ -216,11 +216,12 @@ struct PullOptions {
   bool tile_jobs = true;
   // With tile jobs, a pipelined pull decodes a multi-tile layer's tiles as
   // their bytes arrive, so that it ends about one tile's decode after its last
-  // byte; nothing of a layer is finished before its SHA-256 is checked. Off by
-  // default: layers started so are not yet bounded by the read-ahead limit,
-  // and a 1 B-parameter pull peaked at 892 MiB with it (docs/BENCHMARKS.md).
-  // false: a layer's tiles start once it is whole.
-  bool decode_arriving = false;
+  // byte; nothing of a layer is finished before its SHA-256 is checked. A
+  // layer starts so only while the decoder has nothing else waiting, so a
+  // link faster than the decoder holds no more than without it. false: a
+  // layer's tiles start once it is whole (the baseline benchmarks compare
+  // with).
+  bool decode_arriving = true;
   // When the server's manifests name a blob URL (weightcastd --blob-base-url),
   // GET the layers' bytes there over HTTP (an nginx or CDN cache in front of
   // the server), resuming with Range and checking each blob's SHA-256; gRPC

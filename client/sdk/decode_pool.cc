@@ -61,11 +61,10 @@ struct DecodePool::TiledLayer {
   size_t tiles_in = 0;
   bool arriving = false;
   bool decoded = false;
-  // While it arrives, the submitting thread's: where its tiles start and the
-  // layer ends, the bytes seen (and hashed) so far, the tiles copied, and
-  // whether a call's bytes were not a longer prefix of the last's.
-  std::vector<uint64_t> tile_offsets;
-  uint64_t end = 0;
+  // While it arrives, the submitting thread's: where its tiles lie, the
+  // bytes seen (and hashed) so far, the tiles copied, and whether a call's
+  // bytes were not a longer prefix of the last's.
+  TileOffsets offsets;
   uint64_t seen = 0;
   Sha256Hasher hasher;
   size_t copied = 0;
@@ -133,7 +132,7 @@ void DecodePool::Submit(size_t index, std::string bytes,
   // A layer decoding as it arrived: its last bytes, then its SHA-256.
   Receive(*tiled, bytes);
   absl::Status verified =
-      tiled->diverged || tiled->seen != tiled->end
+      tiled->diverged || tiled->seen != tiled->offsets.end
           ? absl::DataLossError(absl::StrCat(
                 "layer '", expected.name(),
                 "': submitted bytes are not the bytes that arrived"))
@@ -163,6 +162,10 @@ void DecodePool::Arriving(size_t index, absl::string_view bytes,
     if (const auto it = arriving_.find(index); it != arriving_.end()) {
       if (it->second == nullptr) return;  // not a layer decoded so
       tiled = it->second;
+    } else if (!queue_.empty() || !tiled_.empty()) {
+      // The decoder is behind the link: the layer waits its turn (asked
+      // again with its next bytes, else queued by Submit).
+      return;
     }
   }
   if (!tiled) {
@@ -191,36 +194,34 @@ DecodePool::StartArriving(size_t index, absl::string_view bytes,
           absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()),
                               bytes.size()),
           expected.bytes()));
-  if (head.layer.name != expected.name() || head.end != expected.bytes() ||
-      !DecodesByTile(head.layer)) {
+  if (head.layer.name != expected.name() ||
+      head.offsets.end != expected.bytes() || !DecodesByTile(head.layer)) {
     return nullptr;
   }
   auto tiled = std::make_shared<TiledLayer>();
   RETURN_IF_ERROR(BeginDecode(index, head.layer, tiled.get()));
   tiled->job.index = index;
   tiled->layer = std::move(head.layer);
-  tiled->tile_offsets = std::move(head.tile_offsets);
-  tiled->end = head.end;
+  tiled->offsets = std::move(head.offsets);
   return tiled;
 }
 
 void DecodePool::Receive(TiledLayer& tiled, absl::string_view bytes) {
-  if (bytes.size() < tiled.seen || bytes.size() > tiled.end)
+  if (bytes.size() < tiled.seen || bytes.size() > tiled.offsets.end)
     tiled.diverged = true;
   if (tiled.diverged) return;
   const auto span = absl::MakeConstSpan(
       reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   tiled.hasher.Update(span.subspan(tiled.seen));
   tiled.seen = bytes.size();
-  const size_t tiles = tiled.tile_offsets.size();
+  const TileOffsets& offsets = tiled.offsets;
   size_t copied = tiled.copied;
   // Bounded by the layer's tile count.
-  while (copied < tiles) {
-    const uint64_t end =
-        copied + 1 < tiles ? tiled.tile_offsets[copied + 1] : tiled.end;
+  while (copied < offsets.starts.size()) {
+    const uint64_t end = offsets.TileEnd(copied);
     if (end > bytes.size()) break;
     // Tiles from `copied` on are not handed out yet: no worker reads them.
-    tiled.layer.tiles[copied].assign(span.begin() + tiled.tile_offsets[copied],
+    tiled.layer.tiles[copied].assign(span.begin() + offsets.starts[copied],
                                      span.begin() + end);
     ++copied;
   }

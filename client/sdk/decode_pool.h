@@ -78,11 +78,15 @@ class DecodePool {
   // a longer prefix of the bytes then submitted; called by the thread that
   // calls Submit). Once its header is in, a layer of several tiles has its
   // tiles decoded as their bytes arrive, so that a pull ends about a tile's
-  // decode after its last byte, not a layer's. Nothing of it is finished or
-  // handed on before Submit checked its SHA-256 (rows written by then are
-  // rewritten when a layer that failed is fetched again, as after any failed
-  // decode). A pool that holds layers, or decodes one job per layer, waits for
-  // Submit.
+  // decode after its last byte, not a layer's. A layer starts so only while
+  // the decoder has nothing else to hand out (no queued layer, no tile of a
+  // started one waiting): behind a link faster than the decoder no layer
+  // starts early and layers wait in the queue WaitForRoom bounds, so decoding
+  // as layers arrive holds at most one layer more than decoding them whole.
+  // Nothing of it is finished or handed on before Submit checked its SHA-256
+  // (rows written by then are rewritten when a layer that failed is fetched
+  // again, as after any failed decode). A pool that holds layers, or decodes
+  // one job per layer, waits for Submit.
   void Arriving(size_t index, absl::string_view bytes,
                 const v1::ManifestLayer& expected);
   // Received layers waiting for a worker, at most, past WaitForRoom.

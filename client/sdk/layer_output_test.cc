@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "client/sdk/base_store.h"
 #include "client/sdk/decode_pool.h"
 #include "common/base/file.h"
@@ -353,6 +355,101 @@ TEST(LayerOutput, TilesDecodeAsTheLayerArrives) {
   EXPECT_EQ(pull.rows, 3);
   EXPECT_EQ(pull.finished, 1);
   ASSERT_TRUE(pull.writer->Commit().ok());
+  EXPECT_EQ(ReadFileBytes(dir + "/out.safetensors").value(),
+            ReadFileBytes(dir + "/whole.safetensors").value());
+}
+
+// A rows writer whose first band waits for the test to let it through, so
+// that the decoder is held behind with tiles of its layer left to hand out.
+class GateWriter : public DecodePool::RowsWriter {
+ public:
+  GateWriter(std::unique_ptr<DecodePool::RowsWriter> writer,
+             absl::Notification* entered, absl::Notification* open)
+      : writer_(std::move(writer)), entered_(entered), open_(open) {}
+  absl::Status Rows(int64_t row0, absl::Span<int8_t> values) override {
+    if (!entered_->HasBeenNotified()) entered_->Notify();
+    open_->WaitForNotification();
+    return writer_->Rows(row0, values);
+  }
+  absl::Status Finish() override { return writer_->Finish(); }
+
+ private:
+  std::unique_ptr<DecodePool::RowsWriter> writer_;
+  absl::Notification* entered_;
+  absl::Notification* open_;
+};
+
+// A layer arriving while the decoder is behind (one worker held in the first
+// layer, its other tiles waiting) is not started: no decode state is taken
+// for it. Asked again once the decoder has caught up, it starts, and both
+// layers come out byte for byte as whole.
+TEST(LayerOutput, ALayerArrivingWhileTheDecoderIsBehindWaitsItsTurn) {
+  const std::string dir = FreshDir("layer_output_arriving_behind");
+  const std::vector<PackedLayer> layers = {
+      TiledLayer(QuantScheme::kPerTensorSymmetric, "a.weight", 7),
+      TiledLayer(QuantScheme::kPerChannelSymmetric, "b.weight", 8)};
+  std::vector<std::vector<uint8_t>> bytes;
+  for (const PackedLayer& layer : layers)
+    bytes.push_back(SerializePackedLayer(layer));
+  WriteWhole(layers, OutputKind::kFloat, dir + "/whole.safetensors");
+  auto writer =
+      CheckpointStreamWriter::Create(dir + "/out.safetensors",
+                                     Layout(layers, OutputKind::kFloat))
+          .value();
+  const LayerOutput output(writer.get(), OutputKind::kFloat);
+  absl::Notification entered;
+  absl::Notification open;
+  std::atomic<int> began[2] = {0, 0};
+  std::atomic<int> finished = 0;
+  std::atomic<int> rows = 0;
+  BaseStore bases("");
+  {
+    DecodePool pool(
+        1, layers.size(), /*hold=*/false, &bases,
+        [](size_t, RebuiltTensor) {
+          return absl::InternalError("taken whole, not band by band");
+        },
+        /*tile_jobs=*/true,
+        [&](size_t index, const PackedLayer& parsed)
+            -> absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> {
+          ++began[index];
+          ASSIGN_OR_RETURN(auto rows_writer, output.BeginRows(parsed));
+          if (index == 0) {
+            return std::make_unique<GateWriter>(std::move(rows_writer),
+                                                &entered, &open);
+          }
+          return std::make_unique<CountingWriter>(std::move(rows_writer), &rows,
+                                                  &finished);
+        });
+    pool.Submit(0, std::string(bytes[0].begin(), bytes[0].end()),
+                EntryOf(layers[0].name, bytes[0]));
+    ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    const v1::ManifestLayer expected = EntryOf(layers[1].name, bytes[1]);
+    const std::string all(bytes[1].begin(), bytes[1].end());
+    const absl::string_view most =
+        absl::string_view(all).substr(0, all.size() - 1);
+    pool.Arriving(1, most, expected);
+    EXPECT_EQ(began[1], 0);
+    open.Notify();
+    // Bounded: 10 s in 10 ms steps (layer 0 done: nothing left to hand out).
+    for (int i = 0; i < 1000 && pool.decoded() < 1; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(pool.decoded(), 1);
+    pool.Arriving(1, most, expected);
+    EXPECT_EQ(began[1], 1);
+    for (int i = 0; i < 1000 && rows < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(rows, 2);
+    EXPECT_EQ(finished, 0);
+    pool.Submit(1, all, expected);
+    pool.Wait();
+    ASSERT_TRUE(pool.Take(0).ok());
+    ASSERT_TRUE(pool.Take(1).ok());
+  }
+  EXPECT_EQ(began[0], 1);
+  EXPECT_EQ(began[1], 1);
+  EXPECT_EQ(finished, 1);
+  ASSERT_TRUE(writer->Commit().ok());
   EXPECT_EQ(ReadFileBytes(dir + "/out.safetensors").value(),
             ReadFileBytes(dir + "/whole.safetensors").value());
 }

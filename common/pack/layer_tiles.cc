@@ -30,12 +30,6 @@ absl::Status CheckTiledLayer(const PackedLayer& layer) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer) {
-  RETURN_IF_ERROR(CheckTiledLayer(layer));
-  return std::vector<int8_t>(
-      static_cast<size_t>(layer.grid.rows * layer.grid.cols));
-}
-
 absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
                              absl::Span<int8_t> values, int64_t first_row) {
   TileRect rect = layer.grid.Tile(tile);

@@ -1,11 +1,12 @@
 // Decoding an intra HEVC layer one tile at a time, for a caller that spreads
 // the tiles of its layers over its own threads (the client's decode pool), so
-// that one large layer keeps every core busy. StartTiledDecode checks the layer
-// and sizes its int8 output, DecodeLayerTile decodes one tile into it, and
-// FinishTiledDecode checks the decoded SHA-256 and builds the tensor: the same
-// tensor and errors as DecodeLayer. A caller that writes the layer out as it
-// goes decodes it a band of tiles at a time instead (TileBand, BandRows) and
-// hashes the bands in order. Stateless; distinct tiles of one layer may be
+// that one large layer keeps every core busy. CheckTiledLayer checks the layer
+// before the caller sizes its int8 output (grid.rows x grid.cols),
+// DecodeLayerTile decodes one tile into it, and FinishTiledDecode checks the
+// decoded SHA-256 and builds the tensor: the same tensor and errors as
+// DecodeLayer. A caller that writes the layer out as it goes decodes it a band
+// of tiles at a time instead (TileBand, BandRows) and hashes the bands in
+// order. Stateless; distinct tiles of one layer may be
 // decoded concurrently into the same output.
 #ifndef WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
 #define WEIGHTCAST_COMMON_PACK_LAYER_TILES_H_
@@ -28,11 +29,9 @@ bool DecodesByTile(const PackedLayer& layer);
 // DATA_LOSS naming the layer when the grid does not match its shape or its
 // tiles.
 absl::Status CheckTiledLayer(const PackedLayer& layer);
-// The same check, and the layer's int8 output sized to its matrix view.
-absl::StatusOr<std::vector<int8_t>> StartTiledDecode(const PackedLayer& layer);
 
 // Decodes tile `tile` into its rectangle of `values`: the matrix's rows from
-// `first_row` on (StartTiledDecode's whole output, or a band of rows holding
+// `first_row` on (the whole layer's output, or a band of rows holding
 // the tile). DATA_LOSS naming the layer and the tile for a damaged bitstream.
 absl::Status DecodeLayerTile(const PackedLayer& layer, size_t tile,
                              absl::Span<int8_t> values, int64_t first_row = 0);

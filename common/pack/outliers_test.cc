@@ -125,7 +125,9 @@ TEST(Outliers, TiledDecodeRestoresThemToo) {
   options.max_tile_size = 64;  // 2 x 4 tiles
   const PackedLayer layer = Reparsed(EncodeLayer(Layer(8), options).value());
   ASSERT_TRUE(DecodesByTile(layer));
-  std::vector<int8_t> values = StartTiledDecode(layer).value();
+  ASSERT_TRUE(CheckTiledLayer(layer).ok());
+  std::vector<int8_t> values(
+      static_cast<size_t>(layer.grid.rows * layer.grid.cols));
   for (size_t t = 0; t < layer.tiles.size(); ++t)
     ASSERT_TRUE(DecodeLayerTile(layer, t, absl::MakeSpan(values)).ok());
   auto tiled = FinishTiledDecode(layer, std::move(values));

@@ -337,10 +337,10 @@ absl::StatusOr<PackedLayerHead> ParsePackedLayerHead(
   ASSIGN_OR_RETURN(head.layer, FromHeader(header, total - payload_offset));
   uint64_t offset = payload_offset;
   for (int i = 0; i < header.tile_bytes_size(); ++i) {
-    head.tile_offsets.push_back(offset);
+    head.offsets.starts.push_back(offset);
     offset += header.tile_bytes(i);  // bounded by FromHeader's sum check
   }
-  head.end = offset;
+  head.offsets.end = offset;
   return head;
 }
 
@@ -351,14 +351,12 @@ absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
       ParsePackedLayerHead(bytes, bytes.size());
   RETURN_IF_ERROR(head.status());
   PackedLayer& layer = head->layer;
-  for (size_t i = 0; i < head->tile_offsets.size(); ++i) {
-    const uint64_t end = i + 1 < head->tile_offsets.size()
-                             ? head->tile_offsets[i + 1]
-                             : head->end;
-    layer.tiles[i].assign(bytes.data() + head->tile_offsets[i],
-                          bytes.data() + end);
+  const TileOffsets& offsets = head->offsets;
+  for (size_t i = 0; i < offsets.starts.size(); ++i) {
+    layer.tiles[i].assign(bytes.data() + offsets.starts[i],
+                          bytes.data() + offsets.TileEnd(i));
   }
-  *consumed = static_cast<size_t>(head->end);
+  *consumed = static_cast<size_t>(offsets.end);
   return std::move(layer);
 }
 

@@ -6,6 +6,7 @@
 #ifndef WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
 #define WEIGHTCAST_COMMON_PACK_PACKED_LAYER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -80,15 +81,25 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer);
 absl::StatusOr<PackedLayer> ParsePackedLayer(absl::Span<const uint8_t> bytes,
                                              size_t* consumed);
 
+// Where a packed layer's tiles lie in its bytes: tile i is [starts[i],
+// TileEnd(i)), and the layer ends at `end`.
+struct TileOffsets {
+  std::vector<uint64_t> starts;
+  uint64_t end = 0;
+
+  uint64_t TileEnd(size_t tile) const {
+    return tile + 1 < starts.size() ? starts[tile + 1] : end;
+  }
+};
+
 // The header of a packed layer still arriving: `prefix` holds its first bytes
 // of `total` (a layer's length, known from its manifest entry). The layer with
-// its tiles sized and empty, where each tile's bytes start, and where the
-// layer ends (at most `total`). UNAVAILABLE while the prefix ends inside the
-// header; otherwise ParsePackedLayer's errors for the header.
+// its tiles sized and empty, and where its tiles lie (its end at most
+// `total`). UNAVAILABLE while the prefix ends inside the header; otherwise
+// ParsePackedLayer's errors for the header.
 struct PackedLayerHead {
   PackedLayer layer;
-  std::vector<uint64_t> tile_offsets;
-  uint64_t end = 0;
+  TileOffsets offsets;
 };
 absl::StatusOr<PackedLayerHead> ParsePackedLayerHead(
     absl::Span<const uint8_t> prefix, uint64_t total);

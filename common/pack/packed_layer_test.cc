@@ -56,13 +56,14 @@ TEST(PackedLayer, HeadOfALayerStillArriving) {
     auto head = ParsePackedLayerHead(prefix(n), bytes.size());
     ASSERT_TRUE(head.ok()) << head.status();
     EXPECT_EQ(head->layer.name, "fc.weight");
-    EXPECT_EQ(head->end, bytes.size());
-    ASSERT_EQ(head->tile_offsets.size(), 4u);
+    EXPECT_EQ(head->offsets.end, bytes.size());
+    ASSERT_EQ(head->offsets.starts.size(), 4u);
     uint64_t offset = header_end;
     for (size_t t = 0; t < 4; ++t) {
-      EXPECT_EQ(head->tile_offsets[t], offset);
+      EXPECT_EQ(head->offsets.starts[t], offset);
       EXPECT_TRUE(head->layer.tiles[t].empty());
       offset += whole.tiles[t].size();
+      EXPECT_EQ(head->offsets.TileEnd(t), offset);
     }
   }
   // Tiles longer than the layer's length.
