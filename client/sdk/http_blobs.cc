@@ -25,6 +25,7 @@ struct Transfer {
   bool started = false;       // the first body byte arrived and was accepted
   std::string refused;        // why the body was refused (empty: it was not)
   const std::atomic<bool>* cancel = nullptr;
+  const HttpBlobs::Arriving* arriving = nullptr;  // called after each append
 };
 
 size_t OnHeader(char* data, size_t size, size_t count, void* user) {
@@ -75,6 +76,7 @@ size_t OnBody(char* data, size_t size, size_t count, void* user) {
     return 0;
   }
   transfer->bytes->append(data, n);
+  if (*transfer->arriving) (*transfer->arriving)(*transfer->bytes);
   return n;
 }
 
@@ -96,7 +98,7 @@ HttpBlobs::~HttpBlobs() {
 }
 
 absl::Status HttpBlobs::Fetch(absl::string_view sha256, uint64_t expected_size,
-                              std::string* bytes) {
+                              std::string* bytes, const Arriving& arriving) {
   CURL* curl = static_cast<CURL*>(curl_);
   if (curl == nullptr) return absl::UnavailableError("libcurl did not start");
   if (sha256.size() != 32)
@@ -118,6 +120,7 @@ absl::Status HttpBlobs::Fetch(absl::string_view sha256, uint64_t expected_size,
     transfer.expected_size = expected_size;
     transfer.offset = bytes->size();
     transfer.cancel = options_.cancel;
+    transfer.arriving = &arriving;
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");

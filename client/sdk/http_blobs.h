@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -44,9 +45,13 @@ class HttpBlobs {
   // transfer) to the blob named `sha256` (raw 32-byte digest) of
   // `expected_size` bytes, and checks its SHA-256. UNAVAILABLE after
   // `attempts` failed transfers; DATA_LOSS when the whole does not match the
-  // digest (*bytes is then cleared); CANCELLED.
+  // digest (*bytes is then cleared); CANCELLED. `arriving`, when set, is
+  // called on this thread with *bytes after each piece of the body is
+  // appended: the blob's first bytes so far, unchecked (a server that ignores
+  // Range restarts them from the first byte).
+  using Arriving = std::function<void(absl::string_view bytes)>;
   absl::Status Fetch(absl::string_view sha256, uint64_t expected_size,
-                     std::string* bytes);
+                     std::string* bytes, const Arriving& arriving = nullptr);
 
   // Transfers started (for tests and benchmarks).
   int transfers() const { return transfers_; }

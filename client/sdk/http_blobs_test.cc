@@ -139,6 +139,8 @@ TEST(HttpBlobs, FetchesTheBlobNamedByItsDigest) {
           " HTTP/1.1\r\n")));
 }
 
+// The bytes are handed on as they arrive, across the resume: each call a
+// longer prefix of the blob, the last the whole.
 TEST(HttpBlobs, AShortBodyIsResumedWithRange) {
   // The first answer stops half way (the connection closes early); the
   // resume asks for the rest and gets 206.
@@ -155,10 +157,21 @@ TEST(HttpBlobs, AShortBodyIsResumedWithRange) {
   });
   HttpBlobs http(Options(server.url()));
   std::string bytes;
-  const absl::Status status =
-      http.Fetch(RawDigest(kBlob), kBlob.size(), &bytes);
+  std::vector<size_t> arrived;
+  bool prefixes = true;
+  const absl::Status status = http.Fetch(
+      RawDigest(kBlob), kBlob.size(), &bytes, [&](absl::string_view prefix) {
+        prefixes = prefixes &&
+                   (arrived.empty() || prefix.size() > arrived.back()) &&
+                   absl::string_view(kBlob).substr(0, prefix.size()) == prefix;
+        arrived.push_back(prefix.size());
+      });
   ASSERT_TRUE(status.ok()) << status;
   EXPECT_TRUE(bytes == kBlob);
+  EXPECT_TRUE(prefixes);
+  ASSERT_GE(arrived.size(), 2u);
+  EXPECT_THAT(arrived, ::testing::Contains(40000u));
+  EXPECT_EQ(arrived.back(), kBlob.size());
   ASSERT_EQ(server.requests().size(), 2u);
   EXPECT_THAT(server.requests()[1], HasSubstr("Range: bytes=40000-\r\n"));
 }

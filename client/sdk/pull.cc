@@ -251,6 +251,19 @@ absl::Status LayerComplete(const PullOptions& options, PullState* state,
   return absl::OkStatus();
 }
 
+// Layer state->layer has `bytes` of its bytes so far: its tiles decode as they
+// arrive (PullOptions::decode_arriving), a layer the pool decodes.
+void LayerArriving(const PullOptions& options, PullState* state,
+                   absl::string_view bytes) {
+  const size_t i = state->layer;
+  const v1::ManifestLayer& expected =
+      state->manifest.layers(static_cast<int>(i));
+  if (options.decode_arriving && bytes.size() < expected.bytes() &&
+      Decoded(*state, i)) {
+    state->pool->Arriving(i, bytes, expected);
+  }
+}
+
 void ReportProgress(const PullOptions& options, PullState* state) {
   if (!options.progress) return;
   PullProgress& progress = state->progress;
@@ -322,11 +335,9 @@ grpc::Status Stream(const PullStubs& stubs, const PullOptions& options,
       return grpc::Status(grpc::StatusCode::DATA_LOSS,
                           "layer longer than its manifest entry");
     }
-    if (bytes.size() < expected.bytes() && options.decode_arriving &&
-        Decoded(*state, i)) {
-      // Its tiles decode as they arrive.
-      state->pool->Arriving(i, bytes, expected);
-    } else if (bytes.size() == expected.bytes()) {
+    if (bytes.size() < expected.bytes()) {
+      LayerArriving(options, state, bytes);
+    } else {
       if (absl::Status complete = LayerComplete(options, state, only_layer < 0);
           !complete.ok()) {
         context.TryCancel();
@@ -384,7 +395,10 @@ bool FetchOverHttp(const PullStubs& stubs, const PullOptions& options,
     std::string& bytes = state->layers[state->layer];
     const size_t before = bytes.size();
     const absl::Status fetched =
-        http.Fetch(expected.blob_sha256(), expected.bytes(), &bytes);
+        http.Fetch(expected.blob_sha256(), expected.bytes(), &bytes,
+                   [&](absl::string_view arrived) {
+                     LayerArriving(options, state, arrived);
+                   });
     if (bytes.size() > before)
       state->progress.bytes_received += bytes.size() - before;
     if (!fetched.ok()) {

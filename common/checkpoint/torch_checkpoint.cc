@@ -1,8 +1,6 @@
 #include "common/checkpoint/torch_checkpoint.h"
 
-#include <algorithm>
 #include <cstring>
-#include <deque>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -177,7 +175,7 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
   // last kKeptStorages shared storages read (most recent first). The sums
   // saturate.
   const absl::flat_hash_map<std::string, int> users = StorageUsers(views);
-  std::deque<std::string> kept;
+  KeptStorages<bool> kept;  // the reader's, without the records
   uint64_t stored = 0, read = 0;
   const auto add = [](uint64_t& sum, uint64_t bytes) {
     if (__builtin_add_overflow(sum, bytes, &sum)) sum = UINT64_MAX;
@@ -189,15 +187,9 @@ absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
     const uint64_t bytes = StorageBytes(view);
     if (users.at(view.storage_key) == 1) {
       add(read, bytes);
-    } else {
-      const auto hit = std::find(kept.begin(), kept.end(), view.storage_key);
-      if (hit != kept.end()) {
-        kept.erase(hit);
-      } else {
-        add(read, bytes);
-        if (kept.size() == kKeptStorages) kept.pop_back();
-      }
-      kept.push_front(view.storage_key);
+    } else if (kept.Find(view.storage_key) == nullptr) {
+      add(read, bytes);
+      kept.Keep(view.storage_key, true);
     }
     const auto [it, inserted] = first_user.try_emplace(view.storage_key, i);
     if (inserted) {
@@ -252,31 +244,17 @@ absl::StatusOr<std::vector<uint8_t>> TorchSaveReader::ReadStorage(
   return storage;
 }
 
-const std::vector<uint8_t>* TorchSaveReader::FindKept(const std::string& key) {
-  for (auto it = kept_.begin(); it != kept_.end(); ++it) {
-    if (it->key != key) continue;
-    if (it != kept_.begin()) {  // most recent first
-      Kept found = std::move(*it);
-      kept_.erase(it);
-      kept_.push_front(std::move(found));
-    }
-    return &kept_.front().record;
-  }
-  return nullptr;
-}
-
 absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::Keep(
     size_t index) {
-  if (kept_.size() == kKeptStorages) kept_.pop_back();  // before reading
+  kept_.MakeRoom();  // before reading
   ASSIGN_OR_RETURN(std::vector<uint8_t> record, ReadStorage(index));
-  kept_.push_front({views_[index].second.storage_key, std::move(record)});
-  return &kept_.front().record;
+  return &kept_.Keep(views_[index].second.storage_key, std::move(record));
 }
 
 absl::StatusOr<const std::vector<uint8_t>*> TorchSaveReader::KeptStorage(
     size_t index) {
   if (const std::vector<uint8_t>* kept =
-          FindKept(views_[index].second.storage_key))
+          kept_.Find(views_[index].second.storage_key))
     return kept;
   return Keep(index);
 }
@@ -286,7 +264,7 @@ absl::StatusOr<Tensor> TorchSaveReader::Read(size_t index) {
     return absl::OutOfRangeError(absl::StrCat(source_, ": no tensor ", index));
   const std::string& name = views_[index].first;
   const TensorView& view = views_[index].second;
-  const std::vector<uint8_t>* storage = FindKept(view.storage_key);
+  const std::vector<uint8_t>* storage = kept_.Find(view.storage_key);
   if (storage == nullptr && users_.at(view.storage_key) == 1) {
     // A storage of its own, read once: not kept. The common case, a
     // contiguous tensor filling it, takes the record as it is.

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -43,6 +44,41 @@ inline constexpr size_t kKeptStorages = 2;
 absl::StatusOr<TorchSaveViews> IndexTorchSave(RecordReader& records,
                                               absl::string_view source);
 
+// The last kKeptStorages storages read, most recent first, each with its
+// `Record`: the one keep policy that TorchSaveReader follows and that
+// IndexTorchSave plays through (with no records) to bound the rereads.
+template <typename Record>
+class KeptStorages {
+ public:
+  // The record kept for storage `key`, moved to the front; null when not kept.
+  Record* Find(const std::string& key) {
+    for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+      if (it->first != key) continue;
+      if (it != kept_.begin()) {
+        auto found = std::move(*it);
+        kept_.erase(it);
+        kept_.push_front(std::move(found));
+      }
+      return &kept_.front().second;
+    }
+    return nullptr;
+  }
+  // Drops the least recent storage when full (before a read, so that its
+  // record is freed first).
+  void MakeRoom() {
+    if (kept_.size() >= kKeptStorages) kept_.pop_back();
+  }
+  // Keeps `record` for storage `key` in front (after MakeRoom).
+  Record& Keep(std::string key, Record record) {
+    MakeRoom();
+    kept_.emplace_front(std::move(key), std::move(record));
+    return kept_.front().second;
+  }
+
+ private:
+  std::deque<std::pair<std::string, Record>> kept_;  // at most kKeptStorages
+};
+
 // Reads IndexTorchSave's tensors one at a time: a tensor's storage record
 // (checked to hold what the views declare), then the view's elements copied
 // out row-major, so that memory follows a storage, not the archive. The
@@ -63,24 +99,18 @@ class TorchSaveReader {
                                                 int64_t rows);
 
  private:
-  struct Kept {
-    std::string key;
-    std::vector<uint8_t> record;
-  };
   // The checked record of tensor `index`'s storage.
   absl::StatusOr<std::vector<uint8_t>> ReadStorage(size_t index);
-  // The kept record of storage `key`, moved to the front; null when not kept.
-  const std::vector<uint8_t>* FindKept(const std::string& key);
   // ReadStorage, kept in front (the least recent dropped first).
   absl::StatusOr<const std::vector<uint8_t>*> Keep(size_t index);
-  // FindKept, or else Keep.
+  // The kept record of tensor `index`'s storage, or else Keep.
   absl::StatusOr<const std::vector<uint8_t>*> KeptStorage(size_t index);
 
   RecordReader& records_;
   const std::string source_;
   const TorchSaveViews views_;
   const absl::flat_hash_map<std::string, int> users_;  // StorageUsers(views_)
-  std::deque<Kept> kept_;                              // at most kKeptStorages
+  KeptStorages<std::vector<uint8_t>> kept_;
 };
 
 // The number of tensors viewing each storage key.
