@@ -137,6 +137,36 @@ TEST(BlobCacheEndToEnd, PullThroughNginxIsByteIdenticalAndTheSecondIsCached) {
   }
 }
 
+// A layer of three HEVC tiles over HTTP: its tiles are handed to the decoder
+// as curl writes the blob (the default), and the output is the one a gRPC
+// pull decoding the layer once whole writes.
+TEST(BlobCacheEndToEnd, ATiledLayerOverHttpIsTheOneTheStreamGives) {
+  Site site;
+  ASSERT_NO_FATAL_FAILURE(StartSite("blob_cache_tiles", &site));
+  ASSERT_TRUE(
+      site.client->Register({"tall", "v1", kFixtures + "/tall.pt", "q27"})
+          .ok());
+  PullOptions whole{"tall", "v1", {"q27"}, site.dir + "/whole.safetensors"};
+  whole.http_blobs = false;
+  whole.decode_arriving = false;
+  whole.decode_threads = 2;
+  auto by_grpc = site.client->Pull(whole);
+  ASSERT_TRUE(by_grpc.ok()) << by_grpc.status();
+  PullOptions arriving = whole;
+  arriving.http_blobs = true;
+  arriving.decode_arriving = true;
+  arriving.output_path = site.dir + "/arriving.safetensors";
+  auto by_http = site.client->Pull(arriving);
+  ASSERT_TRUE(by_http.ok()) << by_http.status();
+  EXPECT_GT(by_http->http_layers, 0);
+  EXPECT_FALSE(by_http->http_fallback);
+  EXPECT_EQ(ReadFileBytes(arriving.output_path).value(),
+            ReadFileBytes(whole.output_path).value());
+  const ModelInfo described = site.client->Describe("tall", "v1").value();
+  ASSERT_FALSE(described.tiers.at(0).layers.empty());
+  EXPECT_EQ(described.tiers[0].layers[0].codec, "LAYER_CODEC_HEVC");
+}
+
 TEST(BlobCacheEndToEnd, NginxStoppedMidPullFallsBackToTheGrpcStream) {
   Site site;
   // nginx sends at 1 MB/s: stopped 300 ms in, most of the blob is still
