@@ -1,5 +1,6 @@
 #include "common/pack/delta_codec.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,8 @@
 #include "common/hevc/de265_decoder.h"
 #include "common/hevc/picture.h"
 #include "common/hevc/x265_encoder.h"
+#include "common/pack/layer_codec.h"
+#include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
 
 namespace weightcast {
@@ -26,11 +29,8 @@ std::vector<uint8_t> Concat(
   return out;
 }
 
-// B's int8 matrix: per tile, [delta parameter sets, A's slices, B's P picture]
-// decoded, the second picture kept.
-absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base,
-                                                     const PackedLayer& delta,
-                                                     int threads) {
+// DATA_LOSS when the delta's grid is not its base's.
+absl::Status CheckDeltaGrid(const PackedLayer& base, const PackedLayer& delta) {
   if (delta.tiles.size() != base.tiles.size() ||
       delta.grid.rows != base.grid.rows || delta.grid.cols != base.grid.cols ||
       delta.grid.tile_rows != base.grid.tile_rows ||
@@ -39,11 +39,24 @@ absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base,
         absl::StrCat(delta.tiles.size(), " delta tiles do not fit a base of ",
                      base.tiles.size()));
   }
-  std::vector<int8_t> values(
-      static_cast<size_t>(base.grid.rows * base.grid.cols));
-  RETURN_IF_ERROR(
-      ParallelFor(base.tiles.size(), threads, [&](size_t i) -> absl::Status {
-        const TileRect rect = base.grid.Tile(i);
+  return absl::OkStatus();
+}
+
+// Rows [row0, row0 + the values' rows) of B's int8 matrix, a band of whole
+// tile rows: per tile, [delta parameter sets, A's slices, B's P picture]
+// decoded, the second picture kept.
+absl::Status DecodeDeltaBand(const PackedLayer& base, const PackedLayer& delta,
+                             int64_t row0, int threads,
+                             absl::Span<int8_t> values) {
+  const int64_t cols = base.grid.cols;
+  const int64_t rows = static_cast<int64_t>(values.size()) / cols;
+  const int64_t first_tile = row0 / base.grid.tile_rows * base.grid.ColTiles();
+  const int64_t tiles = (rows + base.grid.tile_rows - 1) / base.grid.tile_rows *
+                        base.grid.ColTiles();
+  return ParallelFor(
+      static_cast<size_t>(tiles), threads, [&](size_t t) -> absl::Status {
+        const size_t i = static_cast<size_t>(first_tile) + t;
+        TileRect rect = base.grid.Tile(static_cast<int64_t>(i));
         const HevcSequence held = SplitParameterSets(base.tiles[i]);
         const HevcSequence sent = SplitParameterSets(delta.tiles[i]);
         const std::vector<uint8_t> stitched =
@@ -58,10 +71,21 @@ absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base,
         if (pictures->size() != 2)
           return absl::DataLossError(
               absl::StrCat("tile ", i, ": no P picture"));
-        InsertTile((*pictures)[1], rect, base.grid.cols,
-                   absl::MakeSpan(values));
+        rect.row0 -= row0;
+        InsertTile((*pictures)[1], rect, cols, values);
         return absl::OkStatus();
-      }));
+      });
+}
+
+// B's int8 matrix, whole.
+absl::StatusOr<std::vector<int8_t>> DecodeDeltaTiles(const PackedLayer& base,
+                                                     const PackedLayer& delta,
+                                                     int threads) {
+  RETURN_IF_ERROR(CheckDeltaGrid(base, delta));
+  std::vector<int8_t> values(
+      static_cast<size_t>(base.grid.rows * base.grid.cols));
+  RETURN_IF_ERROR(
+      DecodeDeltaBand(base, delta, 0, threads, absl::MakeSpan(values)));
   return values;
 }
 
@@ -73,25 +97,42 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
 
 }  // namespace
 
-absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
-    const PackedLayer& base, const Tensor& base_source, const Tensor& target,
-    int qp_offset, int threads) {
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
+    const PackedLayer& base, const TensorRows& base_source,
+    const TensorRows& target, int qp_offset, int threads,
+    int64_t chunk_elements) {
   if (base.codec != LayerCodec::kHevc || base.lossless ||
-      !base.outliers.empty() || target.shape != base.shape ||
-      base_source.shape != base.shape) {
+      !base.outliers.empty() || target.header.shape != base.shape ||
+      base_source.header.shape != base.shape) {
     return std::nullopt;
   }
-  ASSIGN_OR_RETURN(const std::vector<float> a, ToFloat32(base_source));
-  ASSIGN_OR_RETURN(const std::vector<float> b, ToFloat32(target));
-  ASSIGN_OR_RETURN(const QuantizedTensor qa,
-                   Quantize(base.name, base.shape, a, base.scheme));
+  const auto [rows, cols] = MatrixView(base.shape);
+  if (rows * cols == 0) return std::nullopt;
+  const absl::string_view name = target.header.name;
+  const int64_t chunk_rows =
+      std::clamp<int64_t>(chunk_elements / std::max<int64_t>(cols, 1), 1, rows);
+  ASSIGN_OR_RETURN(
+      const QuantizedTensor qa,
+      QuantizeParamsFromRows(base.name, base.shape, base_source.rows,
+                             base.scheme, chunk_rows));
   if (qa.scales != base.scales || qa.zero_points != base.zero_points) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer '", base.name,
                      "': the base source is not what the base was coded from"));
   }
-  auto qb = QuantizeLike(target.name, b, qa);
-  if (!qb.ok()) return std::nullopt;  // B outgrew A's scale: it is sent whole
+  // B on A's scales (QuantizeLike), checked over its rows first: a value
+  // beyond A's range and B is sent whole.
+  absl::Status fits;
+  std::vector<int8_t> scratch;
+  RETURN_IF_ERROR(ForEachRowChunk(
+      target.rows, 0, rows, cols, chunk_rows, name,
+      [&](int64_t row, absl::Span<const float> values) {
+        if (!fits.ok()) return;
+        scratch.resize(values.size());
+        fits = QuantizeRangeLike(name, qa, row * cols, values, scratch.data());
+      }));
+  if (!fits.ok()) return std::nullopt;
+  scratch = {};
 
   const HevcEncodeOptions options{.qp = base.qp,
                                   .lossless = false,
@@ -102,18 +143,25 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
     return absl::InvalidArgumentError(
         absl::StrCat("delta QP ", p_qp, " is outside 0..51"));
   PackedLayer delta = base;  // grid, scales, QP, preset, dtype
-  delta.name = target.name;
+  delta.name = target.header.name;
   delta.codec = LayerCodec::kHevcDelta;
-  delta.source_dtype = target.dtype;
+  delta.source_dtype = target.header.dtype;
   delta.base_sha256 = Sha256(SerializePackedLayer(base));
   delta.tiles.assign(base.tiles.size(), {});
   std::atomic<bool> reproduced{true};
-  const int64_t cols = base.grid.cols;
+  // Each tile's two pictures quantized from their own rows when its job runs.
   absl::Status encoded =
       ParallelFor(base.tiles.size(), threads, [&](size_t i) -> absl::Status {
-        const TileRect rect = base.grid.Tile(i);
-        const Plane pa = ExtractTile(qa.values, cols, rect);
-        const Plane pb = ExtractTile(qb->values, cols, rect);
+        const TileRect rect = base.grid.Tile(static_cast<int64_t>(i));
+        const TileRect local{0, 0, rect.rows, rect.cols};
+        ASSIGN_OR_RETURN(const std::vector<int8_t> a,
+                         QuantizeRect(qa, base_source.rows, rect, cols,
+                                      chunk_rows, base.name));
+        ASSIGN_OR_RETURN(const std::vector<int8_t> b,
+                         QuantizeRect(qa, target.rows, rect, cols, chunk_rows,
+                                      name, /*like=*/true));
+        const Plane pa = ExtractTile(a, rect.cols, local);
+        const Plane pb = ExtractTile(b, rect.cols, local);
         ASSIGN_OR_RETURN(HevcSequence sequence,
                          EncodeSequence({&pa, &pb}, {base.qp, p_qp}, options));
         if (sequence.pictures[0] !=
@@ -126,31 +174,84 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
             Concat({sequence.parameter_sets, sequence.pictures[1]});
         return absl::OkStatus();
       });
-  if (!encoded.ok()) return Annotate(encoded, target.name);
+  if (!encoded.ok()) return Annotate(encoded, name);
   if (!reproduced) return std::nullopt;
   delta.qp = p_qp;
 
-  // Decode once, as the device will, to record what it must reproduce.
-  auto values = DecodeDeltaTiles(base, delta, threads);
-  if (!values.ok()) return Annotate(values.status(), target.name);
-  delta.decoded_sha256 = Sha256(AsBytes(*values));
-  delta.fidelity = MeasureFidelity(b, *qb, *values, delta.PayloadBytes());
+  // Decode once, as the device will, to record what it must reproduce: a band
+  // of tile rows at a time, hashed and measured in row order.
+  Sha256Hasher hasher;
+  FidelityMeter meter(qa, static_cast<size_t>(rows * cols));
+  const int64_t band_rows = base.grid.tile_rows;
+  // Bounded: one round per band.
+  for (int64_t row0 = 0; row0 < rows; row0 += band_rows) {
+    const int64_t n = std::min(band_rows, rows - row0);
+    std::vector<int8_t> decoded(static_cast<size_t>(n * cols));
+    const absl::Status band =
+        DecodeDeltaBand(base, delta, row0, threads, absl::MakeSpan(decoded));
+    if (!band.ok()) return Annotate(band, name);
+    hasher.Update(AsBytes(decoded));
+    absl::Status quantized;
+    std::vector<int8_t> q;
+    RETURN_IF_ERROR(ForEachRowChunk(
+        target.rows, row0, n, cols, chunk_rows, name,
+        [&](int64_t row, absl::Span<const float> values) {
+          q.resize(values.size());
+          quantized.Update(
+              QuantizeRangeLike(name, qa, row * cols, values, q.data()));
+          meter.Add(
+              static_cast<size_t>(row * cols), values, q,
+              absl::MakeConstSpan(decoded).subspan(
+                  static_cast<size_t>((row - row0) * cols), values.size()));
+        }));
+    RETURN_IF_ERROR(quantized);  // rows that read otherwise the second time
+  }
+  delta.decoded_sha256 = hasher.Finish();
+  delta.fidelity = meter.Finish(delta.PayloadBytes());
   return delta;
 }
 
-absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
     const PackedLayer& base, const Tensor& base_source, const Tensor& target,
-    double intra_sqnr_db, uint64_t max_bytes, int threads, int first_offset) {
+    int qp_offset, int threads) {
+  if (target.shape != base.shape || base_source.shape != base.shape)
+    return std::nullopt;
+  ASSIGN_OR_RETURN(const std::vector<float> a, ToFloat32(base_source));
+  ASSIGN_OR_RETURN(const std::vector<float> b, ToFloat32(target));
+  const int64_t cols = MatrixView(base.shape).second;
+  return EncodeLayerDeltaFromRows(base, {base_source, RowsOfValues(a, cols)},
+                                  {target, RowsOfValues(b, cols)}, qp_offset,
+                                  threads);
+}
+
+absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDeltaFromRows(
+    const PackedLayer& base, const TensorRows& base_source,
+    const TensorRows& target, double intra_sqnr_db, uint64_t max_bytes,
+    int threads, int first_offset) {
   for (int offset = first_offset;
        offset >= first_offset - 12 && base.qp + offset >= 0; offset -= 3) {
     ASSIGN_OR_RETURN(
         std::optional<PackedLayer> delta,
-        EncodeLayerDelta(base, base_source, target, offset, threads));
+        EncodeLayerDeltaFromRows(base, base_source, target, offset, threads));
     if (!delta || SerializePackedLayer(*delta).size() >= max_bytes)
       return std::nullopt;  // finer only costs more
     if (delta->fidelity.sqnr_db >= intra_sqnr_db) return delta;
   }
   return std::nullopt;
+}
+
+absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(
+    const PackedLayer& base, const Tensor& base_source, const Tensor& target,
+    double intra_sqnr_db, uint64_t max_bytes, int threads, int first_offset) {
+  if (target.shape != base.shape || base_source.shape != base.shape)
+    return std::nullopt;
+  ASSIGN_OR_RETURN(const std::vector<float> a, ToFloat32(base_source));
+  ASSIGN_OR_RETURN(const std::vector<float> b, ToFloat32(target));
+  const int64_t cols = MatrixView(base.shape).second;
+  return EncodeMatchedLayerDeltaFromRows(
+      base, {base_source, RowsOfValues(a, cols)},
+      {target, RowsOfValues(b, cols)}, intra_sqnr_db, max_bytes, threads,
+      first_offset);
 }
 
 absl::StatusOr<RebuiltTensor> DecodeLayerDelta(

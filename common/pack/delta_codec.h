@@ -24,6 +24,7 @@
 #include "common/pack/layer_codec.h"
 #include "common/pack/packed_layer.h"
 #include "common/tensor/fidelity.h"
+#include "common/tensor/quantize.h"
 #include "common/tensor/tensor.h"
 
 namespace weightcast {
@@ -44,6 +45,21 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
     const PackedLayer& base, const Tensor& base_source, const Tensor& target,
     int qp_offset = 0, int threads = 0);
 
+// A tensor read a chunk of rows at a time: its header (name, shape, dtype;
+// data unused) and its rows as float32.
+struct TensorRows {
+  const Tensor& header;
+  FloatRowReader rows;
+};
+// EncodeLayerDelta, byte for byte, from A's source and B read about
+// `chunk_elements` at a time (a pass for A's scales, one for B's range, then
+// each tile's rows when its job runs and each band's for the fidelity):
+// memory follows the tiles in progress and one band, never a whole tensor.
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
+    const PackedLayer& base, const TensorRows& base_source,
+    const TensorRows& target, int qp_offset = 0, int threads = 0,
+    int64_t chunk_elements = kRowChunkElements);
+
 // The delta a server stores: the coarsest P-picture QP (A's QP +
 // `first_offset`, then 3, 6, ... 12 below it) whose reconstruction of B has at
 // least `intra_sqnr_db` (the SQNR of B coded on its own at this tier), so that
@@ -57,6 +73,11 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDelta(
     const PackedLayer& base, const Tensor& base_source, const Tensor& target,
     double intra_sqnr_db, uint64_t max_bytes, int threads = 0,
     int first_offset = 0);
+// The same from rows (EncodeLayerDeltaFromRows for each QP tried).
+absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDeltaFromRows(
+    const PackedLayer& base, const TensorRows& base_source,
+    const TensorRows& target, double intra_sqnr_db, uint64_t max_bytes,
+    int threads = 0, int first_offset = 0);
 
 // B from the bytes of A's serialized packed layer and the delta. DATA_LOSS
 // naming the layer when the base is not the one the delta was made against (its

@@ -1,5 +1,8 @@
 #include "common/pack/delta_codec.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -207,6 +210,84 @@ TEST(LayerDelta, RefinesACoarseLayerToTheFineTiersFidelity) {
                                       0, 22 - 37);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->has_value());
+}
+
+// A FloatRowReader over `values` (`cols` each row) that records the most rows
+// it was asked for at once.
+FloatRowReader Counted(const std::vector<float>& values, int64_t cols,
+                       std::atomic<int64_t>* most_rows) {
+  return [read = RowsOfValues(values, cols), most_rows](int64_t first,
+                                                        int64_t rows) {
+    int64_t most = most_rows->load();
+    while (rows > most && !most_rows->compare_exchange_weak(most, rows)) {
+    }
+    return read(first, rows);
+  };
+}
+
+// A delta coded from rows read 7 at a time (chunks that straddle the tiles'
+// rows) is the delta of the whole tensors, byte for byte, per-tensor and
+// per-row scales; its fidelity is MeasureFidelity's over the
+// whole tensor as the device decodes it; the readers are never asked for more
+// than a chunk. The matched delta too (a refinement's QP search).
+TEST(LayerDelta, FromRowsTheSameBytesAChunkAtATime) {
+  const std::vector<float> w = Weights(kRows * kCols, 1);
+  // Each row kept within its own range, so that B fits per-row scales too.
+  std::vector<float> tuned = FineTuned(w, 0.3, 2);
+  for (int64_t r = 0; r < kRows; ++r) {
+    float bound = 0;
+    for (int64_t c = 0; c < kCols; ++c)
+      bound = std::max(bound, std::abs(w[r * kCols + c]));
+    for (int64_t c = 0; c < kCols; ++c) {
+      float& v = tuned[r * kCols + c];
+      v = std::clamp(v, -bound, bound);
+    }
+  }
+  for (const QuantScheme scheme :
+       {QuantScheme::kPerTensorSymmetric, QuantScheme::kPerChannelSymmetric}) {
+    SCOPED_TRACE(QuantSchemeName(scheme));
+    const Tensor a = MakeFloat32Tensor("fc.weight", {kRows, kCols}, w);
+    const Tensor b = MakeFloat32Tensor("fc.weight", {kRows, kCols}, tuned);
+    LayerEncodeOptions options;
+    options.hevc = {.qp = 27, .lossless = false, .preset = "ultrafast"};
+    options.max_tile_size = 128;  // 3 x 2 tiles
+    options.scheme = scheme;
+    const PackedLayer base = EncodeLayer(a, options).value();
+    const std::vector<float> b_values = ToFloat32(b).value();
+    std::atomic<int64_t> most_rows = 0;
+    const TensorRows a_rows{a, Counted(w, kCols, &most_rows)};
+    const TensorRows b_rows{b, Counted(b_values, kCols, &most_rows)};
+    auto whole = EncodeLayerDelta(base, a, b, -3);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_TRUE(whole->has_value());
+    auto rows = EncodeLayerDeltaFromRows(base, a_rows, b_rows, -3, 0,
+                                         /*chunk_elements=*/7 * kCols);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    ASSERT_TRUE(rows->has_value());
+    EXPECT_EQ(SerializePackedLayer(**rows), SerializePackedLayer(**whole));
+    EXPECT_LE(most_rows.load(), 7);
+    // The fidelity recorded is the whole tensor's, as decoded.
+    const QuantizedTensor qa =
+        Quantize(a.name, a.shape, w, base.scheme).value();
+    const QuantizedTensor qb = QuantizeLike(b.name, b_values, qa).value();
+    auto decoded = DecodeLayerDelta(SerializePackedLayer(base), **rows);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    const Fidelity fidelity = MeasureFidelity(
+        b_values, qb, decoded->int8->values, (*rows)->PayloadBytes());
+    EXPECT_EQ((*rows)->fidelity.sqnr_db, fidelity.sqnr_db);
+    EXPECT_EQ((*rows)->fidelity.sqnr_int8_db, fidelity.sqnr_int8_db);
+
+    auto matched = EncodeMatchedLayerDeltaFromRows(
+        base, a_rows, b_rows, (*whole)->fidelity.sqnr_db, 1 << 20);
+    ASSERT_TRUE(matched.ok()) << matched.status();
+    ASSERT_TRUE(matched->has_value());
+    auto matched_whole = EncodeMatchedLayerDelta(
+        base, a, b, (*whole)->fidelity.sqnr_db, 1 << 20);
+    ASSERT_TRUE(matched_whole.ok()) << matched_whole.status();
+    ASSERT_TRUE(matched_whole->has_value());
+    EXPECT_EQ(SerializePackedLayer(**matched),
+              SerializePackedLayer(**matched_whole));
+  }
 }
 
 }  // namespace

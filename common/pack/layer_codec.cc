@@ -411,25 +411,35 @@ absl::StatusOr<RowsFrontEnd> FrontEndFromRows(const Tensor& header,
   return std::move(measured[{choice.scheme, choice.outliers}]);
 }
 
-// The int8 values of `rect` of the matrix, quantized with `params` from its
-// rows read a chunk at a time.
-absl::StatusOr<std::vector<int8_t>> QuantizeRect(const QuantizedTensor& params,
-                                                 const FloatRowReader& read,
-                                                 const TileRect& rect,
-                                                 int64_t cols,
-                                                 int64_t chunk_rows,
-                                                 absl::string_view name) {
+}  // namespace
+
+absl::StatusOr<std::vector<int8_t>> QuantizeRect(
+    const QuantizedTensor& params, const FloatRowReader& read,
+    const TileRect& rect, int64_t cols, int64_t chunk_rows,
+    absl::string_view name, bool like) {
   std::vector<int8_t> out(static_cast<size_t>(rect.rows * rect.cols));
+  absl::Status status;
   RETURN_IF_ERROR(ForEachRowChunk(
       read, rect.row0, rect.rows, cols, chunk_rows, name,
       [&](int64_t row, absl::Span<const float> values) {
-        QuantizeRowsWith(params, row, cols, values, rect.col0, rect.cols,
-                         out.data() + (row - rect.row0) * rect.cols);
+        int8_t* to = out.data() + (row - rect.row0) * rect.cols;
+        if (!like) {
+          QuantizeRowsWith(params, row, cols, values, rect.col0, rect.cols, to);
+          return;
+        }
+        const int64_t rows = static_cast<int64_t>(values.size()) / cols;
+        // Bounded by the chunk's rows; stops at the first value out of range.
+        for (int64_t r = 0; r < rows && status.ok(); ++r) {
+          status = QuantizeRangeLike(
+              name, params, (row + r) * cols + rect.col0,
+              values.subspan(static_cast<size_t>(r * cols + rect.col0),
+                             static_cast<size_t>(rect.cols)),
+              to + r * rect.cols);
+        }
       }));
+  RETURN_IF_ERROR(status);
   return out;
 }
-
-}  // namespace
 
 absl::StatusOr<PackedLayer> EncodeLayerFromRows(
     const Tensor& header, const FloatRowReader& read,

@@ -50,6 +50,15 @@ struct LayerEncodeOptions {
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
                                         const LayerEncodeOptions& options);
 
+// The int8 values of `rect` of a matrix of `cols` columns whose rows `read`
+// gives (a chunk of `chunk_rows` at a time), quantized with `params` (`like`:
+// as QuantizeLike, FAILED_PRECONDITION naming `name` for a value beyond
+// `params`' range).
+absl::StatusOr<std::vector<int8_t>> QuantizeRect(
+    const QuantizedTensor& params, const FloatRowReader& read,
+    const TileRect& rect, int64_t cols, int64_t chunk_rows,
+    absl::string_view name, bool like = false);
+
 // EncodeLayer(tensor, options), byte for byte, for a floating-point tensor and
 // an int8 codec (HEVC, zstd or raw int8), from the tensor's header (name,
 // shape, dtype; data unused) and its rows read about `chunk_elements` at a time

@@ -232,21 +232,45 @@ absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
                      " values, the base has ", like.values.size()));
   }
   QuantizedTensor out = like;
+  RETURN_IF_ERROR(QuantizeRangeLike(name, like, 0, values, out.values.data()));
+  return out;
+}
+
+absl::Status QuantizeRangeLike(absl::string_view name,
+                               const QuantizedTensor& like, int64_t first,
+                               absl::Span<const float> values, int8_t* out) {
   const int lo = IsSymmetric(like.scheme) ? -127 : -128;
-  const int64_t group = like.ElementsPerScale();
-  for (size_t i = 0; i < values.size(); ++i) {
-    const size_t c = static_cast<size_t>(static_cast<int64_t>(i) / group);
+  int64_t elements = 1;
+  for (const int64_t d : like.shape) elements *= d;
+  const int64_t group =
+      std::max<int64_t>(1, elements / static_cast<int64_t>(like.scales.size()));
+  for (size_t k = 0; k < values.size(); ++k) {
+    const int64_t i = first + static_cast<int64_t>(k);
+    const size_t c = static_cast<size_t>(i / group);
     const float q =
-        values[i] / like.scales[c] + static_cast<float>(like.zero_points[c]);
+        values[k] / like.scales[c] + static_cast<float>(like.zero_points[c]);
     if (!std::isfinite(q) || q < lo - 0.5f - kQuantizeLikeSlack ||
         q > 127.5f + kQuantizeLikeSlack) {
       return absl::FailedPreconditionError(
-          absl::StrCat("tensor '", name, "': element ", i, " (", values[i],
+          absl::StrCat("tensor '", name, "': element ", i, " (", values[k],
                        ") is outside the range of the base's scale"));
     }
-    out.values[i] = Clamp8(q, lo);
+    out[k] = Clamp8(q, lo);
   }
-  return out;
+  return absl::OkStatus();
+}
+
+FloatRowReader RowsOfValues(absl::Span<const float> values, int64_t cols) {
+  return [values, cols](int64_t first_row,
+                        int64_t rows) -> absl::StatusOr<std::vector<float>> {
+    const int64_t begin = first_row * cols, end = (first_row + rows) * cols;
+    if (first_row < 0 || rows < 0 ||
+        end > static_cast<int64_t>(values.size())) {
+      return absl::OutOfRangeError(absl::StrCat("rows ", first_row, "+", rows,
+                                                " are outside the matrix"));
+    }
+    return std::vector<float>(values.begin() + begin, values.begin() + end);
+  };
 }
 
 std::vector<float> Dequantize(const QuantizedTensor& params,

@@ -97,6 +97,16 @@ inline constexpr float kQuantizeLikeSlack = 2.0f;
 absl::StatusOr<QuantizedTensor> QuantizeLike(absl::string_view name,
                                              absl::Span<const float> values,
                                              const QuantizedTensor& like);
+// QuantizeLike for elements [first, first + values.size()) of the tensor (a
+// band of its rows), written to `out` (values.size()); `like`'s values are not
+// used. The same errors, naming the element by its index in the tensor.
+absl::Status QuantizeRangeLike(absl::string_view name,
+                               const QuantizedTensor& like, int64_t first,
+                               absl::Span<const float> values, int8_t* out);
+
+// A FloatRowReader over a matrix of `cols` columns held in memory (`values`,
+// which must outlive it).
+FloatRowReader RowsOfValues(absl::Span<const float> values, int64_t cols);
 
 // w = scale * (q - zero_point) for `values`, using the parameters of `params`
 // (`values` may be a lossy reconstruction of params.values; same length).

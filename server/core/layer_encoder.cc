@@ -26,6 +26,15 @@ class X265 final : public LayerEncoder {
     return EncodeMatchedLayerDelta(base, base_source, target, intra_sqnr_db,
                                    max_bytes, /*threads=*/1, first_offset);
   }
+  absl::StatusOr<std::optional<PackedLayer>> EncodeDeltaSource(
+      const PackedLayer& base, const Source& base_source, const Source& target,
+      double intra_sqnr_db, uint64_t max_bytes,
+      int first_offset) const override {
+    return EncodeMatchedLayerDeltaFromRows(
+        base, {base_source.header, base_source.rows},
+        {target.header, target.rows}, intra_sqnr_db, max_bytes,
+        /*threads=*/1, first_offset);
+  }
 };
 
 }  // namespace
@@ -35,6 +44,17 @@ absl::StatusOr<PackedLayer> LayerEncoder::EncodeSource(
   absl::StatusOr<Tensor> tensor = source.read();
   if (!tensor.ok()) return tensor.status();
   return Encode(*tensor, options);
+}
+
+absl::StatusOr<std::optional<PackedLayer>> LayerEncoder::EncodeDeltaSource(
+    const PackedLayer& base, const Source& base_source, const Source& target,
+    double intra_sqnr_db, uint64_t max_bytes, int first_offset) const {
+  absl::StatusOr<Tensor> whole_base = base_source.read();
+  if (!whole_base.ok()) return whole_base.status();
+  absl::StatusOr<Tensor> whole_target = target.read();
+  if (!whole_target.ok()) return whole_target.status();
+  return EncodeDelta(base, *whole_base, *whole_target, intra_sqnr_db, max_bytes,
+                     first_offset);
 }
 
 const LayerEncoder& X265LayerEncoder() {

@@ -46,6 +46,12 @@ class LayerEncoder {
   virtual absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
       const PackedLayer& base, const Tensor& base_source, const Tensor& target,
       double intra_sqnr_db, uint64_t max_bytes, int first_offset) const = 0;
+  // The same from stored tensors. The default reads both whole; the real
+  // coding reads them a chunk of rows at a time
+  // (EncodeMatchedLayerDeltaFromRows), never holding either whole.
+  virtual absl::StatusOr<std::optional<PackedLayer>> EncodeDeltaSource(
+      const PackedLayer& base, const Source& base_source, const Source& target,
+      double intra_sqnr_db, uint64_t max_bytes, int first_offset) const;
 };
 
 // The real coding: EncodeLayer and EncodeMatchedLayerDelta. One instance for

@@ -299,17 +299,14 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
                           base_layer->qp > tier.qp
                     : base_layer->qp == options.hevc.qp);
     if (usable) {
-      // A refinement's base is this very tensor.
-      ASSIGN_OR_RETURN(const Tensor target, encoding->source->Read(index));
-      std::optional<Tensor> base_source;
-      if (encoding->base_source != encoding->source) {
-        ASSIGN_OR_RETURN(base_source, encoding->base_source->Read(index));
-      }
-      ASSIGN_OR_RETURN(const std::optional<PackedLayer> delta,
-                       options_.layer_encoder->EncodeDelta(
-                           *base_layer, base_source ? *base_source : target,
-                           target, layer.fidelity.sqnr_db, bytes.size(),
-                           refinement ? tier.qp - base_layer->qp : 0));
+      // A refinement's base is this very tensor. Both are read a chunk of
+      // rows at a time.
+      ASSIGN_OR_RETURN(
+          const std::optional<PackedLayer> delta,
+          options_.layer_encoder->EncodeDeltaSource(
+              *base_layer, SourceOf(*encoding->base_source, index),
+              SourceOf(*encoding->source, index), layer.fidelity.sqnr_db,
+              bytes.size(), refinement ? tier.qp - base_layer->qp : 0));
       if (!delta && refinement) record.base_blob_sha256 = base.blob_sha256;
       if (delta) {
         std::vector<uint8_t> delta_bytes = SerializePackedLayer(*delta);
