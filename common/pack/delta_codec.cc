@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/parallel_for.h"
@@ -106,7 +107,9 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
       base_source.header.shape != base.shape) {
     return std::nullopt;
   }
-  const auto [rows, cols] = MatrixView(base.shape);
+  // Not a structured binding: the tile jobs' lambdas capture them.
+  const std::pair<int64_t, int64_t> view = MatrixView(base.shape);
+  const int64_t rows = view.first, cols = view.second;
   if (rows * cols == 0) return std::nullopt;
   const absl::string_view name = target.header.name;
   const int64_t chunk_rows =
