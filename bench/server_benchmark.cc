@@ -204,7 +204,7 @@ int ClientSections(ServerProcess& server, v1::Distribution::Stub& distribution,
         {"one job per layer", true, false, false},
         {"per tile, once the layer is whole", true, true, false},
         {"per tile, as the tiles arrive (SDK default)"}};
-    constexpr int kVariants = 3;
+    constexpr int kVariants = static_cast<int>(std::size(variants));
     double best[kVariants], cpu[kVariants] = {}, wall[kVariants] = {};
     std::fill(std::begin(best), std::end(best), 1e9);
     for (int round = 0; round < 3; ++round) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -96,47 +97,63 @@ absl::Status Annotate(const absl::Status& status, absl::string_view layer) {
       absl::StrCat("layer '", layer, "' (delta): ", status.message()));
 }
 
-}  // namespace
+// What every QP a delta search tries shares, found once: A's scales (checked
+// to be the base's), B checked to fit them, and the base's digest.
+struct DeltaInputs {
+  QuantizedTensor qa;  // scales and zero points; values empty
+  Sha256Digest base_sha256;
+  int64_t rows = 0, cols = 0, chunk_rows = 0;
+};
 
-absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
+// nullopt when no delta can be made: another shape, a lossless or non-HEVC
+// base, or a value of B outside A's scale range (B is then sent whole).
+absl::StatusOr<std::optional<DeltaInputs>> PrepareDelta(
     const PackedLayer& base, const TensorRows& base_source,
-    const TensorRows& target, int qp_offset, int threads,
-    int64_t chunk_elements) {
+    const TensorRows& target, int64_t chunk_elements) {
   if (base.codec != LayerCodec::kHevc || base.lossless ||
       !base.outliers.empty() || target.header.shape != base.shape ||
       base_source.header.shape != base.shape) {
     return std::nullopt;
   }
-  // Not a structured binding: the tile jobs' lambdas capture them.
-  const std::pair<int64_t, int64_t> view = MatrixView(base.shape);
-  const int64_t rows = view.first, cols = view.second;
-  if (rows * cols == 0) return std::nullopt;
+  DeltaInputs in;
+  std::tie(in.rows, in.cols) = MatrixView(base.shape);
+  if (in.rows * in.cols == 0) return std::nullopt;
   const absl::string_view name = target.header.name;
-  const int64_t chunk_rows =
-      std::clamp<int64_t>(chunk_elements / std::max<int64_t>(cols, 1), 1, rows);
+  in.chunk_rows = std::clamp<int64_t>(
+      chunk_elements / std::max<int64_t>(in.cols, 1), 1, in.rows);
   ASSIGN_OR_RETURN(
-      const QuantizedTensor qa,
-      QuantizeParamsFromRows(base.name, base.shape, base_source.rows,
-                             base.scheme, chunk_rows));
-  if (qa.scales != base.scales || qa.zero_points != base.zero_points) {
+      in.qa, QuantizeParamsFromRows(base.name, base.shape, base_source.rows,
+                                    base.scheme, in.chunk_rows));
+  if (in.qa.scales != base.scales || in.qa.zero_points != base.zero_points) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer '", base.name,
                      "': the base source is not what the base was coded from"));
   }
-  // B on A's scales (QuantizeLike), checked over its rows first: a value
-  // beyond A's range and B is sent whole.
+  // B on A's scales (QuantizeLike), checked over its rows first.
   absl::Status fits;
   std::vector<int8_t> scratch;
-  RETURN_IF_ERROR(ForEachRowChunk(
-      target.rows, 0, rows, cols, chunk_rows, name,
-      [&](int64_t row, absl::Span<const float> values) {
-        if (!fits.ok()) return;
-        scratch.resize(values.size());
-        fits = QuantizeRangeLike(name, qa, row * cols, values, scratch.data());
-      }));
+  RETURN_IF_ERROR(
+      ForEachRowChunk(target.rows, 0, in.rows, in.cols, in.chunk_rows, name,
+                      [&](int64_t row, absl::Span<const float> values) {
+                        if (!fits.ok()) return;
+                        scratch.resize(values.size());
+                        fits = QuantizeRangeLike(name, in.qa, row * in.cols,
+                                                 values, scratch.data());
+                      }));
   if (!fits.ok()) return std::nullopt;
-  scratch = {};
+  in.base_sha256 = Sha256(SerializePackedLayer(base));
+  return in;
+}
 
+// The delta of B at A's QP + `qp_offset` from prepared inputs; nullopt when
+// x265 did not reproduce a tile of A.
+absl::StatusOr<std::optional<PackedLayer>> CodeDelta(
+    const PackedLayer& base, const DeltaInputs& in,
+    const TensorRows& base_source, const TensorRows& target, int qp_offset,
+    int threads) {
+  const QuantizedTensor& qa = in.qa;
+  const int64_t rows = in.rows, cols = in.cols, chunk_rows = in.chunk_rows;
+  const absl::string_view name = target.header.name;
   const HevcEncodeOptions options{.qp = base.qp,
                                   .lossless = false,
                                   .preset = base.preset,
@@ -149,7 +166,7 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
   delta.name = target.header.name;
   delta.codec = LayerCodec::kHevcDelta;
   delta.source_dtype = target.header.dtype;
-  delta.base_sha256 = Sha256(SerializePackedLayer(base));
+  delta.base_sha256 = in.base_sha256;
   delta.tiles.assign(base.tiles.size(), {});
   std::atomic<bool> reproduced{true};
   // Each tile's two pictures quantized from their own rows when its job runs.
@@ -214,6 +231,18 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
   return delta;
 }
 
+}  // namespace
+
+absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDeltaFromRows(
+    const PackedLayer& base, const TensorRows& base_source,
+    const TensorRows& target, int qp_offset, int threads,
+    int64_t chunk_elements) {
+  ASSIGN_OR_RETURN(const std::optional<DeltaInputs> in,
+                   PrepareDelta(base, base_source, target, chunk_elements));
+  if (!in) return std::nullopt;
+  return CodeDelta(base, *in, base_source, target, qp_offset, threads);
+}
+
 absl::StatusOr<std::optional<PackedLayer>> EncodeLayerDelta(
     const PackedLayer& base, const Tensor& base_source, const Tensor& target,
     int qp_offset, int threads) {
@@ -231,11 +260,14 @@ absl::StatusOr<std::optional<PackedLayer>> EncodeMatchedLayerDeltaFromRows(
     const PackedLayer& base, const TensorRows& base_source,
     const TensorRows& target, double intra_sqnr_db, uint64_t max_bytes,
     int threads, int first_offset) {
+  ASSIGN_OR_RETURN(const std::optional<DeltaInputs> in,
+                   PrepareDelta(base, base_source, target, kRowChunkElements));
+  if (!in) return std::nullopt;
   for (int offset = first_offset;
        offset >= first_offset - 12 && base.qp + offset >= 0; offset -= 3) {
     ASSIGN_OR_RETURN(
         std::optional<PackedLayer> delta,
-        EncodeLayerDeltaFromRows(base, base_source, target, offset, threads));
+        CodeDelta(base, *in, base_source, target, offset, threads));
     if (!delta || SerializePackedLayer(*delta).size() >= max_bytes)
       return std::nullopt;  // finer only costs more
     if (delta->fidelity.sqnr_db >= intra_sqnr_db) return delta;
