@@ -10,21 +10,25 @@ so the expected output error is sum_j |dW[:, j]|^2 E[x_j^2]. At a fixed QP the c
 error evenly over the elements; coding W diag(s) instead and dividing the decoded columns by s
 moves error from the columns whose inputs are large to those whose inputs are small (high-rate
 theory: s_j proportional to the input's RMS equalizes the weighted error). This probe measures
-the input RMS of every picture layer (2-D, >= 4096 weights) on 10,000 *training* images (forward
-hooks), and codes W diag(s) with weightcast-pack (default policy and front end, preset veryfast),
-s_j = (rms_j / mean rms)^alpha clipped to [1/16, 16], divides the decoded columns by s and
-measures top-1 on the 10,000 test images. alpha 0 is today's codec. HEVC's transforms spread a
-block's error over all its columns, so columns of very different scales side by side defeat the
-weighting: order `sorted` also permutes the columns by s before coding (and back after); the
-permutation follows from the scales (a stable sort), so it costs no bytes. Importance `fisher`
-weighs each column by the square root of its empirical Fisher information instead (per-image
-cross-entropy gradients on the same training images: the input's size times how much the
-layer's outputs matter to the loss; what a server could compute from an evaluation bundle with
-autograd, without hooks into the model). UNWEIGHTED names layers (e.g. fc3.weight) left
-unweighted. Bytes: the tier file plus
-the column scales as float16 (what a format would have to carry; 2 bytes per column).
+the input RMS of every picture layer (linear layers of >= 4096 weights; res_cnn: also its
+convolutions, as bench/eval codes them, a column per input channel and kernel position) on
+10,000 *training* images (forward hooks), codes W diag(s) with weightcast-pack (the model's
+bench/eval policy, default front end, preset veryfast), s_j = (rms_j / mean rms)^alpha clipped
+to [1/16, 16], divides the decoded columns by s and measures top-1 on the 10,000 test images.
+alpha 0 is today's codec. Bytes: the tier file plus the scales as float16 (what a format would
+have to carry: 2 bytes per input, or per input channel of a convolution).
+
+Variants: HEVC's transforms spread a block's error over all its columns, so columns of very
+different scales side by side may defeat the weighting: order `sorted` also permutes the columns
+by s before coding (and back after; the permutation follows from the scales, a stable sort, so
+it costs no bytes). Importance `fisher` weighs each column of a linear layer by the square root
+of its empirical Fisher information instead (per-image cross-entropy gradients on the same
+training images: the input's size times how much the layer's outputs matter to the loss;
+convolutions are then left unweighted). UNWEIGHTED names layers (e.g. fc3.weight) left
+unweighted.
 MODELS_DIR holds MODEL.pt as bench/eval trains them (fashion.py train). Markdown on stdout.
 """
+import json
 import os
 import subprocess
 import sys
@@ -32,32 +36,56 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval"))
+import evaluate  # noqa: E402
 import fashion  # noqa: E402
 
+# The layer policy each model is coded under (bench/eval's): res_cnn's convolutions are pictures.
+POLICIES = {"res_cnn": evaluate.PICTURE_CONVS}
 
-def column_importance(name, state, x, y, kind):
-    """Per picture layer, one figure per input column: the input's RMS over X (kind "rms"), or
-    the square root of the column's empirical Fisher information, sum over rows and images of
-    (dL/dW_ij)^2 for the cross-entropy L of each image (kind "fisher": per-image gradients, from
-    each layer's input and output gradient, g_i x_j)."""
+
+def picture_layers(model, policy):
+    """Module name -> module, for the layers the policy codes as pictures: linear layers (and
+    convolutions of one group when the policy says so) of at least min_picture_elements weights."""
+    smallest = policy.get("min_picture_elements", 4096)
+    convs = policy.get("convolutions") == "picture"
+    layers = {}
+    for name, m in model.named_modules():
+        kind_ok = isinstance(m, torch.nn.Linear) or (convs and isinstance(m, torch.nn.Conv2d) and m.groups == 1)
+        if kind_ok and m.weight.numel() >= smallest:
+            layers[name] = m
+    return layers
+
+
+def column_importance(name, state, x, y, kind, policy):
+    """Per picture layer, one figure per column of its picture [out, in * kh * kw] and how many
+    distinct figures there are (its inputs, or its input channels): the input's
+    RMS over X (kind "rms"; a convolution's input channel's RMS over images and positions, for
+    each of its kh * kw columns), or for linear layers the square root of the column's empirical
+    Fisher information, sum over rows and images of (dL/dW_ij)^2 for the cross-entropy L of each
+    image (kind "fisher": per-image gradients, from each layer's input and output gradient,
+    g_i x_j; convolutions are left unweighted)."""
     model = fashion.MODELS[name][0]()
     model.load_state_dict(state)
     model.eval()
     sums, inputs, hooks = {}, {}, []
-    for module_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module.weight.numel() >= 4096:
-            key = module_name + ".weight"
+    for module_name, module in picture_layers(model, policy).items():
+        key = module_name + ".weight"
+        conv = isinstance(module, torch.nn.Conv2d)
+        if kind == "fisher" and conv:
+            continue
 
-            def forward_hook(_, args, __, key=key):
-                inputs[key] = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        def forward_hook(_, args, __, key=key, conv=conv):
+            a = args[0].detach().double()
+            inputs[key] = a.transpose(0, 1).reshape(a.shape[1], -1).T if conv else a.reshape(-1, a.shape[-1])
 
-            def backward_hook(_, __, grad_output, key=key):
-                g = grad_output[0].reshape(-1, grad_output[0].shape[-1]).double()
-                sums[key] = sums.get(key, 0) + (g ** 2).sum(1) @ (inputs[key] ** 2)
+        def backward_hook(_, __, grad_output, key=key):
+            g = grad_output[0].reshape(-1, grad_output[0].shape[-1]).double()
+            sums[key] = sums.get(key, 0) + (g ** 2).sum(1) @ (inputs[key] ** 2)
 
-            hooks.append(module.register_forward_hook(forward_hook))
-            if kind == "fisher":
-                hooks.append(module.register_full_backward_hook(backward_hook))
+        hooks.append(module.register_forward_hook(forward_hook))
+        if kind == "fisher":
+            hooks.append(module.register_full_backward_hook(backward_hook))
+    counts = {}
     for i in range(0, len(x), 500):
         if kind == "fisher":
             model.zero_grad()
@@ -67,9 +95,15 @@ def column_importance(name, state, x, y, kind):
                 model(x[i:i + 500])
             for key, value in inputs.items():
                 sums[key] = sums.get(key, 0) + (value ** 2).sum(0)
+                counts[key] = counts.get(key, 0) + len(value)
     for h in hooks:
         h.remove()
-    return {k: v.sqrt().float() for k, v in sums.items()}
+    per_column = {}
+    for key, total in sums.items():
+        figure = (total / counts.get(key, 1)).sqrt().float()
+        weight = state[key]
+        per_column[key] = (figure.repeat_interleave(weight[0].numel() // figure.numel()), figure.numel())
+    return per_column
 
 
 def column_scales(importance, alpha):
@@ -97,29 +131,34 @@ def main():
         state = fashion.load_state(os.path.join(models_dir, name + ".pt"))
         float_bytes = sum(t.numel() * t.element_size() for t in state.values())
         float_top1, _ = fashion.accuracy_of_state(name, state, test)
-        importance = {kind: column_importance(name, state, train_x[:10000], train_y[:10000], kind)
+        policy = POLICIES.get(name, {})
+        importance = {kind: column_importance(name, state, train_x[:10000], train_y[:10000], kind, policy)
                       for kind in kinds}
         runs = [(k, a, o) for a in alphas for k in (kinds if a != 0 else kinds[:1])
                 for o in (orders if a != 0 else orders[:1])]
         for kind, alpha, order in runs:
-            scales = {k: column_scales(v, alpha) for k, v in importance[kind].items() if k not in unweighted}
+            scales = {k: column_scales(v, alpha) for k, (v, _) in importance[kind].items() if k not in unweighted}
             perms = {k: (torch.sort(s, stable=True).indices if order == "sorted" else torch.arange(s.numel()))
                      for k, s in scales.items()}
-            scaled = {k: ((v * scales[k])[:, perms[k]] if k in scales else v) for k, v in state.items()}
+            scaled = {k: ((v.reshape(len(v), -1) * scales[k])[:, perms[k]].reshape(v.shape) if k in scales else v)
+                      for k, v in state.items()}
             out = os.path.join(work, name, f"{kind}-alpha{alpha}-{order}")
             os.makedirs(out, exist_ok=True)
             scaled_path = os.path.join(out, "scaled.pt")
             torch.save(scaled, scaled_path)
-            subprocess.run([pack, scaled_path, "-o", out, "--tiers", ",".join(tiers)], check=True,
-                           capture_output=True)
-            side = 0 if alpha == 0 else sum(2 * s.numel() for s in scales.values())
+            policy_path = os.path.join(out, "policy.json")
+            with open(policy_path, "w") as f:
+                json.dump(policy, f)
+            subprocess.run([pack, scaled_path, "-o", out, "--tiers", ",".join(tiers), "--policy", policy_path],
+                           check=True, capture_output=True)
+            side = 0 if alpha == 0 else sum(2 * importance[kind][k][1] for k in scales)
             for tier in tiers:
                 wcm = os.path.join(out, tier + ".wcm")
                 unpacked = os.path.join(out, tier + ".pt")
                 subprocess.run([pack, "--unpack", wcm, "-o", unpacked], check=True, capture_output=True)
                 back = torch.load(unpacked)
-                restored = {k: (v[:, torch.argsort(perms[k])] / scales[k] if k in scales else v)
-                            for k, v in back.items()}
+                restored = {k: ((v.reshape(len(v), -1)[:, torch.argsort(perms[k])] / scales[k]).reshape(v.shape)
+                                if k in scales else v) for k, v in back.items()}
                 top1, _ = fashion.accuracy_of_state(name, restored, test)
                 size = os.path.getsize(wcm) + side
                 print(f"| {name} | {kind if alpha else '-'} | {alpha:g} | {order} | `{tier}` | {size:,} | {100.0 * size / float_bytes:.2f} | "

@@ -3,11 +3,15 @@
 #include "common/eval/evaluator.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +64,75 @@ const Tensor* Find(const Model& model, const std::string& name) {
   return nullptr;
 }
 
+// The state_dict name of a value forward reads from the module's own
+// attributes (self.fc1.weight: "fc1.weight"); empty for any other value.
+std::string AttributePath(torch::jit::Value* value,
+                          const torch::jit::Value* self) {
+  std::string path;
+  while (value->node()->kind() == c10::prim::GetAttr) {
+    const std::string& field = value->node()->s(c10::attr::name);
+    path = path.empty() ? field : absl::StrCat(field, ".", path);
+    value = value->node()->input(0);
+  }
+  return value == self ? path : "";
+}
+
+// A copy of a module's forward that returns, instead of its output, a tuple
+// of the inputs of the layers it measures (Evaluator::InputRms).
+struct InputProbe {
+  std::unique_ptr<torch::jit::GraphFunction> function;  // none: no layer
+  std::vector<std::string> weights;  // per element of the tuple
+  std::vector<bool> convolution;     // aten::conv2d, else aten::linear
+};
+
+InputProbe MakeInputProbe(const torch::jit::Module& module,
+                          const std::map<std::string, torch::Tensor>& slots) {
+  std::shared_ptr<torch::jit::Graph> graph =
+      module.get_method("forward").graph()->copy();
+  torch::jit::Inline(*graph);  // submodules' calls become their operators
+  InputProbe probe;
+  std::vector<torch::jit::Value*> inputs;
+  for (torch::jit::Node* node : graph->nodes()) {  // the top-level block
+    const bool linear = node->kind() == c10::aten::linear;
+    if (!linear && node->kind() != c10::aten::conv2d) continue;
+    std::string weight = AttributePath(node->input(1), graph->inputs()[0]);
+    if (slots.count(weight) == 0) continue;
+    probe.weights.push_back(std::move(weight));
+    probe.convolution.push_back(!linear);
+    inputs.push_back(node->input(0));
+  }
+  if (inputs.empty()) return probe;
+  torch::jit::Node* tuple = graph->insertNode(graph->createTuple(inputs));
+  graph->eraseOutput(0);
+  graph->registerOutput(tuple->output());
+  probe.function =
+      std::make_unique<torch::jit::GraphFunction>("input_rms", graph, nullptr);
+  return probe;
+}
+
+// One batch's inputs to a measured layer with weight `weight`: the sum of
+// squares per feature (double) and how many values each sums; none when the
+// input does not match the weight (a convolution of several groups).
+struct FeatureSquares {
+  torch::Tensor sums;
+  int64_t count = 0;
+};
+std::optional<FeatureSquares> SquaresPerFeature(const torch::Tensor& input,
+                                                const torch::Tensor& weight,
+                                                bool convolution) {
+  const torch::Tensor x = input.to(torch::kDouble);
+  if (!convolution) {
+    if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1))
+      return std::nullopt;
+    const torch::Tensor rows = x.reshape({-1, x.size(-1)});
+    return FeatureSquares{rows.square().sum(0), rows.size(0)};
+  }
+  if (x.dim() != 4 || weight.dim() != 4 || x.size(1) != weight.size(1))
+    return std::nullopt;
+  return FeatureSquares{x.square().sum({0, 2, 3}),
+                        x.size(0) * x.size(2) * x.size(3)};
+}
+
 }  // namespace
 
 struct Evaluator::State {
@@ -70,6 +143,7 @@ struct Evaluator::State {
   torch::Tensor inputs;
   torch::Tensor labels;     // int64; undefined without labels
   torch::Tensor reference;  // the float model's outputs, [examples, values]
+  std::unique_ptr<InputProbe> input_probe;  // built by the first InputRms
 };
 
 Evaluator::Evaluator(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -292,10 +366,7 @@ absl::Status Evaluator::RunBatches(
   torch::NoGradGuard no_grad;
   const int64_t n = state.inputs.size(0);
   try {
-    for (const Tensor& t : model.tensors) {
-      ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
-      state.slots[t.name].copy_(value);
-    }
+    RETURN_IF_ERROR(LoadModel(state, model));
     for (int64_t begin = 0; begin < n; begin += kBatch) {
       const int64_t end = std::min(n, begin + kBatch);
       const torch::IValue output =
@@ -315,6 +386,70 @@ absl::Status Evaluator::RunBatches(
         "the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
   }
   return absl::OkStatus();
+}
+
+absl::Status Evaluator::LoadModel(State& state, const Model& model) {
+  for (const Tensor& t : model.tensors) {
+    ASSIGN_OR_RETURN(torch::Tensor value, ToTorch(t));
+    state.slots[t.name].copy_(value);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::vector<float>>> Evaluator::InputRms(
+    const Model& model) {
+  RETURN_IF_ERROR(CheckFits(model));
+  State& state = *state_;
+  torch::NoGradGuard no_grad;
+  std::map<std::string, FeatureSquares> totals;
+  std::set<std::string> unmatched;
+  try {
+    if (state.input_probe == nullptr) {
+      state.input_probe = std::make_unique<InputProbe>(
+          MakeInputProbe(state.module, state.slots));
+    }
+    const InputProbe& probe = *state.input_probe;
+    if (probe.function == nullptr) {
+      return std::map<std::string, std::vector<float>>();  // no such layer
+    }
+    RETURN_IF_ERROR(LoadModel(state, model));
+    const int64_t n = state.inputs.size(0);
+    for (int64_t begin = 0; begin < n; begin += kBatch) {
+      std::vector<c10::IValue> stack{
+          state.module._ivalue(),
+          state.inputs.slice(0, begin, std::min(n, begin + kBatch))};
+      probe.function->run(stack);
+      const auto& inputs = stack.at(0).toTuple()->elements();
+      for (size_t i = 0; i < probe.weights.size(); ++i) {
+        const std::string& name = probe.weights[i];
+        const std::optional<FeatureSquares> squares =
+            SquaresPerFeature(inputs.at(i).toTensor(), state.slots.at(name),
+                              probe.convolution[i]);
+        if (!squares.has_value()) {
+          unmatched.insert(name);
+          continue;
+        }
+        FeatureSquares& total = totals[name];
+        total.sums =
+            total.sums.defined() ? total.sums + squares->sums : squares->sums;
+        total.count += squares->count;
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the evaluation module failed on the inputs: ", BriefLibtorchError(e)));
+  }
+  std::map<std::string, std::vector<float>> rms;
+  for (const auto& [name, total] : totals) {
+    if (unmatched.count(name) != 0 || total.count == 0) continue;
+    const torch::Tensor figures =
+        (total.sums / static_cast<double>(total.count))
+            .sqrt()
+            .to(torch::kFloat);
+    rms[name].assign(figures.data_ptr<float>(),
+                     figures.data_ptr<float>() + figures.numel());
+  }
+  return rms;
 }
 
 }  // namespace weightcast

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,11 +74,26 @@ class Evaluator {
   // or not of the reference's shape.
   absl::StatusOr<Accuracy> Evaluate(const Model& model);
 
+  // Per linear layer and one-group 2-D convolution that the module's forward
+  // calls (outside any branch or loop) with one of the module's own
+  // parameters as its weight: the root mean square over every input of each
+  // feature entering it (a linear layer's input features; a convolution's
+  // input channels, over images and positions), with `model`'s tensors loaded.
+  // Keyed by the weight's state_dict name. A weight error in column j costs at
+  // the layer's output its square times figure j's square, so these say which
+  // columns of a weight matter (issue 21: activation-aware coding). A layer
+  // called more than once counts every call's inputs. Errors as Evaluate's.
+  absl::StatusOr<std::map<std::string, std::vector<float>>> InputRms(
+      const Model& model);
+
   int64_t examples() const;
 
  private:
   struct State;
   explicit Evaluator(std::unique_ptr<State> state);
+  // Copies `model`'s tensors into the module's parameters and buffers (the
+  // caller checked CheckFits and catches libtorch's exceptions).
+  static absl::Status LoadModel(State& state, const Model& model);
   // Loads `model` into the module and runs every batch of inputs, handing
   // each output (float32, one row per input) to `each`; libtorch's errors
   // become INVALID_ARGUMENT.

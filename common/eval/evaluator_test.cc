@@ -1,5 +1,6 @@
 #include "common/eval/evaluator.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -80,6 +81,53 @@ TEST_F(EvaluatorTest, OutputCosineAgainstTheFloatModelMatchesPyTorchs) {
   ASSERT_TRUE(broken.ok()) << broken.status();
   EXPECT_NEAR(*broken->output_cosine,
               expected["cosine_fc2_zeroed"].get<double>(), 1e-5);
+}
+
+// Every layer's input features, as PyTorch's forward hooks see them
+// (tests/fixtures/make_checkpoints.py): the convolution's one input channel,
+// fc1's 5408 features and fc2's 256, over the bundle's 64 images.
+TEST_F(EvaluatorTest, InputRmsOfEveryLayerMatchesPyTorchs) {
+  auto expected = ReadCheckpoint(Fixture("eval_input_rms.pt"));
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  auto rms = evaluator_->InputRms(model_);
+  ASSERT_TRUE(rms.ok()) << rms.status();
+  ASSERT_EQ(rms->size(), 3u);
+  for (const Tensor& t : expected->tensors) {
+    const std::vector<float> want = ToFloat32(t).value();
+    ASSERT_TRUE(rms->count(t.name)) << t.name;
+    const std::vector<float>& got = rms->at(t.name);
+    ASSERT_EQ(got.size(), want.size()) << t.name;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-5 * std::max(1.0f, want[i]))
+          << t.name << " feature " << i;
+    }
+  }
+  EXPECT_EQ(rms->at("fc1.weight").size(), 8u * 26 * 26);
+
+  // The figures are the model's: with fc1 zeroed, fc2's inputs are all
+  // relu(0) = 0 and the layers before it are unchanged.
+  Model zeroed = model_;
+  for (Tensor& t : zeroed.tensors) {
+    if (t.name == "fc1.weight" || t.name == "fc1.bias")
+      std::fill(t.data.begin(), t.data.end(), 0);
+  }
+  auto after = evaluator_->InputRms(zeroed);
+  ASSERT_TRUE(after.ok()) << after.status();
+  for (float v : after->at("fc2.weight")) ASSERT_EQ(v, 0.0f);
+  EXPECT_EQ(after->at("fc1.weight"), rms->at("fc1.weight"));
+
+  // The probe leaves the evaluation as it was.
+  auto accuracy = evaluator_->Evaluate(model_);
+  ASSERT_TRUE(accuracy.ok()) << accuracy.status();
+  EXPECT_DOUBLE_EQ(accuracy->top1, 50.0);
+}
+
+TEST_F(EvaluatorTest, InputRmsNamesATensorThatDoesNotFit) {
+  auto mlp = ReadCheckpoint(Fixture("mlp.pt"));
+  ASSERT_TRUE(mlp.ok());
+  auto rms = evaluator_->InputRms(*mlp);
+  EXPECT_EQ(rms.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(rms.status().message()), HasSubstr("fc1.weight"));
 }
 
 TEST_F(EvaluatorTest, KeptReferenceOutputsServeAnotherEvaluatorOfTheBundle) {
