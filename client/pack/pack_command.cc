@@ -14,6 +14,7 @@
 #include "common/base/printable.h"
 #include "common/base/status_macros.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/eval/evaluator.h"
 #include "common/pack/front_end.h"
 
 namespace weightcast {
@@ -51,6 +52,12 @@ options:
                       "convolutions": "int8"|"picture", "convolution_qp": QP,
                       "scheme": "auto"|"per-tensor"|"per-channel",
                       "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"}}
+  --eval-bundle MODULE,DATA
+                      activation-aware column weighting: each picture layer's columns
+                      scaled by (RMS of its inputs / their mean)^0.25 before coding and
+                      back after (format version 3; 'scales' +cols), the RMS measured by
+                      running MODULE (the model's architecture, torch.jit.save) on DATA's
+                      "inputs" (a tensor file) with MODEL's tensors
   --int8              (--unpack) write int8 tensors with their scales instead of float32
   --threads N         tiles coded at once (default: one per core)
   -h, --help          this text
@@ -132,9 +139,17 @@ struct TierSummary {
 };
 
 // "tensor" / "channel" (symmetric), "tensor-asym" / "channel-asym", or "-" for
-// layers without int8 scales; "+out" when its outliers ride in a side list.
+// layers without int8 scales; "+out" when its outliers ride in a side list;
+// "+cols" when its columns were weighted.
 std::string ScalesOf(const PackedLayer& layer) {
   if (!IsInt8Codec(layer.codec)) return "-";
+  if (!layer.column_scales.empty()) {
+    PackedLayer plain;  // the rest of the name, without the tiles
+    plain.codec = layer.codec;
+    plain.scheme = layer.scheme;
+    plain.outliers = layer.outliers;
+    return ScalesOf(plain) + "+cols";
+  }
   if (!layer.outliers.empty()) {
     PackedLayer plain;
     plain.codec = layer.codec;
@@ -258,7 +273,8 @@ absl::StatusOr<PackCommand> ParsePackCommand(
     const std::vector<std::string>& words) {
   const ArgSpec spec{
       {"-o", "--output", "--tiers", "--preset", "--scheme", "--max-tile",
-       "--max-tile-pixels", "--min-picture-elements", "--policy", "--threads"},
+       "--max-tile-pixels", "--min-picture-elements", "--policy", "--threads",
+       "--eval-bundle"},
       {"-h", "--help", "--unpack", "--explain", "--convs-as-pictures",
        "--int8"}};
   ASSIGN_OR_RETURN(const Args args, Args::Parse(words, spec));
@@ -300,6 +316,14 @@ absl::StatusOr<PackCommand> ParsePackCommand(
                            &command.pack.policy.min_picture_elements));
   RETURN_IF_ERROR(args.Int("--threads", 1, 256, &command.pack.base.threads));
   command.int8_output = args.Has("--int8");
+  if (args.Has("--eval-bundle")) {
+    const std::string bundle = args.Get("--eval-bundle");
+    const size_t comma = bundle.find(',');
+    if (comma == std::string::npos || comma == 0 || comma + 1 == bundle.size())
+      return Usage("--eval-bundle takes MODULE,DATA");
+    command.eval_module = bundle.substr(0, comma);
+    command.eval_data = bundle.substr(comma + 1);
+  }
   if (args.positional().size() > 1)
     return Usage(
         absl::StrCat("unexpected argument ", Echo(args.positional()[1])));
@@ -334,7 +358,18 @@ absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
   ASSIGN_OR_RETURN(const Model model, ReadCheckpoint(command.input));
   if (command.mode == PackCommand::Mode::kExplain)
     return Explain(command, model, out);
-  return Pack(command, model, out);
+  if (command.eval_module.empty()) return Pack(command, model, out);
+  PackCommand weighted = command;
+  ASSIGN_OR_RETURN(const std::unique_ptr<Evaluator> evaluator,
+                   Evaluator::Load(command.eval_module, command.eval_data));
+  auto rms = evaluator->InputRms(model);
+  if (!rms.ok()) {
+    return absl::Status(
+        rms.status().code(),
+        absl::StrCat(command.eval_module, ": ", rms.status().message()));
+  }
+  weighted.pack.input_rms = *std::move(rms);
+  return Pack(weighted, model, out);
 }
 
 }  // namespace weightcast

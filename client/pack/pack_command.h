@@ -21,6 +21,9 @@ struct PackCommand {
   std::string output;  // directory (pack) or safetensors file (unpack)
   std::string tiers = "q22,q27,q32,q37,lossless";
   bool int8_output = false;  // --unpack: int8 + scales instead of float32
+  // --eval-bundle: the TorchScript module and tensor file whose inputs give
+  // each picture layer's column scales (PackOptions::input_rms).
+  std::string eval_module, eval_data;
   PackOptions pack;
 };
 

@@ -122,8 +122,14 @@ absl::StatusOr<std::vector<Tensor>> OutputTensors(const RebuiltTensor& tensor,
     out.push_back(std::move(t));
     return out;
   }
+  QuantizedTensor requantized;  // a layer with column scales only
+  const QuantizedTensor* int8 = &*tensor.int8;
+  if (!tensor.columns.empty()) {
+    ASSIGN_OR_RETURN(requantized, tensor.Int8Output());
+    int8 = &requantized;
+  }
   ASSIGN_OR_RETURN(const std::vector<Int8OutputPart> parts,
-                   Int8OutputParts(tensor.name, *tensor.int8));
+                   Int8OutputParts(tensor.name, *int8));
   for (const Int8OutputPart& part : parts) {
     out.push_back(
         Tensor{part.name, part.shape, part.dtype,

@@ -116,6 +116,8 @@ absl::StatusOr<std::vector<int8_t>> DecodeInt8(
 
 absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
                                           const LayerEncodeOptions& options);
+absl::StatusOr<PackedLayer> EncodeWithColumnScales(
+    const Tensor& tensor, const LayerEncodeOptions& options);
 
 // The auto front end: the rule picks the scheme from the int8 values, then the
 // layer is coded once.
@@ -138,6 +140,9 @@ absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
                                         const LayerEncodeOptions& options) {
+  if (!options.column_scales.empty()) {
+    return EncodeWithColumnScales(tensor, options);
+  }
   if (options.choose_scheme && IsInt8Codec(options.codec) &&
       IsFloatingPoint(tensor.dtype)) {
     return EncodeLayerChoosingScheme(tensor, options);
@@ -159,6 +164,75 @@ absl::StatusOr<int64_t> LayerElements(const Tensor& tensor) {
                      " elements is over the limit"));
   }
   return elements;
+}
+
+// EncodeLayer with column scales: the scaled tensor coded as usual, the
+// scales recorded, and the fidelity measured again against `tensor` on what a
+// client's float output holds.
+absl::StatusOr<PackedLayer> EncodeWithColumnScales(
+    const Tensor& tensor, const LayerEncodeOptions& options) {
+  if (!IsInt8Codec(options.codec) || options.codec == LayerCodec::kHevcDelta ||
+      !IsFloatingPoint(tensor.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", tensor.name,
+        "': column scales need a floating-point tensor and an int8 codec"));
+  }
+  ASSIGN_OR_RETURN(const int64_t elements, LayerElements(tensor));
+  ColumnScales columns{
+      {}, options.column_scale_repeat, MatrixView(tensor.shape).second};
+  if (columns.repeat < 1 || elements == 0 ||
+      static_cast<int64_t>(options.column_scales.size()) * columns.repeat !=
+          columns.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", tensor.name, "': ", options.column_scales.size(),
+        " column scales repeated ", columns.repeat, " times do not cover its ",
+        columns.cols, " columns"));
+  }
+  for (float scale : options.column_scales) {
+    const float stored = HalfToFloat(FloatToHalf(scale));
+    if (!std::isfinite(stored) || stored <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", tensor.name,
+                       "': a column scale is not a positive "
+                       "float16 number"));
+    }
+    columns.scales.push_back(stored);
+  }
+  ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
+  PackedLayer layer;
+  {
+    std::vector<float> scaled = original;
+    for (size_t i = 0; i < scaled.size(); ++i)
+      scaled[i] *= columns.of(static_cast<int64_t>(i) % columns.cols);
+    LayerEncodeOptions plain = options;
+    plain.column_scales.clear();
+    ASSIGN_OR_RETURN(
+        layer, EncodeLayer(MakeFloat32Tensor(tensor.name, tensor.shape, scaled),
+                           plain));
+  }
+  layer.source_dtype = tensor.dtype;
+  layer.column_scales = columns.scales;
+  layer.column_scale_repeat = columns.repeat;
+  ASSIGN_OR_RETURN(const RebuiltTensor decoded,
+                   DecodeLayer(layer, options.threads));
+  ASSIGN_OR_RETURN(const Tensor back, decoded.ToFloatTensor());
+  ASSIGN_OR_RETURN(const std::vector<float> reconstruction, ToFloat32(back));
+  layer.fidelity.sqnr_db = SqnrDb(original, reconstruction);
+  layer.fidelity.channel_sqnr_db =
+      ChannelSqnrDb(original, reconstruction, MatrixView(tensor.shape).first);
+  double max_abs = 0;
+  for (size_t i = 0; i < original.size(); ++i) {
+    max_abs = std::max(max_abs, std::abs(static_cast<double>(original[i]) -
+                                         reconstruction[i]));
+  }
+  layer.fidelity.max_abs_error = max_abs;
+  layer.fidelity.bits_per_weight =
+      8.0 *
+      (layer.PayloadBytes() +
+       (layer.outliers.empty() ? 0 : SerializeOutliers(layer.outliers).size()) +
+       2 * columns.scales.size()) /
+      elements;
+  return layer;
 }
 
 absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
@@ -449,6 +523,11 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
         absl::StrCat("tensor '", header.name,
                      "': coded from rows only as int8 from floating point"));
   }
+  if (!options.column_scales.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header.name,
+        "': column scales are coded from the whole tensor (EncodeLayer)"));
+  }
   ASSIGN_OR_RETURN(const int64_t elements, LayerElements(header));
   if (elements == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -602,6 +681,10 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
     out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values),
                                layer.scales, layer.zero_points};
     RETURN_IF_ERROR(AttachOutliers(layer, &out));
+    if (!layer.column_scales.empty()) {
+      out.columns = ColumnScales{layer.column_scales, layer.column_scale_repeat,
+                                 MatrixView(layer.shape).second};
+    }
   } else {
     out.stored.name = layer.name;
     out.stored.shape = layer.shape;
@@ -627,6 +710,21 @@ absl::Status CheckDecodedDigest(const PackedLayer& layer,
   return absl::DataLossError(absl::StrCat(
       "layer '", layer.name, "': SHA-256 of the decoded data is ",
       DigestToHex(digest), ", expected ", DigestToHex(layer.decoded_sha256)));
+}
+
+std::vector<float> ColumnScalesFromInputRms(absl::Span<const float> rms,
+                                            double alpha) {
+  double mean = 0;
+  for (float v : rms) mean += v;
+  mean = rms.empty() ? 0 : mean / rms.size();
+  std::vector<float> scales(rms.size(), 1.0f);
+  if (!(mean > 0) || !std::isfinite(mean)) return scales;
+  for (size_t i = 0; i < rms.size(); ++i) {
+    const double ratio = std::max(0.0, static_cast<double>(rms[i]) / mean);
+    scales[i] =
+        static_cast<float>(std::clamp(std::pow(ratio, alpha), 1.0 / 16, 16.0));
+  }
+  return scales;
 }
 
 }  // namespace weightcast

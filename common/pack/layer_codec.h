@@ -31,6 +31,15 @@ struct LayerEncodeOptions {
   // `scheme`: set by the choice when `choose_scheme`, else as given. A layer
   // without outliers by outliers.h's rule is coded without a side list.
   bool outliers = false;
+  // int8 codecs but kHevcDelta, optional: activation-aware column weighting
+  // (issue 21). Column c of the matrix view is coded multiplied by
+  // column_scales[c / column_scale_repeat] (each rounded to float16; the
+  // count times the repeat must be the matrix's columns), so that columns
+  // whose inputs are large get a finer step than those whose inputs are
+  // small; the float output divides again (packed_layer.h). EncodeLayer
+  // only (EncodeLayerFromRows refuses them).
+  std::vector<float> column_scales;
+  int64_t column_scale_repeat = 1;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int64_t max_tile_pixels = kDefaultMaxTilePixels;  // picture.h's PlanTiles
@@ -83,6 +92,15 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
 // `digest` (of the decoded data) is not the one recorded.
 absl::Status CheckDecodedDigest(const PackedLayer& layer,
                                 const Sha256Digest& digest);
+
+// Column scales from the RMS of each input feature of a layer
+// (Evaluator::InputRms): (rms / mean rms)^alpha, within [1/16, 16]; all 1
+// when every input is zero. High-rate theory says alpha 1 equalizes the
+// output error; the Fashion-MNIST measurement (docs/BENCHMARKS.md, column
+// weighting) found 0.25 best of 0.25, 0.5 and 1 under HEVC.
+inline constexpr double kColumnScaleAlpha = 0.25;
+std::vector<float> ColumnScalesFromInputRms(absl::Span<const float> rms,
+                                            double alpha = kColumnScaleAlpha);
 
 // The outlier front end's last decoding step (outliers.h), on int8 values
 // whose SHA-256 has been checked: each outlier saturated into `out->int8`, and

@@ -240,8 +240,11 @@ TEST(Outliers, RejectsHostileSideLists) {
               HasSubstr("format version 1 with 8 outliers"));
   EXPECT_THAT(with([](auto& h) { h.set_outlier_count(0); }),
               HasSubstr("format version 2 with 0 outliers"));
+  // Version 3 (column scales, outliers or not) must carry column scales.
   EXPECT_THAT(with([](auto& h) { h.set_format_version(3); }),
-              HasSubstr("format version 3 is not supported"));
+              HasSubstr("format version 3 with 0 bytes of column scales"));
+  EXPECT_THAT(with([](auto& h) { h.set_format_version(4); }),
+              HasSubstr("format version 4 is not supported"));
   // The count must match the frame, and be bounded.
   EXPECT_THAT(with([](auto& h) { h.set_outlier_count(9); }),
               HasSubstr("outlier list"));

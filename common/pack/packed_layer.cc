@@ -15,6 +15,8 @@ constexpr char kMagic[4] = {'W', 'C', 'L', '1'};
 constexpr uint32_t kFormatVersion = 1;
 // A layer with an outlier side list: older readers refuse it by its version.
 constexpr uint32_t kOutlierFormatVersion = 2;
+// A layer with column scales (and outliers or not).
+constexpr uint32_t kColumnScaleFormatVersion = 3;
 
 struct CodecInfo {
   LayerCodec codec;
@@ -58,13 +60,54 @@ int64_t FixedPayloadBytes(LayerCodec codec, int64_t elements, DType dtype) {
   }
 }
 
+// Format version 3's column scales into `layer` (its codec and shape set):
+// present exactly in version 3, on an int8 codec but kHevcDelta, positive
+// finite float16 values whose count times their repeat is the matrix's
+// columns.
+absl::Status ParseColumnScales(const v1::PackedLayerHeader& header,
+                               PackedLayer* layer) {
+  const absl::string_view name = layer->name;
+  const std::string& bytes = header.column_scales();
+  const bool present = header.format_version() == kColumnScaleFormatVersion;
+  if (present == bytes.empty() ||
+      (!present && header.column_scale_repeat() != 0)) {
+    return Invalid(
+        name, absl::StrCat("format version ", header.format_version(), " with ",
+                           bytes.size(), " bytes of column scales"));
+  }
+  if (!present) return absl::OkStatus();
+  if (!IsInt8Codec(layer->codec) || layer->codec == LayerCodec::kHevcDelta) {
+    return Invalid(name, "column scales on a codec that cannot have them");
+  }
+  const int64_t cols = MatrixView(layer->shape).second;
+  const int64_t repeat = header.column_scale_repeat();
+  if (bytes.size() % 2 != 0 || repeat < 1 ||
+      static_cast<int64_t>(bytes.size() / 2) * repeat != cols) {
+    return Invalid(
+        name, absl::StrCat(bytes.size() / 2, " column scales repeated ", repeat,
+                           " times do not cover ", cols, " columns"));
+  }
+  layer->column_scale_repeat = repeat;
+  layer->column_scales.resize(bytes.size() / 2);
+  for (size_t i = 0; i < layer->column_scales.size(); ++i) {
+    const uint16_t bits =
+        static_cast<uint8_t>(bytes[2 * i]) |
+        static_cast<uint16_t>(static_cast<uint8_t>(bytes[2 * i + 1])) << 8;
+    const float scale = HalfToFloat(bits);
+    if (!std::isfinite(scale) || scale <= 0)
+      return Invalid(name, "a column scale is not a positive number");
+    layer->column_scales[i] = scale;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
                                        uint64_t payload_available) {
   PackedLayer layer;
   layer.name = header.name();
   const absl::string_view name = layer.name;
-  if (header.format_version() != kFormatVersion &&
-      header.format_version() != kOutlierFormatVersion) {
+  if (header.format_version() < kFormatVersion ||
+      header.format_version() > kColumnScaleFormatVersion) {
     return Invalid(name,
                    absl::StrCat("format version ", header.format_version(),
                                 " is not supported"));
@@ -175,9 +218,11 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   layer.fidelity.sqnr_db = header.sqnr_db();
   layer.fidelity.sqnr_int8_db = header.sqnr_int8_db();
   layer.fidelity.max_abs_error = header.max_abs_error();
-  const bool has_outliers = header.format_version() == kOutlierFormatVersion;
-  if (has_outliers != (header.outlier_count() > 0) ||
-      (!has_outliers && !header.outliers().empty())) {
+  const uint32_t version = header.format_version();
+  const bool has_outliers = header.outlier_count() > 0;
+  if ((version == kOutlierFormatVersion && !has_outliers) ||
+      (version == kFormatVersion &&
+       (has_outliers || !header.outliers().empty()))) {
     return Invalid(
         name, absl::StrCat("format version ", header.format_version(), " with ",
                            header.outlier_count(), " outliers"));
@@ -194,8 +239,13 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
     if (!outliers.ok()) return Invalid(name, outliers.status().message());
     layer.outliers = *std::move(outliers);
   }
-  layer.fidelity.bits_per_weight =
-      *elements ? 8.0 * (total + header.outliers().size()) / *elements : 0.0;
+  RETURN_IF_ERROR(ParseColumnScales(header, &layer));
+  layer.fidelity.bits_per_weight = *elements
+                                       ? 8.0 *
+                                             (total + header.outliers().size() +
+                                              header.column_scales().size()) /
+                                             *elements
+                                       : 0.0;
   layer.qp = header.qp();
   layer.lossless = header.lossless();
   layer.preset = header.x265_preset();
@@ -257,8 +307,10 @@ uint64_t PackedLayer::PayloadBytes() const {
 
 std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   v1::PackedLayerHeader header;
-  header.set_format_version(layer.outliers.empty() ? kFormatVersion
-                                                   : kOutlierFormatVersion);
+  header.set_format_version(!layer.column_scales.empty()
+                                ? kColumnScaleFormatVersion
+                            : !layer.outliers.empty() ? kOutlierFormatVersion
+                                                      : kFormatVersion);
   header.set_name(layer.name);
   for (const CodecInfo& info : kCodecs) {
     if (info.codec == layer.codec) header.set_codec(info.proto);
@@ -274,6 +326,17 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     header.set_outlier_count(layer.outliers.indices.size());
     const std::vector<uint8_t> frame = SerializeOutliers(layer.outliers);
     header.set_outliers(frame.data(), frame.size());
+  }
+  if (!layer.column_scales.empty()) {
+    std::string bytes(2 * layer.column_scales.size(), '\0');
+    for (size_t i = 0; i < layer.column_scales.size(); ++i) {
+      const uint16_t bits = FloatToHalf(layer.column_scales[i]);
+      bytes[2 * i] = static_cast<char>(bits & 0xff);
+      bytes[2 * i + 1] = static_cast<char>(bits >> 8);
+    }
+    header.set_column_scales(bytes);
+    header.set_column_scale_repeat(
+        static_cast<uint32_t>(layer.column_scale_repeat));
   }
   if (layer.codec == LayerCodec::kHevcDelta) {
     header.set_base_sha256(layer.base_sha256.data(), layer.base_sha256.size());

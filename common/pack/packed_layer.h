@@ -56,6 +56,13 @@ struct PackedLayer {
   // int8 codecs but kHevcDelta, optional: the outlier front end's side list
   // (outliers.h); a layer with one is format version 2.
   OutlierList outliers;
+  // int8 codecs but kHevcDelta, optional: activation-aware column weighting
+  // (layer_codec.h's LayerEncodeOptions::column_scales). The int8 values and
+  // outliers code w[r][c] * column_scales[c / column_scale_repeat] of the
+  // matrix view; the float output divides again. Each a positive float16
+  // value; a layer with them is format version 3.
+  std::vector<float> column_scales;
+  int64_t column_scale_repeat = 1;
   // HEVC only: how the matrix view is cut; other codecs have exactly one tile.
   TileGrid grid;
   std::vector<std::vector<uint8_t>> tiles;  // one bitstream / payload per tile

@@ -13,6 +13,23 @@ namespace {
 
 constexpr char kMagic[4] = {'W', 'C', 'M', '1'};
 
+// Column scales for a picture layer whose inputs' RMS `input_rms` holds (one
+// figure per column, or per group of columns of a convolution's kernel).
+void WeighColumns(const Tensor& tensor,
+                  const std::map<std::string, std::vector<float>>& input_rms,
+                  LayerEncodeOptions* options) {
+  const auto rms = input_rms.find(tensor.name);
+  if (rms == input_rms.end() || options->codec != LayerCodec::kHevc ||
+      rms->second.empty() || !IsFloatingPoint(tensor.dtype)) {
+    return;
+  }
+  const int64_t cols = MatrixView(tensor.shape).second;
+  const int64_t figures = static_cast<int64_t>(rms->second.size());
+  if (cols % figures != 0) return;
+  options->column_scales = ColumnScalesFromInputRms(rms->second);
+  options->column_scale_repeat = cols / figures;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<PackedLayer>> PackModel(
@@ -29,9 +46,10 @@ absl::StatusOr<std::vector<PackedLayer>> PackModel(
   layers.reserve(model.tensors.size());
   for (const Tensor& tensor : model.tensors) {
     const auto start = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(PackedLayer layer,
-                     EncodeLayer(tensor, OptionsFor(tensor, options.policy,
-                                                    tier, options.base)));
+    LayerEncodeOptions layer_options =
+        OptionsFor(tensor, options.policy, tier, options.base);
+    WeighColumns(tensor, options.input_rms, &layer_options);
+    ASSIGN_OR_RETURN(PackedLayer layer, EncodeLayer(tensor, layer_options));
     if (on_layer) {
       on_layer(layer, std::chrono::duration<double>(
                           std::chrono::steady_clock::now() - start)

@@ -5,6 +5,8 @@
 #define WEIGHTCAST_COMMON_PACK_PACKED_MODEL_H_
 
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,6 +22,11 @@ struct PackOptions {
   LayerPolicy policy;
   LayerEncodeOptions base;  // scheme, preset, tile size, threads; codec and QP
                             // come from the tier
+  // Optional (Evaluator::InputRms of the model, by weight name): each picture
+  // layer named here is coded with column scales from its inputs' RMS
+  // (ColumnScalesFromInputRms; one figure per input channel of a
+  // convolution repeated over its kernel's columns).
+  std::map<std::string, std::vector<float>> input_rms;
 };
 
 // Packs every tensor of `model` at `tier`. Tensor names must be unique.

@@ -311,6 +311,16 @@ void DequantizeRange(const QuantizedTensor& params, int64_t elements,
   }
 }
 
+void UnscaleColumns(const ColumnScales& columns, int64_t first,
+                    absl::Span<float> values) {
+  if (columns.empty()) return;
+  int64_t col = first % columns.cols;
+  for (float& v : values) {
+    v /= columns.of(col);
+    if (++col == columns.cols) col = 0;
+  }
+}
+
 absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
   if (int8) {
     const int64_t elements = static_cast<int64_t>(int8->values.size());
@@ -325,6 +335,14 @@ absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
     std::vector<float> values(int8->values.size());
     DequantizeRange(*int8, elements, 0, int8->values, outlier_indices,
                     outlier_values, absl::MakeSpan(values));
+    if (!columns.empty() &&
+        (columns.cols <= 0 || elements % columns.cols != 0 ||
+         static_cast<int64_t>(columns.scales.size()) * columns.repeat !=
+             columns.cols)) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor '", name, "': its column scales do not fit the tensor"));
+    }
+    UnscaleColumns(columns, 0, absl::MakeSpan(values));
     return MakeFloat32Tensor(name, shape, values);
   }
   if (stored.dtype == DType::kFloat16 || stored.dtype == DType::kBFloat16) {
@@ -332,6 +350,17 @@ absl::StatusOr<Tensor> RebuiltTensor::ToFloatTensor() const {
     return MakeFloat32Tensor(name, shape, values);
   }
   return stored;
+}
+
+absl::StatusOr<QuantizedTensor> RebuiltTensor::Int8Output() const {
+  if (!int8) {
+    return absl::InternalError(
+        absl::StrCat("tensor '", name, "' is not an int8 layer"));
+  }
+  if (columns.empty()) return *int8;
+  ASSIGN_OR_RETURN(const Tensor values, ToFloatTensor());
+  ASSIGN_OR_RETURN(const std::vector<float> floats, ToFloat32(values));
+  return Quantize(name, shape, floats, QuantScheme::kPerChannelSymmetric);
 }
 
 }  // namespace weightcast

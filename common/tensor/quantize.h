@@ -128,6 +128,23 @@ inline std::vector<float> Dequantize(const QuantizedTensor& tensor) {
   return Dequantize(tensor, tensor.values);
 }
 
+// Activation-aware column weighting (common/pack/packed_layer.h's
+// column_scales): the values of a row-major matrix of `cols` columns whose
+// column c was coded multiplied by scales[c / repeat]. None when `scales` is
+// empty.
+struct ColumnScales {
+  std::vector<float> scales;
+  int64_t repeat = 1;
+  int64_t cols = 0;
+
+  bool empty() const { return scales.empty(); }
+  float of(int64_t col) const { return scales[col / repeat]; }
+};
+// Divides `values`, elements [first, first + values.size()) of the matrix,
+// by their columns' scales (nothing when `columns` is empty).
+void UnscaleColumns(const ColumnScales& columns, int64_t first,
+                    absl::Span<float> values);
+
 // One tensor of a rebuilt model: int8 values with their scales where it was
 // coded as int8, otherwise the tensor as stored (float32/float16, or an integer
 // buffer).
@@ -141,12 +158,19 @@ struct RebuiltTensor {
   // takes instead of the dequantized int8 (where int8 holds them saturated).
   std::vector<int64_t> outlier_indices;
   std::vector<float> outlier_values;
+  // int8 layers coded with column weights: the float output divides by them.
+  ColumnScales columns;
 
   // The tensor a float model is rebuilt from: dequantized int8 (with the
   // outliers put back), or the stored
   // tensor with float16/bfloat16 widened to float32 (integer buffers
   // unchanged).
   absl::StatusOr<Tensor> ToFloatTensor() const;
+  // What an int8 output holds for an int8 layer: `int8` itself, or for a
+  // layer with column scales (whose int8 values code scaled columns, which no
+  // int8 runtime would undo) its float output quantized again with
+  // per-channel symmetric scales.
+  absl::StatusOr<QuantizedTensor> Int8Output() const;
 };
 
 }  // namespace weightcast
