@@ -6,6 +6,7 @@
 #include "common/base/file.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/safetensors.h"
+#include "common/pack/packed_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
@@ -133,6 +134,62 @@ TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
                                           "fc1.bias", "fc2.weight",
                                           "fc2.weight.__scale__", "fc2.bias"));
   EXPECT_EQ(back.tensors[0].dtype, DType::kInt8);
+}
+
+// --eval-bundle: SmallNet's picture layer fc1 (256 x 5408) weighted by its
+// inputs' RMS on the bundle's 64 images, and unpacked to float and int8.
+TEST(PackCommand, AnEvaluationBundleWeighsThePictureLayersColumns) {
+  const std::string dir = FreshDir("pack_columns");
+  const std::string fixtures = WEIGHTCAST_FIXTURE_DIR;
+  std::ostringstream report;
+  const absl::Status packed = RunPackCommand(
+      ParsePackCommand({fixtures + "/cnn_bn.pt", "-o", dir, "--tiers", "q30",
+                        "--preset", "ultrafast", "--eval-bundle",
+                        fixtures + "/script.pt," + fixtures + "/eval_data.pt"})
+          .value(),
+      report);
+  ASSERT_TRUE(packed.ok()) << packed;
+  EXPECT_THAT(report.str(), HasSubstr("tensor+cols"));
+  const std::vector<PackedLayer> layers =
+      ParsePackedModel(ReadFileBytes(dir + "/q30.wcm").value()).value();
+  int weighted = 0;
+  for (const PackedLayer& layer : layers) {
+    if (layer.column_scales.empty()) continue;
+    ++weighted;
+    EXPECT_EQ(layer.name, "fc1.weight");
+    EXPECT_EQ(layer.column_scales.size(), 5408u);
+  }
+  EXPECT_EQ(weighted, 1);
+  for (const std::string flag : {"", "--int8"}) {
+    std::vector<std::string> args = {"--unpack", dir + "/q30.wcm", "-o",
+                                     dir + "/back" + flag + ".safetensors"};
+    if (!flag.empty()) args.push_back(flag);
+    std::ostringstream out;
+    ASSERT_TRUE(RunPackCommand(ParsePackCommand(args).value(), out).ok())
+        << flag;
+  }
+  const Model back = ReadCheckpoint(dir + "/back--int8.safetensors").value();
+  bool per_channel = false;
+  for (const Tensor& t : back.tensors) {
+    if (t.name == "fc1.weight.__scale__") per_channel = t.shape[0] == 256;
+  }
+  EXPECT_TRUE(per_channel);  // requantized per row
+
+  // A bundle that is not the model's is refused naming the module.
+  std::ostringstream refused;
+  const absl::Status wrong = RunPackCommand(
+      ParsePackCommand({fixtures + "/mlp.pt", "-o", dir + "/mlp", "--tiers",
+                        "q30", "--eval-bundle",
+                        fixtures + "/script.pt," + fixtures + "/eval_data.pt"})
+          .value(),
+      refused);
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(wrong.message()), HasSubstr("script.pt"));
+  EXPECT_THAT(std::string(ParsePackCommand({"m", "-o", "d", "--eval-bundle",
+                                            "only-a-module.pt"})
+                              .status()
+                              .message()),
+              HasSubstr("MODULE,DATA"));
 }
 
 TEST(PackCommand, PolicyFileSendsConvolutionsThroughHevcAtTheirOwnQp) {

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
@@ -31,7 +32,7 @@ using ::testing::HasSubstr;
 // coded in tiles of at most 64 x 64: 3 bands of 4 tiles.
 PackedLayer TiledLayer(QuantScheme scheme,
                        const std::string& name = "embed.weight",
-                       unsigned seed = 7) {
+                       unsigned seed = 7, bool column_scales = false) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   std::vector<float> values(150 * 200);
@@ -46,6 +47,11 @@ PackedLayer TiledLayer(QuantScheme scheme,
   options.outliers = true;
   options.hevc = {.qp = 27, .lossless = false, .preset = "ultrafast"};
   options.max_tile_size = 64;
+  if (column_scales) {  // 0.5 .. 2.1, a scale per pair of columns
+    for (int c = 0; c < 100; ++c)
+      options.column_scales.push_back(0.5f + 0.4f * (c % 5));
+    options.column_scale_repeat = 2;
+  }
   auto layer =
       EncodeLayer(MakeFloat32Tensor(name, {150, 200}, values), options);
   EXPECT_TRUE(layer.ok()) << layer.status();
@@ -60,8 +66,12 @@ std::vector<TensorLayout> Layout(const std::vector<PackedLayer>& layers,
       out.push_back({layer.name, DType::kFloat32, layer.shape, 150 * 200 * 4});
       continue;
     }
+    // A layer with column scales is requantized per channel for int8.
+    const QuantScheme scheme = layer.column_scales.empty()
+                                   ? layer.scheme
+                                   : QuantScheme::kPerChannelSymmetric;
     for (const Int8OutputPart& part :
-         Int8OutputParts(layer.name, layer.scheme, layer.shape)) {
+         Int8OutputParts(layer.name, scheme, layer.shape)) {
       int64_t elements = 1;
       for (int64_t d : part.shape) elements *= d;
       out.push_back({part.name, part.dtype, part.shape,
@@ -197,6 +207,39 @@ TEST(LayerOutput, BandByBandWritesTheBytesOfTheWholeLayer) {
       }
     }
   }
+}
+
+// A layer with column scales (and outliers) band by band: its float output
+// divides each band's columns again, and its int8 output quantizes each row
+// again, byte for byte as the whole layer's.
+TEST(LayerOutput, ALayerWithColumnScalesBandByBandIsTheWholeLayer) {
+  const std::string dir = FreshDir("layer_output_column_scales");
+  const PackedLayer layer = TiledLayer(QuantScheme::kPerTensorSymmetric,
+                                       "embed.weight", 7, /*columns=*/true);
+  ASSERT_EQ(layer.column_scales.size(), 100u);
+  ASSERT_EQ(BandCount(layer), 3);
+  const std::vector<uint8_t> bytes = SerializePackedLayer(layer);
+  for (const OutputKind kind : {OutputKind::kFloat, OutputKind::kInt8}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "int8 " << (kind == OutputKind::kInt8));
+    WriteWhole({layer}, kind, dir + "/whole.safetensors");
+    ExpectBandsAsWhole({bytes}, {layer}, kind, dir + "/bands.safetensors",
+                       dir + "/whole.safetensors", 3);
+  }
+  // The whole output is the float decode with the scales divided out.
+  const std::vector<uint8_t> written =
+      ReadFileBytes(dir + "/whole.safetensors").value();
+  const std::vector<float> floats =
+      ToFloat32(DecodeLayer(layer).value().ToFloatTensor().value()).value();
+  WriteWhole({layer}, OutputKind::kFloat, dir + "/float.safetensors");
+  const std::vector<uint8_t> float_file =
+      ReadFileBytes(dir + "/float.safetensors").value();
+  ASSERT_GE(float_file.size(), floats.size() * 4);
+  EXPECT_EQ(
+      std::memcmp(float_file.data() + float_file.size() - floats.size() * 4,
+                  floats.data(), floats.size() * 4),
+      0);
+  EXPECT_NE(written, float_file);
 }
 
 // Several tiled layers in one pool: a worker whose front layer's window of
