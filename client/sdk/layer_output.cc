@@ -52,7 +52,7 @@ absl::Status AppendDequantized(const Dequantizer& d, int64_t first,
 class BandWriter final : public DecodePool::RowsWriter {
  public:
   BandWriter(CheckpointStreamWriter* writer, OutputKind kind,
-             const PackedLayer& layer, int64_t elements,
+             const PackedLayer& layer, int64_t elements, ColumnScales columns,
              CheckpointStreamWriter::Appender values)
       : writer_(writer),
         kind_(kind),
@@ -62,8 +62,7 @@ class BandWriter final : public DecodePool::RowsWriter {
         cols_(layer.grid.cols),
         outliers_(layer.outliers),
         outlier_values_(OutlierFloats(layer.outliers)),
-        columns_{layer.column_scales, layer.column_scale_repeat,
-                 layer.grid.cols},
+        columns_(std::move(columns)),
         values_(std::move(values)) {
     if (!columns_.empty() && kind_ == OutputKind::kInt8)
       row_scales_.assign(static_cast<size_t>(layer.grid.rows), 1.0f);
@@ -192,6 +191,7 @@ absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> LayerOutput::BeginRows(
         absl::StrCat("layer '", layer.name, "': zero points do not fit"));
   }
   RETURN_IF_ERROR(CheckOutliersFit(layer, elements));
+  ASSIGN_OR_RETURN(ColumnScales columns, ColumnScalesOf(layer));
   const bool float_output = kind_ == OutputKind::kFloat;
   ASSIGN_OR_RETURN(
       CheckpointStreamWriter::Appender values,
@@ -200,7 +200,7 @@ absl::StatusOr<std::unique_ptr<DecodePool::RowsWriter>> LayerOutput::BeginRows(
                      static_cast<uint64_t>(elements) *
                          (float_output ? sizeof(float) : 1)));
   return std::make_unique<BandWriter>(writer_, kind_, layer, elements,
-                                      std::move(values));
+                                      std::move(columns), std::move(values));
 }
 
 }  // namespace weightcast

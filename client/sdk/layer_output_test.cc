@@ -226,20 +226,42 @@ TEST(LayerOutput, ALayerWithColumnScalesBandByBandIsTheWholeLayer) {
     ExpectBandsAsWhole({bytes}, {layer}, kind, dir + "/bands.safetensors",
                        dir + "/whole.safetensors", 3);
   }
-  // The whole output is the float decode with the scales divided out.
-  const std::vector<uint8_t> written =
-      ReadFileBytes(dir + "/whole.safetensors").value();
-  const std::vector<float> floats =
-      ToFloat32(DecodeLayer(layer).value().ToFloatTensor().value()).value();
+  // The float output is the int8 values dequantized, the outliers put back
+  // and each column divided by its scale (computed here on its own).
+  const RebuiltTensor decoded = DecodeLayer(layer).value();
+  std::vector<float> expected = Dequantize(*decoded.int8);
+  for (size_t k = 0; k < decoded.outlier_indices.size(); ++k)
+    expected[decoded.outlier_indices[k]] = decoded.outlier_values[k];
+  for (size_t i = 0; i < expected.size(); ++i)
+    expected[i] /= layer.column_scales[(i % 200) / 2];
   WriteWhole({layer}, OutputKind::kFloat, dir + "/float.safetensors");
   const std::vector<uint8_t> float_file =
       ReadFileBytes(dir + "/float.safetensors").value();
-  ASSERT_GE(float_file.size(), floats.size() * 4);
+  ASSERT_GE(float_file.size(), expected.size() * 4);
   EXPECT_EQ(
-      std::memcmp(float_file.data() + float_file.size() - floats.size() * 4,
-                  floats.data(), floats.size() * 4),
+      std::memcmp(float_file.data() + float_file.size() - expected.size() * 4,
+                  expected.data(), expected.size() * 4),
       0);
-  EXPECT_NE(written, float_file);
+
+  // Taken whole from the pool's tiles (no rows writer: an in-memory pull),
+  // the tensor keeps its column scales.
+  const std::vector<uint8_t> bytes_again = SerializePackedLayer(layer);
+  BaseStore bases("");
+  std::vector<float> taken;
+  {
+    DecodePool pool(
+        2, 1, /*hold=*/false, &bases,
+        [&](size_t, RebuiltTensor tensor) -> absl::Status {
+          ASSIGN_OR_RETURN(const Tensor t, tensor.ToFloatTensor());
+          ASSIGN_OR_RETURN(taken, ToFloat32(t));
+          return absl::OkStatus();
+        },
+        /*tile_jobs=*/true, nullptr);
+    Deliver(pool, 0, bytes_again, EntryOf(layer.name, bytes_again), 0);
+    pool.Wait();
+    ASSERT_TRUE(pool.Take(0).ok());
+  }
+  EXPECT_EQ(taken, expected);
 }
 
 // Several tiled layers in one pool: a worker whose front layer's window of

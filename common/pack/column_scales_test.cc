@@ -168,6 +168,9 @@ TEST(ColumnScales, AHeaderWhoseScalesDoNotFitIsRejected) {
   PackedLayer repeated = good;
   repeated.column_scale_repeat = 2;
   EXPECT_EQ(parse(repeated).code(), absl::StatusCode::kInvalidArgument);
+  PackedLayer huge = good;
+  huge.column_scale_repeat = 4294967295;
+  EXPECT_EQ(parse(huge).code(), absl::StatusCode::kInvalidArgument);
   PackedLayer zero = good;
   zero.column_scales[0] = 0.0f;
   EXPECT_THAT(std::string(parse(zero).message()),

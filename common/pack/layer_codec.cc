@@ -678,13 +678,7 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
                                               " values, expected ", elements));
     }
     digest = Sha256(AsBytes(*values));
-    out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(*values),
-                               layer.scales, layer.zero_points};
-    RETURN_IF_ERROR(AttachOutliers(layer, &out));
-    if (!layer.column_scales.empty()) {
-      out.columns = ColumnScales{layer.column_scales, layer.column_scale_repeat,
-                                 MatrixView(layer.shape).second};
-    }
+    ASSIGN_OR_RETURN(out, RebuiltFromInt8(layer, std::move(*values)));
   } else {
     out.stored.name = layer.name;
     out.stored.shape = layer.shape;
@@ -701,6 +695,32 @@ absl::StatusOr<RebuiltTensor> DecodeLayer(const PackedLayer& layer,
     digest = Sha256(out.stored.data);
   }
   RETURN_IF_ERROR(CheckDecodedDigest(layer, digest));
+  return out;
+}
+
+absl::StatusOr<ColumnScales> ColumnScalesOf(const PackedLayer& layer) {
+  ColumnScales columns;
+  if (layer.column_scales.empty()) return columns;
+  columns = ColumnScales{layer.column_scales, layer.column_scale_repeat,
+                         MatrixView(layer.shape).second};
+  if (columns.repeat < 1 || columns.cols < 1 ||
+      static_cast<int64_t>(columns.scales.size()) * columns.repeat !=
+          columns.cols) {
+    return absl::DataLossError(absl::StrCat(
+        "layer '", layer.name, "': its column scales do not fit its shape"));
+  }
+  return columns;
+}
+
+absl::StatusOr<RebuiltTensor> RebuiltFromInt8(const PackedLayer& layer,
+                                              std::vector<int8_t> values) {
+  RebuiltTensor out;
+  out.name = layer.name;
+  out.shape = layer.shape;
+  out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(values),
+                             layer.scales, layer.zero_points};
+  RETURN_IF_ERROR(AttachOutliers(layer, &out));
+  ASSIGN_OR_RETURN(out.columns, ColumnScalesOf(layer));
   return out;
 }
 

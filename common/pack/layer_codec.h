@@ -107,6 +107,15 @@ std::vector<float> ColumnScalesFromInputRms(absl::Span<const float> rms,
 // its float16 value in `out->outlier_*` for the float output. OK and nothing
 // done for a layer without outliers; DATA_LOSS when the list does not fit.
 absl::Status AttachOutliers(const PackedLayer& layer, RebuiltTensor* out);
+// A layer's column scales as its float output divides by them (none when it
+// has none); DATA_LOSS naming the layer when they do not cover its matrix's
+// columns.
+absl::StatusOr<ColumnScales> ColumnScalesOf(const PackedLayer& layer);
+// The tensor of an int8 layer whose decoded `values` have been checked: its
+// scales, its outliers attached (AttachOutliers) and its column scales
+// (DecodeLayer's and FinishTiledDecode's last step).
+absl::StatusOr<RebuiltTensor> RebuiltFromInt8(const PackedLayer& layer,
+                                              std::vector<int8_t> values);
 // AttachOutliers' check alone, for a layer of `elements` values taken a band
 // of rows at a time (client/sdk/layer_output.h).
 absl::Status CheckOutliersFit(const PackedLayer& layer, int64_t elements);

@@ -65,13 +65,7 @@ absl::StatusOr<RebuiltTensor> FinishTiledDecode(const PackedLayer& layer,
                                                 std::vector<int8_t> values) {
   RETURN_IF_ERROR(CheckDecodedDigest(
       layer, Sha256(AsBytes(absl::Span<const int8_t>(values)))));
-  RebuiltTensor out;
-  out.name = layer.name;
-  out.shape = layer.shape;
-  out.int8 = QuantizedTensor{layer.shape, layer.scheme, std::move(values),
-                             layer.scales, layer.zero_points};
-  RETURN_IF_ERROR(AttachOutliers(layer, &out));
-  return out;
+  return RebuiltFromInt8(layer, std::move(values));
 }
 
 }  // namespace weightcast

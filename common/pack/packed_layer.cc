@@ -221,8 +221,8 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   const uint32_t version = header.format_version();
   const bool has_outliers = header.outlier_count() > 0;
   if ((version == kOutlierFormatVersion && !has_outliers) ||
-      (version == kFormatVersion &&
-       (has_outliers || !header.outliers().empty()))) {
+      (version == kFormatVersion && has_outliers) ||
+      (!has_outliers && !header.outliers().empty())) {
     return Invalid(
         name, absl::StrCat("format version ", header.format_version(), " with ",
                            header.outlier_count(), " outliers"));

@@ -13,14 +13,16 @@ namespace {
 
 constexpr char kMagic[4] = {'W', 'C', 'M', '1'};
 
-// Column scales for a picture layer whose inputs' RMS `input_rms` holds (one
-// figure per column, or per group of columns of a convolution's kernel).
+// Column scales for a lossy picture layer whose inputs' RMS `input_rms` holds
+// (one figure per column, or per group of columns of a convolution's kernel);
+// a lossless tier keeps its exact int8 values.
 void WeighColumns(const Tensor& tensor,
                   const std::map<std::string, std::vector<float>>& input_rms,
                   LayerEncodeOptions* options) {
   const auto rms = input_rms.find(tensor.name);
   if (rms == input_rms.end() || options->codec != LayerCodec::kHevc ||
-      rms->second.empty() || !IsFloatingPoint(tensor.dtype)) {
+      options->hevc.lossless || rms->second.empty() ||
+      !IsFloatingPoint(tensor.dtype)) {
     return;
   }
   const int64_t cols = MatrixView(tensor.shape).second;
