@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -54,10 +55,11 @@ options:
                       "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"}}
   --eval-bundle MODULE,DATA
                       activation-aware column weighting: each picture layer's columns
-                      scaled by (RMS of its inputs / their mean)^0.25 before coding and
-                      back after (format version 3; 'scales' +cols), the RMS measured by
-                      running MODULE (the model's architecture, torch.jit.save) on DATA's
-                      "inputs" (a tensor file) with MODEL's tensors
+                      (but the model's last layer's) scaled by (RMS of its inputs / their
+                      mean)^0.25 before coding and back after (format version 3; 'scales'
+                      +cols), the RMS measured by running MODULE (the model's
+                      architecture, torch.jit.save) on DATA's "inputs" (a tensor file)
+                      with MODEL's tensors
   --int8              (--unpack) write int8 tensors with their scales instead of float32
   --threads N         tiles coded at once (default: one per core)
   -h, --help          this text
@@ -369,6 +371,11 @@ absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
         absl::StrCat(command.eval_module, ": ", rms.status().message()));
   }
   weighted.pack.input_rms = *std::move(rms);
+  // The model's last layer keeps plain columns: weighing a classifier's
+  // columns by input RMS cost fc_cnn 0.5 point at every QP and saved nothing
+  // (docs/BENCHMARKS.md, column weighting).
+  ASSIGN_OR_RETURN(const std::set<std::string> last, evaluator->OutputLayers());
+  for (const std::string& name : last) weighted.pack.input_rms.erase(name);
   return Pack(weighted, model, out);
 }
 

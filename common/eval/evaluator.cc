@@ -81,8 +81,9 @@ std::string AttributePath(torch::jit::Value* value,
 // of the inputs of the layers it measures (Evaluator::InputRms).
 struct InputProbe {
   std::unique_ptr<torch::jit::GraphFunction> function;  // none: no layer
-  std::vector<std::string> weights;  // per element of the tuple
-  std::vector<bool> convolution;     // aten::conv2d, else aten::linear
+  std::vector<std::string> weights;     // per element of the tuple
+  std::vector<bool> convolution;        // aten::conv2d, else aten::linear
+  std::set<std::string> output_layers;  // forward returns their output
 };
 
 InputProbe MakeInputProbe(const torch::jit::Module& module,
@@ -97,6 +98,8 @@ InputProbe MakeInputProbe(const torch::jit::Module& module,
     if (!linear && node->kind() != c10::aten::conv2d) continue;
     std::string weight = AttributePath(node->input(1), graph->inputs()[0]);
     if (slots.count(weight) == 0) continue;
+    if (node->output() == graph->outputs()[0])
+      probe.output_layers.insert(weight);
     probe.weights.push_back(std::move(weight));
     probe.convolution.push_back(!linear);
     inputs.push_back(node->input(0));
@@ -396,6 +399,24 @@ absl::Status Evaluator::LoadModel(State& state, const Model& model) {
   return absl::OkStatus();
 }
 
+absl::Status Evaluator::EnsureInputProbe() {
+  if (state_->input_probe != nullptr) return absl::OkStatus();
+  try {
+    state_->input_probe = std::make_unique<InputProbe>(
+        MakeInputProbe(state_->module, state_->slots));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(state_->module_path,
+                     ": cannot analyse its forward: ", BriefLibtorchError(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::set<std::string>> Evaluator::OutputLayers() {
+  RETURN_IF_ERROR(EnsureInputProbe());
+  return state_->input_probe->output_layers;
+}
+
 absl::StatusOr<std::map<std::string, std::vector<float>>> Evaluator::InputRms(
     const Model& model) {
   RETURN_IF_ERROR(CheckFits(model));
@@ -403,11 +424,8 @@ absl::StatusOr<std::map<std::string, std::vector<float>>> Evaluator::InputRms(
   torch::NoGradGuard no_grad;
   std::map<std::string, FeatureSquares> totals;
   std::set<std::string> unmatched;
+  RETURN_IF_ERROR(EnsureInputProbe());
   try {
-    if (state.input_probe == nullptr) {
-      state.input_probe = std::make_unique<InputProbe>(
-          MakeInputProbe(state.module, state.slots));
-    }
     const InputProbe& probe = *state.input_probe;
     if (probe.function == nullptr) {
       return std::map<std::string, std::vector<float>>();  // no such layer

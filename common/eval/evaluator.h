@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,10 @@ class Evaluator {
   // called more than once counts every call's inputs. Errors as Evaluate's.
   absl::StatusOr<std::map<std::string, std::vector<float>>> InputRms(
       const Model& model);
+  // Of the layers InputRms measures, those whose output forward returns as it
+  // is (a classifier's last layer), by weight name. INVALID_ARGUMENT when
+  // libtorch cannot analyse the module's forward.
+  absl::StatusOr<std::set<std::string>> OutputLayers();
 
   int64_t examples() const;
 
@@ -94,6 +99,8 @@ class Evaluator {
   // Copies `model`'s tensors into the module's parameters and buffers (the
   // caller checked CheckFits and catches libtorch's exceptions).
   static absl::Status LoadModel(State& state, const Model& model);
+  // Builds InputRms's instrumented copy of forward once.
+  absl::Status EnsureInputProbe();
   // Loads `model` into the module and runs every batch of inputs, handing
   // each output (float32, one row per input) to `each`; libtorch's errors
   // become INVALID_ARGUMENT.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "common/checkpoint/checkpoint.h"
@@ -103,6 +104,9 @@ TEST_F(EvaluatorTest, InputRmsOfEveryLayerMatchesPyTorchs) {
     }
   }
   EXPECT_EQ(rms->at("fc1.weight").size(), 8u * 26 * 26);
+  // forward returns fc2's output as it is: the model's last layer.
+  EXPECT_EQ(evaluator_->OutputLayers().value(),
+            std::set<std::string>{"fc2.weight"});
 
   // The figures are the model's: with fc1 zeroed, fc2's inputs are all
   // relu(0) = 0 and the layers before it are unchanged.
