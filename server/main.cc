@@ -64,6 +64,11 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        accuracy or link speed find sizes; --encode-on-register: the default,
                        and it wins over --no-encode-on-register)
   --preset NAME        x265 preset (default veryfast)
+  --no-column-weighting  accuracy tiers (acc-X, cos-C) search plain codings only (by default
+                       they also search with the layers worth weighing coded with column
+                       scales from their inputs' RMS on the bundle, and keep what is smaller;
+                       such layers are coded from the whole tensor, and the search runs
+                       about twice as many evaluations)
   --max-upload-bytes N largest checkpoint accepted (default 8 GiB)
   --max-tensors N      most tensors one checkpoint may hold (default 65536; at most 8 dimensions each)
   --max-tiers N        most tiers one version may have, its ladder and the refinements added
@@ -146,7 +151,7 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
        "--registry",
        "--encode-lease-seconds"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
-       "--encode-on-register", "--blob-tokens"}};
+       "--encode-on-register", "--blob-tokens", "--no-column-weighting"}};
   ASSIGN_OR_RETURN(const Args args,
                    Args::Parse(Args::FromArgv(argc, argv), spec));
   if (args.Has("-h") || args.Has("--help")) {
@@ -170,6 +175,7 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   }
   store.default_ladder = args.Get("--ladder", store.default_ladder);
   store.x265_preset = args.Get("--preset", store.x265_preset);
+  store.column_weighting = !args.Has("--no-column-weighting");
   flags->tls_cert = args.Get("--tls-cert");
   flags->tls_key = args.Get("--tls-key");
   flags->tls_client_ca = args.Get("--tls-client-ca");

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -364,18 +363,13 @@ absl::Status RunPackCommand(const PackCommand& command, std::ostream& out) {
   PackCommand weighted = command;
   ASSIGN_OR_RETURN(const std::unique_ptr<Evaluator> evaluator,
                    Evaluator::Load(command.eval_module, command.eval_data));
-  auto rms = evaluator->InputRms(model);
+  auto rms = evaluator->InputRmsToWeigh(model);
   if (!rms.ok()) {
     return absl::Status(
         rms.status().code(),
         absl::StrCat(command.eval_module, ": ", rms.status().message()));
   }
   weighted.pack.input_rms = *std::move(rms);
-  // The model's last layer keeps plain columns: weighing a classifier's
-  // columns by input RMS cost fc_cnn 0.5 point at every QP and saved nothing
-  // (docs/BENCHMARKS.md, column weighting).
-  ASSIGN_OR_RETURN(const std::set<std::string> last, evaluator->OutputLayers());
-  for (const std::string& name : last) weighted.pack.input_rms.erase(name);
   return Pack(weighted, model, out);
 }
 

@@ -58,7 +58,8 @@ struct LayerSummary {
   // int8 layers: "per-tensor-symmetric", "per-channel-symmetric", ... (the
   // scales a rebuilt int8 model carries: one, or one per output channel); empty
   // for float and passthrough layers; "+outliers" appended for a layer of the
-  // outlier front end (its largest weights in a float16 side list).
+  // outlier front end (its largest weights in a float16 side list), "+cols"
+  // for one coded with column scales from its inputs' RMS.
   std::string quant_scheme;
 };
 

@@ -51,6 +51,7 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
         tier.layers.back().quant_scheme = std::string(
             QuantSchemeName(static_cast<QuantScheme>(l.quant_scheme() - 1)));
         if (l.outliers()) tier.layers.back().quant_scheme += "+outliers";
+        if (l.column_scales()) tier.layers.back().quant_scheme += "+cols";
       }
     }
     tier.error = t.error();

@@ -417,6 +417,14 @@ absl::StatusOr<std::set<std::string>> Evaluator::OutputLayers() {
   return state_->input_probe->output_layers;
 }
 
+absl::StatusOr<std::map<std::string, std::vector<float>>>
+Evaluator::InputRmsToWeigh(const Model& model) {
+  ASSIGN_OR_RETURN(auto rms, InputRms(model));
+  ASSIGN_OR_RETURN(const std::set<std::string> last, OutputLayers());
+  for (const std::string& name : last) rms.erase(name);
+  return rms;
+}
+
 absl::StatusOr<std::map<std::string, std::vector<float>>> Evaluator::InputRms(
     const Model& model) {
   RETURN_IF_ERROR(CheckFits(model));

@@ -90,6 +90,13 @@ class Evaluator {
   // is (a classifier's last layer), by weight name. INVALID_ARGUMENT when
   // libtorch cannot analyse the module's forward.
   absl::StatusOr<std::set<std::string>> OutputLayers();
+  // InputRms of the layers whose columns are worth weighing by it: all but
+  // OutputLayers (weighing a classifier's columns cost fc_cnn 0.5 point of
+  // top-1 at every QP and saved nothing: docs/BENCHMARKS.md, column
+  // weighting). What weightcast-pack --eval-bundle and the server's accuracy
+  // tiers code column scales from (layer_codec.h's WeighColumns).
+  absl::StatusOr<std::map<std::string, std::vector<float>>> InputRmsToWeigh(
+      const Model& model);
 
   int64_t examples() const;
 

@@ -747,4 +747,21 @@ std::vector<float> ColumnScalesFromInputRms(absl::Span<const float> rms,
   return scales;
 }
 
+void WeighColumns(const Tensor& tensor, const InputRmsMap& input_rms,
+                  LayerEncodeOptions* options) {
+  options->column_scales.clear();
+  options->column_scale_repeat = 1;
+  const auto rms = input_rms.find(tensor.name);
+  if (rms == input_rms.end() || options->codec != LayerCodec::kHevc ||
+      options->hevc.lossless || rms->second.empty() ||
+      !IsFloatingPoint(tensor.dtype)) {
+    return;
+  }
+  const int64_t cols = MatrixView(tensor.shape).second;
+  const int64_t figures = static_cast<int64_t>(rms->second.size());
+  if (cols % figures != 0) return;
+  options->column_scales = ColumnScalesFromInputRms(rms->second);
+  options->column_scale_repeat = cols / figures;
+}
+
 }  // namespace weightcast

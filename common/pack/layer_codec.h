@@ -7,6 +7,7 @@
 #define WEIGHTCAST_COMMON_PACK_LAYER_CODEC_H_
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -101,6 +102,15 @@ absl::Status CheckDecodedDigest(const PackedLayer& layer,
 inline constexpr double kColumnScaleAlpha = 0.25;
 std::vector<float> ColumnScalesFromInputRms(absl::Span<const float> rms,
                                             double alpha = kColumnScaleAlpha);
+// Input RMS figures by weight name (Evaluator::InputRms).
+using InputRmsMap = std::map<std::string, std::vector<float>>;
+// Sets `options`' column scales from `input_rms` when it names `tensor` (only
+// its header is read), the coding is lossy HEVC of a floating-point tensor and
+// its columns are a whole number of figures each (a convolution's input
+// channel repeated over its kernel); otherwise leaves them empty. A lossless
+// tier keeps its exact int8 values.
+void WeighColumns(const Tensor& tensor, const InputRmsMap& input_rms,
+                  LayerEncodeOptions* options);
 
 // The outlier front end's last decoding step (outliers.h), on int8 values
 // whose SHA-256 has been checked: each outlier saturated into `out->int8`, and

@@ -13,25 +13,6 @@ namespace {
 
 constexpr char kMagic[4] = {'W', 'C', 'M', '1'};
 
-// Column scales for a lossy picture layer whose inputs' RMS `input_rms` holds
-// (one figure per column, or per group of columns of a convolution's kernel);
-// a lossless tier keeps its exact int8 values.
-void WeighColumns(const Tensor& tensor,
-                  const std::map<std::string, std::vector<float>>& input_rms,
-                  LayerEncodeOptions* options) {
-  const auto rms = input_rms.find(tensor.name);
-  if (rms == input_rms.end() || options->codec != LayerCodec::kHevc ||
-      options->hevc.lossless || rms->second.empty() ||
-      !IsFloatingPoint(tensor.dtype)) {
-    return;
-  }
-  const int64_t cols = MatrixView(tensor.shape).second;
-  const int64_t figures = static_cast<int64_t>(rms->second.size());
-  if (cols % figures != 0) return;
-  options->column_scales = ColumnScalesFromInputRms(rms->second);
-  options->column_scale_repeat = cols / figures;
-}
-
 }  // namespace
 
 absl::StatusOr<std::vector<PackedLayer>> PackModel(

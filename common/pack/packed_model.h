@@ -24,9 +24,8 @@ struct PackOptions {
                             // come from the tier
   // Optional (Evaluator::InputRms of the model, by weight name): each picture
   // layer named here is coded with column scales from its inputs' RMS
-  // (ColumnScalesFromInputRms; one figure per input channel of a
-  // convolution repeated over its kernel's columns).
-  std::map<std::string, std::vector<float>> input_rms;
+  // (WeighColumns).
+  InputRmsMap input_rms;
 };
 
 // Packs every tensor of `model` at `tier`. Tensor names must be unique.

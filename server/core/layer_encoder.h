@@ -36,7 +36,8 @@ class LayerEncoder {
   };
   // The same bytes as Encode(source.read(), options). The default reads the
   // whole tensor; the real coding reads a floating-point tensor coded as int8
-  // a chunk of rows at a time (EncodeLayerFromRows), never holding it whole.
+  // a chunk of rows at a time (EncodeLayerFromRows), never holding it whole,
+  // unless it has column scales (coded from the whole tensor).
   virtual absl::StatusOr<PackedLayer> EncodeSource(
       const Source& source, const LayerEncodeOptions& options) const;
 

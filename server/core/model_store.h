@@ -40,6 +40,7 @@
 #include "common/pack/rate_allocation.h"
 #include "common/pack/tier.h"
 #include "common/tensor/tensor.h"
+#include "server/core/accuracy_search.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/layer_encoder.h"
 #include "server/core/reference_cache.h"
@@ -50,25 +51,6 @@
 
 namespace weightcast {
 
-// An accuracy tier's search evaluates at most this many candidate allocations
-// per pass (the finest first, then a bisection on budget bytes), and stops
-// earlier when the budgets that miss and meet the target are within this ratio.
-inline constexpr int kMaxAccuracyEvaluations = 8;
-inline constexpr double kAccuracySearchBracket = 1.03;
-// With two to kMaxSensitivityProbes picture layers, a second bisection (at
-// most as many evaluations again) over allocations weighted by each layer's
-// sensitivity, probed (one evaluation per layer) from the finest allocation
-// with the layer at its grid point nearest kSensitivityProbeDb of SQNR
-// (model_store_accuracy.cc). A model with more layers keeps the data-free
-// choice: a probe per layer would cost more than the search.
-inline constexpr double kSensitivityProbeDb = 10;
-inline constexpr size_t kMaxSensitivityProbes = 32;
-// Last, a descent from the bisections' choice, layer by layer (the most bytes
-// first): a picture layer one grid point coarser at a time while the model
-// still meets the target, at most this many evaluations. The bisections move
-// along one family of allocations; the descent takes the slack it leaves in
-// single layers.
-inline constexpr int kMaxDescentEvaluations = 8;
 // The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
 // (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
 inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;
@@ -107,6 +89,11 @@ struct ModelStoreOptions {
   // What codes each layer (null: X265LayerEncoder()) and what stamps the tiers'
   // last use and the versions' registration (null: SystemClock()). Optional;
   // each must outlive the store.
+  // Accuracy tiers also search with the layers worth weighing coded with
+  // column scales from their inputs' RMS, and keep that choice where it is
+  // smaller (issue 21; docs/BENCHMARKS.md, column weighting). Off: the plain
+  // search alone (half the evaluations).
+  bool column_weighting = true;
   const LayerEncoder* layer_encoder = nullptr;
   const Clock* clock = nullptr;
 };
@@ -223,6 +210,10 @@ class ModelStore {
     std::vector<LayerRecord> base_layers;
     std::shared_ptr<void> base_lease;
     std::vector<std::function<void()>> then ABSL_GUARDED_BY(mu);
+    // Accuracy tiers whose search weighed columns: the input RMS of the layers
+    // coded with column scales (WeighColumns); set before the layer jobs
+    // start.
+    InputRmsMap input_rms;
     // Another replica holds the tier's lease: done at once, nothing recorded;
     // a waiter polls the registry (AwaitElsewhere).
     bool elsewhere ABSL_GUARDED_BY(mu) = false;
@@ -278,12 +269,21 @@ class ModelStore {
   // overrides the tier's QP.
   void EncodeLayers(const std::shared_ptr<Encoding>& encoding,
                     std::vector<int> qps);
-  // Accuracy tiers: the QPs (one per tensor, 0: the tier's fixed coding) of the
-  // smallest candidate within the tier's top-1 drop, searched on the measured
-  // rate curves and kept in the registry; then encodes them.
-  absl::StatusOr<std::vector<int>> SearchAccuracy(
+  // Accuracy tiers: the smallest candidate within the tier's top-1 drop (or
+  // at its output cosine) of the plain search and, with column weighting, the
+  // weighed one (its columns' input RMS left in encoding->input_rms), kept in
+  // the registry; then encodes it.
+  absl::StatusOr<AccuracyChoice> SearchAccuracy(
       const std::shared_ptr<Encoding>& encoding);
   void EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding);
+  // Encodes a choice kept from a past search (measuring the input RMS again
+  // when its columns are weighed).
+  void EncodeSearchedTier(const std::shared_ptr<Encoding>& encoding,
+                          AccuracyChoice choice);
+  // The input RMS of the version's layers worth weighing, measured by
+  // `evaluator` (the version's bundle) on the float model.
+  absl::StatusOr<InputRmsMap> InputRmsToWeighOf(const VersionRecord& version,
+                                                Evaluator& evaluator);
   // `message` with the paths of the version's bundle files named as such (a
   // client learns which file was wrong, never where the server keeps it).
   std::string NameBundleFiles(const VersionRecord& version,
@@ -292,9 +292,9 @@ class ModelStore {
   // ones, or the stored float checkpoint run now (and kept).
   absl::Status SetReferenceOf(const VersionRecord& version,
                               Evaluator& evaluator);
-  // The QPs a past search of (version, tier) chose, if kept.
-  std::optional<std::vector<int>> SearchedQps(const VersionRecord& version,
-                                              const std::string& tier);
+  // What a past search of (version, tier) chose, if kept.
+  std::optional<AccuracyChoice> SearchedChoice(const VersionRecord& version,
+                                               const std::string& tier);
   // Measures the accuracy of a READY tier on the version's evaluation bundle in
   // the background.
   void StartEvaluation(const std::string& model, const std::string& version,

@@ -1,13 +1,14 @@
 // ModelStore's accuracy tiers ("acc-0.5", "cos-0.99"): after the version's
-// rate curves (the budget tiers' measurement), a bounded bisection over byte
-// budgets, each candidate allocation decoded and run by the real evaluator on
-// the version's bundle, then (with several picture layers) a second one below
-// its choice over allocations weighted by each layer's measured sensitivity,
-// and last a bounded descent layer by layer from the choice; the smallest
-// candidate within the tier's top-1 drop (or at or above its output cosine)
-// is then encoded like a budget tier. The
-// chosen QPs are kept in the registry, so that the tier evicted (or lost to a
-// restart mid-encoding) is encoded again without searching again.
+// rate curves (the budget tiers' measurement), the search of
+// accuracy_search.h over QP allocations, each candidate decoded and run by the
+// real evaluator on the version's bundle; then, when the bundle measures
+// layers worth weighing (Evaluator::InputRmsToWeigh), the same search again
+// with those layers coded with column scales from their inputs' RMS, on rate
+// curves measured so. The smaller of the two choices that meet the tier's
+// top-1 drop (or output cosine) is encoded like a budget tier. The chosen QPs
+// (and whether columns are weighed) are kept in the registry, so that the
+// tier evicted (or lost to a restart mid-encoding) is encoded again without
+// searching again.
 #include <malloc.h>
 
 #include <algorithm>
@@ -25,22 +26,19 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/base/status_macros.h"
 #include "common/eval/evaluator.h"
 #include "common/pack/packed_model.h"
 #include "common/pack/rate_allocation.h"
+#include "common/tensor/fidelity.h"
 #include "server/core/model_store.h"
 
 namespace weightcast {
 namespace {
 
-// A candidate model decoded and run on the bundle.
-struct Measured {
-  double cosine = 0;   // its outputs' mean cosine with the float model's
-  double measure = 0;  // the tier's measure: top-1 (acc-X) or that cosine
-};
-using RunModel =
-    std::function<absl::StatusOr<Measured>(const std::vector<int>& qps)>;
+// Ends a kept choice whose columns are weighed.
+constexpr char kColumnsSuffix[] = ";columns";
 
 // Where the QPs an accuracy search chose are kept: the version's id,
 // checkpoint and evaluation data (an id a deleted version had may be given
@@ -51,88 +49,50 @@ std::string SearchKey(const VersionRecord& version, const std::string& tier) {
                       tier);
 }
 
-// An allocation of QPs and what it measured.
-struct Candidate {
-  uint64_t bytes = 0;
-  std::vector<int> qps;  // per tensor (0: the tier's fixed coding)
-  Measured measured;     // once run
-};
-
-// The point of `curve` at `qp`; null when the curve has none.
-const RatePoint* PointAt(const LayerRateCurve& curve, int qp) {
-  for (const RatePoint& point : curve.points)
-    if (point.qp == qp) return &point;
-  return nullptr;
-}
-
-// The next coarser point of `curve` than `from`: the lowest QP above it that
-// costs fewer bytes; null at the coarsest.
-const RatePoint* NextCoarser(const LayerRateCurve& curve,
-                             const RatePoint& from) {
-  const RatePoint* next = nullptr;
-  for (const RatePoint& point : curve.points) {
-    if (point.qp > from.qp && point.bytes < from.bytes &&
-        (next == nullptr || point.qp < next->qp))
-      next = &point;
-  }
-  return next;
-}
-
-// kMaxDescentEvaluations' descent from `best` (which meets `target`): curve
-// by curve, the most bytes at `best` first, its layer one point coarser at a
-// time while the candidate still meets the target; stops when `*evaluations`
-// reaches `stop_at`.
-absl::Status DescendLayerByLayer(const std::vector<LayerRateCurve>& curves,
-                                 const std::vector<size_t>& tensor_of,
-                                 double target, const RunModel& run,
-                                 int stop_at, int* evaluations,
-                                 Candidate* best) {
-  std::vector<std::pair<uint64_t, size_t>> order;  // (bytes at best, curve)
-  for (size_t c = 0; c < curves.size(); ++c) {
-    const RatePoint* at = PointAt(curves[c], best->qps[tensor_of[c]]);
-    if (at != nullptr) order.emplace_back(at->bytes, c);
-  }
-  std::sort(order.rbegin(), order.rend());
-  for (const auto& entry : order) {
-    const size_t c = entry.second;
-    while (*evaluations < stop_at) {
-      const RatePoint* at = PointAt(curves[c], best->qps[tensor_of[c]]);
-      const RatePoint* coarser =
-          at == nullptr ? nullptr : NextCoarser(curves[c], *at);
-      if (coarser == nullptr) break;
-      Candidate candidate = *best;
-      candidate.qps[tensor_of[c]] = coarser->qp;
-      candidate.bytes = best->bytes - at->bytes + coarser->bytes;
-      ASSIGN_OR_RETURN(candidate.measured, run(candidate.qps));
-      ++*evaluations;
-      if (candidate.measured.measure < target) break;
-      *best = std::move(candidate);
-    }
-  }
-  return absl::OkStatus();
-}
-
-// The stored QPs, if they are one per tensor and each 0 (the tier's fixed
-// coding) or a QP of the budget grid.
-std::optional<std::vector<int>> ParseQps(const std::string& text,
-                                         size_t tensors) {
+// The stored choice, if its QPs are one per tensor and each 0 (the tier's
+// fixed coding) or a QP of the budget grid: "qp,qp,..." with ";columns" when
+// the picture layers were weighed.
+std::optional<AccuracyChoice> ParseChoice(absl::string_view text,
+                                          size_t tensors) {
+  AccuracyChoice choice;
+  choice.columns = absl::ConsumeSuffix(&text, kColumnsSuffix);
   if (text.empty()) return std::nullopt;
-  std::vector<int> qps;
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     int qp = 0;
     if (!absl::SimpleAtoi(part, &qp) || qp < 0 || qp > 51 ||
-        qps.size() == tensors) {
+        choice.qps.size() == tensors) {
       return std::nullopt;
     }
-    qps.push_back(qp);
+    choice.qps.push_back(qp);
   }
-  if (qps.size() != tensors) return std::nullopt;
-  return qps;
+  if (choice.qps.size() != tensors) return std::nullopt;
+  return choice;
+}
+
+// SNR of `decoded` against `original` with each column's error and weight
+// times its column scale: the picture's own SNR for a layer coded with column
+// scales (what its rate curve compares with the plain layers'), the plain
+// SQNR without them.
+double ScaledSqnrDb(const std::vector<float>& original,
+                    const std::vector<float>& decoded,
+                    const LayerEncodeOptions& options, int64_t cols) {
+  if (options.column_scales.empty() || cols <= 0)
+    return SqnrDb(original, decoded);
+  double signal = 0, noise = 0;
+  for (size_t i = 0; i < original.size() && i < decoded.size(); ++i) {
+    const double scale = options.column_scales[static_cast<size_t>(
+        (static_cast<int64_t>(i) % cols) / options.column_scale_repeat)];
+    const double error = (static_cast<double>(original[i]) - decoded[i]);
+    signal += scale * scale * original[i] * original[i];
+    noise += scale * scale * error * error;
+  }
+  if (noise == 0) return std::numeric_limits<double>::infinity();
+  return 10 * std::log10(signal / noise);
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
+absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
     const std::shared_ptr<Encoding>& encoding) {
   const VersionRecord& version = encoding->version;
   const TierSpec& tier = encoding->tier;
@@ -152,11 +112,8 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
                             : reference - tier.max_top1_drop_hundredths / 100.0;
   const char* const measure_name = by_cosine ? "output cosine" : "top-1";
   const size_t count = encoding->source->size();
-  MeasuredCurves measured = CurvesOf(*encoding);
-  std::vector<LayerRateCurve>& curves = measured.curves;
-  const std::vector<size_t>& tensor_of = measured.tensor_of;
-  const uint64_t fixed = measured.fixed;
-  if (curves.empty()) {
+  const MeasuredCurves measured = CurvesOf(*encoding);
+  if (measured.curves.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "tier '", tier.name, "': ", version.model, "/", version.version,
         " has no picture layers whose QP could be chosen"));
@@ -169,12 +126,21 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
   // probes'.
   RETURN_IF_ERROR(SetReferenceOf(version, *evaluator));
 
-  // Each tensor decoded as the client would see it: at the tier's fixed coding
-  // (qp 0) or at a grid QP, each coded once, as the candidates need them.
-  std::map<std::pair<size_t, int>, Tensor> decoded;
-  const auto decode = [&](size_t index, int qp) -> absl::StatusOr<Tensor> {
+  // The layers coded with column scales in the current pass (none in the
+  // first), and each tensor decoded as the client would see it: at the tier's
+  // fixed coding (qp 0) or at a grid QP, each coded once per pass, as the
+  // candidates (and the weighed pass's curves) need them.
+  InputRmsMap weighed;
+  struct Decoded {
+    Tensor tensor;
+    uint64_t bytes = 0;
+    double sqnr_db = 0;  // ScaledSqnrDb
+  };
+  std::map<std::pair<size_t, int>, Decoded> decoded;
+  const auto decode = [&](size_t index,
+                          int qp) -> absl::StatusOr<const Decoded*> {
     if (auto it = decoded.find({index, qp}); it != decoded.end())
-      return it->second;
+      return &it->second;
     ASSIGN_OR_RETURN(const Tensor tensor, encoding->source->Read(index));
     LayerEncodeOptions base;
     base.hevc.preset = options_.x265_preset;
@@ -182,17 +148,23 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     SpreadTiles(encoding, &base);
     TierSpec at = tier;
     at.qp = qp;
-    ASSIGN_OR_RETURN(
-        const PackedLayer layer,
-        options_.layer_encoder->Encode(
-            tensor, OptionsFor(tensor, encoding->policy, at, base)));
+    LayerEncodeOptions options = OptionsFor(tensor, encoding->policy, at, base);
+    WeighColumns(tensor, weighed, &options);
+    ASSIGN_OR_RETURN(const PackedLayer layer,
+                     options_.layer_encoder->Encode(tensor, options));
+    const uint64_t bytes = SerializePackedLayer(layer).size();
     ASSIGN_OR_RETURN(Model one, UnpackModel({layer}, /*threads=*/1));
     if (one.tensors.size() != 1)
       return absl::InternalError("a layer decoded to several tensors");
-    decoded.emplace(std::make_pair(index, qp), one.tensors[0]);
-    return std::move(one.tensors[0]);
+    ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
+    ASSIGN_OR_RETURN(const std::vector<float> back, ToFloat32(one.tensors[0]));
+    const double sqnr_db =
+        ScaledSqnrDb(original, back, options, MatrixView(tensor.shape).second);
+    return &decoded
+                .emplace(std::make_pair(index, qp),
+                         Decoded{std::move(one.tensors[0]), bytes, sqnr_db})
+                .first->second;
   };
-  int evaluations = 0;  // candidates run (the sensitivity probes not counted)
   // The model at these QPs, decoded and run: its output cosine with the float
   // model's, and the tier's measure (top-1 or that cosine).
   const RunModel run =
@@ -204,8 +176,8 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     }
     Model model;
     for (size_t i = 0; i < count; ++i) {
-      ASSIGN_OR_RETURN(Tensor tensor, decode(i, qps[i]));
-      model.tensors.push_back(std::move(tensor));
+      ASSIGN_OR_RETURN(const Decoded* layer, decode(i, qps[i]));
+      model.tensors.push_back(layer->tensor);
     }
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
     if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier.name);
@@ -214,119 +186,97 @@ absl::StatusOr<std::vector<int>> ModelStore::SearchAccuracy(
     return Measured{*accuracy.output_cosine,
                     by_cosine ? *accuracy.output_cosine : accuracy.top1};
   };
-  const auto allocate = [&](uint64_t budget) -> absl::StatusOr<Candidate> {
-    ASSIGN_OR_RETURN(const Allocation allocation,
-                     AllocateBudget(curves, fixed, budget));
-    Candidate candidate{allocation.bytes, std::vector<int>(count, 0), {}};
-    for (size_t c = 0; c < curves.size(); ++c)
-      candidate.qps[tensor_of[c]] = allocation.qp[c];
-    return candidate;
-  };
-  uint64_t coarsest = fixed, finest = fixed;
-  for (const LayerRateCurve& curve : curves) {
-    uint64_t least = std::numeric_limits<uint64_t>::max(), most = 0;
-    for (const RatePoint& point : curve.points) {
-      least = std::min(least, point.bytes);
-      most = std::max(most, point.bytes);
+  SearchSpace space{measured.curves, measured.tensor_of, measured.fixed, count};
+  ASSIGN_OR_RETURN(const SearchResult plain,
+                   SearchAllocation(space, target, run));
+  int probes = plain.probes, evaluations = plain.evaluations;
+  std::optional<Candidate> best = plain.best;
+  bool columns = false;
+  std::string weighed_bytes = "not searched";  // for the log
+  // Again with the layers worth weighing coded with column scales, on their
+  // curves measured so; kept only if smaller.
+  if (options_.column_weighting) {
+    ASSIGN_OR_RETURN(weighed, InputRmsToWeighOf(version, *evaluator));
+    bool any = false;
+    for (size_t c = 0; c < space.curves.size(); ++c) {
+      const size_t index = space.tensor_of[c];
+      LayerEncodeOptions options =
+          OptionsFor(encoding->source->headers()[index], encoding->policy, tier,
+                     LayerEncodeOptions());
+      WeighColumns(encoding->source->headers()[index], weighed, &options);
+      any = any || !options.column_scales.empty();
     }
-    coarsest += least;
-    finest += most;
+    if (any) {
+      decoded.clear();
+      for (size_t c = 0; c < space.curves.size(); ++c) {
+        for (RatePoint& point : space.curves[c].points) {
+          ASSIGN_OR_RETURN(const Decoded* layer,
+                           decode(space.tensor_of[c], point.qp));
+          point.bytes = layer->bytes;
+          point.sqnr_db = layer->sqnr_db;
+        }
+      }
+      ASSIGN_OR_RETURN(const SearchResult weighted,
+                       SearchAllocation(space, target, run));
+      probes += weighted.probes;
+      evaluations += weighted.evaluations;
+      weighed_bytes = weighted.best ? absl::StrCat(weighted.best->bytes)
+                                    : std::string("none");
+      if (weighted.best && (!best || weighted.best->bytes < best->bytes)) {
+        best = weighted.best;
+        columns = true;
+      }
+    }
   }
-  // The finest allocation first: if it misses the target, no budget meets it.
-  ASSIGN_OR_RETURN(Candidate best, allocate(finest));
-  ASSIGN_OR_RETURN(best.measured, run(best.qps));
-  ++evaluations;
-  const Candidate finest_run = best;
-  if (best.measured.measure < target) {
+  decoded.clear();
+  malloc_trim(0);
+  if (!best) {
+    const Candidate& finest = plain.finest;
     return absl::FailedPreconditionError(
         by_cosine
             ? absl::StrFormat(
                   "tier '%s': even the finest HEVC allocation (%d bytes) "
                   "measures output cosine %.4f, below %.4f; pull 'lossless' or "
                   "a qNN tier instead",
-                  tier.name, best.bytes, best.measured.measure, target)
+                  tier.name, finest.bytes, finest.measured.measure, target)
             : absl::StrFormat(
                   "tier '%s': even the finest HEVC allocation (%d bytes) "
                   "measures top-1 %.2f %%, more than %.2f points below the "
                   "float model's %.2f %%; pull 'lossless' or a qNN tier "
                   "instead",
-                  tier.name, best.bytes, best.measured.measure,
+                  tier.name, finest.bytes, finest.measured.measure,
                   tier.max_top1_drop_hundredths / 100.0, reference));
   }
-  // Bisection on the logarithm of the budget between a budget known (or taken)
-  // to miss the target and the smallest candidate known to meet it (`best`),
-  // each step one evaluation, until they are within kAccuracySearchBracket of
-  // each other or the pass has evaluated kMaxAccuracyEvaluations candidates
-  // (the first pass counting the finest).
-  const auto apart = [&](double missing) {  // the bounds still too far apart
-    return static_cast<double>(best.bytes) >
-           std::max(missing, 1.0) * kAccuracySearchBracket;
-  };
-  const auto bisect = [&](int stop_at) -> absl::Status {
-    double missing = static_cast<double>(coarsest) - 1;
-    for (int step = 0; step < 64 && evaluations < stop_at && apart(missing);
-         ++step) {
-      const double middle =
-          std::sqrt(std::max(missing, 1.0) * static_cast<double>(best.bytes));
-      ASSIGN_OR_RETURN(
-          Candidate candidate,
-          allocate(std::max(coarsest, static_cast<uint64_t>(middle))));
-      if (candidate.bytes >= best.bytes) {  // nothing smaller below this budget
-        missing = middle;
-        continue;
-      }
-      ASSIGN_OR_RETURN(candidate.measured, run(candidate.qps));
-      ++evaluations;
-      if (candidate.measured.measure >= target) {
-        best = std::move(candidate);
-      } else {
-        missing = middle;
-      }
-    }
-    return absl::OkStatus();
-  };
-  // First over the data-free allocations (every layer's NSR alike); then, with
-  // two to kMaxSensitivityProbes picture layers and room below the first
-  // pass's choice, over allocations that weigh each layer by its measured
-  // sensitivity: that choice stands unless a smaller one meets the target too.
-  RETURN_IF_ERROR(bisect(kMaxAccuracyEvaluations));
-  SensitivityProbes probes;
-  if (apart(static_cast<double>(coarsest) - 1) && curves.size() >= 2 &&
-      curves.size() <= kMaxSensitivityProbes) {
-    std::vector<int> finest_qp;
-    for (size_t c = 0; c < curves.size(); ++c)
-      finest_qp.push_back(finest_run.qps[tensor_of[c]]);
-    const auto cosine_of = [&](size_t c, int qp) -> absl::StatusOr<double> {
-      std::vector<int> qps = finest_run.qps;
-      qps[tensor_of[c]] = qp;
-      ASSIGN_OR_RETURN(const Measured measured, run(qps));
-      return measured.cosine;
-    };
-    ASSIGN_OR_RETURN(
-        probes, WeighBySensitivity(finest_qp, finest_run.measured.cosine,
-                                   kSensitivityProbeDb, cosine_of, &curves));
-    if (probes.weighted)
-      RETURN_IF_ERROR(bisect(evaluations + kMaxAccuracyEvaluations));
-  }
-  RETURN_IF_ERROR(DescendLayerByLayer(curves, tensor_of, target, run,
-                                      evaluations + kMaxDescentEvaluations,
-                                      &evaluations, &best));
-  decoded.clear();
-  malloc_trim(0);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  std::fprintf(stderr,
-               "weightcastd: %s/%s tier %s: %d sensitivity probes and %d "
-               "evaluations in %.1f s; %llu bytes at %s %.4g (float %.4g)\n",
-               version.model.c_str(), version.version.c_str(),
-               tier.name.c_str(), probes.run, evaluations, seconds,
-               static_cast<unsigned long long>(best.bytes), measure_name,
-               best.measured.measure, reference);
+  std::fprintf(
+      stderr,
+      "weightcastd: %s/%s tier %s: %d sensitivity probes and %d evaluations "
+      "in %.1f s; %llu bytes%s at %s %.4g (float %.4g; plain search %s bytes, "
+      "weighed columns %s)\n",
+      version.model.c_str(), version.version.c_str(), tier.name.c_str(), probes,
+      evaluations, seconds, static_cast<unsigned long long>(best->bytes),
+      columns ? " (columns weighed)" : "", measure_name, best->measured.measure,
+      reference, plain.best ? absl::StrCat(plain.best->bytes).c_str() : "none",
+      weighed_bytes.c_str());
+  AccuracyChoice choice{best->qps, columns};
   registry_
-      ->SetSetting(SearchKey(version, tier.name), absl::StrJoin(best.qps, ","))
+      ->SetSetting(SearchKey(version, tier.name),
+                   absl::StrCat(absl::StrJoin(choice.qps, ","),
+                                columns ? kColumnsSuffix : ""))
       .IgnoreError();  // without it, the tier searches again when re-encoded
-  return best.qps;
+  if (columns) encoding->input_rms = std::move(weighed);
+  return choice;
+}
+
+absl::StatusOr<InputRmsMap> ModelStore::InputRmsToWeighOf(
+    const VersionRecord& version, Evaluator& evaluator) {
+  ASSIGN_OR_RETURN(
+      const std::unique_ptr<CheckpointSource> source,
+      CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
+  ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
+  return evaluator.InputRmsToWeigh(float_model);
 }
 
 absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
@@ -356,26 +306,48 @@ std::string ModelStore::NameBundleFiles(const VersionRecord& version,
 }
 
 void ModelStore::EncodeAccuracyTier(const std::shared_ptr<Encoding>& encoding) {
-  absl::StatusOr<std::vector<int>> qps = SearchAccuracy(encoding);
-  if (!qps.ok()) {
+  absl::StatusOr<AccuracyChoice> choice = SearchAccuracy(encoding);
+  if (!choice.ok()) {
     {
       absl::MutexLock lock(&mu_);
       // Shutdown() left the tier NOT_ENCODED: searched again when next asked.
       if (stopping_) return;
     }
-    Fail(encoding, absl::Status(qps.status().code(),
+    Fail(encoding, absl::Status(choice.status().code(),
                                 NameBundleFiles(encoding->version,
-                                                qps.status().message())));
+                                                choice.status().message())));
     return;
   }
-  EncodeLayers(encoding, *std::move(qps));
+  EncodeLayers(encoding, std::move(choice->qps));
 }
 
-std::optional<std::vector<int>> ModelStore::SearchedQps(
+void ModelStore::EncodeSearchedTier(const std::shared_ptr<Encoding>& encoding,
+                                    AccuracyChoice choice) {
+  if (choice.columns) {
+    const VersionRecord& version = encoding->version;
+    absl::StatusOr<InputRmsMap> weighed = [&]() -> absl::StatusOr<InputRmsMap> {
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<Evaluator> evaluator,
+          Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
+                          blobs_->PathOf(version.eval_data_sha256)));
+      return InputRmsToWeighOf(version, *evaluator);
+    }();
+    if (!weighed.ok()) {
+      Fail(encoding,
+           absl::Status(weighed.status().code(),
+                        NameBundleFiles(version, weighed.status().message())));
+      return;
+    }
+    encoding->input_rms = *std::move(weighed);
+  }
+  EncodeLayers(encoding, std::move(choice.qps));
+}
+
+std::optional<AccuracyChoice> ModelStore::SearchedChoice(
     const VersionRecord& version, const std::string& tier) {
   auto stored = registry_->GetSetting(SearchKey(version, tier), "");
   if (!stored.ok()) return std::nullopt;
-  return ParseQps(*stored, version.tensors.size());
+  return ParseChoice(*stored, version.tensors.size());
 }
 
 }  // namespace weightcast

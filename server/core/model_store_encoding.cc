@@ -189,9 +189,9 @@ void ModelStore::Prepare(std::shared_ptr<Encoding> encoding) {
     encoding->base_lease.reset();
   }
   if (IsAccuracyTier(encoding->tier)) {
-    if (std::optional<std::vector<int>> qps =
-            SearchedQps(encoding->version, encoding->tier.name)) {
-      EncodeLayers(encoding, *std::move(qps));  // searched before
+    if (std::optional<AccuracyChoice> choice =
+            SearchedChoice(encoding->version, encoding->tier.name)) {
+      EncodeSearchedTier(encoding, *std::move(choice));  // searched before
     } else {
       MeasureForBudget(encoding);  // then EncodeAccuracyTier
     }
@@ -247,8 +247,9 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
   SpreadTiles(encoding, &base_options);
   TierSpec tier = encoding->tier;
   if (qp > 0) tier.qp = qp;
-  const LayerEncodeOptions options =
+  LayerEncodeOptions options =
       OptionsFor(tensor, encoding->policy, tier, base_options);
+  WeighColumns(tensor, encoding->input_rms, &options);
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const PackedLayer layer,
                    options_.layer_encoder->EncodeSource(
@@ -279,7 +280,8 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
   if (IsInt8Codec(layer.codec))
     record.quant_scheme =
         absl::StrCat(QuantSchemeName(layer.scheme),
-                     layer.outliers.empty() ? "" : "+outliers");
+                     layer.outliers.empty() ? "" : "+outliers",
+                     layer.column_scales.empty() ? "" : "+cols");
   // A delta on the base layer (the base version's at this tier, or in a
   // refinement the coarse tier's) when one keeps the tier's fidelity in fewer
   // bytes than the layer coded on its own. A refinement layer coded on its own

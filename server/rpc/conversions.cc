@@ -96,15 +96,20 @@ v1::LayerCodec ToProto(LayerCodec codec) {
 
 namespace {
 
-// An int8 layer's recorded scheme, "<scheme>" or "<scheme>+outliers"
+// An int8 layer's recorded scheme, "<scheme>[+outliers][+cols]"
 // (model_store_encoding.cc); UNSPECIFIED for other layers.
 v1::QuantScheme SchemeOf(const LayerRecord& layer) {
   absl::string_view name = layer.quant_scheme;
+  absl::ConsumeSuffix(&name, "+cols");
   absl::ConsumeSuffix(&name, "+outliers");
   absl::StatusOr<QuantScheme> scheme = QuantSchemeFromName(name);
   return scheme.ok()
              ? static_cast<v1::QuantScheme>(QuantSchemeProtoNumber(*scheme))
              : v1::QUANT_SCHEME_UNSPECIFIED;
+}
+
+bool HasColumnScales(const LayerRecord& layer) {
+  return absl::EndsWith(layer.quant_scheme, "+cols");
 }
 
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
@@ -183,7 +188,8 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_decoded_sha256(layer.decoded_sha256);
       stats->set_qp(layer.qp);
       stats->set_quant_scheme(SchemeOf(layer));
-      stats->set_outliers(absl::EndsWith(layer.quant_scheme, "+outliers"));
+      stats->set_outliers(absl::StrContains(layer.quant_scheme, "+outliers"));
+      stats->set_column_scales(HasColumnScales(layer));
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
       if (layer.sqnr_db < worst_layer) {
@@ -216,7 +222,12 @@ void ToProto(const Manifest& manifest, v1::Manifest* out) {
       l->set_base_blob_sha256(HexToRawDigest(layer.base_blob_sha256));
     l->set_is_base(layer.is_base);
     l->set_tensor_index(layer.tensor_index);
-    l->set_quant_scheme(SchemeOf(layer));
+    // A layer with column scales is written per channel as int8
+    // (RebuiltTensor::Int8Output): the layout a client plans.
+    l->set_quant_scheme(HasColumnScales(layer)
+                            ? v1::QUANT_SCHEME_PER_CHANNEL_SYMMETRIC
+                            : SchemeOf(layer));
+    l->set_column_scales(HasColumnScales(layer));
   }
 }
 

@@ -68,7 +68,8 @@ struct LayerRecord {
   // pictures predict from.
   std::string base_blob_sha256;
   // int8 layers: the quantization scheme's name ("per-tensor-symmetric",
-  // "per-channel-symmetric", common/tensor/quantize.h); empty for float and
+  // "per-channel-symmetric", common/tensor/quantize.h), then "+outliers" for
+  // the outlier front end and "+cols" for column scales; empty for float and
   // passthrough layers.
   std::string quant_scheme;
   // Manifests only: this entry is that base layer, sent ahead of its delta
