@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """acc-X tiers on Fashion-MNIST through the real server and client (issue 21).
 
-usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [TIER ...]   (default tier: acc-0.5)
+usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--models M,M] [TIER ...]
+       (default tier: acc-0.5; --plain: weightcastd --no-column-weighting, the search without
+       weighed columns, for an A/B; --models: a subset of fc_cnn,mlp,res_cnn)
 
 Trains the reference models as evaluate.py does (cached in WORK_DIR/models), starts weightcastd
 on a fresh data directory, registers each model with its evaluation bundle (TorchScript module +
@@ -35,19 +37,34 @@ def evaluations(server, tier):
 
 def main():
     build, work, results_path = sys.argv[1:4]
-    tiers = sys.argv[4:] or ["acc-0.5"]
+    rest = sys.argv[4:]
+    flags = []
+    models = list(POLICIES)
+    while rest and rest[0].startswith("--"):
+        if rest[0] == "--plain":
+            flags.append("--no-column-weighting")
+            rest = rest[1:]
+        elif rest[0] == "--models" and len(rest) > 1:
+            models = rest[1].split(",")
+            rest = rest[2:]
+        else:
+            sys.exit(f"accuracy_tiers.py: unknown option {rest[0]}")
+    if any(m not in POLICIES for m in models):
+        sys.exit(f"accuracy_tiers.py: --models takes some of {','.join(POLICIES)}")
+    tiers = rest or ["acc-0.5"]
     os.makedirs(os.path.join(work, "models"), exist_ok=True)
-    for model in POLICIES:
+    for model in models:
         state = os.path.join(work, "models", model + ".pt")
         fashion.train(model, state)
         module = os.path.join(work, "models", model + ".module.pt")
         if not os.path.exists(module):
             fashion.export(model, state, module, os.path.join(work, "models", "test_data.pt"))
     data = fashion.load("test")
-    server = evaluate.Server(build, os.path.join(work, "server-acc"))
+    server = evaluate.Server(build, os.path.join(work, "server-acc"), *flags)
     results = {}
     try:
-        for model, policy in POLICIES.items():
+        for model in models:
+            policy = POLICIES[model]
             float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
             float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())
             top1, _ = fashion.accuracy_of_state(model, float_state, data)
@@ -68,7 +85,9 @@ def main():
                     pulled_top1, _ = fashion.accuracy(model, path, data)
                     row.update({"bytes": t["bytes"], "percent_of_float32": 100.0 * t["bytes"] / float_bytes,
                                 "top1": pulled_top1, "server_top1": t["accuracy"]["top1"],
-                                "qps": {l["name"]: l["qp"] for l in t["layers"] if l["qp"]}})
+                                "qps": {l["name"]: l["qp"] for l in t["layers"] if l["qp"]},
+                                "weighed": [l["name"] for l in t["layers"]
+                                            if l.get("quant_scheme", "").endswith("+cols")]})
                 rows.append(row)
                 print(f"{model} {t['name']}: {json.dumps(row)}", flush=True)
             results[model] = {"float_top1": top1, "server_reference_top1": info["reference_accuracy"]["top1"],

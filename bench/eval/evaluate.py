@@ -75,9 +75,9 @@ MODELS = {
 
 
 class Server(server_process.Weightcastd):
-    def __init__(self, build, data_dir):
+    def __init__(self, build, data_dir, *flags):
         shutil.rmtree(data_dir, ignore_errors=True)
-        super().__init__(build, data_dir, "--workers", "2")
+        super().__init__(build, data_dir, "--workers", "2", *flags)
 
     def describe(self, model, version):
         return json.loads(self.run("describe", model, version, "--json"))

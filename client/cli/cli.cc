@@ -230,13 +230,14 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
 }
 
 // "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-"
-// (no int8 scales); "+out" when the layer's outliers ride in a side list.
+// (no int8 scales); "+out" when the layer's outliers ride in a side list,
+// "+cols" when it is coded with column scales.
 std::string ScalesName(const std::string& quant_scheme) {
   if (quant_scheme.empty()) return "-";
   std::string name = quant_scheme.substr(0, quant_scheme.find('-'));
-  const bool outliers = absl::EndsWith(quant_scheme, "+outliers");
   if (absl::StrContains(quant_scheme, "-asymmetric")) name += "-asym";
-  if (outliers) name += "+out";
+  if (absl::StrContains(quant_scheme, "+outliers")) name += "+out";
+  if (absl::EndsWith(quant_scheme, "+cols")) name += "+cols";
   return name;
 }
 
@@ -248,7 +249,8 @@ void PrintLayers(const ModelInfo& info, std::ostream& out) {
   }
   if (ready.empty()) return;
   out << "\nlayers: int8 scales (tensor: one per tensor, channel: one per "
-         "output channel) / SQNR dB, per tier\n";
+         "output channel; +out: outliers in a side list, +cols: column "
+         "scales) / SQNR dB, per tier\n";
   out << absl::StrFormat("%-32s", "layer");
   for (const TierSummary* t : ready) out << absl::StrFormat(" %16s", t->name);
   out << "\n";
