@@ -402,6 +402,7 @@ absl::Status ModelStore::Delete(const std::string& model,
   {
     absl::MutexLock lock(&mu_);
     rate_curves_.erase(record.id);
+    weighed_curves_.erase(record.id);
   }
   for (const std::string& sha : unreferenced) blobs_->Remove(sha).IgnoreError();
   return absl::OkStatus();

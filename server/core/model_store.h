@@ -280,9 +280,10 @@ class ModelStore {
   // when its columns are weighed).
   void EncodeSearchedTier(const std::shared_ptr<Encoding>& encoding,
                           AccuracyChoice choice);
-  // The input RMS of the version's layers worth weighing, measured by
-  // `evaluator` (the version's bundle) on the float model.
-  absl::StatusOr<InputRmsMap> InputRmsToWeighOf(const VersionRecord& version,
+  // The input RMS of the encoding's layers worth weighing whose QP follows
+  // the tier, measured by `evaluator` (the version's bundle) on the float
+  // model.
+  absl::StatusOr<InputRmsMap> InputRmsToWeighOf(const Encoding& encoding,
                                                 Evaluator& evaluator);
   // `message` with the paths of the version's bundle files named as such (a
   // client learns which file was wrong, never where the server keeps it).
@@ -333,6 +334,12 @@ class ModelStore {
   std::atomic<bool> cancelling_{false};
   absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_
       ABSL_GUARDED_BY(mu_);
+  // The same curves with the layers worth weighing coded with column scales
+  // (an accuracy tier's weighed search), reused by the version's other
+  // accuracy tiers.
+  absl::flat_hash_map<int64_t,
+                      std::shared_ptr<const std::vector<LayerRateCurve>>>
+      weighed_curves_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::pair<int64_t, std::string>> evaluating_
       ABSL_GUARDED_BY(mu_);
   // Streams per tier. Shared with the leases, which may outlive the store.

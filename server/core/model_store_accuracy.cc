@@ -19,6 +19,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -196,25 +197,43 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
   // Again with the layers worth weighing coded with column scales, on their
   // curves measured so; kept only if smaller.
   if (options_.column_weighting) {
-    ASSIGN_OR_RETURN(weighed, InputRmsToWeighOf(version, *evaluator));
-    bool any = false;
+    ASSIGN_OR_RETURN(weighed, InputRmsToWeighOf(*encoding, *evaluator));
+    std::set<size_t> changed;  // the tensors the weighing codes otherwise
     for (size_t c = 0; c < space.curves.size(); ++c) {
       const size_t index = space.tensor_of[c];
       LayerEncodeOptions options =
           OptionsFor(encoding->source->headers()[index], encoding->policy, tier,
                      LayerEncodeOptions());
       WeighColumns(encoding->source->headers()[index], weighed, &options);
-      any = any || !options.column_scales.empty();
+      if (!options.column_scales.empty()) changed.insert(index);
     }
-    if (any) {
-      decoded.clear();
-      for (size_t c = 0; c < space.curves.size(); ++c) {
-        for (RatePoint& point : space.curves[c].points) {
-          ASSIGN_OR_RETURN(const Decoded* layer,
-                           decode(space.tensor_of[c], point.qp));
-          point.bytes = layer->bytes;
-          point.sqnr_db = layer->sqnr_db;
+    if (!changed.empty()) {
+      for (auto it = decoded.begin(); it != decoded.end();) {
+        it = changed.count(it->first.first) ? decoded.erase(it) : std::next(it);
+      }
+      std::shared_ptr<const std::vector<LayerRateCurve>> known;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = weighed_curves_.find(version.id);
+        if (it != weighed_curves_.end()) known = it->second;
+      }
+      if (known && known->size() == space.curves.size()) {
+        space.curves = *known;  // measured by another accuracy tier
+      } else {
+        for (size_t c = 0; c < space.curves.size(); ++c) {
+          if (!changed.count(space.tensor_of[c])) continue;
+          for (RatePoint& point : space.curves[c].points) {
+            ASSIGN_OR_RETURN(const Decoded* layer,
+                             decode(space.tensor_of[c], point.qp));
+            point.bytes = layer->bytes;
+            point.sqnr_db = layer->sqnr_db;
+            // Not kept: memory for the candidates' layers, not 22 of each.
+            decoded.erase({space.tensor_of[c], point.qp});
+          }
         }
+        absl::MutexLock lock(&mu_);
+        weighed_curves_[version.id] =
+            std::make_shared<const std::vector<LayerRateCurve>>(space.curves);
       }
       ASSIGN_OR_RETURN(const SearchResult weighted,
                        SearchAllocation(space, target, run));
@@ -271,12 +290,15 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
 }
 
 absl::StatusOr<InputRmsMap> ModelStore::InputRmsToWeighOf(
-    const VersionRecord& version, Evaluator& evaluator) {
-  ASSIGN_OR_RETURN(
-      const std::unique_ptr<CheckpointSource> source,
-      CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
-  ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
-  return evaluator.InputRmsToWeigh(float_model);
+    const Encoding& encoding, Evaluator& evaluator) {
+  ASSIGN_OR_RETURN(const Model float_model, encoding.source->ReadAll());
+  ASSIGN_OR_RETURN(InputRmsMap rms, evaluator.InputRmsToWeigh(float_model));
+  // Only the layers whose QP the search chooses: the others' bytes are fixed.
+  for (const Tensor& header : encoding.source->headers()) {
+    if (!FollowsTierQp(header, encoding.policy, encoding.tier))
+      rms.erase(header.name);
+  }
+  return rms;
 }
 
 absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
@@ -330,7 +352,7 @@ void ModelStore::EncodeSearchedTier(const std::shared_ptr<Encoding>& encoding,
           std::unique_ptr<Evaluator> evaluator,
           Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
                           blobs_->PathOf(version.eval_data_sha256)));
-      return InputRmsToWeighOf(version, *evaluator);
+      return InputRmsToWeighOf(*encoding, *evaluator);
     }();
     if (!weighed.ok()) {
       Fail(encoding,
