@@ -257,8 +257,17 @@ absl::StatusOr<PackedLayer> EncodeLayerAs(const Tensor& tensor,
     layer.tiles = {tensor.data};
   } else if (!IsInt8Codec(options.codec)) {  // float32 / float16
     ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
+    // A value float16 cannot hold (a finite one past its range) keeps the
+    // tensor float32.
+    if (options.codec == LayerCodec::kFloat16 &&
+        !std::all_of(values.begin(), values.end(), [](float v) {
+          return !std::isfinite(v) ||
+                 std::isfinite(HalfToFloat(FloatToHalf(v)));
+        })) {
+      layer.codec = LayerCodec::kFloat32;
+    }
     std::vector<uint8_t> payload;
-    if (options.codec == LayerCodec::kFloat32) {
+    if (layer.codec == LayerCodec::kFloat32) {
       payload.resize(values.size() * 4);
       if (!values.empty())
         std::memcpy(payload.data(), values.data(), payload.size());

@@ -176,6 +176,29 @@ TEST(LayerCodec, FloatAndPassthroughLayersRoundTrip) {
   EXPECT_EQ(back.data, counter.data);
 }
 
+// Float16 float layers (accuracy tiers): half the bytes within float16's
+// precision; a tensor with a value past float16's range stays float32, exact.
+TEST(LayerCodec, Float16LayersHalveTheBytesAndKeepFloat32WhenOutOfRange) {
+  const Tensor bias = MakeFloat32Tensor(
+      "bn.running_var", {4}, std::vector<float>{0.5f, 1e-3f, 2.0f, 3e4f});
+  LayerEncodeOptions f16;
+  f16.codec = LayerCodec::kFloat16;
+  const PackedLayer half = EncodeLayer(bias, f16).value();
+  EXPECT_EQ(half.codec, LayerCodec::kFloat16);
+  EXPECT_EQ(half.PayloadBytes(), 8u);
+  EXPECT_GT(half.fidelity.sqnr_db, 60);
+  const std::vector<float> back =
+      ToFloat32(DecodeLayer(half).value().ToFloatTensor().value()).value();
+  ASSERT_EQ(back.size(), 4u);
+  EXPECT_NEAR(back[1], 1e-3f, 1e-6f);
+
+  const Tensor wide = MakeFloat32Tensor("bn.running_var", {3},
+                                        std::vector<float>{0.5f, 1e6f, 2.0f});
+  const PackedLayer kept = EncodeLayer(wide, f16).value();
+  EXPECT_EQ(kept.codec, LayerCodec::kFloat32);
+  EXPECT_EQ(DecodeLayer(kept).value().ToFloatTensor()->data, wide.data);
+}
+
 TEST(LayerCodec, NanIsAnErrorNamingTheTensor) {
   Tensor w = MakeFloat32Tensor("classifier.weight", {2, 2},
                                std::vector<float>{1, NAN, 0, 1});

@@ -158,7 +158,7 @@ LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy,
       base.codec = LayerCodec::kZstdInt8;
       break;
     case LayerClass::kFloat:
-      base.codec = LayerCodec::kFloat32;
+      base.codec = tier.float_codec;
       break;
     case LayerClass::kPassthrough:
       base.codec = LayerCodec::kPassthrough;

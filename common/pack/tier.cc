@@ -166,6 +166,7 @@ absl::StatusOr<TierSpec> ParseAnySpelling(absl::string_view name) {
     }
     tier.*kind.field = value;
     tier.name = kind.canonical(value);
+    tier.float_codec = LayerCodec::kFloat16;
     return tier;
   }
   absl::string_view size = name;

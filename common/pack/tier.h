@@ -37,6 +37,10 @@ struct TierSpec {
   // whose outputs keep at least this mean cosine (in ten-thousandths) with the
   // float model's on the bundle's inputs, labels or not; -1: not one.
   int min_cosine_ten_thousandths = -1;
+  // What float-class layers (biases, norms) are coded as: float32, or in
+  // accuracy tiers, whose every candidate is measured on the bundle, float16
+  // (common/pack/layer_codec.h keeps float32 for a tensor float16 cannot hold).
+  LayerCodec float_codec = LayerCodec::kFloat32;
 };
 
 inline constexpr char kDefaultTierLadder[] = "lossless,q22,q27,q32,q37";

@@ -123,7 +123,12 @@ TEST(Tier, ParsesAccuracyTiersInOneSpellingWithinBounds) {
     EXPECT_EQ(tier->budget_bytes, 0u);
     EXPECT_FALSE(CanBeRefined(*tier));
     EXPECT_EQ(AccuracyTierName(hundredths), name);
+    // Every candidate is measured: float layers may be float16.
+    EXPECT_EQ(tier->float_codec, LayerCodec::kFloat16) << name;
   }
+  EXPECT_EQ(ParseTier("cos-0.99")->float_codec, LayerCodec::kFloat16);
+  for (const char* other : {"q22", "lossless", "budget-2m", "q37+q22", "int8"})
+    EXPECT_EQ(ParseTier(other)->float_codec, LayerCodec::kFloat32) << other;
   EXPECT_FALSE(IsAccuracyTier(*ParseTier("q22")));
   const std::pair<const char*, const char*> respelled[] = {
       {"acc-.5", "acc-0.5"},

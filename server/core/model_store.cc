@@ -401,7 +401,8 @@ absl::Status ModelStore::Delete(const std::string& model,
                    registry_->DeleteVersion(record.id));
   {
     absl::MutexLock lock(&mu_);
-    rate_curves_.erase(record.id);
+    rate_curves_.erase({record.id, LayerCodec::kFloat32});
+    rate_curves_.erase({record.id, LayerCodec::kFloat16});
     weighed_curves_.erase(record.id);
   }
   for (const std::string& sha : unreferenced) blobs_->Remove(sha).IgnoreError();

@@ -332,8 +332,11 @@ class ModelStore {
   // Set by Shutdown() before it waits for the workers: a running layer stops
   // at its next tile (LayerEncodeOptions::cancelled).
   std::atomic<bool> cancelling_{false};
-  absl::flat_hash_map<int64_t, std::shared_ptr<const RateCurves>> rate_curves_
-      ABSL_GUARDED_BY(mu_);
+  // By version and the tiers' float codec (accuracy tiers' float layers are
+  // float16: other fixed bytes).
+  absl::flat_hash_map<std::pair<int64_t, LayerCodec>,
+                      std::shared_ptr<const RateCurves>>
+      rate_curves_ ABSL_GUARDED_BY(mu_);
   // The same curves with the layers worth weighing coded with column scales
   // (an accuracy tier's weighed search), reused by the version's other
   // accuracy tiers.

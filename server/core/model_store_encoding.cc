@@ -336,7 +336,8 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
   std::shared_ptr<const RateCurves> known;
   {
     absl::MutexLock lock(&mu_);
-    auto it = rate_curves_.find(encoding->version.id);
+    auto it =
+        rate_curves_.find({encoding->version.id, encoding->tier.float_codec});
     if (it != rate_curves_.end()) known = it->second;
   }
   const size_t count = encoding->source->size();
@@ -428,7 +429,8 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       }
       {
         absl::MutexLock lock(&mu_);
-        rate_curves_[encoding->version.id] = std::move(measured);
+        rate_curves_[{encoding->version.id, encoding->tier.float_codec}] =
+            std::move(measured);
       }
       AllocateAndEncode(encoding);
     });

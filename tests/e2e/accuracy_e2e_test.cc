@@ -290,6 +290,16 @@ TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
     EXPECT_EQ(l.quant_scheme, "per-tensor-symmetric+cols") << l.name;
   }
   EXPECT_GT(hevc_layers, 0);
+  // Its float layers (biases, batch norm) are float16, lossless's float32.
+  int float16_layers = 0;
+  for (size_t i = 0; i < acc->layers.size() && i < lossless->layers.size();
+       ++i) {
+    if (lossless->layers[i].codec != "LAYER_CODEC_FLOAT32") continue;
+    EXPECT_EQ(acc->layers[i].codec, "LAYER_CODEC_FLOAT16")
+        << acc->layers[i].name;
+    ++float16_layers;
+  }
+  EXPECT_GT(float16_layers, 0);
   // The search's candidates, its descent's, plain and weighed, and the
   // encoded tier's own measurement (one picture layer: no sensitivity-weighted
   // second pass).
