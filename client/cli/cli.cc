@@ -88,7 +88,8 @@ const std::string kUsage =
        NAME: qNN, budget-N, lossless, ..., or acc-X (a version with an evaluation bundle: the
        smallest model the server finds whose top-1 is within X points of the float model's,
        e.g. acc-0.5; searched the first time it is asked for: at most 8 evaluations per
-       bisection, a probe per picture layer and 8 more for a descent), or
+       bisection, a probe per picture layer and 8 more for a descent; all of it twice
+       where the server also tries column-weighted layers), or
        cos-C (the same by output cosine: outputs keep a mean cosine >= C, 0..1, with the
        float model's; a bundle with or without labels, e.g. cos-0.99)
        [--int8] [--limit MBIT/S] [--base-dir DIR]   DIR keeps pulled layers for delta pulls
