@@ -10,8 +10,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/encoder_pool.h"
+#include "server/core/lru_cache.h"
 #include "server/core/model_store.h"
-#include "server/core/reference_cache.h"
 #include "tests/testing/fresh_dir.h"
 
 namespace weightcast {
@@ -58,32 +58,34 @@ TEST(ModelStore, TooManyTensorsOrDimensionsAreRefusedNamingTheLimit) {
   EXPECT_TRUE(store->Register({"mlp", "v1"}, Upload(dir, "mlp.pt")).ok());
 }
 
-TEST(ReferenceCache, KeepsTheMostRecentlyUsedWithinItsBudget) {
-  const auto outputs = [](int64_t values) {
-    auto out = std::make_shared<ReferenceOutputs>();
-    out->rows = 1;
-    out->columns = values;
-    out->values.assign(values, 0.5f);
-    return std::shared_ptr<const ReferenceOutputs>(std::move(out));
-  };
-  ReferenceCache cache(/*budget_bytes=*/100 * sizeof(float));
+TEST(LruCache, KeepsTheMostRecentlyUsedWithinItsBudget) {
+  const auto value = [](int n) { return std::make_shared<const int>(n); };
+  LruCache<int> cache(/*budget_bytes=*/100);
   EXPECT_EQ(cache.Get("a"), nullptr);
-  cache.Put("a", outputs(40));
-  cache.Put("b", outputs(40));
+  cache.Put("a", value(1), 40);
+  cache.Put("b", value(2), 40);
   ASSERT_NE(cache.Get("a"), nullptr);  // now the most recently used
-  cache.Put("c", outputs(40));         // over the budget: b goes
+  cache.Put("c", value(3), 40);        // over the budget: b goes
   EXPECT_EQ(cache.Get("b"), nullptr);
-  EXPECT_NE(cache.Get("a"), nullptr);
-  EXPECT_EQ(cache.Get("c")->columns, 40);
-  EXPECT_EQ(cache.bytes(), 80 * sizeof(float));
-  cache.Put("c", outputs(10));  // replaced, not added
-  EXPECT_EQ(cache.bytes(), 50 * sizeof(float));
-  cache.Put("huge", outputs(101));  // larger than the budget: not kept
+  EXPECT_EQ(*cache.Get("a"), 1);
+  EXPECT_EQ(*cache.Get("c"), 3);
+  EXPECT_EQ(cache.bytes(), 80u);
+  cache.Put("c", value(4), 10);  // replaced, not added
+  EXPECT_EQ(cache.bytes(), 50u);
+  EXPECT_EQ(*cache.Get("c"), 4);
+  cache.Put("huge", value(5), 101);  // larger than the budget: not kept
   EXPECT_EQ(cache.Get("huge"), nullptr);
-  cache.Put("none", std::make_shared<const ReferenceOutputs>());
+  cache.Put("none", nullptr, 1);
   EXPECT_EQ(cache.Get("none"), nullptr);
   EXPECT_NE(cache.Get("a"), nullptr);
-  EXPECT_EQ(ReferenceCache::Key("s", "m", "d"), "s/m/d");
+  cache.Put("v7/x", value(6), 1);
+  cache.Put("v7/y", value(7), 1);
+  cache.Put("v70/x", value(8), 1);
+  cache.ErasePrefix("v7/");
+  EXPECT_EQ(cache.Get("v7/x"), nullptr);
+  EXPECT_EQ(cache.Get("v7/y"), nullptr);
+  EXPECT_EQ(*cache.Get("v70/x"), 8);
+  EXPECT_EQ(cache.bytes(), 51u);
 }
 
 TEST(EncoderPool, UrgentJobsRunFirstAndQueuedWorkCanBecomeUrgent) {

@@ -341,8 +341,11 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
     }
     record.eval_module_sha256 = *module;
     record.eval_data_sha256 = *data;
-    references_.Put(ReferenceCache::Key(record.source_sha256, *module, *data),
-                    std::move(reference_outputs));
+    if (reference_outputs && reference_outputs->rows > 0) {
+      const uint64_t bytes = reference_outputs->values.size() * sizeof(float);
+      references_.Put(ReferenceKey(record.source_sha256, *module, *data),
+                      std::move(reference_outputs), bytes);
+    }
   }
   std::vector<std::string> tier_names;
   for (const TierSpec& tier : tiers) tier_names.push_back(tier.name);
@@ -405,6 +408,7 @@ absl::Status ModelStore::Delete(const std::string& model,
     rate_curves_.erase({record.id, LayerCodec::kFloat16});
     weighed_curves_.erase(record.id);
   }
+  decoded_layers_.ErasePrefix(absl::StrCat(record.id, "/"));
   for (const std::string& sha : unreferenced) blobs_->Remove(sha).IgnoreError();
   return absl::OkStatus();
 }

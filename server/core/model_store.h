@@ -36,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/base/clock.h"
 #include "common/checkpoint/checkpoint_source.h"
+#include "common/eval/evaluator.h"
 #include "common/pack/layer_policy.h"
 #include "common/pack/rate_allocation.h"
 #include "common/pack/tier.h"
@@ -43,7 +44,7 @@
 #include "server/core/accuracy_search.h"
 #include "server/core/encoder_pool.h"
 #include "server/core/layer_encoder.h"
-#include "server/core/reference_cache.h"
+#include "server/core/lru_cache.h"
 #include "server/core/tier_leases.h"
 #include "server/metrics/metrics.h"
 #include "server/storage/blob_store.h"
@@ -51,9 +52,13 @@
 
 namespace weightcast {
 
-// The float models' outputs kept for tier measurements (ReferenceCache): 64 MiB
-// (Fashion-MNIST's 10,000 x 10 logits take 0.4 MB).
+// The float models' outputs kept for tier measurements: 64 MiB (Fashion-MNIST's
+// 10,000 x 10 logits take 0.4 MB).
 inline constexpr uint64_t kReferenceCacheBytes = uint64_t{64} << 20;
+// The layers accuracy searches decoded, kept for the version's next candidates
+// and searches: 256 MiB (a search of a 1.4 M-weight picture layer decodes it
+// at up to ~30 QPs, plain and weighed, 5.5 MB each).
+inline constexpr uint64_t kDecodedLayerCacheBytes = uint64_t{256} << 20;
 
 struct ModelStoreOptions {
   std::string data_dir;
@@ -264,6 +269,13 @@ class ModelStore {
     uint64_t fixed = 0;
   };
   static MeasuredCurves CurvesOf(Encoding& encoding);
+  // A layer an accuracy search decoded, as the client would see it: with its
+  // packed bytes and SNR (the picture's own, column scales counted).
+  struct DecodedLayer {
+    Tensor tensor;
+    uint64_t bytes = 0;
+    double sqnr_db = 0;
+  };
   void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);
   // Encodes every layer, one job each; `qps` (one per tensor, or empty)
   // overrides the tier's QP.
@@ -293,6 +305,12 @@ class ModelStore {
   // ones, or the stored float checkpoint run now (and kept).
   absl::Status SetReferenceOf(const VersionRecord& version,
                               Evaluator& evaluator);
+  // Where a float checkpoint's outputs on a bundle are kept: by the digests.
+  static std::string ReferenceKey(const std::string& checkpoint_sha256,
+                                  const std::string& module_sha256,
+                                  const std::string& data_sha256) {
+    return checkpoint_sha256 + "/" + module_sha256 + "/" + data_sha256;
+  }
   // What a past search of (version, tier) chose, if kept.
   std::optional<AccuracyChoice> SearchedChoice(const VersionRecord& version,
                                                const std::string& tier);
@@ -323,7 +341,10 @@ class ModelStore {
   // Replicas on a shared registry: who encodes which tier (null with SQLite).
   std::unique_ptr<TierLeases> encode_leases_;
   std::atomic<int64_t> layers_encoded_{0};  // a counter for tests and metrics
-  ReferenceCache references_{kReferenceCacheBytes};
+  // By ReferenceKey.
+  LruCache<ReferenceOutputs> references_{kReferenceCacheBytes};
+  // By DecodedLayerKey (model_store_accuracy.cc); a deleted version's dropped.
+  LruCache<DecodedLayer> decoded_layers_{kDecodedLayerCacheBytes};
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<int64_t, std::string>,
                       std::shared_ptr<Encoding>>

@@ -9,8 +9,6 @@
 // (and whether columns are weighed) are kept in the registry, so that the
 // tier evicted (or lost to a restart mid-encoding) is encoded again without
 // searching again.
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -91,6 +89,19 @@ double ScaledSqnrDb(const std::vector<float>& original,
   return 10 * std::log10(signal / noise);
 }
 
+// Where a layer an accuracy search decoded is kept: the version (its id
+// first, for ModelStore::Delete), the tier's float codec, the tensor, the QP
+// (0: the fixed coding) and whether its columns are weighed. The rest of what
+// codes it (the tier's spec, the version's policy, the server's preset) is the
+// same for every accuracy tier of the version.
+std::string DecodedLayerKey(const VersionRecord& version, const TierSpec& tier,
+                            size_t index, int qp, bool columns) {
+  return absl::StrCat(version.id, "/", version.source_sha256, "/",
+                      version.eval_module_sha256, "/", version.eval_data_sha256,
+                      "/", static_cast<int>(tier.float_codec), "/", index, "/",
+                      qp, columns ? "/columns" : "");
+}
+
 }  // namespace
 
 absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
@@ -129,19 +140,18 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
 
   // The layers coded with column scales in the current pass (none in the
   // first), and each tensor decoded as the client would see it: at the tier's
-  // fixed coding (qp 0) or at a grid QP, each coded once per pass, as the
-  // candidates (and the weighed pass's curves) need them.
+  // fixed coding (qp 0) or at a grid QP, each coded once (and kept for the
+  // version's next candidates and searches, within kDecodedLayerCacheBytes),
+  // as the candidates (and the weighed pass's curves) need them.
   InputRmsMap weighed;
-  struct Decoded {
-    Tensor tensor;
-    uint64_t bytes = 0;
-    double sqnr_db = 0;  // ScaledSqnrDb
-  };
-  std::map<std::pair<size_t, int>, Decoded> decoded;
-  const auto decode = [&](size_t index,
-                          int qp) -> absl::StatusOr<const Decoded*> {
-    if (auto it = decoded.find({index, qp}); it != decoded.end())
-      return &it->second;
+  const auto decode =
+      [&](size_t index,
+          int qp) -> absl::StatusOr<std::shared_ptr<const DecodedLayer>> {
+    const std::string key = DecodedLayerKey(
+        version, tier, index, qp,
+        weighed.count(encoding->source->headers()[index].name) > 0);
+    if (std::shared_ptr<const DecodedLayer> kept = decoded_layers_.Get(key))
+      return kept;
     ASSIGN_OR_RETURN(const Tensor tensor, encoding->source->Read(index));
     LayerEncodeOptions base;
     base.hevc.preset = options_.x265_preset;
@@ -161,10 +171,10 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
     ASSIGN_OR_RETURN(const std::vector<float> back, ToFloat32(one.tensors[0]));
     const double sqnr_db =
         ScaledSqnrDb(original, back, options, MatrixView(tensor.shape).second);
-    return &decoded
-                .emplace(std::make_pair(index, qp),
-                         Decoded{std::move(one.tensors[0]), bytes, sqnr_db})
-                .first->second;
+    auto decoded = std::make_shared<const DecodedLayer>(
+        DecodedLayer{std::move(one.tensors[0]), bytes, sqnr_db});
+    decoded_layers_.Put(key, decoded, decoded->tensor.data.size());
+    return decoded;
   };
   // The model at these QPs, decoded and run: its output cosine with the float
   // model's, and the tier's measure (top-1 or that cosine).
@@ -177,7 +187,7 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
     }
     Model model;
     for (size_t i = 0; i < count; ++i) {
-      ASSIGN_OR_RETURN(const Decoded* layer, decode(i, qps[i]));
+      ASSIGN_OR_RETURN(const auto layer, decode(i, qps[i]));
       model.tensors.push_back(layer->tensor);
     }
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
@@ -208,9 +218,6 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
       if (!options.column_scales.empty()) changed.insert(index);
     }
     if (!changed.empty()) {
-      for (auto it = decoded.begin(); it != decoded.end();) {
-        it = changed.count(it->first.first) ? decoded.erase(it) : std::next(it);
-      }
       std::shared_ptr<const std::vector<LayerRateCurve>> known;
       {
         absl::MutexLock lock(&mu_);
@@ -223,12 +230,10 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
         for (size_t c = 0; c < space.curves.size(); ++c) {
           if (!changed.count(space.tensor_of[c])) continue;
           for (RatePoint& point : space.curves[c].points) {
-            ASSIGN_OR_RETURN(const Decoded* layer,
+            ASSIGN_OR_RETURN(const auto layer,
                              decode(space.tensor_of[c], point.qp));
             point.bytes = layer->bytes;
             point.sqnr_db = layer->sqnr_db;
-            // Not kept: memory for the candidates' layers, not 22 of each.
-            decoded.erase({space.tensor_of[c], point.qp});
           }
         }
         absl::MutexLock lock(&mu_);
@@ -247,8 +252,6 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
       }
     }
   }
-  decoded.clear();
-  malloc_trim(0);
   if (!best) {
     const Candidate& finest = plain.finest;
     return absl::FailedPreconditionError(
@@ -304,8 +307,8 @@ absl::StatusOr<InputRmsMap> ModelStore::InputRmsToWeighOf(
 absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
                                         Evaluator& evaluator) {
   const std::string key =
-      ReferenceCache::Key(version.source_sha256, version.eval_module_sha256,
-                          version.eval_data_sha256);
+      ReferenceKey(version.source_sha256, version.eval_module_sha256,
+                   version.eval_data_sha256);
   if (std::shared_ptr<const ReferenceOutputs> kept = references_.Get(key))
     return evaluator.SetReference(*kept);
   ASSIGN_OR_RETURN(
@@ -313,9 +316,12 @@ absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
       CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
   ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
   RETURN_IF_ERROR(evaluator.SetReference(float_model).status());
-  references_.Put(key,
-                  std::make_shared<const ReferenceOutputs>(evaluator.reference(
-                      references_.budget_bytes() / sizeof(float))));
+  auto outputs = std::make_shared<const ReferenceOutputs>(
+      evaluator.reference(references_.budget_bytes() / sizeof(float)));
+  if (outputs->rows > 0) {
+    const uint64_t bytes = outputs->values.size() * sizeof(float);
+    references_.Put(key, std::move(outputs), bytes);
+  }
   return absl::OkStatus();
 }
 
