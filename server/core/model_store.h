@@ -276,6 +276,18 @@ class ModelStore {
     uint64_t bytes = 0;
     double sqnr_db = 0;
   };
+  // Where decoded_layers_ keeps a layer of `version` (its id first, for
+  // Delete) coded for `tier` at `qp` (0: the tier's fixed coding), its columns
+  // weighed or not. The rest of what codes it (the tier's spec but its float
+  // codec, the version's policy, the server's preset) is the same for every
+  // accuracy tier of the version.
+  static std::string DecodedLayerKey(const VersionRecord& version,
+                                     const TierSpec& tier, size_t index, int qp,
+                                     bool columns);
+  // Keeps `layer` (tensor `index` of the encoding at `qp`, `bytes` packed)
+  // decoded in decoded_layers_, for an accuracy tier's search.
+  void KeepDecoded(const Encoding& encoding, size_t index, int qp,
+                   const PackedLayer& layer, uint64_t bytes);
   void AllocateAndEncode(const std::shared_ptr<Encoding>& encoding);
   // Encodes every layer, one job each; `qps` (one per tensor, or empty)
   // overrides the tier's QP.

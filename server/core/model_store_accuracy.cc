@@ -89,20 +89,16 @@ double ScaledSqnrDb(const std::vector<float>& original,
   return 10 * std::log10(signal / noise);
 }
 
-// Where a layer an accuracy search decoded is kept: the version (its id
-// first, for ModelStore::Delete), the tier's float codec, the tensor, the QP
-// (0: the fixed coding) and whether its columns are weighed. The rest of what
-// codes it (the tier's spec, the version's policy, the server's preset) is the
-// same for every accuracy tier of the version.
-std::string DecodedLayerKey(const VersionRecord& version, const TierSpec& tier,
-                            size_t index, int qp, bool columns) {
+}  // namespace
+
+std::string ModelStore::DecodedLayerKey(const VersionRecord& version,
+                                        const TierSpec& tier, size_t index,
+                                        int qp, bool columns) {
   return absl::StrCat(version.id, "/", version.source_sha256, "/",
                       version.eval_module_sha256, "/", version.eval_data_sha256,
                       "/", static_cast<int>(tier.float_codec), "/", index, "/",
                       qp, columns ? "/columns" : "");
 }
-
-}  // namespace
 
 absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
     const std::shared_ptr<Encoding>& encoding) {

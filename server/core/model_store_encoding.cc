@@ -393,6 +393,9 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
                        OptionsFor(tensor, encoding->policy, at, base));
       const uint64_t bytes =
           layer.ok() ? SerializePackedLayer(*layer).size() : 0;
+      // An accuracy tier's search runs its candidates from these points.
+      if (layer.ok() && IsAccuracyTier(encoding->tier))
+        KeepDecoded(*encoding, i, qp, *layer, bytes);
       bool last;
       {
         absl::MutexLock lock(&encoding->mu);
@@ -435,6 +438,18 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
       AllocateAndEncode(encoding);
     });
   }
+}
+
+void ModelStore::KeepDecoded(const Encoding& encoding, size_t index, int qp,
+                             const PackedLayer& layer, uint64_t bytes) {
+  absl::StatusOr<Model> one = UnpackModel({layer}, /*threads=*/1);
+  if (!one.ok() || one->tensors.size() != 1) return;  // the search tries again
+  auto decoded = std::make_shared<const DecodedLayer>(
+      DecodedLayer{std::move(one->tensors[0]), bytes, layer.fidelity.sqnr_db});
+  const uint64_t size = decoded->tensor.data.size();
+  decoded_layers_.Put(DecodedLayerKey(encoding.version, encoding.tier, index,
+                                      qp, /*columns=*/false),
+                      std::move(decoded), size);
 }
 
 ModelStore::MeasuredCurves ModelStore::CurvesOf(Encoding& encoding) {
