@@ -10,13 +10,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
 
 using ::testing::HasSubstr;
 
-const std::string kMixed = WEIGHTCAST_FIXTURE_DIR "/mixed.safetensors";
+const std::string kMixed = FixtureDir() + "/mixed.safetensors";
 
 TEST(PackCommand, ParsesOptionsAndRejectsBadUsage) {
   auto command =
@@ -113,7 +114,7 @@ TEST(PackCommand, DamagedTierFileIsDataLossNamingFileAndLayer) {
 TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
   const std::string dir = FreshDir("torch");
   const std::string model =
-      WEIGHTCAST_FIXTURE_DIR "/training.pt";  // a full training dict
+      FixtureDir() + "/training.pt";  // a full training dict
   std::ostringstream report;
   ASSERT_TRUE(RunPackCommand(ParsePackCommand({model, "-o", dir, "--tiers",
                                                "q27", "--preset", "ultrafast"})
@@ -140,7 +141,7 @@ TEST(PackCommand, PacksATorchSaveCheckpointAndUnpacksToInt8Pt) {
 // inputs' RMS on the bundle's 64 images, and unpacked to float and int8.
 TEST(PackCommand, AnEvaluationBundleWeighsThePictureLayersColumns) {
   const std::string dir = FreshDir("pack_columns");
-  const std::string fixtures = WEIGHTCAST_FIXTURE_DIR;
+  const std::string fixtures = FixtureDir();
   std::ostringstream report;
   const absl::Status packed = RunPackCommand(
       ParsePackCommand({fixtures + "/cnn_bn.pt", "-o", dir, "--tiers", "q30",
@@ -203,11 +204,10 @@ TEST(PackCommand, PolicyFileSendsConvolutionsThroughHevcAtTheirOwnQp) {
                   .ok());
   std::ostringstream out;
   ASSERT_TRUE(
-      RunPackCommand(
-          ParsePackCommand({"--explain", WEIGHTCAST_FIXTURE_DIR "/cnn_bn.pt",
-                            "--policy", policy, "--tiers", "q30"})
-              .value(),
-          out)
+      RunPackCommand(ParsePackCommand({"--explain", FixtureDir() + "/cnn_bn.pt",
+                                       "--policy", policy, "--tiers", "q30"})
+                         .value(),
+                     out)
           .ok());
   EXPECT_THAT(out.str(),
               testing::ContainsRegex("conv.weight .* picture +hevc@12"));

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/status_matchers.h"
 
 namespace weightcast {
@@ -16,7 +17,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string Fixture(const std::string& name) {
-  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+  return FixtureDir() + "/" + name;
 }
 
 void ExpectSameAsWholeRead(const std::string& path, CheckpointFormat format) {

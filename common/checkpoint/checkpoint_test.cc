@@ -6,6 +6,7 @@
 #include "common/checkpoint/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
@@ -15,7 +16,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string Fixture(const std::string& name) {
-  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+  return FixtureDir() + "/" + name;
 }
 
 std::vector<std::string> Names(const Model& model) {
@@ -209,8 +210,8 @@ TEST(Checkpoint, BadInputNamesTheFileAndTensor) {
 }
 
 std::string TempPath(const std::string& name) {
-  std::filesystem::create_directories(WEIGHTCAST_BINARY_DIR "/test-tmp");
-  return std::string(WEIGHTCAST_BINARY_DIR "/test-tmp/") + name;
+  std::filesystem::create_directories(BuildDir() + "/test-tmp");
+  return BuildDir() + "/test-tmp/" + name;
 }
 
 std::vector<RebuiltTensor> Rebuilt() {

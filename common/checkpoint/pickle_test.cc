@@ -7,6 +7,7 @@
 #include "common/checkpoint/torch_checkpoint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
@@ -213,7 +214,7 @@ TEST(Pickle, ArbitraryGlobalsAreNamedNeverRun) {
 // Fuzz-style: truncations and bit flips of a real torch.save pickle give an
 // error or a value, never a crash (ASan in scripts/test --asan).
 TEST(Pickle, DamagedRealPicklesNeverCrash) {
-  auto archive = OpenTorchArchive(WEIGHTCAST_FIXTURE_DIR "/training.pt");
+  auto archive = OpenTorchArchive(FixtureDir() + "/training.pt");
   ASSERT_TRUE(archive.ok()) << archive.status();
   const std::vector<uint8_t> pickle =
       (*archive)->ReadRecord("data.pkl").value();

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/status_matchers.h"
 
 namespace weightcast {
@@ -20,7 +21,7 @@ constexpr char kShard1[] = "model-00001-of-00002.safetensors";
 constexpr char kShard2[] = "model-00002-of-00002.safetensors";
 
 std::string Fixture(const std::string& name) {
-  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+  return FixtureDir() + "/" + name;
 }
 
 // A copy of the fixture folder (written by PyTorch) to break.

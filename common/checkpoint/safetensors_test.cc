@@ -6,6 +6,7 @@
 #include "common/tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
@@ -14,7 +15,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string Fixture(const std::string& name) {
-  return std::string(WEIGHTCAST_FIXTURE_DIR "/") + name;
+  return FixtureDir() + "/" + name;
 }
 
 // A safetensors file from a header text and data bytes.

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string Fixture(const std::string& name) {
-  return std::string(WEIGHTCAST_FIXTURE_DIR) + "/" + name;
+  return FixtureDir() + "/" + name;
 }
 
 // SmallNet (conv, BatchNorm, two FC) scripted by PyTorch, its checkpoint and an

@@ -13,6 +13,7 @@
 #include "server/core/lru_cache.h"
 #include "server/core/model_store.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
@@ -22,8 +23,7 @@ using ::testing::HasSubstr;
 // A copy of a fixture to upload (Register moves its file into the blob store).
 std::string Upload(const std::string& dir, const std::string& fixture) {
   const std::string path = dir + "/upload-" + fixture;
-  std::filesystem::copy_file(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture,
-                             path,
+  std::filesystem::copy_file(FixtureDir() + "/" + fixture, path,
                              std::filesystem::copy_options::overwrite_existing);
   return path;
 }

@@ -23,6 +23,7 @@
 #include "server/core/model_store.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -30,8 +31,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 // Accuracy tiers search with weighed columns too (twice the evaluations) only
 // in the test of that (AccTierIsWithinItsDropInFewEvaluationsAndKept).
 const std::vector<std::string> kWeighingFlags = {

@@ -14,6 +14,7 @@
 #include "server/rpc/auth.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -21,8 +22,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 
 std::unique_ptr<Client> As(const std::string& address,
                            const std::string& token) {

@@ -25,13 +25,14 @@
 #include "tests/e2e/nginx_process.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
 namespace {
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 
 // weightcastd with its blob listener on `blob_port` and manifests naming the
 // nginx on `nginx_port`.

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -22,8 +23,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 
 std::string FileSha(const std::string& path) {
   return DigestToHex(Sha256(ReadFileBytes(path).value()));

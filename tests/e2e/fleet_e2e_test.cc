@@ -22,14 +22,15 @@
 #include "server/push/fleet.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
 
 namespace weightcast {
 namespace {
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 constexpr int kDevices = 50;
 
 struct Device {

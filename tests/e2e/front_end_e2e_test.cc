@@ -17,12 +17,13 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 namespace {
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 const std::vector<std::string> kFlags = {"--preset", "ultrafast",
                                          "--grace-seconds", "1"};
 

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -27,9 +28,9 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const char kPack[] = WEIGHTCAST_BINARY_DIR "/client/pack/weightcast-pack";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kPack = BuildDir() + "/client/pack/weightcast-pack";
+const std::string kFixtures = FixtureDir();
 const std::vector<std::string> kFlags = {
     "--workers", "2", "--preset", "ultrafast", "--grace-seconds", "1"};
 

@@ -20,6 +20,7 @@
 #include "server/rpc/auth.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reflection.h"
 #include "tests/testing/reliability_log.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -30,8 +31,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 
 struct Raw {  // generated stubs: requests no SDK would send
   explicit Raw(const std::string& address)

@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reliability_log.h"
 
 namespace weightcast {
@@ -25,8 +26,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 const std::vector<std::string> kFlags = {
     "--preset", "ultrafast",           "--grace-seconds",
     "1",        "--keepalive-seconds", "1"};

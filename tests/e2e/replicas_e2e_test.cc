@@ -21,6 +21,7 @@
 #include "tests/e2e/nginx_process.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/postgres_process.h"
 #include "tests/testing/reliability_log.h"
 
@@ -30,8 +31,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
-const std::string kFixtures = WEIGHTCAST_FIXTURE_DIR;
+const std::string kServer = BuildDir() + "/server/weightcastd";
+const std::string kFixtures = FixtureDir();
 
 std::vector<std::string> Flags(const std::string& registry) {
   return {"--registry", registry,    "--workers",       "2",

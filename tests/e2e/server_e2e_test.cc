@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/testing/fresh_dir.h"
+#include "tests/testing/paths.h"
 #include "tests/testing/reflection.h"
 #include "tests/testing/reliability_log.h"
 #include "weightcast/v1/weightcast.grpc.pb.h"
@@ -29,7 +30,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kServer[] = WEIGHTCAST_BINARY_DIR "/server/weightcastd";
+const std::string kServer = BuildDir() + "/server/weightcastd";
 
 struct RawClient {  // the generated stubs, for status codes and raw messages
   explicit RawClient(const std::string& address)
@@ -50,8 +51,7 @@ struct RawClient {  // the generated stubs, for status codes and raw messages
     header->set_version(version);
     header->set_tier_ladder(ladder);
     const std::vector<uint8_t> bytes =
-        ReadFileBytes(std::string(WEIGHTCAST_FIXTURE_DIR "/") + fixture)
-            .value();
+        ReadFileBytes(FixtureDir() + "/" + fixture).value();
     header->set_total_bytes(bytes.size());
     writer->Write(request);
     for (size_t offset = 0; offset < bytes.size(); offset += 100000) {
@@ -583,7 +583,7 @@ TEST(ServerEndToEnd, SlowAndStalledClientsMeetTheServersDeadlines) {
     return std::chrono::system_clock::now() + std::chrono::seconds(30);
   };
   const std::vector<uint8_t> checkpoint =
-      ReadFileBytes(WEIGHTCAST_FIXTURE_DIR "/mlp.pt").value();
+      ReadFileBytes(FixtureDir() + "/mlp.pt").value();
   v1::RegisterModelRequest header;
   header.mutable_header()->set_model("mlp");
   header.mutable_header()->set_version("v1");

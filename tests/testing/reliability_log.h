@@ -11,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/paths.h"
 
 namespace weightcast {
 
@@ -23,7 +24,7 @@ inline void RecordReliability(const std::string& fault,
       ::testing::UnitTest::GetInstance()->current_test_info();
   const std::string name =
       std::string(test->test_suite_name()) + "." + test->name();
-  const std::string dir = std::string(WEIGHTCAST_BINARY_DIR) + "/reliability";
+  const std::string dir = BuildDir() + "/reliability";
   std::filesystem::create_directories(dir);
   static std::string
       started;  // a test's first record replaces the file its last run left
