@@ -17,6 +17,7 @@
 #include "common/base/args.h"
 #include "common/base/printable.h"
 #include "common/base/status_macros.h"
+#include "common/pack/rate_allocation.h"
 #include "server/core/model_store.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/metrics.h"
@@ -64,6 +65,10 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
                        accuracy or link speed find sizes; --encode-on-register: the default,
                        and it wins over --no-encode-on-register)
   --preset NAME        x265 preset (default veryfast)
+  --rate-qps LIST      the QPs budget and accuracy tiers code each picture layer at to measure
+                       its rate curve (2 to 51 distinct QPs in 1..51; default
+                       51,48,46,44,42,40,38,36,34,32,30,28,26,24,22,20,18,16,13,10,7,4):
+                       fewer points encode faster and fit a budget or an accuracy less closely
   --no-column-weighting  accuracy tiers (acc-X, cos-C) search plain codings only (by default
                        they also search with the layers worth weighing coded with column
                        scales from their inputs' RMS on the bundle, and keep what is smaller;
@@ -149,7 +154,8 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
        "--blob-listen",
        "--blob-base-url",
        "--registry",
-       "--encode-lease-seconds"},
+       "--encode-lease-seconds",
+       "--rate-qps"},
       {"-h", "--help", "--no-reflection", "--no-encode-on-register",
        "--encode-on-register", "--blob-tokens", "--no-column-weighting"}};
   ASSIGN_OR_RETURN(const Args args,
@@ -176,6 +182,14 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   store.default_ladder = args.Get("--ladder", store.default_ladder);
   store.x265_preset = args.Get("--preset", store.x265_preset);
   store.column_weighting = !args.Has("--no-column-weighting");
+  if (args.Has("--rate-qps")) {
+    auto qps = weightcast::ParseRateQps(args.Get("--rate-qps"));
+    if (!qps.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--rate-qps: ", qps.status().message()));
+    }
+    store.rate_qps = *std::move(qps);
+  }
   flags->tls_cert = args.Get("--tls-cert");
   flags->tls_key = args.Get("--tls-key");
   flags->tls_client_ca = args.Get("--tls-client-ca");

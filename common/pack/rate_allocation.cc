@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/base/printable.h"
 #include "common/base/status_macros.h"
 
 namespace weightcast {
@@ -50,6 +53,26 @@ const std::vector<int>& BudgetQpGrid() {
                                         34, 32, 30, 28, 26, 24, 22, 20,
                                         18, 16, 13, 10, 7,  4};
   return grid;
+}
+
+absl::StatusOr<std::vector<int>> ParseRateQps(absl::string_view list) {
+  std::vector<int> qps;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    int qp = 0;
+    if (!absl::SimpleAtoi(part, &qp) || qp < 1 || qp > 51) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rate-curve QP ", Echo(part), " is not a whole number in 1..51"));
+    }
+    if (std::find(qps.begin(), qps.end(), qp) != qps.end())
+      return absl::InvalidArgumentError(
+          absl::StrCat("rate-curve QP ", qp, " is listed twice"));
+    qps.push_back(qp);
+  }
+  if (qps.size() < 2)
+    return absl::InvalidArgumentError(
+        "a rate curve needs at least 2 QPs (e.g. 51,40,30,22,13)");
+  std::sort(qps.begin(), qps.end(), std::greater<int>());
+  return qps;
 }
 
 absl::StatusOr<Allocation> AllocateBudget(

@@ -21,11 +21,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace weightcast {
 
-// The QPs at which a budget tier measures each picture layer, coarsest first.
+// The QPs at which a budget tier measures each picture layer, coarsest first:
+// the default of weightcastd's --rate-qps.
 const std::vector<int>& BudgetQpGrid();
+
+// A list of rate-curve QPs, "51,40,30,...": 2 to 51 distinct QPs in 1..51 (0
+// means a layer's fixed coding in an accuracy tier's choice), returned
+// coarsest first. INVALID_ARGUMENT naming the first bad entry otherwise.
+absl::StatusOr<std::vector<int>> ParseRateQps(absl::string_view list);
 
 struct RatePoint {
   int qp = 0;

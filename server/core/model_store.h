@@ -71,6 +71,10 @@ struct ModelStoreOptions {
   int workers = 0;  // 0: one per core
   std::string default_ladder = "lossless,q22,q27,q32,q37";
   std::string x265_preset = "veryfast";
+  // The QPs a budget or accuracy tier codes each picture layer at to measure
+  // its rate curve, coarsest first (ParseRateQps): fewer register faster and
+  // fit a budget or an accuracy less closely.
+  std::vector<int> rate_qps = BudgetQpGrid();
   ServerMetrics* metrics = nullptr;  // optional; must outlive the store
   // Budget for encoded tiers (0: unlimited). Over it, the least recently used
   // READY tiers are evicted, except each version's first ladder tier (pinned)

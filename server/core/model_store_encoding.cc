@@ -352,7 +352,7 @@ void ModelStore::MeasureForBudget(const std::shared_ptr<Encoding>& encoding) {
         jobs.emplace_back(i, 0);
         continue;
       }
-      for (int qp : BudgetQpGrid()) jobs.emplace_back(i, qp);
+      for (int qp : options_.rate_qps) jobs.emplace_back(i, qp);
     }
   }
   {
