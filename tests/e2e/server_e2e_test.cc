@@ -453,7 +453,10 @@ TEST(ServerEndToEnd, DiskFullDuringEncodingFailsThatTierAndLosesNothing) {
   const std::string dir = FreshDir("server_disk_full_encoding");
   const std::string data = dir + "/data";
   const std::vector<std::string> flags = {"--preset", "ultrafast",
-                                          "--grace-seconds", "1"};
+                                          "--grace-seconds", "1",
+                                          "--no-encode-on-register"};
+  v1::Manifest manifest;
+  std::vector<std::string> layers;
   {
     auto server = ServerProcess::Start(kServer, data, flags);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -461,19 +464,19 @@ TEST(ServerEndToEnd, DiskFullDuringEncodingFailsThatTierAndLosesNothing) {
     v1::RegisterModelResponse response;
     ASSERT_TRUE(
         client.Register("mlp", "v1", "mlp.pt", &response, "lossless").ok());
-    ASSERT_TRUE(client.Register("big", "v1", "big.pt", &response, "q27").ok());
+    ASSERT_TRUE(client.Pull("mlp", "v1", "lossless", &manifest, &layers).ok());
+    ASSERT_TRUE(
+        client.Register("cnn", "v1", "cnn_bn.pt", &response, "lossless").ok());
     EXPECT_EQ(server->Stop(), 0);
   }
-  // The disk fills later: no file may grow past 1 MB, and big.weight's q27
-  // layer is larger.
-  v1::Manifest manifest;
-  std::vector<std::string> layers;
+  // The disk fills later: no file may grow past 1 MB, and cnn_bn's fc1
+  // (5408 x 256) is ~1.4 MB lossless.
   grpc::Status full;
   {
     auto server = ServerProcess::Start(kServer, data, flags, 1 << 20);
     ASSERT_TRUE(server.ok()) << server.status();
     RawClient client(server->address());
-    full = client.Pull("big", "v1", "q27", &manifest, &layers);
+    full = client.Pull("cnn", "v1", "lossless", &manifest, &layers);
     EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
         << full.error_message();
     EXPECT_THAT(full.error_message(), HasSubstr("write failed"));
@@ -481,7 +484,7 @@ TEST(ServerEndToEnd, DiskFullDuringEncodingFailsThatTierAndLosesNothing) {
                     .ok());  // what was stored survives
     ExpectLayersVerify(manifest, layers);
     v1::DescribeModelRequest describe;
-    describe.set_model("big");
+    describe.set_model("cnn");
     describe.set_version("v1");
     v1::ModelVersion described;
     grpc::ClientContext context;
@@ -496,14 +499,14 @@ TEST(ServerEndToEnd, DiskFullDuringEncodingFailsThatTierAndLosesNothing) {
   auto server = ServerProcess::Start(kServer, data, flags);
   ASSERT_TRUE(server.ok()) << server.status();
   RawClient client(server->address());
-  ASSERT_TRUE(client.Pull("big", "v1", "q27", &manifest, &layers).ok());
+  ASSERT_TRUE(client.Pull("cnn", "v1", "lossless", &manifest, &layers).ok());
   ExpectLayersVerify(manifest, layers);
   EXPECT_EQ(server->Stop(), 0);
   ExpectBlobStoreIntact(data);
   if (!HasFailure()) {
     RecordReliability(
         "the disk fills while a tier encodes (no file may grow past 1 MB; a "
-        "4096x2048 layer at q27)",
+        "5408x256 layer lossless)",
         absl::StrCat("the pull waiting for it gets RESOURCE_EXHAUSTED \"...",
                      full.error_message().substr(
                          full.error_message().find("write failed")),
