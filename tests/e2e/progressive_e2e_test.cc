@@ -243,26 +243,25 @@ TEST(ProgressiveEndToEnd, ABudgetTierCanBeTheCoarseModel) {
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = Client::Connect({server->address()}).value();
   ASSERT_TRUE(
-      client
-          ->Register({"cnn", "v1", kFixtures + "/cnn_bn.pt", "budget-300k,q22"})
+      client->Register({"mlp", "v1", kFixtures + "/mlp.pt", "budget-25k,q22"})
           .ok());
   ASSERT_TRUE(
-      client->Pull({"cnn", "v1", {"budget-300k"}, dir + "/budget.pt"}).ok());
-  PullOptions progressive{"cnn", "v1", {"q22"}, dir + "/refined.pt"};
-  progressive.coarse_tier = "budget-300k";
+      client->Pull({"mlp", "v1", {"budget-25k"}, dir + "/budget.pt"}).ok());
+  PullOptions progressive{"mlp", "v1", {"q22"}, dir + "/refined.pt"};
+  progressive.coarse_tier = "budget-25k";
   progressive.coarse_output_path = dir + "/coarse.pt";
   auto pulled = client->Pull(progressive);
   ASSERT_TRUE(pulled.ok()) << pulled.status();
-  EXPECT_EQ(pulled->tier, "budget-300k+q22");
-  EXPECT_EQ(pulled->coarse.tier, "budget-300k");
+  EXPECT_EQ(pulled->tier, "budget-25k+q22");
+  EXPECT_EQ(pulled->coarse.tier, "budget-25k");
   EXPECT_EQ(FileSha(dir + "/coarse.pt"), FileSha(dir + "/budget.pt"));
   EXPECT_LE(pulled->coarse.bytes,
-            300000u + 4096);  // the budget, plus the manifest's share
-  ASSERT_TRUE(client->Pull({"cnn", "v1", {"q22"}, dir + "/q22.pt"}).ok());
-  const ModelInfo info = client->Describe("cnn", "v1").value();
-  EXPECT_GT(FindTier(info, "budget-300k+q22")->worst_sqnr_db,
-            FindTier(info, "budget-300k")->worst_sqnr_db + 3);
-  EXPECT_GE(FindTier(info, "budget-300k+q22")->worst_sqnr_db,
+            25000u + 4096);  // the budget, plus the manifest's share
+  ASSERT_TRUE(client->Pull({"mlp", "v1", {"q22"}, dir + "/q22.pt"}).ok());
+  const ModelInfo info = client->Describe("mlp", "v1").value();
+  EXPECT_GT(FindTier(info, "budget-25k+q22")->worst_sqnr_db,
+            FindTier(info, "budget-25k")->worst_sqnr_db + 3);
+  EXPECT_GE(FindTier(info, "budget-25k+q22")->worst_sqnr_db,
             FindTier(info, "q22")->worst_sqnr_db);
   EXPECT_EQ(server->Stop(), 0);
 }
