@@ -202,5 +202,21 @@ TEST(RateAllocation, TooSmallABudgetSaysWhatTheModelNeeds) {
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("600 bytes"));
 }
 
+TEST(RateAllocation, RateQpListsAreCheckedAndSortedCoarsestFirst) {
+  auto qps = ParseRateQps("22,51,4,36");
+  ASSERT_TRUE(qps.ok()) << qps.status();
+  EXPECT_THAT(*qps, ElementsAre(51, 36, 22, 4));
+  for (const char* bad : {"", "30", "0,30", "30,52", "30,,22", "30,x",
+                          "30,22,30", "-1,30", "30\x1b[2J"}) {
+    EXPECT_EQ(ParseRateQps(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_THAT(std::string(ParseRateQps("30,22,30").status().message()),
+              HasSubstr("QP 30 is listed twice"));
+  const std::string escaped(ParseRateQps("30,\x1b[2J").status().message());
+  EXPECT_EQ(escaped.find('\x1b'), std::string::npos) << escaped;
+}
+
 }  // namespace
 }  // namespace weightcast
