@@ -341,11 +341,8 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
     }
     record.eval_module_sha256 = *module;
     record.eval_data_sha256 = *data;
-    if (reference_outputs && reference_outputs->rows > 0) {
-      const uint64_t bytes = reference_outputs->values.size() * sizeof(float);
-      references_.Put(ReferenceKey(record.source_sha256, *module, *data),
-                      std::move(reference_outputs), bytes);
-    }
+    KeepReference(ReferenceKey(record.source_sha256, *module, *data),
+                  std::move(reference_outputs));
   }
   std::vector<std::string> tier_names;
   for (const TierSpec& tier : tiers) tier_names.push_back(tier.name);

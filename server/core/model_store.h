@@ -321,6 +321,10 @@ class ModelStore {
   // ones, or the stored float checkpoint run now (and kept).
   absl::Status SetReferenceOf(const VersionRecord& version,
                               Evaluator& evaluator);
+  // Keeps a float model's outputs on a bundle under `key` (ReferenceKey), if
+  // they have rows.
+  void KeepReference(const std::string& key,
+                     std::shared_ptr<const ReferenceOutputs> outputs);
   // Where a float checkpoint's outputs on a bundle are kept: by the digests.
   static std::string ReferenceKey(const std::string& checkpoint_sha256,
                                   const std::string& module_sha256,

@@ -312,13 +312,17 @@ absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
       CheckpointSource::Open(blobs_->PathOf(version.source_sha256)));
   ASSIGN_OR_RETURN(const Model float_model, source->ReadAll());
   RETURN_IF_ERROR(evaluator.SetReference(float_model).status());
-  auto outputs = std::make_shared<const ReferenceOutputs>(
-      evaluator.reference(references_.budget_bytes() / sizeof(float)));
-  if (outputs->rows > 0) {
-    const uint64_t bytes = outputs->values.size() * sizeof(float);
-    references_.Put(key, std::move(outputs), bytes);
-  }
+  KeepReference(key,
+                std::make_shared<const ReferenceOutputs>(evaluator.reference(
+                    references_.budget_bytes() / sizeof(float))));
   return absl::OkStatus();
+}
+
+void ModelStore::KeepReference(
+    const std::string& key, std::shared_ptr<const ReferenceOutputs> outputs) {
+  if (!outputs || outputs->rows == 0) return;
+  const uint64_t bytes = outputs->values.size() * sizeof(float);
+  references_.Put(key, std::move(outputs), bytes);
 }
 
 std::string ModelStore::NameBundleFiles(const VersionRecord& version,
