@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <utility>
 
 #include "common/base/status_macros.h"
@@ -73,9 +74,14 @@ class Search {
   }
 
  private:
+  // The model at `qps`, run once per search: an allocation the bisections,
+  // probes or descent reach again is looked up, not run (nor counted) again.
   absl::StatusOr<Measured> Evaluate(const std::vector<int>& qps) {
+    const auto known = measured_.find(qps);
+    if (known != measured_.end()) return known->second;
     ASSIGN_OR_RETURN(const Measured measured, run_(qps));
     ++result_.evaluations;
+    measured_.emplace(qps, measured);
     return measured;
   }
 
@@ -133,7 +139,10 @@ class Search {
     const auto cosine_of = [&](size_t c, int qp) -> absl::StatusOr<double> {
       std::vector<int> qps = finest.qps;
       qps[space_.tensor_of[c]] = qp;
+      const auto known = measured_.find(qps);
+      if (known != measured_.end()) return known->second.cosine;
       ASSIGN_OR_RETURN(const Measured measured, run_(qps));
+      measured_.emplace(qps, measured);
       return measured.cosine;
     };
     ASSIGN_OR_RETURN(
@@ -147,7 +156,8 @@ class Search {
 
   // From the best: curve by curve, the most bytes at the best first, its
   // layer one point coarser at a time while the candidate still meets the
-  // target; stops when `stop_at` evaluations have run.
+  // target, and past up to kDescentLookahead points that miss (the measure is
+  // not monotone in a layer's QP); stops when `stop_at` evaluations have run.
   absl::Status Descend(int stop_at) {
     const std::vector<LayerRateCurve>& curves = space_.curves;
     const std::vector<size_t>& tensor_of = space_.tensor_of;
@@ -159,17 +169,23 @@ class Search {
     std::sort(order.rbegin(), order.rend());
     for (const auto& entry : order) {
       const size_t c = entry.second;
-      while (result_.evaluations < stop_at) {
+      const RatePoint* from = PointAt(curves[c], best_.qps[tensor_of[c]]);
+      for (int missed = 0;
+           missed <= kDescentLookahead && result_.evaluations < stop_at;) {
         const RatePoint* at = PointAt(curves[c], best_.qps[tensor_of[c]]);
-        const RatePoint* coarser =
-            at == nullptr ? nullptr : NextCoarser(curves[c], *at);
-        if (coarser == nullptr) break;
+        const RatePoint* coarser = NextCoarser(curves[c], *from);
+        if (at == nullptr || coarser == nullptr) break;
         Candidate candidate = best_;
         candidate.qps[tensor_of[c]] = coarser->qp;
         candidate.bytes = best_.bytes - at->bytes + coarser->bytes;
         ASSIGN_OR_RETURN(candidate.measured, Evaluate(candidate.qps));
-        if (candidate.measured.measure < target_) break;
-        best_ = std::move(candidate);
+        from = coarser;
+        if (candidate.measured.measure < target_) {
+          ++missed;
+        } else {
+          best_ = std::move(candidate);
+          missed = 0;
+        }
       }
     }
     return absl::OkStatus();
@@ -181,6 +197,7 @@ class Search {
   uint64_t coarsest_ = 0, finest_ = 0;
   Candidate best_;
   bool weighted_ = false;
+  std::map<std::vector<int>, Measured> measured_;  // every allocation run
   SearchResult result_;
 };
 

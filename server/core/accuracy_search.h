@@ -33,10 +33,13 @@ inline constexpr double kSensitivityProbeDb = 10;
 inline constexpr size_t kMaxSensitivityProbes = 32;
 // Last, a descent from the bisections' choice, layer by layer (the most bytes
 // first): a picture layer one grid point coarser at a time while the model
-// still meets the target, at most this many evaluations. The bisections move
-// along one family of allocations; the descent takes the slack it leaves in
-// single layers.
+// still meets the target, and kDescentLookahead points further past a miss
+// (top-1 on a bundle is not monotone in a layer's QP: one example is a step),
+// at most kMaxDescentEvaluations evaluations. The bisections move along one
+// family of allocations; the descent takes the slack it leaves in single
+// layers. No allocation is run twice in a search: its measure is kept.
 inline constexpr int kMaxDescentEvaluations = 8;
+inline constexpr int kDescentLookahead = 1;
 
 // A candidate model decoded and run on the bundle.
 struct Measured {
