@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/base/allocator.h"
 #include "common/base/args.h"
 #include "common/base/printable.h"
@@ -67,8 +69,8 @@ constexpr char kUsage[] = R"(usage: weightcastd [options]
   --preset NAME        x265 preset (default veryfast)
   --rate-qps LIST      the QPs budget and accuracy tiers code each picture layer at to measure
                        its rate curve (2 to 51 distinct QPs in 1..51; default
-                       51,48,46,44,42,40,38,36,34,32,30,28,26,24,22,20,18,16,13,10,7,4):
-                       fewer points encode faster and fit a budget or an accuracy less closely
+                       $RATE_QPS):
+                       fewer points encode faster and fit a budget less closely
   --no-column-weighting  accuracy tiers (acc-X, cos-C) search plain codings only (by default
                        they also search with the layers worth weighing coded with column
                        scales from their inputs' RMS on the bundle, and keep what is smaller;
@@ -107,6 +109,12 @@ pulls UNAVAILABLE, running streams get the grace period, Watch streams end (UNAV
 reconnect elsewhere or later), a running encode stops at its next tile (encoded again on
 demand). Rollouts and device reports are kept in DIR/fleet.db (with --registry: in PostgreSQL).
 )";
+
+// The usage text with the defaults the code holds filled in.
+std::string Usage() {
+  return absl::StrReplaceAll(
+      kUsage, {{"$RATE_QPS", absl::StrJoin(weightcast::BudgetQpGrid(), ",")}});
+}
 
 struct Flags {
   std::string listen = "127.0.0.1:50051";
@@ -161,7 +169,7 @@ absl::Status Parse(int argc, char** argv, Flags* flags) {
   ASSIGN_OR_RETURN(const Args args,
                    Args::Parse(Args::FromArgv(argc, argv), spec));
   if (args.Has("-h") || args.Has("--help")) {
-    std::cout << kUsage;
+    std::cout << Usage();
     std::exit(0);
   }
   if (!args.positional().empty()) {
@@ -271,7 +279,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (absl::Status parsed = Parse(argc, argv, &flags); !parsed.ok()) {
-    std::cerr << "weightcastd: " << parsed.message() << "\n\n" << kUsage;
+    std::cerr << "weightcastd: " << parsed.message() << "\n\n" << Usage();
     return 2;
   }
   std::unique_ptr<weightcast::TokenAuth> auth;

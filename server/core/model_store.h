@@ -73,7 +73,9 @@ struct ModelStoreOptions {
   std::string x265_preset = "veryfast";
   // The QPs a budget or accuracy tier codes each picture layer at to measure
   // its rate curve, coarsest first (ParseRateQps): fewer register faster and
-  // fit a budget or an accuracy less closely.
+  // fit a budget less closely. (An accuracy tier's search is bounded by its
+  // evaluations and by the measure's noise; fewer points have found a smaller
+  // acc-X tier than the default grid: docs/EVALUATION.md.)
   std::vector<int> rate_qps = BudgetQpGrid();
   ServerMetrics* metrics = nullptr;  // optional; must outlive the store
   // Budget for encoded tiers (0: unlimited). Over it, the least recently used
