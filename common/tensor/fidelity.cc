@@ -46,6 +46,28 @@ double ChannelSqnrDb(absl::Span<const float> reference,
   return -10.0 * std::log10(nsr_sum / static_cast<double>(counted));
 }
 
+double ColumnScaledSqnrDb(absl::Span<const float> reference,
+                          absl::Span<const float> reconstruction,
+                          absl::Span<const float> column_scales, int64_t repeat,
+                          int64_t cols) {
+  assert(reference.size() == reconstruction.size());
+  if (column_scales.empty() || cols <= 0 || repeat <= 0)
+    return SqnrDb(reference, reconstruction);
+  double signal = 0, noise = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    const size_t column = static_cast<size_t>(static_cast<int64_t>(i) % cols);
+    const double scale = column_scales[std::min(
+        column / static_cast<size_t>(repeat), column_scales.size() - 1)];
+    const double r = reference[i];
+    const double e = r - static_cast<double>(reconstruction[i]);
+    signal += scale * scale * r * r;
+    noise += scale * scale * e * e;
+  }
+  if (noise == 0) return std::numeric_limits<double>::infinity();
+  if (signal == 0) return -std::numeric_limits<double>::infinity();
+  return 10.0 * std::log10(signal / noise);
+}
+
 FidelityMeter::FidelityMeter(const QuantizedTensor& params, size_t elements)
     : scales_(params.scales),
       zero_points_(params.zero_points),

@@ -38,6 +38,16 @@ double SqnrDb(absl::Span<const float> reference,
 double ChannelSqnrDb(absl::Span<const float> reference,
                      absl::Span<const float> reconstruction, int64_t rows);
 
+// SqnrDb with each element's weight and error times its column's scale,
+// `column_scales[c / repeat]` for column c of a matrix of `cols` columns in
+// row-major order: the SNR of the picture a layer coded with column scales
+// makes (what its rate curve compares with plain layers' SQNR). Plain SqnrDb
+// without scales (or with `cols` or `repeat` not positive).
+double ColumnScaledSqnrDb(absl::Span<const float> reference,
+                          absl::Span<const float> reconstruction,
+                          absl::Span<const float> column_scales, int64_t repeat,
+                          int64_t cols);
+
 // MeasureFidelity computed a part at a time, with the same sums in the same
 // order (so bit for bit the same): Add() the tensor's rows in order, then
 // Finish(). `params`: the quantization's scheme, shape, scales and zero points

@@ -166,6 +166,24 @@ TEST(Fidelity, ExactReconstructionIsInfiniteSqnr) {
   EXPECT_LE(f.max_abs_error, 0.5 * q->scales[0] + 1e-6);
 }
 
+TEST(Fidelity, ColumnScaledSqnrWeighsEachColumnsErrorByItsScale) {
+  // Two rows of four columns; the error sits in column 1 only.
+  const std::vector<float> reference = {1, 1, 1, 1, 1, 1, 1, 1};
+  std::vector<float> reconstruction = reference;
+  reconstruction[1] = reconstruction[5] = 0.5f;
+  const double plain = SqnrDb(reference, reconstruction);
+  EXPECT_DOUBLE_EQ(ColumnScaledSqnrDb(reference, reconstruction, {}, 1, 4),
+                   plain);
+  // Columns 0-1 scaled by 2, 2-3 by 1 (repeat 2): signal 2*(4+4+1+1),
+  // noise 2*4*0.25.
+  EXPECT_NEAR(ColumnScaledSqnrDb(reference, reconstruction, {2, 1}, 2, 4),
+              10 * std::log10(20.0 / 2.0), 1e-9);
+  // Scaling only the exact columns raises the SNR above the plain one.
+  EXPECT_GT(ColumnScaledSqnrDb(reference, reconstruction, {1, 3}, 2, 4), plain);
+  EXPECT_TRUE(
+      std::isinf(ColumnScaledSqnrDb(reference, reference, {2, 1}, 2, 4)));
+}
+
 TEST(Tensor, ToFloat32ConvertsHalfAndBFloat16) {
   Tensor half{"h", {3}, DType::kFloat16, {}};
   for (float v : {1.0f, -2.5f, 65504.0f}) {

@@ -11,10 +11,8 @@
 // searching again.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <functional>
-#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -66,27 +64,6 @@ std::optional<AccuracyChoice> ParseChoice(absl::string_view text,
   }
   if (choice.qps.size() != tensors) return std::nullopt;
   return choice;
-}
-
-// SNR of `decoded` against `original` with each column's error and weight
-// times its column scale: the picture's own SNR for a layer coded with column
-// scales (what its rate curve compares with the plain layers'), the plain
-// SQNR without them.
-double ScaledSqnrDb(const std::vector<float>& original,
-                    const std::vector<float>& decoded,
-                    const LayerEncodeOptions& options, int64_t cols) {
-  if (options.column_scales.empty() || cols <= 0)
-    return SqnrDb(original, decoded);
-  double signal = 0, noise = 0;
-  for (size_t i = 0; i < original.size() && i < decoded.size(); ++i) {
-    const double scale = options.column_scales[static_cast<size_t>(
-        (static_cast<int64_t>(i) % cols) / options.column_scale_repeat)];
-    const double error = (static_cast<double>(original[i]) - decoded[i]);
-    signal += scale * scale * original[i] * original[i];
-    noise += scale * scale * error * error;
-  }
-  if (noise == 0) return std::numeric_limits<double>::infinity();
-  return 10 * std::log10(signal / noise);
 }
 
 }  // namespace
@@ -165,8 +142,9 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
       return absl::InternalError("a layer decoded to several tensors");
     ASSIGN_OR_RETURN(const std::vector<float> original, ToFloat32(tensor));
     ASSIGN_OR_RETURN(const std::vector<float> back, ToFloat32(one.tensors[0]));
-    const double sqnr_db =
-        ScaledSqnrDb(original, back, options, MatrixView(tensor.shape).second);
+    const double sqnr_db = ColumnScaledSqnrDb(
+        original, back, options.column_scales, options.column_scale_repeat,
+        MatrixView(tensor.shape).second);
     auto decoded = std::make_shared<const DecodedLayer>(
         DecodedLayer{std::move(one.tensors[0]), bytes, sqnr_db});
     decoded_layers_.Put(key, decoded, decoded->tensor.data.size());
