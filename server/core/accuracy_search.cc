@@ -154,40 +154,59 @@ class Search {
     return absl::OkStatus();
   }
 
-  // From the best: curve by curve, the most bytes at the best first, its
-  // layer one point coarser at a time while the candidate still meets the
-  // target, and past up to kDescentLookahead points that miss (the measure is
-  // not monotone in a layer's QP); stops when `stop_at` evaluations have run.
+  // From the best: curve by curve, the most bytes at the best first
+  // (DescendLayer); stops when `stop_at` evaluations have run.
   absl::Status Descend(int stop_at) {
-    const std::vector<LayerRateCurve>& curves = space_.curves;
-    const std::vector<size_t>& tensor_of = space_.tensor_of;
     std::vector<std::pair<uint64_t, size_t>> order;  // (bytes at best, curve)
-    for (size_t c = 0; c < curves.size(); ++c) {
-      const RatePoint* at = PointAt(curves[c], best_.qps[tensor_of[c]]);
+    for (size_t c = 0; c < space_.curves.size(); ++c) {
+      const RatePoint* at =
+          PointAt(space_.curves[c], best_.qps[space_.tensor_of[c]]);
       if (at != nullptr) order.emplace_back(at->bytes, c);
     }
     std::sort(order.rbegin(), order.rend());
-    for (const auto& entry : order) {
-      const size_t c = entry.second;
-      const RatePoint* from = PointAt(curves[c], best_.qps[tensor_of[c]]);
-      for (int missed = 0;
-           missed <= kDescentLookahead && result_.evaluations < stop_at;) {
-        const RatePoint* at = PointAt(curves[c], best_.qps[tensor_of[c]]);
-        const RatePoint* coarser = NextCoarser(curves[c], *from);
-        if (at == nullptr || coarser == nullptr) break;
-        Candidate candidate = best_;
-        candidate.qps[tensor_of[c]] = coarser->qp;
-        candidate.bytes = best_.bytes - at->bytes + coarser->bytes;
-        ASSIGN_OR_RETURN(candidate.measured, Evaluate(candidate.qps));
-        from = coarser;
-        if (candidate.measured.measure < target_) {
-          ++missed;
-        } else {
-          best_ = std::move(candidate);
-          missed = 0;
-        }
+    for (const auto& entry : order)
+      RETURN_IF_ERROR(DescendLayer(entry.second, stop_at));
+    return absl::OkStatus();
+  }
+
+  // Curve c's layer one grid point coarser at a time while the candidate
+  // still meets the target, and past up to kDescentLookahead points that miss
+  // (the measure is not monotone in a layer's QP); then, when the runner
+  // reports bytes, the QP halfway between the best's and the first point that
+  // missed past it (off the grid).
+  absl::Status DescendLayer(size_t c, int stop_at) {
+    const LayerRateCurve& curve = space_.curves[c];
+    const size_t tensor = space_.tensor_of[c];
+    const RatePoint* from = PointAt(curve, best_.qps[tensor]);
+    const RatePoint* first_miss = nullptr;  // since the best last moved
+    for (int missed = 0; from != nullptr && missed <= kDescentLookahead &&
+                         result_.evaluations < stop_at;) {
+      const RatePoint* at = PointAt(curve, best_.qps[tensor]);
+      const RatePoint* coarser = NextCoarser(curve, *from);
+      if (coarser == nullptr) break;
+      Candidate candidate = best_;
+      candidate.qps[tensor] = coarser->qp;
+      candidate.bytes = best_.bytes - at->bytes + coarser->bytes;
+      ASSIGN_OR_RETURN(candidate.measured, Evaluate(candidate.qps));
+      from = coarser;
+      if (candidate.measured.measure >= target_) {
+        best_ = std::move(candidate);
+        missed = 0;
+        first_miss = nullptr;
+      } else if (missed++ == 0) {
+        first_miss = coarser;
       }
     }
+    if (first_miss == nullptr || best_.measured.bytes == 0 ||
+        result_.evaluations >= stop_at)
+      return absl::OkStatus();
+    Candidate between = best_;
+    between.qps[tensor] = (best_.qps[tensor] + first_miss->qp) / 2;
+    if (between.qps[tensor] == best_.qps[tensor]) return absl::OkStatus();
+    ASSIGN_OR_RETURN(between.measured, Evaluate(between.qps));
+    between.bytes = between.measured.bytes;
+    if (between.measured.measure >= target_ && between.bytes < best_.bytes)
+      best_ = std::move(between);
     return absl::OkStatus();
   }
 

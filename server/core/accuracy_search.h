@@ -35,16 +35,19 @@ inline constexpr size_t kMaxSensitivityProbes = 32;
 // first): a picture layer one grid point coarser at a time while the model
 // still meets the target, and kDescentLookahead points further past a miss
 // (top-1 on a bundle is not monotone in a layer's QP: one example is a step),
-// at most kMaxDescentEvaluations evaluations. The bisections move along one
-// family of allocations; the descent takes the slack it leaves in single
-// layers. No allocation is run twice in a search: its measure is kept.
-inline constexpr int kMaxDescentEvaluations = 8;
+// then the QP halfway to the first point that missed (off the grid, whose
+// steps are 2 or 3 QPs), at most
+// kMaxDescentEvaluations evaluations. The bisections move along one family of
+// allocations; the descent takes the slack it leaves in single layers. No
+// allocation is run twice in a search: its measure is kept.
+inline constexpr int kMaxDescentEvaluations = 12;
 inline constexpr int kDescentLookahead = 1;
 
 // A candidate model decoded and run on the bundle.
 struct Measured {
   double cosine = 0;   // its outputs' mean cosine with the float model's
   double measure = 0;  // the tier's measure: top-1 (acc-X) or that cosine
+  uint64_t bytes = 0;  // its layers' bytes as coded (0: not reported)
 };
 // Runs the model at `qps` (one per tensor; 0: the tier's fixed coding).
 using RunModel =

@@ -12,16 +12,18 @@
 namespace weightcast {
 namespace {
 
-// A curve over `qps` whose bytes halve every 6 QPs from `bytes_at_qp0` (as an
-// HEVC layer's roughly do) and whose SQNR falls 1 dB a QP.
+// A layer's bytes at `qp`: halving every 6 QPs from `bytes_at_qp0` (as an
+// HEVC layer's roughly do).
+uint64_t BytesAt(int qp, double bytes_at_qp0) {
+  return static_cast<uint64_t>(bytes_at_qp0 * std::exp2(-qp / 6.0));
+}
+
+// A curve over `qps` with BytesAt's bytes, whose SQNR falls 1 dB a QP.
 LayerRateCurve Curve(const std::string& name, const std::vector<int>& qps,
                      double bytes_at_qp0) {
   LayerRateCurve curve{name, {}, 1};
-  for (int qp : qps) {
-    curve.points.push_back(RatePoint{
-        qp, static_cast<uint64_t>(bytes_at_qp0 * std::exp2(-qp / 6.0)),
-        60.0 - qp});
-  }
+  for (int qp : qps)
+    curve.points.push_back(RatePoint{qp, BytesAt(qp, bytes_at_qp0), 60.0 - qp});
   return curve;
 }
 
@@ -31,16 +33,22 @@ struct Runs {
   int total = 0;
 };
 
-// A measure (top-1-like) from the QPs: 100 points minus each layer's loss.
-RunModel CountingRun(Runs* runs,
+// A runner that counts its runs, measures with `measure` and reports the
+// bytes of `space`'s curves at any QP (BytesAt of each curve's bytes at QP 0,
+// `bytes_at_qp0`, one per curve) plus its fixed bytes.
+RunModel CountingRun(Runs* runs, const SearchSpace& space,
+                     std::vector<double> bytes_at_qp0,
                      std::function<double(const std::vector<int>&)> measure) {
-  return
-      [runs, measure](const std::vector<int>& qps) -> absl::StatusOr<Measured> {
-        ++runs->times[qps];
-        ++runs->total;
-        const double value = measure(qps);
-        return Measured{value / 100.0, value};
-      };
+  return [runs, space, bytes_at_qp0,
+          measure](const std::vector<int>& qps) -> absl::StatusOr<Measured> {
+    ++runs->times[qps];
+    ++runs->total;
+    uint64_t bytes = space.fixed;
+    for (size_t c = 0; c < space.curves.size(); ++c)
+      bytes += BytesAt(qps[space.tensor_of[c]], bytes_at_qp0[c]);
+    const double value = measure(qps);
+    return Measured{value / 100.0, value, bytes};
+  };
 }
 
 TEST(AccuracySearch, NoAllocationIsRunTwice) {
@@ -54,8 +62,8 @@ TEST(AccuracySearch, NoAllocationIsRunTwice) {
   const auto measure = [](const std::vector<int>& qps) {
     return 100.0 - 0.002 * qps[0] * qps[0] - 0.001 * qps[2] * qps[2];
   };
-  const absl::StatusOr<SearchResult> searched =
-      SearchAllocation(space, 98.0, CountingRun(&runs, measure));
+  const absl::StatusOr<SearchResult> searched = SearchAllocation(
+      space, 98.0, CountingRun(&runs, space, {4e6, 1e6}, measure));
   ASSERT_THAT(searched, IsOk());
   const SearchResult& result = *searched;
   ASSERT_TRUE(result.best.has_value());
@@ -79,10 +87,39 @@ TEST(AccuracySearch, TheDescentTriesPastOneMiss) {
     return qps[0] == 30 || qps[0] <= 26 ? 99.0 : 90.0;
   };
   const absl::StatusOr<SearchResult> searched =
-      SearchAllocation(space, 98.0, CountingRun(&runs, measure));
+      SearchAllocation(space, 98.0, CountingRun(&runs, space, {4e6}, measure));
   ASSERT_THAT(searched, IsOk());
   ASSERT_TRUE(searched->best.has_value());
   EXPECT_EQ(searched->best->qps[0], 30);
+}
+
+TEST(AccuracySearch, TheDescentTriesTheQpHalfwayToAMiss) {
+  // The grid steps 4 QPs at 30 -> 34; QP 32 and finer meet. The QP halfway
+  // is off the grid: the runner's reported bytes are the candidate's.
+  const std::vector<int> grid = {51, 40, 34, 30, 26, 22, 16, 8};
+  SearchSpace space{{Curve("a", grid, 4e6)}, {0}, 100, 1};
+  const auto measure = [](const std::vector<int>& qps) {
+    return qps[0] <= 32 ? 99.0 : 90.0;
+  };
+  Runs runs;
+  const absl::StatusOr<SearchResult> searched =
+      SearchAllocation(space, 98.0, CountingRun(&runs, space, {4e6}, measure));
+  ASSERT_THAT(searched, IsOk());
+  ASSERT_TRUE(searched->best.has_value());
+  EXPECT_EQ(searched->best->qps[0], 32);
+  EXPECT_EQ(searched->best->bytes, 100 + BytesAt(32, 4e6));
+  // A runner that reports no bytes keeps the search on the grid.
+  const RunModel counting = CountingRun(&runs, space, {4e6}, measure);
+  const absl::StatusOr<SearchResult> on_grid = SearchAllocation(
+      space, 98.0,
+      [&](const std::vector<int>& qps) -> absl::StatusOr<Measured> {
+        absl::StatusOr<Measured> measured = counting(qps);
+        if (measured.ok()) measured->bytes = 0;
+        return measured;
+      });
+  ASSERT_THAT(on_grid, IsOk());
+  ASSERT_TRUE(on_grid->best.has_value());
+  EXPECT_EQ(on_grid->best->qps[0], 30);
 }
 
 TEST(AccuracySearch, AFinestAllocationThatMissesFindsNothing) {
@@ -91,7 +128,8 @@ TEST(AccuracySearch, AFinestAllocationThatMissesFindsNothing) {
       {Curve("a", grid, 4e6), Curve("b", grid, 1e6)}, {0, 1}, 0, 2};
   Runs runs;
   const absl::StatusOr<SearchResult> searched = SearchAllocation(
-      space, 98.0, CountingRun(&runs, [](const auto&) { return 50.0; }));
+      space, 98.0,
+      CountingRun(&runs, space, {4e6, 1e6}, [](const auto&) { return 50.0; }));
   ASSERT_THAT(searched, IsOk());
   const SearchResult& result = *searched;
   EXPECT_FALSE(result.best.has_value());
@@ -109,8 +147,8 @@ TEST(AccuracySearch, ChoosesTheSmallestOfAMonotoneMeasure) {
   const auto measure = [](const std::vector<int>& qps) {
     return 100.0 - (qps[0] > 36 ? 1.0 : 0.0) - (qps[1] > 24 ? 1.0 : 0.0);
   };
-  const absl::StatusOr<SearchResult> searched =
-      SearchAllocation(space, 99.5, CountingRun(&runs, measure));
+  const absl::StatusOr<SearchResult> searched = SearchAllocation(
+      space, 99.5, CountingRun(&runs, space, {4e6, 4e6}, measure));
   ASSERT_THAT(searched, IsOk());
   const SearchResult& result = *searched;
   ASSERT_TRUE(result.best.has_value());

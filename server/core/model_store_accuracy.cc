@@ -151,7 +151,7 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
     return decoded;
   };
   // The model at these QPs, decoded and run: its output cosine with the float
-  // model's, and the tier's measure (top-1 or that cosine).
+  // model's, the tier's measure (top-1 or that cosine) and its layers' bytes.
   const RunModel run =
       [&](const std::vector<int>& qps) -> absl::StatusOr<Measured> {
     {
@@ -160,16 +160,18 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
         return absl::UnavailableError("the server is shutting down");
     }
     Model model;
+    uint64_t bytes = 0;
     for (size_t i = 0; i < count; ++i) {
       ASSIGN_OR_RETURN(const auto layer, decode(i, qps[i]));
       model.tensors.push_back(layer->tensor);
+      bytes += layer->bytes;
     }
     ASSIGN_OR_RETURN(const Accuracy accuracy, evaluator->Evaluate(model));
     if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier.name);
     if (!accuracy.output_cosine)
       return absl::InternalError("the evaluation gave no output cosine");
     return Measured{*accuracy.output_cosine,
-                    by_cosine ? *accuracy.output_cosine : accuracy.top1};
+                    by_cosine ? *accuracy.output_cosine : accuracy.top1, bytes};
   };
   SearchSpace space{measured.curves, measured.tensor_of, measured.fixed, count};
   ASSIGN_OR_RETURN(const SearchResult plain,
