@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """acc-X tiers on Fashion-MNIST through the real server and client (issue 21).
 
-usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--models M,M] [TIER ...]
+usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--held-out] [--models M,M]
+                         [TIER ...]
        (default tier: acc-0.5; --plain: weightcastd --no-column-weighting, the search without
-       weighed columns, for an A/B; --models: a subset of fc_cnn,mlp,res_cnn)
+       weighed columns, for an A/B; --held-out: the bundle holds the first half of the test
+       images and the pulled tier is also measured on the other half, which the search never
+       saw; --models: a subset of fc_cnn,mlp,res_cnn)
 
 Trains the reference models as evaluate.py does (cached in WORK_DIR/models), starts weightcastd
 on a fresh data directory, registers each model with its evaluation bundle (TorchScript module +
@@ -20,6 +23,8 @@ import re
 import sys
 import time
 import urllib.request
+
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
@@ -39,10 +44,14 @@ def main():
     build, work, results_path = sys.argv[1:4]
     rest = sys.argv[4:]
     flags = []
+    held_out = False
     models = list(POLICIES)
     while rest and rest[0].startswith("--"):
         if rest[0] == "--plain":
             flags.append("--no-column-weighting")
+            rest = rest[1:]
+        elif rest[0] == "--held-out":
+            held_out = True
             rest = rest[1:]
         elif rest[0] == "--models" and len(rest) > 1:
             models = rest[1].split(",")
@@ -60,6 +69,12 @@ def main():
         if not os.path.exists(module):
             fashion.export(model, state, module, os.path.join(work, "models", "test_data.pt"))
     data = fashion.load("test")
+    bundle, unseen = os.path.join(work, "models", "test_data.pt"), None
+    if held_out:
+        half = len(data[0]) // 2
+        bundle = os.path.join(work, "models", "test_data_first_half.pt")
+        torch.save({"inputs": data[0][:half].contiguous(), "labels": data[1][:half].contiguous()}, bundle)
+        unseen = (data[0][half:], data[1][half:])
     server = evaluate.Server(build, os.path.join(work, "server-acc"), *flags)
     results = {}
     try:
@@ -68,10 +83,11 @@ def main():
             float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
             float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())
             top1, _ = fashion.accuracy_of_state(model, float_state, data)
+            unseen_top1 = fashion.accuracy_of_state(model, float_state, unseen)[0] if unseen else None
             start = time.time()
             # The counter is per tier name, across models: this model's are the growth.
             counted = {tier: evaluations(server, tier) for tier in tiers}
-            evaluate.register(server, work, model, "acc", tiers, policy)
+            evaluate.register(server, work, model, "acc", tiers, policy, eval_data=bundle)
             info = server.await_tiers(model, "acc")
             seconds = time.time() - start
             rows = []
@@ -88,9 +104,12 @@ def main():
                                 "qps": {l["name"]: l["qp"] for l in t["layers"] if l["qp"]},
                                 "weighed": [l["name"] for l in t["layers"]
                                             if l.get("quant_scheme", "").endswith("+cols")]})
+                    if unseen:
+                        row["top1_unseen_half"] = fashion.accuracy(model, path, unseen)[0]
                 rows.append(row)
                 print(f"{model} {t['name']}: {json.dumps(row)}", flush=True)
-            results[model] = {"float_top1": top1, "server_reference_top1": info["reference_accuracy"]["top1"],
+            results[model] = {"float_top1": top1, "float_top1_unseen_half": unseen_top1,
+                              "server_reference_top1": info["reference_accuracy"]["top1"],
                               "float_bytes": float_bytes, "seconds_register_to_measured": seconds, "tiers": rows}
     finally:
         server.stop()

@@ -93,10 +93,12 @@ class Server(server_process.Weightcastd):
         raise RuntimeError(f"{model}/{version}: tiers not ready within {limit_s} s")
 
 
-def register(server, work, model, version, ladder, policy):
+def register(server, work, model, version, ladder, policy, eval_data=None):
+    """Registers MODEL (WORK/models) with its evaluation bundle: the scripted module and EVAL_DATA
+    (default: WORK/models/test_data.pt, the 10,000 test images)."""
     args = ["register", model, version, os.path.join(work, "models", model + ".pt"), "--ladder", ",".join(ladder),
             "--eval-module", os.path.join(work, "models", model + ".module.pt"),
-            "--eval-data", os.path.join(work, "models", "test_data.pt")]
+            "--eval-data", eval_data or os.path.join(work, "models", "test_data.pt")]
     if policy:
         path = os.path.join(work, f"{model}-{version}.policy.json")
         with open(path, "w") as f:
