@@ -75,13 +75,23 @@ class Search {
 
  private:
   // The model at `qps`, run once per search: an allocation the bisections,
-  // probes or descent reach again is looked up, not run (nor counted) again.
-  absl::StatusOr<Measured> Evaluate(const std::vector<int>& qps) {
+  // probes or descent reach again is looked up, not run again. `*ran`: whether
+  // it ran now.
+  absl::StatusOr<Measured> Run(const std::vector<int>& qps, bool* ran) {
+    *ran = false;
     const auto known = measured_.find(qps);
     if (known != measured_.end()) return known->second;
     ASSIGN_OR_RETURN(const Measured measured, run_(qps));
-    ++result_.evaluations;
+    *ran = true;
     measured_.emplace(qps, measured);
+    return measured;
+  }
+
+  // A candidate's Run, counted in the evaluations when it ran.
+  absl::StatusOr<Measured> Evaluate(const std::vector<int>& qps) {
+    bool ran = false;
+    ASSIGN_OR_RETURN(const Measured measured, Run(qps, &ran));
+    if (ran) ++result_.evaluations;
     return measured;
   }
 
@@ -139,10 +149,8 @@ class Search {
     const auto cosine_of = [&](size_t c, int qp) -> absl::StatusOr<double> {
       std::vector<int> qps = finest.qps;
       qps[space_.tensor_of[c]] = qp;
-      const auto known = measured_.find(qps);
-      if (known != measured_.end()) return known->second.cosine;
-      ASSIGN_OR_RETURN(const Measured measured, run_(qps));
-      measured_.emplace(qps, measured);
+      bool ran = false;
+      ASSIGN_OR_RETURN(const Measured measured, Run(qps, &ran));
       return measured.cosine;
     };
     ASSIGN_OR_RETURN(
@@ -173,7 +181,8 @@ class Search {
   // still meets the target, and past up to kDescentLookahead points that miss
   // (the measure is not monotone in a layer's QP); then, when the runner
   // reports bytes, the QP halfway between the best's and the first point that
-  // missed past it (off the grid).
+  // missed past it (off the grid; kept if it meets the target in fewer bytes
+  // as coded than the best's).
   absl::Status DescendLayer(size_t c, int stop_at) {
     const LayerRateCurve& curve = space_.curves[c];
     const size_t tensor = space_.tensor_of[c];
@@ -205,7 +214,8 @@ class Search {
     if (between.qps[tensor] == best_.qps[tensor]) return absl::OkStatus();
     ASSIGN_OR_RETURN(between.measured, Evaluate(between.qps));
     between.bytes = between.measured.bytes;
-    if (between.measured.measure >= target_ && between.bytes < best_.bytes)
+    if (between.measured.measure >= target_ &&
+        between.measured.bytes < best_.measured.bytes)
       best_ = std::move(between);
     return absl::OkStatus();
   }

@@ -35,11 +35,11 @@ inline constexpr size_t kMaxSensitivityProbes = 32;
 // first): a picture layer one grid point coarser at a time while the model
 // still meets the target, and kDescentLookahead points further past a miss
 // (top-1 on a bundle is not monotone in a layer's QP: one example is a step),
-// then the QP halfway to the first point that missed (off the grid, whose
-// steps are 2 or 3 QPs), at most
-// kMaxDescentEvaluations evaluations. The bisections move along one family of
-// allocations; the descent takes the slack it leaves in single layers. No
-// allocation is run twice in a search: its measure is kept.
+// then the QP halfway to the first point that missed (off the grid; the
+// default grid's steps are 2 or 3 QPs), at most kMaxDescentEvaluations
+// evaluations. The bisections move along one family of allocations; the
+// descent takes the slack it leaves in single layers. No allocation is run
+// twice in a search: its measure is kept.
 inline constexpr int kMaxDescentEvaluations = 12;
 inline constexpr int kDescentLookahead = 1;
 
