@@ -42,7 +42,9 @@ double ChannelSqnrDb(absl::Span<const float> reference,
 // `column_scales[c / repeat]` for column c of a matrix of `cols` columns in
 // row-major order: the SNR of the picture a layer coded with column scales
 // makes (what its rate curve compares with plain layers' SQNR). Plain SqnrDb
-// without scales (or with `cols` or `repeat` not positive).
+// without scales (or with `cols` or `repeat` not positive). Columns past
+// `column_scales.size() * repeat` take the last scale (callers pass scales
+// that cover the matrix: LayerEncodeOptions requires it).
 double ColumnScaledSqnrDb(absl::Span<const float> reference,
                           absl::Span<const float> reconstruction,
                           absl::Span<const float> column_scales, int64_t repeat,
