@@ -147,7 +147,19 @@ struct Evaluator::State {
   torch::Tensor labels;     // int64; undefined without labels
   torch::Tensor reference;  // the float model's outputs, [examples, values]
   std::unique_ptr<InputProbe> input_probe;  // built by the first InputRms
+  std::function<bool()> cancelled;          // SetCancel's
 };
+
+namespace {
+
+// CANCELLED when the evaluator's SetCancel hook says so; asked before a batch.
+absl::Status CheckCancelled(const std::function<bool()>& cancelled) {
+  if (cancelled && cancelled())
+    return absl::CancelledError("the evaluation was cancelled");
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 Evaluator::Evaluator(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Evaluator::~Evaluator() = default;
@@ -217,6 +229,10 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Load(
 }
 
 int64_t Evaluator::examples() const { return state_->inputs.size(0); }
+
+void Evaluator::SetCancel(std::function<bool()> cancelled) {
+  state_->cancelled = std::move(cancelled);
+}
 
 bool Evaluator::labelled() const { return state_->labels.defined(); }
 
@@ -371,6 +387,7 @@ absl::Status Evaluator::RunBatches(
   try {
     RETURN_IF_ERROR(LoadModel(state, model));
     for (int64_t begin = 0; begin < n; begin += kBatch) {
+      RETURN_IF_ERROR(CheckCancelled(state.cancelled));
       const int64_t end = std::min(n, begin + kBatch);
       const torch::IValue output =
           state.module.forward({state.inputs.slice(0, begin, end)});
@@ -441,6 +458,7 @@ absl::StatusOr<std::map<std::string, std::vector<float>>> Evaluator::InputRms(
     RETURN_IF_ERROR(LoadModel(state, model));
     const int64_t n = state.inputs.size(0);
     for (int64_t begin = 0; begin < n; begin += kBatch) {
+      RETURN_IF_ERROR(CheckCancelled(state.cancelled));
       std::vector<c10::IValue> stack{
           state.module._ivalue(),
           state.inputs.slice(0, begin, std::min(n, begin + kBatch))};

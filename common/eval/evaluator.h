@@ -100,6 +100,12 @@ class Evaluator {
 
   int64_t examples() const;
 
+  // Asked before each batch of inputs (kBatch) by every pass above: when it
+  // returns true the pass stops with CANCELLED, so that a server shutting down
+  // waits for one batch, not a whole evaluation (a res_cnn pass over 10,000
+  // images took ~45 s on a loaded machine). None by default.
+  void SetCancel(std::function<bool()> cancelled);
+
  private:
   struct State;
   explicit Evaluator(std::unique_ptr<State> state);

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/paths.h"
+#include "tests/testing/status_matchers.h"
 
 namespace weightcast {
 namespace {
@@ -181,6 +182,30 @@ TEST(Evaluator, ABundleOfInputsOnlyMeasuresTheOutputCosine) {
   EXPECT_EQ(accuracy->top1, 0);
   EXPECT_EQ(accuracy->examples, 64);
   EXPECT_NEAR(accuracy->output_cosine.value(), 1.0, 1e-9);
+}
+
+// A server shutting down cancels the evaluation in progress: every pass asks
+// the hook before each batch, stops with CANCELLED when it says so, and runs
+// again once it no longer does.
+TEST_F(EvaluatorTest, EveryPassStopsWhenCancelledAndRunsAgainAfter) {
+  int asked = 0;
+  bool cancel = false;
+  evaluator_->SetCancel([&] {
+    ++asked;
+    return cancel;
+  });
+  ASSERT_THAT(evaluator_->Evaluate(model_), IsOk());
+  EXPECT_EQ(asked, 1);  // 64 examples: one batch
+  cancel = true;
+  EXPECT_THAT(evaluator_->Evaluate(model_),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
+  EXPECT_THAT(evaluator_->SetReference(model_),
+              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(evaluator_->InputRms(model_),
+              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(asked, 4);
+  cancel = false;
+  EXPECT_THAT(evaluator_->Evaluate(model_), IsOk());
 }
 
 TEST_F(EvaluatorTest, NamesTheTensorThatDoesNotFit) {

@@ -285,7 +285,7 @@ absl::StatusOr<VersionRecord> ModelStore::RegisterFiles(
     auto measured = [&]() -> absl::StatusOr<Accuracy> {
       ASSIGN_OR_RETURN(
           std::unique_ptr<Evaluator> evaluator,
-          Evaluator::Load(request.eval_module_path, request.eval_data_path));
+          LoadEvaluator(request.eval_module_path, request.eval_data_path));
       // The evaluator loads every weight into the module: the whole model in
       // memory (bundles are for models small enough to run here).
       ASSIGN_OR_RETURN(const Model model, source->ReadAll());

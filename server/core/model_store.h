@@ -315,6 +315,14 @@ class ModelStore {
   // model.
   absl::StatusOr<InputRmsMap> InputRmsToWeighOf(const Encoding& encoding,
                                                 Evaluator& evaluator);
+  // An evaluator of the bundle at these paths that Shutdown cancels between
+  // batches (Evaluator::SetCancel), so that stopping never waits for a whole
+  // evaluation.
+  absl::StatusOr<std::unique_ptr<Evaluator>> LoadEvaluator(
+      const std::string& module_path, const std::string& data_path);
+  // The same, of `version`'s stored bundle.
+  absl::StatusOr<std::unique_ptr<Evaluator>> LoadEvaluator(
+      const VersionRecord& version);
   // `message` with the paths of the version's bundle files named as such (a
   // client learns which file was wrong, never where the server keeps it).
   std::string NameBundleFiles(const VersionRecord& version,

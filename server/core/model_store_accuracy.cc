@@ -105,8 +105,7 @@ absl::StatusOr<AccuracyChoice> ModelStore::SearchAccuracy(
   }
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
-                   Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
-                                   blobs_->PathOf(version.eval_data_sha256)));
+                   LoadEvaluator(version));
   // The float model's outputs: cos-C's measure, and every search's sensitivity
   // probes'.
   RETURN_IF_ERROR(SetReferenceOf(version, *evaluator));
@@ -280,6 +279,20 @@ absl::StatusOr<InputRmsMap> ModelStore::InputRmsToWeighOf(
   return rms;
 }
 
+absl::StatusOr<std::unique_ptr<Evaluator>> ModelStore::LoadEvaluator(
+    const std::string& module_path, const std::string& data_path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                   Evaluator::Load(module_path, data_path));
+  evaluator->SetCancel([this] { return cancelling_.load(); });
+  return evaluator;
+}
+
+absl::StatusOr<std::unique_ptr<Evaluator>> ModelStore::LoadEvaluator(
+    const VersionRecord& version) {
+  return LoadEvaluator(blobs_->PathOf(version.eval_module_sha256),
+                       blobs_->PathOf(version.eval_data_sha256));
+}
+
 absl::Status ModelStore::SetReferenceOf(const VersionRecord& version,
                                         Evaluator& evaluator) {
   const std::string key =
@@ -334,10 +347,8 @@ void ModelStore::EncodeSearchedTier(const std::shared_ptr<Encoding>& encoding,
   if (choice.columns) {
     const VersionRecord& version = encoding->version;
     absl::StatusOr<InputRmsMap> weighed = [&]() -> absl::StatusOr<InputRmsMap> {
-      ASSIGN_OR_RETURN(
-          std::unique_ptr<Evaluator> evaluator,
-          Evaluator::Load(blobs_->PathOf(version.eval_module_sha256),
-                          blobs_->PathOf(version.eval_data_sha256)));
+      ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                       LoadEvaluator(version));
       return InputRmsToWeighOf(*encoding, *evaluator);
     }();
     if (!weighed.ok()) {

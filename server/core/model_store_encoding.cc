@@ -617,14 +617,14 @@ void ModelStore::Evaluate(int64_t id, const std::string& model,
       ASSIGN_OR_RETURN(const Model weights,
                        UnpackModel(layers, /*threads=*/1, bases));
       layers.clear();
-      ASSIGN_OR_RETURN(
-          std::unique_ptr<Evaluator> evaluator,
-          Evaluator::Load(blobs_->PathOf(record.eval_module_sha256),
-                          blobs_->PathOf(record.eval_data_sha256)));
+      ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                       LoadEvaluator(record));
       RETURN_IF_ERROR(SetReferenceOf(record, *evaluator));  // for the cosine
       if (options_.metrics) options_.metrics->RecordAccuracyEvaluation(tier);
       return evaluator->Evaluate(weights);
     }();
+    // Cancelled by a shutdown: nothing to record, measured after the restart.
+    if (absl::IsCancelled(accuracy.status())) return accuracy.status();
     if (!accuracy.ok()) {
       // The tier stays READY, with the reason its accuracy is missing (a pull
       // by accuracy stops waiting for it); a restart measures it again.
