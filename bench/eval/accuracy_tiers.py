@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """acc-X tiers on Fashion-MNIST through the real server and client (issue 21).
 
-usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--held-out] [--models M,M]
-                         [TIER ...]
+usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--held-out] [--mosaic]
+                         [--models M,M] [TIER ...]
        (default tier: acc-0.5; --plain: weightcastd --no-column-weighting, the search without
        weighed columns, for an A/B; --held-out: the bundle holds the first half of the test
        images and the pulled tier is also measured on the other half, which the search never
-       saw; --models: a subset of fc_cnn,mlp,res_cnn)
+       saw; --mosaic: the policy codes mlp's and fc_cnn's fc1 as mosaics of the images they
+       weigh, "mosaics" in the layer policy; --models: a subset of fc_cnn,mlp,res_cnn)
 
 Trains the reference models as evaluate.py does (cached in WORK_DIR/models), starts weightcastd
 on a fresh data directory, registers each model with its evaluation bundle (TorchScript module +
@@ -31,6 +32,9 @@ import evaluate  # noqa: E402
 import fashion  # noqa: E402
 
 POLICIES = {"fc_cnn": None, "mlp": None, "res_cnn": evaluate.PICTURE_CONVS}
+# --mosaic: the first linear layer's pictures as the images it weighs (common/pack/mosaic.h):
+# mlp's fc1 reads 28x28 pixels, fc_cnn's 32 feature maps of 7x7.
+MOSAICS = {"mlp": [28, 28], "fc_cnn": [7, 7]}
 
 
 def evaluations(server, tier):
@@ -45,10 +49,14 @@ def main():
     rest = sys.argv[4:]
     flags = []
     held_out = False
+    mosaic = False
     models = list(POLICIES)
     while rest and rest[0].startswith("--"):
         if rest[0] == "--plain":
             flags.append("--no-column-weighting")
+            rest = rest[1:]
+        elif rest[0] == "--mosaic":
+            mosaic = True
             rest = rest[1:]
         elif rest[0] == "--held-out":
             held_out = True
@@ -80,6 +88,8 @@ def main():
     try:
         for model in models:
             policy = POLICIES[model]
+            if mosaic and model in MOSAICS:
+                policy = dict(policy or {}, mosaics={"fc1.weight": MOSAICS[model]})
             float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
             float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())
             top1, _ = fashion.accuracy_of_state(model, float_state, data)

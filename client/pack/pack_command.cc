@@ -51,7 +51,10 @@ options:
   --policy FILE       layer policy as JSON: {"min_picture_elements": N,
                       "convolutions": "int8"|"picture", "convolution_qp": QP,
                       "scheme": "auto"|"per-tensor"|"per-channel",
-                      "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"}}
+                      "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"},
+                      "mosaics": {"name" or "prefix*": [BH, BW]}}: "mosaics" codes those
+                      pictures as their rows' BHxBW blocks side by side (a first layer on
+                      28x28 images: [28, 28]; format version 4; codec 'hevc+mosaic')
   --eval-bundle MODULE,DATA
                       activation-aware column weighting: each picture layer's columns
                       (but the model's last layer's) scaled by (RMS of its inputs / their
@@ -195,8 +198,9 @@ absl::Status Pack(const PackCommand& command, const Model& model,
     auto on_layer = [&](const PackedLayer& layer, double seconds) {
       out << absl::StrFormat(
           "  %-32s %-10s %-11s %-16s %12d %8.3f %9s %10s %9.3f\n", layer.name,
-          LayerCodecName(layer.codec), ScalesOf(layer),
-          ShapeToString(layer.shape), layer.PayloadBytes(),
+          absl::StrCat(LayerCodecName(layer.codec),
+                       layer.mosaic.empty() ? "" : "+mosaic"),
+          ScalesOf(layer), ShapeToString(layer.shape), layer.PayloadBytes(),
           layer.fidelity.bits_per_weight, Db(layer.fidelity.sqnr_db),
           Db(layer.fidelity.sqnr_int8_db), seconds);
       out.flush();

@@ -106,14 +106,15 @@ struct DeltaInputs {
 };
 
 // nullopt when no delta can be made: another shape, a lossless or non-HEVC
-// base, a base with outliers or column scales, or a value of B outside A's
+// base, a base with outliers, column scales or a mosaic, or a value of B
+// outside A's
 // scale range (B is then sent whole).
 absl::StatusOr<std::optional<DeltaInputs>> PrepareDelta(
     const PackedLayer& base, const TensorRows& base_source,
     const TensorRows& target, int64_t chunk_elements) {
   if (base.codec != LayerCodec::kHevc || base.lossless ||
       !base.outliers.empty() || !base.column_scales.empty() ||
-      target.header.shape != base.shape ||
+      !base.mosaic.empty() || target.header.shape != base.shape ||
       base_source.header.shape != base.shape) {
     return std::nullopt;
   }
@@ -309,11 +310,11 @@ absl::StatusOr<RebuiltTensor> DecodeLayerDelta(
   auto base = ParsePackedLayer(base_bytes, &consumed);
   if (!base.ok()) return Annotate(base.status(), delta.name);
   if (base->codec != LayerCodec::kHevc || base->shape != delta.shape ||
-      !base->column_scales.empty()) {
+      !base->column_scales.empty() || !base->mosaic.empty()) {
     return absl::DataLossError(
         absl::StrCat("layer '", delta.name,
                      "': the base is not an HEVC layer of its shape "
-                     "without column scales"));
+                     "without column scales or a mosaic"));
   }
   auto values = DecodeDeltaTiles(*base, delta, threads);
   if (!values.ok()) return Annotate(values.status(), delta.name);

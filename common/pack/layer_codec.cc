@@ -48,13 +48,24 @@ absl::Status ForEachTile(size_t count, int threads,
   return ParallelFor(count, threads, fn);
 }
 
-// Codes the int8 matrix as HEVC tiles.
+// Codes the int8 matrix (or its mosaic, options.mosaic) as HEVC tiles.
 absl::Status EncodeHevcTiles(const QuantizedTensor& q,
                              const LayerEncodeOptions& options,
                              PackedLayer* layer) {
-  const auto [rows, matrix_cols] = MatrixView(q.shape);
-  const int64_t cols =
+  auto [rows, matrix_cols] = MatrixView(q.shape);
+  int64_t cols =
       matrix_cols;  // a lambda may not capture a structured binding (C++17)
+  absl::Span<const int8_t> values = q.values;
+  std::vector<int8_t> mosaic_values;
+  if (!options.mosaic.empty()) {
+    ASSIGN_OR_RETURN(const MosaicPicture picture,
+                     PlanMosaic(rows, cols, options.mosaic));
+    mosaic_values = ToMosaic(q.values, cols, options.mosaic, picture);
+    values = mosaic_values;
+    rows = picture.rows;
+    cols = picture.cols;
+    layer->mosaic = options.mosaic;
+  }
   layer->grid =
       PlanTiles(rows, cols, options.max_tile_size, options.max_tile_pixels);
   layer->tiles.resize(layer->grid.NumTiles());
@@ -66,7 +77,7 @@ absl::Status EncodeHevcTiles(const QuantizedTensor& q,
       layer->tiles.size(), options.threads, &options,
       [&](size_t i) -> absl::Status {
         RETURN_IF_ERROR(CheckCancelled(options));
-        const Plane plane = ExtractTile(q.values, cols, layer->grid.Tile(i));
+        const Plane plane = ExtractTile(values, cols, layer->grid.Tile(i));
         ASSIGN_OR_RETURN(layer->tiles[i],
                          EncodeIntraPicture(plane, options.hevc));
         return absl::OkStatus();
@@ -91,7 +102,14 @@ absl::StatusOr<std::vector<int8_t>> DecodeHevcTiles(
         InsertTile(*plane, rect, layer.grid.cols, absl::MakeSpan(values));
         return absl::OkStatus();
       }));
-  return values;
+  if (layer.mosaic.empty()) return values;
+  const auto [rows, cols] = MatrixView(layer.shape);
+  ASSIGN_OR_RETURN(const MosaicPicture picture,
+                   PlanMosaic(rows, cols, layer.mosaic));
+  if (picture.rows != layer.grid.rows || picture.cols != layer.grid.cols) {
+    return absl::DataLossError("the tile grid is not the mosaic's picture");
+  }
+  return FromMosaic(values, rows, cols, layer.mosaic, picture);
 }
 
 // `options`: where the tiles run when the encoder checks what it coded.
@@ -532,10 +550,11 @@ absl::StatusOr<PackedLayer> EncodeLayerFromRows(
         absl::StrCat("tensor '", header.name,
                      "': coded from rows only as int8 from floating point"));
   }
-  if (!options.column_scales.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header.name,
-        "': column scales are coded from the whole tensor (EncodeLayer)"));
+  if (!options.column_scales.empty() || !options.mosaic.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name,
+                     "': column scales and mosaics are coded from the whole "
+                     "tensor (EncodeLayer)"));
   }
   ASSIGN_OR_RETURN(const int64_t elements, LayerElements(header));
   if (elements == 0) {

@@ -41,6 +41,10 @@ struct LayerEncodeOptions {
   // only (EncodeLayerFromRows refuses them).
   std::vector<float> column_scales;
   int64_t column_scale_repeat = 1;
+  // kHevc only, optional: the picture is the matrix view's mosaic (mosaic.h:
+  // blocks of these sides, their size dividing the matrix's columns).
+  // EncodeLayer only (EncodeLayerFromRows refuses it).
+  Mosaic mosaic;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int64_t max_tile_pixels = kDefaultMaxTilePixels;  // picture.h's PlanTiles

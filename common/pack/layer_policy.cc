@@ -32,6 +32,16 @@ bool Matches(absl::string_view pattern, absl::string_view name) {
 
 bool IsConvolution(const Tensor& tensor) { return tensor.shape.size() >= 3; }
 
+// The policy's mosaic for `tensor`, when one names it and fits its matrix.
+Mosaic MosaicOf(const Tensor& tensor, const LayerPolicy& policy) {
+  for (const auto& [pattern, mosaic] : policy.mosaics) {
+    if (!Matches(pattern, tensor.name)) continue;
+    const auto [rows, cols] = MatrixView(tensor.shape);
+    return PlanMosaic(rows, cols, mosaic).ok() ? mosaic : Mosaic();
+  }
+  return Mosaic();
+}
+
 }  // namespace
 
 absl::string_view LayerClassName(LayerClass layer_class) {
@@ -87,6 +97,28 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
                          "must be picture, int8, float or passthrough");
         policy.overrides.emplace_back(o.key(), *layer_class);
       }
+    } else if (key == "mosaics") {
+      if (!value.is_object())
+        return Invalid(key,
+                       "must map tensor names to [block rows, block cols]");
+      for (auto o = value.begin(); o != value.end(); ++o) {
+        const Json& sides = o.value();
+        const auto side_ok = [](const Json& side) {
+          return side.is_number_unsigned() && side.get<uint64_t>() >= 2 &&
+                 side.get<uint64_t>() <=
+                     static_cast<uint64_t>(kMaxMosaicBlockSide);
+        };
+        if (!sides.is_array() || sides.size() != 2 || !side_ok(sides[0]) ||
+            !side_ok(sides[1])) {
+          return Invalid(absl::StrCat(key, ".", o.key()),
+                         absl::StrCat("must be [block rows, block cols], each "
+                                      "in 2..",
+                                      kMaxMosaicBlockSide));
+        }
+        policy.mosaics.emplace_back(
+            o.key(), Mosaic{static_cast<int64_t>(sides[0].get<uint64_t>()),
+                            static_cast<int64_t>(sides[1].get<uint64_t>())});
+      }
     } else {
       return Invalid(key, "unknown field");
     }
@@ -116,6 +148,10 @@ std::string DescribeLayerPolicy(const LayerPolicy& policy) {
                         "float16 side list where that does"));
   for (const auto& [pattern, layer_class] : policy.overrides) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
+  }
+  for (const auto& [pattern, mosaic] : policy.mosaics) {
+    absl::StrAppend(&text, "; ", pattern, " -> mosaic of ", mosaic.block_rows,
+                    "x", mosaic.block_cols, " blocks");
   }
   return text;
 }
@@ -153,6 +189,8 @@ LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy,
       }
       if (tensor.NumElements() == 0)
         base.codec = LayerCodec::kZstdInt8;  // nothing to picture
+      if (base.codec == LayerCodec::kHevc)
+        base.mosaic = MosaicOf(tensor, policy);
       break;
     case LayerClass::kInt8:
       base.codec = LayerCodec::kZstdInt8;

@@ -42,6 +42,12 @@ struct LayerPolicy {
   // Exact tensor names, or prefixes ending in '*', mapped to a class; the first
   // match wins.
   std::vector<std::pair<std::string, LayerClass>> overrides;
+  // Exact tensor names, or prefixes ending in '*', mapped to the mosaic
+  // layout (mosaic.h) of their HEVC pictures, when it fits the tensor's
+  // matrix view (a layer it does not fit is coded as its matrix); the first
+  // match wins. E.g. an MLP whose first layer reads 28x28 images:
+  // {"fc1.weight": [28, 28]}.
+  std::vector<std::pair<std::string, Mosaic>> mosaics;
 };
 
 // Parses a policy file:
@@ -49,7 +55,7 @@ struct LayerPolicy {
 //   "convolution_qp": 22,
 //    "scheme": "auto" | "per-tensor" | "per-channel" | a scheme name
 //    (quantize.h), "overrides": {"classifier.weight": "int8", "features.*":
-//    "picture"}}
+//    "picture"}, "mosaics": {"fc1.weight": [28, 28]}}
 // Every field is optional; empty text is the default policy. INVALID_ARGUMENT
 // naming the field for anything else.
 absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view json);

@@ -14,7 +14,8 @@
 namespace weightcast {
 
 bool DecodesByTile(const PackedLayer& layer) {
-  return layer.codec == LayerCodec::kHevc && layer.tiles.size() > 1;
+  return layer.codec == LayerCodec::kHevc && layer.tiles.size() > 1 &&
+         layer.mosaic.empty();
 }
 
 absl::Status CheckTiledLayer(const PackedLayer& layer) {

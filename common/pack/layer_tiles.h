@@ -23,7 +23,8 @@
 
 namespace weightcast {
 
-// True for intra HEVC layers (kHevc) of more than one tile.
+// True for intra HEVC layers (kHevc) of more than one tile and no mosaic (a
+// mosaic's tile holds blocks of many rows: decoded whole, DecodeLayer).
 bool DecodesByTile(const PackedLayer& layer);
 
 // DATA_LOSS naming the layer when the grid does not match its shape or its

@@ -243,8 +243,8 @@ TEST(Outliers, RejectsHostileSideLists) {
   // Version 3 (column scales, outliers or not) must carry column scales.
   EXPECT_THAT(with([](auto& h) { h.set_format_version(3); }),
               HasSubstr("format version 3 with 0 bytes of column scales"));
-  EXPECT_THAT(with([](auto& h) { h.set_format_version(4); }),
-              HasSubstr("format version 4 is not supported"));
+  EXPECT_THAT(with([](auto& h) { h.set_format_version(5); }),
+              HasSubstr("format version 5 is not supported"));
   // The count must match the frame, and be bounded.
   EXPECT_THAT(with([](auto& h) { h.set_outlier_count(9); }),
               HasSubstr("outlier list"));

@@ -17,6 +17,8 @@ constexpr uint32_t kFormatVersion = 1;
 constexpr uint32_t kOutlierFormatVersion = 2;
 // A layer with column scales (and outliers or not).
 constexpr uint32_t kColumnScaleFormatVersion = 3;
+// A layer with a mosaic layout (and column scales and outliers or not).
+constexpr uint32_t kMosaicFormatVersion = 4;
 
 struct CodecInfo {
   LayerCodec codec;
@@ -61,15 +63,16 @@ int64_t FixedPayloadBytes(LayerCodec codec, int64_t elements, DType dtype) {
 }
 
 // Format version 3's column scales into `layer` (its codec and shape set):
-// present exactly in version 3, on an int8 codec but kHevcDelta, positive
-// finite float16 values whose count times their repeat is the matrix's
-// columns.
+// present in version 3 (and allowed in 4), on an int8 codec but kHevcDelta,
+// positive finite float16 values whose count times their repeat is the
+// matrix's columns.
 absl::Status ParseColumnScales(const v1::PackedLayerHeader& header,
                                PackedLayer* layer) {
   const absl::string_view name = layer->name;
   const std::string& bytes = header.column_scales();
-  const bool present = header.format_version() == kColumnScaleFormatVersion;
-  if (present == bytes.empty() ||
+  const bool present = !bytes.empty();
+  if ((header.format_version() == kColumnScaleFormatVersion && !present) ||
+      (present && header.format_version() < kColumnScaleFormatVersion) ||
       (!present && header.column_scale_repeat() != 0)) {
     return Invalid(
         name, absl::StrCat("format version ", header.format_version(), " with ",
@@ -107,7 +110,7 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   layer.name = header.name();
   const absl::string_view name = layer.name;
   if (header.format_version() < kFormatVersion ||
-      header.format_version() > kColumnScaleFormatVersion) {
+      header.format_version() > kMosaicFormatVersion) {
     return Invalid(name,
                    absl::StrCat("format version ", header.format_version(),
                                 " is not supported"));
@@ -162,8 +165,25 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   }
 
   int64_t expected_tiles = 1;
+  const bool has_mosaic =
+      header.mosaic_block_rows() != 0 || header.mosaic_block_cols() != 0;
+  if (has_mosaic != (header.format_version() == kMosaicFormatVersion) ||
+      (has_mosaic && layer.codec != LayerCodec::kHevc)) {
+    return Invalid(name,
+                   absl::StrCat("format version ", header.format_version(),
+                                has_mosaic ? " with" : " without",
+                                " a mosaic on codec ", header.codec()));
+  }
   if (IsPictureCodec(layer.codec)) {
-    const auto [rows, cols] = MatrixView(layer.shape);
+    auto [rows, cols] = MatrixView(layer.shape);
+    if (has_mosaic) {
+      layer.mosaic =
+          Mosaic{header.mosaic_block_rows(), header.mosaic_block_cols()};
+      auto picture = PlanMosaic(rows, cols, layer.mosaic);
+      if (!picture.ok()) return Invalid(name, picture.status().message());
+      rows = picture->rows;
+      cols = picture->cols;
+    }
     layer.grid = TileGrid{header.matrix_rows(), header.matrix_cols(),
                           header.tile_rows(), header.tile_cols()};
     if (layer.grid.rows != rows || layer.grid.cols != cols) {
@@ -307,7 +327,8 @@ uint64_t PackedLayer::PayloadBytes() const {
 
 std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   v1::PackedLayerHeader header;
-  header.set_format_version(!layer.column_scales.empty()
+  header.set_format_version(!layer.mosaic.empty() ? kMosaicFormatVersion
+                            : !layer.column_scales.empty()
                                 ? kColumnScaleFormatVersion
                             : !layer.outliers.empty() ? kOutlierFormatVersion
                                                       : kFormatVersion);
@@ -348,6 +369,10 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
     header.set_tile_cols(layer.grid.tile_cols);
     header.set_qp(layer.qp);
     header.set_lossless(layer.lossless);
+    header.set_mosaic_block_rows(
+        static_cast<uint32_t>(layer.mosaic.block_rows));
+    header.set_mosaic_block_cols(
+        static_cast<uint32_t>(layer.mosaic.block_cols));
     header.set_x265_preset(layer.preset);
     for (const std::string& tool : layer.tools) header.add_x265_tools(tool);
   }

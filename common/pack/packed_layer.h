@@ -17,6 +17,7 @@
 #include "common/base/sha256.h"
 #include "common/hevc/picture.h"
 #include "common/pack/layer_codec_id.h"
+#include "common/pack/mosaic.h"
 #include "common/pack/outliers.h"
 #include "common/tensor/fidelity.h"
 #include "common/tensor/quantize.h"
@@ -63,7 +64,11 @@ struct PackedLayer {
   // value; a layer with them is format version 3.
   std::vector<float> column_scales;
   int64_t column_scale_repeat = 1;
-  // HEVC only: how the matrix view is cut; other codecs have exactly one tile.
+  // HEVC only, optional: the mosaic layout (mosaic.h); a layer with one is
+  // format version 4, and its grid cuts the mosaic's picture.
+  Mosaic mosaic;
+  // HEVC only: how the matrix view (or its mosaic) is cut; other codecs have
+  // exactly one tile.
   TileGrid grid;
   std::vector<std::vector<uint8_t>> tiles;  // one bitstream / payload per tile
   Sha256Digest decoded_sha256{};

@@ -13,9 +13,10 @@ class X265 final : public LayerEncoder {
   }
   absl::StatusOr<PackedLayer> EncodeSource(
       const Source& source, const LayerEncodeOptions& options) const override {
-    // Column scales are coded from the whole tensor (EncodeLayer).
+    // Column scales and mosaics are coded from the whole tensor (EncodeLayer).
     if (IsInt8Codec(options.codec) && IsFloatingPoint(source.header.dtype) &&
-        source.header.NumElements() > 0 && options.column_scales.empty()) {
+        source.header.NumElements() > 0 && options.column_scales.empty() &&
+        options.mosaic.empty()) {
       return EncodeLayerFromRows(source.header, source.rows, options);
     }
     return LayerEncoder::EncodeSource(source, options);

@@ -281,7 +281,8 @@ absl::StatusOr<LayerRecord> ModelStore::EncodeLayerRecord(
     record.quant_scheme =
         absl::StrCat(QuantSchemeName(layer.scheme),
                      layer.outliers.empty() ? "" : "+outliers",
-                     layer.column_scales.empty() ? "" : "+cols");
+                     layer.column_scales.empty() ? "" : "+cols",
+                     layer.mosaic.empty() ? "" : "+mosaic");
   // A delta on the base layer (the base version's at this tier, or in a
   // refinement the coarse tier's) when one keeps the tier's fidelity in fewer
   // bytes than the layer coded on its own. A refinement layer coded on its own

@@ -84,6 +84,18 @@ int main(int argc, char** argv) {
             weightcast::SerializePackedLayer(*layer));
     }
   }
+  // The mosaic layout (format version 4): the rows' 3x4 blocks as a picture.
+  {
+    weightcast::LayerEncodeOptions options;
+    options.codec = weightcast::LayerCodec::kHevc;
+    options.hevc.qp = 30;
+    options.threads = 1;
+    options.mosaic = {3, 4};
+    auto layer = weightcast::EncodeLayer(weights, options);
+    if (!layer.ok() || layer->mosaic.empty()) return 1;
+    Write(corpus / "fuzz_packed_layer" / "mosaic",
+          weightcast::SerializePackedLayer(*layer));
+  }
   for (int side : {32, 64}) {
     weightcast::Plane plane{
         side, side, std::vector<uint8_t>(static_cast<size_t>(side * side))};
