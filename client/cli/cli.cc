@@ -232,13 +232,14 @@ void PrintTiers(const ModelInfo& info, double mbit, std::ostream& out) {
 
 // "tensor", "channel" (symmetric scales), "tensor-asym", "channel-asym", or "-"
 // (no int8 scales); "+out" when the layer's outliers ride in a side list,
-// "+cols" when it is coded with column scales.
+// "+cols" when it is coded with column scales, "+mosaic" as a mosaic.
 std::string ScalesName(const std::string& quant_scheme) {
   if (quant_scheme.empty()) return "-";
   std::string name = quant_scheme.substr(0, quant_scheme.find('-'));
   if (absl::StrContains(quant_scheme, "-asymmetric")) name += "-asym";
   if (absl::StrContains(quant_scheme, "+outliers")) name += "+out";
-  if (absl::EndsWith(quant_scheme, "+cols")) name += "+cols";
+  if (absl::StrContains(quant_scheme, "+cols")) name += "+cols";
+  if (absl::EndsWith(quant_scheme, "+mosaic")) name += "+mosaic";
   return name;
 }
 
@@ -251,7 +252,7 @@ void PrintLayers(const ModelInfo& info, std::ostream& out) {
   if (ready.empty()) return;
   out << "\nlayers: int8 scales (tensor: one per tensor, channel: one per "
          "output channel; +out: outliers in a side list, +cols: column "
-         "scales) / SQNR dB, per tier\n";
+         "scales, +mosaic: a mosaic picture) / SQNR dB, per tier\n";
   out << absl::StrFormat("%-32s", "layer");
   for (const TierSummary* t : ready) out << absl::StrFormat(" %16s", t->name);
   out << "\n";

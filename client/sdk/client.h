@@ -59,7 +59,8 @@ struct LayerSummary {
   // scales a rebuilt int8 model carries: one, or one per output channel); empty
   // for float and passthrough layers; "+outliers" appended for a layer of the
   // outlier front end (its largest weights in a float16 side list), "+cols"
-  // for one coded with column scales from its inputs' RMS.
+  // for one coded with column scales from its inputs' RMS, "+mosaic" for a
+  // picture of its rows' blocks (the layer policy's "mosaics").
   std::string quant_scheme;
 };
 

@@ -52,6 +52,7 @@ ModelInfo FromProto(const v1::ModelVersion& v) {
             QuantSchemeName(static_cast<QuantScheme>(l.quant_scheme() - 1)));
         if (l.outliers()) tier.layers.back().quant_scheme += "+outliers";
         if (l.column_scales()) tier.layers.back().quant_scheme += "+cols";
+        if (l.mosaic()) tier.layers.back().quant_scheme += "+mosaic";
       }
     }
     tier.error = t.error();

@@ -96,10 +96,11 @@ v1::LayerCodec ToProto(LayerCodec codec) {
 
 namespace {
 
-// An int8 layer's recorded scheme, "<scheme>[+outliers][+cols]"
+// An int8 layer's recorded scheme, "<scheme>[+outliers][+cols][+mosaic]"
 // (model_store_encoding.cc); UNSPECIFIED for other layers.
 v1::QuantScheme SchemeOf(const LayerRecord& layer) {
   absl::string_view name = layer.quant_scheme;
+  absl::ConsumeSuffix(&name, "+mosaic");
   absl::ConsumeSuffix(&name, "+cols");
   absl::ConsumeSuffix(&name, "+outliers");
   absl::StatusOr<QuantScheme> scheme = QuantSchemeFromName(name);
@@ -109,7 +110,7 @@ v1::QuantScheme SchemeOf(const LayerRecord& layer) {
 }
 
 bool HasColumnScales(const LayerRecord& layer) {
-  return absl::EndsWith(layer.quant_scheme, "+cols");
+  return absl::StrContains(layer.quant_scheme, "+cols");
 }
 
 void ToProto(const Accuracy& accuracy, v1::Accuracy* out) {
@@ -190,6 +191,7 @@ void ToProto(const VersionRecord& version, const std::vector<TierRecord>& tiers,
       stats->set_quant_scheme(SchemeOf(layer));
       stats->set_outliers(absl::StrContains(layer.quant_scheme, "+outliers"));
       stats->set_column_scales(HasColumnScales(layer));
+      stats->set_mosaic(absl::EndsWith(layer.quant_scheme, "+mosaic"));
       bytes += layer.bytes;
       if (layer.picture) worst = std::min(worst, layer.sqnr_db);
       if (layer.sqnr_db < worst_layer) {

@@ -69,7 +69,8 @@ struct LayerRecord {
   std::string base_blob_sha256;
   // int8 layers: the quantization scheme's name ("per-tensor-symmetric",
   // "per-channel-symmetric", common/tensor/quantize.h), then "+outliers" for
-  // the outlier front end and "+cols" for column scales; empty for float and
+  // the outlier front end, "+cols" for column scales and "+mosaic" for a
+  // mosaic picture; empty for float and
   // passthrough layers.
   std::string quant_scheme;
   // Manifests only: this entry is that base layer, sent ahead of its delta

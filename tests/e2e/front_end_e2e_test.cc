@@ -187,5 +187,39 @@ TEST(FrontEndEndToEnd, OutlierLayerRidesASideListThroughARealPull) {
   EXPECT_GT(sqnr, 12.0);  // per-tensor scales alone leave ~0 dB at q27
 }
 
+// A layer policy's mosaic through the real server: the layer is coded as its
+// rows' 16x16 blocks (describe says "+mosaic"), the client lays the decoded
+// picture back (its SHA-256 checked) and gets the SQNR the server measured;
+// the layer the policy does not name stays a matrix picture.
+TEST(FrontEndEndToEnd, AMosaicLayerFromThePolicyIsPulledAsTheServerMeasured) {
+  const std::string dir = FreshDir("front_end_mosaic");
+  auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  const std::string source = kFixtures + "/outliers.safetensors";
+  RegisterOptions options{"attn", "v1", source, "q27"};
+  options.layer_policy_json = R"({"mosaics": {"mlp.weight": [16, 16]}})";
+  ASSERT_TRUE(client->Register(options).ok());
+  PullOptions pull{"attn", "v1", {"q27"}, dir + "/float.safetensors"};
+  ASSERT_TRUE(client->Pull(pull).ok());
+
+  const ModelInfo info = client->Describe("attn", "v1").value();
+  const TierSummary& tier = Tier(info, "q27");
+  ASSERT_EQ(tier.state, "READY");
+  EXPECT_EQ(Layer(tier, "mlp.weight").quant_scheme,
+            "per-tensor-symmetric+mosaic");
+  EXPECT_EQ(Layer(tier, "attn.weight").quant_scheme,
+            "per-tensor-symmetric+outliers");
+  const std::vector<float> original =
+      ToFloat32(Find(ReadCheckpoint(source).value(), "mlp.weight")).value();
+  const std::vector<float> pulled =
+      ToFloat32(Find(ReadCheckpoint(dir + "/float.safetensors").value(),
+                     "mlp.weight"))
+          .value();
+  const double sqnr = SqnrDb(original, pulled);
+  EXPECT_NEAR(sqnr, Layer(tier, "mlp.weight").sqnr_db, 1e-3);
+  EXPECT_GT(sqnr, 10.0);
+}
+
 }  // namespace
 }  // namespace weightcast
