@@ -95,7 +95,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             for qp in qps:
                 row = {"model": model, "float_top1": float_top1, "qp": qp,
-                       "fc1": list(w.shape), "mosaic": list(mosaic.shape), "blocks": [channels, bh, bw]}
+                       "fc1": list(w.shape), "picture": list(mosaic.shape), "blocks": [channels, bh, bw]}
                 for tag, tensor in (("matrix", w), ("mosaic", mosaic)):
                     size, back = pack_and_back(pack, tensor, qp, tmp, tag)
                     if tag == "mosaic":
