@@ -113,7 +113,7 @@ def main():
                                 "top1": pulled_top1, "server_top1": t["accuracy"]["top1"],
                                 "qps": {l["name"]: l["qp"] for l in t["layers"] if l["qp"]},
                                 "weighed": [l["name"] for l in t["layers"]
-                                            if l.get("quant_scheme", "").endswith("+cols")]})
+                                            if "+cols" in l.get("quant_scheme", "")]})
                     if unseen:
                         row["top1_unseen_half"] = fashion.accuracy(model, path, unseen)[0]
                 rows.append(row)

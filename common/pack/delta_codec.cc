@@ -107,8 +107,7 @@ struct DeltaInputs {
 
 // nullopt when no delta can be made: another shape, a lossless or non-HEVC
 // base, a base with outliers, column scales or a mosaic, or a value of B
-// outside A's
-// scale range (B is then sent whole).
+// outside A's scale range (B is then sent whole).
 absl::StatusOr<std::optional<DeltaInputs>> PrepareDelta(
     const PackedLayer& base, const TensorRows& base_source,
     const TensorRows& target, int64_t chunk_elements) {
