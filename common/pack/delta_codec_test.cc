@@ -96,6 +96,25 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
   EXPECT_EQ(EncodeLayerDelta(base, a, b).value()->tiles, (*delta)->tiles);
 }
 
+// A base stored by an older writer (its header carries the fidelity): the
+// delta names the bytes the device holds, and decodes against them.
+TEST(LayerDelta, ABaseFromAnOlderWriterIsNamedByItsStoredBytes) {
+  const Tensor a =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
+  const Tensor b =
+      MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  PackedLayer coded = Coded(a, 27);
+  coded.fidelity_in_header = true;
+  const std::vector<uint8_t> stored = SerializePackedLayer(coded);
+  size_t consumed = 0;
+  const PackedLayer base = ParsePackedLayer(stored, &consumed).value();
+  auto delta = EncodeLayerDelta(base, a, b);
+  ASSERT_TRUE(delta.ok() && delta->has_value()) << delta.status();
+  EXPECT_EQ((*delta)->base_sha256, Sha256(stored));
+  EXPECT_TRUE(DecodeLayerDelta(stored, **delta).ok());
+}
+
 TEST(LayerDelta, TheStoredDeltaKeepsTheFidelityOfBCodedAlone) {
   const Tensor a =
       MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));

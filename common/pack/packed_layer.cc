@@ -104,6 +104,13 @@ absl::Status ParseColumnScales(const v1::PackedLayerHeader& header,
   return absl::OkStatus();
 }
 
+// Whether proto3 serializes this double: any value but +0.0 (-0.0 included).
+bool IsWritten(double value) {
+  uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits != 0;
+}
+
 absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
                                        uint64_t payload_available) {
   PackedLayer layer;
@@ -234,10 +241,13 @@ absl::StatusOr<PackedLayer> FromHeader(const v1::PackedLayerHeader& header,
   }
   std::memcpy(layer.decoded_sha256.data(), header.decoded_sha256().data(),
               layer.decoded_sha256.size());
-  layer.fidelity = Fidelity{};  // the channel SQNR is not stored
+  layer.fidelity = Fidelity{};
   layer.fidelity.sqnr_db = header.sqnr_db();
   layer.fidelity.sqnr_int8_db = header.sqnr_int8_db();
   layer.fidelity.max_abs_error = header.max_abs_error();
+  layer.fidelity_in_header = IsWritten(header.sqnr_db()) ||
+                             IsWritten(header.sqnr_int8_db()) ||
+                             IsWritten(header.max_abs_error());
   const uint32_t version = header.format_version();
   const bool has_outliers = header.outlier_count() > 0;
   if ((version == kOutlierFormatVersion && !has_outliers) ||
@@ -379,9 +389,11 @@ std::vector<uint8_t> SerializePackedLayer(const PackedLayer& layer) {
   for (const auto& tile : layer.tiles) header.add_tile_bytes(tile.size());
   header.set_decoded_sha256(layer.decoded_sha256.data(),
                             layer.decoded_sha256.size());
-  header.set_sqnr_db(layer.fidelity.sqnr_db);
-  header.set_sqnr_int8_db(layer.fidelity.sqnr_int8_db);
-  header.set_max_abs_error(layer.fidelity.max_abs_error);
+  if (layer.fidelity_in_header) {
+    header.set_sqnr_db(layer.fidelity.sqnr_db);
+    header.set_sqnr_int8_db(layer.fidelity.sqnr_int8_db);
+    header.set_max_abs_error(layer.fidelity.max_abs_error);
+  }
 
   const std::string header_bytes = header.SerializeAsString();
   // Magic, length and header written in place (GCC 12 misreads inserts into a

@@ -72,7 +72,15 @@ struct PackedLayer {
   TileGrid grid;
   std::vector<std::vector<uint8_t>> tiles;  // one bitstream / payload per tile
   Sha256Digest decoded_sha256{};
+  // Measured when coding; not written to the header (the server's registry and
+  // the pack summary hold it; a parsed layer's is zero unless
+  // fidelity_in_header).
   Fidelity fidelity;
+  // Set by the reader for a layer whose header carries sqnr_db, sqnr_int8_db or
+  // max_abs_error (writers before December 2026 wrote them): serializing it
+  // writes them again, so the bytes, and the SHA-256 a delta names its base by,
+  // stay the ones stored.
+  bool fidelity_in_header = false;
   int qp = 0;
   bool lossless = false;
   std::string preset;

@@ -1,5 +1,6 @@
 #include "common/pack/packed_layer.h"
 
+#include <cmath>
 #include <random>
 
 #include "common/pack/layer_codec.h"
@@ -35,6 +36,32 @@ TEST(PackedLayer, ParsedLayerSerializesByteForByte) {
   auto parsed = ParsePackedLayer(bytes, &consumed);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(SerializePackedLayer(*parsed), bytes);
+}
+
+// The fidelity measured when coding stays out of the header (up to 29 bytes a
+// layer); a layer from an older writer, which has it, keeps its bytes when
+// parsed and serialized again.
+TEST(PackedLayer, FidelityIsNotWrittenButAnOlderLayersIsKept) {
+  const std::vector<uint8_t> bytes = SamplePackedLayer();
+  size_t consumed = 0;
+  PackedLayer layer = ParsePackedLayer(bytes, &consumed).value();
+  EXPECT_FALSE(layer.fidelity_in_header);
+  EXPECT_EQ(layer.fidelity.sqnr_db, 0);
+
+  layer.fidelity_in_header = true;  // as a writer before December 2026
+  layer.fidelity.sqnr_db = 21.5;
+  layer.fidelity.sqnr_int8_db = INFINITY;
+  layer.fidelity.max_abs_error = 0.01;
+  const std::vector<uint8_t> older = SerializePackedLayer(layer);
+  // Three doubles, fields 15 (a one-byte tag), 16 and 17 (two-byte tags).
+  EXPECT_EQ(older.size(), bytes.size() + 9 + 10 + 10);
+  auto parsed = ParsePackedLayer(older, &consumed);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->fidelity_in_header);
+  EXPECT_EQ(parsed->fidelity.sqnr_db, 21.5);
+  EXPECT_EQ(parsed->fidelity.sqnr_int8_db, INFINITY);
+  EXPECT_EQ(parsed->fidelity.max_abs_error, 0.01);
+  EXPECT_EQ(SerializePackedLayer(*parsed), older);
 }
 
 // A layer still arriving: UNAVAILABLE until its header is in, then the header

@@ -287,15 +287,20 @@ TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
   EXPECT_LT(acc->bytes, lossless->bytes);
   int hevc_layers = 0;
   std::string picture;
+  bool weighed = false;
   for (const LayerSummary& l : acc->layers) {
     if (l.codec != "LAYER_CODEC_HEVC") continue;
     ++hevc_layers;
     picture = l.name;
     EXPECT_GT(l.qp, 0) << l.name;
-    // On this bundle the search with fc1's columns weighed by its inputs' RMS
-    // finds the smaller tier (the server logs both searches' bytes); the
-    // choice is deterministic.
-    EXPECT_EQ(l.quant_scheme, "per-tensor-symmetric+cols") << l.name;
+    // The plain search's tier or the one with fc1's columns weighed by its
+    // inputs' RMS, whichever is smaller (the server logs both searches'
+    // bytes). Which one wins on this bundle turns on a few bytes: with the
+    // fidelity in every layer header the weighed one did, 29 bytes a layer
+    // later the plain one (top-1 on 64 examples moves in steps of 1.6).
+    weighed = l.quant_scheme == "per-tensor-symmetric+cols";
+    EXPECT_TRUE(weighed || l.quant_scheme == "per-tensor-symmetric")
+        << l.name << " " << l.quant_scheme;
   }
   EXPECT_GT(hevc_layers, 0);
   // Its float layers (biases, batch norm) are float16, lossless's float32.
@@ -321,8 +326,8 @@ TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
   auto pulled = client->Pull(pull);
   ASSERT_TRUE(pulled.ok()) << pulled.status();
   EXPECT_EQ(pulled->bytes, acc->bytes);
-  // As int8: the weighed layer's values requantized per output channel, laid
-  // out from the manifest before it arrives (streamed) as when written whole.
+  // As int8, laid out from the manifest before it arrives (streamed) as when
+  // written whole: a weighed layer's values requantized per output channel.
   Model int8_model;
   PullOptions int8_pull = pull;
   int8_pull.int8_output = true;
@@ -343,7 +348,7 @@ TEST(AccuracyEndToEnd, AccTierIsWithinItsDropInFewEvaluationsAndKept) {
     if (t.name == picture + ".__scale__")
       per_channel = t.shape.size() == 1 && t.shape[0] > 1;
   }
-  EXPECT_TRUE(per_channel) << picture;
+  EXPECT_EQ(per_channel, weighed) << picture;
 
   // Bad names: another spelling, out of bounds, a version without a bundle.
   pull.tier.name = "acc-2.0";

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Where a packed model's bytes go: payloads against per-layer headers, by header field.
+
+usage: pack_headers.py FILE.wcm ...
+       pack_headers.py --packers PACK_A,PACK_B MODEL [weightcast-pack options]
+
+The first form reads .wcm files (docs/FORMAT.md). The second packs MODEL with each
+weightcast-pack binary into a temporary directory (same options, default tiers) and reports
+every tier file of each, side by side: a header change measured against the build before it.
+Per file: total bytes, payload bytes, header bytes (magic, length and PackedLayerHeader), and
+the header's bytes per field (tag, length and value), largest first. Field names come from
+proto/weightcast/v1/packed_layer.proto.
+"""
+import collections
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+
+PROTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "weightcast",
+                     "v1", "packed_layer.proto")
+
+
+def field_names():
+    text = open(PROTO).read()
+    message = text[text.index("message PackedLayerHeader"):]
+    return {int(n): name for name, n in re.findall(r"^\s*(?:repeated\s+)?\w+\s+(\w+)\s*=\s*(\d+);",
+                                                    message, re.M)}
+
+
+def varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def header_fields(header):
+    """(field number, bytes on the wire including its tag) for each field in the header."""
+    at = 0
+    while at < len(header):
+        start = at
+        key, at = varint(header, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = varint(header, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            length, at = varint(header, at)
+            at += length
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield number, at - start
+
+
+def layer_payload(header):
+    """The sum of tile_bytes (field 13, packed or not)."""
+    at, total = 0, 0
+    while at < len(header):
+        key, at = varint(header, at)
+        number, wire = key >> 3, key & 7
+        if number == 13 and wire == 2:
+            length, at = varint(header, at)
+            end = at + length
+            while at < end:
+                size, at = varint(header, at)
+                total += size
+        elif number == 13 and wire == 0:
+            size, at = varint(header, at)
+            total += size
+        elif wire == 0:
+            _, at = varint(header, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        else:
+            length, at = varint(header, at)
+            at += length
+    return total
+
+
+def measure(path):
+    data = open(path, "rb").read()
+    if data[:4] != b"WCM1":
+        sys.exit(f"{path}: not a packed model")
+    count = struct.unpack("<I", data[4:8])[0]
+    at = 8
+    fields = collections.Counter()
+    headers = payload = 0
+    for _ in range(count):
+        if data[at:at + 4] != b"WCL1":
+            sys.exit(f"{path}: a layer without its magic at byte {at}")
+        length = struct.unpack("<I", data[at + 4:at + 8])[0]
+        header = data[at + 8:at + 8 + length]
+        for number, size in header_fields(header):
+            fields[number] += size
+        tiles = layer_payload(header)
+        headers += 8 + length
+        payload += tiles
+        at += 8 + length + tiles
+    if at != len(data):
+        sys.exit(f"{path}: {len(data) - at} bytes after the last layer")
+    return {"layers": count, "bytes": len(data), "payload": payload, "headers": headers,
+            "fields": fields}
+
+
+def report(label, result, names):
+    print(f"{label}: {result['layers']} layers, {result['bytes']} bytes: payload "
+          f"{result['payload']}, headers {result['headers']} "
+          f"({100.0 * result['headers'] / result['bytes']:.1f} %; magic and length "
+          f"{8 * result['layers']})")
+    for number, size in result["fields"].most_common():
+        print(f"    {names.get(number, number):22} {size:7}")
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    names = field_names()
+    if args[0] != "--packers":
+        for path in args:
+            report(path, measure(path), names)
+        return
+    if len(args) < 3:
+        sys.exit("pack_headers.py: --packers PACK_A,PACK_B MODEL [options]")
+    packers, model, options = args[1].split(","), args[2], args[3:]
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for i, packer in enumerate(packers):
+            out = os.path.join(work, str(i))
+            subprocess.run([packer, model, "-o", out] + options, check=True,
+                           stdout=subprocess.DEVNULL)
+            for name in sorted(os.listdir(out)):
+                results.setdefault(name, []).append(measure(os.path.join(out, name)))
+    for name, per_packer in results.items():
+        for packer, result in zip(packers, per_packer):
+            report(f"{name} ({packer})", result, names)
+        base = per_packer[0]["bytes"]
+        print(f"  {name}: " + ", ".join(f"{r['bytes']} B ({r['bytes'] - base:+d})"
+                                        for r in per_packer))
+
+
+if __name__ == "__main__":
+    main()
