@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """acc-X tiers on Fashion-MNIST through the real server and client (issue 21).
 
-usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--held-out] [--mosaic]
+usage: accuracy_tiers.py BUILD_DIR WORK_DIR RESULTS.json [--plain] [--held-out]
+                         [--mosaic | --auto-mosaic]
                          [--models M,M] [TIER ...]
        (default tier: acc-0.5; --plain: weightcastd --no-column-weighting, the search without
        weighed columns, for an A/B; --held-out: the bundle holds the first half of the test
        images and the pulled tier is also measured on the other half, which the search never
        saw; --mosaic: the policy codes mlp's and fc_cnn's fc1 as mosaics of the images they
-       weigh, "mosaics" in the layer policy; --models: a subset of fc_cnn,mlp,res_cnn)
+       weigh, "mosaics" in the layer policy; --auto-mosaic: every model's policy has
+       "mosaics": {"*": "auto"}, the server finds them; --models: a subset of fc_cnn,mlp,res_cnn)
 
 Trains the reference models as evaluate.py does (cached in WORK_DIR/models), starts weightcastd
 on a fresh data directory, registers each model with its evaluation bundle (TorchScript module +
@@ -58,6 +60,9 @@ def main():
         elif rest[0] == "--mosaic":
             mosaic = True
             rest = rest[1:]
+        elif rest[0] == "--auto-mosaic":
+            mosaic = "auto"
+            rest = rest[1:]
         elif rest[0] == "--held-out":
             held_out = True
             rest = rest[1:]
@@ -88,7 +93,9 @@ def main():
     try:
         for model in models:
             policy = POLICIES[model]
-            if mosaic and model in MOSAICS:
+            if mosaic == "auto":
+                policy = dict(policy or {}, mosaics={"*": "auto"})
+            elif mosaic and model in MOSAICS:
                 policy = dict(policy or {}, mosaics={"fc1.weight": MOSAICS[model]})
             float_state = fashion.load_state(os.path.join(work, "models", model + ".pt"))
             float_bytes = sum(t.numel() * t.element_size() for t in float_state.values())

@@ -52,9 +52,10 @@ options:
                       "convolutions": "int8"|"picture", "convolution_qp": QP,
                       "scheme": "auto"|"per-tensor"|"per-channel",
                       "overrides": {"name" or "prefix*": "picture"|"int8"|"float"|"passthrough"},
-                      "mosaics": {"name" or "prefix*": [BH, BW]}}: "mosaics" codes those
-                      pictures as their rows' BHxBW blocks side by side (a first layer on
-                      28x28 images: [28, 28]; format version 4; codec 'hevc+mosaic')
+                      "mosaics": {"name" or "prefix*": [BH, BW] | "auto"}}: "mosaics" codes
+                      those pictures as their rows' BHxBW blocks side by side (a first layer
+                      on 28x28 images: [28, 28]; format version 4; codec 'hevc+mosaic');
+                      "auto": the blocks an image width the weights show, if any
   --eval-bundle MODULE,DATA
                       activation-aware column weighting: each picture layer's columns
                       (but the model's last layer's) scaled by (RMS of its inputs / their

@@ -158,6 +158,15 @@ absl::StatusOr<PackedLayer> EncodeLayerChoosingScheme(
 
 absl::StatusOr<PackedLayer> EncodeLayer(const Tensor& tensor,
                                         const LayerEncodeOptions& options) {
+  if (options.find_mosaic && options.mosaic.empty() &&
+      options.codec == LayerCodec::kHevc && IsFloatingPoint(tensor.dtype)) {
+    LayerEncodeOptions found = options;
+    found.find_mosaic = false;
+    ASSIGN_OR_RETURN(const std::vector<float> values, ToFloat32(tensor));
+    const auto [rows, cols] = MatrixView(tensor.shape);
+    found.mosaic = FindMosaic(rows, cols, values);
+    return EncodeLayer(tensor, found);
+  }
   if (!options.column_scales.empty()) {
     return EncodeWithColumnScales(tensor, options);
   }

@@ -45,6 +45,9 @@ struct LayerEncodeOptions {
   // blocks of these sides, their size dividing the matrix's columns).
   // EncodeLayer only (EncodeLayerFromRows refuses it).
   Mosaic mosaic;
+  // kHevc only: with no `mosaic`, EncodeLayer codes the one FindMosaic sees
+  // in a floating-point tensor's values, if any (a layer policy's "auto").
+  bool find_mosaic = false;
   HevcEncodeOptions hevc;  // HEVC only
   int max_tile_size = kDefaultMaxTileSize;
   int64_t max_tile_pixels = kDefaultMaxTilePixels;  // picture.h's PlanTiles

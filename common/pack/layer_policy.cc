@@ -32,14 +32,17 @@ bool Matches(absl::string_view pattern, absl::string_view name) {
 
 bool IsConvolution(const Tensor& tensor) { return tensor.shape.size() >= 3; }
 
-// The policy's mosaic for `tensor`, when one names it and fits its matrix.
-Mosaic MosaicOf(const Tensor& tensor, const LayerPolicy& policy) {
+// The policy's mosaic for `tensor` in `options`: the one it names when that
+// fits its matrix, or for "auto" (an empty Mosaic) the encoder's to find.
+void SetMosaic(const Tensor& tensor, const LayerPolicy& policy,
+               LayerEncodeOptions& options) {
   for (const auto& [pattern, mosaic] : policy.mosaics) {
     if (!Matches(pattern, tensor.name)) continue;
     const auto [rows, cols] = MatrixView(tensor.shape);
-    return PlanMosaic(rows, cols, mosaic).ok() ? mosaic : Mosaic();
+    options.find_mosaic = mosaic.empty();
+    if (PlanMosaic(rows, cols, mosaic).ok()) options.mosaic = mosaic;
+    return;
   }
-  return Mosaic();
 }
 
 }  // namespace
@@ -103,6 +106,10 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
                        "must map tensor names to [block rows, block cols]");
       for (auto o = value.begin(); o != value.end(); ++o) {
         const Json& sides = o.value();
+        if (sides.is_string() && sides.get<std::string>() == "auto") {
+          policy.mosaics.emplace_back(o.key(), Mosaic());  // found (mosaic.h)
+          continue;
+        }
         const auto side_ok = [](const Json& side) {
           return side.is_number_unsigned() && side.get<uint64_t>() >= 2 &&
                  side.get<uint64_t>() <=
@@ -113,7 +120,7 @@ absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view text) {
           return Invalid(absl::StrCat(key, ".", o.key()),
                          absl::StrCat("must be [block rows, block cols], each "
                                       "in 2..",
-                                      kMaxMosaicBlockSide));
+                                      kMaxMosaicBlockSide, ", or \"auto\""));
         }
         policy.mosaics.emplace_back(
             o.key(), Mosaic{static_cast<int64_t>(sides[0].get<uint64_t>()),
@@ -150,8 +157,13 @@ std::string DescribeLayerPolicy(const LayerPolicy& policy) {
     absl::StrAppend(&text, "; ", pattern, " -> ", LayerClassName(layer_class));
   }
   for (const auto& [pattern, mosaic] : policy.mosaics) {
-    absl::StrAppend(&text, "; ", pattern, " -> mosaic of ", mosaic.block_rows,
-                    "x", mosaic.block_cols, " blocks");
+    if (mosaic.empty()) {
+      absl::StrAppend(&text, "; ", pattern,
+                      " -> a mosaic where the weights show one");
+    } else {
+      absl::StrAppend(&text, "; ", pattern, " -> mosaic of ", mosaic.block_rows,
+                      "x", mosaic.block_cols, " blocks");
+    }
   }
   return text;
 }
@@ -189,8 +201,7 @@ LayerEncodeOptions OptionsFor(const Tensor& tensor, const LayerPolicy& policy,
       }
       if (tensor.NumElements() == 0)
         base.codec = LayerCodec::kZstdInt8;  // nothing to picture
-      if (base.codec == LayerCodec::kHevc)
-        base.mosaic = MosaicOf(tensor, policy);
+      if (base.codec == LayerCodec::kHevc) SetMosaic(tensor, policy, base);
       break;
     case LayerClass::kInt8:
       base.codec = LayerCodec::kZstdInt8;

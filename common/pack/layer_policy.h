@@ -46,7 +46,8 @@ struct LayerPolicy {
   // layout (mosaic.h) of their HEVC pictures, when it fits the tensor's
   // matrix view (a layer it does not fit is coded as its matrix); the first
   // match wins. E.g. an MLP whose first layer reads 28x28 images:
-  // {"fc1.weight": [28, 28]}.
+  // {"fc1.weight": [28, 28]}. An empty Mosaic ("auto" in the file): the one
+  // mosaic.h's FindMosaic sees in the layer's weights, if any.
   std::vector<std::pair<std::string, Mosaic>> mosaics;
 };
 
@@ -55,7 +56,7 @@ struct LayerPolicy {
 //   "convolution_qp": 22,
 //    "scheme": "auto" | "per-tensor" | "per-channel" | a scheme name
 //    (quantize.h), "overrides": {"classifier.weight": "int8", "features.*":
-//    "picture"}, "mosaics": {"fc1.weight": [28, 28]}}
+//    "picture"}, "mosaics": {"fc1.weight": [28, 28], "*": "auto"}}
 // Every field is optional; empty text is the default policy. INVALID_ARGUMENT
 // naming the field for anything else.
 absl::StatusOr<LayerPolicy> ParseLayerPolicy(absl::string_view json);

@@ -1,7 +1,9 @@
 #include "common/pack/mosaic.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -77,6 +79,73 @@ std::vector<int8_t> FromMosaic(absl::Span<const int8_t> picture_values,
                 static_cast<size_t>(mosaic.block_cols));
   });
   return out;
+}
+
+Mosaic FindMosaic(int64_t rows, int64_t cols, absl::Span<const float> values) {
+  if (rows < 1 || cols < 8 || values.size() != static_cast<size_t>(rows * cols))
+    return Mosaic();
+  // Row r less its mean.
+  const auto centred = [&](int64_t r) {
+    const float* row = values.data() + r * cols;
+    double mean = 0;
+    for (int64_t c = 0; c < cols; ++c) mean += row[c];
+    mean /= cols;
+    std::vector<double> out(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) out[c] = row[c] - mean;
+    return out;
+  };
+  // The looked-at rows, evenly spaced, each with the row after it.
+  const int64_t taken = std::max<int64_t>(
+      1, std::min({rows, kFindMosaicRows, kFindMosaicValues / cols}));
+  std::vector<std::vector<double>> looked, next;
+  for (int64_t i = 0; i < taken; ++i) {
+    const int64_t r = i * rows / taken;
+    looked.push_back(centred(r));
+    if (r + 1 < rows) next.push_back(centred(r + 1));
+  }
+  const auto correlation = [](double ab, double aa, double bb) {
+    return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 0.0;
+  };
+  // Weights `lag` columns apart within a row.
+  const auto row_lag = [&](int64_t lag) {
+    double ab = 0, aa = 0, bb = 0;
+    for (const std::vector<double>& row : looked) {
+      for (int64_t c = 0; c + lag < cols; ++c) {
+        ab += row[c] * row[c + lag];
+        aa += row[c] * row[c];
+        bb += row[c + lag] * row[c + lag];
+      }
+    }
+    return correlation(ab, aa, bb);
+  };
+  // Weights in the same column of neighbouring rows (as the matrix has them).
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < next.size(); ++i) {
+    for (int64_t c = 0; c < cols; ++c) {
+      ab += looked[i][c] * next[i][c];
+      aa += looked[i][c] * looked[i][c];
+      bb += next[i][c] * next[i][c];
+    }
+  }
+  const double neighbour_rows = correlation(ab, aa, bb);
+  int64_t best_lag = 0;
+  double best = -1;
+  for (int64_t lag = 4; lag <= std::min(kMaxMosaicBlockSide, cols / 2); ++lag) {
+    if (cols % lag != 0) continue;
+    const double r = row_lag(lag);
+    if (r > best) std::tie(best, best_lag) = std::make_tuple(r, lag);
+  }
+  if (best_lag == 0 || best < kMinMosaicCorrelation || best < row_lag(1) ||
+      best - neighbour_rows < kMinMosaicGain) {
+    return Mosaic();
+  }
+  // Blocks as square as the columns allow, no higher than wide.
+  int64_t height = 1;
+  for (int64_t h = 2; h <= best_lag; ++h) {
+    if ((cols / best_lag) % h == 0) height = h;
+  }
+  if (height < 2) return Mosaic();
+  return Mosaic{height, best_lag};
 }
 
 }  // namespace weightcast

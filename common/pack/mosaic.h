@@ -55,6 +55,25 @@ std::vector<int8_t> FromMosaic(absl::Span<const int8_t> picture_values,
                                int64_t rows, int64_t cols, const Mosaic& mosaic,
                                const MosaicPicture& picture);
 
+// A mosaic found in the weights themselves, without data (a layer policy's
+// "auto"): the column lag L, a divisor of `cols` in [4, kMaxMosaicBlockSide]
+// with cols / L >= 2, at which the rows' weights correlate most with
+// themselves, kept when that correlation is at least kMinMosaicCorrelation,
+// at least the lag-1 one (a peak, not a smooth row), and more than that of
+// neighbouring rows (what the matrix picture predicts from) by
+// kMinMosaicGain. Blocks L wide and as high as the largest divisor of
+// cols / L up to L; none (empty) otherwise. At most kFindMosaicRows rows,
+// evenly spaced, and about kFindMosaicValues values are looked at. Trained
+// layers (bench/eval/find_mosaic.py): mlp fc1 peaks at L = 28 (0.40,
+// neighbouring rows 0.04), fc_cnn fc1 at L = 7 (0.28, rows 0.01); 3x3
+// convolutions peak at L = 3, under the least lag (a 3x3 mosaic saved nothing:
+// docs/EVALUATION.md), and hidden layers stay under 0.05.
+inline constexpr double kMinMosaicCorrelation = 0.2;
+inline constexpr double kMinMosaicGain = 0.15;
+inline constexpr int64_t kFindMosaicRows = 256;
+inline constexpr int64_t kFindMosaicValues = int64_t{1} << 20;
+Mosaic FindMosaic(int64_t rows, int64_t cols, absl::Span<const float> values);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_COMMON_PACK_MOSAIC_H_

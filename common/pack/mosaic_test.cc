@@ -200,5 +200,82 @@ TEST(Mosaic, ThePolicyNamesTheLayersAndSkipsOnesItDoesNotFit) {
           .mosaic.empty());
 }
 
+// Rows of `channels` smooth side x side images each (smoother down than
+// across), every row with its own phases: a first layer on images, as
+// FindMosaic sees one.
+std::vector<float> IndependentImageRows(int64_t rows, int side, int channels) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> phase(0.0f, 6.3f);
+  std::normal_distribution<float> noise(0.0f, 0.1f);
+  std::vector<float> values;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < channels; ++c) {
+      const float a = phase(rng), b = phase(rng);
+      for (int y = 0; y < side; ++y)
+        for (int x = 0; x < side; ++x)
+          values.push_back(std::sin(0.7f * x + a) * std::cos(0.3f * y + b) +
+                           noise(rng));
+    }
+  }
+  return values;
+}
+
+TEST(Mosaic, FoundWhereTheRowsHoldImagesAndNowhereElse) {
+  // Two 12x12 images a row: 288 columns, blocks of 12 x 12.
+  EXPECT_EQ(FindMosaic(512, 288, IndependentImageRows(512, 12, 2)),
+            (Mosaic{12, 12}));
+  // Independent weights; rows smooth along themselves (a peak at lag 1, not
+  // at an image's width); rows that repeat their neighbours (the matrix
+  // picture already predicts them).
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> iid(512 * 288), smooth(512 * 288), repeated(512 * 288);
+  for (float& v : iid) v = normal(rng);
+  for (size_t i = 0; i < smooth.size(); ++i)  // each row a random walk
+    smooth[i] = (i % 288 ? 0.95f * smooth[i - 1] : 0.0f) + normal(rng);
+  const std::vector<float> images = IndependentImageRows(8, 12, 2);
+  for (size_t i = 0; i < repeated.size(); ++i)
+    repeated[i] = images[i % 288] + 0.05f * normal(rng);
+  EXPECT_TRUE(FindMosaic(512, 288, iid).empty());
+  EXPECT_TRUE(FindMosaic(512, 288, smooth).empty());
+  EXPECT_TRUE(FindMosaic(512, 288, repeated).empty());
+  // Too few values to look at, or values that do not fill the matrix.
+  EXPECT_TRUE(FindMosaic(1, 6, std::vector<float>(6, 1.0f)).empty());
+  EXPECT_TRUE(FindMosaic(512, 288, std::vector<float>(10)).empty());
+}
+
+// A policy's "auto": the encoder finds the mosaic in the layer's values and
+// codes it; the layer decodes to what its matrix picture does.
+TEST(Mosaic, ThePolicysAutoCodesTheMosaicTheWeightsShow) {
+  EXPECT_FALSE(ParseLayerPolicy(R"({"mosaics": {"a": "always"}})").ok());
+  const LayerPolicy policy =
+      ParseLayerPolicy(R"({"mosaics": {"fc*": "auto"}})").value();
+  EXPECT_THAT(DescribeLayerPolicy(policy),
+              HasSubstr("fc* -> a mosaic where the weights show one"));
+  const Tensor w = MakeFloat32Tensor("fc1.weight", {512, 288},
+                                     IndependentImageRows(512, 12, 2));
+  LayerEncodeOptions base;
+  base.hevc.preset = "ultrafast";
+  const LayerEncodeOptions lossless =
+      OptionsFor(w, policy, ParseTier("hevc-lossless").value(), base);
+  EXPECT_TRUE(lossless.find_mosaic);
+  EXPECT_TRUE(lossless.mosaic.empty());
+  const PackedLayer found =
+      Parsed(SerializePackedLayer(EncodeLayer(w, lossless).value()));
+  EXPECT_EQ(found.mosaic, (Mosaic{12, 12}));
+  LayerEncodeOptions matrix = lossless;
+  matrix.find_mosaic = false;
+  const PackedLayer plain = EncodeLayer(w, matrix).value();
+  EXPECT_TRUE(plain.mosaic.empty());
+  EXPECT_EQ(found.decoded_sha256, plain.decoded_sha256);
+  // Where the weights show none, the layer is its matrix.
+  const Tensor other = MakeFloat32Tensor("fc2.weight", {64, 64},
+                                         std::vector<float>(64 * 64, 0.5f));
+  EXPECT_TRUE(EncodeLayer(other, OptionsFor(other, policy,
+                                            ParseTier("q30").value(), base))
+                  .value()
+                  .mosaic.empty());
+}
+
 }  // namespace
 }  // namespace weightcast

@@ -13,13 +13,17 @@ class X265 final : public LayerEncoder {
   }
   absl::StatusOr<PackedLayer> EncodeSource(
       const Source& source, const LayerEncodeOptions& options) const override {
-    // Column scales and mosaics are coded from the whole tensor (EncodeLayer).
+    // Column scales and mosaics are coded from the whole tensor (EncodeLayer);
+    // a mosaic is looked for in tensors of up to kMaxFindMosaicElements.
+    LayerEncodeOptions rows_options = options;
+    rows_options.find_mosaic &=
+        source.header.NumElements() <= kMaxFindMosaicElements;
     if (IsInt8Codec(options.codec) && IsFloatingPoint(source.header.dtype) &&
         source.header.NumElements() > 0 && options.column_scales.empty() &&
-        options.mosaic.empty()) {
-      return EncodeLayerFromRows(source.header, source.rows, options);
+        options.mosaic.empty() && !rows_options.find_mosaic) {
+      return EncodeLayerFromRows(source.header, source.rows, rows_options);
     }
-    return LayerEncoder::EncodeSource(source, options);
+    return LayerEncoder::EncodeSource(source, rows_options);
   }
   absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
       const PackedLayer& base, const Tensor& base_source, const Tensor& target,

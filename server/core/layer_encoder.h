@@ -19,6 +19,11 @@
 
 namespace weightcast {
 
+// The largest tensor a layer policy's "auto" mosaic is looked for in (64 MiB
+// of float32): a mosaic is coded from the whole tensor, larger tensors a chunk
+// of rows at a time as their matrix.
+inline constexpr int64_t kMaxFindMosaicElements = int64_t{1} << 24;
+
 class LayerEncoder {
  public:
   virtual ~LayerEncoder() = default;

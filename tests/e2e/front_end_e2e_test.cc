@@ -9,9 +9,11 @@
 // them.
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "client/sdk/client.h"
 #include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/safetensors.h"
 #include "common/tensor/fidelity.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -219,6 +221,49 @@ TEST(FrontEndEndToEnd, AMosaicLayerFromThePolicyIsPulledAsTheServerMeasured) {
   const double sqnr = SqnrDb(original, pulled);
   EXPECT_NEAR(sqnr, Layer(tier, "mlp.weight").sqnr_db, 1e-3);
   EXPECT_GT(sqnr, 10.0);
+}
+
+// A policy's "auto" through the server: a layer whose rows hold 16x16 images
+// is coded as their mosaic, one of independent weights as its matrix.
+TEST(FrontEndEndToEnd, AnAutoMosaicIsFoundInTheWeightsTheServerReads) {
+  const std::string dir = FreshDir("front_end_auto_mosaic");
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> phase(0.0f, 6.3f);
+  std::normal_distribution<float> normal(0.0f, 0.1f);
+  std::vector<float> images, independent;
+  for (int r = 0; r < 256; ++r) {
+    const float a = phase(rng), b = phase(rng);
+    for (int y = 0; y < 16; ++y)
+      for (int x = 0; x < 16; ++x)
+        images.push_back(std::sin(0.6f * x + a) * std::cos(0.3f * y + b) +
+                         normal(rng));
+  }
+  for (int i = 0; i < 256 * 256; ++i) independent.push_back(normal(rng));
+  Model model;
+  model.tensors = {MakeFloat32Tensor("fc1.weight", {256, 256}, images),
+                   MakeFloat32Tensor("fc2.weight", {256, 256}, independent)};
+  const std::string source = dir + "/images.safetensors";
+  ASSERT_TRUE(WriteSafetensorsFile(model, source).ok());
+
+  auto server = ServerProcess::Start(kServer, dir + "/data", kFlags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = Client::Connect({server->address()}).value();
+  RegisterOptions options{"images", "v1", source, "q27"};
+  options.layer_policy_json = R"({"mosaics": {"*": "auto"}})";
+  ASSERT_TRUE(client->Register(options).ok());
+  PullOptions pull{"images", "v1", {"q27"}, dir + "/float.safetensors"};
+  ASSERT_TRUE(client->Pull(pull).ok());
+  const TierSummary& tier =
+      Tier(client->Describe("images", "v1").value(), "q27");
+  ASSERT_EQ(tier.state, "READY");
+  EXPECT_EQ(Layer(tier, "fc1.weight").quant_scheme,
+            "per-tensor-symmetric+mosaic");
+  EXPECT_EQ(Layer(tier, "fc2.weight").quant_scheme, "per-tensor-symmetric");
+  const std::vector<float> pulled =
+      ToFloat32(Find(ReadCheckpoint(dir + "/float.safetensors").value(),
+                     "fc1.weight"))
+          .value();
+  EXPECT_NEAR(SqnrDb(images, pulled), Layer(tier, "fc1.weight").sqnr_db, 1e-3);
 }
 
 }  // namespace
