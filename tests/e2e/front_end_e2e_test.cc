@@ -253,8 +253,8 @@ TEST(FrontEndEndToEnd, AnAutoMosaicIsFoundInTheWeightsTheServerReads) {
   ASSERT_TRUE(client->Register(options).ok());
   PullOptions pull{"images", "v1", {"q27"}, dir + "/float.safetensors"};
   ASSERT_TRUE(client->Pull(pull).ok());
-  const TierSummary& tier =
-      Tier(client->Describe("images", "v1").value(), "q27");
+  const ModelInfo info = client->Describe("images", "v1").value();
+  const TierSummary& tier = Tier(info, "q27");
   ASSERT_EQ(tier.state, "READY");
   EXPECT_EQ(Layer(tier, "fc1.weight").quant_scheme,
             "per-tensor-symmetric+mosaic");
