@@ -41,51 +41,41 @@ def varint(data, at):
             return value, at
 
 
-def header_fields(header):
-    """(field number, bytes on the wire including its tag) for each field in the header."""
+def fields(header):
+    """(field number, bytes on the wire including its tag, value) for each field in the
+    header: the value is the integer of a varint, the bytes of a length-delimited field."""
     at = 0
     while at < len(header):
         start = at
         key, at = varint(header, at)
         number, wire = key >> 3, key & 7
+        value = None
         if wire == 0:
-            _, at = varint(header, at)
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
+            value, at = varint(header, at)
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
         elif wire == 2:
             length, at = varint(header, at)
+            value = header[at:at + length]
             at += length
         else:
             raise ValueError(f"wire type {wire}")
-        yield number, at - start
+        yield number, at - start, value
 
 
 def layer_payload(header):
     """The sum of tile_bytes (field 13, packed or not)."""
-    at, total = 0, 0
-    while at < len(header):
-        key, at = varint(header, at)
-        number, wire = key >> 3, key & 7
-        if number == 13 and wire == 2:
-            length, at = varint(header, at)
-            end = at + length
-            while at < end:
-                size, at = varint(header, at)
-                total += size
-        elif number == 13 and wire == 0:
-            size, at = varint(header, at)
+    total = 0
+    for number, _, value in fields(header):
+        if number != 13:
+            continue
+        if isinstance(value, int):
+            total += value
+            continue
+        at = 0
+        while at < len(value):
+            size, at = varint(value, at)
             total += size
-        elif wire == 0:
-            _, at = varint(header, at)
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
-        else:
-            length, at = varint(header, at)
-            at += length
     return total
 
 
@@ -95,15 +85,15 @@ def measure(path):
         sys.exit(f"{path}: not a packed model")
     count = struct.unpack("<I", data[4:8])[0]
     at = 8
-    fields = collections.Counter()
+    sizes = collections.Counter()
     headers = payload = 0
     for _ in range(count):
         if data[at:at + 4] != b"WCL1":
             sys.exit(f"{path}: a layer without its magic at byte {at}")
         length = struct.unpack("<I", data[at + 4:at + 8])[0]
         header = data[at + 8:at + 8 + length]
-        for number, size in header_fields(header):
-            fields[number] += size
+        for number, size, _ in fields(header):
+            sizes[number] += size
         tiles = layer_payload(header)
         headers += 8 + length
         payload += tiles
@@ -111,7 +101,7 @@ def measure(path):
     if at != len(data):
         sys.exit(f"{path}: {len(data) - at} bytes after the last layer")
     return {"layers": count, "bytes": len(data), "payload": payload, "headers": headers,
-            "fields": fields}
+            "fields": sizes}
 
 
 def report(label, result, names):

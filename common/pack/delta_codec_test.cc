@@ -36,6 +36,16 @@ std::vector<float> FineTuned(std::vector<float> w, double fraction,
 
 constexpr int64_t kRows = 300, kCols = 200;
 
+// The layer A most tests code, and B: A fine-tuned (30 % of its weights moved).
+Tensor Trained() {
+  return MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                           Weights(kRows * kCols, 1));
+}
+Tensor TunedFromTrained() {
+  return MakeFloat32Tensor("fc.weight", {kRows, kCols},
+                           FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+}
+
 PackedLayer Coded(const Tensor& tensor, int qp, bool lossless = false) {
   LayerEncodeOptions options;
   options.hevc = {.qp = qp, .lossless = lossless, .preset = "ultrafast"};
@@ -44,11 +54,7 @@ PackedLayer Coded(const Tensor& tensor, int qp, bool lossless = false) {
 }
 
 TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
-  const Tensor a =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols},
-                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a = Trained(), b = TunedFromTrained();
   const PackedLayer base = Coded(a, 27);
   ASSERT_EQ(base.tiles.size(), 6u);
   auto delta = EncodeLayerDelta(base, a, b);
@@ -99,11 +105,7 @@ TEST(LayerDelta, DecodesBitExactlyAgainstTheHeldBaseForAFractionOfTheBytes) {
 // A base stored by an older writer (its header carries the fidelity): the
 // delta names the bytes the device holds, and decodes against them.
 TEST(LayerDelta, ABaseFromAnOlderWriterIsNamedByItsStoredBytes) {
-  const Tensor a =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols},
-                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a = Trained(), b = TunedFromTrained();
   PackedLayer coded = Coded(a, 27);
   coded.fidelity_in_header = true;
   const std::vector<uint8_t> stored = SerializePackedLayer(coded);
@@ -116,11 +118,7 @@ TEST(LayerDelta, ABaseFromAnOlderWriterIsNamedByItsStoredBytes) {
 }
 
 TEST(LayerDelta, TheStoredDeltaKeepsTheFidelityOfBCodedAlone) {
-  const Tensor a =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols},
-                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a = Trained(), b = TunedFromTrained();
   const PackedLayer base = Coded(a, 27);
   const PackedLayer alone = Coded(b, 27);
   const uint64_t alone_bytes = SerializePackedLayer(alone).size();
@@ -137,11 +135,7 @@ TEST(LayerDelta, TheStoredDeltaKeepsTheFidelityOfBCodedAlone) {
 }
 
 TEST(LayerDelta, AWrongOrDamagedBaseOrDeltaIsDataLossNamingTheLayer) {
-  const Tensor a =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols}, Weights(kRows * kCols, 1));
-  const Tensor b =
-      MakeFloat32Tensor("fc.weight", {kRows, kCols},
-                        FineTuned(Weights(kRows * kCols, 1), 0.3, 2));
+  const Tensor a = Trained(), b = TunedFromTrained();
   const PackedLayer base = Coded(a, 32);
   const PackedLayer delta = EncodeLayerDelta(base, a, b).value().value();
 
