@@ -15,15 +15,15 @@ class X265 final : public LayerEncoder {
       const Source& source, const LayerEncodeOptions& options) const override {
     // Column scales and mosaics are coded from the whole tensor (EncodeLayer);
     // a mosaic is looked for in tensors of up to kMaxFindMosaicElements.
-    LayerEncodeOptions rows_options = options;
-    rows_options.find_mosaic &=
+    LayerEncodeOptions bounded = options;
+    bounded.find_mosaic &=
         source.header.NumElements() <= kMaxFindMosaicElements;
     if (IsInt8Codec(options.codec) && IsFloatingPoint(source.header.dtype) &&
         source.header.NumElements() > 0 && options.column_scales.empty() &&
-        options.mosaic.empty() && !rows_options.find_mosaic) {
-      return EncodeLayerFromRows(source.header, source.rows, rows_options);
+        options.mosaic.empty() && !bounded.find_mosaic) {
+      return EncodeLayerFromRows(source.header, source.rows, bounded);
     }
-    return LayerEncoder::EncodeSource(source, rows_options);
+    return LayerEncoder::EncodeSource(source, bounded);
   }
   absl::StatusOr<std::optional<PackedLayer>> EncodeDelta(
       const PackedLayer& base, const Tensor& base_source, const Tensor& target,
