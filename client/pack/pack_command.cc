@@ -55,7 +55,7 @@ options:
                       "mosaics": {"name" or "prefix*": [BH, BW] | "auto"}}: "mosaics" codes
                       those pictures as their rows' BHxBW blocks side by side (a first layer
                       on 28x28 images: [28, 28]; format version 4; codec 'hevc+mosaic');
-                      "auto": the blocks an image width the weights show, if any
+                      "auto": the image blocks the weights show, if they show any
   --eval-bundle MODULE,DATA
                       activation-aware column weighting: each picture layer's columns
                       (but the model's last layer's) scaled by (RMS of its inputs / their
