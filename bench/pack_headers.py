@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Where a packed model's bytes go: payloads against per-layer headers, by header field.
 
-usage: pack_headers.py FILE.wcm ...
+usage: pack_headers.py FILE ...
        pack_headers.py --packers PACK_A,PACK_B MODEL [weightcast-pack options]
 
-The first form reads .wcm files (docs/FORMAT.md). The second packs MODEL with each
+The first form reads .wcm files or single packed layers (a server's blobs, DATA/blobs/*/*;
+docs/FORMAT.md). The second packs MODEL with each
 weightcast-pack binary into a temporary directory (same options, default tiers) and reports
 every tier file of each, side by side: a header change measured against the build before it.
 Per file: total bytes, payload bytes, header bytes (magic, length and PackedLayerHeader), and
@@ -63,38 +64,36 @@ def fields(header):
         yield number, at - start, value
 
 
-def layer_payload(header):
-    """The sum of tile_bytes (field 13, packed or not)."""
-    total = 0
-    for number, _, value in fields(header):
-        if number != 13:
-            continue
-        if isinstance(value, int):
-            total += value
-            continue
-        at = 0
-        while at < len(value):
-            size, at = varint(value, at)
-            total += size
+def tile_bytes(value):
+    """The payload bytes a tile_bytes field (13) counts, packed or not."""
+    if isinstance(value, int):
+        return value
+    total, at = 0, 0
+    while at < len(value):
+        size, at = varint(value, at)
+        total += size
     return total
 
 
 def measure(path):
     data = open(path, "rb").read()
-    if data[:4] != b"WCM1":
-        sys.exit(f"{path}: not a packed model")
-    count = struct.unpack("<I", data[4:8])[0]
-    at = 8
+    if data[:4] == b"WCM1":
+        count, at = struct.unpack("<I", data[4:8])[0], 8
+    elif data[:4] == b"WCL1":
+        count, at = 1, 0  # one packed layer
+    else:
+        return None
     sizes = collections.Counter()
     headers = payload = 0
     for _ in range(count):
         if data[at:at + 4] != b"WCL1":
             sys.exit(f"{path}: a layer without its magic at byte {at}")
         length = struct.unpack("<I", data[at + 4:at + 8])[0]
-        header = data[at + 8:at + 8 + length]
-        for number, size, _ in fields(header):
+        tiles = 0
+        for number, size, value in fields(data[at + 8:at + 8 + length]):
             sizes[number] += size
-        tiles = layer_payload(header)
+            if number == 13:
+                tiles += tile_bytes(value)
         headers += 8 + length
         payload += tiles
         at += 8 + length + tiles
@@ -120,8 +119,19 @@ def main():
         return
     names = field_names()
     if args[0] != "--packers":
+        total = {"layers": 0, "bytes": 0, "payload": 0, "headers": 0,
+                 "fields": collections.Counter()}
         for path in args:
-            report(path, measure(path), names)
+            result = measure(path)
+            if result is None:
+                print(f"{path}: not a packed model or layer, skipped", file=sys.stderr)
+                continue
+            report(path, result, names)
+            for key in ("layers", "bytes", "payload", "headers"):
+                total[key] += result[key]
+            total["fields"].update(result["fields"])
+        if len(args) > 1 and total["bytes"]:
+            report("all files", total, names)
         return
     if len(args) < 3:
         sys.exit("pack_headers.py: --packers PACK_A,PACK_B MODEL [options]")
@@ -133,7 +143,9 @@ def main():
             subprocess.run([packer, model, "-o", out] + options, check=True,
                            stdout=subprocess.DEVNULL)
             for name in sorted(os.listdir(out)):
-                results.setdefault(name, []).append(measure(os.path.join(out, name)))
+                result = measure(os.path.join(out, name))
+                if result is not None:
+                    results.setdefault(name, []).append(result)
     for name, per_packer in results.items():
         for packer, result in zip(packers, per_packer):
             report(f"{name} ({packer})", result, names)

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -133,7 +132,10 @@ Mosaic FindMosaic(int64_t rows, int64_t cols, absl::Span<const float> values) {
   for (int64_t lag = 4; lag <= std::min(kMaxMosaicBlockSide, cols / 2); ++lag) {
     if (cols % lag != 0) continue;
     const double r = row_lag(lag);
-    if (r > best) std::tie(best, best_lag) = std::make_tuple(r, lag);
+    if (r > best) {
+      best = r;
+      best_lag = lag;
+    }
   }
   if (best_lag == 0 || best < kMinMosaicCorrelation || best < row_lag(1) ||
       best - neighbour_rows < kMinMosaicGain) {
